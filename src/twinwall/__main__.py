@@ -1,0 +1,3 @@
+from twinwall.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""Plain-data host facts shared by collectors, the snapshot file and the analysis.
+
+Collectors (``twinwall.sources``) produce these; the analysis (``twinwall.analysis``) consumes
+them; nothing here knows how they were obtained. Every class round-trips through ``to_dict`` /
+``from_dict`` so a snapshot is plain JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+IPV4 = "ipv4"
+IPV6 = "ipv6"
+FAMILIES = (IPV4, IPV6)
+
+
+@dataclass(frozen=True)
+class ListeningSocket:
+    """One listening TCP socket or bound UDP socket.
+
+    ``family`` is the socket's own address family. An ``ipv6`` socket bound to ``::`` with
+    ``v6only`` False also accepts IPv4 (ss prints it as ``*:port``).
+    """
+
+    protocol: str  # "tcp" | "udp"
+    family: str  # IPV4 | IPV6
+    address: str  # "0.0.0.0", "::", "192.0.2.1", "::1", ...
+    port: int
+    v6only: Optional[bool] = None  # None for ipv4 sockets or when unknown
+    interface: Optional[str] = None  # SO_BINDTODEVICE ("%eth0" in ss)
+    process: Optional[str] = None
+    pid: Optional[int] = None
+    unit: Optional[str] = None  # systemd unit, from the socket's cgroup
+    uid: Optional[int] = None
+
+    def accepts_family(self, family: str) -> bool:
+        """Whether this socket can receive connections of the given address family."""
+        if self.family == IPV4:
+            return family == IPV4
+        if family == IPV6:
+            return True
+        # An AF_INET6 socket takes IPv4 only when bound to the wildcard without IPV6_V6ONLY.
+        # Unknown v6only on '::' is treated as dual-stack: Linux's default is bindv6only=0.
+        return self.address in ("::", "*") and self.v6only is not True
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ListeningSocket":
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class InterfaceAddress:
+    interface: str
+    family: str  # IPV4 | IPV6
+    address: str  # without prefix length
+    prefixlen: int
+    scope: str = "global"  # "global" | "link" | "host"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "InterfaceAddress":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class Ipv6State:
+    """Whether IPv6 is usable on the host, with the facts that decided it."""
+
+    enabled: Optional[bool]  # None: could not tell
+    evidence: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Ipv6State":
+        return cls(enabled=d.get("enabled"), evidence=list(d.get("evidence", [])))
+
+
+@dataclass
+class RulesetText:
+    """One ruleset dump exactly as a tool printed it.
+
+    ``format`` names the parser: "iptables-save" (for either family) or "nft-json".
+    ``backend`` says which kernel side it came from: "nft" (iptables-nft / native nftables) or
+    "legacy" (x_tables). Several dumps of one family are all evaluated: a packet must pass each.
+    """
+
+    family: str  # IPV4 | IPV6 | "inet" (nft-json holds every family)
+    format: str  # "iptables-save" | "nft-json"
+    backend: str  # "nft" | "legacy" | "unknown"
+    source: str  # the command or file it came from
+    text: str
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "RulesetText":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class HostSnapshot:
+    """Everything twinwall knows about one host at one moment."""
+
+    hostname: str = ""
+    collected_at: str = ""
+    kernel: str = ""
+    sockets: List[ListeningSocket] = field(default_factory=list)
+    # None: the socket list was not available (offline audit without --sockets)
+    sockets_known: bool = True
+    addresses: List[InterfaceAddress] = field(default_factory=list)
+    addresses_known: bool = False
+    interfaces: List[str] = field(default_factory=list)
+    ipv6: Ipv6State = field(default_factory=lambda: Ipv6State(enabled=None))
+    rulesets: List[RulesetText] = field(default_factory=list)
+    # What could not be read, one human sentence each ("iptables-save: permission denied").
+    missing: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "hostname": self.hostname,
+            "collected_at": self.collected_at,
+            "kernel": self.kernel,
+            "sockets": [s.to_dict() for s in self.sockets],
+            "sockets_known": self.sockets_known,
+            "addresses": [a.to_dict() for a in self.addresses],
+            "addresses_known": self.addresses_known,
+            "interfaces": list(self.interfaces),
+            "ipv6": self.ipv6.to_dict(),
+            "rulesets": [r.to_dict() for r in self.rulesets],
+            "missing": list(self.missing),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "HostSnapshot":
+        return cls(
+            hostname=d.get("hostname", ""),
+            collected_at=d.get("collected_at", ""),
+            kernel=d.get("kernel", ""),
+            sockets=[ListeningSocket.from_dict(s) for s in d.get("sockets", [])],
+            sockets_known=d.get("sockets_known", True),
+            addresses=[InterfaceAddress.from_dict(a) for a in d.get("addresses", [])],
+            addresses_known=d.get("addresses_known", bool(d.get("addresses"))),
+            interfaces=list(d.get("interfaces", [])),
+            ipv6=Ipv6State.from_dict(d.get("ipv6", {})),
+            rulesets=[RulesetText.from_dict(r) for r in d.get("rulesets", [])],
+            missing=list(d.get("missing", [])),
+        )
+
+    def rulesets_for(self, family: str) -> List[RulesetText]:
+        return [r for r in self.rulesets if r.family in (family, "inet")]
