@@ -1,0 +1,72 @@
+"""Command line: `twinwall <command>`. Each command lives in its own module exposing
+``add_arguments(parser)`` and ``run(args) -> int``; this file only wires them together and turns
+user-facing errors into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from twinwall import __version__
+from twinwall.errors import TwinwallError
+
+# (command, module, one-line help). Modules are imported lazily so `twinwall scan` does not pay
+# for the evaluator and `twinwall audit` does not pay for the scanner.
+COMMANDS = [
+    ("collect", "twinwall.commands.collect", "gather host facts into a snapshot JSON file"),
+    ("audit", "twinwall.commands.audit", "which listening services a new connection can reach, per family"),
+    ("explain", "twinwall.commands.explain", "show the walk through the chains for one port"),
+    ("scan", "twinwall.scan.cli", "probe hosts over IPv4 and IPv6 and compare with the audit"),
+]
+
+EPILOG = """\
+exit codes: 0 nothing to report, 1 findings/differences, 2 error.
+Run 'twinwall COMMAND --help' for the options of a command."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="twinwall",
+        description="Keep a Linux host's IPv4 and IPv6 firewalls twins: for every listening "
+        "service, can a new connection from elsewhere reach it over IPv4? over IPv6?",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"twinwall {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=getattr(module, "DESCRIPTION", help_text),
+            epilog=getattr(module, "EPILOG", None),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except TwinwallError as exc:
+        print(f"twinwall: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("twinwall: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
