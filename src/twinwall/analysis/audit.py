@@ -1,0 +1,566 @@
+"""Per listening socket and per family: can a new connection from elsewhere reach it?
+
+One evaluator walk per family answers it for every socket at once: the packet set is "a NEW
+tcp (or udp) packet from any remote source, on any non-loopback interface, to any of the host's
+addresses, on any of the listening ports"; the walk splits it into regions with verdicts, and
+each socket reads its own slice. Findings (CIS controls, family gaps...) are derived from those
+verdicts and from a few more walks (loopback, spoofed loopback, default deny).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
+from twinwall.analysis.evaluator import V_ACCEPT, Outcome
+from twinwall.analysis.packetset import (
+    CT_ESTABLISHED,
+    CT_NEW,
+    DPORT,
+    DST,
+    ICMP_ALL,
+    ID_ALL,
+    IIF,
+    PORT_ALL,
+    PROTO,
+    PROTO_ALL,
+    SRC,
+    STATE,
+    Box,
+    box_and,
+    covers,
+    iv_normalize,
+    iv_sub,
+    loopback_addresses,
+    remote_sources,
+    to_cidrs,
+)
+from twinwall.loader import load_rulesets
+from twinwall.model import FAMILIES, IPV4, IPV6, HostSnapshot, ListeningSocket
+from twinwall.ruleset import Decision
+
+SCHEMA = "twinwall.audit/1"
+
+OPEN = "open"
+RESTRICTED = "restricted"
+FILTERED = "filtered"
+LOCAL_ONLY = "local-only"
+NOT_BOUND = "not-bound"
+DISABLED = "disabled"
+UNKNOWN = "unknown"  # no ruleset could be read for this family
+STATUSES = (OPEN, RESTRICTED, FILTERED, LOCAL_ONLY, NOT_BOUND, DISABLED, UNKNOWN)
+REACH_RANK = {FILTERED: 0, RESTRICTED: 1, OPEN: 2}
+
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+PROTO_NUM = {"tcp": 6, "udp": 17}
+FAMILY_LABEL = {IPV4: "IPv4", IPV6: "IPv6"}
+
+# CIS Linux benchmark controls (Ubuntu/Debian numbering: 4.4.2 iptables, 4.4.3 ip6tables).
+CIS = {
+    (IPV4, "default-deny"): "CIS 4.4.2.1 Ensure iptables default deny firewall policy",
+    (IPV4, "loopback"): "CIS 4.4.2.2 Ensure iptables loopback traffic is configured",
+    (IPV4, "established"): "CIS 4.4.2.3 Ensure iptables outbound and established connections are configured",
+    (IPV4, "open-ports"): "CIS 4.4.2.4 Ensure iptables firewall rules exist for all open ports",
+    (IPV6, "default-deny"): "CIS 4.4.3.1 Ensure ip6tables default deny firewall policy",
+    (IPV6, "loopback"): "CIS 4.4.3.2 Ensure ip6tables loopback traffic is configured",
+    (IPV6, "established"): "CIS 4.4.3.3 Ensure ip6tables outbound and established connections are configured",
+    (IPV6, "open-ports"): "CIS 4.4.3.4 Ensure ip6tables firewall rules exist for all open ports",
+}
+
+MAX_DECIDED_BY = 12
+
+
+@dataclass
+class FamilyVerdict:
+    status: str
+    decided_by: List[Decision] = field(default_factory=list)
+    allowed_sources: List[str] = field(default_factory=list)
+    denied_sources: List[str] = field(default_factory=list)
+    allowed_interfaces: List[str] = field(default_factory=list)
+    uncertain: List[str] = field(default_factory=list)
+    by_policy: bool = False  # accepted because a chain's policy is ACCEPT, not by a rule
+    reason: str = ""
+
+    def to_json(self) -> Dict:
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "decided_by": [d.to_dict() for d in self.decided_by],
+            "allowed_sources": self.allowed_sources,
+            "denied_sources": self.denied_sources,
+            "allowed_interfaces": self.allowed_interfaces,
+            "uncertain": self.uncertain,
+            "by_policy": self.by_policy,
+        }
+
+
+@dataclass
+class ServiceReport:
+    socket: ListeningSocket
+    verdicts: Dict[str, FamilyVerdict]
+
+    @property
+    def name(self) -> str:
+        return f"{self.socket.protocol}/{self.socket.port}"
+
+    def label(self) -> str:
+        s = self.socket
+        addr = f"[{s.address}]" if ":" in s.address else s.address
+        return f"{s.protocol} {addr}:{s.port}" + (f" ({s.process})" if s.process else "")
+
+    def to_json(self) -> Dict:
+        s = self.socket
+        return {
+            "protocol": s.protocol,
+            "address": s.address,
+            "port": s.port,
+            "family": s.family,
+            "v6only": s.v6only,
+            "interface": s.interface,
+            "process": s.process,
+            "pid": s.pid,
+            "unit": s.unit,
+            "ipv4": self.verdicts[IPV4].to_json(),
+            "ipv6": self.verdicts[IPV6].to_json(),
+        }
+
+
+@dataclass
+class Finding:
+    id: str
+    severity: str
+    family: Optional[str]
+    message: str
+    service: Optional[str] = None
+    cis: Optional[str] = None
+    evidence: List[str] = field(default_factory=list)
+
+    def to_json(self) -> Dict:
+        return {
+            "id": self.id,
+            "severity": self.severity,
+            "family": self.family,
+            "service": self.service,
+            "message": self.message,
+            "cis": self.cis,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass
+class AuditReport:
+    snapshot: HostSnapshot
+    services: List[ServiceReport]
+    findings: List[Finding]
+    rulesets: List[Dict]
+
+    def to_json(self) -> Dict:
+        snap = self.snapshot
+        return {
+            "schema": SCHEMA,
+            "host": {
+                "hostname": snap.hostname,
+                "collected_at": snap.collected_at,
+                "kernel": snap.kernel,
+                "rulesets": self.rulesets,
+                "missing": snap.missing,
+                "sockets_known": snap.sockets_known,
+                "addresses_known": snap.addresses_known,
+            },
+            "ipv6": {"enabled": snap.ipv6.enabled, "evidence": snap.ipv6.evidence},
+            "services": [s.to_json() for s in self.services],
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+    def worst_severity(self) -> Optional[str]:
+        ranks = [SEVERITIES.index(f.severity) for f in self.findings]
+        return SEVERITIES[max(ranks)] if ranks else None
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def audit_snapshot(snapshot: HostSnapshot) -> AuditReport:
+    rulesets = load_rulesets(snapshot)
+    contexts = build_contexts(snapshot, rulesets)
+    sockets = _dedupe(snapshot.sockets)
+    ipv6_off = snapshot.ipv6.enabled is False
+    verdicts: Dict[str, List[FamilyVerdict]] = {}
+    for family in FAMILIES:
+        ctx = contexts[family]
+        verdicts[family] = _family_verdicts(ctx, sockets, disabled=(family == IPV6 and ipv6_off))
+    services = [
+        ServiceReport(sock, {f: verdicts[f][i] for f in FAMILIES}) for i, sock in enumerate(sockets)
+    ]
+    findings = _service_findings(services, snapshot)
+    findings += _host_findings(contexts, snapshot, rulesets)
+    findings.sort(key=lambda f: (-SEVERITIES.index(f.severity), f.id, f.service or "", f.family or ""))
+    summary = [
+        {"family": rs.family, "source": rs.source, "rules": rs.rule_count(), "tables": sorted(rs.tables)}
+        for fam in FAMILIES
+        for rs in rulesets[fam]
+    ]
+    return AuditReport(snapshot, services, findings, summary)
+
+
+def _dedupe(sockets: Sequence[ListeningSocket]) -> List[ListeningSocket]:
+    seen = {}
+    for s in sockets:
+        key = (s.protocol, s.family, s.address, s.port, s.interface)
+        if key not in seen:
+            seen[key] = s
+    return sorted(seen.values(), key=lambda s: (s.protocol, s.port, s.family, s.address))
+
+
+def is_loopback(address: str) -> bool:
+    a = address.split("%")[0]
+    return a.startswith("127.") or a == "::1" or a.startswith("::ffff:127.")
+
+
+def _precheck(sock: ListeningSocket, family: str, disabled: bool) -> Optional[FamilyVerdict]:
+    if disabled:
+        return FamilyVerdict(DISABLED, reason="IPv6 is disabled on the host")
+    if sock.protocol not in PROTO_NUM:
+        return FamilyVerdict(UNKNOWN, reason=f"protocol {sock.protocol} is not audited")
+    mapped_v4 = sock.family == IPV6 and sock.address.startswith("::ffff:")
+    if mapped_v4:
+        accepts = family == IPV4
+    else:
+        accepts = sock.accepts_family(family)
+    if not accepts:
+        why = {
+            (IPV4, IPV6): "an IPv4 socket does not accept IPv6",
+            (IPV6, IPV4): "IPv6-only socket (v6only=1 or a specific IPv6 address)",
+        }.get((sock.family, family), "the socket does not accept this family")
+        return FamilyVerdict(NOT_BOUND, reason=why)
+    if is_loopback(sock.address):
+        return FamilyVerdict(LOCAL_ONLY, reason="bound to a loopback address")
+    return None
+
+
+def _query_boxes(ctx: FamilyContext, sockets: Sequence[Tuple[ListeningSocket, tuple]]) -> List[Box]:
+    """One box per protocol covering every socket of this family that needs evaluating."""
+    boxes = []
+    for proto in ("tcp", "udp"):
+        mine = [(s, d) for s, d in sockets if s.protocol == proto]
+        if not mine:
+            continue
+        num = PROTO_NUM[proto]
+        dports = iv_normalize((s.port, s.port) for s, _ in mine)
+        dsts = iv_normalize(p for _, d in mine for p in d)
+        boxes.append(
+            (
+                remote_sources(ctx.family),
+                dsts,
+                ((num, num),),
+                PORT_ALL,
+                dports,
+                ICMP_ALL,
+                ID_ALL,
+                ID_ALL,
+                ctx.remote_ifaces,
+                ctx.universe.all_mask,
+                CT_NEW,
+            )
+        )
+    return boxes
+
+
+def _family_verdicts(ctx: FamilyContext, sockets: Sequence[ListeningSocket], disabled: bool) -> List[FamilyVerdict]:
+    out: List[Optional[FamilyVerdict]] = []
+    todo: List[Tuple[int, ListeningSocket, tuple]] = []
+    for i, sock in enumerate(sockets):
+        pre = _precheck(sock, ctx.family, disabled)
+        if pre is None and not ctx.rules_known:
+            pre = FamilyVerdict(UNKNOWN, reason=f"no {FAMILY_LABEL[ctx.family]} ruleset was read")
+        if pre is None:
+            dsts = socket_destinations(ctx, sock.address)
+            if dsts is None:
+                pre = FamilyVerdict(UNKNOWN, reason=f"cannot read address {sock.address!r}")
+            elif not dsts:
+                pre = FamilyVerdict(FILTERED, reason="the host has no address a remote client can use")
+            else:
+                todo.append((i, sock, dsts))
+        out.append(pre)
+    if todo:
+        outcomes = ctx.evaluator().local_input(_query_boxes(ctx, [(s, d) for _, s, d in todo]))
+        for i, sock, dsts in todo:
+            out[i] = _socket_verdict(ctx, sock, dsts, outcomes)
+    return out  # type: ignore[return-value]
+
+
+def _socket_verdict(ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outcomes: Sequence[Outcome]) -> FamilyVerdict:
+    num = PROTO_NUM[sock.protocol]
+    selector = [(PROTO, ((num, num),)), (DPORT, ((sock.port, sock.port),)), (DST, dsts)]
+    if sock.interface:
+        selector.append((IIF, ctx.universe.mask(sock.interface)))
+    selector_t = tuple(selector)
+    accepted: List[Tuple[Box, Outcome]] = []
+    denied: List[Outcome] = []
+    for o in outcomes:
+        if o.verdict == V_ACCEPT:
+            b = box_and(o.box, selector_t)
+            if b is not None:
+                accepted.append((b, o))
+        elif box_and(o.origin, selector_t) is not None:
+            denied.append(o)
+    remote = remote_sources(ctx.family)
+    uncertain = sorted({u for _, o in accepted for u in o.uncertain} | {u for o in denied for u in o.uncertain})
+    if not accepted:
+        return FamilyVerdict(
+            FILTERED,
+            decided_by=_decisions(denied),
+            denied_sources=["any"],
+            uncertain=uncertain,
+            reason="every new connection is dropped or rejected",
+        )
+    target = list(accepted[0][0])
+    target[SRC] = remote
+    target[IIF] = ctx.remote_ifaces
+    boxes = [b for b, _ in accepted]
+    src = iv_normalize(p for b in boxes for p in b[SRC])
+    ifaces = 0
+    for b in boxes:
+        ifaces |= b[IIF]
+    by_policy = any(d.policy == "ACCEPT" for _, o in accepted for d in o.decided_by)
+    if covers(boxes, tuple(target), (SRC, IIF)):
+        return FamilyVerdict(
+            OPEN,
+            decided_by=_decisions([o for _, o in accepted]),
+            allowed_sources=["0.0.0.0/0" if ctx.family == IPV4 else "::/0"],
+            allowed_interfaces=["*"],
+            uncertain=uncertain,
+            by_policy=by_policy,
+            reason="accepted from every remote source" + (" by the chain policy" if by_policy else ""),
+        )
+    all_ifaces = ifaces & ctx.remote_ifaces == ctx.remote_ifaces
+    denied_src = iv_sub(remote, src)
+    return FamilyVerdict(
+        RESTRICTED,
+        decided_by=_decisions([o for _, o in accepted] + denied),
+        allowed_sources=_cidrs(src, ctx.family),
+        denied_sources=_cidrs(denied_src, ctx.family) if denied_src else [],
+        allowed_interfaces=["*"] if all_ifaces else ctx.universe.label_list(ifaces & ctx.remote_ifaces),
+        uncertain=uncertain,
+        by_policy=by_policy,
+        reason="accepted only from some sources or interfaces",
+    )
+
+
+def _cidrs(a: tuple, family: str, limit: int = 64) -> List[str]:
+    """CIDRs of an address set, martian ranges folded in where that makes the list shorter."""
+    plain = to_cidrs(a, family)
+    if len(plain) > 4:
+        # "everything but 203.0.113.0/24" reads better with the martians put back
+        from twinwall.analysis.packetset import address_space
+
+        martians = iv_sub(address_space(family), remote_sources(family))
+        folded = to_cidrs(iv_normalize(list(a) + list(martians)), family)
+        if len(folded) < len(plain):
+            plain = folded
+    if len(plain) > limit:
+        return plain[:limit] + [f"... {len(plain) - limit} more"]
+    return plain
+
+
+def _decisions(outcomes: Sequence[Outcome]) -> List[Decision]:
+    seen: Dict[Decision, None] = {}
+    for o in outcomes:
+        for d in o.decided_by:
+            seen.setdefault(d, None)
+            if len(seen) >= MAX_DECIDED_BY:
+                return list(seen)
+    return list(seen)
+
+
+# ---------------------------------------------------------------------------------------------
+# findings
+
+
+def _service_findings(services: Sequence[ServiceReport], snapshot: HostSnapshot) -> List[Finding]:
+    findings: List[Finding] = []
+    for svc in services:
+        v4, v6 = svc.verdicts[IPV4], svc.verdicts[IPV6]
+        for family, v in ((IPV4, v4), (IPV6, v6)):
+            if v.status in (OPEN, RESTRICTED) and v.by_policy:
+                findings.append(
+                    Finding(
+                        "TW-NO-RULE",
+                        "medium",
+                        family,
+                        f"{svc.label()} is reachable over {FAMILY_LABEL[family]} only because a chain "
+                        "policy is ACCEPT: no rule covers it",
+                        service=svc.name,
+                        cis=CIS[(family, "open-ports")],
+                        evidence=[d.describe() for d in v.decided_by if d.policy],
+                    )
+                )
+            if v.uncertain and v.status in (OPEN, RESTRICTED, FILTERED):
+                findings.append(
+                    Finding(
+                        "TW-UNCERTAIN",
+                        "info",
+                        family,
+                        f"{svc.label()} over {FAMILY_LABEL[family]}: the verdict assumes matches twinwall "
+                        "cannot decide may go either way",
+                        service=svc.name,
+                        evidence=v.uncertain[:8],
+                    )
+                )
+        if v4.status in REACH_RANK and v6.status in REACH_RANK and v4.status != v6.status:
+            wide, narrow = (IPV4, IPV6) if REACH_RANK[v4.status] > REACH_RANK[v6.status] else (IPV6, IPV4)
+            ws, ns = svc.verdicts[wide].status, svc.verdicts[narrow].status
+            severity = "high" if ws == OPEN and ns == FILTERED else "medium"
+            findings.append(
+                Finding(
+                    "TW-FAMILY-GAP",
+                    severity,
+                    wide,
+                    f"{svc.label()} is {ws} over {FAMILY_LABEL[wide]} but {ns} over "
+                    f"{FAMILY_LABEL[narrow]}: the {FAMILY_LABEL[wide]} firewall does not match its twin",
+                    service=svc.name,
+                    cis=CIS[(wide, "open-ports")],
+                    evidence=[f"{FAMILY_LABEL[f]}: {d.describe()}" for f in (wide, narrow) for d in svc.verdicts[f].decided_by[:3]],
+                )
+            )
+    return findings
+
+
+def _host_findings(contexts: Dict[str, FamilyContext], snapshot: HostSnapshot, rulesets) -> List[Finding]:
+    findings: List[Finding] = []
+    for family in FAMILIES:
+        ctx = contexts[family]
+        label = FAMILY_LABEL[family]
+        if family == IPV6 and snapshot.ipv6.enabled is False:
+            findings.append(
+                Finding(
+                    "TW-IPV6-DISABLED",
+                    "info",
+                    IPV6,
+                    "IPv6 is disabled on this host: the ip6tables controls do not apply",
+                    cis="CIS 4.4.3.x not applicable",
+                    evidence=list(snapshot.ipv6.evidence),
+                )
+            )
+            continue
+        if not ctx.rules_known:
+            findings.append(
+                Finding(
+                    "TW-NO-RULESET",
+                    "medium" if snapshot.rulesets else "info",
+                    family,
+                    f"no {label} ruleset was read: {label} verdicts are unknown",
+                )
+            )
+            continue
+        findings.extend(_policy_findings(ctx, label))
+    backends: Dict[str, set] = {}
+    for text in snapshot.rulesets:
+        if text.format == "iptables-save" and "*" in text.text:
+            backends.setdefault(text.family, set()).add(text.backend)
+    for family, b in backends.items():
+        if {"legacy", "nft"} <= b:
+            findings.append(
+                Finding(
+                    "TW-LEGACY-AND-NFT",
+                    "medium",
+                    family,
+                    f"both legacy (x_tables) and nf_tables {FAMILY_LABEL[family]} rules are loaded: a packet "
+                    "must pass both, and each tool shows only its own half",
+                )
+            )
+    return findings
+
+
+def _probe(ctx: FamilyContext, src: tuple, ifaces: int, state: int, dst: Optional[tuple] = None) -> List[Outcome]:
+    box = (
+        src,
+        dst if dst is not None else ctx.remote_targets,
+        PROTO_ALL,
+        PORT_ALL,
+        PORT_ALL,
+        ICMP_ALL,
+        ID_ALL,
+        ID_ALL,
+        ifaces,
+        ctx.universe.all_mask,
+        state,
+    )
+    return ctx.evaluator().local_input([box])
+
+
+def _policy_findings(ctx: FamilyContext, label: str) -> List[Finding]:
+    family = ctx.family
+    findings: List[Finding] = []
+    if not ctx.remote_targets:
+        return findings
+    # default deny: does any new connection reach the end of INPUT and get accepted by the policy?
+    new = _probe(ctx, remote_sources(family), ctx.remote_ifaces, CT_NEW)
+    by_policy = [o for o in new if o.verdict == V_ACCEPT and any(d.policy == "ACCEPT" for d in o.decided_by)]
+    if by_policy:
+        findings.append(
+            Finding(
+                "TW-NO-DEFAULT-DENY",
+                "medium",
+                family,
+                f"{label}: new connections not matched by any rule are accepted (no default deny)",
+                cis=CIS[(family, "default-deny")],
+                evidence=sorted({d.describe() for o in by_policy for d in o.decided_by if d.policy}),
+            )
+        )
+    for rs in ctx.rulesets:
+        for base in rs.base_chains:
+            if base.table == "filter" and base.chain in ("FORWARD", "OUTPUT"):
+                chain = rs.chain(base.table, base.chain)
+                if chain is not None and chain.policy == "ACCEPT" and len(chain) == 0:
+                    findings.append(
+                        Finding(
+                            "TW-NO-DEFAULT-DENY",
+                            "low",
+                            family,
+                            f"{label}: {base.chain} has policy ACCEPT and no rules",
+                            cis=CIS[(family, "default-deny")],
+                            evidence=[f"{rs.source}: filter {base.chain} policy ACCEPT"],
+                        )
+                    )
+    # loopback: traffic on lo between loopback addresses must be accepted
+    lo_mask = ctx.universe.mask("lo")
+    loop = loopback_addresses(family)
+    lo_out = _probe(ctx, loop, lo_mask, CT_NEW, dst=loop)
+    if any(o.verdict != V_ACCEPT for o in lo_out):
+        findings.append(
+            Finding(
+                "TW-LOOPBACK-NOT-ACCEPTED",
+                "medium",
+                family,
+                f"{label}: some new connections on the loopback interface are dropped",
+                cis=CIS[(family, "loopback")],
+                evidence=sorted({d.describe() for o in lo_out if o.verdict != V_ACCEPT for d in o.decided_by})[:5],
+            )
+        )
+    spoof = _probe(ctx, loop, ctx.remote_ifaces, CT_NEW)
+    if ctx.remote_ifaces and any(o.verdict == V_ACCEPT for o in spoof):
+        findings.append(
+            Finding(
+                "TW-SPOOFED-LOOPBACK",
+                "low",
+                family,
+                f"{label}: packets from a loopback source arriving on other interfaces are not dropped "
+                "by a rule (the kernel drops them as martians, but the CIS control asks for the rule)",
+                cis=CIS[(family, "loopback")],
+            )
+        )
+    est = _probe(ctx, remote_sources(family), ctx.remote_ifaces, CT_ESTABLISHED)
+    if not any(o.verdict == V_ACCEPT for o in est):
+        findings.append(
+            Finding(
+                "TW-ESTABLISHED-DROPPED",
+                "low",
+                family,
+                f"{label}: packets of established connections are dropped: replies to this host's "
+                "own outbound connections cannot come back",
+                cis=CIS[(family, "established")],
+            )
+        )
+    return findings

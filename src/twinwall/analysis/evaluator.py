@@ -1,0 +1,331 @@
+"""Walk sets of packets through a ruleset the way netfilter does.
+
+Input: one family's rulesets (``twinwall.ruleset``), and a list of packet boxes. Output: every
+region of those packets with the verdict it gets and the rules that decided it.
+
+Netfilter semantics modelled here:
+
+* Base chains on a hook run in priority order (raw -300, mangle -150, nat -100, filter 0,
+  security 50 for iptables; any priority for nftables). ACCEPT ends only the current base chain:
+  the packet goes on to the next one. DROP/REJECT anywhere is final.
+* User chains: jump (-j) returns to the next rule after the end of the chain or a RETURN; goto
+  (-g) returns to the caller's caller. A base chain's end applies its policy.
+* LOG/NFLOG/MARK... do not end evaluation. NOTRACK in raw makes the packet UNTRACKED.
+* nat chains see only a connection's first packet (state NEW); DNAT/REDIRECT rewrite the
+  destination, and the routing decision after PREROUTING sends packets no longer addressed to
+  the host to FORWARD instead of INPUT.
+* A rule with a match twinwall cannot decide (limit, recent, mark...) *may* match: the packets
+  are followed both ways and carry the match's name, so a verdict is never silently assumed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from twinwall.analysis.packetset import (
+    CT_NEW,
+    CT_UNTRACKED,
+    DPORT,
+    DST,
+    STATE,
+    Box,
+    box_and,
+    box_sub,
+    iv_and,
+    iv_sub,
+    split,
+)
+from twinwall.ruleset import (
+    ACCEPT,
+    CONTINUE,
+    DNAT,
+    DROP,
+    GOTO,
+    JUMP,
+    NAT_DONE,
+    NOTRACK,
+    QUEUE,
+    REDIRECT,
+    REJECT,
+    RETURN,
+    UNKNOWN,
+    BaseChain,
+    Decision,
+    Rule,
+    Ruleset,
+)
+
+# Final verdicts of an Outcome.
+V_ACCEPT = "accept"
+V_DROP = "drop"
+V_REJECT = "reject"
+V_FORWARD = "forward"  # rewritten (DNAT) to an address that is not the host's: leaves INPUT
+
+MAX_DEPTH = 128  # netfilter allows no loops; this only guards against malformed input
+
+
+class EvaluationError(Exception):
+    pass
+
+
+class Flow:
+    """A region of packets on its way through the chains."""
+
+    __slots__ = ("box", "trail", "uncertain", "origin")
+
+    def __init__(self, box: Box, trail, uncertain: Tuple[str, ...], origin: Box):
+        self.box = box
+        self.trail = trail  # linked list: (Decision, parent) or None
+        self.uncertain = uncertain
+        self.origin = origin  # the box before any NAT rewrote it
+
+
+@dataclass
+class Outcome:
+    box: Box  # the packets as they reached the verdict (after NAT)
+    origin: Box  # the same packets as they arrived
+    verdict: str
+    decided_by: List[Decision]
+    uncertain: Tuple[str, ...]
+
+
+def _trail_list(trail) -> List[Decision]:
+    out = []
+    while trail is not None:
+        out.append(trail[0])
+        trail = trail[1]
+    out.reverse()
+    return out
+
+
+def _restrict(flow: Flow, box: Box) -> Flow:
+    """The same flow narrowed to a sub-box, keeping ``origin`` aligned with ``box``."""
+    if box is flow.box:
+        return flow
+    if flow.origin is flow.box:
+        return Flow(box, flow.trail, flow.uncertain, box)
+    # NAT rewrote some dimensions: narrow the origin on the dimensions NAT did not touch
+    origin = list(flow.origin)
+    for d in range(len(box)):
+        if flow.origin[d] == flow.box[d]:
+            origin[d] = box[d]
+    return Flow(box, flow.trail, flow.uncertain, tuple(origin))
+
+
+class Evaluator:
+    """Evaluates one family's rulesets. Bind the interface universe and local addresses first."""
+
+    def __init__(
+        self,
+        rulesets: Sequence[Ruleset],
+        family: str,
+        universe,
+        local_addresses,
+        trace: Optional[Callable[[str, int, object, List[Flow]], None]] = None,
+    ):
+        self.family = family
+        self.rulesets = list(rulesets)
+        self.universe = universe
+        self.local = local_addresses  # interval set of the host's own addresses
+        self.trace = trace
+        for rs in self.rulesets:
+            rs.universe = universe
+            rs.local_addresses = local_addresses
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def stages(self, hook: str) -> List[Tuple[Ruleset, BaseChain]]:
+        stages = [(rs, b) for rs in self.rulesets for b in rs.base_chains if b.hook == hook]
+        stages.sort(key=lambda s: s[1].priority)
+        return stages
+
+    def local_input(self, boxes: Sequence[Box]) -> List[Outcome]:
+        """Packets arriving from the network, addressed to this host: PREROUTING then INPUT."""
+        flows = [Flow(b, None, (), b) for b in boxes]
+        outcomes: List[Outcome] = []
+        flows = self.run_hook("prerouting", flows, outcomes)
+        # Routing decision: only packets still addressed to the host go to INPUT.
+        local_flows = []
+        for f in flows:
+            dst = f.box[DST]
+            here = iv_and(dst, self.local)
+            if here != dst:
+                away = iv_sub(dst, self.local)
+                b = list(f.box)
+                b[DST] = away
+                outcomes.append(self._outcome(_restrict(f, tuple(b)), V_FORWARD))
+            if here:
+                if here is dst:
+                    local_flows.append(f)
+                else:
+                    b = list(f.box)
+                    b[DST] = here
+                    local_flows.append(_restrict(f, tuple(b)))
+        flows = self.run_hook("input", local_flows, outcomes)
+        for f in flows:
+            outcomes.append(self._outcome(f, V_ACCEPT))
+        return outcomes
+
+    def hook_path(self, hooks: Sequence[str], boxes: Sequence[Box]) -> List[Outcome]:
+        """Run packets through the given hooks in order, with no routing decision between."""
+        flows = [Flow(b, None, (), b) for b in boxes]
+        outcomes: List[Outcome] = []
+        for hook in hooks:
+            flows = self.run_hook(hook, flows, outcomes)
+        for f in flows:
+            outcomes.append(self._outcome(f, V_ACCEPT))
+        return outcomes
+
+    def _outcome(self, flow: Flow, verdict: str) -> Outcome:
+        return Outcome(flow.box, flow.origin, verdict, _trail_list(flow.trail), flow.uncertain)
+
+    def run_hook(self, hook: str, flows: List[Flow], outcomes: List[Outcome]) -> List[Flow]:
+        """All base chains of a hook; returns the flows that every one of them let through."""
+        for rs, base in self.stages(hook):
+            if not flows:
+                break
+            chain = rs.chain(base.table, base.chain)
+            if chain is None:
+                continue
+            skipped: List[Flow] = []
+            if base.kind == "nat":
+                # nat chains see only the first packet of a connection (and never untracked ones)
+                entering = []
+                for f in flows:
+                    m = box_and(f.box, ((STATE, CT_NEW),))
+                    if m is None:
+                        skipped.append(f)
+                        continue
+                    entering.append(_restrict(f, m))
+                    skipped.extend(_restrict(f, b) for b in box_sub(f.box, ((STATE, CT_NEW),)))
+                flows = entering
+            returned, ended = self.walk(rs, base.table, base.chain, flows, 0)
+            nxt = skipped
+            # end of a base chain: its policy
+            policy = chain.policy or "ACCEPT"
+            for f in returned:
+                decision = Decision(base.table, base.chain, None, None, policy, rs.source)
+                if policy == "DROP":
+                    outcomes.append(self._outcome(Flow(f.box, (decision, f.trail), f.uncertain, f.origin), V_DROP))
+                else:
+                    # an ACCEPT policy is worth citing only where it is the filtering decision
+                    if base.kind == "filter" and (base.table == "filter" or rs.kind == "nftables"):
+                        f = Flow(f.box, (decision, f.trail), f.uncertain, f.origin)
+                    nxt.append(f)
+                if self.trace:
+                    self.trace("policy", 0, decision, [f])
+            for f, action in ended:
+                if action in (ACCEPT, "nat", QUEUE):
+                    if action == QUEUE:
+                        f = Flow(f.box, f.trail, f.uncertain + ("NFQUEUE (user space decides)",), f.origin)
+                    nxt.append(f)
+                elif action == REJECT:
+                    outcomes.append(self._outcome(f, V_REJECT))
+                else:
+                    outcomes.append(self._outcome(f, V_DROP))
+            flows = nxt
+        return flows
+
+    # -- chains -----------------------------------------------------------------------------
+
+    def walk(self, rs: Ruleset, table: str, chain_name: str, flows: List[Flow], depth: int):
+        """Returns (flows that reached the end or RETURN, [(flow, terminal action)])."""
+        if depth > MAX_DEPTH:
+            raise EvaluationError(f"chain nesting deeper than {MAX_DEPTH} at {table} {chain_name}: a loop?")
+        chain = rs.chain(table, chain_name)
+        if chain is None:
+            raise EvaluationError(f"{rs.source}: jump to missing chain {table} {chain_name}")
+        returned: List[Flow] = []
+        ended: List[Tuple[Flow, str]] = []
+        current = flows
+        trace = self.trace
+        for rule in chain.rules:
+            if not current:
+                break
+            alts = rule.alternatives
+            if not alts:
+                continue
+            action = rule.action
+            if action == CONTINUE:
+                if trace:
+                    self._trace_match(rule, current, depth)
+                continue  # LOG, counters...: nothing to decide
+            matched: List[Flow] = []
+            rest: List[Flow] = []
+            for f in current:
+                m, r = split(f.box, alts)
+                if not m:
+                    rest.append(f)
+                    continue
+                for b in m:
+                    matched.append(_restrict(f, b))
+                for b in r:
+                    rest.append(_restrict(f, b))
+            if not matched:
+                continue
+            if rule.unknown:
+                # may or may not match: follow both ways, remembering why
+                tag = tuple(f"{u} ({rule.table} {rule.chain} #{rule.number})" for u in rule.unknown)
+                matched = [Flow(f.box, f.trail, f.uncertain + tag, f.origin) for f in matched]
+                rest.extend(matched)
+            if trace:
+                trace("match", depth, rule, matched)
+            current = rest
+            decision = Decision(rule.table, rule.chain, rule.number, rule.text, None, rs.source)
+            if action in (ACCEPT, DROP, REJECT, QUEUE, NAT_DONE):
+                for f in matched:
+                    ended.append((Flow(f.box, (decision, f.trail), f.uncertain, f.origin), "nat" if action == NAT_DONE else action))
+            elif action == RETURN:
+                returned.extend(matched)
+            elif action in (JUMP, GOTO):
+                entering = [Flow(f.box, (decision, f.trail), f.uncertain, f.origin) for f in matched]
+                sub_ret, sub_end = self.walk(rs, table, rule.target, entering, depth + 1)
+                ended.extend(sub_end)
+                back = [Flow(f.box, f.trail[1], f.uncertain, f.origin) for f in sub_ret]
+                if action == JUMP:
+                    current = current + back
+                else:
+                    returned.extend(back)
+            elif action == NOTRACK:
+                # (with an undecidable match the tracked copies are already in ``rest``)
+                current = current + [self._untrack(f) for f in matched]
+            elif action in (DNAT, REDIRECT):
+                for f in matched:
+                    ended.append((self._nat(f, rule, decision), "nat"))
+            elif action == UNKNOWN:
+                tag = (f"target {rule.target} ({rule.table} {rule.chain} #{rule.number})",)
+                current = current + [Flow(f.box, f.trail, f.uncertain + tag, f.origin) for f in matched]
+            else:  # pragma: no cover - every action is handled above
+                raise EvaluationError(f"unhandled action {action}")
+        returned.extend(current)
+        return returned, ended
+
+    def _trace_match(self, rule: Rule, flows: List[Flow], depth: int) -> None:
+        hit = []
+        for f in flows:
+            m, _ = split(f.box, rule.alternatives)
+            hit.extend(_restrict(f, b) for b in m)
+        if hit:
+            self.trace("match", depth, rule, hit)
+
+    @staticmethod
+    def _untrack(f: Flow) -> Flow:
+        b = list(f.box)
+        state = b[STATE]
+        if state & CT_NEW:
+            b[STATE] = (state & ~CT_NEW) | CT_UNTRACKED
+        return Flow(tuple(b), f.trail, f.uncertain, f.origin)
+
+    def _nat(self, f: Flow, rule: Rule, decision: Decision) -> Flow:
+        dst, port = rule.nat_to or (None, None)
+        b = list(f.box)
+        if rule.action == REDIRECT:
+            # to the address of the incoming interface: one of the host's own
+            b[DST] = iv_and(b[DST], self.local) or self.local
+        elif dst is not None:
+            b[DST] = dst
+        if port is not None:
+            b[DPORT] = port
+        new = tuple(b)
+        return Flow(new, (decision, f.trail), f.uncertain, f.origin)

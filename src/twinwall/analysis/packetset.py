@@ -1,0 +1,323 @@
+"""Sets of packets as unions of boxes.
+
+A *box* is a cartesian product: one value set per dimension (source address, destination port,
+input interface, conntrack state, ...). A rule's match is a *constraint*: a sparse list of
+``(dimension, value set)`` pairs that must all hold. Intersecting a box with a constraint gives one
+box; subtracting it gives at most one box per constrained dimension. That is all the evaluator
+needs to carry whole address/port/interface ranges through the chains in one walk, instead of
+trying packets one at a time.
+
+Value sets come in two kinds:
+
+* interval sets over integers (addresses, ports, protocol numbers, ICMP type/code, uid, gid):
+  a tuple of disjoint, sorted, non-adjacent ``(lo, hi)`` pairs, both ends inclusive;
+* bit masks over a small finite universe (interface classes, conntrack states): an ``int``.
+
+Everything here is immutable and hashable, so boxes can be shared freely between flows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+Interval = Tuple[int, int]
+IntervalSet = Tuple[Interval, ...]
+
+# Dimension indices. Keep interval dimensions and mask dimensions apart: MASK_DIMS lists the latter.
+SRC, DST, PROTO, SPORT, DPORT, ICMP, UID, GID, IIF, OIF, STATE = range(11)
+NDIMS = 11
+DIM_NAMES = ("src", "dst", "protocol", "sport", "dport", "icmp", "uid", "gid", "iif", "oif", "state")
+MASK_DIMS = frozenset((IIF, OIF, STATE))
+
+ADDR_BITS = {"ipv4": 32, "ipv6": 128}
+PORT_ALL: IntervalSet = ((0, 65535),)
+PROTO_ALL: IntervalSet = ((0, 255),)
+ICMP_ALL: IntervalSet = ((0, 0xFFFF),)  # type << 8 | code
+ID_ALL: IntervalSet = ((0, 0xFFFFFFFF),)
+
+# Conntrack states as bits of the STATE dimension.
+CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_INVALID, CT_UNTRACKED = 1, 2, 4, 8, 16
+CT_ALL = 31
+CT_NAMES = {
+    "NEW": CT_NEW,
+    "ESTABLISHED": CT_ESTABLISHED,
+    "RELATED": CT_RELATED,
+    "INVALID": CT_INVALID,
+    "UNTRACKED": CT_UNTRACKED,
+}
+
+Box = Tuple  # NDIMS entries: IntervalSet or int mask
+Constraint = Tuple[Tuple[int, object], ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# interval sets
+
+
+def iv_and(a: IntervalSet, b: IntervalSet) -> IntervalSet:
+    if a is b or a == b:
+        return a
+    if not a or not b:
+        return ()
+    # Fast path: a single interval on either side (ports, /32 addresses) is by far the commonest.
+    if len(b) == 1:
+        lo, hi = b[0]
+        if len(a) == 1:
+            l2, h2 = a[0]
+            l, h = (lo if lo > l2 else l2), (hi if hi < h2 else h2)
+            return ((l, h),) if l <= h else ()
+        return tuple((max(l, lo), min(h, hi)) for l, h in a if l <= hi and h >= lo)
+    if len(a) == 1:
+        return iv_and(b, a)
+    out = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo = max(a[i][0], b[j][0])
+        hi = min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return tuple(out)
+
+
+def iv_sub(a: IntervalSet, b: IntervalSet) -> IntervalSet:
+    if not a or not b:
+        return a
+    if a is b or a == b:
+        return ()
+    out = []
+    j = 0
+    nb = len(b)
+    for lo, hi in a:
+        while j < nb and b[j][1] < lo:
+            j += 1
+        k = j
+        cur = lo
+        while k < nb and b[k][0] <= hi:
+            if b[k][0] > cur:
+                out.append((cur, b[k][0] - 1))
+            if b[k][1] + 1 > cur:
+                cur = b[k][1] + 1
+            k += 1
+        if cur <= hi:
+            out.append((cur, hi))
+    return tuple(out)
+
+
+def iv_or(a: IntervalSet, b: IntervalSet) -> IntervalSet:
+    if not a:
+        return b
+    if not b:
+        return a
+    return iv_normalize(list(a) + list(b))
+
+
+def iv_normalize(pairs: Iterable[Interval]) -> IntervalSet:
+    """Sort and merge overlapping or adjacent intervals."""
+    out: List[List[int]] = []
+    for lo, hi in sorted(pairs):
+        if lo > hi:
+            continue
+        if out and lo <= out[-1][1] + 1:
+            if hi > out[-1][1]:
+                out[-1][1] = hi
+        else:
+            out.append([lo, hi])
+    return tuple((lo, hi) for lo, hi in out)
+
+
+def iv_contains(a: IntervalSet, value: int) -> bool:
+    for lo, hi in a:
+        if lo <= value <= hi:
+            return True
+        if lo > value:
+            return False
+    return False
+
+
+def iv_size(a: IntervalSet) -> int:
+    return sum(hi - lo + 1 for lo, hi in a)
+
+
+# ---------------------------------------------------------------------------------------------
+# addresses
+
+
+def prefix_interval(network: str, family: str) -> Interval:
+    """'192.0.2.0/24' (or an address, or a dotted netmask) -> (first, last) as integers."""
+    net = ipaddress.ip_network(network, strict=False)
+    if (net.version == 4) != (family == "ipv4"):
+        raise ValueError(f"{network} is not an {family} address")
+    return int(net.network_address), int(net.broadcast_address)
+
+
+def address_space(family: str) -> IntervalSet:
+    return ((0, (1 << ADDR_BITS[family]) - 1),)
+
+
+def to_cidrs(a: IntervalSet, family: str) -> List[str]:
+    """The fewest CIDR blocks that exactly cover an interval set."""
+    cls = ipaddress.IPv4Address if family == "ipv4" else ipaddress.IPv6Address
+    out: List[str] = []
+    for lo, hi in a:
+        out.extend(str(n) for n in ipaddress.summarize_address_range(cls(lo), cls(hi)))
+    return out
+
+
+def format_address(value: int, family: str) -> str:
+    return str(ipaddress.IPv4Address(value) if family == "ipv4" else ipaddress.IPv6Address(value))
+
+
+def ranges_text(a: IntervalSet) -> str:
+    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in a)
+
+
+# Sources the kernel drops as martians before any rule sees them: a rule dropping them does not
+# make a service "restricted". IPv6 also drops IPv4-mapped sources on the wire (RFC 4942).
+_MARTIAN_SOURCES = {
+    "ipv4": ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32"),
+    "ipv6": ("::/128", "::1/128", "ff00::/8", "::ffff:0:0/96"),
+}
+_LOOPBACK = {"ipv4": ("127.0.0.0/8",), "ipv6": ("::1/128",)}
+_MULTICAST = {"ipv4": ("224.0.0.0/4",), "ipv6": ("ff00::/8",)}
+
+
+def _set_of(prefixes: Sequence[str], family: str) -> IntervalSet:
+    return iv_normalize(prefix_interval(p, family) for p in prefixes)
+
+
+def remote_sources(family: str) -> IntervalSet:
+    """Every source address a packet arriving on a non-loopback interface can really carry."""
+    return iv_sub(address_space(family), _set_of(_MARTIAN_SOURCES[family], family))
+
+
+def loopback_addresses(family: str) -> IntervalSet:
+    return _set_of(_LOOPBACK[family], family)
+
+
+def multicast_addresses(family: str) -> IntervalSet:
+    return _set_of(_MULTICAST[family], family)
+
+
+def unicast_destinations(family: str) -> IntervalSet:
+    """Destinations a unicast connection from elsewhere can be addressed to."""
+    return remote_sources(family)
+
+
+# ---------------------------------------------------------------------------------------------
+# boxes
+
+
+def full_box(family: str, iface_all: int) -> Box:
+    """Every packet of a family; ``iface_all`` is the interface universe's full mask."""
+    return (
+        address_space(family),
+        address_space(family),
+        PROTO_ALL,
+        PORT_ALL,
+        PORT_ALL,
+        ICMP_ALL,
+        ID_ALL,
+        ID_ALL,
+        iface_all,
+        iface_all,
+        CT_ALL,
+    )
+
+
+def box_and(box: Box, constraint: Constraint) -> Optional[Box]:
+    """box ∩ constraint, or None when empty."""
+    out = None
+    for dim, value in constraint:
+        cur = box[dim] if out is None else out[dim]
+        if dim in MASK_DIMS:
+            new = cur & value
+            if not new:
+                return None
+        else:
+            new = iv_and(cur, value)
+            if not new:
+                return None
+        if new is not cur:
+            if out is None:
+                out = list(box)
+            out[dim] = new
+    return box if out is None else tuple(out)
+
+
+def box_sub(box: Box, constraint: Constraint) -> List[Box]:
+    """box \\ constraint as disjoint boxes (at most one per constrained dimension)."""
+    pieces: List[Box] = []
+    cur = box
+    for dim, value in constraint:
+        v = cur[dim]
+        if dim in MASK_DIMS:
+            outside = v & ~value
+            inside = v & value
+            empty_out, empty_in = not outside, not inside
+        else:
+            outside = iv_sub(v, value)
+            inside = iv_and(v, value)
+            empty_out, empty_in = not outside, not inside
+        if not empty_out:
+            piece = list(cur)
+            piece[dim] = outside
+            pieces.append(tuple(piece))
+        if empty_in:
+            return pieces
+        if inside is not v:
+            nxt = list(cur)
+            nxt[dim] = inside
+            cur = tuple(nxt)
+    return pieces
+
+
+def split(box: Box, alternatives: Sequence[Constraint]) -> Tuple[List[Box], List[Box]]:
+    """Split a box by a disjunction of constraints into (matched boxes, unmatched boxes)."""
+    matched: List[Box] = []
+    rest = [box]
+    for constraint in alternatives:
+        if not constraint:
+            matched.extend(rest)
+            return matched, []
+        nxt: List[Box] = []
+        for b in rest:
+            m = box_and(b, constraint)
+            if m is None:
+                nxt.append(b)
+                continue
+            matched.append(m)
+            if m is not b:
+                nxt.extend(box_sub(b, constraint))
+        rest = nxt
+        if not rest:
+            break
+    return matched, rest
+
+
+def box_is_empty(box: Box) -> bool:
+    for dim in range(NDIMS):
+        if not box[dim]:
+            return True
+    return False
+
+
+def covers(boxes: Sequence[Box], target: Box, dims: Sequence[int]) -> bool:
+    """Whether the union of ``boxes``, projected on ``dims``, covers ``target`` on those dims."""
+    remaining = [target]
+    for b in boxes:
+        constraint = tuple((d, b[d]) for d in dims)
+        nxt: List[Box] = []
+        for r in remaining:
+            if box_and(r, constraint) is None:
+                nxt.append(r)
+            else:
+                nxt.extend(box_sub(r, constraint))
+        remaining = nxt
+        if not remaining:
+            return True
+    return not remaining

@@ -1,0 +1,44 @@
+"""From a snapshot's ruleset texts to parsed ``Ruleset`` models, one list per family.
+
+This is the only place that knows which parser reads which dump format.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+from twinwall.errors import InputError
+from twinwall.model import FAMILIES, HostSnapshot, RulesetText
+from twinwall.ruleset import Ruleset
+
+
+def ruleset_label(text: RulesetText) -> str:
+    backend = f" ({text.backend})" if text.backend not in ("", "unknown") else ""
+    return f"{text.source}{backend}"
+
+
+def load_rulesets(snapshot: HostSnapshot) -> Dict[str, List[Ruleset]]:
+    """Parse every dump of the snapshot. Keys: "ipv4", "ipv6"."""
+    out: Dict[str, List[Ruleset]] = {f: [] for f in FAMILIES}
+    for text in snapshot.rulesets:
+        if text.format == "iptables-save":
+            from twinwall.parsers.iptables_save import parse_iptables_save
+
+            if text.family not in FAMILIES:
+                raise InputError(f"{text.source}: an iptables-save dump must be ipv4 or ipv6, not {text.family}")
+            out[text.family].append(parse_iptables_save(text.text, text.family, ruleset_label(text)))
+        elif text.format == "nft-json":
+            parser = _nft_parser()
+            for rs in parser(text.text, ruleset_label(text)):
+                out[rs.family].append(rs)
+        else:
+            raise InputError(f"{text.source}: unknown ruleset format {text.format!r}")
+    return out
+
+
+def _nft_parser():
+    try:
+        from twinwall.parsers.nft_json import parse_nft_json
+    except ImportError:
+        raise InputError("native nftables rulesets are not supported by this version of twinwall") from None
+    return parse_nft_json

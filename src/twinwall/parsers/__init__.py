@@ -1,0 +1,1 @@
+"""Parsers: rule source text -> twinwall.ruleset model."""

@@ -1,0 +1,711 @@
+"""``iptables-save`` / ``ip6tables-save`` text -> ``Ruleset``.
+
+The whole file is split into tables and chains in one cheap pass; each chain's rules are compiled
+into packet-set constraints only when the evaluator first walks that chain (see
+``ruleset.Chain``). Compiling follows iptables' own option grammar: ``!`` negates the option after
+it, ``-m NAME`` opens a match whose ``--options`` follow, ``-p tcp`` implicitly loads the tcp
+match, ``-j``/``-g`` end the matches and the target's own options follow.
+
+Matches that cannot be decided from the ruleset (rate limits, recent lists, marks, ipsets...) are
+kept by name in ``Rule.unknown``: the evaluator then treats the rule as "may match".
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Optional, Tuple
+
+from twinwall.analysis.packetset import (
+    CT_ALL,
+    CT_NAMES,
+    CT_NEW,
+    DPORT,
+    DST,
+    GID,
+    ICMP,
+    ID_ALL,
+    IIF,
+    OIF,
+    PORT_ALL,
+    PROTO,
+    PROTO_ALL,
+    SPORT,
+    SRC,
+    STATE,
+    UID,
+    address_space,
+    iv_and,
+    iv_normalize,
+    iv_sub,
+    loopback_addresses,
+    multicast_addresses,
+    prefix_interval,
+)
+from twinwall.errors import InputError
+from twinwall.ruleset import (
+    ACCEPT,
+    CONTINUE,
+    DNAT,
+    DROP,
+    GOTO,
+    JUMP,
+    NAT_DONE,
+    NOTRACK,
+    QUEUE,
+    REDIRECT,
+    REJECT,
+    RETURN,
+    UNKNOWN,
+    BaseChain,
+    Chain,
+    Rule,
+    Ruleset,
+    Table,
+)
+
+# Built-in chains and where they hook, with the kernel's priorities (NF_IP_PRI_*).
+BUILTIN_CHAINS: Dict[str, Dict[str, Tuple[str, int, str]]] = {
+    "raw": {"PREROUTING": ("prerouting", -300, "filter"), "OUTPUT": ("output", -300, "filter")},
+    "mangle": {
+        "PREROUTING": ("prerouting", -150, "filter"),
+        "INPUT": ("input", -150, "filter"),
+        "FORWARD": ("forward", -150, "filter"),
+        "OUTPUT": ("output", -150, "route"),
+        "POSTROUTING": ("postrouting", -150, "filter"),
+    },
+    "nat": {
+        "PREROUTING": ("prerouting", -100, "nat"),
+        "INPUT": ("input", 100, "nat"),
+        "OUTPUT": ("output", -100, "nat"),
+        "POSTROUTING": ("postrouting", 100, "nat"),
+    },
+    "filter": {
+        "INPUT": ("input", 0, "filter"),
+        "FORWARD": ("forward", 0, "filter"),
+        "OUTPUT": ("output", 0, "filter"),
+    },
+    "security": {
+        "INPUT": ("input", 50, "filter"),
+        "FORWARD": ("forward", 50, "filter"),
+        "OUTPUT": ("output", 50, "filter"),
+    },
+}
+
+PROTOCOLS = {
+    "all": None, "0": None, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "ipv6-icmp": 58,
+    "sctp": 132, "udplite": 136, "dccp": 33, "gre": 47, "esp": 50, "ah": 51, "igmp": 2,
+    "ipv6": 41, "ipip": 4, "ospf": 89, "pim": 103, "vrrp": 112, "l2tp": 115, "mh": 135,
+    "ipv6-mh": 135, "encap": 98, "ipencap": 4, "ipv6-frag": 44, "ipv6-route": 43,
+    "ipv6-opts": 60, "ipv6-nonxt": 59, "hopopt": 0,
+}
+PORT_PROTOCOLS = {"tcp", "udp", "sctp", "dccp", "udplite"}
+
+ICMP_TYPES = {
+    "any": None, "echo-reply": (0,), "pong": (0,), "destination-unreachable": (3,),
+    "network-unreachable": (3, 0), "host-unreachable": (3, 1), "protocol-unreachable": (3, 2),
+    "port-unreachable": (3, 3), "fragmentation-needed": (3, 4), "source-route-failed": (3, 5),
+    "network-unknown": (3, 6), "host-unknown": (3, 7), "network-prohibited": (3, 9),
+    "host-prohibited": (3, 10), "TOS-network-unreachable": (3, 11),
+    "TOS-host-unreachable": (3, 12), "communication-prohibited": (3, 13),
+    "host-precedence-violation": (3, 14), "precedence-cutoff": (3, 15), "source-quench": (4,),
+    "redirect": (5,), "network-redirect": (5, 0), "host-redirect": (5, 1),
+    "TOS-network-redirect": (5, 2), "TOS-host-redirect": (5, 3), "echo-request": (8,),
+    "ping": (8,), "router-advertisement": (9,), "router-solicitation": (10,),
+    "time-exceeded": (11,), "ttl-exceeded": (11,), "ttl-zero-during-transit": (11, 0),
+    "ttl-zero-during-reassembly": (11, 1), "parameter-problem": (12,),
+    "ip-header-bad": (12, 0), "required-option-missing": (12, 1), "timestamp-request": (13,),
+    "timestamp-reply": (14,), "address-mask-request": (17,), "address-mask-reply": (18,),
+}
+ICMPV6_TYPES = {
+    "any": None, "destination-unreachable": (1,), "no-route": (1, 0),
+    "communication-prohibited": (1, 1), "beyond-scope": (1, 2), "address-unreachable": (1, 3),
+    "port-unreachable": (1, 4), "failed-policy": (1, 5), "reject-route": (1, 6),
+    "packet-too-big": (2,), "time-exceeded": (3,), "ttl-exceeded": (3,),
+    "ttl-zero-during-transit": (3, 0), "ttl-zero-during-reassembly": (3, 1),
+    "parameter-problem": (4,), "bad-header": (4, 0), "unknown-header-type": (4, 1),
+    "unknown-option": (4, 2), "echo-request": (128,), "ping": (128,), "echo-reply": (129,),
+    "pong": (129,), "mld-listener-query": (130,), "mld-listener-report": (131,),
+    "mld-listener-done": (132,), "mld-listener-reduction": (132,), "router-solicitation": (133,),
+    "router-advertisement": (134,), "neighbour-solicitation": (135,),
+    "neighbor-solicitation": (135,), "neighbour-advertisement": (136,),
+    "neighbor-advertisement": (136,), "redirect": (137,), "mld2-listener-report": (143,),
+}
+
+# Targets that never end evaluation and do not change what later rules see.
+CONTINUE_TARGETS = {
+    "LOG", "NFLOG", "ULOG", "MARK", "CONNMARK", "TRACE", "CLASSIFY", "DSCP", "TOS", "TCPMSS",
+    "TTL", "HL", "SECMARK", "CONNSECMARK", "AUDIT", "CHECKSUM", "SET", "IDLETIMER", "LED",
+    "RATEEST", "TEE", "ECN", "IPV4OPTSSTRIP", "TCPOPTSTRIP", "HMARK", "SNPT", "DNPT", "CT",
+}
+NAT_DONE_TARGETS = {"SNAT", "MASQUERADE"}
+
+# Matches whose outcome depends on run-time state or packet details twinwall does not model.
+# A rule using one "may match"; the evaluator names it in the explanation.
+UNDECIDABLE_MATCHES = {
+    "limit", "hashlimit", "recent", "connlimit", "mark", "connmark", "set", "statistic", "time",
+    "string", "u32", "length", "ttl", "hl", "tos", "dscp", "ecn", "physdev", "policy", "rpfilter",
+    "socket", "helper", "connbytes", "rt", "frag", "hbh", "dst", "ipv6header", "ah", "esp", "mh",
+    "devgroup", "cgroup", "bpf", "realm", "quota", "nfacct", "cpu", "cluster", "osf", "geoip",
+    "tcpmss", "mac", "ipvs", "condition", "account", "connlabel", "ipcomp", "l2tp", "srh",
+    "eui64", "quota2", "nth", "random",
+}
+
+# Matches twinwall decides exactly (their options are handled in _Compiler.match_option).
+DECIDABLE_MATCHES = {
+    "tcp", "udp", "udplite", "dccp", "sctp", "icmp", "icmp6", "icmpv6", "multiport", "state",
+    "conntrack", "comment", "addrtype", "iprange", "owner", "pkttype",
+}
+
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"|(\S+)')
+_IFACE_SCAN = re.compile(r" (?:-i|-o|--in-interface|--out-interface) (\S+)")
+
+
+class Quoted(str):
+    """A token that was quoted in the source: always an argument, never an option."""
+
+
+def tokenize(line: str) -> List[str]:
+    if '"' not in line:
+        return line.split()
+    out: List[str] = []
+    for m in _QUOTED.finditer(line):
+        if m.group(1) is not None:
+            out.append(Quoted(m.group(1).replace('\\"', '"').replace("\\\\", "\\")))
+        else:
+            out.append(m.group(2))
+    return out
+
+
+class RuleSyntaxError(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# pass 1: tables and chains
+
+
+def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -> Ruleset:
+    """Split a saved ruleset into tables and chains; rules compile lazily per chain."""
+    if family not in ("ipv4", "ipv6"):
+        raise ValueError(family)
+    ruleset = Ruleset(family=family, source=source)
+    compiler = _Compiler(ruleset)
+    table: Optional[Table] = None
+    pending: Dict[str, List[str]] = {}
+    lineno = 0
+    for lineno, raw in enumerate(text.split("\n"), 1):
+        line = raw.strip()
+        if not line or line[0] == "#":
+            continue
+        c = line[0]
+        if c == "[":  # "[packets:bytes] -A ..." from iptables-save -c
+            end = line.find("]")
+            line = line[end + 1 :].lstrip()
+            c = line[:1]
+        if c == "-":
+            if table is None:
+                raise InputError(f"{source}: line {lineno}: rule outside a table (no '*table' line before it)")
+            if not line.startswith("-A ") and not line.startswith("--append "):
+                raise InputError(
+                    f"{source}: line {lineno}: expected '-A CHAIN ...', got {line[:60]!r}"
+                    " (is this an iptables-save dump?)"
+                )
+            start = line.index(" ") + 1
+            end = line.find(" ", start)
+            name = line[start:] if end < 0 else line[start:end]
+            lines = pending.get(name)
+            if lines is None:
+                if name not in table.chains:
+                    # iptables-restore would refuse this; a missing declaration is unambiguous
+                    table.chains[name] = Chain(table.name, name)
+                lines = pending[name] = []
+            lines.append(line)
+        elif c == ":":
+            if table is None:
+                raise InputError(f"{source}: line {lineno}: chain declared outside a table")
+            parts = line[1:].split()
+            if not parts:
+                raise InputError(f"{source}: line {lineno}: empty chain declaration")
+            policy = parts[1] if len(parts) > 1 and parts[1] != "-" else None
+            if policy is not None and policy not in ("ACCEPT", "DROP"):
+                raise InputError(f"{source}: line {lineno}: unknown chain policy {policy!r}")
+            table.chains[parts[0]] = Chain(table.name, parts[0], policy)
+        elif c == "*":
+            _finish_table(table, pending, compiler)
+            name = line[1:].strip()
+            table = ruleset.tables.get(name) or Table(name)
+            ruleset.tables[name] = table
+            pending = {}
+        elif line == "COMMIT":
+            _finish_table(table, pending, compiler)
+            table = None
+            pending = {}
+        else:
+            raise InputError(
+                f"{source}: line {lineno}: not iptables-save syntax: {line[:60]!r}"
+            )
+    _finish_table(table, pending, compiler)
+    for tname, table in ruleset.tables.items():
+        hooks = BUILTIN_CHAINS.get(tname, {})
+        for cname, chain in table.chains.items():
+            if cname in hooks:
+                hook, prio, kind = hooks[cname]
+                if chain.policy is None:
+                    chain.policy = "ACCEPT"
+                ruleset.base_chains.append(BaseChain(hook, prio, tname, cname, kind))
+    ruleset.interface_specs = sorted(set(_IFACE_SCAN.findall(text)))
+    return ruleset
+
+
+def _finish_table(table: Optional[Table], pending: Dict[str, List[str]], compiler: "_Compiler") -> None:
+    if table is None:
+        return
+    for name, lines in pending.items():
+        chain = table.chains[name]
+        if chain._rules is None:  # a table given twice: keep appending
+            lines = chain._lines + lines
+        elif chain._rules:
+            raise InputError(f"chain {table.name} {name} given twice")
+        chain.set_source(lines, compiler.compile_chain)
+
+
+# ---------------------------------------------------------------------------------------------
+# pass 2: compiling one chain's rules
+
+
+class _Compiler:
+    def __init__(self, ruleset: Ruleset):
+        self.ruleset = ruleset
+        self.family = ruleset.family
+        self.addr_full = address_space(self.family)
+        self._addr_cache: Dict[str, Tuple] = {}
+
+    def compile_chain(self, chain: Chain, lines: List[str]) -> List[Rule]:
+        rules = []
+        for n, line in enumerate(lines, 1):
+            try:
+                rules.append(self.compile_rule(chain, n, line))
+            except (RuleSyntaxError, ValueError, IndexError) as exc:
+                raise InputError(
+                    f"{self.ruleset.source}: {chain.table} {chain.name} rule {n}: {exc}: {line[:120]}"
+                ) from None
+        return rules
+
+    # -- values ------------------------------------------------------------------------------
+
+    def addresses(self, spec: str) -> Tuple:
+        cached = self._addr_cache.get(spec)
+        if cached is None:
+            cached = iv_normalize(prefix_interval(p, self.family) for p in spec.split(","))
+            self._addr_cache[spec] = cached
+        return cached
+
+    def address_range(self, spec: str) -> Tuple:
+        lo, _, hi = spec.partition("-")
+        a = prefix_interval(lo, self.family)[0]
+        b = prefix_interval(hi or lo, self.family)[0]
+        return ((min(a, b), max(a, b)),)
+
+    def iface(self, spec: str) -> int:
+        return self.ruleset.universe.mask(spec)
+
+    # -- one rule ----------------------------------------------------------------------------
+
+    def compile_rule(self, chain: Chain, number: int, line: str) -> Rule:
+        tokens = tokenize(line)
+        rule = Rule(chain.table, chain.name, number, line)
+        conj: Dict[int, object] = {}
+        alternatives_extra: List[Dict[int, object]] = []  # for multiport --ports
+        unknown: List[str] = []
+        never = False
+        negate = False
+        module = ""
+        proto_name = ""
+        i = 2  # skip "-A CHAIN"
+        n = len(tokens)
+        target = ""
+        target_args: List[str] = []
+        kind = JUMP
+
+        def add(dim: int, value, neg: bool) -> None:
+            nonlocal never
+            if neg:
+                value = self.complement(dim, value)
+            old = conj.get(dim)
+            if old is None:
+                conj[dim] = value
+            elif isinstance(value, int):
+                conj[dim] = old & value
+            else:
+                conj[dim] = iv_and(old, value)
+            if not conj[dim]:
+                never = True
+
+        while i < n:
+            tok = tokens[i]
+            i += 1
+            if tok == "!":
+                negate = True
+                continue
+            args: List[str] = []
+            while i < n and (isinstance(tokens[i], Quoted) or not (tokens[i].startswith("-") and len(tokens[i]) > 1) and tokens[i] != "!"):
+                args.append(tokens[i])
+                i += 1
+            neg, negate = negate, False
+            if tok in ("-j", "--jump", "-g", "--goto"):
+                if not args:
+                    raise RuleSyntaxError("target missing")
+                kind = GOTO if tok in ("-g", "--goto") else JUMP
+                target = args[0]
+                # everything after the target belongs to it
+                target_args = tokens[i:]
+                break
+            if tok in ("-p", "--protocol"):
+                proto_name = args[0].lower()
+                value = self.protocol(proto_name)
+                if value is not None:
+                    add(PROTO, value, neg)
+                if proto_name in PORT_PROTOCOLS or proto_name in ("icmp", "icmpv6", "ipv6-icmp"):
+                    module = proto_name
+                continue
+            if tok in ("-s", "--source", "--src"):
+                add(SRC, self.addresses(args[0]), neg)
+                continue
+            if tok in ("-d", "--destination", "--dst"):
+                add(DST, self.addresses(args[0]), neg)
+                continue
+            if tok in ("-i", "--in-interface"):
+                add(IIF, self.iface(args[0]), neg)
+                continue
+            if tok in ("-o", "--out-interface"):
+                add(OIF, self.iface(args[0]), neg)
+                continue
+            if tok in ("-f", "--fragment"):
+                # Only non-first fragments match -f; a connection's first packet never does.
+                if not neg:
+                    never = True
+                continue
+            if tok in ("-m", "--match"):
+                module = args[0]
+                if module in UNDECIDABLE_MATCHES or module not in DECIDABLE_MATCHES:
+                    unknown.append(module)
+                continue
+            if tok in ("-c", "--set-counters"):
+                continue
+            if not tok.startswith("--"):
+                raise RuleSyntaxError(f"unexpected {tok!r}")
+            self.match_option(module, tok, args, neg, add, unknown, alternatives_extra)
+            if alternatives_extra and alternatives_extra[-1] is None:
+                never = True
+                alternatives_extra.pop()
+        if never:
+            rule.alternatives = ()
+        elif alternatives_extra:
+            alts = []
+            for extra in alternatives_extra:
+                merged = dict(conj)
+                ok = True
+                for dim, value in extra.items():
+                    merged[dim] = iv_and(merged[dim], value) if dim in merged else value
+                    if not merged[dim]:
+                        ok = False
+                if ok:
+                    alts.append(tuple(merged.items()))
+            rule.alternatives = tuple(alts)
+        else:
+            rule.alternatives = (tuple(conj.items()),)
+        rule.unknown = tuple(dict.fromkeys(unknown))
+        self.set_target(rule, chain, kind, target, target_args)
+        return rule
+
+    def protocol(self, name: str) -> Optional[Tuple]:
+        if name in PROTOCOLS:
+            num = PROTOCOLS[name]
+        elif name.isdigit():
+            num = int(name)
+            if num == 0:
+                return None
+        else:
+            raise RuleSyntaxError(f"unknown protocol {name!r}")
+        if num is None:
+            return None
+        if self.family == "ipv6" and num == 1 and name == "icmp":
+            # ip6tables -p icmp is protocol 1, which IPv6 packets never carry
+            pass
+        return ((num, num),)
+
+    def complement(self, dim: int, value):
+        if isinstance(value, int):
+            if dim == STATE:
+                return CT_ALL & ~value
+            return self.ruleset.universe.all_mask & ~value
+        if dim in (SRC, DST):
+            return iv_sub(self.addr_full, value)
+        if dim in (SPORT, DPORT):
+            return iv_sub(PORT_ALL, value)
+        if dim == PROTO:
+            return iv_sub(PROTO_ALL, value)
+        if dim == ICMP:
+            return iv_sub(((0, 0xFFFF),), value)
+        return iv_sub(ID_ALL, value)
+
+    # -- match options -----------------------------------------------------------------------
+
+    def match_option(self, module, opt, args, neg, add, unknown, alternatives_extra) -> None:
+        if module in UNDECIDABLE_MATCHES:
+            if module == "recent" and opt == "--set" and not neg and "recent" in unknown:
+                # "--set" only records the source: it always matches
+                unknown.remove("recent")
+            return
+        if opt in ("--dport", "--destination-port"):
+            add(DPORT, ports(args[0]), neg)
+        elif opt in ("--sport", "--source-port"):
+            add(SPORT, ports(args[0]), neg)
+        elif opt in ("--dports", "--destination-ports"):
+            add(DPORT, port_list(args[0]), neg)
+        elif opt in ("--sports", "--source-ports"):
+            add(SPORT, port_list(args[0]), neg)
+        elif opt == "--ports":
+            p = port_list(args[0])
+            if neg:  # neither port in the list
+                add(SPORT, p, True)
+                add(DPORT, p, True)
+            else:  # source OR destination port in the list
+                alternatives_extra.extend(({SPORT: p}, {DPORT: p}))
+        elif opt in ("--state", "--ctstate"):
+            add(STATE, ct_states(args[0]), neg)
+        elif opt == "--syn":
+            add(STATE, CT_NEW, neg)
+        elif opt == "--tcp-flags":
+            mask, comp = tcp_flags(args[0]), tcp_flags(args[1])
+            syn_only = tcp_flags("SYN")
+            # A new connection's first packet carries SYN alone; other packets of the flow are
+            # not NEW. See the module docstring of analysis.packetset for the STATE dimension.
+            add(STATE, CT_NEW, neg != ((syn_only & mask) == comp))
+        elif opt == "--tcp-option":
+            unknown.append("tcp-option")
+        elif opt in ("--icmp-type", "--icmpv6-type"):
+            add(ICMP, icmp_type(args[0], opt == "--icmpv6-type"), neg)
+        elif opt == "--src-range":
+            add(SRC, self.address_range(args[0]), neg)
+        elif opt == "--dst-range":
+            add(DST, self.address_range(args[0]), neg)
+        elif opt in ("--src-type", "--dst-type"):
+            self.addrtype(opt, args[0], neg, add, unknown)
+        elif opt in ("--limit-iface-in", "--limit-iface-out"):
+            pass
+        elif opt in ("--comment",):
+            pass
+        elif opt == "--uid-owner":
+            add(UID, id_range(args[0], "user"), neg)
+        elif opt == "--gid-owner":
+            add(GID, id_range(args[0], "group"), neg)
+        elif opt in ("--socket-exists", "--suppl-groups"):
+            unknown.append("owner " + opt)
+        elif opt == "--pkt-type":
+            self.pkttype(args[0], neg, add)
+        elif module in ("conntrack", "state"):
+            # --ctstatus, --ctproto, --ctorigdst, --ctexpire, ... : run-time conntrack details
+            unknown.append(f"conntrack {opt}")
+        else:
+            unknown.append(f"{module or 'match'} {opt}")
+
+    def addrtype(self, opt, spec, neg, add, unknown) -> None:
+        dim = SRC if opt == "--src-type" else DST
+        types = set(spec.upper().split(","))
+        value: Tuple = ()
+        known = True
+        for t in types:
+            if t == "LOCAL":
+                local = self.ruleset_local(dim)
+                if local is None:
+                    known = False
+                    break
+                value = iv_normalize(list(value) + list(local))
+            elif t == "MULTICAST":
+                value = iv_normalize(list(value) + list(multicast_addresses(self.family)))
+            elif t == "BROADCAST":
+                if self.family == "ipv4":
+                    value = iv_normalize(list(value) + [(0xFFFFFFFF, 0xFFFFFFFF)])
+            elif t == "UNICAST":
+                value = iv_normalize(
+                    list(value) + list(iv_sub(self.addr_full, multicast_addresses(self.family)))
+                )
+            elif t in ("UNSPEC",):
+                value = iv_normalize(list(value) + [(0, 0)])
+            elif t in ("ANYCAST", "BLACKHOLE", "UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE"):
+                known = False  # routing-table facts twinwall does not read
+            else:
+                raise RuleSyntaxError(f"unknown address type {t!r}")
+        if not known:
+            unknown.append(f"addrtype {opt} {spec}")
+            return
+        add(dim, value, neg)
+
+    def ruleset_local(self, dim: int) -> Optional[Tuple]:
+        """The host's own addresses, when the evaluator bound them (see Evaluator)."""
+        local = self.ruleset.local_addresses
+        if local is None:
+            return None
+        return iv_normalize(list(local) + list(loopback_addresses(self.family)))
+
+    def pkttype(self, spec: str, neg: bool, add) -> None:
+        mcast = multicast_addresses(self.family)
+        spec = spec.lower()
+        if spec == "unicast":
+            value = iv_sub(self.addr_full, mcast)
+            if self.family == "ipv4":
+                value = iv_sub(value, ((0xFFFFFFFF, 0xFFFFFFFF),))
+        elif spec == "multicast":
+            value = mcast
+        elif spec == "broadcast":
+            value = ((0xFFFFFFFF, 0xFFFFFFFF),) if self.family == "ipv4" else ()
+        else:
+            raise RuleSyntaxError(f"unknown packet type {spec!r}")
+        add(DST, value, neg)
+
+    # -- targets -----------------------------------------------------------------------------
+
+    def set_target(self, rule: Rule, chain: Chain, kind: str, target: str, args: List[str]) -> None:
+        rule.target = target
+        if not target:
+            rule.action = CONTINUE
+            return
+        table = self.ruleset.tables.get(chain.table)
+        if target in (ACCEPT, DROP, REJECT, RETURN):
+            rule.action = target
+        elif table is not None and target in table.chains:
+            rule.action = kind
+        elif target in CONTINUE_TARGETS:
+            rule.action = NOTRACK if target == "CT" and "--notrack" in args else CONTINUE
+        elif target == "NOTRACK":
+            rule.action = NOTRACK
+        elif target in NAT_DONE_TARGETS:
+            rule.action = NAT_DONE
+        elif target == "DNAT":
+            rule.action = DNAT
+            rule.nat_to = self.dnat_target(_opt(args, "--to-destination"))
+        elif target == "REDIRECT":
+            rule.action = REDIRECT
+            spec = _opt(args, "--to-ports")
+            rule.nat_to = (None, ports(spec.replace("-", ":")) if spec else None)
+        elif target in ("QUEUE", "NFQUEUE"):
+            rule.action = QUEUE
+        else:
+            rule.action = UNKNOWN
+
+    def dnat_target(self, spec: Optional[str]):
+        if not spec:
+            return (None, None)
+        addr, port = spec, None
+        if spec.startswith("["):  # [2001:db8::1]:80
+            end = spec.index("]")
+            addr, rest = spec[1:end], spec[end + 1 :]
+            port = rest[1:] if rest.startswith(":") else None
+        elif self.family == "ipv4" and ":" in spec:
+            addr, port = spec.split(":", 1)
+        if "/" in (port or ""):
+            port = port.split("/")[0]
+        dst = None
+        if addr:
+            dst = self.address_range(addr)
+        return (dst, ports(port.replace("-", ":")) if port else None)
+
+
+def _opt(args: List[str], name: str) -> Optional[str]:
+    for k, v in zip(args, args[1:]):
+        if k == name:
+            return v
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# value parsers
+
+
+def ports(spec: str) -> Tuple:
+    lo, sep, hi = spec.partition(":")
+    a = int(lo) if lo else 0
+    b = (int(hi) if hi else 65535) if sep else a
+    if not (0 <= a <= 65535 and 0 <= b <= 65535):
+        raise RuleSyntaxError(f"port out of range: {spec}")
+    if a > b:
+        a, b = b, a
+    return ((a, b),)
+
+
+def port_list(spec: str) -> Tuple:
+    out = []
+    for part in spec.split(","):
+        out.extend(ports(part))
+    return iv_normalize(out)
+
+
+def ct_states(spec: str) -> int:
+    mask = 0
+    for s in spec.upper().split(","):
+        if s in CT_NAMES:
+            mask |= CT_NAMES[s]
+        elif s in ("SNAT", "DNAT"):
+            # NAT status of the connection: not a state of a brand-new remote connection
+            continue
+        else:
+            raise RuleSyntaxError(f"unknown conntrack state {s!r}")
+    return mask
+
+
+_TCP_FLAGS = {"FIN": 1, "SYN": 2, "RST": 4, "PSH": 8, "ACK": 16, "URG": 32, "ECE": 64, "CWR": 128}
+
+
+def tcp_flags(spec: str) -> int:
+    if spec.upper() == "ALL":
+        return 0xFF
+    if spec.upper() == "NONE":
+        return 0
+    mask = 0
+    for f in spec.upper().split(","):
+        if f == "ALL":
+            mask |= 0xFF
+        elif f == "NONE":
+            continue
+        elif f in _TCP_FLAGS:
+            mask |= _TCP_FLAGS[f]
+        else:
+            raise RuleSyntaxError(f"unknown tcp flag {f!r}")
+    return mask
+
+
+def icmp_type(spec: str, v6: bool) -> Tuple:
+    names = ICMPV6_TYPES if v6 else ICMP_TYPES
+    if spec in names:
+        t = names[spec]
+        if t is None:
+            return ((0, 0xFFFF),)
+    else:
+        parts = spec.split("/")
+        try:
+            t = tuple(int(p) for p in parts)
+        except ValueError:
+            raise RuleSyntaxError(f"unknown icmp type {spec!r}") from None
+    if len(t) == 1:
+        return ((t[0] << 8, (t[0] << 8) | 0xFF),)
+    return (((t[0] << 8) | t[1], (t[0] << 8) | t[1]),)
+
+
+def id_range(spec: str, kind: str) -> Tuple:
+    lo, _, hi = spec.partition("-")
+
+    def one(v: str) -> int:
+        if v.isdigit():
+            return int(v)
+        import grp
+        import pwd
+
+        try:
+            return pwd.getpwnam(v).pw_uid if kind == "user" else grp.getgrnam(v).gr_gid
+        except KeyError:
+            raise RuleSyntaxError(f"unknown {kind} {v!r}") from None
+
+    a = one(lo)
+    b = one(hi) if hi else a
+    return ((a, b),)

@@ -1,0 +1,159 @@
+"""The typed ruleset model every parser produces and the evaluator walks.
+
+One ``Ruleset`` is what one family's packets meet from one rule source (an ``iptables-save`` dump,
+the native nftables tables, ...). Its ``base_chains`` say where packets enter (hook, priority);
+tables hold chains; chains hold rules. A rule is already *compiled*: its matches are packet-set
+constraints (see ``analysis.packetset``) plus the names of matches that cannot be decided
+statically. The evaluator knows nothing of iptables or nftables syntax; the original rule text
+is kept only to explain verdicts.
+
+Parsing is lazy per chain: a chain keeps its source lines and compiles them the first time it is
+walked, so a 100k-rule ruleset costs only what a question actually visits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+# Rule actions (what the evaluator does with the packets a rule matches).
+ACCEPT = "ACCEPT"
+DROP = "DROP"
+REJECT = "REJECT"
+RETURN = "RETURN"
+JUMP = "JUMP"
+GOTO = "GOTO"
+CONTINUE = "CONTINUE"  # LOG, NFLOG, MARK, counters...: evaluation goes on
+DNAT = "DNAT"  # nat: destination rewritten (to ``nat_to``); ends the nat chain
+REDIRECT = "REDIRECT"  # nat: to a local port; ends the nat chain
+NAT_DONE = "NAT_DONE"  # SNAT/MASQUERADE/NETMAP...: ends the nat chain, destination unchanged
+NOTRACK = "NOTRACK"  # raw: the packet becomes UNTRACKED
+QUEUE = "QUEUE"  # handed to user space: verdict unknown
+UNKNOWN = "UNKNOWN"  # a target twinwall does not model: treated as non-terminal, named
+
+TERMINAL_DENY = (DROP, REJECT)
+
+HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
+
+
+@dataclass
+class Rule:
+    table: str
+    chain: str
+    number: int  # 1-based position in its chain
+    text: str  # the rule as the source printed it
+    # Disjunction of constraints; ((),) matches every packet, () matches none.
+    alternatives: Tuple = ((),)
+    # Matches that cannot be decided from the ruleset alone (limit, recent, mark, set...).
+    unknown: Tuple[str, ...] = ()
+    action: str = CONTINUE
+    target: str = ""  # chain for JUMP/GOTO; the source's target name otherwise
+    # DNAT/REDIRECT: (destination interval set or None for "local", port interval set or None)
+    nat_to: Optional[Tuple] = None
+
+    def ref(self) -> "Decision":
+        return Decision(self.table, self.chain, self.number, self.text, None)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One step of an explanation: a rule, or a chain's policy when ``policy`` is set."""
+
+    table: str
+    chain: str
+    rule_number: Optional[int]
+    rule: Optional[str]
+    policy: Optional[str]
+    source: str = ""  # which ruleset (e.g. "iptables-save (nft)"), filled by the evaluator
+
+    def to_dict(self) -> Dict:
+        d: Dict = {"table": self.table, "chain": self.chain}
+        if self.policy is not None:
+            d["policy"] = self.policy
+        else:
+            d["rule_number"] = self.rule_number
+            d["rule"] = self.rule
+        if self.source:
+            d["source"] = self.source
+        return d
+
+    def describe(self) -> str:
+        where = f"{self.table} {self.chain}"
+        if self.policy is not None:
+            return f"{where} policy {self.policy}"
+        return f"{where} #{self.rule_number}: {self.rule}"
+
+
+class Chain:
+    __slots__ = ("table", "name", "policy", "_rules", "_lines", "_compile")
+
+    def __init__(self, table: str, name: str, policy: Optional[str] = None):
+        self.table = table
+        self.name = name
+        self.policy = policy  # "ACCEPT"/"DROP" for base chains, None for user chains
+        self._rules: Optional[List[Rule]] = []
+        self._lines: List = []
+        self._compile: Optional[Callable[["Chain", List], List[Rule]]] = None
+
+    def set_source(self, lines: List, compile_fn: Callable[["Chain", List], List[Rule]]) -> None:
+        """Defer compiling: ``compile_fn(chain, lines)`` runs on first access to ``rules``."""
+        self._lines = lines
+        self._compile = compile_fn
+        self._rules = None
+
+    @property
+    def rules(self) -> List[Rule]:
+        if self._rules is None:
+            self._rules = self._compile(self, self._lines)
+            self._lines = []
+        return self._rules
+
+    def __len__(self) -> int:
+        return len(self._rules) if self._rules is not None else len(self._lines)
+
+
+@dataclass
+class Table:
+    name: str
+    chains: Dict[str, Chain] = field(default_factory=dict)
+
+
+@dataclass
+class BaseChain:
+    """Where packets enter: a chain attached to a hook at a priority.
+
+    ``kind`` is "filter" (accept/drop), "nat" (may rewrite the destination; only NEW packets
+    traverse it) or "route" (mangle output)."""
+
+    hook: str
+    priority: int
+    table: str
+    chain: str
+    kind: str = "filter"
+
+
+@dataclass
+class Ruleset:
+    family: str  # "ipv4" | "ipv6"
+    source: str  # human label: "iptables-save (nft)", "nft list ruleset", a file name...
+    tables: Dict[str, Table] = field(default_factory=dict)
+    base_chains: List[BaseChain] = field(default_factory=list)
+    # interface names and "prefix+" patterns the rules mention (for the interface universe)
+    interface_specs: Sequence[str] = ()
+    # bound before evaluation; lazily compiled rules need it for interface masks
+    universe: object = None
+    # the host's own addresses (for addrtype LOCAL), bound with the universe; None: unknown
+    local_addresses: Optional[Tuple] = None
+    # what the source is: "iptables" or "nftables", and front-ends recognised in it
+    kind: str = "iptables"
+    frontends: List[str] = field(default_factory=list)
+
+    def chain(self, table: str, name: str) -> Optional[Chain]:
+        t = self.tables.get(table)
+        return t.chains.get(name) if t else None
+
+    def stages(self, hook: str) -> List[BaseChain]:
+        return sorted((b for b in self.base_chains if b.hook == hook), key=lambda b: b.priority)
+
+    def rule_count(self) -> int:
+        return sum(len(c) for t in self.tables.values() for c in t.chains.values())

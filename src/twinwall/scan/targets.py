@@ -1,0 +1,230 @@
+"""Scan targets: only the hosts the user named, each with its IPv4 and IPv6 addresses.
+
+A HOST is an IPv4 or IPv6 literal or a name (resolved to every A and AAAA record). Ranges, CIDR
+blocks and wildcards are refused: ``twinwall scan`` never probes an address it was not given.
+With ``--snapshot`` the snapshot's global addresses are added to the host it describes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+
+from twinwall.errors import InputError
+from twinwall.model import IPV4, IPV6
+
+FAMILY_CHOICES = ("ipv4", "ipv6", "both")
+
+_IPV4_RANGE = re.compile(r"^[0-9.*,\-]+$")
+
+
+@dataclass
+class TargetAddress:
+    family: str  # IPV4 | IPV6
+    address: str  # as given to connect(); a link-local IPv6 keeps its %zone
+    source: str  # "literal" | "dns" | "snapshot"
+    interface: Optional[str] = None  # from the snapshot, used to pair v4 and v6 rows
+    reachable: bool = True
+    error: Optional[str] = None  # why not reachable ("no route to host")
+
+    def to_dict(self):
+        return {
+            "family": self.family,
+            "address": self.address,
+            "source": self.source,
+            "interface": self.interface,
+            "reachable": self.reachable,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Target:
+    host: str  # what the user typed (or the snapshot's hostname)
+    addresses: List[TargetAddress] = field(default_factory=list)
+
+    def of_family(self, family: str) -> List[TargetAddress]:
+        return [a for a in self.addresses if a.family == family]
+
+    def add(self, addr: TargetAddress) -> None:
+        key = _normal(addr.address)
+        for existing in self.addresses:
+            if _normal(existing.address) == key:
+                if existing.interface is None and addr.interface is not None:
+                    existing.interface = addr.interface
+                return
+        self.addresses.append(addr)
+
+    def to_dict(self):
+        return {"host": self.host, "addresses": [a.to_dict() for a in self.addresses]}
+
+
+def _normal(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address.split("%", 1)[0])) + (
+            "%" + address.split("%", 1)[1] if "%" in address else ""
+        )
+    except ValueError:
+        return address
+
+
+def _literal(host: str) -> Optional[TargetAddress]:
+    text = host
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    base = text.split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(base)
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return TargetAddress(IPV4, str(ip.ipv4_mapped), "literal")
+    family = IPV4 if ip.version == 4 else IPV6
+    zone = "%" + text.split("%", 1)[1] if "%" in text else ""
+    return TargetAddress(family, str(ip) + zone, "literal")
+
+
+def check_host_syntax(host: str) -> None:
+    """Refuse anything that names more than one address."""
+    if not host or not host.strip():
+        raise InputError("empty host name")
+    if "/" in host:
+        raise InputError(
+            f"{host}: CIDR blocks are not scanned; give single addresses or host names"
+        )
+    if "*" in host or "," in host:
+        raise InputError(f"{host}: wildcards and lists are not scanned; give single addresses")
+    if _literal(host) is None and _IPV4_RANGE.match(host) and "-" in host:
+        raise InputError(f"{host}: address ranges are not scanned; give single addresses")
+    if any(c.isspace() for c in host):
+        raise InputError(f"{host!r}: not a host name or address")
+
+
+Resolver = Callable[[str], Sequence[Tuple[int, str]]]
+
+
+def system_resolver(name: str) -> List[Tuple[int, str]]:
+    """(socket family, address) for every A and AAAA record of a name."""
+    try:
+        infos = socket.getaddrinfo(name, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InputError(f"cannot resolve {name}: {exc.strerror or exc}") from None
+    except UnicodeError as exc:
+        raise InputError(f"cannot resolve {name}: {exc}") from None
+    out = []
+    for fam, _type, _proto, _canon, sockaddr in infos:
+        if fam in (socket.AF_INET, socket.AF_INET6):
+            addr = sockaddr[0]
+            if fam == socket.AF_INET6 and len(sockaddr) >= 4 and sockaddr[3]:
+                if "%" not in addr:
+                    addr = f"{addr}%{sockaddr[3]}"
+            out.append((fam, addr))
+    return out
+
+
+def resolve_host(host: str, resolver: Resolver = system_resolver) -> Target:
+    check_host_syntax(host)
+    target = Target(host=host)
+    literal = _literal(host)
+    if literal is not None:
+        target.add(literal)
+        return target
+    for fam, addr in resolver(host):
+        family = IPV4 if fam == socket.AF_INET else IPV6
+        target.add(TargetAddress(family, addr, "dns"))
+    if not target.addresses:
+        raise InputError(f"cannot resolve {host}: no IPv4 or IPv6 address")
+    return target
+
+
+def snapshot_addresses(snapshot) -> List[TargetAddress]:
+    """The snapshot's global unicast addresses (no loopback, link-local or multicast)."""
+    out = []
+    for a in snapshot.addresses:
+        if getattr(a, "scope", "global") not in ("global", "", None):
+            continue
+        try:
+            ip = ipaddress.ip_address(a.address.split("%", 1)[0])
+        except ValueError:
+            continue
+        if ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+            continue
+        family = IPV4 if ip.version == 4 else IPV6
+        out.append(TargetAddress(family, str(ip), "snapshot", interface=a.interface))
+    return out
+
+
+def build_targets(
+    hosts: Sequence[str],
+    family: str = "both",
+    snapshot=None,
+    resolver: Resolver = system_resolver,
+) -> List[Target]:
+    """Resolve the HOST arguments (plus the snapshot's addresses) into targets."""
+    if family not in FAMILY_CHOICES:
+        raise InputError(f"--family must be one of {', '.join(FAMILY_CHOICES)}")
+    for host in hosts:
+        check_host_syntax(host)
+    if snapshot is not None and len(hosts) > 1:
+        raise InputError("--snapshot describes one host: give at most one HOST with it")
+    targets: List[Target] = []
+    seen = set()
+    for host in hosts:
+        if host in seen:
+            continue
+        seen.add(host)
+        targets.append(resolve_host(host, resolver))
+    if snapshot is not None:
+        extra = snapshot_addresses(snapshot)
+        if targets:
+            target = targets[0]
+        else:
+            target = Target(host=snapshot.hostname or "snapshot")
+            targets.append(target)
+        for addr in extra:
+            target.add(addr)
+        if not target.addresses:
+            raise InputError(
+                "the snapshot lists no global address for its host: give the HOST to scan"
+            )
+    if not targets:
+        raise InputError("give at least one HOST to scan (or --snapshot FILE)")
+    wanted = {"ipv4": (IPV4,), "ipv6": (IPV6,), "both": (IPV4, IPV6)}[family]
+    for target in targets:
+        target.addresses = [a for a in target.addresses if a.family in wanted]
+        if not target.addresses:
+            raise InputError(f"{target.host} has no {family} address to scan")
+        target.addresses.sort(key=lambda a: (a.family != IPV4, a.interface or "", 0))
+    return targets
+
+
+def sockaddr_for(addr: TargetAddress, port: int) -> Tuple[int, tuple]:
+    """(socket family, sockaddr) for connect()."""
+    if addr.family == IPV4:
+        return socket.AF_INET, (addr.address, port)
+    host, _, zone = addr.address.partition("%")
+    scope = 0
+    if zone:
+        scope = int(zone) if zone.isdigit() else socket.if_nametoindex(zone)
+    return socket.AF_INET6, (host, port, 0, scope)
+
+
+def check_routes(targets: Iterable[Target]) -> None:
+    """Mark addresses the scanner has no route to (a UDP connect sends nothing)."""
+    for target in targets:
+        for addr in target.addresses:
+            try:
+                fam, sa = sockaddr_for(addr, 9)
+            except OSError as exc:
+                addr.reachable, addr.error = False, str(exc.strerror or exc)
+                continue
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            try:
+                s.connect(sa)
+            except OSError as exc:
+                addr.reachable, addr.error = False, exc.strerror or str(exc)
+            finally:
+                s.close()
