@@ -12,8 +12,8 @@ from typing import List, Optional
 from twinwall import __version__
 from twinwall.errors import TwinwallError
 
-# (command, module, one-line help). Modules are imported lazily so `twinwall scan` does not pay
-# for the evaluator and `twinwall audit` does not pay for the scanner.
+# (command, module, one-line help). Only the chosen command's module is imported, so `twinwall
+# scan` does not pay for the evaluator and `twinwall audit` does not pay for the scanner.
 COMMANDS = [
     ("collect", "twinwall.commands.collect", "gather host facts into a snapshot JSON file"),
     ("audit", "twinwall.commands.audit", "which listening services a new connection can reach, per family"),
@@ -26,7 +26,7 @@ exit codes: 0 nothing to report, 1 findings/differences, 2 error.
 Run 'twinwall COMMAND --help' for the options of a command."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twinwall",
         description="Keep a Linux host's IPv4 and IPv6 firewalls twins: for every listening "
@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"twinwall {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
+        if name != selected:
+            sub.add_parser(name, help=help_text)
+            continue
         module = importlib.import_module(module_name)
         p = sub.add_parser(
             name,
@@ -50,8 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_in(argv: List[str]) -> Optional[str]:
+    names = {c[0] for c in COMMANDS}
+    for arg in argv:
+        if arg in names:
+            return arg
+        if not arg.startswith("-"):
+            return None
+    return None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -36,6 +36,7 @@ from twinwall.analysis.packetset import (
     iv_sub,
     split,
 )
+from twinwall.errors import TwinwallError
 from twinwall.ruleset import (
     ACCEPT,
     CONTINUE,
@@ -65,8 +66,8 @@ V_FORWARD = "forward"  # rewritten (DNAT) to an address that is not the host's: 
 MAX_DEPTH = 128  # netfilter allows no loops; this only guards against malformed input
 
 
-class EvaluationError(Exception):
-    pass
+class EvaluationError(TwinwallError):
+    """The ruleset cannot be walked (a jump to a missing chain, a loop)."""
 
 
 class Flow:

@@ -1,0 +1,61 @@
+"""twinwall audit"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from twinwall.commands.inputs import add_input_arguments, snapshot_from_args
+
+DESCRIPTION = """\
+For every listening TCP/UDP socket: can a new connection from another host reach it over IPv4,
+and over IPv6? The answer comes from evaluating the loaded rules the way netfilter does (tables
+in hook order, user chains, RETURN, goto, policies, negations, conntrack state...), not from
+grepping 'dpt:22'. Each verdict cites the rule or policy that decided it.
+
+Statuses:
+  open        a new connection from every remote source is accepted
+  restricted  accepted only from some sources or interfaces (listed)
+  filtered    dropped or rejected for every remote source
+  local-only  bound to a loopback address only
+  not-bound   the socket does not accept this family (IPv4 socket, or IPv6-only)
+  disabled    IPv6 is off on the host
+  unknown     no ruleset was readable for this family
+A '?' after a status: some rule's match (rate limit, recent list, mark...) cannot be decided
+statically; twinwall assumed it may go either way and reports the wider result."""
+
+EPILOG = """\
+examples:
+  sudo twinwall audit
+  twinwall audit --iptables v4.rules --ip6tables v6.rules --sockets ss.txt --format json
+  twinwall audit --snapshot host.json --fail-on high
+
+exit codes: 0 no finding at or above --fail-on, 1 findings, 2 error"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_input_arguments(p)
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    p.add_argument(
+        "--fail-on",
+        choices=("info", "low", "medium", "high", "critical", "never"),
+        default="medium",
+        help="exit 1 when a finding of this severity or worse exists (default: medium)",
+    )
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the table (default: auto, on a TTY)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from twinwall.analysis.audit import audit_snapshot
+    from twinwall.report.text import render_audit, severity_at_least
+
+    snapshot = snapshot_from_args(args)
+    report = audit_snapshot(snapshot)
+    if args.format == "json":
+        json.dump(report.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+        sys.stdout.write(render_audit(report, color=color))
+    return 1 if severity_at_least(report.findings, args.fail_on) else 0

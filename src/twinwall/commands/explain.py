@@ -1,0 +1,58 @@
+"""twinwall explain"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List
+
+from twinwall.commands.inputs import add_input_arguments, snapshot_from_args
+from twinwall.errors import InputError
+
+DESCRIPTION = """\
+Show how a new connection to one port is decided: every rule it matches on its way through
+the tables and chains (jumps, returns, policies), for IPv4 and IPv6 side by side, and the final
+verdict for each group of sources."""
+
+EPILOG = """\
+examples:
+  sudo twinwall explain tcp/22
+  twinwall explain udp/123 --family ipv6 --ip6tables v6.rules
+  twinwall explain tcp/8080 --from 198.51.100.7 --iptables v4.rules"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("service", metavar="PROTO/PORT", help="e.g. tcp/22 or udp/53")
+    p.add_argument("--family", choices=("ipv4", "ipv6", "both"), default="both")
+    p.add_argument("--from", dest="source", metavar="ADDR", help="a source address or prefix (default: any remote source)")
+    p.add_argument("--iface", metavar="NAME", help="the interface the packet arrives on (default: any but lo)")
+    p.add_argument("--to", dest="dest", metavar="ADDR", help="the destination address (default: any of the host's)")
+    add_input_arguments(p)
+
+
+def parse_service(text: str):
+    proto, sep, port = text.partition("/")
+    proto = proto.lower()
+    if not sep or proto not in ("tcp", "udp") or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InputError(f"service must look like tcp/22 or udp/53, not {text!r}")
+    return proto, int(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    from twinwall.analysis.explain import explain_port
+
+    proto, port = parse_service(args.service)
+    snapshot = snapshot_from_args(args)
+    families: List[str] = ["ipv4", "ipv6"] if args.family == "both" else [args.family]
+    for family in families:
+        source = args.source
+        if source and (":" in source) != (family == "ipv6"):
+            if args.family != "both":
+                raise InputError(f"--from {source} is not an {family} address")
+            continue
+        dest = args.dest
+        if dest and (":" in dest) != (family == "ipv6"):
+            continue
+        sys.stdout.write(explain_port(snapshot, family, proto, port, source, args.iface, dest))
+        sys.stdout.write("\n")
+    return 0

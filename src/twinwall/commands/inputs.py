@@ -1,0 +1,92 @@
+"""Where a command's host facts come from: the live host, a snapshot file, or saved dumps.
+
+Shared by audit, explain (and later diff): ``add_input_arguments`` declares the options,
+``snapshot_from_args`` turns them into a ``HostSnapshot``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from twinwall.errors import InputError
+from twinwall.model import IPV4, IPV6, HostSnapshot, Ipv6State, RulesetText
+
+
+def add_input_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "input (default: the live host, as root)",
+        "Give a snapshot from 'twinwall collect', or saved dumps for golden images and CI. "
+        "Any dump may be omitted; a family without a ruleset is reported as unknown.",
+    )
+    g.add_argument("--snapshot", metavar="FILE", help="a snapshot written by 'twinwall collect'")
+    g.add_argument("--iptables", metavar="FILE", help="saved 'iptables-save' output ('-' for stdin)")
+    g.add_argument("--ip6tables", metavar="FILE", help="saved 'ip6tables-save' output")
+    g.add_argument(
+        "--iptables-legacy", metavar="FILE", help="saved 'iptables-legacy-save' output, when legacy tables are loaded too"
+    )
+    g.add_argument("--ip6tables-legacy", metavar="FILE", help="saved 'ip6tables-legacy-save' output")
+    g.add_argument("--nft", metavar="FILE", help="saved 'nft -j list ruleset' output")
+    g.add_argument(
+        "--sockets", metavar="FILE", help="saved 'ss -tuln' output (-p, -e and -H variants welcome; -e shows v6only)"
+    )
+    g.add_argument(
+        "--ipv6-disabled", action="store_true", help="offline: treat IPv6 as disabled on the audited host"
+    )
+
+
+def read_text(path: str, what: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise InputError(f"{what} file not found: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{what} file is a directory: {path}") from None
+    except PermissionError:
+        raise InputError(f"{what} file not readable (permission denied): {path}") from None
+
+
+def snapshot_from_args(args: argparse.Namespace) -> HostSnapshot:
+    offline = [args.iptables, args.ip6tables, args.iptables_legacy, args.ip6tables_legacy, args.nft, args.sockets]
+    if args.snapshot:
+        if any(offline):
+            raise InputError("--snapshot cannot be combined with --iptables/--ip6tables/--nft/--sockets")
+        from twinwall.sources.snapshot import read_snapshot
+
+        return read_snapshot(args.snapshot)
+    if any(offline):
+        return offline_snapshot(args)
+    from twinwall.sources.host import collect_host
+
+    return collect_host()
+
+
+def offline_snapshot(args: argparse.Namespace) -> HostSnapshot:
+    snap = HostSnapshot(hostname="", sockets_known=bool(args.sockets))
+    dumps = [
+        (args.iptables, IPV4, "nft", "iptables-save"),
+        (args.ip6tables, IPV6, "nft", "ip6tables-save"),
+        (args.iptables_legacy, IPV4, "legacy", "iptables-legacy-save"),
+        (args.ip6tables_legacy, IPV6, "legacy", "ip6tables-legacy-save"),
+    ]
+    for path, family, backend, what in dumps:
+        if path:
+            text = read_text(path, what)
+            # which kernel side a plain dump came from is unknown; only the legacy options say
+            snap.rulesets.append(
+                RulesetText(family, "iptables-save", backend if "legacy" in what else "unknown", path, text)
+            )
+    if args.nft:
+        snap.rulesets.append(RulesetText("inet", "nft-json", "nft", args.nft, read_text(args.nft, "nft -j")))
+    if args.sockets:
+        from twinwall.sources.sockets import parse_ss
+
+        snap.sockets = parse_ss(read_text(args.sockets, "ss"))
+    if args.ipv6_disabled:
+        snap.ipv6 = Ipv6State(False, ["--ipv6-disabled given on the command line"])
+    else:
+        snap.ipv6 = Ipv6State(None, ["offline input: IPv6 state of the audited host unknown, assumed enabled"])
+    return snap
