@@ -31,7 +31,6 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from twinwall.model import IPV4, IPV6
 from twinwall.scan.engine import (
     CLOSED,
-    FILTERED,
     OPEN,
     OPEN_FILTERED,
     UNREACHABLE,
@@ -265,6 +264,12 @@ def join_audit(
                 "agrees": ok,
                 "note": note,
             }
+            if status == "restricted" and service is not None:
+                verdict = service.get(family) or {}
+                row.audit[family]["allowed_sources"] = list(verdict.get("allowed_sources") or [])
+                row.audit[family]["allowed_interfaces"] = list(
+                    verdict.get("allowed_interfaces") or []
+                )
             if ok is False:
                 disagreements.append(
                     {

@@ -1,6 +1,7 @@
 """Scan targets: only the hosts the user named, each with its IPv4 and IPv6 addresses.
 
-A HOST is an IPv4 or IPv6 literal or a name (resolved to every A and AAAA record). Ranges, CIDR
+A HOST is an IPv4 or IPv6 literal or a name (resolved to every A and AAAA record), or several of
+those joined with commas when they are one machine (``192.0.2.1,2001:db8::1``). Ranges, CIDR
 blocks and wildcards are refused: ``twinwall scan`` never probes an address it was not given.
 With ``--snapshot`` the snapshot's global addresses are added to the host it describes.
 """
@@ -88,19 +89,26 @@ def _literal(host: str) -> Optional[TargetAddress]:
 
 
 def check_host_syntax(host: str) -> None:
-    """Refuse anything that names more than one address."""
+    """Refuse anything that names more than the addresses written (or resolved from a name).
+
+    One HOST may join the addresses of one machine with commas: ``192.0.2.1,2001:db8::1``.
+    """
     if not host or not host.strip():
         raise InputError("empty host name")
-    if "/" in host:
-        raise InputError(
-            f"{host}: CIDR blocks are not scanned; give single addresses or host names"
-        )
-    if "*" in host or "," in host:
-        raise InputError(f"{host}: wildcards and lists are not scanned; give single addresses")
-    if _literal(host) is None and _IPV4_RANGE.match(host) and "-" in host:
-        raise InputError(f"{host}: address ranges are not scanned; give single addresses")
-    if any(c.isspace() for c in host):
-        raise InputError(f"{host!r}: not a host name or address")
+    for part in host.split(","):
+        part = part.strip()
+        if not part:
+            raise InputError(f"{host}: empty address in the list")
+        if "/" in part:
+            raise InputError(
+                f"{part}: CIDR blocks are not scanned; give single addresses or host names"
+            )
+        if "*" in part:
+            raise InputError(f"{part}: wildcards are not scanned; give single addresses")
+        if _literal(part) is None and _IPV4_RANGE.match(part) and "-" in part:
+            raise InputError(f"{part}: address ranges are not scanned; give single addresses")
+        if any(c.isspace() for c in part):
+            raise InputError(f"{part!r}: not a host name or address")
 
 
 Resolver = Callable[[str], Sequence[Tuple[int, str]]]
@@ -126,17 +134,22 @@ def system_resolver(name: str) -> List[Tuple[int, str]]:
 
 
 def resolve_host(host: str, resolver: Resolver = system_resolver) -> Target:
+    """One target: a literal, a name (all its A and AAAA records), or a comma-joined list of
+    those that together are one machine."""
     check_host_syntax(host)
     target = Target(host=host)
-    literal = _literal(host)
-    if literal is not None:
-        target.add(literal)
-        return target
-    for fam, addr in resolver(host):
-        family = IPV4 if fam == socket.AF_INET else IPV6
-        target.add(TargetAddress(family, addr, "dns"))
-    if not target.addresses:
-        raise InputError(f"cannot resolve {host}: no IPv4 or IPv6 address")
+    for part in (p.strip() for p in host.split(",")):
+        literal = _literal(part)
+        if literal is not None:
+            target.add(literal)
+            continue
+        found = False
+        for fam, addr in resolver(part):
+            family = IPV4 if fam == socket.AF_INET else IPV6
+            target.add(TargetAddress(family, addr, "dns"))
+            found = True
+        if not found:
+            raise InputError(f"cannot resolve {part}: no IPv4 or IPv6 address")
     return target
 
 
