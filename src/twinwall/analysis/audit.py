@@ -10,6 +10,7 @@ verdicts and from a few more walks (loopback, spoofed loopback, default deny).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
@@ -30,6 +31,7 @@ from twinwall.analysis.packetset import (
     Box,
     box_and,
     covers,
+    iv_contains,
     iv_normalize,
     iv_sub,
     loopback_addresses,
@@ -181,20 +183,29 @@ class AuditReport:
 # ---------------------------------------------------------------------------------------------
 
 
-def audit_snapshot(snapshot: HostSnapshot) -> AuditReport:
-    rulesets = load_rulesets(snapshot)
+def audit_snapshot(snapshot: HostSnapshot, keep_text: bool = True) -> AuditReport:
+    """Audit a host. ``keep_text=False`` lets the snapshot's ruleset texts go once parsed."""
+    rulesets = load_rulesets(snapshot, keep_text=keep_text)
     contexts = build_contexts(snapshot, rulesets)
     sockets = _dedupe(snapshot.sockets)
     ipv6_off = snapshot.ipv6.enabled is False
     verdicts: Dict[str, List[FamilyVerdict]] = {}
+    outcomes: Dict[str, List[Outcome]] = {}
     for family in FAMILIES:
         ctx = contexts[family]
-        verdicts[family] = _family_verdicts(ctx, sockets, disabled=(family == IPV6 and ipv6_off))
+        disabled = family == IPV6 and ipv6_off
+        # one walk per family answers every socket and the default-deny check
+        outcomes[family] = (
+            ctx.evaluator().local_input([remote_new_connections(ctx)])
+            if ctx.rules_known and ctx.remote_targets and not disabled
+            else []
+        )
+        verdicts[family] = _family_verdicts(ctx, sockets, disabled, outcomes[family])
     services = [
         ServiceReport(sock, {f: verdicts[f][i] for f in FAMILIES}) for i, sock in enumerate(sockets)
     ]
     findings = _service_findings(services, snapshot)
-    findings += _host_findings(contexts, snapshot, rulesets)
+    findings += _host_findings(contexts, snapshot, outcomes)
     findings.sort(key=lambda f: (-SEVERITIES.index(f.severity), f.id, f.service or "", f.family or ""))
     summary = [
         {"family": rs.family, "source": rs.source, "rules": rs.rule_count(), "tables": sorted(rs.tables)}
@@ -239,35 +250,27 @@ def _precheck(sock: ListeningSocket, family: str, disabled: bool) -> Optional[Fa
     return None
 
 
-def _query_boxes(ctx: FamilyContext, sockets: Sequence[Tuple[ListeningSocket, tuple]]) -> List[Box]:
-    """One box per protocol covering every socket of this family that needs evaluating."""
-    boxes = []
-    for proto in ("tcp", "udp"):
-        mine = [(s, d) for s, d in sockets if s.protocol == proto]
-        if not mine:
-            continue
-        num = PROTO_NUM[proto]
-        dports = iv_normalize((s.port, s.port) for s, _ in mine)
-        dsts = iv_normalize(p for _, d in mine for p in d)
-        boxes.append(
-            (
-                remote_sources(ctx.family),
-                dsts,
-                ((num, num),),
-                PORT_ALL,
-                dports,
-                ICMP_ALL,
-                ID_ALL,
-                ID_ALL,
-                ctx.remote_ifaces,
-                ctx.universe.all_mask,
-                CT_NEW,
-            )
-        )
-    return boxes
+def remote_new_connections(ctx: FamilyContext) -> Box:
+    """Every new connection from elsewhere: any protocol and port, any remote source, any
+    non-loopback interface, to any of the host's addresses. Sockets read their slice of it."""
+    return (
+        remote_sources(ctx.family),
+        ctx.remote_targets,
+        PROTO_ALL,
+        PORT_ALL,
+        PORT_ALL,
+        ICMP_ALL,
+        ID_ALL,
+        ID_ALL,
+        ctx.remote_ifaces,
+        ctx.universe.all_mask,
+        CT_NEW,
+    )
 
 
-def _family_verdicts(ctx: FamilyContext, sockets: Sequence[ListeningSocket], disabled: bool) -> List[FamilyVerdict]:
+def _family_verdicts(
+    ctx: FamilyContext, sockets: Sequence[ListeningSocket], disabled: bool, outcomes: Sequence[Outcome]
+) -> List[FamilyVerdict]:
     out: List[Optional[FamilyVerdict]] = []
     todo: List[Tuple[int, ListeningSocket, tuple]] = []
     for i, sock in enumerate(sockets):
@@ -284,10 +287,38 @@ def _family_verdicts(ctx: FamilyContext, sockets: Sequence[ListeningSocket], dis
                 todo.append((i, sock, dsts))
         out.append(pre)
     if todo:
-        outcomes = ctx.evaluator().local_input(_query_boxes(ctx, [(s, d) for _, s, d in todo]))
+        index = _PortIndex(outcomes)
         for i, sock, dsts in todo:
-            out[i] = _socket_verdict(ctx, sock, dsts, outcomes)
+            out[i] = _socket_verdict(ctx, sock, dsts, index.candidates(sock.port))
     return out  # type: ignore[return-value]
+
+
+class _PortIndex:
+    """Outcomes by destination port, so each socket looks only at the regions that can hold it.
+
+    Accepted regions are indexed by the port the packets reached (after NAT), denied ones by the
+    port they were sent to."""
+
+    SMALL = 64  # outcomes covering at most this many ports are indexed port by port
+
+    def __init__(self, outcomes: Sequence[Outcome]):
+        self.by_port: Dict[int, List[Outcome]] = {}
+        self.wide: List[Tuple[tuple, Outcome]] = []
+        for o in outcomes:
+            ports = (o.box if o.verdict == V_ACCEPT else o.origin)[DPORT]
+            if sum(hi - lo + 1 for lo, hi in ports) <= self.SMALL:
+                for lo, hi in ports:
+                    for p in range(lo, hi + 1):
+                        self.by_port.setdefault(p, []).append(o)
+            else:
+                self.wide.append((ports, o))
+
+    def candidates(self, port: int) -> List[Outcome]:
+        found = list(self.by_port.get(port, ()))
+        for ports, o in self.wide:
+            if iv_contains(ports, port):
+                found.append(o)
+        return found
 
 
 def _socket_verdict(ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outcomes: Sequence[Outcome]) -> FamilyVerdict:
@@ -348,6 +379,7 @@ def _socket_verdict(ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outc
     )
 
 
+@lru_cache(maxsize=4096)
 def _cidrs(a: tuple, family: str, limit: int = 64) -> List[str]:
     """CIDRs of an address set, martian ranges folded in where that makes the list shorter."""
     plain = to_cidrs(a, family)
@@ -427,7 +459,9 @@ def _service_findings(services: Sequence[ServiceReport], snapshot: HostSnapshot)
     return findings
 
 
-def _host_findings(contexts: Dict[str, FamilyContext], snapshot: HostSnapshot, rulesets) -> List[Finding]:
+def _host_findings(
+    contexts: Dict[str, FamilyContext], snapshot: HostSnapshot, outcomes: Dict[str, List[Outcome]]
+) -> List[Finding]:
     findings: List[Finding] = []
     for family in FAMILIES:
         ctx = contexts[family]
@@ -454,7 +488,7 @@ def _host_findings(contexts: Dict[str, FamilyContext], snapshot: HostSnapshot, r
                 )
             )
             continue
-        findings.extend(_policy_findings(ctx, label))
+        findings.extend(_policy_findings(ctx, label, outcomes[family]))
     backends: Dict[str, set] = {}
     for text in snapshot.rulesets:
         if text.format == "iptables-save" and "*" in text.text:
@@ -473,11 +507,13 @@ def _host_findings(contexts: Dict[str, FamilyContext], snapshot: HostSnapshot, r
     return findings
 
 
-def _probe(ctx: FamilyContext, src: tuple, ifaces: int, state: int, dst: Optional[tuple] = None) -> List[Outcome]:
+def _probe(
+    ctx: FamilyContext, src: tuple, ifaces: int, state: int, dst: Optional[tuple] = None, proto: tuple = PROTO_ALL
+) -> List[Outcome]:
     box = (
         src,
         dst if dst is not None else ctx.remote_targets,
-        PROTO_ALL,
+        proto,
         PORT_ALL,
         PORT_ALL,
         ICMP_ALL,
@@ -490,13 +526,12 @@ def _probe(ctx: FamilyContext, src: tuple, ifaces: int, state: int, dst: Optiona
     return ctx.evaluator().local_input([box])
 
 
-def _policy_findings(ctx: FamilyContext, label: str) -> List[Finding]:
+def _policy_findings(ctx: FamilyContext, label: str, new: Sequence[Outcome]) -> List[Finding]:
     family = ctx.family
     findings: List[Finding] = []
     if not ctx.remote_targets:
         return findings
     # default deny: does any new connection reach the end of INPUT and get accepted by the policy?
-    new = _probe(ctx, remote_sources(family), ctx.remote_ifaces, CT_NEW)
     by_policy = [o for o in new if o.verdict == V_ACCEPT and any(d.policy == "ACCEPT" for d in o.decided_by)]
     if by_policy:
         findings.append(
@@ -539,7 +574,8 @@ def _policy_findings(ctx: FamilyContext, label: str) -> List[Finding]:
                 evidence=sorted({d.describe() for o in lo_out if o.verdict != V_ACCEPT for d in o.decided_by})[:5],
             )
         )
-    spoof = _probe(ctx, loop, ctx.remote_ifaces, CT_NEW)
+    # (tcp stands for every protocol here: anti-spoofing rules do not name one)
+    spoof = _probe(ctx, loop, ctx.remote_ifaces, CT_NEW, proto=((6, 6),))
     if ctx.remote_ifaces and any(o.verdict == V_ACCEPT for o in spoof):
         findings.append(
             Finding(

@@ -13,7 +13,6 @@ from twinwall.analysis.packetset import (
     iv_or,
     loopback_addresses,
     prefix_interval,
-    unicast_destinations,
 )
 from twinwall.model import FAMILIES, HostSnapshot
 from twinwall.ruleset import Ruleset
@@ -26,8 +25,8 @@ class FamilyContext:
     universe: InterfaceUniverse
     # every address of the host in this family, loopback included (routing: "is it for us?")
     local: tuple
-    # the addresses a remote client can target (host addresses minus loopback), or every unicast
-    # address when the host's addresses are unknown (offline audit of a dump)
+    # the addresses a remote client can target (host addresses minus loopback); offline, see
+    # offline_host_addresses
     remote_targets: tuple
     addresses_known: bool
     # interface classes remote packets can arrive on
@@ -60,7 +59,7 @@ def build_contexts(snapshot: HostSnapshot, rulesets: Dict[str, List[Ruleset]]) -
             local = iv_or(iv_normalize(prefix_interval(a.address.split("%")[0], family) for a in own), loopback_addresses(family))
             targets = tuple(t for t in targets)
         else:
-            targets = unicast_destinations(family)
+            targets = offline_host_addresses(snapshot, family)
             local = iv_or(targets, loopback_addresses(family))
         contexts[family] = FamilyContext(
             family=family,
@@ -73,6 +72,31 @@ def build_contexts(snapshot: HostSnapshot, rulesets: Dict[str, List[Ruleset]]) -
             rules_known=bool(rulesets.get(family)),
         )
     return contexts
+
+
+# Offline, the host's own addresses are unknown. Treating "any address" as the host's would make
+# every rule naming a destination (a kube-proxy cluster IP, another host) look like it is about
+# this host, which is both wrong and explosive. So the host gets its socket-bound addresses plus
+# one stand-in address from a reserved range that no ruleset names; `--address` names real ones.
+OFFLINE_STAND_IN = {"ipv4": "240.0.0.1", "ipv6": "100::1"}
+
+
+def offline_host_addresses(snapshot: HostSnapshot, family: str) -> tuple:
+    found = [OFFLINE_STAND_IN[family]]
+    for sock in snapshot.sockets:
+        addr = sock.address.split("%")[0]
+        if addr in ("0.0.0.0", "::", "*", "") or (":" in addr) != (family == "ipv6"):
+            continue
+        if addr.startswith("127.") or addr == "::1" or addr.startswith("fe80:"):
+            continue
+        found.append(addr)
+    out = []
+    for a in found:
+        try:
+            out.append(prefix_interval(a, family))
+        except ValueError:
+            continue
+    return iv_normalize(out)
 
 
 def socket_destinations(ctx: FamilyContext, address: str) -> Optional[tuple]:

@@ -32,6 +32,7 @@ from twinwall.analysis.packetset import (
     Box,
     box_and,
     box_sub,
+    merge_boxes,
     iv_and,
     iv_sub,
     split,
@@ -114,6 +115,29 @@ def _restrict(flow: Flow, box: Box) -> Flow:
     return Flow(box, flow.trail, flow.uncertain, tuple(origin))
 
 
+def merge_flows(flows: List[Flow]) -> List[Flow]:
+    """Union flows that took the same path and differ in one dimension only.
+
+    Splitting by rules that did not change a region's fate (a LOG, a per-source MARK, a
+    cluster IP that is not ours) leaves it in pieces; merging keeps the number of flows that
+    later chains must walk small. NAT-rewritten flows are left alone (their origin differs)."""
+    if len(flows) < 2:
+        return flows
+    groups: Dict[tuple, List[Flow]] = {}
+    keep: List[Flow] = []
+    for f in flows:
+        if f.origin is not f.box:
+            keep.append(f)
+            continue
+        groups.setdefault((f.trail, f.uncertain), []).append(f)
+    for (trail, uncertain), members in groups.items():
+        boxes = [f.box for f in members]
+        if len(boxes) > 1:
+            boxes = merge_boxes(boxes)
+        keep.extend(Flow(b, trail, uncertain, b) for b in boxes)
+    return keep
+
+
 class Evaluator:
     """Evaluates one family's rulesets. Bind the interface universe and local addresses first."""
 
@@ -130,6 +154,7 @@ class Evaluator:
         self.universe = universe
         self.local = local_addresses  # interval set of the host's own addresses
         self.trace = trace
+        self._inert_cache: Dict[tuple, bool] = {}
         for rs in self.rulesets:
             rs.universe = universe
             rs.local_addresses = local_addresses
@@ -225,7 +250,7 @@ class Evaluator:
                     outcomes.append(self._outcome(f, V_REJECT))
                 else:
                     outcomes.append(self._outcome(f, V_DROP))
-            flows = nxt
+            flows = merge_flows(nxt)
         return flows
 
     # -- chains -----------------------------------------------------------------------------
@@ -265,6 +290,12 @@ class Evaluator:
                     rest.append(_restrict(f, b))
             if not matched:
                 continue
+            if action == JUMP and self._inert(rs, table, rule.target):
+                # e.g. KUBE-MARK-MASQ: only marks and returns; splitting here would only
+                # fragment the flows
+                if trace:
+                    trace("match", depth, rule, matched)
+                continue
             if rule.unknown:
                 # may or may not match: follow both ways, remembering why
                 tag = tuple(f"{u} ({rule.table} {rule.chain} #{rule.number})" for u in rule.unknown)
@@ -301,6 +332,26 @@ class Evaluator:
                 raise EvaluationError(f"unhandled action {action}")
         returned.extend(current)
         return returned, ended
+
+    def _inert(self, rs: Ruleset, table: str, name: str, depth: int = 0) -> bool:
+        """Whether jumping to a chain can change nothing a verdict depends on: all its rules
+        only log/mark/count or return, or jump to chains that are inert themselves."""
+        key = (id(rs), table, name)
+        known = self._inert_cache.get(key)
+        if known is not None:
+            return known
+        chain = rs.chain(table, name)
+        inert = chain is not None and depth < MAX_DEPTH
+        if inert:
+            for r in chain.rules:
+                if r.action in (CONTINUE, RETURN) or not r.alternatives:
+                    continue
+                if r.action == JUMP and self._inert(rs, table, r.target, depth + 1):
+                    continue
+                inert = False
+                break
+        self._inert_cache[key] = inert
+        return inert
 
     def _trace_match(self, rule: Rule, flows: List[Flow], depth: int) -> None:
         hit = []

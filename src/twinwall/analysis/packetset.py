@@ -19,7 +19,11 @@ Everything here is immutable and hashable, so boxes can be shared freely between
 from __future__ import annotations
 
 import ipaddress
+import socket
+from bisect import bisect_left, bisect_right
 from typing import Iterable, List, Optional, Sequence, Tuple
+
+_INF = 1 << 130  # above every address, port and id
 
 Interval = Tuple[int, int]
 IntervalSet = Tuple[Interval, ...]
@@ -55,21 +59,40 @@ Constraint = Tuple[Tuple[int, object], ...]
 # interval sets
 
 
+def _span(a: IntervalSet, lo: int, hi: int) -> Tuple[int, int]:
+    """Indices [i, j) of the intervals of ``a`` that overlap [lo, hi] (binary search)."""
+    i = bisect_left(a, (lo, -1))
+    if i and a[i - 1][1] >= lo:
+        i -= 1
+    j = bisect_right(a, (hi, _INF), i)
+    return i, j
+
+
 def iv_and(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     if a is b or a == b:
         return a
     if not a or not b:
         return ()
-    # Fast path: a single interval on either side (ports, /32 addresses) is by far the commonest.
+    if len(a) < len(b):
+        a, b = b, a
+    # The commonest case by far: one side is a single interval (a port, a /32, a prefix).
     if len(b) == 1:
         lo, hi = b[0]
         if len(a) == 1:
             l2, h2 = a[0]
             l, h = (lo if lo > l2 else l2), (hi if hi < h2 else h2)
             return ((l, h),) if l <= h else ()
-        return tuple((max(l, lo), min(h, hi)) for l, h in a if l <= hi and h >= lo)
-    if len(a) == 1:
-        return iv_and(b, a)
+        i, j = _span(a, lo, hi)
+        if i >= j:
+            return ()
+        if a[i][0] >= lo and a[j - 1][1] <= hi:
+            return a[i:j] if j - i < len(a) else a
+        mid = list(a[i:j])
+        if mid[0][0] < lo:
+            mid[0] = (lo, mid[0][1])
+        if mid[-1][1] > hi:
+            mid[-1] = (mid[-1][0], hi)
+        return tuple(mid)
     out = []
     i = j = 0
     while i < len(a) and j < len(b):
@@ -89,6 +112,17 @@ def iv_sub(a: IntervalSet, b: IntervalSet) -> IntervalSet:
         return a
     if a is b or a == b:
         return ()
+    if len(b) == 1:
+        lo, hi = b[0]
+        i, j = _span(a, lo, hi)
+        if i >= j:
+            return a
+        mid = []
+        if a[i][0] < lo:
+            mid.append((a[i][0], lo - 1))
+        if a[j - 1][1] > hi:
+            mid.append((hi + 1, a[j - 1][1]))
+        return a[:i] + tuple(mid) + a[j:]
     out = []
     j = 0
     nb = len(b)
@@ -131,12 +165,8 @@ def iv_normalize(pairs: Iterable[Interval]) -> IntervalSet:
 
 
 def iv_contains(a: IntervalSet, value: int) -> bool:
-    for lo, hi in a:
-        if lo <= value <= hi:
-            return True
-        if lo > value:
-            return False
-    return False
+    i = bisect_right(a, (value, _INF))
+    return bool(i) and a[i - 1][1] >= value
 
 
 def iv_size(a: IntervalSet) -> int:
@@ -149,6 +179,19 @@ def iv_size(a: IntervalSet) -> int:
 
 def prefix_interval(network: str, family: str) -> Interval:
     """'192.0.2.0/24' (or an address, or a dotted netmask) -> (first, last) as integers."""
+    addr, _, plen = network.partition("/")
+    if plen.isdigit() or not plen:
+        # fast path for the forms iptables-save prints; inet_pton validates the address
+        bits = ADDR_BITS[family]
+        try:
+            raw = socket.inet_pton(socket.AF_INET if bits == 32 else socket.AF_INET6, addr)
+        except OSError:
+            raw = None
+        n = int(plen) if plen else bits
+        if raw is not None and n <= bits:
+            value = int.from_bytes(raw, "big")
+            host = (1 << (bits - n)) - 1
+            return value & ~host, value | host
     net = ipaddress.ip_network(network, strict=False)
     if (net.version == 4) != (family == "ipv4"):
         raise ValueError(f"{network} is not an {family} address")
@@ -321,3 +364,38 @@ def covers(boxes: Sequence[Box], target: Box, dims: Sequence[int]) -> bool:
         if not remaining:
             return True
     return not remaining
+
+
+def merge_boxes(boxes: Sequence[Box]) -> List[Box]:
+    """Merge boxes that are equal in every dimension but one (a cheap partial union)."""
+    boxes = list(dict.fromkeys(boxes))
+    for _ in range(2):
+        changed = False
+        for dim in range(NDIMS):
+            if len(boxes) < 2:
+                return boxes
+            groups: dict = {}
+            for b in boxes:
+                key = b[:dim] + b[dim + 1 :]
+                groups.setdefault(key, []).append(b)
+            if len(groups) == len(boxes):
+                continue
+            changed = True
+            out = []
+            for members in groups.values():
+                if len(members) == 1:
+                    out.append(members[0])
+                    continue
+                if dim in MASK_DIMS:
+                    v = 0
+                    for m in members:
+                        v |= m[dim]
+                else:
+                    v = iv_normalize(p for m in members for p in m[dim])
+                merged = list(members[0])
+                merged[dim] = v
+                out.append(tuple(merged))
+            boxes = out
+        if not changed:
+            break
+    return boxes

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from twinwall.errors import InputError
-from twinwall.model import IPV4, IPV6, HostSnapshot, Ipv6State, RulesetText
+from twinwall.model import IPV4, IPV6, HostSnapshot, InterfaceAddress, Ipv6State, RulesetText
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,6 +29,14 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--nft", metavar="FILE", help="saved 'nft -j list ruleset' output")
     g.add_argument(
         "--sockets", metavar="FILE", help="saved 'ss -tuln' output (-p, -e and -H variants welcome; -e shows v6only)"
+    )
+    g.add_argument(
+        "--address",
+        metavar="ADDR",
+        action="append",
+        default=[],
+        help="offline: an address of the audited host (repeat for each). Without it the host is "
+        "assumed to have only the addresses its sockets are bound to plus one unnamed address",
     )
     g.add_argument(
         "--ipv6-disabled", action="store_true", help="offline: treat IPv6 as disabled on the audited host"
@@ -85,8 +93,24 @@ def offline_snapshot(args: argparse.Namespace) -> HostSnapshot:
         from twinwall.sources.sockets import parse_ss
 
         snap.sockets = parse_ss(read_text(args.sockets, "ss"))
+    for addr in args.address:
+        snap.addresses.append(_interface_address(addr))
+    if args.address:
+        snap.addresses_known = True
     if args.ipv6_disabled:
         snap.ipv6 = Ipv6State(False, ["--ipv6-disabled given on the command line"])
     else:
         snap.ipv6 = Ipv6State(None, ["offline input: IPv6 state of the audited host unknown, assumed enabled"])
     return snap
+
+
+def _interface_address(text: str) -> InterfaceAddress:
+    import ipaddress
+
+    try:
+        iface = ipaddress.ip_interface(text)
+    except ValueError:
+        raise InputError(f"--address {text!r} is not an IP address") from None
+    family = IPV4 if iface.version == 4 else IPV6
+    scope = "host" if iface.ip.is_loopback else ("link" if iface.ip.is_link_local else "global")
+    return InterfaceAddress("?", family, str(iface.ip), iface.network.prefixlen, scope)

@@ -193,8 +193,18 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
     table: Optional[Table] = None
     pending: Dict[str, List[str]] = {}
     lineno = 0
-    for lineno, raw in enumerate(text.split("\n"), 1):
-        line = raw.strip()
+    last_name = None
+    last_lines: List[str] = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        # Fast path: iptables-save prints a chain's rules one after another, so most lines
+        # are "-A <the same chain as before> ...".
+        if line[:3] == "-A " and table is not None:
+            end = line.find(" ", 3)
+            name = line[3:] if end < 0 else line[3:end]
+            if name == last_name:
+                last_lines.append(line.rstrip())
+                continue
+        line = line.strip()
         if not line or line[0] == "#":
             continue
         c = line[0]
@@ -220,6 +230,8 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
                     table.chains[name] = Chain(table.name, name)
                 lines = pending[name] = []
             lines.append(line)
+            if line.startswith("-A "):
+                last_name, last_lines = name, lines
         elif c == ":":
             if table is None:
                 raise InputError(f"{source}: line {lineno}: chain declared outside a table")
@@ -231,12 +243,14 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
                 raise InputError(f"{source}: line {lineno}: unknown chain policy {policy!r}")
             table.chains[parts[0]] = Chain(table.name, parts[0], policy)
         elif c == "*":
+            last_name = None
             _finish_table(table, pending, compiler)
             name = line[1:].strip()
             table = ruleset.tables.get(name) or Table(name)
             ruleset.tables[name] = table
             pending = {}
         elif line == "COMMIT":
+            last_name = None
             _finish_table(table, pending, compiler)
             table = None
             pending = {}
