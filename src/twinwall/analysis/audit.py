@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from twinwall.analysis.frontends import detect_frontends
+from twinwall.analysis.published import published_services
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
 from twinwall.analysis.evaluator import V_ACCEPT, Outcome
 from twinwall.analysis.packetset import (
@@ -26,6 +28,7 @@ from twinwall.analysis.packetset import (
     PORT_ALL,
     PROTO,
     PROTO_ALL,
+    SPORT,
     SRC,
     STATE,
     Box,
@@ -35,6 +38,7 @@ from twinwall.analysis.packetset import (
     iv_normalize,
     iv_sub,
     loopback_addresses,
+    ranges_text,
     remote_sources,
     to_cidrs,
 )
@@ -71,6 +75,7 @@ CIS = {
 }
 
 MAX_DECIDED_BY = 12
+CLIENT_PORTS = ((1024, 65535),)  # source ports any unprivileged client can choose
 
 
 @dataclass
@@ -80,6 +85,8 @@ class FamilyVerdict:
     allowed_sources: List[str] = field(default_factory=list)
     denied_sources: List[str] = field(default_factory=list)
     allowed_interfaces: List[str] = field(default_factory=list)
+    # set only when acceptance depends on the client's source port ("7001", "1024-2000")
+    allowed_source_ports: List[str] = field(default_factory=list)
     uncertain: List[str] = field(default_factory=list)
     by_policy: bool = False  # accepted because a chain's policy is ACCEPT, not by a rule
     reason: str = ""
@@ -92,6 +99,7 @@ class FamilyVerdict:
             "allowed_sources": self.allowed_sources,
             "denied_sources": self.denied_sources,
             "allowed_interfaces": self.allowed_interfaces,
+            "allowed_source_ports": self.allowed_source_ports,
             "uncertain": self.uncertain,
             "by_policy": self.by_policy,
         }
@@ -137,9 +145,11 @@ class Finding:
     service: Optional[str] = None
     cis: Optional[str] = None
     evidence: List[str] = field(default_factory=list)
+    frontend: Optional[str] = None  # "ufw", "firewalld", "docker"...: who wrote the rules
 
     def to_json(self) -> Dict:
         return {
+            "frontend": self.frontend,
             "id": self.id,
             "severity": self.severity,
             "family": self.family,
@@ -156,6 +166,7 @@ class AuditReport:
     services: List[ServiceReport]
     findings: List[Finding]
     rulesets: List[Dict]
+    frontends: Dict[str, List[str]] = field(default_factory=dict)
 
     def to_json(self) -> Dict:
         snap = self.snapshot
@@ -169,6 +180,7 @@ class AuditReport:
                 "missing": snap.missing,
                 "sockets_known": snap.sockets_known,
                 "addresses_known": snap.addresses_known,
+                "frontends": self.frontends,
             },
             "ipv6": {"enabled": snap.ipv6.enabled, "evidence": snap.ipv6.evidence},
             "services": [s.to_json() for s in self.services],
@@ -204,15 +216,20 @@ def audit_snapshot(snapshot: HostSnapshot, keep_text: bool = True) -> AuditRepor
     services = [
         ServiceReport(sock, {f: verdicts[f][i] for f in FAMILIES}) for i, sock in enumerate(sockets)
     ]
+    services += published_services(contexts, outcomes)
     findings = _service_findings(services, snapshot)
     findings += _host_findings(contexts, snapshot, outcomes)
+    frontends = detect_frontends(rulesets)
+    for f in findings:
+        if f.family and frontends.get(f.family) and not f.frontend:
+            f.frontend = ", ".join(frontends[f.family])
     findings.sort(key=lambda f: (-SEVERITIES.index(f.severity), f.id, f.service or "", f.family or ""))
     summary = [
         {"family": rs.family, "source": rs.source, "rules": rs.rule_count(), "tables": sorted(rs.tables)}
         for fam in FAMILIES
         for rs in rulesets[fam]
     ]
-    return AuditReport(snapshot, services, findings, summary)
+    return AuditReport(snapshot, services, findings, summary, frontends)
 
 
 def _dedupe(sockets: Sequence[ListeningSocket]) -> List[ListeningSocket]:
@@ -349,13 +366,16 @@ def _socket_verdict(ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outc
     target = list(accepted[0][0])
     target[SRC] = remote
     target[IIF] = ctx.remote_ifaces
+    # a client picks its source port: "open" must not depend on one (multiport --ports, --sport)
+    target[SPORT] = CLIENT_PORTS
     boxes = [b for b, _ in accepted]
     src = iv_normalize(p for b in boxes for p in b[SRC])
+    sports = iv_normalize(p for b in boxes for p in b[SPORT])
     ifaces = 0
     for b in boxes:
         ifaces |= b[IIF]
     by_policy = any(d.policy == "ACCEPT" for _, o in accepted for d in o.decided_by)
-    if covers(boxes, tuple(target), (SRC, IIF)):
+    if covers(boxes, tuple(target), (SRC, IIF, SPORT)):
         return FamilyVerdict(
             OPEN,
             decided_by=_decisions([o for _, o in accepted]),
@@ -373,6 +393,7 @@ def _socket_verdict(ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outc
         allowed_sources=_cidrs(src, ctx.family),
         denied_sources=_cidrs(denied_src, ctx.family) if denied_src else [],
         allowed_interfaces=["*"] if all_ifaces else ctx.universe.label_list(ifaces & ctx.remote_ifaces),
+        allowed_source_ports=[] if not iv_sub(CLIENT_PORTS, sports) else [ranges_text(sports)],
         uncertain=uncertain,
         by_policy=by_policy,
         reason="accepted only from some sources or interfaces",
