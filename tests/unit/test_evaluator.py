@@ -1,0 +1,306 @@
+"""The set-of-packets evaluator against netfilter semantics and against a packet-by-packet walk."""
+
+import random
+
+import pytest
+
+from twinwall.analysis.evaluator import Evaluator
+from twinwall.analysis.interfaces import InterfaceUniverse
+from twinwall.analysis.packetset import (
+    CT_ESTABLISHED,
+    CT_NEW,
+    CT_UNTRACKED,
+    DPORT,
+    DST,
+    IIF,
+    MASK_DIMS,
+    NDIMS,
+    PROTO,
+    SPORT,
+    SRC,
+    STATE,
+    iv_contains,
+    prefix_interval,
+    remote_sources,
+)
+from twinwall.errors import InputError
+from twinwall.parsers.iptables_save import parse_iptables_save, tokenize
+from twinwall.ruleset import ACCEPT, CONTINUE, DROP, GOTO, JUMP, REJECT, RETURN
+
+HOST = "192.0.2.1"
+
+
+def ip(a):
+    return prefix_interval(a, "ipv4")[0]
+
+
+def evaluator(text, family="ipv4", ifaces=("eth0", "eth1", "lo"), local=(HOST,)):
+    rs = parse_iptables_save(text, family)
+    universe = InterfaceUniverse(list(ifaces) + list(rs.interface_specs))
+    loc = tuple(sorted(prefix_interval(a, family) for a in local)) + (prefix_interval("127.0.0.0/8", "ipv4"),)
+    return Evaluator([rs], family, universe, tuple(sorted(loc))), universe
+
+
+def packet_box(universe, src="198.51.100.7", dst=HOST, proto=6, sport=40000, dport=22, iif="eth0", state=CT_NEW):
+    a, b = ip(src), ip(dst)
+    return (
+        ((a, a),),
+        ((b, b),),
+        ((proto, proto),),
+        ((sport, sport),),
+        ((dport, dport),),
+        ((0, 0xFFFF),),
+        ((0, 0xFFFFFFFF),),
+        ((0, 0xFFFFFFFF),),
+        universe.mask(iif),
+        universe.all_mask,
+        state,
+    )
+
+
+def verdict(text, **packet):
+    ev, universe = evaluator(text)
+    outcomes = ev.local_input([packet_box(universe, **packet)])
+    assert len({o.verdict for o in outcomes}) == 1, outcomes
+    return outcomes[0]
+
+
+def table(body, policy="DROP", name="filter", chains=()):
+    decl = "".join(f":{c} - [0:0]\n" for c in chains)
+    base = {
+        "filter": ":INPUT {p} [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n",
+        "raw": ":PREROUTING {p} [0:0]\n:OUTPUT ACCEPT [0:0]\n",
+        "nat": ":PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n",
+    }[name].format(p=policy)
+    return f"*{name}\n{base}{decl}{body}\nCOMMIT\n"
+
+
+# --------------------------------------------------------------------------------------------
+# parsing
+
+
+def test_tokenize_keeps_quoted_comments():
+    toks = tokenize('-A INPUT -m comment --comment "a \\"b\\" c" -j ACCEPT')
+    assert toks == ["-A", "INPUT", "-m", "comment", "--comment", 'a "b" c', "-j", "ACCEPT"]
+
+
+def test_rule_compiles_targets_and_counts():
+    rs = parse_iptables_save(
+        table(
+            "-A INPUT -p tcp --dport 22 -j ACCEPT\n-A INPUT -j LOG\n-A INPUT -j x\n-A INPUT -g x\n"
+            "-A INPUT -j REJECT --reject-with tcp-reset\n-A x -j RETURN\n-A x -j DROP",
+            chains=("x",),
+        ),
+        "ipv4",
+    )
+    rs.universe = InterfaceUniverse([])
+    actions = [r.action for r in rs.chain("filter", "INPUT").rules]
+    assert actions == [ACCEPT, CONTINUE, JUMP, GOTO, REJECT]
+    assert [r.action for r in rs.chain("filter", "x").rules] == [RETURN, DROP]
+    assert rs.rule_count() == 7
+
+
+def test_bad_input_is_a_one_line_error():
+    with pytest.raises(InputError, match="line 2"):
+        parse_iptables_save("*filter\nhello world\nCOMMIT\n", "ipv4")
+    rs = parse_iptables_save(table("-A INPUT -p tcp --dport 99999 -j ACCEPT"), "ipv4")
+    rs.universe = InterfaceUniverse([])
+    with pytest.raises(InputError, match="port out of range"):
+        rs.chain("filter", "INPUT").rules
+
+
+def test_undecidable_matches_are_named():
+    rs = parse_iptables_save(
+        table("-A INPUT -p tcp -m limit --limit 5/s -j ACCEPT\n-A INPUT -m recent --set --name x\n-A INPUT -m foo --bar 1 -j ACCEPT"),
+        "ipv4",
+    )
+    rs.universe = InterfaceUniverse([])
+    rules = rs.chain("filter", "INPUT").rules
+    assert rules[0].unknown == ("limit",)
+    assert rules[1].unknown == ()  # recent --set only records: it always matches
+    assert rules[2].unknown and "foo" in rules[2].unknown[0]
+
+
+# --------------------------------------------------------------------------------------------
+# semantics, one packet at a time
+
+
+def test_2222_is_not_22():
+    t = table("-A INPUT -p tcp --dport 2222 -j ACCEPT")
+    assert verdict(t, dport=22).verdict == "drop"
+    assert verdict(t, dport=2222).verdict == "accept"
+
+
+def test_drop_rule_is_not_coverage_and_udp_is_not_tcp():
+    t = table("-A INPUT -p tcp --dport 22 -j DROP\n-A INPUT -p udp --dport 53 -j ACCEPT", policy="ACCEPT")
+    assert verdict(t, dport=22).verdict == "drop"
+    assert verdict(t, dport=53).verdict == "accept"  # tcp/53: policy
+    assert verdict(t, dport=53, proto=17).decided_by[-1].rule_number == 2
+
+
+def test_user_chain_return_and_goto():
+    t = table(
+        "-A INPUT -j svc\n-A INPUT -p tcp --dport 80 -j ACCEPT\n"
+        "-A svc -s 198.51.100.0/24 -j RETURN\n-A svc -p tcp --dport 80 -j DROP\n"
+        "-A INPUT -g gone\n-A gone -p tcp --dport 81 -j ACCEPT",
+        chains=("svc", "gone"),
+    )
+    # RETURN from svc: back in INPUT, rule 2 accepts
+    assert verdict(t, dport=80).verdict == "accept"
+    # not returned: svc drops
+    assert verdict(t, dport=80, src="203.0.113.9").verdict == "drop"
+    # goto: the end of 'gone' returns to INPUT's caller, i.e. the policy
+    o = verdict(t, dport=82, src="203.0.113.9")
+    assert o.verdict == "drop" and o.decided_by[-1].policy == "DROP"
+    assert verdict(t, dport=81, src="203.0.113.9").verdict == "accept"
+
+
+def test_log_does_not_end_evaluation_and_reject_is_deny():
+    t = table("-A INPUT -j LOG --log-prefix x\n-A INPUT -p tcp --dport 22 -j REJECT\n-A INPUT -j ACCEPT")
+    assert verdict(t, dport=22).verdict == "reject"
+    assert verdict(t, dport=23).verdict == "accept"
+
+
+def test_multiport_ports_is_source_or_destination():
+    t = table("-A INPUT -p tcp -m multiport --ports 7001 -j ACCEPT")
+    assert verdict(t, dport=7001).verdict == "accept"
+    assert verdict(t, dport=7000, sport=7001).verdict == "accept"
+    assert verdict(t, dport=7000, sport=40000).verdict == "drop"
+
+
+def test_interface_wildcard_and_negation():
+    t = table("-A INPUT -i eth+ -p tcp --dport 22 -j ACCEPT\n-A INPUT ! -s 198.51.100.0/24 -p tcp --dport 23 -j ACCEPT")
+    assert verdict(t, dport=22, iif="eth1").verdict == "accept"
+    assert verdict(t, dport=23, src="198.51.100.7").verdict == "drop"
+    assert verdict(t, dport=23, src="203.0.113.7").verdict == "accept"
+
+
+def test_conntrack_state_new_only():
+    t = table("-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT")
+    assert verdict(t, state=CT_NEW).verdict == "drop"
+    assert verdict(t, state=CT_ESTABLISHED).verdict == "accept"
+    syn = table("-A INPUT -p tcp ! --syn -m state --state NEW -j DROP\n-A INPUT -j ACCEPT")
+    assert verdict(syn).verdict == "accept"  # a new connection's first packet is a SYN
+
+
+def test_raw_table_can_drop_and_notrack_changes_state():
+    t = table("-A PREROUTING -p tcp --dport 22 -j DROP\n-A PREROUTING -p tcp --dport 23 -j CT --notrack", policy="ACCEPT", name="raw")
+    t += table("-A INPUT -m state --state UNTRACKED -j ACCEPT", policy="DROP")
+    assert verdict(t, dport=22).verdict == "drop"
+    o = verdict(t, dport=23)
+    assert o.verdict == "accept" and o.box[STATE] == CT_UNTRACKED
+
+
+def test_dnat_to_another_host_leaves_input():
+    t = table("-A PREROUTING -p tcp --dport 8080 -j DNAT --to-destination 203.0.113.5:80", name="nat")
+    t += table("", policy="ACCEPT")
+    o = verdict(t, dport=8080)
+    assert o.verdict == "forward"
+    assert o.box[DPORT] == ((80, 80),) and o.origin[DPORT] == ((8080, 8080),)
+    r = table("-A PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 8080", name="nat") + table(
+        "-A INPUT -p tcp --dport 8080 -j ACCEPT"
+    )
+    o = verdict(r, dport=80)
+    assert o.verdict == "accept" and o.box[DPORT] == ((8080, 8080),)
+
+
+def test_every_ruleset_must_accept():
+    """Legacy and nft tables loaded together: a packet must pass both."""
+    a = parse_iptables_save(table("-A INPUT -j ACCEPT"), "ipv4", "nft")
+    b = parse_iptables_save(table("-A INPUT -p tcp --dport 22 -j ACCEPT"), "ipv4", "legacy")
+    u = InterfaceUniverse(["eth0", "lo"])
+    ev = Evaluator([a, b], "ipv4", u, ((ip(HOST), ip(HOST)),))
+    out = ev.local_input([packet_box(u, dport=23)])
+    assert [o.verdict for o in out] == ["drop"] and out[0].decided_by[-1].source == "legacy"
+
+
+def test_undecidable_match_follows_both_ways():
+    t = table("-A INPUT -p tcp --dport 22 -m recent --update --hitcount 4 -j DROP\n-A INPUT -p tcp --dport 22 -j ACCEPT")
+    ev, u = evaluator(t)
+    out = ev.local_input([packet_box(u, dport=22)])
+    assert sorted(o.verdict for o in out) == ["accept", "drop"]
+    assert all(o.uncertain for o in out)
+
+
+# --------------------------------------------------------------------------------------------
+# the whole set at once agrees with a packet-by-packet walk on random rulesets
+
+
+def concrete_walk(rs, chain, pkt, depth=0):
+    """Reference: one packet through one chain. Returns a verdict string or None (fell off)."""
+    for rule in rs.chain("filter", chain).rules:
+        if not any(all(_has(pkt, d, v) for d, v in alt) for alt in rule.alternatives):
+            continue
+        if rule.action in (ACCEPT, DROP, REJECT):
+            return rule.action.lower()
+        if rule.action == RETURN:
+            return None
+        if rule.action in (JUMP, GOTO):
+            v = concrete_walk(rs, rule.target, pkt, depth + 1)
+            if v is not None or rule.action == GOTO:
+                return v
+    return None
+
+
+def _has(pkt, dim, value):
+    if dim in MASK_DIMS:
+        return bool(pkt[dim] & value)
+    return iv_contains(value, pkt[dim])
+
+
+def random_ruleset(rng):
+    chains = ["c1", "c2", "c3"]
+    lines = []
+    for owner in ["INPUT"] + chains:
+        for _ in range(rng.randint(0, 6)):
+            parts = []
+            if rng.random() < 0.4:
+                parts.append(("! " if rng.random() < 0.2 else "") + f"-s 198.51.100.{rng.choice([0, 64, 128])}/{rng.choice([24, 25, 26])}")
+            if rng.random() < 0.5:
+                proto = rng.choice(["tcp", "udp"])
+                parts.append(f"-p {proto}")
+                if rng.random() < 0.7:
+                    lo = rng.randint(20, 30)
+                    parts.append(f"--dport {lo}:{lo + rng.randint(0, 5)}" if rng.random() < 0.5 else f"-m multiport --ports {lo},{lo + 3}")
+            if rng.random() < 0.3:
+                parts.append(("! " if rng.random() < 0.3 else "") + f"-i {rng.choice(['eth0', 'eth+', 'eth1'])}")
+            later = chains[chains.index(owner) + 1 :] if owner in chains else chains
+            targets = ["ACCEPT", "DROP", "REJECT", "LOG"] + (["RETURN"] if owner != "INPUT" else [])
+            if later:
+                targets += [f"{later[0]}", f"{rng.choice(later)}"]
+            t = rng.choice(targets)
+            jump = "-g" if t in chains and rng.random() < 0.3 else "-j"
+            lines.append(f"-A {owner} {' '.join(parts)} {jump} {t}".replace("  ", " "))
+    return table("\n".join(lines), policy=rng.choice(["ACCEPT", "DROP"]), chains=chains)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_set_walk_agrees_with_packet_walk(seed):
+    rng = random.Random(seed)
+    text = random_ruleset(rng)
+    ev, u = evaluator(text, ifaces=("eth0", "eth1", "lo", "wlan0"))
+    rs = ev.rulesets[0]
+    query = list(packet_box(u))
+    query[SRC] = ((ip("198.51.100.0"), ip("198.51.100.255")), (ip("203.0.113.0"), ip("203.0.113.3")))
+    query[PROTO] = ((6, 6), (17, 17))
+    query[SPORT] = ((20, 35),)
+    query[DPORT] = ((18, 36),)
+    query[IIF] = u.non_loopback()
+    outcomes = ev.local_input([tuple(query)])
+    policy = rs.chain("filter", "INPUT").policy.lower()
+    for _ in range(150):
+        pkt = [None] * NDIMS
+        pkt[SRC] = rng.choice([ip("198.51.100.0") + rng.randint(0, 255), ip("203.0.113.0") + rng.randint(0, 3)])
+        pkt[DST] = ip(HOST)
+        pkt[PROTO] = rng.choice([6, 17])
+        pkt[SPORT] = rng.randint(20, 35)
+        pkt[DPORT] = rng.randint(18, 36)
+        pkt[IIF] = 1 << rng.choice([i for i in range(len(u.labels)) if u.non_loopback() >> i & 1])
+        pkt[STATE] = CT_NEW
+        want = concrete_walk(rs, "INPUT", pkt) or policy
+        got = [
+            o.verdict
+            for o in outcomes
+            if all(_has(pkt, d, o.box[d]) for d in (SRC, PROTO, SPORT, DPORT, IIF))
+        ]
+        assert got == [want], (text, pkt, got, want)

@@ -1,0 +1,135 @@
+"""Interval sets and boxes against plain Python sets."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from twinwall.analysis.interfaces import InterfaceUniverse
+from twinwall.analysis.packetset import (
+    covers,
+    iv_and,
+    iv_contains,
+    iv_normalize,
+    iv_or,
+    iv_sub,
+    merge_boxes,
+    prefix_interval,
+    remote_sources,
+    split,
+    to_cidrs,
+)
+
+intervals = st.lists(
+    st.tuples(st.integers(0, 80), st.integers(0, 80)).map(lambda t: (min(t), max(t))), max_size=6
+).map(iv_normalize)
+
+
+def points(a):
+    return {x for lo, hi in a for x in range(lo, hi + 1)}
+
+
+@given(intervals, intervals)
+def test_interval_algebra_matches_sets(a, b):
+    assert points(iv_and(a, b)) == points(a) & points(b)
+    assert points(iv_sub(a, b)) == points(a) - points(b)
+    assert points(iv_or(a, b)) == points(a) | points(b)
+    for result in (iv_and(a, b), iv_sub(a, b), iv_or(a, b)):
+        assert result == iv_normalize(result)  # stays sorted, disjoint, non-adjacent
+
+
+@given(intervals, st.integers(0, 80))
+def test_contains(a, v):
+    assert iv_contains(a, v) == (v in points(a))
+
+
+# two-dimensional boxes over small domains, third dimension a mask
+box2 = st.tuples(intervals, intervals, st.integers(0, 7))
+
+
+def box_points(b):
+    return {(x, y, m) for x in points(b[0]) for y in points(b[1]) for m in range(3) if b[2] >> m & 1}
+
+
+def as_box(b):
+    # pad to the evaluator's dimension layout: dims 0, 1 and 8 (IIF, a mask) carry the data
+    full = ((0, 80),)
+    return (b[0], b[1], full, full, full, full, full, full, b[2], 7, 31)
+
+
+def from_box(b):
+    return (b[0], b[1], b[8])
+
+
+constraint = st.lists(
+    st.sampled_from([0, 1, 8]).flatmap(lambda d: st.tuples(st.just(d), st.integers(0, 7) if d == 8 else intervals)),
+    max_size=3,
+    unique_by=lambda t: t[0],
+).map(tuple)
+
+
+@settings(max_examples=300)
+@given(box2, st.lists(constraint, min_size=1, max_size=3))
+def test_split_partitions_the_box(b, alternatives):
+    box = as_box(b)
+    matched, rest = split(box, alternatives)
+
+    def in_constraint(p, c):
+        x, y, m = p
+        vals = {0: x, 1: y}
+        for d, v in c:
+            if d == 8:
+                if not v >> m & 1:
+                    return False
+            elif vals[d] not in points(v):
+                return False
+        return True
+
+    want_matched = {p for p in box_points(b) if any(in_constraint(p, c) for c in alternatives)}
+    got_matched = set()
+    for m in matched:
+        got_matched |= box_points(from_box(m))
+    got_rest = set()
+    for r in rest:
+        got_rest |= box_points(from_box(r))
+    assert got_matched == want_matched
+    assert got_rest == box_points(b) - want_matched
+    # the pieces are disjoint
+    assert sum(len(box_points(from_box(x))) for x in matched + rest) == len(box_points(b))
+
+
+@given(st.lists(box2, min_size=1, max_size=5))
+def test_merge_keeps_the_union(bs):
+    boxes = [as_box(b) for b in bs]
+    before = set().union(*(box_points(b) for b in bs))
+    after = set().union(*(box_points(from_box(m)) for m in merge_boxes(boxes)))
+    assert before == after
+
+
+def test_covers_on_two_dims():
+    target = as_box((((0, 10),), ((0, 10),), 1))
+    half = as_box((((0, 5),), ((0, 10),), 1))
+    other = as_box((((6, 10),), ((0, 10),), 1))
+    assert not covers([half], target, (0, 1))
+    assert covers([half, other], target, (0, 1))
+
+
+def test_addresses_and_cidrs():
+    assert prefix_interval("192.0.2.0/24", "ipv4") == (0xC0000200, 0xC00002FF)
+    assert prefix_interval("192.0.2.0/255.255.255.0", "ipv4") == (0xC0000200, 0xC00002FF)
+    assert to_cidrs((prefix_interval("2001:db8::/32", "ipv6"),), "ipv6") == ["2001:db8::/32"]
+    remote = remote_sources("ipv4")
+    assert not iv_contains(remote, prefix_interval("127.0.0.1", "ipv4")[0])
+    assert iv_contains(remote, prefix_interval("198.51.100.7", "ipv4")[0])
+    assert not iv_contains(remote_sources("ipv6"), prefix_interval("::1", "ipv6")[0])
+
+
+def test_interface_universe_wildcards():
+    u = InterfaceUniverse(["eth0", "lo", "wlan0"], ["eth+", "et+"])
+    # eth+ covers eth0 and the "other eth*" class, not wlan0
+    labels = u.label_list(u.mask("eth+"))
+    assert "eth0" in labels and "eth+" in labels and "wlan0" not in labels
+    # et+ is wider than eth+
+    assert u.mask("eth+") & ~u.mask("et+") == 0
+    # '+' only at the end is a wildcard: an exact name never matches a different name
+    assert u.mask("eth0") == 1 << u.exact.index("eth0")
+    assert u.mask("+") == u.all_mask
+    assert u.non_loopback() & u.mask("lo") == 0
