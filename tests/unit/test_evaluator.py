@@ -79,9 +79,9 @@ def table(body, policy="DROP", name="filter", chains=()):
 # parsing
 
 
-def test_tokenize_keeps_quoted_comments():
-    toks = tokenize('-A INPUT -m comment --comment "a \\"b\\" c" -j ACCEPT')
-    assert toks == ["-A", "INPUT", "-m", "comment", "--comment", 'a "b" c', "-j", "ACCEPT"]
+def test_tokenize_quoted_arguments_and_drops_comments():
+    toks = tokenize('-A INPUT -m comment --comment "a \\"b\\" c" -j LOG --log-prefix "x \\"y\\""')
+    assert toks == ["-A", "INPUT", "-j", "LOG", "--log-prefix", 'x "y"']
 
 
 def test_rule_compiles_targets_and_counts():

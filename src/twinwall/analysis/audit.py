@@ -531,6 +531,8 @@ def _host_findings(
 def _probe(
     ctx: FamilyContext, src: tuple, ifaces: int, state: int, dst: Optional[tuple] = None, proto: tuple = PROTO_ALL
 ) -> List[Outcome]:
+    """A host-level check (loopback, anti-spoofing, established): these are about the filter
+    rules, so nat chains (whose decision for such traffic is made elsewhere) are skipped."""
     box = (
         src,
         dst if dst is not None else ctx.remote_targets,
@@ -544,7 +546,7 @@ def _probe(
         ctx.universe.all_mask,
         state,
     )
-    return ctx.evaluator().local_input([box])
+    return ctx.evaluator().local_input([box], nat=False)
 
 
 def _policy_findings(ctx: FamilyContext, label: str, new: Sequence[Outcome]) -> List[Finding]:

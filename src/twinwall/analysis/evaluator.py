@@ -166,11 +166,14 @@ class Evaluator:
         stages.sort(key=lambda s: s[1].priority)
         return stages
 
-    def local_input(self, boxes: Sequence[Box]) -> List[Outcome]:
-        """Packets arriving from the network, addressed to this host: PREROUTING then INPUT."""
+    def local_input(self, boxes: Sequence[Box], nat: bool = True) -> List[Outcome]:
+        """Packets arriving from the network, addressed to this host: PREROUTING then INPUT.
+
+        ``nat=False`` skips nat chains: for packets whose connection was NATed (or not) before
+        they arrived here, e.g. loopback traffic, which nat OUTPUT already saw."""
         flows = [Flow(b, None, (), b) for b in boxes]
         outcomes: List[Outcome] = []
-        flows = self.run_hook("prerouting", flows, outcomes)
+        flows = self.run_hook("prerouting", flows, outcomes, nat=nat)
         # Routing decision: only packets still addressed to the host go to INPUT.
         local_flows = []
         for f in flows:
@@ -206,11 +209,13 @@ class Evaluator:
     def _outcome(self, flow: Flow, verdict: str) -> Outcome:
         return Outcome(flow.box, flow.origin, verdict, _trail_list(flow.trail), flow.uncertain)
 
-    def run_hook(self, hook: str, flows: List[Flow], outcomes: List[Outcome]) -> List[Flow]:
+    def run_hook(self, hook: str, flows: List[Flow], outcomes: List[Outcome], nat: bool = True) -> List[Flow]:
         """All base chains of a hook; returns the flows that every one of them let through."""
         for rs, base in self.stages(hook):
             if not flows:
                 break
+            if base.kind == "nat" and not nat:
+                continue
             chain = rs.chain(base.table, base.chain)
             if chain is None:
                 continue
@@ -317,6 +322,10 @@ class Evaluator:
                 back = [Flow(f.box, f.trail[1], f.uncertain, f.origin) for f in sub_ret]
                 if action == JUMP:
                     current = current + back
+                    if len(current) > 4:
+                        # flows coming back from many sub-chains (kube-proxy: nodeports whose
+                        # chains only mark) would otherwise pile up and each walk every rule left
+                        current = merge_flows(current)
                 else:
                     returned.extend(back)
             elif action == NOTRACK:

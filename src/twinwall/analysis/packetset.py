@@ -367,35 +367,50 @@ def covers(boxes: Sequence[Box], target: Box, dims: Sequence[int]) -> bool:
 
 
 def merge_boxes(boxes: Sequence[Box]) -> List[Box]:
-    """Merge boxes that are equal in every dimension but one (a cheap partial union)."""
-    boxes = list(dict.fromkeys(boxes))
+    """Merge boxes that are equal in every dimension but one (a cheap partial union).
+
+    Dimension values can be long interval sets; each is hashed once per call (tuples do not
+    cache their hash) and groups are keyed by those hashes, then checked for real equality."""
+    items = []
+    seen = set()
+    for b in boxes:
+        hashes = tuple(hash(v) for v in b)
+        if hashes in seen and any(x == b for _, x in items if _ == hashes):
+            continue
+        seen.add(hashes)
+        items.append((hashes, b))
     for _ in range(2):
         changed = False
         for dim in range(NDIMS):
-            if len(boxes) < 2:
-                return boxes
+            if len(items) < 2:
+                return [b for _, b in items]
             groups: dict = {}
-            for b in boxes:
-                key = b[:dim] + b[dim + 1 :]
-                groups.setdefault(key, []).append(b)
-            if len(groups) == len(boxes):
+            for h, b in items:
+                groups.setdefault(h[:dim] + h[dim + 1 :], []).append((h, b))
+            if len(groups) == len(items):
                 continue
-            changed = True
             out = []
             for members in groups.values():
-                if len(members) == 1:
-                    out.append(members[0])
+                first_h, first = members[0]
+                same = [b for _, b in members if b[:dim] == first[:dim] and b[dim + 1 :] == first[dim + 1 :]]
+                others = [(h, b) for h, b in members if not (b[:dim] == first[:dim] and b[dim + 1 :] == first[dim + 1 :])]
+                out.extend(others)  # a hash collision: leave them as they are
+                if len(same) == 1:
+                    out.append((first_h, first))
                     continue
+                changed = True
                 if dim in MASK_DIMS:
                     v = 0
-                    for m in members:
+                    for m in same:
                         v |= m[dim]
                 else:
-                    v = iv_normalize(p for m in members for p in m[dim])
-                merged = list(members[0])
+                    v = iv_normalize(p for m in same for p in m[dim])
+                merged = list(first)
                 merged[dim] = v
-                out.append(tuple(merged))
-            boxes = out
+                hashes = list(first_h)
+                hashes[dim] = hash(v)
+                out.append((tuple(hashes), tuple(merged)))
+            items = out
         if not changed:
             break
-    return boxes
+    return [b for _, b in items]

@@ -49,9 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def write_json(data) -> None:
     """Indented for a person at a terminal; compact (and much faster) for a pipe or a file."""
     if sys.stdout.isatty():
-        json.dump(data, sys.stdout, indent=2)
+        sys.stdout.write(json.dumps(data, indent=2))
     else:
-        json.dump(data, sys.stdout, separators=(",", ":"))
+        # json.dumps without indent runs the C encoder; json.dump would not
+        sys.stdout.write(json.dumps(data, separators=(",", ":")))
     sys.stdout.write("\n")
 
 

@@ -164,9 +164,18 @@ class Quoted(str):
     """A token that was quoted in the source: always an argument, never an option."""
 
 
+_COMMENT = re.compile(r' -m comment --comment (?:"(?:[^"\\]|\\.)*"|\S+)')
+
+
 def tokenize(line: str) -> List[str]:
     if '"' not in line:
         return line.split()
+    if " --comment " in line:
+        # comments never change a verdict (kube-proxy puts one on every rule): drop them first
+        # so the common line takes the fast path
+        line = _COMMENT.sub("", line)
+        if '"' not in line:
+            return line.split()
     out: List[str] = []
     for m in _QUOTED.finditer(line):
         if m.group(1) is not None:
