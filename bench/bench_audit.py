@@ -156,7 +156,7 @@ def render_text(info, ref: M.Combined, cand: Optional[M.Measurement], cand_label
     if cand is not None:
         rows.append([cand_label, f"{cand.wall_s:.3f} s", M.fmt_kib(cand.maxrss_kib)])
         rows.append(["ratio twinwall/reference", f"{verdict['time_ratio']:.2f}x", f"{verdict['memory_ratio']:.2f}x"])
-        rows.append([f"target", f"<= {verdict['time_target']:.2f}x", f"<= {verdict['memory_target']:.2f}x"])
+        rows.append(["target", f"<= {verdict['time_target']:.2f}x", f"<= {verdict['memory_target']:.2f}x"])
         rows.append(["verdict", M.verdict_text(verdict["time_pass"]), M.verdict_text(verdict["memory_pass"])])
     lines.append(M.table(rows))
     if note:

@@ -398,7 +398,7 @@ class Generator:
         nat.add("KUBE-POSTROUTING", "-j MARK --set-xmark 0x4000/0x0")
         nat.add("KUBE-POSTROUTING", '-m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully')
         pc = POD_CIDR[family]
-        nat.add("FLANNEL-POSTRTG", f'-m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN')
+        nat.add("FLANNEL-POSTRTG", '-m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN')
         nat.add("FLANNEL-POSTRTG", f'-s {pc} -d {pc} -m comment --comment "flanneld masq" -j RETURN')
         nat.add("FLANNEL-POSTRTG", f'-s {pc} ! -d {"224.0.0.0/4" if not v6 else "ff00::/8"} -m comment --comment "flanneld masq" -j MASQUERADE --random-fully')
 
@@ -463,8 +463,8 @@ class Generator:
         filt.add("INPUT", "-p tcp -m tcp --dport 30000:32767 -m comment --comment \"nodeports\" -j ACCEPT")
         filt.add("INPUT", "-p udp -m udp --dport 30000:32767 -m comment --comment \"nodeports\" -j ACCEPT")
         filt.add("INPUT", "-p tcp -m tcp --dport 2222 -j ACCEPT")
-        filt.add("INPUT", f"-p tcp -m tcp --dport 111 -j REJECT --reject-with tcp-reset")
-        filt.add("INPUT", f"-p udp -m udp --dport 111 -j DROP")
+        filt.add("INPUT", "-p tcp -m tcp --dport 111 -j REJECT --reject-with tcp-reset")
+        filt.add("INPUT", "-p udp -m udp --dport 111 -j DROP")
         filt.add("INPUT", "-m limit --limit 5/min -j LOG --log-prefix \"input drop: \"")
         filt.add("HOST-ETCD", f"-s {nodes} -j ACCEPT")
         filt.add("HOST-ETCD", f"-s {NODE_IP2[family]}{'/128' if v6 else '/32'} -j ACCEPT")
