@@ -43,6 +43,7 @@ from twinwall.analysis.packetset import (
     to_cidrs,
 )
 from twinwall.loader import load_rulesets
+from twinwall.errors import TwinwallError
 from twinwall.model import FAMILIES, IPV4, IPV6, HostSnapshot, ListeningSocket
 from twinwall.ruleset import Decision
 
@@ -195,41 +196,138 @@ class AuditReport:
 # ---------------------------------------------------------------------------------------------
 
 
-def audit_snapshot(snapshot: HostSnapshot, keep_text: bool = True) -> AuditReport:
-    """Audit a host. ``keep_text=False`` lets the snapshot's ruleset texts go once parsed."""
-    rulesets = load_rulesets(snapshot, keep_text=keep_text)
-    contexts = build_contexts(snapshot, rulesets)
+def audit_snapshot(snapshot: HostSnapshot, keep_text: bool = True, jobs: Optional[int] = None) -> AuditReport:
+    """Audit a host.
+
+    ``keep_text=False`` lets the snapshot's ruleset texts go once parsed. The two families are
+    independent questions; on a large ruleset (``jobs`` None: decided from the input size) the
+    IPv6 half runs in a forked process while this one does IPv4."""
     sockets = _dedupe(snapshot.sockets)
-    ipv6_off = snapshot.ipv6.enabled is False
-    verdicts: Dict[str, List[FamilyVerdict]] = {}
-    outcomes: Dict[str, List[Outcome]] = {}
-    for family in FAMILIES:
-        ctx = contexts[family]
-        disabled = family == IPV6 and ipv6_off
-        # one walk per family answers every socket and the default-deny check
-        outcomes[family] = (
-            ctx.evaluator().local_input([remote_new_connections(ctx)])
-            if ctx.rules_known and ctx.remote_targets and not disabled
-            else []
-        )
-        verdicts[family] = _family_verdicts(ctx, sockets, disabled, outcomes[family])
+    early = _legacy_and_nft_findings(snapshot)  # reads the texts before parsing frees them
+    parallel = _use_fork(snapshot) if jobs is None else jobs > 1
+    results = run_per_family(lambda fam: audit_family(snapshot, fam, sockets, keep_text), parallel)
     services = [
-        ServiceReport(sock, {f: verdicts[f][i] for f in FAMILIES}) for i, sock in enumerate(sockets)
+        ServiceReport(sock, {f: results[f].verdicts[i] for f in FAMILIES}) for i, sock in enumerate(sockets)
     ]
-    services += published_services(contexts, outcomes)
-    findings = _service_findings(services, snapshot)
-    findings += _host_findings(contexts, snapshot, outcomes)
-    frontends = detect_frontends(rulesets)
+    services += merge_published([results[f].published for f in FAMILIES])
+    findings = _service_findings(services, snapshot) + early
+    for f in FAMILIES:
+        findings += results[f].findings
+    frontends = {f: results[f].frontends for f in FAMILIES}
     for f in findings:
         if f.family and frontends.get(f.family) and not f.frontend:
             f.frontend = ", ".join(frontends[f.family])
     findings.sort(key=lambda f: (-SEVERITIES.index(f.severity), f.id, f.service or "", f.family or ""))
+    summary = [row for f in FAMILIES for row in results[f].summary]
+    return AuditReport(snapshot, services, findings, summary, frontends)
+
+
+@dataclass
+class FamilyAudit:
+    """Everything the audit learns from one family's rulesets (picklable: it may come back
+    from a forked process)."""
+
+    family: str
+    verdicts: List[FamilyVerdict]
+    published: List[ServiceReport]
+    findings: List[Finding]
+    summary: List[Dict]
+    frontends: List[str]
+
+
+def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[ListeningSocket], keep_text: bool = True) -> FamilyAudit:
+    rulesets = load_rulesets(snapshot, keep_text=keep_text, families=(family,))
+    contexts = build_contexts(snapshot, rulesets)
+    ctx = contexts[family]
+    disabled = family == IPV6 and snapshot.ipv6.enabled is False
+    # one walk answers every socket, the published ports and the default-deny check
+    outcomes = (
+        ctx.evaluator().local_input([remote_new_connections(ctx)])
+        if ctx.rules_known and ctx.remote_targets and not disabled
+        else []
+    )
+    verdicts = _family_verdicts(ctx, sockets, disabled, outcomes)
+    published = published_services(contexts, {f: (outcomes if f == family else []) for f in FAMILIES})
+    findings = _host_findings(ctx, snapshot, outcomes)
     summary = [
         {"family": rs.family, "source": rs.source, "rules": rs.rule_count(), "tables": sorted(rs.tables)}
-        for fam in FAMILIES
-        for rs in rulesets[fam]
+        for rs in rulesets[family]
     ]
-    return AuditReport(snapshot, services, findings, summary, frontends)
+    return FamilyAudit(family, verdicts, published, findings, summary, detect_frontends(rulesets).get(family, []))
+
+
+def merge_published(per_family: Sequence[Sequence[ServiceReport]]) -> List[ServiceReport]:
+    """One row per published (protocol, address, port, label): each family's verdict comes
+    from the walk of that family."""
+    rows: Dict[tuple, ServiceReport] = {}
+    for fam, reports in zip(FAMILIES, per_family):
+        for rep in reports:
+            s = rep.socket
+            key = (s.protocol, s.address, s.port, s.process)
+            if key in rows:
+                rows[key].verdicts[fam] = rep.verdicts[fam]
+            else:
+                rows[key] = ServiceReport(s, dict(rep.verdicts))
+    return list(rows.values())
+
+
+FORK_THRESHOLD = 2_000_000  # bytes of ruleset text: below this a fork costs more than it saves
+
+
+def _use_fork(snapshot: HostSnapshot) -> bool:
+    import os
+    import threading
+
+    if os.environ.get("TWINWALL_JOBS") == "1" or not hasattr(os, "fork") or threading.active_count() > 1:
+        return False
+    sizes = {f: sum(len(t.text) for t in snapshot.rulesets_for(f)) for f in FAMILIES}
+    return all(sizes.values()) and sum(sizes.values()) >= FORK_THRESHOLD
+
+
+def run_per_family(fn, parallel: bool) -> Dict[str, "FamilyAudit"]:
+    """``fn(family)`` for both families; with ``parallel``, IPv6 in a forked child whose
+    result comes back pickled through a pipe. Errors in the child are raised here."""
+    if not parallel:
+        return {f: fn(f) for f in FAMILIES}
+    import os
+    import pickle
+    import signal
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: compute IPv6, send it, leave without running the parent's cleanup
+        status = 0
+        try:
+            os.close(read_fd)
+            try:
+                payload = ("ok", fn(IPV6))
+            except TwinwallError as exc:
+                payload = ("error", type(exc), str(exc))
+            except BaseException:  # report it to the parent, which raises it
+                import traceback
+
+                payload = ("crash", None, traceback.format_exc())
+            with os.fdopen(write_fd, "wb") as out:
+                pickle.dump(payload, out, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    try:
+        mine = fn(IPV4)
+        with os.fdopen(read_fd, "rb") as inp:
+            payload = pickle.load(inp)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    os.waitpid(pid, 0)
+    if payload[0] == "error":
+        raise payload[1](payload[2])
+    if payload[0] == "crash":
+        raise RuntimeError("the IPv6 half of the audit failed:\n" + payload[2])
+    return {IPV4: mine, IPV6: payload[1]}
 
 
 def _dedupe(sockets: Sequence[ListeningSocket]) -> List[ListeningSocket]:
@@ -480,39 +578,37 @@ def _service_findings(services: Sequence[ServiceReport], snapshot: HostSnapshot)
     return findings
 
 
-def _host_findings(
-    contexts: Dict[str, FamilyContext], snapshot: HostSnapshot, outcomes: Dict[str, List[Outcome]]
-) -> List[Finding]:
-    findings: List[Finding] = []
-    for family in FAMILIES:
-        ctx = contexts[family]
-        label = FAMILY_LABEL[family]
-        if family == IPV6 and snapshot.ipv6.enabled is False:
-            findings.append(
-                Finding(
-                    "TW-IPV6-DISABLED",
-                    "info",
-                    IPV6,
-                    "IPv6 is disabled on this host: the ip6tables controls do not apply",
-                    cis="CIS 4.4.3.x not applicable",
-                    evidence=list(snapshot.ipv6.evidence),
-                )
+def _host_findings(ctx: FamilyContext, snapshot: HostSnapshot, outcomes: Sequence[Outcome]) -> List[Finding]:
+    family = ctx.family
+    label = FAMILY_LABEL[family]
+    if family == IPV6 and snapshot.ipv6.enabled is False:
+        return [
+            Finding(
+                "TW-IPV6-DISABLED",
+                "info",
+                IPV6,
+                "IPv6 is disabled on this host: the ip6tables controls do not apply",
+                cis="CIS 4.4.3.x not applicable",
+                evidence=list(snapshot.ipv6.evidence),
             )
-            continue
-        if not ctx.rules_known:
-            findings.append(
-                Finding(
-                    "TW-NO-RULESET",
-                    "medium" if snapshot.rulesets else "info",
-                    family,
-                    f"no {label} ruleset was read: {label} verdicts are unknown",
-                )
+        ]
+    if not ctx.rules_known:
+        return [
+            Finding(
+                "TW-NO-RULESET",
+                "medium" if snapshot.rulesets else "info",
+                family,
+                f"no {label} ruleset was read: {label} verdicts are unknown",
             )
-            continue
-        findings.extend(_policy_findings(ctx, label, outcomes[family]))
+        ]
+    return _policy_findings(ctx, label, outcomes)
+
+
+def _legacy_and_nft_findings(snapshot: HostSnapshot) -> List[Finding]:
+    findings = []
     backends: Dict[str, set] = {}
     for text in snapshot.rulesets:
-        if text.format == "iptables-save" and "*" in text.text:
+        if text.format == "iptables-save" and "\n-A " in "\n" + text.text:
             backends.setdefault(text.family, set()).add(text.backend)
     for family, b in backends.items():
         if {"legacy", "nft"} <= b:
