@@ -1,0 +1,167 @@
+"""The audit on saved dumps: statuses, findings, the JSON contract, the CLI's exit codes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from twinwall.analysis.audit import audit_snapshot
+from twinwall.model import HostSnapshot, Ipv6State, RulesetText
+from twinwall.sources.sockets import parse_ss
+
+SS = """\
+Netid State  Recv-Q Send-Q Local Address:Port  Peer Address:Port Process
+tcp   LISTEN 0      128                *:22               *:*     users:(("sshd",pid=812,fd=3)) v6only:0
+tcp   LISTEN 0      128          0.0.0.0:2222       0.0.0.0:*     users:(("sshd2",pid=813,fd=3))
+tcp   LISTEN 0      128             [::]:8080          [::]:*     users:(("web",pid=900,fd=3)) v6only:1
+udp   UNCONN 0      0                  *:123              *:*     users:(("ntpd",pid=700,fd=3)) v6only:0
+tcp   LISTEN 0      20             [::1]:25            [::]:*     users:(("exim",pid=600,fd=3)) v6only:1
+"""
+
+V4 = """\
+*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -s 127.0.0.0/8 -j DROP
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 2222 -j ACCEPT
+COMMIT
+"""
+
+# The CIS seed: ip6tables with policy DROP, loopback accept, spoofed ::1 drop, tcp/22 NEW accept.
+V6 = """\
+*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -s ::1/128 -j DROP
+-A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
+COMMIT
+"""
+
+
+def snapshot(v4=V4, v6=V6, ss=SS, ipv6=True):
+    snap = HostSnapshot(hostname="t", sockets=parse_ss(ss))
+    if v4 is not None:
+        snap.rulesets.append(RulesetText("ipv4", "iptables-save", "nft", "v4", v4))
+    if v6 is not None:
+        snap.rulesets.append(RulesetText("ipv6", "iptables-save", "nft", "v6", v6))
+    snap.ipv6 = Ipv6State(ipv6, ["test"])
+    return snap
+
+
+def statuses(report):
+    return {
+        (s.socket.protocol, s.socket.address, s.socket.port): (s.verdicts["ipv4"].status, s.verdicts["ipv6"].status)
+        for s in report.services
+    }
+
+
+def test_statuses_per_family():
+    got = statuses(audit_snapshot(snapshot()))
+    assert got[("tcp", "::", 22)] == ("restricted", "open")  # the IPv6 bypass of the seeds
+    assert got[("tcp", "0.0.0.0", 2222)] == ("open", "not-bound")
+    assert got[("tcp", "::", 8080)] == ("not-bound", "filtered")  # v6only=1
+    assert got[("udp", "::", 123)] == ("filtered", "filtered")  # no udp rule anywhere
+    assert got[("tcp", "::1", 25)] == ("not-bound", "local-only")
+
+
+def test_restricted_lists_sources_and_decisions():
+    report = audit_snapshot(snapshot())
+    ssh = next(s for s in report.services if s.socket.port == 22)
+    v4 = ssh.verdicts["ipv4"]
+    assert v4.allowed_sources == ["192.0.2.0/24"]
+    assert any(d.rule_number == 4 for d in v4.decided_by)
+    assert any(d.policy == "DROP" for d in v4.decided_by)
+
+
+def test_family_gap_is_the_headline():
+    report = audit_snapshot(snapshot())
+    gaps = [f for f in report.findings if f.id == "TW-FAMILY-GAP"]
+    assert [(g.service, g.family, g.severity) for g in gaps] == [("tcp/22", "ipv6", "medium")]
+    # open over IPv6 while filtered over IPv4: high
+    v4_closed = V4.replace("-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -j ACCEPT\n", "")
+    gaps = [f for f in audit_snapshot(snapshot(v4=v4_closed)).findings if f.id == "TW-FAMILY-GAP"]
+    assert gaps[0].severity == "high" and gaps[0].cis.startswith("CIS 4.4.3.4")
+
+
+def test_policy_accept_is_not_a_rule():
+    empty6 = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+    report = audit_snapshot(snapshot(v6=empty6))
+    ids = {(f.id, f.family, f.severity) for f in report.findings}
+    assert ("TW-NO-RULE", "ipv6", "medium") in ids
+    assert ("TW-NO-DEFAULT-DENY", "ipv6", "medium") in ids
+    # IPv4 INPUT denies by default; only its empty OUTPUT with policy ACCEPT is noted (low)
+    assert ("TW-NO-DEFAULT-DENY", "ipv4", "medium") not in ids
+    assert ("TW-NO-DEFAULT-DENY", "ipv4", "low") in ids
+
+
+def test_ipv6_disabled_makes_ipv6_controls_not_applicable():
+    report = audit_snapshot(snapshot(v6=None, ipv6=False))
+    assert all(s.verdicts["ipv6"].status == "disabled" for s in report.services)
+    f = next(f for f in report.findings if f.id == "TW-IPV6-DISABLED")
+    assert f.evidence == ["test"]
+
+
+def test_missing_ruleset_is_unknown_not_open():
+    report = audit_snapshot(snapshot(v6=None))
+    ssh = next(s for s in report.services if s.socket.port == 22)
+    assert ssh.verdicts["ipv6"].status == "unknown"
+
+
+def test_json_contract_names():
+    data = audit_snapshot(snapshot()).to_json()
+    assert set(data) >= {"schema", "host", "ipv6", "services", "findings"}
+    assert set(data["ipv6"]) == {"enabled", "evidence"}
+    svc = data["services"][0]
+    for key in ("protocol", "address", "port", "v6only", "process", "pid", "ipv4", "ipv6"):
+        assert key in svc
+    assert set(svc["ipv4"]) >= {"status", "decided_by", "allowed_sources"}
+    f = data["findings"][0]
+    assert set(f) >= {"id", "severity", "family", "service", "message", "cis"}
+    json.dumps(data)
+
+
+def test_forked_ipv6_half_gives_the_same_report():
+    # enough rules for the work to be worth a fork, and a gap to find
+    rules = "".join(f"-A INPUT -s 198.51.{i // 256}.{i % 256} -p tcp --dport {1000 + i} -j ACCEPT\n" for i in range(300))
+    v4 = V4.replace("COMMIT", rules + "COMMIT")
+    seq = audit_snapshot(snapshot(v4=v4), jobs=1).to_json()
+    par = audit_snapshot(snapshot(v4=v4), jobs=2).to_json()
+    assert seq == par
+
+
+def run_cli(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "twinwall", *args], capture_output=True, text=True, input=stdin)
+
+
+def test_cli_exit_codes_and_errors(tmp_path):
+    (tmp_path / "v4").write_text(V4)
+    (tmp_path / "v6").write_text(V6)
+    (tmp_path / "ss").write_text(SS)
+    ok = run_cli("audit", "--iptables", str(tmp_path / "v4"), "--ip6tables", str(tmp_path / "v6"), "--sockets", str(tmp_path / "ss"))
+    assert ok.returncode == 1 and "TW-FAMILY-GAP" in ok.stdout
+    never = run_cli("audit", "--iptables", str(tmp_path / "v4"), "--sockets", str(tmp_path / "ss"), "--fail-on", "never")
+    assert never.returncode == 0
+    (tmp_path / "bad").write_text("*filter\n-A INPUT -p tcp --dport nope -j ACCEPT\nCOMMIT\n")
+    bad = run_cli("audit", "--iptables", str(tmp_path / "bad"), "--sockets", str(tmp_path / "ss"))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("twinwall: ") and len(bad.stderr.strip().splitlines()) == 1
+    missing = run_cli("audit", "--iptables", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+@pytest.mark.parametrize("args", [["explain", "tcp/22"], ["explain", "tcp/22", "--family", "ipv6"]])
+def test_explain_walks_the_chains(tmp_path, args):
+    (tmp_path / "v4").write_text(V4)
+    (tmp_path / "v6").write_text(V6)
+    out = run_cli(*args, "--iptables", str(tmp_path / "v4"), "--ip6tables", str(tmp_path / "v6"))
+    assert out.returncode == 0, out.stderr
+    assert "filter INPUT #" in out.stdout and "verdict:" in out.stdout
+    if "--family" in args:
+        assert "IPv4" not in out.stdout and "ACCEPT  any remote source" in out.stdout
