@@ -123,6 +123,9 @@ class HostSnapshot:
     rulesets: List[RulesetText] = field(default_factory=list)
     # What could not be read, one human sentence each ("iptables-save: permission denied").
     missing: List[str] = field(default_factory=list)
+    # Which dump is authoritative for which kernel table, one entry per table:
+    # {"table": "ip filter", "source": "iptables-save", "reason": "..."} (see docs/snapshot.md)
+    table_sources: List[Dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -137,6 +140,7 @@ class HostSnapshot:
             "ipv6": self.ipv6.to_dict(),
             "rulesets": [r.to_dict() for r in self.rulesets],
             "missing": list(self.missing),
+            "table_sources": [dict(t) for t in self.table_sources],
         }
 
     @classmethod
@@ -153,6 +157,7 @@ class HostSnapshot:
             ipv6=Ipv6State.from_dict(d.get("ipv6", {})),
             rulesets=[RulesetText.from_dict(r) for r in d.get("rulesets", [])],
             missing=list(d.get("missing", [])),
+            table_sources=[dict(t) for t in d.get("table_sources", [])],
         )
 
     def rulesets_for(self, family: str) -> List[RulesetText]:

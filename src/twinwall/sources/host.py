@@ -487,15 +487,196 @@ def _collect_other_backend_nft(snap: HostSnapshot, family: str, nft_save: str, r
         snap.missing.append(f"{nft_save}: {res.reason()}: the nft-side {family} ruleset is unknown")
 
 
-def collect_nft_ruleset(snap: HostSnapshot, run: Runner = run_command) -> Optional[RulesetText]:
-    """HOOK, not implemented yet (a later issue): native nftables rules.
+NFT_SOURCE = "nft -j list ruleset"
+_NFT_FAMILY = {IPV4: "ip", IPV6: "ip6"}
+_INCOMPATIBLE_RE = re.compile(r"^# Table `([^']+)' is incompatible", re.M)
+_PARTIAL_RE = re.compile(r"^# Table `([^']+)' contains incompatible base-chains", re.M)
 
-    Will run ``nft -j list ruleset`` and return
-    ``RulesetText(family="inet", format="nft-json", backend="nft", source="nft -j list ruleset")``
-    for tables that are not iptables-nft's own. Until then it returns None and records nothing:
-    native nft tables are not part of the snapshot.
+
+def collect_nft_ruleset(snap: HostSnapshot, run: Runner = run_command) -> Optional[RulesetText]:
+    """Native nftables tables, from ``nft -j list ruleset``; run after the iptables dumps.
+
+    Every nf_tables table shows up in ``nft -j``, iptables-nft's own included. Which dump is
+    authoritative for each table is decided here and recorded in ``snap.table_sources``:
+
+    * a table holding xt expressions (iptables-nft matches/targets, which ``nft -j`` prints
+      without their parameters) is read from ``iptables-nft-save`` (the nft-backend
+      ``iptables-save`` dump already in the snapshot); when no such dump shows it, its rules are
+      unknown and ``missing`` says so;
+    * a table of family ip/ip6 that the nft-backend ``iptables-save`` prints (iptables-nft's
+      tables without xt content, e.g. only ``-p tcp --dport 22 -j ACCEPT`` rules) is read from
+      there too, so it is counted once;
+    * a table ``iptables-nft-save`` flags as containing incompatible base chains is read from
+      ``nft -j``, and left out of the ``iptables-save`` text (iptables-nft-save prints such a
+      table wrongly);
+    * every other table (inet, netdev, native ip/ip6) is read from ``nft -j``; legacy x_tables
+      tables are not nf_tables tables and come from the legacy dumps.
+
+    Returns the ``nft -j`` dump with only the tables it is authoritative for (verbatim when that
+    is all of them), or None when nft cannot be run (recorded in ``missing``).
     """
-    return None
+    argv = ["nft", "-j", "list", "ruleset"]
+    res = run(argv, timeout=RULES_TIMEOUT)
+    if res.not_installed:
+        if os.path.isdir("/sys/module/nf_tables"):
+            snap.missing.append(
+                "nft: not installed (install nftables): nf_tables is loaded, native nftables tables "
+                "(if any) are unknown"
+            )
+        return None
+    if not res.ok:
+        if res.permission_denied() or os.geteuid() != 0:
+            snap.missing.append(f"{NFT_SOURCE}: {_NEED_ROOT}")
+        else:
+            snap.missing.append(f"{NFT_SOURCE}: {res.reason()}: native nftables tables are unknown")
+        return None
+    try:
+        doc = json.loads(res.stdout)
+        items = doc["nftables"]
+        if not isinstance(items, list):
+            raise TypeError("not a list")
+    except (ValueError, KeyError, TypeError) as exc:
+        snap.missing.append(f"{NFT_SOURCE}: output not understood ({exc}): native nftables tables are unknown")
+        return None
+    keep = nft_authority(snap, items)
+    text = res.stdout if keep is None else json.dumps({"nftables": keep}) + "\n"
+    return RulesetText(family="inet", format="nft-json", backend="nft", source=NFT_SOURCE, text=text)
+
+
+def _table_names(text: str) -> List[str]:
+    return [line[1:].strip() for line in text.splitlines() if line.startswith("*")]
+
+
+def nft_authority(snap: HostSnapshot, items: List) -> Optional[List]:
+    """Decide, per nf_tables table, whether nft -j or iptables-save is authoritative.
+
+    Fills ``snap.table_sources`` (and ``missing`` for tables no dump can show); may drop a table
+    from an nft-backend iptables-save text (see collect_nft_ruleset). Returns the nft -j items
+    to keep, or None when every one is kept."""
+    # what the iptables-nft side printed, per nft family: {"ip": {"filter": dump}}
+    printed: dict = {"ip": {}, "ip6": {}}
+    partial: dict = {"ip": {}, "ip6": {}}
+    incompatible: dict = {"ip": {}, "ip6": {}}
+    trusted: dict = {"ip": set(), "ip6": set()}  # printed by a dump known to be nft-backed
+    for dump in snap.rulesets:
+        if dump.format != "iptables-save" or dump.family not in _NFT_FAMILY:
+            continue
+        fam = _NFT_FAMILY[dump.family]
+        if dump.backend == "legacy":
+            for name in _table_names(dump.text):
+                snap.table_sources.append({
+                    "table": f"{fam} {name}", "source": dump.source,
+                    "reason": "legacy x_tables table (not an nf_tables table: nft does not show it)",
+                })
+            continue
+        for name in _table_names(dump.text):
+            printed[fam].setdefault(name, dump)
+            if dump.backend == "nft":
+                trusted[fam].add(name)
+        for name in _PARTIAL_RE.findall(dump.text):
+            partial[fam].setdefault(name, dump)
+        for name in _INCOMPATIBLE_RE.findall(dump.text):
+            incompatible[fam].setdefault(name, dump)
+
+    xt_tables = set()
+    tables: List[Tuple[str, str]] = []
+    for obj in items:
+        if not isinstance(obj, dict):
+            continue
+        body = obj.get("table")
+        if isinstance(body, dict):
+            tables.append((str(body.get("family")), str(body.get("name"))))
+            continue
+        rule = obj.get("rule")
+        if isinstance(rule, dict) and any(
+            isinstance(e, dict) and "xt" in e for e in rule.get("expr") or ()
+        ):
+            xt_tables.add((str(rule.get("family")), str(rule.get("table"))))
+
+    excluded = set()
+    for fam, name in tables:
+        label = f"{fam} {name}"
+        has_xt = (fam, name) in xt_tables
+        if fam not in ("ip", "ip6", "inet", "netdev"):
+            snap.table_sources.append({
+                "table": label, "source": "",
+                "reason": f"{fam} table: not audited ({fam} tables do not filter IP packets at the ip/ip6 hooks)",
+            })
+            continue
+        dump = printed.get(fam, {}).get(name)
+        if has_xt:
+            excluded.add((fam, name))
+            if dump is not None:
+                snap.table_sources.append({
+                    "table": label, "source": dump.source,
+                    "reason": "iptables-nft table: it holds xt matches/targets, which nft -j prints "
+                              "without their parameters",
+                })
+                if name in partial.get(fam, {}):
+                    snap.missing.append(
+                        f"table {label}: {dump.source} says it has base chains iptables-nft cannot "
+                        "show, and nft -j hides its xt parameters: the rules of those chains are unknown"
+                    )
+            else:
+                snap.table_sources.append({
+                    "table": label, "source": "",
+                    "reason": "holds iptables-nft (xt) expressions but no iptables-nft-save dump shows it",
+                })
+                snap.missing.append(
+                    f"table {label}: holds iptables-nft (xt) expressions that nft -j prints without "
+                    "their parameters, and no iptables-nft-save dump shows it: its rules are unknown"
+                )
+            continue
+        if dump is not None and name in partial.get(fam, {}):
+            # iptables-nft-save misprints such a table: nft -j is exact for it
+            dump.text = _strip_table(dump.text, name)
+            snap.table_sources.append({
+                "table": label, "source": NFT_SOURCE,
+                "reason": f"{dump.source} cannot show all its base chains (it was left out of that dump)",
+            })
+            continue
+        if dump is not None and name in trusted.get(fam, set()):
+            excluded.add((fam, name))
+            snap.table_sources.append({
+                "table": label, "source": dump.source,
+                "reason": "iptables-nft table (printed by iptables-nft-save): read from there so it "
+                          "is counted once",
+            })
+            continue
+        why = "native nftables table"
+        if name in incompatible.get(fam, {}):
+            why += " (iptables-nft-save calls it incompatible and does not print it)"
+        snap.table_sources.append({"table": label, "source": NFT_SOURCE, "reason": why})
+
+    if not excluded:
+        return None
+    keep = []
+    for obj in items:
+        body = next(iter(obj.values()), None) if isinstance(obj, dict) and len(obj) == 1 else None
+        if isinstance(body, dict) and "family" in body:
+            name = body.get("name") if "table" in obj else body.get("table")
+            if (str(body.get("family")), str(name)) in excluded:
+                continue
+        keep.append(obj)
+    return keep
+
+
+def _strip_table(text: str, name: str) -> str:
+    """An iptables-save text without table ``name`` (its ``*name`` ... ``COMMIT`` block)."""
+    out: List[str] = []
+    skipping = False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("*"):
+            skipping = line[1:].strip() == name
+            if skipping:
+                out.append(f"# twinwall: table {name} left out: {NFT_SOURCE} is authoritative for it\n")
+                continue
+        if skipping:
+            if line.strip() == "COMMIT":
+                skipping = False
+            continue
+        out.append(line)
+    return "".join(out)
 
 
 # --------------------------------------------------------------------------------------------
