@@ -191,6 +191,10 @@ class Evaluator:
                     b = list(f.box)
                     b[DST] = here
                     local_flows.append(_restrict(f, tuple(b)))
+        if not self.stages("input"):
+            # nothing hooks INPUT at all: say so, so the verdict still has a reason
+            unfiltered = Decision("(none)", "INPUT", None, None, "ACCEPT", "no table hooks INPUT: nothing filters it")
+            local_flows = [Flow(f.box, (unfiltered, f.trail), f.uncertain, f.origin) for f in local_flows]
         flows = self.run_hook("input", local_flows, outcomes)
         for f in flows:
             outcomes.append(self._outcome(f, V_ACCEPT))

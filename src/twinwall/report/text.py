@@ -12,6 +12,7 @@ from twinwall.analysis.audit import (
     SEVERITIES,
     AuditReport,
     Finding,
+    display_address,
 )
 
 _COLORS = {
@@ -58,7 +59,8 @@ def render_audit(report: AuditReport, color: bool = False) -> str:
     v6 = {True: "enabled", False: "disabled", None: "unknown"}[snap.ipv6.enabled]
     out.append(f"twinwall audit: {head}  (IPv6 {v6})")
     for rs in report.rulesets:
-        out.append(f"  ruleset {rs['family']}: {rs['source']}, {rs['rules']} rules in {', '.join(rs['tables'])}")
+        where = f"{rs['rules']} rules in {', '.join(rs['tables'])}" if rs["tables"] else "no tables loaded"
+        out.append(f"  ruleset {rs['family']}: {rs['source']}, {where}")
     out.append("")
     by_service: Dict[str, List[Finding]] = {}
     for f in report.findings:
@@ -67,7 +69,7 @@ def render_audit(report: AuditReport, color: bool = False) -> str:
     rows = []
     for svc in report.services:
         s = svc.socket
-        addr = "*" if s.address == "::" and s.v6only is False else (f"[{s.address}]" if ":" in s.address else s.address)
+        addr = display_address(s.address, s.v6only)
         fs = [f for f in by_service.get(svc.name, []) if f.severity != "info"]
         worst = max(fs, key=lambda f: SEVERITIES.index(f.severity)) if fs else None
         rows.append(
