@@ -249,9 +249,12 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
     verdicts = _family_verdicts(ctx, sockets, disabled, outcomes)
     published = published_services(contexts, {f: (outcomes if f == family else []) for f in FAMILIES})
     findings = _host_findings(ctx, snapshot, outcomes)
+    mine = rulesets[family]
     summary = [
         {"family": rs.family, "source": rs.source, "rules": rs.rule_count(), "tables": sorted(rs.tables)}
-        for rs in rulesets[family]
+        for rs in mine
+        # an empty source beside a non-empty one (nft with only iptables-nft tables) is noise
+        if rs.tables or not any(other.tables for other in mine)
     ]
     return FamilyAudit(family, verdicts, published, findings, summary, detect_frontends(rulesets).get(family, []))
 
