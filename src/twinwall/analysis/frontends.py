@@ -107,26 +107,28 @@ def frontends_of(rulesets: Sequence) -> List[str]:
     return ordered
 
 
-def _has_ufw_v4(rulesets: Sequence) -> bool:
-    return any(c.startswith("ufw-") for c in _names(rulesets)[1])
-
-
-def _has_ufw_v6(rulesets: Sequence) -> bool:
-    return any(c.startswith("ufw6-") for c in _names(rulesets)[1])
-
-
 def detect_frontends(rulesets: Dict[str, Sequence]) -> Dict[str, List[str]]:
     """Per family, the names of the front-ends recognised in its rulesets.
 
     ``rulesets`` is ``{"ipv4": [Ruleset], "ipv6": [Ruleset]}`` (see ``twinwall.loader``). When ufw
     manages IPv4 but ip6tables holds no ufw6 chain (``IPV6=no``), both families say
-    "ufw (IPv4 only)": the IPv6 firewall is not ufw's, whatever ``ufw status`` shows."""
-    out: Dict[str, List[str]] = {family: frontends_of(rss) for family, rss in rulesets.items()}
-    v4 = rulesets.get("ipv4") or []
-    v6 = rulesets.get("ipv6") or []
-    # (an IPv6 ruleset that was not read at all says nothing about ufw's IPV6 setting)
-    if v4 and v6 and _has_ufw_v4(v4) and not _has_ufw_v6(v6):
+    "ufw (IPv4 only)": the IPv6 firewall is not ufw's, whatever ``ufw status`` shows. That needs
+    both families: an audit that loads one family at a time calls :func:`frontends_of` per
+    family and then :func:`combine_frontends`."""
+    per_family = {family: frontends_of(rss) for family, rss in rulesets.items()}
+    return combine_frontends(per_family, {family: bool(rss) for family, rss in rulesets.items()})
+
+
+def combine_frontends(per_family: Dict[str, List[str]], read: Dict[str, bool]) -> Dict[str, List[str]]:
+    """Apply what only both families together tell: ufw with ``IPV6=no``.
+
+    ``per_family``: :func:`frontends_of` of each family; ``read``: whether any ruleset of the
+    family was read (an IPv6 ruleset that was not read at all says nothing about ufw)."""
+    out = {family: list(names) for family, names in per_family.items()}
+    v4 = out.get("ipv4") or []
+    v6 = out.get("ipv6") or []
+    if UFW in v4 and UFW not in v6 and read.get("ipv6"):
         for family in ("ipv4", "ipv6"):
-            names = [n for n in out[family] if n != UFW]
-            out[family] = [UFW_V4_ONLY] + names
+            if family in out:
+                out[family] = [UFW_V4_ONLY] + [n for n in out[family] if n != UFW]
     return out

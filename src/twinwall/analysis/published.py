@@ -1,12 +1,543 @@
 """Services published through NAT (Docker -p, kube NodePorts...): reachable even when INPUT
-drops the port, because DNAT sends them through FORWARD instead. (Filled in by the front-ends
-work: for now no published service is reported.)"""
+drops the port, because DNAT sends them through FORWARD instead.
+
+The audit walks every new remote connection to the host's addresses through PREROUTING once per
+family. Where a nat PREROUTING rule rewrote the destination to an address that is not the host's,
+that region ends with the verdict "forward". Each such (protocol, original port) is a *published
+service*; this module follows its packets on through FORWARD and POSTROUTING (the path after the
+routing decision) and reports, per family, whether a new connection from elsewhere gets through:
+
+* ``open``: the DNAT rule rewrites it and FORWARD accepts it, for every remote source;
+* ``restricted``: only some sources (or interfaces, or client source ports) get through;
+* ``filtered``: FORWARD (or POSTROUTING) drops or rejects every rewritten connection;
+* ``not-bound``: the other family has no DNAT for that port (Docker publishes over IPv4 only
+  unless ip6tables and an IPv6 network are in play). A ``docker-proxy`` listening on ``::`` is a
+  real socket and is audited as one, separately.
+
+The output interface of a forwarded packet is decided by routing, which twinwall does not read.
+The forward path is walked with every output interface, and the verdict reads the one the packets
+most likely leave by: the single interface a DNAT rule leaves out (Docker's ``! -i docker0``: the
+bridge its containers sit behind), else the output interface the forward rules accept; when they
+do not look at it, it does not matter. Connections arriving on that same interface (the
+containers' own network) are not counted as "from elsewhere".
+
+All published services of a family walk the forward path together, once: it cannot see the port
+a packet was sent to before DNAT, so each service then takes back its own part of the outcomes.
+"""
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+from twinwall.analysis.evaluator import V_ACCEPT, V_FORWARD, Outcome
+from twinwall.analysis.packetset import (
+    DPORT,
+    DST,
+    IIF,
+    NDIMS,
+    OIF,
+    PROTO,
+    SPORT,
+    SRC,
+    box_and,
+    covers,
+    format_address,
+    iv_and,
+    iv_contains,
+    iv_normalize,
+    iv_size,
+    iv_sub,
+    merge_boxes,
+    ranges_text,
+    remote_sources,
+    to_cidrs,
+)
+from twinwall.model import FAMILIES, IPV4, IPV6, ListeningSocket
+
+# Ports of one DNAT region up to this many are reported one by one; a wider range (a DNAT rule
+# without --dport) becomes one service named by its first port.
+MAX_PORTS_EACH = 64
+MAX_TARGETS_SHOWN = 3
+FORWARD_PATH = ("forward", "postrouting")
+WILDCARD = {IPV4: "0.0.0.0", IPV6: "::"}
+DNAT_ARROW = "dnat \u2192 "
+
+
+def _audit():
+    """twinwall.analysis.audit, imported on first use (it imports this module)."""
+    from twinwall.analysis import audit
+
+    return audit
+
+
+@lru_cache(maxsize=None)
+def _remote(family: str):
+    return remote_sources(family)
+
+
+@dataclass
+class _Slice:
+    """One DNAT region narrowed to one published (protocol, port range)."""
+
+    origin: tuple  # the packets as they arrived
+    box: tuple  # the same packets after DNAT
+    outcome: Outcome  # the audit's PREROUTING outcome it came from
+
+
+@dataclass
+class _Published:
+    family: str
+    protocol: str
+    ports: Tuple[int, int]
+    slices: List[_Slice] = field(default_factory=list)
+    targets: Optional[str] = None  # the DNAT targets as text, once computed
 
 
 def published_services(contexts: Dict, outcomes: Dict[str, Sequence]) -> List:
-    """ServiceReports for ports that nat PREROUTING rewrites to other addresses."""
-    return []
+    """ServiceReports for ports that nat PREROUTING rewrites to other addresses.
+
+    ``contexts``: ``{family: FamilyContext}``; ``outcomes``: ``{family: [Outcome]}`` from the
+    audit's one PREROUTING+INPUT walk per family over every new remote connection. A family
+    given no outcomes publishes nothing: the audit may call this once per family (each call
+    with one family's outcomes) and join the rows with :func:`merge_published`."""
+    return merge_published([family_rows(contexts, f, outcomes.get(f, ())) for f in FAMILIES])
+
+
+def family_rows(contexts: Dict, family: str, outcomes: Sequence[Outcome]) -> List:
+    """One family's published services: that family's verdict from its forward path, the other
+    family's verdict "not-bound" (until :func:`merge_published` joins the other family's row)."""
+    A = _audit()
+    PROTO_NUM, ServiceReport = A.PROTO_NUM, A.ServiceReport
+
+    ctx = contexts.get(family)
+    if ctx is None:
+        return []
+    found: Dict[Tuple[str, int, int], _Published] = {}
+    for o in outcomes:
+        if o.verdict != V_FORWARD or o.box[DST] == o.origin[DST]:
+            continue
+        for proto, num in PROTO_NUM.items():
+            if not iv_contains(o.origin[PROTO], num):
+                continue
+            for lo, hi in o.origin[DPORT]:
+                spans = [(p, p) for p in range(lo, hi + 1)] if hi - lo < MAX_PORTS_EACH else [(lo, hi)]
+                for span in spans:
+                    s = _slice(o, num, span)
+                    if s is None:
+                        continue
+                    key = (proto, span[0], span[1])
+                    pub = found.get(key)
+                    if pub is None:
+                        pub = found[key] = _Published(family, proto, span)
+                    pub.slices.append(s)
+    items = sorted(found.items())
+    forward = _forward_walk(ctx, [pub for _, pub in items])
+    rows = []
+    other = IPV6 if family == IPV4 else IPV4
+    for gi, ((proto, lo, hi), pub) in enumerate(items):
+        verdicts = {
+            family: _forward_verdict(ctx, pub, forward.get(gi, ([], []))),
+            other: _absent_verdict(other, proto, lo, hi),
+        }
+        front = _frontend_of(pub)
+        label = (f"{front}: " if front else "") + f"{DNAT_ARROW}{_targets_text(pub)}"
+        if lo != hi:
+            label += f" (ports {lo}-{hi})"
+        sock = ListeningSocket(
+            protocol=proto,
+            family=family,
+            address=_address(ctx, pub),
+            port=lo,
+            v6only=True if family == IPV6 else None,
+            process=label,
+        )
+        rows.append(ServiceReport(sock, verdicts))
+    return rows
+
+
+def merge_published(per_family: Sequence[Sequence]) -> List:
+    """Join the rows of both families (``[ipv4 rows, ipv6 rows]``) into one list.
+
+    A port both families publish on all of the host's addresses is one service, like a
+    dual-stack socket: one row, address "::" with v6only off, each family's verdict from its own
+    walk and both DNAT targets in the label - so a difference between them is a family gap."""
+    ServiceReport = _audit().ServiceReport
+
+    rows: Dict[tuple, object] = {}
+    order: List[tuple] = []
+    for family, reports in zip(FAMILIES, per_family):
+        for rep in reports:
+            s = rep.socket
+            key = _merge_key(s)
+            have = rows.get(key)
+            if have is None:
+                rows[key] = ServiceReport(s, dict(rep.verdicts))
+                order.append(key)
+                continue
+            verdicts = dict(have.verdicts)
+            verdicts[family] = rep.verdicts[family]
+            first = have.socket
+            v4, v6 = (first, s) if first.family == IPV4 else (s, first)
+            front, targets4, suffix = _split_label(v4.process or "")
+            _, targets6, _ = _split_label(v6.process or "")
+            sock = ListeningSocket(
+                protocol=s.protocol,
+                family=IPV6,
+                address=WILDCARD[IPV6],
+                port=s.port,
+                v6only=False,
+                process=(f"{front}: " if front else "") + f"{DNAT_ARROW}{targets4}, {targets6}{suffix}",
+            )
+            rows[key] = ServiceReport(sock, verdicts)
+    out = [rows[k] for k in order]
+    out.sort(key=lambda r: (r.socket.protocol, r.socket.port, r.socket.family, r.socket.address))
+    return out
+
+
+def _merge_key(s: ListeningSocket) -> tuple:
+    front, _targets, suffix = _split_label(s.process or "")
+    if s.address == WILDCARD.get(s.family) and DNAT_ARROW in (s.process or ""):
+        return (s.protocol, s.port, front, suffix, "*")
+    return (s.protocol, s.port, front, suffix, s.family, s.address, s.process)
+
+
+def _split_label(label: str) -> Tuple[str, str, str]:
+    """``"docker: dnat → 203.0.113.2:80 (ports 1-2)"`` -> ("docker", "203.0.113.2:80", " (ports 1-2)")."""
+    head, _, rest = label.partition(DNAT_ARROW)
+    front = head[:-2] if head.endswith(": ") else head
+    suffix = ""
+    cut = rest.rfind(" (ports ")
+    if cut >= 0 and rest.endswith(")"):
+        rest, suffix = rest[:cut], rest[cut:]
+    return front, rest, suffix
+
+
+def _slice(o: Outcome, proto_num: int, span: Tuple[int, int]) -> Optional[_Slice]:
+    """The part of a DNAT outcome that arrived for one protocol and port range."""
+    origin = box_and(o.origin, ((PROTO, ((proto_num, proto_num),)), (DPORT, (span,))))
+    if origin is None:
+        return None
+    box = list(o.box)
+    for d in range(NDIMS):
+        # dimensions DNAT did not rewrite follow the origin's narrowing
+        if o.box[d] == o.origin[d]:
+            box[d] = origin[d]
+    box[PROTO] = origin[PROTO]
+    return _Slice(origin, tuple(box), o)
+
+
+# ---------------------------------------------------------------------------------------------
+# verdicts
+
+
+MAX_DNAT_STEPS = 6  # DNAT explanation steps cited per service, before the forward path's
+
+
+class _Part:
+    """The part of one forward-path outcome that belongs to one published service."""
+
+    __slots__ = ("box", "f", "head", "by_policy")
+
+    def __init__(self, box: tuple, f: Outcome, head: List, by_policy: bool):
+        self.box = box
+        self.f = f
+        self.head = head  # the DNAT steps that sent the service's packets here
+        # accepted by a chain policy on the forward path (not by the chains before DNAT)
+        self.by_policy = by_policy
+
+    @property
+    def verdict(self) -> str:
+        return self.f.verdict
+
+    @property
+    def decided_by(self) -> List:
+        return self.head + self.f.decided_by
+
+
+def _forward_walk(ctx, pubs: Sequence[_Published]) -> Dict[int, Tuple[List[_Part], List[str]]]:
+    """{service index: (its parts of the forward-path outcomes, uncertain matches met)}.
+
+    The forward path cannot see the port a packet was sent to before DNAT, so every published
+    service's rewritten packets walk it together, in one walk (regions of different services
+    merge as they go); each service then takes back the part of every outcome that is its own."""
+    out: Dict[int, Tuple[List[_Part], List[str]]] = {}
+    if not pubs:
+        return out
+    own: List[List[tuple]] = []
+    every: Dict[tuple, None] = {}
+    for pub in pubs:
+        boxes = merge_boxes([s.box for s in pub.slices])
+        own.append(boxes)
+        every.update(dict.fromkeys(boxes))
+    walked = ctx.evaluator().hook_path(FORWARD_PATH, merge_boxes(list(every)))
+    index = _OutcomeIndex(walked)
+    policy = {id(f): any(d.policy == "ACCEPT" for d in f.decided_by) for f in walked}
+    # a dimension every service's boxes share cannot tell them apart: no need to intersect it
+    varying = [d for d in _ATTRIBUTION_ORDER if len({b[d] for b in every}) > 1]
+    for gi, pub in enumerate(pubs):
+        steps: Dict = {}
+        uncertain: Dict[str, None] = {}
+        for s in pub.slices:
+            for d in s.outcome.decided_by:
+                if len(steps) < MAX_DNAT_STEPS or d in steps:
+                    steps.setdefault(d, None)
+            uncertain.update(dict.fromkeys(s.outcome.uncertain))
+        head = list(steps)
+        parts: List[_Part] = []
+        met: Dict[int, Outcome] = {}
+        for box in own[gi]:
+            # the dimensions that tell services apart first, so that most misses fail fast
+            constraint = tuple((d, box[d]) for d in varying)
+            for f in index.candidates(box):
+                part = box_and(f.origin, constraint)
+                if part is not None:
+                    parts.append(_Part(part, f, head, policy[id(f)]))
+                    met[id(f)] = f
+        for f in met.values():
+            uncertain.update(dict.fromkeys(f.uncertain))
+        out[gi] = (parts, list(uncertain))
+    return out
+
+
+_ATTRIBUTION_ORDER = (DST, DPORT, PROTO, IIF, SPORT, SRC) + tuple(
+    d for d in range(NDIMS) if d not in (DST, DPORT, PROTO, IIF, SPORT, SRC)
+)
+
+
+class _OutcomeIndex:
+    """Forward-path outcomes by destination port and address, to find those a box may meet."""
+
+    SMALL_PORTS = 64
+    NARROW = 256  # address intervals up to this size are indexed; wider ones are checked each time
+
+    def __init__(self, outcomes: Sequence[Outcome]):
+        self.outcomes = list(outcomes)
+        self.by_port: Dict[int, Set[int]] = {}
+        self.wide_port: Set[int] = set()
+        entries = []
+        self.wide_dst: Set[int] = set()
+        for i, o in enumerate(self.outcomes):
+            ports = o.origin[DPORT]
+            if sum(hi - lo + 1 for lo, hi in ports) <= self.SMALL_PORTS:
+                for lo, hi in ports:
+                    for p in range(lo, hi + 1):
+                        self.by_port.setdefault(p, set()).add(i)
+            else:
+                self.wide_port.add(i)
+            for lo, hi in o.origin[DST]:
+                if hi - lo < self.NARROW:
+                    entries.append((lo, hi, i))
+                else:
+                    self.wide_dst.add(i)
+        entries.sort()
+        self.los = [e[0] for e in entries]
+        self.entries = entries
+
+    def _ports(self, ports: tuple) -> Set[int]:
+        if sum(hi - lo + 1 for lo, hi in ports) > self.SMALL_PORTS:
+            return set(range(len(self.outcomes)))
+        found = set(self.wide_port)
+        for lo, hi in ports:
+            for p in range(lo, hi + 1):
+                found |= self.by_port.get(p, set())
+        return found
+
+    def _dsts(self, dsts: tuple) -> Set[int]:
+        found = set(self.wide_dst)
+        for qlo, qhi in dsts:
+            if qhi - qlo >= 1 << 16:
+                return set(range(len(self.outcomes)))
+            # entries starting in [qlo - NARROW, qhi] are the only narrow ones that can overlap
+            k = bisect_right(self.los, qhi) - 1
+            while k >= 0 and self.los[k] >= qlo - self.NARROW:
+                lo, hi, i = self.entries[k]
+                if hi >= qlo:
+                    found.add(i)
+                k -= 1
+        return found
+
+    def candidates(self, box: tuple) -> List[Outcome]:
+        both = self._ports(box[DPORT]) & self._dsts(box[DST])
+        return [self.outcomes[i] for i in sorted(both)]
+
+
+def _forward_verdict(ctx, pub: _Published, walked: Tuple[List["_Part"], List[str]]):
+    A = _audit()
+    CLIENT_PORTS, FILTERED, OPEN, RESTRICTED = A.CLIENT_PORTS, A.FILTERED, A.OPEN, A.RESTRICTED
+    FamilyVerdict, _cidrs, _decisions = A.FamilyVerdict, A._cidrs, A._decisions
+
+    family = ctx.family
+    universe = ctx.universe
+    targets = _targets_text(pub)
+    results, met = walked
+    uncertain = sorted(met)
+    accepted = [o for o in results if o.verdict == V_ACCEPT]
+    oif_accepted = 0
+    for o in accepted:
+        oif_accepted |= o.box[OIF]
+    # Which interface does the rewritten packet leave by? Routing decides; twinwall reads no
+    # routes. A DNAT rule that leaves out one interface (Docker's "! -i docker0") leaves out the
+    # one its target sits behind: packets from there are not sent back through it. Otherwise,
+    # when the forward rules accept only some output interfaces, the one they accept is taken;
+    # when they do not look at the output interface, it does not matter.
+    dnat_iif = 0
+    for s in pub.slices:
+        dnat_iif |= s.origin[IIF]
+    hint = ctx.remote_ifaces & ~dnat_iif
+    if hint and hint & (hint - 1) == 0:
+        candidates = [hint]
+    elif accepted and oif_accepted != universe.all_mask:
+        candidates = list(_bits(oif_accepted))
+        hint = 0
+    else:
+        candidates = [universe.all_mask]
+        hint = 0
+    remote = _remote(family)
+    best = None  # (rank, oif bit, accepted outcomes through it, reference input interfaces)
+    for bit in candidates:
+        chosen = [o for o in accepted if o.box[OIF] & bit]
+        # connections from the target's own side are not "from elsewhere"
+        ref = ctx.remote_ifaces if bit == universe.all_mask else (ctx.remote_ifaces & ~bit or ctx.remote_ifaces)
+        if not chosen:
+            rank: tuple = (0,)
+        else:
+            boxes = [o.box for o in chosen]
+            by_rule = not any(o.by_policy for o in chosen)
+            target = list(boxes[0])
+            target[SRC] = remote
+            target[IIF] = ref
+            target[SPORT] = CLIENT_PORTS
+            if covers(boxes, tuple(target), (SRC, IIF, SPORT)):
+                rank = (2, by_rule)
+            else:
+                src = iv_normalize(p for b in boxes for p in iv_and(b[SRC], remote))
+                ifaces = 0
+                for b in boxes:
+                    ifaces |= b[IIF]
+                rank = (1, by_rule, bin(ifaces & ref).count("1"), iv_size(src))
+        if best is None or rank > best[0]:
+            best = (rank, bit, chosen, ref)
+    if best is None or best[0][0] == 0:
+        bits = hint or universe.all_mask
+        denied = [o for o in results if o.verdict != V_ACCEPT and o.box[OIF] & bits]
+        return FamilyVerdict(
+            FILTERED,
+            decided_by=_decisions(denied or [o for o in results if o.verdict != V_ACCEPT]),
+            denied_sources=["any"],
+            uncertain=uncertain,
+            reason=f"DNAT sends it to {targets}, but every new connection is dropped or rejected "
+            "on the forward path" + (f" (out of {_labels(universe, hint)})" if hint else ""),
+        )
+    rank, bit, chosen, ref = best
+    boxes = [o.box for o in chosen]
+    by_policy = any(o.by_policy for o in chosen)
+    via = "" if bit == universe.all_mask else f" (forwarded out of {_labels(universe, bit)})"
+    if rank[0] == 2:
+        return FamilyVerdict(
+            OPEN,
+            decided_by=_decisions(chosen),
+            allowed_sources=[WILDCARD[family] + "/0"],
+            allowed_interfaces=["*"],
+            uncertain=uncertain,
+            by_policy=by_policy,
+            reason=f"published by DNAT to {targets}{via}: accepted from every remote source"
+            + (" by a chain policy" if by_policy else ""),
+        )
+    denied = [o for o in results if o.verdict != V_ACCEPT and o.box[OIF] & bit]
+    src = iv_normalize(p for b in boxes for p in iv_and(b[SRC], remote))
+    sports = iv_normalize(p for b in boxes for p in b[SPORT])
+    ifaces = 0
+    for b in boxes:
+        ifaces |= b[IIF]
+    all_ifaces = ifaces & ref == ref
+    denied_src = iv_sub(remote, src)
+    return FamilyVerdict(
+        RESTRICTED,
+        decided_by=_decisions(chosen + denied),
+        allowed_sources=_cidrs(src, family) if src else [],
+        denied_sources=_cidrs(denied_src, family) if denied_src else [],
+        allowed_interfaces=["*"] if all_ifaces else universe.label_list(ifaces & ref),
+        allowed_source_ports=[] if not iv_sub(CLIENT_PORTS, sports) else [ranges_text(sports)],
+        uncertain=uncertain,
+        by_policy=by_policy,
+        reason=f"published by DNAT to {targets}{via}: accepted only from some sources or interfaces",
+    )
+
+
+def _labels(universe, mask: int) -> str:
+    return ",".join(universe.label_list(mask))
+
+
+def _absent_verdict(family: str, proto: str, lo: int, hi: int):
+    A = _audit()
+    FAMILY_LABEL, NOT_BOUND, FamilyVerdict = A.FAMILY_LABEL, A.NOT_BOUND, A.FamilyVerdict
+
+    label = FAMILY_LABEL[family]
+    port = str(lo) if lo == hi else f"{lo}-{hi}"
+    return FamilyVerdict(
+        NOT_BOUND,
+        reason=f"not published over {label}: no {label} DNAT rule rewrites {proto}/{port} (a proxy "
+        f"socket listening on the port, such as docker-proxy on {WILDCARD[family]}, is audited as "
+        "its own service)",
+    )
+
+
+def _bits(mask: int):
+    i = 0
+    while mask >> i:
+        if mask >> i & 1:
+            yield 1 << i
+        i += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the service record
+
+
+def _targets_text(pub: _Published) -> str:
+    if pub.targets is not None:
+        return pub.targets
+    seen: List[str] = []
+    for s in pub.slices:
+        t = _target(s.box, pub.family)
+        if t not in seen:
+            seen.append(t)
+    shown = ", ".join(seen[:MAX_TARGETS_SHOWN])
+    if len(seen) > MAX_TARGETS_SHOWN:
+        shown += f" (+{len(seen) - MAX_TARGETS_SHOWN} more)"
+    pub.targets = shown
+    return shown
+
+
+def _target(box: tuple, family: str) -> str:
+    dst = box[DST]
+    if len(dst) == 1 and dst[0][0] == dst[0][1]:
+        addr = format_address(dst[0][0], family)
+    else:
+        cidrs = to_cidrs(dst, family)
+        addr = cidrs[0] + (f"+{len(cidrs) - 1}" if len(cidrs) > 1 else "")
+    if family == IPV6:
+        addr = f"[{addr}]"
+    return f"{addr}:{ranges_text(box[DPORT])}"
+
+
+def _frontend_of(pub: _Published) -> Optional[str]:
+    for s in pub.slices:
+        for d in s.outcome.decided_by:
+            if d.rule_number is None:
+                continue
+            if d.chain.startswith("DOCKER"):
+                return "docker"
+            if d.chain.startswith("KUBE-"):
+                return "kube-proxy"
+    return None
+
+
+def _address(ctx, pub: _Published) -> str:
+    dst = iv_normalize(p for s in pub.slices for p in s.origin[DST])
+    if ctx is None or not iv_sub(ctx.remote_targets, dst):
+        return WILDCARD[pub.family]
+    return format_address(dst[0][0], pub.family)
