@@ -232,17 +232,6 @@ def test_docker_published_port_bypasses_input(topology: Topology) -> None:
     assert all(f["frontend"] == "docker" for f in docker_findings), docker_findings
 
 
-def _rows_joined_across_families() -> bool:
-    """Whether the audit joins each family's published rows with published.merge_published
-    (one row for a port published over both families)."""
-    from twinwall.analysis import audit, published
-
-    return getattr(audit, "merge_published", None) is published.merge_published
-
-
-@pytest.mark.xfail(not _rows_joined_across_families(), strict=True,
-                   reason="twinwall.analysis.audit must join the per-family published rows with "
-                          "twinwall.analysis.published.merge_published (see docs/frontends.md)")
 def test_docker_user_restriction_and_ipv6_dnat(topology: Topology) -> None:
     topo = topology
     v4 = docker_v4_rules(docker_user=["-A DOCKER-USER -s 198.51.100.0/24 -j DROP"])

@@ -139,19 +139,6 @@ class UfwCase:
     gaps: List[str]  # services that must have a TW-FAMILY-GAP finding
 
 
-def _frontends_combined() -> bool:
-    """Whether the audit names ufw's IPV6=no layout (it needs the front-ends of both families
-    together: twinwall.analysis.frontends.combine_frontends), tried on the saved ufw fixture."""
-    from twinwall.analysis.audit import audit_snapshot
-    from twinwall.model import HostSnapshot, RulesetText
-
-    fix = Path(__file__).resolve().parent.parent / "fixtures" / "frontends"
-    snap = HostSnapshot(hostname="probe", sockets_known=False)
-    for family, name in (("ipv4", "ufw-ipv6-no.v4.rules"), ("ipv6", "ufw-ipv6-no.v6.rules")):
-        snap.rulesets.append(RulesetText(family, "iptables-save", "nft", name, (fix / name).read_text()))
-    return audit_snapshot(snap).frontends.get("ipv6") == ["ufw (IPv4 only)"]
-
-
 CASES = [
     UfwCase(
         "ipv6_yes_rules_differ",
@@ -218,14 +205,7 @@ def _service(report: Dict, proto: str, port: int) -> Optional[Dict]:
     return None
 
 
-_NEEDS_COMBINE = pytest.mark.xfail(
-    not _frontends_combined(), strict=True,
-    reason="twinwall.analysis.audit must pass the per-family front-end names through "
-           "twinwall.analysis.frontends.combine_frontends (see docs/frontends.md)")
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=_NEEDS_COMBINE) if not c.ipv6 else c for c in CASES],
-                         ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_ufw_in_namespace(case: UfwCase) -> None:
     reason = _skip_reason()
     if reason:

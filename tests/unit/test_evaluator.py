@@ -304,3 +304,13 @@ def test_set_walk_agrees_with_packet_walk(seed):
             if all(_has(pkt, d, o.box[d]) for d in (SRC, PROTO, SPORT, DPORT, IIF))
         ]
         assert got == [want], (text, pkt, got, want)
+
+
+def test_extension_header_and_rpfilter_matches_are_decided():
+    t = table(
+        "-A INPUT -m rt --rt-type 0 -j DROP\n-A INPUT -m rpfilter --invert -j DROP\n"
+        "-A INPUT -m rpfilter -p tcp --dport 22 -j ACCEPT"
+    )
+    ev, u = evaluator(t)
+    out = ev.local_input([packet_box(u, dport=22)])
+    assert [o.verdict for o in out] == ["accept"] and not out[0].uncertain

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from twinwall.analysis.frontends import detect_frontends
-from twinwall.analysis.published import published_services
+from twinwall.analysis.frontends import combine_frontends, detect_frontends
+from twinwall.analysis.published import merge_published, published_services
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
 from twinwall.analysis.evaluator import V_ACCEPT, Outcome
 from twinwall.analysis.packetset import (
@@ -213,7 +213,9 @@ def audit_snapshot(snapshot: HostSnapshot, keep_text: bool = True, jobs: Optiona
     findings = _service_findings(services, snapshot) + early
     for f in FAMILIES:
         findings += results[f].findings
-    frontends = {f: results[f].frontends for f in FAMILIES}
+    frontends = combine_frontends(
+        {f: results[f].frontends for f in FAMILIES}, {f: bool(results[f].summary) for f in FAMILIES}
+    )
     for f in findings:
         if f.family and frontends.get(f.family) and not f.frontend:
             f.frontend = ", ".join(frontends[f.family])
@@ -257,21 +259,6 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
         if rs.tables or not any(other.tables for other in mine)
     ]
     return FamilyAudit(family, verdicts, published, findings, summary, detect_frontends(rulesets).get(family, []))
-
-
-def merge_published(per_family: Sequence[Sequence[ServiceReport]]) -> List[ServiceReport]:
-    """One row per published (protocol, address, port, label): each family's verdict comes
-    from the walk of that family."""
-    rows: Dict[tuple, ServiceReport] = {}
-    for fam, reports in zip(FAMILIES, per_family):
-        for rep in reports:
-            s = rep.socket
-            key = (s.protocol, s.address, s.port, s.process)
-            if key in rows:
-                rows[key].verdicts[fam] = rep.verdicts[fam]
-            else:
-                rows[key] = ServiceReport(s, dict(rep.verdicts))
-    return list(rows.values())
 
 
 FORK_THRESHOLD = 2_000_000  # bytes of ruleset text: below this a fork costs more than it saves
@@ -466,7 +453,7 @@ def _socket_verdict(ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outc
     if not accepted:
         return FamilyVerdict(
             FILTERED,
-            decided_by=_decisions(denied),
+            decided_by=decisions(denied),
             denied_sources=["any"],
             uncertain=uncertain,
             reason="every new connection is dropped or rejected",
@@ -486,7 +473,7 @@ def _socket_verdict(ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outc
     if covers(boxes, tuple(target), (SRC, IIF, SPORT)):
         return FamilyVerdict(
             OPEN,
-            decided_by=_decisions([o for _, o in accepted]),
+            decided_by=decisions([o for _, o in accepted]),
             allowed_sources=["0.0.0.0/0" if ctx.family == IPV4 else "::/0"],
             allowed_interfaces=["*"],
             uncertain=uncertain,
@@ -497,9 +484,9 @@ def _socket_verdict(ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outc
     denied_src = iv_sub(remote, src)
     return FamilyVerdict(
         RESTRICTED,
-        decided_by=_decisions([o for _, o in accepted] + denied),
-        allowed_sources=_cidrs(src, ctx.family),
-        denied_sources=_cidrs(denied_src, ctx.family) if denied_src else [],
+        decided_by=decisions([o for _, o in accepted] + denied),
+        allowed_sources=cidrs(src, ctx.family),
+        denied_sources=cidrs(denied_src, ctx.family) if denied_src else [],
         allowed_interfaces=["*"] if all_ifaces else ctx.universe.label_list(ifaces & ctx.remote_ifaces),
         allowed_source_ports=[] if not iv_sub(CLIENT_PORTS, sports) else [ranges_text(sports)],
         uncertain=uncertain,
@@ -508,9 +495,13 @@ def _socket_verdict(ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outc
     )
 
 
-@lru_cache(maxsize=4096)
-def _cidrs(a: tuple, family: str, limit: int = 64) -> List[str]:
+def cidrs(a: tuple, family: str, limit: int = 64) -> List[str]:
     """CIDRs of an address set, martian ranges folded in where that makes the list shorter."""
+    return list(_cidrs_cached(a, family, limit))
+
+
+@lru_cache(maxsize=4096)
+def _cidrs_cached(a: tuple, family: str, limit: int) -> Tuple[str, ...]:
     plain = to_cidrs(a, family)
     if len(plain) > 4:
         # "everything but 203.0.113.0/24" reads better with the martians put back
@@ -521,11 +512,11 @@ def _cidrs(a: tuple, family: str, limit: int = 64) -> List[str]:
         if len(folded) < len(plain):
             plain = folded
     if len(plain) > limit:
-        return plain[:limit] + [f"... {len(plain) - limit} more"]
-    return plain
+        return tuple(plain[:limit]) + (f"... {len(plain) - limit} more",)
+    return tuple(plain)
 
 
-def _decisions(outcomes: Sequence[Outcome]) -> List[Decision]:
+def decisions(outcomes: Sequence[Outcome]) -> List[Decision]:
     seen: Dict[Decision, None] = {}
     for o in outcomes:
         for d in o.decided_by:

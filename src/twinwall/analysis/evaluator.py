@@ -64,7 +64,9 @@ V_DROP = "drop"
 V_REJECT = "reject"
 V_FORWARD = "forward"  # rewritten (DNAT) to an address that is not the host's: leaves INPUT
 
-MAX_DEPTH = 128  # netfilter allows no loops; this only guards against malformed input
+MAX_DEPTH = 128
+# hooks whose base chains' ACCEPT policy is the filtering decision (a prerouting chain's is not)
+FILTER_HOOKS = ("input", "forward", "output")  # netfilter allows no loops; this only guards against malformed input
 
 
 class EvaluationError(TwinwallError):
@@ -245,7 +247,7 @@ class Evaluator:
                     outcomes.append(self._outcome(Flow(f.box, (decision, f.trail), f.uncertain, f.origin), V_DROP))
                 else:
                     # an ACCEPT policy is worth citing only where it is the filtering decision
-                    if base.kind == "filter" and (base.table == "filter" or rs.kind == "nftables"):
+                    if base.kind == "filter" and hook in FILTER_HOOKS and (base.table == "filter" or rs.kind == "nftables"):
                         f = Flow(f.box, (decision, f.trail), f.uncertain, f.origin)
                     nxt.append(f)
                 if self.trace:

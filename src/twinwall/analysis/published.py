@@ -367,7 +367,7 @@ class _OutcomeIndex:
 def _forward_verdict(ctx, pub: _Published, walked: Tuple[List["_Part"], List[str]]):
     A = _audit()
     CLIENT_PORTS, FILTERED, OPEN, RESTRICTED = A.CLIENT_PORTS, A.FILTERED, A.OPEN, A.RESTRICTED
-    FamilyVerdict, _cidrs, _decisions = A.FamilyVerdict, A._cidrs, A._decisions
+    FamilyVerdict, _cidrs, _decisions = A.FamilyVerdict, A.cidrs, A.decisions
 
     family = ctx.family
     universe = ctx.universe

@@ -144,16 +144,19 @@ NAT_DONE_TARGETS = {"SNAT", "MASQUERADE"}
 UNDECIDABLE_MATCHES = {
     "limit", "hashlimit", "recent", "connlimit", "mark", "connmark", "set", "statistic", "time",
     "string", "u32", "length", "ttl", "hl", "tos", "dscp", "ecn", "physdev", "policy", "rpfilter",
-    "socket", "helper", "connbytes", "rt", "frag", "hbh", "dst", "ipv6header", "ah", "esp", "mh",
+    "socket", "helper", "connbytes", "ipv6header", "ah", "esp", "mh",
     "devgroup", "cgroup", "bpf", "realm", "quota", "nfacct", "cpu", "cluster", "osf", "geoip",
     "tcpmss", "mac", "ipvs", "condition", "account", "connlabel", "ipcomp", "l2tp", "srh",
     "eui64", "quota2", "nth", "random",
 }
 
+# IPv6 extension-header matches: a connection's plain first packet has no such header.
+EXTENSION_HEADER_MATCHES = {"rt", "frag", "hbh", "dst"}
+
 # Matches twinwall decides exactly (their options are handled in _Compiler.match_option).
 DECIDABLE_MATCHES = {
     "tcp", "udp", "udplite", "dccp", "sctp", "icmp", "icmp6", "icmpv6", "multiport", "state",
-    "conntrack", "comment", "addrtype", "iprange", "owner", "pkttype",
+    "conntrack", "comment", "addrtype", "iprange", "owner", "pkttype", "rpfilter",
 }
 
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"|(\S+)')
@@ -349,6 +352,7 @@ class _Compiler:
         target = ""
         target_args: List[str] = []
         kind = JUMP
+        rpfilter = False
 
         def add(dim: int, value, neg: bool) -> None:
             nonlocal never
@@ -410,7 +414,12 @@ class _Compiler:
                 continue
             if tok in ("-m", "--match"):
                 module = args[0]
-                if module in UNDECIDABLE_MATCHES or module not in DECIDABLE_MATCHES:
+                if module in EXTENSION_HEADER_MATCHES:
+                    # needs an IPv6 extension header; a plain connection packet carries none
+                    never = True
+                elif module == "rpfilter":
+                    rpfilter = True
+                elif module in UNDECIDABLE_MATCHES or module not in DECIDABLE_MATCHES:
                     unknown.append(module)
                 continue
             if tok in ("-c", "--set-counters"):
@@ -421,6 +430,11 @@ class _Compiler:
             if alternatives_extra and alternatives_extra[-1] is None:
                 never = True
                 alternatives_extra.pop()
+        if rpfilter and "--invert" in tokens[: tokens.index("-j") if "-j" in tokens else len(tokens)]:
+            # rpfilter passes a remote client whose address routes back through the interface
+            # it came in on (the legitimate connections this audit is about); --invert then
+            # never matches them
+            never = True
         if never:
             rule.alternatives = ()
         elif alternatives_extra:
@@ -475,6 +489,8 @@ class _Compiler:
     # -- match options -----------------------------------------------------------------------
 
     def match_option(self, module, opt, args, neg, add, unknown, alternatives_extra) -> None:
+        if module in ("rpfilter",) + tuple(EXTENSION_HEADER_MATCHES):
+            return  # decided as a whole in compile_rule
         if module in UNDECIDABLE_MATCHES:
             if module == "recent" and opt == "--set" and not neg and "recent" in unknown:
                 # "--set" only records the source: it always matches
