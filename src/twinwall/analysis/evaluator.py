@@ -328,7 +328,7 @@ class Evaluator:
                 back = [Flow(f.box, f.trail[1], f.uncertain, f.origin) for f in sub_ret]
                 if action == JUMP:
                     current = current + back
-                    if len(current) > 4:
+                    if len(current) > 16:
                         # flows coming back from many sub-chains (kube-proxy: nodeports whose
                         # chains only mark) would otherwise pile up and each walk every rule left
                         current = merge_flows(current)

@@ -93,14 +93,23 @@ def iv_and(a: IntervalSet, b: IntervalSet) -> IntervalSet:
         if mid[-1][1] > hi:
             mid[-1] = (mid[-1][0], hi)
         return tuple(mid)
+    if len(b) * 8 < len(a):
+        # a few intervals against many (a merged set of pod addresses): binary-search each
+        parts: List[Interval] = []
+        for lo, hi in b:
+            parts.extend(iv_and(a, ((lo, hi),)))
+        return tuple(parts)
     out = []
     i = j = 0
-    while i < len(a) and j < len(b):
-        lo = max(a[i][0], b[j][0])
-        hi = min(a[i][1], b[j][1])
+    na, nb = len(a), len(b)
+    while i < na and j < nb:
+        alo, ahi = a[i]
+        blo, bhi = b[j]
+        lo = alo if alo > blo else blo
+        hi = ahi if ahi < bhi else bhi
         if lo <= hi:
             out.append((lo, hi))
-        if a[i][1] < b[j][1]:
+        if ahi < bhi:
             i += 1
         else:
             j += 1
