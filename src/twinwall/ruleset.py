@@ -14,7 +14,7 @@ walked, so a 100k-rule ruleset costs only what a question actually visits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 # Rule actions (what the evaluator does with the packets a rule matches).
 ACCEPT = "ACCEPT"
@@ -55,9 +55,10 @@ class Rule:
         return Decision(self.table, self.chain, self.number, self.text, None)
 
 
-@dataclass(frozen=True)
-class Decision:
-    """One step of an explanation: a rule, or a chain's policy when ``policy`` is set."""
+class Decision(NamedTuple):
+    """One step of an explanation: a rule, or a chain's policy when ``policy`` is set.
+
+    A named tuple: hashable, compact, and cheap to pickle back from the forked IPv6 half."""
 
     table: str
     chain: str
