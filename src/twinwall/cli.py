@@ -19,6 +19,7 @@ COMMANDS = [
     ("audit", "twinwall.commands.audit", "which listening services a new connection can reach, per family"),
     ("explain", "twinwall.commands.explain", "show the walk through the chains for one port"),
     ("scan", "twinwall.scan.cli", "probe hosts over IPv4 and IPv6 and compare with the audit"),
+    ("diff", "twinwall.commands.diff", "every traffic class IPv4 and IPv6 treat differently, in and out"),
 ]
 
 EPILOG = """\

@@ -1,0 +1,103 @@
+"""twinwall diff"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from twinwall.commands.inputs import add_input_arguments, snapshot_from_args
+from twinwall.errors import InputError
+
+DESCRIPTION = """\
+List every region of traffic that the IPv4 and the IPv6 firewall treat differently, for the
+input, forward and output hooks: protocol, port ranges, conntrack state, interfaces, owner
+uid/gid (output) and ICMP type (ICMP and ICMPv6 types mapped to each other), with each family's
+verdict and the rule that decided it. Listening sockets cannot show an egress or forwarding gap;
+comparing the two policies can.
+
+Addresses exist in one family only, so they are compared by role: global, loopback,
+link-local, multicast and the host's own addresses. Where a role's verdict depends on a
+prefix (-s 198.51.100.0/24) or on a match twinwall cannot decide (limit, recent...), its verdict
+is 'mixed' and the rules are named; where both families are mixed the region is listed as not
+comparable. ICMPv6 without an IPv4 twin (neighbour discovery, MLD) is listed separately, not as
+a gap.
+
+With --before/--after: what a change between two snapshots of one host (from 'twinwall
+collect') opened or closed, per family."""
+
+EPILOG = """\
+examples:
+  sudo twinwall diff
+  twinwall diff --iptables v4.rules --ip6tables v6.rules --hook output
+  twinwall diff --snapshot host.json --format json
+  twinwall diff --before monday.json --after tuesday.json
+
+exit codes: 0 no differences, 1 differences, 2 error"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hook", choices=("input", "forward", "output", "all"), default="all", help="which hook to compare (default: all)")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    g = p.add_argument_group("change between two snapshots of one host")
+    g.add_argument("--before", metavar="OLD.json", help="snapshot before the change ('twinwall collect')")
+    g.add_argument("--after", metavar="NEW.json", help="snapshot after the change")
+    add_input_arguments(p)
+
+
+def _hooks(args) -> tuple:
+    from twinwall.analysis.diff import HOOKS
+
+    return HOOKS if args.hook == "all" else (args.hook,)
+
+
+def run(args: argparse.Namespace) -> int:
+    from twinwall.commands.audit import write_json
+
+    if args.before or args.after:
+        return _run_change(args, write_json)
+
+    from twinwall.analysis.context import build_contexts
+    from twinwall.analysis.diff import diff_contexts
+    from twinwall.loader import load_rulesets
+    from twinwall.model import IPV4, IPV6
+    from twinwall.report.diff_text import render_diff
+
+    snapshot = snapshot_from_args(args)
+    rulesets = load_rulesets(snapshot, keep_text=False)
+    contexts = build_contexts(snapshot, rulesets)
+    missing = [f for f in (IPV4, IPV6) if not contexts[f].rules_known]
+    if missing:
+        what = " and ".join("iptables" if f == IPV4 else "ip6tables" for f in missing)
+        raise InputError(
+            f"no {what} ruleset was read: diff compares both families "
+            f"(give --iptables and --ip6tables, --nft, or a snapshot with both)"
+        )
+    result = diff_contexts(contexts, _hooks(args))
+    if snapshot.ipv6.enabled is False:
+        result.notes.append("IPv6 is disabled on this host: the IPv6 rules are compared but carry no traffic")
+    if args.format == "json":
+        write_json(result.to_json())
+    else:
+        sys.stdout.write(render_diff(result))
+    return 1 if result.differences else 0
+
+
+def _run_change(args: argparse.Namespace, write_json) -> int:
+    from twinwall.analysis.diff import compare_snapshots
+    from twinwall.report.diff_text import render_change
+    from twinwall.sources.snapshot import read_snapshot
+
+    if not (args.before and args.after):
+        raise InputError("--before and --after go together: give both snapshots")
+    others = [args.snapshot, args.iptables, args.ip6tables, args.iptables_legacy, args.ip6tables_legacy, args.nft,
+              args.sockets]
+    if any(others) or args.address:
+        raise InputError("--before/--after cannot be combined with --snapshot/--iptables/--ip6tables/--nft/--sockets")
+    before = read_snapshot(args.before)
+    after = read_snapshot(args.after)
+    result = compare_snapshots(before, after, _hooks(args))
+    if args.format == "json":
+        write_json(result.to_json())
+    else:
+        sys.stdout.write(render_change(result, args.before, args.after))
+    return 1 if result.has_changes() else 0
