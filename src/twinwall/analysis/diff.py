@@ -1379,6 +1379,64 @@ def only_json(o: SideOnly, result: DiffResult, name: str) -> List[Dict]:
 
 
 # ---------------------------------------------------------------------------------------------
+# example packets
+
+
+def example_packet(ctx, box: Box, rnd=None) -> Optional[Box]:
+    """One concrete packet of ``ctx.family`` inside a neutral region (every dimension a single
+    value), for checking a region against the evaluator; None when the family has no packet
+    there (an ICMP type without a twin)."""
+    import random
+
+    rnd = rnd or random.Random(0)
+    roles = family_roles(ctx)
+
+    def pick(ivs: tuple) -> int:
+        lo, hi = ivs[rnd.randrange(len(ivs))]
+        return rnd.choice((lo, hi, rnd.randint(lo, hi)))
+
+    out = list(box)
+    for dim in (SRC, DST):
+        ivs = roles.sets.get(pick(box[dim]))
+        if not ivs:
+            return None
+        a = pick(ivs)
+        out[dim] = ((a, a),)
+    for dim in (SPORT, DPORT, UID, GID):
+        v = pick(box[dim])
+        out[dim] = ((v, v),)
+    for dim in (IIF, OIF, STATE):
+        bits = [i for i in range(box[dim].bit_length()) if box[dim] >> i & 1]
+        out[dim] = 1 << rnd.choice(bits)
+    proto = pick(box[PROTO])
+    if proto == 1:
+        c = pick(box[ICMP])
+        if ctx.family == IPV6:
+            out[PROTO] = ((58, 58),)
+            six = [t for t, v in ICMP6_TO_4.items() if v == c]
+            if c >= V6_ONLY_BASE:
+                six = [c - V6_ONLY_BASE]
+            if not six:
+                return None
+            t, code = six[0], rnd.randint(0, 255)
+        else:
+            out[PROTO] = ((1, 1),)
+            if c >= V6_ONLY_BASE:
+                return None
+            if c == PTB:
+                t, code = 3, 4
+            else:
+                t = c
+                code = rnd.choice([x for x in range(256) if x != 4]) if c == 3 else rnd.randint(0, 255)
+        v = (t << 8) | code
+        out[ICMP] = ((v, v),)
+    else:
+        out[PROTO] = ((proto, proto),)
+        out[ICMP] = ((0, 0),)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
 # for the audit
 
 
