@@ -33,6 +33,8 @@ UNKNOWN = "UNKNOWN"  # a target twinwall does not model: treated as non-terminal
 
 TERMINAL_DENY = (DROP, REJECT)
 
+NO_TABLE = "(none)"  # Decision.table when no table hooks the path at all
+
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
 
 
@@ -79,6 +81,8 @@ class Decision(NamedTuple):
         return d
 
     def describe(self) -> str:
+        if self.table == NO_TABLE:
+            return self.source
         where = f"{self.table} {self.chain}"
         if self.policy is not None:
             return f"{where} policy {self.policy}"

@@ -51,6 +51,7 @@ from twinwall.ruleset import (
     REDIRECT,
     REJECT,
     RETURN,
+    NO_TABLE,
     UNKNOWN,
     BaseChain,
     Decision,
@@ -195,7 +196,7 @@ class Evaluator:
                     local_flows.append(_restrict(f, tuple(b)))
         if not self.stages("input"):
             # nothing hooks INPUT at all: say so, so the verdict still has a reason
-            unfiltered = Decision("(none)", "INPUT", None, None, "ACCEPT", "no table hooks INPUT: nothing filters it")
+            unfiltered = Decision(NO_TABLE, "INPUT", None, None, "ACCEPT", "no table hooks INPUT: nothing filters it")
             local_flows = [Flow(f.box, (unfiltered, f.trail), f.uncertain, f.origin) for f in local_flows]
         flows = self.run_hook("input", local_flows, outcomes)
         for f in flows:
