@@ -68,4 +68,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
         sys.stdout.write(render_audit(report, color=color))
+    if not snapshot.rulesets and any("Permission denied" in m for m in snapshot.missing):
+        # what was readable is printed above; without a ruleset there is no verdict to trust
+        print("twinwall: no ruleset could be read: run as root (sudo twinwall audit)", file=sys.stderr)
+        return 2
     return 1 if severity_at_least(report.findings, args.fail_on) else 0
