@@ -284,8 +284,19 @@ def _lift_constraint(c, roles: AddressRoles):
     return (tuple(must_c) if must_ok else None), tuple(may_c)
 
 
+# Constraint dimensions in the order a region is most often told apart from a rule: a rule and
+# a region that do not meet usually differ in the port first (intersection is order-free).
+_TEST_ORDER = {DPORT: 0, SPORT: 1, ICMP: 2, UID: 3, GID: 4, PROTO: 5, IIF: 6, OIF: 7, STATE: 8, DST: 9, SRC: 10}
+
+
+def _ordered(c: tuple) -> tuple:
+    if len(c) < 2:
+        return c
+    return tuple(sorted(c, key=lambda p: _TEST_ORDER[p[0]]))
+
+
 def _lift_rule(rule, source: str, roles: AddressRoles) -> _XRule:
-    alts = rule.alternatives
+    alts = tuple(_ordered(c) for c in rule.alternatives)
     action = rule.action
     if not rule.unknown and action != DNAT and action != REDIRECT:
         # the common case: no address in any constraint, nothing to lift
@@ -447,10 +458,11 @@ class RoleWalker:
         self._lifted: Dict[int, List[_XRule]] = {}
         self._inert_cache: Dict[tuple, bool] = {}
         self._keep: List = []  # keeps lifted chains alive so their ids stay unique
-        # per base chain walk: (chain, flow) -> the flows a jump with it returned. A region that
-        # several rules may send into the same chain (kube-proxy's loadBalancerSourceRanges:
-        # hundreds of "-s PREFIX -j KUBE-EXT-X") is walked through it once.
-        self._memo: Dict[tuple, List[_Flow]] = {}
+        # (chain, flow) -> what a jump with that flow returns and what ends in the chain. A
+        # region that several rules may send into the same chain (kube-proxy's
+        # loadBalancerSourceRanges: hundreds of "-s PREFIX -j KUBE-EXT-X"), or that several
+        # hooks send there (KUBE-SERVICES from PREROUTING and OUTPUT), is walked through it once.
+        self._memo: Dict[tuple, Tuple[List[_Flow], List[tuple]]] = {}
         if roles.host_known:
             self.local_roles = _roles_iv([HOST, LOOPBACK])
         else:
@@ -488,8 +500,10 @@ class RoleWalker:
                     entering.append(_restrict(f, m))
                     skipped.extend(_restrict(f, b) for b in box_sub(f.box, ((STATE, CT_NEW),)))
                 flows = entering
-            self._memo = {}
             returned, ended = self.walk(rs, base.table, base.chain, flows, 0)
+            if len(ended) > 1:
+                # a chain reached along several paths ends the same flows once per path
+                ended = list({(id(e[0]), e[1], e[2]): e for e in ended}.values())
             nxt = skipped
             policy = chain.policy or "ACCEPT"
             decision = Decision(base.table, base.chain, None, None, policy, rs.source)
@@ -530,6 +544,7 @@ class RoleWalker:
             raise EvaluationError(f"{rs.source}: jump to missing chain {table} {chain_name}")
         returned: List[_Flow] = []
         ended: List[tuple] = []
+        here: set = set()  # memo keys whose ended flows this walk has passed on
         current = flows
         for xr in self.lifted(rs, chain):
             if not current:
@@ -582,12 +597,13 @@ class RoleWalker:
                     key = (id(rs), table, xr.target, f.box, f.origin, f.label)
                     hit = memo.get(key)
                     if hit is None:
-                        # what ends in the chain was recorded the first time: ended flows go
-                        # up to the base chain whoever jumped
-                        hit, sub_end = self.walk(rs, table, xr.target, [f], depth + 1)
-                        memo[key] = hit
-                        ended.extend(sub_end)
-                    back.extend(hit)
+                        hit = memo[key] = self.walk(rs, table, xr.target, [f], depth + 1)
+                        ended.extend(hit[1])
+                    elif key not in here:
+                        # what ends in the chain ends here too (once per walk of this chain)
+                        ended.extend(hit[1])
+                    here.add(key)
+                    back.extend(hit[0])
                 if action == JUMP:
                     if back:
                         current = current + _new_flows(back, current)
@@ -1049,19 +1065,57 @@ def family_roles(ctx) -> AddressRoles:
 
 def evaluate_family(ctx, hooks: Sequence[str], roles_filter: Dict[str, Tuple[FrozenSet[int], FrozenSet[int]]],
                     projector=project) -> Dict[str, List[Tuple[Box, str, FrozenSet]]]:
-    """Walk every hook path of one family; projected outcomes per hook."""
+    """Walk every hook path of one family; projected outcomes per hook.
+
+    Input and forward share one PREROUTING walk: after it, the routing decision sends packets
+    still addressed to the host (their current destination role) to INPUT and the others to
+    FORWARD and POSTROUTING, as the kernel does (a DNAT to another host is forwarded)."""
     roles = family_roles(ctx)
     walker = RoleWalker(ctx.rulesets, roles, ctx.universe, ctx.local)
+    iface_all = ctx.universe.all_mask
+    raw: Dict[str, List[Outcome]] = {h: [] for h in hooks}
+    pre = [h for h in ("input", "forward") if h in hooks]
+    if pre:
+        src = frozenset().union(*[roles_filter[h][0] for h in pre])
+        dst = frozenset().union(*[roles_filter[h][1] for h in pre])
+        box = start_box(ctx.family, "input", src, dst, iface_all)
+        pre_out: List[Outcome] = []
+        flows = walker.run_hook("prerouting", [_Flow(box, None, _NO_LABEL)], pre_out)
+        for h in pre:
+            s_roles, d_roles = (_ROLE_IV[_mask(r)] for r in roles_filter[h])
+            for o in pre_out:
+                b = box_and(o.origin, ((SRC, s_roles), (DST, d_roles)))
+                if b is not None:
+                    raw[h].append(Outcome(b, o.verdict, o.label))
+            # routing decision on the current destination; the source as it was sent
+            routed = []
+            for f in flows:
+                b = box_and(f.box, ((SRC, s_roles), (DST, d_roles)))
+                if b is not None:
+                    routed.append(_restrict(f, b))
+            routed = merge_flows(routed)
+            for hook in HOOK_PATHS[h][1:]:
+                routed = walker.run_hook(hook, routed, raw[h])
+            raw[h].extend(Outcome(f.origin or f.box, V_ACCEPT, f.label) for f in routed)
+    if "output" in hooks:
+        s_roles, d_roles = roles_filter["output"]
+        box = start_box(ctx.family, "output", s_roles, d_roles, iface_all)
+        raw["output"] = walker.run(HOOK_PATHS["output"], [box])
     out: Dict[str, List[Tuple[Box, str, FrozenSet]]] = {}
     for hook in hooks:
-        src_roles, dst_roles = roles_filter[hook]
-        box = start_box(ctx.family, hook, src_roles, dst_roles, ctx.universe.all_mask)
         projected = []
-        for o in walker.run(HOOK_PATHS[hook], [box]):
+        for o in raw[hook]:
             for pb in projector(o.origin, ctx.family):
                 projected.append((pb, o.verdict, o.label))
         out[hook] = projected
     return out
+
+
+def _mask(roles: Iterable[int]) -> int:
+    m = 0
+    for r in roles:
+        m |= 1 << r
+    return m
 
 
 def common_roles(contexts: Sequence, hooks: Sequence[str]) -> Tuple[Dict[str, Tuple[FrozenSet[int], FrozenSet[int]]], List[str]]:
