@@ -871,6 +871,57 @@ def overlay(items: Sequence[Tuple[Box, object]]) -> List[Tuple[Box, FrozenSet]]:
 
 
 # ---------------------------------------------------------------------------------------------
+# fewest, widest boxes
+
+# outer dimensions first: a region reads "protocol, state, interfaces, roles, owner, ICMP type,
+# ports"; ports vary fastest, so they are the dimension that collects ranges.
+CANON_ORDER = (PROTO, STATE, IIF, OIF, SRC, DST, UID, GID, ICMP, SPORT, DPORT)
+
+
+def canonical_union(boxes: Sequence[Box]) -> List[Box]:
+    """The union of boxes as disjoint boxes in a canonical form: cut along CANON_ORDER, each
+    dimension's value the widest set of values whose cross-sections are the same. The result
+    depends only on the union (not on how it was cut into pieces), and regions that differ
+    only in, say, the port come out as one region with several port ranges."""
+    boxes = list(dict.fromkeys(boxes))
+    if len(boxes) < 2:
+        return boxes
+    memo: Dict[Tuple[int, Tuple[int, ...]], FrozenSet[tuple]] = {}
+
+    def rec(idx: Tuple[int, ...], level: int) -> FrozenSet[tuple]:
+        if level == len(CANON_ORDER):
+            return frozenset({()})
+        key = (level, idx)
+        got = memo.get(key)
+        if got is not None:
+            return got
+        dim = CANON_ORDER[level]
+        values = [boxes[i][dim] for i in idx]
+        parts = _split_masks(values) if dim in MASK_DIMS else _split_intervals(values)
+        groups: Dict[FrozenSet[tuple], object] = {}
+        for value, members in parts:
+            sub = rec(tuple(sorted(idx[m] for m in members)), level + 1)
+            old = groups.get(sub)
+            if old is None:
+                groups[sub] = value
+            elif dim in MASK_DIMS:
+                groups[sub] = old | value
+            else:
+                groups[sub] = iv_normalize(list(old) + list(value))
+        got = frozenset((value,) + rest for sub, value in groups.items() for rest in sub)
+        memo[key] = got
+        return got
+
+    out = []
+    for t in rec(tuple(range(len(boxes))), 0):
+        b: List = [None] * NDIMS
+        for dim, value in zip(CANON_ORDER, t):
+            b[dim] = value
+        out.append(tuple(b))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # comparing two sides
 
 
@@ -935,7 +986,7 @@ def _group_merge(entries: List[Tuple[object, Box, object]]) -> List[Tuple[Box, o
             groups[key] = (payload, [box])
     out = []
     for payload, boxes in groups.values():
-        for b in merge_tuples(boxes, MASK_DIMS):
+        for b in merge_tuples(canonical_union(boxes), MASK_DIMS):
             out.append((b, payload))
     return out
 
