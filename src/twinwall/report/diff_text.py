@@ -39,7 +39,8 @@ def side_text(label: str, side: Dict[str, FrozenSet]) -> str:
 
 
 def _region_line(r: Region, result: DiffResult, la: str, lb: str) -> str:
-    return f"  {describe_region(r.box, r.hook, result)}\n      {side_text(la, r.a)}\n      {side_text(lb, r.b)}"
+    """One line: the region, then each side's verdict and the rule that decided it."""
+    return f"  {describe_region(r.box, r.hook, result)}  {side_text(la, r.a)}  {side_text(lb, r.b)}"
 
 
 def render_diff(result: DiffResult) -> str:
