@@ -240,7 +240,7 @@ _IPT_NFT_V4 = """*filter
 :OUTPUT ACCEPT [0:0]
 -A INPUT -i lo -j ACCEPT
 -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A INPUT -p tcp -m multiport --dports 80,443,8000 -j ACCEPT
+-A INPUT -p tcp -m multiport --dports 80,443,8000,8002 -j ACCEPT
 -A INPUT -s 192.0.2.0/24 -p tcp -m conntrack --ctstate NEW -m tcp --dport 22 -j ACCEPT
 COMMIT
 """
@@ -258,52 +258,69 @@ COMMIT
 def _check_authority(report: Dict[str, Any], snap: Dict[str, Any]) -> List[str]:
     problems = []
     sources = {t["table"]: t["source"] for t in snap.get("table_sources", [])}
-    want = {"ip filter": "iptables-save", "ip6 filter": "ip6tables-save", "inet native": "nft -j list ruleset"}
+    # xt content: iptables-save; no xt (native or iptables-nft): nft -j, which shows it exactly
+    want = {"ip filter": "iptables-save", "ip6 filter": "nft -j list ruleset",
+            "inet native": "nft -j list ruleset", "ip mangle": "nft -j list ruleset"}
     for table, source in want.items():
         if sources.get(table) != source:
             problems.append(f"table_sources: {table} should come from {source}, got {sources.get(table)!r}"
                             f" (all: {snap.get('table_sources')})")
-    nft_dumps = [r for r in snap.get("rulesets", []) if r.get("format") == "nft-json"]
-    if len(nft_dumps) != 1:
-        problems.append(f"expected one nft-json dump, got {len(nft_dumps)}")
+    dumps = {r.get("source"): r for r in snap.get("rulesets", [])}
+    nft = dumps.get("nft -j list ruleset")
+    if nft is None:
+        problems.append(f"no nft -j dump in {sorted(dumps)}")
     else:
         kept = {(o[k]["family"], o[k].get("name") if k == "table" else o[k]["table"])
-                for o in json.loads(nft_dumps[0]["text"])["nftables"] for k in o if k != "metainfo"}
-        if kept != {("inet", "native")}:
-            problems.append(f"the nft-json dump should hold only the native table, it holds {sorted(kept)}")
-    # the iptables-nft tables are evaluated once, from iptables-save: no nft copy of them
+                for o in json.loads(nft["text"])["nftables"] for k in o if k != "metainfo"}
+        if kept != {("inet", "native"), ("ip6", "filter"), ("ip", "mangle")}:
+            problems.append(f"the nft-json dump should hold inet native, ip6 filter, ip mangle; it holds {sorted(kept)}")
+    v6 = dumps.get("ip6tables-save", {}).get("text", "")
+    if "*filter" in v6:
+        problems.append("ip6tables-save still holds the filter table that nft -j is authoritative for")
+    v4 = dumps.get("iptables-save", {}).get("text", "")
+    if "*filter" not in v4 or "*mangle" in v4:
+        problems.append(f"iptables-save should hold filter (xt) and not mangle (native rules):\n{v4}")
+    # every table is evaluated once: no table comes from two sources
     summary = report["host"]["rulesets"]
-    nft_tables = sorted(t for r in summary if r["source"].startswith("nft") for t in r["tables"])
-    if nft_tables != ["inet native", "inet native"]:
-        problems.append(f"nft rulesets should hold only inet native (per family), got {nft_tables}")
-    for svc in report["services"]:
-        for fam in (IPV4, IPV6):
-            for d in svc.get(fam, {}).get("decided_by") or []:
-                if d.get("table") in ("ip filter", "ip6 filter"):
-                    problems.append(f"{svc['protocol']}/{svc['port']} {fam}: decided by the nft copy "
-                                    f"of an iptables-nft table: {d}")
+    per_family: Dict[str, List[str]] = {}
+    for r in summary:
+        for t in r["tables"]:
+            per_family.setdefault(r["family"], []).append(t.split()[-1])
+    for fam, names in per_family.items():
+        if len(names) != len(set(names)):
+            problems.append(f"{fam}: a table is evaluated twice: {summary}")
     return problems
 
 
 CASES.append(NftCase(
     "iptables_nft_table_plus_native_table",
-    "iptables-nft tables (IPv4 with xt matches, IPv6 without) read from iptables-nft-save, a native "
-    "inet table from nft -j, both evaluated, each counted once",
+    "an iptables-nft table with xt matches is read from iptables-nft-save, one without xt (IPv6) "
+    "and native tables from nft -j; all evaluated, each counted once",
     services=[
         dual("tcp", 80, ipv4=W(OPEN, "multiport"), ipv6=W(OPEN, "policy=ACCEPT")),
         # iptables-nft accepts 443; the native table (priority 10) drops it
         dual("tcp", 443, ipv4=W(FILTERED, "table=inet native"), ipv6=W(FILTERED, "table=inet native")),
-        dual("tcp", 22, ipv4=W(RESTRICTED, "--dport 22"), ipv6=W(FILTERED, "-j DROP")),
-        dual("tcp", 8000, ipv4=W(OPEN, "multiport"), ipv6=W(FILTERED, "--dport 8000")),
+        dual("tcp", 22, ipv4=W(RESTRICTED, "--dport 22"), ipv6=W(FILTERED, "table=ip6 filter", "drop")),
+        dual("tcp", 8000, ipv4=W(OPEN, "multiport"), ipv6=W(FILTERED, "table=ip6 filter", "tcp dport 8000")),
         dual("tcp", 8001, ipv4=W(FILTERED, "policy=DROP"), ipv6=W(OPEN)),
+        dual("tcp", 8002, ipv4=W(FILTERED, "table=ip mangle", "@closed"), ipv6=W(OPEN)),
     ],
     iptables_nft=_IPT_NFT_V4,
     ip6tables_nft=_IPT_NFT_V6,
+    # ip mangle: an iptables table name with a native set lookup, which iptables-nft-save 1.8.9
+    # prints as a bare "-A INPUT -j DROP": read from nft -j, it drops only tcp/8002
     nft="""
         table inet native {
             chain input {
                 type filter hook input priority 10; policy accept;
                 tcp dport 443 drop
+            }
+        }
+        table ip mangle {
+            set closed { type inet_service; elements = { 8002 }; }
+            chain INPUT {
+                type filter hook input priority mangle; policy accept;
+                tcp dport @closed drop
             }
         }
     """,

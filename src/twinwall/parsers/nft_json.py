@@ -38,7 +38,9 @@ What needs care:
 from __future__ import annotations
 
 import json
+import re
 import socket
+from bisect import bisect_right
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.packetset import (
@@ -155,20 +157,54 @@ class _Unknown(Exception):
 
 
 class _TableData:
-    __slots__ = ("family", "name", "chains", "rules", "sets", "xt", "handle")
+    """One nft table as found in the dump. Rules and sets may still be undecoded: a rule is a
+    dict, or a (start, end) span of the dump's text decoded when its chain is compiled; a set
+    is a dict or a span decoded on first use."""
 
-    def __init__(self, family: str, name: str):
+    __slots__ = ("family", "name", "chains", "rules", "sets", "xt", "text", "ifnames")
+
+    def __init__(self, family: str, name: str, text: str = ""):
         self.family = family
         self.name = name
         self.chains: Dict[str, Dict[str, Any]] = {}
-        self.rules: Dict[str, List[Dict[str, Any]]] = {}
-        self.sets: Dict[str, Dict[str, Any]] = {}
+        self.rules: Dict[str, List[Any]] = {}
+        self.sets: Dict[str, Any] = {}
         self.xt = False
-        self.handle = None
+        self.text = text
+        self.ifnames: set = set()  # interface names the rules mention (filled by the splitter)
 
     @property
     def label(self) -> str:
         return f"{self.family} {self.name}"
+
+    def rule_dicts(self, entries: List[Any]) -> List[Dict[str, Any]]:
+        if not entries or isinstance(entries[0], dict):
+            return entries
+        # a chain's rules are one run of the dump in nft's output: decode them in one call
+        first, last = entries[0][0], entries[-1][1]
+        if all(entries[i + 1][0] == entries[i][1] + 2 for i in range(len(entries) - 1)):
+            items = json.loads("[" + self.text[first:last] + "]")
+        else:
+            items = json.loads("[" + ", ".join(self.text[a:b] for a, b in entries) + "]")
+        return [item["rule"] for item in items]
+
+    def set_body(self, name: str) -> Optional[Dict[str, Any]]:
+        s = self.sets.get(name)
+        if isinstance(s, tuple):
+            kind, a, b = s
+            s = next(iter(json.loads(self.text[a:b]).values()))
+            s["_kind"] = kind
+            self.sets[name] = s
+        return s
+
+    def set_header(self, name: str) -> str:
+        """The start of a set's text (its type and flags come before the elements)."""
+        s = self.sets.get(name)
+        if isinstance(s, tuple):
+            head = self.text[s[1]:s[2]]
+            cut = head.find('"elem":')
+            return head if cut < 0 else head[:cut]
+        return json.dumps({k: v for k, v in s.items() if k != "elem"})
 
 
 def _load(text: str, source: str) -> List[Any]:
@@ -189,7 +225,8 @@ def _load(text: str, source: str) -> List[Any]:
     return items
 
 
-def _split(items: List[Any], source: str, scan_xt: bool) -> Dict[Tuple[str, str], _TableData]:
+def _split(items: List[Any], source: str) -> Dict[Tuple[str, str], _TableData]:
+    """Pass 1 on a decoded document (any JSON layout)."""
     tables: Dict[Tuple[str, str], _TableData] = {}
     last_key: Optional[Tuple[str, str]] = None
     last_t: Optional[_TableData] = None
@@ -219,25 +256,122 @@ def _split(items: List[Any], source: str, scan_xt: bool) -> Dict[Tuple[str, str]
             continue
         kind, body = next(iter(obj.items()))
         if kind in ("table", "chain", "set", "map"):
-            if not isinstance(body, dict) or "family" not in body:
-                raise InputError(f"{source}: nftables[{i}]: a {kind} without a family")
-            name = body.get("name") if kind == "table" else body.get("table")
-            key = (body["family"], name)
-            t = tables.get(key)
-            if t is None:
-                t = tables[key] = _TableData(*key)
-            if kind == "table":
-                t.handle = body.get("handle")
-            elif kind == "chain":
-                t.chains[body.get("name")] = body
-            else:
-                body = dict(body)
-                body["_kind"] = kind
-                t.sets[body.get("name")] = body
+            _add_item(tables, kind, body, source, i)
         # metainfo, flowtable, counter, quota, ct helper, limit, element...: nothing to evaluate
-    if scan_xt:
-        for t in tables.values():
-            t.xt = any("xt" in e for rs in t.rules.values() for r in rs for e in r.get("expr") or () if isinstance(e, dict))
+    for t in tables.values():
+        for rules in t.rules.values():
+            for r in rules:
+                exprs = r.get("expr") or ()
+                for e in exprs:
+                    if isinstance(e, dict):
+                        if "xt" in e:
+                            t.xt = True
+                        elif _mentions_iface(e):
+                            _iface_strings(e, t.ifnames)
+    return tables
+
+
+def _add_item(tables, kind: str, body: Any, source: str, where: Any) -> _TableData:
+    if not isinstance(body, dict) or "family" not in body:
+        raise InputError(f"{source}: nftables[{where}]: a {kind} without a family")
+    name = body.get("name") if kind == "table" else body.get("table")
+    key = (body["family"], name)
+    t = tables.get(key)
+    if t is None:
+        t = tables[key] = _TableData(*key)
+    if kind == "chain":
+        t.chains[body.get("name")] = body
+    elif kind in ("set", "map"):
+        body = dict(body)
+        body["_kind"] = kind
+        t.sets[body.get("name")] = body
+    return t
+
+
+# Top-level items of nft's own output: '{"KIND": {"family": ...' occurs nowhere else (a string
+# cannot hold an unescaped quote), and nft prints "family" first, then for rules table and chain.
+_RULE_RE = re.compile(r'\{"rule": \{"family": "([^"\\]*)", "table": "([^"\\]*)", "chain": "([^"\\]*)", ')
+_RULE_START = '{"rule": {"family": "'
+_OTHER_RE = re.compile(
+    r'\{"(table|chain|set|map|flowtable|counter|quota|limit|ct helper|ct timeout|ct expectation|secmark'
+    r'|synproxy|tunnel)": \{"family": '
+)
+_IFACE_RE = re.compile(r'\{"meta": \{"key": "(?:iifname|oifname|iif|oif)"\}\}')
+
+
+def _split_fast(text: str, source: str) -> Optional[Dict[Tuple[str, str], _TableData]]:
+    """Pass 1 straight on nft's text, decoding only tables, chains and set headers; rules and
+    sets stay spans of the text until used. None when the text is not laid out as nft prints
+    it (the caller then decodes the whole document)."""
+    head = text[:64].lstrip()
+    if not head.startswith('{"nftables": ['):
+        return None
+    end_all = text.rindex("]}")
+    rules = [(m.start(), m.group(1), m.group(2), m.group(3)) for m in _RULE_RE.finditer(text)]
+    if len(rules) != text.count(_RULE_START):
+        return None  # a name with an escaped character: not worth a fast path
+    others = [(m.start(), m.group(1)) for m in _OTHER_RE.finditer(text)]
+    starts = sorted([r[0] for r in rules] + [o[0] for o in others])
+    ends = [b - 2 for b in starts[1:]] + [end_all]
+    for b in ends[:-1]:
+        if text[b:b + 2] != ", ":
+            return None
+    end_of = dict(zip(starts, ends))
+    tables: Dict[Tuple[str, str], _TableData] = {}
+    for a, kind in others:
+        b = end_of[a]
+        if kind in ("set", "map"):
+            cut = text.find(', "elem": ', a, b)
+            h = json.loads(text[a:cut] + "}}" if cut >= 0 else text[a:b])[kind]
+            t = _add_item(tables, kind, h, source, a)
+            t.sets[h.get("name")] = (kind, a, b)
+        elif kind in ("table", "chain"):
+            t = _add_item(tables, kind, json.loads(text[a:b])[kind], source, a)
+        else:
+            continue
+        t.text = text
+    last_key = None
+    last_t: Optional[_TableData] = None
+    last_chain = None
+    last_rules: List[Any] = []
+    for a, fam, table, chain in rules:
+        if table != last_key or fam != last_t.family:
+            key = (fam, table)
+            last_t = tables.get(key)
+            if last_t is None:
+                last_t = tables[key] = _TableData(fam, table, text)
+            last_key, last_chain = table, None
+        if chain != last_chain:
+            last_rules = last_t.rules.setdefault(chain, [])
+            last_chain = chain
+        last_rules.append((a, end_of[a]))
+    # xt expressions and interface names: look only at the rules that hold them
+    rule_starts = [r[0] for r in rules]
+
+    def owner(pos: int) -> Optional[int]:
+        i = bisect_right(rule_starts, pos) - 1
+        if i < 0 or pos >= end_of[rule_starts[i]]:
+            return None
+        return i
+
+    pos = text.find('{"xt": ')
+    while pos >= 0:
+        i = owner(pos)
+        if i is not None:
+            tables[(rules[i][1], rules[i][2])].xt = True
+        pos = text.find('{"xt": ', pos + 6)
+    seen = set()
+    for m in _IFACE_RE.finditer(text):
+        i = owner(m.start())
+        if i is None or i in seen:
+            continue
+        seen.add(i)
+        a = rules[i][0]
+        rule = json.loads(text[a:end_of[a]])["rule"]
+        t = tables[(rules[i][1], rules[i][2])]
+        for e in rule.get("expr") or ():
+            if isinstance(e, dict) and _mentions_iface(e):
+                _iface_strings(e, t.ifnames)
     return tables
 
 
@@ -245,7 +379,9 @@ def xt_tables(text: str, source: str = "nft -j list ruleset") -> List[str]:
     """Tables ("ip filter", ...) holding iptables-nft xt expressions: not readable from nft -j."""
     if '"xt"' not in text:
         return []
-    tables = _split(_load(text, source), source, True)
+    tables = _split_fast(text, source)
+    if tables is None:
+        tables = _split(_load(text, source), source)
     return sorted(t.label for t in tables.values() if t.xt)
 
 
@@ -258,8 +394,13 @@ def parse_nft_json(text: str, source: str = "nft -j list ruleset") -> List[Rules
 
     Each returned ruleset has two extra attributes: ``excluded_tables`` (iptables-nft tables
     left to iptables-nft-save) and ``notes`` (one sentence per table left out or ignored)."""
-    items = _load(text, source)
-    tables = _split(items, source, '"xt"' in text)
+    tables = None
+    try:
+        tables = _split_fast(text, source)
+    except (ValueError, KeyError, TypeError, IndexError, StopIteration):
+        tables = None  # not nft's own layout after all: decode the whole document instead
+    if tables is None:
+        tables = _split(_load(text, source), source)
     notes: List[str] = []
     excluded: List[str] = []
     for t in tables.values():
@@ -394,18 +535,15 @@ class _View:
         for t in tables:
             if t.family not in VIEW_FAMILIES[self.family]:
                 continue
-            for s in t.sets.values():
-                types = s.get("type")
-                types = types if isinstance(types, list) else [types]
-                if "ifname" in types or "iface_index" in types:
-                    _strings(s.get("elem") or (), names)
+            for name in t.sets:
+                head = t.set_header(name)
+                if '"ifname"' in head or '"iface_index"' in head:
+                    s = t.set_body(name) or {}
+                    elems = s.get("elem") or ()
                     if s.get("_kind") == "map":
-                        pass
-            for rules in t.rules.values():
-                for r in rules:
-                    for e in r.get("expr") or ():
-                        if isinstance(e, dict) and _mentions_iface(e):
-                            _iface_strings(e, names)
+                        elems = [pair[0] for pair in elems if isinstance(pair, list) and pair]
+                    _strings(elems, names)
+            names.update(t.ifnames)
         return {_iface_spec(n) for n in names if n}
 
     # -- compiling --------------------------------------------------------------------------------
@@ -413,6 +551,7 @@ class _View:
     def compile_chain(self, chain: Chain, rules: List[Dict[str, Any]]) -> List[Rule]:
         out: List[Rule] = []
         t = self.by_label[chain.table]
+        rules = t.rule_dicts(rules)
         for n, r in enumerate(rules, 1):
             try:
                 out.extend(_RuleCompiler(self, t, chain, n, r).compile())
@@ -431,11 +570,55 @@ class _View:
             return None
         return iv_normalize(list(local) + list(loopback_addresses(self.family)))
 
+    def hooks_reaching(self, t: _TableData, chain: str) -> set:
+        """The hooks whose base chains reach ``chain`` by jumps, gotos and verdict maps
+        (decodes the table's rules; only asked for rare matches such as meta skuid)."""
+        cache = self._set_cache.setdefault(("hooks", t.label), {})
+        if not cache:
+            edges: Dict[str, set] = {}
+            for cname, entries in t.rules.items():
+                targets: set = set()
+                for r in t.rule_dicts(entries):
+                    _jump_targets(r.get("expr"), t, targets)
+                edges[cname] = targets
+            for cname, body in t.chains.items():
+                hook = body.get("hook")
+                if not hook:
+                    continue
+                hook = "prerouting" if hook == "ingress" else hook
+                todo = [cname]
+                seen = set()
+                while todo:
+                    c = todo.pop()
+                    if c in seen:
+                        continue
+                    seen.add(c)
+                    cache.setdefault(c, set()).add(hook)
+                    todo.extend(edges.get(c, ()))
+            cache.setdefault("", set())  # mark as computed
+        return cache.get(chain, set())
+
     def named_set(self, t: _TableData, ref: str) -> Dict[str, Any]:
-        s = t.sets.get(ref[1:])
+        s = t.set_body(ref[1:])
         if s is None:
             raise InputError(f"{self.rs.source}: table {t.label}: reference to unknown set {ref}")
         return s
+
+
+def _jump_targets(v: Any, t: _TableData, out: set) -> None:
+    if isinstance(v, list):
+        for x in v:
+            _jump_targets(x, t, out)
+    elif isinstance(v, dict):
+        for key, body in v.items():
+            if key in ("jump", "goto") and isinstance(body, dict) and "target" in body:
+                out.add(body["target"])
+            elif key == "vmap" and isinstance(body, dict) and isinstance(body.get("data"), str):
+                ref = body["data"]
+                s = t.set_body(ref[1:]) if ref.startswith("@") else None
+                _jump_targets((s or {}).get("elem"), t, out)
+            else:
+                _jump_targets(body, t, out)
 
 
 def _mentions_iface(e: Dict[str, Any]) -> bool:
@@ -567,6 +750,10 @@ def _left_sel(left: Any) -> _Sel:
         if spec is None:
             raise _Unknown(f"meta {k}")
         return _Sel(spec[0], spec[1], None, (), k if k in _IFACE_KEYS else f"meta {k}")
+    if key == "socket":
+        raise _Unknown(f"socket {body.get('key')}")
+    if key in ("numgen", "jhash", "symhash") and isinstance(body, dict):
+        raise _Unknown(f"{key} {body.get('mode', '')} mod {body.get('mod')}".replace("  ", " "))
     if key == "ct":
         k = body.get("key")
         if k == "state" and not body.get("dir"):
@@ -761,6 +948,15 @@ class _RuleCompiler:
             return
         for dim, value in sel.implied:
             self.add(dim, value)
+        if sel.kind == "id":
+            # only locally generated packets have a socket owner: on the incoming hooks
+            # (prerouting, input, forward) meta skuid/skgid never match a new connection
+            reach = self.view.hooks_reaching(self.t, self.chain.name)
+            if reach and not reach & {"output", "postrouting"}:
+                self.never = True
+                return
+            if reach & {"prerouting", "input", "forward", "postrouting"}:
+                self.unknown.append(f"{sel.text} (only locally generated packets have an owner)")
         try:
             if sel.kind in ("nfproto", "ethertype"):
                 fams = self.family_values(right)
@@ -825,7 +1021,7 @@ class _RuleCompiler:
         pairs: List[Tuple[int, int]] = []
         for el in elems:
             pairs.extend(self.one(sel, el))
-        return iv_normalize(pairs)
+        return _normalize(pairs)
 
     def set_values(self, sel: _Sel, ref: str) -> Any:
         s = self.view.named_set(self.t, ref)
@@ -848,6 +1044,7 @@ class _RuleCompiler:
         frombytes = int.from_bytes
         pairs: List[Tuple[int, int]] = []
         append = pairs.append
+        bits = 32 if self.family == "ipv4" else 128
         for el in elems:
             if type(el) is str:
                 try:
@@ -856,9 +1053,18 @@ class _RuleCompiler:
                     pairs.extend(self.addr_one(el))
                     continue
                 append((v, v))
+            elif type(el) is dict and "prefix" in el:
+                p = el["prefix"]
+                try:
+                    v = frombytes(pton(af, p["addr"]), "big")
+                except (OSError, TypeError):
+                    pairs.extend(self.addr_one(el))
+                    continue
+                host = (1 << (bits - p["len"])) - 1
+                append((v & ~host, v | host))
             else:
                 pairs.extend(self.addr_one(el))
-        return iv_normalize(pairs)
+        return _normalize(pairs)
 
     def addr_one(self, el: Any) -> tuple:
         el = _unwrap(el)
@@ -1164,8 +1370,27 @@ class _RuleCompiler:
         try:
             groups = self.map_groups(keyexpr, pairs, kind)
         except _Unknown as exc:
-            # the key cannot be decided: every element "may match"
-            return [self.unknown_map_rule(str(exc), pairs, kind, base_alts, unknown, text)]
+            # the key cannot be decided (numgen, jhash, meta mark...): the packet may get any of
+            # the map's results; one "may match" pseudo-rule per result, in order
+            why = f"{exc} (map key)"
+            results = list(dict.fromkeys(_verdict_of(v) if kind == "vmap" else _freeze(v) for _, v in pairs))
+            # "numgen random mod 3 vmap { 0 : ..., 1 : ..., 2 : ... }" always picks one: the
+            # packets no earlier result took certainly take the last one (no false fall-through)
+            complete = _covers_modulus(keyexpr, [k for k, _ in pairs])
+            out = []
+            for i, res in enumerate(results):
+                tag = () if complete and i == len(results) - 1 else (why,)
+                if kind == "vmap":
+                    if res[0] == "continue":
+                        continue
+                    out.append(Rule(table, cname, n, text, base_alts, unknown + tag, res[0], res[1]))
+                else:
+                    try:
+                        nat_to, unk = self.nat_map_value(_thaw(res), body), unknown + tag
+                    except _Unknown as exc2:
+                        nat_to, unk = (None, None), unknown + tag + (str(exc2),)
+                    out.append(Rule(table, cname, n, text, base_alts, unk, DNAT, "dnat", nat_to))
+            return out or [Rule(table, cname, n, text, (), (), CONTINUE, "")]
         out: List[Rule] = []
         for result, alternatives in groups:
             if not alternatives:
@@ -1188,15 +1413,6 @@ class _RuleCompiler:
         if not out:
             out.append(Rule(table, cname, n, text, (), (), CONTINUE, ""))
         return out
-
-    def unknown_map_rule(self, why, pairs, kind, base_alts, unknown, text) -> Rule:
-        table, cname, n = self.chain.table, self.chain.name, self.number
-        verdicts = {_verdict_of(v) if kind == "vmap" else (DNAT, "") for _, v in pairs}
-        if len(verdicts) == 1:
-            action, target = next(iter(verdicts))
-        else:
-            action, target = UNKNOWN, f"verdict map on {why}"
-        return Rule(table, cname, n, text, base_alts, unknown + (why,), action, target)
 
     def map_pairs(self, data: Any) -> List[Tuple[Any, Any]]:
         if isinstance(data, str) and data.startswith("@"):
@@ -1322,6 +1538,46 @@ def _verdict_of(v: Any) -> Tuple[str, str]:
     if isinstance(v, str) and v in ("accept", "drop", "return", "continue"):
         return _verdict_of({v: None})
     raise InputError(f"verdict map value {_fmt(v)} is not a verdict")
+
+
+def _normalize(pairs: List[Tuple[int, int]]) -> tuple:
+    """Sorted, merged intervals (iv_normalize for large lists: one sort, one tight pass)."""
+    if not pairs:
+        return ()
+    pairs.sort()
+    out = []
+    append = out.append
+    cur_lo, cur_hi = pairs[0]
+    for lo, hi in pairs:
+        if lo <= cur_hi + 1:
+            if hi > cur_hi:
+                cur_hi = hi
+        else:
+            append((cur_lo, cur_hi))
+            cur_lo, cur_hi = lo, hi
+    append((cur_lo, cur_hi))
+    return tuple(out)
+
+
+def _covers_modulus(keyexpr: Any, keys: List[Any]) -> bool:
+    """Whether a map on ``numgen``/``jhash``/``symhash ... mod N [offset K]`` has an element for
+    every value the key can take."""
+    if not isinstance(keyexpr, dict) or len(keyexpr) != 1:
+        return False
+    kind, body = next(iter(keyexpr.items()))
+    if kind not in ("numgen", "jhash", "symhash") or not isinstance(body, dict):
+        return False
+    mod, offset = body.get("mod"), body.get("offset", 0) or 0
+    if not isinstance(mod, int) or not isinstance(offset, int) or mod <= 0 or mod > 1 << 16:
+        return False
+    values = set()
+    for k in keys:
+        k = _unwrap(k)
+        if isinstance(k, int) and not isinstance(k, bool):
+            values.add(k)
+        elif isinstance(k, dict) and "range" in k and all(isinstance(x, int) for x in k["range"]):
+            values.update(range(k["range"][0], k["range"][1] + 1))
+    return values >= set(range(offset, offset + mod))
 
 
 def _dynamic(s: Dict[str, Any]) -> bool:

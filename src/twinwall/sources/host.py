@@ -489,28 +489,27 @@ def _collect_other_backend_nft(snap: HostSnapshot, family: str, nft_save: str, r
 
 NFT_SOURCE = "nft -j list ruleset"
 _NFT_FAMILY = {IPV4: "ip", IPV6: "ip6"}
-_INCOMPATIBLE_RE = re.compile(r"^# Table `([^']+)' is incompatible", re.M)
-_PARTIAL_RE = re.compile(r"^# Table `([^']+)' contains incompatible base-chains", re.M)
+_IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
 
 
 def collect_nft_ruleset(snap: HostSnapshot, run: Runner = run_command) -> Optional[RulesetText]:
     """Native nftables tables, from ``nft -j list ruleset``; run after the iptables dumps.
 
-    Every nf_tables table shows up in ``nft -j``, iptables-nft's own included. Which dump is
-    authoritative for each table is decided here and recorded in ``snap.table_sources``:
+    Every nf_tables table shows up in ``nft -j``, iptables-nft's own included, and the
+    nft-backend ``iptables-save`` prints the iptables-nft ones as well. Which dump is
+    authoritative for each table is decided here (see :func:`nft_authority`) and recorded in
+    ``snap.table_sources``:
 
-    * a table holding xt expressions (iptables-nft matches/targets, which ``nft -j`` prints
-      without their parameters) is read from ``iptables-nft-save`` (the nft-backend
-      ``iptables-save`` dump already in the snapshot); when no such dump shows it, its rules are
-      unknown and ``missing`` says so;
-    * a table of family ip/ip6 that the nft-backend ``iptables-save`` prints (iptables-nft's
-      tables without xt content, e.g. only ``-p tcp --dport 22 -j ACCEPT`` rules) is read from
-      there too, so it is counted once;
-    * a table ``iptables-nft-save`` flags as containing incompatible base chains is read from
-      ``nft -j``, and left out of the ``iptables-save`` text (iptables-nft-save prints such a
-      table wrongly);
-    * every other table (inet, netdev, native ip/ip6) is read from ``nft -j``; legacy x_tables
-      tables are not nf_tables tables and come from the legacy dumps.
+    * a table holding xt expressions (iptables-nft matches and targets, which ``nft -j`` prints
+      without their parameters) is read from ``iptables-save`` (the nft-backend dump already in
+      the snapshot) and left out of the ``nft -j`` dump; when no such dump shows it, its rules
+      are unknown and ``missing`` says so;
+    * every other table (inet, netdev, native ip/ip6, and iptables-nft tables without xt
+      content, e.g. only ``-p tcp --dport 22 -j DROP`` rules) is read from ``nft -j``, which
+      shows it exactly, and is left out of the nft-backend ``iptables-save`` text, so it is
+      counted once (iptables-nft-save prints native rules it cannot express wrongly, e.g. a set
+      lookup as a bare ``-j DROP``);
+    * legacy x_tables tables are not nf_tables tables: they come from the legacy dumps.
 
     Returns the ``nft -j`` dump with only the tables it is authoritative for (verbatim when that
     is all of them), or None when nft cannot be run (recorded in ``missing``).
@@ -547,17 +546,18 @@ def _table_names(text: str) -> List[str]:
     return [line[1:].strip() for line in text.splitlines() if line.startswith("*")]
 
 
+# expressions iptables-nft never writes: a table holding them next to xt ones mixes native rules
+# that iptables-nft-save cannot show
+_NATIVE_ONLY = ('"vmap": ', '"fib": ', '"concat": ', '"numgen": ', '"right": "@', '"map": ', '"set": [')
+
+
 def nft_authority(snap: HostSnapshot, items: List) -> Optional[List]:
     """Decide, per nf_tables table, whether nft -j or iptables-save is authoritative.
 
-    Fills ``snap.table_sources`` (and ``missing`` for tables no dump can show); may drop a table
-    from an nft-backend iptables-save text (see collect_nft_ruleset). Returns the nft -j items
-    to keep, or None when every one is kept."""
-    # what the iptables-nft side printed, per nft family: {"ip": {"filter": dump}}
-    printed: dict = {"ip": {}, "ip6": {}}
-    partial: dict = {"ip": {}, "ip6": {}}
-    incompatible: dict = {"ip": {}, "ip6": {}}
-    trusted: dict = {"ip": set(), "ip6": set()}  # printed by a dump known to be nft-backed
+    Fills ``snap.table_sources`` (and ``missing`` for tables no dump can show fully), removes the
+    tables nft -j is authoritative for from the nft-backend iptables-save texts, and returns the
+    nft -j items to keep (None: all of them)."""
+    printed: dict = {"ip": {}, "ip6": {}}  # nft family -> table name -> nft-backend dump
     for dump in snap.rulesets:
         if dump.format != "iptables-save" or dump.family not in _NFT_FAMILY:
             continue
@@ -569,16 +569,12 @@ def nft_authority(snap: HostSnapshot, items: List) -> Optional[List]:
                     "reason": "legacy x_tables table (not an nf_tables table: nft does not show it)",
                 })
             continue
-        for name in _table_names(dump.text):
-            printed[fam].setdefault(name, dump)
-            if dump.backend == "nft":
-                trusted[fam].add(name)
-        for name in _PARTIAL_RE.findall(dump.text):
-            partial[fam].setdefault(name, dump)
-        for name in _INCOMPATIBLE_RE.findall(dump.text):
-            incompatible[fam].setdefault(name, dump)
+        if dump.backend == "nft":
+            for name in _table_names(dump.text):
+                printed[fam].setdefault(name, dump)
 
     xt_tables = set()
+    mixed = set()
     tables: List[Tuple[str, str]] = []
     for obj in items:
         if not isinstance(obj, dict):
@@ -588,15 +584,20 @@ def nft_authority(snap: HostSnapshot, items: List) -> Optional[List]:
             tables.append((str(body.get("family")), str(body.get("name"))))
             continue
         rule = obj.get("rule")
-        if isinstance(rule, dict) and any(
-            isinstance(e, dict) and "xt" in e for e in rule.get("expr") or ()
-        ):
+        if isinstance(rule, dict) and any(isinstance(e, dict) and "xt" in e for e in rule.get("expr") or ()):
             xt_tables.add((str(rule.get("family")), str(rule.get("table"))))
+    for obj in items if xt_tables else ():
+        rule = obj.get("rule") if isinstance(obj, dict) else None
+        if isinstance(rule, dict):
+            key = (str(rule.get("family")), str(rule.get("table")))
+            if key in xt_tables and key not in mixed:
+                text = json.dumps(rule.get("expr") or ())
+                if '"xt": ' not in text and any(k in text for k in _NATIVE_ONLY):
+                    mixed.add(key)
 
     excluded = set()
     for fam, name in tables:
         label = f"{fam} {name}"
-        has_xt = (fam, name) in xt_tables
         if fam not in ("ip", "ip6", "inet", "netdev"):
             snap.table_sources.append({
                 "table": label, "source": "",
@@ -604,20 +605,9 @@ def nft_authority(snap: HostSnapshot, items: List) -> Optional[List]:
             })
             continue
         dump = printed.get(fam, {}).get(name)
-        if has_xt:
+        if (fam, name) in xt_tables:
             excluded.add((fam, name))
-            if dump is not None:
-                snap.table_sources.append({
-                    "table": label, "source": dump.source,
-                    "reason": "iptables-nft table: it holds xt matches/targets, which nft -j prints "
-                              "without their parameters",
-                })
-                if name in partial.get(fam, {}):
-                    snap.missing.append(
-                        f"table {label}: {dump.source} says it has base chains iptables-nft cannot "
-                        "show, and nft -j hides its xt parameters: the rules of those chains are unknown"
-                    )
-            else:
+            if dump is None:
                 snap.table_sources.append({
                     "table": label, "source": "",
                     "reason": "holds iptables-nft (xt) expressions but no iptables-nft-save dump shows it",
@@ -626,26 +616,27 @@ def nft_authority(snap: HostSnapshot, items: List) -> Optional[List]:
                     f"table {label}: holds iptables-nft (xt) expressions that nft -j prints without "
                     "their parameters, and no iptables-nft-save dump shows it: its rules are unknown"
                 )
-            continue
-        if dump is not None and name in partial.get(fam, {}):
-            # iptables-nft-save misprints such a table: nft -j is exact for it
-            dump.text = _strip_table(dump.text, name)
-            snap.table_sources.append({
-                "table": label, "source": NFT_SOURCE,
-                "reason": f"{dump.source} cannot show all its base chains (it was left out of that dump)",
-            })
-            continue
-        if dump is not None and name in trusted.get(fam, set()):
-            excluded.add((fam, name))
+                continue
             snap.table_sources.append({
                 "table": label, "source": dump.source,
-                "reason": "iptables-nft table (printed by iptables-nft-save): read from there so it "
-                          "is counted once",
+                "reason": "iptables-nft table: it holds xt matches/targets, which nft -j prints "
+                          "without their parameters",
             })
+            if (fam, name) in mixed:
+                snap.missing.append(
+                    f"table {label}: iptables-nft rules (read from {dump.source}) mixed with native "
+                    "nftables rules (sets, maps, fib...) that iptables-nft-save cannot show: "
+                    "those rules may be shown wrongly"
+                )
             continue
-        why = "native nftables table"
-        if name in incompatible.get(fam, {}):
-            why += " (iptables-nft-save calls it incompatible and does not print it)"
+        if dump is not None:
+            dump.text = _strip_table(dump.text, name)
+            why = (f"iptables-nft table without xt expressions: nft -j shows it exactly "
+                   f"(left out of {dump.source}, which also printed it)")
+        elif fam in ("ip", "ip6") and name in _IPTABLES_TABLES:
+            why = "nf_tables table with an iptables table name, not shown by iptables-nft-save"
+        else:
+            why = "native nftables table"
         snap.table_sources.append({"table": label, "source": NFT_SOURCE, "reason": why})
 
     if not excluded:

@@ -1,0 +1,126 @@
+"""collect_nft_ruleset / nft_authority: which dump is authoritative for which table, on the real
+nft -j and iptables-nft-save output of tests/fixtures/nft (see regenerate.py there)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List
+
+from twinwall.loader import load_rulesets
+from twinwall.model import HostSnapshot, RulesetText
+from twinwall.sources.host import NFT_SOURCE, CommandResult, collect_nft_ruleset
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nft"
+
+
+def fixture(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def runner(stdout: str = "", rc: int = 0, error=None, stderr: str = ""):
+    calls: List[List[str]] = []
+
+    def run(argv, timeout=None):
+        calls.append(list(argv))
+        return CommandResult(list(argv), None if error else rc, stdout, stderr, error=error)
+
+    run.calls = calls  # type: ignore[attr-defined]
+    return run
+
+
+def snapshot_with_iptables_nft() -> HostSnapshot:
+    snap = HostSnapshot()
+    snap.rulesets = [
+        RulesetText("ipv4", "iptables-save", "nft", "iptables-save", fixture("iptables_nft.v4.save")),
+        RulesetText("ipv6", "iptables-save", "nft", "ip6tables-save", fixture("iptables_nft.v6.save")),
+    ]
+    return snap
+
+
+def sources(snap: HostSnapshot) -> Dict[str, str]:
+    return {t["table"]: t["source"] for t in snap.table_sources}
+
+
+def test_authority_per_table() -> None:
+    snap = snapshot_with_iptables_nft()
+    run = runner(fixture("iptables_nft.json"))
+    nft = collect_nft_ruleset(snap, run)
+    assert run.calls == [["nft", "-j", "list", "ruleset"]]
+    assert nft is not None and (nft.family, nft.format, nft.backend, nft.source) == ("inet", "nft-json", "nft", NFT_SOURCE)
+    assert sources(snap) == {
+        "ip filter": "iptables-save",  # xt matches: only iptables-nft-save has their parameters
+        "ip nat": "iptables-save",
+        "ip6 filter": NFT_SOURCE,  # iptables-nft's, but without xt: nft -j shows it exactly
+        "ip mangle": NFT_SOURCE,  # native lookup that iptables-nft-save 1.8.9 prints as "-j DROP"
+        "inet native": NFT_SOURCE,
+    }
+    kept = {(next(iter(o.values()))["family"], next(iter(o.values())).get("table") or next(iter(o.values()))["name"])
+            for o in json.loads(nft.text)["nftables"] if "metainfo" not in o}
+    assert kept == {("inet", "native"), ("ip6", "filter"), ("ip", "mangle")}
+    v4, v6 = snap.rulesets
+    # counted once: the tables nft -j is authoritative for left the iptables-save texts
+    assert "*mangle" not in v4.text and "*filter" in v4.text and "*nat" in v4.text
+    assert "*filter" not in v6.text and "left out" in v6.text
+    assert snap.missing == []
+    snap.rulesets.append(nft)
+    loaded = load_rulesets(snap)
+    tables = {fam: sorted(t for rs in loaded[fam] for t in rs.tables) for fam in loaded}
+    assert tables == {"ipv4": ["filter", "inet native", "ip mangle", "nat"], "ipv6": ["inet native", "ip6 filter"]}
+
+
+def test_verbatim_when_nothing_is_left_out() -> None:
+    snap = HostSnapshot()
+    text = fixture("inet_filter.json")
+    nft = collect_nft_ruleset(snap, runner(text))
+    assert nft is not None and nft.text == text
+    assert sources(snap)["inet filter"] == NFT_SOURCE
+    assert "not audited" in [t for t in snap.table_sources if t["table"] == "arp a"][0]["reason"]
+
+
+def test_xt_table_without_an_iptables_dump_is_missing() -> None:
+    snap = HostSnapshot()  # e.g. iptables-save failed or is not installed
+    nft = collect_nft_ruleset(snap, runner(fixture("iptables_nft.json")))
+    assert nft is not None
+    assert sources(snap)["ip filter"] == ""
+    assert any("ip filter" in m and "unknown" in m for m in snap.missing)
+
+
+def test_legacy_tables_are_recorded() -> None:
+    snap = HostSnapshot()
+    snap.rulesets = [RulesetText("ipv4", "iptables-save", "legacy", "iptables-legacy-save",
+                                 "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n")]
+    collect_nft_ruleset(snap, runner(fixture("inet_filter.json")))
+    assert sources(snap)["ip filter"] == "iptables-legacy-save"
+    assert snap.rulesets[0].text.startswith("*filter")  # never touched
+
+
+def test_mixed_native_rules_in_an_xt_table_are_reported() -> None:
+    items = json.loads(fixture("iptables_nft.json"))["nftables"]
+    items.append({"set": {"family": "ip", "name": "s2", "table": "filter", "type": "ipv4_addr", "handle": 99,
+                          "elem": ["192.0.2.3"]}})
+    items.append({"rule": {"family": "ip", "table": "filter", "chain": "INPUT", "handle": 98,
+                           "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                                               "right": "@s2"}}, {"drop": None}]}})
+    snap = snapshot_with_iptables_nft()
+    collect_nft_ruleset(snap, runner(json.dumps({"nftables": items})))
+    assert any("mixed with native" in m for m in snap.missing)
+
+
+def test_nft_failures_are_recorded_not_raised(monkeypatch) -> None:
+    snap = HostSnapshot()
+    assert collect_nft_ruleset(snap, runner(rc=1, stderr="Error: syntax error\n")) is None
+    assert snap.missing and snap.missing[0].startswith(NFT_SOURCE)
+    snap = HostSnapshot()
+    assert collect_nft_ruleset(snap, runner("garbage")) is None
+    assert "output not understood" in snap.missing[0]
+    snap = HostSnapshot()
+    monkeypatch.setattr("twinwall.sources.host.os.path.isdir", lambda p: p == "/sys/module/nf_tables")
+    assert collect_nft_ruleset(snap, runner(error="not installed")) is None
+    assert "nft: not installed" in snap.missing[0]
+
+
+def test_table_sources_round_trip() -> None:
+    snap = HostSnapshot(table_sources=[{"table": "ip filter", "source": "iptables-save", "reason": "x"}])
+    again = HostSnapshot.from_dict(json.loads(json.dumps(snap.to_dict())))
+    assert again.table_sources == snap.table_sources
