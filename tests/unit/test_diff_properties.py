@@ -30,6 +30,9 @@ ADDR = {
     "loopback": ("127.0.0.0/8", "::1/128"),
     "link-local": ("169.254.0.0/16", "fe80::/10"),
     "prefix": ("198.51.100.0/24", "2001:db8:b::/64"),
+    # all of loopback and part of global (neither the stand-in host address nor link-local):
+    # a rule both "must" and "may" match
+    "wide": ("0.0.0.0/1", "::/8"),
 }
 # ICMP types whose IPv4 and IPv6 names match exactly (destination-unreachable does not: the
 # IPv4 type includes fragmentation-needed, whose IPv6 twin is packet-too-big)
@@ -117,7 +120,7 @@ def rules(draw, chain: str, exact: bool, terminal_only: bool = False) -> R:
     if hook_chain == "OUTPUT" and draw(st.booleans()):
         lo = draw(st.sampled_from([0, 33, 1000, 1001]))
         kw["uid"] = (lo, lo + draw(st.sampled_from([0, 1, 999])))
-    roles = ["loopback", "link-local"] + ([] if exact else ["prefix"])
+    roles = ["loopback", "link-local"] + ([] if exact else ["prefix", "wide"])
     if draw(st.integers(0, 3)) == 0:
         kw["src"] = draw(st.sampled_from(roles))
         kw["negate_src"] = draw(st.booleans())
@@ -251,7 +254,7 @@ def test_same_policy_both_families_has_no_difference(pol):
     ctxs = contexts(render(rs, p, "ipv4"), render(rs, p, "ipv6"))
     result = D.diff_contexts(ctxs)
     assert result.differences == [], [D.describe_region(r.box, r.hook, result) for r in result.differences]
-    if not any(r.src == "prefix" or r.dst == "prefix" for r in rs):
+    if not any(r.src in ("prefix", "wide") or r.dst in ("prefix", "wide") for r in rs):
         assert result.not_comparable == []
 
 

@@ -556,24 +556,52 @@ class RoleWalker:
             if not must and not may:
                 continue
             entering: List[_Flow] = []
-            rest: List[_Flow] = []
-            for f in current:
-                if must:
-                    m, r = split(f.box, must)
-                    if not m and not may:
-                        rest.append(f)
-                        continue
-                    for b in m:
-                        entering.append(_restrict(f, b))
+            if not must:
+                # only "may" matches: copies enter, every flow also goes on unchanged
+                rest = current
+                if len(may) == 1:
+                    c = may[0]
+                    for f in current:
+                        x = box_and(f.box, c)
+                        if x is not None:
+                            entering.append(_restrict(f, x))
                 else:
-                    r = [f.box]
-                for b in r:
-                    rf = _restrict(f, b)
-                    rest.append(rf)
-                    if may:
-                        mm, _ = split(b, may)
+                    for f in current:
+                        mm, _ = split(f.box, may)
                         for x in mm:
-                            entering.append(_restrict(rf, x))
+                            entering.append(_restrict(f, x))
+            else:
+                rest = []
+                single = must[0] if len(must) == 1 else None
+                for f in current:
+                    if single is not None:
+                        b = f.box
+                        x = box_and(b, single)
+                        if x is None:
+                            rest.append(f)
+                            if may:
+                                for y in split(b, may)[0]:
+                                    entering.append(_restrict(f, y))
+                            continue
+                        entering.append(_restrict(f, x))
+                        r = box_sub(b, single) if x is not b else ()
+                    else:
+                        m, r = split(f.box, must)
+                        if not m:
+                            rest.append(f)
+                            if may:
+                                for y in split(f.box, may)[0]:
+                                    entering.append(_restrict(f, y))
+                            continue
+                        for b in m:
+                            entering.append(_restrict(f, b))
+                    for b in r:
+                        rf = _restrict(f, b)
+                        rest.append(rf)
+                        if may:
+                            mm, _ = split(b, may)
+                            for x in mm:
+                                entering.append(_restrict(rf, x))
             if not entering:
                 continue
             if action == JUMP:
