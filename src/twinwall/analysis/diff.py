@@ -289,14 +289,24 @@ def _lift_constraint(c, roles: AddressRoles):
 _TEST_ORDER = {DPORT: 0, SPORT: 1, ICMP: 2, UID: 3, GID: 4, PROTO: 5, IIF: 6, OIF: 7, STATE: 8, DST: 9, SRC: 10}
 
 
+_PERMUTATIONS: Dict[tuple, Optional[tuple]] = {}
+
+
 def _ordered(c: tuple) -> tuple:
     if len(c) < 2:
         return c
-    return tuple(sorted(c, key=lambda p: _TEST_ORDER[p[0]]))
+    dims = tuple([p[0] for p in c])
+    perm = _PERMUTATIONS.get(dims, 0)
+    if perm == 0:
+        order = tuple(sorted(range(len(c)), key=lambda i: _TEST_ORDER[dims[i]]))
+        perm = _PERMUTATIONS[dims] = None if order == tuple(range(len(c))) else order
+    if perm is None:
+        return c
+    return tuple([c[i] for i in perm])
 
 
 def _lift_rule(rule, source: str, roles: AddressRoles) -> _XRule:
-    alts = tuple(_ordered(c) for c in rule.alternatives)
+    alts = tuple(map(_ordered, rule.alternatives))
     action = rule.action
     if not rule.unknown and action != DNAT and action != REDIRECT:
         # the common case: no address in any constraint, nothing to lift
