@@ -1080,15 +1080,10 @@ def merge_with_payload(entries: List[Tuple[Box, object]], combine, rounds: int =
 def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequence[Tuple[Box, str, FrozenSet]],
                      keep_regions: bool = False) -> Comparison:
     """a, b: projected outcomes (box, verdict, label) of the two sides."""
-    items: List[Tuple[Box, object]] = []
-    # identical (verdict, label) boxes of one side are merged first: fewer items to overlay
-    for side, outs in ((0, a), (1, b)):
-        groups: Dict[tuple, List[Box]] = {}
-        for box, verdict, label in outs:
-            groups.setdefault((verdict, label), []).append(box)
-        for (verdict, label), boxes in groups.items():
-            for mb in merge_tuples(boxes, MASK_DIMS, rounds=3):
-                items.append((mb, (side, verdict, label)))
+    # (evaluate_family has merged the boxes of one (verdict, rules) already)
+    items: List[Tuple[Box, object]] = [
+        (box, (side, verdict, label)) for side, outs in ((0, a), (1, b)) for box, verdict, label in outs
+    ]
     comp = Comparison(hook)
     diff_entries = []
     nc_entries = []
@@ -1192,11 +1187,16 @@ def evaluate_family(ctx, hooks: Sequence[str], roles_filter: Dict[str, Tuple[Fro
         raw["output"] = walker.run(HOOK_PATHS["output"], [box])
     out: Dict[str, List[Tuple[Box, str, FrozenSet]]] = {}
     for hook in hooks:
-        projected = []
+        # merged per (verdict, rules) here, in the worker, so the comparison has less to do
+        groups: Dict[tuple, List[Box]] = {}
         for o in raw[hook]:
-            for pb in projector(o.origin, ctx.family):
-                projected.append((pb, o.verdict, o.label))
-        out[hook] = projected
+            boxes = groups.setdefault((o.verdict, o.label), [])
+            boxes.extend(projector(o.origin, ctx.family))
+        out[hook] = [
+            (b, verdict, label)
+            for (verdict, label), boxes in groups.items()
+            for b in merge_tuples(boxes, MASK_DIMS, rounds=3)
+        ]
     return out
 
 
