@@ -236,7 +236,8 @@ class _XRule:
     for certain, ``may`` constraints only for some addresses of a role (or the rule has a match
     twinwall cannot decide)."""
 
-    __slots__ = ("must", "may", "action", "target", "nat_dst", "nat_port", "rule", "source", "_decision", "inert")
+    __slots__ = ("must", "may", "action", "target", "nat_dst", "nat_port", "rule", "source", "_decision", "inert",
+                 "repeat")
 
     def __init__(self, must, may, rule, source, nat_dst=None, nat_port=None):
         self.must = must
@@ -249,6 +250,9 @@ class _XRule:
         self.source = source
         self._decision = None
         self.inert = None  # JUMP only: whether the target chain can change nothing (lazy)
+        # a "may" jump identical to the rule before it (kube-proxy's loadBalancerSourceRanges:
+        # "-s PREFIX -j KUBE-EXT-X" for hundreds of prefixes, all one role-level rule)
+        self.repeat = False
 
     @property
     def decision(self) -> Decision:
@@ -542,6 +546,16 @@ class RoleWalker:
         got = self._lifted.get(key)
         if got is None:
             got = [_lift_rule(r, rs.source, self.roles) for r in chain.rules]
+            for prev, xr in zip(got, got[1:]):
+                if (
+                    xr.action in (JUMP, GOTO)
+                    and not xr.must
+                    and xr.action == prev.action
+                    and xr.target == prev.target
+                    and not prev.must
+                    and xr.may == prev.may
+                ):
+                    xr.repeat = True
             self._lifted[key] = got
             self._keep.append(chain)
         return got
@@ -556,9 +570,15 @@ class RoleWalker:
         ended: List[tuple] = []
         here: set = set()  # memo keys whose ended flows this walk has passed on
         current = flows
+        # the flows a "may" jump with nothing coming back left untouched: an identical rule
+        # right after it sends the very same copies into the same chain, with the same result
+        settled = None
         for xr in self.lifted(rs, chain):
             if not current:
                 break
+            if xr.repeat and current is settled:
+                continue
+            settled = None
             action = xr.action
             if action == CONTINUE or action == UNKNOWN:
                 continue  # LOG, MARK, unmodelled targets: evaluation goes on unchanged
@@ -644,9 +664,15 @@ class RoleWalker:
                     back.extend(hit[0])
                 if action == JUMP:
                     if back:
-                        current = current + _new_flows(back, current)
+                        new = _new_flows(back, current)
+                        if new:
+                            current = current + new
+                    if not must:
+                        settled = current if not back or not new else None
                 else:
                     returned.extend(back)
+                    if not must and not back:
+                        settled = current
             elif action == NOTRACK:
                 current = current + [u for f in entering for u in self._untrack(f)]
             elif action in (DNAT, REDIRECT):
