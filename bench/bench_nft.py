@@ -209,7 +209,6 @@ def kube_table(gen: "gen_kube.Generator", family: str, fw_rule_budget: int) -> N
                         fw_chains.append((fw, sp))
                     fw_ips.append(f"{lb} . {sp.protocol} . {sp.port} : goto {fw}")
     # loadBalancerSourceRanges: spread the rule budget over the firewall chains
-    rng = random.Random(f"fw-{family}")
     if fw_chains:
         per = max(1, fw_rule_budget // len(fw_chains))
         extra = max(0, fw_rule_budget - per * len(fw_chains))
@@ -229,7 +228,6 @@ def kube_table(gen: "gen_kube.Generator", family: str, fw_rule_budget: int) -> N
         _map("no-endpoint-nodeports", "inet_proto . inet_service : verdict", no_ep_np),
         _set("cluster-ips", "ipv4_addr" if family == V4 else "ipv6_addr", sorted(cluster)),
     ]
-    del rng
     return t
 
 
@@ -376,8 +374,8 @@ def twinwall_argv(python: str, nft_json: str, sockets: str) -> List[str]:
     return [python, "-m", "twinwall", "audit", "--nft", nft_json, "--sockets", sockets, "--format", "json"]
 
 
-def twinwall_env() -> Dict[str, str]:
-    src = os.path.join(REPO, "src")
+def twinwall_env(src: Optional[str] = None) -> Dict[str, str]:
+    src = src or os.path.join(REPO, "src")
     old = os.environ.get("PYTHONPATH")
     return {"PYTHONPATH": src + (os.pathsep + old if old else "")}
 
@@ -387,7 +385,7 @@ def measure(args, d: str, log) -> Tuple[Optional[M.Measurement], Optional[M.Meas
     sockets = os.path.join(d, "sockets.txt")
     out_json = os.path.join(d, "twinwall-audit.out")
     cand = M.Command("twinwall audit --nft", twinwall_argv(args.python, nft_json, sockets), ok_codes=(0, 1),
-                     stdout_path=out_json, env=twinwall_env(), timeout_s=args.timeout)
+                     stdout_path=out_json, env=twinwall_env(args.src), timeout_s=args.timeout)
     runs: Dict[str, List[M.Run]] = {"ref": [], "cand": []}
     if args.twinwall_only:
         if not os.path.isfile(nft_json):
@@ -447,6 +445,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3, help="runs per command (default 3)")
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs twinwall")
+    ap.add_argument("--src", metavar="DIR", help="twinwall source tree to measure (default: this repository's src/)")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--target", type=float, default=0.5, help="time ratio target (default 0.5)")
     ap.add_argument("--reference-only", action="store_true")

@@ -27,13 +27,12 @@ from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
-from harness import IPV4, IPV6, Topology, netns_exec
+from harness import Topology, netns_exec
 from test_audit_scenarios import (
     FILTERED,
     OPEN,
     RESTRICTED,
     Case,
-    S,
     W,
     check_real_clients,
     check_twinwall,

@@ -1668,7 +1668,10 @@ def _expr_text(e: Any) -> str:
         op = body.get("op", "==")
         quote = _is_iface_left(body.get("left"))
         right = _fmt(body.get("right"), quote)
-        return f"{left} {right}" if op in ("==", "in") else f"{left} {op} {right}"
+        bitwise = isinstance(body.get("left"), dict) and any(k in body["left"] for k in ("&", "|", "^"))
+        if op == "in" or (op == "==" and not bitwise):
+            return f"{left} {right}"
+        return f"{left} {op} {right}"
     return _stmt_text(key, body)
 
 
@@ -1738,7 +1741,7 @@ def _fmt(v: Any, quote: bool = False) -> str:
             return f"@{body.get('base')},{body.get('offset')},{body.get('len')}"
         if key == "meta":
             k = body.get("key")
-            return k if k in _IFACE_KEYS or k == "mark" else f"meta {k}"
+            return k if k in _IFACE_KEYS else f"meta {k}"
         if key == "ct":
             d = f" {body['dir']}" if body.get("dir") else ""
             return f"ct{d} {body.get('key')}"
@@ -1760,7 +1763,8 @@ def _fmt(v: Any, quote: bool = False) -> str:
         if key == "elem":
             return _fmt(body.get("val"), quote)
         if key in ("&", "|", "^", "<<", ">>"):
-            return f" {key} ".join(_fmt(x, quote) for x in body)
+            parts = [f"({' | '.join(_fmt(y) for y in x)})" if isinstance(x, list) else _fmt(x, quote) for x in body]
+            return f" {key} ".join(parts)
         if key in ("accept", "drop", "return", "continue", "jump", "goto"):
             return _stmt_text(key, body)
         if key == "map":
