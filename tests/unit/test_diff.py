@@ -406,3 +406,21 @@ def test_before_after(tmp_path):
     with redirect_stdout(out):
         rc = cli.main(["diff", "--before", before, "--after", before])
     assert rc == 0 and "nothing changed" in out.getvalue()
+
+
+def test_parallel_workers_give_the_same_result():
+    v4 = filt(
+        """
+        -A INPUT -s 198.51.100.0/24 -p tcp --dport 22 -j ACCEPT
+        -A INPUT -p udp -m multiport --dports 53,123 -j ACCEPT
+        -A OUTPUT -p tcp --dport 25 -m owner --uid-owner 1000 -j ACCEPT
+        -A OUTPUT -p tcp --dport 25 -j DROP
+        """,
+        input_policy="DROP",
+    )
+    snap = snapshot(v4, EMPTY_FILTER)
+    contexts = build_contexts(snap, load_rulesets(snap))
+    serial = diff_contexts(contexts, parallel=False).to_json()
+    parallel = diff_contexts(contexts, parallel=True).to_json()  # both families and hooks forked
+    assert parallel == serial
+    assert serial["differences"]

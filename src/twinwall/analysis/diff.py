@@ -1374,10 +1374,27 @@ def diff_contexts(contexts: Dict[str, object], hooks: Sequence[str] = HOOKS, kee
                   parallel: Optional[bool] = None) -> DiffResult:
     """Compare IPv4 with IPv6 on the given hooks. ``contexts``: build_contexts() output."""
     sides = [contexts[IPV4], contexts[IPV6]]
+    if parallel is None:
+        parallel = rule_count(sides) > PARALLEL_RULES
     roles_filter, notes = common_roles(sides, hooks)
     results = evaluate_sides(sides, hooks, roles_filter, project, parallel)
-    comps = {h: compare_outcomes(h, results[0][h], results[1][h], keep_regions) for h in hooks}
+    comps = compare_hooks(hooks, results[0], results[1], keep_regions, parallel)
     return DiffResult(list(hooks), comps, sides[0].universe, roles_filter, notes)
+
+
+def compare_hooks(hooks: Sequence[str], a: Dict[str, List], b: Dict[str, List], keep_regions: bool = False,
+                  parallel: bool = False) -> Dict[str, Comparison]:
+    """compare_outcomes for every hook; with ``parallel``, input is compared in a worker while
+    this process compares the other hooks."""
+    if not parallel or len(hooks) < 2 or "input" not in hooks:
+        return {h: compare_outcomes(h, a[h], b[h], keep_regions) for h in hooks}
+    rest = [h for h in hooks if h != "input"]
+    mine, theirs = _run_parallel([
+        lambda: {h: compare_outcomes(h, a[h], b[h], keep_regions) for h in rest},
+        lambda: compare_outcomes("input", a["input"], b["input"], keep_regions),
+    ])
+    mine["input"] = theirs
+    return {h: mine[h] for h in hooks}
 
 
 # ---------------------------------------------------------------------------------------------
