@@ -291,7 +291,7 @@ def _add_item(tables, kind: str, body: Any, source: str, where: Any) -> _TableDa
 # Top-level items of nft's own output: '{"KIND": {"family": ...' occurs nowhere else (a string
 # cannot hold an unescaped quote), and nft prints "family" first, then for rules table and chain.
 _RULE_RE = re.compile(r'\{"rule": \{"family": "([^"\\]*)", "table": "([^"\\]*)", "chain": "([^"\\]*)", ')
-_RULE_START = '{"rule": {"family": "'
+_RULE_START_RE = re.compile(r'\{"rule": \{"family": "')
 _OTHER_RE = re.compile(
     r'\{"(table|chain|set|map|flowtable|counter|quota|limit|ct helper|ct timeout|ct expectation|secmark'
     r'|synproxy|tunnel)": \{"family": '
@@ -307,11 +307,9 @@ def _split_fast(text: str, source: str) -> Optional[Dict[Tuple[str, str], _Table
     if not head.startswith('{"nftables": ['):
         return None
     end_all = text.rindex("]}")
-    rules = [(m.start(), m.group(1), m.group(2), m.group(3)) for m in _RULE_RE.finditer(text)]
-    if len(rules) != text.count(_RULE_START):
-        return None  # a name with an escaped character: not worth a fast path
+    rule_starts = [m.start() for m in _RULE_START_RE.finditer(text)]
     others = [(m.start(), m.group(1)) for m in _OTHER_RE.finditer(text)]
-    starts = sorted([r[0] for r in rules] + [o[0] for o in others])
+    starts = sorted(rule_starts + [o[0] for o in others])
     ends = [b - 2 for b in starts[1:]] + [end_all]
     for b in ends[:-1]:
         if text[b:b + 2] != ", ":
@@ -330,23 +328,26 @@ def _split_fast(text: str, source: str) -> Optional[Dict[Tuple[str, str], _Table
         else:
             continue
         t.text = text
-    last_key = None
+    # a chain's rules follow one another and share their header ('{"rule": {"family": "ip",
+    # "table": "t", "chain": "c", '): decode a header only where it changes
+    header = ""
     last_t: Optional[_TableData] = None
-    last_chain = None
     last_rules: List[Any] = []
-    for a, fam, table, chain in rules:
-        if table != last_key or fam != last_t.family:
-            key = (fam, table)
-            last_t = tables.get(key)
+    rule_table: List[_TableData] = []
+    for a in rule_starts:
+        if not header or not text.startswith(header, a):
+            m = _RULE_RE.match(text, a)
+            if m is None:
+                return None  # a name with an escaped character: not worth a fast path
+            header = m.group(0)
+            fam, table, chain = m.groups()
+            last_t = tables.get((fam, table))
             if last_t is None:
-                last_t = tables[key] = _TableData(fam, table, text)
-            last_key, last_chain = table, None
-        if chain != last_chain:
+                last_t = tables[(fam, table)] = _TableData(fam, table, text)
             last_rules = last_t.rules.setdefault(chain, [])
-            last_chain = chain
         last_rules.append((a, end_of[a]))
+        rule_table.append(last_t)
     # xt expressions and interface names: look only at the rules that hold them
-    rule_starts = [r[0] for r in rules]
 
     def owner(pos: int) -> Optional[int]:
         i = bisect_right(rule_starts, pos) - 1
@@ -358,7 +359,7 @@ def _split_fast(text: str, source: str) -> Optional[Dict[Tuple[str, str], _Table
     while pos >= 0:
         i = owner(pos)
         if i is not None:
-            tables[(rules[i][1], rules[i][2])].xt = True
+            rule_table[i].xt = True
         pos = text.find('{"xt": ', pos + 6)
     seen = set()
     for m in _IFACE_RE.finditer(text):
@@ -366,9 +367,9 @@ def _split_fast(text: str, source: str) -> Optional[Dict[Tuple[str, str], _Table
         if i is None or i in seen:
             continue
         seen.add(i)
-        a = rules[i][0]
+        a = rule_starts[i]
         rule = json.loads(text[a:end_of[a]])["rule"]
-        t = tables[(rules[i][1], rules[i][2])]
+        t = rule_table[i]
         for e in rule.get("expr") or ():
             if isinstance(e, dict) and _mentions_iface(e):
                 _iface_strings(e, t.ifnames)
