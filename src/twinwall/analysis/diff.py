@@ -310,8 +310,22 @@ def _ordered(c: tuple) -> tuple:
 
 
 def _lift_rule(rule, source: str, roles: AddressRoles) -> _XRule:
-    alts = tuple(map(_ordered, rule.alternatives))
+    alts = rule.alternatives
     action = rule.action
+    if len(alts) == 1 and len(alts[0]) == 1 and action != DNAT and action != REDIRECT:
+        # one match ("-s PREFIX", "-p tcp", "--ctstate NEW"...): the bulk of big rulesets
+        dim, value = alts[0][0]
+        unknown = bool(rule.unknown)
+        if dim != SRC and dim != DST:
+            return _XRule((), alts, rule, source) if unknown else _XRule(alts, (), rule, source)
+        must_v, may_v = roles.classify(value)
+        if not may_v:
+            return _XRule((), (), rule, source)
+        if unknown or must_v != may_v:
+            must = (((dim, must_v),),) if must_v and not unknown else ()
+            return _XRule(must, (((dim, may_v),),), rule, source)
+        return _XRule((((dim, must_v),),), (), rule, source)
+    alts = tuple(map(_ordered, alts))
     if not rule.unknown and action != DNAT and action != REDIRECT:
         # the common case: no address in any constraint, nothing to lift
         for c in alts:
