@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from contextlib import redirect_stdout
 from typing import Dict, List, Optional
 
-import pytest
 
 from twinwall import cli
 from twinwall.analysis.context import build_contexts
