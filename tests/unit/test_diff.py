@@ -7,7 +7,6 @@ import json
 from contextlib import redirect_stdout
 from typing import Dict, List, Optional
 
-
 from twinwall import cli
 from twinwall.analysis.context import build_contexts
 from twinwall.analysis.diff import diff_contexts, egress_forward_differences
