@@ -531,7 +531,7 @@ class RoleWalker:
             returned, ended = self.walk(rs, base.table, base.chain, flows, 0)
             if len(ended) > 1:
                 # a chain reached along several paths ends the same flows once per path
-                ended = list({(id(e[0]), e[1], e[2]): e for e in ended}.values())
+                ended = list({(id(e[0]), e[1], id(e[2])): e for e in ended}.values())
             nxt = skipped
             policy = chain.policy or "ACCEPT"
             decision = Decision(base.table, base.chain, None, None, policy, rs.source)
