@@ -51,22 +51,23 @@ def test_authority_per_table() -> None:
     assert sources(snap) == {
         "ip filter": "iptables-save",  # xt matches: only iptables-nft-save has their parameters
         "ip nat": "iptables-save",
-        "ip6 filter": NFT_SOURCE,  # iptables-nft's, but without xt: nft -j shows it exactly
+        "ip6 filter": "ip6tables-save",  # no xt, and iptables-nft-save shows every rule of it
         "ip mangle": NFT_SOURCE,  # native lookup that iptables-nft-save 1.8.9 prints as "-j DROP"
         "inet native": NFT_SOURCE,
     }
     kept = {(next(iter(o.values()))["family"], next(iter(o.values())).get("table") or next(iter(o.values()))["name"])
             for o in json.loads(nft.text)["nftables"] if "metainfo" not in o}
-    assert kept == {("inet", "native"), ("ip6", "filter"), ("ip", "mangle")}
+    assert kept == {("inet", "native"), ("ip", "mangle")}
     v4, v6 = snap.rulesets
     # counted once: the tables nft -j is authoritative for left the iptables-save texts
     assert "*mangle" not in v4.text and "*filter" in v4.text and "*nat" in v4.text
-    assert "*filter" not in v6.text and "left out" in v6.text
+    assert v6.text == fixture("iptables_nft.v6.save")
+    assert "# twinwall: table mangle left out" in v4.text
     assert snap.missing == []
     snap.rulesets.append(nft)
     loaded = load_rulesets(snap)
     tables = {fam: sorted(t for rs in loaded[fam] for t in rs.tables) for fam in loaded}
-    assert tables == {"ipv4": ["filter", "inet native", "ip mangle", "nat"], "ipv6": ["inet native", "ip6 filter"]}
+    assert tables == {"ipv4": ["filter", "inet native", "ip mangle", "nat"], "ipv6": ["filter", "inet native"]}
 
 
 def test_verbatim_when_nothing_is_left_out() -> None:
@@ -76,6 +77,18 @@ def test_verbatim_when_nothing_is_left_out() -> None:
     assert nft is not None and nft.text == text
     assert sources(snap)["inet filter"] == NFT_SOURCE
     assert "not audited" in [t for t in snap.table_sources if t["table"] == "arp a"][0]["reason"]
+
+
+def test_no_nft_dump_when_iptables_dumps_cover_every_table() -> None:
+    items = [o for o in json.loads(fixture("iptables_nft.json"))["nftables"]
+             if not any(isinstance(v, dict) and (v.get("name") in ("native", "mangle") or v.get("table") in ("native", "mangle"))
+                        for v in o.values())]
+    snap = snapshot_with_iptables_nft()
+    assert collect_nft_ruleset(snap, runner(json.dumps({"nftables": items}))) is None
+    assert sources(snap) == {"ip filter": "iptables-save", "ip nat": "iptables-save", "ip6 filter": "ip6tables-save"}
+    # without iptables dumps, the (empty) nft dump still tells that nothing is loaded
+    empty = json.dumps({"nftables": [{"metainfo": {"json_schema_version": 1}}]})
+    assert collect_nft_ruleset(HostSnapshot(), runner(empty)) is not None
 
 
 def test_xt_table_without_an_iptables_dump_is_missing() -> None:

@@ -498,21 +498,24 @@ def collect_nft_ruleset(snap: HostSnapshot, run: Runner = run_command) -> Option
     Every nf_tables table shows up in ``nft -j``, iptables-nft's own included, and the
     nft-backend ``iptables-save`` prints the iptables-nft ones as well. Which dump is
     authoritative for each table is decided here (see :func:`nft_authority`) and recorded in
-    ``snap.table_sources``:
+    ``snap.table_sources``, so that every table is evaluated exactly once:
 
     * a table holding xt expressions (iptables-nft matches and targets, which ``nft -j`` prints
       without their parameters) is read from ``iptables-save`` (the nft-backend dump already in
       the snapshot) and left out of the ``nft -j`` dump; when no such dump shows it, its rules
       are unknown and ``missing`` says so;
-    * every other table (inet, netdev, native ip/ip6, and iptables-nft tables without xt
-      content, e.g. only ``-p tcp --dport 22 -j DROP`` rules) is read from ``nft -j``, which
-      shows it exactly, and is left out of the nft-backend ``iptables-save`` text, so it is
-      counted once (iptables-nft-save prints native rules it cannot express wrongly, e.g. a set
-      lookup as a bare ``-j DROP``);
-    * legacy x_tables tables are not nf_tables tables: they come from the legacy dumps.
+    * an ip/ip6 table that ``iptables-save`` printed and whose rules use only what iptables-nft
+      itself writes (e.g. only ``-p tcp --dport 22 -j DROP``) is read from ``iptables-save`` too
+      (explanations then quote the rules as the admin wrote them);
+    * a table ``iptables-save`` printed but that holds rules it cannot show (sets, maps, fib, ct
+      ... added with nft: iptables-nft-save 1.8.9 prints ``ip saddr @s drop`` as a bare
+      ``-j DROP``) is read from ``nft -j`` and left out of the ``iptables-save`` text;
+    * every other table (inet, netdev, native ip/ip6) is read from ``nft -j``; legacy x_tables
+      tables are not nf_tables tables: they come from the legacy dumps.
 
     Returns the ``nft -j`` dump with only the tables it is authoritative for (verbatim when that
-    is all of them), or None when nft cannot be run (recorded in ``missing``).
+    is all of them); None when nft cannot be run (recorded in ``missing``), or when no table is
+    left for it and iptables dumps of both families were read (they then say everything).
     """
     argv = ["nft", "-j", "list", "ruleset"]
     res = run(argv, timeout=RULES_TIMEOUT)
@@ -538,6 +541,10 @@ def collect_nft_ruleset(snap: HostSnapshot, run: Runner = run_command) -> Option
         snap.missing.append(f"{NFT_SOURCE}: output not understood ({exc}): native nftables tables are unknown")
         return None
     keep = nft_authority(snap, items)
+    left = items if keep is None else keep
+    covered = {r.family for r in snap.rulesets if r.format == "iptables-save"}
+    if not any(isinstance(o, dict) and "table" in o for o in left) and covered >= {IPV4, IPV6}:
+        return None  # no native table: the iptables dumps already say everything
     text = res.stdout if keep is None else json.dumps({"nftables": keep}) + "\n"
     return RulesetText(family="inet", format="nft-json", backend="nft", source=NFT_SOURCE, text=text)
 
@@ -546,9 +553,46 @@ def _table_names(text: str) -> List[str]:
     return [line[1:].strip() for line in text.splitlines() if line.startswith("*")]
 
 
-# expressions iptables-nft never writes: a table holding them next to xt ones mixes native rules
-# that iptables-nft-save cannot show
-_NATIVE_ONLY = ('"vmap": ', '"fib": ', '"concat": ', '"numgen": ', '"right": "@', '"map": ', '"set": [')
+# The expressions iptables-nft itself writes besides xt ones (ip/ip6tables-nft-save translates
+# them back faithfully). A rule with anything else (sets, maps, fib, ct, limit...) was added with
+# nft, and iptables-nft-save cannot show it: 1.8.9 prints "ip saddr @s drop" as a bare "-j DROP".
+_IPT_META = ("iifname", "oifname", "iif", "oif", "l4proto", "protocol", "nfproto", "mark", "pkttype")
+_IPT_PAYLOAD = ("ip", "ip6", "tcp", "udp", "udplite", "sctp", "dccp", "th")
+_IPT_STATEMENTS = ("counter", "accept", "drop", "return", "jump", "goto", "xt", "continue")
+
+
+def _iptables_value(v) -> bool:
+    if isinstance(v, (str, int)) and not isinstance(v, bool):
+        return not (isinstance(v, str) and v.startswith("@"))
+    if isinstance(v, dict) and len(v) == 1:
+        key, body = next(iter(v.items()))
+        if key == "prefix":
+            return True
+        if key == "range" and isinstance(body, list):
+            return all(_iptables_value(x) for x in body)
+    return False
+
+
+def _iptables_expr(e) -> bool:
+    """Whether iptables-nft writes (and its save tool reads back) this expression."""
+    if not isinstance(e, dict) or len(e) != 1:
+        return False
+    key, body = next(iter(e.items()))
+    if key in _IPT_STATEMENTS:
+        return True
+    if key != "match" or not isinstance(body, dict):
+        return False
+    left = body.get("left")
+    if not isinstance(left, dict) or len(left) != 1:
+        return False
+    kind, sel = next(iter(left.items()))
+    if kind == "meta":
+        ok = isinstance(sel, dict) and sel.get("key") in _IPT_META
+    elif kind == "payload":
+        ok = isinstance(sel, dict) and sel.get("protocol") in _IPT_PAYLOAD
+    else:
+        ok = False
+    return ok and _iptables_value(body.get("right"))
 
 
 def nft_authority(snap: HostSnapshot, items: List) -> Optional[List]:
@@ -574,7 +618,7 @@ def nft_authority(snap: HostSnapshot, items: List) -> Optional[List]:
                 printed[fam].setdefault(name, dump)
 
     xt_tables = set()
-    mixed = set()
+    native = set()  # tables with rules iptables-nft-save cannot show
     tables: List[Tuple[str, str]] = []
     for obj in items:
         if not isinstance(obj, dict):
@@ -584,16 +628,16 @@ def nft_authority(snap: HostSnapshot, items: List) -> Optional[List]:
             tables.append((str(body.get("family")), str(body.get("name"))))
             continue
         rule = obj.get("rule")
-        if isinstance(rule, dict) and any(isinstance(e, dict) and "xt" in e for e in rule.get("expr") or ()):
-            xt_tables.add((str(rule.get("family")), str(rule.get("table"))))
-    for obj in items if xt_tables else ():
-        rule = obj.get("rule") if isinstance(obj, dict) else None
-        if isinstance(rule, dict):
-            key = (str(rule.get("family")), str(rule.get("table")))
-            if key in xt_tables and key not in mixed:
-                text = json.dumps(rule.get("expr") or ())
-                if '"xt": ' not in text and any(k in text for k in _NATIVE_ONLY):
-                    mixed.add(key)
+        if not isinstance(rule, dict):
+            continue
+        key = (str(rule.get("family")), str(rule.get("table")))
+        if key[0] not in ("ip", "ip6") or (key in xt_tables and key in native):
+            continue
+        exprs = rule.get("expr") or ()
+        if any(isinstance(e, dict) and "xt" in e for e in exprs):
+            xt_tables.add(key)
+        if key not in native and not all(_iptables_expr(e) for e in exprs):
+            native.add(key)
 
     excluded = set()
     for fam, name in tables:
@@ -605,8 +649,9 @@ def nft_authority(snap: HostSnapshot, items: List) -> Optional[List]:
             })
             continue
         dump = printed.get(fam, {}).get(name)
-        if (fam, name) in xt_tables:
-            excluded.add((fam, name))
+        key = (fam, name)
+        if key in xt_tables:
+            excluded.add(key)
             if dump is None:
                 snap.table_sources.append({
                     "table": label, "source": "",
@@ -622,17 +667,26 @@ def nft_authority(snap: HostSnapshot, items: List) -> Optional[List]:
                 "reason": "iptables-nft table: it holds xt matches/targets, which nft -j prints "
                           "without their parameters",
             })
-            if (fam, name) in mixed:
+            if key in native:
                 snap.missing.append(
                     f"table {label}: iptables-nft rules (read from {dump.source}) mixed with native "
-                    "nftables rules (sets, maps, fib...) that iptables-nft-save cannot show: "
+                    "nftables rules (sets, maps, fib, ct...) that iptables-nft-save cannot show: "
                     "those rules may be shown wrongly"
                 )
             continue
+        if dump is not None and key not in native:
+            excluded.add(key)
+            snap.table_sources.append({
+                "table": label, "source": dump.source,
+                "reason": "iptables-nft table (iptables-nft-save shows every rule of it): read "
+                          "from there so it is counted once",
+            })
+            continue
         if dump is not None:
+            # iptables-nft-save misprints rules it cannot express: nft -j is exact for them
             dump.text = _strip_table(dump.text, name)
-            why = (f"iptables-nft table without xt expressions: nft -j shows it exactly "
-                   f"(left out of {dump.source}, which also printed it)")
+            why = (f"nf_tables table with rules iptables-nft-save cannot show (sets, maps, ct...): "
+                   f"read from nft -j and left out of {dump.source}")
         elif fam in ("ip", "ip6") and name in _IPTABLES_TABLES:
             why = "nf_tables table with an iptables table name, not shown by iptables-nft-save"
         else:
