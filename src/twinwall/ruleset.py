@@ -68,6 +68,7 @@ class Decision(NamedTuple):
     rule: Optional[str]
     policy: Optional[str]
     source: str = ""  # which ruleset (e.g. "iptables-save (nft)"), filled by the evaluator
+    action: str = ""  # the rule's action (ACCEPT, JUMP, ...) or the policy, when known
 
     def to_dict(self) -> Dict:
         d: Dict = {"table": self.table, "chain": self.chain}

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from twinwall.analysis.frontends import combine_frontends, detect_frontends
 from twinwall.analysis.published import merge_published, published_services
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
-from twinwall.analysis.evaluator import V_ACCEPT, Outcome
+from twinwall.analysis.evaluator import V_ACCEPT, Outcome, accepted_by_policy
 from twinwall.analysis.packetset import (
     CT_ESTABLISHED,
     CT_NEW,
@@ -469,7 +469,7 @@ def _socket_verdict(ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outc
     ifaces = 0
     for b in boxes:
         ifaces |= b[IIF]
-    by_policy = any(d.policy == "ACCEPT" for _, o in accepted for d in o.decided_by)
+    by_policy = any(accepted_by_policy(o.decided_by) for _, o in accepted)
     if covers(boxes, tuple(target), (SRC, IIF, SPORT)):
         return FamilyVerdict(
             OPEN,
@@ -653,7 +653,7 @@ def _policy_findings(ctx: FamilyContext, label: str, new: Sequence[Outcome]) -> 
     if not ctx.remote_targets:
         return findings
     # default deny: does any new connection reach the end of INPUT and get accepted by the policy?
-    by_policy = [o for o in new if o.verdict == V_ACCEPT and any(d.policy == "ACCEPT" for d in o.decided_by)]
+    by_policy = [o for o in new if o.verdict == V_ACCEPT and accepted_by_policy(o.decided_by)]
     if by_policy:
         findings.append(
             Finding(

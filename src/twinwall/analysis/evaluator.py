@@ -95,6 +95,20 @@ class Outcome:
     uncertain: Tuple[str, ...]
 
 
+def accepted_by_policy(decided_by: Sequence[Decision]) -> bool:
+    """Accepted only because chains' ACCEPT policies let it through: no rule accepted it.
+
+    (With several base chains on a hook, as nftables allows, a rule may accept in one chain
+    and another chain's policy then lets it pass: that is a rule's decision.)"""
+    by_policy = False
+    for d in decided_by:
+        if d.policy is None and d.action == ACCEPT:
+            return False
+        if d.policy == "ACCEPT":
+            by_policy = True
+    return by_policy
+
+
 def _trail_list(trail) -> List[Decision]:
     out = []
     while trail is not None:
@@ -196,7 +210,7 @@ class Evaluator:
                     local_flows.append(_restrict(f, tuple(b)))
         if not self.stages("input"):
             # nothing hooks INPUT at all: say so, so the verdict still has a reason
-            unfiltered = Decision(NO_TABLE, "INPUT", None, None, "ACCEPT", "no table hooks INPUT: nothing filters it")
+            unfiltered = Decision(NO_TABLE, "INPUT", None, None, "ACCEPT", "no table hooks INPUT: nothing filters it", "ACCEPT")
             local_flows = [Flow(f.box, (unfiltered, f.trail), f.uncertain, f.origin) for f in local_flows]
         flows = self.run_hook("input", local_flows, outcomes)
         for f in flows:
@@ -243,7 +257,7 @@ class Evaluator:
             # end of a base chain: its policy
             policy = chain.policy or "ACCEPT"
             for f in returned:
-                decision = Decision(base.table, base.chain, None, None, policy, rs.source)
+                decision = Decision(base.table, base.chain, None, None, policy, rs.source, policy)
                 if policy == "DROP":
                     outcomes.append(self._outcome(Flow(f.box, (decision, f.trail), f.uncertain, f.origin), V_DROP))
                 else:
@@ -316,7 +330,7 @@ class Evaluator:
             if trace:
                 trace("match", depth, rule, matched)
             current = rest
-            decision = Decision(rule.table, rule.chain, rule.number, rule.text, None, rs.source)
+            decision = Decision(rule.table, rule.chain, rule.number, rule.text, None, rs.source, action)
             if action in (ACCEPT, DROP, REJECT, QUEUE, NAT_DONE):
                 for f in matched:
                     ended.append((Flow(f.box, (decision, f.trail), f.uncertain, f.origin), "nat" if action == NAT_DONE else action))

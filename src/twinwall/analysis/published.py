@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-from twinwall.analysis.evaluator import V_ACCEPT, V_FORWARD, Outcome
+from twinwall.analysis.evaluator import V_ACCEPT, V_FORWARD, Outcome, accepted_by_policy
 from twinwall.analysis.packetset import (
     DPORT,
     DST,
@@ -274,7 +274,7 @@ def _forward_walk(ctx, pubs: Sequence[_Published]) -> Dict[int, Tuple[List[_Part
         every.update(dict.fromkeys(boxes))
     walked = ctx.evaluator().hook_path(FORWARD_PATH, merge_boxes(list(every)))
     index = _OutcomeIndex(walked)
-    policy = {id(f): any(d.policy == "ACCEPT" for d in f.decided_by) for f in walked}
+    policy = {id(f): accepted_by_policy(f.decided_by) for f in walked}
     # a dimension every service's boxes share cannot tell them apart: no need to intersect it
     varying = [d for d in _ATTRIBUTION_ORDER if len({b[d] for b in every}) > 1]
     for gi, pub in enumerate(pubs):
