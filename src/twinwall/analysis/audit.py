@@ -400,9 +400,40 @@ def _family_verdicts(
         out.append(pre)
     if todo:
         index = _PortIndex(outcomes)
+        reach_memo: Dict[tuple, _Reach] = {}
         for i, sock, dsts in todo:
-            out[i] = _socket_verdict(ctx, sock, dsts, index.candidates(sock.port))
+            out[i] = _socket_verdict(ctx, sock, dsts, index.candidates(sock.port), reach_memo)
     return out  # type: ignore[return-value]
+
+
+class _Reach:
+    """Who gets through, from the accepted regions of one socket: the costly part of a verdict.
+
+    Sockets whose accepted regions are the very same (source, interface, source port) sets,
+    most of them on a big host, share one computation: the evaluator hands the same set
+    objects to every socket it did not split, so their identities make a cheap memo key."""
+
+    __slots__ = ("covered", "src", "sports", "ifaces", "boxes")
+
+    def __init__(self, ctx: FamilyContext, boxes: List[Box]):
+        self.boxes = boxes  # keeps the keyed objects alive while the memo lives
+        target = list(boxes[0])
+        target[SRC] = remote_sources(ctx.family)
+        target[IIF] = ctx.remote_ifaces
+        # a client picks its source port: "open" must not depend on one (multiport --ports, --sport)
+        target[SPORT] = CLIENT_PORTS
+        self.covered = covers(boxes, tuple(target), (SRC, IIF, SPORT))
+        srcs = list({id(b[SRC]): b[SRC] for b in boxes}.values())
+        self.src = srcs[0] if len(srcs) == 1 else iv_normalize(p for x in srcs for p in x)
+        self.sports = iv_normalize(p for b in boxes for p in b[SPORT])
+        ifaces = 0
+        for b in boxes:
+            ifaces |= b[IIF]
+        self.ifaces = ifaces
+
+    @staticmethod
+    def key(boxes: List[Box]) -> tuple:
+        return tuple(sorted((id(b[SRC]), b[IIF], id(b[SPORT])) for b in boxes))
 
 
 class _PortIndex:
@@ -433,7 +464,9 @@ class _PortIndex:
         return found
 
 
-def _socket_verdict(ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outcomes: Sequence[Outcome]) -> FamilyVerdict:
+def _socket_verdict(
+    ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outcomes: Sequence[Outcome], memo: Dict[tuple, _Reach]
+) -> FamilyVerdict:
     num = PROTO_NUM[sock.protocol]
     selector = [(PROTO, ((num, num),)), (DPORT, ((sock.port, sock.port),)), (DST, dsts)]
     if sock.interface:
@@ -458,19 +491,14 @@ def _socket_verdict(ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outc
             uncertain=uncertain,
             reason="every new connection is dropped or rejected",
         )
-    target = list(accepted[0][0])
-    target[SRC] = remote
-    target[IIF] = ctx.remote_ifaces
-    # a client picks its source port: "open" must not depend on one (multiport --ports, --sport)
-    target[SPORT] = CLIENT_PORTS
     boxes = [b for b, _ in accepted]
-    src = iv_normalize(p for b in boxes for p in b[SRC])
-    sports = iv_normalize(p for b in boxes for p in b[SPORT])
-    ifaces = 0
-    for b in boxes:
-        ifaces |= b[IIF]
+    key = _Reach.key(boxes)
+    reach = memo.get(key)
+    if reach is None:
+        reach = memo[key] = _Reach(ctx, boxes)
+    src, sports, ifaces = reach.src, reach.sports, reach.ifaces
     by_policy = any(accepted_by_policy(o.decided_by) for _, o in accepted)
-    if covers(boxes, tuple(target), (SRC, IIF, SPORT)):
+    if reach.covered:
         return FamilyVerdict(
             OPEN,
             decided_by=decisions([o for _, o in accepted]),
@@ -502,6 +530,9 @@ def cidrs(a: tuple, family: str, limit: int = 64) -> List[str]:
 
 @lru_cache(maxsize=4096)
 def _cidrs_cached(a: tuple, family: str, limit: int) -> Tuple[str, ...]:
+    if len(a) > 2 * limit:
+        # a set built from a 100k-entry blocklist: name the first blocks, count the rest
+        return tuple(to_cidrs(a[:limit], family)[:limit]) + (f"... {len(a) - limit} more ranges",)
     plain = to_cidrs(a, family)
     if len(plain) > 4:
         # "everything but 203.0.113.0/24" reads better with the martians put back
