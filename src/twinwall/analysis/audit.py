@@ -413,7 +413,7 @@ class _Reach:
     most of them on a big host, share one computation: the evaluator hands the same set
     objects to every socket it did not split, so their identities make a cheap memo key."""
 
-    __slots__ = ("covered", "src", "sports", "ifaces", "boxes")
+    __slots__ = ("covered", "src", "sports", "ifaces", "boxes", "family", "_sources")
 
     def __init__(self, ctx: FamilyContext, boxes: List[Box]):
         self.boxes = boxes  # keeps the keyed objects alive while the memo lives
@@ -430,6 +430,15 @@ class _Reach:
         for b in boxes:
             ifaces |= b[IIF]
         self.ifaces = ifaces
+        self.family = ctx.family
+        self._sources: Optional[Tuple[List[str], List[str]]] = None
+
+    def sources(self) -> Tuple[List[str], List[str]]:
+        """(allowed, denied) source CIDRs, computed once per shared reach."""
+        if self._sources is None:
+            denied = iv_sub(remote_sources(self.family), self.src)
+            self._sources = (cidrs(self.src, self.family), cidrs(denied, self.family) if denied else [])
+        return self._sources
 
     @staticmethod
     def key(boxes: List[Box]) -> tuple:
@@ -509,12 +518,12 @@ def _socket_verdict(
             reason="accepted from every remote source" + (" by the chain policy" if by_policy else ""),
         )
     all_ifaces = ifaces & ctx.remote_ifaces == ctx.remote_ifaces
-    denied_src = iv_sub(remote, src)
+    allowed_sources, denied_sources = reach.sources()
     return FamilyVerdict(
         RESTRICTED,
         decided_by=decisions([o for _, o in accepted] + denied),
-        allowed_sources=cidrs(src, ctx.family),
-        denied_sources=cidrs(denied_src, ctx.family) if denied_src else [],
+        allowed_sources=list(allowed_sources),
+        denied_sources=list(denied_sources),
         allowed_interfaces=["*"] if all_ifaces else ctx.universe.label_list(ifaces & ctx.remote_ifaces),
         allowed_source_ports=[] if not iv_sub(CLIENT_PORTS, sports) else [ranges_text(sports)],
         uncertain=uncertain,
