@@ -68,7 +68,36 @@ def _span(a: IntervalSet, lo: int, hi: int) -> Tuple[int, int]:
     return i, j
 
 
+# Operations on long interval sets (a 100k-entry blocklist, "everyone but the blocklist") repeat
+# with the very same operands as the evaluator splits flow after flow by the same rule. They
+# are remembered by operand identity; the memo keeps the operands alive, so an id cannot be
+# reused while its entry exists.
+_BIG = 64
+_MEMO_LIMIT = 1024
+_memo: dict = {}
+
+
+def _remembered(op, a: IntervalSet, b: IntervalSet) -> IntervalSet:
+    key = (op, id(a), id(b))
+    hit = _memo.get(key)
+    if hit is not None and hit[0] is a and hit[1] is b:
+        return hit[2]
+    out = op(a, b)
+    if len(_memo) >= _MEMO_LIMIT:
+        _memo.clear()
+    _memo[key] = (a, b, out)
+    return out
+
+
 def iv_and(a: IntervalSet, b: IntervalSet) -> IntervalSet:
+    if a is b:
+        return a
+    if len(a) > _BIG or len(b) > _BIG:
+        return _remembered(_iv_and, a, b)
+    return _iv_and(a, b)
+
+
+def _iv_and(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     if a is b or a == b:
         return a
     if not a or not b:
@@ -97,7 +126,7 @@ def iv_and(a: IntervalSet, b: IntervalSet) -> IntervalSet:
         # a few intervals against many (a merged set of pod addresses): binary-search each
         parts: List[Interval] = []
         for lo, hi in b:
-            parts.extend(iv_and(a, ((lo, hi),)))
+            parts.extend(_iv_and(a, ((lo, hi),)))
         return tuple(parts)
     out = []
     i = j = 0
@@ -119,6 +148,12 @@ def iv_and(a: IntervalSet, b: IntervalSet) -> IntervalSet:
 def iv_sub(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     if not a or not b:
         return a
+    if len(a) > _BIG or len(b) > _BIG:
+        return _remembered(_iv_sub, a, b)
+    return _iv_sub(a, b)
+
+
+def _iv_sub(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     if a is b or a == b:
         return ()
     if len(b) == 1:
