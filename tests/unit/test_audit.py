@@ -168,3 +168,12 @@ def test_explain_walks_the_chains(tmp_path, args):
     assert "filter INPUT #" in out.stdout and "verdict:" in out.stdout
     if "--family" in args:
         assert "IPv4" not in out.stdout and "ACCEPT  any remote source" in out.stdout
+
+
+def test_egress_difference_points_at_diff():
+    """The Rackspace story: tcp/25 blocked on OUTPUT for IPv4 only."""
+    v4 = V4.replace("COMMIT", "-A OUTPUT -p tcp --dport 25 -m owner --uid-owner 107 -j ACCEPT\n-A OUTPUT -p tcp --dport 25 -j DROP\nCOMMIT")
+    report = audit_snapshot(snapshot(v4=v4))
+    f = next(f for f in report.findings if f.id == "TW-EGRESS-FORWARD-DIFFER")
+    assert any("output" in line and "25" in line for line in f.evidence), f.evidence
+    assert not [f for f in audit_snapshot(snapshot()).findings if f.id == "TW-EGRESS-FORWARD-DIFFER"]

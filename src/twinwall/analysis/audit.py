@@ -213,6 +213,7 @@ def audit_snapshot(snapshot: HostSnapshot, keep_text: bool = True, jobs: Optiona
     findings = _service_findings(services, snapshot) + early
     for f in FAMILIES:
         findings += results[f].findings
+    findings += _egress_forward_findings(snapshot, results)
     frontends = combine_frontends(
         {f: results[f].frontends for f in FAMILIES}, {f: bool(results[f].summary) for f in FAMILIES}
     )
@@ -644,6 +645,45 @@ def _host_findings(ctx: FamilyContext, snapshot: HostSnapshot, outcomes: Sequenc
             )
         ]
     return _policy_findings(ctx, label, outcomes)
+
+
+# Comparing the families' output and forward hooks walks their whole packet space: on rulesets
+# above this size (rules per family) the audit leaves it to `twinwall diff` and says so.
+EGRESS_COMPARE_LIMIT = 20_000
+
+
+def _egress_forward_findings(snapshot: HostSnapshot, results: Dict[str, FamilyAudit]) -> List[Finding]:
+    """Where OUTPUT or FORWARD treat IPv4 and IPv6 differently (an egress block on tcp/25 that
+    only IPv4 has): listening sockets cannot show it, so the audit points at `twinwall diff`."""
+    if snapshot.ipv6.enabled is False or not all(results[f].summary for f in FAMILIES):
+        return []
+    size = max(sum(row["rules"] for row in results[f].summary) for f in FAMILIES)
+    if size > EGRESS_COMPARE_LIMIT or any(not t.text for t in snapshot.rulesets):
+        return [
+            Finding(
+                "TW-EGRESS-FORWARD-NOT-COMPARED",
+                "info",
+                None,
+                f"output and forward rules were not compared between the families ({size} rules): "
+                "run 'twinwall diff' for that",
+            )
+        ]
+    from twinwall.analysis.diff import egress_forward_differences
+
+    rulesets = load_rulesets(snapshot)
+    lines = egress_forward_differences(build_contexts(snapshot, rulesets))
+    if not lines:
+        return []
+    return [
+        Finding(
+            "TW-EGRESS-FORWARD-DIFFER",
+            "medium",
+            None,
+            "IPv4 and IPv6 treat outgoing or forwarded traffic differently (an egress block that only "
+            "one family has, as in the tcp/25 story): see 'twinwall diff'",
+            evidence=lines,
+        )
+    ]
 
 
 def _legacy_and_nft_findings(snapshot: HostSnapshot) -> List[Finding]:

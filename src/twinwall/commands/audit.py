@@ -46,6 +46,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the table (default: auto, on a TTY)")
 
 
+def _small(snapshot) -> bool:
+    from twinwall.analysis.audit import FORK_THRESHOLD
+
+    return sum(len(t.text) for t in snapshot.rulesets) < FORK_THRESHOLD
+
+
 def write_json(data) -> None:
     """Indented for a person at a terminal; compact (and much faster) for a pipe or a file."""
     if sys.stdout.isatty():
@@ -61,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
     from twinwall.report.text import render_audit, severity_at_least
 
     snapshot = snapshot_from_args(args)
-    # the dumps are parsed once; keeping their text alive would only double peak memory
-    report = audit_snapshot(snapshot, keep_text=False)
+    # keeping the dumps' text alive would only raise peak memory on a large host; the small
+    # ones are parsed a second time to compare their output and forward hooks
+    report = audit_snapshot(snapshot, keep_text=_small(snapshot))
     if args.format == "json":
         write_json(report.to_json())
     else:
