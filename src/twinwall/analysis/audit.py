@@ -30,7 +30,6 @@ from twinwall.analysis.packetset import (
     PROTO_ALL,
     SPORT,
     SRC,
-    STATE,
     Box,
     box_and,
     covers,
@@ -491,7 +490,6 @@ def _socket_verdict(
                 accepted.append((b, o))
         elif box_and(o.origin, selector_t) is not None:
             denied.append(o)
-    remote = remote_sources(ctx.family)
     uncertain = sorted({u for _, o in accepted for u in o.uncertain} | {u for o in denied for u in o.uncertain})
     if not accepted:
         return FamilyVerdict(
@@ -506,7 +504,7 @@ def _socket_verdict(
     reach = memo.get(key)
     if reach is None:
         reach = memo[key] = _Reach(ctx, boxes)
-    src, sports, ifaces = reach.src, reach.sports, reach.ifaces
+    sports, ifaces = reach.sports, reach.ifaces
     by_policy = any(accepted_by_policy(o.decided_by) for _, o in accepted)
     if reach.covered:
         return FamilyVerdict(

@@ -316,6 +316,18 @@ def full_box(family: str, iface_all: int) -> Box:
     )
 
 
+def conjoin(base: dict, extra: dict) -> Optional[dict]:
+    """Two constraints (``{dim: value set}``) at once, or None when no packet can meet both."""
+    merged = dict(base)
+    for dim, value in extra.items():
+        if dim in merged:
+            value = (merged[dim] & value) if dim in MASK_DIMS else iv_and(merged[dim], value)
+        if not value:
+            return None
+        merged[dim] = value
+    return merged
+
+
 def box_and(box: Box, constraint: Constraint) -> Optional[Box]:
     """box ∩ constraint, or None when empty."""
     out = None

@@ -45,6 +45,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.packetset import (
     CT_ALL,
+    conjoin,
     CT_NAMES,
     CT_NEW,
     DPORT,
@@ -914,17 +915,8 @@ class _RuleCompiler:
             nxt = []
             for a in alts:
                 for g in group:
-                    merged = dict(a)
-                    ok = True
-                    for dim, value in g.items():
-                        if dim in merged:
-                            merged[dim] = (merged[dim] & value) if dim in MASK_DIMS else iv_and(merged[dim], value)
-                        else:
-                            merged[dim] = value
-                        if not merged[dim]:
-                            ok = False
-                            break
-                    if ok:
+                    merged = conjoin(a, g)
+                    if merged is not None:
                         nxt.append(merged)
             alts = nxt
             if not alts:
@@ -1473,17 +1465,8 @@ class _RuleCompiler:
         out = []
         for b in base_alts:
             for e in extra:
-                merged = dict(b)
-                ok = True
-                for dim, value in e.items():
-                    if dim in merged:
-                        merged[dim] = (merged[dim] & value) if dim in MASK_DIMS else iv_and(merged[dim], value)
-                    else:
-                        merged[dim] = value
-                    if not merged[dim]:
-                        ok = False
-                        break
-                if ok:
+                merged = conjoin(dict(b), e)
+                if merged is not None:
                     out.append(tuple(merged.items()))
         return tuple(out)
 
