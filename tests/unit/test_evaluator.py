@@ -100,6 +100,65 @@ def test_rule_compiles_targets_and_counts():
     assert rs.rule_count() == 7
 
 
+# lines the compiler's fast path (_SIMPLE) takes or must refuse; each must compile exactly as
+# the general tokenizing path does, errors included
+FAST_PATH_LINES = [
+    "-A INPUT ! -s 0.0.0.0/0 -j x",
+    "-A INPUT -s 0.0.0.0/0 -j x",
+    '-A INPUT ! -s 192.0.2.0/24 ! -d 198.51.100.7 -i eth0 ! -o eth+ -p tcp -m comment --comment "a \\"b\\" -j DROP"'
+    " -m tcp --dport 080 -j ACCEPT",
+    "-A INPUT -p tcp -m tcp --dport 70000 -j ACCEPT",
+    "-A INPUT -s 192.0.2.300 -j ACCEPT",
+    "-A INPUT -s 2001:db8::1 -j ACCEPT",
+    "-A INPUT -s 192.0.2.0/255.255.255.0 -j ACCEPT",
+    "-A INPUT -s 192.0.2.1,198.51.100.0/24 -j ACCEPT",
+    "-A INPUT -s 192.0.2.5/16 -j ACCEPT",
+    '-A INPUT -s 198.51.100.0/24 -m comment --comment "ns/svc:web loadbalancer IP" -j x',
+    '-A INPUT -p tcp -m comment --comment "x" -m tcp -j DNAT --to-destination 203.0.113.4:80',
+    '-A INPUT -p tcp -m comment --comment "x" -m tcp -j DNAT --to-destination bogus',
+    '-A INPUT -p tcp -m comment --comment "x" -m tcp -j LOG -m comment --comment y',
+    "-A INPUT -p udp -m tcp --dport 53 -j ACCEPT",
+    '-A INPUT -m comment --comment "\\\\" -j x',
+    "-A INPUT -m comment --comment unquoted -j x",
+    "-A INPUT -j",
+    "-A INPUT -j -X",
+    "-A INPUT -j x extra args",
+    "-A INPUT -j CT --notrack",
+    "-A INPUT -j REDIRECT --to-ports 8080-8090",
+    "-A INPUT -s 192.0.2.0/24  -j x",
+    "-A INPUT\t-s 192.0.2.0/24 -j x",
+    "-A INPUT ! -i lo -j ACCEPT",
+    "-A INPUT ! -i + -j ACCEPT",
+    "-A INPUT -j NOSUCH",
+    "-A INPUT -g x",
+]
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_fast_path_compiles_as_the_general_path(family, monkeypatch):
+    from dataclasses import asdict
+
+    import twinwall.parsers.iptables_save as parser
+
+    rs = parse_iptables_save(table("", chains=("x",)), family)
+    rs.universe = InterfaceUniverse(["eth0", "lo", "eth+"])
+    compiler = parser._Compiler(rs)
+    chain = rs.chain("filter", "INPUT")
+
+    def compiled(line):
+        try:
+            return asdict(compiler.compile_rule(chain, 1, line))
+        except (ValueError, IndexError) as exc:
+            return (type(exc), str(exc))
+
+    fast = [compiled(line) for line in FAST_PATH_LINES]
+    taken = sum(parser._SIMPLE.fullmatch(line) is not None for line in FAST_PATH_LINES)
+    assert taken >= 15  # the test exercises the fast path
+    monkeypatch.setattr(parser, "_SIMPLE", type("NoMatch", (), {"fullmatch": staticmethod(lambda line: None)}))
+    for line, got in zip(FAST_PATH_LINES, fast):
+        assert got == compiled(line), line
+
+
 def test_bad_input_is_a_one_line_error():
     with pytest.raises(InputError, match="line 2"):
         parse_iptables_save("*filter\nhello world\nCOMMIT\n", "ipv4")

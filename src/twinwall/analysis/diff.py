@@ -1397,6 +1397,10 @@ def _gc_paused():
         yield
     finally:
         if was:
+            # what survived goes straight to the oldest generation (freeze, then unfreeze):
+            # otherwise the first young collections after this would still scan all of it
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 

@@ -192,6 +192,27 @@ class RuleSyntaxError(ValueError):
     pass
 
 
+# The line shapes that make up nearly all of a big ruleset (kube-proxy's), in the order
+# iptables-save prints their parts: addresses, interfaces, "-p tcp|udp", one quoted comment,
+# "-m tcp|udp [--dport N]", a target and its options. _Compiler.compile_simple builds their
+# Rule directly, with exactly what the general path (tokenize + compile_rule) makes of them;
+# anything else (other matches, unquoted or misplaced comments, odd spacing) takes that path.
+_ARG = r'[^\s"!-][^\s"]*'
+_SIMPLE = re.compile(
+    r'-A [^\s"]+'
+    rf"(?:( !)? -s ({_ARG}))?"
+    rf"(?:( !)? -d ({_ARG}))?"
+    rf"(?:( !)? -i ({_ARG}))?"
+    rf"(?:( !)? -o ({_ARG}))?"
+    r"(?: -p (tcp|udp))?"
+    r'(?: -m comment --comment "[^"\\]*(?:\\.[^"\\]*)*")?'
+    r"(?: -m (?:tcp|udp)(?: --dport ([0-9]+))?)?"
+    rf" -j ({_ARG})"
+    r'((?: [^\s"]+)*)'
+)
+_SIMPLE_PROTO = {"tcp": ((6, 6),), "udp": ((17, 17),)}
+
+
 # ---------------------------------------------------------------------------------------------
 # pass 1: tables and chains
 
@@ -322,7 +343,10 @@ class _Compiler:
     def addresses(self, spec: str) -> Tuple:
         cached = self._addr_cache.get(spec)
         if cached is None:
-            cached = iv_normalize(prefix_interval(p, self.family) for p in spec.split(","))
+            if "," in spec:
+                cached = iv_normalize(prefix_interval(p, self.family) for p in spec.split(","))
+            else:  # one prefix: what iv_normalize makes of its single (first, last) pair
+                cached = (tuple(prefix_interval(spec, self.family)),)
             self._addr_cache[spec] = cached
         return cached
 
@@ -337,7 +361,46 @@ class _Compiler:
 
     # -- one rule ----------------------------------------------------------------------------
 
+    def compile_simple(self, chain: Chain, number: int, line: str, m) -> Optional[Rule]:
+        """The Rule of a line matching _SIMPLE (None: let the general path decide)."""
+        neg_s, src, neg_d, dst, neg_i, iif, neg_o, oif, proto, dport, target, rest = m.groups()
+        if rest and "--comment" in rest:
+            return None  # tokenize would drop it from the target's options
+        conj = []
+        never = False
+        # in the order of the general path, so errors and constraint order are the same
+        for dim, spec, neg in ((SRC, src, neg_s), (DST, dst, neg_d)):
+            if spec is not None:
+                value = self.addresses(spec)
+                if neg:
+                    value = self.complement(dim, value)
+                if not value:
+                    never = True
+                conj.append((dim, value))
+        for dim, spec, neg in ((IIF, iif, neg_i), (OIF, oif, neg_o)):
+            if spec is not None:
+                value = self.iface(spec)
+                if neg:
+                    value = self.complement(dim, value)
+                if not value:
+                    never = True
+                conj.append((dim, value))
+        if proto is not None:
+            conj.append((PROTO, _SIMPLE_PROTO[proto]))
+        if dport is not None:
+            conj.append((DPORT, ports(dport)))
+        rule = Rule(chain.table, chain.name, number, line)
+        rule.alternatives = () if never else (tuple(conj),)
+        rule.unknown = ()
+        self.set_target(rule, chain, JUMP, target, rest.split() if rest else [])
+        return rule
+
     def compile_rule(self, chain: Chain, number: int, line: str) -> Rule:
+        m = _SIMPLE.fullmatch(line)
+        if m is not None:
+            rule = self.compile_simple(chain, number, line, m)
+            if rule is not None:
+                return rule
         tokens = tokenize(line)
         rule = Rule(chain.table, chain.name, number, line)
         conj: Dict[int, object] = {}
