@@ -151,12 +151,23 @@ def test_fast_path_compiles_as_the_general_path(family, monkeypatch):
         except (ValueError, IndexError) as exc:
             return (type(exc), str(exc))
 
+    def chain_compiled(line):
+        try:
+            return [asdict(r) for r in compiler.compile_chain(chain, [line, line])]
+        except InputError as exc:
+            return str(exc)
+
     fast = [compiled(line) for line in FAST_PATH_LINES]
+    fast_chain = [chain_compiled(line) for line in FAST_PATH_LINES]
     taken = sum(parser._SIMPLE.fullmatch(line) is not None for line in FAST_PATH_LINES)
-    assert taken >= 15  # the test exercises the fast path
-    monkeypatch.setattr(parser, "_SIMPLE", type("NoMatch", (), {"fullmatch": staticmethod(lambda line: None)}))
-    for line, got in zip(FAST_PATH_LINES, fast):
+    assert taken >= 15  # the test exercises the fast paths
+    assert sum(parser._SOURCE_JUMP.fullmatch(line) is not None for line in FAST_PATH_LINES) >= 5
+    no_match = type("NoMatch", (), {"fullmatch": staticmethod(lambda line: None)})
+    monkeypatch.setattr(parser, "_SIMPLE", no_match)
+    monkeypatch.setattr(parser, "_SOURCE_JUMP", no_match)
+    for line, got, got_chain in zip(FAST_PATH_LINES, fast, fast_chain):
         assert got == compiled(line), line
+        assert got_chain == chain_compiled(line), line
 
 
 def test_bad_input_is_a_one_line_error():

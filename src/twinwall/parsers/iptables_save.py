@@ -210,6 +210,8 @@ _SIMPLE = re.compile(
     rf" -j ({_ARG})"
     r'((?: [^\s"]+)*)'
 )
+# the commonest of them by far (kube-proxy's loadBalancerSourceRanges): "-s PREFIX [comment] -j T"
+_SOURCE_JUMP = re.compile(rf'-A [^\s"]+ -s ({_ARG})(?: -m comment --comment "[^"\\]*(?:\\.[^"\\]*)*")? -j ({_ARG})')
 _SIMPLE_PROTO = {"tcp": ((6, 6),), "udp": ((17, 17),)}
 
 
@@ -326,12 +328,33 @@ class _Compiler:
         self.family = ruleset.family
         self.addr_full = address_space(self.family)
         self._addr_cache: Dict[str, Tuple] = {}
+        # (table, JUMP|GOTO, target) -> action, for the targets whose action needs nothing
+        # else (see set_target); compiling starts after parsing, when every chain is known
+        self._actions: Dict[Tuple[str, str, str], str] = {}
 
     def compile_chain(self, chain: Chain, lines: List[str]) -> List[Rule]:
         rules = []
+        simple = _SIMPLE.fullmatch
+        source_jump = _SOURCE_JUMP.fullmatch
+        actions = self._actions
+        addr_cache = self._addr_cache
+        table, name = chain.table, chain.name
         for n, line in enumerate(lines, 1):
             try:
-                rules.append(self.compile_rule(chain, n, line))
+                m = source_jump(line)
+                if m is not None:
+                    # what compile_simple makes of it, without the general regex
+                    src, target = m.groups()
+                    action = actions.get((table, JUMP, target))
+                    if action is not None:
+                        value = addr_cache.get(src)
+                        if value is None:
+                            value = self.addresses(src)
+                        rules.append(Rule(table, name, n, line, (((SRC, value),),), (), action, target))
+                        continue
+                m = simple(line)
+                rule = self.compile_simple(chain, n, line, m) if m is not None else None
+                rules.append(rule if rule is not None else self.compile_general(chain, n, line))
             except (RuleSyntaxError, ValueError, IndexError) as exc:
                 raise InputError(
                     f"{self.ruleset.source}: {chain.table} {chain.name} rule {n}: {exc}: {line[:120]}"
@@ -364,8 +387,34 @@ class _Compiler:
     def compile_simple(self, chain: Chain, number: int, line: str, m) -> Optional[Rule]:
         """The Rule of a line matching _SIMPLE (None: let the general path decide)."""
         neg_s, src, neg_d, dst, neg_i, iif, neg_o, oif, proto, dport, target, rest = m.groups()
-        if rest and "--comment" in rest:
-            return None  # tokenize would drop it from the target's options
+        if rest:
+            if "--comment" in rest:
+                return None  # tokenize would drop it from the target's options
+            if target == "DNAT" or target == "REDIRECT" or target == "CT":
+                return self._compile_simple(chain, number, line, m.groups())
+        action = self._actions.get((chain.table, JUMP, target))
+        if action is None:
+            return self._compile_simple(chain, number, line, m.groups())
+        if src is not None and not neg_s and dst is None and iif is None and oif is None and proto is None \
+                and dport is None:
+            # "-s PREFIX [comment] -j TARGET": kube-proxy's loadBalancerSourceRanges, the bulk
+            value = self._addr_cache.get(src)
+            if value is None:
+                value = self.addresses(src)
+            return Rule(chain.table, chain.name, number, line, (((SRC, value),),), (), action, target)
+        alternatives = self._simple_alternatives(m.groups())
+        return Rule(chain.table, chain.name, number, line, alternatives, (), action, target)
+
+    def _compile_simple(self, chain: Chain, number: int, line: str, groups) -> Rule:
+        target, rest = groups[10], groups[11]
+        rule = Rule(chain.table, chain.name, number, line)
+        rule.alternatives = self._simple_alternatives(groups)
+        rule.unknown = ()
+        self.set_target(rule, chain, JUMP, target, rest.split() if rest else [])
+        return rule
+
+    def _simple_alternatives(self, groups) -> Tuple:
+        neg_s, src, neg_d, dst, neg_i, iif, neg_o, oif, proto, dport, target, rest = groups
         conj = []
         never = False
         # in the order of the general path, so errors and constraint order are the same
@@ -389,11 +438,7 @@ class _Compiler:
             conj.append((PROTO, _SIMPLE_PROTO[proto]))
         if dport is not None:
             conj.append((DPORT, ports(dport)))
-        rule = Rule(chain.table, chain.name, number, line)
-        rule.alternatives = () if never else (tuple(conj),)
-        rule.unknown = ()
-        self.set_target(rule, chain, JUMP, target, rest.split() if rest else [])
-        return rule
+        return () if never else (tuple(conj),)
 
     def compile_rule(self, chain: Chain, number: int, line: str) -> Rule:
         m = _SIMPLE.fullmatch(line)
@@ -401,6 +446,9 @@ class _Compiler:
             rule = self.compile_simple(chain, number, line, m)
             if rule is not None:
                 return rule
+        return self.compile_general(chain, number, line)
+
+    def compile_general(self, chain: Chain, number: int, line: str) -> Rule:
         tokens = tokenize(line)
         rule = Rule(chain.table, chain.name, number, line)
         conj: Dict[int, object] = {}
@@ -670,6 +718,18 @@ class _Compiler:
 
     def set_target(self, rule: Rule, chain: Chain, kind: str, target: str, args: List[str]) -> None:
         rule.target = target
+        if target != "DNAT" and target != "REDIRECT" and target != "CT":
+            key = (chain.table, kind, target)
+            action = self._actions.get(key)
+            if action is None:
+                self._set_target(rule, chain, kind, target, args)
+                self._actions[key] = rule.action
+            else:
+                rule.action = action
+            return
+        self._set_target(rule, chain, kind, target, args)
+
+    def _set_target(self, rule: Rule, chain: Chain, kind: str, target: str, args: List[str]) -> None:
         if not target:
             rule.action = CONTINUE
             return
