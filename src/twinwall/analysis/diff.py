@@ -311,22 +311,37 @@ def _ordered(c: tuple) -> tuple:
     return tuple([c[i] for i in perm])
 
 
-def _lift_rule(rule, source: str, roles: AddressRoles) -> _XRule:
+def _lift_single(alts: tuple, unknown: bool, roles: AddressRoles) -> Tuple[tuple, tuple]:
+    """(must, may) of a rule with one constraint of one match."""
+    dim, value = alts[0][0]
+    if dim != SRC and dim != DST:
+        return ((), alts) if unknown else (alts, ())
+    must_v, may_v = roles.classify(value)
+    if not may_v:
+        return (), ()
+    if unknown or must_v != may_v:
+        must = (((dim, must_v),),) if must_v and not unknown else ()
+        return must, (((dim, may_v),),)
+    return (((dim, must_v),),), ()
+
+
+def _lift_rule(rule, source: str, roles: AddressRoles, cache: Optional[Dict] = None) -> _XRule:
+    """``cache``: (must, may) of single-match rules by their match, shared by the rules of a walk
+    (kube-proxy's rulesets repeat a few hundred distinct matches over 100k rules)."""
     alts = rule.alternatives
     action = rule.action
     if len(alts) == 1 and len(alts[0]) == 1 and action != DNAT and action != REDIRECT:
         # one match ("-s PREFIX", "-p tcp", "--ctstate NEW"...): the bulk of big rulesets
-        dim, value = alts[0][0]
         unknown = bool(rule.unknown)
-        if dim != SRC and dim != DST:
-            return _XRule((), alts, rule, source) if unknown else _XRule(alts, (), rule, source)
-        must_v, may_v = roles.classify(value)
-        if not may_v:
-            return _XRule((), (), rule, source)
-        if unknown or must_v != may_v:
-            must = (((dim, must_v),),) if must_v and not unknown else ()
-            return _XRule(must, (((dim, may_v),),), rule, source)
-        return _XRule((((dim, must_v),),), (), rule, source)
+        if cache is None:
+            must, may = _lift_single(alts, unknown, roles)
+        else:
+            key = (alts[0][0], unknown)
+            hit = cache.get(key)
+            if hit is None:
+                hit = cache[key] = _lift_single(alts, unknown, roles)
+            must, may = hit
+        return _XRule(must, may, rule, source)
     alts = tuple(map(_ordered, alts))
     if not rule.unknown and action != DNAT and action != REDIRECT:
         # the common case: no address in any constraint, nothing to lift
@@ -486,6 +501,7 @@ class RoleWalker:
             rs.universe = universe
             rs.local_addresses = local_addresses
         self._lifted: Dict[int, List[_XRule]] = {}
+        self._lift_cache: Dict[tuple, Tuple[tuple, tuple]] = {}
         self._inert_cache: Dict[tuple, bool] = {}
         self._keep: List = []  # keeps lifted chains alive so their ids stay unique
         # (chain, flow) -> what a jump with that flow returns and what ends in the chain. A
@@ -561,7 +577,8 @@ class RoleWalker:
         key = id(chain)
         got = self._lifted.get(key)
         if got is None:
-            got = [_lift_rule(r, rs.source, self.roles) for r in chain.rules]
+            source, roles, cache = rs.source, self.roles, self._lift_cache
+            got = [_lift_rule(r, source, roles, cache) for r in chain.rules]
             for prev, xr in zip(got, got[1:]):
                 if (
                     xr.action in (JUMP, GOTO)
