@@ -261,7 +261,7 @@ class _XRule:
         d = self._decision
         if d is None:
             r = self.rule
-            d = self._decision = Decision(r.table, r.chain, r.number, r.text, None, self.source)
+            d = self._decision = Decision(r.table, r.chain, r.number, r.text, None, self.source, r.action)
         return d
 
 
@@ -552,7 +552,7 @@ class RoleWalker:
                 ended = list({(id(e[0]), e[1], id(e[2])): e for e in ended}.values())
             nxt = skipped
             policy = chain.policy or "ACCEPT"
-            decision = Decision(base.table, base.chain, None, None, policy, rs.source)
+            decision = Decision(base.table, base.chain, None, None, policy, rs.source, policy)
             cite = base.kind == "filter" and (base.table == "filter" or rs.kind == "nftables")
             for f in returned:
                 if policy == "DROP":
