@@ -33,7 +33,6 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import pytest
 
 from harness import IPV4, IPV6, Listener, ListenerSpec, Topology, ip_batch, netns_exec
 

@@ -21,7 +21,6 @@ from twinwall.analysis.packetset import (
     STATE,
     iv_contains,
     prefix_interval,
-    remote_sources,
 )
 from twinwall.errors import InputError
 from twinwall.parsers.iptables_save import parse_iptables_save, tokenize
