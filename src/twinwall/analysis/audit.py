@@ -297,8 +297,10 @@ def run_per_family(fn, parallel: bool) -> Dict[str, "FamilyAudit"]:
                 import traceback
 
                 payload = ("crash", None, traceback.format_exc())
+            # serialise first (while the parent is still busy with IPv4), then hand it over
+            data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
             with os.fdopen(write_fd, "wb") as out:
-                pickle.dump(payload, out, protocol=pickle.HIGHEST_PROTOCOL)
+                out.write(data)
         except BaseException:
             status = 1
         finally:
