@@ -177,3 +177,11 @@ def test_egress_difference_points_at_diff():
     f = next(f for f in report.findings if f.id == "TW-EGRESS-FORWARD-DIFFER")
     assert any("output" in line and "25" in line for line in f.evidence), f.evidence
     assert not [f for f in audit_snapshot(snapshot()).findings if f.id == "TW-EGRESS-FORWARD-DIFFER"]
+
+
+def test_explain_an_interface_no_rule_names(tmp_path):
+    (tmp_path / "v4").write_text("*filter\n:INPUT DROP [0:0]\n-A INPUT -i eth+ -p tcp --dport 22 -j ACCEPT\nCOMMIT\n")
+    wlan = run_cli("explain", "tcp/22", "--family", "ipv4", "--iptables", str(tmp_path / "v4"), "--iface", "wlan0")
+    eth = run_cli("explain", "tcp/22", "--family", "ipv4", "--iptables", str(tmp_path / "v4"), "--iface", "eth7")
+    assert "is filtered over IPv4" in wlan.stdout
+    assert "ACCEPT  any remote source" in eth.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import List, Optional
 
 from twinwall.analysis.context import build_contexts
@@ -48,6 +49,10 @@ def explain_port(
     dest: Optional[str] = None,
 ) -> str:
     rulesets = load_rulesets(snapshot)
+    if iface and iface not in snapshot.interfaces:
+        # the interface asked about must have its own class in the universe
+        snapshot = copy.copy(snapshot)
+        snapshot.interfaces = list(snapshot.interfaces) + [iface]
     ctx = build_contexts(snapshot, rulesets)[family]
     out: List[str] = []
     label = LABEL[family]
@@ -63,10 +68,6 @@ def explain_port(
     if not src:
         raise InputError(f"{source} is not a remote source (loopback, multicast or unspecified)")
     ifaces = ctx.universe.mask(iface) if iface else ctx.remote_ifaces
-    if iface and not ifaces:
-        ctx.universe = type(ctx.universe)(list(ctx.universe.exact) + [iface], [p + "+" for p in ctx.universe.prefixes])
-        ifaces = ctx.universe.mask(iface)
-        ctx.remote_ifaces = ctx.universe.non_loopback()
     num = PROTO_NUM[proto]
     box = (src, dst, ((num, num),), PORT_ALL, ((port, port),), ICMP_ALL, ID_ALL, ID_ALL, ifaces, ctx.universe.all_mask, CT_NEW)
     out.append(f"{label}: new {proto} connection to port {port} from {_sources_text(src, family)}"
