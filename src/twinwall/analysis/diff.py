@@ -382,39 +382,12 @@ def _lift_rule(rule, source: str, roles: AddressRoles, cache: Optional[Dict] = N
 
 def merge_tuples(boxes: Sequence[tuple], mask_dims: FrozenSet[int], rounds: int = 6) -> List[tuple]:
     """Merge boxes equal in every dimension but one, repeatedly, until nothing changes."""
-    boxes = list(dict.fromkeys(boxes))
-    if len(boxes) < 2:
-        return boxes
-    n = len(boxes[0])
-    for _ in range(rounds):
-        changed = False
-        for dim in range(n):
-            if len(boxes) < 2:
-                return boxes
-            groups: Dict[tuple, List[tuple]] = {}
-            for b in boxes:
-                groups.setdefault(b[:dim] + b[dim + 1 :], []).append(b)
-            if len(groups) == len(boxes):
-                continue
-            changed = True
-            out = []
-            for members in groups.values():
-                if len(members) == 1:
-                    out.append(members[0])
-                    continue
-                if dim in mask_dims:
-                    v = 0
-                    for m in members:
-                        v |= m[dim]
-                else:
-                    v = iv_normalize(p for m in members for p in m[dim])
-                merged = list(members[0])
-                merged[dim] = v
-                out.append(tuple(merged))
-            boxes = out
-        if not changed:
-            break
-    return boxes
+    entries = [(b, None) for b in dict.fromkeys(boxes)]
+    return [b for b, _ in merge_with_payload(entries, _no_payload, rounds, mask_dims)]
+
+
+def _no_payload(x, y):
+    return None
 
 
 _MASK22 = frozenset(list(MASK_DIMS) + [d + NDIMS for d in MASK_DIMS])
@@ -1098,14 +1071,20 @@ def _union_sides(x: Tuple[Dict, Dict], y: Tuple[Dict, Dict]) -> Tuple[Dict, Dict
     return out[0], out[1]
 
 
-def merge_with_payload(entries: List[Tuple[Box, object]], combine, rounds: int = 6) -> List[Tuple[Box, object]]:
+def merge_with_payload(
+    entries: List[Tuple[Box, object]], combine, rounds: int = 6, mask_dims: FrozenSet[int] = MASK_DIMS
+) -> List[Tuple[Box, object]]:
     """Merge boxes equal in every dimension but one whatever their payloads; a merged box
-    carries ``combine`` of its members' payloads."""
+    carries ``combine`` of its members' payloads. Boxes may have any number of dimensions
+    (``mask_dims`` says which are bit masks)."""
     if len(entries) < 2:
         return list(entries)
+    ndims = len(entries[0][0])
     for _ in range(rounds):
         changed = False
-        for dim in range(NDIMS):
+        for dim in range(ndims):
+            if len(entries) < 2:
+                return entries
             groups: Dict[tuple, List[Tuple[Box, object]]] = {}
             for e in entries:
                 b = e[0]
@@ -1118,7 +1097,7 @@ def merge_with_payload(entries: List[Tuple[Box, object]], combine, rounds: int =
                 if len(members) == 1:
                     out.append(members[0])
                     continue
-                if dim in MASK_DIMS:
+                if dim in mask_dims:
                     v = 0
                     for m in members:
                         v |= m[0][dim]
