@@ -22,10 +22,7 @@ from twinwall.analysis.packetset import (
     CT_NEW,
     DPORT,
     DST,
-    ICMP_ALL,
-    ID_ALL,
     IIF,
-    PORT_ALL,
     PROTO,
     PROTO_ALL,
     SPORT,
@@ -35,6 +32,7 @@ from twinwall.analysis.packetset import (
     covers,
     iv_contains,
     iv_normalize,
+    make_box,
     iv_sub,
     loopback_addresses,
     ranges_text,
@@ -367,18 +365,8 @@ def _precheck(sock: ListeningSocket, family: str, disabled: bool) -> Optional[Fa
 def remote_new_connections(ctx: FamilyContext) -> Box:
     """Every new connection from elsewhere: any protocol and port, any remote source, any
     non-loopback interface, to any of the host's addresses. Sockets read their slice of it."""
-    return (
-        remote_sources(ctx.family),
-        ctx.remote_targets,
-        PROTO_ALL,
-        PORT_ALL,
-        PORT_ALL,
-        ICMP_ALL,
-        ID_ALL,
-        ID_ALL,
-        ctx.remote_ifaces,
-        ctx.universe.all_mask,
-        CT_NEW,
+    return make_box(
+        remote_sources(ctx.family), ctx.remote_targets, ctx.remote_ifaces, ctx.universe.all_mask, state=CT_NEW
     )
 
 
@@ -711,18 +699,8 @@ def _probe(
 ) -> List[Outcome]:
     """A host-level check (loopback, anti-spoofing, established): these are about the filter
     rules, so nat chains (whose decision for such traffic is made elsewhere) are skipped."""
-    box = (
-        src,
-        dst if dst is not None else ctx.remote_targets,
-        proto,
-        PORT_ALL,
-        PORT_ALL,
-        ICMP_ALL,
-        ID_ALL,
-        ID_ALL,
-        ifaces,
-        ctx.universe.all_mask,
-        state,
+    box = make_box(
+        src, dst if dst is not None else ctx.remote_targets, ifaces, ctx.universe.all_mask, proto=proto, state=state
     )
     return ctx.evaluator().local_input([box], nat=False)
 

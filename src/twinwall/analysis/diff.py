@@ -62,6 +62,7 @@ from twinwall.analysis.packetset import (
     box_sub,
     iv_and,
     iv_normalize,
+    make_box,
     iv_sub,
     loopback_addresses,
     multicast_addresses,
@@ -214,19 +215,7 @@ def hook_roles(hook: str, host_known: bool) -> Tuple[FrozenSet[int], FrozenSet[i
 
 def start_box(family: str, hook: str, src_roles, dst_roles, iface_all: int) -> Box:
     proto = iv_sub(PROTO_ALL, ((58, 58),) if family == IPV4 else ((1, 1),))
-    return (
-        _roles_iv(src_roles),
-        _roles_iv(dst_roles),
-        proto,
-        PORT_ALL,
-        PORT_ALL,
-        ICMP_ALL,
-        ID_ALL,
-        ID_ALL,
-        iface_all,
-        iface_all,
-        CT_ALL,
-    )
+    return make_box(_roles_iv(src_roles), _roles_iv(dst_roles), iface_all, iface_all, proto=proto)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,12 +9,10 @@ from twinwall.analysis.context import build_contexts
 from twinwall.analysis.evaluator import V_ACCEPT
 from twinwall.analysis.packetset import (
     CT_NEW,
-    ICMP_ALL,
-    ID_ALL,
     IIF,
-    PORT_ALL,
     SRC,
     iv_and,
+    make_box,
     iv_sub,
     prefix_interval,
     remote_sources,
@@ -69,7 +67,7 @@ def explain_port(
         raise InputError(f"{source} is not a remote source (loopback, multicast or unspecified)")
     ifaces = ctx.universe.mask(iface) if iface else ctx.remote_ifaces
     num = PROTO_NUM[proto]
-    box = (src, dst, ((num, num),), PORT_ALL, ((port, port),), ICMP_ALL, ID_ALL, ID_ALL, ifaces, ctx.universe.all_mask, CT_NEW)
+    box = make_box(src, dst, ifaces, ctx.universe.all_mask, proto=((num, num),), dport=((port, port),), state=CT_NEW)
     out.append(f"{label}: new {proto} connection to port {port} from {_sources_text(src, family)}"
                f"{' on ' + iface if iface else ''}")
     for rs in ctx.rulesets:

@@ -299,21 +299,21 @@ def unicast_destinations(family: str) -> IntervalSet:
 # boxes
 
 
-def full_box(family: str, iface_all: int) -> Box:
-    """Every packet of a family; ``iface_all`` is the interface universe's full mask."""
-    return (
-        address_space(family),
-        address_space(family),
-        PROTO_ALL,
-        PORT_ALL,
-        PORT_ALL,
-        ICMP_ALL,
-        ID_ALL,
-        ID_ALL,
-        iface_all,
-        iface_all,
-        CT_ALL,
-    )
+def make_box(
+    src: IntervalSet,
+    dst: IntervalSet,
+    iif: int,
+    oif: int,
+    proto: IntervalSet = PROTO_ALL,
+    sport: IntervalSet = PORT_ALL,
+    dport: IntervalSet = PORT_ALL,
+    icmp: IntervalSet = ICMP_ALL,
+    uid: IntervalSet = ID_ALL,
+    gid: IntervalSet = ID_ALL,
+    state: int = CT_ALL,
+) -> Box:
+    """A box by dimension name; every dimension not given is whole."""
+    return (src, dst, proto, sport, dport, icmp, uid, gid, iif, oif, state)
 
 
 def conjoin(base: dict, extra: dict) -> Optional[dict]:
