@@ -240,6 +240,13 @@ def measure(commands: Sequence[Command], repeat: int = 3, progress=None) -> Dict
     return {c.name: Measurement(c.name, list(c.argv), runs[c.name]) for c in commands}
 
 
+def byte_compile(python: str, package_dir: str) -> None:
+    """Byte-compile twinwall's sources before measuring, as ``pip install`` does at install
+    time: the runs then load cached bytecode like an installed twinwall, also where
+    PYTHONDONTWRITEBYTECODE keeps the interpreter from caching it on its own."""
+    subprocess.run([python, "-m", "compileall", "-q", package_dir], stdout=subprocess.DEVNULL, check=False)
+
+
 # --------------------------------------------------------------------------------------------
 # reporting
 # --------------------------------------------------------------------------------------------

@@ -115,6 +115,8 @@ def run_comparison(candidate: Optional[M.Command], reference: List[M.Command], r
     """Measure candidate and reference commands round-robin. Returns (reference Combined,
     candidate Measurement or None, all measurements)."""
     cmds = list(reference) + ([candidate] if candidate else [])
+    if candidate:
+        M.byte_compile(candidate.argv[0], os.path.join(REPO, "src", "twinwall"))
     ms = M.measure(cmds, repeat=repeat, progress=log)
     ref = M.Combined("reference", [ms[c.name] for c in reference])
     cand = ms[candidate.name] if candidate else None

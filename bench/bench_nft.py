@@ -386,6 +386,7 @@ def measure(args, d: str, log) -> Tuple[Optional[M.Measurement], Optional[M.Meas
     out_json = os.path.join(d, "twinwall-audit.out")
     cand = M.Command("twinwall audit --nft", twinwall_argv(args.python, nft_json, sockets), ok_codes=(0, 1),
                      stdout_path=out_json, env=twinwall_env(args.src), timeout_s=args.timeout)
+    M.byte_compile(args.python, os.path.join(args.src or os.path.join(REPO, "src"), "twinwall"))
     runs: Dict[str, List[M.Run]] = {"ref": [], "cand": []}
     if args.twinwall_only:
         if not os.path.isfile(nft_json):

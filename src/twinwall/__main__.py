@@ -1,3 +1,3 @@
-from twinwall.cli import main
+from twinwall.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -421,3 +421,64 @@ def test_parallel_workers_give_the_same_result():
     parallel = diff_contexts(contexts, parallel=True).to_json()  # both families and hooks forked
     assert parallel == serial
     assert serial["differences"]
+
+
+def test_each_family_parsed_in_its_own_worker_gives_the_joint_result():
+    """diff_snapshot walks each family with only its own interface names; the masks read in
+    the joint universe must give exactly what one joint walk gives."""
+    from twinwall.analysis.diff import diff_snapshot
+
+    v4 = filt(
+        """
+        -A INPUT -i eth+ -p tcp --dport 22 -j ACCEPT
+        -A INPUT -i docker0 -j DROP
+        -A FORWARD -i br-+ -o eth0 -j ACCEPT
+        -A OUTPUT -o wg0 -p udp --dport 51820 -j DROP
+        """,
+        input_policy="DROP",
+    )
+    v6 = filt(
+        """
+        -A INPUT -i eth0 -p tcp --dport 22 -j ACCEPT
+        -A INPUT -i eth1+ -p tcp --dport 22 -j DROP
+        -A FORWARD -i br-1 -j ACCEPT
+        -A OUTPUT -o wg+ -p udp --dport 51820 -j DROP
+        """,
+        input_policy="DROP",
+    )
+    snap = snapshot(v4, v6)
+    joint = diff_contexts(build_contexts(snap, load_rulesets(snap)), parallel=False).to_json()
+    assert joint["differences"]
+    for parallel in (False, True):
+        assert diff_snapshot(snapshot(v4, v6), parallel=parallel).to_json() == joint
+
+
+def test_diff_snapshot_names_the_missing_family():
+    import pytest
+
+    from twinwall.analysis.diff import diff_snapshot
+    from twinwall.errors import InputError
+
+    snap = snapshot(EMPTY_FILTER, EMPTY_FILTER)
+    snap.rulesets = snap.rulesets[:1]
+    with pytest.raises(InputError, match="no ip6tables ruleset"):
+        diff_snapshot(snap)
+
+
+def test_interface_masks_read_in_a_finer_universe_keep_their_names():
+    """Every name is in a mask of the coarse universe exactly when its class in the finer one
+    is in the translated mask (the universe of one family's rules, then of both)."""
+    from twinwall.analysis.interfaces import InterfaceUniverse
+
+    coarse = InterfaceUniverse(["eth0", "lo"], ["eth+", "br-+", "veth+"])
+    fine = InterfaceUniverse(["eth0", "eth", "lo", "br-1", "wg0", "veth1"], ["eth+", "eth0+", "eth1+", "br-+", "veth+", "wg+", "e+"])
+    tr = coarse.refine(fine)
+    names = ["eth0", "eth0x", "eth", "eth1", "eth12", "eth2", "br-1", "br-2", "br-", "wg0", "wg1", "veth1", "veth9", "lo",
+             "em1", "e", "tun0", "x"]
+    for spec in coarse.specs() + ["+", "e+", "eth1+", "nope"]:
+        m = coarse.mask(spec)
+        for n in names:
+            in_coarse = bool(m >> coarse.class_of(n) & 1)
+            in_fine = bool(tr(m) >> fine.class_of(n) & 1)
+            assert in_coarse == in_fine, (spec, n)
+    assert tr(coarse.all_mask) == fine.all_mask

@@ -17,6 +17,7 @@ from twinwall.analysis.frontends import combine_frontends, detect_frontends
 from twinwall.analysis.published import merge_published, published_services
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
 from twinwall.analysis.evaluator import V_ACCEPT, Outcome, accepted_by_policy
+from twinwall.analysis.parallel import run_jobs, worth_forking
 from twinwall.analysis.packetset import (
     CT_ESTABLISHED,
     CT_NEW,
@@ -40,7 +41,6 @@ from twinwall.analysis.packetset import (
     to_cidrs,
 )
 from twinwall.loader import load_rulesets
-from twinwall.errors import TwinwallError
 from twinwall.model import FAMILIES, IPV4, IPV6, HostSnapshot, ListeningSocket
 from twinwall.ruleset import Decision
 
@@ -201,8 +201,9 @@ def audit_snapshot(snapshot: HostSnapshot, keep_text: bool = True, jobs: Optiona
     IPv6 half runs in a forked process while this one does IPv4."""
     sockets = _dedupe(snapshot.sockets)
     early = _legacy_and_nft_findings(snapshot)  # reads the texts before parsing frees them
-    parallel = _use_fork(snapshot) if jobs is None else jobs > 1
-    results = run_per_family(lambda fam: audit_family(snapshot, fam, sockets, keep_text), parallel)
+    parallel = worth_forking(snapshot) if jobs is None else jobs > 1
+    halves = run_jobs([lambda fam=fam: audit_family(snapshot, fam, sockets, keep_text) for fam in FAMILIES], parallel)
+    results = dict(zip(FAMILIES, halves))
     services = [
         ServiceReport(sock, {f: results[f].verdicts[i] for f in FAMILIES}) for i, sock in enumerate(sockets)
     ]
@@ -257,67 +258,6 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
         if rs.tables or not any(other.tables for other in mine)
     ]
     return FamilyAudit(family, verdicts, published, findings, summary, detect_frontends(rulesets).get(family, []))
-
-
-FORK_THRESHOLD = 2_000_000  # bytes of ruleset text: below this a fork costs more than it saves
-
-
-def _use_fork(snapshot: HostSnapshot) -> bool:
-    import os
-    import threading
-
-    if os.environ.get("TWINWALL_JOBS") == "1" or not hasattr(os, "fork") or threading.active_count() > 1:
-        return False
-    sizes = {f: sum(len(t.text) for t in snapshot.rulesets_for(f)) for f in FAMILIES}
-    return all(sizes.values()) and sum(sizes.values()) >= FORK_THRESHOLD
-
-
-def run_per_family(fn, parallel: bool) -> Dict[str, "FamilyAudit"]:
-    """``fn(family)`` for both families; with ``parallel``, IPv6 in a forked child whose
-    result comes back pickled through a pipe. Errors in the child are raised here."""
-    if not parallel:
-        return {f: fn(f) for f in FAMILIES}
-    import os
-    import pickle
-    import signal
-
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: compute IPv6, send it, leave without running the parent's cleanup
-        status = 0
-        try:
-            os.close(read_fd)
-            try:
-                payload = ("ok", fn(IPV6))
-            except TwinwallError as exc:
-                payload = ("error", type(exc), str(exc))
-            except BaseException:  # report it to the parent, which raises it
-                import traceback
-
-                payload = ("crash", None, traceback.format_exc())
-            # serialise first (while the parent is still busy with IPv4), then hand it over
-            data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-            with os.fdopen(write_fd, "wb") as out:
-                out.write(data)
-        except BaseException:
-            status = 1
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    try:
-        mine = fn(IPV4)
-        with os.fdopen(read_fd, "rb") as inp:
-            payload = pickle.load(inp)
-    except BaseException:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
-    os.waitpid(pid, 0)
-    if payload[0] == "error":
-        raise payload[1](payload[2])
-    if payload[0] == "crash":
-        raise RuntimeError("the IPv6 half of the audit failed:\n" + payload[2])
-    return {IPV4: mine, IPV6: payload[1]}
 
 
 def _dedupe(sockets: Sequence[ListeningSocket]) -> List[ListeningSocket]:

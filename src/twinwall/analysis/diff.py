@@ -25,8 +25,6 @@ the set (tests/unit/test_diff_properties.py checks this).
 from __future__ import annotations
 
 import gc
-import os
-import pickle
 from contextlib import contextmanager
 from bisect import bisect_right
 from dataclasses import dataclass, field, replace
@@ -34,6 +32,8 @@ from functools import lru_cache
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.evaluator import MAX_DEPTH, EvaluationError
+from twinwall.analysis.interfaces import InterfaceUniverse
+from twinwall.analysis.parallel import run_jobs, worth_forking
 from twinwall.analysis.packetset import (
     CT_ALL,
     CT_NAMES,
@@ -69,6 +69,7 @@ from twinwall.analysis.packetset import (
     prefix_interval,
     split,
 )
+from twinwall.errors import InputError
 from twinwall.model import IPV4, IPV6
 from twinwall.ruleset import (
     ACCEPT,
@@ -1255,52 +1256,6 @@ def common_roles(contexts: Sequence, hooks: Sequence[str]) -> Tuple[Dict[str, Tu
     return out, notes
 
 
-def _run_parallel(jobs):
-    """Run zero-argument callables, the first in this process and the others in forked
-    children (when fork exists); returns their results in order."""
-    if len(jobs) < 2 or not hasattr(os, "fork"):
-        return [j() for j in jobs]
-    children = []
-    for job in jobs[1:]:
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            code = 0
-            try:
-                os.close(r)
-                try:
-                    payload = pickle.dumps(("ok", job()), protocol=pickle.HIGHEST_PROTOCOL)
-                except BaseException as exc:  # shipped to the parent, which re-raises it
-                    payload = pickle.dumps(("error", exc), protocol=pickle.HIGHEST_PROTOCOL)
-                with os.fdopen(w, "wb") as fh:
-                    fh.write(payload)
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(w)
-        children.append((pid, r))
-    try:
-        first = jobs[0]()
-    except BaseException:
-        for pid, r in children:
-            os.close(r)
-            os.waitpid(pid, 0)
-        raise
-    results = [first]
-    for pid, r in children:
-        with os.fdopen(r, "rb") as fh:
-            data = fh.read()
-        _, status = os.waitpid(pid, 0)
-        if not data:
-            raise EvaluationError(f"the worker process evaluating a family failed (status {status})")
-        kind, value = pickle.loads(data)
-        if kind == "error":
-            raise value
-        results.append(value)
-    return results
-
-
 PARALLEL_RULES = 20000  # rulesets bigger than this (both families together) are walked in parallel
 
 
@@ -1315,9 +1270,7 @@ def evaluate_sides(contexts: Sequence, hooks: Sequence[str], roles_filter, proje
     jobs = [
         (lambda c=c: evaluate_family(c, hooks, roles_filter, projector)) for c in contexts
     ]
-    if parallel:
-        return _run_parallel(jobs)
-    return [j() for j in jobs]
+    return run_jobs(jobs, parallel)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1402,6 +1355,60 @@ def diff_contexts(contexts: Dict[str, object], hooks: Sequence[str] = HOOKS, kee
     return DiffResult(list(hooks), comps, sides[0].universe, roles_filter, notes)
 
 
+def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[bool] = None) -> DiffResult:
+    """Compare IPv4 with IPv6 on a host snapshot (what ``twinwall diff`` runs).
+
+    Each family is parsed and walked in its own process on a large host: the walks need only
+    the host's addresses from the other side, not its rules. Interface masks are then read in
+    the universe of both families' interface names before the comparison."""
+    from twinwall.loader import load_rulesets
+    from twinwall.analysis.context import build_contexts
+
+    missing = [f for f in (IPV4, IPV6) if not any(t.text for t in snapshot.rulesets_for(f))]
+    if missing:
+        raise _missing_rules(missing)
+    if parallel is None:
+        parallel = worth_forking(snapshot)
+    bare = build_contexts(snapshot, {})  # addresses and interfaces: all the roles need
+
+    def walk(family: str):
+        rulesets = load_rulesets(snapshot, keep_text=False, families=(family,))
+        ctx = build_contexts(snapshot, rulesets)[family]
+        if not ctx.rules_known:
+            raise _missing_rules([family])
+        return evaluate_family(ctx, hooks, roles_filter), ctx.universe.specs()
+
+    with _gc_paused():
+        roles_filter, notes = common_roles([bare[IPV4], bare[IPV6]], hooks)
+        (out4, specs4), (out6, specs6) = run_jobs([lambda: walk(IPV4), lambda: walk(IPV6)], parallel)
+        universe = InterfaceUniverse(specs4 + specs6)
+        out4 = _in_universe(out4, specs4, universe)
+        out6 = _in_universe(out6, specs6, universe)
+        comps = compare_hooks(hooks, out4, out6, False, parallel)
+    return DiffResult(list(hooks), comps, universe, roles_filter, notes)
+
+
+def _missing_rules(families: Sequence[str]) -> InputError:
+    what = " and ".join("iptables" if f == IPV4 else "ip6tables" for f in families)
+    return InputError(
+        f"no {what} ruleset was read: diff compares both families "
+        f"(give --iptables and --ip6tables, --nft, or a snapshot with both)"
+    )
+
+
+def _in_universe(outcomes: Dict[str, List], specs: List[str], universe) -> Dict[str, List]:
+    """One family's outcomes with their interface masks read in ``universe`` (a refinement of
+    the universe the family was walked in)."""
+    own = InterfaceUniverse(specs)
+    if own.labels == universe.labels:
+        return outcomes
+    tr = own.refine(universe)
+    return {
+        hook: [(b[:IIF] + (tr(b[IIF]), tr(b[OIF])) + b[OIF + 1 :], verdict, label) for b, verdict, label in items]
+        for hook, items in outcomes.items()
+    }
+
+
 def compare_hooks(hooks: Sequence[str], a: Dict[str, List], b: Dict[str, List], keep_regions: bool = False,
                   parallel: bool = False) -> Dict[str, Comparison]:
     """compare_outcomes for every hook; with ``parallel``, input is compared in a worker while
@@ -1409,7 +1416,7 @@ def compare_hooks(hooks: Sequence[str], a: Dict[str, List], b: Dict[str, List], 
     if not parallel or len(hooks) < 2 or "input" not in hooks:
         return {h: compare_outcomes(h, a[h], b[h], keep_regions) for h in hooks}
     rest = [h for h in hooks if h != "input"]
-    mine, theirs = _run_parallel([
+    mine, theirs = run_jobs([
         lambda: {h: compare_outcomes(h, a[h], b[h], keep_regions) for h in rest},
         lambda: compare_outcomes("input", a["input"], b["input"], keep_regions),
     ])

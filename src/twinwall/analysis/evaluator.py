@@ -337,6 +337,11 @@ class Evaluator:
             elif action == RETURN:
                 returned.extend(matched)
             elif action in (JUMP, GOTO):
+                if len(matched) > 1:
+                    # pieces that differ only where this rule does not look (kube-proxy: one
+                    # NodePort on each of the host's addresses) go on as one flow: the chain
+                    # behind the jump then walks once, not once per piece
+                    matched = merge_flows(matched)
                 entering = [Flow(f.box, (decision, f.trail), f.uncertain, f.origin) for f in matched]
                 sub_ret, sub_end = self.walk(rs, table, rule.target, entering, depth + 1)
                 ended.extend(sub_end)

@@ -71,3 +71,60 @@ class InterfaceUniverse:
         for n in names:
             m |= self.mask(n)
         return m
+
+    def specs(self) -> List[str]:
+        """The names and patterns this universe was built from ("lo" included)."""
+        return list(self.exact) + [p + "+" for p in self.prefixes]
+
+    def class_of(self, name: str) -> int:
+        """The class index of one interface name: its exact class, else the class of the
+        longest prefix it starts with, else "any other name"."""
+        if name in self.exact:
+            return self.exact.index(name)
+        return self._prefix_class_of(name)
+
+    def refine(self, finer: "InterfaceUniverse") -> "MaskTranslation":
+        """How masks over this universe read in ``finer``, a universe built from a superset of
+        its names and patterns (both families' rules, where this one saw one family's)."""
+        table = [0] * len(self.labels)
+        n_exact = len(finer.exact)
+        for k, label in enumerate(finer.labels):
+            if k < n_exact:
+                mine = self.class_of(label)
+            elif label == OTHER:
+                mine = len(self.labels) - 1  # a name no pattern of finer claims: none of ours either
+            else:
+                # the names under prefix p that no longer pattern of finer claims fall in our
+                # class of the longest of our prefixes that p starts with (ours are finer's too)
+                mine = self._prefix_class_of(label[:-1])
+            table[mine] |= 1 << k
+        return MaskTranslation(table)
+
+    def _prefix_class_of(self, name: str) -> int:
+        best = -1
+        for j, q in enumerate(self.prefixes):
+            if name.startswith(q) and (best < 0 or len(q) > len(self.prefixes[best])):
+                best = j
+        return len(self.exact) + best if best >= 0 else len(self.labels) - 1
+
+
+class MaskTranslation:
+    """Maps interface masks of one universe onto a finer one (see InterfaceUniverse.refine)."""
+
+    def __init__(self, table: List[int]):
+        self.table = table
+        self._cache: Dict[int, int] = {}
+
+    def __call__(self, mask: int) -> int:
+        out = self._cache.get(mask)
+        if out is None:
+            out = 0
+            i = 0
+            m = mask
+            while m:
+                if m & 1:
+                    out |= self.table[i]
+                m >>= 1
+                i += 1
+            self._cache[mask] = out
+        return out

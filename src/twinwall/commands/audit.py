@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _small(snapshot) -> bool:
-    from twinwall.analysis.audit import FORK_THRESHOLD
+    from twinwall.analysis.parallel import FORK_THRESHOLD
 
     return sum(len(t.text) for t in snapshot.rulesets) < FORK_THRESHOLD
 

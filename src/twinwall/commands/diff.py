@@ -56,23 +56,11 @@ def run(args: argparse.Namespace) -> int:
     if args.before or args.after:
         return _run_change(args, write_json)
 
-    from twinwall.analysis.context import build_contexts
-    from twinwall.analysis.diff import diff_contexts
-    from twinwall.loader import load_rulesets
-    from twinwall.model import IPV4, IPV6
+    from twinwall.analysis.diff import diff_snapshot
     from twinwall.report.diff_text import render_diff
 
     snapshot = snapshot_from_args(args)
-    rulesets = load_rulesets(snapshot, keep_text=False)
-    contexts = build_contexts(snapshot, rulesets)
-    missing = [f for f in (IPV4, IPV6) if not contexts[f].rules_known]
-    if missing:
-        what = " and ".join("iptables" if f == IPV4 else "ip6tables" for f in missing)
-        raise InputError(
-            f"no {what} ruleset was read: diff compares both families "
-            f"(give --iptables and --ip6tables, --nft, or a snapshot with both)"
-        )
-    result = diff_contexts(contexts, _hooks(args))
+    result = diff_snapshot(snapshot, _hooks(args))
     if snapshot.ipv6.enabled is False:
         result.notes.append("IPv6 is disabled on this host: the IPv6 rules are compared but carry no traffic")
     if args.format == "json":

@@ -1,0 +1,116 @@
+"""Run independent jobs side by side: the first in this process, the others in forked children.
+
+IPv4 and IPv6 are separate questions over separate rulesets, and a large host's two halves each
+take most of a second; on a machine with two cores they can take it at the same time. A forked
+child inherits everything already loaded (the snapshot, the imported modules), computes its
+job, and sends the result back pickled through a pipe, so results must be plain picklable data.
+
+Errors cross the pipe too: a ``TwinwallError`` in a child is raised again here with its own type
+and message (a one-line error for the user); anything else comes back as a ``RuntimeError``
+carrying the child's traceback. A child is always waited for; if this process's own job fails,
+the children it started are killed (by their PIDs) first.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+from typing import Callable, List, Sequence, TypeVar
+
+from twinwall.errors import TwinwallError
+
+T = TypeVar("T")
+
+
+def can_fork() -> bool:
+    """Whether forking is available and safe here (no other thread that a child would copy
+    in the middle of its work; TWINWALL_JOBS=1 turns it off)."""
+    return (
+        hasattr(os, "fork")
+        and os.environ.get("TWINWALL_JOBS") != "1"
+        and threading.active_count() == 1
+    )
+
+
+# bytes of ruleset text (both families): below this, a fork costs more than it saves
+FORK_THRESHOLD = 2_000_000
+
+
+def worth_forking(snapshot) -> bool:
+    """Whether a snapshot's two families are big enough to be worth a process each."""
+    sizes = [sum(len(t.text) for t in snapshot.rulesets_for(f)) for f in ("ipv4", "ipv6")]
+    return all(sizes) and sum(sizes) >= FORK_THRESHOLD
+
+
+def run_jobs(jobs: Sequence[Callable[[], T]], parallel: bool = True) -> List[T]:
+    """``[job() for job in jobs]``, with ``parallel`` (and :func:`can_fork`) the jobs after the
+    first in forked children."""
+    if not parallel or len(jobs) < 2 or not can_fork():
+        return [job() for job in jobs]
+    children = []
+    try:
+        for job in jobs[1:]:
+            children.append(_start(job))
+        mine = jobs[0]()
+    except BaseException:
+        for pid, fd in children:
+            os.close(fd)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        raise
+    results = [mine]
+    failure = None
+    for pid, fd in children:
+        with os.fdopen(fd, "rb") as inp:
+            data = inp.read()
+        _, status = os.waitpid(pid, 0)
+        if failure is not None:
+            continue
+        try:
+            results.append(_unpack(data, status))
+        except BaseException as exc:  # raised once every child has been waited for
+            failure = exc
+    if failure is not None:
+        raise failure
+    return results
+
+
+def _start(job: Callable[[], object]):
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_fd)
+        return pid, read_fd
+    # the child: compute, send, and leave without running the parent's cleanup handlers
+    status = 0
+    try:
+        os.close(read_fd)
+        try:
+            payload = ("ok", job())
+        except TwinwallError as exc:
+            payload = ("error", type(exc), str(exc))
+        except BaseException:
+            import traceback
+
+            payload = ("crash", traceback.format_exc())
+        # serialised before writing: the parent may still be busy with its own job
+        data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        with os.fdopen(write_fd, "wb") as out:
+            out.write(data)
+    except BaseException:
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def _unpack(data: bytes, status: int):
+    if not data:
+        raise RuntimeError(f"a worker process ended without a result (wait status {status})")
+    payload = pickle.loads(data)
+    if payload[0] == "ok":
+        return payload[1]
+    if payload[0] == "error":
+        raise payload[1](payload[2])
+    raise RuntimeError("a worker process failed:\n" + payload[1])
