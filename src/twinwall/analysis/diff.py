@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
-from twinwall.analysis.evaluator import MAX_DEPTH, EvaluationError
+from twinwall.analysis.evaluator import MAX_DEPTH, EvaluationError, InertChains, hook_stages
 from twinwall.analysis.interfaces import InterfaceUniverse
 from twinwall.analysis.parallel import run_jobs, worth_forking
 from twinwall.analysis.packetset import (
@@ -465,7 +465,7 @@ class RoleWalker:
             rs.local_addresses = local_addresses
         self._lifted: Dict[int, List[_XRule]] = {}
         self._lift_cache: Dict[tuple, Tuple[tuple, tuple]] = {}
-        self._inert_cache: Dict[tuple, bool] = {}
+        self._inert = InertChains()
         self._keep: List = []  # keeps lifted chains alive so their ids stay unique
         # (chain, flow) -> what a jump with that flow returns and what ends in the chain. A
         # region that several rules may send into the same chain (kube-proxy's
@@ -478,9 +478,7 @@ class RoleWalker:
             self.local_roles = _roles_iv([HOST, LOOPBACK, GLOBAL])
 
     def stages(self, hook: str):
-        stages = [(rs, b) for rs in self.rulesets for b in rs.base_chains if b.hook == hook]
-        stages.sort(key=lambda s: s[1].priority)
-        return stages
+        return hook_stages(self.rulesets, hook)
 
     def run(self, hooks: Sequence[str], boxes: Sequence[Box]) -> List[Outcome]:
         flows = [_Flow(b, None, _NO_LABEL) for b in boxes]
@@ -679,24 +677,6 @@ class RoleWalker:
                 current = merge_flows(current)
         returned.extend(current)
         return returned, ended
-
-    def _inert(self, rs: Ruleset, table: str, name: str, depth: int = 0) -> bool:
-        key = (id(rs), table, name)
-        known = self._inert_cache.get(key)
-        if known is not None:
-            return known
-        chain = rs.chain(table, name)
-        inert = chain is not None and depth < MAX_DEPTH
-        if inert:
-            for r in chain.rules:
-                if r.action in (CONTINUE, RETURN) or not r.alternatives:
-                    continue
-                if r.action == JUMP and self._inert(rs, table, r.target, depth + 1):
-                    continue
-                inert = False
-                break
-        self._inert_cache[key] = inert
-        return inert
 
     @staticmethod
     def _untrack(f: _Flow) -> List[_Flow]:

@@ -155,6 +155,40 @@ def merge_flows(flows: List[Flow]) -> List[Flow]:
     return keep
 
 
+def hook_stages(rulesets: Sequence[Ruleset], hook: str) -> List[Tuple[Ruleset, BaseChain]]:
+    """Every base chain on a hook, across rulesets, in the order netfilter runs them."""
+    stages = [(rs, b) for rs in rulesets for b in rs.base_chains if b.hook == hook]
+    stages.sort(key=lambda s: s[1].priority)
+    return stages
+
+
+class InertChains:
+    """Whether jumping to a chain can change nothing a verdict depends on: all its rules only
+    log/mark/count or return, or jump to chains that are inert themselves (kube-proxy's
+    KUBE-MARK-MASQ). Jumps to them are skipped: splitting regions there only fragments them."""
+
+    def __init__(self):
+        self._known: Dict[tuple, bool] = {}
+
+    def __call__(self, rs: Ruleset, table: str, name: str, depth: int = 0) -> bool:
+        key = (id(rs), table, name)
+        known = self._known.get(key)
+        if known is not None:
+            return known
+        chain = rs.chain(table, name)
+        inert = chain is not None and depth < MAX_DEPTH
+        if inert:
+            for r in chain.rules:
+                if r.action in (CONTINUE, RETURN) or not r.alternatives:
+                    continue
+                if r.action == JUMP and self(rs, table, r.target, depth + 1):
+                    continue
+                inert = False
+                break
+        self._known[key] = inert
+        return inert
+
+
 class Evaluator:
     """Evaluates one family's rulesets. Bind the interface universe and local addresses first."""
 
@@ -171,7 +205,7 @@ class Evaluator:
         self.universe = universe
         self.local = local_addresses  # interval set of the host's own addresses
         self.trace = trace
-        self._inert_cache: Dict[tuple, bool] = {}
+        self._inert = InertChains()
         for rs in self.rulesets:
             rs.universe = universe
             rs.local_addresses = local_addresses
@@ -179,9 +213,7 @@ class Evaluator:
     # -- hooks ------------------------------------------------------------------------------
 
     def stages(self, hook: str) -> List[Tuple[Ruleset, BaseChain]]:
-        stages = [(rs, b) for rs in self.rulesets for b in rs.base_chains if b.hook == hook]
-        stages.sort(key=lambda s: s[1].priority)
-        return stages
+        return hook_stages(self.rulesets, hook)
 
     def local_input(self, boxes: Sequence[Box], nat: bool = True) -> List[Outcome]:
         """Packets arriving from the network, addressed to this host: PREROUTING then INPUT.
@@ -367,26 +399,6 @@ class Evaluator:
                 raise EvaluationError(f"unhandled action {action}")
         returned.extend(current)
         return returned, ended
-
-    def _inert(self, rs: Ruleset, table: str, name: str, depth: int = 0) -> bool:
-        """Whether jumping to a chain can change nothing a verdict depends on: all its rules
-        only log/mark/count or return, or jump to chains that are inert themselves."""
-        key = (id(rs), table, name)
-        known = self._inert_cache.get(key)
-        if known is not None:
-            return known
-        chain = rs.chain(table, name)
-        inert = chain is not None and depth < MAX_DEPTH
-        if inert:
-            for r in chain.rules:
-                if r.action in (CONTINUE, RETURN) or not r.alternatives:
-                    continue
-                if r.action == JUMP and self._inert(rs, table, r.target, depth + 1):
-                    continue
-                inert = False
-                break
-        self._inert_cache[key] = inert
-        return inert
 
     def _trace_match(self, rule: Rule, flows: List[Flow], depth: int) -> None:
         hit = []

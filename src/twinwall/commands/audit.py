@@ -54,11 +54,13 @@ def _small(snapshot) -> bool:
 
 def write_json(data) -> None:
     """Indented for a person at a terminal; compact (and much faster) for a pipe or a file."""
+    # reports are trees built fresh for output (a shared leaf is fine, a cycle impossible): the
+    # encoder's cycle check would only cost a dictionary operation per object
     if sys.stdout.isatty():
-        sys.stdout.write(json.dumps(data, indent=2))
+        sys.stdout.write(json.dumps(data, indent=2, check_circular=False))
     else:
         # json.dumps without indent runs the C encoder; json.dump would not
-        sys.stdout.write(json.dumps(data, separators=(",", ":")))
+        sys.stdout.write(json.dumps(data, separators=(",", ":"), check_circular=False))
     sys.stdout.write("\n")
 
 
