@@ -1344,7 +1344,8 @@ def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[boo
     from twinwall.loader import load_rulesets
     from twinwall.analysis.context import build_contexts
 
-    missing = [f for f in (IPV4, IPV6) if not any(t.text for t in snapshot.rulesets_for(f))]
+    # an empty dump is a ruleset (no tables: nothing filters); no dump at all is not
+    missing = [f for f in (IPV4, IPV6) if not snapshot.rulesets_for(f)]
     if missing:
         raise _missing_rules(missing)
     if parallel is None:
