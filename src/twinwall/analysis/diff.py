@@ -63,6 +63,8 @@ from twinwall.analysis.packetset import (
     iv_and,
     iv_normalize,
     make_box,
+    merge_boxes,
+    merge_with_payload,
     iv_sub,
     loopback_addresses,
     multicast_addresses,
@@ -243,8 +245,9 @@ class _XRule:
         self._decision = None
         self.inert = None  # JUMP only: whether the target chain can change nothing (lazy)
         # a "may" jump identical to the rule before it (kube-proxy's loadBalancerSourceRanges:
-        # "-s PREFIX -j KUBE-EXT-X" for hundreds of prefixes, all one role-level rule)
-        self.repeat = False
+        # "-s PREFIX -j KUBE-EXT-X" for hundreds of prefixes, all one role-level rule): the
+        # index of the first rule after the run of such repeats it belongs to, else 0
+        self.repeat = 0
 
     @property
     def decision(self) -> Decision:
@@ -372,12 +375,7 @@ def _lift_rule(rule, source: str, roles: AddressRoles, cache: Optional[Dict] = N
 
 def merge_tuples(boxes: Sequence[tuple], mask_dims: FrozenSet[int], rounds: int = 6) -> List[tuple]:
     """Merge boxes equal in every dimension but one, repeatedly, until nothing changes."""
-    entries = [(b, None) for b in dict.fromkeys(boxes)]
-    return [b for b, _ in merge_with_payload(entries, _no_payload, rounds, mask_dims)]
-
-
-def _no_payload(x, y):
-    return None
+    return merge_boxes(list(dict.fromkeys(boxes)), rounds, mask_dims)
 
 
 _MASK22 = frozenset(list(MASK_DIMS) + [d + NDIMS for d in MASK_DIMS])
@@ -549,7 +547,13 @@ class RoleWalker:
                     and not prev.must
                     and xr.may == prev.may
                 ):
-                    xr.repeat = True
+                    xr.repeat = -1
+            end = len(got)
+            for i in range(len(got) - 1, -1, -1):
+                if got[i].repeat:
+                    got[i].repeat = end
+                else:
+                    end = i
             self._lifted[key] = got
             self._keep.append(chain)
         return got
@@ -567,10 +571,15 @@ class RoleWalker:
         # the flows a "may" jump with nothing coming back left untouched: an identical rule
         # right after it sends the very same copies into the same chain, with the same result
         settled = None
-        for xr in self.lifted(rs, chain):
+        rules = self.lifted(rs, chain)
+        i, n = 0, len(rules)
+        while i < n:
+            xr = rules[i]
+            i += 1
             if not current:
                 break
             if xr.repeat and current is settled:
+                i = xr.repeat  # the rest of the run would send the same copies again
                 continue
             settled = None
             action = xr.action
@@ -1041,50 +1050,6 @@ def _union_sides(x: Tuple[Dict, Dict], y: Tuple[Dict, Dict]) -> Tuple[Dict, Dict
     return out[0], out[1]
 
 
-def merge_with_payload(
-    entries: List[Tuple[Box, object]], combine, rounds: int = 6, mask_dims: FrozenSet[int] = MASK_DIMS
-) -> List[Tuple[Box, object]]:
-    """Merge boxes equal in every dimension but one whatever their payloads; a merged box
-    carries ``combine`` of its members' payloads. Boxes may have any number of dimensions
-    (``mask_dims`` says which are bit masks)."""
-    if len(entries) < 2:
-        return list(entries)
-    ndims = len(entries[0][0])
-    for _ in range(rounds):
-        changed = False
-        for dim in range(ndims):
-            if len(entries) < 2:
-                return entries
-            groups: Dict[tuple, List[Tuple[Box, object]]] = {}
-            for e in entries:
-                b = e[0]
-                groups.setdefault(b[:dim] + b[dim + 1 :], []).append(e)
-            if len(groups) == len(entries):
-                continue
-            changed = True
-            out = []
-            for members in groups.values():
-                if len(members) == 1:
-                    out.append(members[0])
-                    continue
-                if dim in mask_dims:
-                    v = 0
-                    for m in members:
-                        v |= m[0][dim]
-                else:
-                    v = iv_normalize(p for m in members for p in m[0][dim])
-                payload = members[0][1]
-                for m in members[1:]:
-                    payload = combine(payload, m[1])
-                merged = list(members[0][0])
-                merged[dim] = v
-                out.append((tuple(merged), payload))
-            entries = out
-        if not changed:
-            break
-    return entries
-
-
 def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequence[Tuple[Box, str, FrozenSet]],
                      keep_regions: bool = False) -> Comparison:
     """a, b: projected outcomes (box, verdict, label) of the two sides."""
@@ -1123,7 +1088,7 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     for key, box, payload in nc_entries:
         nc_groups.setdefault(key, []).append((box, payload))
     comp.not_comparable = [
-        Region(hook, bx, p[0], p[1]) for group in nc_groups.values() for bx, p in merge_with_payload(group, _union_sides)
+        Region(hook, bx, p[0], p[1]) for group in nc_groups.values() for bx, p in merge_with_payload(group, _union_sides, rounds=6)
     ]
     comp.a_only = [SideOnly(hook, bx, p) for bx, p in _group_merge(a_only)]
     comp.b_only = [SideOnly(hook, bx, p) for bx, p in _group_merge(b_only)]

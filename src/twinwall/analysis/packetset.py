@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from bisect import bisect_left, bisect_right
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 _INF = 1 << 130  # above every address, port and id
 
@@ -422,51 +422,73 @@ def covers(boxes: Sequence[Box], target: Box, dims: Sequence[int]) -> bool:
     return not remaining
 
 
-def merge_boxes(boxes: Sequence[Box]) -> List[Box]:
-    """Merge boxes that are equal in every dimension but one (a cheap partial union).
+def merge_boxes(boxes: Sequence[Box], rounds: int = 2, mask_dims: FrozenSet[int] = MASK_DIMS) -> List[Box]:
+    """Merge boxes that are equal in every dimension but one (a cheap partial union)."""
+    return [b for b, _ in merge_with_payload([(b, None) for b in boxes], None, rounds, mask_dims)]
 
-    Dimension values can be long interval sets; each is hashed once per call (tuples do not
-    cache their hash) and groups are keyed by those hashes, then checked for real equality."""
-    items = []
-    seen = set()
-    for b in boxes:
-        hashes = tuple(hash(v) for v in b)
-        if hashes in seen and any(x == b for _, x in items if _ == hashes):
-            continue
-        seen.add(hashes)
-        items.append((hashes, b))
-    for _ in range(2):
+
+def merge_with_payload(
+    entries: Sequence[Tuple[tuple, object]],
+    combine: Optional[Callable[[object, object], object]] = None,
+    rounds: int = 2,
+    mask_dims: FrozenSet[int] = MASK_DIMS,
+) -> List[Tuple[tuple, object]]:
+    """Merge ``(box, payload)`` entries whose boxes are equal in every dimension but one; the
+    merged box carries ``combine`` of its members' payloads (None: the first member's). Boxes
+    may have any number of dimensions (``mask_dims`` says which are bit masks); ``rounds``
+    passes over all dimensions at most.
+
+    Dimension values can be long interval sets and tuples do not cache their hash: each value
+    is hashed once, groups are keyed by the other dimensions' hashes and then checked for real
+    equality."""
+    if len(entries) < 2:
+        return list(entries)
+    ndims = len(entries[0][0])
+    items = [(tuple(map(hash, b)), b, p) for b, p in entries]
+    for _ in range(rounds):
         changed = False
-        for dim in range(NDIMS):
+        for dim in range(ndims):
             if len(items) < 2:
-                return [b for _, b in items]
+                break
             groups: dict = {}
-            for h, b in items:
-                groups.setdefault(h[:dim] + h[dim + 1 :], []).append((h, b))
+            for it in items:
+                h = it[0]
+                groups.setdefault(h[:dim] + h[dim + 1 :], []).append(it)
             if len(groups) == len(items):
                 continue
             out = []
             for members in groups.values():
-                first_h, first = members[0]
-                same = [b for _, b in members if b[:dim] == first[:dim] and b[dim + 1 :] == first[dim + 1 :]]
-                others = [(h, b) for h, b in members if not (b[:dim] == first[:dim] and b[dim + 1 :] == first[dim + 1 :])]
-                out.extend(others)  # a hash collision: leave them as they are
+                if len(members) == 1:
+                    out.append(members[0])
+                    continue
+                first = members[0][1]
+                head, tail = first[:dim], first[dim + 1 :]
+                same = []
+                for m in members:
+                    if m[1][:dim] == head and m[1][dim + 1 :] == tail:
+                        same.append(m)
+                    else:  # a hash collision: left as it is
+                        out.append(m)
                 if len(same) == 1:
-                    out.append((first_h, first))
+                    out.append(same[0])
                     continue
                 changed = True
-                if dim in MASK_DIMS:
+                if dim in mask_dims:
                     v = 0
                     for m in same:
-                        v |= m[dim]
+                        v |= m[1][dim]
                 else:
-                    v = iv_normalize(p for m in same for p in m[dim])
+                    v = iv_normalize(p for m in same for p in m[1][dim])
+                payload = same[0][2]
+                if combine is not None:
+                    for m in same[1:]:
+                        payload = combine(payload, m[2])
                 merged = list(first)
                 merged[dim] = v
-                hashes = list(first_h)
+                hashes = list(same[0][0])
                 hashes[dim] = hash(v)
-                out.append((tuple(hashes), tuple(merged)))
+                out.append((tuple(hashes), tuple(merged), payload))
             items = out
         if not changed:
             break
-    return [b for _, b in items]
+    return [(b, p) for _, b, p in items]
