@@ -572,7 +572,7 @@ def _host_findings(ctx: FamilyContext, snapshot: HostSnapshot, outcomes: Sequenc
                 f"no {label} ruleset was read: {label} verdicts are unknown",
             )
         ]
-    return _policy_findings(ctx, label, outcomes)
+    return _policy_findings(ctx, outcomes)
 
 
 # Comparing the families' output and forward hooks walks their whole packet space: on rulesets
@@ -645,7 +645,7 @@ def _probe(
     return ctx.evaluator().local_input([box], nat=False)
 
 
-def _policy_findings(ctx: FamilyContext, label: str, new: Sequence[Outcome]) -> List[Finding]:
+def _policy_findings(ctx: FamilyContext, new: Sequence[Outcome]) -> List[Finding]:
     family = ctx.family
     findings: List[Finding] = []
     if not ctx.remote_targets:
@@ -658,7 +658,7 @@ def _policy_findings(ctx: FamilyContext, label: str, new: Sequence[Outcome]) -> 
                 "TW-NO-DEFAULT-DENY",
                 "medium",
                 family,
-                f"{label}: new connections not matched by any rule are accepted (no default deny)",
+                "new connections not matched by any rule are accepted (no default deny)",
                 cis=CIS[(family, "default-deny")],
                 evidence=sorted({d.describe() for o in by_policy for d in o.decided_by if d.policy}),
             )
@@ -673,7 +673,7 @@ def _policy_findings(ctx: FamilyContext, label: str, new: Sequence[Outcome]) -> 
                             "TW-NO-DEFAULT-DENY",
                             "low",
                             family,
-                            f"{label}: {base.chain} has policy ACCEPT and no rules",
+                            f"{base.chain} has policy ACCEPT and no rules",
                             cis=CIS[(family, "default-deny")],
                             evidence=[f"{rs.source}: filter {base.chain} policy ACCEPT"],
                         )
@@ -688,7 +688,7 @@ def _policy_findings(ctx: FamilyContext, label: str, new: Sequence[Outcome]) -> 
                 "TW-LOOPBACK-NOT-ACCEPTED",
                 "medium",
                 family,
-                f"{label}: some new connections on the loopback interface are dropped",
+                "some new connections on the loopback interface are dropped",
                 cis=CIS[(family, "loopback")],
                 evidence=sorted({d.describe() for o in lo_out if o.verdict != V_ACCEPT for d in o.decided_by})[:5],
             )
@@ -701,7 +701,7 @@ def _policy_findings(ctx: FamilyContext, label: str, new: Sequence[Outcome]) -> 
                 "TW-SPOOFED-LOOPBACK",
                 "low",
                 family,
-                f"{label}: packets from a loopback source arriving on other interfaces are not dropped "
+                "packets from a loopback source arriving on other interfaces are not dropped "
                 "by a rule (the kernel drops them as martians, but the CIS control asks for the rule)",
                 cis=CIS[(family, "loopback")],
             )
@@ -713,7 +713,7 @@ def _policy_findings(ctx: FamilyContext, label: str, new: Sequence[Outcome]) -> 
                 "TW-ESTABLISHED-DROPPED",
                 "low",
                 family,
-                f"{label}: packets of established connections are dropped: replies to this host's "
+                "packets of established connections are dropped: replies to this host's "
                 "own outbound connections cannot come back",
                 cis=CIS[(family, "established")],
             )
