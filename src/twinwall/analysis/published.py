@@ -27,7 +27,7 @@ a packet was sent to before DNAT, so each service then takes back its own part o
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Set, Tuple
@@ -311,18 +311,16 @@ class _OutcomeIndex:
     """Forward-path outcomes by destination port and address, to find those a box may meet."""
 
     SMALL_PORTS = 64
-    POINTS = 16  # address intervals up to this size are indexed address by address
-    NARROW = 256  # address intervals up to this size are indexed; wider ones are checked each time
+    # address intervals narrower than this are indexed address by address (pod and container
+    # addresses: single addresses packed close together); wider ones are checked each time
+    NARROW = 256
 
     def __init__(self, outcomes: Sequence[Outcome]):
         self.outcomes = list(outcomes)
         self.by_port: Dict[int, Set[int]] = {}
         self.wide_port: Set[int] = set()
-        entries = []
-        self.wide_dst: Set[int] = set()
-        # pod and container addresses are single addresses, packed close together: looked up
-        # one by one, they need no scan through their neighbours
         self.by_addr: Dict[int, Set[int]] = {}
+        self.wide_dst: Set[int] = set()
         for i, o in enumerate(self.outcomes):
             ports = o.origin[DPORT]
             if sum(hi - lo + 1 for lo, hi in ports) <= self.SMALL_PORTS:
@@ -332,17 +330,12 @@ class _OutcomeIndex:
             else:
                 self.wide_port.add(i)
             for lo, hi in o.origin[DST]:
-                if hi - lo < self.POINTS:
+                if hi - lo < self.NARROW:
                     for a in range(lo, hi + 1):
                         self.by_addr.setdefault(a, set()).add(i)
-                elif hi - lo < self.NARROW:
-                    entries.append((lo, hi, i))
                 else:
                     self.wide_dst.add(i)
-        entries.sort()
-        self.points = sorted(self.by_addr)
-        self.los = [e[0] for e in entries]
-        self.entries = entries
+        self.addrs = sorted(self.by_addr)
 
     def _ports(self, ports: tuple) -> Set[int]:
         if sum(hi - lo + 1 for lo, hi in ports) > self.SMALL_PORTS:
@@ -358,24 +351,16 @@ class _OutcomeIndex:
         for qlo, qhi in dsts:
             if qhi - qlo >= 1 << 16:
                 return set(range(len(self.outcomes)))
-            if qhi - qlo < self.POINTS:
+            if qhi - qlo < self.NARROW:
                 for a in range(qlo, qhi + 1):
                     hit = self.by_addr.get(a)
                     if hit:
                         found |= hit
-            else:
-                points = self.points
-                k = bisect_left(points, qlo)
-                while k < len(points) and points[k] <= qhi:
-                    found |= self.by_addr[points[k]]
-                    k += 1
-            # entries starting in [qlo - NARROW, qhi] are the only narrow ones that can overlap
-            k = bisect_right(self.los, qhi) - 1
-            while k >= 0 and self.los[k] >= qlo - self.NARROW:
-                lo, hi, i = self.entries[k]
-                if hi >= qlo:
-                    found.add(i)
-                k -= 1
+                continue
+            k = bisect_left(self.addrs, qlo)
+            while k < len(self.addrs) and self.addrs[k] <= qhi:
+                found |= self.by_addr[self.addrs[k]]
+                k += 1
         return found
 
     def candidates(self, box: tuple) -> List[Outcome]:
