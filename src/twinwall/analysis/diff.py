@@ -1322,14 +1322,14 @@ def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[boo
         ctx = build_contexts(snapshot, rulesets)[family]
         if not ctx.rules_known:
             raise _missing_rules([family])
-        return evaluate_family(ctx, hooks, roles_filter), ctx.universe.specs()
+        return evaluate_family(ctx, hooks, roles_filter), ctx.universe
 
     with _gc_paused():
         roles_filter, notes = common_roles([bare[IPV4], bare[IPV6]], hooks)
-        (out4, specs4), (out6, specs6) = run_jobs([lambda: walk(IPV4), lambda: walk(IPV6)], parallel)
-        universe = InterfaceUniverse(specs4 + specs6)
-        out4 = _in_universe(out4, specs4, universe)
-        out6 = _in_universe(out6, specs6, universe)
+        (out4, u4), (out6, u6) = run_jobs([lambda: walk(IPV4), lambda: walk(IPV6)], parallel)
+        universe = InterfaceUniverse(u4.specs() + u6.specs())
+        out4 = _in_universe(out4, u4, universe)
+        out6 = _in_universe(out6, u6, universe)
         comps = compare_hooks(hooks, out4, out6, False, parallel)
     return DiffResult(list(hooks), comps, universe, roles_filter, notes)
 
@@ -1342,10 +1342,9 @@ def _missing_rules(families: Sequence[str]) -> InputError:
     )
 
 
-def _in_universe(outcomes: Dict[str, List], specs: List[str], universe) -> Dict[str, List]:
-    """One family's outcomes with their interface masks read in ``universe`` (a refinement of
-    the universe the family was walked in)."""
-    own = InterfaceUniverse(specs)
+def _in_universe(outcomes: Dict[str, List], own: InterfaceUniverse, universe: InterfaceUniverse) -> Dict[str, List]:
+    """One family's outcomes, walked in the interface universe ``own``, with their interface
+    masks read in ``universe`` (a refinement of it)."""
     if own.labels == universe.labels:
         return outcomes
     tr = own.refine(universe)

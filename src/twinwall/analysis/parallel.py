@@ -20,6 +20,7 @@ import threading
 from typing import Callable, List, Sequence, TypeVar
 
 from twinwall.errors import TwinwallError
+from twinwall.model import FAMILIES
 
 T = TypeVar("T")
 
@@ -40,7 +41,7 @@ FORK_THRESHOLD = 2_000_000
 
 def worth_forking(snapshot) -> bool:
     """Whether a snapshot's two families are big enough to be worth a process each."""
-    sizes = [sum(len(t.text) for t in snapshot.rulesets_for(f)) for f in ("ipv4", "ipv6")]
+    sizes = [sum(len(t.text) for t in snapshot.rulesets_for(f)) for f in FAMILIES]
     return all(sizes) and sum(sizes) >= FORK_THRESHOLD
 
 
