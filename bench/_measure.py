@@ -285,6 +285,23 @@ def verdict_text(passed: Optional[bool]) -> str:
     return "-" if passed is None else ("PASS" if passed else "FAIL")
 
 
+def comparison_rows(ref: "Combined", cand: Optional["Measurement"], label: str, verdict) -> List[List[str]]:
+    """The figures table of a benchmark: each reference tool, their combination, the candidate,
+    the ratios with their targets and verdicts (a target of None prints as "-")."""
+    rows = [["", "time", "peak RSS"]]
+    for m in ref.parts:
+        rows.append([m.name, f"{m.wall_s:.3f} s", fmt_kib(m.maxrss_kib)])
+    rows.append(["reference (sum, max)", f"{ref.wall_s:.3f} s", fmt_kib(ref.maxrss_kib)])
+    if cand is not None:
+        rows.append([label, f"{cand.wall_s:.3f} s", fmt_kib(cand.maxrss_kib)])
+        rows.append(["ratio twinwall/reference", f"{verdict['time_ratio']:.2f}x", f"{verdict['memory_ratio']:.2f}x"])
+        rows.append(["target"] + [
+            "-" if verdict[k] is None else f"<= {verdict[k]:.2f}x" for k in ("time_target", "memory_target")
+        ])
+        rows.append(["verdict", verdict_text(verdict["time_pass"]), verdict_text(verdict["memory_pass"])])
+    return rows
+
+
 # --------------------------------------------------------------------------------------------
 # helper side: a tiny program run as ``python -I -S -c _CHILD_CODE [--stdout FILE] -- CMD...``,
 # possibly inside the namespace. It imports only builtin modules before forking, so the child's

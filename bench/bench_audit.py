@@ -94,9 +94,9 @@ def restore_reference(paths: Dict[str, str], ipt: str = "iptables-restore", ip6t
     ]
 
 
-def twinwall_env() -> Dict[str, str]:
-    """Measure the working tree: put the repository's src/ first on PYTHONPATH."""
-    src = os.path.join(REPO, "src")
+def twinwall_env(src: Optional[str] = None) -> Dict[str, str]:
+    """Measure the working tree (or ``src``): put it first on PYTHONPATH."""
+    src = src or os.path.join(REPO, "src")
     old = os.environ.get("PYTHONPATH")
     return {"PYTHONPATH": src + (os.pathsep + old if old else "")}
 
@@ -151,15 +151,7 @@ def render_text(info, ref: M.Combined, cand: Optional[M.Measurement], cand_label
         f"{v6['chains']} user chains; {info['sockets']} sockets",
         "",
     ]
-    rows = [["", "time", "peak RSS"]]
-    for m in ref.parts:
-        rows.append([m.name, f"{m.wall_s:.3f} s", M.fmt_kib(m.maxrss_kib)])
-    rows.append(["reference (sum, max)", f"{ref.wall_s:.3f} s", M.fmt_kib(ref.maxrss_kib)])
-    if cand is not None:
-        rows.append([cand_label, f"{cand.wall_s:.3f} s", M.fmt_kib(cand.maxrss_kib)])
-        rows.append(["ratio twinwall/reference", f"{verdict['time_ratio']:.2f}x", f"{verdict['memory_ratio']:.2f}x"])
-        rows.append(["target", f"<= {verdict['time_target']:.2f}x", f"<= {verdict['memory_target']:.2f}x"])
-        rows.append(["verdict", M.verdict_text(verdict["time_pass"]), M.verdict_text(verdict["memory_pass"])])
+    rows = M.comparison_rows(ref, cand, cand_label, verdict)
     lines.append(M.table(rows))
     if note:
         lines += ["", f"  twinwall output: {note}"]

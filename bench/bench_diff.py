@@ -63,15 +63,7 @@ def render_text(info, ref: M.Combined, cand: Optional[M.Measurement], verdict, r
         f"  IPv4: {v4['rules']} rules in {v4['chains']} user chains; IPv6: {v6['rules']} rules in {v6['chains']} user chains",
         "",
     ]
-    rows = [["", "time", "peak RSS"]]
-    for m in ref.parts:
-        rows.append([m.name, f"{m.wall_s:.3f} s", M.fmt_kib(m.maxrss_kib)])
-    rows.append(["reference (sum, max)", f"{ref.wall_s:.3f} s", M.fmt_kib(ref.maxrss_kib)])
-    if cand is not None:
-        rows.append([cand.name, f"{cand.wall_s:.3f} s", M.fmt_kib(cand.maxrss_kib)])
-        rows.append(["ratio twinwall/reference", f"{verdict['time_ratio']:.2f}x", f"{verdict['memory_ratio']:.2f}x"])
-        rows.append(["target", f"<= {verdict['time_target']:.2f}x", "-"])
-        rows.append(["verdict", M.verdict_text(verdict["time_pass"]), "-"])
+    rows = M.comparison_rows(ref, cand, cand.name if cand else "", verdict)
     lines.append(M.table(rows))
     if cand is not None:
         runs = ", ".join(f"{r.wall_s:.2f}" for r in cand.runs)

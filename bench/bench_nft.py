@@ -41,6 +41,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import _measure as M  # noqa: E402
+import bench_audit as BA  # noqa: E402
 import gen_kube  # noqa: E402
 
 V4, V6 = gen_kube.V4, gen_kube.V6
@@ -374,18 +375,12 @@ def twinwall_argv(python: str, nft_json: str, sockets: str) -> List[str]:
     return [python, "-m", "twinwall", "audit", "--nft", nft_json, "--sockets", sockets, "--format", "json"]
 
 
-def twinwall_env(src: Optional[str] = None) -> Dict[str, str]:
-    src = src or os.path.join(REPO, "src")
-    old = os.environ.get("PYTHONPATH")
-    return {"PYTHONPATH": src + (os.pathsep + old if old else "")}
-
-
 def measure(args, d: str, log) -> Tuple[Optional[M.Measurement], Optional[M.Measurement]]:
     nft_json = os.path.join(d, "nft.json")
     sockets = os.path.join(d, "sockets.txt")
     out_json = os.path.join(d, "twinwall-audit.out")
     cand = M.Command("twinwall audit --nft", twinwall_argv(args.python, nft_json, sockets), ok_codes=(0, 1),
-                     stdout_path=out_json, env=twinwall_env(args.src), timeout_s=args.timeout)
+                     stdout_path=out_json, env=BA.twinwall_env(args.src), timeout_s=args.timeout)
     M.byte_compile(args.python, os.path.join(args.src or os.path.join(REPO, "src"), "twinwall"))
     runs: Dict[str, List[M.Run]] = {"ref": [], "cand": []}
     if args.twinwall_only:
