@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from twinwall.commands.inputs import add_input_arguments, snapshot_from_args
+from twinwall.report.json_out import write_json
 
 DESCRIPTION = """\
 For every listening TCP/UDP socket: can a new connection from another host reach it over IPv4,
@@ -50,18 +50,6 @@ def _small(snapshot) -> bool:
     from twinwall.analysis.parallel import FORK_THRESHOLD
 
     return sum(len(t.text) for t in snapshot.rulesets) < FORK_THRESHOLD
-
-
-def write_json(data) -> None:
-    """Indented for a person at a terminal; compact (and much faster) for a pipe or a file."""
-    # reports are trees built fresh for output (a shared leaf is fine, a cycle impossible): the
-    # encoder's cycle check would only cost a dictionary operation per object
-    if sys.stdout.isatty():
-        sys.stdout.write(json.dumps(data, indent=2, check_circular=False))
-    else:
-        # json.dumps without indent runs the C encoder; json.dump would not
-        sys.stdout.write(json.dumps(data, separators=(",", ":"), check_circular=False))
-    sys.stdout.write("\n")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -51,7 +51,7 @@ def _hooks(args) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
-    from twinwall.commands.audit import write_json
+    from twinwall.report.json_out import write_json
 
     if args.before or args.after:
         return _run_change(args, write_json)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any, Dict, List, Optional
 
 from twinwall.errors import InputError
+from twinwall.report.json_out import write_json
 
 DESCRIPTION = """\
 Probe the given hosts from here, over IPv4 and over IPv6, and show each port's state for both
@@ -203,8 +203,7 @@ def run(args: argparse.Namespace) -> int:
             elapsed,
             args.snapshot,
         )
-        json.dump(doc, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        write_json(doc)
     else:
         sys.stdout.write(
             render.render_table(
