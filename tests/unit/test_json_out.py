@@ -1,0 +1,66 @@
+"""The JSON writer: the same JSON value whichever encoder writes it, indented only at a terminal."""
+
+import io
+import json
+
+import pytest
+
+from twinwall.report import json_out
+
+DOC = {
+    "schema": "twinwall.audit/1",
+    "services": [{"port": 22, "process": "docker: dnat \u2192 192.0.2.7:80", "v6only": None, "ok": True}],
+    "ratio": 0.5,
+    7: "a non-string key, as json.dumps writes it",
+}
+
+
+def _value(blob: bytes):
+    return json.loads(blob.decode("utf-8"))
+
+
+def test_compact_and_pretty_encode_the_same_value():
+    expected = json.loads(json.dumps(DOC))
+    compact = json_out.dumps(DOC)
+    pretty = json_out.dumps(DOC, pretty=True)
+    assert _value(compact) == _value(pretty) == expected
+    assert b"\n" not in compact
+    assert b'\n  "schema"' in pretty
+
+
+def test_values_orjson_refuses_fall_back_to_the_standard_library():
+    # an IPv6 address as an integer is wider than 64 bits
+    doc = {"address": (0x20010DB8 << 96) + 1}
+    assert _value(json_out.dumps(doc)) == doc
+
+
+def test_standard_library_path_gives_the_same_value(monkeypatch):
+    fast = json_out.dumps(DOC)
+    monkeypatch.setattr(json_out, "orjson", None)
+    slow = json_out.dumps(DOC)
+    assert _value(slow) == _value(fast)
+
+
+class _Terminal(io.TextIOWrapper):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_write_json_to_a_byte_backed_stream(tty):
+    raw = io.BytesIO()
+    stream = (_Terminal if tty else io.TextIOWrapper)(raw, encoding="utf-8")
+    stream.write("before ")  # text already buffered must come out first
+    json_out.write_json(DOC, stream)
+    text = raw.getvalue().decode("utf-8")
+    assert text.startswith("before ")
+    body = text[len("before "):]
+    assert body.endswith("\n")
+    assert json.loads(body) == json.loads(json.dumps(DOC))
+    assert ("\n  " in body) == tty
+
+
+def test_write_json_to_a_text_only_stream():
+    out = io.StringIO()
+    json_out.write_json(DOC, out)
+    assert json.loads(out.getvalue()) == json.loads(json.dumps(DOC))
