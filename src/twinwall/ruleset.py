@@ -91,31 +91,41 @@ class Decision(NamedTuple):
 
 
 class Chain:
-    __slots__ = ("table", "name", "policy", "_rules", "_lines", "_compile")
+    __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile")
 
     def __init__(self, table: str, name: str, policy: Optional[str] = None):
         self.table = table
         self.name = name
         self.policy = policy  # "ACCEPT"/"DROP" for base chains, None for user chains
         self._rules: Optional[List[Rule]] = []
-        self._lines: List = []
+        self._source: List = []
+        self._count = 0
         self._compile: Optional[Callable[["Chain", List], List[Rule]]] = None
 
-    def set_source(self, lines: List, compile_fn: Callable[["Chain", List], List[Rule]]) -> None:
-        """Defer compiling: ``compile_fn(chain, lines)`` runs on first access to ``rules``."""
-        self._lines = lines
+    def set_source(self, source: List, compile_fn: Callable[["Chain", List], List[Rule]], count: Optional[int] = None) -> None:
+        """Defer compiling: ``compile_fn(chain, source)`` runs on first access to ``rules``.
+
+        ``source`` is whatever the parser keeps of the chain (lines, blocks of lines, JSON
+        rules); ``count`` is how many rules it holds (default: its length)."""
+        self._source = source
+        self._count = len(source) if count is None else count
         self._compile = compile_fn
         self._rules = None
 
     @property
+    def source(self) -> List:
+        """The uncompiled source given to ``set_source`` (empty once compiled)."""
+        return self._source if self._rules is None else []
+
+    @property
     def rules(self) -> List[Rule]:
         if self._rules is None:
-            self._rules = self._compile(self, self._lines)
-            self._lines = []
+            self._rules = self._compile(self, self._source)
+            self._source = []
         return self._rules
 
     def __len__(self) -> int:
-        return len(self._rules) if self._rules is not None else len(self._lines)
+        return len(self._rules) if self._rules is not None else self._count
 
 
 @dataclass

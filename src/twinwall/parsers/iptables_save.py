@@ -213,6 +213,9 @@ _SIMPLE = re.compile(
 # the commonest of them by far (kube-proxy's loadBalancerSourceRanges): "-s PREFIX [comment] -j T"
 _SOURCE_JUMP = re.compile(rf'-A [^\s"]+ -s ({_ARG})(?: -m comment --comment "[^"\\]*(?:\\.[^"\\]*)*")? -j ({_ARG})')
 _SIMPLE_PROTO = {"tcp": ((6, 6),), "udp": ((17, 17),)}
+# a run of rules of one chain, as iptables-save prints them: "-A NAME ..." lines, each ending in
+# a newline, all naming the same chain
+_RULE_BLOCK = re.compile(r"-A (\S+) [^\n]*\n(?:-A \1 [^\n]*\n)*")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,26 +223,46 @@ _SIMPLE_PROTO = {"tcp": ((6, 6),), "udp": ((17, 17),)}
 
 
 def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -> Ruleset:
-    """Split a saved ruleset into tables and chains; rules compile lazily per chain."""
+    """Split a saved ruleset into tables and chains; rules compile lazily per chain.
+
+    iptables-save prints each chain's rules one after another: one regular-expression match
+    takes a whole run of "-A <chain> ..." lines as one block of text, which is split into lines
+    only if the chain is ever compiled. Every other line (tables, chain declarations, COMMIT,
+    comments, counters, odd spacing) is read one by one."""
     if family not in ("ipv4", "ipv6"):
         raise ValueError(family)
     ruleset = Ruleset(family=family, source=source)
     compiler = _Compiler(ruleset)
     table: Optional[Table] = None
+    # chain -> pieces of its source: a block of "-A" lines (each ending in a newline), or one
+    # line on its own; and chain -> how many rules they hold
     pending: Dict[str, List[str]] = {}
+    counts: Dict[str, int] = {}
+    block = _RULE_BLOCK.match
+    size = len(text)
+    pos = 0
     lineno = 0
-    last_name = None
-    last_lines: List[str] = []
-    for lineno, line in enumerate(text.split("\n"), 1):
-        # Fast path: iptables-save prints a chain's rules one after another, so most lines
-        # are "-A <the same chain as before> ...".
-        if line[:3] == "-A " and table is not None:
-            end = line.find(" ", 3)
-            name = line[3:] if end < 0 else line[3:end]
-            if name == last_name:
-                last_lines.append(line.rstrip())
+    while pos < size:
+        if table is not None:
+            m = block(text, pos)
+            if m is not None:
+                name = m.group(1)
+                piece = m.group()
+                n = piece.count("\n")
+                pieces = pending.get(name)
+                if pieces is None:
+                    pieces = _new_pending(table, pending, counts, name)
+                pieces.append(piece)
+                counts[name] += n
+                lineno += n
+                pos = m.end()
                 continue
-        line = line.strip()
+        nl = text.find("\n", pos)
+        if nl < 0:
+            nl = size
+        line = text[pos:nl].strip()
+        pos = nl + 1
+        lineno += 1
         if not line or line[0] == "#":
             continue
         c = line[0]
@@ -258,15 +281,11 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
             start = line.index(" ") + 1
             end = line.find(" ", start)
             name = line[start:] if end < 0 else line[start:end]
-            lines = pending.get(name)
-            if lines is None:
-                if name not in table.chains:
-                    # iptables-restore would refuse this; a missing declaration is unambiguous
-                    table.chains[name] = Chain(table.name, name)
-                lines = pending[name] = []
-            lines.append(line)
-            if line.startswith("-A "):
-                last_name, last_lines = name, lines
+            pieces = pending.get(name)
+            if pieces is None:
+                pieces = _new_pending(table, pending, counts, name)
+            pieces.append(line)
+            counts[name] += 1
         elif c == ":":
             if table is None:
                 raise InputError(f"{source}: line {lineno}: chain declared outside a table")
@@ -278,22 +297,20 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
                 raise InputError(f"{source}: line {lineno}: unknown chain policy {policy!r}")
             table.chains[parts[0]] = Chain(table.name, parts[0], policy)
         elif c == "*":
-            last_name = None
-            _finish_table(table, pending, compiler)
+            _finish_table(table, pending, counts, compiler)
             name = line[1:].strip()
             table = ruleset.tables.get(name) or Table(name)
             ruleset.tables[name] = table
-            pending = {}
+            pending, counts = {}, {}
         elif line == "COMMIT":
-            last_name = None
-            _finish_table(table, pending, compiler)
+            _finish_table(table, pending, counts, compiler)
             table = None
-            pending = {}
+            pending, counts = {}, {}
         else:
             raise InputError(
                 f"{source}: line {lineno}: not iptables-save syntax: {line[:60]!r}"
             )
-    _finish_table(table, pending, compiler)
+    _finish_table(table, pending, counts, compiler)
     for tname, table in ruleset.tables.items():
         hooks = BUILTIN_CHAINS.get(tname, {})
         for cname, chain in table.chains.items():
@@ -306,16 +323,41 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
     return ruleset
 
 
-def _finish_table(table: Optional[Table], pending: Dict[str, List[str]], compiler: "_Compiler") -> None:
+def _new_pending(table: Table, pending: Dict[str, List[str]], counts: Dict[str, int], name: str) -> List[str]:
+    if name not in table.chains:
+        # iptables-restore would refuse this; a missing declaration is unambiguous
+        table.chains[name] = Chain(table.name, name)
+    counts[name] = 0
+    pieces = pending[name] = []
+    return pieces
+
+
+def _finish_table(
+    table: Optional[Table], pending: Dict[str, List[str]], counts: Dict[str, int], compiler: "_Compiler"
+) -> None:
     if table is None:
         return
-    for name, lines in pending.items():
+    compile_chain = compiler.compile_chain
+    for name, pieces in pending.items():
         chain = table.chains[name]
+        count = counts[name]
         if chain._rules is None:  # a table given twice: keep appending
-            lines = chain._lines + lines
+            pieces = chain.source + pieces
+            count += len(chain)
         elif chain._rules:
             raise InputError(f"chain {table.name} {name} given twice")
-        chain.set_source(lines, compiler.compile_chain)
+        chain.set_source(pieces, compile_chain, count)
+
+
+def _source_lines(pieces: List[str]) -> List[str]:
+    """A chain's rule lines from its source pieces (blocks of lines, or single lines)."""
+    lines: List[str] = []
+    for piece in pieces:
+        if "\n" in piece:
+            lines.extend(line.rstrip() for line in piece.split("\n") if line)
+        else:
+            lines.append(piece)
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,7 +374,8 @@ class _Compiler:
         # else (see set_target); compiling starts after parsing, when every chain is known
         self._actions: Dict[Tuple[str, str, str], str] = {}
 
-    def compile_chain(self, chain: Chain, lines: List[str]) -> List[Rule]:
+    def compile_chain(self, chain: Chain, pieces: List[str]) -> List[Rule]:
+        lines = _source_lines(pieces)
         rules = []
         simple = _SIMPLE.fullmatch
         source_jump = _SOURCE_JUMP.fullmatch
