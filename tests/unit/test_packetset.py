@@ -5,9 +5,12 @@ from hypothesis import strategies as st
 
 from twinwall.analysis.interfaces import InterfaceUniverse
 from twinwall.analysis.packetset import (
+    box_and,
+    box_meets,
     covers,
     iv_and,
     iv_contains,
+    iv_meets,
     iv_normalize,
     iv_or,
     iv_sub,
@@ -36,6 +39,12 @@ def test_interval_algebra_matches_sets(a, b):
         assert result == iv_normalize(result)  # stays sorted, disjoint, non-adjacent
 
 
+@given(intervals, intervals)
+def test_meets_is_a_non_empty_intersection(a, b):
+    assert iv_meets(a, b) == bool(points(a) & points(b))
+    assert iv_meets(b, a) == iv_meets(a, b)
+
+
 @given(intervals, st.integers(0, 80))
 def test_contains(a, v):
     assert iv_contains(a, v) == (v in points(a))
@@ -57,6 +66,13 @@ def as_box(b):
 
 def from_box(b):
     return (b[0], b[1], b[8])
+
+
+@given(box2, box2)
+def test_box_meets_is_box_and_not_empty(a, b):
+    constraint = ((0, b[0]), (1, b[1]), (8, b[2]))
+    assert box_meets(as_box(a), constraint) == (box_and(as_box(a), constraint) is not None)
+    assert box_meets(as_box(a), constraint) == bool(box_points(a) & box_points(b))
 
 
 constraint = st.lists(

@@ -30,6 +30,7 @@ from twinwall.analysis.packetset import (
     SRC,
     Box,
     box_and,
+    box_meets,
     covers,
     iv_contains,
     iv_normalize,
@@ -418,7 +419,7 @@ def _socket_verdict(
             b = box_and(o.box, selector_t)
             if b is not None:
                 accepted.append((b, o))
-        elif box_and(o.origin, selector_t) is not None:
+        elif box_meets(o.origin, selector_t):
             denied.append(o)
     uncertain = sorted({u for _, o in accepted for u in o.uncertain} | {u for o in denied for u in o.uncertain})
     if not accepted:

@@ -97,6 +97,19 @@ def iv_and(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     return _iv_and(a, b)
 
 
+def iv_meets(a: IntervalSet, b: IntervalSet) -> bool:
+    """Whether two interval sets share a value (without building their intersection)."""
+    if not a or not b:
+        return False
+    if len(a) < len(b):
+        a, b = b, a
+    for lo, hi in b:
+        i, j = _span(a, lo, hi)
+        if i < j:
+            return True
+    return False
+
+
 def _iv_and(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     if a is b or a == b:
         return a
@@ -352,6 +365,17 @@ def box_and(box: Box, constraint: Constraint) -> Optional[Box]:
                 out = list(box)
             out[dim] = new
     return box if out is None else tuple(out)
+
+
+def box_meets(box: Box, constraint: Constraint) -> bool:
+    """Whether box ∩ constraint holds a packet (without building it)."""
+    for dim, value in constraint:
+        if dim in MASK_DIMS:
+            if not box[dim] & value:
+                return False
+        elif not iv_meets(box[dim], value):
+            return False
+    return True
 
 
 def box_sub(box: Box, constraint: Constraint) -> List[Box]:
