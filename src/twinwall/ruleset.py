@@ -91,7 +91,7 @@ class Decision(NamedTuple):
 
 
 class Chain:
-    __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile")
+    __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile", "index")
 
     def __init__(self, table: str, name: str, policy: Optional[str] = None):
         self.table = table
@@ -101,6 +101,9 @@ class Chain:
         self._source: List = []
         self._count = 0
         self._compile: Optional[Callable[["Chain", List], List[Rule]]] = None
+        # the evaluator's index of a long chain's rules (analysis.chain_index), built on its
+        # first walk; False when the chain is not worth one
+        self.index = None
 
     def set_source(self, source: List, compile_fn: Callable[["Chain", List], List[Rule]], count: Optional[int] = None) -> None:
         """Defer compiling: ``compile_fn(chain, source)`` runs on first access to ``rules``.

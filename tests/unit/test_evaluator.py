@@ -424,3 +424,85 @@ def test_extension_header_and_rpfilter_matches_are_decided():
     ev, u = evaluator(t)
     out = ev.local_input([packet_box(u, dport=22)])
     assert [o.verdict for o in out] == ["accept"] and not out[0].uncertain
+
+
+# --------------------------------------------------------------------------------------------
+# long chains: the rule index skips only rules the packets cannot meet
+
+
+def dispatch_ruleset(rng, n=80):
+    """A kube-proxy-like dispatch chain: most rules keyed on one destination address or port,
+    a few broad or unkeyed ones, jumps to small chains that return or decide."""
+    lines = []
+    for i in range(n):
+        parts = []
+        kind = rng.random()
+        if kind < 0.7:
+            parts.append(f"-d 198.51.100.{rng.randint(0, 40)}/{rng.choice([32, 32, 32, 30])}")
+        elif kind < 0.75:
+            parts.append("-d 198.51.100.0/24")  # a broad one
+        elif kind < 0.8:
+            parts.append("! -d 198.51.100.7/32")
+        if rng.random() < 0.5:
+            parts.append(f"-p tcp --dport {rng.randint(20, 30)}")
+        if rng.random() < 0.1:
+            parts.append("-m limit --limit 5/sec")  # may match
+        t = rng.choice(["ACCEPT", "DROP", "REJECT", "LOG", "c1", "c2"])
+        lines.append(f"-A INPUT {' '.join(parts)} -j {t}".replace("  ", " "))
+    lines += ["-A c1 -p tcp --dport 22 -j RETURN", "-A c1 -j ACCEPT", "-A c2 -s 203.0.113.0/30 -j DROP"]
+    return table("\n".join(lines), policy=rng.choice(["ACCEPT", "DROP"]), chains=("c1", "c2"))
+
+
+def _outcome_key(outcomes):
+    return sorted((o.box, o.verdict, tuple(o.decided_by), o.uncertain) for o in outcomes)
+
+
+def test_rule_index_changes_no_outcome(monkeypatch):
+    import twinwall.analysis.chain_index as chain_index
+
+    build = chain_index.ChainIndex.build
+    picked = []
+
+    def spying_candidates(self, boxes, _orig=chain_index.ChainIndex.candidates):
+        got = _orig(self, boxes)
+        picked.append(self.size if got is None else len(got))
+        return got
+
+    monkeypatch.setattr(chain_index.ChainIndex, "candidates", spying_candidates)
+    skipped = 0
+    for seed in range(25):
+        rng = random.Random(seed)
+        text = dispatch_ruleset(rng)
+        dsts = sorted({rng.randint(0, 40) for _ in range(rng.randint(1, 4))})
+        results = []
+        picked.clear()
+        for use_index in (True, False):
+            monkeypatch.setattr(
+                chain_index.ChainIndex, "build", build if use_index else classmethod(lambda cls, rules: None)
+            )
+            ev, u = evaluator(text, local=[f"198.51.100.{d}" for d in dsts])
+            q = list(packet_box(u))
+            q[SRC] = ((ip("198.51.100.0"), ip("198.51.100.255")), (ip("203.0.113.0"), ip("203.0.113.3")))
+            q[DST] = tuple((ip(f"198.51.100.{d}"), ip(f"198.51.100.{d}")) for d in dsts)
+            q[PROTO] = ((6, 6), (17, 17))
+            q[DPORT] = ((18, 32),)
+            results.append(_outcome_key(ev.local_input([tuple(q)])))
+        assert results[0] == results[1], (seed, text)
+        assert picked, seed  # the index was consulted
+        skipped += min(picked) < 80
+    assert skipped >= 15  # and most rulesets let it skip rules
+
+
+def test_rule_index_picks_the_rules_of_the_packets_addresses():
+    from twinwall.analysis.chain_index import ChainIndex
+
+    body = "\n".join(f"-A INPUT -d 10.96.0.{i}/32 -p tcp --dport 80 -j ACCEPT" for i in range(100))
+    body += "\n-A INPUT -p tcp --dport 22 -j ACCEPT\n-A INPUT -d 10.0.0.0/8 -j DROP"
+    ev, u = evaluator(table(body))
+    rules = ev.rulesets[0].chain("filter", "INPUT").rules
+    index = ChainIndex.build(rules)
+    box = list(packet_box(u))
+    box[DST] = ((ip("10.96.0.7"), ip("10.96.0.8")),)
+    assert index.candidates([tuple(box)]) == [7, 8, 100, 101]
+    box[DST] = ((ip(HOST), ip(HOST)),)
+    assert index.candidates([tuple(box)]) == [100]

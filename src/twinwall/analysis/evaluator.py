@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from twinwall.analysis.chain_index import MIN_RULES as MIN_INDEXED_RULES
+from twinwall.analysis.chain_index import ChainIndex
 from twinwall.analysis.packetset import (
     CT_NEW,
     CT_UNTRACKED,
@@ -326,7 +328,17 @@ class Evaluator:
         trace = self.trace
         inert_known = self._inert.known
         rs_id = id(rs)
-        for rule in chain.rules:
+        rules = chain.rules
+        if len(rules) >= MIN_INDEXED_RULES:
+            # a long chain: only the rules these packets can meet (see analysis.chain_index)
+            index = chain.index
+            if index is None:
+                index = chain.index = ChainIndex.build(rules) or False
+            if index:
+                picked = index.candidates([f.box for f in flows])
+                if picked is not None:
+                    rules = [rules[i] for i in picked]
+        for rule in rules:
             if not current:
                 break
             alts = rule.alternatives

@@ -1,0 +1,134 @@
+"""Which rules of a long chain some packets can meet, without testing every rule.
+
+A big chain is usually a dispatch table: kube-proxy's KUBE-SERVICES holds one rule per cluster
+IP and port (``-d 10.96.0.10/32 -p udp --dport 53 -j KUBE-SVC-...``), a firewall's blocklist
+one rule per source. Packets addressed to the host meet none of the cluster-IP rules, yet a
+rule-by-rule walk would test thousands of them. A ``ChainIndex`` sorts the rules by the values
+they require on one dimension (the one most of the chain's rules constrain); given the boxes
+entering the chain it returns only the rules whose values meet theirs, plus every rule that
+does not constrain that dimension, in chain order.
+
+Why this is exact: a rule that cannot meet the entering packets on one dimension cannot match
+any of them; and the packets walking on through a chain only ever shrink (a rule splits them,
+a jump returns parts of them, NOTRACK changes the state dimension alone), so a rule that meets
+none of the entering boxes meets none of the later ones either.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from typing import List, Optional, Sequence
+
+from twinwall.analysis.packetset import DPORT, DST, SPORT, SRC, iv_meets, iv_normalize
+
+# Chains shorter than this are walked rule by rule: an index would cost more than it saves.
+MIN_RULES = 32
+# dimensions worth indexing: the ones dispatch tables key on
+INDEXED_DIMS = (DST, SRC, DPORT, SPORT)
+# an index is built when at least this share of the rules constrain its dimension
+MIN_SHARE = 0.5
+# when the entering packets may meet more than this share of the rules, walk them all
+MAX_PICKED_SHARE = 0.75
+
+
+class ChainIndex:
+    __slots__ = ("dim", "size", "always", "los", "his", "rule_of", "reach", "wide")
+
+    def __init__(self, dim: int, size: int, always: List[int], entries: List[tuple], wide: List[tuple]):
+        self.dim = dim
+        self.size = size  # rules in the chain
+        self.always = always  # rules that do not constrain ``dim``: always candidates
+        entries.sort()
+        self.los = [e[0] for e in entries]
+        self.his = [e[1] for e in entries]
+        self.rule_of = [e[2] for e in entries]
+        # the widest narrow interval: a query [lo, hi] can only meet intervals starting in
+        # [lo - reach, hi]
+        self.reach = max((e[1] - e[0] for e in entries), default=0)
+        self.wide = wide  # (interval set, rule) for the few rules with wide values
+
+    @classmethod
+    def build(cls, rules: Sequence) -> Optional["ChainIndex"]:
+        """An index over ``rules`` (compiled ``Rule`` objects), or None when none is worth it."""
+        n = len(rules)
+        if n < MIN_RULES:
+            return None
+        best_dim, best_count = None, 0
+        for dim in INDEXED_DIMS:
+            count = sum(1 for r in rules if _values(r, dim) is not None)
+            if count > best_count:
+                best_dim, best_count = dim, count
+        if best_dim is None or best_count < n * MIN_SHARE:
+            return None
+        always: List[int] = []
+        spans = []
+        for i, r in enumerate(rules):
+            values = _values(r, best_dim)
+            if values is None:
+                always.append(i)
+            elif values:
+                spans.append((i, values))
+            # (a rule that can never match is never a candidate)
+        # the widest tenth of the values are tested one by one, so that one broad rule (a /8)
+        # does not widen every lookup
+        widths = sorted(v[-1][1] - v[0][0] for _, v in spans)
+        cut = widths[int(len(widths) * 0.9)] if widths else 0
+        entries, wide = [], []
+        for i, values in spans:
+            if values[-1][1] - values[0][0] > cut:
+                wide.append((values, i))
+            else:
+                entries.extend((lo, hi, i) for lo, hi in values)
+        return cls(best_dim, n, always, entries, wide)
+
+    def candidates(self, boxes: Sequence[tuple]) -> Optional[List[int]]:
+        """Positions of the rules that may meet some of ``boxes``, in chain order; None when
+        that is (nearly) every rule."""
+        dim = self.dim
+        limit = self.size * MAX_PICKED_SHARE
+        picked = set(self.always)
+        los, his, rule_of, reach = self.los, self.his, self.rule_of, self.reach
+        queries = set()
+        for b in boxes:
+            queries.update(b[dim])
+        for qlo, qhi in queries:
+            k = bisect_left(los, qlo - reach)
+            end = bisect_right(los, qhi)
+            if end - k > limit:
+                return None
+            while k < end:
+                if his[k] >= qlo:
+                    picked.add(rule_of[k])
+                k += 1
+            if len(picked) > limit:
+                return None
+        if self.wide:
+            values = [b[dim] for b in boxes]
+            for ivs, i in self.wide:
+                if i not in picked and any(iv_meets(ivs, v) for v in values):
+                    picked.add(i)
+        if len(picked) > limit:
+            return None
+        return sorted(picked)
+
+
+def _values(rule, dim: int):
+    """The values a rule requires on ``dim`` (an interval set), or None when some alternative
+    lets any value through. A rule that can never match requires nothing: ``()``."""
+    alternatives = rule.alternatives
+    if not alternatives:
+        return ()
+    if len(alternatives) == 1:
+        for d, value in alternatives[0]:
+            if d == dim:
+                return value
+        return None
+    parts = []
+    for alt in alternatives:
+        for d, value in alt:
+            if d == dim:
+                parts.extend(value)
+                break
+        else:
+            return None
+    return iv_normalize(parts)
