@@ -66,11 +66,18 @@ def run_jobs(jobs: Sequence[Callable[[], T]], parallel: bool = True) -> List[T]:
     for pid, fd in children:
         with os.fdopen(fd, "rb") as inp:
             data = inp.read()
+        payload = None
+        if data and failure is None:
+            # read before waiting: the child's exit (freeing a large heap) overlaps with this
+            try:
+                payload = pickle.loads(data)
+            except BaseException as exc:
+                failure = exc
         _, status = os.waitpid(pid, 0)
         if failure is not None:
             continue
         try:
-            results.append(_unpack(data, status))
+            results.append(_unpack(payload, status))
         except BaseException as exc:  # raised once every child has been waited for
             failure = exc
     if failure is not None:
@@ -106,10 +113,9 @@ def _start(job: Callable[[], object]):
         os._exit(status)
 
 
-def _unpack(data: bytes, status: int):
-    if not data:
+def _unpack(payload, status: int):
+    if payload is None:
         raise RuntimeError(f"a worker process ended without a result (wait status {status})")
-    payload = pickle.loads(data)
     if payload[0] == "ok":
         return payload[1]
     if payload[0] == "error":
