@@ -388,7 +388,7 @@ class _Compiler:
                 if m is not None:
                     # what compile_simple makes of it, without the general regex
                     src, target = m.groups()
-                    action = actions.get((table, JUMP, target))
+                    action = actions.get((table, JUMP, target)) or self._chain_jump(table, target)
                     if action is not None:
                         value = addr_cache.get(src)
                         if value is None:
@@ -435,7 +435,7 @@ class _Compiler:
                 return None  # tokenize would drop it from the target's options
             if target == "DNAT" or target == "REDIRECT" or target == "CT":
                 return self._compile_simple(chain, number, line, m.groups())
-        action = self._actions.get((chain.table, JUMP, target))
+        action = self._actions.get((chain.table, JUMP, target)) or self._chain_jump(chain.table, target)
         if action is None:
             return self._compile_simple(chain, number, line, m.groups())
         if src is not None and not neg_s and dst is None and iif is None and oif is None and proto is None \
@@ -447,6 +447,17 @@ class _Compiler:
             return Rule(chain.table, chain.name, number, line, (((SRC, value),),), (), action, target)
         alternatives = self._simple_alternatives(m.groups())
         return Rule(chain.table, chain.name, number, line, alternatives, (), action, target)
+
+    def _chain_jump(self, table: str, target: str) -> Optional[str]:
+        """JUMP when ``target`` is a chain of ``table`` (as _set_target decides, which tries the
+        built-in verdicts first), remembered in _actions; None otherwise."""
+        if target in (ACCEPT, DROP, REJECT, RETURN):
+            return None
+        t = self.ruleset.tables.get(table)
+        if t is None or target not in t.chains:
+            return None
+        self._actions[(table, JUMP, target)] = JUMP
+        return JUMP
 
     def _compile_simple(self, chain: Chain, number: int, line: str, groups) -> Rule:
         target, rest = groups[10], groups[11]
