@@ -275,7 +275,10 @@ def to_cidrs(a: IntervalSet, family: str) -> List[str]:
 
 
 def format_address(value: int, family: str) -> str:
-    return str(ipaddress.IPv4Address(value) if family == "ipv4" else ipaddress.IPv6Address(value))
+    if family == "ipv4":
+        return socket.inet_ntoa(value.to_bytes(4, "big"))
+    # (ipaddress, not inet_ntop: the C library's spelling of some IPv6 forms differs)
+    return str(ipaddress.IPv6Address(value))
 
 
 def ranges_text(a: IntervalSet) -> str:

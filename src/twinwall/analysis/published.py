@@ -135,11 +135,12 @@ def family_rows(contexts: Dict, family: str, outcomes: Sequence[Outcome]) -> Lis
                     pub.slices.append(s)
     items = sorted(found.items())
     forward = _forward_walk(ctx, [pub for _, pub in items])
+    covered: Dict[tuple, bool] = {}  # see _forward_verdict
     rows = []
     other = IPV6 if family == IPV4 else IPV4
     for gi, ((proto, lo, hi), pub) in enumerate(items):
         verdicts = {
-            family: _forward_verdict(ctx, pub, forward.get(gi, ([], []))),
+            family: _forward_verdict(ctx, pub, forward.get(gi, ([], [])), covered),
             other: _absent_verdict(other, proto, lo, hi),
         }
         front = _frontend_of(pub)
@@ -368,7 +369,9 @@ class _OutcomeIndex:
         return [self.outcomes[i] for i in sorted(both)]
 
 
-def _forward_verdict(ctx, pub: _Published, walked: Tuple[List["_Part"], List[str]]):
+def _forward_verdict(ctx, pub: _Published, walked: Tuple[List["_Part"], List[str]], covered: Dict[tuple, bool]):
+    """``covered`` remembers, across the services of one family, whether accepted regions cover
+    every remote client: services behind the same forward rules ask it of the same value sets."""
     A = _audit()
     CLIENT_PORTS, FILTERED, OPEN, RESTRICTED = A.CLIENT_PORTS, A.FILTERED, A.OPEN, A.RESTRICTED
     FamilyVerdict, _cidrs, _decisions = A.FamilyVerdict, A.cidrs, A.decisions
@@ -414,7 +417,11 @@ def _forward_verdict(ctx, pub: _Published, walked: Tuple[List["_Part"], List[str
             target[SRC] = remote
             target[IIF] = ref
             target[SPORT] = CLIENT_PORTS
-            if covers(boxes, tuple(target), (SRC, IIF, SPORT)):
+            key = (ref, frozenset((b[SRC], b[IIF], b[SPORT]) for b in boxes))
+            full = covered.get(key)
+            if full is None:
+                full = covered[key] = covers(boxes, tuple(target), (SRC, IIF, SPORT))
+            if full:
                 rank = (2, by_rule)
             else:
                 src = iv_normalize(p for b in boxes for p in iv_and(b[SRC], remote))
