@@ -349,7 +349,8 @@ class Evaluator:
                 if trace:
                     self._trace_match(rule, current, depth)
                 continue  # LOG, counters...: nothing to decide
-            if action == JUMP and inert_known.get((rs_id, table, rule.target)):
+            inert = inert_known.get((rs_id, table, rule.target)) if action == JUMP else False
+            if inert:
                 # a jump already found inert (below): no need to split the flows to learn it
                 if trace:
                     self._trace_match(rule, current, depth)
@@ -367,7 +368,7 @@ class Evaluator:
                     rest.append(_restrict(f, b))
             if not matched:
                 continue
-            if action == JUMP and self._inert(rs, table, rule.target):
+            if inert is None and self._inert(rs, table, rule.target):
                 # e.g. KUBE-MARK-MASQ: only marks and returns; splitting here would only
                 # fragment the flows. (Asked only of jumps that match: the answer compiles
                 # the chains behind the jump.)

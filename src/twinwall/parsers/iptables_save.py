@@ -13,6 +13,7 @@ kept by name in ``Rule.unknown``: the evaluator then treats the rule as "may mat
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
 from twinwall.analysis.packetset import (
@@ -471,27 +472,37 @@ class _Compiler:
         neg_s, src, neg_d, dst, neg_i, iif, neg_o, oif, proto, dport, target, rest = groups
         conj = []
         never = False
-        # in the order of the general path, so errors and constraint order are the same
-        for dim, spec, neg in ((SRC, src, neg_s), (DST, dst, neg_d)):
-            if spec is not None:
-                value = self.addresses(spec)
-                if neg:
-                    value = self.complement(dim, value)
-                if not value:
-                    never = True
-                conj.append((dim, value))
-        for dim, spec, neg in ((IIF, iif, neg_i), (OIF, oif, neg_o)):
-            if spec is not None:
-                value = self.iface(spec)
-                if neg:
-                    value = self.complement(dim, value)
-                if not value:
-                    never = True
-                conj.append((dim, value))
+        # in the order of the general path, so errors and constraint order are the same (an
+        # empty value does not stop the later ones from being checked)
+        addr_cache = self._addr_cache
+        if src is not None:
+            value = addr_cache.get(src) or self.addresses(src)
+            if neg_s:
+                value = self.complement(SRC, value)
+                never = not value
+            conj.append((SRC, value))
+        if dst is not None:
+            value = addr_cache.get(dst) or self.addresses(dst)
+            if neg_d:
+                value = self.complement(DST, value)
+                never = never or not value
+            conj.append((DST, value))
+        if iif is not None:
+            value = self.iface(iif)
+            if neg_i:
+                value = self.complement(IIF, value)
+            never = never or not value
+            conj.append((IIF, value))
+        if oif is not None:
+            value = self.iface(oif)
+            if neg_o:
+                value = self.complement(OIF, value)
+            never = never or not value
+            conj.append((OIF, value))
         if proto is not None:
             conj.append((PROTO, _SIMPLE_PROTO[proto]))
         if dport is not None:
-            conj.append((DPORT, ports(dport)))
+            conj.append((DPORT, _port(dport)))
         return () if never else (tuple(conj),)
 
     def compile_rule(self, chain: Chain, number: int, line: str) -> Rule:
@@ -837,6 +848,12 @@ def _opt(args: List[str], name: str) -> Optional[str]:
 
 # ---------------------------------------------------------------------------------------------
 # value parsers
+
+
+@lru_cache(maxsize=4096)
+def _port(spec: str) -> Tuple:
+    """``ports`` of a plain port number, remembered (a big ruleset names the same few)."""
+    return ports(spec)
 
 
 def ports(spec: str) -> Tuple:
