@@ -619,7 +619,7 @@ def _legacy_and_nft_findings(snapshot: HostSnapshot) -> List[Finding]:
     findings = []
     backends: Dict[str, set] = {}
     for text in snapshot.rulesets:
-        if text.format == "iptables-save" and "\n-A " in "\n" + text.text:
+        if text.format == "iptables-save" and (text.text.startswith("-A ") or "\n-A " in text.text):
             backends.setdefault(text.family, set()).add(text.backend)
     for family, b in backends.items():
         if {"legacy", "nft"} <= b:
