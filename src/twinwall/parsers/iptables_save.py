@@ -475,30 +475,17 @@ class _Compiler:
         # in the order of the general path, so errors and constraint order are the same (an
         # empty value does not stop the later ones from being checked)
         addr_cache = self._addr_cache
-        if src is not None:
-            value = addr_cache.get(src) or self.addresses(src)
-            if neg_s:
-                value = self.complement(SRC, value)
-                never = not value
-            conj.append((SRC, value))
-        if dst is not None:
-            value = addr_cache.get(dst) or self.addresses(dst)
-            if neg_d:
-                value = self.complement(DST, value)
-                never = never or not value
-            conj.append((DST, value))
-        if iif is not None:
-            value = self.iface(iif)
-            if neg_i:
-                value = self.complement(IIF, value)
+        for dim, spec, neg in ((SRC, src, neg_s), (DST, dst, neg_d), (IIF, iif, neg_i), (OIF, oif, neg_o)):
+            if spec is None:
+                continue
+            if dim == SRC or dim == DST:
+                value = addr_cache.get(spec) or self.addresses(spec)
+            else:
+                value = self.iface(spec)
+            if neg:
+                value = self.complement(dim, value)
             never = never or not value
-            conj.append((IIF, value))
-        if oif is not None:
-            value = self.iface(oif)
-            if neg_o:
-                value = self.complement(OIF, value)
-            never = never or not value
-            conj.append((OIF, value))
+            conj.append((dim, value))
         if proto is not None:
             conj.append((PROTO, _SIMPLE_PROTO[proto]))
         if dport is not None:
