@@ -154,16 +154,19 @@ def ruleset(filter_rules: str = "", *, input: str = "DROP", raw: Optional[str] =
 
 def both(rules: str, **kw: Any) -> Dict[str, str]:
     """The same rules for both families; {A}/{B} become the inside/outside client networks,
-    {a}/{b} the client addresses, {sa}/{sb} the server addresses, {LO} the loopback source."""
+    {a}/{b} the client addresses, {sa}/{sb} the server addresses, {LO} the loopback source,
+    {C}N an address of other hosts (a network no test host uses, {CN})."""
     def fill(fam: str) -> str:
         if fam == IPV4:
             sub = dict(A="192.0.2.0/24", B="198.51.100.0/24", a="192.0.2.10", b="198.51.100.10",
                        sa="192.0.2.1", sb="198.51.100.1", LO="127.0.0.0/8",
-                       a_lo="192.0.2.5", a_hi="192.0.2.20", ICMP="icmp")
+                       a_lo="192.0.2.5", a_hi="192.0.2.20", ICMP="icmp", C="203.0.113.",
+                       CN="203.0.113.0/24")
         else:
             sub = dict(A="2001:db8:a::/64", B="2001:db8:b::/64", a="2001:db8:a::10",
                        b="2001:db8:b::10", sa="2001:db8:a::1", sb="2001:db8:b::1", LO="::1/128",
-                       a_lo="2001:db8:a::5", a_hi="2001:db8:a::20", ICMP="ipv6-icmp")
+                       a_lo="2001:db8:a::5", a_hi="2001:db8:a::20", ICMP="ipv6-icmp", C="2001:db8:c::",
+                       CN="2001:db8:c::/64")
         extra = {k: (v.format(**sub) if isinstance(v, str) and k in ("raw", "mangle") else v)
                  for k, v in kw.items()}
         return ruleset(rules.format(**sub), **extra)
@@ -579,6 +582,37 @@ CASES.append(Case(
         -A INPUT -d {sb} -p tcp -m tcp --dport 8004 -j ACCEPT
         -A INPUT -d {sb} -p tcp -m tcp --dport 8005 -j ACCEPT
     """),
+))
+
+# A kube-proxy-like dispatch chain, long enough for the evaluator's rule index: 40 rules for
+# other hosts' addresses ("cluster IPs", one of them on the very port of a listener here), a broad
+# one for their network, and the few rules that name this host's address or no address at all.
+_DISPATCH = "\n".join(
+    [f"-A SERVICES -d {{C}}{n} -p tcp -m tcp --dport 80 -j ACCEPT" for n in range(2, 22)]
+    + ["-A SERVICES -d {sa} -p tcp -m tcp --dport 8443 -j ACCEPT"]
+    + [f"-A SERVICES -d {{C}}{n} -p tcp -m tcp --dport 80 -j ACCEPT" for n in range(22, 42)]
+    + ["-A SERVICES -d {CN} -p tcp -m tcp --dport 8080 -j ACCEPT",
+       "-A SERVICES -s {A} -d {sa} -p tcp -m tcp --dport 8445 -j ACCEPT",
+       "-A SERVICES -p tcp -m tcp --dport 8446 -j ACCEPT"]
+)
+CASES.append(Case(
+    "long_dispatch_chain",
+    "a 45-rule chain keyed on destination addresses: only the rules naming this host's addresses "
+    "(or none) decide; 40 rules for other hosts' port 80 and a broad one for their network open "
+    "nothing here",
+    services=[
+        dual("tcp", 80, ipv4=W(FILTERED, "policy=DROP"), ipv6=W(FILTERED, "policy=DROP")),
+        dual("tcp", 8080, ipv4=FILTERED, ipv6=FILTERED),
+        S("tcp", "192.0.2.1", 8443, ipv4=W(OPEN, "chain=SERVICES", "--dport 8443"), ipv6=NOT_BOUND),
+        S("tcp", "2001:db8:a::1", 8443, True, ipv4=NOT_BOUND, ipv6=W(OPEN, "chain=SERVICES", "--dport 8443")),
+        S("tcp", "192.0.2.1", 8445, ipv4=W(RESTRICTED, "--dport 8445"), ipv6=NOT_BOUND),
+        S("tcp", "2001:db8:a::1", 8445, True, ipv4=NOT_BOUND, ipv6=W(RESTRICTED, "--dport 8445")),
+        dual("tcp", 8446, ipv4=W(OPEN, "--dport 8446"), ipv6=W(OPEN, "--dport 8446")),
+    ],
+    **both("""
+        -A INPUT -i lo -j ACCEPT
+        -A INPUT -p tcp -j SERVICES
+    """ + _DISPATCH),
 ))
 
 CASES.append(Case(

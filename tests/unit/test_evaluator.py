@@ -506,3 +506,17 @@ def test_rule_index_picks_the_rules_of_the_packets_addresses():
     assert index.candidates([tuple(box)]) == [7, 8, 100, 101]
     box[DST] = ((ip(HOST), ip(HOST)),)
     assert index.candidates([tuple(box)]) == [100]
+
+
+def test_rule_index_intersects_the_dimensions_it_keys_on():
+    from twinwall.analysis.chain_index import ChainIndex
+
+    body = "\n".join(f"-A INPUT -d 10.96.0.{i % 10}/32 -p tcp --dport {8000 + i} -j ACCEPT" for i in range(100))
+    ev, u = evaluator(table(body))
+    index = ChainIndex.build(ev.rulesets[0].chain("filter", "INPUT").rules)
+    box = list(packet_box(u))
+    box[DST] = ((ip("10.96.0.3"), ip("10.96.0.3")),)
+    box[DPORT] = ((8010, 8019),)
+    assert index.candidates([tuple(box)]) == [13]
+    box[DPORT] = ((0, 65535),)  # every port: the addresses alone decide
+    assert index.candidates([tuple(box)]) == list(range(3, 100, 10))

@@ -4,9 +4,9 @@ A big chain is usually a dispatch table: kube-proxy's KUBE-SERVICES holds one ru
 IP and port (``-d 10.96.0.10/32 -p udp --dport 53 -j KUBE-SVC-...``), a firewall's blocklist
 one rule per source. Packets addressed to the host meet none of the cluster-IP rules, yet a
 rule-by-rule walk would test thousands of them. A ``ChainIndex`` sorts the rules by the values
-they require on one dimension (the one most of the chain's rules constrain); given the boxes
-entering the chain it returns only the rules whose values meet theirs, plus every rule that
-does not constrain that dimension, in chain order.
+they require on each dimension most of them constrain (addresses, ports); given the boxes
+entering the chain, each dimension names the rules whose values meet the boxes' (plus the rules
+that do not constrain it), and only the rules every dimension names are walked, in chain order.
 
 Why this is exact: a rule that cannot meet the entering packets on one dimension cannot match
 any of them; and the packets walking on through a chain only ever shrink (a rule splits them,
@@ -17,7 +17,7 @@ none of the entering boxes meets none of the later ones either.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Set
 
 from twinwall.analysis.packetset import DPORT, DST, SPORT, SRC, iv_meets, iv_normalize
 
@@ -25,19 +25,32 @@ from twinwall.analysis.packetset import DPORT, DST, SPORT, SRC, iv_meets, iv_nor
 MIN_RULES = 32
 # dimensions worth indexing: the ones dispatch tables key on
 INDEXED_DIMS = (DST, SRC, DPORT, SPORT)
-# an index is built when at least this share of the rules constrain its dimension
+# a dimension is indexed when at least this share of the rules constrain it, with at least
+# MIN_DISTINCT different values (a value every rule shares tells no rule apart)
 MIN_SHARE = 0.5
+MIN_DISTINCT = 4
 # when the entering packets may meet more than this share of the rules, walk them all
 MAX_PICKED_SHARE = 0.75
 
 
-class ChainIndex:
-    __slots__ = ("dim", "size", "always", "los", "his", "rule_of", "reach", "wide")
+class _DimIndex:
+    """The rules' values on one dimension, sorted for stabbing queries."""
 
-    def __init__(self, dim: int, size: int, always: List[int], entries: List[tuple], wide: List[tuple]):
+    __slots__ = ("dim", "always", "los", "his", "rule_of", "reach", "wide")
+
+    def __init__(self, dim: int, always: List[int], spans: List[tuple]):
         self.dim = dim
-        self.size = size  # rules in the chain
         self.always = always  # rules that do not constrain ``dim``: always candidates
+        # the widest tenth of the values are tested one by one, so that one broad rule (a /8)
+        # does not widen every lookup
+        widths = sorted(v[-1][1] - v[0][0] for _, v in spans)
+        cut = widths[int(len(widths) * 0.9)] if widths else 0
+        entries, self.wide = [], []
+        for i, values in spans:
+            if values[-1][1] - values[0][0] > cut:
+                self.wide.append((values, i))
+            else:
+                entries.extend((lo, hi, i) for lo, hi in values)
         entries.sort()
         self.los = [e[0] for e in entries]
         self.his = [e[1] for e in entries]
@@ -45,47 +58,10 @@ class ChainIndex:
         # the widest narrow interval: a query [lo, hi] can only meet intervals starting in
         # [lo - reach, hi]
         self.reach = max((e[1] - e[0] for e in entries), default=0)
-        self.wide = wide  # (interval set, rule) for the few rules with wide values
 
-    @classmethod
-    def build(cls, rules: Sequence) -> Optional["ChainIndex"]:
-        """An index over ``rules`` (compiled ``Rule`` objects), or None when none is worth it."""
-        n = len(rules)
-        if n < MIN_RULES:
-            return None
-        best_dim, best_count = None, 0
-        for dim in INDEXED_DIMS:
-            count = sum(1 for r in rules if _values(r, dim) is not None)
-            if count > best_count:
-                best_dim, best_count = dim, count
-        if best_dim is None or best_count < n * MIN_SHARE:
-            return None
-        always: List[int] = []
-        spans = []
-        for i, r in enumerate(rules):
-            values = _values(r, best_dim)
-            if values is None:
-                always.append(i)
-            elif values:
-                spans.append((i, values))
-            # (a rule that can never match is never a candidate)
-        # the widest tenth of the values are tested one by one, so that one broad rule (a /8)
-        # does not widen every lookup
-        widths = sorted(v[-1][1] - v[0][0] for _, v in spans)
-        cut = widths[int(len(widths) * 0.9)] if widths else 0
-        entries, wide = [], []
-        for i, values in spans:
-            if values[-1][1] - values[0][0] > cut:
-                wide.append((values, i))
-            else:
-                entries.extend((lo, hi, i) for lo, hi in values)
-        return cls(best_dim, n, always, entries, wide)
-
-    def candidates(self, boxes: Sequence[tuple]) -> Optional[List[int]]:
-        """Positions of the rules that may meet some of ``boxes``, in chain order; None when
-        that is (nearly) every rule."""
+    def candidates(self, boxes: Sequence[tuple], limit: float) -> Optional[Set[int]]:
+        """The rules whose values on this dimension meet some box; None: more than ``limit``."""
         dim = self.dim
-        limit = self.size * MAX_PICKED_SHARE
         picked = set(self.always)
         los, his, rule_of, reach = self.los, self.his, self.rule_of, self.reach
         queries = set()
@@ -107,9 +83,51 @@ class ChainIndex:
             for ivs, i in self.wide:
                 if i not in picked and any(iv_meets(ivs, v) for v in values):
                     picked.add(i)
-        if len(picked) > limit:
+        return None if len(picked) > limit else picked
+
+
+class ChainIndex:
+    __slots__ = ("size", "dims")
+
+    def __init__(self, size: int, dims: List[_DimIndex]):
+        self.size = size  # rules in the chain
+        self.dims = dims
+
+    @classmethod
+    def build(cls, rules: Sequence) -> Optional["ChainIndex"]:
+        """An index over ``rules`` (compiled ``Rule`` objects), or None when none is worth it."""
+        n = len(rules)
+        if n < MIN_RULES:
             return None
-        return sorted(picked)
+        dims = []
+        for dim in INDEXED_DIMS:
+            always: List[int] = []
+            spans = []
+            for i, r in enumerate(rules):
+                values = _values(r, dim)
+                if values is None:
+                    always.append(i)
+                elif values:
+                    spans.append((i, values))
+                # (a rule that can never match is never a candidate)
+            if len(always) > n * (1 - MIN_SHARE) or len({v for _, v in spans}) < MIN_DISTINCT:
+                continue
+            dims.append(_DimIndex(dim, always, spans))
+        return cls(n, dims) if dims else None
+
+    def candidates(self, boxes: Sequence[tuple]) -> Optional[List[int]]:
+        """Positions of the rules that may meet some of ``boxes``, in chain order; None when
+        that is (nearly) every rule."""
+        limit = self.size * MAX_PICKED_SHARE
+        found: Optional[Set[int]] = None
+        for index in self.dims:
+            got = index.candidates(boxes, limit)
+            if got is None:
+                continue  # this dimension tells nothing apart for these packets
+            found = got if found is None else found & got
+            if not found:
+                break
+        return None if found is None else sorted(found)
 
 
 def _values(rule, dim: int):
