@@ -1,0 +1,286 @@
+"""The space both families share, where their regions are compared.
+
+Protocol 1 (icmp) and 58 (ipv6-icmp) are one protocol there, and ICMP types are mapped to
+canonical values (echo-request is echo-request in both; an ICMPv6 type IPv4 has no twin for gets
+a value of its own). ``overlay`` cuts overlapping labelled boxes into disjoint regions with the
+union of their labels; ``canonical_union`` gives the fewest, widest boxes of a union.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Dict, FrozenSet, List, Sequence, Tuple
+
+from twinwall.analysis.packetset import (
+    DPORT,
+    DST,
+    GID,
+    ICMP,
+    IIF,
+    MASK_DIMS,
+    NDIMS,
+    OIF,
+    PROTO,
+    SPORT,
+    SRC,
+    STATE,
+    UID,
+    Box,
+    iv_normalize,
+    iv_sub,
+)
+from twinwall.model import IPV4, IPV6
+
+PTB = 256  # canonical "fragmentation needed / packet too big"
+V6_ONLY_BASE = 1000  # canonical value of an ICMPv6 type IPv4 has no twin for: 1000 + type
+# ICMPv6 type -> the IPv4 type it twins
+ICMP6_TO_4 = {128: 8, 129: 0, 1: 3, 3: 11, 4: 12, 2: PTB}
+TWINNED = iv_normalize((t, t) for t in ICMP6_TO_4.values())
+
+ICMP4_NAMES = {
+    0: "echo-reply", 3: "destination-unreachable", 4: "source-quench", 5: "redirect",
+    8: "echo-request", 9: "router-advertisement", 10: "router-solicitation", 11: "time-exceeded",
+    12: "parameter-problem", 13: "timestamp-request", 14: "timestamp-reply", 15: "info-request",
+    16: "info-reply", 17: "address-mask-request", 18: "address-mask-reply",
+    PTB: "fragmentation-needed/packet-too-big",
+}
+ICMP6_NAMES = {
+    1: "destination-unreachable", 2: "packet-too-big", 3: "time-exceeded", 4: "parameter-problem",
+    128: "echo-request", 129: "echo-reply", 130: "mld-listener-query", 131: "mld-listener-report",
+    132: "mld-listener-done", 133: "router-solicitation", 134: "router-advertisement",
+    135: "neighbour-solicitation", 136: "neighbour-advertisement", 137: "redirect",
+    138: "router-renumbering", 139: "node-information-query", 140: "node-information-response",
+    141: "inverse-nd-solicitation", 142: "inverse-nd-advertisement", 143: "mld2-listener-report",
+}
+NDP_TYPES = frozenset((133, 134, 135, 136, 137))
+MLD_TYPES = frozenset((130, 131, 132, 143))
+# the same, as canonical ICMP values (see canonical_icmp)
+NDP_CANONICAL = iv_normalize((V6_ONLY_BASE + t, V6_ONLY_BASE + t) for t in NDP_TYPES)
+MLD_CANONICAL = iv_normalize((V6_ONLY_BASE + t, V6_ONLY_BASE + t) for t in MLD_TYPES)
+
+
+@lru_cache(maxsize=8192)
+def canonical_icmp(ivs: tuple, family: str) -> tuple:
+    """The canonical ICMP types an ICMP/ICMPv6 (type << 8 | code) set touches. Codes are
+    family-specific: a set holding only some codes of a type touches the type (a verdict that
+    depends on the code shows as mixed)."""
+    types = set()
+    for lo, hi in ivs:
+        for t in range(lo >> 8, (hi >> 8) + 1):
+            if family == IPV4:
+                if t == 3:
+                    clo = max(lo, t << 8) & 0xFF
+                    chi = min(hi, (t << 8) | 0xFF) & 0xFF
+                    if clo <= 4 <= chi:
+                        types.add(PTB)
+                    if clo < 4 or chi > 4:
+                        types.add(3)
+                else:
+                    types.add(t)
+            else:
+                types.add(ICMP6_TO_4.get(t, V6_ONLY_BASE + t))
+    return iv_normalize((x, x) for x in types)
+
+
+def has_value(ivs: tuple, value: int) -> bool:
+    return any(lo <= value <= hi for lo, hi in ivs)
+
+
+def project(box: Box, family: str) -> List[Box]:
+    """A region of one family's packets in the neutral space shared by both families."""
+    proto = box[PROTO]
+    if family == IPV6 and has_value(proto, 58):
+        proto = iv_normalize(list(iv_sub(proto, ((58, 58),))) + [(1, 1)])
+    out = []
+    other = iv_sub(proto, ((1, 1),))
+    if other:
+        b = list(box)
+        b[PROTO] = other
+        b[ICMP] = TWINNED  # ICMP types mean nothing for other protocols
+        out.append(tuple(b))
+    if has_value(proto, 1):
+        b = list(box)
+        b[PROTO] = ((1, 1),)
+        b[ICMP] = canonical_icmp(box[ICMP], family)
+        if b[ICMP]:
+            out.append(tuple(b))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# overlay: overlapping labelled boxes -> disjoint regions with the union of their labels
+
+PARTITION_ORDER = (STATE, PROTO, IIF, OIF, SRC, DST, UID, GID, ICMP, SPORT, DPORT)
+
+
+def _split_intervals(values: List[tuple]) -> List[Tuple[tuple, List[int]]]:
+    """Cut the union of interval sets where the set of values covering it changes: [(the
+    points covered by exactly these values, their indices)]."""
+    first = values[0]
+    n = len(values)
+    if values.count(first) == n:
+        return [(first, list(range(n)))]
+    # equal values share one entry (many regions have the same port set)
+    distinct: Dict[tuple, List[int]] = {}
+    for i, v in enumerate(values):
+        distinct.setdefault(v, []).append(i)
+    dvalues = list(distinct)
+    union = iv_normalize(p for v in dvalues for p in v)
+    spanning = distinct.get(union, [])
+    # Sweep the boundaries. Each value has a random 64-bit id and a segment's signature is the
+    # XOR of the ids covering it: O(1) per boundary however many values overlap. The covering
+    # set itself is copied once per distinct signature.
+    events: Dict[int, List[int]] = {}
+    for j, v in enumerate(dvalues):
+        if v == union:
+            continue
+        for lo, hi in v:
+            events.setdefault(lo, []).append(j)
+            events.setdefault(hi + 1, []).append(j)
+    for lo, hi in union:
+        events.setdefault(lo, []).append(-1)
+        events.setdefault(hi + 1, []).append(-1)
+    ids = _ids(len(dvalues))
+    keys = sorted(events)
+    sig = 0
+    active: set = set()
+    inside = False
+    groups: Dict[int, Tuple[List[Tuple[int, int]], List[int]]] = {}
+    for k, nxt in zip(keys, keys[1:]):
+        for j in events[k]:
+            if j < 0:
+                inside = not inside
+            elif j in active:
+                active.discard(j)
+                sig ^= ids[j]
+            else:
+                active.add(j)
+                sig ^= ids[j]
+        if not inside:
+            continue
+        g = groups.get(sig)
+        if g is None:
+            members = [i for j in active for i in distinct[dvalues[j]]] + spanning
+            groups[sig] = ([(k, nxt - 1)], members)
+        else:
+            g[0].append((k, nxt - 1))
+    return [(iv_normalize(segs), members) for segs, members in groups.values()]
+
+
+_ID_CACHE: List[int] = []
+
+
+def _ids(n: int) -> List[int]:
+    import random
+
+    if len(_ID_CACHE) < n:
+        rnd = random.Random(len(_ID_CACHE) + 0x7477)
+        _ID_CACHE.extend(rnd.getrandbits(64) for _ in range(n - len(_ID_CACHE)))
+    return _ID_CACHE
+
+
+def _split_masks(values: List[int]) -> List[Tuple[int, List[int]]]:
+    first = values[0]
+    if values.count(first) == len(values):
+        return [(first, list(range(len(values))))]
+    distinct: Dict[int, List[int]] = {}
+    for i, v in enumerate(values):
+        distinct.setdefault(v, []).append(i)
+    union = 0
+    for v in distinct:
+        union |= v
+    groups: Dict[Tuple[int, ...], int] = {}
+    bit = 0
+    u = union
+    while u:
+        if u & 1:
+            key = tuple(v for v in distinct if v >> bit & 1)
+            groups[key] = groups.get(key, 0) | (1 << bit)
+        u >>= 1
+        bit += 1
+    return [(mask, [i for v in key for i in distinct[v]]) for key, mask in groups.items()]
+
+
+def overlay(items: Sequence[Tuple[Box, object]]) -> List[Tuple[Box, FrozenSet]]:
+    """Disjoint regions covering the union of the items' boxes, each with the set of tags of
+    the items covering it. Regions are cut dimension by dimension where the set of covering
+    items changes, so the number of regions follows the structure of the input."""
+    out: List[Tuple[Box, FrozenSet]] = []
+    if not items:
+        return out
+    boxes = [b for b, _ in items]
+    tags = [t for _, t in items]
+    last = len(PARTITION_ORDER)
+
+    def rec(idx: List[int], level: int, prefix: Tuple) -> None:
+        while True:
+            if len(idx) == 1 or level == last:
+                b = list(boxes[idx[0]])
+                for lvl, value in enumerate(prefix):
+                    b[PARTITION_ORDER[lvl]] = value
+                out.append((tuple(b), frozenset(tags[j] for j in idx)))
+                return
+            dim = PARTITION_ORDER[level]
+            values = [boxes[j][dim] for j in idx]
+            if values.count(values[0]) == len(values):
+                prefix = prefix + (values[0],)
+                level += 1
+                continue
+            parts = _split_masks(values) if dim in MASK_DIMS else _split_intervals(values)
+            for value, members in parts:
+                rec([idx[m] for m in members], level + 1, prefix + (value,))
+            return
+
+    rec(list(range(len(items))), 0, ())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# fewest, widest boxes
+
+# outer dimensions first: a region reads "protocol, state, interfaces, roles, owner, ICMP type,
+# ports"; ports vary fastest, so they are the dimension that collects ranges.
+CANON_ORDER = (PROTO, STATE, IIF, OIF, SRC, DST, UID, GID, ICMP, SPORT, DPORT)
+
+
+def canonical_union(boxes: Sequence[Box]) -> List[Box]:
+    """The union of boxes as disjoint boxes in a canonical form: cut along CANON_ORDER, each
+    dimension's value the widest set of values whose cross-sections are the same. The result
+    depends only on the union (not on how it was cut into pieces), and regions that differ
+    only in, say, the port come out as one region with several port ranges."""
+    boxes = list(dict.fromkeys(boxes))
+    if len(boxes) < 2:
+        return boxes
+    memo: Dict[Tuple[int, Tuple[int, ...]], FrozenSet[tuple]] = {}
+
+    def rec(idx: Tuple[int, ...], level: int) -> FrozenSet[tuple]:
+        if level == len(CANON_ORDER):
+            return frozenset({()})
+        key = (level, idx)
+        got = memo.get(key)
+        if got is not None:
+            return got
+        dim = CANON_ORDER[level]
+        values = [boxes[i][dim] for i in idx]
+        parts = _split_masks(values) if dim in MASK_DIMS else _split_intervals(values)
+        groups: Dict[FrozenSet[tuple], object] = {}
+        for value, members in parts:
+            sub = rec(tuple(sorted(idx[m] for m in members)), level + 1)
+            old = groups.get(sub)
+            if old is None:
+                groups[sub] = value
+            elif dim in MASK_DIMS:
+                groups[sub] = old | value
+            else:
+                groups[sub] = iv_normalize(list(old) + list(value))
+        got = frozenset((value,) + rest for sub, value in groups.items() for rest in sub)
+        memo[key] = got
+        return got
+
+    out = []
+    for t in rec(tuple(range(len(boxes))), 0):
+        b: List = [None] * NDIMS
+        for dim, value in zip(CANON_ORDER, t):
+            b[dim] = value
+        out.append(tuple(b))
+    return out

@@ -1,0 +1,582 @@
+"""One family's rulesets walked with addresses at role level (see ``analysis.roles``).
+
+The walk is a role-level re-run of the evaluator's netfilter semantics
+(``analysis.evaluator``): same hook order, user chains, RETURN, goto, policies, nat chains that
+see only NEW packets, NOTRACK, DNAT/REDIRECT. It keeps only what a comparison needs (the packets
+as they were sent, the verdict and the rule that decided it), which lets it merge regions the
+evaluator must keep apart and walk 100k-rule rulesets over the whole packet space. A rule whose
+prefix covers part of a role *may* match: packets of that role are followed both ways, as the
+evaluator follows a match it cannot decide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+from twinwall.analysis.evaluator import (
+    MAX_DEPTH,
+    V_ACCEPT,
+    V_DROP,
+    V_REJECT,
+    EvaluationError,
+    InertChains,
+    hook_stages,
+)
+from twinwall.analysis.packetset import (
+    CT_NEW,
+    CT_UNTRACKED,
+    DPORT,
+    DST,
+    GID,
+    ICMP,
+    IIF,
+    MASK_DIMS,
+    NDIMS,
+    OIF,
+    PROTO,
+    SPORT,
+    SRC,
+    STATE,
+    UID,
+    Box,
+    box_and,
+    box_sub,
+    iv_and,
+    merge_boxes,
+    split,
+)
+from twinwall.analysis.roles import GLOBAL, HOST, LOOPBACK, AddressRoles, role_set
+from twinwall.ruleset import (
+    ACCEPT,
+    CONTINUE,
+    DNAT,
+    DROP,
+    GOTO,
+    JUMP,
+    NAT_DONE,
+    NOTRACK,
+    QUEUE,
+    REDIRECT,
+    REJECT,
+    RETURN,
+    UNKNOWN,
+    Decision,
+    Ruleset,
+)
+
+
+class _XRule:
+    """A compiled rule with its address constraints lifted to roles: ``must`` constraints match
+    for certain, ``may`` constraints only for some addresses of a role (or the rule has a match
+    twinwall cannot decide)."""
+
+    __slots__ = ("must", "may", "action", "target", "nat_dst", "nat_port", "rule", "source", "_decision", "inert",
+                 "repeat")
+
+    def __init__(self, must, may, rule, source, nat_dst=None, nat_port=None):
+        self.must = must
+        self.may = may
+        self.action = rule.action
+        self.target = rule.target
+        self.nat_dst = nat_dst
+        self.nat_port = nat_port
+        self.rule = rule
+        self.source = source
+        self._decision = None
+        self.inert = None  # JUMP only: whether the target chain can change nothing (lazy)
+        # a "may" jump identical to the rule before it (kube-proxy's loadBalancerSourceRanges:
+        # "-s PREFIX -j KUBE-EXT-X" for hundreds of prefixes, all one role-level rule): the
+        # index of the first rule after the run of such repeats it belongs to, else 0
+        self.repeat = 0
+
+    @property
+    def decision(self) -> Decision:
+        d = self._decision
+        if d is None:
+            r = self.rule
+            d = self._decision = Decision(r.table, r.chain, r.number, r.text, None, self.source, r.action)
+        return d
+
+
+def _lift_constraint(c, roles: AddressRoles):
+    """-> (must constraint or None, may constraint or None); (None, None): never matches."""
+    must_c = []
+    may_c = []
+    partial = False
+    must_ok = True
+    for dim, value in c:
+        if dim == SRC or dim == DST:
+            must_v, may_v = roles.classify(value)
+            if not may_v:
+                return None, None
+            if must_v != may_v:
+                partial = True
+            if not must_v:
+                must_ok = False
+            must_c.append((dim, must_v))
+            may_c.append((dim, may_v))
+        else:
+            must_c.append((dim, value))
+            may_c.append((dim, value))
+    if not partial:
+        return tuple(must_c), None
+    return (tuple(must_c) if must_ok else None), tuple(may_c)
+
+
+# Constraint dimensions in the order a region is most often told apart from a rule: a rule and
+# a region that do not meet usually differ in the port first (intersection is order-free).
+_TEST_ORDER = {DPORT: 0, SPORT: 1, ICMP: 2, UID: 3, GID: 4, PROTO: 5, IIF: 6, OIF: 7, STATE: 8, DST: 9, SRC: 10}
+
+
+_PERMUTATIONS: Dict[tuple, Optional[tuple]] = {}
+
+
+def _ordered(c: tuple) -> tuple:
+    if len(c) < 2:
+        return c
+    dims = tuple([p[0] for p in c])
+    perm = _PERMUTATIONS.get(dims, 0)
+    if perm == 0:
+        order = tuple(sorted(range(len(c)), key=lambda i: _TEST_ORDER[dims[i]]))
+        perm = _PERMUTATIONS[dims] = None if order == tuple(range(len(c))) else order
+    if perm is None:
+        return c
+    return tuple([c[i] for i in perm])
+
+
+def _lift_single(alts: tuple, unknown: bool, roles: AddressRoles) -> Tuple[tuple, tuple]:
+    """(must, may) of a rule with one constraint of one match."""
+    dim, value = alts[0][0]
+    if dim != SRC and dim != DST:
+        return ((), alts) if unknown else (alts, ())
+    must_v, may_v = roles.classify(value)
+    if not may_v:
+        return (), ()
+    if unknown or must_v != may_v:
+        must = (((dim, must_v),),) if must_v and not unknown else ()
+        return must, (((dim, may_v),),)
+    return (((dim, must_v),),), ()
+
+
+def _lift_rule(rule, source: str, roles: AddressRoles, cache: Optional[Dict] = None) -> _XRule:
+    """``cache``: (must, may) of single-match rules by their match, shared by the rules of a walk
+    (kube-proxy's rulesets repeat a few hundred distinct matches over 100k rules)."""
+    alts = rule.alternatives
+    action = rule.action
+    if len(alts) == 1 and len(alts[0]) == 1 and action != DNAT and action != REDIRECT:
+        # one match ("-s PREFIX", "-p tcp", "--ctstate NEW"...): the bulk of big rulesets
+        unknown = bool(rule.unknown)
+        if cache is None:
+            must, may = _lift_single(alts, unknown, roles)
+        else:
+            key = (alts[0][0], unknown)
+            hit = cache.get(key)
+            if hit is None:
+                hit = cache[key] = _lift_single(alts, unknown, roles)
+            must, may = hit
+        return _XRule(must, may, rule, source)
+    alts = tuple(map(_ordered, alts))
+    if not rule.unknown and action != DNAT and action != REDIRECT:
+        # the common case: no address in any constraint, nothing to lift
+        for c in alts:
+            for dim, _ in c:
+                if dim == SRC or dim == DST:
+                    break
+            else:
+                continue
+            break
+        else:
+            return _XRule(alts, (), rule, source)
+    must: List = []
+    may: List = []
+    for c in alts:
+        m, p = _lift_constraint(c, roles)
+        if rule.unknown:
+            if p is not None:
+                may.append(p)
+            elif m is not None:
+                may.append(m)
+            continue
+        if m is not None:
+            must.append(m)
+        if p is not None:
+            may.append(p)
+    nat_dst = nat_port = None
+    if action in (DNAT, REDIRECT) and rule.nat_to:
+        dst, nat_port = rule.nat_to
+        if dst is not None:
+            nat_dst = roles.classify(dst)[1] or role_set([GLOBAL])
+    return _XRule(tuple(must), tuple(may), rule, source, nat_dst, nat_port)
+
+
+# ---------------------------------------------------------------------------------------------
+# merging regions
+
+
+def merge_tuples(boxes: Sequence[tuple], mask_dims: FrozenSet[int], rounds: int = 6) -> List[tuple]:
+    """Merge boxes equal in every dimension but one, repeatedly, until nothing changes."""
+    return merge_boxes(list(dict.fromkeys(boxes)), rounds, mask_dims)
+
+
+_MASK22 = frozenset(list(MASK_DIMS) + [d + NDIMS for d in MASK_DIMS])
+
+# ---------------------------------------------------------------------------------------------
+# the walk
+
+
+class _Flow:
+    __slots__ = ("box", "origin", "label")
+
+    def __init__(self, box: Box, origin: Optional[Box], label: FrozenSet[Decision]):
+        self.box = box
+        self.origin = origin  # None: not rewritten (same as box)
+        self.label = label  # the ACCEPT rule/policy that let it through the last base chain
+
+
+_NO_LABEL: FrozenSet[Decision] = frozenset()
+
+
+def _restrict(f: _Flow, box: Box) -> _Flow:
+    if box is f.box:
+        return f
+    if f.origin is None:
+        return _Flow(box, None, f.label)
+    o = list(f.origin)
+    fb = f.box
+    for d in range(NDIMS):
+        if f.origin[d] == fb[d]:
+            o[d] = box[d]
+    return _Flow(box, tuple(o), f.label)
+
+
+def merge_flows(flows: List[_Flow]) -> List[_Flow]:
+    if len(flows) < 2:
+        return flows
+    plain: Dict[FrozenSet, List[Box]] = {}
+    nat: Dict[FrozenSet, List[tuple]] = {}
+    for f in flows:
+        if f.origin is None:
+            plain.setdefault(f.label, []).append(f.box)
+        else:
+            nat.setdefault(f.label, []).append(f.box + f.origin)
+    out: List[_Flow] = []
+    for label, boxes in plain.items():
+        out.extend(_Flow(b, None, label) for b in merge_tuples(boxes, MASK_DIMS, rounds=2))
+    for label, pairs in nat.items():
+        for p in merge_tuples(pairs, _MASK22, rounds=2):
+            out.append(_Flow(p[:NDIMS], p[NDIMS:], label))
+    return out
+
+
+def _new_flows(flows: List[_Flow], present: List[_Flow]) -> List[_Flow]:
+    """``flows`` minus those ``present`` already holds (same region, origin and label)."""
+    seen = {(f.box, f.origin, f.label) for f in present}
+    out = []
+    for f in flows:
+        key = (f.box, f.origin, f.label)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+@dataclass
+class Outcome:
+    """Packets as they were sent (role level), their verdict and the rules that decided it."""
+
+    origin: Box
+    verdict: str
+    label: FrozenSet[Decision]
+
+
+class RoleWalker:
+    """Walks one family's rulesets with addresses at role level."""
+
+    MERGE_AT = 24  # merge the flows of a chain walk once there are more than this
+
+    def __init__(self, rulesets: Sequence[Ruleset], roles: AddressRoles, universe, local_addresses):
+        self.rulesets = list(rulesets)
+        self.roles = roles
+        self.universe = universe
+        for rs in self.rulesets:
+            rs.universe = universe
+            rs.local_addresses = local_addresses
+        self._lifted: Dict[int, List[_XRule]] = {}
+        self._lift_cache: Dict[tuple, Tuple[tuple, tuple]] = {}
+        self._inert = InertChains()
+        self._keep: List = []  # keeps lifted chains alive so their ids stay unique
+        # (chain, flow) -> what a jump with that flow returns and what ends in the chain. A
+        # region that several rules may send into the same chain (kube-proxy's
+        # loadBalancerSourceRanges: hundreds of "-s PREFIX -j KUBE-EXT-X"), or that several
+        # hooks send there (KUBE-SERVICES from PREROUTING and OUTPUT), is walked through it once.
+        self._memo: Dict[tuple, Tuple[List[_Flow], List[tuple]]] = {}
+        if roles.host_known:
+            self.local_roles = role_set([HOST, LOOPBACK])
+        else:
+            self.local_roles = role_set([HOST, LOOPBACK, GLOBAL])
+
+    def stages(self, hook: str):
+        return hook_stages(self.rulesets, hook)
+
+    def run(self, hooks: Sequence[str], boxes: Sequence[Box]) -> List[Outcome]:
+        flows = [_Flow(b, None, _NO_LABEL) for b in boxes]
+        outcomes: List[Outcome] = []
+        for hook in hooks:
+            flows = self.run_hook(hook, flows, outcomes)
+        for f in flows:
+            outcomes.append(Outcome(f.origin or f.box, V_ACCEPT, f.label))
+        return outcomes
+
+    def run_routed(self, box: Box, paths: Dict[str, Tuple[Tuple[tuple, tuple], Sequence[str]]]) -> Dict[str, List[Outcome]]:
+        """PREROUTING once, then for each ``{name: ((source roles, destination roles), hooks)}``
+        the part of the packets with those roles (the source as sent, the destination as it is
+        after PREROUTING: the routing decision) on through those hooks. What PREROUTING itself
+        decides is counted in every path whose roles it holds."""
+        pre_out: List[Outcome] = []
+        flows = self.run_hook("prerouting", [_Flow(box, None, _NO_LABEL)], pre_out)
+        out: Dict[str, List[Outcome]] = {}
+        for name, ((s_roles, d_roles), hooks) in paths.items():
+            selector = ((SRC, s_roles), (DST, d_roles))
+            mine = out[name] = []
+            for o in pre_out:
+                b = box_and(o.origin, selector)
+                if b is not None:
+                    mine.append(Outcome(b, o.verdict, o.label))
+            routed = []
+            for f in flows:
+                b = box_and(f.box, selector)
+                if b is not None:
+                    routed.append(_restrict(f, b))
+            routed = merge_flows(routed)
+            for hook in hooks:
+                routed = self.run_hook(hook, routed, mine)
+            mine.extend(Outcome(f.origin or f.box, V_ACCEPT, f.label) for f in routed)
+        return out
+
+    def run_hook(self, hook: str, flows: List[_Flow], outcomes: List[Outcome]) -> List[_Flow]:
+        for rs, base in self.stages(hook):
+            if not flows:
+                break
+            chain = rs.chain(base.table, base.chain)
+            if chain is None:
+                continue
+            skipped: List[_Flow] = []
+            if base.kind == "nat":
+                entering = []
+                for f in flows:
+                    m = box_and(f.box, ((STATE, CT_NEW),))
+                    if m is None:
+                        skipped.append(f)
+                        continue
+                    entering.append(_restrict(f, m))
+                    skipped.extend(_restrict(f, b) for b in box_sub(f.box, ((STATE, CT_NEW),)))
+                flows = entering
+            returned, ended = self.walk(rs, base.table, base.chain, flows, 0)
+            if len(ended) > 1:
+                # a chain reached along several paths ends the same flows once per path
+                ended = list({(id(e[0]), e[1], id(e[2])): e for e in ended}.values())
+            nxt = skipped
+            policy = chain.policy or "ACCEPT"
+            decision = Decision(base.table, base.chain, None, None, policy, rs.source, policy)
+            cite = base.kind == "filter" and (base.table == "filter" or rs.kind == "nftables")
+            for f in returned:
+                if policy == "DROP":
+                    outcomes.append(Outcome(f.origin or f.box, V_DROP, frozenset((decision,))))
+                elif cite:
+                    nxt.append(_Flow(f.box, f.origin, frozenset((decision,))))
+                else:
+                    nxt.append(f)
+            for f, action, dec in ended:
+                if action == ACCEPT:
+                    nxt.append(_Flow(f.box, f.origin, frozenset((dec,))))
+                elif action in ("nat", QUEUE):
+                    nxt.append(f)
+                elif action == REJECT:
+                    outcomes.append(Outcome(f.origin or f.box, V_REJECT, frozenset((dec,))))
+                else:
+                    outcomes.append(Outcome(f.origin or f.box, V_DROP, frozenset((dec,))))
+            flows = merge_flows(nxt)
+        return flows
+
+    def lifted(self, rs: Ruleset, chain) -> List[_XRule]:
+        key = id(chain)
+        got = self._lifted.get(key)
+        if got is None:
+            source, roles, cache = rs.source, self.roles, self._lift_cache
+            got = [_lift_rule(r, source, roles, cache) for r in chain.rules]
+            for prev, xr in zip(got, got[1:]):
+                if (
+                    xr.action in (JUMP, GOTO)
+                    and not xr.must
+                    and xr.action == prev.action
+                    and xr.target == prev.target
+                    and not prev.must
+                    and xr.may == prev.may
+                ):
+                    xr.repeat = -1
+            end = len(got)
+            for i in range(len(got) - 1, -1, -1):
+                if got[i].repeat:
+                    got[i].repeat = end
+                else:
+                    end = i
+            self._lifted[key] = got
+            self._keep.append(chain)
+        return got
+
+    def walk(self, rs: Ruleset, table: str, chain_name: str, flows: List[_Flow], depth: int):
+        if depth > MAX_DEPTH:
+            raise EvaluationError(f"chain nesting deeper than {MAX_DEPTH} at {table} {chain_name}: a loop?")
+        chain = rs.chain(table, chain_name)
+        if chain is None:
+            raise EvaluationError(f"{rs.source}: jump to missing chain {table} {chain_name}")
+        returned: List[_Flow] = []
+        ended: List[tuple] = []
+        here: set = set()  # memo keys whose ended flows this walk has passed on
+        current = flows
+        # the flows a "may" jump with nothing coming back left untouched: an identical rule
+        # right after it sends the very same copies into the same chain, with the same result
+        settled = None
+        rules = self.lifted(rs, chain)
+        i, n = 0, len(rules)
+        while i < n:
+            xr = rules[i]
+            i += 1
+            if not current:
+                break
+            if xr.repeat and current is settled:
+                i = xr.repeat  # the rest of the run would send the same copies again
+                continue
+            settled = None
+            action = xr.action
+            if action == CONTINUE or action == UNKNOWN:
+                continue  # LOG, MARK, unmodelled targets: evaluation goes on unchanged
+            must, may = xr.must, xr.may
+            if not must and not may:
+                continue
+            entering: List[_Flow] = []
+            if not must:
+                # only "may" matches: copies enter, every flow also goes on unchanged
+                rest = current
+                if len(may) == 1:
+                    c = may[0]
+                    for f in current:
+                        x = box_and(f.box, c)
+                        if x is not None:
+                            entering.append(_restrict(f, x))
+                else:
+                    for f in current:
+                        mm, _ = split(f.box, may)
+                        for x in mm:
+                            entering.append(_restrict(f, x))
+            else:
+                rest = []
+                single = must[0] if len(must) == 1 else None
+                for f in current:
+                    if single is not None:
+                        b = f.box
+                        x = box_and(b, single)
+                        if x is None:
+                            rest.append(f)
+                            if may:
+                                for y in split(b, may)[0]:
+                                    entering.append(_restrict(f, y))
+                            continue
+                        entering.append(_restrict(f, x))
+                        r = box_sub(b, single) if x is not b else ()
+                    else:
+                        m, r = split(f.box, must)
+                        if not m:
+                            rest.append(f)
+                            if may:
+                                for y in split(f.box, may)[0]:
+                                    entering.append(_restrict(f, y))
+                            continue
+                        for b in m:
+                            entering.append(_restrict(f, b))
+                    for b in r:
+                        rf = _restrict(f, b)
+                        rest.append(rf)
+                        if may:
+                            mm, _ = split(b, may)
+                            for x in mm:
+                                entering.append(_restrict(rf, x))
+            if not entering:
+                continue
+            if action == JUMP:
+                if xr.inert is None:
+                    xr.inert = self._inert(rs, table, xr.target)
+                if xr.inert:
+                    # e.g. KUBE-MARK-MASQ: only marks and returns; splitting here would only
+                    # fragment the flows
+                    continue
+            current = rest
+            dec = xr.decision
+            if action in (ACCEPT, DROP, REJECT, QUEUE, NAT_DONE):
+                kind = "nat" if action == NAT_DONE else action
+                ended.extend((f, kind, dec) for f in entering)
+            elif action == RETURN:
+                returned.extend(entering)
+            elif action in (JUMP, GOTO):
+                back: List[_Flow] = []
+                memo = self._memo
+                for f in entering:
+                    key = (id(rs), table, xr.target, f.box, f.origin, f.label)
+                    hit = memo.get(key)
+                    if hit is None:
+                        hit = memo[key] = self.walk(rs, table, xr.target, [f], depth + 1)
+                        ended.extend(hit[1])
+                    elif key not in here:
+                        # what ends in the chain ends here too (once per walk of this chain)
+                        ended.extend(hit[1])
+                    here.add(key)
+                    back.extend(hit[0])
+                if action == JUMP:
+                    if back:
+                        new = _new_flows(back, current)
+                        if new:
+                            current = current + new
+                    if not must:
+                        settled = current if not back or not new else None
+                else:
+                    returned.extend(back)
+                    if not must and not back:
+                        settled = current
+            elif action == NOTRACK:
+                current = current + [u for f in entering for u in self._untrack(f)]
+            elif action in (DNAT, REDIRECT):
+                ended.extend((self._nat(f, xr), "nat", dec) for f in entering)
+            else:  # pragma: no cover - every action is handled above
+                raise EvaluationError(f"unhandled action {action}")
+            if len(current) > self.MERGE_AT:
+                current = merge_flows(current)
+        returned.extend(current)
+        return returned, ended
+
+    @staticmethod
+    def _untrack(f: _Flow) -> List[_Flow]:
+        """NOTRACK: the NEW packets become UNTRACKED (their origin keeps saying NEW)."""
+        state = f.box[STATE]
+        if not state & CT_NEW:
+            return [f]
+        out = []
+        if state & ~CT_NEW:
+            out.append(_restrict(f, f.box[:STATE] + (state & ~CT_NEW,) + f.box[STATE + 1 :]))
+        new = _restrict(f, f.box[:STATE] + (CT_NEW,) + f.box[STATE + 1 :])
+        origin = new.origin or new.box
+        out.append(_Flow(new.box[:STATE] + (CT_UNTRACKED,) + new.box[STATE + 1 :], origin, f.label))
+        return out
+
+    def _nat(self, f: _Flow, xr: _XRule) -> _Flow:
+        b = list(f.box)
+        if xr.action == REDIRECT:
+            b[DST] = iv_and(b[DST], self.local_roles) or self.local_roles
+        elif xr.nat_dst is not None:
+            b[DST] = xr.nat_dst
+        if xr.nat_port is not None:
+            b[DPORT] = xr.nat_port
+        new = tuple(b)
+        if new == f.box:
+            return f
+        return _Flow(new, f.origin or f.box, f.label)
