@@ -69,7 +69,7 @@ from twinwall.analysis.packetset import (
     merge_with_payload,
     iv_sub,
 )
-from twinwall.analysis.parallel import run_jobs, worth_forking
+from twinwall.analysis.parallel import FORK_MIN_RULES, run_jobs, worth_forking
 from twinwall.analysis.role_walk import Outcome, RoleWalker, merge_tuples
 from twinwall.analysis.roles import (
     HOST,
@@ -303,9 +303,6 @@ def common_roles(contexts: Sequence, hooks: Sequence[str]) -> Tuple[Dict[str, Tu
     return out, notes
 
 
-PARALLEL_RULES = 20000  # rulesets bigger than this (both families together) are walked in parallel
-
-
 def rule_count(contexts) -> int:
     return sum(rs.rule_count() for c in contexts for rs in c.rulesets)
 
@@ -313,7 +310,7 @@ def rule_count(contexts) -> int:
 def evaluate_sides(contexts: Sequence, hooks: Sequence[str], roles_filter, projector=project,
                    parallel: Optional[bool] = None) -> List[Dict[str, List]]:
     if parallel is None:
-        parallel = rule_count(contexts) > PARALLEL_RULES
+        parallel = rule_count(contexts) >= FORK_MIN_RULES
     jobs = [
         (lambda c=c: evaluate_family(c, hooks, roles_filter, projector)) for c in contexts
     ]
@@ -394,7 +391,7 @@ def diff_contexts(contexts: Dict[str, object], hooks: Sequence[str] = HOOKS, kee
     """Compare IPv4 with IPv6 on the given hooks. ``contexts``: build_contexts() output."""
     sides = [contexts[IPV4], contexts[IPV6]]
     if parallel is None:
-        parallel = rule_count(sides) > PARALLEL_RULES
+        parallel = rule_count(sides) >= FORK_MIN_RULES
     with _gc_paused():
         roles_filter, notes = common_roles(sides, hooks)
         results = evaluate_sides(sides, hooks, roles_filter, project, parallel)

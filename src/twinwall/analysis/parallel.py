@@ -17,7 +17,7 @@ import os
 import pickle
 import signal
 import threading
-from typing import Callable, List, Sequence, TypeVar
+from typing import Callable, List, Optional, Sequence, TypeVar
 
 from twinwall.errors import TwinwallError
 from twinwall.model import FAMILIES
@@ -35,14 +35,24 @@ def can_fork() -> bool:
     )
 
 
-# bytes of ruleset text (both families): below this, a fork costs more than it saves
-FORK_THRESHOLD = 2_000_000
+# rules (both families together) from which each family is worth a process of its own: below
+# this, a fork costs more than it saves
+FORK_MIN_RULES = 20_000
+# before parsing, a dump's rules are estimated from its size: iptables-save prints a rule in
+# about 100 bytes (nft -j in more, which only errs towards not forking)
+BYTES_PER_RULE = 100
+
+
+def estimated_rules(snapshot, family: Optional[str] = None) -> int:
+    """Rules in a snapshot's dumps (of one family, or all), estimated from their size."""
+    texts = snapshot.rulesets if family is None else snapshot.rulesets_for(family)
+    return sum(len(t.text) for t in texts) // BYTES_PER_RULE
 
 
 def worth_forking(snapshot) -> bool:
     """Whether a snapshot's two families are big enough to be worth a process each."""
-    sizes = [sum(len(t.text) for t in snapshot.rulesets_for(f)) for f in FAMILIES]
-    return all(sizes) and sum(sizes) >= FORK_THRESHOLD
+    sizes = [estimated_rules(snapshot, f) for f in FAMILIES]
+    return all(sizes) and sum(sizes) >= FORK_MIN_RULES
 
 
 def run_jobs(jobs: Sequence[Callable[[], T]], parallel: bool = True) -> List[T]:

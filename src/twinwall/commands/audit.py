@@ -47,9 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _small(snapshot) -> bool:
-    from twinwall.analysis.parallel import FORK_THRESHOLD
+    from twinwall.analysis.parallel import FORK_MIN_RULES, estimated_rules
 
-    return sum(len(t.text) for t in snapshot.rulesets) < FORK_THRESHOLD
+    return estimated_rules(snapshot) < FORK_MIN_RULES
 
 
 def run(args: argparse.Namespace) -> int:
