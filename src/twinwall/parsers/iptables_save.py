@@ -43,6 +43,7 @@ from twinwall.analysis.packetset import (
     prefix_interval,
 )
 from twinwall.errors import InputError
+from twinwall.parsers.protocols import IP_PROTOCOLS, PORT_PROTOCOLS
 from twinwall.ruleset import (
     ACCEPT,
     CONTINUE,
@@ -92,14 +93,8 @@ BUILTIN_CHAINS: Dict[str, Dict[str, Tuple[str, int, str]]] = {
     },
 }
 
-PROTOCOLS = {
-    "all": None, "0": None, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "ipv6-icmp": 58,
-    "sctp": 132, "udplite": 136, "dccp": 33, "gre": 47, "esp": 50, "ah": 51, "igmp": 2,
-    "ipv6": 41, "ipip": 4, "ospf": 89, "pim": 103, "vrrp": 112, "l2tp": 115, "mh": 135,
-    "ipv6-mh": 135, "encap": 98, "ipencap": 4, "ipv6-frag": 44, "ipv6-route": 43,
-    "ipv6-opts": 60, "ipv6-nonxt": 59, "hopopt": 0,
-}
-PORT_PROTOCOLS = {"tcp", "udp", "sctp", "dccp", "udplite"}
+# "-p all" (or 0) is every protocol
+PROTOCOLS = {"all": None, "0": None, **IP_PROTOCOLS}
 
 ICMP_TYPES = {
     "any": None, "echo-reply": (0,), "pong": (0,), "destination-unreachable": (3,),

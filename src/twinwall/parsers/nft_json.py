@@ -73,6 +73,7 @@ from twinwall.analysis.packetset import (
     prefix_interval,
 )
 from twinwall.errors import InputError
+from twinwall.parsers.protocols import IP_PROTOCOLS, PORT_PROTOCOLS
 from twinwall.ruleset import (
     ACCEPT,
     CONTINUE,
@@ -105,15 +106,6 @@ NAMED_PRIORITIES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "s
 INGRESS_OFFSET = -(1 << 31)
 
 CHAIN_KINDS = {"nat": "nat", "route": "route"}
-
-PROTOCOLS = {
-    "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "ipv6-icmp": 58, "sctp": 132, "udplite": 136,
-    "dccp": 33, "gre": 47, "esp": 50, "ah": 51, "igmp": 2, "ipv6": 41, "ipip": 4, "ospf": 89,
-    "pim": 103, "vrrp": 112, "l2tp": 115, "mh": 135, "ipv6-mh": 135, "comp": 108, "ipcomp": 108,
-    "encap": 98, "ipencap": 4, "ipv6-frag": 44, "ipv6-route": 43, "ipv6-opts": 60,
-    "ipv6-nonxt": 59, "hopopt": 0, "egp": 8, "pup": 12, "idp": 22, "rsvp": 46, "etherip": 97,
-}
-PORT_PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "dccp": 33, "udplite": 136}
 
 ICMP4_TYPES = {
     "echo-reply": 0, "destination-unreachable": 3, "source-quench": 4, "redirect": 5,
@@ -1598,8 +1590,8 @@ def _service(name: str) -> Optional[int]:
 
 
 def _protocol(name: str) -> Optional[int]:
-    if name in PROTOCOLS:
-        return PROTOCOLS[name]
+    if name in IP_PROTOCOLS:
+        return IP_PROTOCOLS[name]
     try:
         return socket.getprotobyname(name)
     except OSError:
