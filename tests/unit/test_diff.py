@@ -483,3 +483,27 @@ def test_interface_masks_read_in_a_finer_universe_keep_their_names():
             in_fine = bool(tr(m) >> fine.class_of(n) & 1)
             assert in_coarse == in_fine, (spec, n)
     assert tr(coarse.all_mask) == fine.all_mask
+
+
+def test_forward_verdict_cites_the_forward_rule_not_a_later_chains_accept_policy():
+    # an nft filter chain on postrouting with policy accept only lets packets pass by: the
+    # region accepted by FORWARD must cite FORWARD's rule, as the audit's evaluator does
+    def chain(fam, table, name, hook, policy):
+        return {"chain": {"family": fam, "table": table, "name": name, "handle": 1, "type": "filter",
+                          "hook": hook, "prio": 0, "policy": policy}}
+
+    items = [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}]
+    for fam in ("ip", "ip6"):
+        items += [{"table": {"family": fam, "name": "t", "handle": 1}},
+                  chain(fam, "t", "fwd", "forward", "drop"), chain(fam, "t", "post", "postrouting", "accept")]
+    items.append({"rule": {"family": "ip", "table": "t", "chain": "fwd", "handle": 5, "expr": [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80}},
+        {"accept": None}]}})
+    snap = HostSnapshot(sockets_known=False)
+    snap.rulesets = [RulesetText("inet", "nft-json", "nft", "ruleset.json", json.dumps({"nftables": items}))]
+    result = diff_contexts(build_contexts(snap, load_rulesets(snap)), ("forward",)).to_json()
+    (region,) = [d for d in result["differences"] if d["ipv4"] == "accept"]
+    assert region["dports"] == [[80, 80]] and region["ipv6"] == "drop"
+    cited = json.dumps(region)
+    assert "fwd" in cited and "tcp dport 80 accept" in cited
+    assert "post" not in cited

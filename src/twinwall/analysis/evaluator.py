@@ -157,6 +157,31 @@ def merge_flows(flows: List[Flow]) -> List[Flow]:
     return keep
 
 
+NEW_ONLY = ((STATE, CT_NEW),)
+
+
+def nat_entry(flows: list, restrict) -> Tuple[list, list]:
+    """A nat base chain sees only the first packet of a connection (state NEW; never an
+    untracked one): (the parts of ``flows`` that enter it, the parts that pass it by).
+    ``restrict(flow, box)`` narrows a flow to a sub-box (the walkers' flows differ)."""
+    entering, skipped = [], []
+    for f in flows:
+        m = box_and(f.box, NEW_ONLY)
+        if m is None:
+            skipped.append(f)
+            continue
+        entering.append(restrict(f, m))
+        skipped.extend(restrict(f, b) for b in box_sub(f.box, NEW_ONLY))
+    return entering, skipped
+
+
+def cites_accept_policy(rs: Ruleset, base: BaseChain, hook: str) -> bool:
+    """Whether a base chain's ACCEPT policy is worth citing as what let packets through: only
+    where it is the filtering decision (a filter chain on input, forward or output), not where
+    packets only pass by (raw, mangle, nat, a prerouting chain)."""
+    return base.kind == "filter" and hook in FILTER_HOOKS and (base.table == "filter" or rs.kind == "nftables")
+
+
 def hook_stages(rulesets: Sequence[Ruleset], hook: str) -> List[Tuple[Ruleset, BaseChain]]:
     """Every base chain on a hook, across rulesets, in the order netfilter runs them."""
     stages = [(rs, b) for rs in rulesets for b in rs.base_chains if b.hook == hook]
@@ -276,27 +301,18 @@ class Evaluator:
                 continue
             skipped: List[Flow] = []
             if base.kind == "nat":
-                # nat chains see only the first packet of a connection (and never untracked ones)
-                entering = []
-                for f in flows:
-                    m = box_and(f.box, ((STATE, CT_NEW),))
-                    if m is None:
-                        skipped.append(f)
-                        continue
-                    entering.append(_restrict(f, m))
-                    skipped.extend(_restrict(f, b) for b in box_sub(f.box, ((STATE, CT_NEW),)))
-                flows = entering
+                flows, skipped = nat_entry(flows, _restrict)
             returned, ended = self.walk(rs, base.table, base.chain, flows, 0)
             nxt = skipped
             # end of a base chain: its policy
             policy = chain.policy or "ACCEPT"
+            cite = cites_accept_policy(rs, base, hook)
             for f in returned:
                 decision = Decision(base.table, base.chain, None, None, policy, rs.source, policy)
                 if policy == "DROP":
                     outcomes.append(self._outcome(Flow(f.box, (decision, f.trail), f.uncertain, f.origin), V_DROP))
                 else:
-                    # an ACCEPT policy is worth citing only where it is the filtering decision
-                    if base.kind == "filter" and hook in FILTER_HOOKS and (base.table == "filter" or rs.kind == "nftables"):
+                    if cite:
                         f = Flow(f.box, (decision, f.trail), f.uncertain, f.origin)
                     nxt.append(f)
                 if self.trace:

@@ -21,7 +21,9 @@ from twinwall.analysis.evaluator import (
     V_REJECT,
     EvaluationError,
     InertChains,
+    cites_accept_policy,
     hook_stages,
+    nat_entry,
 )
 from twinwall.analysis.packetset import (
     CT_NEW,
@@ -363,15 +365,7 @@ class RoleWalker:
                 continue
             skipped: List[_Flow] = []
             if base.kind == "nat":
-                entering = []
-                for f in flows:
-                    m = box_and(f.box, ((STATE, CT_NEW),))
-                    if m is None:
-                        skipped.append(f)
-                        continue
-                    entering.append(_restrict(f, m))
-                    skipped.extend(_restrict(f, b) for b in box_sub(f.box, ((STATE, CT_NEW),)))
-                flows = entering
+                flows, skipped = nat_entry(flows, _restrict)
             returned, ended = self.walk(rs, base.table, base.chain, flows, 0)
             if len(ended) > 1:
                 # a chain reached along several paths ends the same flows once per path
@@ -379,7 +373,7 @@ class RoleWalker:
             nxt = skipped
             policy = chain.policy or "ACCEPT"
             decision = Decision(base.table, base.chain, None, None, policy, rs.source, policy)
-            cite = base.kind == "filter" and (base.table == "filter" or rs.kind == "nftables")
+            cite = cites_accept_policy(rs, base, hook)
             for f in returned:
                 if policy == "DROP":
                     outcomes.append(Outcome(f.origin or f.box, V_DROP, frozenset((decision,))))
