@@ -103,7 +103,11 @@ class RulesetText:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "RulesetText":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        r = cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        # (the snapshot format allows null for both)
+        r.backend = r.backend or "unknown"
+        r.source = r.source or ""
+        return r
 
 
 @dataclass

@@ -36,6 +36,7 @@ def sample() -> HostSnapshot:
             RulesetText("ipv6", "iptables-save", "legacy", "ip6tables-legacy-save", ""),
         ],
         missing=["process names: not visible without root (ss -p shows only your own processes)"],
+        table_sources=[{"table": "ip filter", "source": "iptables-save", "reason": "iptables-nft table"}],
     )
 
 
@@ -142,6 +143,8 @@ def test_schema_missing_wrong_and_top_level(tmp_path):
         (lambda d: d["rulesets"][0].update(family="ipx"), "rulesets[0].family", "not one of"),
         (lambda d: d.update(missing="nothing"), "missing", "expected a list of strings"),
         (lambda d: d.update(sockets_known="true"), "sockets_known", "expected true or false"),
+        (lambda d: d["table_sources"][0].update(table=None), "table_sources[0].table", "found null"),
+        (lambda d: d["table_sources"].append("ip nat"), "table_sources[1]", "expected an object"),
     ],
 )
 def test_wrong_field_types(tmp_path, mutate, where, words):

@@ -35,11 +35,11 @@ def dumps(data, pretty: bool = False) -> bytes:
     return text.encode("utf-8")
 
 
-def write_json(data, stream: Optional[IO[str]] = None) -> None:
+def write_json(data, stream: Optional[IO[str]] = None, pretty: Optional[bool] = None) -> None:
     """Write ``data`` and a newline to a text stream (default: standard output), indented for
-    a person at a terminal."""
+    a person at a terminal (``pretty`` None) or as ``pretty`` says."""
     out = sys.stdout if stream is None else stream
-    blob = dumps(data, pretty=out.isatty()) + b"\n"
+    blob = dumps(data, pretty=out.isatty() if pretty is None else pretty) + b"\n"
     buffer = getattr(out, "buffer", None)
     if buffer is None:  # a text-only stream (io.StringIO in a test)
         out.write(blob.decode("utf-8"))

@@ -12,14 +12,8 @@ import sys
 from typing import Any, Dict, List
 
 from twinwall.errors import InputError
-from twinwall.model import (
-    FAMILIES,
-    HostSnapshot,
-    InterfaceAddress,
-    Ipv6State,
-    ListeningSocket,
-    RulesetText,
-)
+from twinwall.report.json_out import dumps, write_json
+from twinwall.model import FAMILIES, HostSnapshot
 
 __all__ = ["SCHEMA", "snapshot_to_json", "snapshot_from_json", "write_snapshot", "read_snapshot"]
 
@@ -35,14 +29,13 @@ def snapshot_to_json(snap: HostSnapshot) -> Dict[str, Any]:
 
 def write_snapshot(snap: HostSnapshot, path: str) -> None:
     """Write the snapshot as JSON to ``path`` ("-" = stdout)."""
-    text = json.dumps(snapshot_to_json(snap), indent=2, ensure_ascii=False) + "\n"
+    doc = snapshot_to_json(snap)
     if path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        write_json(doc, sys.stdout, pretty=True)
         return
     try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(path, "wb") as fh:
+            fh.write(dumps(doc, pretty=True) + b"\n")
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -93,6 +86,7 @@ def snapshot_from_json(doc: Any, name: str = "snapshot") -> HostSnapshot:
     sockets = c.items(doc, "sockets", _SOCKET)
     addresses = c.items(doc, "addresses", _ADDRESS)
     rulesets = c.items(doc, "rulesets", _RULESET)
+    c.items(doc, "table_sources", _TABLE_SOURCE)
     ipv6 = doc.get("ipv6", {"enabled": None, "evidence": []})
     c.check(ipv6, "ipv6", dict)
     c.fields(ipv6, "ipv6.", _IPV6)
@@ -106,28 +100,7 @@ def snapshot_from_json(doc: Any, name: str = "snapshot") -> HostSnapshot:
             c.fail(f"addresses[{i}].prefixlen", f"{a['prefixlen']} is out of range")
     for i, r in enumerate(rulesets):
         c.enum(r, f"rulesets[{i}].", "family", FAMILIES + ("inet",))
-    return HostSnapshot(
-        hostname=doc.get("hostname", ""),
-        collected_at=doc.get("collected_at", ""),
-        kernel=doc.get("kernel", ""),
-        sockets=[ListeningSocket.from_dict(s) for s in sockets],
-        sockets_known=doc.get("sockets_known", True),
-        addresses=[InterfaceAddress.from_dict(a) for a in addresses],
-        addresses_known=doc.get("addresses_known", bool(addresses)),
-        interfaces=list(doc.get("interfaces", [])),
-        ipv6=Ipv6State.from_dict(ipv6),
-        rulesets=[
-            RulesetText(
-                family=r["family"],
-                format=r["format"],
-                backend=r.get("backend") or "unknown",
-                source=r.get("source") or "",
-                text=r["text"],
-            )
-            for r in rulesets
-        ],
-        missing=list(doc.get("missing", [])),
-    )
+    return HostSnapshot.from_dict(doc)
 
 
 # field -> (type, required, nullable); "list:str" is a list of strings, "list" a list of objects.
@@ -144,6 +117,7 @@ _TOP: _Spec = {
     "ipv6": (dict, False, False),
     "rulesets": ("list", False, False),
     "missing": ("list:str", False, False),
+    "table_sources": ("list", False, False),
 }
 _SOCKET: _Spec = {
     "protocol": (str, True, False),
@@ -174,6 +148,11 @@ _RULESET: _Spec = {
     "backend": (str, False, True),
     "source": (str, False, True),
     "text": (str, True, False),
+}
+_TABLE_SOURCE: _Spec = {
+    "table": (str, True, False),
+    "source": (str, True, False),
+    "reason": (str, False, False),
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", dict: "an object",
                "list": "a list", "list:str": "a list of strings"}
