@@ -301,6 +301,20 @@ def test_raw_table_can_drop_and_notrack_changes_state():
     assert o.verdict == "accept" and o.box[STATE] == CT_UNTRACKED
 
 
+def test_notrack_keeps_each_outcome_origin_to_the_states_it_was_sent_in():
+    # NEW packets become UNTRACKED, the ESTABLISHED ones stay as they are: an outcome's origin
+    # must say which of them it holds
+    t = table("-A PREROUTING -j CT --notrack", policy="ACCEPT", name="raw")
+    t += table("-A INPUT -m state --state ESTABLISHED -j ACCEPT", policy="DROP")
+    ev, u = evaluator(t)
+    box = list(packet_box(u))
+    box[STATE] = CT_NEW | CT_ESTABLISHED
+    outcomes = {o.verdict: o for o in ev.local_input([tuple(box)])}
+    assert set(outcomes) == {"accept", "drop"}
+    assert outcomes["accept"].box[STATE] == outcomes["accept"].origin[STATE] == CT_ESTABLISHED
+    assert outcomes["drop"].box[STATE] == CT_UNTRACKED and outcomes["drop"].origin[STATE] == CT_NEW
+
+
 def test_dnat_to_another_host_leaves_input():
     t = table("-A PREROUTING -p tcp --dport 8080 -j DNAT --to-destination 203.0.113.5:80", name="nat")
     t += table("", policy="ACCEPT")

@@ -425,7 +425,7 @@ class Evaluator:
                     returned.extend(back)
             elif action == NOTRACK:
                 # (with an undecidable match the tracked copies are already in ``rest``)
-                current = current + [self._untrack(f) for f in matched]
+                current = current + [u for f in matched for u in self._untrack(f)]
             elif action in (DNAT, REDIRECT):
                 for f in matched:
                     ended.append((self._nat(f, rule, decision), "nat"))
@@ -446,12 +446,19 @@ class Evaluator:
             self.trace("match", depth, rule, hit)
 
     @staticmethod
-    def _untrack(f: Flow) -> Flow:
-        b = list(f.box)
-        state = b[STATE]
-        if state & CT_NEW:
-            b[STATE] = (state & ~CT_NEW) | CT_UNTRACKED
-        return Flow(tuple(b), f.trail, f.uncertain, f.origin)
+    def _untrack(f: Flow) -> List[Flow]:
+        """NOTRACK: the NEW packets become UNTRACKED, the others stay as they are. Two flows
+        when there are both, so that each origin holds only the states it was sent in."""
+        box = f.box
+        state = box[STATE]
+        if not state & CT_NEW:
+            return [f]
+        out = []
+        if state & ~CT_NEW:
+            out.append(_restrict(f, box[:STATE] + (state & ~CT_NEW,) + box[STATE + 1 :]))
+        new = _restrict(f, box[:STATE] + (CT_NEW,) + box[STATE + 1 :])
+        out.append(Flow(new.box[:STATE] + (CT_UNTRACKED,) + new.box[STATE + 1 :], new.trail, new.uncertain, new.origin))
+        return out
 
     def _nat(self, f: Flow, rule: Rule, decision: Decision) -> Flow:
         dst, port = rule.nat_to or (None, None)
