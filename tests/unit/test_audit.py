@@ -104,6 +104,22 @@ def test_policy_accept_is_not_a_rule():
     assert ("TW-NO-DEFAULT-DENY", "ipv4", "low") in ids
 
 
+def test_table_shows_each_finding_on_the_row_of_its_own_socket():
+    from twinwall.report.text import render_audit
+
+    # 0.0.0.0:22 is open by a rule; [::]:22 (v6only) only by the IPv6 policy: both are "tcp/22"
+    v4 = "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+    v6 = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"
+    ss = "tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\ntcp LISTEN 0 128 [::]:22 [::]:* v6only:1\n"
+    report = audit_snapshot(snapshot(v4=v4, v6=v6, ss=ss))
+    assert [(f.id, f.family, f.service) for f in report.findings if f.id == "TW-NO-RULE"] == [
+        ("TW-NO-RULE", "ipv6", "tcp/22")
+    ]
+    rows = {line.split()[1]: line for line in render_audit(report).splitlines() if line.startswith("tcp ")}
+    assert "TW-NO-RULE" not in rows["0.0.0.0:22"]
+    assert "TW-NO-RULE" in rows["[::]:22"]
+
+
 def test_ipv6_disabled_makes_ipv6_controls_not_applicable():
     report = audit_snapshot(snapshot(v6=None, ipv6=False))
     assert all(s.verdicts["ipv6"].status == "disabled" for s in report.services)

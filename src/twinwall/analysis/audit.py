@@ -145,6 +145,9 @@ class Finding:
     cis: Optional[str] = None
     evidence: List[str] = field(default_factory=list)
     frontend: Optional[str] = None  # "ufw", "firewalld", "docker"...: who wrote the rules
+    # the position in AuditReport.services of the service it is about: several sockets share
+    # one ``service`` name (0.0.0.0:22 and [::]:22 are both "tcp/22"); not part of the JSON
+    row: Optional[int] = None
 
     def to_json(self) -> Dict:
         return {
@@ -209,7 +212,7 @@ def audit_snapshot(snapshot: HostSnapshot, keep_text: bool = True, jobs: Optiona
         ServiceReport(sock, {f: results[f].verdicts[i] for f in FAMILIES}) for i, sock in enumerate(sockets)
     ]
     services += merge_published([results[f].published for f in FAMILIES])
-    findings = _service_findings(services, snapshot) + early
+    findings = _service_findings(services) + early
     for f in FAMILIES:
         findings += results[f].findings
     findings += _egress_forward_findings(snapshot, results)
@@ -500,9 +503,9 @@ def decisions(outcomes: Sequence[Outcome]) -> List[Decision]:
 # findings
 
 
-def _service_findings(services: Sequence[ServiceReport], snapshot: HostSnapshot) -> List[Finding]:
+def _service_findings(services: Sequence[ServiceReport]) -> List[Finding]:
     findings: List[Finding] = []
-    for svc in services:
+    for row, svc in enumerate(services):
         v4, v6 = svc.verdicts[IPV4], svc.verdicts[IPV6]
         for family, v in ((IPV4, v4), (IPV6, v6)):
             if v.status in (OPEN, RESTRICTED) and v.by_policy:
@@ -516,6 +519,7 @@ def _service_findings(services: Sequence[ServiceReport], snapshot: HostSnapshot)
                         service=svc.name,
                         cis=CIS[(family, "open-ports")],
                         evidence=[d.describe() for d in v.decided_by if d.policy],
+                        row=row,
                     )
                 )
             if v.uncertain and v.status in (OPEN, RESTRICTED, FILTERED):
@@ -528,6 +532,7 @@ def _service_findings(services: Sequence[ServiceReport], snapshot: HostSnapshot)
                         "cannot decide may go either way",
                         service=svc.name,
                         evidence=v.uncertain[:8],
+                        row=row,
                     )
                 )
         if v4.status in REACH_RANK and v6.status in REACH_RANK and v4.status != v6.status:
@@ -545,6 +550,7 @@ def _service_findings(services: Sequence[ServiceReport], snapshot: HostSnapshot)
                     service=svc.name,
                     cis=CIS[(wide, "open-ports")],
                     evidence=[f"{FAMILY_LABEL[f]}: {d.describe()}" for f in (wide, narrow) for d in svc.verdicts[f].decided_by[:3]],
+                    row=row,
                 )
             )
     return findings

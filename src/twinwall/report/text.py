@@ -62,15 +62,15 @@ def render_audit(report: AuditReport, color: bool = False) -> str:
         where = f"{rs['rules']} rules in {', '.join(rs['tables'])}" if rs["tables"] else "no tables loaded"
         out.append(f"  ruleset {rs['family']}: {rs['source']}, {where}")
     out.append("")
-    by_service: Dict[str, List[Finding]] = {}
+    by_row: Dict[int, List[Finding]] = {}
     for f in report.findings:
-        if f.service:
-            by_service.setdefault(f.service, []).append(f)
+        if f.row is not None:
+            by_row.setdefault(f.row, []).append(f)
     rows = []
-    for svc in report.services:
+    for i, svc in enumerate(report.services):
         s = svc.socket
         addr = display_address(s.address, s.v6only)
-        fs = [f for f in by_service.get(svc.name, []) if f.severity != "info"]
+        fs = [f for f in by_row.get(i, []) if f.severity != "info"]
         worst = max(fs, key=lambda f: SEVERITIES.index(f.severity)) if fs else None
         rows.append(
             (
