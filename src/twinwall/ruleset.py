@@ -31,12 +31,7 @@ NOTRACK = "NOTRACK"  # raw: the packet becomes UNTRACKED
 QUEUE = "QUEUE"  # handed to user space: verdict unknown
 UNKNOWN = "UNKNOWN"  # a target twinwall does not model: treated as non-terminal, named
 
-TERMINAL_DENY = (DROP, REJECT)
-
 NO_TABLE = "(none)"  # Decision.table when no table hooks the path at all
-
-HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
-
 
 @dataclass
 class Rule:
@@ -52,9 +47,6 @@ class Rule:
     target: str = ""  # chain for JUMP/GOTO; the source's target name otherwise
     # DNAT/REDIRECT: (destination interval set or None for "local", port interval set or None)
     nat_to: Optional[Tuple] = None
-
-    def ref(self) -> "Decision":
-        return Decision(self.table, self.chain, self.number, self.text, None)
 
 
 class Decision(NamedTuple):
@@ -170,9 +162,6 @@ class Ruleset:
     def chain(self, table: str, name: str) -> Optional[Chain]:
         t = self.tables.get(table)
         return t.chains.get(name) if t else None
-
-    def stages(self, hook: str) -> List[BaseChain]:
-        return sorted((b for b in self.base_chains if b.hook == hook), key=lambda b: b.priority)
 
     def rule_count(self) -> int:
         return sum(len(c) for t in self.tables.values() for c in t.chains.values())

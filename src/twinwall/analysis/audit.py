@@ -54,7 +54,6 @@ LOCAL_ONLY = "local-only"
 NOT_BOUND = "not-bound"
 DISABLED = "disabled"
 UNKNOWN = "unknown"  # no ruleset could be read for this family
-STATUSES = (OPEN, RESTRICTED, FILTERED, LOCAL_ONLY, NOT_BOUND, DISABLED, UNKNOWN)
 REACH_RANK = {FILTERED: 0, RESTRICTED: 1, OPEN: 2}
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -188,10 +187,6 @@ class AuditReport:
             "services": [s.to_json() for s in self.services],
             "findings": [f.to_json() for f in self.findings],
         }
-
-    def worst_severity(self) -> Optional[str]:
-        ranks = [SEVERITIES.index(f.severity) for f in self.findings]
-        return SEVERITIES[max(ranks)] if ranks else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -230,22 +230,13 @@ def region_sort_key(box: Box) -> tuple:
 # evaluating a family
 
 
-@dataclass
-class FamilySetup:
-    """What a family walk needs, as plain data (it can be shipped to a worker process)."""
-
-    family: str
-    host: tuple
-    host_known: bool
-
-
 def family_roles(ctx) -> AddressRoles:
     host, known = host_addresses(ctx)
     return AddressRoles(ctx.family, host, known)
 
 
-def evaluate_family(ctx, hooks: Sequence[str], roles_filter: Dict[str, Tuple[FrozenSet[int], FrozenSet[int]]],
-                    projector=project) -> Dict[str, List[Tuple[Box, str, FrozenSet]]]:
+def evaluate_family(ctx, hooks: Sequence[str], roles_filter: Dict[str, Tuple[FrozenSet[int], FrozenSet[int]]]
+                    ) -> Dict[str, List[Tuple[Box, str, FrozenSet]]]:
     """Walk every hook path of one family; projected outcomes per hook.
 
     Input and forward share one PREROUTING walk: after it, the routing decision sends packets
@@ -259,13 +250,13 @@ def evaluate_family(ctx, hooks: Sequence[str], roles_filter: Dict[str, Tuple[Fro
     if pre:
         src = frozenset().union(*[roles_filter[h][0] for h in pre])
         dst = frozenset().union(*[roles_filter[h][1] for h in pre])
-        box = start_box(ctx.family, "input", src, dst, iface_all)
+        box = start_box(ctx.family, src, dst, iface_all)
         # routing decision on the current destination; the source as it was sent
         paths = {h: ((role_set(roles_filter[h][0]), role_set(roles_filter[h][1])), HOOK_PATHS[h][1:]) for h in pre}
         raw.update(walker.run_routed(box, paths))
     if "output" in hooks:
         s_roles, d_roles = roles_filter["output"]
-        box = start_box(ctx.family, "output", s_roles, d_roles, iface_all)
+        box = start_box(ctx.family, s_roles, d_roles, iface_all)
         raw["output"] = walker.run(HOOK_PATHS["output"], [box])
     out: Dict[str, List[Tuple[Box, str, FrozenSet]]] = {}
     for hook in hooks:
@@ -273,7 +264,7 @@ def evaluate_family(ctx, hooks: Sequence[str], roles_filter: Dict[str, Tuple[Fro
         groups: Dict[tuple, List[Box]] = {}
         for o in raw[hook]:
             boxes = groups.setdefault((o.verdict, o.label), [])
-            boxes.extend(projector(o.origin, ctx.family))
+            boxes.extend(project(o.origin, ctx.family))
         out[hook] = [
             (b, verdict, label)
             for (verdict, label), boxes in groups.items()
@@ -307,12 +298,12 @@ def rule_count(contexts) -> int:
     return sum(rs.rule_count() for c in contexts for rs in c.rulesets)
 
 
-def evaluate_sides(contexts: Sequence, hooks: Sequence[str], roles_filter, projector=project,
+def evaluate_sides(contexts: Sequence, hooks: Sequence[str], roles_filter,
                    parallel: Optional[bool] = None) -> List[Dict[str, List]]:
     if parallel is None:
         parallel = rule_count(contexts) >= FORK_MIN_RULES
     jobs = [
-        (lambda c=c: evaluate_family(c, hooks, roles_filter, projector)) for c in contexts
+        (lambda c=c: evaluate_family(c, hooks, roles_filter)) for c in contexts
     ]
     return run_jobs(jobs, parallel)
 
@@ -394,7 +385,7 @@ def diff_contexts(contexts: Dict[str, object], hooks: Sequence[str] = HOOKS, kee
         parallel = rule_count(sides) >= FORK_MIN_RULES
     with _gc_paused():
         roles_filter, notes = common_roles(sides, hooks)
-        results = evaluate_sides(sides, hooks, roles_filter, project, parallel)
+        results = evaluate_sides(sides, hooks, roles_filter, parallel)
         comps = compare_hooks(hooks, results[0], results[1], keep_regions, parallel)
     return DiffResult(list(hooks), comps, sides[0].universe, roles_filter, notes)
 
@@ -883,7 +874,7 @@ def compare_snapshots(before_snap, after_snap, hooks: Sequence[str] = HOOKS) -> 
         roles_filter, fam_notes = common_roles(sides, hooks)
         notes.extend(f"{fam}: {n}" for n in fam_notes)
         with _gc_paused():
-            results = evaluate_sides(sides, hooks, roles_filter, project)
+            results = evaluate_sides(sides, hooks, roles_filter)
             comps = {h: compare_outcomes(h, results[0][h], results[1][h]) for h in hooks}
         families[fam] = DiffResult(list(hooks), comps, ctx_b[fam].universe, roles_filter, [], ("before", "after"))
     return ChangeResult(services, families, list(dict.fromkeys(notes)))

@@ -67,9 +67,9 @@ V_DROP = "drop"
 V_REJECT = "reject"
 V_FORWARD = "forward"  # rewritten (DNAT) to an address that is not the host's: leaves INPUT
 
-MAX_DEPTH = 128
+MAX_DEPTH = 128  # netfilter allows no loops; this only guards against malformed input
 # hooks whose base chains' ACCEPT policy is the filtering decision (a prerouting chain's is not)
-FILTER_HOOKS = ("input", "forward", "output")  # netfilter allows no loops; this only guards against malformed input
+FILTER_HOOKS = ("input", "forward", "output")
 
 
 class EvaluationError(TwinwallError):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from bisect import bisect_left, bisect_right
+from functools import lru_cache
 from typing import Callable, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 _INF = 1 << 130  # above every address, port and id
@@ -31,7 +32,6 @@ IntervalSet = Tuple[Interval, ...]
 # Dimension indices. Keep interval dimensions and mask dimensions apart: MASK_DIMS lists the latter.
 SRC, DST, PROTO, SPORT, DPORT, ICMP, UID, GID, IIF, OIF, STATE = range(11)
 NDIMS = 11
-DIM_NAMES = ("src", "dst", "protocol", "sport", "dport", "icmp", "uid", "gid", "iif", "oif", "state")
 MASK_DIMS = frozenset((IIF, OIF, STATE))
 
 ADDR_BITS = {"ipv4": 32, "ipv6": 128}
@@ -295,26 +295,29 @@ _LOOPBACK = {"ipv4": ("127.0.0.0/8",), "ipv6": ("::1/128",)}
 _MULTICAST = {"ipv4": ("224.0.0.0/4",), "ipv6": ("ff00::/8",)}
 
 
-def _set_of(prefixes: Sequence[str], family: str) -> IntervalSet:
+def prefix_set(prefixes: Sequence[str], family: str) -> IntervalSet:
+    """The addresses of some prefixes, as one interval set."""
     return iv_normalize(prefix_interval(p, family) for p in prefixes)
 
 
+# The family-wide sets below are built once: every caller then holds the very same object, which
+# the identity shortcuts of iv_and and the interval memo rely on.
+
+
+@lru_cache(maxsize=None)
 def remote_sources(family: str) -> IntervalSet:
     """Every source address a packet arriving on a non-loopback interface can really carry."""
-    return iv_sub(address_space(family), _set_of(_MARTIAN_SOURCES[family], family))
+    return iv_sub(address_space(family), prefix_set(_MARTIAN_SOURCES[family], family))
 
 
+@lru_cache(maxsize=None)
 def loopback_addresses(family: str) -> IntervalSet:
-    return _set_of(_LOOPBACK[family], family)
+    return prefix_set(_LOOPBACK[family], family)
 
 
+@lru_cache(maxsize=None)
 def multicast_addresses(family: str) -> IntervalSet:
-    return _set_of(_MULTICAST[family], family)
-
-
-def unicast_destinations(family: str) -> IntervalSet:
-    """Destinations a unicast connection from elsewhere can be addressed to."""
-    return remote_sources(family)
+    return prefix_set(_MULTICAST[family], family)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,13 +432,6 @@ def split(box: Box, alternatives: Sequence[Constraint]) -> Tuple[List[Box], List
         if not rest:
             break
     return matched, rest
-
-
-def box_is_empty(box: Box) -> bool:
-    for dim in range(NDIMS):
-        if not box[dim]:
-            return True
-    return False
 
 
 def covers(boxes: Sequence[Box], target: Box, dims: Sequence[int]) -> bool:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from twinwall.analysis.evaluator import V_ACCEPT, V_FORWARD, Outcome, accepted_by_policy
@@ -71,11 +70,6 @@ def _audit():
     from twinwall.analysis import audit
 
     return audit
-
-
-@lru_cache(maxsize=None)
-def _remote(family: str):
-    return remote_sources(family)
 
 
 @dataclass
@@ -402,7 +396,7 @@ def _forward_verdict(ctx, pub: _Published, walked: Tuple[List["_Part"], List[str
     else:
         candidates = [universe.all_mask]
         hint = 0
-    remote = _remote(family)
+    remote = remote_sources(family)
     best = None  # (rank, oif bit, accepted outcomes through it, reference input interfaces)
     for bit in candidates:
         chosen = [o for o in accepted if o.box[OIF] & bit]

@@ -9,7 +9,12 @@ for certain, one that covers part of a role *may* match it (``AddressRoles.class
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Dict, FrozenSet, Iterable, Sequence, Tuple
+from typing import (
+    Dict,
+    FrozenSet,
+    Iterable,
+    Tuple,
+)
 
 from twinwall.analysis.packetset import (
     PROTO_ALL,
@@ -21,7 +26,7 @@ from twinwall.analysis.packetset import (
     iv_sub,
     loopback_addresses,
     multicast_addresses,
-    prefix_interval,
+    prefix_set,
 )
 from twinwall.model import IPV4, IPV6
 
@@ -30,10 +35,6 @@ ROLE_NAMES = ("global", "loopback", "link-local", "multicast", "host", "reserved
 
 _LINK_LOCAL = {IPV4: ("169.254.0.0/16",), IPV6: ("fe80::/10",)}
 _RESERVED = {IPV4: ("0.0.0.0/8", "240.0.0.0/4"), IPV6: ("::/128", "::ffff:0:0/96")}
-
-
-def _ivset(prefixes: Sequence[str], family: str) -> tuple:
-    return iv_normalize(prefix_interval(p, family) for p in prefixes)
 
 
 def role_set(ids: Iterable[int]) -> tuple:
@@ -61,8 +62,8 @@ class AddressRoles:
             (LOOPBACK, loopback_addresses(family)),
             (MULTICAST, mcast),
             (HOST, host),
-            (RESERVED, _ivset(_RESERVED[family], family)),
-            (LINK_LOCAL, _ivset(_LINK_LOCAL[family], family)),
+            (RESERVED, prefix_set(_RESERVED[family], family)),
+            (LINK_LOCAL, prefix_set(_LINK_LOCAL[family], family)),
         ]
         for role, value in order:
             mine = iv_and(rest, value)
@@ -138,6 +139,8 @@ def hook_roles(hook: str, host_known: bool) -> Tuple[FrozenSet[int], FrozenSet[i
     return frozenset({GLOBAL}), frozenset({GLOBAL})
 
 
-def start_box(family: str, hook: str, src_roles, dst_roles, iface_all: int) -> Box:
+def start_box(family: str, src_roles, dst_roles, iface_all: int) -> Box:
+    """Every packet from the source roles to the destination roles (the other family's ICMP
+    protocol left out)."""
     proto = iv_sub(PROTO_ALL, ((58, 58),) if family == IPV4 else ((1, 1),))
     return make_box(role_set(src_roles), role_set(dst_roles), iface_all, iface_all, proto=proto)

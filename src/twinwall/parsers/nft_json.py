@@ -784,7 +784,6 @@ class _RuleCompiler:
         self.disj: List[List[Dict[int, Any]]] = []  # from concatenations: AND of ORs
         self.never = False
         self.unknown: List[str] = []
-        self._mask_flags = 0  # tcp-flags bitmask of the left "&"
 
     # -- constraints --------------------------------------------------------------------------
 

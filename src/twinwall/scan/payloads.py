@@ -97,9 +97,6 @@ _BUILDERS: Dict[int, Callable[[], bytes]] = {
     5353: mdns_query,
 }
 
-PAYLOAD_NAMES: Dict[int, str] = {
-    53: "dns", 123: "ntp", 137: "netbios-ns", 161: "snmp", 1900: "ssdp", 5353: "mdns",
-}
 
 
 def udp_payload(port: int) -> bytes:
