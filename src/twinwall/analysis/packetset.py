@@ -341,6 +341,25 @@ def make_box(
     return (src, dst, proto, sport, dport, icmp, uid, gid, iif, oif, state)
 
 
+# the whole range of each interval dimension but the addresses (see domain)
+_DOMAINS = {SPORT: PORT_ALL, DPORT: PORT_ALL, PROTO: PROTO_ALL, ICMP: ICMP_ALL, UID: ID_ALL, GID: ID_ALL}
+
+
+def domain(dim: int, family: str) -> IntervalSet:
+    """Every value an interval dimension can take."""
+    return address_space(family) if dim == SRC or dim == DST else _DOMAINS[dim]
+
+
+def complement(dim: int, value, family: str, all_ifaces: int):
+    """The values of a dimension that ``value`` leaves out (``all_ifaces``: the interface
+    universe's mask, for the interface dimensions)."""
+    if dim == STATE:
+        return CT_ALL & ~value
+    if dim in MASK_DIMS:
+        return all_ifaces & ~value
+    return iv_sub(domain(dim, family), value)
+
+
 def conjoin(base: dict, extra: dict) -> Optional[dict]:
     """Two constraints (``{dim: value set}``) at once, or None when no packet can meet both."""
     merged = dict(base)

@@ -17,28 +17,25 @@ from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
 from twinwall.analysis.packetset import (
-    CT_ALL,
     CT_NAMES,
     CT_NEW,
     DPORT,
     DST,
     GID,
     ICMP,
-    ID_ALL,
     IIF,
     OIF,
-    PORT_ALL,
     PROTO,
-    PROTO_ALL,
     SPORT,
     SRC,
     STATE,
     UID,
     address_space,
+    complement as value_complement,
+    conjoin,
     iv_and,
     iv_normalize,
     iv_sub,
-    loopback_addresses,
     multicast_addresses,
     prefix_interval,
 )
@@ -434,13 +431,6 @@ class _Compiler:
         action = self._actions.get((chain.table, JUMP, target)) or self._chain_jump(chain.table, target)
         if action is None:
             return self._compile_simple(chain, number, line, m.groups())
-        if src is not None and not neg_s and dst is None and iif is None and oif is None and proto is None \
-                and dport is None:
-            # "-s PREFIX [comment] -j TARGET": kube-proxy's loadBalancerSourceRanges, the bulk
-            value = self._addr_cache.get(src)
-            if value is None:
-                value = self.addresses(src)
-            return Rule(chain.table, chain.name, number, line, (((SRC, value),),), (), action, target)
         alternatives = self._simple_alternatives(m.groups())
         return Rule(chain.table, chain.name, number, line, alternatives, (), action, target)
 
@@ -585,9 +575,6 @@ class _Compiler:
             if not tok.startswith("--"):
                 raise RuleSyntaxError(f"unexpected {tok!r}")
             self.match_option(module, tok, args, neg, add, unknown, alternatives_extra)
-            if alternatives_extra and alternatives_extra[-1] is None:
-                never = True
-                alternatives_extra.pop()
         if rpfilter and "--invert" in tokens[: tokens.index("-j") if "-j" in tokens else len(tokens)]:
             # rpfilter passes a remote client whose address routes back through the interface
             # it came in on (the legitimate connections this audit is about); --invert then
@@ -596,17 +583,8 @@ class _Compiler:
         if never:
             rule.alternatives = ()
         elif alternatives_extra:
-            alts = []
-            for extra in alternatives_extra:
-                merged = dict(conj)
-                ok = True
-                for dim, value in extra.items():
-                    merged[dim] = iv_and(merged[dim], value) if dim in merged else value
-                    if not merged[dim]:
-                        ok = False
-                if ok:
-                    alts.append(tuple(merged.items()))
-            rule.alternatives = tuple(alts)
+            merged = (conjoin(conj, extra) for extra in alternatives_extra)
+            rule.alternatives = tuple(tuple(m.items()) for m in merged if m is not None)
         else:
             rule.alternatives = (tuple(conj.items()),)
         rule.unknown = tuple(dict.fromkeys(unknown))
@@ -624,25 +602,11 @@ class _Compiler:
             raise RuleSyntaxError(f"unknown protocol {name!r}")
         if num is None:
             return None
-        if self.family == "ipv6" and num == 1 and name == "icmp":
-            # ip6tables -p icmp is protocol 1, which IPv6 packets never carry
-            pass
         return ((num, num),)
 
     def complement(self, dim: int, value):
-        if isinstance(value, int):
-            if dim == STATE:
-                return CT_ALL & ~value
-            return self.ruleset.universe.all_mask & ~value
-        if dim in (SRC, DST):
-            return iv_sub(self.addr_full, value)
-        if dim in (SPORT, DPORT):
-            return iv_sub(PORT_ALL, value)
-        if dim == PROTO:
-            return iv_sub(PROTO_ALL, value)
-        if dim == ICMP:
-            return iv_sub(((0, 0xFFFF),), value)
-        return iv_sub(ID_ALL, value)
+        ifaces = self.ruleset.universe.all_mask if dim == IIF or dim == OIF else 0
+        return value_complement(dim, value, self.family, ifaces)
 
     # -- match options -----------------------------------------------------------------------
 
@@ -714,7 +678,7 @@ class _Compiler:
         known = True
         for t in types:
             if t == "LOCAL":
-                local = self.ruleset_local(dim)
+                local = self.ruleset.local_addresses
                 if local is None:
                     known = False
                     break
@@ -738,13 +702,6 @@ class _Compiler:
             unknown.append(f"addrtype {opt} {spec}")
             return
         add(dim, value, neg)
-
-    def ruleset_local(self, dim: int) -> Optional[Tuple]:
-        """The host's own addresses, when the evaluator bound them (see Evaluator)."""
-        local = self.ruleset.local_addresses
-        if local is None:
-            return None
-        return iv_normalize(list(local) + list(loopback_addresses(self.family)))
 
     def pkttype(self, spec: str, neg: bool, add) -> None:
         mcast = multicast_addresses(self.family)

@@ -45,30 +45,27 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.packetset import (
     CT_ALL,
-    conjoin,
     CT_NAMES,
     CT_NEW,
     DPORT,
     DST,
     GID,
     ICMP,
-    ICMP_ALL,
-    ID_ALL,
     IIF,
     MASK_DIMS,
     OIF,
-    PORT_ALL,
     PROTO,
-    PROTO_ALL,
     SPORT,
     SRC,
     STATE,
     UID,
     address_space,
+    complement as value_complement,
+    conjoin,
+    domain,
     iv_and,
     iv_normalize,
     iv_sub,
-    loopback_addresses,
     multicast_addresses,
     prefix_interval,
 )
@@ -558,12 +555,6 @@ class _View:
                 ) from None
         return out
 
-    def local(self) -> Optional[tuple]:
-        local = self.rs.local_addresses
-        if local is None:
-            return None
-        return iv_normalize(list(local) + list(loopback_addresses(self.family)))
-
     def hooks_reaching(self, t: _TableData, chain: str) -> set:
         """The hooks whose base chains reach ``chain`` by jumps, gotos and verdict maps
         (decodes the table's rules; only asked for rare matches such as meta skuid)."""
@@ -804,19 +795,8 @@ class _RuleCompiler:
             self.never = True
 
     def complement(self, dim: int, value: Any) -> Any:
-        if dim == STATE:
-            return CT_ALL & ~value
-        if dim in MASK_DIMS:
-            return self.view.rs.universe.all_mask & ~value
-        if dim in (SRC, DST):
-            return iv_sub(self.view.addr_full, value)
-        if dim in (SPORT, DPORT):
-            return iv_sub(PORT_ALL, value)
-        if dim == PROTO:
-            return iv_sub(PROTO_ALL, value)
-        if dim == ICMP:
-            return iv_sub(ICMP_ALL, value)
-        return iv_sub(ID_ALL, value)
+        ifaces = self.view.rs.universe.all_mask if dim == IIF or dim == OIF else 0
+        return value_complement(dim, value, self.family, ifaces)
 
     # -- the rule -----------------------------------------------------------------------------
 
@@ -984,15 +964,7 @@ class _RuleCompiler:
         return self.one(sel, right)
 
     def domain_top(self, dim: int) -> int:
-        if dim in (SRC, DST):
-            return self.view.addr_full[0][1]
-        if dim in (SPORT, DPORT):
-            return 65535
-        if dim == PROTO:
-            return 255
-        if dim == ICMP:
-            return 0xFFFF
-        return 0xFFFFFFFF
+        return domain(dim, self.family)[-1][1]
 
     def union(self, sel: _Sel, elems: Sequence[Any]) -> Any:
         if sel.dim in MASK_DIMS:
@@ -1153,7 +1125,7 @@ class _RuleCompiler:
 
     def fibtype(self, el: Any) -> tuple:
         if el == "local":
-            local = self.view.local()
+            local = self.view.rs.local_addresses
             if local is None:
                 raise _Unknown("fib daddr type local (the host's addresses are unknown)")
             return local
@@ -1476,16 +1448,13 @@ class _UnknownData(InputError):
         super().__init__(f"map data {_fmt(data)[:80]} not understood")
 
 
-def _with(constraint: Dict[int, Any], implied: List[Tuple[int, Any]]) -> Optional[Dict[int, Any]]:
-    out = dict(constraint)
+def _with(constraint: Optional[Dict[int, Any]], implied: List[Tuple[int, Any]]) -> Optional[Dict[int, Any]]:
+    """``constraint`` and every implied (dimension, value) pair (a dimension may repeat)."""
     for dim, value in implied:
-        if dim in out:
-            out[dim] = (out[dim] & value) if dim in MASK_DIMS else iv_and(out[dim], value)
-            if not out[dim]:
-                return None
-        else:
-            out[dim] = value
-    return out
+        if constraint is None:
+            break
+        constraint = conjoin(constraint, {dim: value})
+    return constraint
 
 
 def _freeze(v: Any) -> Any:
