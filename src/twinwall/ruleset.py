@@ -153,7 +153,8 @@ class Ruleset:
     interface_specs: Sequence[str] = ()
     # bound before evaluation; lazily compiled rules need it for interface masks
     universe: object = None
-    # the host's own addresses (for addrtype LOCAL), bound with the universe; None: unknown
+    # the host's own addresses, loopback included (for addrtype LOCAL / fib daddr type local),
+    # bound with the universe; None: unknown
     local_addresses: Optional[Tuple] = None
     # what the source is: "iptables" or "nftables", and front-ends recognised in it
     kind: str = "iptables"
