@@ -13,6 +13,9 @@ from typing import Any, Dict, List, Optional
 IPV4 = "ipv4"
 IPV6 = "ipv6"
 FAMILIES = (IPV4, IPV6)
+FAMILY_LABEL = {IPV4: "IPv4", IPV6: "IPv6"}
+# the protocols of the sockets twinwall audits, by IP protocol number
+PROTO_NUM = {"tcp": 6, "udp": 17}
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from twinwall.analysis.packetset import (
     to_cidrs,
 )
 from twinwall.loader import load_rulesets
-from twinwall.model import FAMILIES, IPV4, IPV6, HostSnapshot, ListeningSocket
+from twinwall.model import FAMILIES, FAMILY_LABEL, IPV4, IPV6, PROTO_NUM, HostSnapshot, ListeningSocket
 from twinwall.ruleset import Decision
 
 SCHEMA = "twinwall.audit/1"
@@ -57,8 +57,6 @@ UNKNOWN = "unknown"  # no ruleset could be read for this family
 REACH_RANK = {FILTERED: 0, RESTRICTED: 1, OPEN: 2}
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
-PROTO_NUM = {"tcp": 6, "udp": 17}
-FAMILY_LABEL = {IPV4: "IPv4", IPV6: "IPv6"}
 
 # CIS Linux benchmark controls (Ubuntu/Debian numbering: 4.4.2 iptables, 4.4.3 ip6tables).
 CIS = {

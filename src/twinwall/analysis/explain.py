@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from functools import lru_cache
 from typing import List, Optional
 
 from twinwall.analysis.context import build_contexts
@@ -12,6 +13,7 @@ from twinwall.analysis.packetset import (
     IIF,
     SRC,
     iv_and,
+    iv_normalize,
     make_box,
     iv_sub,
     prefix_interval,
@@ -20,13 +22,14 @@ from twinwall.analysis.packetset import (
 )
 from twinwall.errors import InputError
 from twinwall.loader import load_rulesets
-from twinwall.model import HostSnapshot
-
-LABEL = {"ipv4": "IPv4", "ipv6": "IPv6"}
-PROTO_NUM = {"tcp": 6, "udp": 17}
+from twinwall.model import FAMILY_LABEL, PROTO_NUM, HostSnapshot
 
 
+
+@lru_cache(maxsize=256)
 def _sources_text(src, family: str) -> str:
+    # (remembered: a walk names the same sets line after line, and a set cut by a 100k-entry
+    # blocklist takes a second to write as CIDRs)
     remote = remote_sources(family)
     if src == remote:
         return "any remote source"
@@ -53,7 +56,7 @@ def explain_port(
         snapshot.interfaces = list(snapshot.interfaces) + [iface]
     ctx = build_contexts(snapshot, rulesets)[family]
     out: List[str] = []
-    label = LABEL[family]
+    label = FAMILY_LABEL[family]
     if family == "ipv6" and snapshot.ipv6.enabled is False:
         return f"{label}: disabled on this host ({'; '.join(snapshot.ipv6.evidence)})\n"
     if not ctx.rules_known:
@@ -101,6 +104,4 @@ def explain_port(
 
 
 def _union_src(flows):
-    from twinwall.analysis.packetset import iv_normalize
-
     return iv_normalize(p for f in flows for p in f.box[SRC])

@@ -54,7 +54,7 @@ from twinwall.analysis.packetset import (
     remote_sources,
     to_cidrs,
 )
-from twinwall.model import FAMILIES, IPV4, IPV6, ListeningSocket
+from twinwall.model import FAMILIES, FAMILY_LABEL, IPV4, IPV6, PROTO_NUM, ListeningSocket
 
 # Ports of one DNAT region up to this many are reported one by one; a wider range (a DNAT rule
 # without --dport) becomes one service named by its first port.
@@ -104,7 +104,7 @@ def family_rows(contexts: Dict, family: str, outcomes: Sequence[Outcome]) -> Lis
     """One family's published services: that family's verdict from its forward path, the other
     family's verdict "not-bound" (until :func:`merge_published` joins the other family's row)."""
     A = _audit()
-    PROTO_NUM, ServiceReport = A.PROTO_NUM, A.ServiceReport
+    ServiceReport = A.ServiceReport
 
     ctx = contexts.get(family)
     if ctx is None:
@@ -478,7 +478,7 @@ def _labels(universe, mask: int) -> str:
 
 def _absent_verdict(family: str, proto: str, lo: int, hi: int):
     A = _audit()
-    FAMILY_LABEL, NOT_BOUND, FamilyVerdict = A.FAMILY_LABEL, A.NOT_BOUND, A.FamilyVerdict
+    NOT_BOUND, FamilyVerdict = A.NOT_BOUND, A.FamilyVerdict
 
     label = FAMILY_LABEL[family]
     port = str(lo) if lo == hi else f"{lo}-{hi}"

@@ -14,6 +14,7 @@ from twinwall.analysis.audit import (
     Finding,
     display_address,
 )
+from twinwall.model import FAMILY_LABEL
 
 _COLORS = {
     OPEN: "\033[31m",  # red: reachable from everywhere
@@ -107,7 +108,7 @@ def render_audit(report: AuditReport, color: bool = False) -> str:
     if report.findings:
         out.append("Findings:")
         for f in report.findings:
-            fam = {"ipv4": "IPv4", "ipv6": "IPv6"}.get(f.family or "", "")
+            fam = FAMILY_LABEL.get(f.family or "", "")
             tag = st.paint(f.severity.upper(), f.severity)
             out.append(f"  {tag} {f.id}{' ' + fam if fam else ''}: {f.message}")
             if f.cis:

@@ -28,7 +28,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from twinwall.model import IPV4, IPV6
+from twinwall.model import FAMILY_LABEL, IPV4, IPV6
 from twinwall.scan.engine import (
     CLOSED,
     OPEN,
@@ -39,7 +39,6 @@ from twinwall.scan.engine import (
 from twinwall.scan.ports import TCP, UDP
 from twinwall.scan.targets import Target, TargetAddress
 
-FAMILY_LABEL = {IPV4: "IPv4", IPV6: "IPv6"}
 
 # Audit statuses, widest first.
 AUDIT_ORDER = ("open", "restricted", "filtered", "local-only", "not-bound", "disabled")
