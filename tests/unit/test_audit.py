@@ -193,6 +193,11 @@ def test_egress_difference_points_at_diff():
     f = next(f for f in report.findings if f.id == "TW-EGRESS-FORWARD-DIFFER")
     assert any("output" in line and "25" in line for line in f.evidence), f.evidence
     assert not [f for f in audit_snapshot(snapshot()).findings if f.id == "TW-EGRESS-FORWARD-DIFFER"]
+    # an empty ip6tables dump (nothing loaded) is compared too: its FORWARD lets everything by
+    ids = [f.id for f in audit_snapshot(snapshot(v6="")).findings]
+    assert "TW-EGRESS-FORWARD-DIFFER" in ids and "TW-EGRESS-FORWARD-NOT-COMPARED" not in ids
+    # a caller that only wants statuses can skip the comparison
+    assert not [f for f in audit_snapshot(snapshot(v4=v4), compare_egress=False).findings if "EGRESS" in f.id]
 
 
 def test_explain_an_interface_no_rule_names(tmp_path):

@@ -190,12 +190,16 @@ class AuditReport:
 # ---------------------------------------------------------------------------------------------
 
 
-def audit_snapshot(snapshot: HostSnapshot, keep_text: bool = True, jobs: Optional[int] = None) -> AuditReport:
+def audit_snapshot(
+    snapshot: HostSnapshot, keep_text: bool = True, jobs: Optional[int] = None, compare_egress: bool = True
+) -> AuditReport:
     """Audit a host.
 
     ``keep_text=False`` lets the snapshot's ruleset texts go once parsed. The two families are
     independent questions; on a large ruleset (``jobs`` None: decided from the input size) the
-    IPv6 half runs in a forked process while this one does IPv4."""
+    IPv6 half runs in a forked process while this one does IPv4. ``compare_egress=False`` skips
+    comparing the families' output and forward rules (a second parse and a diff walk), for callers
+    that only want the services' statuses."""
     sockets = _dedupe(snapshot.sockets)
     early = _legacy_and_nft_findings(snapshot)  # reads the texts before parsing frees them
     parallel = worth_forking(snapshot) if jobs is None else jobs > 1
@@ -208,7 +212,8 @@ def audit_snapshot(snapshot: HostSnapshot, keep_text: bool = True, jobs: Optiona
     findings = _service_findings(services) + early
     for f in FAMILIES:
         findings += results[f].findings
-    findings += _egress_forward_findings(snapshot, results)
+    if compare_egress:
+        findings += _egress_forward_findings(snapshot, results, keep_text)
     frontends = combine_frontends(
         {f: results[f].frontends for f in FAMILIES}, {f: bool(results[f].summary) for f in FAMILIES}
     )
@@ -580,13 +585,14 @@ def _host_findings(ctx: FamilyContext, snapshot: HostSnapshot, outcomes: Sequenc
 EGRESS_COMPARE_LIMIT = 20_000
 
 
-def _egress_forward_findings(snapshot: HostSnapshot, results: Dict[str, FamilyAudit]) -> List[Finding]:
+def _egress_forward_findings(snapshot: HostSnapshot, results: Dict[str, FamilyAudit], texts_kept: bool) -> List[Finding]:
     """Where OUTPUT or FORWARD treat IPv4 and IPv6 differently (an egress block on tcp/25 that
-    only IPv4 has): listening sockets cannot show it, so the audit points at `twinwall diff`."""
+    only IPv4 has): listening sockets cannot show it, so the audit points at `twinwall diff`.
+    The rules are parsed again for it: only possible while the snapshot's texts are kept."""
     if snapshot.ipv6.enabled is False or not all(results[f].summary for f in FAMILIES):
         return []
     size = max(sum(row["rules"] for row in results[f].summary) for f in FAMILIES)
-    if size > EGRESS_COMPARE_LIMIT or any(not t.text for t in snapshot.rulesets):
+    if size > EGRESS_COMPARE_LIMIT or not texts_kept:
         return [
             Finding(
                 "TW-EGRESS-FORWARD-NOT-COMPARED",

@@ -853,8 +853,8 @@ def compare_snapshots(before_snap, after_snap, hooks: Sequence[str] = HOOKS) -> 
     from twinwall.loader import load_rulesets
 
     notes: List[str] = []
-    rep_b = audit_snapshot(before_snap)
-    rep_a = audit_snapshot(after_snap)
+    rep_b = audit_snapshot(before_snap, compare_egress=False)
+    rep_a = audit_snapshot(after_snap, compare_egress=False)
     sb, sa = _service_statuses(rep_b), _service_statuses(rep_a)
     services = []
     for key in sorted(set(sb) | set(sa), key=lambda k: (k[0], k[2], k[1], k[3], k[4])):
