@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from twinwall.analysis.frontends import combine_frontends, detect_frontends
-from twinwall.analysis.published import merge_published, published_services
+from twinwall.analysis.frontends import combine_frontends, frontends_of
+from twinwall.analysis.published import family_rows, merge_published
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
 from twinwall.analysis.evaluator import V_ACCEPT, Outcome, accepted_by_policy
 from twinwall.analysis.parallel import run_jobs, worth_forking
@@ -250,7 +250,7 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
         else []
     )
     verdicts = _family_verdicts(ctx, sockets, disabled, outcomes)
-    published = published_services(contexts, {f: (outcomes if f == family else []) for f in FAMILIES})
+    published = family_rows(contexts, family, outcomes)  # joined with the other family's later
     findings = _host_findings(ctx, snapshot, outcomes)
     mine = rulesets[family]
     summary = [
@@ -259,7 +259,7 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
         # an empty source beside a non-empty one (nft with only iptables-nft tables) is noise
         if rs.tables or not any(other.tables for other in mine)
     ]
-    return FamilyAudit(family, verdicts, published, findings, summary, detect_frontends(rulesets).get(family, []))
+    return FamilyAudit(family, verdicts, published, findings, summary, frontends_of(mine))
 
 
 def _dedupe(sockets: Sequence[ListeningSocket]) -> List[ListeningSocket]:
