@@ -27,7 +27,7 @@ A parser may also fill ``Ruleset.frontends``; those names are kept.
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, List, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 UFW = "ufw"
 UFW_V4_ONLY = "ufw (IPv4 only)"
@@ -105,6 +105,16 @@ def frontends_of(rulesets: Sequence) -> List[str]:
     ordered = [n for n in ORDER if n in found]
     ordered += sorted(found.difference(ORDER))
     return ordered
+
+
+def frontend_of_chain(chain: str) -> Optional[str]:
+    """The front-end that writes NAT rules into a chain of this name, by the prefix it puts on
+    every chain it makes, per-service ones included (``DOCKER-...``, ``KUBE-SEP-...``)."""
+    if chain.startswith("DOCKER"):
+        return DOCKER
+    if chain.startswith("KUBE-"):
+        return KUBE_PROXY
+    return None
 
 
 def detect_frontends(rulesets: Dict[str, Sequence]) -> Dict[str, List[str]]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from twinwall.analysis.evaluator import V_ACCEPT, V_FORWARD, Outcome, accepted_by_policy
+from twinwall.analysis.frontends import frontend_of_chain
 from twinwall.analysis.packetset import (
     DPORT,
     DST,
@@ -534,10 +535,9 @@ def _frontend_of(pub: _Published) -> Optional[str]:
         for d in s.outcome.decided_by:
             if d.rule_number is None:
                 continue
-            if d.chain.startswith("DOCKER"):
-                return "docker"
-            if d.chain.startswith("KUBE-"):
-                return "kube-proxy"
+            front = frontend_of_chain(d.chain)
+            if front:
+                return front
     return None
 
 
