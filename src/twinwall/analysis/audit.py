@@ -332,26 +332,29 @@ def _family_verdicts(
         out.append(pre)
     if todo:
         index = _PortIndex(outcomes)
-        reach_memo: Dict[tuple, _Reach] = {}
+        reach_memo: Dict[tuple, Reach] = {}
         for i, sock, dsts in todo:
             out[i] = _socket_verdict(ctx, sock, dsts, index.candidates(sock.port), reach_memo)
     return out  # type: ignore[return-value]
 
 
-class _Reach:
-    """Who gets through, from the accepted regions of one socket: the costly part of a verdict.
+class Reach:
+    """Who gets through, from the accepted regions of one service: the costly part of a verdict.
 
-    Sockets whose accepted regions are the very same (source, interface, source port) sets,
-    most of them on a big host, share one computation: the evaluator hands the same set
-    objects to every socket it did not split, so their identities make a cheap memo key."""
+    ``ref``: the input interfaces remote clients count from (default: every remote one; a
+    published service leaves out the one its target sits behind). Sockets whose accepted regions
+    are the very same (source, interface, source port) sets, most of them on a big host, share
+    one computation: the evaluator hands the same set objects to every socket it did not split,
+    so their identities make a cheap memo key (``key``)."""
 
-    __slots__ = ("covered", "src", "sports", "ifaces", "boxes", "family", "_sources")
+    __slots__ = ("covered", "src", "sports", "ifaces", "ref", "boxes", "family", "_sources")
 
-    def __init__(self, ctx: FamilyContext, boxes: List[Box]):
+    def __init__(self, ctx: FamilyContext, boxes: List[Box], ref: Optional[int] = None):
         self.boxes = boxes  # keeps the keyed objects alive while the memo lives
+        self.ref = ctx.remote_ifaces if ref is None else ref
         target = list(boxes[0])
         target[SRC] = remote_sources(ctx.family)
-        target[IIF] = ctx.remote_ifaces
+        target[IIF] = self.ref
         # a client picks its source port: "open" must not depend on one (multiport --ports, --sport)
         target[SPORT] = CLIENT_PORTS
         self.covered = covers(boxes, tuple(target), (SRC, IIF, SPORT))
@@ -375,6 +378,42 @@ class _Reach:
     @staticmethod
     def key(boxes: List[Box]) -> tuple:
         return tuple(sorted((id(b[SRC]), b[IIF], id(b[SPORT])) for b in boxes))
+
+    def verdict(
+        self,
+        universe,
+        accepted: Sequence,
+        denied: Sequence,
+        uncertain: List[str],
+        by_policy: bool,
+        open_reason: str,
+        restricted_reason: str,
+    ) -> FamilyVerdict:
+        """``open`` or ``restricted``, from the outcomes that accepted the service (and those
+        that denied it some clients, cited when it is restricted)."""
+        if self.covered:
+            return FamilyVerdict(
+                OPEN,
+                decided_by=decisions(accepted),
+                allowed_sources=["0.0.0.0/0" if self.family == IPV4 else "::/0"],
+                allowed_interfaces=["*"],
+                uncertain=uncertain,
+                by_policy=by_policy,
+                reason=open_reason,
+            )
+        allowed_sources, denied_sources = self.sources()
+        ifaces, ref = self.ifaces, self.ref
+        return FamilyVerdict(
+            RESTRICTED,
+            decided_by=decisions(list(accepted) + list(denied)),
+            allowed_sources=list(allowed_sources),
+            denied_sources=list(denied_sources),
+            allowed_interfaces=["*"] if ifaces & ref == ref else universe.label_list(ifaces & ref),
+            allowed_source_ports=[] if not iv_sub(CLIENT_PORTS, self.sports) else [ranges_text(self.sports)],
+            uncertain=uncertain,
+            by_policy=by_policy,
+            reason=restricted_reason,
+        )
 
 
 class _PortIndex:
@@ -406,7 +445,7 @@ class _PortIndex:
 
 
 def _socket_verdict(
-    ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outcomes: Sequence[Outcome], memo: Dict[tuple, _Reach]
+    ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outcomes: Sequence[Outcome], memo: Dict[tuple, Reach]
 ) -> FamilyVerdict:
     num = PROTO_NUM[sock.protocol]
     selector = [(PROTO, ((num, num),)), (DPORT, ((sock.port, sock.port),)), (DST, dsts)]
@@ -432,34 +471,19 @@ def _socket_verdict(
             reason="every new connection is dropped or rejected",
         )
     boxes = [b for b, _ in accepted]
-    key = _Reach.key(boxes)
+    key = Reach.key(boxes)
     reach = memo.get(key)
     if reach is None:
-        reach = memo[key] = _Reach(ctx, boxes)
-    sports, ifaces = reach.sports, reach.ifaces
+        reach = memo[key] = Reach(ctx, boxes)
     by_policy = any(accepted_by_policy(o.decided_by) for _, o in accepted)
-    if reach.covered:
-        return FamilyVerdict(
-            OPEN,
-            decided_by=decisions([o for _, o in accepted]),
-            allowed_sources=["0.0.0.0/0" if ctx.family == IPV4 else "::/0"],
-            allowed_interfaces=["*"],
-            uncertain=uncertain,
-            by_policy=by_policy,
-            reason="accepted from every remote source" + (" by the chain policy" if by_policy else ""),
-        )
-    all_ifaces = ifaces & ctx.remote_ifaces == ctx.remote_ifaces
-    allowed_sources, denied_sources = reach.sources()
-    return FamilyVerdict(
-        RESTRICTED,
-        decided_by=decisions([o for _, o in accepted] + denied),
-        allowed_sources=list(allowed_sources),
-        denied_sources=list(denied_sources),
-        allowed_interfaces=["*"] if all_ifaces else ctx.universe.label_list(ifaces & ctx.remote_ifaces),
-        allowed_source_ports=[] if not iv_sub(CLIENT_PORTS, sports) else [ranges_text(sports)],
-        uncertain=uncertain,
-        by_policy=by_policy,
-        reason="accepted only from some sources or interfaces",
+    return reach.verdict(
+        ctx.universe,
+        [o for _, o in accepted],
+        denied,
+        uncertain,
+        by_policy,
+        "accepted from every remote source" + (" by the chain policy" if by_policy else ""),
+        "accepted only from some sources or interfaces",
     )
 
 

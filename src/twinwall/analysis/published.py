@@ -43,16 +43,13 @@ from twinwall.analysis.packetset import (
     SPORT,
     SRC,
     box_and,
-    covers,
     format_address,
-    iv_and,
     iv_contains,
     iv_normalize,
     iv_size,
     iv_sub,
     merge_boxes,
     ranges_text,
-    remote_sources,
     to_cidrs,
 )
 from twinwall.model import FAMILIES, FAMILY_LABEL, IPV4, IPV6, PROTO_NUM, ListeningSocket
@@ -130,12 +127,12 @@ def family_rows(contexts: Dict, family: str, outcomes: Sequence[Outcome]) -> Lis
                     pub.slices.append(s)
     items = sorted(found.items())
     forward = _forward_walk(ctx, [pub for _, pub in items])
-    covered: Dict[tuple, bool] = {}  # see _forward_verdict
+    reaches: Dict[tuple, object] = {}  # see _forward_verdict
     rows = []
     other = IPV6 if family == IPV4 else IPV4
     for gi, ((proto, lo, hi), pub) in enumerate(items):
         verdicts = {
-            family: _forward_verdict(ctx, pub, forward.get(gi, ([], [])), covered),
+            family: _forward_verdict(ctx, pub, forward.get(gi, ([], [])), reaches),
             other: _absent_verdict(other, proto, lo, hi),
         }
         front = _frontend_of(pub)
@@ -364,14 +361,13 @@ class _OutcomeIndex:
         return [self.outcomes[i] for i in sorted(both)]
 
 
-def _forward_verdict(ctx, pub: _Published, walked: Tuple[List["_Part"], List[str]], covered: Dict[tuple, bool]):
-    """``covered`` remembers, across the services of one family, whether accepted regions cover
-    every remote client: services behind the same forward rules ask it of the same value sets."""
+def _forward_verdict(ctx, pub: _Published, walked: Tuple[List["_Part"], List[str]], reaches: Dict[tuple, object]):
+    """``reaches`` remembers, across the services of one family, who gets through the accepted
+    regions (audit.Reach): services behind the same forward rules ask it of the same value sets
+    (keyed by value: each service's parts are sets of its own)."""
     A = _audit()
-    CLIENT_PORTS, FILTERED, OPEN, RESTRICTED = A.CLIENT_PORTS, A.FILTERED, A.OPEN, A.RESTRICTED
-    FamilyVerdict, _cidrs, _decisions = A.FamilyVerdict, A.cidrs, A.decisions
+    FILTERED, FamilyVerdict, _decisions = A.FILTERED, A.FamilyVerdict, A.decisions
 
-    family = ctx.family
     universe = ctx.universe
     targets = _targets_text(pub)
     results, met = walked
@@ -397,35 +393,27 @@ def _forward_verdict(ctx, pub: _Published, walked: Tuple[List["_Part"], List[str
     else:
         candidates = [universe.all_mask]
         hint = 0
-    remote = remote_sources(family)
-    best = None  # (rank, oif bit, accepted outcomes through it, reference input interfaces)
+    best = None  # (rank, oif bit, accepted outcomes through it, their Reach)
     for bit in candidates:
         chosen = [o for o in accepted if o.box[OIF] & bit]
         # connections from the target's own side are not "from elsewhere"
         ref = ctx.remote_ifaces if bit == universe.all_mask else (ctx.remote_ifaces & ~bit or ctx.remote_ifaces)
+        reach = None
         if not chosen:
             rank: tuple = (0,)
         else:
             boxes = [o.box for o in chosen]
             by_rule = not any(o.by_policy for o in chosen)
-            target = list(boxes[0])
-            target[SRC] = remote
-            target[IIF] = ref
-            target[SPORT] = CLIENT_PORTS
             key = (ref, frozenset((b[SRC], b[IIF], b[SPORT]) for b in boxes))
-            full = covered.get(key)
-            if full is None:
-                full = covered[key] = covers(boxes, tuple(target), (SRC, IIF, SPORT))
-            if full:
+            reach = reaches.get(key)
+            if reach is None:
+                reach = reaches[key] = A.Reach(ctx, boxes, ref)
+            if reach.covered:
                 rank = (2, by_rule)
             else:
-                src = iv_normalize(p for b in boxes for p in iv_and(b[SRC], remote))
-                ifaces = 0
-                for b in boxes:
-                    ifaces |= b[IIF]
-                rank = (1, by_rule, bin(ifaces & ref).count("1"), iv_size(src))
+                rank = (1, by_rule, bin(reach.ifaces & ref).count("1"), iv_size(reach.src))
         if best is None or rank > best[0]:
-            best = (rank, bit, chosen, ref)
+            best = (rank, bit, chosen, reach)
     if best is None or best[0][0] == 0:
         bits = hint or universe.all_mask
         denied = [o for o in results if o.verdict != V_ACCEPT and o.box[OIF] & bits]
@@ -437,39 +425,19 @@ def _forward_verdict(ctx, pub: _Published, walked: Tuple[List["_Part"], List[str
             reason=f"DNAT sends it to {targets}, but every new connection is dropped or rejected "
             "on the forward path" + (f" (out of {_labels(universe, hint)})" if hint else ""),
         )
-    rank, bit, chosen, ref = best
-    boxes = [o.box for o in chosen]
+    rank, bit, chosen, reach = best
     by_policy = any(o.by_policy for o in chosen)
     via = "" if bit == universe.all_mask else f" (forwarded out of {_labels(universe, bit)})"
-    if rank[0] == 2:
-        return FamilyVerdict(
-            OPEN,
-            decided_by=_decisions(chosen),
-            allowed_sources=[WILDCARD[family] + "/0"],
-            allowed_interfaces=["*"],
-            uncertain=uncertain,
-            by_policy=by_policy,
-            reason=f"published by DNAT to {targets}{via}: accepted from every remote source"
-            + (" by a chain policy" if by_policy else ""),
-        )
-    denied = [o for o in results if o.verdict != V_ACCEPT and o.box[OIF] & bit]
-    src = iv_normalize(p for b in boxes for p in iv_and(b[SRC], remote))
-    sports = iv_normalize(p for b in boxes for p in b[SPORT])
-    ifaces = 0
-    for b in boxes:
-        ifaces |= b[IIF]
-    all_ifaces = ifaces & ref == ref
-    denied_src = iv_sub(remote, src)
-    return FamilyVerdict(
-        RESTRICTED,
-        decided_by=_decisions(chosen + denied),
-        allowed_sources=_cidrs(src, family) if src else [],
-        denied_sources=_cidrs(denied_src, family) if denied_src else [],
-        allowed_interfaces=["*"] if all_ifaces else universe.label_list(ifaces & ref),
-        allowed_source_ports=[] if not iv_sub(CLIENT_PORTS, sports) else [ranges_text(sports)],
-        uncertain=uncertain,
-        by_policy=by_policy,
-        reason=f"published by DNAT to {targets}{via}: accepted only from some sources or interfaces",
+    denied = [] if reach.covered else [o for o in results if o.verdict != V_ACCEPT and o.box[OIF] & bit]
+    return reach.verdict(
+        universe,
+        chosen,
+        denied,
+        uncertain,
+        by_policy,
+        f"published by DNAT to {targets}{via}: accepted from every remote source"
+        + (" by a chain policy" if by_policy else ""),
+        f"published by DNAT to {targets}{via}: accepted only from some sources or interfaces",
     )
 
 
