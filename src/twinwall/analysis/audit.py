@@ -19,6 +19,7 @@ from twinwall.analysis.context import FamilyContext, build_contexts, socket_dest
 from twinwall.analysis.evaluator import V_ACCEPT, Outcome, accepted_by_policy
 from twinwall.analysis.parallel import run_jobs, worth_forking
 from twinwall.analysis.packetset import (
+    Box,
     CT_ESTABLISHED,
     CT_NEW,
     DPORT,
@@ -28,15 +29,16 @@ from twinwall.analysis.packetset import (
     PROTO_ALL,
     SPORT,
     SRC,
-    Box,
+    address_space,
     box_and,
     box_meets,
     covers,
     iv_contains,
     iv_normalize,
-    make_box,
+    iv_or,
     iv_sub,
     loopback_addresses,
+    make_box,
     ranges_text,
     remote_sources,
     to_cidrs,
@@ -500,10 +502,8 @@ def _cidrs_cached(a: tuple, family: str, limit: int) -> Tuple[str, ...]:
     plain = to_cidrs(a, family)
     if len(plain) > 4:
         # "everything but 203.0.113.0/24" reads better with the martians put back
-        from twinwall.analysis.packetset import address_space
-
         martians = iv_sub(address_space(family), remote_sources(family))
-        folded = to_cidrs(iv_normalize(list(a) + list(martians)), family)
+        folded = to_cidrs(iv_or(a, martians), family)
         if len(folded) < len(plain):
             plain = folded
     if len(plain) > limit:

@@ -40,11 +40,11 @@ from twinwall.analysis.neutral_space import (
     V6_ONLY_BASE,
     canonical_icmp,
     canonical_union,
-    has_value,
     overlay,
     project,
 )
 from twinwall.analysis.packetset import (
+    Box,
     CT_ALL,
     CT_NAMES,
     DPORT,
@@ -64,10 +64,12 @@ from twinwall.analysis.packetset import (
     SRC,
     STATE,
     UID,
-    Box,
     iv_and,
-    merge_with_payload,
+    iv_contains,
+    iv_size,
     iv_sub,
+    merge_with_payload,
+    ranges_text,
 )
 from twinwall.analysis.parallel import FORK_MIN_RULES, run_jobs, worth_forking
 from twinwall.analysis.role_walk import Outcome, RoleWalker, merge_tuples
@@ -354,7 +356,7 @@ def contains_point(box: Box, point: Box) -> bool:
         if d in MASK_DIMS:
             if not v & p:
                 return False
-        elif not has_value(v, p[0][0]):
+        elif not iv_contains(v, p[0][0]):
             return False
     return True
 
@@ -475,7 +477,7 @@ def protocol_name(ivs: tuple) -> str:
         n = ivs[0][0]
         return names.get(n, str(n))
     missing = iv_sub(iv_sub(PROTO_ALL, ((58, 58),)), ivs)
-    if len(missing) <= 3 and sum(hi - lo + 1 for lo, hi in missing) <= 6:
+    if len(missing) <= 3 and iv_size(missing) <= 6:
         return "any but " + ",".join(names.get(n, str(n)) for lo, hi in missing for n in range(lo, hi + 1))
     parts = []
     for lo, hi in ivs:
@@ -563,7 +565,7 @@ def region_fields(box: Box, hook: str, result: DiffResult) -> Dict:
         "oif": _ifaces(box[OIF], result.universe) if hook != "input" else None,
         "uid": _ranges(box[UID]) if hook == "output" else None,
         "gid": _ranges(box[GID]) if hook == "output" else None,
-        "icmp_type": icmp_names(box[ICMP]) if has_value(proto, 1) else None,
+        "icmp_type": icmp_names(box[ICMP]) if iv_contains(proto, 1) else None,
         "src": _roles(box[SRC], src_full),
         "dst": _roles(box[DST], dst_full),
     }
@@ -740,8 +742,8 @@ def ranges_text_neg(ivs: tuple, full: tuple) -> str:
     """'25', '1024-65535', or '!1000' when the set is everything but a few values."""
     missing = iv_sub(full, ivs)
     if missing and len(missing) < len(ivs) and len(missing) <= 2:
-        return "!" + ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in missing)
-    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ivs)
+        return "!" + ranges_text(missing)
+    return ranges_text(ivs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Dict, FrozenSet, List, Sequence, Tuple
 
 from twinwall.analysis.packetset import (
+    Box,
     DPORT,
     DST,
     GID,
@@ -25,8 +26,9 @@ from twinwall.analysis.packetset import (
     SRC,
     STATE,
     UID,
-    Box,
+    iv_contains,
     iv_normalize,
+    iv_or,
     iv_sub,
 )
 from twinwall.model import IPV4, IPV6
@@ -82,15 +84,11 @@ def canonical_icmp(ivs: tuple, family: str) -> tuple:
     return iv_normalize((x, x) for x in types)
 
 
-def has_value(ivs: tuple, value: int) -> bool:
-    return any(lo <= value <= hi for lo, hi in ivs)
-
-
 def project(box: Box, family: str) -> List[Box]:
     """A region of one family's packets in the neutral space shared by both families."""
     proto = box[PROTO]
-    if family == IPV6 and has_value(proto, 58):
-        proto = iv_normalize(list(iv_sub(proto, ((58, 58),))) + [(1, 1)])
+    if family == IPV6 and iv_contains(proto, 58):
+        proto = iv_or(iv_sub(proto, ((58, 58),)), ((1, 1),))
     out = []
     other = iv_sub(proto, ((1, 1),))
     if other:
@@ -98,7 +96,7 @@ def project(box: Box, family: str) -> List[Box]:
         b[PROTO] = other
         b[ICMP] = TWINNED  # ICMP types mean nothing for other protocols
         out.append(tuple(b))
-    if has_value(proto, 1):
+    if iv_contains(proto, 1):
         b = list(box)
         b[PROTO] = ((1, 1),)
         b[ICMP] = canonical_icmp(box[ICMP], family)
@@ -272,7 +270,7 @@ def canonical_union(boxes: Sequence[Box]) -> List[Box]:
             elif dim in MASK_DIMS:
                 groups[sub] = old | value
             else:
-                groups[sub] = iv_normalize(list(old) + list(value))
+                groups[sub] = iv_or(old, value)
         got = frozenset((value,) + rest for sub, value in groups.items() for rest in sub)
         memo[key] = got
         return got

@@ -17,14 +17,15 @@ from typing import (
 )
 
 from twinwall.analysis.packetset import (
-    PROTO_ALL,
     Box,
+    PROTO_ALL,
     address_space,
     iv_and,
     iv_normalize,
-    make_box,
+    iv_or,
     iv_sub,
     loopback_addresses,
+    make_box,
     multicast_addresses,
     prefix_set,
 )
@@ -57,7 +58,7 @@ class AddressRoles:
         sets: Dict[int, tuple] = {}
         mcast = multicast_addresses(family)
         if family == IPV4:
-            mcast = iv_normalize(list(mcast) + [(0xFFFFFFFF, 0xFFFFFFFF)])
+            mcast = iv_or(mcast, ((0xFFFFFFFF, 0xFFFFFFFF),))
         order = [
             (LOOPBACK, loopback_addresses(family)),
             (MULTICAST, mcast),
