@@ -147,54 +147,15 @@ def _ordered(c: tuple) -> tuple:
     return tuple([c[i] for i in perm])
 
 
-def _lift_single(alts: tuple, unknown: bool, roles: AddressRoles) -> Tuple[tuple, tuple]:
-    """(must, may) of a rule with one constraint of one match."""
-    dim, value = alts[0][0]
-    if dim != SRC and dim != DST:
-        return ((), alts) if unknown else (alts, ())
-    must_v, may_v = roles.classify(value)
-    if not may_v:
-        return (), ()
-    if unknown or must_v != may_v:
-        must = (((dim, must_v),),) if must_v and not unknown else ()
-        return must, (((dim, may_v),),)
-    return (((dim, must_v),),), ()
-
-
-def _lift_rule(rule, source: str, roles: AddressRoles, cache: Optional[Dict] = None) -> _XRule:
-    """``cache``: (must, may) of single-match rules by their match, shared by the rules of a walk
-    (kube-proxy's rulesets repeat a few hundred distinct matches over 100k rules)."""
-    alts = rule.alternatives
-    action = rule.action
-    if len(alts) == 1 and len(alts[0]) == 1 and action != DNAT and action != REDIRECT:
-        # one match ("-s PREFIX", "-p tcp", "--ctstate NEW"...): the bulk of big rulesets
-        unknown = bool(rule.unknown)
-        if cache is None:
-            must, may = _lift_single(alts, unknown, roles)
-        else:
-            key = (alts[0][0], unknown)
-            hit = cache.get(key)
-            if hit is None:
-                hit = cache[key] = _lift_single(alts, unknown, roles)
-            must, may = hit
-        return _XRule(must, may, rule, source)
-    alts = tuple(map(_ordered, alts))
-    if not rule.unknown and action != DNAT and action != REDIRECT:
-        # the common case: no address in any constraint, nothing to lift
-        for c in alts:
-            for dim, _ in c:
-                if dim == SRC or dim == DST:
-                    break
-            else:
-                continue
-            break
-        else:
-            return _XRule(alts, (), rule, source)
+def _lift_alts(alts: tuple, unknown: bool, roles: AddressRoles) -> Tuple[tuple, tuple]:
+    """(must, may) of a rule's alternatives (see _XRule)."""
+    if not unknown and not any(dim == SRC or dim == DST for c in alts for dim, _ in c):
+        return alts, ()  # the common case: no address in any constraint, nothing to lift
     must: List = []
     may: List = []
     for c in alts:
         m, p = _lift_constraint(c, roles)
-        if rule.unknown:
+        if unknown:
             if p is not None:
                 may.append(p)
             elif m is not None:
@@ -204,12 +165,29 @@ def _lift_rule(rule, source: str, roles: AddressRoles, cache: Optional[Dict] = N
             must.append(m)
         if p is not None:
             may.append(p)
+    return tuple(must), tuple(may)
+
+
+def _lift_rule(rule, source: str, roles: AddressRoles, cache: Dict) -> _XRule:
+    """``cache``: (must, may) of single-match rules by their match, shared by the rules of a walk
+    (kube-proxy's rulesets repeat a few hundred distinct matches over 100k rules)."""
+    alts = rule.alternatives
+    action = rule.action
+    unknown = bool(rule.unknown)
+    if len(alts) == 1 and len(alts[0]) == 1 and action != DNAT and action != REDIRECT:
+        # one match ("-s PREFIX", "-p tcp", "--ctstate NEW"...): the bulk of big rulesets
+        key = (alts[0][0], unknown)
+        hit = cache.get(key)
+        if hit is None:
+            hit = cache[key] = _lift_alts(alts, unknown, roles)
+        return _XRule(hit[0], hit[1], rule, source)
+    must, may = _lift_alts(tuple(map(_ordered, alts)), unknown, roles)
     nat_dst = nat_port = None
     if action in (DNAT, REDIRECT) and rule.nat_to:
         dst, nat_port = rule.nat_to
         if dst is not None:
             nat_dst = roles.classify(dst)[1] or role_set([GLOBAL])
-    return _XRule(tuple(must), tuple(may), rule, source, nat_dst, nat_port)
+    return _XRule(must, may, rule, source, nat_dst, nat_port)
 
 
 # ---------------------------------------------------------------------------------------------
