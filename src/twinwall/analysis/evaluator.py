@@ -120,18 +120,43 @@ def _trail_list(trail) -> List[Decision]:
     return out
 
 
+def narrow_origin(origin: Box, box: Box, sub: Box) -> Box:
+    """The packets as they arrived (``origin``) of the part ``sub`` of what NAT made of them
+    (``box``): narrowed on the dimensions NAT did not rewrite."""
+    out = list(origin)
+    for d in range(len(sub)):
+        if origin[d] == box[d]:
+            out[d] = sub[d]
+    return tuple(out)
+
+
+def nat_rewrite(box: Box, redirect: bool, dst, port, local) -> Box:
+    """A box as DNAT (to ``dst``/``port``, each None to keep it) or REDIRECT (to the address of
+    the incoming interface: one of the host's, ``local``) rewrites it."""
+    b = list(box)
+    if redirect:
+        b[DST] = iv_and(b[DST], local) or local
+    elif dst is not None:
+        b[DST] = dst
+    if port is not None:
+        b[DPORT] = port
+    return tuple(b)
+
+
+def bind_rulesets(rulesets: Sequence[Ruleset], universe, local_addresses) -> None:
+    """Give rulesets the interface universe and the host's addresses their rules compile with."""
+    for rs in rulesets:
+        rs.universe = universe
+        rs.local_addresses = local_addresses
+
+
 def _restrict(flow: Flow, box: Box) -> Flow:
     """The same flow narrowed to a sub-box, keeping ``origin`` aligned with ``box``."""
     if box is flow.box:
         return flow
     if flow.origin is flow.box:
         return Flow(box, flow.trail, flow.uncertain, box)
-    # NAT rewrote some dimensions: narrow the origin on the dimensions NAT did not touch
-    origin = list(flow.origin)
-    for d in range(len(box)):
-        if flow.origin[d] == flow.box[d]:
-            origin[d] = box[d]
-    return Flow(box, flow.trail, flow.uncertain, tuple(origin))
+    return Flow(box, flow.trail, flow.uncertain, narrow_origin(flow.origin, flow.box, box))
 
 
 def merge_flows(flows: List[Flow]) -> List[Flow]:
@@ -233,9 +258,7 @@ class Evaluator:
         self.local = local_addresses  # interval set of the host's own addresses
         self.trace = trace
         self._inert = InertChains()
-        for rs in self.rulesets:
-            rs.universe = universe
-            rs.local_addresses = local_addresses
+        bind_rulesets(self.rulesets, universe, local_addresses)
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -462,13 +485,5 @@ class Evaluator:
 
     def _nat(self, f: Flow, rule: Rule, decision: Decision) -> Flow:
         dst, port = rule.nat_to or (None, None)
-        b = list(f.box)
-        if rule.action == REDIRECT:
-            # to the address of the incoming interface: one of the host's own
-            b[DST] = iv_and(b[DST], self.local) or self.local
-        elif dst is not None:
-            b[DST] = dst
-        if port is not None:
-            b[DPORT] = port
-        new = tuple(b)
+        new = nat_rewrite(f.box, rule.action == REDIRECT, dst, port, self.local)
         return Flow(new, (decision, f.trail), f.uncertain, f.origin)

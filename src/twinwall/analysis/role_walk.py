@@ -21,9 +21,12 @@ from twinwall.analysis.evaluator import (
     V_REJECT,
     EvaluationError,
     InertChains,
+    bind_rulesets,
     cites_accept_policy,
     hook_stages,
     nat_entry,
+    nat_rewrite,
+    narrow_origin,
 )
 from twinwall.analysis.packetset import (
     CT_NEW,
@@ -44,7 +47,6 @@ from twinwall.analysis.packetset import (
     Box,
     box_and,
     box_sub,
-    iv_and,
     merge_boxes,
     split,
 )
@@ -222,12 +224,7 @@ def _restrict(f: _Flow, box: Box) -> _Flow:
         return f
     if f.origin is None:
         return _Flow(box, None, f.label)
-    o = list(f.origin)
-    fb = f.box
-    for d in range(NDIMS):
-        if f.origin[d] == fb[d]:
-            o[d] = box[d]
-    return _Flow(box, tuple(o), f.label)
+    return _Flow(box, narrow_origin(f.origin, f.box, box), f.label)
 
 
 def merge_flows(flows: List[_Flow]) -> List[_Flow]:
@@ -279,9 +276,7 @@ class RoleWalker:
         self.rulesets = list(rulesets)
         self.roles = roles
         self.universe = universe
-        for rs in self.rulesets:
-            rs.universe = universe
-            rs.local_addresses = local_addresses
+        bind_rulesets(self.rulesets, universe, local_addresses)
         self._lifted: Dict[int, List[_XRule]] = {}
         self._lift_cache: Dict[tuple, Tuple[tuple, tuple]] = {}
         self._inert = InertChains()
@@ -541,14 +536,7 @@ class RoleWalker:
         return out
 
     def _nat(self, f: _Flow, xr: _XRule) -> _Flow:
-        b = list(f.box)
-        if xr.action == REDIRECT:
-            b[DST] = iv_and(b[DST], self.local_roles) or self.local_roles
-        elif xr.nat_dst is not None:
-            b[DST] = xr.nat_dst
-        if xr.nat_port is not None:
-            b[DPORT] = xr.nat_port
-        new = tuple(b)
+        new = nat_rewrite(f.box, xr.action == REDIRECT, xr.nat_dst, xr.nat_port, self.local_roles)
         if new == f.box:
             return f
         return _Flow(new, f.origin or f.box, f.label)
