@@ -4,7 +4,7 @@ universe, the host's own addresses and which interfaces remote packets can arriv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 from twinwall.analysis.evaluator import Evaluator
 from twinwall.analysis.interfaces import InterfaceUniverse
@@ -37,8 +37,13 @@ class FamilyContext:
         return Evaluator(self.rulesets, self.family, self.universe, self.local, trace=trace)
 
 
-def build_contexts(snapshot: HostSnapshot, rulesets: Dict[str, List[Ruleset]]) -> Dict[str, FamilyContext]:
-    specs = set(snapshot.interfaces)
+def build_contexts(
+    snapshot: HostSnapshot, rulesets: Dict[str, List[Ruleset]], extra_specs: Iterable[str] = ()
+) -> Dict[str, FamilyContext]:
+    """``extra_specs``: interface names or patterns the universe must tell apart beyond those of
+    the host and its rules (an interface asked about; another snapshot's names, so that the
+    masks of both mean the same)."""
+    specs = set(snapshot.interfaces) | set(extra_specs)
     for rss in rulesets.values():
         for rs in rss:
             specs.update(rs.interface_specs)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import gc
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.evaluator import V_ACCEPT
@@ -833,20 +833,15 @@ def shared_contexts(before_snap, before_rs, after_snap, after_rs) -> Tuple[Dict,
     """Family contexts of two snapshots over one interface universe (so interface masks of the
     two sides mean the same)."""
     from twinwall.analysis.context import build_contexts
-    from twinwall.analysis.interfaces import InterfaceUniverse
 
-    specs = set(before_snap.interfaces) | set(after_snap.interfaces)
-    for rss in list(before_rs.values()) + list(after_rs.values()):
-        for rs in rss:
-            specs.update(rs.interface_specs)
-    universe = InterfaceUniverse(specs)
-    out = []
-    for snap, rss in ((before_snap, before_rs), (after_snap, after_rs)):
-        ctxs = build_contexts(snap, rss)
-        names = [i for i in snap.interfaces if i != "lo"]
-        remote = universe.of_names(names) if snap.interfaces else universe.non_loopback()
-        out.append({f: replace(c, universe=universe, remote_ifaces=remote) for f, c in ctxs.items()})
-    return out[0], out[1]
+    def specs(snap, rulesets) -> set:
+        return set(snap.interfaces).union(*[rs.interface_specs for rss in rulesets.values() for rs in rss])
+
+    # each side's universe holds the other's names too: the same classes, the same masks
+    return (
+        build_contexts(before_snap, before_rs, specs(after_snap, after_rs)),
+        build_contexts(after_snap, after_rs, specs(before_snap, before_rs)),
+    )
 
 
 def compare_snapshots(before_snap, after_snap, hooks: Sequence[str] = HOOKS) -> ChangeResult:

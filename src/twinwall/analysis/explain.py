@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from functools import lru_cache
 from typing import List, Optional
 
@@ -50,11 +49,8 @@ def explain_port(
     dest: Optional[str] = None,
 ) -> str:
     rulesets = load_rulesets(snapshot)
-    if iface and iface not in snapshot.interfaces:
-        # the interface asked about must have its own class in the universe
-        snapshot = copy.copy(snapshot)
-        snapshot.interfaces = list(snapshot.interfaces) + [iface]
-    ctx = build_contexts(snapshot, rulesets)[family]
+    # the interface asked about must have its own class in the universe
+    ctx = build_contexts(snapshot, rulesets, [iface] if iface else ())[family]
     out: List[str] = []
     label = FAMILY_LABEL[family]
     if family == "ipv6" and snapshot.ipv6.enabled is False:
