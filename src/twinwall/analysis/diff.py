@@ -150,19 +150,20 @@ def _side_key(side: Dict[str, FrozenSet]) -> FrozenSet:
     return frozenset(side.items())
 
 
-def _group_merge(entries: List[Tuple[object, Box, object]]) -> List[Tuple[Box, object]]:
-    """Merge the boxes of entries with equal keys into the widest boxes; payloads of one key
-    are equal."""
-    groups: Dict[object, Tuple[object, List[Box]]] = {}
+def _group_merge(entries: List[Tuple[object, Box, object]], combine=None) -> List[Tuple[Box, object]]:
+    """Merge the boxes of entries with equal keys into the widest boxes. Without ``combine`` the
+    payloads of one key are equal; with it they differ, and a merged box carries ``combine`` of
+    its members' payloads."""
+    groups: Dict[object, List[Tuple[Box, object]]] = {}
     for key, box, payload in entries:
-        if key in groups:
-            groups[key][1].append(box)
-        else:
-            groups[key] = (payload, [box])
-    out = []
-    for payload, boxes in groups.values():
-        for b in merge_tuples(canonical_union(boxes), MASK_DIMS):
-            out.append((b, payload))
+        groups.setdefault(key, []).append((box, payload))
+    out: List[Tuple[Box, object]] = []
+    for group in groups.values():
+        if combine is not None:
+            out.extend(merge_with_payload(group, combine, rounds=6))
+            continue
+        payload = group[0][1]
+        out.extend((b, payload) for b in merge_tuples(canonical_union([b for b, _ in group]), MASK_DIMS))
     return out
 
 
@@ -210,12 +211,7 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
         else:
             diff_entries.append(((_side_key(sa), _side_key(sb)), box, (sa, sb)))
     comp.differences = [Region(hook, bx, p[0], p[1]) for bx, p in _group_merge(diff_entries)]
-    nc_groups: Dict[object, List[Tuple[Box, object]]] = {}
-    for key, box, payload in nc_entries:
-        nc_groups.setdefault(key, []).append((box, payload))
-    comp.not_comparable = [
-        Region(hook, bx, p[0], p[1]) for group in nc_groups.values() for bx, p in merge_with_payload(group, _union_sides, rounds=6)
-    ]
+    comp.not_comparable = [Region(hook, bx, p[0], p[1]) for bx, p in _group_merge(nc_entries, _union_sides)]
     comp.a_only = [SideOnly(hook, bx, p) for bx, p in _group_merge(a_only)]
     comp.b_only = [SideOnly(hook, bx, p) for bx, p in _group_merge(b_only)]
     for lst in (comp.differences, comp.not_comparable, comp.a_only, comp.b_only):
