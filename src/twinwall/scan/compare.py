@@ -167,7 +167,8 @@ def service_covers(service_address: Any, scanned: str) -> bool:
     """Whether a socket bound to ``service_address`` receives connections for ``scanned``."""
     if service_address is None or str(service_address).strip() in _WILDCARDS:
         return True
-    return _ip(service_address) is not None and _ip(service_address) == _ip(scanned)
+    ip = _ip(service_address)
+    return ip is not None and ip == _ip(scanned)
 
 
 def _status(service: Dict[str, Any], family: str) -> Optional[str]:
@@ -176,6 +177,13 @@ def _status(service: Dict[str, Any], family: str) -> Optional[str]:
         status = entry.get("status")
         return status if isinstance(status, str) else None
     return None
+
+
+def _service_port(service: Dict[str, Any]) -> Optional[Tuple[str, int]]:
+    try:
+        return str(service.get("protocol", "")).lower(), int(service.get("port", -1))
+    except (TypeError, ValueError):
+        return None
 
 
 def predict(
@@ -190,12 +198,7 @@ def predict(
     best: Tuple[Optional[str], Optional[Dict[str, Any]]] = (None, None)
     best_rank = len(AUDIT_ORDER) + 1
     for service in services:
-        if str(service.get("protocol", "")).lower() != protocol:
-            continue
-        try:
-            if int(service.get("port", -1)) != port:
-                continue
-        except (TypeError, ValueError):
+        if _service_port(service) != (protocol, port):
             continue
         if not service_covers(service.get("address"), address):
             continue
@@ -239,7 +242,12 @@ def join_audit(
     sockets_known: bool = True,
 ) -> List[Dict[str, Any]]:
     """Annotate rows with the audit's prediction; return the disagreements."""
-    services = [s for s in audit_json.get("services", []) if isinstance(s, dict)]
+    # the services of each (protocol, port): a row looks only at its own, not at every service
+    by_port: Dict[Tuple[str, int], List[Dict[str, Any]]] = {}
+    for s in audit_json.get("services", []):
+        key = _service_port(s) if isinstance(s, dict) else None
+        if key is not None:
+            by_port.setdefault(key, []).append(s)
     disagreements: List[Dict[str, Any]] = []
     for row in rows:
         for family in (IPV4, IPV6):
@@ -247,7 +255,7 @@ def join_audit(
             if result is None:
                 continue
             status, service = predict(
-                services, family, result.address, row.protocol, row.port, sockets_known
+                by_port.get((row.protocol, row.port), []), family, result.address, row.protocol, row.port, sockets_known
             )
             if status is None:
                 continue
