@@ -33,7 +33,7 @@ from typing import Callable, List, Optional, Tuple
 
 from twinwall.errors import CollectionError, InputError
 from twinwall.model import IPV4, IPV6, HostSnapshot, InterfaceAddress, Ipv6State, RulesetText
-from twinwall.sources.sockets import parse_ss
+from twinwall.sources.sockets import SS_NOISE, parse_ss
 
 __all__ = [
     "CommandResult",
@@ -78,15 +78,15 @@ class CommandResult:
             return self.error
         for line in self.stderr.splitlines():
             line = line.strip()
-            if line and not line.startswith("Failed to find cgroup2 mount"):
+            if line and not line.startswith(SS_NOISE):
                 return f"{line} (exit status {self.returncode})"
         return f"exit status {self.returncode}"
 
-    def permission_denied(self) -> bool:
+    def needs_root(self) -> bool:
+        """Whether the failure is (or, run by another user, most likely is) a lack of privilege."""
         text = f"{self.error or ''} {self.stderr}"
-        return "Permission denied" in text or "must be root" in text or (
-            "Operation not permitted" in text
-        )
+        denied = "Permission denied" in text or "must be root" in text or "Operation not permitted" in text
+        return denied or os.geteuid() != 0
 
 
 def _search_path() -> str:
@@ -425,7 +425,7 @@ def collect_iptables_rulesets(
                     RulesetText(family=family, format="iptables-save", backend=backend,
                                 source=save, text=res.stdout)
                 )
-            elif res.permission_denied() or os.geteuid() != 0:
+            elif res.needs_root():
                 snap.missing.append(f"{save}: {_NEED_ROOT}")
             else:
                 snap.missing.append(f"{save}: {res.reason()}: the {family} ruleset is unknown")
@@ -461,7 +461,7 @@ def _collect_other_backend_legacy(
                 RulesetText(family=family, format="iptables-save", backend="legacy",
                             source=legacy_save, text=res.stdout)
             )
-    elif res.permission_denied() or os.geteuid() != 0:
+    elif res.needs_root():
         snap.missing.append(
             f"{legacy_save}: Permission denied (you need root to read the legacy ruleset"
             + (")" if names else " and to tell whether one is loaded)")
@@ -481,7 +481,7 @@ def _collect_other_backend_nft(snap: HostSnapshot, family: str, nft_save: str, r
                 RulesetText(family=family, format="iptables-save", backend="nft",
                             source=nft_save, text=res.stdout)
             )
-    elif res.permission_denied() or os.geteuid() != 0:
+    elif res.needs_root():
         snap.missing.append(f"{nft_save}: {_NEED_ROOT}")
     else:
         snap.missing.append(f"{nft_save}: {res.reason()}: the nft-side {family} ruleset is unknown")
@@ -527,7 +527,7 @@ def collect_nft_ruleset(snap: HostSnapshot, run: Runner = run_command) -> Option
             )
         return None
     if not res.ok:
-        if res.permission_denied() or os.geteuid() != 0:
+        if res.needs_root():
             snap.missing.append(f"{NFT_SOURCE}: {_NEED_ROOT}")
         else:
             snap.missing.append(f"{NFT_SOURCE}: {res.reason()}: native nftables tables are unknown")

@@ -49,7 +49,8 @@ _STATES = frozenset(
     "CLOSING CLOSED UNKNOWN NEW-SYN-REC BOUND".split()
 )
 # Warnings ss writes on stderr that end up in a file saved with 2>&1.
-_SS_NOISE = ("Failed to find cgroup2 mount",)
+# stderr lines ss prints on some systems that say nothing about the command's result
+SS_NOISE = ("Failed to find cgroup2 mount",)
 
 # Port names ss prints without -n, for hosts whose /etc/services lacks them.
 _FALLBACK_SERVICES = {
@@ -151,7 +152,7 @@ def parse_ss(text: str, source: Optional[str] = None) -> List[ListeningSocket]:
             if _is_header(stripped):
                 prev_was_socket = False
                 continue
-            if stripped.startswith(_SS_NOISE) or stripped.split(None, 1)[0] in _OTHER_NETIDS:
+            if stripped.startswith(SS_NOISE) or stripped.split(None, 1)[0] in _OTHER_NETIDS:
                 prev_was_socket = False
                 continue
             if line[:1].isspace() and prev_was_socket and _KEYVAL_RE.search(stripped):
