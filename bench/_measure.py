@@ -23,6 +23,7 @@ its memory the maximum.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -213,31 +214,44 @@ def _term_to_exit(_sig, _frame):
     raise SystemExit("terminated")
 
 
-def measure(commands: Sequence[Command], repeat: int = 3, progress=None) -> Dict[str, Measurement]:
-    """Run every command ``repeat`` times, round-robin; a namespace is made (and deleted) only if
-    some command needs one. Raises MeasureError on the first failure."""
+def measure(
+    commands: Sequence[Command], repeat: int = 3, progress=None, ns: Optional["NetNamespace"] = None
+) -> Dict[str, Measurement]:
+    """Run every command ``repeat`` times, round-robin. The commands that need a namespace run in
+    ``ns`` (one the caller prepared), else in one made (and deleted) here if any needs it.
+    SIGTERM ends the run cleanly (the namespace is deleted). Raises MeasureError on the first
+    failure."""
     if repeat < 1:
         raise ValueError("repeat must be >= 1")
     runs: Dict[str, List[Run]] = {c.name: [] for c in commands}
-    need_ns = any(c.netns for c in commands)
-    ns_ctx = NetNamespace() if need_ns else None
     old_term = signal.signal(signal.SIGTERM, _term_to_exit)
-    if ns_ctx is not None:
-        ns_ctx.__enter__()
     try:
-        for i in range(repeat):
-            for c in commands:
-                if progress:
-                    progress(f"[{i + 1}/{repeat}] {c.name} ...")
-                r = run_once(c, ns_ctx)
-                runs[c.name].append(r)
-                if progress:
-                    progress(f"[{i + 1}/{repeat}] {c.name}: {r.wall_s:.3f} s, {r.maxrss_kib} KiB")
+        with contextlib.ExitStack() as stack:
+            if ns is None and any(c.netns for c in commands):
+                ns = stack.enter_context(NetNamespace())
+            for i in range(repeat):
+                for c in commands:
+                    if progress:
+                        progress(f"[{i + 1}/{repeat}] {c.name} ...")
+                    r = run_once(c, ns)
+                    runs[c.name].append(r)
+                    if progress:
+                        progress(f"[{i + 1}/{repeat}] {c.name}: {r.wall_s:.3f} s, {r.maxrss_kib} KiB")
     finally:
-        if ns_ctx is not None:
-            ns_ctx.__exit__(None, None, None)
         signal.signal(signal.SIGTERM, old_term)
     return {c.name: Measurement(c.name, list(c.argv), runs[c.name]) for c in commands}
+
+
+def load_json_output(path: str, what: str) -> Dict:
+    """A measured command's JSON output (an object), or MeasureError saying what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise MeasureError(f"{what} did not print valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise MeasureError(f"{what} printed JSON that is not an object")
+    return doc
 
 
 def byte_compile(python: str, package_dir: str) -> None:

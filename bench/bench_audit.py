@@ -111,12 +111,14 @@ def custom_argv(template: str, paths: Dict[str, str]) -> List[str]:
     return [part.format(**paths) for part in shlex.split(template)]
 
 
-def run_comparison(candidate: Optional[M.Command], reference: List[M.Command], repeat: int, log):
+def run_comparison(candidate: Optional[M.Command], reference: List[M.Command], repeat: int, log,
+                   python: Optional[str] = None):
     """Measure candidate and reference commands round-robin. Returns (reference Combined,
-    candidate Measurement or None, all measurements)."""
+    candidate Measurement or None, all measurements). ``python``: the interpreter that runs
+    twinwall as the candidate, to byte-compile the sources with first (None: another command)."""
     cmds = list(reference) + ([candidate] if candidate else [])
-    if candidate:
-        M.byte_compile(candidate.argv[0], os.path.join(REPO, "src", "twinwall"))
+    if candidate and python:
+        M.byte_compile(python, os.path.join(REPO, "src", "twinwall"))
     ms = M.measure(cmds, repeat=repeat, progress=log)
     ref = M.Combined("reference", [ms[c.name] for c in reference])
     cand = ms[candidate.name] if candidate else None
@@ -125,12 +127,8 @@ def run_comparison(candidate: Optional[M.Command], reference: List[M.Command], r
 
 def check_audit_output(path: str, expected_sockets: int) -> str:
     """A sanity look at twinwall's JSON: it must parse and list services; returns a summary."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise M.MeasureError(f"twinwall audit did not print valid JSON: {exc}") from exc
-    services = doc.get("services") if isinstance(doc, dict) else None
+    doc = M.load_json_output(path, "twinwall audit")
+    services = doc.get("services")
     if not isinstance(services, list):
         raise M.MeasureError("twinwall audit JSON has no 'services' list")
     findings = doc.get("findings", [])
@@ -195,7 +193,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             # exit 0 (nothing found) and 1 (findings) are both a successful audit
             candidate = M.Command(label, cargv, ok_codes=(0, 1), stdout_path=out_json, env=twinwall_env(),
                                   timeout_s=args.timeout)
-        ref, cand, ms = run_comparison(candidate, reference, args.repeat, log)
+        ref, cand, ms = run_comparison(candidate, reference, args.repeat, log,
+                                       None if args.twinwall_cmd else args.python)
         note = ""
         if cand is not None and not args.twinwall_cmd:
             note = check_audit_output(out_json, info["sockets"])

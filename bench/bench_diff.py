@@ -39,14 +39,8 @@ def twinwall_diff_argv(python: str, paths: Dict[str, str]) -> List[str]:
 
 def check_diff_output(path: str) -> str:
     """The JSON must parse and hold the contract's lists; returns a one-line summary."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise M.MeasureError(f"twinwall diff did not print valid JSON: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("differences"), list) or not isinstance(
-        doc.get("not_comparable"), list
-    ):
+    doc = M.load_json_output(path, "twinwall diff")
+    if not isinstance(doc.get("differences"), list) or not isinstance(doc.get("not_comparable"), list):
         raise M.MeasureError("twinwall diff JSON lacks the 'differences'/'not_comparable' lists")
     by_hook: Dict[str, int] = {}
     for d in doc["differences"]:
@@ -82,6 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--iptables-restore", default="iptables-restore", help="IPv4 reference tool")
     ap.add_argument("--ip6tables-restore", default="ip6tables-restore", help="IPv6 reference tool")
     ap.add_argument("--reference-only", action="store_true", help="measure only the restore tools")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds before one twinwall run is killed (default 300)")
     ap.add_argument("--target", type=float, default=TARGET, help=f"time ratio target (default {TARGET})")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
@@ -100,8 +95,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.reference_only:
             # exit 0 (no difference) and 1 (differences) are both a successful diff
             candidate = M.Command("twinwall diff", twinwall_diff_argv(args.python, paths), ok_codes=(0, 1),
-                                  stdout_path=out_json, env=BA.twinwall_env())
-        ref, cand, ms = BA.run_comparison(candidate, reference, args.repeat, log)
+                                  stdout_path=out_json, env=BA.twinwall_env(), timeout_s=args.timeout)
+        ref, cand, ms = BA.run_comparison(candidate, reference, args.repeat, log, args.python)
         note = check_diff_output(out_json) if cand is not None else ""
     except M.MeasureError as exc:
         print(f"bench_diff: error: {exc}", file=sys.stderr)

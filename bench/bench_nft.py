@@ -382,45 +382,29 @@ def measure(args, d: str, log) -> Tuple[Optional[M.Measurement], Optional[M.Meas
     cand = M.Command("twinwall audit --nft", twinwall_argv(args.python, nft_json, sockets), ok_codes=(0, 1),
                      stdout_path=out_json, env=BA.twinwall_env(args.src), timeout_s=args.timeout)
     M.byte_compile(args.python, os.path.join(args.src or os.path.join(REPO, "src"), "twinwall"))
-    runs: Dict[str, List[M.Run]] = {"ref": [], "cand": []}
     if args.twinwall_only:
         if not os.path.isfile(nft_json):
             raise M.MeasureError(f"{nft_json} is missing: run once without --twinwall-only (root)")
-        for i in range(args.repeat):
-            r = M.run_once(cand)
-            log(f"[{i + 1}/{args.repeat}] twinwall: {r.wall_s:.3f} s, {r.maxrss_kib} KiB")
-            runs["cand"].append(r)
-        return None, M.Measurement(cand.name, cand.argv, runs["cand"])
+        return None, M.measure([cand], args.repeat, log)[cand.name]
     if shutil.which("nft") is None:
         raise M.MeasureError("nft is not installed (apt-get install nftables)")
     ref = M.Command("nft -j list ruleset", ["nft", "-j", "list", "ruleset"], netns=True, stdout_path=nft_json,
                     timeout_s=args.timeout)
+    cmds = [ref] if args.reference_only else [ref, cand]
     with M.NetNamespace() as ns:
         log(f"loading {os.path.join(d, 'ruleset.nft')} into {ns.name} (nft -f) ...")
         res = subprocess.run(ns.wrap(["nft", "-f", os.path.join(d, "ruleset.nft")]), capture_output=True, text=True)
         if res.returncode != 0:
             raise M.MeasureError(f"nft -f failed: {res.stderr.strip()[-2000:]}")
-        for i in range(args.repeat):
-            r = M.run_once(ref, ns)
-            log(f"[{i + 1}/{args.repeat}] nft -j list ruleset: {r.wall_s:.3f} s, {r.maxrss_kib} KiB")
-            runs["ref"].append(r)
-            if args.reference_only:
-                continue
-            r = M.run_once(cand)
-            log(f"[{i + 1}/{args.repeat}] twinwall: {r.wall_s:.3f} s, {r.maxrss_kib} KiB")
-            runs["cand"].append(r)
-    refm = M.Measurement(ref.name, ref.argv, runs["ref"])
-    candm = M.Measurement(cand.name, cand.argv, runs["cand"]) if runs["cand"] else None
-    return refm, candm
+        ms = M.measure(cmds, args.repeat, log, ns=ns)
+    return ms[ref.name], ms.get(cand.name)
 
 
 def check_output(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise M.MeasureError(f"twinwall audit did not print valid JSON: {exc}") from exc
-    services = doc.get("services") or []
+    doc = M.load_json_output(path, "twinwall audit")
+    services = doc.get("services")
+    if not isinstance(services, list):
+        raise M.MeasureError("twinwall audit JSON has no 'services' list")
     statuses: Dict[str, int] = {}
     for s in services:
         for fam in ("ipv4", "ipv6"):

@@ -32,8 +32,10 @@ import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Dict, List, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_audit import twinwall_env  # noqa: E402
 
 T4, T6 = "192.0.2.1", "2001:db8:5::1"
 S4, S6 = "192.0.2.2", "2001:db8:5::2"
@@ -148,9 +150,7 @@ class Bench:
             subprocess.run(["ip", "netns", "del", ns], check=False)
 
     def timed(self, cmd: List[str]) -> Tuple[float, str]:
-        env = dict(os.environ)
-        src = str(Path(__file__).resolve().parents[1] / "src")
-        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+        env = dict(os.environ, **twinwall_env())
         start = time.monotonic()
         proc = run(["ip", "netns", "exec", self.scanner] + cmd, check=False, env=env)
         elapsed = time.monotonic() - start
