@@ -48,8 +48,6 @@ def load_rulesets(
 
 
 def _nft_parser():
-    try:
-        from twinwall.parsers.nft_json import parse_nft_json
-    except ImportError:
-        raise InputError("native nftables rulesets are not supported by this version of twinwall") from None
+    from twinwall.parsers.nft_json import parse_nft_json  # (imported on first use: it is large)
+
     return parse_nft_json

@@ -136,7 +136,7 @@ NAT_DONE_TARGETS = {"SNAT", "MASQUERADE"}
 # A rule using one "may match"; the evaluator names it in the explanation.
 UNDECIDABLE_MATCHES = {
     "limit", "hashlimit", "recent", "connlimit", "mark", "connmark", "set", "statistic", "time",
-    "string", "u32", "length", "ttl", "hl", "tos", "dscp", "ecn", "physdev", "policy", "rpfilter",
+    "string", "u32", "length", "ttl", "hl", "tos", "dscp", "ecn", "physdev", "policy",
     "socket", "helper", "connbytes", "ipv6header", "ah", "esp", "mh",
     "devgroup", "cgroup", "bpf", "realm", "quota", "nfacct", "cpu", "cluster", "osf", "geoip",
     "tcpmss", "mac", "ipvs", "condition", "account", "connlabel", "ipcomp", "l2tp", "srh",
