@@ -46,7 +46,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -263,20 +262,6 @@ class Listener:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
-
-
-def wait_listening(ns: str, proto: str, port: int, timeout: float = 5.0) -> None:
-    """Poll ``ss`` in ``ns`` until something listens on proto/port (for listeners not started
-    through :class:`Listener`, e.g. a real daemon)."""
-    flag = "-tln" if proto == "tcp" else "-uln"
-    deadline = time.monotonic() + timeout
-    while True:
-        out = netns_exec(ns, "ss", "-H", flag, f"sport = :{port}").stdout
-        if out.strip():
-            return
-        if time.monotonic() > deadline:
-            raise HarnessError(f"nothing listening on {proto}/{port} in {ns} after {timeout}s")
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------------------------
@@ -605,16 +590,7 @@ class Topology:
     def client_address(self, client: str, family: str) -> str:
         return self.clients[client].link.client_address(family)
 
-    def client_network(self, client: str, family: str) -> str:
-        return str(self.clients[client].link.network(family))
-
     # -- actions (default: server namespace) -------------------------------------------------
-
-    def exec(self, *cmd: str, ns: Optional[str] = None, **kw: Any) -> subprocess.CompletedProcess:
-        return netns_exec(ns or self.server, *cmd, **kw)
-
-    def sysctl(self, values: Dict[str, Union[str, int]], ns: Optional[str] = None) -> None:
-        sysctl_set(ns or self.server, values)
 
     def disable_ipv6(self, ns: Optional[str] = None) -> None:
         """net.ipv6.conf.{all,default}.disable_ipv6=1 (the CIS way), default: in the server.
