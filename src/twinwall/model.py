@@ -41,6 +41,9 @@ class ListeningSocket:
         """Whether this socket can receive connections of the given address family."""
         if self.family == IPV4:
             return family == IPV4
+        if self.address.startswith("::ffff:"):
+            # bound to an IPv4-mapped address: only that IPv4 address's connections reach it
+            return family == IPV4
         if family == IPV6:
             return True
         # An AF_INET6 socket takes IPv4 only when bound to the wildcard without IPV6_V6ONLY.

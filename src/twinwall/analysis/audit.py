@@ -290,12 +290,7 @@ def _precheck(sock: ListeningSocket, family: str, disabled: bool) -> Optional[Fa
         return FamilyVerdict(DISABLED, reason="IPv6 is disabled on the host")
     if sock.protocol not in PROTO_NUM:
         return FamilyVerdict(UNKNOWN, reason=f"protocol {sock.protocol} is not audited")
-    mapped_v4 = sock.family == IPV6 and sock.address.startswith("::ffff:")
-    if mapped_v4:
-        accepts = family == IPV4
-    else:
-        accepts = sock.accepts_family(family)
-    if not accepts:
+    if not sock.accepts_family(family):
         why = {
             (IPV4, IPV6): "an IPv4 socket does not accept IPv6",
             (IPV6, IPV4): "IPv6-only socket (v6only=1 or a specific IPv6 address)",
