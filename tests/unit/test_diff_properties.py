@@ -354,3 +354,24 @@ def test_regions_cover_the_packet_space_once():
         hits = [b for b, _, _ in result.comparisons[hook].regions if D.contains_point(b, point)]
         assert len(hits) == 1, (hook, point, len(hits))
     assert len(NDIMS * [0]) == 11
+
+
+# ---------------------------------------------------------------------------------------------
+# the role walk's fast path for single-match rules lifts them as the general path does
+
+
+PREFIXES = ["0.0.0.0/0", "192.0.2.0/24", "192.0.2.1", "127.0.0.0/8", "127.0.0.1", "169.254.0.0/16",
+            "224.0.0.0/4", "198.51.100.0/23", "10.0.0.0/8", "240.0.0.0/4"]
+
+
+@given(st.sampled_from(PREFIXES), st.sampled_from([0, 1]), st.booleans(), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_single_match_fast_path_lifts_as_the_general_path(prefix, dim, unknown, known_host):
+    from twinwall.analysis import role_walk as RW
+    from twinwall.analysis.roles import AddressRoles
+
+    roles = AddressRoles("ipv4", (prefix_interval("192.0.2.1", "ipv4"),), known_host)
+    address_match = (((dim, (prefix_interval(prefix, "ipv4"),)),),)
+    port_match = (((4, ((22, 22),)),),)
+    for alts in (address_match, port_match):
+        assert RW._lift_single(alts, unknown, roles) == RW._lift_alts(alts, unknown, roles), (alts, unknown)

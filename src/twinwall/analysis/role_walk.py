@@ -149,9 +149,17 @@ def _ordered(c: tuple) -> tuple:
     return tuple([c[i] for i in perm])
 
 
+def _names_addresses(alts: tuple) -> bool:
+    for c in alts:
+        for dim, _ in c:
+            if dim == SRC or dim == DST:
+                return True
+    return False
+
+
 def _lift_alts(alts: tuple, unknown: bool, roles: AddressRoles) -> Tuple[tuple, tuple]:
     """(must, may) of a rule's alternatives (see _XRule)."""
-    if not unknown and not any(dim == SRC or dim == DST for c in alts for dim, _ in c):
+    if not unknown and not _names_addresses(alts):
         return alts, ()  # the common case: no address in any constraint, nothing to lift
     must: List = []
     may: List = []
@@ -170,6 +178,22 @@ def _lift_alts(alts: tuple, unknown: bool, roles: AddressRoles) -> Tuple[tuple, 
     return tuple(must), tuple(may)
 
 
+def _lift_single(alts: tuple, unknown: bool, roles: AddressRoles) -> Tuple[tuple, tuple]:
+    """What _lift_alts makes of one constraint of one match, directly: the bulk of a big
+    ruleset (kube-proxy's ~90,000 "-s PREFIX -j KUBE-EXT-X"), mostly of prefixes seen once, so
+    the cache below misses and this runs for nearly every one of them."""
+    dim, value = alts[0][0]
+    if dim != SRC and dim != DST:
+        return ((), alts) if unknown else (alts, ())
+    must_v, may_v = roles.classify(value)
+    if not may_v:
+        return (), ()
+    if unknown or must_v != may_v:
+        must = (((dim, must_v),),) if must_v and not unknown else ()
+        return must, (((dim, may_v),),)
+    return (((dim, must_v),),), ()
+
+
 def _lift_rule(rule, source: str, roles: AddressRoles, cache: Dict) -> _XRule:
     """``cache``: (must, may) of single-match rules by their match, shared by the rules of a walk
     (kube-proxy's rulesets repeat a few hundred distinct matches over 100k rules)."""
@@ -181,9 +205,12 @@ def _lift_rule(rule, source: str, roles: AddressRoles, cache: Dict) -> _XRule:
         key = (alts[0][0], unknown)
         hit = cache.get(key)
         if hit is None:
-            hit = cache[key] = _lift_alts(alts, unknown, roles)
+            hit = cache[key] = _lift_single(alts, unknown, roles)
         return _XRule(hit[0], hit[1], rule, source)
-    must, may = _lift_alts(tuple(map(_ordered, alts)), unknown, roles)
+    alts = tuple(map(_ordered, alts))
+    if not unknown and action != DNAT and action != REDIRECT and not _names_addresses(alts):
+        return _XRule(alts, (), rule, source)  # the common case (as in _lift_alts), on the hot path
+    must, may = _lift_alts(alts, unknown, roles)
     nat_dst = nat_port = None
     if action in (DNAT, REDIRECT) and rule.nat_to:
         dst, nat_port = rule.nat_to
