@@ -7,6 +7,7 @@ import sys
 
 from twinwall.commands.inputs import add_input_arguments, snapshot_from_args
 from twinwall.report.json_out import write_json
+from twinwall.report.tty import use_colour
 
 DESCRIPTION = """\
 For every listening TCP/UDP socket: can a new connection from another host reach it over IPv4,
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="medium",
         help="exit 1 when a finding of this severity or worse exists (default: medium)",
     )
-    p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the table (default: auto, on a TTY)")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the table (default: auto, on a TTY unless NO_COLOR is set)")
 
 
 def _small(snapshot) -> bool:
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         write_json(report.to_json())
     else:
-        color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+        color = args.color == "always" or (args.color == "auto" and use_colour(sys.stdout))
         sys.stdout.write(render_audit(report, color=color))
     if not snapshot.rulesets and any("Permission denied" in m for m in snapshot.missing):
         # what was readable is printed above; without a ruleset there is no verdict to trust

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 
 from twinwall.errors import InputError
 from twinwall.report.json_out import write_json
+from twinwall.report.tty import use_colour
 
 DESCRIPTION = """\
 Probe the given hosts from here, over IPv4 and over IPv6, and show each port's state for both
@@ -200,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(
             render.render_table(
                 targets, rows, disagreements, elapsed,
-                colour=render.use_colour(sys.stdout), show_all=args.show_all,
+                colour=use_colour(sys.stdout), show_all=args.show_all,
             )
         )
     sys.stdout.flush()

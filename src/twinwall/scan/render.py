@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, TextIO
@@ -24,13 +23,6 @@ _COLOURS = {
     "dis": "\033[1;35m",
 }
 _RESET = "\033[0m"
-
-
-def use_colour(stream: TextIO) -> bool:
-    if os.environ.get("NO_COLOR"):
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
 
 
 def to_json(
