@@ -162,6 +162,14 @@ class Lab:
         addr = T4 if family == "ipv4" else T6
         cmd = ["nmap", "-sT" if proto == "tcp" else "-sU", "-Pn", "-n", "--max-retries", "1",
                "--host-timeout", "60s", "-p", ",".join(str(p) for p in ports), "-oX", "-"]
+        if proto == "tcp":
+            # Over a veth the target's ICMP error comes back while connect() still holds the
+            # socket lock, and the kernel keeps it only as a soft error (TcpExtLockDroppedIcmps).
+            # nmap -sT does not ask for the error queue, so it learns of the refusal only when
+            # the SYN is retransmitted one second later; with nmap's LAN-sized timeout it would
+            # sometimes give up first and call a REJECTed port filtered. (twinwall's probes set
+            # IP(V6)_RECVERR, which wakes them at once.)
+            cmd += ["--min-rtt-timeout", "1500ms"]
         if family == "ipv6":
             cmd.append("-6")
         cmd.append(addr)
@@ -212,6 +220,11 @@ def lab(tmp_path_factory):
             _run(ex + ["addr", "add", f"{a4}/24", "dev", dev])
             _run(ex + ["addr", "add", f"{a6}/64", "dev", dev, "nodad"])
             _run(ex + ["link", "set", dev, "up"])
+        # The kernel rate-limits the ICMP errors that REJECT and closed UDP ports send (per
+        # peer, about one a second for ICMPv6); twinwall and nmap probe the same ports back to
+        # back, so a limited error would turn "closed" into "filtered" for whichever came second.
+        lab.in_target("sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0",
+                      "net.ipv6.icmp.ratelimit=0")
         lab.in_target("iptables-restore", input=RULES4)
         lab.in_target("ip6tables-restore", input=RULES6)
         # A name with an A and an AAAA record, seen only inside the scanner namespace.

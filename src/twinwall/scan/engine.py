@@ -14,7 +14,10 @@ UDP  open      the port answered with a datagram
      open|filtered  silence after every try
 
 Every socket asks for IP_RECVERR/IPV6_RECVERR, so the ICMP type and code that made connect() fail
-are read from the error queue: that is how a RST is told from an ICMP port unreachable.
+are read from the error queue: that is how a RST is told from an ICMP port unreachable. It also
+makes refusals prompt: an ICMP error that arrives while connect() still holds the socket lock
+(the rule on a nearby host answers that fast) is kept by the kernel only as a soft error, and
+without the error queue's wake-up a prober hears of it only when the SYN is resent a second later.
 """
 
 from __future__ import annotations
