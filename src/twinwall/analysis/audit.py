@@ -10,11 +10,24 @@ verdicts and from a few more walks (loopback, spoofed loopback, default deny).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.frontends import combine_frontends, frontends_of
 from twinwall.analysis.published import family_rows, merge_published
+from twinwall.analysis.verdicts import (
+    DISABLED,
+    FILTERED,
+    LOCAL_ONLY,
+    NOT_BOUND,
+    OPEN,
+    REACH_RANK,
+    RESTRICTED,
+    UNKNOWN,
+    FamilyVerdict,
+    Reach,
+    ServiceReport,
+    decisions,
+)
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
 from twinwall.analysis.evaluator import V_ACCEPT, Outcome, accepted_by_policy
 from twinwall.analysis.parallel import run_jobs, worth_forking
@@ -27,36 +40,18 @@ from twinwall.analysis.packetset import (
     IIF,
     PROTO,
     PROTO_ALL,
-    SPORT,
-    SRC,
-    address_space,
     box_and,
     box_meets,
-    covers,
     iv_contains,
-    iv_normalize,
-    iv_or,
-    iv_sub,
     loopback_addresses,
     make_box,
-    ranges_text,
     remote_sources,
-    to_cidrs,
 )
 from twinwall.loader import load_rulesets
 from twinwall.model import FAMILIES, FAMILY_LABEL, IPV4, IPV6, PROTO_NUM, HostSnapshot, ListeningSocket
-from twinwall.ruleset import Decision
 
 SCHEMA = "twinwall.audit/1"
 
-OPEN = "open"
-RESTRICTED = "restricted"
-FILTERED = "filtered"
-LOCAL_ONLY = "local-only"
-NOT_BOUND = "not-bound"
-DISABLED = "disabled"
-UNKNOWN = "unknown"  # no ruleset could be read for this family
-REACH_RANK = {FILTERED: 0, RESTRICTED: 1, OPEN: 2}
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 
@@ -72,66 +67,6 @@ CIS = {
     (IPV6, "open-ports"): "CIS 4.4.3.4 Ensure ip6tables firewall rules exist for all open ports",
 }
 
-MAX_DECIDED_BY = 12
-CLIENT_PORTS = ((1024, 65535),)  # source ports any unprivileged client can choose
-
-
-@dataclass
-class FamilyVerdict:
-    status: str
-    decided_by: List[Decision] = field(default_factory=list)
-    allowed_sources: List[str] = field(default_factory=list)
-    denied_sources: List[str] = field(default_factory=list)
-    allowed_interfaces: List[str] = field(default_factory=list)
-    # set only when acceptance depends on the client's source port ("7001", "1024-2000")
-    allowed_source_ports: List[str] = field(default_factory=list)
-    uncertain: List[str] = field(default_factory=list)
-    by_policy: bool = False  # accepted because a chain's policy is ACCEPT, not by a rule
-    reason: str = ""
-
-    def to_json(self) -> Dict:
-        return {
-            "status": self.status,
-            "reason": self.reason,
-            "decided_by": [d.to_dict() for d in self.decided_by],
-            "allowed_sources": self.allowed_sources,
-            "denied_sources": self.denied_sources,
-            "allowed_interfaces": self.allowed_interfaces,
-            "allowed_source_ports": self.allowed_source_ports,
-            "uncertain": self.uncertain,
-            "by_policy": self.by_policy,
-        }
-
-
-@dataclass
-class ServiceReport:
-    socket: ListeningSocket
-    verdicts: Dict[str, FamilyVerdict]
-
-    @property
-    def name(self) -> str:
-        return f"{self.socket.protocol}/{self.socket.port}"
-
-    def label(self) -> str:
-        s = self.socket
-        addr = display_address(s.address, s.v6only)
-        return f"{s.protocol} {addr}:{s.port}" + (f" ({s.process})" if s.process else "")
-
-    def to_json(self) -> Dict:
-        s = self.socket
-        return {
-            "protocol": s.protocol,
-            "address": s.address,
-            "port": s.port,
-            "family": s.family,
-            "v6only": s.v6only,
-            "interface": s.interface,
-            "process": s.process,
-            "pid": s.pid,
-            "unit": s.unit,
-            "ipv4": self.verdicts[IPV4].to_json(),
-            "ipv6": self.verdicts[IPV6].to_json(),
-        }
 
 
 @dataclass
@@ -273,13 +208,6 @@ def _dedupe(sockets: Sequence[ListeningSocket]) -> List[ListeningSocket]:
     return sorted(seen.values(), key=lambda s: (s.protocol, s.port, s.family, s.address))
 
 
-def display_address(address: str, v6only) -> str:
-    """'*' for a dual-stack wildcard socket (as ss prints it), brackets around IPv6."""
-    if address in ("::", "*") and v6only is not True:
-        return "*"
-    return f"[{address}]" if ":" in address else address
-
-
 def is_loopback(address: str) -> bool:
     a = address.split("%")[0]
     return a.startswith("127.") or a == "::1" or a.startswith("::ffff:127.")
@@ -333,84 +261,6 @@ def _family_verdicts(
         for i, sock, dsts in todo:
             out[i] = _socket_verdict(ctx, sock, dsts, index.candidates(sock.port), reach_memo)
     return out  # type: ignore[return-value]
-
-
-class Reach:
-    """Who gets through, from the accepted regions of one service: the costly part of a verdict.
-
-    ``ref``: the input interfaces remote clients count from (default: every remote one; a
-    published service leaves out the one its target sits behind). Sockets whose accepted regions
-    are the very same (source, interface, source port) sets, most of them on a big host, share
-    one computation: the evaluator hands the same set objects to every socket it did not split,
-    so their identities make a cheap memo key (``key``)."""
-
-    __slots__ = ("covered", "src", "sports", "ifaces", "ref", "boxes", "family", "_sources")
-
-    def __init__(self, ctx: FamilyContext, boxes: List[Box], ref: Optional[int] = None):
-        self.boxes = boxes  # keeps the keyed objects alive while the memo lives
-        self.ref = ctx.remote_ifaces if ref is None else ref
-        target = list(boxes[0])
-        target[SRC] = remote_sources(ctx.family)
-        target[IIF] = self.ref
-        # a client picks its source port: "open" must not depend on one (multiport --ports, --sport)
-        target[SPORT] = CLIENT_PORTS
-        self.covered = covers(boxes, tuple(target), (SRC, IIF, SPORT))
-        srcs = list({id(b[SRC]): b[SRC] for b in boxes}.values())
-        self.src = srcs[0] if len(srcs) == 1 else iv_normalize(p for x in srcs for p in x)
-        self.sports = iv_normalize(p for b in boxes for p in b[SPORT])
-        ifaces = 0
-        for b in boxes:
-            ifaces |= b[IIF]
-        self.ifaces = ifaces
-        self.family = ctx.family
-        self._sources: Optional[Tuple[List[str], List[str]]] = None
-
-    def sources(self) -> Tuple[List[str], List[str]]:
-        """(allowed, denied) source CIDRs, computed once per shared reach."""
-        if self._sources is None:
-            denied = iv_sub(remote_sources(self.family), self.src)
-            self._sources = (cidrs(self.src, self.family), cidrs(denied, self.family) if denied else [])
-        return self._sources
-
-    @staticmethod
-    def key(boxes: List[Box]) -> tuple:
-        return tuple(sorted((id(b[SRC]), b[IIF], id(b[SPORT])) for b in boxes))
-
-    def verdict(
-        self,
-        universe,
-        accepted: Sequence,
-        denied: Sequence,
-        uncertain: List[str],
-        by_policy: bool,
-        open_reason: str,
-        restricted_reason: str,
-    ) -> FamilyVerdict:
-        """``open`` or ``restricted``, from the outcomes that accepted the service (and those
-        that denied it some clients, cited when it is restricted)."""
-        if self.covered:
-            return FamilyVerdict(
-                OPEN,
-                decided_by=decisions(accepted),
-                allowed_sources=["0.0.0.0/0" if self.family == IPV4 else "::/0"],
-                allowed_interfaces=["*"],
-                uncertain=uncertain,
-                by_policy=by_policy,
-                reason=open_reason,
-            )
-        allowed_sources, denied_sources = self.sources()
-        ifaces, ref = self.ifaces, self.ref
-        return FamilyVerdict(
-            RESTRICTED,
-            decided_by=decisions(list(accepted) + list(denied)),
-            allowed_sources=list(allowed_sources),
-            denied_sources=list(denied_sources),
-            allowed_interfaces=["*"] if ifaces & ref == ref else universe.label_list(ifaces & ref),
-            allowed_source_ports=[] if not iv_sub(CLIENT_PORTS, self.sports) else [ranges_text(self.sports)],
-            uncertain=uncertain,
-            by_policy=by_policy,
-            reason=restricted_reason,
-        )
 
 
 class _PortIndex:
@@ -482,38 +332,6 @@ def _socket_verdict(
         "accepted from every remote source" + (" by the chain policy" if by_policy else ""),
         "accepted only from some sources or interfaces",
     )
-
-
-def cidrs(a: tuple, family: str, limit: int = 64) -> List[str]:
-    """CIDRs of an address set, martian ranges folded in where that makes the list shorter."""
-    return list(_cidrs_cached(a, family, limit))
-
-
-@lru_cache(maxsize=4096)
-def _cidrs_cached(a: tuple, family: str, limit: int) -> Tuple[str, ...]:
-    if len(a) > 2 * limit:
-        # a set built from a 100k-entry blocklist: name the first blocks, count the rest
-        return tuple(to_cidrs(a[:limit], family)[:limit]) + (f"... {len(a) - limit} more ranges",)
-    plain = to_cidrs(a, family)
-    if len(plain) > 4:
-        # "everything but 203.0.113.0/24" reads better with the martians put back
-        martians = iv_sub(address_space(family), remote_sources(family))
-        folded = to_cidrs(iv_or(a, martians), family)
-        if len(folded) < len(plain):
-            plain = folded
-    if len(plain) > limit:
-        return tuple(plain[:limit]) + (f"... {len(plain) - limit} more",)
-    return tuple(plain)
-
-
-def decisions(outcomes: Sequence[Outcome]) -> List[Decision]:
-    seen: Dict[Decision, None] = {}
-    for o in outcomes:
-        for d in o.decided_by:
-            seen.setdefault(d, None)
-            if len(seen) >= MAX_DECIDED_BY:
-                return list(seen)
-    return list(seen)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,6 +52,15 @@ from twinwall.analysis.packetset import (
     ranges_text,
     to_cidrs,
 )
+from twinwall.analysis.verdicts import (
+    FILTERED,
+    NOT_BOUND,
+    DnatLabel,
+    FamilyVerdict,
+    Reach,
+    ServiceReport,
+    decisions,
+)
 from twinwall.model import FAMILIES, FAMILY_LABEL, IPV4, IPV6, PROTO_NUM, ListeningSocket
 
 # Ports of one DNAT region up to this many are reported one by one; a wider range (a DNAT rule
@@ -60,14 +69,6 @@ MAX_PORTS_EACH = 64
 MAX_TARGETS_SHOWN = 3
 FORWARD_PATH = ("forward", "postrouting")
 WILDCARD = {IPV4: "0.0.0.0", IPV6: "::"}
-DNAT_ARROW = "dnat \u2192 "
-
-
-def _audit():
-    """twinwall.analysis.audit, imported on first use (it imports this module)."""
-    from twinwall.analysis import audit
-
-    return audit
 
 
 @dataclass
@@ -88,7 +89,7 @@ class _Published:
     targets: Optional[str] = None  # the DNAT targets as text, once computed
 
 
-def published_services(contexts: Dict, outcomes: Dict[str, Sequence]) -> List:
+def published_services(contexts: Dict, outcomes: Dict[str, Sequence]) -> List[ServiceReport]:
     """ServiceReports for ports that nat PREROUTING rewrites to other addresses.
 
     ``contexts``: ``{family: FamilyContext}``; ``outcomes``: ``{family: [Outcome]}`` from the
@@ -98,12 +99,9 @@ def published_services(contexts: Dict, outcomes: Dict[str, Sequence]) -> List:
     return merge_published([family_rows(contexts, f, outcomes.get(f, ())) for f in FAMILIES])
 
 
-def family_rows(contexts: Dict, family: str, outcomes: Sequence[Outcome]) -> List:
+def family_rows(contexts: Dict, family: str, outcomes: Sequence[Outcome]) -> List[ServiceReport]:
     """One family's published services: that family's verdict from its forward path, the other
     family's verdict "not-bound" (until :func:`merge_published` joins the other family's row)."""
-    A = _audit()
-    ServiceReport = A.ServiceReport
-
     ctx = contexts.get(family)
     if ctx is None:
         return []
@@ -127,7 +125,7 @@ def family_rows(contexts: Dict, family: str, outcomes: Sequence[Outcome]) -> Lis
                     pub.slices.append(s)
     items = sorted(found.items())
     forward = _forward_walk(ctx, [pub for _, pub in items])
-    reaches: Dict[tuple, object] = {}  # see _forward_verdict
+    reaches: Dict[tuple, Reach] = {}  # see _forward_verdict
     rows = []
     other = IPV6 if family == IPV4 else IPV4
     for gi, ((proto, lo, hi), pub) in enumerate(items):
@@ -135,77 +133,60 @@ def family_rows(contexts: Dict, family: str, outcomes: Sequence[Outcome]) -> Lis
             family: _forward_verdict(ctx, pub, forward.get(gi, ([], [])), reaches),
             other: _absent_verdict(other, proto, lo, hi),
         }
-        front = _frontend_of(pub)
-        label = (f"{front}: " if front else "") + f"{DNAT_ARROW}{_targets_text(pub)}"
-        if lo != hi:
-            label += f" (ports {lo}-{hi})"
+        label = DnatLabel(_frontend_of(pub), (_targets_text(pub),), (lo, hi))
         sock = ListeningSocket(
             protocol=proto,
             family=family,
             address=_address(ctx, pub),
             port=lo,
             v6only=True if family == IPV6 else None,
-            process=label,
+            process=label.text(),
         )
-        rows.append(ServiceReport(sock, verdicts))
+        rows.append(ServiceReport(sock, verdicts, label))
     return rows
 
 
-def merge_published(per_family: Sequence[Sequence]) -> List:
+def merge_published(per_family: Sequence[Sequence[ServiceReport]]) -> List[ServiceReport]:
     """Join the rows of both families (``[ipv4 rows, ipv6 rows]``) into one list.
 
     A port both families publish on all of the host's addresses is one service, like a
     dual-stack socket: one row, address "::" with v6only off, each family's verdict from its own
     walk and both DNAT targets in the label - so a difference between them is a family gap."""
-    ServiceReport = _audit().ServiceReport
-
-    rows: Dict[tuple, object] = {}
+    rows: Dict[tuple, ServiceReport] = {}
     order: List[tuple] = []
     for family, reports in zip(FAMILIES, per_family):
         for rep in reports:
             s = rep.socket
-            key = _merge_key(s)
+            key = _merge_key(rep)
             have = rows.get(key)
             if have is None:
-                rows[key] = ServiceReport(s, dict(rep.verdicts))
+                rows[key] = ServiceReport(s, dict(rep.verdicts), rep.dnat)
                 order.append(key)
                 continue
             verdicts = dict(have.verdicts)
             verdicts[family] = rep.verdicts[family]
-            first = have.socket
-            v4, v6 = (first, s) if first.family == IPV4 else (s, first)
-            front, targets4, suffix = _split_label(v4.process or "")
-            _, targets6, _ = _split_label(v6.process or "")
+            first, second = (have.dnat, rep.dnat) if have.socket.family == IPV4 else (rep.dnat, have.dnat)
+            # the key holds frontend and ports equal; the targets read IPv4 first
+            label = DnatLabel(first.frontend, first.targets + second.targets, first.ports)
             sock = ListeningSocket(
                 protocol=s.protocol,
                 family=IPV6,
                 address=WILDCARD[IPV6],
                 port=s.port,
                 v6only=False,
-                process=(f"{front}: " if front else "") + f"{DNAT_ARROW}{targets4}, {targets6}{suffix}",
+                process=label.text(),
             )
-            rows[key] = ServiceReport(sock, verdicts)
+            rows[key] = ServiceReport(sock, verdicts, label)
     out = [rows[k] for k in order]
     out.sort(key=lambda r: (r.socket.protocol, r.socket.port, r.socket.family, r.socket.address))
     return out
 
 
-def _merge_key(s: ListeningSocket) -> tuple:
-    front, _targets, suffix = _split_label(s.process or "")
-    if s.address == WILDCARD.get(s.family) and DNAT_ARROW in (s.process or ""):
-        return (s.protocol, s.port, front, suffix, "*")
-    return (s.protocol, s.port, front, suffix, s.family, s.address, s.process)
-
-
-def _split_label(label: str) -> Tuple[str, str, str]:
-    """``"docker: dnat → 203.0.113.2:80 (ports 1-2)"`` -> ("docker", "203.0.113.2:80", " (ports 1-2)")."""
-    head, _, rest = label.partition(DNAT_ARROW)
-    front = head[:-2] if head.endswith(": ") else head
-    suffix = ""
-    cut = rest.rfind(" (ports ")
-    if cut >= 0 and rest.endswith(")"):
-        rest, suffix = rest[:cut], rest[cut:]
-    return front, rest, suffix
+def _merge_key(rep: ServiceReport) -> tuple:
+    s, label = rep.socket, rep.dnat
+    if label is not None and s.address == WILDCARD[s.family]:
+        return (s.protocol, s.port, label.frontend, label.ports, "*")
+    return (s.protocol, s.port, label, s.family, s.address, s.process)
 
 
 def _slice(o: Outcome, proto_num: int, span: Tuple[int, int]) -> Optional[_Slice]:
@@ -361,12 +342,12 @@ class _OutcomeIndex:
         return [self.outcomes[i] for i in sorted(both)]
 
 
-def _forward_verdict(ctx, pub: _Published, walked: Tuple[List["_Part"], List[str]], reaches: Dict[tuple, object]):
+def _forward_verdict(
+    ctx, pub: _Published, walked: Tuple[List["_Part"], List[str]], reaches: Dict[tuple, Reach]
+) -> FamilyVerdict:
     """``reaches`` remembers, across the services of one family, who gets through the accepted
-    regions (audit.Reach): services behind the same forward rules ask it of the same value sets
-    (keyed by value: each service's parts are sets of its own)."""
-    A = _audit()
-    FILTERED, FamilyVerdict, _decisions = A.FILTERED, A.FamilyVerdict, A.decisions
+    regions (:class:`Reach`): services behind the same forward rules ask it of the same value
+    sets (keyed by value: each service's parts are sets of its own)."""
 
     universe = ctx.universe
     targets = _targets_text(pub)
@@ -407,7 +388,7 @@ def _forward_verdict(ctx, pub: _Published, walked: Tuple[List["_Part"], List[str
             key = (ref, frozenset((b[SRC], b[IIF], b[SPORT]) for b in boxes))
             reach = reaches.get(key)
             if reach is None:
-                reach = reaches[key] = A.Reach(ctx, boxes, ref)
+                reach = reaches[key] = Reach(ctx, boxes, ref)
             if reach.covered:
                 rank = (2, by_rule)
             else:
@@ -419,7 +400,7 @@ def _forward_verdict(ctx, pub: _Published, walked: Tuple[List["_Part"], List[str
         denied = [o for o in results if o.verdict != V_ACCEPT and o.box[OIF] & bits]
         return FamilyVerdict(
             FILTERED,
-            decided_by=_decisions(denied or [o for o in results if o.verdict != V_ACCEPT]),
+            decided_by=decisions(denied or [o for o in results if o.verdict != V_ACCEPT]),
             denied_sources=["any"],
             uncertain=uncertain,
             reason=f"DNAT sends it to {targets}, but every new connection is dropped or rejected "
@@ -445,10 +426,7 @@ def _labels(universe, mask: int) -> str:
     return ",".join(universe.label_list(mask))
 
 
-def _absent_verdict(family: str, proto: str, lo: int, hi: int):
-    A = _audit()
-    NOT_BOUND, FamilyVerdict = A.NOT_BOUND, A.FamilyVerdict
-
+def _absent_verdict(family: str, proto: str, lo: int, hi: int) -> FamilyVerdict:
     label = FAMILY_LABEL[family]
     port = str(lo) if lo == hi else f"{lo}-{hi}"
     return FamilyVerdict(

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
-from twinwall.analysis.audit import (
-    FILTERED,
-    LOCAL_ONLY,
-    OPEN,
-    RESTRICTED,
-    SEVERITIES,
-    AuditReport,
-    Finding,
-    display_address,
-)
+from twinwall.analysis.audit import SEVERITIES, AuditReport, Finding
+from twinwall.analysis.verdicts import FILTERED, LOCAL_ONLY, OPEN, RESTRICTED, display_address
 from twinwall.model import FAMILY_LABEL
 
 _COLORS = {
