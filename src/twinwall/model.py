@@ -8,7 +8,7 @@ them; nothing here knows how they were obtained. Every class round-trips through
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 IPV4 = "ipv4"
 IPV6 = "ipv6"
@@ -56,6 +56,48 @@ class ListeningSocket:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ListeningSocket":
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+
+    def identity(self) -> Tuple[str, str, str, int, Optional[str]]:
+        """What makes two rows the same socket (ss may list one socket twice, once per thread
+        or process that holds it; a hand-made snapshot may repeat it)."""
+        return (self.protocol, self.family, self.address, self.port, self.interface)
+
+
+_SOCKET_DETAILS = ("v6only", "process", "pid", "unit", "uid")
+
+
+def merge_same_sockets(sockets: Iterable[ListeningSocket]) -> List[ListeningSocket]:
+    """One row per socket (:meth:`ListeningSocket.identity`), in first-seen order: the row with
+    the most details wins, its gaps filled from the others."""
+    result: List[ListeningSocket] = []
+    index: Dict[Tuple, int] = {}
+    for sock in sockets:
+        key = sock.identity()
+        at = index.get(key)
+        if at is None:
+            index[key] = len(result)
+            result.append(sock)
+        else:
+            result[at] = _richer(result[at], sock)
+    return result
+
+
+def _richness(s: ListeningSocket) -> int:
+    return sum(getattr(s, name) is not None for name in _SOCKET_DETAILS)
+
+
+def _richer(a: ListeningSocket, b: ListeningSocket) -> ListeningSocket:
+    best, other = (b, a) if _richness(b) > _richness(a) else (a, b)
+    fill = {
+        name: getattr(other, name)
+        for name in _SOCKET_DETAILS
+        if getattr(best, name) is None and getattr(other, name) is not None
+    }
+    if not fill:
+        return best
+    d = best.to_dict()
+    d.update(fill)
+    return ListeningSocket(**d)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from twinwall.analysis.audit import audit_snapshot
-from twinwall.model import HostSnapshot, Ipv6State, RulesetText
+from twinwall.model import HostSnapshot, Ipv6State, ListeningSocket, RulesetText
 from twinwall.sources.sockets import parse_ss
 
 SS = """\
@@ -206,3 +206,15 @@ def test_explain_an_interface_no_rule_names(tmp_path):
     eth = run_cli("explain", "tcp/22", "--family", "ipv4", "--iptables", str(tmp_path / "v4"), "--iface", "eth7")
     assert "is filtered over IPv4" in wlan.stdout
     assert "ACCEPT  any remote source" in eth.stdout
+
+
+def test_a_socket_listed_twice_keeps_its_richest_details():
+    """A snapshot may list one socket twice (hand-made, or joined from two collections): the
+    audit shows it once, with the details the fuller row has."""
+    snap = snapshot()
+    bare = ListeningSocket("tcp", "ipv6", "::", 22, v6only=False)
+    full = next(s for s in snap.sockets if s.port == 22)
+    snap.sockets = [bare] + [s for s in snap.sockets if s is not full] + [full]
+    rows = [s for s in audit_snapshot(snap).services if s.socket.port == 22]
+    assert len(rows) == 1
+    assert (rows[0].socket.process, rows[0].socket.pid) == ("sshd", 812)

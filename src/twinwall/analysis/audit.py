@@ -48,7 +48,16 @@ from twinwall.analysis.packetset import (
     remote_sources,
 )
 from twinwall.loader import load_rulesets
-from twinwall.model import FAMILIES, FAMILY_LABEL, IPV4, IPV6, PROTO_NUM, HostSnapshot, ListeningSocket
+from twinwall.model import (
+    FAMILIES,
+    FAMILY_LABEL,
+    IPV4,
+    IPV6,
+    PROTO_NUM,
+    HostSnapshot,
+    ListeningSocket,
+    merge_same_sockets,
+)
 
 SCHEMA = "twinwall.audit/1"
 
@@ -200,12 +209,7 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
 
 
 def _dedupe(sockets: Sequence[ListeningSocket]) -> List[ListeningSocket]:
-    seen = {}
-    for s in sockets:
-        key = (s.protocol, s.family, s.address, s.port, s.interface)
-        if key not in seen:
-            seen[key] = s
-    return sorted(seen.values(), key=lambda s: (s.protocol, s.port, s.family, s.address))
+    return sorted(merge_same_sockets(sockets), key=lambda s: (s.protocol, s.port, s.family, s.address))
 
 
 def is_loopback(address: str) -> bool:

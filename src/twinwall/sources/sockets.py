@@ -30,7 +30,7 @@ import socket
 from typing import Dict, List, Optional, Tuple
 
 from twinwall.errors import InputError
-from twinwall.model import IPV4, IPV6, ListeningSocket
+from twinwall.model import IPV4, IPV6, ListeningSocket, merge_same_sockets
 
 __all__ = ["parse_ss", "unit_from_cgroup"]
 
@@ -192,40 +192,10 @@ def parse_ss(text: str, source: Optional[str] = None) -> List[ListeningSocket]:
         prev_was_socket = True
 
     star_is_ipv4 = old_style and not new_style
-    result: List[ListeningSocket] = []
-    index: Dict[Tuple, int] = {}
-    for lineno, line, protocol, local, extra in rows:
-        sock = _build(lineno, line, protocol, local, extra, source, star_is_ipv4, new_style)
-        key = (sock.protocol, sock.family, sock.address, sock.port, sock.interface)
-        at = index.get(key)
-        if at is None:
-            index[key] = len(result)
-            result.append(sock)
-        else:
-            result[at] = _richer(result[at], sock)
-    return result
-
-
-_DETAILS = ("v6only", "process", "pid", "unit", "uid")
-
-
-def _richness(s: ListeningSocket) -> int:
-    return sum(getattr(s, name) is not None for name in _DETAILS)
-
-
-def _richer(a: ListeningSocket, b: ListeningSocket) -> ListeningSocket:
-    """Merge two rows for the same socket: the richer one wins, gaps filled from the other."""
-    best, other = (b, a) if _richness(b) > _richness(a) else (a, b)
-    fill = {
-        name: getattr(other, name)
-        for name in _DETAILS
-        if getattr(best, name) is None and getattr(other, name) is not None
-    }
-    if not fill:
-        return best
-    d = best.to_dict()
-    d.update(fill)
-    return ListeningSocket(**d)
+    return merge_same_sockets(
+        _build(lineno, line, protocol, local, extra, source, star_is_ipv4, new_style)
+        for lineno, line, protocol, local, extra in rows
+    )
 
 
 _addr_cache: Dict[str, Tuple[str, str]] = {}
