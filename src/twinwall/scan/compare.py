@@ -24,7 +24,6 @@ sockets.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -37,7 +36,7 @@ from twinwall.scan.engine import (
     ProbeResult,
 )
 from twinwall.scan.ports import TCP, UDP
-from twinwall.scan.targets import Target, TargetAddress
+from twinwall.scan.targets import Target, TargetAddress, parse_ip
 
 
 # Audit statuses, widest first.
@@ -151,16 +150,7 @@ def build_rows(
 
 
 def _ip(text: Any):
-    if not isinstance(text, str):
-        return None
-    base = text.strip("[]").split("%", 1)[0]
-    try:
-        ip = ipaddress.ip_address(base)
-    except ValueError:
-        return None
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
+    return parse_ip(text)[0] if isinstance(text, str) else None
 
 
 def service_covers(service_address: Any, scanned: str) -> bool:

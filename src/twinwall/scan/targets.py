@@ -12,10 +12,12 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from twinwall.errors import InputError
 from twinwall.model import IPV4, IPV6
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 FAMILY_CHOICES = ("ipv4", "ipv6", "both")
 
@@ -63,29 +65,32 @@ class Target:
         return {"host": self.host, "addresses": [a.to_dict() for a in self.addresses]}
 
 
-def _normal(address: str) -> str:
-    try:
-        return str(ipaddress.ip_address(address.split("%", 1)[0])) + (
-            "%" + address.split("%", 1)[1] if "%" in address else ""
-        )
-    except ValueError:
-        return address
-
-
-def _literal(host: str) -> Optional[TargetAddress]:
-    text = host
+def parse_ip(text: str) -> Tuple[Optional[IPAddress], str]:
+    """(address, ``"%zone"`` or ``""``) of an address literal, brackets allowed; (None, "")
+    when the text is not one. An IPv4-mapped IPv6 address is read as the IPv4 address it maps:
+    connections to it are IPv4 connections."""
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
-    base = text.split("%", 1)[0]
+    base, sep, zone = text.partition("%")
     try:
         ip = ipaddress.ip_address(base)
     except ValueError:
-        return None
+        return None, ""
     if ip.version == 6 and ip.ipv4_mapped is not None:
-        return TargetAddress(IPV4, str(ip.ipv4_mapped), "literal")
-    family = IPV4 if ip.version == 4 else IPV6
-    zone = "%" + text.split("%", 1)[1] if "%" in text else ""
-    return TargetAddress(family, str(ip) + zone, "literal")
+        return ip.ipv4_mapped, ""
+    return ip, sep + zone
+
+
+def _normal(address: str) -> str:
+    ip, zone = parse_ip(address)
+    return address if ip is None else str(ip) + zone
+
+
+def _literal(host: str) -> Optional[TargetAddress]:
+    ip, zone = parse_ip(host)
+    if ip is None:
+        return None
+    return TargetAddress(IPV4 if ip.version == 4 else IPV6, str(ip) + zone, "literal")
 
 
 def check_host_syntax(host: str) -> None:
@@ -159,11 +164,8 @@ def snapshot_addresses(snapshot) -> List[TargetAddress]:
     for a in snapshot.addresses:
         if getattr(a, "scope", "global") not in ("global", "", None):
             continue
-        try:
-            ip = ipaddress.ip_address(a.address.split("%", 1)[0])
-        except ValueError:
-            continue
-        if ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+        ip, _zone = parse_ip(a.address)
+        if ip is None or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
             continue
         family = IPV4 if ip.version == 4 else IPV6
         out.append(TargetAddress(family, str(ip), "snapshot", interface=a.interface))
