@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
+from _snapshots import dump_snapshot
 from twinwall.analysis.audit import audit_snapshot
-from twinwall.model import HostSnapshot, Ipv6State, ListeningSocket, RulesetText
-from twinwall.sources.sockets import parse_ss
+from twinwall.model import ListeningSocket
 
 SS = """\
 Netid State  Recv-Q Send-Q Local Address:Port  Peer Address:Port Process
@@ -46,13 +46,7 @@ COMMIT
 
 
 def snapshot(v4=V4, v6=V6, ss=SS, ipv6=True):
-    snap = HostSnapshot(hostname="t", sockets=parse_ss(ss))
-    if v4 is not None:
-        snap.rulesets.append(RulesetText("ipv4", "iptables-save", "nft", "v4", v4))
-    if v6 is not None:
-        snap.rulesets.append(RulesetText("ipv6", "iptables-save", "nft", "v6", v6))
-    snap.ipv6 = Ipv6State(ipv6, ["test"])
-    return snap
+    return dump_snapshot(v4, v6, ss, ipv6=ipv6)
 
 
 def statuses(report):

@@ -7,6 +7,7 @@ import json
 from contextlib import redirect_stdout
 from typing import Dict, List, Optional
 
+from _snapshots import dump_snapshot
 from twinwall import cli
 from twinwall.analysis.context import build_contexts
 from twinwall.analysis.diff import diff_contexts, egress_forward_differences
@@ -32,16 +33,7 @@ def filt(rules: str, input_policy: str = "ACCEPT", forward: str = "ACCEPT", outp
 
 
 def snapshot(v4: str, v6: str, addresses: Optional[List[InterfaceAddress]] = None) -> HostSnapshot:
-    snap = HostSnapshot(sockets_known=False)
-    snap.rulesets = [
-        RulesetText("ipv4", "iptables-save", "unknown", "v4.rules", v4),
-        RulesetText("ipv6", "iptables-save", "unknown", "v6.rules", v6),
-    ]
-    if addresses:
-        snap.addresses = addresses
-        snap.addresses_known = True
-        snap.interfaces = sorted({a.interface for a in addresses})
-    return snap
+    return dump_snapshot(v4, v6, addresses=addresses or None, ipv6=None, backend="unknown")
 
 
 def diff(v4: str, v6: str, hooks=("input", "forward", "output"), addresses=None) -> Dict:

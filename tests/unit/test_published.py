@@ -11,12 +11,12 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
+from _snapshots import dump_snapshot
 from twinwall.analysis.audit import audit_snapshot, remote_new_connections
 from twinwall.analysis.context import build_contexts
 from twinwall.analysis.published import family_rows, merge_published, published_services
 from twinwall.loader import load_rulesets
-from twinwall.model import FAMILIES, HostSnapshot, InterfaceAddress, Ipv6State, RulesetText
-from twinwall.sources.sockets import parse_ss
+from twinwall.model import FAMILIES, HostSnapshot, InterfaceAddress
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "frontends"
 
@@ -84,17 +84,9 @@ def docker_v6(ipv6_dnat: bool = False) -> str:
 
 
 def snapshot(v4: Optional[str], v6: Optional[str], ss: str = SS, online: bool = True) -> HostSnapshot:
-    snap = HostSnapshot(hostname="t", sockets=parse_ss(ss))
-    if online:
-        snap.addresses = list(ADDRESSES)
-        snap.addresses_known = True
-        snap.interfaces = list(INTERFACES)
-    if v4 is not None:
-        snap.rulesets.append(RulesetText("ipv4", "iptables-save", "nft", "v4", v4))
-    if v6 is not None:
-        snap.rulesets.append(RulesetText("ipv6", "iptables-save", "nft", "v6", v6))
-    snap.ipv6 = Ipv6State(True, ["test"])
-    return snap
+    if not online:
+        return dump_snapshot(v4, v6, ss)
+    return dump_snapshot(v4, v6, ss, addresses=ADDRESSES, interfaces=INTERFACES)
 
 
 def walk(snap: HostSnapshot):
