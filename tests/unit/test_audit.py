@@ -212,3 +212,33 @@ def test_a_socket_listed_twice_keeps_its_richest_details():
     rows = [s for s in audit_snapshot(snap).services if s.socket.port == 22]
     assert len(rows) == 1
     assert (rows[0].socket.process, rows[0].socket.pid) == ("sshd", 812)
+
+
+TWIN_SS = """\
+Netid State  Recv-Q Send-Q Local Address:Port  Peer Address:Port Process
+tcp   LISTEN 0      128          0.0.0.0:3306       0.0.0.0:*     users:(("mysqld",pid=812,fd=3))
+tcp   LISTEN 0      128             [::]:3306          [::]:*     users:(("mysqld",pid=812,fd=4)) v6only:1
+tcp   LISTEN 0      128          0.0.0.0:2222       0.0.0.0:*     users:(("sshd2",pid=813,fd=3))
+tcp   LISTEN 0      128             [::]:2222          [::]:*     users:(("sshd2",pid=813,fd=4)) v6only:1
+tcp   LISTEN 0      128      192.0.2.7:8080          0.0.0.0:*     users:(("a",pid=1,fd=3))
+tcp   LISTEN 0      128   [2001:db8::7]:8080             [::]:*     users:(("b",pid=2,fd=3))
+"""
+
+
+def test_family_gap_between_the_two_sockets_of_one_service():
+    """sshd, nginx and mysqld listen once per family: 0.0.0.0:P and [::]:P with v6only. Each is
+    not-bound in the other family, so the gap is only seen by comparing the pair."""
+    v6 = V6.replace("COMMIT", "-A INPUT -p tcp --dport 3306 -j ACCEPT\n-A INPUT -p tcp --dport 8080 -j ACCEPT\nCOMMIT")
+    report = audit_snapshot(snapshot(v4=V4, v6=v6, ss=TWIN_SS))
+    gaps = [f for f in report.findings if f.id == "TW-FAMILY-GAP"]
+    by_service = {f.service: f for f in gaps}
+    # mysqld: IPv6 accepts 3306, IPv4 has no rule for it
+    gap = by_service["tcp/3306"]
+    assert (gap.family, gap.severity) == ("ipv6", "high")
+    assert "mysqld on 0.0.0.0 and [::]" in gap.message and "filtered over IPv4" in gap.message
+    assert report.services[gap.row].socket.family == "ipv6"  # the row that is open
+    # V4 accepts 2222 from everywhere, V6 not at all
+    assert by_service["tcp/2222"].family == "ipv4"
+    # 8080 is open over IPv6 only too, but two processes on specific addresses are not twins
+    assert {s.socket.port: s.verdicts["ipv6"].status for s in report.services if s.socket.family == "ipv6"}[8080] == "open"
+    assert "tcp/8080" not in by_service

@@ -27,6 +27,7 @@ from twinwall.analysis.verdicts import (
     Reach,
     ServiceReport,
     decisions,
+    display_address,
 )
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
 from twinwall.analysis.evaluator import V_ACCEPT, Outcome, accepted_by_policy
@@ -374,24 +375,69 @@ def _service_findings(services: Sequence[ServiceReport]) -> List[Finding]:
                         row=row,
                     )
                 )
-        if v4.status in REACH_RANK and v6.status in REACH_RANK and v4.status != v6.status:
-            wide, narrow = (IPV4, IPV6) if REACH_RANK[v4.status] > REACH_RANK[v6.status] else (IPV6, IPV4)
-            ws, ns = svc.verdicts[wide].status, svc.verdicts[narrow].status
-            # open over one family is the seeds' bypass, whatever the twin does
-            severity = "high" if ws == OPEN else "medium"
-            findings.append(
-                Finding(
-                    "TW-FAMILY-GAP",
-                    severity,
-                    wide,
-                    f"{svc.label()} is {ws} over {FAMILY_LABEL[wide]} but {ns} over "
-                    f"{FAMILY_LABEL[narrow]}: the {FAMILY_LABEL[wide]} firewall does not match its twin",
-                    service=svc.name,
-                    cis=CIS[(wide, "open-ports")],
-                    evidence=[f"{FAMILY_LABEL[f]}: {d.describe()}" for f in (wide, narrow) for d in svc.verdicts[f].decided_by[:3]],
-                    row=row,
-                )
-            )
+        gap = _family_gap(svc.label(), svc.name, svc.verdicts, row)
+        if gap is not None:
+            findings.append(gap)
+    findings += _twin_socket_gaps(services)
+    return findings
+
+
+def _family_gap(label: str, name: str, verdicts: Dict[str, FamilyVerdict], row: int) -> Optional[Finding]:
+    """TW-FAMILY-GAP when one family reaches the service more widely than the other."""
+    v4, v6 = verdicts[IPV4], verdicts[IPV6]
+    if not (v4.status in REACH_RANK and v6.status in REACH_RANK and v4.status != v6.status):
+        return None
+    wide, narrow = (IPV4, IPV6) if REACH_RANK[v4.status] > REACH_RANK[v6.status] else (IPV6, IPV4)
+    ws, ns = verdicts[wide].status, verdicts[narrow].status
+    # open over one family is the seeds' bypass, whatever the twin does
+    severity = "high" if ws == OPEN else "medium"
+    return Finding(
+        "TW-FAMILY-GAP",
+        severity,
+        wide,
+        f"{label} is {ws} over {FAMILY_LABEL[wide]} but {ns} over "
+        f"{FAMILY_LABEL[narrow]}: the {FAMILY_LABEL[wide]} firewall does not match its twin",
+        service=name,
+        cis=CIS[(wide, "open-ports")],
+        evidence=[f"{FAMILY_LABEL[f]}: {d.describe()}" for f in (wide, narrow) for d in verdicts[f].decided_by[:3]],
+        row=row,
+    )
+
+
+def _twin_socket_gaps(services: Sequence[ServiceReport]) -> List[Finding]:
+    """Family gaps between the two sockets of one service.
+
+    Most daemons listen once per family (nginx's ``listen 80; listen [::]:80``, sshd, mysqld):
+    an IPv4 socket and an IPv6-only one on the same port. Each is not-bound in the other family,
+    so comparing a socket with itself never sees the gap; the pair is compared instead. Two
+    sockets are twins when they share protocol, port and bound interface and are both bound to
+    the wildcard address, or name the same process."""
+    findings: List[Finding] = []
+    groups: Dict[tuple, Tuple[List[int], List[int]]] = {}
+    for row, svc in enumerate(services):
+        s = svc.socket
+        if svc.dnat is not None or is_loopback(s.address):
+            continue
+        takes4, takes6 = s.accepts_family(IPV4), s.accepts_family(IPV6)
+        if takes4 == takes6:
+            continue  # dual-stack sockets are compared with themselves
+        group = groups.setdefault((s.protocol, s.port, s.interface), ([], []))
+        group[0 if takes4 else 1].append(row)
+    for rows4, rows6 in groups.values():
+        for r4 in rows4:
+            for r6 in rows6:
+                a, b = services[r4], services[r6]
+                wildcards = a.socket.address in ("0.0.0.0", "*") and b.socket.address in ("::", "*")
+                if not (wildcards or (a.socket.process and a.socket.process == b.socket.process)):
+                    continue
+                verdicts = {IPV4: a.verdicts[IPV4], IPV6: b.verdicts[IPV6]}
+                row = r4 if REACH_RANK.get(verdicts[IPV4].status, -1) > REACH_RANK.get(verdicts[IPV6].status, -1) else r6
+                process = a.socket.process or b.socket.process
+                on = f"{display_address(a.socket.address, None)} and {display_address(b.socket.address, True)}"
+                label = f"{a.name} ({process + ' on ' if process else 'on '}{on})"
+                gap = _family_gap(label, a.name, verdicts, row)
+                if gap is not None:
+                    findings.append(gap)
     return findings
 
 
