@@ -242,3 +242,47 @@ def test_family_gap_between_the_two_sockets_of_one_service():
     # 8080 is open over IPv6 only too, but two processes on specific addresses are not twins
     assert {s.socket.port: s.verdicts["ipv6"].status for s in report.services if s.socket.family == "ipv6"}[8080] == "open"
     assert "tcp/8080" not in by_service
+
+
+ACCEPT_ALL = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+
+
+def _json_statuses(proc):
+    assert proc.returncode in (0, 1), proc.stderr
+    doc = json.loads(proc.stdout)
+    return {(s["address"], s["interface"], s["port"]): (s["ipv4"]["status"], s["ipv6"]["status"]) for s in doc["services"]}
+
+
+def test_address_naming_one_family_leaves_the_other_as_assumed(tmp_path):
+    """--address 192.0.2.10 says nothing of IPv6: the IPv6 services must not become filtered
+    for want of an address."""
+    (tmp_path / "acc").write_text(ACCEPT_ALL)
+    (tmp_path / "ss").write_text(SS)
+    base = ["audit", "--iptables", str(tmp_path / "acc"), "--ip6tables", str(tmp_path / "acc"),
+            "--sockets", str(tmp_path / "ss"), "--format", "json"]
+    without = _json_statuses(run_cli(*base))
+    with_v4 = _json_statuses(run_cli(*base, "--address", "192.0.2.10"))
+    assert with_v4 == without
+    assert with_v4[("::", None, 8080)] == ("not-bound", "open")
+    refused = run_cli(*base, "--address", "::")
+    assert refused.returncode == 2 and "--address" in refused.stderr
+
+
+def test_offline_sockets_bound_to_a_device_link_local_or_mapped_address(tmp_path):
+    """Offline, with every policy ACCEPT, each of these is open in the family it takes."""
+    (tmp_path / "acc").write_text(ACCEPT_ALL)
+    (tmp_path / "ss").write_text(
+        "Netid State  Recv-Q Send-Q Local Address:Port  Peer Address:Port Process\n"
+        "udp   UNCONN 0      0       0.0.0.0%eth0:68         0.0.0.0:*\n"
+        "tcp   LISTEN 0      128 [2001:db8::5]%eth0:8443        [::]:*  v6only:1\n"
+        "tcp   LISTEN 0      128 [fe80::1]%eth1:8080        [::]:*  v6only:1\n"
+        "tcp   LISTEN 0      128 [::ffff:192.0.2.10]:80        [::]:*  v6only:0\n"
+    )
+    got = _json_statuses(run_cli("audit", "--iptables", str(tmp_path / "acc"), "--ip6tables", str(tmp_path / "acc"),
+                                 "--sockets", str(tmp_path / "ss"), "--format", "json"))
+    assert got == {
+        ("0.0.0.0", "eth0", 68): ("open", "not-bound"),
+        ("2001:db8::5", "eth0", 8443): ("not-bound", "open"),
+        ("fe80::1", "eth1", 8080): ("not-bound", "open"),
+        ("::ffff:192.0.2.10", None, 80): ("open", "not-bound"),
+    }

@@ -323,10 +323,13 @@ def _socket_verdict(
             reason="every new connection is dropped or rejected",
         )
     boxes = [b for b, _ in accepted]
-    key = Reach.key(boxes)
+    # a socket bound to a device hears only what arrives there: the firewall restricts it only
+    # if it turns away some of that
+    ref = ctx.remote_ifaces & ctx.universe.mask(sock.interface) if sock.interface else None
+    key = (ref, Reach.key(boxes))
     reach = memo.get(key)
     if reach is None:
-        reach = memo[key] = Reach(ctx, boxes)
+        reach = memo[key] = Reach(ctx, boxes, ref or None)
     by_policy = any(accepted_by_policy(o.decided_by) for _, o in accepted)
     return reach.verdict(
         ctx.universe,

@@ -44,6 +44,8 @@ def build_contexts(
     the host and its rules (an interface asked about; another snapshot's names, so that the
     masks of both mean the same)."""
     specs = set(snapshot.interfaces) | set(extra_specs)
+    # a socket bound to a device (SO_BINDTODEVICE, "%eth0" in ss) is asked about that device
+    specs.update(s.interface for s in snapshot.sockets if s.interface)
     for rss in rulesets.values():
         for rs in rss:
             specs.update(rs.interface_specs)
@@ -87,21 +89,29 @@ OFFLINE_STAND_IN = {"ipv4": "240.0.0.1", "ipv6": "100::1"}
 
 
 def offline_host_addresses(snapshot: HostSnapshot, family: str) -> tuple:
-    found = [OFFLINE_STAND_IN[family]]
-    for sock in snapshot.sockets:
-        addr = sock.address.split("%")[0]
-        if addr in ("0.0.0.0", "::", "*", "") or (":" in addr) != (family == "ipv6"):
-            continue
-        if addr.startswith("127.") or addr == "::1" or addr.startswith("fe80:"):
-            continue
-        found.append(addr)
     out = []
-    for a in found:
+    for a in [OFFLINE_STAND_IN[family]] + offline_socket_addresses(snapshot, family):
         try:
             out.append(prefix_interval(a, family))
         except ValueError:
             continue
     return iv_normalize(out)
+
+
+def offline_socket_addresses(snapshot: HostSnapshot, family: str) -> List[str]:
+    """The addresses of ``family`` the snapshot's sockets are bound to, taken to be the host's
+    (not wildcards or loopback; link-local ones are: a neighbour reaches them)."""
+    found = []
+    for sock in snapshot.sockets:
+        addr = sock.address.split("%")[0]
+        if family == "ipv4" and addr.startswith("::ffff:"):
+            addr = addr[7:]  # an IPv4-mapped bind takes that IPv4 address's connections
+        if addr in ("0.0.0.0", "::", "*", "") or (":" in addr) != (family == "ipv6"):
+            continue
+        if addr.startswith("127.") or addr == "::1":
+            continue
+        found.append(addr)
+    return found
 
 
 def socket_destinations(ctx: FamilyContext, address: str) -> Optional[tuple]:

@@ -103,7 +103,7 @@ class ServiceReport:
 
     def label(self) -> str:
         s = self.socket
-        addr = display_address(s.address, s.v6only)
+        addr = display_address(s.address, s.v6only, s.interface)
         return f"{s.protocol} {addr}:{s.port}" + (f" ({s.process})" if s.process else "")
 
     def to_json(self) -> Dict:
@@ -123,11 +123,13 @@ class ServiceReport:
         }
 
 
-def display_address(address: str, v6only) -> str:
-    """'*' for a dual-stack wildcard socket (as ss prints it), brackets around IPv6."""
+def display_address(address: str, v6only, interface: Optional[str] = None) -> str:
+    """As ss prints it: '*' for a dual-stack wildcard socket, brackets around IPv6, '%eth0'
+    for a socket bound to a device."""
+    dev = f"%{interface}" if interface else ""
     if address in ("::", "*") and v6only is not True:
-        return "*"
-    return f"[{address}]" if ":" in address else address
+        return "*" + dev
+    return (f"[{address}]" if ":" in address else address) + dev
 
 
 class Reach:

@@ -36,7 +36,8 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="offline: an address of the audited host (repeat for each). Without it the host is "
-        "assumed to have only the addresses its sockets are bound to plus one unnamed address",
+        "assumed to have only the addresses its sockets are bound to plus one unnamed address; "
+        "a family no --address names keeps that assumption",
     )
     g.add_argument(
         "--ipv6-disabled", action="store_true", help="offline: treat IPv6 as disabled on the audited host"
@@ -97,6 +98,14 @@ def offline_snapshot(args: argparse.Namespace) -> HostSnapshot:
         snap.addresses.append(_interface_address(addr))
     if args.address:
         snap.addresses_known = True
+        # a family --address does not name keeps the offline assumption (the sockets' own
+        # addresses plus a stand-in), rather than becoming a family with no address at all
+        from twinwall.analysis.context import OFFLINE_STAND_IN, offline_socket_addresses
+
+        for family in (IPV4, IPV6):
+            if not any(a.family == family for a in snap.addresses):
+                for address in [OFFLINE_STAND_IN[family]] + offline_socket_addresses(snap, family):
+                    snap.addresses.append(InterfaceAddress("?", family, address, 128 if family == IPV6 else 32))
     if args.ipv6_disabled:
         snap.ipv6 = Ipv6State(False, ["--ipv6-disabled given on the command line"])
     else:
@@ -111,6 +120,8 @@ def _interface_address(text: str) -> InterfaceAddress:
         iface = ipaddress.ip_interface(text)
     except ValueError:
         raise InputError(f"--address {text!r} is not an IP address") from None
+    if iface.ip.is_unspecified or iface.ip.is_multicast:
+        raise InputError(f"--address {text!r} is not an address a host can have (unspecified or multicast)")
     family = IPV4 if iface.version == 4 else IPV6
     scope = "host" if iface.ip.is_loopback else ("link" if iface.ip.is_link_local else "global")
     return InterfaceAddress("?", family, str(iface.ip), iface.network.prefixlen, scope)

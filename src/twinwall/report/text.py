@@ -62,7 +62,7 @@ def render_audit(report: AuditReport, color: bool = False) -> str:
     rows = []
     for i, svc in enumerate(report.services):
         s = svc.socket
-        addr = display_address(s.address, s.v6only)
+        addr = display_address(s.address, s.v6only, s.interface)
         fs = [f for f in by_row.get(i, []) if f.severity != "info"]
         worst = max(fs, key=lambda f: SEVERITIES.index(f.severity)) if fs else None
         rows.append(
