@@ -26,6 +26,7 @@ from twinwall.analysis.verdicts import (
     FamilyVerdict,
     Reach,
     ServiceReport,
+    cite,
     decisions,
     display_address,
 )
@@ -361,7 +362,7 @@ def _service_findings(services: Sequence[ServiceReport]) -> List[Finding]:
                         "policy is ACCEPT: no rule covers it",
                         service=svc.name,
                         cis=CIS[(family, "open-ports")],
-                        evidence=[d.describe() for d in v.decided_by if d.policy],
+                        evidence=cite([d for d in v.decided_by if d.policy]),
                         row=row,
                     )
                 )
@@ -402,7 +403,7 @@ def _family_gap(label: str, name: str, verdicts: Dict[str, FamilyVerdict], row: 
         f"{FAMILY_LABEL[narrow]}: the {FAMILY_LABEL[wide]} firewall does not match its twin",
         service=name,
         cis=CIS[(wide, "open-ports")],
-        evidence=[f"{FAMILY_LABEL[f]}: {d.describe()}" for f in (wide, narrow) for d in verdicts[f].decided_by[:3]],
+        evidence=[f"{FAMILY_LABEL[f]}: {line}" for f in (wide, narrow) for line in cite(verdicts[f].decided_by[:3])],
         row=row,
     )
 
@@ -556,7 +557,7 @@ def _policy_findings(ctx: FamilyContext, new: Sequence[Outcome]) -> List[Finding
                 family,
                 "new connections not matched by any rule are accepted (no default deny)",
                 cis=CIS[(family, "default-deny")],
-                evidence=sorted({d.describe() for o in by_policy for d in o.decided_by if d.policy}),
+                evidence=sorted(set(cite([d for o in by_policy for d in o.decided_by if d.policy]))),
             )
         )
     for rs in ctx.rulesets:
@@ -586,7 +587,7 @@ def _policy_findings(ctx: FamilyContext, new: Sequence[Outcome]) -> List[Finding
                 family,
                 "some new connections on the loopback interface are dropped",
                 cis=CIS[(family, "loopback")],
-                evidence=sorted({d.describe() for o in lo_out if o.verdict != V_ACCEPT for d in o.decided_by})[:5],
+                evidence=sorted(set(cite([d for o in lo_out if o.verdict != V_ACCEPT for d in o.decided_by])))[:5],
             )
         )
     # (tcp stands for every protocol here: anti-spoofing rules do not name one)

@@ -123,6 +123,13 @@ class ServiceReport:
         }
 
 
+def cite(decisions: Sequence[Decision]) -> List[str]:
+    """Evidence lines for decisions, each named by its ruleset when they come from several
+    (legacy and nft tables of one family both number their rules from 1)."""
+    many = len({d.source for d in decisions}) > 1
+    return [f"{d.source}: {d.describe()}" if many and d.source else d.describe() for d in decisions]
+
+
 def display_address(address: str, v6only, interface: Optional[str] = None) -> str:
     """As ss prints it: '*' for a dual-stack wildcard socket, brackets around IPv6, '%eth0'
     for a socket bound to a device."""
