@@ -304,3 +304,21 @@ def test_offline_legacy_beside_nft_dump_is_reported_and_cited_by_file(tmp_path):
 def test_two_inputs_cannot_both_read_stdin(tmp_path):
     proc = run_cli("audit", "--iptables", "-", "--ip6tables", "-", stdin=V4)
     assert proc.returncode == 2 and "standard input" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["audit"], ["explain", "tcp/22"]])
+def test_snapshot_collected_without_root_says_collect_again(tmp_path, command):
+    from twinwall.sources.snapshot import write_snapshot
+
+    snap = dump_snapshot(None, None, SS)
+    snap.missing = ["iptables-save: Permission denied (you need to be root?)"]
+    path = tmp_path / "host.json"
+    write_snapshot(snap, str(path))
+    proc = run_cli(*command, "--snapshot", str(path))
+    assert proc.returncode == 2, proc.stdout
+    assert "collect it again as root" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_explain_refuses_port_zero():
+    proc = run_cli("explain", "tcp/0")
+    assert proc.returncode == 2 and "tcp/22" in proc.stderr

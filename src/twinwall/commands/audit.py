@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from twinwall.commands.inputs import add_input_arguments, snapshot_from_args
+from twinwall.commands.inputs import add_input_arguments, snapshot_from_args, unreadable_rulesets
 from twinwall.report.json_out import write_json
 from twinwall.report.tty import use_colour
 
@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         color = args.color == "always" or (args.color == "auto" and use_colour(sys.stdout))
         sys.stdout.write(render_audit(report, color=color))
-    if not snapshot.rulesets and any("Permission denied" in m for m in snapshot.missing):
+    unreadable = unreadable_rulesets(snapshot, args, "audit")
+    if unreadable:
         # what was readable is printed above; without a ruleset there is no verdict to trust
-        print("twinwall: no ruleset could be read: run as root (sudo twinwall audit)", file=sys.stderr)
+        print(f"twinwall: {unreadable}", file=sys.stderr)
         return 2
     return 1 if severity_at_least(report.findings, args.fail_on) else 0

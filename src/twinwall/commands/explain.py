@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import List
 
-from twinwall.commands.inputs import add_input_arguments, snapshot_from_args
+from twinwall.commands.inputs import add_input_arguments, snapshot_from_args, unreadable_rulesets
 from twinwall.errors import InputError
 
 DESCRIPTION = """\
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def parse_service(text: str):
     proto, sep, port = text.partition("/")
     proto = proto.lower()
-    if not sep or proto not in ("tcp", "udp") or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or proto not in ("tcp", "udp") or not port.isdigit() or not 0 < int(port) <= 65535:
         raise InputError(f"service must look like tcp/22 or udp/53, not {text!r}")
     return proto, int(port)
 
@@ -55,4 +55,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         sys.stdout.write(explain_port(snapshot, family, proto, port, source, args.iface, dest))
         sys.stdout.write("\n")
+    unreadable = unreadable_rulesets(snapshot, args, "explain")
+    if unreadable:
+        print(f"twinwall: {unreadable}", file=sys.stderr)
+        return 2
     return 0

@@ -73,6 +73,17 @@ def snapshot_from_args(args: argparse.Namespace) -> HostSnapshot:
     return collect_host()
 
 
+def unreadable_rulesets(snapshot: HostSnapshot, args: argparse.Namespace, command: str) -> str:
+    """Why no ruleset could be read, as the one-line hint a command ends with, or "" when a
+    ruleset was read (or none was refused: a host without rules is a finding, not an error)."""
+    if snapshot.rulesets or not any("Permission denied" in m for m in snapshot.missing):
+        return ""
+    if getattr(args, "snapshot", None):
+        return (f"the snapshot {args.snapshot} holds no ruleset (collected without root?): "
+                "collect it again as root (sudo twinwall collect -o FILE)")
+    return f"no ruleset could be read: run as root (sudo twinwall {command})"
+
+
 def offline_snapshot(args: argparse.Namespace) -> HostSnapshot:
     snap = HostSnapshot(hostname="", sockets_known=bool(args.sockets))
     stdin_users = [opt for opt, path in _file_options(args) if path == "-"]
