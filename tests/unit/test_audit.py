@@ -322,3 +322,18 @@ def test_snapshot_collected_without_root_says_collect_again(tmp_path, command):
 def test_explain_refuses_port_zero():
     proc = run_cli("explain", "tcp/0")
     assert proc.returncode == 2 and "tcp/22" in proc.stderr
+
+
+def test_nft_dump_alone_names_the_iptables_nft_tables_it_cannot_show(tmp_path):
+    """nft -j prints iptables-nft's xt matches without their arguments: those tables are left
+    out of the nft ruleset, and the audit must say so unless iptables-save supplies them."""
+    from pathlib import Path
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "nft"
+    (tmp_path / "ss").write_text(SS)
+    base = ["audit", "--nft", str(fixtures / "iptables_nft.json"), "--sockets", str(tmp_path / "ss"), "--format", "json"]
+    alone = json.loads(run_cli(*base).stdout)
+    unread = sorted(f["message"].split(" holds")[0] for f in alone["findings"] if f["id"] == "TW-TABLE-NOT-READ")
+    assert unread == ["table ip filter", "table ip nat"]
+    both = json.loads(run_cli(*base, "--iptables", str(fixtures / "iptables_nft.v4.save")).stdout)
+    assert not [f for f in both["findings"] if f["id"] == "TW-TABLE-NOT-READ"]

@@ -199,7 +199,7 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
     )
     verdicts = _family_verdicts(ctx, sockets, disabled, outcomes)
     published = family_rows(contexts, family, outcomes)  # joined with the other family's later
-    findings = _host_findings(ctx, snapshot, outcomes)
+    findings = _host_findings(ctx, snapshot, outcomes) + _unread_table_findings(family, rulesets[family])
     mine = rulesets[family]
     summary = [
         {"family": rs.family, "source": rs.source, "rules": rs.rule_count(), "tables": sorted(rs.tables)}
@@ -526,6 +526,32 @@ def _legacy_and_nft_findings(snapshot: HostSnapshot) -> List[Finding]:
                     family,
                     f"both legacy (x_tables) and nf_tables {FAMILY_LABEL[family]} rules are loaded: a packet "
                     "must pass both, and each tool shows only its own half",
+                )
+            )
+    return findings
+
+
+def _unread_table_findings(family: str, rulesets: Sequence) -> List[Finding]:
+    """An iptables-nft table an ``nft -j`` dump could not show (its xt matches come without
+    their arguments) is left out of that dump's ruleset; unless an iptables-save dump of the
+    family holds the table, the verdicts do not see its rules, and the admin must be told."""
+    from_save = {name for rs in rulesets if rs.kind == "iptables" for name in rs.tables}
+    findings = []
+    for rs in rulesets:
+        for label in getattr(rs, "excluded_tables", ()):
+            nft_family, _, name = label.partition(" ")
+            if nft_family not in ("inet", {IPV4: "ip", IPV6: "ip6"}[family]) or name in from_save:
+                continue
+            save = "iptables-save" if family == IPV4 else "ip6tables-save"
+            findings.append(
+                Finding(
+                    "TW-TABLE-NOT-READ",
+                    "high",
+                    family,
+                    f"table {label} holds iptables-nft rules that nft -j prints without their matches: "
+                    f"the {FAMILY_LABEL[family]} verdicts leave it out. Give its {save} output too "
+                    f"(--{save.split('-')[0]} FILE), or audit the live host",
+                    evidence=[f"{rs.source}: table {label}"],
                 )
             )
     return findings
