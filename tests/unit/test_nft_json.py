@@ -410,3 +410,70 @@ def test_named_priorities_and_ingress() -> None:
 def test_accept_reject_constants_exist() -> None:
     # guards the names the tests use against a rename in the ruleset module
     assert (ACCEPT, DROP, REJECT, PORT_ALL[0][1]) == ("ACCEPT", "DROP", "REJECT", 65535)
+
+
+# ---------------------------------------------------------------------------------------------
+# damaged documents: refused with the chain or rule named, never read as something harmless
+
+
+@pytest.mark.parametrize("policy", ["maybe", "", None, 1])
+def test_unknown_chain_policy_is_refused(policy) -> None:
+    t = doc(table("ip", "t"), chain("ip", "t", "input", "input", 0, policy))
+    with pytest.raises(InputError, match=r"^f\.json: chain ip t input: unknown chain policy .*accept or drop"):
+        parse_nft_json(t, "f.json")
+
+
+def test_unknown_policy_of_a_netdev_ingress_chain_is_refused() -> None:
+    t = doc(table("netdev", "n"), chain("netdev", "n", "in", "ingress", 0, "maybe"))
+    with pytest.raises(InputError, match="chain netdev n in: unknown chain policy 'maybe'"):
+        parse_nft_json(t, "f.json")
+
+
+def test_policy_case_and_default() -> None:
+    b = chain("ip", "t", "b", "input", 1)
+    del b["chain"]["policy"]  # nft's default: accept
+    v4 = views(doc(table("ip", "t"), chain("ip", "t", "a", "input", 0, "DROP"), b))["ipv4"]
+    assert v4.chain("ip t", "a").policy == "DROP"
+    assert v4.chain("ip t", "b").policy == "ACCEPT"
+
+
+@pytest.mark.parametrize("expr", [{"accept": None}, "accept", 5, None])
+@pytest.mark.parametrize("indent", [None, 1])  # nft's own layout (fast path) and any other
+def test_rule_whose_expr_is_not_a_list_is_refused(expr, indent) -> None:
+    bad = {"rule": {"family": "ip", "table": "t", "chain": "input", "handle": 10, "expr": expr}}
+    t = json.dumps(json.loads(doc(table("ip", "t"), chain("ip", "t", "input", "input", 0, "drop"), bad)),
+                   indent=indent)
+    with pytest.raises(InputError, match=r'^f\.json: ip t input rule 1 \(handle 10\): "expr" is not a list'):
+        packet(views_of(t)["ipv4"], "198.51.100.1", 22)
+
+
+def views_of(text: str) -> Dict[str, Ruleset]:
+    return {rs.family: rs for rs in parse_nft_json(text, "f.json")}
+
+
+@pytest.mark.parametrize("right", [
+    99999999,
+    65536,
+    -1,
+    {"set": [22, 70000]},
+    {"range": [1000, 70000]},
+])
+def test_port_out_of_range_is_refused(right) -> None:
+    t = doc(table("ip", "t"), chain("ip", "t", "input", "input", 0, "drop"),
+            rule("ip", "t", "input", match(payload("tcp", "dport"), right), {"accept": None}))
+    with pytest.raises(InputError, match=r"^f\.json: ip t input rule 1 \(handle 10\): port out of range: (-1|\d+): tcp dport"):
+        packet(views_of(t)["ipv4"], "198.51.100.1", 22)
+
+
+def test_nat_port_out_of_range_is_refused() -> None:
+    t = doc(table("ip", "n"), chain("ip", "n", "pre", "prerouting", -100, type_="nat"),
+            rule("ip", "n", "pre", match(payload("tcp", "dport"), 80), {"redirect": {"port": 80000}}))
+    rs = views_of(t)["ipv4"]
+    with pytest.raises(InputError, match="ip n pre rule 1 .*port out of range: 80000"):
+        rs.chain("ip n", "pre").rules
+
+
+def test_ports_at_the_edges_of_the_range_are_fine() -> None:
+    t = doc(table("ip", "t"), chain("ip", "t", "input", "input", 0, "drop"),
+            rule("ip", "t", "input", match(payload("tcp", "dport"), {"set": [0, 65535]}), {"accept": None}))
+    assert packet(views_of(t)["ipv4"], "198.51.100.1", 65535)[0] == ["accept"]

@@ -286,7 +286,11 @@ def test_crlf_line_endings():
         ("tcp BOGUS 0 128 0.0.0.0:22 0.0.0.0:*\n", 1, "unknown socket state"),
         ("\n\ntcp LISTEN 0 128 300.1.1.1:22 0.0.0.0:*\n", 3, "not a numeric IP address"),
         ("tcp LISTEN 0 128 myhost:22 0.0.0.0:*\n", 1, "not a numeric IP address"),
-        ("tcp LISTEN 0 128 0.0.0.0:99999 0.0.0.0:*\n", 1, "unknown port"),
+        ("tcp LISTEN 0 128 0.0.0.0:99999 0.0.0.0:*\n", 1, "port 99999 is out of range (1-65535)"),
+        ("udp UNCONN 0 0 [::]:65536 [::]:*\n", 1, "port 65536 is out of range"),
+        ("tcp LISTEN 0 128 0.0.0.0:0 0.0.0.0:*\n", 1, "port 0: a listening or bound socket never"),
+        ("udp UNCONN 0 0 0.0.0.0:* 0.0.0.0:*\n", 1, "port '*' (port 0): a listening"),
+        ("tcp LISTEN 0 128 0.0.0.0:\u00b2 0.0.0.0:*\n", 1, "unknown port"),  # int() refuses it
         ("tcp LISTEN 0 128 0.0.0.0:nosuchservicename 0.0.0.0:*\n", 1, "unknown port"),
         ("foo LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n", 1, "unknown Netid"),
         ("tcp LISTEN 0 128 [::1:22 0.0.0.0:*\n", 1, "cannot read local address"),
@@ -299,6 +303,8 @@ def test_garbage_raises_input_error_with_line_and_hint(text, lineno, words):
     msg = str(info.value)
     assert msg.startswith(f"sockets.txt: line {lineno}: ")
     assert words in msg
+    if "out of range" in words or "port 0" in words:
+        assert "unknown port" not in msg and "numeric ports" not in msg  # it is numeric
     assert "ss -tulnp" in msg  # the hint
     assert "\n" not in msg
 

@@ -290,8 +290,13 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
                 raise InputError(f"{source}: line {lineno}: unknown chain policy {policy!r}")
             table.chains[parts[0]] = Chain(table.name, parts[0], policy)
         elif c == "*":
-            _finish_table(table, pending, counts, compiler)
             name = line[1:].strip()
+            if table is not None:
+                # iptables-restore refuses a table opened before the last one is committed
+                raise InputError(
+                    f"{source}: line {lineno}: table {table.name} has no COMMIT before '*{name}'"
+                    " (truncated dump?)"
+                )
             table = ruleset.tables.get(name) or Table(name)
             ruleset.tables[name] = table
             pending, counts = {}, {}
@@ -303,7 +308,9 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
             raise InputError(
                 f"{source}: line {lineno}: not iptables-save syntax: {line[:60]!r}"
             )
-    _finish_table(table, pending, counts, compiler)
+    if table is not None:
+        # iptables-restore applies nothing without it ("COMMIT expected"): the dump was cut short
+        raise InputError(f"{source}: table {table.name} has no COMMIT (truncated dump?)")
     for tname, table in ruleset.tables.items():
         hooks = BUILTIN_CHAINS.get(tname, {})
         for cname, chain in table.chains.items():

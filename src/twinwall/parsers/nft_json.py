@@ -251,7 +251,9 @@ def _split(items: List[Any], source: str) -> Dict[Tuple[str, str], _TableData]:
     for t in tables.values():
         for rules in t.rules.values():
             for r in rules:
-                exprs = r.get("expr") or ()
+                exprs = r.get("expr")
+                if not isinstance(exprs, list):
+                    continue  # refused when the chain is compiled, with the rule named
                 for e in exprs:
                     if isinstance(e, dict):
                         if "xt" in e:
@@ -426,6 +428,16 @@ def parse_nft_json(text: str, source: str = "nft -j list ruleset") -> List[Rules
 # pass 2: one family's view of the tables
 
 
+def _policy(body: Dict[str, Any], where: str) -> str:
+    """A base chain's policy, "accept" (nft's default) or "drop": the only two nft accepts.
+    Anything else means a damaged or hand-edited dump; reading it as accept would hide that."""
+    value = body.get("policy", "accept")
+    policy = value.lower() if isinstance(value, str) else value
+    if policy not in ("accept", "drop"):
+        raise InputError(f"{where}: unknown chain policy {value!r} (nft allows accept or drop)")
+    return policy
+
+
 def _priority(value: Any, where: str) -> int:
     if isinstance(value, bool):
         raise InputError(f"{where}: bad chain priority {value!r}")
@@ -476,7 +488,7 @@ class _View:
             hook = body.get("hook")
             policy = None
             if hook:
-                policy = "DROP" if str(body.get("policy", "accept")).lower() == "drop" else "ACCEPT"
+                policy = _policy(body, f"{self.rs.source}: chain {label} {cname}").upper()
             chain = Chain(label, cname, policy)
             table.chains[cname] = chain
             rules = t.rules.get(cname)
@@ -499,7 +511,7 @@ class _View:
             if body.get("hook") != "ingress":
                 continue
             n = len(t.rules.get(cname, ()))
-            policy = str(body.get("policy", "accept")).lower()
+            policy = _policy(body, f"{self.rs.source}: chain {label} {cname}")
             if not n and policy != "drop":
                 continue
             dev = body.get("dev") or body.get("devices") or "?"
@@ -800,9 +812,17 @@ class _RuleCompiler:
 
     # -- the rule -----------------------------------------------------------------------------
 
+    def where(self) -> str:
+        return (f"{self.view.rs.source}: {self.chain.table} {self.chain.name} rule {self.number} "
+                f"(handle {self.rule.get('handle')})")
+
     def compile(self) -> List[Rule]:
         r = self.rule
-        exprs = r.get("expr") or []
+        exprs = r.get("expr", [])
+        if not isinstance(exprs, list):
+            # nft itself refuses it ("must be an array"); read as no statements, the rule would
+            # silently vanish from the audit
+            raise InputError(f'{self.where()}: "expr" is not a list: {json.dumps(exprs)[:80]}')
         text = rule_text(r)
         action = CONTINUE
         target = ""
@@ -1058,7 +1078,7 @@ class _RuleCompiler:
         if kind == "addr":
             return self.addr_one(el)
         if kind == "port":
-            return ((self.number_of(el, _service), ) * 2,)
+            return ((self.port_number(el),) * 2,)
         if kind == "proto":
             return ((self.number_of(el, _protocol),) * 2,)
         if kind == "id":
@@ -1309,9 +1329,17 @@ class _RuleCompiler:
         port = _unwrap(port)
         if isinstance(port, dict) and "range" in port:
             a, b = port["range"]
-            return ((self.number_of(a, _service), self.number_of(b, _service)),)
-        v = self.number_of(port, _service)
+            return ((self.port_number(a), self.port_number(b)),)
+        v = self.port_number(port)
         return ((v, v),)
+
+    def port_number(self, el: Any) -> int:
+        """A port number or service name. nft refuses values outside 0-65535 for a 16-bit port
+        field, so one here is a damaged dump, not a rule that never matches."""
+        v = self.number_of(el, _service)
+        if not 0 <= v <= 65535:
+            raise InputError(f"{self.where()}: port out of range: {v}: {rule_text(self.rule)[:120]}")
+        return v
 
     def expand(self, expand: Tuple[str, Any], base_alts: Tuple, unknown: Tuple, text: str) -> List[Rule]:
         kind, body = expand

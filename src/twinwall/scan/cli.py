@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from twinwall.errors import InputError
 from twinwall.report.json_out import write_json
@@ -40,23 +41,39 @@ silence = open|filtered.
 exit codes: 0 no family gap and no disagreement, 1 gaps or disagreements, 2 error."""
 
 
-def _positive_float(text: str) -> float:
+DEFAULT_TIMEOUT = 1.0
+DEFAULT_MIN_TIMEOUT = 0.1
+MAX_TIMEOUT = 3600.0  # seconds: a longer wait per try is a typo, not a scan
+MAX_RATE = 1_000_000.0  # probes per second: far beyond what connect() scans reach
+MIN_RATE = 0.001  # one probe per 1000 s: slower than nmap -T0 (one per 300 s)
+
+
+def _finite_float(text: str) -> float:
+    """A float, refusing what float() takes but no option can use: "nan" (a nan timeout
+    expires at once, every port filtered; a nan rate is no limit) and "inf" or "1e999" (an
+    endless wait)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
     return value
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
+def _timeout(text: str) -> float:
+    value = _finite_float(text)
+    if not 0 < value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most {MAX_TIMEOUT:g} (seconds)")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = _finite_float(text)
+    if value != 0 and not MIN_RATE <= value <= MAX_RATE:
+        raise argparse.ArgumentTypeError(
+            f"must be 0 (no limit) or between {MIN_RATE:g} and {MAX_RATE:.0f} (probes per second)"
+        )
     return value
 
 
@@ -86,25 +103,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also probe UDP for ports given without a protocol prefix")
     parser.add_argument("--syn", action="store_true",
                         help="raw SYN scan: NOT IMPLEMENTED, exits with an error")
-    parser.add_argument("--timeout", type=_positive_float, default=1.0, metavar="S",
-                        help="longest wait for an answer per try (default 1.0); the wait "
-                        "adapts down to the measured round-trip time, never below --min-timeout")
-    parser.add_argument("--min-timeout", type=_positive_float, default=0.1, metavar="S",
-                        help="shortest adaptive wait per try (default 0.1)")
+    # default None: resolve_timeouts() tells an option given from one left out
+    parser.add_argument("--timeout", type=_timeout, default=None, metavar="S",
+                        help="longest wait for an answer per try, at most 3600 (default 1.0, "
+                        "or --min-timeout if higher); the wait adapts down to the measured "
+                        "round-trip time, never below --min-timeout")
+    parser.add_argument("--min-timeout", type=_timeout, default=None, metavar="S",
+                        help="shortest adaptive wait per try (default 0.1, or --timeout if "
+                        "lower)")
     parser.add_argument("--fixed-timeout", action="store_true",
                         help="always wait --timeout, do not adapt to the round-trip time")
     parser.add_argument("--retries", type=_int_range(0, 10), default=1, metavar="N",
                         help="extra tries for probes nothing answered (default 1)")
     parser.add_argument("--concurrency", type=_int_range(1, 5000), default=100, metavar="N",
                         help="probes in flight at once (default 100)")
-    parser.add_argument("--rate", type=_non_negative_float, default=500.0, metavar="PPS",
-                        help="probes sent per second at most (default 500; 0 = no limit)")
+    parser.add_argument("--rate", type=_rate, default=500.0, metavar="PPS",
+                        help="probes sent per second at most, 0.001 to 1000000 (default 500; "
+                        "0 = no limit)")
     parser.add_argument("--format", choices=("table", "json"), default="table",
                         help="output format (default table)")
     parser.add_argument("--family", choices=("ipv4", "ipv6", "both"), default="both",
                         help="address families to probe (default both)")
     parser.add_argument("--all", action="store_true", dest="show_all",
                         help="table: also list ports closed or filtered alike over both families")
+
+
+def resolve_timeouts(timeout: Optional[float], min_timeout: Optional[float]) -> Tuple[float, float]:
+    """(--timeout, --min-timeout) with the defaults filled in. Both given with the minimum above
+    the maximum is an error; one given alone moves the other's default out of its way (the
+    rule of nmap's --max-rtt-timeout / --min-rtt-timeout), so --timeout 0.05 and --min-timeout 2
+    each do what they say."""
+    if timeout is not None and min_timeout is not None and min_timeout > timeout:
+        raise InputError(f"--min-timeout {min_timeout:g} is greater than --timeout {timeout:g}")
+    if timeout is None:
+        timeout = max(DEFAULT_TIMEOUT, min_timeout or 0.0)
+    if min_timeout is None:
+        min_timeout = min(DEFAULT_MIN_TIMEOUT, timeout)
+    return timeout, min_timeout
 
 
 def load_snapshot(path: str):
@@ -128,8 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.syn:
         raise InputError("--syn (raw SYN scan) is not implemented; drop --syn to use connect()")
-    if args.min_timeout > args.timeout:
-        args.min_timeout = args.timeout
+    args.timeout, args.min_timeout = resolve_timeouts(args.timeout, args.min_timeout)
 
     snapshot = load_snapshot(args.snapshot) if args.snapshot else None
     snap_ports = ports.snapshot_ports(snapshot) if snapshot is not None else None

@@ -222,9 +222,12 @@ def _normalize(host: str) -> Optional[Tuple[str, str]]:
 
 
 def _port(name: str, protocol: str) -> Optional[int]:
-    if name.isdigit():
-        n = int(name)
-        return n if n <= 65535 else None
+    """The port number of ss's port column, None for an unknown service name. Numbers come back
+    unchecked (the caller names an out-of-range one); ss prints port 0 as "*"."""
+    if name.isdigit() and name.isascii():
+        return int(name)
+    if name == "*":
+        return 0
     try:
         return socket.getservbyname(name, protocol)
     except OSError:
@@ -255,6 +258,15 @@ def _build(
             source, lineno, line,
             f"unknown port {port_text!r} (save ss output with -n for numeric ports)",
         )
+    if not 0 < port <= 65535:
+        # a listening TCP socket or a bound UDP one always has a port: the kernel picks one on
+        # listen() or bind() to port 0, so port 0 here means edited or damaged output
+        if port:
+            reason = f"port {port_text} is out of range (1-65535)"
+        else:
+            shown = "'*' (port 0)" if port_text == "*" else port_text
+            reason = f"port {shown}: a listening or bound socket never has port 0"
+        raise _fail(source, lineno, line, reason)
 
     v6m = _V6ONLY_RE.search(extra) if extra else None
     v6only: Optional[bool] = (v6m.group(1) == "1") if v6m else None
