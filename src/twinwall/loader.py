@@ -5,7 +5,7 @@ This is the only place that knows which parser reads which dump format.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 from twinwall.errors import InputError
 from twinwall.model import FAMILIES, HostSnapshot, RulesetText
@@ -45,6 +45,28 @@ def load_rulesets(
         if not keep_text and (text.family != "inet" or set(families) >= set(FAMILIES)):
             text.text = ""
     return out
+
+
+def unread_tables(family: str, rulesets: Sequence[Ruleset]) -> List[Tuple[str, str]]:
+    """(nft dump source, table label) of each iptables-nft table of ``family`` that an ``nft -j``
+    dump left out (its xt matches come without their arguments) and no iptables-save dump of
+    the family supplies: rules no verdict of that family can see."""
+    from_save = {name for rs in rulesets if rs.kind == "iptables" for name in rs.tables}
+    own = {"ipv4": "ip", "ipv6": "ip6"}[family]
+    out = []
+    for rs in rulesets:
+        for label in getattr(rs, "excluded_tables", ()):
+            nft_family, _, name = label.partition(" ")
+            if nft_family in ("inet", own) and name not in from_save:
+                out.append((rs.source, label))
+    return out
+
+
+def unread_table_note(family: str, label: str) -> str:
+    save = "iptables-save" if family == "ipv4" else "ip6tables-save"
+    return (f"table {label} holds iptables-nft rules that nft -j prints without their matches: the "
+            f"{'IPv4' if family == 'ipv4' else 'IPv6'} verdicts leave it out. Give its {save} output "
+            f"too (--{save.split('-')[0]} FILE), or run on the live host")
 
 
 def _nft_parser():

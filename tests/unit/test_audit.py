@@ -337,3 +337,16 @@ def test_nft_dump_alone_names_the_iptables_nft_tables_it_cannot_show(tmp_path):
     assert unread == ["table ip filter", "table ip nat"]
     both = json.loads(run_cli(*base, "--iptables", str(fixtures / "iptables_nft.v4.save")).stdout)
     assert not [f for f in both["findings"] if f["id"] == "TW-TABLE-NOT-READ"]
+
+
+def test_diff_and_explain_name_the_iptables_nft_tables_an_nft_dump_cannot_show():
+    from pathlib import Path
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "nft"
+    nft = ["--nft", str(fixtures / "iptables_nft.json")]
+    notes = json.loads(run_cli("diff", *nft, "--format", "json").stdout)["notes"]
+    assert sum("table ip filter holds iptables-nft rules" in n for n in notes) == 1
+    explained = run_cli("explain", "tcp/22", "--family", "ipv4", *nft).stdout
+    assert "NOTE: table ip nat holds iptables-nft rules" in explained
+    both = run_cli("diff", *nft, "--iptables", str(fixtures / "iptables_nft.v4.save"), "--format", "json")
+    assert not [n for n in json.loads(both.stdout)["notes"] if "iptables-nft rules" in n]

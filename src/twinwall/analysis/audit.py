@@ -49,7 +49,7 @@ from twinwall.analysis.packetset import (
     make_box,
     remote_sources,
 )
-from twinwall.loader import load_rulesets
+from twinwall.loader import load_rulesets, unread_table_note, unread_tables
 from twinwall.model import (
     FAMILIES,
     FAMILY_LABEL,
@@ -532,29 +532,10 @@ def _legacy_and_nft_findings(snapshot: HostSnapshot) -> List[Finding]:
 
 
 def _unread_table_findings(family: str, rulesets: Sequence) -> List[Finding]:
-    """An iptables-nft table an ``nft -j`` dump could not show (its xt matches come without
-    their arguments) is left out of that dump's ruleset; unless an iptables-save dump of the
-    family holds the table, the verdicts do not see its rules, and the admin must be told."""
-    from_save = {name for rs in rulesets if rs.kind == "iptables" for name in rs.tables}
-    findings = []
-    for rs in rulesets:
-        for label in getattr(rs, "excluded_tables", ()):
-            nft_family, _, name = label.partition(" ")
-            if nft_family not in ("inet", {IPV4: "ip", IPV6: "ip6"}[family]) or name in from_save:
-                continue
-            save = "iptables-save" if family == IPV4 else "ip6tables-save"
-            findings.append(
-                Finding(
-                    "TW-TABLE-NOT-READ",
-                    "high",
-                    family,
-                    f"table {label} holds iptables-nft rules that nft -j prints without their matches: "
-                    f"the {FAMILY_LABEL[family]} verdicts leave it out. Give its {save} output too "
-                    f"(--{save.split('-')[0]} FILE), or audit the live host",
-                    evidence=[f"{rs.source}: table {label}"],
-                )
-            )
-    return findings
+    return [
+        Finding("TW-TABLE-NOT-READ", "high", family, unread_table_note(family, label), evidence=[f"{source}: table {label}"])
+        for source, label in unread_tables(family, rulesets)
+    ]
 
 
 def _probe(

@@ -83,6 +83,7 @@ from twinwall.analysis.roles import (
     start_box,
 )
 from twinwall.errors import InputError
+from twinwall.loader import unread_table_note, unread_tables
 from twinwall.model import IPV4, IPV6
 from twinwall.ruleset import Decision
 
@@ -383,9 +384,14 @@ def diff_contexts(contexts: Dict[str, object], hooks: Sequence[str] = HOOKS, kee
         parallel = rule_count(sides) >= FORK_MIN_RULES
     with _gc_paused():
         roles_filter, notes = common_roles(sides, hooks)
+        notes += [note for c in sides for note in _unread_notes(c.family, c.rulesets)]
         results = evaluate_sides(sides, hooks, roles_filter, parallel)
         comps = compare_hooks(hooks, results[0], results[1], keep_regions, parallel)
     return DiffResult(list(hooks), comps, sides[0].universe, roles_filter, notes)
+
+
+def _unread_notes(family: str, rulesets) -> List[str]:
+    return [unread_table_note(family, label) for _, label in unread_tables(family, rulesets)]
 
 
 def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[bool] = None) -> DiffResult:
@@ -410,11 +416,12 @@ def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[boo
         ctx = build_contexts(snapshot, rulesets)[family]
         if not ctx.rules_known:
             raise _missing_rules([family])
-        return evaluate_family(ctx, hooks, roles_filter), ctx.universe
+        return evaluate_family(ctx, hooks, roles_filter), ctx.universe, _unread_notes(family, ctx.rulesets)
 
     with _gc_paused():
         roles_filter, notes = common_roles([bare[IPV4], bare[IPV6]], hooks)
-        (out4, u4), (out6, u6) = run_jobs([lambda: walk(IPV4), lambda: walk(IPV6)], parallel)
+        (out4, u4, unread4), (out6, u6, unread6) = run_jobs([lambda: walk(IPV4), lambda: walk(IPV6)], parallel)
+        notes += unread4 + unread6
         universe = InterfaceUniverse(u4.specs() + u6.specs())
         out4 = _in_universe(out4, u4, universe)
         out6 = _in_universe(out6, u6, universe)

@@ -20,7 +20,7 @@ from twinwall.analysis.packetset import (
     to_cidrs,
 )
 from twinwall.errors import InputError
-from twinwall.loader import load_rulesets
+from twinwall.loader import load_rulesets, unread_table_note, unread_tables
 from twinwall.model import FAMILY_LABEL, PROTO_NUM, HostSnapshot
 
 
@@ -71,6 +71,8 @@ def explain_port(
                f"{' on ' + iface if iface else ''}")
     for rs in ctx.rulesets:
         out.append(f"  ruleset: {rs.source}")
+    for _, table in unread_tables(family, ctx.rulesets):
+        out.append(f"  NOTE: {unread_table_note(family, table)}")
 
     def trace(kind, depth, item, flows):
         pad = "    " + "  " * depth
