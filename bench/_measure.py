@@ -33,7 +33,7 @@ import statistics
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 STDERR_TAIL = 4000
 
@@ -378,3 +378,13 @@ print(json.dumps({"wall_s": wall, "maxrss_kib": usage.ru_maxrss, "user_s": usage
                   "sys_s": usage.ru_stime, "returncode": code, "stderr": stderr,
                   "timed_out": bool(timed_out)}))
 """.replace("TAIL", str(STDERR_TAIL))
+
+
+def progress_log(quiet: bool) -> Callable[[str], None]:
+    """The benchmarks' progress lines: on stderr, none with --quiet."""
+
+    def log(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    return log

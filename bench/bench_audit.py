@@ -51,6 +51,19 @@ def add_data_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
 
 
+def add_run_arguments(ap: argparse.ArgumentParser, target: float, target_help: str) -> None:
+    """The options of a run against iptables-restore / ip6tables-restore (audit and diff)."""
+    ap.add_argument("--repeat", type=int, default=3, help="runs per command (default 3)")
+    ap.add_argument("--python", default=sys.executable, help="interpreter that runs twinwall (default: this one)")
+    ap.add_argument("--iptables-restore", default="iptables-restore", help="IPv4 reference tool")
+    ap.add_argument("--ip6tables-restore", default="ip6tables-restore", help="IPv6 reference tool")
+    ap.add_argument("--reference-only", action="store_true", help="measure only the restore tools")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds before one twinwall run is killed (default 300)")
+    ap.add_argument("--target", type=float, default=target, help=f"{target_help} (default {target})")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+
 def ensure_data(args, log) -> Dict[str, object]:
     """Paths of the three data files plus their sizes: from --data, or generated (cached)."""
     if args.data:
@@ -159,22 +172,11 @@ def render_text(info, ref: M.Combined, cand: Optional[M.Measurement], cand_label
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(ap)
-    ap.add_argument("--repeat", type=int, default=3, help="runs per command (default 3)")
-    ap.add_argument("--python", default=sys.executable, help="interpreter that runs twinwall (default: this one)")
-    ap.add_argument("--iptables-restore", default="iptables-restore", help="IPv4 reference tool")
-    ap.add_argument("--ip6tables-restore", default="ip6tables-restore", help="IPv6 reference tool")
+    add_run_arguments(ap, 1.0, "ratio target for time and memory")
     ap.add_argument("--twinwall-cmd", metavar="CMD",
                     help="measure this command instead of twinwall audit ({iptables} {ip6tables} {sockets} are replaced)")
-    ap.add_argument("--reference-only", action="store_true", help="measure only the restore tools")
-    ap.add_argument("--timeout", type=float, default=300.0, help="seconds before one twinwall run is killed (default 300)")
-    ap.add_argument("--target", type=float, default=1.0, help="ratio target for time and memory (default 1.0)")
-    ap.add_argument("--json", action="store_true", help="print the result as JSON")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
-
-    def log(msg: str) -> None:
-        if not args.quiet:
-            print(msg, file=sys.stderr, flush=True)
+    log = M.progress_log(args.quiet)
 
     out_json = None
     try:

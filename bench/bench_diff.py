@@ -71,20 +71,9 @@ def render_text(info, ref: M.Combined, cand: Optional[M.Measurement], verdict, r
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     BA.add_data_arguments(ap)
-    ap.add_argument("--repeat", type=int, default=3, help="runs per command (default 3)")
-    ap.add_argument("--python", default=sys.executable, help="interpreter that runs twinwall (default: this one)")
-    ap.add_argument("--iptables-restore", default="iptables-restore", help="IPv4 reference tool")
-    ap.add_argument("--ip6tables-restore", default="ip6tables-restore", help="IPv6 reference tool")
-    ap.add_argument("--reference-only", action="store_true", help="measure only the restore tools")
-    ap.add_argument("--timeout", type=float, default=300.0, help="seconds before one twinwall run is killed (default 300)")
-    ap.add_argument("--target", type=float, default=TARGET, help=f"time ratio target (default {TARGET})")
-    ap.add_argument("--json", action="store_true", help="print the result as JSON")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    BA.add_run_arguments(ap, TARGET, "time ratio target")
     args = ap.parse_args(argv)
-
-    def log(msg: str) -> None:
-        if not args.quiet:
-            print(msg, file=sys.stderr, flush=True)
+    log = M.progress_log(args.quiet)
 
     try:
         info = BA.ensure_data(args, log)
