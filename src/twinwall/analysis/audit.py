@@ -57,7 +57,9 @@ from twinwall.model import (
     IPV6,
     PROTO_NUM,
     HostSnapshot,
+    WILDCARD_ADDRESSES,
     ListeningSocket,
+    is_loopback_address,
     merge_same_sockets,
 )
 
@@ -214,11 +216,6 @@ def _dedupe(sockets: Sequence[ListeningSocket]) -> List[ListeningSocket]:
     return sorted(merge_same_sockets(sockets), key=lambda s: (s.protocol, s.port, s.family, s.address))
 
 
-def is_loopback(address: str) -> bool:
-    a = address.split("%")[0]
-    return a.startswith("127.") or a == "::1" or a.startswith("::ffff:127.")
-
-
 def _precheck(sock: ListeningSocket, family: str, disabled: bool) -> Optional[FamilyVerdict]:
     if disabled:
         return FamilyVerdict(DISABLED, reason="IPv6 is disabled on the host")
@@ -230,7 +227,7 @@ def _precheck(sock: ListeningSocket, family: str, disabled: bool) -> Optional[Fa
             (IPV6, IPV4): "IPv6-only socket (v6only=1 or a specific IPv6 address)",
         }.get((sock.family, family), "the socket does not accept this family")
         return FamilyVerdict(NOT_BOUND, reason=why)
-    if is_loopback(sock.address):
+    if is_loopback_address(sock.address):
         return FamilyVerdict(LOCAL_ONLY, reason="bound to a loopback address")
     return None
 
@@ -379,15 +376,18 @@ def _service_findings(services: Sequence[ServiceReport]) -> List[Finding]:
                         row=row,
                     )
                 )
-        gap = _family_gap(svc.label(), svc.name, svc.verdicts, row)
+        gap = _family_gap(svc.label(), svc.name, svc.verdicts, {IPV4: row, IPV6: row})
         if gap is not None:
             findings.append(gap)
     findings += _twin_socket_gaps(services)
     return findings
 
 
-def _family_gap(label: str, name: str, verdicts: Dict[str, FamilyVerdict], row: int) -> Optional[Finding]:
-    """TW-FAMILY-GAP when one family reaches the service more widely than the other."""
+def _family_gap(
+    label: str, name: str, verdicts: Dict[str, FamilyVerdict], rows: Dict[str, int]
+) -> Optional[Finding]:
+    """TW-FAMILY-GAP when one family reaches the service more widely than the other; it belongs
+    to the row (``rows``: per family) of the wider one."""
     v4, v6 = verdicts[IPV4], verdicts[IPV6]
     if not (v4.status in REACH_RANK and v6.status in REACH_RANK and v4.status != v6.status):
         return None
@@ -404,7 +404,7 @@ def _family_gap(label: str, name: str, verdicts: Dict[str, FamilyVerdict], row: 
         service=name,
         cis=CIS[(wide, "open-ports")],
         evidence=[f"{FAMILY_LABEL[f]}: {line}" for f in (wide, narrow) for line in cite(verdicts[f].decided_by[:3])],
-        row=row,
+        row=rows[wide],
     )
 
 
@@ -420,7 +420,7 @@ def _twin_socket_gaps(services: Sequence[ServiceReport]) -> List[Finding]:
     groups: Dict[tuple, Tuple[List[int], List[int]]] = {}
     for row, svc in enumerate(services):
         s = svc.socket
-        if svc.dnat is not None or is_loopback(s.address):
+        if svc.dnat is not None or is_loopback_address(s.address):
             continue
         takes4, takes6 = s.accepts_family(IPV4), s.accepts_family(IPV6)
         if takes4 == takes6:
@@ -431,15 +431,14 @@ def _twin_socket_gaps(services: Sequence[ServiceReport]) -> List[Finding]:
         for r4 in rows4:
             for r6 in rows6:
                 a, b = services[r4], services[r6]
-                wildcards = a.socket.address in ("0.0.0.0", "*") and b.socket.address in ("::", "*")
+                wildcards = a.socket.address in WILDCARD_ADDRESSES and b.socket.address in WILDCARD_ADDRESSES
                 if not (wildcards or (a.socket.process and a.socket.process == b.socket.process)):
                     continue
                 verdicts = {IPV4: a.verdicts[IPV4], IPV6: b.verdicts[IPV6]}
-                row = r4 if REACH_RANK.get(verdicts[IPV4].status, -1) > REACH_RANK.get(verdicts[IPV6].status, -1) else r6
                 process = a.socket.process or b.socket.process
                 on = f"{display_address(a.socket.address, None)} and {display_address(b.socket.address, True)}"
                 label = f"{a.name} ({process + ' on ' if process else 'on '}{on})"
-                gap = _family_gap(label, a.name, verdicts, row)
+                gap = _family_gap(label, a.name, verdicts, {IPV4: r4, IPV6: r6})
                 if gap is not None:
                     findings.append(gap)
     return findings

@@ -14,7 +14,7 @@ from twinwall.analysis.packetset import (
     loopback_addresses,
     prefix_interval,
 )
-from twinwall.model import FAMILIES, HostSnapshot
+from twinwall.model import FAMILIES, WILDCARD_ADDRESSES, HostSnapshot, is_loopback_address
 from twinwall.ruleset import Ruleset
 
 
@@ -103,24 +103,29 @@ def offline_socket_addresses(snapshot: HostSnapshot, family: str) -> List[str]:
     (not wildcards or loopback; link-local ones are: a neighbour reaches them)."""
     found = []
     for sock in snapshot.sockets:
-        addr = sock.address.split("%")[0]
-        if family == "ipv4" and addr.startswith("::ffff:"):
-            addr = addr[7:]  # an IPv4-mapped bind takes that IPv4 address's connections
-        if addr in ("0.0.0.0", "::", "*", "") or (":" in addr) != (family == "ipv6"):
-            continue
-        if addr.startswith("127.") or addr == "::1":
+        addr = _bound_address(sock.address, family)
+        if addr is None or (":" in addr) != (family == "ipv6") or is_loopback_address(addr):
             continue
         found.append(addr)
     return found
 
 
+def _bound_address(address: str, family: str) -> Optional[str]:
+    """The address a socket is bound to, as ``family`` sees it: None for the wildcard, no zone,
+    and for IPv4 an IPv4-mapped bind's IPv4 address (it takes that address's connections)."""
+    addr = address.split("%")[0]
+    if addr in WILDCARD_ADDRESSES:
+        return None
+    if family == "ipv4" and addr.startswith("::ffff:"):
+        return addr[7:]
+    return addr
+
+
 def socket_destinations(ctx: FamilyContext, address: str) -> Optional[tuple]:
     """Destination addresses a remote client can use to reach a socket bound to ``address``."""
-    if address in ("0.0.0.0", "::", "*", ""):
+    addr = _bound_address(address, ctx.family)
+    if addr is None:
         return ctx.remote_targets
-    addr = address.split("%")[0]
-    if ctx.family == "ipv4" and addr.startswith("::ffff:"):
-        addr = addr[7:]
     try:
         return (prefix_interval(addr, ctx.family),)
     except ValueError:
