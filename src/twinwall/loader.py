@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Dict, List, Sequence, Tuple
 
 from twinwall.errors import InputError
-from twinwall.model import FAMILIES, HostSnapshot, RulesetText
+from twinwall.model import FAMILIES, FAMILY_LABEL, IPV4, HostSnapshot, RulesetText
 from twinwall.ruleset import Ruleset
 
 
@@ -52,7 +52,7 @@ def unread_tables(family: str, rulesets: Sequence[Ruleset]) -> List[Tuple[str, s
     dump left out (its xt matches come without their arguments) and no iptables-save dump of
     the family supplies: rules no verdict of that family can see."""
     from_save = {name for rs in rulesets if rs.kind == "iptables" for name in rs.tables}
-    own = {"ipv4": "ip", "ipv6": "ip6"}[family]
+    own = "ip" if family == IPV4 else "ip6"
     out = []
     for rs in rulesets:
         for label in getattr(rs, "excluded_tables", ()):
@@ -63,10 +63,10 @@ def unread_tables(family: str, rulesets: Sequence[Ruleset]) -> List[Tuple[str, s
 
 
 def unread_table_note(family: str, label: str) -> str:
-    save = "iptables-save" if family == "ipv4" else "ip6tables-save"
+    tool = "iptables" if family == IPV4 else "ip6tables"
     return (f"table {label} holds iptables-nft rules that nft -j prints without their matches: the "
-            f"{'IPv4' if family == 'ipv4' else 'IPv6'} verdicts leave it out. Give its {save} output "
-            f"too (--{save.split('-')[0]} FILE), or run on the live host")
+            f"{FAMILY_LABEL[family]} verdicts leave it out. Give its {tool}-save output too "
+            f"(--{tool} FILE), or run on the live host")
 
 
 def _nft_parser():

@@ -14,6 +14,8 @@ IPV4 = "ipv4"
 IPV6 = "ipv6"
 FAMILIES = (IPV4, IPV6)
 FAMILY_LABEL = {IPV4: "IPv4", IPV6: "IPv6"}
+# the protocols of the sockets twinwall audits, by IP protocol number
+PROTO_NUM = {"tcp": 6, "udp": 17}
 # how a socket bound to every address of the host shows its address ("*": older ss)
 WILDCARD_ADDRESSES = frozenset(("0.0.0.0", "::", "*", ""))
 
@@ -22,8 +24,6 @@ def is_loopback_address(address: str) -> bool:
     """127.0.0.0/8, ::1 or an IPv4-mapped 127.x address (a zone suffix allowed)."""
     a = address.split("%")[0]
     return a.startswith("127.") or a == "::1" or a.startswith("::ffff:127.")
-# the protocols of the sockets twinwall audits, by IP protocol number
-PROTO_NUM = {"tcp": 6, "udp": 17}
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from twinwall.commands.inputs import add_input_arguments, snapshot_from_args
+from twinwall.commands.inputs import add_input_arguments, dump_options, snapshot_from_args
 from twinwall.errors import InputError
 
 DESCRIPTION = """\
@@ -77,9 +77,7 @@ def _run_change(args: argparse.Namespace, write_json) -> int:
 
     if not (args.before and args.after):
         raise InputError("--before and --after go together: give both snapshots")
-    others = [args.snapshot, args.iptables, args.ip6tables, args.iptables_legacy, args.ip6tables_legacy, args.nft,
-              args.sockets]
-    if any(others) or args.address:
+    if args.snapshot or any(path for _, path in dump_options(args)) or args.address:
         raise InputError("--before/--after cannot be combined with --snapshot/--iptables/--ip6tables/--nft/--sockets")
     before = read_snapshot(args.before)
     after = read_snapshot(args.after)

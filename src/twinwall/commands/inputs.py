@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import List, Optional, Tuple
 
 from twinwall.errors import InputError
 from twinwall.model import IPV4, IPV6, HostSnapshot, InterfaceAddress, Ipv6State, RulesetText
@@ -59,7 +60,7 @@ def read_text(path: str, what: str) -> str:
 
 
 def snapshot_from_args(args: argparse.Namespace) -> HostSnapshot:
-    offline = [args.iptables, args.ip6tables, args.iptables_legacy, args.ip6tables_legacy, args.nft, args.sockets]
+    offline = [path for _, path in dump_options(args)]
     if args.snapshot:
         if any(offline):
             raise InputError("--snapshot cannot be combined with --iptables/--ip6tables/--nft/--sockets")
@@ -86,7 +87,7 @@ def unreadable_rulesets(snapshot: HostSnapshot, args: argparse.Namespace, comman
 
 def offline_snapshot(args: argparse.Namespace) -> HostSnapshot:
     snap = HostSnapshot(hostname="", sockets_known=bool(args.sockets))
-    stdin_users = [opt for opt, path in _file_options(args) if path == "-"]
+    stdin_users = [opt for opt, path in dump_options(args) if path == "-"]
     if len(stdin_users) > 1:
         raise InputError(f"only one input can be read from standard input ('-'): {', '.join(stdin_users)}")
     dumps = [
@@ -125,7 +126,8 @@ def offline_snapshot(args: argparse.Namespace) -> HostSnapshot:
     return snap
 
 
-def _file_options(args: argparse.Namespace):
+def dump_options(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
+    """(option, FILE or None) of each saved-dump input."""
     return [
         ("--iptables", args.iptables),
         ("--ip6tables", args.ip6tables),
