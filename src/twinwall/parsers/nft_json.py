@@ -556,14 +556,15 @@ class _View:
         t = self.by_label[chain.table]
         rules = t.rule_dicts(rules)
         for n, r in enumerate(rules, 1):
+            compiler = _RuleCompiler(self, t, chain, n, r)
             try:
-                out.extend(_RuleCompiler(self, t, chain, n, r).compile())
+                out.extend(compiler.compile())
             except InputError:
                 raise
             except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
                 raise InputError(
-                    f"{self.rs.source}: {chain.table} {chain.name} rule {n} (handle {r.get('handle')}): "
-                    f"not understood ({type(exc).__name__}: {exc}): {json.dumps(r.get('expr'))[:200]}"
+                    f"{compiler.where()}: not understood ({type(exc).__name__}: {exc}): "
+                    f"{json.dumps(r.get('expr'))[:200]}"
                 ) from None
         return out
 
