@@ -1,0 +1,154 @@
+"""The findings catalogue: every finding twinwall can raise, in one table.
+
+Each entry says what the finding is (id, default severity, a one-line title), where a compliance
+suite files it (CIS reference), what an admin should read (help) and which remedy kind `twinwall
+fix` offers for it. The audit takes ids, severities and CIS texts from here; report formats
+(SARIF rule metadata, JUnit, HTML) and the README's findings table are checked against it.
+
+This module is a leaf: it imports nothing from twinwall, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+SEVERITIES: Tuple[str, ...] = ("info", "low", "medium", "high", "critical")
+
+# CIS Benchmark (Debian/Ubuntu "iptables" section) controls, per family and topic.
+CIS: Dict[Tuple[str, str], str] = {
+    ("ipv4", "default-deny"): "CIS 4.4.2.1 Ensure iptables default deny firewall policy",
+    ("ipv4", "loopback"): "CIS 4.4.2.2 Ensure iptables loopback traffic is configured",
+    ("ipv4", "established"): "CIS 4.4.2.3 Ensure iptables outbound and established connections are configured",
+    ("ipv4", "open-ports"): "CIS 4.4.2.4 Ensure iptables firewall rules exist for all open ports",
+    ("ipv6", "default-deny"): "CIS 4.4.3.1 Ensure ip6tables default deny firewall policy",
+    ("ipv6", "loopback"): "CIS 4.4.3.2 Ensure ip6tables loopback traffic is configured",
+    ("ipv6", "established"): "CIS 4.4.3.3 Ensure ip6tables outbound and established connections are configured",
+    ("ipv6", "open-ports"): "CIS 4.4.3.4 Ensure ip6tables firewall rules exist for all open ports",
+}
+
+
+@dataclass(frozen=True)
+class FindingKind:
+    """One kind of finding. ``severity`` is the default; the audit may raise or lower it for one
+    instance (a family gap is high when one side is open, medium otherwise) and says why in
+    ``severity_rule``. ``cis_topic`` keys :data:`CIS` with the finding's family. ``remedy`` names
+    the `twinwall fix` strategy that addresses it (None: nothing to fix automatically)."""
+
+    id: str
+    severity: str
+    title: str
+    help: str
+    cis_topic: Optional[str] = None
+    remedy: Optional[str] = None
+    severity_rule: str = ""
+
+    def cis(self, family: Optional[str]) -> Optional[str]:
+        if self.cis_topic is None or family is None:
+            return None
+        return CIS.get((family, self.cis_topic))
+
+
+def _kinds(*kinds: FindingKind) -> Dict[str, FindingKind]:
+    return {k.id: k for k in kinds}
+
+
+CATALOGUE: Dict[str, FindingKind] = _kinds(
+    FindingKind(
+        "TW-FAMILY-GAP", "high",
+        "A service is reachable more widely over one IP family than the other",
+        "The IPv4 and IPv6 firewalls disagree about this service: one family lets more sources in "
+        "than its twin (typically ip6tables left at policy ACCEPT while iptables restricts the "
+        "port). Give the wider family the twin of the narrower family's restriction, or close the "
+        "port there.",
+        cis_topic="open-ports", remedy="mirror",
+        severity_rule="high when the wider family is open, medium when it is restricted",
+    ),
+    FindingKind(
+        "TW-NO-RULE", "medium",
+        "A listening service is reachable only because a chain policy is ACCEPT",
+        "No rule covers this open port: the chain's ACCEPT policy lets it in. The CIS control asks "
+        "for an explicit rule for every open port, so that a later default-deny policy does not "
+        "silently cut it.",
+        cis_topic="open-ports", remedy="accept-new",
+    ),
+    FindingKind(
+        "TW-NO-DEFAULT-DENY", "medium",
+        "New connections that no rule matches are accepted",
+        "The INPUT chain (or an empty FORWARD/OUTPUT chain) ends in policy ACCEPT: whatever the "
+        "rules forget is let in. Set the policy to DROP after accepting loopback, established "
+        "traffic and the services meant to be reachable.",
+        cis_topic="default-deny", remedy="baseline",
+        severity_rule="medium for INPUT, low for an empty FORWARD or OUTPUT with policy ACCEPT",
+    ),
+    FindingKind(
+        "TW-LOOPBACK-NOT-ACCEPTED", "medium",
+        "Loopback traffic is dropped",
+        "Local services talk to each other over lo; dropping it breaks them. Accept -i lo in "
+        "INPUT and -o lo in OUTPUT before any drop.",
+        cis_topic="loopback", remedy="baseline",
+    ),
+    FindingKind(
+        "TW-SPOOFED-LOOPBACK", "low",
+        "No rule drops loopback source addresses arriving on other interfaces",
+        "The kernel drops such martians, but the CIS control asks for an explicit rule "
+        "(-s 127.0.0.0/8 / -s ::1 on interfaces other than lo -j DROP).",
+        cis_topic="loopback", remedy="baseline",
+    ),
+    FindingKind(
+        "TW-ESTABLISHED-DROPPED", "low",
+        "Replies to this host's own outbound connections are dropped",
+        "Without an ESTABLISHED,RELATED accept in INPUT, replies to connections this host opens "
+        "cannot come back.",
+        cis_topic="established", remedy="baseline",
+    ),
+    FindingKind(
+        "TW-LEGACY-AND-NFT", "medium",
+        "Legacy (x_tables) and nf_tables rules are both loaded",
+        "A packet must pass both rulesets, and each tool (iptables-legacy, iptables-nft, nft) "
+        "shows only its own half. Move the rules to one backend.",
+    ),
+    FindingKind(
+        "TW-NO-RULESET", "medium",
+        "A family's ruleset could not be read",
+        "Without the rules no verdict can be trusted for that family: collect as root, or give "
+        "the saved dump.",
+        severity_rule="medium when other rulesets were read, info when none was",
+    ),
+    FindingKind(
+        "TW-TABLE-NOT-READ", "high",
+        "An iptables-nft table that nft -j cannot show was not read",
+        "nft -j prints iptables-nft's xt matches without their arguments, so that table's rules "
+        "are left out of the verdicts. Give the iptables-save / ip6tables-save dump as well.",
+    ),
+    FindingKind(
+        "TW-IPV6-DISABLED", "info",
+        "IPv6 is disabled on this host",
+        "The ip6tables controls do not apply while IPv6 is off (the evidence says how it is off).",
+    ),
+    FindingKind(
+        "TW-UNCERTAIN", "info",
+        "A verdict depends on a match twinwall cannot decide statically",
+        "Rate limits, recent lists, marks and similar matches depend on run-time state; twinwall "
+        "followed both outcomes and reports the wider one.",
+    ),
+    FindingKind(
+        "TW-EGRESS-FORWARD-DIFFER", "medium",
+        "OUTPUT or FORWARD treat IPv4 and IPv6 differently",
+        "An egress or forwarding rule exists in one family only (the tcp/25 story: IPv4 spam "
+        "blocked, IPv6 not). Run 'twinwall diff' for the traffic classes.",
+        remedy="egress",
+    ),
+    FindingKind(
+        "TW-EGRESS-FORWARD-NOT-COMPARED", "info",
+        "Output and forward rules were not compared (very large ruleset)",
+        "On very large rulesets the audit leaves the comparison of OUTPUT and FORWARD to "
+        "'twinwall diff'.",
+    ),
+)
+
+
+def kind(finding_id: str) -> FindingKind:
+    """The catalogue entry of ``finding_id`` (KeyError for an id the catalogue lacks: every
+    finding the audit raises must be catalogued, and a test checks it)."""
+    return CATALOGUE[finding_id]

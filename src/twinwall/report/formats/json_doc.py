@@ -1,0 +1,13 @@
+"""--format json: the versioned document itself."""
+
+from __future__ import annotations
+
+from twinwall.report.json_out import dumps
+from twinwall.report.registry import AUDIT, DIFF, FLEET, SCAN, Format, RenderOptions
+
+
+def _render(document, options: RenderOptions) -> str:
+    return dumps(document, pretty=bool(options.extra.get("pretty"))).decode("utf-8") + "\n"
+
+
+FORMAT = Format("json", "the versioned JSON document", frozenset({AUDIT, DIFF, SCAN, FLEET}), _render)

@@ -1,0 +1,90 @@
+"""The output-format registry: every `--format NAME` twinwall knows, in one table.
+
+A format renders a *versioned document* (``twinwall.audit/1``, ``twinwall.diff/1``,
+``twinwall.scan/1``, ``twinwall.fleet/1``: plain JSON-shaped dicts), never analysis objects, so
+it works the same on a fresh run, on a saved JSON file (``twinwall report FILE.json --format
+NAME``) and on many hosts at once (a fleet document holds one audit document per host).
+
+Each format is one module under ``twinwall.report.formats`` exposing ``FORMAT``, a
+:class:`Format`. The registry imports a format's module only when that format is chosen, so a
+command pays only for the format it prints.
+
+A command asks :func:`choices` for its ``--format`` choices and calls :func:`render`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
+
+AUDIT = "twinwall.audit/1"
+DIFF = "twinwall.diff/1"
+SCAN = "twinwall.scan/1"
+FLEET = "twinwall.fleet/1"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What a renderer may need beyond the document. ``fail_on``: the severity threshold
+    (JUnit failures, exit codes); ``location``: the path SARIF cites when a finding has no rules
+    file of its own (a live audit: the snapshot path); ``color``: ANSI colour in text output;
+    ``extra``: format-specific settings."""
+
+    fail_on: str = "medium"
+    location: Optional[str] = None
+    color: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Format:
+    """``render(document, options)`` returns the output as text (a trailing newline
+    included). ``documents``: the schemas it renders."""
+
+    name: str
+    help: str
+    documents: FrozenSet[str]
+    render: Callable[[Dict[str, Any], RenderOptions], str]
+
+
+# name -> module, in the order --help lists them. A format module not listed here is not a format.
+_MODULES: Dict[str, str] = {
+    "json": "twinwall.report.formats.json_doc",
+}
+
+_loaded: Dict[str, Format] = {}
+
+
+def register_module(name: str, module: str) -> None:
+    """Add a format module (used by the format modules' own tests; the shipped formats are
+    listed in ``_MODULES``)."""
+    _MODULES[name] = module
+
+
+def get(name: str) -> Format:
+    if name not in _loaded:
+        module = importlib.import_module(_MODULES[name])
+        _loaded[name] = module.FORMAT
+    return _loaded[name]
+
+
+def names() -> List[str]:
+    return list(_MODULES)
+
+
+def choices(schema: str, extra: Tuple[str, ...] = ()) -> List[str]:
+    """The --format choices for a command printing ``schema`` documents: ``extra`` (formats the
+    command renders itself, such as the table) first, then every registered format for it."""
+    return list(extra) + [n for n in _MODULES if n not in extra and schema in get(n).documents]
+
+
+def render(name: str, document: Dict[str, Any], options: Optional[RenderOptions] = None) -> str:
+    fmt = get(name)
+    schema = document.get("schema")
+    if schema not in fmt.documents:
+        from twinwall.errors import InputError
+
+        raise InputError(f"format {name!r} does not render {schema!r} documents "
+                         f"(it renders: {', '.join(sorted(fmt.documents))})")
+    return fmt.render(document, options or RenderOptions())
