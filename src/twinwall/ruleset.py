@@ -31,6 +31,8 @@ NOTRACK = "NOTRACK"  # raw: the packet becomes UNTRACKED
 QUEUE = "QUEUE"  # handed to user space: verdict unknown
 UNKNOWN = "UNKNOWN"  # a target twinwall does not model: treated as non-terminal, named
 
+LOG_TARGETS = frozenset(("LOG", "NFLOG", "ULOG"))  # iptables targets that log and go on
+
 NO_TABLE = "(none)"  # Decision.table when no table hooks the path at all
 
 @dataclass
@@ -47,6 +49,15 @@ class Rule:
     target: str = ""  # chain for JUMP/GOTO; the source's target name otherwise
     # DNAT/REDIRECT: (destination interval set or None for "local", port interval set or None)
     nat_to: Optional[Tuple] = None
+    # where the rule sits in its dump, for findings, SARIF locations and fix positions: the
+    # 1-based line of an iptables-save dump; an nft rule's handle (nft -j prints one line)
+    line: Optional[int] = None
+    handle: Optional[int] = None
+    logs: bool = False  # the rule logs what it matches (nft's log statement; see rule_logs)
+
+    def rule_logs(self) -> bool:
+        """Whether the packets this rule matches are logged (-j LOG/NFLOG/ULOG, nft log)."""
+        return self.logs or (self.action == CONTINUE and self.target in LOG_TARGETS)
 
 
 class Decision(NamedTuple):
@@ -61,6 +72,8 @@ class Decision(NamedTuple):
     policy: Optional[str]
     source: str = ""  # which ruleset (e.g. "iptables-save (nft)"), filled by the evaluator
     action: str = ""  # the rule's action (ACCEPT, JUMP, ...) or the policy, when known
+    line: Optional[int] = None  # the rule's line in its iptables-save dump (Rule.line)
+    handle: Optional[int] = None  # the nft rule's handle (Rule.handle)
 
     def to_dict(self) -> Dict:
         d: Dict = {"table": self.table, "chain": self.chain}

@@ -422,7 +422,7 @@ class Evaluator:
             if trace:
                 trace("match", depth, rule, matched)
             current = rest
-            decision = Decision(rule.table, rule.chain, rule.number, rule.text, None, rs.source, action)
+            decision = Decision(rule.table, rule.chain, rule.number, rule.text, None, rs.source, action, rule.line, rule.handle)
             if action in (ACCEPT, DROP, REJECT, QUEUE, NAT_DONE):
                 for f in matched:
                     ended.append((Flow(f.box, (decision, f.trail), f.uncertain, f.origin), "nat" if action == NAT_DONE else action))

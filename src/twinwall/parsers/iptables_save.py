@@ -227,9 +227,9 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
     ruleset = Ruleset(family=family, source=source)
     compiler = _Compiler(ruleset)
     table: Optional[Table] = None
-    # chain -> pieces of its source: a block of "-A" lines (each ending in a newline), or one
-    # line on its own; and chain -> how many rules they hold
-    pending: Dict[str, List[str]] = {}
+    # chain -> pieces of its source: (first line number, a block of "-A" lines each ending in a
+    # newline, or one line on its own); and chain -> how many rules they hold
+    pending: Dict[str, List[Tuple[int, str]]] = {}
     counts: Dict[str, int] = {}
     block = _RULE_BLOCK.match
     size = len(text)
@@ -245,7 +245,7 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
                 pieces = pending.get(name)
                 if pieces is None:
                     pieces = _new_pending(table, pending, counts, name)
-                pieces.append(piece)
+                pieces.append((lineno + 1, piece))
                 counts[name] += n
                 lineno += n
                 pos = m.end()
@@ -277,7 +277,7 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
             pieces = pending.get(name)
             if pieces is None:
                 pieces = _new_pending(table, pending, counts, name)
-            pieces.append(line)
+            pieces.append((lineno, line))
             counts[name] += 1
         elif c == ":":
             if table is None:
@@ -323,7 +323,7 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
     return ruleset
 
 
-def _new_pending(table: Table, pending: Dict[str, List[str]], counts: Dict[str, int], name: str) -> List[str]:
+def _new_pending(table: Table, pending: Dict[str, List[Tuple[int, str]]], counts: Dict[str, int], name: str) -> List[Tuple[int, str]]:
     if name not in table.chains:
         # iptables-restore would refuse this; a missing declaration is unambiguous
         table.chains[name] = Chain(table.name, name)
@@ -333,7 +333,7 @@ def _new_pending(table: Table, pending: Dict[str, List[str]], counts: Dict[str, 
 
 
 def _finish_table(
-    table: Optional[Table], pending: Dict[str, List[str]], counts: Dict[str, int], compiler: "_Compiler"
+    table: Optional[Table], pending: Dict[str, List[Tuple[int, str]]], counts: Dict[str, int], compiler: "_Compiler"
 ) -> None:
     if table is None:
         return
@@ -349,15 +349,20 @@ def _finish_table(
         chain.set_source(pieces, compile_chain, count)
 
 
-def _source_lines(pieces: List[str]) -> List[str]:
-    """A chain's rule lines from its source pieces (blocks of lines, or single lines)."""
+def _source_lines(pieces: List[Tuple[int, str]]) -> Tuple[List[str], List[int]]:
+    """A chain's rule lines from its source pieces (blocks of lines, or single lines), and the
+    line of the dump each one is on."""
     lines: List[str] = []
-    for piece in pieces:
+    numbers: List[int] = []
+    for first, piece in pieces:
         if "\n" in piece:
-            lines.extend(line.rstrip() for line in piece.split("\n") if line)
+            block = [line.rstrip() for line in piece.split("\n") if line]
+            lines.extend(block)
+            numbers.extend(range(first, first + len(block)))
         else:
             lines.append(piece)
-    return lines
+            numbers.append(first)
+    return lines, numbers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,8 +379,8 @@ class _Compiler:
         # else (see set_target); compiling starts after parsing, when every chain is known
         self._actions: Dict[Tuple[str, str, str], str] = {}
 
-    def compile_chain(self, chain: Chain, pieces: List[str]) -> List[Rule]:
-        lines = _source_lines(pieces)
+    def compile_chain(self, chain: Chain, pieces: List[Tuple[int, str]]) -> List[Rule]:
+        lines, numbers = _source_lines(pieces)
         rules = []
         simple = _SIMPLE.fullmatch
         source_jump = _SOURCE_JUMP.fullmatch
@@ -402,6 +407,8 @@ class _Compiler:
                 raise InputError(
                     f"{self.ruleset.source}: {chain.table} {chain.name} rule {n}: {exc}: {line[:120]}"
                 ) from None
+        for rule, lineno in zip(rules, numbers):
+            rule.line = lineno
         return rules
 
     # -- values ------------------------------------------------------------------------------

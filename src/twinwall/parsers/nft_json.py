@@ -558,7 +558,14 @@ class _View:
         for n, r in enumerate(rules, 1):
             compiler = _RuleCompiler(self, t, chain, n, r)
             try:
-                out.extend(compiler.compile())
+                compiled = compiler.compile()
+                # where the rule is (its handle) and whether it logs, for findings and fixes
+                handle = r.get("handle")
+                logs = any(isinstance(e, dict) and "log" in e for e in r.get("expr") or ())
+                for rule in compiled:
+                    rule.handle = handle if isinstance(handle, int) else None
+                    rule.logs = logs
+                out.extend(compiled)
             except InputError:
                 raise
             except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:

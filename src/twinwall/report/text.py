@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
-from twinwall.analysis.audit import SEVERITIES, AuditReport, Finding
+from twinwall.analysis.audit import AuditReport, Finding
+from twinwall.findings import SEVERITIES
 from twinwall.analysis.verdicts import FILTERED, LOCAL_ONLY, OPEN, RESTRICTED, display_address
 from twinwall.model import FAMILY_LABEL
 
@@ -57,8 +58,8 @@ def render_audit(report: AuditReport, color: bool = False) -> str:
     out.append("")
     by_row: Dict[int, List[Finding]] = {}
     for f in report.findings:
-        if f.row is not None:
-            by_row.setdefault(f.row, []).append(f)
+        for row in f.table_rows():
+            by_row.setdefault(row, []).append(f)
     rows = []
     for i, svc in enumerate(report.services):
         s = svc.socket
@@ -107,6 +108,8 @@ def render_audit(report: AuditReport, color: bool = False) -> str:
                 out.append(f"      {f.cis}")
             for e in f.evidence[:4]:
                 out.append(f"      - {e}")
+            if f.fix:
+                out.append(f"      fix: {f.fix}")
     else:
         out.append("No findings.")
     if snap.missing:

@@ -100,6 +100,8 @@ def snapshot_from_json(doc: Any, name: str = "snapshot") -> HostSnapshot:
             c.fail(f"addresses[{i}].prefixlen", f"{a['prefixlen']} is out of range")
     for i, r in enumerate(rulesets):
         c.enum(r, f"rulesets[{i}].", "family", FAMILIES + ("inet",))
+    for key, value in doc.get("sysctls", {}).items():
+        c.check(value, f"sysctls.{key}", str)
     return HostSnapshot.from_dict(doc)
 
 
@@ -118,6 +120,7 @@ _TOP: _Spec = {
     "rulesets": ("list", False, False),
     "missing": ("list:str", False, False),
     "table_sources": ("list", False, False),
+    "sysctls": (dict, False, False),
 }
 _SOCKET: _Spec = {
     "protocol": (str, True, False),
