@@ -117,6 +117,12 @@ class Case:
     ipv6_disabled: bool = False
     # (family, severity, service) that must appear among the findings
     findings: List[Tuple[str, str, str]] = field(default_factory=list)
+    # (family, severity) of the one TW-FAMILY-GAP that must list every service the clients find
+    # open over that family and filtered over the other (one cause, one finding), with no
+    # TW-NO-RULE repeating it
+    grouped_gap: Optional[Tuple[str, str]] = None
+    # (id, family) pairs that must not be among the findings
+    absent: List[Tuple[str, str]] = field(default_factory=list)
 
 
 BUILTIN_CHAINS = {
@@ -240,6 +246,29 @@ CASES.append(Case(
     v4=_RASH_V4,
     v6=None,
     findings=[(IPV6, "high", "tcp/53"), (IPV6, "high", "tcp/80")],
+))
+
+# Issue 10: a host whose ip6tables was never configured, seven services on "::". Today's audit
+# gave a family gap and a "no rule" finding per socket; one cause (the IPv6 INPUT policy
+# ACCEPT) must give one finding listing the services, each confirmed open over IPv6 by the real
+# clients. IPv4 logs what it drops (Rash's script) and never loopback: no logging findings.
+CASES.append(Case(
+    "ip6tables_never_configured_one_finding_per_cause",
+    "ip6tables never configured: one TW-FAMILY-GAP for all seven services, no TW-NO-RULE per socket",
+    services=[
+        dual("tcp", 25, ipv4=FILTERED, ipv6=OPEN),
+        dual("tcp", 53, ipv4=FILTERED, ipv6=OPEN),
+        dual("udp", 53, ipv4=FILTERED, ipv6=OPEN),
+        dual("tcp", 80, ipv4=FILTERED, ipv6=OPEN),
+        dual("tcp", 3306, ipv4=FILTERED, ipv6=OPEN),
+        dual("udp", 123, ipv4=FILTERED, ipv6=OPEN),
+        S("tcp", "0.0.0.0", 5432, ipv4=FILTERED, ipv6=NOT_BOUND),
+        S("tcp", "::", 5432, True, ipv4=NOT_BOUND, ipv6=OPEN),
+    ],
+    v4=_RASH_V4,
+    v6=None,
+    grouped_gap=(IPV6, "high"),
+    absent=[("TW-NO-RULE", IPV6), ("TW-DROP-NOT-LOGGED", IPV4), ("TW-LOOPBACK-LOGGED", IPV4)],
 ))
 
 # Seed 002 (Rackspace): the story is about OUTPUT (outbound mail over IPv6). Inbound audit does
@@ -820,11 +849,43 @@ def check_twinwall(topo: Topology, case: Case, report: Dict[str, Any]) -> List[s
     findings = report.get("findings") or []
     for family, severity, service in case.findings:
         if not any(f.get("family") == family and f.get("severity") == severity
-                   and f.get("service") == service for f in findings):
+                   and service in [f.get("service")] + [e.get("service") for e in f.get("services") or []]
+                   for f in findings):
             got = [(f.get("id"), f.get("family"), f.get("severity"), f.get("service"))
                    for f in findings]
             problems.append(f"no {severity} finding for {service} over {family} "
                             f"(the family gap); findings: {got}")
+    if case.grouped_gap is not None:
+        problems += _check_grouped_gap(case, findings)
+    for fid, family in case.absent:
+        if any(f.get("id") == fid and f.get("family") == family for f in findings):
+            problems.append(f"{fid} over {family} should not be raised: {[f['message'] for f in findings if f.get('id') == fid]}")
+    return problems
+
+
+def _check_grouped_gap(case: Case, findings: List[Dict[str, Any]]) -> List[str]:
+    """One cause, one finding: the wide family's gap lists exactly the services the real
+    clients reached over it (open) and not over the other family (filtered)."""
+    family, severity = case.grouped_gap  # type: ignore[misc]
+    other = IPV4 if family == IPV6 else IPV6
+    gaps = [f for f in findings if f.get("id") == "TW-FAMILY-GAP" and f.get("family") == family
+            and f.get("severity") == severity]
+    if len(gaps) != 1:
+        return [f"expected one {severity} TW-FAMILY-GAP over {family}, got {[g.get('message') for g in gaps]}"]
+    wide = {(s.proto, s.port) for s in case.services if s.want(family).status == OPEN}
+    narrow = {(s.proto, s.port) for s in case.services
+              if s.want(other).status == FILTERED or (s.want(other).status == NOT_BOUND and s.want(family).status == OPEN)}
+    expected = wide & {(p, port) for p, port in narrow
+                       if not any(x.proto == p and x.port == port and x.want(other).status == OPEN for x in case.services)}
+    listed = {(e["protocol"], e["port"]) for e in gaps[0].get("services") or []}
+    problems = []
+    if listed != expected:
+        problems.append(f"the grouped gap lists {sorted(listed)}, the clients found {sorted(expected)} "
+                        f"open over {family} only")
+    if gaps[0].get("service") is not None:
+        problems.append(f"a gap of {len(listed)} services names one service: {gaps[0].get('service')}")
+    if not gaps[0].get("fix") or not gaps[0].get("decided_by"):
+        problems.append(f"the grouped gap has no fix or no decided_by: {gaps[0]}")
     return problems
 
 
