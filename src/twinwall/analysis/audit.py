@@ -546,7 +546,9 @@ def _differing(members: Sequence[_Gap]) -> List[Cited]:
     out: Dict[Cited, None] = {}
     for g in members:
         shared = {_same(d) for d in g.verdicts[g.wide].decided_by} & {_same(d) for d in g.verdicts[g.narrow].decided_by}
-        for family, ends in ((g.wide, (ACCEPT,)), (g.narrow, (DROP, REJECT))):
+        # a restricted twin's accept rules say what to mirror, its drops what it turns away
+        narrow_ends = (DROP, REJECT, ACCEPT) if g.verdicts[g.narrow].status == RESTRICTED else (DROP, REJECT)
+        for family, ends in ((g.wide, (ACCEPT,)), (g.narrow, narrow_ends)):
             trail = g.verdicts[family].decided_by
             picked = [d for d in trail if (d.policy or d.action) in ends and _same(d) not in shared]
             for d in picked or trail[:3]:
