@@ -517,10 +517,8 @@ def _group_gaps(gaps: Sequence[_Gap], services: Sequence[ServiceReport]) -> List
             message = (f"{members[0].label} is {ws} over {wl} but {ns} over {nl}: the {wl} firewall does "
                        "not match its twin")
         else:
-            shown = ", ".join(g.label for g in members[:MESSAGE_SERVICES])
-            more = f" and {len(members) - MESSAGE_SERVICES} more" if len(members) > MESSAGE_SERVICES else ""
             message = (f"{wl} {_cause_text(cause)}: {len(members)} services are {ws} over {wl} but {ns} over "
-                       f"{nl}: {shown}{more}")
+                       f"{nl}: {_listed([g.label for g in members])}")
         f = finding(
             "TW-FAMILY-GAP",
             wide,
@@ -531,11 +529,7 @@ def _group_gaps(gaps: Sequence[_Gap], services: Sequence[ServiceReport]) -> List
             subject={"services": _service_names(services, rows)},
             hook=_hook(services, rows),
         )
-        f.services = [_subject(services[g.rows[wide]], g.verdicts) for g in members]
-        f.rows = rows
-        f.row = rows[0]
-        f.service = services[rows[0]].name if len(members) == 1 else None
-        findings.append(f)
+        findings.append(_about(services, rows, f, [_subject(services[g.rows[wide]], g.verdicts) for g in members]))
     return findings
 
 
@@ -571,14 +565,18 @@ def _cause_text(cause: Sequence[Decision]) -> str:
     return cause[0].describe() + (f" (and {len(cause) - 1} more)" if len(cause) > 1 else "")
 
 
+def _listed(texts: Sequence[str]) -> str:
+    """``"a, b, c and 4 more"``: at most MESSAGE_SERVICES of them named."""
+    more = len(texts) - MESSAGE_SERVICES
+    return ", ".join(texts[:MESSAGE_SERVICES]) + (f" and {more} more" if more > 0 else "")
+
+
 def _service_names(services: Sequence[ServiceReport], rows: Sequence[int]) -> str:
-    names = list(dict.fromkeys(services[r].name for r in rows))
-    return ", ".join(names[:MESSAGE_SERVICES]) + (f" and {len(names) - MESSAGE_SERVICES} more" if len(names) > MESSAGE_SERVICES else "")
+    return _listed(list(dict.fromkeys(services[r].name for r in rows)))
 
 
 def _labels(services: Sequence[ServiceReport], rows: Sequence[int]) -> str:
-    shown = ", ".join(services[r].label() for r in rows[:MESSAGE_SERVICES])
-    return shown + (f" and {len(rows) - MESSAGE_SERVICES} more" if len(rows) > MESSAGE_SERVICES else "")
+    return _listed([services[r].label() for r in rows])
 
 
 def _hook(services: Sequence[ServiceReport], rows: Sequence[int]) -> str:
@@ -601,11 +599,11 @@ def _subject(svc: ServiceReport, verdicts: Optional[Dict[str, FamilyVerdict]] = 
     }
 
 
-def _about(services: Sequence[ServiceReport], rows: List[int], f: Finding) -> Finding:
-    """Give a finding its services (``service`` and ``row`` too when there is one)."""
+def _about(services: Sequence[ServiceReport], rows: List[int], f: Finding, subjects: Optional[List[Dict]] = None) -> Finding:
+    """Give a finding its services (``service`` too when there is one; ``row`` the first)."""
     f.rows = rows
     f.row = rows[0]
-    f.services = [_subject(services[r]) for r in rows]
+    f.services = subjects if subjects is not None else [_subject(services[r]) for r in rows]
     f.service = services[rows[0]].name if len(rows) == 1 else None
     return f
 
