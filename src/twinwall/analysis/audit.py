@@ -450,17 +450,24 @@ def _service_findings(services: Sequence[ServiceReport], snapshot: HostSnapshot)
         findings.append(_about(services, rows, finding(
             "TW-NO-RULE", family, message, decided=[(family, d) for d in policies],
             subject={"services": names}, hook=_hook(services, rows))))
+    # rules that make the very same services uncertain are one cause (kube-proxy's statistic
+    # rules of one service's endpoints): one finding names them all
+    causes: Dict[tuple, List[str]] = {}
     for (family, entry), rows in uncertain.items():
+        causes.setdefault((family, tuple(rows)), []).append(entry)
+    for (family, rows_t), entries in causes.items():
+        rows = list(rows_t)
         label = FAMILY_LABEL[family]
         if len(rows) == 1:
             message = (f"{services[rows[0]].label()} over {label}: the verdict assumes matches twinwall "
                        "cannot decide may go either way")
         else:
-            message = (f"{entry}: the {label} verdicts of {len(rows)} services assume it may go either way: "
-                       f"{_labels(services, rows)}")
-        rule = [(family, d) for d in _decisions_named(services[rows[0]].verdicts[family], entry)]
+            message = (f"{_listed(entries)}: the {label} verdicts of {len(rows)} services assume "
+                       f"{'it' if len(entries) == 1 else 'they'} may go either way: {_labels(services, rows)}")
+        verdict = services[rows[0]].verdicts[family]
+        rules = [(family, d) for e in entries[:MAX_CITED] for d in _decisions_named(verdict, e)]
         findings.append(_about(services, rows, finding(
-            "TW-UNCERTAIN", family, message, decided=rule, evidence=[entry], hook=_hook(services, rows))))
+            "TW-UNCERTAIN", family, message, decided=rules, evidence=entries[:8], hook=_hook(services, rows))))
     return findings
 
 
@@ -862,7 +869,7 @@ def _policy_findings(
     lo_logged = _LogSeen()
     lo_in = _probe(ctx, loop, lo_mask, CT_NEW, dst=loop, trace=lo_logged)
     lo_out = ctx.evaluator(lo_logged).hook_path(
-        ("output",), [make_box(loop, loop, ctx.universe.all_mask, lo_mask, state=CT_NEW)]
+        ("output",), [make_box(loop, loop, ctx.universe.all_mask, lo_mask, state=CT_NEW)], nat=False
     )
     for chain, outcomes, where in (("INPUT", lo_in, "on"), ("OUTPUT", lo_out, "out of")):
         dropped = list(dict.fromkeys(d for o in outcomes if o.verdict != V_ACCEPT for d in o.decided_by))

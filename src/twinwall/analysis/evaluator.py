@@ -299,12 +299,13 @@ class Evaluator:
             outcomes.append(self._outcome(f, V_ACCEPT))
         return outcomes
 
-    def hook_path(self, hooks: Sequence[str], boxes: Sequence[Box]) -> List[Outcome]:
-        """Run packets through the given hooks in order, with no routing decision between."""
+    def hook_path(self, hooks: Sequence[str], boxes: Sequence[Box], nat: bool = True) -> List[Outcome]:
+        """Run packets through the given hooks in order, with no routing decision between
+        (``nat=False``: skipping nat chains, as local_input)."""
         flows = [Flow(b, None, (), b) for b in boxes]
         outcomes: List[Outcome] = []
         for hook in hooks:
-            flows = self.run_hook(hook, flows, outcomes)
+            flows = self.run_hook(hook, flows, outcomes, nat=nat)
         for f in flows:
             outcomes.append(self._outcome(f, V_ACCEPT))
         return outcomes
