@@ -299,3 +299,12 @@ def test_every_id_the_audit_can_raise_is_catalogued():
     assert raised and raised <= set(CATALOGUE), raised - set(CATALOGUE)
     for k in CATALOGUE.values():
         assert k.fix, f"{k.id} has no fix line"
+
+
+def test_table_names_each_finding_fix_and_marks_every_grouped_row():
+    from twinwall.report.text import render_audit
+
+    out = render_audit(audit_snapshot(dump_snapshot(V4, NEVER, SS)))
+    assert "      fix: add ip6tables INPUT rules restricting tcp/25, tcp/80, tcp/3306, udp/53, udp/123 like IPv4's" in out
+    rows = [line for line in out.splitlines() if line.startswith(("tcp ", "udp "))]
+    assert sum("high: TW-FAMILY-GAP" in r for r in rows) == 5
