@@ -96,7 +96,7 @@ class Decision(NamedTuple):
 
 
 class Chain:
-    __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile", "index")
+    __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile", "index", "line")
 
     def __init__(self, table: str, name: str, policy: Optional[str] = None):
         self.table = table
@@ -109,6 +109,7 @@ class Chain:
         # the evaluator's index of a long chain's rules (analysis.chain_index), built on its
         # first walk; False when the chain is not worth one
         self.index = None
+        self.line: Optional[int] = None  # the chain's declaration line in an iptables-save dump
 
     def set_source(self, source: List, compile_fn: Callable[["Chain", List], List[Rule]], count: Optional[int] = None) -> None:
         """Defer compiling: ``compile_fn(chain, source)`` runs on first access to ``rules``.

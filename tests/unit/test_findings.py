@@ -107,6 +107,7 @@ def test_rule_lines_survive_blocks_interleaving_and_counters():
     got = [(r.number, r.line) for r in rs.chain("filter", "INPUT").rules]
     assert got == [(1, 5), (2, 6), (3, 9), (4, 12)]
     assert [r.line for r in rs.chain("filter", "x").rules] == [7]
+    assert (rs.chain("filter", "INPUT").line, rs.chain("filter", "x").line) == (3, 4)
 
 
 def test_nft_rules_carry_their_handle_and_whether_they_log():
@@ -185,7 +186,8 @@ def test_loopback_must_be_accepted_in_output_too():
     found = by_id(audit_snapshot(dump_snapshot(no_out, FORWARD_OPEN, "")), "TW-LOOPBACK-NOT-ACCEPTED")
     assert [(f.family, f.hook) for f in found] == [("ipv4", "output")]
     assert "iptables -I OUTPUT 1 -o lo -j ACCEPT" in found[0].fix
-    assert any(d.policy == "DROP" and d.chain == "OUTPUT" for _, d in found[0].decided_by)
+    # the policy is cited where it is written (":OUTPUT DROP" is line 4 of the dump)
+    assert [(d.policy, d.line) for _, d in found[0].decided_by if d.chain == "OUTPUT"] == [("DROP", 4)]
 
 
 LOGGED = """\

@@ -854,7 +854,7 @@ def _policy_findings(
                     if forwarding is False:
                         continue  # the host does not forward this family: FORWARD decides nothing
                     evidence.append(_forwarding_fact(snapshot))
-                policy = Decision(base.table, base.chain, None, None, "ACCEPT", rs.source, "ACCEPT")
+                policy = Decision(base.table, base.chain, None, None, "ACCEPT", rs.source, "ACCEPT", chain.line)
                 findings.append(
                     finding(
                         "TW-NO-DEFAULT-DENY", family, f"{base.chain} has policy ACCEPT and no rules",

@@ -331,7 +331,7 @@ class Evaluator:
             # end of a base chain: its policy
             policy = chain.policy or "ACCEPT"
             cite = cites_accept_policy(rs, base, hook)
-            decision = Decision(base.table, base.chain, None, None, policy, rs.source, policy)
+            decision = Decision(base.table, base.chain, None, None, policy, rs.source, policy, chain.line)
             for f in returned:
                 if policy == "DROP":
                     outcomes.append(self._outcome(Flow(f.box, (decision, f.trail), f.uncertain, f.origin), V_DROP))

@@ -288,7 +288,8 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
             policy = parts[1] if len(parts) > 1 and parts[1] != "-" else None
             if policy is not None and policy not in ("ACCEPT", "DROP"):
                 raise InputError(f"{source}: line {lineno}: unknown chain policy {policy!r}")
-            table.chains[parts[0]] = Chain(table.name, parts[0], policy)
+            chain = table.chains[parts[0]] = Chain(table.name, parts[0], policy)
+            chain.line = lineno  # where the policy is written, for findings about it
         elif c == "*":
             name = line[1:].strip()
             if table is not None:
