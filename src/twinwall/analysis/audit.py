@@ -399,7 +399,7 @@ def _family_gap(
         "TW-FAMILY-GAP",
         severity,
         wide,
-        f"{label} is {ws} over {FAMILY_LABEL[wide]} but {ns} over "
+        f"{label} is {verdicts[wide].summary()} over {FAMILY_LABEL[wide]} but {verdicts[narrow].summary()} over "
         f"{FAMILY_LABEL[narrow]}: the {FAMILY_LABEL[wide]} firewall does not match its twin",
         service=name,
         cis=CIS[(wide, "open-ports")],
