@@ -126,3 +126,66 @@ def test_other_ports_get_an_empty_datagram():
     assert payloads.udp_payload(1900).startswith(b"M-SEARCH")
     nb = payloads.udp_payload(137)
     assert len(nb) == 50 and nb[12] == 0x20
+
+
+# ---------------------------------------------------------------- congestion window
+
+
+def test_window_grows_while_answers_come_back_and_stops_at_the_ceiling():
+    from twinwall.scan.engine import Congestion
+
+    w = Congestion(initial=10, ceiling=40)
+    assert w.window == 10
+    for _ in range(5):
+        w.in_flight += 1
+        w.release(True, 0.1)
+    assert w.window == 15  # slow start: one more per answer
+    for _ in range(100):
+        w.in_flight += 1
+        w.release(True, 0.1)
+    assert w.window == 40 and w.peak == 40
+
+
+def test_unanswered_tries_halve_the_window_once_per_wait():
+    from twinwall.scan.engine import Congestion
+
+    w = Congestion(initial=32, ceiling=100)
+    w.in_flight = 3
+    w.release(False, 60.0)
+    assert w.window == 16 and w.threshold == 16
+    w.release(False, 60.0)  # the same burst of drops: not a second congestion event
+    assert w.window == 16 and w.backoffs == 1
+    w.release(True, 60.0)  # above the threshold: a window's worth of answers adds one
+    assert 16 < w.window < 16.1
+    w.in_flight = 1
+    w.release(None, 60.0)  # UDP silence says nothing of the network
+    assert 16 < w.window < 16.1 and w.backoffs == 1
+
+
+def test_fixed_timing_keeps_the_whole_window():
+    from twinwall.scan.engine import Congestion
+
+    w = Congestion(initial=10, ceiling=300, adaptive=False)
+    assert w.window == 300
+    w.in_flight = 1
+    w.release(False, 0.0)
+    assert w.window == 300
+
+
+def test_acquire_waits_for_room_in_the_window():
+    import asyncio
+
+    from twinwall.scan.engine import Congestion
+
+    async def scenario():
+        w = Congestion(initial=2, ceiling=2)
+        await w.acquire()
+        await w.acquire()
+        third = asyncio.ensure_future(w.acquire())
+        await asyncio.sleep(0)
+        assert not third.done() and w.in_flight == 2
+        w.release(True, 0.1)
+        await asyncio.wait_for(third, 5)
+        assert w.in_flight == 2
+
+    asyncio.run(scenario())
