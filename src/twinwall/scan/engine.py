@@ -121,10 +121,10 @@ class Congestion:
 
     Slow start adds one try per answer (the window doubles each round trip) up to the
     threshold, then one per window's worth of answers. An unanswered try halves the window and
-    sets the threshold there, at most once per ``backoff_every`` seconds (one burst of drops is
-    one congestion event, not a hundred). A firewall that drops silently slows the scan down
-    like a congested link: both look the same from here. The ceiling (``--concurrency``) and
-    the token bucket (``--rate``) stay the politeness caps."""
+    sets the threshold there, unless the network has shown it delivers: a try sent *after* it
+    was answered already (a firewall dropping some ports, not a congested path), or it was
+    sent before the last halving (one burst of losses is one congestion event, as in nmap).
+    The ceiling (``--concurrency``) and the token bucket (``--rate``) stay the politeness caps."""
 
     def __init__(self, initial: int, ceiling: int, adaptive: bool = True):
         self.ceiling = max(1, ceiling)
@@ -133,33 +133,35 @@ class Congestion:
         self.adaptive = adaptive
         self.in_flight = 0
         self.last_backoff = -1e9
+        self.last_answered_sent = -1e9  # when the newest try that got an answer was sent
         self.backoffs = 0
         self.peak = self.window
         self._waiters: List[asyncio.Future] = []
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float:
+        """Wait for room in the window; the time the try is sent (for ``release``)."""
         while self.in_flight >= int(self.window):
             fut = asyncio.get_running_loop().create_future()
             self._waiters.append(fut)
             await fut
         self.in_flight += 1
+        return time.monotonic()
 
-    def release(self, answered: Optional[bool], backoff_every: float) -> None:
-        """One try ended: answered (True), unanswered (False) or silent as an open UDP port may
-        be (None: says nothing of the network)."""
+    def release(self, answered: Optional[bool], sent: float) -> None:
+        """The try sent at ``sent`` ended: answered (True), unanswered (False) or silent as an
+        open UDP port may be (None: says nothing of the network)."""
         self.in_flight -= 1
         if self.adaptive and answered is not None:
             if answered:
+                self.last_answered_sent = max(self.last_answered_sent, sent)
                 self.window += 1.0 if self.window < self.threshold else 1.0 / self.window
                 self.window = min(self.window, float(self.ceiling))
                 self.peak = max(self.peak, self.window)
-            else:
-                now = time.monotonic()
-                if now - self.last_backoff >= backoff_every:
-                    self.last_backoff = now
-                    self.backoffs += 1
-                    self.threshold = max(2.0, self.window / 2)
-                    self.window = self.threshold
+            elif sent > self.last_answered_sent and sent > self.last_backoff:
+                self.last_backoff = time.monotonic()
+                self.backoffs += 1
+                self.threshold = max(2.0, self.window / 2)
+                self.window = self.threshold
         free = int(self.window) - self.in_flight
         while free > 0 and self._waiters:
             fut = self._waiters.pop(0)
@@ -409,14 +411,13 @@ class Scanner:
         tries = 0
         while True:
             tries += 1
-            wait = est.timeout()
-            await self.window.acquire()
+            sent = await self.window.acquire()
             state = None
             try:
                 await self.bucket.acquire()
-                state, reason, rtt = await _tcp_try(loop, fam, sa, wait)
+                state, reason, rtt = await _tcp_try(loop, fam, sa, est.timeout())
             finally:
-                self.window.release(state is not None, wait)
+                self.window.release(state is not None, sent)
             if rtt is not None:
                 est.update(rtt)
             if state is not None:
@@ -439,8 +440,7 @@ class Scanner:
                 return ProbeResult(UDP, port, addr.family, addr.address, state, reason, 0)
             while True:
                 tries += 1
-                wait = est.timeout()
-                await self.window.acquire()
+                sent = await self.window.acquire()
                 state = None
                 try:
                     await self.bucket.acquire()
@@ -452,10 +452,10 @@ class Scanner:
                     except OSError as exc:
                         state, reason = classify_error(UDP, exc.errno or 0, read_icmp_error(sock))
                         return ProbeResult(UDP, port, addr.family, addr.address, state, reason, tries)
-                    state, reason = await _udp_wait(loop, sock, wait)
+                    state, reason = await _udp_wait(loop, sock, est.timeout())
                 finally:
                     # (UDP silence is the usual answer of an open port: it is not congestion)
-                    self.window.release(True if state is not None else None, wait)
+                    self.window.release(True if state is not None else None, sent)
                 if state is not None:
                     rtt = loop.time() - start
                     est.update(rtt)
