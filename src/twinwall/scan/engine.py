@@ -210,15 +210,20 @@ class TokenBucket:
             return
         if self._lock is None:
             self._lock = asyncio.Lock()
+        if not self._lock.locked() and self._take():
+            return  # (nobody waits: no lock round trip, the common case below the rate)
         async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-                self.stamp = now
-                if self.tokens >= 1.0:
-                    self.tokens -= 1.0
-                    return
+            while not self._take():
                 await asyncio.sleep((1.0 - self.tokens) / self.rate)
+
+    def _take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
 
 
 def read_icmp_error(sock: socket.socket) -> Optional[Tuple[int, int, int]]:
