@@ -135,17 +135,9 @@ class FamilyExplanation:
         return "\n".join(out) + "\n"
 
 
-def explain_port(
-    snapshot: HostSnapshot,
-    family: str,
-    proto: str,
-    port: int,
-    source: Optional[str] = None,
-    iface: Optional[str] = None,
-    dest: Optional[str] = None,
-    sport: Optional[int] = None,
-) -> str:
-    return explain(snapshot, family, proto, port, source, iface, dest, sport).text()
+def explain_port(*args, **kwargs) -> str:
+    """The walk as text: ``explain(...)`` with the same arguments, rendered."""
+    return explain(*args, **kwargs).text()
 
 
 def explain(
