@@ -55,7 +55,9 @@ class Want:
     outside one; "interface" - allowed_interfaces must match eth-a and not eth-b;
     "interface-except" - only "eth-b is not allowed" is checked (twinwall may spell "every
     interface but eth-b" as it likes); "source-port" - status only (the restriction is on the
-    client's source port, which allowed_sources cannot express).
+    client's source port, which allowed_sources cannot express); "combination" - status only
+    (the three lists cannot say it). Open and restricted verdicts are also checked against the
+    ``allowed`` combinations: they hold each client that connects, none that does not.
     decided: substrings that must all occur in one decided_by entry, rendered as
     "table=T chain=C rule=R" or "table=T chain=C policy=P".
     source_port: the inside client binds this source port for its probe."""
@@ -469,6 +471,23 @@ CASES.append(Case(
     """),
 ))
 
+# The three allowed_* lists hold the outside client's source and its interface here, yet the
+# firewall drops it: only the "allowed" combinations say who gets through.
+CASES.append(Case(
+    "a_source_allowed_on_one_interface_only",
+    "tcp/7200 accepts the inside network on eth-a, the outside network only on eth-a (where it "
+    "never arrives) and other hosts on eth-b: the outside client is dropped",
+    services=[
+        dual("tcp", 7200, ipv4=W(RESTRICTED, via="combination"), ipv6=W(RESTRICTED, via="combination")),
+    ],
+    **both("""
+        -A INPUT -i lo -j ACCEPT
+        -A INPUT -i eth-a -s {A} -p tcp --dport 7200 -j ACCEPT
+        -A INPUT -i eth-a -s {B} -p tcp --dport 7200 -j ACCEPT
+        -A INPUT -i eth-b -s {CN} -p tcp --dport 7200 -j ACCEPT
+    """),
+))
+
 CASES.append(Case(
     "restricted_by_source_with_negation",
     "-s, ! -s, a DROP of everyone else, a /32 and an iprange make services restricted; a "
@@ -820,8 +839,39 @@ def check_family(topo: Topology, case: Case, svc: Svc, family: str,
             if _iface_matches(ifaces, outside.server_if):
                 problems.append(f"{label}: allowed_interfaces {ifaces} include "
                                 f"{outside.server_if}, which the firewall drops")
+    if want.status in (OPEN, RESTRICTED):
+        problems += _check_allowed(topo, label, want, family, got)
     if problems:
         problems[-1] += f"  [{case.doc}]"
+    return problems
+
+
+EPHEMERAL_PORT = 40000  # stands for the port a client's kernel picks (32768-60999)
+
+
+def _holds(combo: Dict[str, Any], address: str, ifname: str, sport: int) -> bool:
+    ports = combo.get("source_ports") or []
+    return (_covers(combo.get("sources") or [], address)
+            and (combo.get("interfaces") == ["*"] or _iface_matches(combo.get("interfaces") or [], ifname))
+            and (ports == ["*"] or any(int(r.split("-")[0]) <= sport <= int(r.split("-")[-1]) for r in ports)))
+
+
+def _check_allowed(topo: Topology, label: str, want: Want, family: str, got: Dict[str, Any]) -> List[str]:
+    """The ``allowed`` combinations hold each client that connected (its address, the server
+    interface it arrives on, its source port) and none that did not."""
+    combos = got.get("allowed")
+    if not isinstance(combos, list) or not combos:
+        return [f"{label}: status {want.status} but no 'allowed' combinations: {combos!r}"]
+    problems = []
+    for client in (INSIDE, OUTSIDE):
+        link = topo.clients[client].link
+        connects = want.status == OPEN or client == INSIDE
+        sport = want.source_port if client == INSIDE and want.source_port else EPHEMERAL_PORT
+        held = any(_holds(c, link.client_address(family), link.server_if, sport) for c in combos)
+        if held != connects:
+            problems.append(f"{label}: allowed {combos} {'miss' if connects else 'hold'} the {client} client "
+                            f"{link.client_address(family)} on {link.server_if} from port {sport}, which "
+                            f"{'connects' if connects else 'does not connect'}")
     return problems
 
 

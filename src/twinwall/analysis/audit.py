@@ -521,8 +521,9 @@ def _group_gaps(gaps: Sequence[_Gap], services: Sequence[ServiceReport]) -> List
         wl, nl = FAMILY_LABEL[wide], FAMILY_LABEL[narrow]
         rows = [g.rows[wide] for g in members]
         if len(members) == 1:
-            message = (f"{members[0].label} is {ws} over {wl} but {ns} over {nl}: the {wl} firewall does "
-                       "not match its twin")
+            only = members[0].verdicts
+            message = (f"{members[0].label} is {only[wide].summary()} over {wl} but {only[narrow].summary()} "
+                       f"over {nl}: the {wl} firewall does not match its twin")
         else:
             message = (f"{wl} {_cause_text(cause)}: {len(members)} services are {ws} over {wl} but {ns} over "
                        f"{nl}: {_listed([g.label for g in members])}")

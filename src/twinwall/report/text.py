@@ -33,16 +33,7 @@ class Style:
 
 
 def _status_cell(verdict) -> str:
-    s = verdict.status
-    if s == RESTRICTED:
-        what = verdict.allowed_sources[:2] if verdict.allowed_sources != ["*"] else []
-        if verdict.allowed_interfaces and verdict.allowed_interfaces != ["*"]:
-            what = what + ["via " + ",".join(verdict.allowed_interfaces[:2])]
-        more = "" if len(verdict.allowed_sources) <= 2 else ",..."
-        s = f"restricted ({','.join(what)}{more})" if what else s
-    if verdict.uncertain:
-        s += " ?"
-    return s
+    return verdict.summary() + (" ?" if verdict.uncertain else "")
 
 
 def render_audit(report: AuditReport, color: bool = False) -> str:
