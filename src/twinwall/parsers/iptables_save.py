@@ -18,7 +18,6 @@ from typing import Dict, List, Optional, Tuple
 
 from twinwall.analysis.packetset import (
     CT_NAMES,
-    CT_NEW,
     DPORT,
     DST,
     GID,
@@ -29,6 +28,10 @@ from twinwall.analysis.packetset import (
     SPORT,
     SRC,
     STATE,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
     UID,
     address_space,
     complement as value_complement,
@@ -38,6 +41,7 @@ from twinwall.analysis.packetset import (
     iv_sub,
     multicast_addresses,
     prefix_interval,
+    tcp_flag_states,
 )
 from twinwall.errors import InputError
 from twinwall.parsers.protocols import IP_PROTOCOLS, PORT_PROTOCOLS
@@ -642,14 +646,10 @@ class _Compiler:
                 alternatives_extra.extend(({SPORT: p}, {DPORT: p}))
         elif opt in ("--state", "--ctstate"):
             add(STATE, ct_states(args[0]), neg)
-        elif opt == "--syn":
-            add(STATE, CT_NEW, neg)
+        elif opt == "--syn":  # what iptables-save prints as --tcp-flags FIN,SYN,RST,ACK SYN
+            add(STATE, tcp_flags_match(_SYN_MASK, TCP_SYN), neg)
         elif opt == "--tcp-flags":
-            mask, comp = tcp_flags(args[0]), tcp_flags(args[1])
-            syn_only = tcp_flags("SYN")
-            # A new connection's first packet carries SYN alone; other packets of the flow are
-            # not NEW. See the module docstring of analysis.packetset for the STATE dimension.
-            add(STATE, CT_NEW, neg != ((syn_only & mask) == comp))
+            add(STATE, tcp_flags_match(tcp_flags(args[0]), tcp_flags(args[1])), neg)
         elif opt == "--tcp-option":
             unknown.append("tcp-option")
         elif opt in ("--icmp-type", "--icmpv6-type"):
@@ -833,18 +833,24 @@ def ct_states(spec: str) -> int:
     return mask
 
 
+# libxt_tcp's flag names; its ALL is these six (ECE and CWR are tolerated, iptables has no name
+# for them)
 _TCP_FLAGS = {"FIN": 1, "SYN": 2, "RST": 4, "PSH": 8, "ACK": 16, "URG": 32, "ECE": 64, "CWR": 128}
+_TCP_ALL = 0x3F
+_SYN_MASK = TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK
+
+
+def tcp_flags_match(mask: int, comp: int) -> int:
+    """The conntrack states whose packets pass ``--tcp-flags MASK COMP`` (the flags in MASK
+    are examined; those in COMP must be set, the rest of MASK clear)."""
+    return tcp_flag_states(lambda flags: flags & mask == comp)
 
 
 def tcp_flags(spec: str) -> int:
-    if spec.upper() == "ALL":
-        return 0xFF
-    if spec.upper() == "NONE":
-        return 0
     mask = 0
     for f in spec.upper().split(","):
         if f == "ALL":
-            mask |= 0xFF
+            mask |= _TCP_ALL
         elif f == "NONE":
             continue
         elif f in _TCP_FLAGS:
