@@ -13,6 +13,7 @@ kept by name in ``Rule.unknown``: the evaluator then treats the rule as "may mat
 from __future__ import annotations
 
 import re
+import socket
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
@@ -420,11 +421,21 @@ class _Compiler:
         cached = self._addr_cache.get(spec)
         if cached is None:
             if "," in spec:
-                cached = iv_normalize(prefix_interval(p, self.family) for p in spec.split(","))
+                cached = iv_normalize(self.prefix(p) for p in spec.split(","))
             else:  # one prefix: what iv_normalize makes of its single (first, last) pair
-                cached = (tuple(prefix_interval(spec, self.family)),)
+                cached = (tuple(self.prefix(spec)),)
             self._addr_cache[spec] = cached
         return cached
+
+    def prefix(self, spec: str):
+        """One address or prefix; over IPv4, as iptables reads it, an address of fewer than four
+        parts is completed with zeros ("0/0", "10/8")."""
+        if self.family == "ipv4":
+            addr, sep, length = spec.partition("/")
+            parts = addr.split(".")
+            if len(parts) < 4 and all(p.isdigit() for p in parts):
+                spec = ".".join(parts + ["0"] * (4 - len(parts))) + sep + length
+        return prefix_interval(spec, self.family)
 
     def address_range(self, spec: str) -> Tuple:
         lo, _, hi = spec.partition("-")
@@ -881,8 +892,10 @@ class _Compiler:
 
 
 def _opt(args: List[str], name: str) -> Optional[str]:
+    """A target option's value; like iptables (getopt_long), a prefix of the name will do
+    ("--to" for --to-destination)."""
     for k, v in zip(args, args[1:]):
-        if k == name:
+        if k == name or (len(k) > 3 and k.startswith("--") and name.startswith(k)):
             return v
     return None
 
@@ -899,13 +912,24 @@ def _port(spec: str) -> Tuple:
 
 def ports(spec: str) -> Tuple:
     lo, sep, hi = spec.partition(":")
-    a = int(lo) if lo else 0
-    b = (int(hi) if hi else 65535) if sep else a
+    a = _port_number(lo) if lo else 0
+    b = (_port_number(hi) if hi else 65535) if sep else a
     if not (0 <= a <= 65535 and 0 <= b <= 65535):
         raise RuleSyntaxError(f"port out of range: {spec}")
     if a > b:
         a, b = b, a
     return ((a, b),)
+
+
+def _port_number(spec: str) -> int:
+    """A port by number or, as iptables takes it, by service name (iptables-save prints the
+    number)."""
+    if spec.isdigit():
+        return int(spec)
+    try:
+        return socket.getservbyname(spec)
+    except OSError:
+        raise RuleSyntaxError(f"unknown port or service {spec!r}") from None
 
 
 def port_list(spec: str) -> Tuple:
