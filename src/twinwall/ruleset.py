@@ -157,6 +157,23 @@ class BaseChain:
     kind: str = "filter"
 
 
+@dataclass(frozen=True)
+class LocalRoutes:
+    """The host's local routing table as xt_addrtype reads it with --limit-iface-in/out, for one
+    family: per interface name, the addresses whose local route is on it (type LOCAL; on
+    loopback an IPv4 address's whole prefix) and, IPv4 only, its subnet broadcast addresses
+    (type BROADCAST)."""
+
+    local: Dict[str, Tuple]
+    broadcast: Dict[str, Tuple]
+
+    def all_broadcast(self) -> Tuple:
+        out: List = []
+        for value in self.broadcast.values():
+            out.extend(value)
+        return tuple(sorted(out))
+
+
 @dataclass
 class Ruleset:
     family: str  # "ipv4" | "ipv6"
@@ -170,6 +187,9 @@ class Ruleset:
     # the host's own addresses, loopback included (for addrtype LOCAL / fib daddr type local),
     # bound with the universe; None: unknown
     local_addresses: Optional[Tuple] = None
+    # the same per interface (addrtype --limit-iface-in/out, subnet broadcasts), bound with the
+    # contexts; None: which interface holds which address is unknown (offline)
+    local_routes: Optional[LocalRoutes] = None
     # what the source is: "iptables" or "nftables", and front-ends recognised in it
     kind: str = "iptables"
     frontends: List[str] = field(default_factory=list)
