@@ -583,7 +583,7 @@ def _table_names(text: str) -> List[str]:
 
 
 # The expressions iptables-nft itself writes besides xt ones (ip/ip6tables-nft-save translates
-# them back faithfully). A rule with anything else (sets, maps, fib, ct, limit...) was added with
+# them back faithfully). A rule with anything else (sets, maps, fib, ct, quota...) was added with
 # nft, and iptables-nft-save cannot show it: 1.8.9 prints "ip saddr @s drop" as a bare "-j DROP".
 _IPT_META = ("iifname", "oifname", "iif", "oif", "l4proto", "protocol", "nfproto", "mark", "pkttype")
 _IPT_PAYLOAD = ("ip", "ip6", "tcp", "udp", "udplite", "sctp", "dccp", "th")
@@ -602,6 +602,17 @@ def _iptables_value(v) -> bool:
     return False
 
 
+# iptables-nft (1.8.9) writes `-m limit --limit R/UNIT --limit-burst B` as a native packet-rate
+# limit, never inverted, and iptables-nft-save prints it back as `-m limit`: nft -j shows it as
+# {"limit": {"rate": R, "burst": B, "per": UNIT}} (a byte rate adds rate_unit, `over` adds inv).
+_IPT_LIMIT_KEYS = frozenset(("rate", "burst", "per"))
+
+
+def _iptables_limit(body) -> bool:
+    return (isinstance(body, dict) and set(body) <= _IPT_LIMIT_KEYS
+            and isinstance(body.get("rate"), int) and not isinstance(body.get("rate"), bool))
+
+
 def _iptables_expr(e) -> bool:
     """Whether iptables-nft writes (and its save tool reads back) this expression."""
     if not isinstance(e, dict) or len(e) != 1:
@@ -609,6 +620,8 @@ def _iptables_expr(e) -> bool:
     key, body = next(iter(e.items()))
     if key in _IPT_STATEMENTS:
         return True
+    if key == "limit":
+        return _iptables_limit(body)
     if key != "match" or not isinstance(body, dict):
         return False
     left = body.get("left")
