@@ -51,6 +51,7 @@ class NftCase:
     iptables_nft: Optional[str] = None  # iptables-nft-restore input (IPv4)
     ip6tables_nft: Optional[str] = None
     iptables_legacy: Optional[str] = None  # iptables-legacy-restore input (IPv4)
+    ip6tables_legacy: Optional[str] = None  # ip6tables-legacy-restore input (IPv6)
     # extra checks on (report, collected snapshot) -> list of problems
     extra: Optional[Callable[[Dict[str, Any], Dict[str, Any]], List[str]]] = None
     findings: list = field(default_factory=list)
@@ -331,8 +332,17 @@ CASES.append(NftCase(
 def _check_legacy(report: Dict[str, Any], snap: Dict[str, Any]) -> List[str]:
     sources = [r.get("source") for r in snap.get("rulesets", [])]
     problems = []
-    if "iptables-legacy-save" not in sources:
-        problems.append(f"the legacy IPv4 table was not collected (rulesets: {sources})")
+    for tool in ("iptables-legacy-save", "ip6tables-legacy-save"):
+        if tool not in sources:
+            problems.append(f"the legacy table of {tool} was not collected (rulesets: {sources})")
+    # legacy rules beside a native inet table, in each family: a packet must pass both
+    raised = {f["family"]: f for f in report["findings"] if f["id"] == "TW-LEGACY-AND-NFT"}
+    for family in ("ipv4", "ipv6"):
+        f = raised.get(family)
+        if f is None:
+            problems.append(f"no TW-LEGACY-AND-NFT over {family}: {[x['id'] for x in report['findings']]}")
+        elif not any("inet native" in e for e in f["evidence"]):
+            problems.append(f"TW-LEGACY-AND-NFT over {family} does not cite the native table: {f['evidence']}")
     if "nft -j list ruleset" not in sources:
         problems.append(f"the nft ruleset was not collected (rulesets: {sources})")
     return problems
@@ -340,9 +350,11 @@ def _check_legacy(report: Dict[str, Any], snap: Dict[str, Any]) -> List[str]:
 
 CASES.append(NftCase(
     "legacy_tables_plus_native_nft",
-    "iptables-legacy (x_tables) and native nftables loaded at once: a packet must pass both",
+    "iptables-legacy and ip6tables-legacy (x_tables) and native nftables loaded at once: a packet "
+    "must pass both, and TW-LEGACY-AND-NFT says so for each family",
     services=[
         dual("tcp", 8000, ipv4=W(FILTERED, "--dport 8000"), ipv6=W(OPEN)),
+        dual("tcp", 8004, ipv4=W(OPEN), ipv6=W(FILTERED, "--dport 8004")),
         dual("tcp", 8001, ipv4=W(FILTERED, "table=inet native"), ipv6=W(FILTERED, "table=inet native")),
         dual("tcp", 8002, ipv4=OPEN, ipv6=OPEN),
         dual("tcp", 8003, ipv4=W(RESTRICTED, "192.0.2.0/24"), ipv6=W(RESTRICTED, "2001:db8:a::/64")),
@@ -353,6 +365,13 @@ CASES.append(NftCase(
 :OUTPUT ACCEPT [0:0]
 -A INPUT -p tcp -m tcp --dport 8000 -j DROP
 -A INPUT -p tcp -m tcp --dport 8003 ! -s 192.0.2.0/24 -j DROP
+COMMIT
+""",
+    ip6tables_legacy="""*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -p tcp -m tcp --dport 8004 -j DROP
 COMMIT
 """,
     nft="""
@@ -388,6 +407,8 @@ def _load(topo: Topology, case: NftCase) -> None:
     ns = topo.server
     if case.iptables_legacy is not None:
         netns_exec(ns, "iptables-legacy-restore", input=case.iptables_legacy)
+    if case.ip6tables_legacy is not None:
+        netns_exec(ns, "ip6tables-legacy-restore", input=case.ip6tables_legacy)
     if case.iptables_nft is not None:
         netns_exec(ns, "iptables-nft-restore", input=case.iptables_nft)
     if case.ip6tables_nft is not None:

@@ -743,18 +743,35 @@ def _forwarding_fact(snapshot: HostSnapshot) -> str:
 
 
 def _legacy_and_nft_findings(snapshot: HostSnapshot) -> List[Finding]:
+    """Legacy (x_tables) rules of a family loaded beside nf_tables ones: iptables-nft rules, or
+    native nft tables of the family (ip for IPv4, ip6 for IPv6) or inet."""
     findings = []
-    backends: Dict[str, set] = {}
+    legacy: Dict[str, List[str]] = {}
+    nf_tables: Dict[str, List[str]] = {}
     for text in snapshot.rulesets:
         if text.format == "iptables-save" and (text.text.startswith("-A ") or "\n-A " in text.text):
-            backends.setdefault(text.family, set()).add(text.backend)
-    for family, b in backends.items():
-        if {"legacy", "nft"} <= b:
+            side = legacy if text.backend == "legacy" else nf_tables if text.backend == "nft" else None
+            if side is not None:
+                side.setdefault(text.family, []).append(f"{ruleset_label(text)}: {text.backend} rules")
+    if not legacy:
+        return findings  # (the nft dump is read only when a legacy rule is loaded)
+    own = {"ip": (IPV4,), "ip6": (IPV6,), "inet": (IPV4, IPV6)}
+    for text in snapshot.rulesets:
+        if text.format != "nft-json" or not text.text:
+            continue
+        from twinwall.parsers.nft_json import filtering_tables  # (large: imported on use)
+
+        for label in filtering_tables(text.text, ruleset_label(text)):
+            for family in own.get(label.partition(" ")[0], ()):
+                nf_tables.setdefault(family, []).append(f"{ruleset_label(text)}: table {label}")
+    for family in FAMILIES:
+        if family in legacy and family in nf_tables:
             findings.append(
                 finding(
                     "TW-LEGACY-AND-NFT", family,
                     f"both legacy (x_tables) and nf_tables {FAMILY_LABEL[family]} rules are loaded: a packet "
                     "must pass both, and each tool shows only its own half",
+                    evidence=legacy[family] + nf_tables[family],
                 )
             )
     return findings

@@ -378,6 +378,26 @@ def xt_tables(text: str, source: str = "nft -j list ruleset") -> List[str]:
     return sorted(t.label for t in tables.values() if t.xt)
 
 
+def filtering_tables(text: str, source: str = "nft -j list ruleset") -> List[str]:
+    """Tables ("inet native", ...) of the ip, ip6 and inet families that can act on packets: a
+    base chain, and rules or a drop policy (pass 1 only: nothing is compiled)."""
+    tables = None
+    try:
+        tables = _split_fast(text, source)
+    except (ValueError, KeyError, TypeError, IndexError, StopIteration):
+        tables = None
+    if tables is None:
+        tables = _split(_load(text, source), source)
+    out = []
+    for t in tables.values():
+        if t.family not in ("ip", "ip6", "inet"):
+            continue
+        base = [c for c in t.chains.values() if isinstance(c, dict) and "hook" in c]
+        if base and (any(t.rules.values()) or any(c.get("policy") == "drop" for c in base)):
+            out.append(t.label)
+    return sorted(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # entry point
 
