@@ -164,9 +164,15 @@ class RulesetText:
     backend: str  # "nft" | "legacy" | "unknown"
     source: str  # the command or file it came from
     text: str
+    # nft-json only: the rule headers and `meta load nfproto` lines of `nft --debug=netlink list
+    # table inet T` (nft hides some inet rules' nfproto in both listings; see docs/snapshot.md)
+    netlink: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not d["netlink"]:
+            del d["netlink"]  # (optional: absent from the snapshots that have none)
+        return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "RulesetText":

@@ -23,11 +23,11 @@ import subprocess
 import threading
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from harness import Topology, netns_exec
+from harness import IPV4, IPV6, Topology, netns_exec
 from test_audit_scenarios import (
     FILTERED,
     OPEN,
@@ -54,6 +54,8 @@ class NftCase:
     ip6tables_legacy: Optional[str] = None  # ip6tables-legacy-restore input (IPv6)
     # extra checks on (report, collected snapshot) -> list of problems
     extra: Optional[Callable[[Dict[str, Any], Dict[str, Any]], List[str]]] = None
+    # (port, family) -> the raw result ("open", "closed", "filtered") the inside client must see
+    raw: Dict[Tuple[int, str], str] = field(default_factory=dict)
     findings: list = field(default_factory=list)
 
     def as_case(self) -> Case:
@@ -232,6 +234,46 @@ CASES.append(NftCase(
             }
         }
     """,
+))
+
+def _check_netlink(report: Dict[str, Any], snap: Dict[str, Any]) -> List[str]:
+    dumps = {r.get("source"): r for r in snap.get("rulesets", [])}
+    netlink = dumps.get("nft -j list ruleset", {}).get("netlink", "")
+    problems = [] if "meta load nfproto" in netlink else [f"no netlink form in the snapshot: {netlink!r}"]
+    if snap.get("missing"):
+        problems.append(f"missing: {snap['missing']}")
+    return problems
+
+
+CASES.append(NftCase(
+    "inet_hidden_nfproto_from_netlink",
+    "nft 1.0.6 prints `meta nfproto ipv6 tcp dport 3000 reject with tcp reset` without its nfproto "
+    "(nft list and nft -j), and `meta nfproto ipv6 meta l4proto ipv6-icmp accept` likewise; the "
+    "kernel compares it: twinwall reads it from `nft --debug=netlink`. IPv4 reaches tcp/3000, IPv6 "
+    "is reset; tcp/3001 the other way round",
+    services=[
+        dual("tcp", 3000, ipv4=W(OPEN, "3000, 3001, 3002"), ipv6=W(FILTERED, "tcp reset", "nfproto ipv6")),
+        dual("tcp", 3001, ipv4=W(FILTERED, "tcp reset", "nfproto ipv4"), ipv6=W(OPEN, "3000, 3001, 3002")),
+        dual("tcp", 3002, ipv4=OPEN, ipv6=OPEN),
+        dual("tcp", 3003, ipv4=W(FILTERED, "policy=DROP"), ipv6=W(FILTERED, "policy=DROP")),
+    ],
+    # policy drop: IPv6 works only because the (hidden-nfproto) ipv6-icmp rule lets neighbour
+    # discovery through
+    nft="""
+        table inet t {
+            chain input {
+                type filter hook input priority 0; policy drop;
+                ct state established,related accept
+                iifname "lo" accept
+                meta nfproto ipv6 meta l4proto ipv6-icmp accept
+                meta nfproto ipv6 tcp dport 3000 reject with tcp reset
+                meta nfproto ipv4 tcp dport 3001 reject with tcp reset
+                tcp dport { 3000, 3001, 3002 } accept
+            }
+        }
+    """,
+    extra=_check_netlink,
+    raw={(3000, IPV4): "open", (3000, IPV6): "closed", (3001, IPV4): "closed", (3001, IPV6): "open"},
 ))
 
 _IPT_NFT_V4 = """*filter
@@ -457,6 +499,12 @@ def test_nft_scenario(case: NftCase) -> None:
         worker.start()
         try:
             problems, table = check_real_clients(topo, case.as_case())
+            raw = list(case.raw.items())
+            got = topo.probe_many([topo.request("inside", topo.server_address("inside", family), port, "tcp")
+                                   for (port, family), _ in raw])
+            for ((port, family), want), res in zip(raw, got):
+                if res.result != want:
+                    problems.append(f"tcp/{port} over {family}: the inside client saw {res}, expected {want}")
         finally:
             worker.join()
         assert not problems, (

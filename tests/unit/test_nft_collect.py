@@ -18,11 +18,24 @@ def fixture(name: str) -> str:
     return (FIXTURES / name).read_text()
 
 
-def runner(stdout: str = "", rc: int = 0, error=None, stderr: str = ""):
+# `nft --debug=netlink list table inet NAME` of the fixtures' inet tables (see regenerate.py)
+NETLINK = {"native": "iptables_nft.netlink", "filter": "inet_filter.netlink", "t": "inet_nfproto.netlink"}
+
+
+def runner(stdout: str = "", rc: int = 0, error=None, stderr: str = "", netlink=None):
+    """A stand-in for run_command: ``stdout`` for nft -j, the fixtures' netlink listings (or
+    ``netlink``: table -> stdout) for nft --debug=netlink."""
     calls: List[List[str]] = []
 
     def run(argv, timeout=None):
         calls.append(list(argv))
+        if argv[:2] == ["nft", "--debug=netlink"] and not error:
+            table = argv[-1]
+            if netlink is None:
+                return CommandResult(list(argv), 0, fixture(NETLINK[table]), "")
+            if table not in netlink:
+                return CommandResult(list(argv), 1, "", f"Error: No such file or directory; table {table}\n")
+            return CommandResult(list(argv), 0, netlink[table], "")
         return CommandResult(list(argv), None if error else rc, stdout, stderr, error=error)
 
     run.calls = calls  # type: ignore[attr-defined]
@@ -46,7 +59,7 @@ def test_authority_per_table() -> None:
     snap = snapshot_with_iptables_nft()
     run = runner(fixture("iptables_nft.json"))
     nft = collect_nft_ruleset(snap, run)
-    assert run.calls == [["nft", "-j", "list", "ruleset"]]
+    assert run.calls == [["nft", "-j", "list", "ruleset"], ["nft", "--debug=netlink", "list", "table", "inet", "native"]]
     assert nft is not None and (nft.family, nft.format, nft.backend, nft.source) == ("inet", "nft-json", "nft", NFT_SOURCE)
     assert sources(snap) == {
         "ip filter": "iptables-save",  # xt matches: only iptables-nft-save has their parameters
@@ -165,3 +178,35 @@ def test_limits_iptables_nft_does_not_write_stay_native() -> None:
     collect_nft_ruleset(snap, runner(json.dumps({"nftables": items})))
     # a byte-rate `limit over` is nft's, which iptables-nft-save cannot show
     assert any("ip6 filter" in m and "mixed with native" in m for m in snap.missing), snap.missing
+
+
+def test_netlink_form_of_inet_rules_is_recorded() -> None:
+    """The snapshot keeps, per inet rule that compares meta nfproto, its netlink header and that
+    comparison: enough for the parser, a fraction of the listing."""
+    snap = HostSnapshot()
+    nft = collect_nft_ruleset(snap, runner(fixture("inet_nfproto.json")))
+    assert nft is not None and snap.missing == []
+    full = fixture("inet_nfproto.netlink")
+    assert nft.netlink and len(nft.netlink) < len(full) / 2
+    assert nft.netlink.splitlines()[:3] == ["inet t input 5 4", "  [ meta load nfproto => reg 1 ]",
+                                           "  [ cmp eq reg 1 0x0000000a ]"]
+    assert "inet t input 4 3" not in nft.netlink  # (iifname "lo" accept: no nfproto)
+    from twinwall.parsers.nft_json import netlink_nfproto
+
+    assert netlink_nfproto(nft.netlink) == netlink_nfproto(full)
+    again = HostSnapshot.from_dict(json.loads(json.dumps(snap.to_dict() | {"rulesets": [nft.to_dict()]})))
+    assert again.rulesets[0].netlink == nft.netlink
+    # no netlink listing: no field (snapshots without one stay as they were)
+    assert "netlink" not in RulesetText("ipv4", "iptables-save", "nft", "iptables-save", "").to_dict()
+
+
+def test_netlink_form_of_another_ruleset_is_not_used() -> None:
+    """The ruleset changed between nft -j and nft --debug=netlink (other handles): said, not used."""
+    snap = HostSnapshot()
+    other = fixture("inet_nfproto.netlink").replace("inet t input 6 5", "inet t input 60 5")
+    nft = collect_nft_ruleset(snap, runner(fixture("inet_nfproto.json"), netlink={"t": other}))
+    assert nft is not None and nft.netlink == ""
+    assert len(snap.missing) == 1 and "changed while it was read" in snap.missing[0]
+    snap = HostSnapshot()
+    nft = collect_nft_ruleset(snap, runner(fixture("inet_nfproto.json"), netlink={}))
+    assert nft is not None and nft.netlink == "" and "nft --debug=netlink list table inet t" in snap.missing[0]

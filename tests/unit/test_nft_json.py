@@ -477,3 +477,49 @@ def test_ports_at_the_edges_of_the_range_are_fine() -> None:
     t = doc(table("ip", "t"), chain("ip", "t", "input", "input", 0, "drop"),
             rule("ip", "t", "input", match(payload("tcp", "dport"), {"set": [0, 65535]}), {"accept": None}))
     assert packet(views_of(t)["ipv4"], "198.51.100.1", 65535)[0] == ["accept"]
+
+
+def test_hidden_nfproto_is_recovered_from_the_netlink_form() -> None:
+    """nft 1.0.6 leaves `meta nfproto` out of nft -j for `meta nfproto ipv6 tcp dport 3000 reject
+    with tcp reset` and the like; the kernel compares it (real output: inet_nfproto.*)."""
+    from twinwall.parsers.nft_json import netlink_nfproto
+
+    text, netlink = fixture("inet_nfproto.json"), fixture("inet_nfproto.netlink")
+    assert '"nfproto"' not in json.dumps([o for o in json.loads(text)["nftables"]
+                                          if o.get("rule", {}).get("handle") in (5, 6, 7)])
+    got = netlink_nfproto(netlink)
+    assert got[("inet", "t", "input", 5)] == ("ipv6",)  # meta l4proto ipv6-icmp accept
+    assert got[("inet", "t", "input", 6)] == ("ipv6",)  # tcp dport 3000 reject with tcp reset
+    assert got[("inet", "t", "input", 7)] == ("ipv4",)
+    assert got[("inet", "t", "input", 9)] == ("ipv6",)  # meta nfproto != ipv4
+    assert ("inet", "t", "input", 11) not in got  # meta nfproto vmap: a lookup, not a comparison
+    assert ("inet", "t", "input", 13) not in got
+    v = {rs.family: rs for rs in parse_nft_json(text, "test", netlink)}
+    blind = views(text)
+    verdicts, decisions, _ = packet(v["ipv4"], "198.51.100.1", 3000)
+    assert verdicts == ["accept"] and not any("3000 reject" in d for d in decisions)
+    assert packet(blind["ipv4"], "198.51.100.1", 3000)[0] == ["reject"]  # today's reading, without it
+    verdicts, decisions, _ = packet(v["ipv6"], "2001:db8:b::1", 3000)
+    assert verdicts == ["reject"]
+    assert any("tcp dport 3000 reject with tcp reset # handle 6 (meta nfproto ipv6: nft --debug=netlink)" in d
+               for d in decisions), decisions
+    assert packet(v["ipv4"], "198.51.100.1", 3001)[0] == ["reject"]
+    assert packet(v["ipv6"], "2001:db8:b::1", 3001)[0] == ["accept"]
+    assert packet(v["ipv4"], "198.51.100.1", 3004)[0] == ["reject"]  # via the nfproto vmap's jump
+    assert packet(v["ipv6"], "2001:db8:b::1", 3004)[0] == ["accept"]
+    assert packet(v["ipv4"], "198.51.100.1", 3005)[0] == ["accept"]
+    for port, v4, v6 in ((3002, "drop", "accept"), (3003, "accept", "drop"), (9997, "drop", "reject")):
+        for views_ in (v, blind):  # shown in nft -j, or told by the reject: the same either way
+            assert packet(views_["ipv4"], "198.51.100.1", port)[0] == [v4], port
+            assert packet(views_["ipv6"], "2001:db8:b::1", port)[0] == [v6], port
+
+
+def test_netlink_nfproto_reads_big_endian_words_and_ignores_other_tables() -> None:
+    from twinwall.parsers.nft_json import netlink_nfproto
+
+    text = ("inet t input 7 6\n  [ meta load nfproto => reg 8 ]\n  [ cmp eq reg 8 0x0a000000 ]\n"
+            "inet t input 8\n  [ meta load nfproto => reg 1 ]\n  [ cmp eq reg 2 0x00000002 ]\n"
+            "__set0 t 3 size 2\n\telement 00000002  : 0 [end]\n"
+            "inet t input 9\n  [ meta load nfproto => reg 1 ]\n  [ cmp eq reg 1 0x00000002 ]\n"
+            "  [ meta load nfproto => reg 1 ]\n  [ cmp eq reg 1 0x0000000a ]\n")
+    assert netlink_nfproto(text) == {("inet", "t", "input", 7): ("ipv6",), ("inet", "t", "input", 9): ()}

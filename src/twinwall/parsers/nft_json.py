@@ -24,6 +24,9 @@ What needs care:
   whole rule matches IPv4 packets only; an IPv6 packet is neither rejected nor dropped by it and
   goes on to the next rule. ``reject with icmpv6 type ...`` likewise applies to IPv6 only;
   ``icmpx`` and ``tcp reset`` serve both families (``tcp reset`` only tcp packets).
+* ``meta nfproto`` that nft leaves out of ``nft -j`` (``meta nfproto ipv6 tcp dport 3000 reject
+  with tcp reset``): recovered per rule handle from the ``nft --debug=netlink`` form the
+  collector records (:func:`netlink_nfproto`); without it such a rule applies to both families.
 * Verdict maps (``tcp dport vmap { 22 : accept, 80 : jump web }``) become one pseudo-rule per
   verdict, in order, each citing the original rule; ``dnat to ... map { ... }`` one per target.
 * Anything twinwall cannot decide (``limit``, ``meta mark``, ``ct status``, dynamic sets, ``fib``
@@ -151,7 +154,7 @@ class _TableData:
     dict, or a (start, end) span of the dump's text decoded when its chain is compiled; a set
     is a dict or a span decoded on first use."""
 
-    __slots__ = ("family", "name", "chains", "rules", "sets", "xt", "text", "ifnames")
+    __slots__ = ("family", "name", "chains", "rules", "sets", "xt", "text", "ifnames", "nfproto")
 
     def __init__(self, family: str, name: str, text: str = ""):
         self.family = family
@@ -162,6 +165,8 @@ class _TableData:
         self.xt = False
         self.text = text
         self.ifnames: set = set()  # interface names the rules mention (filled by the splitter)
+        # (chain, handle) -> the families the netlink form's `meta nfproto` lets the rule see
+        self.nfproto: Dict[Tuple[str, int], Tuple[str, ...]] = {}
 
     @property
     def label(self) -> str:
@@ -402,8 +407,56 @@ def filtering_tables(text: str, source: str = "nft -j list ruleset") -> List[str
 # entry point
 
 
-def parse_nft_json(text: str, source: str = "nft -j list ruleset") -> List[Ruleset]:
+# `nft --debug=netlink` (libnftnl) prints a rule as "FAMILY TABLE CHAIN HANDLE [POSITION]" and
+# then its expressions, one "  [ ... ]" line each; nfproto is loaded into a register and compared
+# (NFPROTO_IPV4 = 2, NFPROTO_IPV6 = 10, shown as the register's 32-bit word).
+_NETLINK_RULE_RE = re.compile(r"(ip|ip6|inet|arp|bridge|netdev) (\S+) (\S+) (\d+)(?: \d+)?\s*$")
+_NETLINK_NFPROTO_RE = re.compile(r"\s*\[ meta load nfproto => reg (\d+) \]\s*$")
+_NETLINK_CMP_RE = re.compile(r"\s*\[ cmp (eq|neq) reg (\d+) 0x([0-9a-fA-F]+) \]\s*$")
+_NFPROTO = {2: "ipv4", 10: "ipv6"}
+
+
+def netlink_nfproto(text: str) -> Dict[Tuple[str, str, str, int], Tuple[str, ...]]:
+    """(family, table, chain, handle) -> the families a rule's ``meta nfproto`` comparisons let
+    through, from ``nft --debug=netlink`` output (or the part of it the collector keeps).
+
+    nft 1.0.6 leaves out of both ``nft list`` and ``nft -j`` an inet rule's ``meta nfproto``
+    when it takes it for a dependency of what follows (``meta nfproto ipv6 tcp dport 3000 reject
+    with tcp reset``, ``meta nfproto ipv4 meta l4proto icmp accept``); the kernel still compares
+    it. A ``meta load nfproto`` followed by a ``cmp`` of that register is such a comparison;
+    any other use of the value (a set lookup, a concatenation) is not."""
+    out: Dict[Tuple[str, str, str, int], Tuple[str, ...]] = {}
+    key = None
+    loaded: Optional[str] = None  # register the previous line loaded nfproto into
+    for line in text.splitlines():
+        if not line.startswith((" ", "\t")):
+            m = _NETLINK_RULE_RE.match(line)
+            key = (m.group(1), m.group(2), m.group(3), int(m.group(4))) if m else None
+            loaded = None
+            continue
+        if key is None:
+            continue
+        if loaded is not None:
+            m = _NETLINK_CMP_RE.match(line)
+            if m and m.group(2) == loaded:
+                word = int(m.group(3), 16)
+                value = word if word in _NFPROTO else word >> 24  # (big-endian hosts)
+                fam = _NFPROTO.get(value)
+                if fam is not None:
+                    fams = (fam,) if m.group(1) == "eq" else tuple(f for f in ("ipv4", "ipv6") if f != fam)
+                    seen = out.get(key, ("ipv4", "ipv6"))
+                    out[key] = tuple(f for f in seen if f in fams)
+        m = _NETLINK_NFPROTO_RE.match(line)
+        loaded = m.group(1) if m else None
+    return out
+
+
+def parse_nft_json(text: str, source: str = "nft -j list ruleset", netlink: str = "") -> List[Ruleset]:
     """The IPv4 and the IPv6 ``Ruleset`` (kind "nftables") of an ``nft -j list ruleset`` dump.
+
+    ``netlink``: the ``nft --debug=netlink`` form of the inet tables (the snapshot's optional
+    ``netlink`` field), whose ``meta nfproto`` comparisons nft -j may leave out (see
+    :func:`netlink_nfproto`); without it such rules apply to both families.
 
     Each returned ruleset has two extra attributes: ``excluded_tables`` (iptables-nft tables
     left to iptables-nft-save) and ``notes`` (one sentence per table left out or ignored)."""
@@ -414,6 +467,11 @@ def parse_nft_json(text: str, source: str = "nft -j list ruleset") -> List[Rules
         tables = None  # not nft's own layout after all: decode the whole document instead
     if tables is None:
         tables = _split(_load(text, source), source)
+    if netlink:
+        for (fam, table, chain, handle), fams in netlink_nfproto(netlink).items():
+            t = tables.get((fam, table))
+            if t is not None and fam == "inet":
+                t.nfproto[(chain, handle)] = fams
     notes: List[str] = []
     excluded: List[str] = []
     for t in tables.values():
@@ -852,6 +910,13 @@ class _RuleCompiler:
             # silently vanish from the audit
             raise InputError(f'{self.where()}: "expr" is not a list: {json.dumps(exprs)[:80]}')
         text = rule_text(r)
+        fams = self.t.nfproto.get((self.chain.name, r.get("handle"))) if self.t.nfproto else None
+        if fams is not None:
+            # a `meta nfproto` nft -j does not show (the kernel compares it: nft --debug=netlink)
+            if self.family not in fams:
+                self.never = True
+            if len(fams) == 1 and "nfproto" not in text:
+                text += f" (meta nfproto {fams[0]}: nft --debug=netlink)"
         action = CONTINUE
         target = ""
         nat_to = None

@@ -9,7 +9,8 @@ What is read, and from where:
 * rulesets: ``iptables-save`` and ``ip6tables-save`` (whichever backend they use, told apart by
   their ``--version`` text), plus the other backend's dump when tables are loaded there too
   (``iptables-legacy-save`` when ``/proc/net/ip_tables_names`` lists tables, ``iptables-nft-save``
-  when the main tool is the legacy one);
+  when the main tool is the legacy one); ``nft -j list ruleset``, and for inet tables the
+  ``meta nfproto`` comparisons of ``nft --debug=netlink list table inet T``, which nft -j may hide;
 * host name, kernel release and the collection time (UTC).
 
 Nothing here raises for a fact it cannot read: each one is recorded as one sentence in
@@ -45,6 +46,7 @@ __all__ = [
     "read_sysctls",
     "collect_iptables_rulesets",
     "collect_nft_ruleset",
+    "collect_nft_netlink",
     "iptables_backend",
 ]
 
@@ -575,7 +577,66 @@ def collect_nft_ruleset(snap: HostSnapshot, run: Runner = run_command) -> Option
     if not any(isinstance(o, dict) and "table" in o for o in left) and covered >= {IPV4, IPV6}:
         return None  # no native table: the iptables dumps already say everything
     text = res.stdout if keep is None else json.dumps({"nftables": keep}) + "\n"
-    return RulesetText(family="inet", format="nft-json", backend="nft", source=NFT_SOURCE, text=text)
+    netlink = collect_nft_netlink(snap, left, run)
+    return RulesetText(family="inet", format="nft-json", backend="nft", source=NFT_SOURCE, text=text,
+                       netlink=netlink)
+
+
+def collect_nft_netlink(snap: HostSnapshot, items: List, run: Runner = run_command) -> str:
+    """The part of ``nft --debug=netlink list table inet T`` (each inet table with rules) that
+    says which rules compare ``meta nfproto``: each rule's header line ("inet T CHAIN HANDLE
+    [POSITION]") followed by its ``[ meta load nfproto => reg N ]`` lines and the line after
+    each. nft hides some of those comparisons in ``nft -j`` (``meta nfproto ipv6 tcp dport 3000
+    reject with tcp reset`` prints without it); the parser recovers them from here.
+
+    A table whose rule handles differ from the ``nft -j`` ones (the ruleset changed in between)
+    is left out and ``missing`` says so."""
+    handles: Dict[str, set] = {}
+    for obj in items:
+        rule = obj.get("rule") if isinstance(obj, dict) else None
+        if isinstance(rule, dict) and rule.get("family") == "inet":
+            handles.setdefault(str(rule.get("table")), set()).add((str(rule.get("chain")), rule.get("handle")))
+    out: List[str] = []
+    for table, want in handles.items():
+        argv = ["nft", "--debug=netlink", "list", "table", "inet", table]
+        res = run(argv, timeout=RULES_TIMEOUT)
+        if not res.ok:
+            snap.missing.append(f"{' '.join(argv)}: {res.reason()}: {_NFPROTO_UNKNOWN}")
+            continue
+        kept, seen = _netlink_nfproto_lines(res.stdout, f"inet {table} ")
+        if seen != want:
+            snap.missing.append(f"{' '.join(argv)}: the ruleset changed while it was read: {_NFPROTO_UNKNOWN}")
+            continue
+        out.extend(kept)
+    return "".join(line + "\n" for line in out)
+
+
+_NFPROTO_UNKNOWN = "inet rules whose meta nfproto nft -j does not show apply to both families"
+
+
+def _netlink_nfproto_lines(text: str, prefix: str) -> Tuple[List[str], set]:
+    """(kept lines, {(chain, handle)} of every rule header) of one table's netlink listing."""
+    kept: List[str] = []
+    seen = set()
+    header: Optional[str] = None  # the current rule's header, until it is kept
+    in_rule = take_next = False
+    for line in text.splitlines():
+        if take_next:
+            kept.append(line)
+            take_next = False
+        if not line.startswith((" ", "\t")):
+            words = line[len(prefix):].split() if line.startswith(prefix) else []
+            in_rule = 2 <= len(words) <= 3 and all(w.isdigit() for w in words[1:])
+            if in_rule:
+                seen.add((words[0], int(words[1])))
+            header = line if in_rule else None
+        elif in_rule and line.lstrip().startswith("[ meta load nfproto "):
+            if header is not None:
+                kept.append(header)
+                header = None
+            kept.append(line)
+            take_next = True
+    return kept, seen
 
 
 def _table_names(text: str) -> List[str]:

@@ -157,6 +157,7 @@ _RULESET: _Spec = {
     "backend": (str, False, True),
     "source": (str, False, True),
     "text": (str, True, False),
+    "netlink": (str, False, False),
 }
 _TABLE_SOURCE: _Spec = {
     "table": (str, True, False),
