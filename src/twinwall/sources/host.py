@@ -559,6 +559,10 @@ def _table_names(text: str) -> List[str]:
 _IPT_META = ("iifname", "oifname", "iif", "oif", "l4proto", "protocol", "nfproto", "mark", "pkttype")
 _IPT_PAYLOAD = ("ip", "ip6", "tcp", "udp", "udplite", "sctp", "dccp", "th")
 _IPT_STATEMENTS = ("counter", "accept", "drop", "return", "jump", "goto", "xt", "continue")
+# iptables-nft (1.8.x) writes `-m limit --limit R/UNIT --limit-burst B` as a native limit
+# expression, not an xt match (every ufw host has such rules), and reads it back; an inverted
+# (`over`) or byte-rate limit can only come from nft
+_IPT_LIMIT_KEYS = frozenset(("rate", "burst", "per"))
 
 
 def _iptables_value(v) -> bool:
@@ -580,6 +584,8 @@ def _iptables_expr(e) -> bool:
     key, body = next(iter(e.items()))
     if key in _IPT_STATEMENTS:
         return True
+    if key == "limit":
+        return isinstance(body, dict) and set(body) <= _IPT_LIMIT_KEYS
     if key != "match" or not isinstance(body, dict):
         return False
     left = body.get("left")
