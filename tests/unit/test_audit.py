@@ -301,6 +301,18 @@ def test_offline_legacy_beside_nft_dump_is_reported_and_cited_by_file(tmp_path):
                for line in findings["TW-LOOPBACK-NOT-ACCEPTED"]["evidence"])
 
 
+def test_offline_ip6tables_legacy_beside_native_nft_is_reported(tmp_path):
+    from pathlib import Path
+
+    nft_json = Path(__file__).resolve().parent.parent / "fixtures" / "nft" / "inet_filter.json"
+    (tmp_path / "legacy6").write_text(ACCEPT_ALL.replace("COMMIT", "-A INPUT -p tcp --dport 80 -j DROP\nCOMMIT"))
+    (tmp_path / "ss").write_text(SS)
+    proc = run_cli("audit", "--ip6tables-legacy", str(tmp_path / "legacy6"), "--nft", str(nft_json),
+                   "--sockets", str(tmp_path / "ss"), "--format", "json")
+    both = [f["family"] for f in json.loads(proc.stdout)["findings"] if f["id"] == "TW-LEGACY-AND-NFT"]
+    assert both == ["ipv6"]  # no legacy IPv4 table: nothing to say for IPv4
+
+
 def test_two_inputs_cannot_both_read_stdin(tmp_path):
     proc = run_cli("audit", "--iptables", "-", "--ip6tables", "-", stdin=V4)
     assert proc.returncode == 2 and "standard input" in proc.stderr and "Traceback" not in proc.stderr

@@ -516,6 +516,11 @@ def _legacy_and_nft_findings(snapshot: HostSnapshot) -> List[Finding]:
     for text in snapshot.rulesets:
         if text.format == "iptables-save" and (text.text.startswith("-A ") or "\n-A " in text.text):
             backends.setdefault(text.family, set()).add(text.backend)
+        elif text.format == "nft-json":  # native nftables rules are nf_tables rules too
+            from twinwall.parsers.nft_json import rule_families
+
+            for family in rule_families(text.text):
+                backends.setdefault(family, set()).add("nft")
     for family, b in backends.items():
         if {"legacy", "nft"} <= b:
             findings.append(

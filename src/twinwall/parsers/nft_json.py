@@ -92,7 +92,7 @@ from twinwall.ruleset import (
     Table,
 )
 
-__all__ = ["parse_nft_json", "xt_tables", "NAMED_PRIORITIES"]
+__all__ = ["parse_nft_json", "xt_tables", "rule_families", "NAMED_PRIORITIES"]
 
 VIEW_FAMILIES = {"ipv4": ("ip", "inet"), "ipv6": ("ip6", "inet")}
 FAMILY_OF_VIEW = {"ipv4": "ip", "ipv6": "ip6"}
@@ -380,6 +380,24 @@ def xt_tables(text: str, source: str = "nft -j list ruleset") -> List[str]:
 
 # ---------------------------------------------------------------------------------------------
 # entry point
+
+
+_RULE_FAMILY_RE = re.compile(r'"rule"\s*:\s*\{\s*"family"\s*:\s*"(\w+)"')
+_FAMILIES_OF_TABLE = {"ip": ("ipv4",), "ip6": ("ipv6",), "inet": ("ipv4", "ipv6")}
+
+
+def rule_families(text: str) -> set:
+    """The families ("ipv4", "ipv6") whose packets some rule of an ``nft -j`` dump can see (a
+    rule in an ip, ip6 or inet table, iptables-nft's included): a cheap scan, no parsing."""
+    found = set(_RULE_FAMILY_RE.findall(text))
+    if not found and '"rule"' in text:  # not nft's own key order: read the document
+        try:
+            items = json.loads(text).get("nftables") or []
+            found = {str(o["rule"].get("family")) for o in items
+                     if isinstance(o, dict) and isinstance(o.get("rule"), dict)}
+        except (ValueError, AttributeError, TypeError):
+            return set()
+    return {f for fam in found for f in _FAMILIES_OF_TABLE.get(fam, ())}
 
 
 def parse_nft_json(text: str, source: str = "nft -j list ruleset") -> List[Ruleset]:
