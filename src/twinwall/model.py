@@ -153,9 +153,15 @@ class RulesetText:
     backend: str  # "nft" | "legacy" | "unknown"
     source: str  # the command or file it came from
     text: str
+    # nft-json only: `nft --debug=netlink list ruleset` of the same ruleset, inet tables' rules
+    # only; it holds the `meta nfproto` tests nft does not print (None: not collected)
+    netlink: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["netlink"] is None:
+            del d["netlink"]  # (older snapshots have no such field; keep them byte-identical)
+        return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "RulesetText":

@@ -121,6 +121,27 @@ CASES.append(NftCase(
 ))
 
 CASES.append(NftCase(
+    "inet_hidden_nfproto",
+    "nft 1.0.6 lists `meta nfproto ipv6 tcp dport 3000 reject with tcp reset` without the nfproto "
+    "(list and -j); the collector's netlink dump restores it: IPv6 only",
+    services=[
+        dual("tcp", 3000, ipv4=W(OPEN, "policy=ACCEPT"), ipv6=W(FILTERED, "tcp reset")),
+        dual("tcp", 3001, ipv4=W(FILTERED, "tcp reset"), ipv6=W(OPEN, "policy=ACCEPT")),
+        dual("tcp", 3002, ipv4=W(FILTERED, "tcp reset"), ipv6=W(FILTERED, "tcp reset")),
+    ],
+    nft="""
+        table inet t {
+            chain input {
+                type filter hook input priority 0; policy accept;
+                meta nfproto ipv6 tcp dport 3000 reject with tcp reset
+                meta nfproto ipv4 tcp dport 3001 reject with tcp reset
+                tcp dport 3002 reject with tcp reset
+            }
+        }
+    """,
+))
+
+CASES.append(NftCase(
     "ip_and_ip6_tables_disagree",
     "a native ip table and a native ip6 table with different rules: each family meets only its own",
     services=[

@@ -46,7 +46,8 @@ def test_authority_per_table() -> None:
     snap = snapshot_with_iptables_nft()
     run = runner(fixture("iptables_nft.json"))
     nft = collect_nft_ruleset(snap, run)
-    assert run.calls == [["nft", "-j", "list", "ruleset"]]
+    # the inet table's rules: their netlink form, for the meta nfproto tests nft does not print
+    assert run.calls == [["nft", "-j", "list", "ruleset"], ["nft", "--debug=netlink", "list", "ruleset"]]
     assert nft is not None and (nft.family, nft.format, nft.backend, nft.source) == ("inet", "nft-json", "nft", NFT_SOURCE)
     assert sources(snap) == {
         "ip filter": "iptables-save",  # xt matches: only iptables-nft-save has their parameters
@@ -184,3 +185,17 @@ def test_table_sources_round_trip() -> None:
     snap = HostSnapshot(table_sources=[{"table": "ip filter", "source": "iptables-save", "reason": "x"}])
     again = HostSnapshot.from_dict(json.loads(json.dumps(snap.to_dict())))
     assert again.table_sources == snap.table_sources
+
+
+def test_netlink_dump_keeps_only_inet_rule_blocks() -> None:
+    from twinwall.sources.host import _collect_nft_netlink
+
+    text = (FIXTURES / "inet_filter.netlink").read_text()
+    snap = HostSnapshot()
+    kept = _collect_nft_netlink(snap, runner(text))
+    assert kept and not snap.missing
+    assert all(line.startswith(("inet ", "  [")) for line in kept.splitlines())
+    assert "@" not in "".join(line for line in kept.splitlines() if not line.startswith(" "))
+    again = HostSnapshot.from_dict(json.loads(json.dumps(
+        HostSnapshot(rulesets=[RulesetText("inet", "nft-json", "nft", NFT_SOURCE, "{}", netlink=kept)]).to_dict())))
+    assert again.rulesets[0].netlink == kept

@@ -148,6 +148,7 @@ _RULESET: _Spec = {
     "backend": (str, False, True),
     "source": (str, False, True),
     "text": (str, True, False),
+    "netlink": (str, False, True),
 }
 _TABLE_SOURCE: _Spec = {
     "table": (str, True, False),
