@@ -19,6 +19,7 @@ is ended by its PID at teardown, every namespace deleted, the temporary director
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import signal
@@ -128,6 +129,15 @@ class FleetLab:
             for stream in (proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
+        for name in self._created:
+            # what the lab's processes left running in its namespaces (an sshd session, an ssh
+            # client): started by this lab, ended by PID
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=30)
+            for pid in pids.stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
         for name in reversed(self._created):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
         self._created.clear()

@@ -95,6 +95,8 @@ def test_playbook_collects_three_hosts_and_the_fleet_agrees_with_their_audits(tm
             "ANSIBLE_LOCAL_TEMP": str(lab.tmp / "local-tmp"),
             "ANSIBLE_REMOTE_TEMP": str(lab.tmp / "remote-tmp"),
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(lab.tmp / "cp"),
+            # no ControlPersist master left behind after the run: one connection per task
+            "ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o ControlPath=none",
             "ANSIBLE_COLLECTIONS_PATH": str(build),
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_RETRY_FILES_ENABLED": "False",
