@@ -164,3 +164,18 @@ def test_many_workers_give_the_one_worker_result(tmp_path: Path) -> None:
     assert one.returncode == many.returncode == 1
     assert json.loads(one.stdout) == json.loads(many.stdout)
     assert [h["host"]["hostname"] for h in json.loads(many.stdout)["hosts"]] == [f"h{i}" for i in range(6)]
+
+
+def test_every_registered_fleet_format_renders_the_fleet(fleet_dir: Path, tmp_path: Path) -> None:
+    """Whatever formats the registry holds for twinwall.fleet/1 (json; sarif, junit, html,
+    prometheus once merged) render a fleet with an unreadable host, with the audit's exit code."""
+    from twinwall.report.registry import FLEET, choices
+
+    (fleet_dir / "broken.json").write_text("{")
+    names = choices(FLEET, ("table",))
+    assert names[0] == "table" and "json" in names
+    for name in names:
+        res = cli("fleet", str(fleet_dir), "--format", name)
+        assert res.returncode == 1, (name, res.stderr)
+        assert res.stdout.strip() and "Traceback" not in res.stderr, name
+        assert "broken.json" in res.stdout, name  # the unreadable host is not dropped
