@@ -34,6 +34,18 @@ from harness import Listener, ListenerSpec, netns_exec
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
+# the hosts' usual IPv4 firewall: default deny, loopback, replies, ssh ({extra}: more rules)
+BASE_V4 = """*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+{extra}COMMIT
+"""
+EMPTY = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+
 # runs as `unshare --mount --uts --propagation private -- sh -c SCRIPT sh HOSTNAME CONFIG`
 _PRIVATE_SSHD = ('set -e; mount -t tmpfs tw-sshd-run /run; mkdir -m 0755 /run/sshd; hostname "$1"; '
                  'exec "$3" -D -e -f "$2"')

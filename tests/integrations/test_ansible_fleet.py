@@ -19,22 +19,12 @@ import sys
 from pathlib import Path
 
 from conftest import require, require_tools
-from fleet_lab import SSHD, FleetLab
+from fleet_lab import BASE_V4, EMPTY, SSHD, FleetLab
 from harness import ListenerSpec
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK_REL = Path("ansible_collections/twinwall/fleet/playbooks/fleet.yml")
 
-BASE_V4 = """*filter
-:INPUT DROP [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -i lo -j ACCEPT
--A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
-{extra}COMMIT
-"""
-EMPTY = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
 NFT_INET = """flush ruleset
 table inet filter {
   chain input {

@@ -11,20 +11,12 @@ import sys
 from pathlib import Path
 
 from conftest import require_tools
-from fleet_lab import SSHD, FleetLab
+from fleet_lab import BASE_V4, EMPTY, SSHD, FleetLab
 from harness import ListenerSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
-V4 = """*filter
-:INPUT DROP [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
--A INPUT -i lo -j ACCEPT
--A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
-COMMIT
-"""
+V4 = BASE_V4.format(extra="")
 
 
 def test_pyz_over_scp_and_ssh_collects_what_the_audit_sees(tmp_path: Path) -> None:
@@ -36,7 +28,7 @@ def test_pyz_over_scp_and_ssh_collects_what_the_audit_sees(tmp_path: Path) -> No
     bare = subprocess.run(["python3", "-S", "-I", str(pyz), "--version"], capture_output=True, text=True)
     assert bare.returncode == 0 and bare.stdout.startswith("twinwall "), bare.stderr
     with FleetLab(["web"], ssh=True) as lab:
-        lab.load_iptables("web", V4, "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n")
+        lab.load_iptables("web", V4, EMPTY)
         lab.listen("web", [ListenerSpec("tcp", "::", 8080, v6only=False), ListenerSpec("udp", "0.0.0.0", 53)])
         host = f"root@{lab.address('web')}"
         remote = f"/tmp/twinwall-{lab.tag}.pyz"
