@@ -13,7 +13,8 @@ also runs ``ansible-galaxy collection build`` for Galaxy or ``ansible-galaxy col
 
 The build refuses a collector that imports anything beyond Python's standard library (an
 optional import inside ``try: ... except ImportError`` is allowed: orjson) or a twinwall module
-not shipped here: what runs on the audited hosts must stay stdlib-only.
+not shipped here: what runs on the audited hosts must stay stdlib-only. (The build itself needs
+Python 3.10+ for sys.stdlib_module_names; the hosts need Python 3.9+.)
 """
 
 from __future__ import annotations
