@@ -179,3 +179,24 @@ def test_every_registered_fleet_format_renders_the_fleet(fleet_dir: Path, tmp_pa
         assert res.returncode == 1, (name, res.stderr)
         assert res.stdout.strip() and "Traceback" not in res.stderr, name
         assert "broken.json" in res.stdout, name  # the unreadable host is not dropped
+
+
+def _audit_or_die(path: str):
+    import os
+    import signal
+
+    from twinwall.analysis.fleet import HostResult
+
+    if path.endswith("oom"):
+        os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does to a worker
+    return HostResult(path, document={"source": path, "services": [], "findings": []})
+
+
+def test_a_killed_worker_costs_its_host_not_the_fleet() -> None:
+    from twinwall.analysis.fleet import audit_hosts
+
+    paths = ["a", "b-oom", "c"]
+    results = audit_hosts(paths, _audit_or_die, workers=2)
+    assert [r.path for r in results] == paths
+    assert "worker process auditing it was killed" in results[1].error
+    assert all(r.document is not None or "killed" in r.error for r in results)

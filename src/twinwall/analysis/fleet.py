@@ -93,11 +93,22 @@ def audit_hosts(paths: Sequence[str], audit_one: Callable[[str], HostResult], wo
     if workers < 2 or not can_fork() or "-" in paths:
         return [_guarded(audit_one, p) for p in paths]
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    ctx = multiprocessing.get_context("fork")
-    # chunksize 1: hosts differ in size by orders of magnitude, so hand them out one at a time
-    with ctx.Pool(processes=workers) as pool:
-        return pool.starmap(_guarded, [(audit_one, p) for p in paths], chunksize=1)
+    # futures, not multiprocessing.Pool: a worker killed outright (the OOM killer on a huge
+    # host) breaks the pool with an error here instead of leaving its task waiting forever
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    with pool:
+        futures = [pool.submit(_guarded, audit_one, p) for p in paths]
+        results = []
+        for path, future in zip(paths, futures):
+            try:
+                results.append(future.result())
+            except BrokenProcessPool:
+                results.append(HostResult(path, error=f"{path}: the worker process auditing it was killed "
+                                          "(out of memory?); audit it alone: twinwall audit --snapshot FILE"))
+    return results
 
 
 def _guarded(audit_one: Callable[[str], HostResult], path: str) -> HostResult:
