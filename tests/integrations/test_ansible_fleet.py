@@ -128,6 +128,9 @@ def test_playbook_collects_three_hosts_and_the_fleet_agrees_with_their_audits(tm
         only = [(Path(s["source"]).stem, s["port"], s["ipv4"], s["ipv6"]) for s in fleet["summary"]["ipv6_only"]]
         assert only == [("h1", 8080, "filtered", "open")]
         worst = {Path(h["source"]).stem: h["worst"] for h in fleet["summary"]["per_host"]}
-        assert worst["h1"] == "high" and worst["h3"] == "high"
+        # open vs filtered is high, open vs restricted medium (findings.CATALOGUE's severity rule)
+        assert worst["h1"] == "high" and worst["h3"] == "medium"
+        gaps = {Path(h["source"]).stem: h["findings"].get("TW-FAMILY-GAP", 0) for h in fleet["summary"]["per_host"]}
+        assert gaps == {"h1": 1, "h2": 0, "h3": 1}
         # the temporary snapshot files on the hosts were removed by the playbook
         assert not [line for line in run.stdout.splitlines() if "twinwall-" in line and "FAILED" in line]
