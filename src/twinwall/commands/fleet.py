@@ -7,7 +7,8 @@ import sys
 from types import SimpleNamespace
 from typing import Any, Dict, List
 
-from twinwall.report.registry import FLEET, RenderOptions, choices, render
+from twinwall.report.output import add_format_arguments, emit, emit_json
+from twinwall.report.registry import FLEET, RenderOptions, render
 
 DESCRIPTION = """\
 Audit many hosts at once from their 'twinwall collect' snapshots (files, or directories: every
@@ -37,8 +38,7 @@ SEVERITY_CHOICES = ("info", "low", "medium", "high", "critical", "never")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("snapshots", nargs="+", metavar="SNAPSHOT",
                    help="a snapshot file from 'twinwall collect', or a directory of them (*.json, recursively)")
-    p.add_argument("--format", choices=choices(FLEET, ("table",)), default="table",
-                   help="output format (default: table)")
+    add_format_arguments(p, FLEET)
     p.add_argument("--fail-on", choices=SEVERITY_CHOICES, default="medium",
                    help="exit 1 when a host has a finding of this severity or worse, or could not be "
                    "read (default: medium)")
@@ -94,9 +94,11 @@ def run(args: argparse.Namespace) -> int:
     results = audit_hosts(files, audit_one, args.jobs or default_workers())
     doc = fleet_document(results, missing)
     if args.format == "table":
-        sys.stdout.write(render_table(doc))
+        emit(render_table(doc), args.output)
+    elif args.format == "json":
+        emit_json(doc, args.output)
     else:
-        sys.stdout.write(render(args.format, doc, RenderOptions(fail_on=args.fail_on)))
+        emit(render(args.format, doc, RenderOptions(fail_on=args.fail_on)), args.output)
     if not doc["hosts"]:
         print(f"twinwall: no host could be read ({len(doc['unreadable'])} given)", file=sys.stderr)
         return 2
