@@ -145,6 +145,20 @@ CATALOGUE: Dict[str, FindingKind] = _kinds(
         "On very large rulesets the audit leaves the comparison of OUTPUT and FORWARD to "
         "'twinwall diff'.",
     ),
+    FindingKind(
+        "TW-ICMPV6-NDP-BLOCKED", "high",
+        "IPv6 neighbour discovery is dropped: IPv6 is broken, not protected",
+        "Neighbour solicitations/advertisements (ICMPv6 135/136, hop limit 255, untracked by "
+        "conntrack) are dropped on input or output, so every IPv6 connection over that interface "
+        "times out before any service rule is met. Accept them in INPUT and OUTPUT.",
+    ),
+    FindingKind(
+        "TW-ICMPV6-ESSENTIAL-BLOCKED", "medium",
+        "ICMPv6 a host must not drop (RFC 4890 4.4.1) is dropped",
+        "Packet too big, destination unreachable, time exceeded, parameter problem (RELATED to "
+        "the host's connections), router advertisements or MLD queries are dropped on input: "
+        "path MTU discovery and router discovery break.",
+    ),
 )
 
 
