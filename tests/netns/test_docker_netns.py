@@ -187,7 +187,8 @@ def _run(topo: Topology, v4: str, v6: str, ipv6_net: bool):
         for family in (IPV4, IPV6):
             for client in (INSIDE, OUTSIDE):
                 for port in (8080, 22):
-                    reqs.append(topo.request(client, topo.server_address(client, family), port, "tcp"))
+                    # neighbour discovery runs first on every link (no static entries): a generous timeout
+                    reqs.append(topo.request(client, topo.server_address(client, family), port, "tcp", timeout=4.0))
                     keys.append((family, client, port))
         real = {k: r for k, r in zip(keys, topo.probe_many(reqs))}
         report = topo.audit_json()
