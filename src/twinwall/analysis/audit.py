@@ -197,12 +197,12 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
     # one walk answers every socket, the published ports and the default-deny check
     outcomes = (
         ctx.evaluator().local_input([remote_new_connections(ctx)])
-        if ctx.rules_known and ctx.remote_targets and not disabled
+        if ctx.rules_known and ctx.remote_targets and ctx.remote_ifaces and not disabled
         else []
     )
     # IPv6: a service is reachable only where neighbour discovery passes too (analysis.ndp)
     ndp = neighbour_discovery(ctx, on_link_prefixes(snapshot)) if outcomes else None
-    verdicts = _family_verdicts(ctx, sockets, disabled, outcomes, ndp)
+    verdicts = _family_verdicts(ctx, sockets, disabled, outcomes, ndp, snapshot.ipv6.disabled_interfaces)
     published = family_rows(contexts, family, outcomes)  # joined with the other family's later
     findings = _host_findings(ctx, snapshot, outcomes) + _unread_table_findings(family, rulesets[family])
     if outcomes:
@@ -237,6 +237,19 @@ def _precheck(sock: ListeningSocket, family: str, disabled: bool) -> Optional[Fa
     return None
 
 
+def _interfaces_without_ipv6(ctx: FamilyContext, sock: ListeningSocket, off: Sequence[str]) -> Optional[FamilyVerdict]:
+    """IPv6 off on the interfaces a socket could hear over (disable_ipv6=1 there): the
+    interface has no IPv6, which is no firewall verdict."""
+    if ctx.family != IPV6 or not off:
+        return None
+    if sock.interface and sock.interface in off:
+        return FamilyVerdict(DISABLED, reason=f"IPv6 is disabled on {sock.interface} (net.ipv6.conf.{sock.interface}.disable_ipv6=1)")
+    if not ctx.remote_ifaces:
+        names = ", ".join(off)
+        return FamilyVerdict(DISABLED, reason=f"IPv6 is disabled on every interface a client can use ({names}: disable_ipv6=1)")
+    return None
+
+
 def remote_new_connections(ctx: FamilyContext) -> Box:
     """Every new connection from elsewhere: any protocol and port, any remote source, any
     non-loopback interface, to any of the host's addresses. Sockets read their slice of it."""
@@ -251,11 +264,15 @@ def _family_verdicts(
     disabled: bool,
     outcomes: Sequence[Outcome],
     ndp: Optional[NeighbourReach] = None,
+    ipv6_off_interfaces: Sequence[str] = (),
 ) -> List[FamilyVerdict]:
     out: List[Optional[FamilyVerdict]] = []
     todo: List[Tuple[int, ListeningSocket, tuple]] = []
+    off = ipv6_off_interfaces
     for i, sock in enumerate(sockets):
         pre = _precheck(sock, ctx.family, disabled)
+        if pre is None:
+            pre = _interfaces_without_ipv6(ctx, sock, off)
         if pre is None and not ctx.rules_known:
             pre = FamilyVerdict(UNKNOWN, reason=f"no {FAMILY_LABEL[ctx.family]} ruleset was read")
         if pre is None:
