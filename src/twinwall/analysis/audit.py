@@ -759,6 +759,7 @@ def _icmpv6_findings(ctx: FamilyContext, ndp: Optional[NeighbourReach]) -> List[
                 f"{ndp.reason()}: IPv6 connections over it time out (IPv6 is broken, not protected)"
                 + hit + "; accept ICMPv6 types 135 and 136 with hop limit 255 in INPUT and OUTPUT",
                 evidence=sorted(set(cite(ndp.decisions())))[:MAX_NDP_CITED],
+                fix=fix_line("TW-ICMPV6-NDP-BLOCKED", IPV6),
             )
         )
     dropped = essential_icmpv6_dropped(ctx)
@@ -772,6 +773,7 @@ def _icmpv6_findings(ctx: FamilyContext, ndp: Optional[NeighbourReach]) -> List[
                 f"{', '.join(name for name, _ in dropped)} (path MTU discovery, error reporting or "
                 "router discovery break)",
                 evidence=sorted(set(cite([d for _, rules in dropped for d in rules])))[:MAX_NDP_CITED],
+                fix=fix_line("TW-ICMPV6-ESSENTIAL-BLOCKED", IPV6),
             )
         )
     return findings
