@@ -106,44 +106,17 @@ def family_rows(contexts: Dict, family: str, outcomes: Sequence[Outcome]) -> Lis
     ctx = contexts.get(family)
     if ctx is None:
         return []
-    found: Dict[Tuple[str, int, int], _Published] = {}
-    for o in outcomes:
-        if o.verdict != V_FORWARD or o.box[DST] == o.origin[DST]:
-            continue
-        for proto, num in PROTO_NUM.items():
-            if not iv_contains(o.origin[PROTO], num):
-                continue
-            for lo, hi in o.origin[DPORT]:
-                spans = [(p, p) for p in range(lo, hi + 1)] if hi - lo < MAX_PORTS_EACH else [(lo, hi)]
-                for span in spans:
-                    s = _slice(o, num, span)
-                    if s is None:
-                        continue
-                    key = (proto, span[0], span[1])
-                    pub = found.get(key)
-                    if pub is None:
-                        pub = found[key] = _Published(family, proto, span)
-                    pub.slices.append(s)
+    found = {
+        key: _Published(family, key[0], key[1:], slices)
+        for key, slices in _port_slices(o for o in outcomes if o.verdict == V_FORWARD and o.box[DST] != o.origin[DST]).items()
+    }
     items = sorted(found.items())
     forward = _forward_walk(ctx, [pub for _, pub in items])
     reaches: Dict[tuple, Reach] = {}  # see _forward_verdict
-    rows = []
-    other = IPV6 if family == IPV4 else IPV4
-    for gi, ((proto, lo, hi), pub) in enumerate(items):
-        verdicts = {
-            family: _forward_verdict(ctx, pub, forward.get(gi, ([], [])), reaches),
-            other: _absent_verdict(other, proto, lo, hi),
-        }
-        label = DnatLabel(_frontend_of(pub), (_targets_text(pub),), (lo, hi))
-        sock = ListeningSocket(
-            protocol=proto,
-            family=family,
-            address=_address(ctx, pub),
-            port=lo,
-            v6only=True if family == IPV6 else None,
-            process=label.text(),
-        )
-        rows.append(ServiceReport(sock, verdicts, label))
+    rows = [
+        _row(ctx, pub, _targets_text(pub), _forward_verdict(ctx, pub, forward.get(gi, ([], [])), reaches))
+        for gi, (_, pub) in enumerate(items)
+    ]
     return rows + _local_rows(ctx, family, outcomes)
 
 
@@ -154,20 +127,8 @@ def _local_rows(ctx, family: str, outcomes: Sequence[Outcome]) -> List[ServiceRe
     """Ports nat PREROUTING sends to another port of the host itself (``REDIRECT --to-ports 22``,
     a DNAT to one of its own addresses): the port is open to clients although nothing listens on
     it, so it gets a row of its own. Its verdict is INPUT's, for the packets as NAT made them."""
-    found: Dict[Tuple[str, int, int], List[_Slice]] = {}
-    for o in outcomes:
-        if o.verdict == V_FORWARD or o.box[DPORT] == o.origin[DPORT]:
-            continue  # not NATed, or to the same port (the socket's own row answers it)
-        for proto, num in PROTO_NUM.items():
-            if not iv_contains(o.origin[PROTO], num):
-                continue
-            for lo, hi in o.origin[DPORT]:
-                spans = [(p, p) for p in range(lo, hi + 1)] if hi - lo < MAX_PORTS_EACH else [(lo, hi)]
-                for span in spans:
-                    sl = _slice(o, num, span)
-                    if sl is not None:
-                        found.setdefault((proto, span[0], span[1]), []).append(sl)
-    other = IPV6 if family == IPV4 else IPV4
+    # (not NATed, or to the same port: the socket's own row answers it)
+    found = _port_slices(o for o in outcomes if o.verdict != V_FORWARD and o.box[DPORT] != o.origin[DPORT])
     rows = []
     for (proto, lo, hi), slices in sorted(found.items()):
         pub = _Published(family, proto, (lo, hi), slices)
@@ -194,17 +155,25 @@ def _local_rows(ctx, family: str, outcomes: Sequence[Outcome]) -> List[ServiceRe
                 f"NAT sends it to {target}: accepted from every remote source",
                 f"NAT sends it to {target}: accepted only from some sources or interfaces",
             )
-        label = DnatLabel(_frontend_of(pub), (target,), (lo, hi))
-        sock = ListeningSocket(
-            protocol=proto,
-            family=family,
-            address=_address(ctx, pub),
-            port=lo,
-            v6only=True if family == IPV6 else None,
-            process=label.text(),
-        )
-        rows.append(ServiceReport(sock, {family: verdict, other: _absent_verdict(other, proto, lo, hi)}, label))
+        rows.append(_row(ctx, pub, target, verdict))
     return rows
+
+
+def _row(ctx, pub: _Published, target: str, verdict: FamilyVerdict) -> ServiceReport:
+    """A published service's row: its family's verdict, the other family not-bound (until
+    :func:`merge_published` joins that family's row)."""
+    family, proto, (lo, hi) = pub.family, pub.protocol, pub.ports
+    other = IPV6 if family == IPV4 else IPV4
+    label = DnatLabel(_frontend_of(pub), (target,), (lo, hi))
+    sock = ListeningSocket(
+        protocol=proto,
+        family=family,
+        address=_address(ctx, pub),
+        port=lo,
+        v6only=True if family == IPV6 else None,
+        process=label.text(),
+    )
+    return ServiceReport(sock, {family: verdict, other: _absent_verdict(other, proto, lo, hi)}, label)
 
 
 def merge_published(per_family: Sequence[Sequence[ServiceReport]]) -> List[ServiceReport]:
@@ -248,6 +217,23 @@ def _merge_key(rep: ServiceReport) -> tuple:
     if label is not None and s.address == WILDCARD[s.family]:
         return (s.protocol, s.port, label.frontend, label.ports, "*")
     return (s.protocol, s.port, label, s.family, s.address, s.process)
+
+
+def _port_slices(outcomes) -> Dict[Tuple[str, int, int], List[_Slice]]:
+    """NATed outcomes cut by (protocol, original port): one port each, or one range for a
+    rule over more than MAX_PORTS_EACH ports."""
+    found: Dict[Tuple[str, int, int], List[_Slice]] = {}
+    for o in outcomes:
+        for proto, num in PROTO_NUM.items():
+            if not iv_contains(o.origin[PROTO], num):
+                continue
+            for lo, hi in o.origin[DPORT]:
+                spans = [(p, p) for p in range(lo, hi + 1)] if hi - lo < MAX_PORTS_EACH else [(lo, hi)]
+                for span in spans:
+                    sl = _slice(o, num, span)
+                    if sl is not None:
+                        found.setdefault((proto, span[0], span[1]), []).append(sl)
+    return found
 
 
 def _slice(o: Outcome, proto_num: int, span: Tuple[int, int]) -> Optional[_Slice]:
