@@ -141,13 +141,19 @@ class Ipv6State:
 
     enabled: Optional[bool]  # None: could not tell
     evidence: List[str] = field(default_factory=list)
+    # interfaces with net.ipv6.conf.IFACE.disable_ipv6=1 while IPv6 is on elsewhere
+    disabled_interfaces: List[str] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Ipv6State":
-        return cls(enabled=d.get("enabled"), evidence=list(d.get("evidence", [])))
+        return cls(
+            enabled=d.get("enabled"),
+            evidence=list(d.get("evidence", [])),
+            disabled_interfaces=[str(n) for n in d.get("disabled_interfaces", []) or []],
+        )
 
 
 @dataclass
@@ -164,14 +170,14 @@ class RulesetText:
     backend: str  # "nft" | "legacy" | "unknown"
     source: str  # the command or file it came from
     text: str
-    # nft-json only: the rule headers and `meta load nfproto` lines of `nft --debug=netlink list
-    # table inet T` (nft hides some inet rules' nfproto in both listings; see docs/snapshot.md)
-    netlink: str = ""
+    # nft-json only: `nft --debug=netlink list ruleset` of the same ruleset, inet tables' rules
+    # only; it holds the `meta nfproto` tests nft does not print (None: not collected)
+    netlink: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
-        if not d["netlink"]:
-            del d["netlink"]  # (optional: absent from the snapshots that have none)
+        if d["netlink"] is None:
+            del d["netlink"]  # (older snapshots have no such field; keep them byte-identical)
         return d
 
     @classmethod

@@ -26,7 +26,6 @@ Every finding of a family ufw manages must name ufw as its front-end.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -226,9 +225,6 @@ def test_ufw_in_namespace(case: UfwCase) -> None:
 
         real = _real_status(topo, case.services)
         report = topo.audit_json()
-        rc, text, err = topo.run_twinwall("collect", "-o", "-")
-        assert rc == 0, err
-        snap = json.loads(text)
 
     assert _digest(MACHINE_FILES) == before, "the machine's own ufw files changed"
 
@@ -241,15 +237,10 @@ def test_ufw_in_namespace(case: UfwCase) -> None:
                 problems.append(f"real clients: {svc.proto}/{svc.port} {family}: {got_real}, expected {want}")
     assert not problems, "the case or the harness is wrong:\n" + "\n".join(problems)
 
-    # ufw's `-m limit` rules are native `limit` expressions next to xt matches: iptables-nft's own
-    # (iptables-save shows them), not native nftables rules mixed in
-    assert snap["missing"] == [], snap["missing"]
-    sources = {t["table"]: t["source"] for t in snap["table_sources"]}
-    assert sources.get("ip filter") == "iptables-save", snap["table_sources"]
-    if case.ipv6:
-        assert sources.get("ip6 filter") == "ip6tables-save", snap["table_sources"]
-
     assert report["host"]["frontends"] == case.frontends, report["host"]["frontends"]
+    # ufw's `-m limit` rules are iptables-nft's own native limit expressions, not nft rules
+    mixed = [m for m in report["host"]["missing"] if "mixed with native" in m]
+    assert not mixed, mixed
     for svc in case.services:
         s = _service(report, svc.proto, svc.port)
         assert s is not None, f"twinwall lists no service {svc.proto} [::]:{svc.port}"

@@ -18,24 +18,11 @@ def fixture(name: str) -> str:
     return (FIXTURES / name).read_text()
 
 
-# `nft --debug=netlink list table inet NAME` of the fixtures' inet tables (see regenerate.py)
-NETLINK = {"native": "iptables_nft.netlink", "filter": "inet_filter.netlink", "t": "inet_nfproto.netlink"}
-
-
-def runner(stdout: str = "", rc: int = 0, error=None, stderr: str = "", netlink=None):
-    """A stand-in for run_command: ``stdout`` for nft -j, the fixtures' netlink listings (or
-    ``netlink``: table -> stdout) for nft --debug=netlink."""
+def runner(stdout: str = "", rc: int = 0, error=None, stderr: str = ""):
     calls: List[List[str]] = []
 
     def run(argv, timeout=None):
         calls.append(list(argv))
-        if argv[:2] == ["nft", "--debug=netlink"] and not error:
-            table = argv[-1]
-            if netlink is None:
-                return CommandResult(list(argv), 0, fixture(NETLINK[table]), "")
-            if table not in netlink:
-                return CommandResult(list(argv), 1, "", f"Error: No such file or directory; table {table}\n")
-            return CommandResult(list(argv), 0, netlink[table], "")
         return CommandResult(list(argv), None if error else rc, stdout, stderr, error=error)
 
     run.calls = calls  # type: ignore[attr-defined]
@@ -59,7 +46,8 @@ def test_authority_per_table() -> None:
     snap = snapshot_with_iptables_nft()
     run = runner(fixture("iptables_nft.json"))
     nft = collect_nft_ruleset(snap, run)
-    assert run.calls == [["nft", "-j", "list", "ruleset"], ["nft", "--debug=netlink", "list", "table", "inet", "native"]]
+    # the inet table's rules: their netlink form, for the meta nfproto tests nft does not print
+    assert run.calls == [["nft", "-j", "list", "ruleset"], ["nft", "--debug=netlink", "list", "ruleset"]]
     assert nft is not None and (nft.family, nft.format, nft.backend, nft.source) == ("inet", "nft-json", "nft", NFT_SOURCE)
     assert sources(snap) == {
         "ip filter": "iptables-save",  # xt matches: only iptables-nft-save has their parameters
@@ -133,6 +121,53 @@ def test_mixed_native_rules_in_an_xt_table_are_reported() -> None:
     assert any("mixed with native" in m for m in snap.missing)
 
 
+# ufw's logging chains as iptables-nft 1.8.9 loads them (iptables-nft-restore in a namespace) and
+# nft 1.0.6 prints them back: `-m limit` is a native limit expression next to the xt matches.
+UFW_LIMIT_SAVE = """*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:ufw-logging-deny - [0:0]
+-A INPUT -j ufw-logging-deny
+-A ufw-logging-deny -m conntrack --ctstate INVALID -m limit --limit 3/min --limit-burst 10 -j RETURN
+-A ufw-logging-deny -m limit --limit 3/min --limit-burst 10 -j LOG --log-prefix "[UFW BLOCK] "
+COMMIT
+"""
+UFW_LIMIT_JSON = json.dumps({"nftables": [
+    {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
+    {"table": {"family": "ip", "name": "filter", "handle": 4}},
+    {"chain": {"family": "ip", "table": "filter", "name": "INPUT", "handle": 1, "type": "filter",
+               "hook": "input", "prio": 0, "policy": "drop"}},
+    {"chain": {"family": "ip", "table": "filter", "name": "ufw-logging-deny", "handle": 2}},
+    {"rule": {"family": "ip", "table": "filter", "chain": "INPUT", "handle": 3,
+              "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"jump": {"target": "ufw-logging-deny"}}]}},
+    {"rule": {"family": "ip", "table": "filter", "chain": "ufw-logging-deny", "handle": 4,
+              "expr": [{"xt": {"type": "match", "name": "conntrack"}},
+                       {"limit": {"rate": 3, "burst": 10, "per": "minute"}},
+                       {"counter": {"packets": 0, "bytes": 0}}, {"return": None}]}},
+    {"rule": {"family": "ip", "table": "filter", "chain": "ufw-logging-deny", "handle": 5,
+              "expr": [{"limit": {"rate": 3, "burst": 10, "per": "minute"}},
+                       {"counter": {"packets": 0, "bytes": 0}}, {"xt": {"type": "target", "name": "LOG"}}]}},
+]})
+
+
+def test_iptables_nft_limit_is_not_a_native_rule() -> None:
+    snap = HostSnapshot()
+    snap.rulesets = [RulesetText("ipv4", "iptables-save", "nft", "iptables-save", UFW_LIMIT_SAVE)]
+    collect_nft_ruleset(snap, runner(UFW_LIMIT_JSON))
+    assert sources(snap) == {"ip filter": "iptables-save"}
+    assert not any("mixed with native" in m for m in snap.missing), snap.missing
+
+
+def test_native_limit_forms_iptables_cannot_write_are_native() -> None:
+    items = json.loads(UFW_LIMIT_JSON)["nftables"]
+    items[-1]["rule"]["expr"][0] = {"limit": {"rate": 3, "burst": 10, "per": "minute", "inv": True}}
+    snap = HostSnapshot()
+    snap.rulesets = [RulesetText("ipv4", "iptables-save", "nft", "iptables-save", UFW_LIMIT_SAVE)]
+    collect_nft_ruleset(snap, runner(json.dumps({"nftables": items})))
+    assert any("mixed with native" in m for m in snap.missing)
+
+
 def test_nft_failures_are_recorded_not_raised(monkeypatch) -> None:
     snap = HostSnapshot()
     assert collect_nft_ruleset(snap, runner(rc=1, stderr="Error: syntax error\n")) is None
@@ -152,61 +187,15 @@ def test_table_sources_round_trip() -> None:
     assert again.table_sources == snap.table_sources
 
 
-def test_iptables_nft_limit_is_not_a_native_rule() -> None:
-    """ufw's `-m limit` rules: iptables-nft writes them as native `limit` expressions next to xt
-    matches, and iptables-nft-save prints them back. The tables are iptables-nft's, not mixed."""
+def test_netlink_dump_keeps_only_inet_rule_blocks() -> None:
+    from twinwall.sources.host import _collect_nft_netlink
+
+    text = (FIXTURES / "inet_filter.netlink").read_text()
     snap = HostSnapshot()
-    snap.rulesets = [
-        RulesetText("ipv4", "iptables-save", "nft", "iptables-save", fixture("iptables_nft_limit.v4.save")),
-        RulesetText("ipv6", "iptables-save", "nft", "ip6tables-save", fixture("iptables_nft_limit.v6.save")),
-    ]
-    nft = collect_nft_ruleset(snap, runner(fixture("iptables_nft_limit.json")))
-    assert snap.missing == []
-    assert sources(snap) == {"ip filter": "iptables-save", "ip6 filter": "ip6tables-save"}
-    assert nft is None  # nothing left for nft -j: the iptables dumps say everything
-    assert snap.rulesets[0].text == fixture("iptables_nft_limit.v4.save")
-
-
-def test_limits_iptables_nft_does_not_write_stay_native() -> None:
-    items = json.loads(fixture("iptables_nft_limit.json"))["nftables"]
-    items.append({"rule": {"family": "ip6", "table": "filter", "chain": "INPUT", "handle": 97,
-                           "expr": [{"limit": {"rate": 10, "rate_unit": "kbytes", "per": "second", "inv": True}},
-                                    {"drop": None}]}})
-    snap = HostSnapshot()
-    snap.rulesets = [RulesetText("ipv6", "iptables-save", "nft", "ip6tables-save",
-                                 fixture("iptables_nft_limit.v6.save"))]
-    collect_nft_ruleset(snap, runner(json.dumps({"nftables": items})))
-    # a byte-rate `limit over` is nft's, which iptables-nft-save cannot show
-    assert any("ip6 filter" in m and "mixed with native" in m for m in snap.missing), snap.missing
-
-
-def test_netlink_form_of_inet_rules_is_recorded() -> None:
-    """The snapshot keeps, per inet rule that compares meta nfproto, its netlink header and that
-    comparison: enough for the parser, a fraction of the listing."""
-    snap = HostSnapshot()
-    nft = collect_nft_ruleset(snap, runner(fixture("inet_nfproto.json")))
-    assert nft is not None and snap.missing == []
-    full = fixture("inet_nfproto.netlink")
-    assert nft.netlink and len(nft.netlink) < len(full) / 2
-    assert nft.netlink.splitlines()[:3] == ["inet t input 5 4", "  [ meta load nfproto => reg 1 ]",
-                                           "  [ cmp eq reg 1 0x0000000a ]"]
-    assert "inet t input 4 3" not in nft.netlink  # (iifname "lo" accept: no nfproto)
-    from twinwall.parsers.nft_json import netlink_nfproto
-
-    assert netlink_nfproto(nft.netlink) == netlink_nfproto(full)
-    again = HostSnapshot.from_dict(json.loads(json.dumps(snap.to_dict() | {"rulesets": [nft.to_dict()]})))
-    assert again.rulesets[0].netlink == nft.netlink
-    # no netlink listing: no field (snapshots without one stay as they were)
-    assert "netlink" not in RulesetText("ipv4", "iptables-save", "nft", "iptables-save", "").to_dict()
-
-
-def test_netlink_form_of_another_ruleset_is_not_used() -> None:
-    """The ruleset changed between nft -j and nft --debug=netlink (other handles): said, not used."""
-    snap = HostSnapshot()
-    other = fixture("inet_nfproto.netlink").replace("inet t input 6 5", "inet t input 60 5")
-    nft = collect_nft_ruleset(snap, runner(fixture("inet_nfproto.json"), netlink={"t": other}))
-    assert nft is not None and nft.netlink == ""
-    assert len(snap.missing) == 1 and "changed while it was read" in snap.missing[0]
-    snap = HostSnapshot()
-    nft = collect_nft_ruleset(snap, runner(fixture("inet_nfproto.json"), netlink={}))
-    assert nft is not None and nft.netlink == "" and "nft --debug=netlink list table inet t" in snap.missing[0]
+    kept = _collect_nft_netlink(snap, runner(text))
+    assert kept and not snap.missing
+    assert all(line.startswith(("inet ", "  [")) for line in kept.splitlines())
+    assert "@" not in "".join(line for line in kept.splitlines() if not line.startswith(" "))
+    again = HostSnapshot.from_dict(json.loads(json.dumps(
+        HostSnapshot(rulesets=[RulesetText("inet", "nft-json", "nft", NFT_SOURCE, "{}", netlink=kept)]).to_dict())))
+    assert again.rulesets[0].netlink == kept

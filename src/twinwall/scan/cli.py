@@ -9,7 +9,8 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from twinwall.errors import InputError
-from twinwall.report.json_out import write_json
+from twinwall.report.output import add_format_arguments, emit, emit_json
+from twinwall.report.registry import SCAN
 from twinwall.report.tty import use_colour
 
 DESCRIPTION = """\
@@ -123,8 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=_rate, default=20000.0, metavar="PPS",
                         help="probes sent per second at most, 0.001 to 1000000 (default 20000; "
                         "0 = no limit)")
-    parser.add_argument("--format", choices=("table", "json"), default="table",
-                        help="output format (default table)")
+    add_format_arguments(parser, SCAN)
     parser.add_argument("--family", choices=("ipv4", "ipv6", "both"), default="both",
                         help="address families to probe (default both)")
     parser.add_argument("--all", action="store_true", dest="show_all",
@@ -233,13 +233,14 @@ def run(args: argparse.Namespace) -> int:
             elapsed,
             args.snapshot,
         )
-        write_json(doc)
+        emit_json(doc, args.output)
     else:
-        sys.stdout.write(
+        emit(
             render.render_table(
                 targets, rows, disagreements, elapsed,
-                colour=use_colour(sys.stdout), show_all=args.show_all,
-            )
+                colour=args.output is None and use_colour(sys.stdout), show_all=args.show_all,
+            ),
+            args.output,
         )
     sys.stdout.flush()
     gaps = any(r.gap for r in rows)

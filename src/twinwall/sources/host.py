@@ -9,8 +9,7 @@ What is read, and from where:
 * rulesets: ``iptables-save`` and ``ip6tables-save`` (whichever backend they use, told apart by
   their ``--version`` text), plus the other backend's dump when tables are loaded there too
   (``iptables-legacy-save`` when ``/proc/net/ip_tables_names`` lists tables, ``iptables-nft-save``
-  when the main tool is the legacy one); ``nft -j list ruleset``, and for inet tables the
-  ``meta nfproto`` comparisons of ``nft --debug=netlink list table inet T``, which nft -j may hide;
+  when the main tool is the legacy one);
 * host name, kernel release and the collection time (UTC).
 
 Nothing here raises for a fact it cannot read: each one is recorded as one sentence in
@@ -46,7 +45,6 @@ __all__ = [
     "read_sysctls",
     "collect_iptables_rulesets",
     "collect_nft_ruleset",
-    "collect_nft_netlink",
     "iptables_backend",
 ]
 
@@ -369,7 +367,9 @@ def ipv6_state(
 
     if disabled:
         return Ipv6State(enabled=False, evidence=evidence)
-    return Ipv6State(enabled=True if known else None, evidence=evidence)
+    # IPv6 off on some interfaces only: the kernel drops IPv6 arriving there (no firewall involved)
+    off = [n for n in ordered if n not in ("all", "default") and values.get(n) == "1"]
+    return Ipv6State(enabled=True if known else None, evidence=evidence, disabled_interfaces=off)
 
 
 # --------------------------------------------------------------------------------------------
@@ -577,66 +577,36 @@ def collect_nft_ruleset(snap: HostSnapshot, run: Runner = run_command) -> Option
     if not any(isinstance(o, dict) and "table" in o for o in left) and covered >= {IPV4, IPV6}:
         return None  # no native table: the iptables dumps already say everything
     text = res.stdout if keep is None else json.dumps({"nftables": keep}) + "\n"
-    netlink = collect_nft_netlink(snap, left, run)
-    return RulesetText(family="inet", format="nft-json", backend="nft", source=NFT_SOURCE, text=text,
-                       netlink=netlink)
+    out = RulesetText(family="inet", format="nft-json", backend="nft", source=NFT_SOURCE, text=text)
+    if any(isinstance(o, dict) and isinstance(o.get("rule"), dict) and o["rule"].get("family") == "inet"
+           for o in left):
+        out.netlink = _collect_nft_netlink(snap, run)
+    return out
 
 
-def collect_nft_netlink(snap: HostSnapshot, items: List, run: Runner = run_command) -> str:
-    """The part of ``nft --debug=netlink list table inet T`` (each inet table with rules) that
-    says which rules compare ``meta nfproto``: each rule's header line ("inet T CHAIN HANDLE
-    [POSITION]") followed by its ``[ meta load nfproto => reg N ]`` lines and the line after
-    each. nft hides some of those comparisons in ``nft -j`` (``meta nfproto ipv6 tcp dport 3000
-    reject with tcp reset`` prints without it); the parser recovers them from here.
-
-    A table whose rule handles differ from the ``nft -j`` ones (the ruleset changed in between)
-    is left out and ``missing`` says so."""
-    handles: Dict[str, set] = {}
-    for obj in items:
-        rule = obj.get("rule") if isinstance(obj, dict) else None
-        if isinstance(rule, dict) and rule.get("family") == "inet":
-            handles.setdefault(str(rule.get("table")), set()).add((str(rule.get("chain")), rule.get("handle")))
-    out: List[str] = []
-    for table, want in handles.items():
-        argv = ["nft", "--debug=netlink", "list", "table", "inet", table]
-        res = run(argv, timeout=RULES_TIMEOUT)
-        if not res.ok:
-            snap.missing.append(f"{' '.join(argv)}: {res.reason()}: {_NFPROTO_UNKNOWN}")
-            continue
-        kept, seen = _netlink_nfproto_lines(res.stdout, f"inet {table} ")
-        if seen != want:
-            snap.missing.append(f"{' '.join(argv)}: the ruleset changed while it was read: {_NFPROTO_UNKNOWN}")
-            continue
-        out.extend(kept)
-    return "".join(line + "\n" for line in out)
+NETLINK_SOURCE = "nft --debug=netlink list ruleset"
 
 
-_NFPROTO_UNKNOWN = "inet rules whose meta nfproto nft -j does not show apply to both families"
-
-
-def _netlink_nfproto_lines(text: str, prefix: str) -> Tuple[List[str], set]:
-    """(kept lines, {(chain, handle)} of every rule header) of one table's netlink listing."""
+def _collect_nft_netlink(snap: HostSnapshot, run: Runner) -> Optional[str]:
+    """The netlink form of the inet tables' rules: nft 1.0.6 does not print some ``meta nfproto``
+    tests (``meta nfproto ipv6 tcp dport 3000 reject with tcp reset`` lists as ``tcp dport 3000
+    reject with tcp reset``), the netlink form does. Only the inet rule blocks are kept (not the
+    set elements, not the listing nft prints after them)."""
+    res = run(["nft", "--debug=netlink", "list", "ruleset"], timeout=RULES_TIMEOUT)
+    if not res.ok:
+        snap.missing.append(f"{NETLINK_SOURCE}: {res.reason()}: inet rules nft prints without their "
+                            "meta nfproto test are uncertain")
+        return None
     kept: List[str] = []
-    seen = set()
-    header: Optional[str] = None  # the current rule's header, until it is kept
-    in_rule = take_next = False
-    for line in text.splitlines():
-        if take_next:
-            kept.append(line)
-            take_next = False
+    keep = False
+    for line in res.stdout.splitlines():
         if not line.startswith((" ", "\t")):
-            words = line[len(prefix):].split() if line.startswith(prefix) else []
-            in_rule = 2 <= len(words) <= 3 and all(w.isdigit() for w in words[1:])
-            if in_rule:
-                seen.add((words[0], int(words[1])))
-            header = line if in_rule else None
-        elif in_rule and line.lstrip().startswith("[ meta load nfproto "):
-            if header is not None:
-                kept.append(header)
-                header = None
+            if line.startswith("table "):
+                break  # the ordinary listing follows the netlink blocks
+            keep = line.startswith("inet ") and "@" not in line
+        if keep and line.strip():
             kept.append(line)
-            take_next = True
-    return kept, seen
+    return "\n".join(kept) + ("\n" if kept else "")
 
 
 def _table_names(text: str) -> List[str]:
@@ -644,11 +614,15 @@ def _table_names(text: str) -> List[str]:
 
 
 # The expressions iptables-nft itself writes besides xt ones (ip/ip6tables-nft-save translates
-# them back faithfully). A rule with anything else (sets, maps, fib, ct, quota...) was added with
+# them back faithfully). A rule with anything else (sets, maps, fib, ct, limit...) was added with
 # nft, and iptables-nft-save cannot show it: 1.8.9 prints "ip saddr @s drop" as a bare "-j DROP".
 _IPT_META = ("iifname", "oifname", "iif", "oif", "l4proto", "protocol", "nfproto", "mark", "pkttype")
 _IPT_PAYLOAD = ("ip", "ip6", "tcp", "udp", "udplite", "sctp", "dccp", "th")
 _IPT_STATEMENTS = ("counter", "accept", "drop", "return", "jump", "goto", "xt", "continue")
+# iptables-nft (1.8.x) writes `-m limit --limit R/UNIT --limit-burst B` as a native limit
+# expression, not an xt match (every ufw host has such rules), and reads it back; an inverted
+# (`over`) or byte-rate limit can only come from nft
+_IPT_LIMIT_KEYS = frozenset(("rate", "burst", "per"))
 
 
 def _iptables_value(v) -> bool:
@@ -663,17 +637,6 @@ def _iptables_value(v) -> bool:
     return False
 
 
-# iptables-nft (1.8.9) writes `-m limit --limit R/UNIT --limit-burst B` as a native packet-rate
-# limit, never inverted, and iptables-nft-save prints it back as `-m limit`: nft -j shows it as
-# {"limit": {"rate": R, "burst": B, "per": UNIT}} (a byte rate adds rate_unit, `over` adds inv).
-_IPT_LIMIT_KEYS = frozenset(("rate", "burst", "per"))
-
-
-def _iptables_limit(body) -> bool:
-    return (isinstance(body, dict) and set(body) <= _IPT_LIMIT_KEYS
-            and isinstance(body.get("rate"), int) and not isinstance(body.get("rate"), bool))
-
-
 def _iptables_expr(e) -> bool:
     """Whether iptables-nft writes (and its save tool reads back) this expression."""
     if not isinstance(e, dict) or len(e) != 1:
@@ -682,7 +645,7 @@ def _iptables_expr(e) -> bool:
     if key in _IPT_STATEMENTS:
         return True
     if key == "limit":
-        return _iptables_limit(body)
+        return isinstance(body, dict) and set(body) <= _IPT_LIMIT_KEYS
     if key != "match" or not isinstance(body, dict):
         return False
     left = body.get("left")
