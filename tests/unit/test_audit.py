@@ -317,8 +317,10 @@ def test_offline_ip6tables_legacy_beside_native_nft_is_reported(tmp_path):
     (tmp_path / "ss").write_text(SS)
     proc = run_cli("audit", "--ip6tables-legacy", str(tmp_path / "legacy6"), "--nft", str(nft_json),
                    "--sockets", str(tmp_path / "ss"), "--format", "json")
-    both = [f["family"] for f in json.loads(proc.stdout)["findings"] if f["id"] == "TW-LEGACY-AND-NFT"]
-    assert both == ["ipv6"]  # no legacy IPv4 table: nothing to say for IPv4
+    found = [f for f in json.loads(proc.stdout)["findings"] if f["id"] == "TW-LEGACY-AND-NFT"]
+    assert [f["family"] for f in found] == ["ipv6"]  # no legacy IPv4 table: nothing to say for IPv4
+    # the finding cites both halves, where each was read
+    assert found[0]["evidence"] == [f"{tmp_path / 'legacy6'} (legacy): legacy rules", f"{nft_json} (nft): nf_tables rules"]
 
 
 def test_two_inputs_cannot_both_read_stdin(tmp_path):

@@ -534,3 +534,22 @@ def test_hidden_nfproto_without_netlink_is_uncertain() -> None:
         verdicts, _, unknown = packet(v[family], addr, 3000)
         assert set(verdicts) == {"accept", "reject"}, (family, verdicts)
         assert any("meta nfproto" in u for u in unknown), unknown
+
+
+def test_hidden_nfproto_is_cited_and_read_in_either_byte_order() -> None:
+    """The rule nft -j prints without its nfproto is cited with it (an IPv6 verdict citing a bare
+    `tcp dport 3000 reject with tcp reset` would read as if IPv4 met it too); a big-endian host
+    prints the nfproto byte as the top of the register word (0x0a000000)."""
+    from twinwall.parsers.nft_json import netlink_nfproto
+
+    v = views(HIDDEN_NFPROTO_JSON, HIDDEN_NFPROTO_NETLINK)
+    verdicts, decisions, _ = packet(v["ipv6"], "2001:db8:b::1", 3000)
+    assert verdicts == ["reject"]
+    assert any("reject with tcp reset # handle 2 (meta nfproto ipv6: nft --debug=netlink)" in d
+               for d in decisions), decisions
+    _, decisions, _ = packet(v["ipv6"], "2001:db8:b::1", 3001)
+    assert not any("nfproto" in d for d in decisions)  # no nfproto test: cited as printed
+    big_endian = HIDDEN_NFPROTO_NETLINK.replace("0x0000000a ]", "0x0a000000 ]")
+    assert netlink_nfproto(big_endian)[("inet", "t", "input", 2)] == [("eq", "ipv6")]
+    v = views(HIDDEN_NFPROTO_JSON, big_endian)
+    assert packet(v["ipv4"], "198.51.100.1", 3000)[0] == ["accept"]

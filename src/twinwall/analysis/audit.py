@@ -833,22 +833,25 @@ def _forwarding_fact(snapshot: HostSnapshot) -> str:
 
 def _legacy_and_nft_findings(snapshot: HostSnapshot) -> List[Finding]:
     findings = []
-    backends: Dict[str, set] = {}
+    backends: Dict[str, Dict[str, List[str]]] = {}  # family -> backend -> the dumps holding rules
     for text in snapshot.rulesets:
         if text.format == "iptables-save" and (text.text.startswith("-A ") or "\n-A " in text.text):
-            backends.setdefault(text.family, set()).add(text.backend)
+            backends.setdefault(text.family, {}).setdefault(text.backend, []).append(ruleset_label(text))
         elif text.format == "nft-json":  # native nftables rules are nf_tables rules too
             from twinwall.parsers.nft_json import rule_families
 
             for family in rule_families(text.text):
-                backends.setdefault(family, set()).add("nft")
+                backends.setdefault(family, {}).setdefault("nft", []).append(ruleset_label(text))
     for family, b in backends.items():
-        if {"legacy", "nft"} <= b:
+        if {"legacy", "nft"} <= set(b):
             findings.append(
                 finding(
                     "TW-LEGACY-AND-NFT", family,
                     f"both legacy (x_tables) and nf_tables {FAMILY_LABEL[family]} rules are loaded: a packet "
                     "must pass both, and each tool shows only its own half",
+                    # the two halves, so the finding cites where each one was read
+                    evidence=[f"{src}: legacy rules" for src in b["legacy"]]
+                    + [f"{src}: nf_tables rules" for src in b["nft"]],
                 )
             )
     return findings

@@ -404,7 +404,9 @@ def rule_families(text: str) -> set:
 _NETLINK_RULE_RE = re.compile(r"^(\w+) (\S+) (\S+) (\d+)(?: \d+)?$")
 _NETLINK_LOAD_RE = re.compile(r"^\s*\[ meta load nfproto => reg (\d+) \]")
 _NETLINK_CMP_RE = re.compile(r"^\s*\[ cmp (eq|neq) reg (\d+) 0x0*([0-9a-f]+) \]")
-_NFPROTO_NUMBERS = {"2": "ipv4", "a": "ipv6"}
+# NFPROTO_IPV4 = 2, NFPROTO_IPV6 = 10: one byte, printed as the register's 32-bit word (on a
+# big-endian host the byte is the word's top one: 0x0a000000)
+_NFPROTO_NUMBERS = {"2": "ipv4", "a": "ipv6", "2000000": "ipv4", "a000000": "ipv6"}
 
 
 def netlink_nfproto(text: str) -> Dict[Tuple[str, str, str, int], List[Tuple[str, str]]]:
@@ -968,7 +970,7 @@ class _RuleCompiler:
             else:
                 unknown_stmt = f"nft expression {key!r}"
         if self.t.family == "inet":
-            self.hidden_nfproto(exprs, action)
+            text += self.hidden_nfproto(exprs, action)
         if unknown_stmt:
             if action == CONTINUE and expand is None:
                 action, target = UNKNOWN, unknown_stmt
@@ -982,7 +984,7 @@ class _RuleCompiler:
             return self.expand(expand, base_alts, unknown, text)
         return [Rule(self.chain.table, self.chain.name, self.number, text, base_alts, unknown, action, target, nat_to)]
 
-    def hidden_nfproto(self, exprs: List[Any], action: str) -> None:
+    def hidden_nfproto(self, exprs: List[Any], action: str) -> str:
         """The ``meta nfproto`` tests nft may not print (see :func:`netlink_nfproto`): from the
         netlink dump when it has this rule; otherwise, for the forms nft 1.0.6 prints without
         it (``reject with tcp reset``; ``meta l4proto icmp``/``ipv6-icmp`` seen from the other
@@ -994,9 +996,13 @@ class _RuleCompiler:
             for op, fam in tests:
                 if (fam == self.family) == (op == "neq"):
                     self.never = True
-            return
+            if tests and not self.never and not any(_is_nfproto_match(e) for e in exprs):
+                # the citation says why the rule holds for this family only (nft -j hides it)
+                shown = " ".join(f"meta nfproto {'!= ' if op == 'neq' else ''}{fam}" for op, fam in tests)
+                return f" ({shown}: nft --debug=netlink)"
+            return ""
         if self.never or any(_is_nfproto_match(e) for e in exprs):
-            return
+            return ""
         hidden = ""
         for e in exprs:
             if not isinstance(e, dict) or len(e) != 1:
@@ -1010,6 +1016,7 @@ class _RuleCompiler:
             self.unknown.append(
                 f"meta nfproto: nft prints '{hidden}' rules without a 'meta nfproto' test they may "
                 "hold (no nft --debug=netlink dump to tell; twinwall collect records one)")
+        return ""
 
     def alternatives(self, extra: List[List[Dict[int, Any]]]) -> Tuple:
         """conj AND each disjunction (from concatenations and map keys) -> tuple of constraints."""
