@@ -77,9 +77,13 @@ def test_restricted_lists_sources_and_decisions():
 def test_family_gap_is_the_headline():
     report = audit_snapshot(snapshot())
     gaps = [f for f in report.findings if f.id == "TW-FAMILY-GAP"]
-    # open over IPv6, admin-only over IPv4: the bypass of the seeds
-    assert [(g.service, g.family, g.severity) for g in gaps] == [("tcp/22", "ipv6", "high")]
+    # open over IPv6, admin-only over IPv4: a gap, medium as the README says (was high)
+    assert [(g.service, g.family, g.severity) for g in gaps] == [("tcp/22", "ipv6", "medium")]
     assert gaps[0].cis.startswith("CIS 4.4.3.4")
+    # open over IPv6, filtered over IPv4: the bypass of the seeds, high
+    v4_closed = V4.replace("-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -j ACCEPT\n", "")
+    gaps = [f for f in audit_snapshot(snapshot(v4=v4_closed)).findings if f.id == "TW-FAMILY-GAP"]
+    assert [(g.service, g.family, g.severity) for g in gaps] == [("tcp/22", "ipv6", "high")]
     # restricted over IPv6 while filtered over IPv4: still a gap, less severe
     v6_narrow = V6.replace("-A INPUT -p tcp", "-A INPUT -s 2001:db8::/32 -p tcp")
     v4_closed = V4.replace("-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -j ACCEPT\n", "")
@@ -174,7 +178,8 @@ def test_explain_walks_the_chains(tmp_path, args):
     (tmp_path / "v4").write_text(V4)
     (tmp_path / "v6").write_text(V6)
     out = run_cli(*args, "--iptables", str(tmp_path / "v4"), "--ip6tables", str(tmp_path / "v6"))
-    assert out.returncode == 0, out.stderr
+    # tcp/22 is restricted over IPv4 and open over IPv6: exit 1, as audit does for a family gap
+    assert out.returncode == (0 if "--family" in args else 1), out.stderr
     assert "filter INPUT #" in out.stdout and "verdict:" in out.stdout
     if "--family" in args:
         assert "IPv4" not in out.stdout and "ACCEPT  any remote source" in out.stdout

@@ -46,7 +46,6 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from twinwall.analysis.packetset import (
     CT_ALL,
     CT_NAMES,
-    CT_NEW,
     DPORT,
     DST,
     GID,
@@ -68,6 +67,7 @@ from twinwall.analysis.packetset import (
     iv_sub,
     multicast_addresses,
     prefix_interval,
+    tcp_flag_states,
 )
 from twinwall.errors import InputError
 from twinwall.parsers.protocols import IP_PROTOCOLS, PORT_PROTOCOLS
@@ -558,7 +558,14 @@ class _View:
         for n, r in enumerate(rules, 1):
             compiler = _RuleCompiler(self, t, chain, n, r)
             try:
-                out.extend(compiler.compile())
+                compiled = compiler.compile()
+                # where the rule is (its handle) and whether it logs, for findings and fixes
+                handle = r.get("handle")
+                logs = any(isinstance(e, dict) and "log" in e for e in r.get("expr") or ())
+                for rule in compiled:
+                    rule.handle = handle if isinstance(handle, int) else None
+                    rule.logs = logs
+                out.extend(compiled)
             except InputError:
                 raise
             except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -1176,27 +1183,26 @@ class _RuleCompiler:
         return out
 
     def tcp_flags(self, sel: _Sel, op: str, left: Any, right: Any) -> None:
-        """Like iptables' --syn: a new connection's first packet carries SYN alone."""
+        """Like iptables' --tcp-flags: over the flags each conntrack state's packets carry
+        (packetset.TCP_FLAGS_OF_STATE: a connection's first packet carries SYN alone)."""
         mask = 0xFF
         if sel.kind == "tcpflags&":
             mask = _flags_value(left["&"][1])
-        flags = 2 & mask  # SYN only
         if isinstance(right, dict) and "set" in right:
             values = [_flags_value(v) for v in right["set"]]
-            hit = flags in values
+            inside = op != "!="
+            test = lambda flags: (flags & mask in values) == inside  # noqa: E731
         else:
             v = _flags_value(right)
             if op == "in":
-                hit = bool(flags & v)
+                test = lambda flags: bool(flags & mask & v)  # noqa: E731
             elif op == "==":
-                hit = flags == v
+                test = lambda flags: flags & mask == v  # noqa: E731
             elif op == "!=":
-                hit = flags != v
+                test = lambda flags: flags & mask != v  # noqa: E731
             else:
                 raise _Unknown(f"tcp flags {op} {_fmt(right)}")
-        if isinstance(right, dict) and op == "!=":
-            hit = not hit
-        self.add(STATE, CT_NEW if hit else CT_ALL & ~CT_NEW)
+        self.add(STATE, tcp_flag_states(test))
 
     # -- concatenations -------------------------------------------------------------------------
 

@@ -113,13 +113,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shortest adaptive wait per try (default 0.1, or --timeout if "
                         "lower)")
     parser.add_argument("--fixed-timeout", action="store_true",
-                        help="always wait --timeout, do not adapt to the round-trip time")
+                        help="always wait --timeout and keep --concurrency probes in flight: do "
+                        "not adapt to the round-trip time and the answers")
     parser.add_argument("--retries", type=_int_range(0, 10), default=1, metavar="N",
                         help="extra tries for probes nothing answered (default 1)")
-    parser.add_argument("--concurrency", type=_int_range(1, 5000), default=100, metavar="N",
-                        help="probes in flight at once (default 100)")
-    parser.add_argument("--rate", type=_rate, default=500.0, metavar="PPS",
-                        help="probes sent per second at most, 0.001 to 1000000 (default 500; "
+    parser.add_argument("--concurrency", type=_int_range(1, 5000), default=500, metavar="N",
+                        help="probes in flight at most (default 500): the pace adapts below it, "
+                        "starting at 10 and growing while answers come back, halving when "
+                        "probes go unanswered (as nmap does)")
+    parser.add_argument("--rate", type=_rate, default=20000.0, metavar="PPS",
+                        help="probes sent per second at most, 0.001 to 1000000 (default 20000; "
                         "0 = no limit)")
     add_format_arguments(parser, SCAN)
     parser.add_argument("--family", choices=("ipv4", "ipv6", "both"), default="both",

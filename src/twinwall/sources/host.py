@@ -29,10 +29,10 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twinwall.errors import CollectionError, InputError
-from twinwall.model import IPV4, IPV6, HostSnapshot, InterfaceAddress, Ipv6State, RulesetText
+from twinwall.model import IPV4, IPV6, SYSCTLS, HostSnapshot, InterfaceAddress, Ipv6State, RulesetText
 from twinwall.sources.sockets import SS_NOISE, parse_ss
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "collect_sockets",
     "collect_addresses",
     "ipv6_state",
+    "read_sysctls",
     "collect_iptables_rulesets",
     "collect_nft_ruleset",
     "iptables_backend",
@@ -367,6 +368,34 @@ def ipv6_state(
     if disabled:
         return Ipv6State(enabled=False, evidence=evidence)
     return Ipv6State(enabled=True if known else None, evidence=evidence)
+
+
+# --------------------------------------------------------------------------------------------
+# forwarding and address checks (sysctls)
+
+
+def read_sysctls(proc: str = "/proc") -> Dict[str, str]:
+    """The kernel settings of model.SYSCTLS, by sysctl name, from /proc/sys (this namespace's):
+    what decides whether FORWARD rules matter (ip_forward, forwarding), whether spoofed sources
+    are dropped before the rules (rp_filter) and whether 127/8 may arrive from elsewhere
+    (route_localnet). Settings that cannot be read are left out."""
+    out: Dict[str, str] = {}
+    for name in SYSCTLS:
+        head, _, tail = name.partition(".*.")
+        if not tail:
+            paths = [(name, os.path.join(proc, "sys", *name.split(".")))]
+        else:
+            conf_dir = os.path.join(proc, "sys", *head.split("."))
+            try:
+                confs = sorted(os.listdir(conf_dir))
+            except OSError:
+                continue
+            paths = [(f"{head}.{c.replace('.', '/')}.{tail}", os.path.join(conf_dir, c, tail)) for c in confs]
+        for key, path in paths:
+            text, _ = _read_text(path)
+            if text is not None:
+                out[key] = text.strip()
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -745,6 +774,7 @@ def collect_host(include_rules: bool = True) -> HostSnapshot:
     collect_sockets(snap)
     collect_addresses(snap)
     snap.ipv6 = ipv6_state(snap.addresses if snap.addresses_known else None)
+    snap.sysctls = read_sysctls()
     if include_rules:
         collect_iptables_rulesets(snap)
         nft = collect_nft_ruleset(snap)
