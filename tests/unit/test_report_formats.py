@@ -87,9 +87,14 @@ def test_sarif_valid_and_every_result_located(doc):
 def test_sarif_locations_severity_and_stable_fingerprints():
     out = json.loads(render("sarif", audit_doc(), RenderOptions()))
     gap = next(r for r in out["runs"][0]["results"] if r["ruleId"] == "TW-FAMILY-GAP")
-    # offline: the rules file of the deciding family (dump_snapshot names them v4/v6)
-    assert gap["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "v6"
-    assert gap["properties"]["security-severity"] == "8.0" and gap["level"] == "error"
+    # offline: the rules file of the deciding family (dump_snapshot names them v4/v6) and the
+    # line of the deciding rule in it (V6 line 7: the --dport 22 accept)
+    loc = gap["locations"][0]["physicalLocation"]
+    assert loc["artifactLocation"]["uri"] == "v6" and loc["region"]["startLine"] == 7
+    assert V6.splitlines()[6] == loc["region"]["snippet"]["text"]
+    severity = gap["properties"]["severity"]
+    assert gap["properties"]["security-severity"] == {"high": "8.0", "medium": "5.5"}[severity]
+    assert gap["level"] == {"high": "error", "medium": "warning"}[severity]
     again = json.loads(render("sarif", audit_doc(), RenderOptions()))
     assert [r["partialFingerprints"] for r in again["runs"][0]["results"]] == \
         [r["partialFingerprints"] for r in out["runs"][0]["results"]]
@@ -105,8 +110,8 @@ def test_sarif_locations_severity_and_stable_fingerprints():
 
 def test_sarif_uses_decision_file_and_line_when_the_audit_gives_them():
     doc = audit_doc()
-    for svc in doc["services"]:
-        for d in svc["ipv6"]["decided_by"]:
+    for f in doc["findings"]:
+        for d in f["decided_by"]:
             d["file"], d["line"] = "rules/v6.rules", 7
     gap = next(r for r in json.loads(render("sarif", doc))["runs"][0]["results"] if r["ruleId"] == "TW-FAMILY-GAP")
     loc = gap["locations"][0]["physicalLocation"]
@@ -127,13 +132,17 @@ def test_junit_read_back_and_gated_by_fail_on():
     failed = [c for c in cases if any(isinstance(r, junitparser.Failure) for r in c.result)]
     assert [c.name for c in failed] == ["tcp/*:22 (sshd) IPv6"]
     failure = next(r for r in failed[0].result if isinstance(r, junitparser.Failure))
-    assert failure.type == "high" and failure.message.startswith("TW-FAMILY-GAP: ")
+    gap = next(f for f in fleet_doc()["hosts"][0]["findings"] if f["id"] == "TW-FAMILY-GAP")
+    assert failure.type == gap["severity"] and failure.message == f"TW-FAMILY-GAP: {gap['message']}"
     assert "--dport 22" in failure.text  # the evidence
     assert suites[0].failures == 1 and suites[0].tests == len(cases)
     never = junitparser.JUnitXml.fromstring(render("junit", audit_doc(), RenderOptions(fail_on="never")).split("\n", 1)[1])
     assert sum(s.failures for s in never) == 0
     low = junitparser.JUnitXml.fromstring(render("junit", audit_doc(), RenderOptions(fail_on="low")).split("\n", 1)[1])
-    assert sum(s.failures for s in low) == 4  # the gap, established-dropped, two default-deny
+    # every finding at low or above fails its own testcase (two host checks of one id and family
+    # share one)
+    expected = {(f["id"], f["family"], f["service"]) for f in audit_doc()["findings"] if f["severity"] != "info"}
+    assert sum(s.failures for s in low) == len(expected)
 
 
 # ------------------------------------------------------------------------------ Prometheus
@@ -147,7 +156,10 @@ def test_prometheus_passes_promtool_and_has_no_pid():
         assert "pid" not in text and "812" not in text
     text = render("prometheus", fleet_doc())
     assert 'twinwall_service_status{host="web1",protocol="tcp",address="*",port="22",family="ipv6",status="open"} 1' in text
-    assert 'twinwall_findings{host="web1",severity="high"} 1' in text
+    high = sum(f["severity"] == "high" for f in fleet_doc()["hosts"][0]["findings"])
+    medium = sum(f["severity"] == "medium" for f in fleet_doc()["hosts"][0]["findings"])
+    assert f'twinwall_findings{{host="web1",severity="high"}} {high}' in text
+    assert f'twinwall_findings{{host="web1",severity="medium"}} {medium}' in text and medium + high > 0
     assert 'twinwall_last_run_success{host="snaps/bad.json"} 0' in text
     assert 'twinwall_info{version="' in text
 
