@@ -141,13 +141,19 @@ class Ipv6State:
 
     enabled: Optional[bool]  # None: could not tell
     evidence: List[str] = field(default_factory=list)
+    # interfaces with net.ipv6.conf.IFACE.disable_ipv6=1 while IPv6 is on elsewhere
+    disabled_interfaces: List[str] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Ipv6State":
-        return cls(enabled=d.get("enabled"), evidence=list(d.get("evidence", [])))
+        return cls(
+            enabled=d.get("enabled"),
+            evidence=list(d.get("evidence", [])),
+            disabled_interfaces=[str(n) for n in d.get("disabled_interfaces", []) or []],
+        )
 
 
 @dataclass
@@ -164,9 +170,15 @@ class RulesetText:
     backend: str  # "nft" | "legacy" | "unknown"
     source: str  # the command or file it came from
     text: str
+    # nft-json only: `nft --debug=netlink list ruleset` of the same ruleset, inet tables' rules
+    # only; it holds the `meta nfproto` tests nft does not print (None: not collected)
+    netlink: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["netlink"] is None:
+            del d["netlink"]  # (older snapshots have no such field; keep them byte-identical)
+        return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "RulesetText":

@@ -32,7 +32,8 @@ V4 = """\
 COMMIT
 """
 
-# The CIS seed: ip6tables with policy DROP, loopback accept, spoofed ::1 drop, tcp/22 NEW accept.
+# The CIS seed: ip6tables with policy DROP, loopback accept, spoofed ::1 drop, tcp/22 NEW accept
+# (and neighbour discovery accepted, without which no IPv6 connection works: see test_ndp.py).
 V6 = """\
 *filter
 :INPUT DROP [0:0]
@@ -40,6 +41,8 @@ V6 = """\
 :OUTPUT ACCEPT [0:0]
 -A INPUT -i lo -j ACCEPT
 -A INPUT -s ::1/128 -j DROP
+-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl --hl-eq 255 -j ACCEPT
+-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -m hl --hl-eq 255 -j ACCEPT
 -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
 COMMIT
 """
@@ -304,6 +307,18 @@ def test_offline_legacy_beside_nft_dump_is_reported_and_cited_by_file(tmp_path):
     assert findings["TW-LEGACY-AND-NFT"]["family"] == "ipv4"
     assert any(line.startswith(str(tmp_path / "legacy") + " (legacy): filter INPUT #1")
                for line in findings["TW-LOOPBACK-NOT-ACCEPTED"]["evidence"])
+
+
+def test_offline_ip6tables_legacy_beside_native_nft_is_reported(tmp_path):
+    from pathlib import Path
+
+    nft_json = Path(__file__).resolve().parent.parent / "fixtures" / "nft" / "inet_filter.json"
+    (tmp_path / "legacy6").write_text(ACCEPT_ALL.replace("COMMIT", "-A INPUT -p tcp --dport 80 -j DROP\nCOMMIT"))
+    (tmp_path / "ss").write_text(SS)
+    proc = run_cli("audit", "--ip6tables-legacy", str(tmp_path / "legacy6"), "--nft", str(nft_json),
+                   "--sockets", str(tmp_path / "ss"), "--format", "json")
+    both = [f["family"] for f in json.loads(proc.stdout)["findings"] if f["id"] == "TW-LEGACY-AND-NFT"]
+    assert both == ["ipv6"]  # no legacy IPv4 table: nothing to say for IPv4
 
 
 def test_two_inputs_cannot_both_read_stdin(tmp_path):

@@ -367,7 +367,9 @@ def ipv6_state(
 
     if disabled:
         return Ipv6State(enabled=False, evidence=evidence)
-    return Ipv6State(enabled=True if known else None, evidence=evidence)
+    # IPv6 off on some interfaces only: the kernel drops IPv6 arriving there (no firewall involved)
+    off = [n for n in ordered if n not in ("all", "default") and values.get(n) == "1"]
+    return Ipv6State(enabled=True if known else None, evidence=evidence, disabled_interfaces=off)
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,7 +577,36 @@ def collect_nft_ruleset(snap: HostSnapshot, run: Runner = run_command) -> Option
     if not any(isinstance(o, dict) and "table" in o for o in left) and covered >= {IPV4, IPV6}:
         return None  # no native table: the iptables dumps already say everything
     text = res.stdout if keep is None else json.dumps({"nftables": keep}) + "\n"
-    return RulesetText(family="inet", format="nft-json", backend="nft", source=NFT_SOURCE, text=text)
+    out = RulesetText(family="inet", format="nft-json", backend="nft", source=NFT_SOURCE, text=text)
+    if any(isinstance(o, dict) and isinstance(o.get("rule"), dict) and o["rule"].get("family") == "inet"
+           for o in left):
+        out.netlink = _collect_nft_netlink(snap, run)
+    return out
+
+
+NETLINK_SOURCE = "nft --debug=netlink list ruleset"
+
+
+def _collect_nft_netlink(snap: HostSnapshot, run: Runner) -> Optional[str]:
+    """The netlink form of the inet tables' rules: nft 1.0.6 does not print some ``meta nfproto``
+    tests (``meta nfproto ipv6 tcp dport 3000 reject with tcp reset`` lists as ``tcp dport 3000
+    reject with tcp reset``), the netlink form does. Only the inet rule blocks are kept (not the
+    set elements, not the listing nft prints after them)."""
+    res = run(["nft", "--debug=netlink", "list", "ruleset"], timeout=RULES_TIMEOUT)
+    if not res.ok:
+        snap.missing.append(f"{NETLINK_SOURCE}: {res.reason()}: inet rules nft prints without their "
+                            "meta nfproto test are uncertain")
+        return None
+    kept: List[str] = []
+    keep = False
+    for line in res.stdout.splitlines():
+        if not line.startswith((" ", "\t")):
+            if line.startswith("table "):
+                break  # the ordinary listing follows the netlink blocks
+            keep = line.startswith("inet ") and "@" not in line
+        if keep and line.strip():
+            kept.append(line)
+    return "\n".join(kept) + ("\n" if kept else "")
 
 
 def _table_names(text: str) -> List[str]:
@@ -588,6 +619,10 @@ def _table_names(text: str) -> List[str]:
 _IPT_META = ("iifname", "oifname", "iif", "oif", "l4proto", "protocol", "nfproto", "mark", "pkttype")
 _IPT_PAYLOAD = ("ip", "ip6", "tcp", "udp", "udplite", "sctp", "dccp", "th")
 _IPT_STATEMENTS = ("counter", "accept", "drop", "return", "jump", "goto", "xt", "continue")
+# iptables-nft (1.8.x) writes `-m limit --limit R/UNIT --limit-burst B` as a native limit
+# expression, not an xt match (every ufw host has such rules), and reads it back; an inverted
+# (`over`) or byte-rate limit can only come from nft
+_IPT_LIMIT_KEYS = frozenset(("rate", "burst", "per"))
 
 
 def _iptables_value(v) -> bool:
@@ -609,6 +644,8 @@ def _iptables_expr(e) -> bool:
     key, body = next(iter(e.items()))
     if key in _IPT_STATEMENTS:
         return True
+    if key == "limit":
+        return isinstance(body, dict) and set(body) <= _IPT_LIMIT_KEYS
     if key != "match" or not isinstance(body, dict):
         return False
     left = body.get("left")

@@ -150,6 +150,7 @@ _ADDRESS: _Spec = {
 _IPV6: _Spec = {
     "enabled": (bool, False, True),
     "evidence": ("list:str", False, False),
+    "disabled_interfaces": ("list:str", False, False),
 }
 _RULESET: _Spec = {
     "family": (str, True, False),
@@ -157,6 +158,7 @@ _RULESET: _Spec = {
     "backend": (str, False, True),
     "source": (str, False, True),
     "text": (str, True, False),
+    "netlink": (str, False, True),
 }
 _TABLE_SOURCE: _Spec = {
     "table": (str, True, False),
