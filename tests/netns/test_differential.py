@@ -49,6 +49,7 @@ def test_generator_is_reproducible_and_covers_the_forms():
 def test_a_wrong_answer_is_a_disagreement(host):
     """The comparison can fail: a probe twinwall calls reachable that the kernel turned away."""
     probe = diffhost.plan_probes(0)[0]
+    host.load(rulegen.GeneratedRuleset(0, "nft", nft="flush ruleset\n"))  # no rules: all open
     snap = host.collect()
     host.load(rulegen.GeneratedRuleset(0, "iptables", v4="*filter\n:INPUT DROP [0:0]\nCOMMIT\n",
                                        v6="*filter\n:INPUT DROP [0:0]\nCOMMIT\n"))
