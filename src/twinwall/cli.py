@@ -21,6 +21,7 @@ COMMANDS = [
     ("explain", "twinwall.commands.explain", "show the walk through the chains for one port"),
     ("scan", "twinwall.scan.cli", "probe hosts over IPv4 and IPv6 and compare with the audit"),
     ("diff", "twinwall.commands.diff", "every traffic class IPv4 and IPv6 treat differently, in and out"),
+    ("fleet", "twinwall.commands.fleet", "audit many hosts' snapshots at once: findings per host, IPv6-only exposure"),
 ]
 
 EPILOG = """\

@@ -37,13 +37,14 @@ def load_rulesets(
             out[text.family].append(parse_iptables_save(text.text, text.family, ruleset_label(text)))
         elif text.format == "nft-json":
             parser = _nft_parser()
-            for rs in parser(text.text, ruleset_label(text)):
+            for rs in parser(text.text, ruleset_label(text), netlink=text.netlink):
                 if rs.family in families:
                     out[rs.family].append(rs)
         else:
             raise InputError(f"{text.source}: unknown ruleset format {text.format!r}")
         if not keep_text and (text.family != "inet" or set(families) >= set(FAMILIES)):
             text.text = ""
+            text.netlink = None
     return out
 
 

@@ -20,6 +20,17 @@ PROTO_NUM = {"tcp": 6, "udp": 17}
 WILDCARD_ADDRESSES = frozenset(("0.0.0.0", "::", "*", ""))
 
 
+# the sysctls a snapshot records: global switches by name, per-interface ones (the '*' stands
+# for all, default and each interface; a '.' in an interface name is written '/', as sysctl does)
+SYSCTLS = (
+    "net.ipv4.ip_forward",
+    "net.ipv6.conf.*.forwarding",
+    "net.ipv4.conf.*.rp_filter",
+    "net.ipv4.conf.*.route_localnet",
+)
+FORWARDING_SYSCTL = {IPV4: "net.ipv4.ip_forward", IPV6: "net.ipv6.conf.all.forwarding"}
+
+
 def is_loopback_address(address: str) -> bool:
     """127.0.0.0/8, ::1 or an IPv4-mapped 127.x address (a zone suffix allowed)."""
     a = address.split("%")[0]
@@ -130,13 +141,19 @@ class Ipv6State:
 
     enabled: Optional[bool]  # None: could not tell
     evidence: List[str] = field(default_factory=list)
+    # interfaces with net.ipv6.conf.IFACE.disable_ipv6=1 while IPv6 is on elsewhere
+    disabled_interfaces: List[str] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Ipv6State":
-        return cls(enabled=d.get("enabled"), evidence=list(d.get("evidence", [])))
+        return cls(
+            enabled=d.get("enabled"),
+            evidence=list(d.get("evidence", [])),
+            disabled_interfaces=[str(n) for n in d.get("disabled_interfaces", []) or []],
+        )
 
 
 @dataclass
@@ -153,9 +170,15 @@ class RulesetText:
     backend: str  # "nft" | "legacy" | "unknown"
     source: str  # the command or file it came from
     text: str
+    # nft-json only: `nft --debug=netlink list ruleset` of the same ruleset, inet tables' rules
+    # only; it holds the `meta nfproto` tests nft does not print (None: not collected)
+    netlink: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["netlink"] is None:
+            del d["netlink"]  # (older snapshots have no such field; keep them byte-identical)
+        return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "RulesetText":
@@ -186,6 +209,9 @@ class HostSnapshot:
     # Which dump is authoritative for which kernel table, one entry per table:
     # {"table": "ip filter", "source": "iptables-save", "reason": "..."} (see docs/snapshot.md)
     table_sources: List[Dict[str, str]] = field(default_factory=list)
+    # kernel settings that decide what the rules mean, as read from /proc/sys, by sysctl name
+    # ("net.ipv4.ip_forward": "1"; see SYSCTLS); empty: not collected (an offline input)
+    sysctls: Dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -201,6 +227,7 @@ class HostSnapshot:
             "rulesets": [r.to_dict() for r in self.rulesets],
             "missing": list(self.missing),
             "table_sources": [dict(t) for t in self.table_sources],
+            "sysctls": dict(self.sysctls),
         }
 
     @classmethod
@@ -218,7 +245,16 @@ class HostSnapshot:
             rulesets=[RulesetText.from_dict(r) for r in d.get("rulesets", [])],
             missing=list(d.get("missing", [])),
             table_sources=[dict(t) for t in d.get("table_sources", [])],
+            sysctls=dict(d.get("sysctls") or {}),
         )
+
+    def forwarding(self, family: str) -> Optional[bool]:
+        """Whether the host forwards ``family``'s packets (net.ipv4.ip_forward,
+        net.ipv6.conf.all.forwarding); None when the sysctls were not collected."""
+        value = self.sysctls.get(FORWARDING_SYSCTL[family])
+        if value is None:
+            return None
+        return value.strip() not in ("0", "")
 
     def rulesets_for(self, family: str) -> List[RulesetText]:
         return [r for r in self.rulesets if r.family in (family, "inet")]

@@ -31,6 +31,8 @@ NOTRACK = "NOTRACK"  # raw: the packet becomes UNTRACKED
 QUEUE = "QUEUE"  # handed to user space: verdict unknown
 UNKNOWN = "UNKNOWN"  # a target twinwall does not model: treated as non-terminal, named
 
+LOG_TARGETS = frozenset(("LOG", "NFLOG", "ULOG"))  # iptables targets that log and go on
+
 NO_TABLE = "(none)"  # Decision.table when no table hooks the path at all
 
 @dataclass
@@ -47,6 +49,15 @@ class Rule:
     target: str = ""  # chain for JUMP/GOTO; the source's target name otherwise
     # DNAT/REDIRECT: (destination interval set or None for "local", port interval set or None)
     nat_to: Optional[Tuple] = None
+    # where the rule sits in its dump, for findings, SARIF locations and fix positions: the
+    # 1-based line of an iptables-save dump; an nft rule's handle (nft -j prints one line)
+    line: Optional[int] = None
+    handle: Optional[int] = None
+    logs: bool = False  # the rule logs what it matches (nft's log statement; see rule_logs)
+
+    def rule_logs(self) -> bool:
+        """Whether the packets this rule matches are logged (-j LOG/NFLOG/ULOG, nft log)."""
+        return self.logs or (self.action == CONTINUE and self.target in LOG_TARGETS)
 
 
 class Decision(NamedTuple):
@@ -61,6 +72,8 @@ class Decision(NamedTuple):
     policy: Optional[str]
     source: str = ""  # which ruleset (e.g. "iptables-save (nft)"), filled by the evaluator
     action: str = ""  # the rule's action (ACCEPT, JUMP, ...) or the policy, when known
+    line: Optional[int] = None  # the rule's line in its iptables-save dump (Rule.line)
+    handle: Optional[int] = None  # the nft rule's handle (Rule.handle)
 
     def to_dict(self) -> Dict:
         d: Dict = {"table": self.table, "chain": self.chain}
@@ -83,7 +96,7 @@ class Decision(NamedTuple):
 
 
 class Chain:
-    __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile", "index")
+    __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile", "index", "line")
 
     def __init__(self, table: str, name: str, policy: Optional[str] = None):
         self.table = table
@@ -96,6 +109,7 @@ class Chain:
         # the evaluator's index of a long chain's rules (analysis.chain_index), built on its
         # first walk; False when the chain is not worth one
         self.index = None
+        self.line: Optional[int] = None  # the chain's declaration line in an iptables-save dump
 
     def set_source(self, source: List, compile_fn: Callable[["Chain", List], List[Rule]], count: Optional[int] = None) -> None:
         """Defer compiling: ``compile_fn(chain, source)`` runs on first access to ``rules``.
@@ -143,6 +157,23 @@ class BaseChain:
     kind: str = "filter"
 
 
+@dataclass(frozen=True)
+class LocalRoutes:
+    """The host's local routing table as xt_addrtype reads it with --limit-iface-in/out, for one
+    family: per interface name, the addresses whose local route is on it (type LOCAL; on
+    loopback an IPv4 address's whole prefix) and, IPv4 only, its subnet broadcast addresses
+    (type BROADCAST)."""
+
+    local: Dict[str, Tuple]
+    broadcast: Dict[str, Tuple]
+
+    def all_broadcast(self) -> Tuple:
+        out: List = []
+        for value in self.broadcast.values():
+            out.extend(value)
+        return tuple(sorted(out))
+
+
 @dataclass
 class Ruleset:
     family: str  # "ipv4" | "ipv6"
@@ -156,6 +187,9 @@ class Ruleset:
     # the host's own addresses, loopback included (for addrtype LOCAL / fib daddr type local),
     # bound with the universe; None: unknown
     local_addresses: Optional[Tuple] = None
+    # the same per interface (addrtype --limit-iface-in/out, subnet broadcasts), bound with the
+    # contexts; None: which interface holds which address is unknown (offline)
+    local_routes: Optional[LocalRoutes] = None
     # what the source is: "iptables" or "nftables", and front-ends recognised in it
     kind: str = "iptables"
     frontends: List[str] = field(default_factory=list)

@@ -55,7 +55,9 @@ class Want:
     outside one; "interface" - allowed_interfaces must match eth-a and not eth-b;
     "interface-except" - only "eth-b is not allowed" is checked (twinwall may spell "every
     interface but eth-b" as it likes); "source-port" - status only (the restriction is on the
-    client's source port, which allowed_sources cannot express).
+    client's source port, which allowed_sources cannot express); "combination" - status only
+    (the three lists cannot say it). Open and restricted verdicts are also checked against the
+    ``allowed`` combinations: they hold each client that connects, none that does not.
     decided: substrings that must all occur in one decided_by entry, rendered as
     "table=T chain=C rule=R" or "table=T chain=C policy=P".
     source_port: the inside client binds this source port for its probe."""
@@ -117,6 +119,14 @@ class Case:
     ipv6_disabled: bool = False
     # (family, severity, service) that must appear among the findings
     findings: List[Tuple[str, str, str]] = field(default_factory=list)
+    # (finding id, family) of host findings that must appear
+    host_findings: List[Tuple[str, str]] = field(default_factory=list)
+    # (family, severity) of the one TW-FAMILY-GAP that must list every service the clients find
+    # open over that family and filtered over the other (one cause, one finding), with no
+    # TW-NO-RULE repeating it
+    grouped_gap: Optional[Tuple[str, str]] = None
+    # (id, family) pairs that must not be among the findings
+    absent: List[Tuple[str, str]] = field(default_factory=list)
 
 
 BUILTIN_CHAINS = {
@@ -142,8 +152,20 @@ def table(name: str, rules: str = "", **policies: str) -> str:
     return "\n".join(head + lines + ["COMMIT"]) + "\n"
 
 
+# IPv6 neighbour discovery, as a correct ruleset accepts it (RFC 4861: hop limit 255). Without
+# it no IPv6 client on the link reaches the host at all, whatever the service's rules say; the
+# cases below are about those rules, so every IPv6 ruleset with a DROP policy carries these
+# (test_ndp_netns.py is about leaving them out).
+NDP_ACCEPT = """
+    -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl --hl-eq 255 -j ACCEPT
+    -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -m hl --hl-eq 255 -j ACCEPT
+"""
+
+
 def ruleset(filter_rules: str = "", *, input: str = "DROP", raw: Optional[str] = None,
-            mangle: Optional[str] = None) -> str:
+            mangle: Optional[str] = None, ndp: bool = False) -> str:
+    if ndp:
+        filter_rules = textwrap.dedent(NDP_ACCEPT) + textwrap.dedent(filter_rules)
     out = ""
     if raw is not None:
         out += table("raw", raw)
@@ -169,7 +191,7 @@ def both(rules: str, **kw: Any) -> Dict[str, str]:
                        CN="2001:db8:c::/64")
         extra = {k: (v.format(**sub) if isinstance(v, str) and k in ("raw", "mangle") else v)
                  for k, v in kw.items()}
-        return ruleset(rules.format(**sub), **extra)
+        return ruleset(rules.format(**sub), ndp=fam == IPV6, **extra)
 
     return {"v4": fill(IPV4), "v6": fill(IPV6)}
 
@@ -201,11 +223,33 @@ CASES.append(Case(
         -A INPUT -s 127.0.0.0/8 -j DROP
         -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
     """),
+    v6=ruleset(ndp=True, filter_rules="""
+        -A INPUT -i lo -j ACCEPT
+        -A INPUT -s ::1/128 -j DROP
+        -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
+    """),
+))
+
+# The same seed as it was written: no ICMPv6 accept at all. Neighbour discovery is dropped, so an
+# IPv6 client cannot even find the server's link-layer address: tcp/22 times out over IPv6 though
+# its rule accepts it. IPv6 is broken, not protected.
+CASES.append(Case(
+    "cis_seed_without_neighbour_discovery",
+    "CIS seed without ICMPv6 accepts: neighbour discovery dropped, every IPv6 connection times out",
+    services=[
+        S("tcp", "0.0.0.0", 22, ipv4=W(OPEN, "--dport 22"), ipv6=NOT_BOUND),
+        S("tcp", "::", 22, True, ipv4=NOT_BOUND, ipv6=W(FILTERED, "policy=DROP")),
+    ],
+    v4=ruleset("""
+        -A INPUT -i lo -j ACCEPT
+        -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
+    """),
     v6=ruleset("""
         -A INPUT -i lo -j ACCEPT
         -A INPUT -s ::1/128 -j DROP
         -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
     """),
+    host_findings=[("TW-ICMPV6-NDP-BLOCKED", IPV6), ("TW-ICMPV6-ESSENTIAL-BLOCKED", IPV6)],
 ))
 
 # Seed 001 (Michael Rash): a careful IPv4 ruleset, ip6tables never configured (policy ACCEPT,
@@ -240,6 +284,29 @@ CASES.append(Case(
     v4=_RASH_V4,
     v6=None,
     findings=[(IPV6, "high", "tcp/53"), (IPV6, "high", "tcp/80")],
+))
+
+# Issue 10: a host whose ip6tables was never configured, seven services on "::". Today's audit
+# gave a family gap and a "no rule" finding per socket; one cause (the IPv6 INPUT policy
+# ACCEPT) must give one finding listing the services, each confirmed open over IPv6 by the real
+# clients. IPv4 logs what it drops (Rash's script) and never loopback: no logging findings.
+CASES.append(Case(
+    "ip6tables_never_configured_one_finding_per_cause",
+    "ip6tables never configured: one TW-FAMILY-GAP for all seven services, no TW-NO-RULE per socket",
+    services=[
+        dual("tcp", 25, ipv4=FILTERED, ipv6=OPEN),
+        dual("tcp", 53, ipv4=FILTERED, ipv6=OPEN),
+        dual("udp", 53, ipv4=FILTERED, ipv6=OPEN),
+        dual("tcp", 80, ipv4=FILTERED, ipv6=OPEN),
+        dual("tcp", 3306, ipv4=FILTERED, ipv6=OPEN),
+        dual("udp", 123, ipv4=FILTERED, ipv6=OPEN),
+        S("tcp", "0.0.0.0", 5432, ipv4=FILTERED, ipv6=NOT_BOUND),
+        S("tcp", "::", 5432, True, ipv4=NOT_BOUND, ipv6=OPEN),
+    ],
+    v4=_RASH_V4,
+    v6=None,
+    grouped_gap=(IPV6, "high"),
+    absent=[("TW-NO-RULE", IPV6), ("TW-DROP-NOT-LOGGED", IPV4), ("TW-LOOPBACK-LOGGED", IPV4)],
 ))
 
 # Seed 002 (Rackspace): the story is about OUTPUT (outbound mail over IPv6). Inbound audit does
@@ -288,7 +355,7 @@ CASES.append(Case(
         -A INPUT -p udp -m udp --dport 5353 -j REJECT --reject-with icmp-port-unreachable
         -A INPUT -p tcp -m tcp --dport 3389 -j REJECT --reject-with icmp-host-prohibited
     """, input="ACCEPT"),
-    v6=ruleset("""
+    v6=ruleset(ndp=True, filter_rules="""
         -A INPUT -p tcp -m tcp --dport 22 -j DROP
         -A INPUT -p tcp -m tcp --dport 8443 -j REJECT --reject-with tcp-reset
         -A INPUT -p udp -m udp --dport 5353 -j REJECT --reject-with icmp6-port-unreachable
@@ -310,7 +377,7 @@ CASES.append(Case(
         -A INPUT -p tcp -m tcp --dport 8081 -j ACCEPT
         -A INPUT -p udp -m udp --dport 8082 -j ACCEPT
     """),
-    v6=ruleset("""
+    v6=ruleset(ndp=True, filter_rules="""
         -A INPUT -i lo -j ACCEPT
         -A INPUT -p ipv6-icmp -j ACCEPT
         -A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
@@ -437,6 +504,23 @@ CASES.append(Case(
     **both("""
         -A INPUT -i lo -j ACCEPT
         -A INPUT -p tcp -m multiport --ports 7001 -j ACCEPT
+    """),
+))
+
+# The three allowed_* lists hold the outside client's source and its interface here, yet the
+# firewall drops it: only the "allowed" combinations say who gets through.
+CASES.append(Case(
+    "a_source_allowed_on_one_interface_only",
+    "tcp/7200 accepts the inside network on eth-a, the outside network only on eth-a (where it "
+    "never arrives) and other hosts on eth-b: the outside client is dropped",
+    services=[
+        dual("tcp", 7200, ipv4=W(RESTRICTED, via="combination"), ipv6=W(RESTRICTED, via="combination")),
+    ],
+    **both("""
+        -A INPUT -i lo -j ACCEPT
+        -A INPUT -i eth-a -s {A} -p tcp --dport 7200 -j ACCEPT
+        -A INPUT -i eth-a -s {B} -p tcp --dport 7200 -j ACCEPT
+        -A INPUT -i eth-b -s {CN} -p tcp --dport 7200 -j ACCEPT
     """),
 ))
 
@@ -791,8 +875,39 @@ def check_family(topo: Topology, case: Case, svc: Svc, family: str,
             if _iface_matches(ifaces, outside.server_if):
                 problems.append(f"{label}: allowed_interfaces {ifaces} include "
                                 f"{outside.server_if}, which the firewall drops")
+    if want.status in (OPEN, RESTRICTED):
+        problems += _check_allowed(topo, label, want, family, got)
     if problems:
         problems[-1] += f"  [{case.doc}]"
+    return problems
+
+
+EPHEMERAL_PORT = 40000  # stands for the port a client's kernel picks (32768-60999)
+
+
+def _holds(combo: Dict[str, Any], address: str, ifname: str, sport: int) -> bool:
+    ports = combo.get("source_ports") or []
+    return (_covers(combo.get("sources") or [], address)
+            and (combo.get("interfaces") == ["*"] or _iface_matches(combo.get("interfaces") or [], ifname))
+            and (ports == ["*"] or any(int(r.split("-")[0]) <= sport <= int(r.split("-")[-1]) for r in ports)))
+
+
+def _check_allowed(topo: Topology, label: str, want: Want, family: str, got: Dict[str, Any]) -> List[str]:
+    """The ``allowed`` combinations hold each client that connected (its address, the server
+    interface it arrives on, its source port) and none that did not."""
+    combos = got.get("allowed")
+    if not isinstance(combos, list) or not combos:
+        return [f"{label}: status {want.status} but no 'allowed' combinations: {combos!r}"]
+    problems = []
+    for client in (INSIDE, OUTSIDE):
+        link = topo.clients[client].link
+        connects = want.status == OPEN or client == INSIDE
+        sport = want.source_port if client == INSIDE and want.source_port else EPHEMERAL_PORT
+        held = any(_holds(c, link.client_address(family), link.server_if, sport) for c in combos)
+        if held != connects:
+            problems.append(f"{label}: allowed {combos} {'miss' if connects else 'hold'} the {client} client "
+                            f"{link.client_address(family)} on {link.server_if} from port {sport}, which "
+                            f"{'connects' if connects else 'does not connect'}")
     return problems
 
 
@@ -820,11 +935,47 @@ def check_twinwall(topo: Topology, case: Case, report: Dict[str, Any]) -> List[s
     findings = report.get("findings") or []
     for family, severity, service in case.findings:
         if not any(f.get("family") == family and f.get("severity") == severity
-                   and f.get("service") == service for f in findings):
+                   and service in [f.get("service")] + [e.get("service") for e in f.get("services") or []]
+                   for f in findings):
             got = [(f.get("id"), f.get("family"), f.get("severity"), f.get("service"))
                    for f in findings]
             problems.append(f"no {severity} finding for {service} over {family} "
                             f"(the family gap); findings: {got}")
+    for fid, family in case.host_findings:
+        if not any(f.get("id") == fid and f.get("family") == family for f in findings):
+            problems.append(f"no {fid} finding over {family}; findings: "
+                            f"{[(f.get('id'), f.get('family')) for f in findings]}")
+    if case.grouped_gap is not None:
+        problems += _check_grouped_gap(case, findings)
+    for fid, family in case.absent:
+        if any(f.get("id") == fid and f.get("family") == family for f in findings):
+            problems.append(f"{fid} over {family} should not be raised: {[f['message'] for f in findings if f.get('id') == fid]}")
+    return problems
+
+
+def _check_grouped_gap(case: Case, findings: List[Dict[str, Any]]) -> List[str]:
+    """One cause, one finding: the wide family's gap lists exactly the services the real
+    clients reached over it (open) and not over the other family (filtered)."""
+    family, severity = case.grouped_gap  # type: ignore[misc]
+    other = IPV4 if family == IPV6 else IPV6
+    gaps = [f for f in findings if f.get("id") == "TW-FAMILY-GAP" and f.get("family") == family
+            and f.get("severity") == severity]
+    if len(gaps) != 1:
+        return [f"expected one {severity} TW-FAMILY-GAP over {family}, got {[g.get('message') for g in gaps]}"]
+    wide = {(s.proto, s.port) for s in case.services if s.want(family).status == OPEN}
+    narrow = {(s.proto, s.port) for s in case.services
+              if s.want(other).status == FILTERED or (s.want(other).status == NOT_BOUND and s.want(family).status == OPEN)}
+    expected = wide & {(p, port) for p, port in narrow
+                       if not any(x.proto == p and x.port == port and x.want(other).status == OPEN for x in case.services)}
+    listed = {(e["protocol"], e["port"]) for e in gaps[0].get("services") or []}
+    problems = []
+    if listed != expected:
+        problems.append(f"the grouped gap lists {sorted(listed)}, the clients found {sorted(expected)} "
+                        f"open over {family} only")
+    if gaps[0].get("service") is not None:
+        problems.append(f"a gap of {len(listed)} services names one service: {gaps[0].get('service')}")
+    if not gaps[0].get("fix") or not gaps[0].get("decided_by"):
+        problems.append(f"the grouped gap has no fix or no decided_by: {gaps[0]}")
     return problems
 
 

@@ -51,6 +51,7 @@ class NftCase:
     iptables_nft: Optional[str] = None  # iptables-nft-restore input (IPv4)
     ip6tables_nft: Optional[str] = None
     iptables_legacy: Optional[str] = None  # iptables-legacy-restore input (IPv4)
+    ip6tables_legacy: Optional[str] = None  # ip6tables-legacy-restore input
     # extra checks on (report, collected snapshot) -> list of problems
     extra: Optional[Callable[[Dict[str, Any], Dict[str, Any]], List[str]]] = None
     findings: list = field(default_factory=list)
@@ -114,6 +115,27 @@ CASES.append(NftCase(
                 tcp dport 9997 reject with icmpv6 type admin-prohibited
                 tcp dport 9996 reject with icmpx type admin-prohibited
                 tcp dport 9995 reject with tcp reset
+            }
+        }
+    """,
+))
+
+CASES.append(NftCase(
+    "inet_hidden_nfproto",
+    "nft 1.0.6 lists `meta nfproto ipv6 tcp dport 3000 reject with tcp reset` without the nfproto "
+    "(list and -j); the collector's netlink dump restores it: IPv6 only",
+    services=[
+        dual("tcp", 3000, ipv4=W(OPEN, "policy=ACCEPT"), ipv6=W(FILTERED, "tcp reset")),
+        dual("tcp", 3001, ipv4=W(FILTERED, "tcp reset"), ipv6=W(OPEN, "policy=ACCEPT")),
+        dual("tcp", 3002, ipv4=W(FILTERED, "tcp reset"), ipv6=W(FILTERED, "tcp reset")),
+    ],
+    nft="""
+        table inet t {
+            chain input {
+                type filter hook input priority 0; policy accept;
+                meta nfproto ipv6 tcp dport 3000 reject with tcp reset
+                meta nfproto ipv4 tcp dport 3001 reject with tcp reset
+                tcp dport 3002 reject with tcp reset
             }
         }
     """,
@@ -368,6 +390,46 @@ COMMIT
 ))
 
 
+def _check_legacy6_and_nft(report: Dict[str, Any], snap: Dict[str, Any]) -> List[str]:
+    sources = [r.get("source") for r in snap.get("rulesets", [])]
+    problems = []
+    if "ip6tables-legacy-save" not in sources:
+        problems.append(f"the legacy IPv6 table was not collected (rulesets: {sources})")
+    both = sorted(f["family"] for f in report["findings"] if f["id"] == "TW-LEGACY-AND-NFT")
+    if both != ["ipv6"]:
+        problems.append(f"TW-LEGACY-AND-NFT should be raised for IPv6 only (legacy ip6tables + native "
+                        f"nft), got {both}")
+    return problems
+
+
+CASES.append(NftCase(
+    "ip6tables_legacy_plus_native_nft",
+    "ip6tables-legacy (x_tables) and a native inet table at once: an IPv6 packet must pass both, "
+    "and TW-LEGACY-AND-NFT says so",
+    services=[
+        dual("tcp", 8010, ipv4=W(OPEN), ipv6=W(FILTERED, "--dport 8010")),
+        dual("tcp", 8011, ipv4=W(FILTERED, "table=inet native"), ipv6=W(FILTERED, "table=inet native")),
+        dual("tcp", 8012, ipv4=OPEN, ipv6=OPEN),
+    ],
+    ip6tables_legacy="""*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -p tcp -m tcp --dport 8010 -j DROP
+COMMIT
+""",
+    nft="""
+        table inet native {
+            chain input {
+                type filter hook input priority 0; policy accept;
+                tcp dport 8011 drop
+            }
+        }
+    """,
+    extra=_check_legacy6_and_nft,
+))
+
+
 def _legacy_unavailable() -> Optional[str]:
     if shutil.which("iptables-legacy-restore") is None:
         return "iptables-legacy-restore is not installed"
@@ -388,6 +450,8 @@ def _load(topo: Topology, case: NftCase) -> None:
     ns = topo.server
     if case.iptables_legacy is not None:
         netns_exec(ns, "iptables-legacy-restore", input=case.iptables_legacy)
+    if case.ip6tables_legacy is not None:
+        netns_exec(ns, "ip6tables-legacy-restore", input=case.ip6tables_legacy)
     if case.iptables_nft is not None:
         netns_exec(ns, "iptables-nft-restore", input=case.iptables_nft)
     if case.ip6tables_nft is not None:
@@ -410,7 +474,7 @@ def test_cases_are_well_formed() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_nft_scenario(case: NftCase) -> None:
-    if case.iptables_legacy is not None:
+    if case.iptables_legacy is not None or case.ip6tables_legacy is not None:
         reason = _legacy_unavailable()
         if reason:
             pytest.skip(reason)

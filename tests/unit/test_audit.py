@@ -32,7 +32,8 @@ V4 = """\
 COMMIT
 """
 
-# The CIS seed: ip6tables with policy DROP, loopback accept, spoofed ::1 drop, tcp/22 NEW accept.
+# The CIS seed: ip6tables with policy DROP, loopback accept, spoofed ::1 drop, tcp/22 NEW accept
+# (and neighbour discovery accepted, without which no IPv6 connection works: see test_ndp.py).
 V6 = """\
 *filter
 :INPUT DROP [0:0]
@@ -40,6 +41,8 @@ V6 = """\
 :OUTPUT ACCEPT [0:0]
 -A INPUT -i lo -j ACCEPT
 -A INPUT -s ::1/128 -j DROP
+-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl --hl-eq 255 -j ACCEPT
+-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -m hl --hl-eq 255 -j ACCEPT
 -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
 COMMIT
 """
@@ -77,9 +80,13 @@ def test_restricted_lists_sources_and_decisions():
 def test_family_gap_is_the_headline():
     report = audit_snapshot(snapshot())
     gaps = [f for f in report.findings if f.id == "TW-FAMILY-GAP"]
-    # open over IPv6, admin-only over IPv4: the bypass of the seeds
-    assert [(g.service, g.family, g.severity) for g in gaps] == [("tcp/22", "ipv6", "high")]
+    # open over IPv6, admin-only over IPv4: a gap, medium as the README says (was high)
+    assert [(g.service, g.family, g.severity) for g in gaps] == [("tcp/22", "ipv6", "medium")]
     assert gaps[0].cis.startswith("CIS 4.4.3.4")
+    # open over IPv6, filtered over IPv4: the bypass of the seeds, high
+    v4_closed = V4.replace("-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -j ACCEPT\n", "")
+    gaps = [f for f in audit_snapshot(snapshot(v4=v4_closed)).findings if f.id == "TW-FAMILY-GAP"]
+    assert [(g.service, g.family, g.severity) for g in gaps] == [("tcp/22", "ipv6", "high")]
     # restricted over IPv6 while filtered over IPv4: still a gap, less severe
     v6_narrow = V6.replace("-A INPUT -p tcp", "-A INPUT -s 2001:db8::/32 -p tcp")
     v4_closed = V4.replace("-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -j ACCEPT\n", "")
@@ -174,7 +181,8 @@ def test_explain_walks_the_chains(tmp_path, args):
     (tmp_path / "v4").write_text(V4)
     (tmp_path / "v6").write_text(V6)
     out = run_cli(*args, "--iptables", str(tmp_path / "v4"), "--ip6tables", str(tmp_path / "v6"))
-    assert out.returncode == 0, out.stderr
+    # tcp/22 is restricted over IPv4 and open over IPv6: exit 1, as audit does for a family gap
+    assert out.returncode == (0 if "--family" in args else 1), out.stderr
     assert "filter INPUT #" in out.stdout and "verdict:" in out.stdout
     if "--family" in args:
         assert "IPv4" not in out.stdout and "ACCEPT  any remote source" in out.stdout
@@ -299,6 +307,18 @@ def test_offline_legacy_beside_nft_dump_is_reported_and_cited_by_file(tmp_path):
     assert findings["TW-LEGACY-AND-NFT"]["family"] == "ipv4"
     assert any(line.startswith(str(tmp_path / "legacy") + " (legacy): filter INPUT #1")
                for line in findings["TW-LOOPBACK-NOT-ACCEPTED"]["evidence"])
+
+
+def test_offline_ip6tables_legacy_beside_native_nft_is_reported(tmp_path):
+    from pathlib import Path
+
+    nft_json = Path(__file__).resolve().parent.parent / "fixtures" / "nft" / "inet_filter.json"
+    (tmp_path / "legacy6").write_text(ACCEPT_ALL.replace("COMMIT", "-A INPUT -p tcp --dport 80 -j DROP\nCOMMIT"))
+    (tmp_path / "ss").write_text(SS)
+    proc = run_cli("audit", "--ip6tables-legacy", str(tmp_path / "legacy6"), "--nft", str(nft_json),
+                   "--sockets", str(tmp_path / "ss"), "--format", "json")
+    both = [f["family"] for f in json.loads(proc.stdout)["findings"] if f["id"] == "TW-LEGACY-AND-NFT"]
+    assert both == ["ipv6"]  # no legacy IPv4 table: nothing to say for IPv4
 
 
 def test_two_inputs_cannot_both_read_stdin(tmp_path):

@@ -152,7 +152,7 @@ def test_fast_path_compiles_as_the_general_path(family, monkeypatch):
 
     def chain_compiled(line):
         try:
-            return [asdict(r) for r in compiler.compile_chain(chain, [line, line])]
+            return [asdict(r) for r in compiler.compile_chain(chain, [(1, line), (2, line)])]
         except InputError as exc:
             return str(exc)
 

@@ -46,7 +46,8 @@ def test_authority_per_table() -> None:
     snap = snapshot_with_iptables_nft()
     run = runner(fixture("iptables_nft.json"))
     nft = collect_nft_ruleset(snap, run)
-    assert run.calls == [["nft", "-j", "list", "ruleset"]]
+    # the inet table's rules: their netlink form, for the meta nfproto tests nft does not print
+    assert run.calls == [["nft", "-j", "list", "ruleset"], ["nft", "--debug=netlink", "list", "ruleset"]]
     assert nft is not None and (nft.family, nft.format, nft.backend, nft.source) == ("inet", "nft-json", "nft", NFT_SOURCE)
     assert sources(snap) == {
         "ip filter": "iptables-save",  # xt matches: only iptables-nft-save has their parameters
@@ -120,6 +121,53 @@ def test_mixed_native_rules_in_an_xt_table_are_reported() -> None:
     assert any("mixed with native" in m for m in snap.missing)
 
 
+# ufw's logging chains as iptables-nft 1.8.9 loads them (iptables-nft-restore in a namespace) and
+# nft 1.0.6 prints them back: `-m limit` is a native limit expression next to the xt matches.
+UFW_LIMIT_SAVE = """*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:ufw-logging-deny - [0:0]
+-A INPUT -j ufw-logging-deny
+-A ufw-logging-deny -m conntrack --ctstate INVALID -m limit --limit 3/min --limit-burst 10 -j RETURN
+-A ufw-logging-deny -m limit --limit 3/min --limit-burst 10 -j LOG --log-prefix "[UFW BLOCK] "
+COMMIT
+"""
+UFW_LIMIT_JSON = json.dumps({"nftables": [
+    {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
+    {"table": {"family": "ip", "name": "filter", "handle": 4}},
+    {"chain": {"family": "ip", "table": "filter", "name": "INPUT", "handle": 1, "type": "filter",
+               "hook": "input", "prio": 0, "policy": "drop"}},
+    {"chain": {"family": "ip", "table": "filter", "name": "ufw-logging-deny", "handle": 2}},
+    {"rule": {"family": "ip", "table": "filter", "chain": "INPUT", "handle": 3,
+              "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"jump": {"target": "ufw-logging-deny"}}]}},
+    {"rule": {"family": "ip", "table": "filter", "chain": "ufw-logging-deny", "handle": 4,
+              "expr": [{"xt": {"type": "match", "name": "conntrack"}},
+                       {"limit": {"rate": 3, "burst": 10, "per": "minute"}},
+                       {"counter": {"packets": 0, "bytes": 0}}, {"return": None}]}},
+    {"rule": {"family": "ip", "table": "filter", "chain": "ufw-logging-deny", "handle": 5,
+              "expr": [{"limit": {"rate": 3, "burst": 10, "per": "minute"}},
+                       {"counter": {"packets": 0, "bytes": 0}}, {"xt": {"type": "target", "name": "LOG"}}]}},
+]})
+
+
+def test_iptables_nft_limit_is_not_a_native_rule() -> None:
+    snap = HostSnapshot()
+    snap.rulesets = [RulesetText("ipv4", "iptables-save", "nft", "iptables-save", UFW_LIMIT_SAVE)]
+    collect_nft_ruleset(snap, runner(UFW_LIMIT_JSON))
+    assert sources(snap) == {"ip filter": "iptables-save"}
+    assert not any("mixed with native" in m for m in snap.missing), snap.missing
+
+
+def test_native_limit_forms_iptables_cannot_write_are_native() -> None:
+    items = json.loads(UFW_LIMIT_JSON)["nftables"]
+    items[-1]["rule"]["expr"][0] = {"limit": {"rate": 3, "burst": 10, "per": "minute", "inv": True}}
+    snap = HostSnapshot()
+    snap.rulesets = [RulesetText("ipv4", "iptables-save", "nft", "iptables-save", UFW_LIMIT_SAVE)]
+    collect_nft_ruleset(snap, runner(json.dumps({"nftables": items})))
+    assert any("mixed with native" in m for m in snap.missing)
+
+
 def test_nft_failures_are_recorded_not_raised(monkeypatch) -> None:
     snap = HostSnapshot()
     assert collect_nft_ruleset(snap, runner(rc=1, stderr="Error: syntax error\n")) is None
@@ -137,3 +185,17 @@ def test_table_sources_round_trip() -> None:
     snap = HostSnapshot(table_sources=[{"table": "ip filter", "source": "iptables-save", "reason": "x"}])
     again = HostSnapshot.from_dict(json.loads(json.dumps(snap.to_dict())))
     assert again.table_sources == snap.table_sources
+
+
+def test_netlink_dump_keeps_only_inet_rule_blocks() -> None:
+    from twinwall.sources.host import _collect_nft_netlink
+
+    text = (FIXTURES / "inet_filter.netlink").read_text()
+    snap = HostSnapshot()
+    kept = _collect_nft_netlink(snap, runner(text))
+    assert kept and not snap.missing
+    assert all(line.startswith(("inet ", "  [")) for line in kept.splitlines())
+    assert "@" not in "".join(line for line in kept.splitlines() if not line.startswith(" "))
+    again = HostSnapshot.from_dict(json.loads(json.dumps(
+        HostSnapshot(rulesets=[RulesetText("inet", "nft-json", "nft", NFT_SOURCE, "{}", netlink=kept)]).to_dict())))
+    assert again.rulesets[0].netlink == kept

@@ -34,8 +34,8 @@ def fixture(name: str) -> str:
     return (FIXTURES / name).read_text()
 
 
-def views(text: str) -> Dict[str, Ruleset]:
-    return {rs.family: rs for rs in parse_nft_json(text, "test")}
+def views(text: str, netlink=None) -> Dict[str, Ruleset]:
+    return {rs.family: rs for rs in parse_nft_json(text, "test", netlink=netlink)}
 
 
 def doc(*items: dict) -> str:
@@ -171,7 +171,7 @@ def fx() -> Dict[str, Ruleset]:
         if "rule" in item and ("@blocked" in json.dumps(item) or '"key": "mark"}}, "right"' in json.dumps(item)):
             continue
         keep.append(item)
-    return views(json.dumps({"nftables": keep}))
+    return views(json.dumps({"nftables": keep}), fixture("inet_filter.netlink"))
 
 
 def test_inet_rules_apply_per_family(fx) -> None:
@@ -477,3 +477,60 @@ def test_ports_at_the_edges_of_the_range_are_fine() -> None:
     t = doc(table("ip", "t"), chain("ip", "t", "input", "input", 0, "drop"),
             rule("ip", "t", "input", match(payload("tcp", "dport"), {"set": [0, 65535]}), {"accept": None}))
     assert packet(views_of(t)["ipv4"], "198.51.100.1", 65535)[0] == ["accept"]
+
+
+# What nft 1.0.6 prints for `meta nfproto ipv6 tcp dport 3000 reject with tcp reset` and
+# `meta nfproto ipv4 meta l4proto icmp accept` (loaded with nft -f in a namespace): both in
+# `list` and `-j` without the nfproto; `nft --debug=netlink list ruleset` keeps it.
+HIDDEN_NFPROTO_JSON = doc(
+    {"table": {"family": "inet", "name": "t", "handle": 1}},
+    {"chain": {"family": "inet", "table": "t", "name": "input", "handle": 1, "type": "filter",
+               "hook": "input", "prio": 0, "policy": "accept"}},
+    {"rule": {"family": "inet", "table": "t", "chain": "input", "handle": 2, "expr": [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 3000}},
+        {"reject": {"type": "tcp reset"}}]}},
+    {"rule": {"family": "inet", "table": "t", "chain": "input", "handle": 3, "expr": [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 3001}},
+        {"reject": {"type": "tcp reset"}}]}},
+)
+HIDDEN_NFPROTO_NETLINK = """inet t input 2
+  [ meta load nfproto => reg 1 ]
+  [ cmp eq reg 1 0x0000000a ]
+  [ meta load l4proto => reg 1 ]
+  [ cmp eq reg 1 0x00000006 ]
+  [ payload load 2b @ transport header + 2 => reg 1 ]
+  [ cmp eq reg 1 0x0000b80b ]
+  [ reject type 1 code 0 ]
+
+inet t input 3 2
+  [ meta load l4proto => reg 1 ]
+  [ cmp eq reg 1 0x00000006 ]
+  [ payload load 2b @ transport header + 2 => reg 1 ]
+  [ cmp eq reg 1 0x0000b90b ]
+  [ reject type 1 code 0 ]
+
+table inet t {
+	chain input {
+		type filter hook input priority filter; policy accept;
+		tcp dport 3000 reject with tcp reset
+		tcp dport 3001 reject with tcp reset
+	}
+}
+"""
+
+
+def test_hidden_nfproto_is_restored_from_the_netlink_dump() -> None:
+    v = views(HIDDEN_NFPROTO_JSON, HIDDEN_NFPROTO_NETLINK)
+    assert packet(v["ipv6"], "2001:db8:b::1", 3000)[0] == ["reject"]
+    verdicts, decisions, _ = packet(v["ipv4"], "198.51.100.1", 3000)
+    assert verdicts == ["accept"] and not any("3000" in d for d in decisions)
+    assert packet(v["ipv4"], "198.51.100.1", 3001)[0] == ["reject"]  # no nfproto: both families
+    assert packet(v["ipv6"], "2001:db8:b::1", 3001)[0] == ["reject"]
+
+
+def test_hidden_nfproto_without_netlink_is_uncertain() -> None:
+    v = views(HIDDEN_NFPROTO_JSON)
+    for family, addr in (("ipv4", "198.51.100.1"), ("ipv6", "2001:db8:b::1")):
+        verdicts, _, unknown = packet(v[family], addr, 3000)
+        assert set(verdicts) == {"accept", "reject"}, (family, verdicts)
+        assert any("meta nfproto" in u for u in unknown), unknown

@@ -153,8 +153,12 @@ def test_join_lists_every_disagreement_with_the_audit_identity():
     assert restricted["status"] == "restricted" and restricted["agrees"] is True
     assert restricted["note"] == "restricted (depends on source)"
     assert restricted["allowed_sources"] == ["198.51.100.0/24"]
-    assert by_port[22].audit["ipv6"] == {"status": "not-bound", "address": "0.0.0.0",
-                                         "agrees": True, "note": None}
+    # 0.0.0.0:22 takes no IPv6: open over IPv4 and closed over IPv6 is where it listens, not a
+    # firewall letting one family through
+    assert by_port[22].audit["ipv6"] == {"status": "not-bound", "address": "0.0.0.0", "agrees": True,
+                                         "note": "not a family gap: no socket listens over this family"}
+    assert by_port[22].gap is False and by_port[22].exposed is False
+    assert by_port[443].gap is True  # filtered over IPv4, open over IPv6: a real gap
     assert by_port[8080].to_dict()["ipv6"]["audit"]["agrees"] is False
 
 
@@ -163,7 +167,7 @@ def test_join_with_the_real_audit_report():
     from twinwall.model import HostSnapshot, Ipv6State, ListeningSocket, RulesetText
 
     rules6 = ("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
-              "-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp --dport 80 -j ACCEPT\nCOMMIT\n")
+              "-A INPUT -i lo -j ACCEPT\n-A INPUT -p ipv6-icmp -j ACCEPT\n-A INPUT -p tcp --dport 80 -j ACCEPT\nCOMMIT\n")
     rules4 = ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
               "COMMIT\n")
     snap = HostSnapshot(
@@ -184,3 +188,24 @@ def test_join_with_the_real_audit_report():
     assert [(d["port"], d["family"], d["audit"], d["scan"], d["address"]) for d in dis] == [
         (22, "ipv6", "filtered", "open", "::")
     ]
+
+
+def test_loopback_only_and_unbound_sockets_are_not_family_gaps():
+    t = Target("web1", [ta("ipv4", A4), ta("ipv6", A6)])
+    audit = {"services": [
+        svc("tcp", "0.0.0.0", 25, "open", "not-bound"),
+        svc("tcp", "::1", 25, "not-bound", "local-only"),
+        svc("tcp", "::", 53, "open", "open"),
+    ]}
+    results = [res("tcp", 25, "ipv4", "open", "syn-ack"), res("tcp", 25, "ipv6", "closed", "conn-refused"),
+               res("tcp", 53, "ipv4", "open", "syn-ack"), res("tcp", 53, "ipv6", "filtered", "no-response")]
+    rows = build_rows([t], [("tcp", 25), ("tcp", 53)], results)
+    assert [r.gap for r in rows] == [True, True]  # the scan alone cannot tell
+    join_audit(rows, audit)
+    smtp, dns = rows
+    assert (smtp.gap, smtp.exposed) == (False, False)
+    # ([::1]:25 does not take connections for the scanned address: the 0.0.0.0 socket decides)
+    assert smtp.audit["ipv6"]["status"] == "not-bound"
+    assert smtp.audit["ipv6"]["note"] == "not a family gap: no socket listens over this family"
+    # the audit expected 53 open over IPv6 and the scan saw it filtered: still a gap
+    assert dns.gap is True

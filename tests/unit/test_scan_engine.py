@@ -126,3 +126,79 @@ def test_other_ports_get_an_empty_datagram():
     assert payloads.udp_payload(1900).startswith(b"M-SEARCH")
     nb = payloads.udp_payload(137)
     assert len(nb) == 50 and nb[12] == 0x20
+
+
+# ---------------------------------------------------------------- congestion window
+
+
+def test_window_grows_while_answers_come_back_and_stops_at_the_ceiling():
+    from twinwall.scan.engine import Congestion
+
+    w = Congestion(initial=10, ceiling=40)
+    assert w.window == 10
+    for _ in range(5):
+        w.in_flight += 1
+        w.release(True, 0.0)
+    assert w.window == 15  # slow start: one more per answer
+    for _ in range(100):
+        w.in_flight += 1
+        w.release(True, 0.0)
+    assert w.window == 40 and w.peak == 40
+
+
+def test_unanswered_tries_halve_the_window_once_per_burst():
+    from twinwall.scan.engine import Congestion
+
+    w = Congestion(initial=32, ceiling=100)
+    w.in_flight = 6
+    w.release(False, sent=10.0)
+    assert w.window == 16 and w.threshold == 16 and w.backoffs == 1
+    w.release(False, sent=9.0)  # sent before that halving: the same burst of losses
+    assert w.window == 16 and w.backoffs == 1
+    w.release(True, sent=1e12)  # above the threshold: a window's worth of answers adds one
+    assert 16 < w.window < 16.1
+    w.release(None, sent=1e12)  # UDP silence says nothing of the network
+    assert 16 < w.window < 16.1 and w.backoffs == 1
+
+
+def test_a_drop_while_later_tries_are_answered_is_a_firewall_not_congestion():
+    """A DROP rule on some ports: the tries sent after the dropped one came back, so the path
+    delivers and the window stays (a halving per dropped port made the scan 3x slower)."""
+    from twinwall.scan.engine import Congestion
+
+    w = Congestion(initial=50, ceiling=100)
+    w.in_flight = 3
+    w.release(True, sent=2.0)
+    w.release(False, sent=1.0)
+    assert w.window == 51 and w.backoffs == 0
+    w.release(False, sent=3.0)  # nothing sent after it answered: maybe congestion
+    assert w.backoffs == 1 and w.window == 25.5
+
+
+def test_fixed_timing_keeps_the_whole_window():
+    from twinwall.scan.engine import Congestion
+
+    w = Congestion(initial=10, ceiling=300, adaptive=False)
+    assert w.window == 300
+    w.in_flight = 1
+    w.release(False, 1e12)
+    assert w.window == 300
+
+
+def test_acquire_waits_for_room_in_the_window():
+    import asyncio
+
+    from twinwall.scan.engine import Congestion
+
+    async def scenario():
+        w = Congestion(initial=2, ceiling=2)
+        await w.acquire()
+        await w.acquire()
+        third = asyncio.ensure_future(w.acquire())
+        await asyncio.sleep(0)
+        assert not third.done() and w.in_flight == 2
+        w.release(True, 0.0)
+        await asyncio.wait_for(third, 5)
+        assert w.in_flight == 2
+
+    asyncio.run(scenario())

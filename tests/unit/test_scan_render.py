@@ -59,6 +59,18 @@ def test_table_hides_quiet_ports_and_marks_gaps():
     assert "tcp/23" in everything and "Not shown" not in everything
 
 
+def test_not_shown_counts_ports_not_address_pairs():
+    t = Target("web1", [TargetAddress("ipv4", A4, "literal"), TargetAddress("ipv4", "192.0.2.2", "literal"),
+                        TargetAddress("ipv6", A6, "literal"), TargetAddress("ipv6", "2001:db8:5::2", "literal")])
+    probes = [("tcp", 23), ("tcp", 24), ("tcp", 25)]
+    results = [ProbeResult(p, port, a.family, a.address, "closed", "r") for p, port in probes for a in t.addresses]
+    # tcp/25 differs on one pair only: shown, so not counted among the hidden
+    results = [r for r in results if not (r.port == 25 and r.address == A6)]
+    results.append(ProbeResult("tcp", 25, "ipv6", A6, "open", "syn-ack"))
+    text = render_table([t], build_rows([t], probes, results), None, 1.0)
+    assert "Not shown: 2 port(s) closed or filtered alike" in text, text
+
+
 def test_table_colours_only_when_asked():
     targets, rows = scan_of(STATES)
     assert "\033[32m" in render_table(targets, rows, None, 1.0, colour=True)

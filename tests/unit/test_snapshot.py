@@ -145,6 +145,12 @@ def test_schema_missing_wrong_and_top_level(tmp_path):
         (lambda d: d.update(sockets_known="true"), "sockets_known", "expected true or false"),
         (lambda d: d["table_sources"][0].update(table=None), "table_sources[0].table", "found null"),
         (lambda d: d["table_sources"].append("ip nat"), "table_sources[1]", "expected an object"),
+        # an address is an IP address of its object's family
+        (lambda d: d["addresses"][0].update(address="999.1.1.1"), "addresses[0].address", "not an IP address"),
+        (lambda d: d["sockets"][1].update(address="999.1.1.1"), "sockets[1].address", "not an IP address"),
+        (lambda d: d["sockets"][1].update(address="::"), "sockets[1].address", "not an ipv4 address"),
+        (lambda d: d["addresses"][1].update(address="192.0.2.1"), "addresses[1].address", "not an ipv6 address"),
+        (lambda d: d["sockets"][0].update(address="localhost"), "sockets[0].address", "not an IP address"),
     ],
 )
 def test_wrong_field_types(tmp_path, mutate, where, words):
@@ -272,3 +278,26 @@ def test_run_command_helper(tmp_path):
     assert res.reason() == "oops (exit status 3)"
     slow = host.run_command(["sleep", "5"], timeout=0.2)
     assert slow.error == "timed out after 0.2 s" and not slow.ok
+
+
+def test_deep_nesting_is_a_one_line_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"schema": "twinwall.snapshot/1", "x": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(InputError, match="nested too deeply"):
+        read_snapshot(str(path))
+
+
+def test_bad_snapshot_exits_2_with_one_line(tmp_path):
+    import subprocess
+
+    doc = snapshot_to_json(sample())
+    doc["sockets"][1]["address"] = "::"
+    r = subprocess.run([sys.executable, "-m", "twinwall", "audit", "--snapshot", write_doc(tmp_path, doc)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.startswith("twinwall: ") and r.stderr.count("\n") == 1, r.stderr
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000 + "]" * 100000)
+    r = subprocess.run([sys.executable, "-m", "twinwall", "audit", "--snapshot", str(deep)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.frontends import combine_frontends, frontends_of
+from twinwall.analysis.ndp import NeighbourReach, essential_icmpv6_dropped, neighbour_discovery, on_link_prefixes
 from twinwall.analysis.published import family_rows, merge_published
 from twinwall.analysis.verdicts import (
     DISABLED,
@@ -31,7 +32,7 @@ from twinwall.analysis.verdicts import (
     display_address,
 )
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
-from twinwall.analysis.evaluator import V_ACCEPT, Outcome, accepted_by_policy
+from twinwall.analysis.evaluator import V_ACCEPT, V_DROP, V_REJECT, Outcome, accepted_by_policy
 from twinwall.analysis.parallel import run_jobs, worth_forking
 from twinwall.analysis.packetset import (
     Box,
@@ -40,19 +41,23 @@ from twinwall.analysis.packetset import (
     DPORT,
     DST,
     IIF,
+    NDIMS,
     PROTO,
     PROTO_ALL,
     box_and,
     box_meets,
+    covers,
     iv_contains,
     loopback_addresses,
     make_box,
     remote_sources,
 )
-from twinwall.loader import load_rulesets, unread_table_note, unread_tables
+from twinwall.findings import CATALOGUE, SEVERITIES, fix_line, kind
+from twinwall.loader import load_rulesets, ruleset_label, unread_table_note, unread_tables
 from twinwall.model import (
     FAMILIES,
     FAMILY_LABEL,
+    FORWARDING_SYSCTL,
     IPV4,
     IPV6,
     PROTO_NUM,
@@ -63,27 +68,27 @@ from twinwall.model import (
     merge_same_sockets,
 )
 
+from twinwall.ruleset import ACCEPT, DROP, REJECT, Decision, Rule
+
 SCHEMA = "twinwall.audit/1"
 
 
-SEVERITIES = ("info", "low", "medium", "high", "critical")
+# a subject's decisions: (family, the decision), as the finding cites them
+Cited = Tuple[str, Decision]
 
-# CIS Linux benchmark controls (Ubuntu/Debian numbering: 4.4.2 iptables, 4.4.3 ip6tables).
-CIS = {
-    (IPV4, "default-deny"): "CIS 4.4.2.1 Ensure iptables default deny firewall policy",
-    (IPV4, "loopback"): "CIS 4.4.2.2 Ensure iptables loopback traffic is configured",
-    (IPV4, "established"): "CIS 4.4.2.3 Ensure iptables outbound and established connections are configured",
-    (IPV4, "open-ports"): "CIS 4.4.2.4 Ensure iptables firewall rules exist for all open ports",
-    (IPV6, "default-deny"): "CIS 4.4.3.1 Ensure ip6tables default deny firewall policy",
-    (IPV6, "loopback"): "CIS 4.4.3.2 Ensure ip6tables loopback traffic is configured",
-    (IPV6, "established"): "CIS 4.4.3.3 Ensure ip6tables outbound and established connections are configured",
-    (IPV6, "open-ports"): "CIS 4.4.3.4 Ensure ip6tables firewall rules exist for all open ports",
-}
-
+# how many services a grouped finding's message names (JSON lists every one)
+MESSAGE_SERVICES = 12
 
 
 @dataclass
 class Finding:
+    """One finding: a catalogued kind (``id``) about one cause, with its subjects.
+
+    ``service``/``row`` name the single service it is about; a finding grouped by cause lists
+    every service it covers in ``services`` (and their table rows in ``rows``). ``decided_by``
+    holds the decisions as objects (the rule, its table, chain, number and line), ``evidence``
+    the same cited as text (plus facts that are not rules)."""
+
     id: str
     severity: str
     family: Optional[str]
@@ -95,18 +100,85 @@ class Finding:
     # the position in AuditReport.services of the service it is about: several sockets share
     # one ``service`` name (0.0.0.0:22 and [::]:22 are both "tcp/22"); not part of the JSON
     row: Optional[int] = None
+    services: List[Dict] = field(default_factory=list)
+    rows: List[int] = field(default_factory=list)
+    hook: Optional[str] = None  # "input", "forward", "output": where the packets meet it
+    decided_by: List[Cited] = field(default_factory=list)
+    fix: str = ""
 
-    def to_json(self) -> Dict:
+    def table_rows(self) -> List[int]:
+        return self.rows or ([] if self.row is None else [self.row])
+
+    def to_json(self, files: Optional[Dict[str, str]] = None) -> Dict:
+        """``files``: ruleset label -> the file (or command) it was read from."""
+        k = CATALOGUE.get(self.id)
         return {
             "frontend": self.frontend,
             "id": self.id,
             "severity": self.severity,
+            "title": k.title if k else None,
             "family": self.family,
+            "hook": self.hook,
             "service": self.service,
+            "services": self.services,
             "message": self.message,
             "cis": self.cis,
             "evidence": self.evidence,
+            "decided_by": [decision_json(fam, d, files or {}) for fam, d in self.decided_by],
+            "fix": self.fix,
+            "remedy": k.remedy if k else None,
         }
+
+
+def decision_json(family: str, d: Decision, files: Dict[str, str]) -> Dict:
+    """A decision as a finding cites it: where the rule is (file, line, nft handle) as well as
+    what it says."""
+    out = d.to_dict()
+    out["family"] = family
+    out["action"] = d.action or None
+    out["file"] = files.get(d.source)
+    out["line"] = d.line
+    if d.handle is not None:
+        out["handle"] = d.handle
+    return out
+
+
+def finding(
+    finding_id: str,
+    family: Optional[str],
+    message: str,
+    *,
+    severity: Optional[str] = None,
+    decided: Sequence[Cited] = (),
+    evidence: Optional[List[str]] = None,
+    subject: Optional[Dict[str, str]] = None,
+    **more,
+) -> Finding:
+    """A Finding of a catalogued kind: default severity, CIS reference and fix line from the
+    catalogue (``severity`` only where the kind's ``severity_rule`` changes it); ``evidence``
+    defaults to the cited decisions; ``subject`` fills the fix template."""
+    k = kind(finding_id)
+    if evidence is None:
+        evidence = cite_families(decided)
+    return Finding(
+        finding_id,
+        severity or k.severity,
+        family,
+        message,
+        cis=k.cis(family),
+        evidence=evidence,
+        decided_by=list(decided),
+        fix=fix_line(finding_id, family, **(subject or {})),
+        **more,
+    )
+
+
+def cite_families(decided: Sequence[Cited]) -> List[str]:
+    """Evidence lines of (family, decision) pairs, each led by its family when both appear."""
+    families = list(dict.fromkeys(f for f, _ in decided))
+    if len(families) < 2:
+        return cite([d for _, d in decided])
+    return [f"{FAMILY_LABEL[f]}: {line}" for f in families for line in cite([d for g, d in decided if g == f])]
 
 
 @dataclass
@@ -119,6 +191,7 @@ class AuditReport:
 
     def to_json(self) -> Dict:
         snap = self.snapshot
+        files = {ruleset_label(t): t.source for t in snap.rulesets}
         return {
             "schema": SCHEMA,
             "host": {
@@ -133,7 +206,7 @@ class AuditReport:
             },
             "ipv6": {"enabled": snap.ipv6.enabled, "evidence": snap.ipv6.evidence},
             "services": [s.to_json() for s in self.services],
-            "findings": [f.to_json() for f in self.findings],
+            "findings": [f.to_json(files) for f in self.findings],
         }
 
 
@@ -159,7 +232,7 @@ def audit_snapshot(
         ServiceReport(sock, {f: results[f].verdicts[i] for f in FAMILIES}) for i, sock in enumerate(sockets)
     ]
     services += merge_published([results[f].published for f in FAMILIES])
-    findings = _service_findings(services) + early
+    findings = _service_findings(services, snapshot) + early
     for f in FAMILIES:
         findings += results[f].findings
     if compare_egress:
@@ -189,19 +262,26 @@ class FamilyAudit:
 
 
 def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[ListeningSocket], keep_text: bool = True) -> FamilyAudit:
+    logs = may_log(snapshot, family)  # (before parsing frees the texts)
     rulesets = load_rulesets(snapshot, keep_text=keep_text, families=(family,))
     contexts = build_contexts(snapshot, rulesets)
     ctx = contexts[family]
     disabled = family == IPV6 and snapshot.ipv6.enabled is False
     # one walk answers every socket, the published ports and the default-deny check
+    # the rules that log are seen only by a trace of the walk: only when a dump holds one
+    logged = _LogSeen() if logs else None
     outcomes = (
-        ctx.evaluator().local_input([remote_new_connections(ctx)])
-        if ctx.rules_known and ctx.remote_targets and not disabled
+        ctx.evaluator(logged).local_input([remote_new_connections(ctx)])
+        if ctx.rules_known and ctx.remote_targets and ctx.remote_ifaces and not disabled
         else []
     )
-    verdicts = _family_verdicts(ctx, sockets, disabled, outcomes)
+    # IPv6: a service is reachable only where neighbour discovery passes too (analysis.ndp)
+    ndp = neighbour_discovery(ctx, on_link_prefixes(snapshot)) if outcomes else None
+    verdicts = _family_verdicts(ctx, sockets, disabled, outcomes, ndp, snapshot.ipv6.disabled_interfaces)
     published = family_rows(contexts, family, outcomes)  # joined with the other family's later
-    findings = _host_findings(ctx, snapshot, outcomes) + _unread_table_findings(family, rulesets[family])
+    findings = _host_findings(ctx, snapshot, outcomes, logged) + _unread_table_findings(family, rulesets[family])
+    if outcomes:
+        findings += _icmpv6_findings(ctx, ndp)
     mine = rulesets[family]
     summary = [
         {"family": rs.family, "source": rs.source, "rules": rs.rule_count(), "tables": sorted(rs.tables)}
@@ -232,6 +312,19 @@ def _precheck(sock: ListeningSocket, family: str, disabled: bool) -> Optional[Fa
     return None
 
 
+def _interfaces_without_ipv6(ctx: FamilyContext, sock: ListeningSocket, off: Sequence[str]) -> Optional[FamilyVerdict]:
+    """IPv6 off on the interfaces a socket could hear over (disable_ipv6=1 there): the
+    interface has no IPv6, which is no firewall verdict."""
+    if ctx.family != IPV6 or not off:
+        return None
+    if sock.interface and sock.interface in off:
+        return FamilyVerdict(DISABLED, reason=f"IPv6 is disabled on {sock.interface} (net.ipv6.conf.{sock.interface}.disable_ipv6=1)")
+    if not ctx.remote_ifaces:
+        names = ", ".join(off)
+        return FamilyVerdict(DISABLED, reason=f"IPv6 is disabled on every interface a client can use ({names}: disable_ipv6=1)")
+    return None
+
+
 def remote_new_connections(ctx: FamilyContext) -> Box:
     """Every new connection from elsewhere: any protocol and port, any remote source, any
     non-loopback interface, to any of the host's addresses. Sockets read their slice of it."""
@@ -241,12 +334,20 @@ def remote_new_connections(ctx: FamilyContext) -> Box:
 
 
 def _family_verdicts(
-    ctx: FamilyContext, sockets: Sequence[ListeningSocket], disabled: bool, outcomes: Sequence[Outcome]
+    ctx: FamilyContext,
+    sockets: Sequence[ListeningSocket],
+    disabled: bool,
+    outcomes: Sequence[Outcome],
+    ndp: Optional[NeighbourReach] = None,
+    ipv6_off_interfaces: Sequence[str] = (),
 ) -> List[FamilyVerdict]:
     out: List[Optional[FamilyVerdict]] = []
     todo: List[Tuple[int, ListeningSocket, tuple]] = []
+    off = ipv6_off_interfaces
     for i, sock in enumerate(sockets):
         pre = _precheck(sock, ctx.family, disabled)
+        if pre is None:
+            pre = _interfaces_without_ipv6(ctx, sock, off)
         if pre is None and not ctx.rules_known:
             pre = FamilyVerdict(UNKNOWN, reason=f"no {FAMILY_LABEL[ctx.family]} ruleset was read")
         if pre is None:
@@ -262,7 +363,7 @@ def _family_verdicts(
         index = _PortIndex(outcomes)
         reach_memo: Dict[tuple, Reach] = {}
         for i, sock, dsts in todo:
-            out[i] = _socket_verdict(ctx, sock, dsts, index.candidates(sock.port), reach_memo)
+            out[i] = _socket_verdict(ctx, sock, dsts, index.candidates(sock.port), reach_memo, ndp)
     return out  # type: ignore[return-value]
 
 
@@ -295,7 +396,12 @@ class _PortIndex:
 
 
 def _socket_verdict(
-    ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outcomes: Sequence[Outcome], memo: Dict[tuple, Reach]
+    ctx: FamilyContext,
+    sock: ListeningSocket,
+    dsts: tuple,
+    outcomes: Sequence[Outcome],
+    memo: Dict[tuple, Reach],
+    ndp: Optional[NeighbourReach] = None,
 ) -> FamilyVerdict:
     num = PROTO_NUM[sock.protocol]
     selector = [(PROTO, ((num, num),)), (DPORT, ((sock.port, sock.port),)), (DST, dsts)]
@@ -312,6 +418,23 @@ def _socket_verdict(
         elif box_meets(o.origin, selector_t):
             denied.append(o)
     uncertain = sorted({u for _, o in accepted for u in o.uncertain} | {u for o in denied for u in o.uncertain})
+    ndp_cut = False
+    if accepted and ndp is not None and ndp.restricts:
+        kept = [(piece, o) for b, o in accepted for piece in ndp.cut(b)]
+        if len(kept) != len(accepted) or any(p != b for (p, _), (b, _) in zip(kept, accepted)):
+            ndp_cut = True
+            ndp.narrowed.append(f"{sock.protocol}/{sock.port}")
+            uncertain = sorted(set(uncertain) | set(ndp.uncertain()))
+        if not kept:
+            return FamilyVerdict(
+                FILTERED,
+                decided_by=ndp.decisions()[:MAX_NDP_CITED],
+                denied_sources=["any"],
+                uncertain=uncertain,
+                reason=f"the firewall accepts the connection, but {ndp.reason()}: no IPv6 client on the "
+                "link can reach the host",
+            )
+        accepted = kept
     if not accepted:
         return FamilyVerdict(
             FILTERED,
@@ -329,7 +452,7 @@ def _socket_verdict(
     if reach is None:
         reach = memo[key] = Reach(ctx, boxes, ref or None)
     by_policy = any(accepted_by_policy(o.decided_by) for _, o in accepted)
-    return reach.verdict(
+    verdict = reach.verdict(
         ctx.universe,
         [o for _, o in accepted],
         denied,
@@ -338,77 +461,228 @@ def _socket_verdict(
         "accepted from every remote source" + (" by the chain policy" if by_policy else ""),
         "accepted only from some sources or interfaces",
     )
+    if ndp_cut and ndp is not None:
+        verdict.decided_by += [d for d in ndp.decisions()[:MAX_NDP_CITED] if d not in verdict.decided_by]
+        verdict.reason += f"; {ndp.reason()} for the others"
+    return verdict
+
+
+MAX_NDP_CITED = 6  # rules cited for dropping neighbour discovery, per verdict
 
 
 # ---------------------------------------------------------------------------------------------
 # findings
 
 
-def _service_findings(services: Sequence[ServiceReport]) -> List[Finding]:
-    findings: List[Finding] = []
+def _service_findings(services: Sequence[ServiceReport], snapshot: HostSnapshot) -> List[Finding]:
+    """Family gaps, services no rule covers and undecidable matches: one finding per cause,
+    listing the services it affects (a host whose ip6tables was never configured gets one
+    family gap for all its services, not one per socket and kind)."""
+    gaps = [g for g in _gap_subjects(services) if _forwards(snapshot, services, g.rows[g.wide], g.wide)]
+    findings = _group_gaps(gaps, services)
+    said = {(g.rows[g.wide], g.wide) for g in gaps}  # a gap already says "no rule, only the policy"
+    no_rule: Dict[tuple, List[int]] = {}
+    uncertain: Dict[tuple, List[int]] = {}
     for row, svc in enumerate(services):
-        v4, v6 = svc.verdicts[IPV4], svc.verdicts[IPV6]
-        for family, v in ((IPV4, v4), (IPV6, v6)):
-            if v.status in (OPEN, RESTRICTED) and v.by_policy:
-                findings.append(
-                    Finding(
-                        "TW-NO-RULE",
-                        "medium",
-                        family,
-                        f"{svc.label()} is reachable over {FAMILY_LABEL[family]} only because a chain "
-                        "policy is ACCEPT: no rule covers it",
-                        service=svc.name,
-                        cis=CIS[(family, "open-ports")],
-                        evidence=cite([d for d in v.decided_by if d.policy]),
-                        row=row,
-                    )
-                )
+        for family in FAMILIES:
+            v = svc.verdicts[family]
+            if v.status in (OPEN, RESTRICTED) and v.by_policy and (row, family) not in said:
+                if _forwards(snapshot, services, row, family):
+                    policies = tuple(d for d in v.decided_by if d.policy)
+                    no_rule.setdefault((family, policies), []).append(row)
             if v.uncertain and v.status in (OPEN, RESTRICTED, FILTERED):
-                findings.append(
-                    Finding(
-                        "TW-UNCERTAIN",
-                        "info",
-                        family,
-                        f"{svc.label()} over {FAMILY_LABEL[family]}: the verdict assumes matches twinwall "
-                        "cannot decide may go either way",
-                        service=svc.name,
-                        evidence=v.uncertain[:8],
-                        row=row,
-                    )
-                )
-        gap = _family_gap(svc.label(), svc.name, svc.verdicts, {IPV4: row, IPV6: row})
-        if gap is not None:
-            findings.append(gap)
-    findings += _twin_socket_gaps(services)
+                for u in v.uncertain:
+                    uncertain.setdefault((family, u), []).append(row)
+    for (family, policies), rows in no_rule.items():
+        label = FAMILY_LABEL[family]
+        names = _service_names(services, rows)
+        if len(rows) == 1:
+            message = (f"{services[rows[0]].label()} is reachable over {label} only because a chain "
+                       "policy is ACCEPT: no rule covers it")
+        else:
+            message = (f"{label} {_cause_text(policies)}: {len(rows)} services are reachable over {label} only "
+                       f"because the chain policy is ACCEPT (no rule covers them): {_labels(services, rows)}")
+        findings.append(_about(services, rows, finding(
+            "TW-NO-RULE", family, message, decided=[(family, d) for d in policies],
+            subject={"services": names}, hook=_hook(services, rows))))
+    # rules that make the very same services uncertain are one cause (kube-proxy's statistic
+    # rules of one service's endpoints): one finding names them all
+    causes: Dict[tuple, List[str]] = {}
+    for (family, entry), rows in uncertain.items():
+        causes.setdefault((family, tuple(rows)), []).append(entry)
+    for (family, rows_t), entries in causes.items():
+        rows = list(rows_t)
+        label = FAMILY_LABEL[family]
+        if len(rows) == 1:
+            message = (f"{services[rows[0]].label()} over {label}: the verdict assumes matches twinwall "
+                       "cannot decide may go either way")
+        else:
+            message = (f"{_listed(entries)}: the {label} verdicts of {len(rows)} services assume "
+                       f"{'it' if len(entries) == 1 else 'they'} may go either way: {_labels(services, rows)}")
+        verdict = services[rows[0]].verdicts[family]
+        rules = [(family, d) for e in entries[:MAX_CITED] for d in _decisions_named(verdict, e)]
+        findings.append(_about(services, rows, finding(
+            "TW-UNCERTAIN", family, message, decided=rules, evidence=entries[:8], hook=_hook(services, rows))))
     return findings
 
 
-def _family_gap(
-    label: str, name: str, verdicts: Dict[str, FamilyVerdict], rows: Dict[str, int]
-) -> Optional[Finding]:
-    """TW-FAMILY-GAP when one family reaches the service more widely than the other; it belongs
-    to the row (``rows``: per family) of the wider one."""
+@dataclass
+class _Gap:
+    """One service (or one pair of twin sockets) reached more widely over ``wide``."""
+
+    label: str
+    verdicts: Dict[str, FamilyVerdict]
+    rows: Dict[str, int]  # per family, the row whose verdict is compared
+    wide: str
+    narrow: str
+
+    @property
+    def statuses(self) -> Tuple[str, str]:
+        return self.verdicts[self.wide].status, self.verdicts[self.narrow].status
+
+    def cause(self) -> Tuple[Decision, ...]:
+        """What lets the wider family in: its accepting rules, or the ACCEPT policies."""
+        v = self.verdicts[self.wide]
+        accepts = tuple(d for d in v.decided_by if d.policy is None and d.action == ACCEPT)
+        return accepts or tuple(d for d in v.decided_by if d.policy == "ACCEPT")
+
+
+def _gap_subjects(services: Sequence[ServiceReport]) -> List[_Gap]:
+    gaps = []
+    for row, svc in enumerate(services):
+        gap = _family_gap(svc.label(), svc.verdicts, {IPV4: row, IPV6: row})
+        if gap is not None:
+            gaps.append(gap)
+    return gaps + _twin_socket_gaps(services)
+
+
+def _family_gap(label: str, verdicts: Dict[str, FamilyVerdict], rows: Dict[str, int]) -> Optional[_Gap]:
+    """A gap when one family reaches the service more widely than the other; it belongs to the
+    row (``rows``: per family) of the wider one."""
     v4, v6 = verdicts[IPV4], verdicts[IPV6]
     if not (v4.status in REACH_RANK and v6.status in REACH_RANK and v4.status != v6.status):
         return None
     wide, narrow = (IPV4, IPV6) if REACH_RANK[v4.status] > REACH_RANK[v6.status] else (IPV6, IPV4)
-    ws, ns = verdicts[wide].status, verdicts[narrow].status
-    # open over one family is the seeds' bypass, whatever the twin does
-    severity = "high" if ws == OPEN else "medium"
-    return Finding(
-        "TW-FAMILY-GAP",
-        severity,
-        wide,
-        f"{label} is {ws} over {FAMILY_LABEL[wide]} but {ns} over "
-        f"{FAMILY_LABEL[narrow]}: the {FAMILY_LABEL[wide]} firewall does not match its twin",
-        service=name,
-        cis=CIS[(wide, "open-ports")],
-        evidence=[f"{FAMILY_LABEL[f]}: {line}" for f in (wide, narrow) for line in cite(verdicts[f].decided_by[:3])],
-        row=rows[wide],
-    )
+    return _Gap(label, verdicts, rows, wide, narrow)
 
 
-def _twin_socket_gaps(services: Sequence[ServiceReport]) -> List[Finding]:
+def _group_gaps(gaps: Sequence[_Gap], services: Sequence[ServiceReport]) -> List[Finding]:
+    groups: Dict[tuple, List[_Gap]] = {}
+    for g in gaps:
+        groups.setdefault((g.wide, g.statuses, g.cause()), []).append(g)
+    findings = []
+    for (wide, (ws, ns), cause), members in groups.items():
+        narrow = members[0].narrow
+        wl, nl = FAMILY_LABEL[wide], FAMILY_LABEL[narrow]
+        rows = [g.rows[wide] for g in members]
+        if len(members) == 1:
+            only = members[0].verdicts
+            message = (f"{members[0].label} is {only[wide].summary()} over {wl} but {only[narrow].summary()} "
+                       f"over {nl}: the {wl} firewall does not match its twin")
+        else:
+            message = (f"{wl} {_cause_text(cause)}: {len(members)} services are {ws} over {wl} but {ns} over "
+                       f"{nl}: {_listed([g.label for g in members])}")
+        f = finding(
+            "TW-FAMILY-GAP",
+            wide,
+            message,
+            # open over one family and filtered over the other is the seeds' bypass
+            severity=None if (ws, ns) == (OPEN, FILTERED) else "medium",
+            decided=_differing(members),
+            subject={"services": _service_names(services, rows)},
+            hook=_hook(services, rows),
+        )
+        findings.append(_about(services, rows, f, [_subject(services[g.rows[wide]], g.verdicts) for g in members]))
+    return findings
+
+
+def _differing(members: Sequence[_Gap]) -> List[Cited]:
+    """The decisions that make the families differ: what accepts in the wider family and what
+    drops in the narrower one, leaving out what both walk through alike (an inet table's
+    shared vmap jump). Falls back to the first steps of each trail."""
+    out: Dict[Cited, None] = {}
+    for g in members:
+        shared = {_same(d) for d in g.verdicts[g.wide].decided_by} & {_same(d) for d in g.verdicts[g.narrow].decided_by}
+        # a restricted twin's accept rules say what to mirror, its drops what it turns away
+        narrow_ends = (DROP, REJECT, ACCEPT) if g.verdicts[g.narrow].status == RESTRICTED else (DROP, REJECT)
+        for family, ends in ((g.wide, (ACCEPT,)), (g.narrow, narrow_ends)):
+            trail = g.verdicts[family].decided_by
+            picked = [d for d in trail if (d.policy or d.action) in ends and _same(d) not in shared]
+            for d in picked or trail[:3]:
+                out.setdefault((family, d), None)
+    wide = members[0].wide
+    return sorted(out, key=lambda c: c[0] != wide)[:2 * MAX_CITED]
+
+
+MAX_CITED = 6
+
+
+def _same(d: Decision) -> tuple:
+    """A decision as both families can share it (one inet table is one rule for both)."""
+    return (d.source, d.table, d.chain, d.rule_number, d.rule, d.policy)
+
+
+def _cause_text(cause: Sequence[Decision]) -> str:
+    if not cause:
+        return "rules"
+    return cause[0].describe() + (f" (and {len(cause) - 1} more)" if len(cause) > 1 else "")
+
+
+def _listed(texts: Sequence[str]) -> str:
+    """``"a, b, c and 4 more"``: at most MESSAGE_SERVICES of them named."""
+    more = len(texts) - MESSAGE_SERVICES
+    return ", ".join(texts[:MESSAGE_SERVICES]) + (f" and {more} more" if more > 0 else "")
+
+
+def _service_names(services: Sequence[ServiceReport], rows: Sequence[int]) -> str:
+    return _listed(list(dict.fromkeys(services[r].name for r in rows)))
+
+
+def _labels(services: Sequence[ServiceReport], rows: Sequence[int]) -> str:
+    return _listed([services[r].label() for r in rows])
+
+
+def _hook(services: Sequence[ServiceReport], rows: Sequence[int]) -> str:
+    """Published services (DNAT to elsewhere) are decided in FORWARD, the others in INPUT."""
+    return "forward" if all(services[r].dnat is not None for r in rows) else "input"
+
+
+def _subject(svc: ServiceReport, verdicts: Optional[Dict[str, FamilyVerdict]] = None) -> Dict:
+    s = svc.socket
+    v = verdicts or svc.verdicts
+    return {
+        "service": svc.name,
+        "protocol": s.protocol,
+        "address": s.address,
+        "port": s.port,
+        "interface": s.interface,
+        "process": s.process,
+        "ipv4": v[IPV4].status,
+        "ipv6": v[IPV6].status,
+    }
+
+
+def _about(services: Sequence[ServiceReport], rows: List[int], f: Finding, subjects: Optional[List[Dict]] = None) -> Finding:
+    """Give a finding its services (``service`` too when there is one; ``row`` the first)."""
+    f.rows = rows
+    f.row = rows[0]
+    f.services = subjects if subjects is not None else [_subject(services[r]) for r in rows]
+    f.service = services[rows[0]].name if len(rows) == 1 else None
+    return f
+
+
+def _decisions_named(v: FamilyVerdict, entry: str) -> List[Decision]:
+    """The rule an uncertain-match entry names ("limit (filter INPUT #3)"), from the trail."""
+    return [d for d in v.decided_by if d.rule_number is not None and entry.endswith(f"({d.table} {d.chain} #{d.rule_number})")][:1]
+
+
+def _forwards(snapshot: HostSnapshot, services: Sequence[ServiceReport], row: int, family: str) -> bool:
+    """A published service (DNAT elsewhere) is reached only where the family forwards: not
+    when the host's sysctl says forwarding is off (unknown offline: taken as on)."""
+    return services[row].dnat is None or snapshot.forwarding(family) is not False
+
+
+def _twin_socket_gaps(services: Sequence[ServiceReport]) -> List[_Gap]:
     """Family gaps between the two sockets of one service.
 
     Most daemons listen once per family (nginx's ``listen 80; listen [::]:80``, sshd, mysqld):
@@ -416,7 +690,7 @@ def _twin_socket_gaps(services: Sequence[ServiceReport]) -> List[Finding]:
     so comparing a socket with itself never sees the gap; the pair is compared instead. Two
     sockets are twins when they share protocol, port and bound interface and are both bound to
     the wildcard address, or name the same process."""
-    findings: List[Finding] = []
+    found: List[_Gap] = []
     groups: Dict[tuple, Tuple[List[int], List[int]]] = {}
     for row, svc in enumerate(services):
         s = svc.socket
@@ -438,36 +712,71 @@ def _twin_socket_gaps(services: Sequence[ServiceReport]) -> List[Finding]:
                 process = a.socket.process or b.socket.process
                 on = f"{display_address(a.socket.address, None)} and {display_address(b.socket.address, True)}"
                 label = f"{a.name} ({process + ' on ' if process else 'on '}{on})"
-                gap = _family_gap(label, a.name, verdicts, {IPV4: r4, IPV6: r6})
+                gap = _family_gap(label, verdicts, {IPV4: r4, IPV6: r6})
                 if gap is not None:
-                    findings.append(gap)
-    return findings
+                    found.append(gap)
+    return found
 
 
-def _host_findings(ctx: FamilyContext, snapshot: HostSnapshot, outcomes: Sequence[Outcome]) -> List[Finding]:
+def _host_findings(
+    ctx: FamilyContext, snapshot: HostSnapshot, outcomes: Sequence[Outcome], logged: Optional["_LogSeen"] = None
+) -> List[Finding]:
     family = ctx.family
     label = FAMILY_LABEL[family]
     if family == IPV6 and snapshot.ipv6.enabled is False:
         return [
             Finding(
                 "TW-IPV6-DISABLED",
-                "info",
+                kind("TW-IPV6-DISABLED").severity,
                 IPV6,
                 "IPv6 is disabled on this host: the ip6tables controls do not apply",
                 cis="CIS 4.4.3.x not applicable",
                 evidence=list(snapshot.ipv6.evidence),
+                fix=fix_line("TW-IPV6-DISABLED", IPV6),
             )
         ]
     if not ctx.rules_known:
         return [
-            Finding(
-                "TW-NO-RULESET",
-                "medium" if snapshot.rulesets else "info",
-                family,
-                f"no {label} ruleset was read: {label} verdicts are unknown",
+            finding(
+                "TW-NO-RULESET", family, f"no {label} ruleset was read: {label} verdicts are unknown",
+                severity=None if snapshot.rulesets else "info",
             )
         ]
-    return _policy_findings(ctx, outcomes)
+    return _policy_findings(ctx, snapshot, outcomes, logged)
+
+
+def _icmpv6_findings(ctx: FamilyContext, ndp: Optional[NeighbourReach]) -> List[Finding]:
+    """IPv6 broken rather than protected: neighbour discovery dropped (analysis.ndp), and the
+    other ICMPv6 messages RFC 4890 says a host must not drop."""
+    findings: List[Finding] = []
+    if ndp is not None and ndp.restricts and (ndp.narrowed or ndp.breaks_the_link()):
+        hit = f": {', '.join(ndp.narrowed[:8])} cannot be reached over IPv6 there" if ndp.narrowed else ""
+        findings.append(
+            Finding(
+                "TW-ICMPV6-NDP-BLOCKED",
+                "high",
+                IPV6,
+                f"{ndp.reason()}: IPv6 connections over it time out (IPv6 is broken, not protected)"
+                + hit + "; accept ICMPv6 types 135 and 136 with hop limit 255 in INPUT and OUTPUT",
+                evidence=sorted(set(cite(ndp.decisions())))[:MAX_NDP_CITED],
+                fix=fix_line("TW-ICMPV6-NDP-BLOCKED", IPV6),
+            )
+        )
+    dropped = essential_icmpv6_dropped(ctx)
+    if dropped:
+        findings.append(
+            Finding(
+                "TW-ICMPV6-ESSENTIAL-BLOCKED",
+                "medium",
+                IPV6,
+                f"ICMPv6 that RFC 4890 (4.4.1) says a host must not drop is dropped on input: "
+                f"{', '.join(name for name, _ in dropped)} (path MTU discovery, error reporting or "
+                "router discovery break)",
+                evidence=sorted(set(cite([d for _, rules in dropped for d in rules])))[:MAX_NDP_CITED],
+                fix=fix_line("TW-ICMPV6-ESSENTIAL-BLOCKED", IPV6),
+            )
+        )
+    return findings
 
 
 # Comparing the families' output and forward hooks walks their whole packet space: on rulesets
@@ -477,17 +786,16 @@ EGRESS_COMPARE_LIMIT = 20_000
 
 def _egress_forward_findings(snapshot: HostSnapshot, results: Dict[str, FamilyAudit], texts_kept: bool) -> List[Finding]:
     """Where OUTPUT or FORWARD treat IPv4 and IPv6 differently (an egress block on tcp/25 that
-    only IPv4 has): listening sockets cannot show it, so the audit points at `twinwall diff`.
+    only IPv4 has): listening sockets cannot show it, so the audit points at `twinwall diff`,
+    one finding per hook. FORWARD differences count only where a family forwards.
     The rules are parsed again for it: only possible while the snapshot's texts are kept."""
     if snapshot.ipv6.enabled is False or not all(results[f].summary for f in FAMILIES):
         return []
     size = max(sum(row["rules"] for row in results[f].summary) for f in FAMILIES)
     if size > EGRESS_COMPARE_LIMIT or not texts_kept:
         return [
-            Finding(
-                "TW-EGRESS-FORWARD-NOT-COMPARED",
-                "info",
-                None,
+            finding(
+                "TW-EGRESS-FORWARD-NOT-COMPARED", None,
                 f"output and forward rules were not compared between the families ({size} rules): "
                 "run 'twinwall diff' for that",
             )
@@ -495,19 +803,32 @@ def _egress_forward_findings(snapshot: HostSnapshot, results: Dict[str, FamilyAu
     from twinwall.analysis.diff import egress_forward_differences
 
     rulesets = load_rulesets(snapshot)
-    lines = egress_forward_differences(build_contexts(snapshot, rulesets))
-    if not lines:
-        return []
-    return [
-        Finding(
-            "TW-EGRESS-FORWARD-DIFFER",
-            "medium",
-            None,
-            "IPv4 and IPv6 treat outgoing or forwarded traffic differently (an egress block that only "
-            "one family has, as in the tcp/25 story): see 'twinwall diff'",
-            evidence=lines,
+    findings = []
+    forwarding = {f: snapshot.forwarding(f) for f in FAMILIES}
+    for line in egress_forward_differences(build_contexts(snapshot, rulesets)):
+        hook = line.split(" ", 1)[0].split(",", 1)[0]
+        evidence = [line]
+        if hook == "forward":
+            if not any(forwarding.values()) and None not in forwarding.values():
+                continue  # neither family forwards: FORWARD rules decide nothing
+            evidence.append(_forwarding_fact(snapshot))
+        what = "forwarded" if hook == "forward" else "outgoing"
+        findings.append(
+            finding(
+                "TW-EGRESS-FORWARD-DIFFER", None,
+                f"IPv4 and IPv6 treat {what} traffic differently in {hook.upper()} (an egress block that only "
+                "one family has, as in the tcp/25 story): see 'twinwall diff'",
+                evidence=evidence, hook=hook, subject={"chain": hook.upper()},
+            )
         )
-    ]
+    return findings
+
+
+def _forwarding_fact(snapshot: HostSnapshot) -> str:
+    """What the snapshot says of forwarding, one line (unknown offline)."""
+    if not snapshot.sysctls:
+        return "forwarding: unknown (no sysctls in the input): FORWARD reported as if forwarding were on"
+    return ", ".join(f"{name} = {snapshot.sysctls.get(name, 'unknown')}" for name in FORWARDING_SYSCTL.values())
 
 
 def _legacy_and_nft_findings(snapshot: HostSnapshot) -> List[Finding]:
@@ -516,13 +837,16 @@ def _legacy_and_nft_findings(snapshot: HostSnapshot) -> List[Finding]:
     for text in snapshot.rulesets:
         if text.format == "iptables-save" and (text.text.startswith("-A ") or "\n-A " in text.text):
             backends.setdefault(text.family, set()).add(text.backend)
+        elif text.format == "nft-json":  # native nftables rules are nf_tables rules too
+            from twinwall.parsers.nft_json import rule_families
+
+            for family in rule_families(text.text):
+                backends.setdefault(family, set()).add("nft")
     for family, b in backends.items():
         if {"legacy", "nft"} <= b:
             findings.append(
-                Finding(
-                    "TW-LEGACY-AND-NFT",
-                    "medium",
-                    family,
+                finding(
+                    "TW-LEGACY-AND-NFT", family,
                     f"both legacy (x_tables) and nf_tables {FAMILY_LABEL[family]} rules are loaded: a packet "
                     "must pass both, and each tool shows only its own half",
                 )
@@ -532,23 +856,73 @@ def _legacy_and_nft_findings(snapshot: HostSnapshot) -> List[Finding]:
 
 def _unread_table_findings(family: str, rulesets: Sequence) -> List[Finding]:
     return [
-        Finding("TW-TABLE-NOT-READ", "high", family, unread_table_note(family, label), evidence=[f"{source}: table {label}"])
+        finding("TW-TABLE-NOT-READ", family, unread_table_note(family, label), evidence=[f"{source}: table {label}"])
         for source, label in unread_tables(family, rulesets)
     ]
 
 
 def _probe(
-    ctx: FamilyContext, src: tuple, ifaces: int, state: int, dst: Optional[tuple] = None, proto: tuple = PROTO_ALL
+    ctx: FamilyContext, src: tuple, ifaces: int, state: int, dst: Optional[tuple] = None, proto: tuple = PROTO_ALL,
+    trace=None,
 ) -> List[Outcome]:
     """A host-level check (loopback, anti-spoofing, established): these are about the filter
     rules, so nat chains (whose decision for such traffic is made elsewhere) are skipped."""
     box = make_box(
         src, dst if dst is not None else ctx.remote_targets, ifaces, ctx.universe.all_mask, proto=proto, state=state
     )
-    return ctx.evaluator().local_input([box], nat=False)
+    return ctx.evaluator(trace).local_input([box], nat=False)
 
 
-def _policy_findings(ctx: FamilyContext, new: Sequence[Outcome]) -> List[Finding]:
+def may_log(snapshot: HostSnapshot, family: str) -> bool:
+    """Whether any of the family's dumps can hold a logging rule (a text search, made before the
+    texts are parsed and freed): the walks record what LOG rules see only then."""
+    for text in snapshot.rulesets_for(family):
+        body = text.text
+        if text.format == "nft-json":
+            if '"log"' in body:
+                return True
+        elif "-j LOG" in body or "-j NFLOG" in body or "-j ULOG" in body:
+            return True
+    return False
+
+
+class _LogSeen:
+    """An evaluator trace that keeps the packets logging rules see (LOG/NFLOG do not end
+    evaluation, so the walk's outcomes do not name them)."""
+
+    def __init__(self):
+        self.boxes: List[Box] = []
+        self.rules: Dict[int, Rule] = {}
+
+    def __call__(self, event: str, depth: int, obj, flows) -> None:
+        if event == "match" and isinstance(obj, Rule) and obj.rule_logs():
+            self.boxes.extend(f.box for f in flows)
+            self.rules.setdefault(id(obj), obj)
+
+    def covers(self, box: Box) -> bool:
+        return bool(self.boxes) and covers(self.boxes, box, range(NDIMS))
+
+    def decisions(self, ctx: FamilyContext) -> List[Decision]:
+        out = []
+        for rule in self.rules.values():
+            source = next((rs.source for rs in ctx.rulesets if rule in _chain_rules(rs, rule)), "")
+            out.append(Decision(rule.table, rule.chain, rule.number, rule.text, None, source, rule.action,
+                                rule.line, rule.handle))
+        return out
+
+
+def _chain_rules(rs, rule: Rule) -> List[Rule]:
+    chain = rs.chain(rule.table, rule.chain)
+    return [r for r in chain.rules if r is rule] if chain is not None else []
+
+
+# how many dropped regions the drop-logging check looks at (a blocklist makes thousands)
+LOG_CHECK_LIMIT = 2000
+
+
+def _policy_findings(
+    ctx: FamilyContext, snapshot: HostSnapshot, new: Sequence[Outcome], logged: Optional[_LogSeen]
+) -> List[Finding]:
     family = ctx.family
     findings: List[Finding] = []
     if not ctx.remote_targets:
@@ -556,69 +930,115 @@ def _policy_findings(ctx: FamilyContext, new: Sequence[Outcome]) -> List[Finding
     # default deny: does any new connection reach the end of INPUT and get accepted by the policy?
     by_policy = [o for o in new if o.verdict == V_ACCEPT and accepted_by_policy(o.decided_by)]
     if by_policy:
+        policies = list(dict.fromkeys(d for o in by_policy for d in o.decided_by if d.policy))
         findings.append(
-            Finding(
-                "TW-NO-DEFAULT-DENY",
-                "medium",
-                family,
-                "new connections not matched by any rule are accepted (no default deny)",
-                cis=CIS[(family, "default-deny")],
-                evidence=sorted(set(cite([d for o in by_policy for d in o.decided_by if d.policy]))),
+            finding(
+                "TW-NO-DEFAULT-DENY", family, "new connections not matched by any rule are accepted (no default deny)",
+                decided=[(family, d) for d in policies], evidence=sorted(set(cite(policies))), hook="input",
             )
         )
+    forwarding = snapshot.forwarding(family)
     for rs in ctx.rulesets:
         for base in rs.base_chains:
             if base.table == "filter" and base.chain in ("FORWARD", "OUTPUT"):
                 chain = rs.chain(base.table, base.chain)
-                if chain is not None and chain.policy == "ACCEPT" and len(chain) == 0:
-                    findings.append(
-                        Finding(
-                            "TW-NO-DEFAULT-DENY",
-                            "low",
-                            family,
-                            f"{base.chain} has policy ACCEPT and no rules",
-                            cis=CIS[(family, "default-deny")],
-                            evidence=[f"{rs.source}: filter {base.chain} policy ACCEPT"],
-                        )
+                if chain is None or chain.policy != "ACCEPT" or len(chain) != 0:
+                    continue
+                evidence = [f"{rs.source}: filter {base.chain} policy ACCEPT"]
+                if base.chain == "FORWARD":
+                    if forwarding is False:
+                        continue  # the host does not forward this family: FORWARD decides nothing
+                    evidence.append(_forwarding_fact(snapshot))
+                policy = Decision(base.table, base.chain, None, None, "ACCEPT", rs.source, "ACCEPT", chain.line)
+                findings.append(
+                    finding(
+                        "TW-NO-DEFAULT-DENY", family, f"{base.chain} has policy ACCEPT and no rules",
+                        severity="low", decided=[(family, policy)], evidence=evidence, hook=base.chain.lower(),
+                        subject={"chain": base.chain},
                     )
-    # loopback: traffic on lo between loopback addresses must be accepted
+                )
+    # loopback: traffic on lo between loopback addresses must be accepted, in INPUT and OUTPUT,
+    # and no LOG rule should see it
     lo_mask = ctx.universe.mask("lo")
     loop = loopback_addresses(family)
-    lo_out = _probe(ctx, loop, lo_mask, CT_NEW, dst=loop)
-    if any(o.verdict != V_ACCEPT for o in lo_out):
+    lo_logged = _LogSeen()
+    lo_in = _probe(ctx, loop, lo_mask, CT_NEW, dst=loop, trace=lo_logged)
+    lo_out = ctx.evaluator(lo_logged).hook_path(
+        ("output",), [make_box(loop, loop, ctx.universe.all_mask, lo_mask, state=CT_NEW)], nat=False
+    )
+    for chain, outcomes, where in (("INPUT", lo_in, "on"), ("OUTPUT", lo_out, "out of")):
+        dropped = list(dict.fromkeys(d for o in outcomes if o.verdict != V_ACCEPT for d in o.decided_by))
+        if dropped:
+            findings.append(
+                finding(
+                    "TW-LOOPBACK-NOT-ACCEPTED", family,
+                    f"some new connections {where} the loopback interface are dropped ({chain})",
+                    decided=[(family, d) for d in dropped[:MAX_CITED]], evidence=sorted(set(cite(dropped)))[:5],
+                    hook=chain.lower(), subject={"chain": chain},
+                )
+            )
+    if lo_logged.rules:
+        rules = lo_logged.decisions(ctx)
+        chain = rules[0].chain if rules[0].chain in ("INPUT", "OUTPUT") else "INPUT"
         findings.append(
-            Finding(
-                "TW-LOOPBACK-NOT-ACCEPTED",
-                "medium",
-                family,
-                "some new connections on the loopback interface are dropped",
-                cis=CIS[(family, "loopback")],
-                evidence=sorted(set(cite([d for o in lo_out if o.verdict != V_ACCEPT for d in o.decided_by])))[:5],
+            finding(
+                "TW-LOOPBACK-LOGGED", family,
+                "loopback traffic is logged: local chatter floods the log and hides traffic from the network",
+                decided=[(family, d) for d in rules[:MAX_CITED]], hook=chain.lower(), subject={"chain": chain},
             )
         )
     # (tcp stands for every protocol here: anti-spoofing rules do not name one)
     spoof = _probe(ctx, loop, ctx.remote_ifaces, CT_NEW, proto=((6, 6),))
     if ctx.remote_ifaces and any(o.verdict == V_ACCEPT for o in spoof):
+        localnet = sorted(k for k, v in snapshot.sysctls.items()
+                          if k.endswith(".route_localnet") and v == "1" and ".lo." not in k)
+        evidence = [f"{k} = 1: the kernel lets 127.0.0.0/8 sources in there" for k in localnet] if family == IPV4 else []
         findings.append(
-            Finding(
-                "TW-SPOOFED-LOOPBACK",
-                "low",
-                family,
-                "packets from a loopback source arriving on other interfaces are not dropped "
-                "by a rule (the kernel drops them as martians, but the CIS control asks for the rule)",
-                cis=CIS[(family, "loopback")],
+            finding(
+                "TW-SPOOFED-LOOPBACK", family,
+                "packets from a loopback source arriving on other interfaces are not dropped by a rule"
+                + (" and route_localnet=1 stops the kernel dropping them as martians" if evidence else
+                   " (the kernel drops them as martians, but the CIS control asks for the rule)"),
+                severity="medium" if evidence else None, evidence=evidence, hook="input",
             )
         )
     est = _probe(ctx, remote_sources(family), ctx.remote_ifaces, CT_ESTABLISHED)
     if not any(o.verdict == V_ACCEPT for o in est):
+        dropped = list(dict.fromkeys(d for o in est for d in o.decided_by))
         findings.append(
-            Finding(
-                "TW-ESTABLISHED-DROPPED",
-                "low",
-                family,
+            finding(
+                "TW-ESTABLISHED-DROPPED", family,
                 "packets of established connections are dropped: replies to this host's "
                 "own outbound connections cannot come back",
-                cis=CIS[(family, "established")],
+                decided=[(family, d) for d in dropped[:MAX_CITED]], evidence=[], hook="input",
             )
         )
+    findings += _drop_logging_findings(ctx, new, logged)
     return findings
+
+
+def _drop_logging_findings(ctx: FamilyContext, new: Sequence[Outcome], logged: Optional[_LogSeen]) -> List[Finding]:
+    """TW-DROP-NOT-LOGGED: new connections from elsewhere that are dropped without a logging
+    rule seeing them first (``logged``: what the main walk's LOG rules saw; None when the
+    dumps hold no logging rule at all)."""
+    family = ctx.family
+    unlogged: Dict[Decision, None] = {}
+    for o in [o for o in new if o.verdict in (V_DROP, V_REJECT)][:LOG_CHECK_LIMIT]:
+        if logged is not None and logged.covers(o.box):
+            continue
+        if o.decided_by:
+            unlogged.setdefault(o.decided_by[-1], None)
+        if len(unlogged) >= MAX_CITED:
+            break
+    if not unlogged:
+        return []
+    decided = list(unlogged)
+    chain = decided[0].chain if decided[0].chain in ("INPUT", "FORWARD") else "INPUT"
+    return [
+        finding(
+            "TW-DROP-NOT-LOGGED", family,
+            "new connections from elsewhere are dropped without being logged"
+            + ("" if logged is not None else " (no LOG or NFLOG rule at all)"),
+            decided=[(family, d) for d in decided], hook="input", subject={"chain": chain},
+        )
+    ]

@@ -3,6 +3,7 @@ universe, the host's own addresses and which interfaces remote packets can arriv
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
@@ -11,11 +12,12 @@ from twinwall.analysis.interfaces import InterfaceUniverse
 from twinwall.analysis.packetset import (
     iv_normalize,
     iv_or,
+    iv_sub,
     loopback_addresses,
     prefix_interval,
 )
 from twinwall.model import FAMILIES, WILDCARD_ADDRESSES, HostSnapshot, is_loopback_address
-from twinwall.ruleset import Ruleset
+from twinwall.ruleset import LocalRoutes, Ruleset
 
 
 @dataclass
@@ -68,6 +70,13 @@ def build_contexts(
         else:
             targets = offline_host_addresses(snapshot, family)
             local = iv_or(targets, loopback_addresses(family))
+        ifaces = remote_ifaces
+        if family == "ipv6" and snapshot.ipv6.disabled_interfaces:
+            # the kernel drops IPv6 arriving on an interface with disable_ipv6=1
+            ifaces &= ~universe.of_names(snapshot.ipv6.disabled_interfaces)
+        routes = local_routes(own, family) if snapshot.addresses_known else None
+        for rs in rulesets.get(family, []):
+            rs.local_routes = routes
         contexts[family] = FamilyContext(
             family=family,
             rulesets=rulesets.get(family, []),
@@ -75,10 +84,38 @@ def build_contexts(
             local=local,
             remote_targets=targets,
             addresses_known=snapshot.addresses_known,
-            remote_ifaces=remote_ifaces,
+            remote_ifaces=ifaces,
             rules_known=bool(rulesets.get(family)),
         )
     return contexts
+
+
+def local_routes(own, family: str) -> LocalRoutes:
+    """What the kernel's local table holds for a family's addresses (fib_add_ifaddr): a local
+    route per address (on a loopback device, for its whole prefix) and, for an IPv4 address with
+    a prefix shorter than /31, the subnet's broadcast address."""
+    local: Dict[str, list] = {}
+    broadcast: Dict[str, list] = {}
+    for a in own:
+        addr = a.address.split("%")[0]
+        try:
+            net = ipaddress.ip_interface(f"{addr}/{a.prefixlen}").network
+            host = prefix_interval(addr, family)
+        except ValueError:
+            continue
+        if a.interface == "lo" and family == "ipv4":
+            host = prefix_interval(str(net), family)
+        local.setdefault(a.interface, []).append(host)
+        if family == "ipv4" and a.prefixlen < 31:
+            b = int(net.broadcast_address)
+            broadcast.setdefault(a.interface, []).append((b, b))
+    if family == "ipv4":
+        local.setdefault("lo", []).extend(loopback_addresses(family))
+    bcast = {k: iv_normalize(v) for k, v in broadcast.items()}
+    return LocalRoutes(
+        {k: iv_sub(iv_normalize(v), bcast.get(k, ())) for k, v in local.items()},
+        bcast,
+    )
 
 
 # Offline, the host's own addresses are unknown. Treating "any address" as the host's would make

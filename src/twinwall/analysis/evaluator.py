@@ -299,12 +299,13 @@ class Evaluator:
             outcomes.append(self._outcome(f, V_ACCEPT))
         return outcomes
 
-    def hook_path(self, hooks: Sequence[str], boxes: Sequence[Box]) -> List[Outcome]:
-        """Run packets through the given hooks in order, with no routing decision between."""
+    def hook_path(self, hooks: Sequence[str], boxes: Sequence[Box], nat: bool = True) -> List[Outcome]:
+        """Run packets through the given hooks in order, with no routing decision between
+        (``nat=False``: skipping nat chains, as local_input)."""
         flows = [Flow(b, None, (), b) for b in boxes]
         outcomes: List[Outcome] = []
         for hook in hooks:
-            flows = self.run_hook(hook, flows, outcomes)
+            flows = self.run_hook(hook, flows, outcomes, nat=nat)
         for f in flows:
             outcomes.append(self._outcome(f, V_ACCEPT))
         return outcomes
@@ -330,7 +331,7 @@ class Evaluator:
             # end of a base chain: its policy
             policy = chain.policy or "ACCEPT"
             cite = cites_accept_policy(rs, base, hook)
-            decision = Decision(base.table, base.chain, None, None, policy, rs.source, policy)
+            decision = Decision(base.table, base.chain, None, None, policy, rs.source, policy, chain.line)
             for f in returned:
                 if policy == "DROP":
                     outcomes.append(self._outcome(Flow(f.box, (decision, f.trail), f.uncertain, f.origin), V_DROP))
@@ -422,7 +423,7 @@ class Evaluator:
             if trace:
                 trace("match", depth, rule, matched)
             current = rest
-            decision = Decision(rule.table, rule.chain, rule.number, rule.text, None, rs.source, action)
+            decision = Decision(rule.table, rule.chain, rule.number, rule.text, None, rs.source, action, rule.line, rule.handle)
             if action in (ACCEPT, DROP, REJECT, QUEUE, NAT_DONE):
                 for f in matched:
                     ended.append((Flow(f.box, (decision, f.trail), f.uncertain, f.origin), "nat" if action == NAT_DONE else action))

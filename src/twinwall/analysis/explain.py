@@ -1,28 +1,36 @@
-"""The walk of one question through the chains, as text an admin can follow."""
+"""The walk of one question through the chains, as text an admin can follow or as JSON."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from twinwall.analysis.context import build_contexts
 from twinwall.analysis.evaluator import V_ACCEPT
 from twinwall.analysis.packetset import (
     CT_NEW,
+    DPORT,
     IIF,
+    PORT_ALL,
+    SPORT,
     SRC,
+    covers,
     iv_and,
     iv_normalize,
     make_box,
     iv_sub,
     prefix_interval,
+    ranges_text,
     remote_sources,
     to_cidrs,
 )
+from twinwall.analysis.verdicts import CLIENT_PORTS, FILTERED, OPEN, RESTRICTED, cidrs
 from twinwall.errors import InputError
 from twinwall.loader import load_rulesets, unread_table_note, unread_tables
 from twinwall.model import FAMILY_LABEL, PROTO_NUM, HostSnapshot
 
+DISABLED, NO_RULESET = "disabled", "unknown"
 
 
 @lru_cache(maxsize=256)
@@ -39,7 +47,100 @@ def _sources_text(src, family: str) -> str:
     return ", ".join(cidrs[:4]) + (f" (+{len(cidrs) - 4} more)" if len(cidrs) > 4 else "")
 
 
-def explain_port(
+@dataclass
+class Step:
+    """One rule the question matched, or one chain it fell off (``policy``)."""
+
+    depth: int
+    table: str
+    chain: str
+    sources: str
+    rule_number: Optional[int] = None
+    rule: str = ""
+    policy: Optional[str] = None
+    may_match: List[str] = field(default_factory=list)
+
+    def to_json(self) -> Dict:
+        d: Dict = {"depth": self.depth, "table": self.table, "chain": self.chain}
+        if self.policy is not None:
+            d["policy"] = self.policy
+        else:
+            d.update(rule_number=self.rule_number, rule=self.rule, may_match=self.may_match)
+        d["sources"] = self.sources
+        return d
+
+
+@dataclass
+class Region:
+    """Where one group of the question's packets ended."""
+
+    verdict: str
+    sources: str
+    source_cidrs: List[str]
+    interfaces: List[str]  # ["*"]: every interface asked about
+    source_ports: str  # "*" or "3000,7001-7002"
+    port: str  # the destination port it reached (after a redirect: the new one)
+    decided_by: List
+    uncertain: List[str]
+
+    def to_json(self) -> Dict:
+        return {"verdict": self.verdict, "sources": self.source_cidrs, "interfaces": self.interfaces,
+                "source_ports": self.source_ports, "port": self.port,
+                "decided_by": [d.to_dict() for d in self.decided_by], "uncertain": self.uncertain}
+
+
+@dataclass
+class FamilyExplanation:
+    family: str
+    status: str  # open / restricted / filtered for the question asked; disabled; unknown
+    question: str = ""
+    note: str = ""  # why there is no walk (disabled, no ruleset)
+    rulesets: List[str] = field(default_factory=list)
+    unread: List[str] = field(default_factory=list)
+    steps: List[Step] = field(default_factory=list)
+    regions: List[Region] = field(default_factory=list)
+    proto: str = ""
+    port: int = 0
+
+    def to_json(self) -> Dict:
+        return {"status": self.status, "question": self.question, "note": self.note, "rulesets": self.rulesets,
+                "unread_tables": self.unread, "steps": [s.to_json() for s in self.steps],
+                "verdicts": [r.to_json() for r in self.regions]}
+
+    def text(self) -> str:
+        label = FAMILY_LABEL[self.family]
+        if self.note:
+            return f"{label}: {self.note}\n"
+        out = [f"{label}: {self.question}"]
+        out += [f"  ruleset: {r}" for r in self.rulesets]
+        out += [f"  NOTE: {n}" for n in self.unread]
+        for s in self.steps:
+            pad = "    " + "  " * s.depth
+            if s.policy is None:
+                out.append(f"{pad}{s.table} {s.chain} #{s.rule_number}: {s.rule}")
+                extra = f"  [may match: {', '.join(s.may_match)}]" if s.may_match else ""
+                out.append(f"{pad}    matches {s.sources}{extra}")
+            else:
+                out.append(f"{pad}{s.table} {s.chain}: end of chain, policy {s.policy} ({s.sources})")
+        out.append("  verdict:")
+        for r in self.regions:
+            via = "" if r.interfaces == ["*"] else f" via {','.join(r.interfaces)}"
+            sport = "" if r.source_ports == "*" else f" from source port {r.source_ports}"
+            to = f" (redirected to port {r.port})" if r.port != str(self.port) else ""
+            out.append(f"    {r.verdict.upper():7} {r.sources}{sport}{via}{to}")
+            out += [f"             by {d.describe()}" for d in r.decided_by]
+            out += [f"             ? assumes may match: {u}" for u in r.uncertain]
+        out.append(f"  => {self.proto}/{self.port} is {self.status} over {label}"
+                   + (" for the packets asked about" if self.status != FILTERED else ""))
+        return "\n".join(out) + "\n"
+
+
+def explain_port(*args, **kwargs) -> str:
+    """The walk as text: ``explain(...)`` with the same arguments, rendered."""
+    return explain(*args, **kwargs).text()
+
+
+def explain(
     snapshot: HostSnapshot,
     family: str,
     proto: str,
@@ -47,16 +148,20 @@ def explain_port(
     source: Optional[str] = None,
     iface: Optional[str] = None,
     dest: Optional[str] = None,
-) -> str:
+    sport: Optional[int] = None,
+) -> FamilyExplanation:
+    """The walk of new ``proto``/``port`` connections (from ``source``, arriving over
+    ``iface``, to ``dest``, from source port ``sport``: default any) through ``family``'s rules."""
     rulesets = load_rulesets(snapshot)
     # the interface asked about must have its own class in the universe
     ctx = build_contexts(snapshot, rulesets, [iface] if iface else ())[family]
-    out: List[str] = []
-    label = FAMILY_LABEL[family]
+    result = FamilyExplanation(family, NO_RULESET, proto=proto, port=port)
     if family == "ipv6" and snapshot.ipv6.enabled is False:
-        return f"{label}: disabled on this host ({'; '.join(snapshot.ipv6.evidence)})\n"
+        result.status, result.note = DISABLED, f"disabled on this host ({'; '.join(snapshot.ipv6.evidence)})"
+        return result
     if not ctx.rules_known:
-        return f"{label}: no ruleset was read\n"
+        result.note = "no ruleset was read"
+        return result
     try:
         src = iv_and(remote_sources(family), (prefix_interval(source, family),)) if source else remote_sources(family)
         dst = (prefix_interval(dest, family),) if dest else ctx.remote_targets
@@ -66,39 +171,42 @@ def explain_port(
         raise InputError(f"{source} is not a remote source (loopback, multicast or unspecified)")
     ifaces = ctx.universe.mask(iface) if iface else ctx.remote_ifaces
     num = PROTO_NUM[proto]
-    box = make_box(src, dst, ifaces, ctx.universe.all_mask, proto=((num, num),), dport=((port, port),), state=CT_NEW)
-    out.append(f"{label}: new {proto} connection to port {port} from {_sources_text(src, family)}"
-               f"{' on ' + iface if iface else ''}")
-    for rs in ctx.rulesets:
-        out.append(f"  ruleset: {rs.source}")
-    for _, table in unread_tables(family, ctx.rulesets):
-        out.append(f"  NOTE: {unread_table_note(family, table)}")
+    sports = ((sport, sport),) if sport is not None else PORT_ALL
+    box = make_box(src, dst, ifaces, ctx.universe.all_mask, proto=((num, num),), sport=sports,
+                   dport=((port, port),), state=CT_NEW)
+    result.question = (f"new {proto} connection to port {port} from {_sources_text(src, family)}"
+                       + (f", source port {sport}" if sport is not None else "") + (f" on {iface}" if iface else ""))
+    result.rulesets = [rs.source for rs in ctx.rulesets]
+    result.unread = [unread_table_note(family, table) for _, table in unread_tables(family, ctx.rulesets)]
 
     def trace(kind, depth, item, flows):
-        pad = "    " + "  " * depth
         srcs = _sources_text(_union_src(flows), family)
         if kind == "match":
-            out.append(f"{pad}{item.table} {item.chain} #{item.number}: {item.text}")
-            extra = f"  [may match: {', '.join(item.unknown)}]" if item.unknown else ""
-            out.append(f"{pad}    matches {srcs}{extra}")
+            result.steps.append(Step(depth, item.table, item.chain, srcs, item.number, item.text,
+                                     may_match=list(item.unknown or ())))
         else:
-            out.append(f"{pad}{item.table} {item.chain}: end of chain, policy {item.policy} ({srcs})")
+            result.steps.append(Step(depth, item.table, item.chain, srcs, policy=item.policy))
 
     outcomes = ctx.evaluator(trace=trace).local_input([box])
-    out.append("  verdict:")
     for o in outcomes:
-        verdict = o.verdict.upper()
-        srcs = _sources_text(o.box[SRC], family)
-        ifl = ctx.universe.label_list(o.box[IIF])
-        via = "" if o.box[IIF] == ifaces else f" via {','.join(ifl)}"
-        out.append(f"    {verdict:7} {srcs}{via}")
-        for d in o.decided_by:
-            out.append(f"             by {d.describe()}")
-        for u in o.uncertain:
-            out.append(f"             ? assumes may match: {u}")
-    if not any(o.verdict == V_ACCEPT for o in outcomes):
-        out.append(f"  => {proto}/{port} is filtered over {label}")
-    return "\n".join(out) + "\n"
+        result.regions.append(Region(
+            o.verdict,
+            _sources_text(o.box[SRC], family),
+            cidrs(o.box[SRC], family),
+            ["*"] if o.box[IIF] == ifaces else ctx.universe.label_list(o.box[IIF]),
+            "*" if o.box[SPORT] == sports else ranges_text(o.box[SPORT]),
+            ranges_text(o.box[DPORT]),
+            list(o.decided_by),
+            list(o.uncertain),
+        ))
+    accepted = [o.box for o in outcomes if o.verdict == V_ACCEPT]
+    if not accepted:
+        result.status = FILTERED
+    else:
+        # as the audit says it: "open" must not depend on a source port the client cannot pick
+        target = box if sport is not None else box[:SPORT] + (CLIENT_PORTS,) + box[SPORT + 1:]
+        result.status = OPEN if covers(accepted, target, (SRC, IIF, SPORT)) else RESTRICTED
+    return result
 
 
 def _union_src(flows):

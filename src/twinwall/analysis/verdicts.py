@@ -15,6 +15,7 @@ from twinwall.analysis.evaluator import Outcome
 from twinwall.analysis.packetset import (
     Box,
     IIF,
+    PORT_ALL,
     SPORT,
     SRC,
     address_space,
@@ -22,6 +23,7 @@ from twinwall.analysis.packetset import (
     iv_normalize,
     iv_or,
     iv_sub,
+    merge_boxes,
     ranges_text,
     remote_sources,
     to_cidrs,
@@ -43,6 +45,36 @@ MAX_DECIDED_BY = 12
 CLIENT_PORTS = ((1024, 65535),)  # source ports any unprivileged client can choose
 
 
+@dataclass(frozen=True)
+class Allowed:
+    """One combination of clients that gets through: these sources, arriving over these
+    interfaces (``*``: every remote one), from these source ports (``*``: any). A verdict's
+    combinations together are exactly the clients it accepts; they may overlap."""
+
+    sources: Tuple[str, ...]
+    interfaces: Tuple[str, ...]
+    source_ports: Tuple[str, ...]
+    # the sources as a table cell says them: "all", "all except 2001:db8::1", "192.0.2.0/24,..."
+    sources_text: str = ""
+
+    def to_json(self) -> Dict:
+        return {"sources": list(self.sources), "interfaces": list(self.interfaces),
+                "source_ports": list(self.source_ports)}
+
+    def text(self) -> str:
+        """``"192.0.2.0/24 via eth0"``, ``"all except 2001:db8::1"``, ``"source port 3000"``."""
+        parts = [] if self.sources_text == "all" else [self.sources_text]
+        if self.interfaces != ("*",):
+            parts.append("via " + _first(self.interfaces, 2))
+        if self.source_ports != ("*",):
+            parts.append("source port " + _first(self.source_ports, 3))
+        return " ".join(parts) or "all"
+
+
+def _first(items: Sequence[str], n: int) -> str:
+    return ",".join(items[:n]) + (",..." if len(items) > n else "")
+
+
 @dataclass
 class FamilyVerdict:
     status: str
@@ -55,6 +87,9 @@ class FamilyVerdict:
     uncertain: List[str] = field(default_factory=list)
     by_policy: bool = False  # accepted because a chain's policy is ACCEPT, not by a rule
     reason: str = ""
+    # exactly who gets through, as combinations the three lists above cannot express (a source
+    # allowed on one interface only): empty when nothing is accepted
+    allowed: List[Allowed] = field(default_factory=list)
 
     def to_json(self) -> Dict:
         return {
@@ -65,9 +100,27 @@ class FamilyVerdict:
             "denied_sources": self.denied_sources,
             "allowed_interfaces": self.allowed_interfaces,
             "allowed_source_ports": self.allowed_source_ports,
+            "allowed": [a.to_json() for a in self.allowed],
             "uncertain": self.uncertain,
             "by_policy": self.by_policy,
         }
+
+    def summary(self) -> str:
+        """The status with who gets through when it is restricted, as the table and the
+        findings say it: ``restricted (all except 2001:db8::1)``, ``restricted (source port
+        3000)``, ``restricted (192.0.2.0/24 via eth0; via eth1)``."""
+        if self.status != RESTRICTED:
+            return self.status
+        if self.allowed:
+            shown = "; ".join(a.text() for a in self.allowed[:2])
+            more = f"; +{len(self.allowed) - 2} more" if len(self.allowed) > 2 else ""
+            return f"{RESTRICTED} ({shown}{more})"
+        # a verdict built without combinations (a published service's interface-only answer)
+        what = self.allowed_sources[:2] if self.allowed_sources != ["*"] else []
+        if self.allowed_interfaces and self.allowed_interfaces != ["*"]:
+            what = what + ["via " + ",".join(self.allowed_interfaces[:2])]
+        more = "" if len(self.allowed_sources) <= 2 else ",..."
+        return f"{RESTRICTED} ({','.join(what)}{more})" if what else RESTRICTED
 
 
 DNAT_ARROW = "dnat \u2192 "
@@ -148,7 +201,7 @@ class Reach:
     one computation: the evaluator hands the same set objects to every socket it did not split,
     so their identities make a cheap memo key (``key``)."""
 
-    __slots__ = ("covered", "src", "sports", "ifaces", "ref", "boxes", "family", "_sources")
+    __slots__ = ("covered", "src", "sports", "ifaces", "ref", "boxes", "family", "_sources", "_allowed")
 
     def __init__(self, ctx: FamilyContext, boxes: List[Box], ref: Optional[int] = None):
         self.boxes = boxes  # keeps the keyed objects alive while the memo lives
@@ -168,6 +221,27 @@ class Reach:
         self.ifaces = ifaces
         self.family = ctx.family
         self._sources: Optional[Tuple[List[str], List[str]]] = None
+        self._allowed: Optional[List[Allowed]] = None
+
+    def combinations(self, universe) -> List[Allowed]:
+        """Exactly who gets through, as (sources, interfaces, source ports) combinations: the
+        accepted regions on those three dimensions, merged where they differ in one, each
+        widened where the others already cover the difference (a rule that took source port
+        3000 first leaves the later ones "every port but 3000"), those inside another left
+        out. Computed once per shared reach."""
+        if self._allowed is None:
+            regions = _regions(self.boxes, self.ref, self.family)
+            ref, family = self.ref, self.family
+            self._allowed = [
+                Allowed(
+                    tuple(cidrs(r[SRC], family)),
+                    ("*",) if r[IIF] == ref else tuple(universe.label_list(r[IIF])),
+                    ("*",) if r[SPORT] == PORT_ALL else tuple(ranges_text((p,)) for p in r[SPORT]),
+                    _sources_text(r[SRC], family),
+                )
+                for r in regions
+            ]
+        return self._allowed
 
     def sources(self) -> Tuple[List[str], List[str]]:
         """(allowed, denied) source CIDRs, computed once per shared reach."""
@@ -201,6 +275,7 @@ class Reach:
                 uncertain=uncertain,
                 by_policy=by_policy,
                 reason=open_reason,
+                allowed=self.combinations(universe),
             )
         allowed_sources, denied_sources = self.sources()
         ifaces, ref = self.ifaces, self.ref
@@ -214,29 +289,89 @@ class Reach:
             uncertain=uncertain,
             by_policy=by_policy,
             reason=restricted_reason,
+            allowed=self.combinations(universe),
         )
 
 
-def cidrs(a: tuple, family: str, limit: int = 64) -> List[str]:
-    """CIDRs of an address set, martian ranges folded in where that makes the list shorter."""
-    return list(_cidrs_cached(a, family, limit))
+def cidrs(a: tuple, family: str) -> List[str]:
+    """Every CIDR of an address set (exact: a consumer can test an address against them),
+    martian ranges folded in where that makes the list shorter (no packet carries those)."""
+    return list(_cidrs_cached(a, family))
 
 
 @lru_cache(maxsize=4096)
-def _cidrs_cached(a: tuple, family: str, limit: int) -> Tuple[str, ...]:
-    if len(a) > 2 * limit:
-        # a set built from a 100k-entry blocklist: name the first blocks, count the rest
-        return tuple(to_cidrs(a[:limit], family)[:limit]) + (f"... {len(a) - limit} more ranges",)
+def _cidrs_cached(a: tuple, family: str) -> Tuple[str, ...]:
     plain = to_cidrs(a, family)
     if len(plain) > 4:
-        # "everything but 203.0.113.0/24" reads better with the martians put back
-        martians = iv_sub(address_space(family), remote_sources(family))
-        folded = to_cidrs(iv_or(a, martians), family)
+        # "everything but 203.0.113.0/24" is shorter with the martians put back
+        folded = to_cidrs(iv_or(a, _martians(family)), family)
         if len(folded) < len(plain):
             plain = folded
-    if len(plain) > limit:
-        return tuple(plain[:limit]) + (f"... {len(plain) - limit} more",)
     return tuple(plain)
+
+
+@lru_cache(maxsize=None)
+def _martians(family: str) -> tuple:
+    return iv_sub(address_space(family), remote_sources(family))
+
+
+@lru_cache(maxsize=4096)
+def _sources_text(src: tuple, family: str) -> str:
+    """A source set in a few words: ``all``, ``all except 2001:db8::1``, ``192.0.2.0/24,...``."""
+    denied = iv_sub(remote_sources(family), src)
+    if not denied:
+        return "all"
+    allowed = cidrs(src, family)
+    if len(allowed) > 2:
+        except_ = cidrs(denied, family) if len(denied) <= 8 else ()
+        if except_ and len(except_) <= 2:
+            return "all except " + ",".join(_host(c) for c in except_)
+    return _first([_host(c) for c in allowed], 2)
+
+
+def _host(cidr: str) -> str:
+    """A one-address CIDR as the address alone."""
+    address, _, length = cidr.partition("/")
+    return address if length == ("128" if ":" in address else "32") else cidr
+
+
+_WIDE_DIMS = (SPORT, IIF, SRC)
+_MAX_WIDENED = 64  # regions beyond this are listed as the evaluator left them (exact still)
+
+
+def _regions(boxes: Sequence[Box], ref: int, family: str) -> List[Box]:
+    """The accepted boxes reduced to their (source, interface, source port) parts, in as few
+    and as wide regions as cover exactly the same clients; widest first."""
+    template = list(boxes[0])
+    seen: Dict[tuple, Box] = {}
+    for b in boxes:
+        key = (id(b[SRC]), b[IIF] & ref, id(b[SPORT]))
+        if key[1] and b[SRC] and b[SPORT] and key not in seen:
+            # every other dimension is the same in all regions, so only these three tell apart
+            template[SRC], template[IIF], template[SPORT] = b[SRC], key[1], b[SPORT]
+            seen[key] = tuple(template)
+    regions = merge_boxes(list(seen.values()), rounds=3)
+    if len(regions) <= _MAX_WIDENED:
+        full = {SPORT: PORT_ALL, IIF: ref, SRC: remote_sources(family)}
+        for i, r in enumerate(regions):
+            for dim in _WIDE_DIMS:
+                if r[dim] != full[dim]:
+                    wider = r[:dim] + (full[dim],) + r[dim + 1:]
+                    if covers(regions, wider, _WIDE_DIMS):
+                        regions[i] = r = wider
+        regions = [a for i, a in enumerate(regions)
+                   if not any(j != i and _inside(a, b) and (a != b or j < i) for j, b in enumerate(regions))]
+    regions.sort(key=lambda r: (r[IIF] != ref, r[SPORT] != PORT_ALL, -_size(r[SRC]), r[SRC]))
+    return regions
+
+
+def _size(a: tuple) -> int:
+    return sum(hi - lo for lo, hi in a)
+
+
+def _inside(a: tuple, b: tuple) -> bool:
+    """Whether region ``a`` lies inside ``b`` on the (source, interface, source port) dimensions."""
+    return not (a[IIF] & ~b[IIF]) and not iv_sub(a[SRC], b[SRC]) and not iv_sub(a[SPORT], b[SPORT])
 
 
 def decisions(outcomes: Sequence[Outcome]) -> List[Decision]:

@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from twinwall.commands.inputs import add_input_arguments, snapshot_from_args, unreadable_rulesets
-from twinwall.report.json_out import write_json
+from twinwall.report.output import add_format_arguments, emit, emit_json
+from twinwall.report.registry import AUDIT
 from twinwall.report.tty import use_colour
 
 DESCRIPTION = """\
@@ -31,13 +32,15 @@ examples:
   sudo twinwall audit
   twinwall audit --iptables v4.rules --ip6tables v6.rules --sockets ss.txt --format json
   twinwall audit --snapshot host.json --fail-on high
+  twinwall audit --snapshot host.json --format sarif --output twinwall.sarif
+  twinwall audit --format prometheus --output /var/lib/prometheus/node-exporter/twinwall.prom
 
 exit codes: 0 no finding at or above --fail-on, 1 findings, 2 error"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_input_arguments(p)
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    add_format_arguments(p, AUDIT)
     p.add_argument(
         "--fail-on",
         choices=("info", "low", "medium", "high", "critical", "never"),
@@ -45,6 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="exit 1 when a finding of this severity or worse exists (default: medium)",
     )
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the table (default: auto, on a TTY unless NO_COLOR is set)")
+    p.add_argument(
+        "--location",
+        metavar="PATH",
+        help="sarif: the file results point at when the audit knows no rules file and line "
+        "(default: the --snapshot file; a live audit: give the snapshot you keep in the repository)",
+    )
 
 
 def _small(snapshot) -> bool:
@@ -68,10 +77,15 @@ def run(args: argparse.Namespace) -> int:
     # ones are parsed a second time to compare their output and forward hooks
     report = audit_snapshot(snapshot, keep_text=_small(snapshot))
     if args.format == "json":
-        write_json(report.to_json())
+        emit_json(report.to_json(), args.output)
+    elif args.format == "table":
+        color = args.color == "always" or (args.color == "auto" and args.output is None and use_colour(sys.stdout))
+        emit(render_audit(report, color=color), args.output)
     else:
-        color = args.color == "always" or (args.color == "auto" and use_colour(sys.stdout))
-        sys.stdout.write(render_audit(report, color=color))
+        from twinwall.report.registry import RenderOptions, render
+
+        options = RenderOptions(fail_on=args.fail_on, location=args.location or args.snapshot)
+        emit(render(args.format, report.to_json(), options), args.output)
     unreadable = unreadable_rulesets(snapshot, args, "audit")
     if unreadable:
         # what was readable is printed above; without a ruleset there is no verdict to trust

@@ -9,8 +9,10 @@ DESCRIPTION = """\
 Gather this host's listening sockets (with their v6only flag and process), addresses, IPv6
 state and iptables/ip6tables rulesets into a snapshot JSON file (format: docs/snapshot.md).
 Audit it later, on any machine, with 'twinwall audit --snapshot FILE'.
-Run as root: without it, process names and the rulesets cannot be read, and the snapshot says
-so in its "missing" list."""
+Run as root: without it, process names and the rulesets cannot be read; the snapshot is still
+written, says so in its "missing" list, and collect exits 2.
+
+exit codes: 0 collected, 2 error (including: not run as root, the snapshot is incomplete)"""
 
 NO_RULES_NOTE = "rulesets: not collected (twinwall collect --no-rules)"
 
@@ -45,4 +47,18 @@ def run(args: argparse.Namespace) -> int:
     write_snapshot(snap, args.output)
     if args.output != "-":
         print(f"twinwall: {summary(snap)}", file=sys.stderr)
+    refused = needs_root(snap)
+    if refused:
+        # the snapshot is written (what was readable is worth keeping) but is not the host's
+        # whole story: a script must not take it for one
+        where = f" -o {args.output}" if args.output != "-" else ""
+        print(f"twinwall: incomplete snapshot, not run as root ({refused}): run sudo twinwall collect{where}",
+              file=sys.stderr)
+        return 2
     return 0
+
+
+def needs_root(snap) -> str:
+    """What the snapshot lacks for want of root, in a few words ("" when nothing)."""
+    refused = [m.split(":", 1)[0] for m in snap.missing if "Permission denied" in m or "without root" in m]
+    return ", ".join(refused) + " not readable" if refused else ""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from twinwall.commands.inputs import add_input_arguments, dump_options, snapshot_from_args
 from twinwall.errors import InputError
+from twinwall.report.output import add_format_arguments, emit, emit_json
+from twinwall.report.registry import DIFF
 
 DESCRIPTION = """\
 List every region of traffic that the IPv4 and the IPv6 firewall treat differently, for the
@@ -37,7 +38,7 @@ exit codes: 0 no differences, 1 differences, 2 error"""
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hook", choices=("input", "forward", "output", "all"), default="all", help="which hook to compare (default: all)")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    add_format_arguments(p, DIFF)
     g = p.add_argument_group("change between two snapshots of one host")
     g.add_argument("--before", metavar="OLD.json", help="snapshot before the change ('twinwall collect')")
     g.add_argument("--after", metavar="NEW.json", help="snapshot after the change")
@@ -51,10 +52,8 @@ def _hooks(args) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
-    from twinwall.report.json_out import write_json
-
     if args.before or args.after:
-        return _run_change(args, write_json)
+        return _run_change(args)
 
     from twinwall.analysis.diff import diff_snapshot
     from twinwall.report.diff_text import render_diff
@@ -63,14 +62,19 @@ def run(args: argparse.Namespace) -> int:
     result = diff_snapshot(snapshot, _hooks(args))
     if snapshot.ipv6.enabled is False:
         result.notes.append("IPv6 is disabled on this host: the IPv6 rules are compared but carry no traffic")
-    if args.format == "json":
-        write_json(result.to_json())
-    else:
-        sys.stdout.write(render_diff(result))
+    _emit(args, result.to_json, lambda: render_diff(result))
     return 1 if result.differences else 0
 
 
-def _run_change(args: argparse.Namespace, write_json) -> int:
+def _emit(args, document, table) -> None:
+    """The table or the JSON document, to standard output or --output."""
+    if args.format == "table":
+        emit(table(), args.output)
+    else:
+        emit_json(document(), args.output)
+
+
+def _run_change(args: argparse.Namespace) -> int:
     from twinwall.analysis.diff import compare_snapshots
     from twinwall.report.diff_text import render_change
     from twinwall.sources.snapshot import read_snapshot
@@ -82,8 +86,5 @@ def _run_change(args: argparse.Namespace, write_json) -> int:
     before = read_snapshot(args.before)
     after = read_snapshot(args.after)
     result = compare_snapshots(before, after, _hooks(args))
-    if args.format == "json":
-        write_json(result.to_json())
-    else:
-        sys.stdout.write(render_change(result, args.before, args.after))
+    _emit(args, result.to_json, lambda: render_change(result, args.before, args.after))
     return 1 if result.has_changes() else 0

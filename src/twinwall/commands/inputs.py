@@ -99,6 +99,14 @@ def offline_snapshot(args: argparse.Namespace) -> HostSnapshot:
     for path, family, legacy_beside, what in dumps:
         if path:
             text = read_text(path, what)
+            if not text.strip():
+                # what a failed 'iptables-save > FILE' leaves behind; read as "no tables" it
+                # would report every port open with no word of doubt
+                name = "standard input" if path == "-" else path
+                raise InputError(
+                    f"{name} is empty: not {what} output (did '{what} > FILE' fail?); for a family "
+                    "with no rules loaded give a file holding a comment line such as '# no tables'"
+                )
             backend = "legacy" if "legacy" in what else _plain_dump_backend(text, bool(legacy_beside))
             snap.rulesets.append(RulesetText(family, "iptables-save", backend, path, text))
     if args.nft:

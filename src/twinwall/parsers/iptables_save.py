@@ -13,15 +13,16 @@ kept by name in ``Rule.unknown``: the evaluator then treats the rule as "may mat
 from __future__ import annotations
 
 import re
+import socket
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
 from twinwall.analysis.packetset import (
     CT_NAMES,
-    CT_NEW,
     DPORT,
     DST,
     GID,
+    HOPLIMIT,
     ICMP,
     IIF,
     OIF,
@@ -29,15 +30,21 @@ from twinwall.analysis.packetset import (
     SPORT,
     SRC,
     STATE,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
     UID,
     address_space,
     complement as value_complement,
     conjoin,
     iv_and,
     iv_normalize,
+    iv_or,
     iv_sub,
     multicast_addresses,
     prefix_interval,
+    tcp_flag_states,
 )
 from twinwall.errors import InputError
 from twinwall.parsers.protocols import IP_PROTOCOLS, PORT_PROTOCOLS
@@ -136,12 +143,31 @@ NAT_DONE_TARGETS = {"SNAT", "MASQUERADE"}
 # A rule using one "may match"; the evaluator names it in the explanation.
 UNDECIDABLE_MATCHES = {
     "limit", "hashlimit", "recent", "connlimit", "mark", "connmark", "set", "statistic", "time",
-    "string", "u32", "length", "ttl", "hl", "tos", "dscp", "ecn", "physdev", "policy",
+    "string", "u32", "length", "tos", "dscp", "ecn", "physdev", "policy",
     "socket", "helper", "connbytes", "ipv6header", "ah", "esp", "mh",
     "devgroup", "cgroup", "bpf", "realm", "quota", "nfacct", "cpu", "cluster", "osf", "geoip",
     "tcpmss", "mac", "ipvs", "condition", "account", "connlabel", "ipcomp", "l2tp", "srh",
     "eui64", "quota2", "nth", "random",
 }
+
+# -m hl (IPv6 hop limit) and -m ttl (IPv4 TTL): one dimension, the value the packet arrived with
+HOPLIMIT_OPTIONS = {"--hl-eq": "eq", "--hl-lt": "lt", "--hl-gt": "gt", "--ttl-eq": "eq", "--ttl-lt": "lt", "--ttl-gt": "gt"}
+
+
+def hop_limit(opt: str, value: str) -> Tuple:
+    try:
+        n = int(value)
+    except ValueError:
+        raise RuleSyntaxError(f"{opt} wants a number, got {value!r}") from None
+    if not 0 <= n <= 255:
+        raise RuleSyntaxError(f"{opt} {value}: out of range 0-255")
+    op = HOPLIMIT_OPTIONS[opt]
+    if op == "eq":
+        return ((n, n),)
+    if op == "lt":
+        return ((0, n - 1),) if n > 0 else ()
+    return ((n + 1, 255),) if n < 255 else ()
+
 
 # IPv6 extension-header matches: a connection's plain first packet has no such header.
 EXTENSION_HEADER_MATCHES = {"rt", "frag", "hbh", "dst"}
@@ -149,8 +175,13 @@ EXTENSION_HEADER_MATCHES = {"rt", "frag", "hbh", "dst"}
 # Matches twinwall decides exactly (their options are handled in _Compiler.match_option).
 DECIDABLE_MATCHES = {
     "tcp", "udp", "udplite", "dccp", "sctp", "icmp", "icmp6", "icmpv6", "multiport", "state",
-    "conntrack", "comment", "addrtype", "iprange", "owner", "pkttype", "rpfilter",
+    "conntrack", "comment", "addrtype", "iprange", "owner", "pkttype", "rpfilter", "hl", "ttl",
 }
+
+# xt_addrtype's IPv4 addresses that are BROADCAST whatever the routes say, and the types only
+# routes other than local and broadcast ones give
+_IPV4_BROADCAST = iv_normalize([prefix_interval("0.0.0.0/8", "ipv4"), prefix_interval("255.255.255.255", "ipv4")])
+_ROUTE_TYPES = ("ANYCAST", "BLACKHOLE", "UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE")
 
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"|(\S+)')
 _IFACE_SCAN = re.compile(r" (?:-i|-o|--in-interface|--out-interface) (\S+)")
@@ -227,9 +258,9 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
     ruleset = Ruleset(family=family, source=source)
     compiler = _Compiler(ruleset)
     table: Optional[Table] = None
-    # chain -> pieces of its source: a block of "-A" lines (each ending in a newline), or one
-    # line on its own; and chain -> how many rules they hold
-    pending: Dict[str, List[str]] = {}
+    # chain -> pieces of its source: (first line number, a block of "-A" lines each ending in a
+    # newline, or one line on its own); and chain -> how many rules they hold
+    pending: Dict[str, List[Tuple[int, str]]] = {}
     counts: Dict[str, int] = {}
     block = _RULE_BLOCK.match
     size = len(text)
@@ -245,7 +276,7 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
                 pieces = pending.get(name)
                 if pieces is None:
                     pieces = _new_pending(table, pending, counts, name)
-                pieces.append(piece)
+                pieces.append((lineno + 1, piece))
                 counts[name] += n
                 lineno += n
                 pos = m.end()
@@ -277,7 +308,7 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
             pieces = pending.get(name)
             if pieces is None:
                 pieces = _new_pending(table, pending, counts, name)
-            pieces.append(line)
+            pieces.append((lineno, line))
             counts[name] += 1
         elif c == ":":
             if table is None:
@@ -288,7 +319,8 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
             policy = parts[1] if len(parts) > 1 and parts[1] != "-" else None
             if policy is not None and policy not in ("ACCEPT", "DROP"):
                 raise InputError(f"{source}: line {lineno}: unknown chain policy {policy!r}")
-            table.chains[parts[0]] = Chain(table.name, parts[0], policy)
+            chain = table.chains[parts[0]] = Chain(table.name, parts[0], policy)
+            chain.line = lineno  # where the policy is written, for findings about it
         elif c == "*":
             name = line[1:].strip()
             if table is not None:
@@ -323,7 +355,7 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -
     return ruleset
 
 
-def _new_pending(table: Table, pending: Dict[str, List[str]], counts: Dict[str, int], name: str) -> List[str]:
+def _new_pending(table: Table, pending: Dict[str, List[Tuple[int, str]]], counts: Dict[str, int], name: str) -> List[Tuple[int, str]]:
     if name not in table.chains:
         # iptables-restore would refuse this; a missing declaration is unambiguous
         table.chains[name] = Chain(table.name, name)
@@ -333,7 +365,7 @@ def _new_pending(table: Table, pending: Dict[str, List[str]], counts: Dict[str, 
 
 
 def _finish_table(
-    table: Optional[Table], pending: Dict[str, List[str]], counts: Dict[str, int], compiler: "_Compiler"
+    table: Optional[Table], pending: Dict[str, List[Tuple[int, str]]], counts: Dict[str, int], compiler: "_Compiler"
 ) -> None:
     if table is None:
         return
@@ -349,15 +381,20 @@ def _finish_table(
         chain.set_source(pieces, compile_chain, count)
 
 
-def _source_lines(pieces: List[str]) -> List[str]:
-    """A chain's rule lines from its source pieces (blocks of lines, or single lines)."""
+def _source_lines(pieces: List[Tuple[int, str]]) -> Tuple[List[str], List[int]]:
+    """A chain's rule lines from its source pieces (blocks of lines, or single lines), and the
+    line of the dump each one is on."""
     lines: List[str] = []
-    for piece in pieces:
+    numbers: List[int] = []
+    for first, piece in pieces:
         if "\n" in piece:
-            lines.extend(line.rstrip() for line in piece.split("\n") if line)
+            block = [line.rstrip() for line in piece.split("\n") if line]
+            lines.extend(block)
+            numbers.extend(range(first, first + len(block)))
         else:
             lines.append(piece)
-    return lines
+            numbers.append(first)
+    return lines, numbers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,8 +411,8 @@ class _Compiler:
         # else (see set_target); compiling starts after parsing, when every chain is known
         self._actions: Dict[Tuple[str, str, str], str] = {}
 
-    def compile_chain(self, chain: Chain, pieces: List[str]) -> List[Rule]:
-        lines = _source_lines(pieces)
+    def compile_chain(self, chain: Chain, pieces: List[Tuple[int, str]]) -> List[Rule]:
+        lines, numbers = _source_lines(pieces)
         rules = []
         simple = _SIMPLE.fullmatch
         source_jump = _SOURCE_JUMP.fullmatch
@@ -402,6 +439,8 @@ class _Compiler:
                 raise InputError(
                     f"{self.ruleset.source}: {chain.table} {chain.name} rule {n}: {exc}: {line[:120]}"
                 ) from None
+        for rule, lineno in zip(rules, numbers):
+            rule.line = lineno
         return rules
 
     # -- values ------------------------------------------------------------------------------
@@ -410,11 +449,21 @@ class _Compiler:
         cached = self._addr_cache.get(spec)
         if cached is None:
             if "," in spec:
-                cached = iv_normalize(prefix_interval(p, self.family) for p in spec.split(","))
+                cached = iv_normalize(self.prefix(p) for p in spec.split(","))
             else:  # one prefix: what iv_normalize makes of its single (first, last) pair
-                cached = (tuple(prefix_interval(spec, self.family)),)
+                cached = (tuple(self.prefix(spec)),)
             self._addr_cache[spec] = cached
         return cached
+
+    def prefix(self, spec: str):
+        """One address or prefix; over IPv4, as iptables reads it, an address of fewer than four
+        parts is completed with zeros ("0/0", "10/8")."""
+        if self.family == "ipv4":
+            addr, sep, length = spec.partition("/")
+            parts = addr.split(".")
+            if len(parts) < 4 and all(p.isdigit() for p in parts):
+                spec = ".".join(parts + ["0"] * (4 - len(parts))) + sep + length
+        return prefix_interval(spec, self.family)
 
     def address_range(self, spec: str) -> Tuple:
         lo, _, hi = spec.partition("-")
@@ -496,7 +545,10 @@ class _Compiler:
         tokens = tokenize(line)
         rule = Rule(chain.table, chain.name, number, line)
         conj: Dict[int, object] = {}
-        alternatives_extra: List[Dict[int, object]] = []  # for multiport --ports
+        # constraints some of which must hold, one list per match (multiport --ports,
+        # addrtype per interface)
+        disjunctions: List[List[Dict[int, object]]] = []
+        addrtypes: List[Dict[str, object]] = []  # one per "-m addrtype": its options
         unknown: List[str] = []
         never = False
         negate = False
@@ -569,6 +621,8 @@ class _Compiler:
                 continue
             if tok in ("-m", "--match"):
                 module = args[0]
+                if module == "addrtype":
+                    addrtypes.append({})
                 if module in EXTENSION_HEADER_MATCHES:
                     # needs an IPv6 extension header; a plain connection packet carries none
                     never = True
@@ -581,7 +635,12 @@ class _Compiler:
                 continue
             if not tok.startswith("--"):
                 raise RuleSyntaxError(f"unexpected {tok!r}")
-            self.match_option(module, tok, args, neg, add, unknown, alternatives_extra)
+            if module == "addrtype" and addrtypes:
+                addrtypes[-1][tok] = (args[0] if args else None, neg)
+                continue
+            self.match_option(module, tok, args, neg, add, unknown, disjunctions)
+        for options in addrtypes:
+            self.addrtype(options, add, unknown, disjunctions)
         if rpfilter and "--invert" in tokens[: tokens.index("-j") if "-j" in tokens else len(tokens)]:
             # rpfilter passes a remote client whose address routes back through the interface
             # it came in on (the legitimate connections this audit is about); --invert then
@@ -589,9 +648,11 @@ class _Compiler:
             never = True
         if never:
             rule.alternatives = ()
-        elif alternatives_extra:
-            merged = (conjoin(conj, extra) for extra in alternatives_extra)
-            rule.alternatives = tuple(tuple(m.items()) for m in merged if m is not None)
+        elif disjunctions:
+            merged = [conj]
+            for choices in disjunctions:
+                merged = [m for m in (conjoin(a, b) for a in merged for b in choices) if m is not None]
+            rule.alternatives = tuple(tuple(m.items()) for m in merged)
         else:
             rule.alternatives = (tuple(conj.items()),)
         rule.unknown = tuple(dict.fromkeys(unknown))
@@ -617,7 +678,7 @@ class _Compiler:
 
     # -- match options -----------------------------------------------------------------------
 
-    def match_option(self, module, opt, args, neg, add, unknown, alternatives_extra) -> None:
+    def match_option(self, module, opt, args, neg, add, unknown, disjunctions) -> None:
         if module in ("rpfilter",) + tuple(EXTENSION_HEADER_MATCHES):
             return  # decided as a whole in compile_rule
         if module in UNDECIDABLE_MATCHES:
@@ -639,17 +700,13 @@ class _Compiler:
                 add(SPORT, p, True)
                 add(DPORT, p, True)
             else:  # source OR destination port in the list
-                alternatives_extra.extend(({SPORT: p}, {DPORT: p}))
+                disjunctions.append([{SPORT: p}, {DPORT: p}])
         elif opt in ("--state", "--ctstate"):
             add(STATE, ct_states(args[0]), neg)
-        elif opt == "--syn":
-            add(STATE, CT_NEW, neg)
+        elif opt == "--syn":  # what iptables-save prints as --tcp-flags FIN,SYN,RST,ACK SYN
+            add(STATE, tcp_flags_match(_SYN_MASK, TCP_SYN), neg)
         elif opt == "--tcp-flags":
-            mask, comp = tcp_flags(args[0]), tcp_flags(args[1])
-            syn_only = tcp_flags("SYN")
-            # A new connection's first packet carries SYN alone; other packets of the flow are
-            # not NEW. See the module docstring of analysis.packetset for the STATE dimension.
-            add(STATE, CT_NEW, neg != ((syn_only & mask) == comp))
+            add(STATE, tcp_flags_match(tcp_flags(args[0]), tcp_flags(args[1])), neg)
         elif opt == "--tcp-option":
             unknown.append("tcp-option")
         elif opt in ("--icmp-type", "--icmpv6-type"):
@@ -658,10 +715,6 @@ class _Compiler:
             add(SRC, self.address_range(args[0]), neg)
         elif opt == "--dst-range":
             add(DST, self.address_range(args[0]), neg)
-        elif opt in ("--src-type", "--dst-type"):
-            self.addrtype(opt, args[0], neg, add, unknown)
-        elif opt in ("--limit-iface-in", "--limit-iface-out"):
-            pass
         elif opt in ("--comment",):
             pass
         elif opt == "--uid-owner":
@@ -670,6 +723,8 @@ class _Compiler:
             add(GID, id_range(args[0], "group"), neg)
         elif opt in ("--socket-exists", "--suppl-groups"):
             unknown.append("owner " + opt)
+        elif opt in HOPLIMIT_OPTIONS:
+            add(HOPLIMIT, hop_limit(opt, args[0]), neg)
         elif opt == "--pkt-type":
             self.pkttype(args[0], neg, add)
         elif module in ("conntrack", "state"):
@@ -678,37 +733,118 @@ class _Compiler:
         else:
             unknown.append(f"{module or 'match'} {opt}")
 
-    def addrtype(self, opt, spec, neg, add, unknown) -> None:
-        dim = SRC if opt == "--src-type" else DST
-        types = set(spec.upper().split(","))
-        value: Tuple = ()
-        known = True
+    def addrtype(self, options: Dict[str, object], add, unknown, disjunctions) -> None:
+        """One ``-m addrtype`` match (xt_addrtype revision 1): --src-type / --dst-type, each
+        negatable, both read on the interface --limit-iface-in / --limit-iface-out names."""
+        tests = [(dim, options[opt]) for dim, opt in ((SRC, "--src-type"), (DST, "--dst-type")) if opt in options]
+        limit_in, limit_out = "--limit-iface-in" in options, "--limit-iface-out" in options
+        if limit_in and limit_out:
+            raise RuleSyntaxError("addrtype cannot limit to both the incoming and the outgoing interface")
+        for _, (spec, _) in tests:
+            if not spec:
+                raise RuleSyntaxError("addrtype: address type missing")
+        if not (limit_in or limit_out):
+            for dim, (spec, neg) in tests:
+                value = self.address_types(spec, None)
+                if value is None:
+                    unknown.append(f"addrtype {'--src-type' if dim == SRC else '--dst-type'} {spec}")
+                else:
+                    add(dim, value, neg)
+            return
+        limit = "--limit-iface-in" if limit_in else "--limit-iface-out"
+        routes = self.ruleset.local_routes
+        if routes is None:
+            unknown.append(f"addrtype {limit} (which interface holds which address is unknown)")
+            return
+        # The type is read from the local routes on that interface: host interfaces are exact
+        # classes of the universe; every other class holds no address of the host.
+        universe = self.ruleset.universe
+        classes: List[Tuple[int, str]] = []
+        rest = universe.all_mask
+        for name in sorted(set(routes.local) | set(routes.broadcast)):
+            m = universe.mask(name) & rest
+            if m:
+                classes.append((m, name))
+                rest &= ~m
+        if rest:
+            classes.append((rest, ""))
+        by_value: Dict[tuple, int] = {}
+        for m, name in classes:
+            key = []
+            for dim, (spec, neg) in tests:
+                value = self.address_types(spec, name)
+                if value is None:
+                    unknown.append(f"addrtype {limit} {spec}")
+                    return
+                key.append((dim, iv_sub(self.addr_full, value) if neg else value))
+            by_value[tuple(key)] = by_value.get(tuple(key), 0) | m
+        iface_dim = IIF if limit_in else OIF
+        disjunctions.append([{**dict(key), iface_dim: m} for key, m in by_value.items()])
+
+    def address_types(self, spec: str, dev: Optional[str]) -> Optional[Tuple]:
+        """The addresses of the given xt_addrtype types (``dev``: read on that interface's local
+        routes, "" for an interface with none; None: on the whole local table). None when they
+        depend on routes twinwall does not read."""
+        family = self.family
+        mcast = multicast_addresses(family)
+        routes = self.ruleset.local_routes
+        if dev is None:
+            local = self.ruleset.local_addresses
+            bcast = routes.all_broadcast() if routes is not None else ()
+        else:
+            local = routes.local.get(dev, ())
+            bcast = routes.broadcast.get(dev, ())
+        types = spec.upper().split(",")
+        if family == "ipv4":
+            # inet_dev_addr_type: 0.0.0.0/8 and 255.255.255.255 are BROADCAST, 224/4 MULTICAST
+            # whatever the routes; then the local table (local and subnet broadcast routes);
+            # every other address, or one whose local route is on another interface, UNICAST
+            value: Tuple = ()
+            for t in types:
+                if t == "BROADCAST":
+                    part = iv_or(_IPV4_BROADCAST, iv_sub(bcast, mcast))
+                elif t == "MULTICAST":
+                    part = mcast
+                elif t == "UNSPEC":
+                    part = ()  # no IPv4 route has that type
+                elif t in ("LOCAL", "UNICAST"):
+                    if local is None:
+                        return None
+                    special = iv_or(_IPV4_BROADCAST, mcast)
+                    if t == "LOCAL":
+                        part = iv_sub(local, special)
+                    else:
+                        part = iv_sub(self.addr_full, iv_or(special, iv_or(local, bcast)))
+                elif t in _ROUTE_TYPES:
+                    return None  # routing-table facts twinwall does not read
+                else:
+                    raise RuleSyntaxError(f"unknown address type {t!r}")
+                value = iv_or(value, part)
+            return value
+        # addrtype_mt6: every one of MULTICAST, UNICAST (loopback included), UNSPEC named must
+        # hold, then LOCAL: an address of the host (with an interface: one on that interface)
+        value = self.addr_full
+        want_local = False
         for t in types:
-            if t == "LOCAL":
-                local = self.ruleset.local_addresses
-                if local is None:
-                    known = False
-                    break
-                value = iv_normalize(list(value) + list(local))
-            elif t == "MULTICAST":
-                value = iv_normalize(list(value) + list(multicast_addresses(self.family)))
-            elif t == "BROADCAST":
-                if self.family == "ipv4":
-                    value = iv_normalize(list(value) + [(0xFFFFFFFF, 0xFFFFFFFF)])
+            if t == "MULTICAST":
+                value = iv_and(value, mcast)
             elif t == "UNICAST":
-                value = iv_normalize(
-                    list(value) + list(iv_sub(self.addr_full, multicast_addresses(self.family)))
-                )
-            elif t in ("UNSPEC",):
-                value = iv_normalize(list(value) + [(0, 0)])
-            elif t in ("ANYCAST", "BLACKHOLE", "UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE"):
-                known = False  # routing-table facts twinwall does not read
+                value = iv_sub(value, iv_or(mcast, ((0, 0),)))
+            elif t == "UNSPEC":
+                value = iv_and(value, ((0, 0),))
+            elif t == "LOCAL":
+                want_local = True
+            elif t in ("ANYCAST", "UNREACHABLE"):
+                return None  # routing-table facts twinwall does not read
+            elif t in _ROUTE_TYPES or t == "BROADCAST":
+                raise RuleSyntaxError(f"addrtype {t} does not exist for IPv6 (ip6tables refuses it)")
             else:
                 raise RuleSyntaxError(f"unknown address type {t!r}")
-        if not known:
-            unknown.append(f"addrtype {opt} {spec}")
-            return
-        add(dim, value, neg)
+        if want_local:
+            if local is None:
+                return None
+            value = iv_and(value, local)
+        return value
 
     def pkttype(self, spec: str, neg: bool, add) -> None:
         mcast = multicast_addresses(self.family)
@@ -786,8 +922,10 @@ class _Compiler:
 
 
 def _opt(args: List[str], name: str) -> Optional[str]:
+    """A target option's value; like iptables (getopt_long), a prefix of the name will do
+    ("--to" for --to-destination)."""
     for k, v in zip(args, args[1:]):
-        if k == name:
+        if k == name or (len(k) > 3 and k.startswith("--") and name.startswith(k)):
             return v
     return None
 
@@ -804,13 +942,24 @@ def _port(spec: str) -> Tuple:
 
 def ports(spec: str) -> Tuple:
     lo, sep, hi = spec.partition(":")
-    a = int(lo) if lo else 0
-    b = (int(hi) if hi else 65535) if sep else a
+    a = _port_number(lo) if lo else 0
+    b = (_port_number(hi) if hi else 65535) if sep else a
     if not (0 <= a <= 65535 and 0 <= b <= 65535):
         raise RuleSyntaxError(f"port out of range: {spec}")
     if a > b:
         a, b = b, a
     return ((a, b),)
+
+
+def _port_number(spec: str) -> int:
+    """A port by number or, as iptables takes it, by service name (iptables-save prints the
+    number)."""
+    if spec.isdigit():
+        return int(spec)
+    try:
+        return socket.getservbyname(spec)
+    except OSError:
+        raise RuleSyntaxError(f"unknown port or service {spec!r}") from None
 
 
 def port_list(spec: str) -> Tuple:
@@ -833,18 +982,24 @@ def ct_states(spec: str) -> int:
     return mask
 
 
+# libxt_tcp's flag names; its ALL is these six (ECE and CWR are tolerated, iptables has no name
+# for them)
 _TCP_FLAGS = {"FIN": 1, "SYN": 2, "RST": 4, "PSH": 8, "ACK": 16, "URG": 32, "ECE": 64, "CWR": 128}
+_TCP_ALL = 0x3F
+_SYN_MASK = TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK
+
+
+def tcp_flags_match(mask: int, comp: int) -> int:
+    """The conntrack states whose packets pass ``--tcp-flags MASK COMP`` (the flags in MASK
+    are examined; those in COMP must be set, the rest of MASK clear)."""
+    return tcp_flag_states(lambda flags: flags & mask == comp)
 
 
 def tcp_flags(spec: str) -> int:
-    if spec.upper() == "ALL":
-        return 0xFF
-    if spec.upper() == "NONE":
-        return 0
     mask = 0
     for f in spec.upper().split(","):
         if f == "ALL":
-            mask |= 0xFF
+            mask |= _TCP_ALL
         elif f == "NONE":
             continue
         elif f in _TCP_FLAGS:

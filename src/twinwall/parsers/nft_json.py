@@ -46,10 +46,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from twinwall.analysis.packetset import (
     CT_ALL,
     CT_NAMES,
-    CT_NEW,
     DPORT,
     DST,
     GID,
+    HOPLIMIT,
     ICMP,
     IIF,
     MASK_DIMS,
@@ -68,6 +68,7 @@ from twinwall.analysis.packetset import (
     iv_sub,
     multicast_addresses,
     prefix_interval,
+    tcp_flag_states,
 )
 from twinwall.errors import InputError
 from twinwall.parsers.protocols import IP_PROTOCOLS, PORT_PROTOCOLS
@@ -92,7 +93,7 @@ from twinwall.ruleset import (
     Table,
 )
 
-__all__ = ["parse_nft_json", "xt_tables", "NAMED_PRIORITIES"]
+__all__ = ["parse_nft_json", "xt_tables", "rule_families", "netlink_nfproto", "NAMED_PRIORITIES"]
 
 VIEW_FAMILIES = {"ipv4": ("ip", "inet"), "ipv6": ("ip6", "inet")}
 FAMILY_OF_VIEW = {"ipv4": "ip", "ipv6": "ip6"}
@@ -382,11 +383,79 @@ def xt_tables(text: str, source: str = "nft -j list ruleset") -> List[str]:
 # entry point
 
 
-def parse_nft_json(text: str, source: str = "nft -j list ruleset") -> List[Ruleset]:
+_RULE_FAMILY_RE = re.compile(r'"rule"\s*:\s*\{\s*"family"\s*:\s*"(\w+)"')
+_FAMILIES_OF_TABLE = {"ip": ("ipv4",), "ip6": ("ipv6",), "inet": ("ipv4", "ipv6")}
+
+
+def rule_families(text: str) -> set:
+    """The families ("ipv4", "ipv6") whose packets some rule of an ``nft -j`` dump can see (a
+    rule in an ip, ip6 or inet table, iptables-nft's included): a cheap scan, no parsing."""
+    found = set(_RULE_FAMILY_RE.findall(text))
+    if not found and '"rule"' in text:  # not nft's own key order: read the document
+        try:
+            items = json.loads(text).get("nftables") or []
+            found = {str(o["rule"].get("family")) for o in items
+                     if isinstance(o, dict) and isinstance(o.get("rule"), dict)}
+        except (ValueError, AttributeError, TypeError):
+            return set()
+    return {f for fam in found for f in _FAMILIES_OF_TABLE.get(fam, ())}
+
+
+_NETLINK_RULE_RE = re.compile(r"^(\w+) (\S+) (\S+) (\d+)(?: \d+)?$")
+_NETLINK_LOAD_RE = re.compile(r"^\s*\[ meta load nfproto => reg (\d+) \]")
+_NETLINK_CMP_RE = re.compile(r"^\s*\[ cmp (eq|neq) reg (\d+) 0x0*([0-9a-f]+) \]")
+_NFPROTO_NUMBERS = {"2": "ipv4", "a": "ipv6"}
+
+
+def netlink_nfproto(text: str) -> Dict[Tuple[str, str, str, int], List[Tuple[str, str]]]:
+    """``(family, table, chain, handle) -> [(op, family), ...]``: the ``meta nfproto`` tests the
+    kernel holds for each rule, from ``nft --debug=netlink list ruleset``. nft 1.0.6 prints
+    ``meta nfproto ipv6 tcp dport 3000 reject with tcp reset`` (and ``meta nfproto ipv4 meta
+    l4proto icmp``) without the nfproto in both ``list`` and ``-j``; the netlink form keeps it::
+
+        inet t input 3
+          [ meta load nfproto => reg 1 ]
+          [ cmp eq reg 1 0x0000000a ]
+
+    Every rule of the dump gets an entry (an empty list: no nfproto test)."""
+    out: Dict[Tuple[str, str, str, int], List[Tuple[str, str]]] = {}
+    current: Optional[List[Tuple[str, str]]] = None
+    regs: set = set()
+    for line in text.splitlines():
+        if not line.startswith((" ", "\t")):
+            m = _NETLINK_RULE_RE.match(line)
+            current, regs = None, set()
+            if m:
+                current = out.setdefault((m.group(1), m.group(2), m.group(3), int(m.group(4))), [])
+            continue
+        if current is None:
+            continue
+        m = _NETLINK_LOAD_RE.match(line)
+        if m:
+            regs.add(m.group(1))
+            continue
+        m = _NETLINK_CMP_RE.match(line)
+        if m and m.group(2) in regs and m.group(3) in _NFPROTO_NUMBERS:
+            current.append((m.group(1), _NFPROTO_NUMBERS[m.group(3)]))
+        if "=> reg" in line and not _NETLINK_LOAD_RE.match(line):
+            # another load overwrites its register
+            r = re.search(r"=> reg (\d+)", line)
+            if r:
+                regs.discard(r.group(1))
+    return out
+
+
+def parse_nft_json(text: str, source: str = "nft -j list ruleset",
+                   netlink: Optional[str] = None) -> List[Ruleset]:
     """The IPv4 and the IPv6 ``Ruleset`` (kind "nftables") of an ``nft -j list ruleset`` dump.
+
+    ``netlink``: the ``nft --debug=netlink list ruleset`` output of the same ruleset, when known;
+    it restores the ``meta nfproto`` tests nft hides (:func:`netlink_nfproto`). Without it, the
+    inet rules whose form nft 1.0.6 prints without their nfproto are uncertain.
 
     Each returned ruleset has two extra attributes: ``excluded_tables`` (iptables-nft tables
     left to iptables-nft-save) and ``notes`` (one sentence per table left out or ignored)."""
+    nfproto = netlink_nfproto(netlink) if netlink else None
     tables = None
     try:
         tables = _split_fast(text, source)
@@ -412,6 +481,7 @@ def parse_nft_json(text: str, source: str = "nft -j list ruleset") -> List[Rules
         rs.excluded_tables = list(excluded)  # type: ignore[attr-defined]
         rs.notes = list(notes)  # type: ignore[attr-defined]
         view = _View(rs, tables)
+        view.nfproto = nfproto
         for t in tables.values():
             if t.xt:
                 continue
@@ -476,6 +546,7 @@ class _View:
         self.addr_full = address_space(self.family)
         self.af = socket.AF_INET if self.family == "ipv4" else socket.AF_INET6
         self._set_cache: Dict[Tuple, Any] = {}
+        self.nfproto: Optional[Dict[Tuple[str, str, str, int], List[Tuple[str, str]]]] = None
 
     # -- structure -----------------------------------------------------------------------------
 
@@ -558,7 +629,14 @@ class _View:
         for n, r in enumerate(rules, 1):
             compiler = _RuleCompiler(self, t, chain, n, r)
             try:
-                out.extend(compiler.compile())
+                compiled = compiler.compile()
+                # where the rule is (its handle) and whether it logs, for findings and fixes
+                handle = r.get("handle")
+                logs = any(isinstance(e, dict) and "log" in e for e in r.get("expr") or ())
+                for rule in compiled:
+                    rule.handle = handle if isinstance(handle, int) else None
+                    rule.logs = logs
+                out.extend(compiled)
             except InputError:
                 raise
             except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -707,6 +785,8 @@ def _payload_sel(p: Dict[str, Any]) -> _Sel:
             return _Sel(DST, "addr", gate, (), text)
         if field in ("protocol", "nexthdr"):
             return _Sel(PROTO, "proto", gate, (), text)
+        if field in ("hoplimit", "ttl"):
+            return _Sel(HOPLIMIT, "hoplimit", gate, (), text)
         raise _Unknown(text)
     if proto in PORT_PROTOCOLS or proto == "th":
         implied = ((PROTO, ((PORT_PROTOCOLS[proto],) * 2,)),) if proto != "th" else ()
@@ -887,6 +967,8 @@ class _RuleCompiler:
                     self.unknown.append(name)
             else:
                 unknown_stmt = f"nft expression {key!r}"
+        if self.t.family == "inet":
+            self.hidden_nfproto(exprs, action)
         if unknown_stmt:
             if action == CONTINUE and expand is None:
                 action, target = UNKNOWN, unknown_stmt
@@ -899,6 +981,35 @@ class _RuleCompiler:
         if expand is not None:
             return self.expand(expand, base_alts, unknown, text)
         return [Rule(self.chain.table, self.chain.name, self.number, text, base_alts, unknown, action, target, nat_to)]
+
+    def hidden_nfproto(self, exprs: List[Any], action: str) -> None:
+        """The ``meta nfproto`` tests nft may not print (see :func:`netlink_nfproto`): from the
+        netlink dump when it has this rule; otherwise, for the forms nft 1.0.6 prints without
+        it (``reject with tcp reset``; ``meta l4proto icmp``/``ipv6-icmp`` seen from the other
+        family), the rule is uncertain: it may or may not apply to this family."""
+        tests = None
+        if self.view.nfproto is not None:
+            tests = self.view.nfproto.get((self.t.family, self.t.name, self.chain.name, self.rule.get("handle")))
+        if tests is not None:
+            for op, fam in tests:
+                if (fam == self.family) == (op == "neq"):
+                    self.never = True
+            return
+        if self.never or any(_is_nfproto_match(e) for e in exprs):
+            return
+        hidden = ""
+        for e in exprs:
+            if not isinstance(e, dict) or len(e) != 1:
+                continue
+            key, body = next(iter(e.items()))
+            if key == "reject" and isinstance(body, dict) and body.get("type") == "tcp reset":
+                hidden = "reject with tcp reset"
+            elif key == "match" and _l4proto_of_other_family(body, self.family):
+                hidden = f"meta l4proto {_fmt(body.get('right'))}"
+        if hidden:
+            self.unknown.append(
+                f"meta nfproto: nft prints '{hidden}' rules without a 'meta nfproto' test they may "
+                "hold (no nft --debug=netlink dump to tell; twinwall collect records one)")
 
     def alternatives(self, extra: List[List[Dict[int, Any]]]) -> Tuple:
         """conj AND each disjunction (from concatenations and map keys) -> tuple of constraints."""
@@ -1085,6 +1196,9 @@ class _RuleCompiler:
         if kind == "id":
             v = self.number_of(el, _user if sel.dim == UID else _group)
             return ((v, v),)
+        if kind == "hoplimit":
+            v = self.number_of(el, lambda name: None)
+            return ((v, v),) if 0 <= v <= 255 else ()
         if kind in ("icmp4t", "icmp6t"):
             table = ICMP4_TYPES if kind == "icmp4t" else ICMP6_TYPES
             t = self.number_of(el, lambda s: table.get(s))
@@ -1176,27 +1290,26 @@ class _RuleCompiler:
         return out
 
     def tcp_flags(self, sel: _Sel, op: str, left: Any, right: Any) -> None:
-        """Like iptables' --syn: a new connection's first packet carries SYN alone."""
+        """Like iptables' --tcp-flags: over the flags each conntrack state's packets carry
+        (packetset.TCP_FLAGS_OF_STATE: a connection's first packet carries SYN alone)."""
         mask = 0xFF
         if sel.kind == "tcpflags&":
             mask = _flags_value(left["&"][1])
-        flags = 2 & mask  # SYN only
         if isinstance(right, dict) and "set" in right:
             values = [_flags_value(v) for v in right["set"]]
-            hit = flags in values
+            inside = op != "!="
+            test = lambda flags: (flags & mask in values) == inside  # noqa: E731
         else:
             v = _flags_value(right)
             if op == "in":
-                hit = bool(flags & v)
+                test = lambda flags: bool(flags & mask & v)  # noqa: E731
             elif op == "==":
-                hit = flags == v
+                test = lambda flags: flags & mask == v  # noqa: E731
             elif op == "!=":
-                hit = flags != v
+                test = lambda flags: flags & mask != v  # noqa: E731
             else:
                 raise _Unknown(f"tcp flags {op} {_fmt(right)}")
-        if isinstance(right, dict) and op == "!=":
-            hit = not hit
-        self.add(STATE, CT_NEW if hit else CT_ALL & ~CT_NEW)
+        self.add(STATE, tcp_flag_states(test))
 
     # -- concatenations -------------------------------------------------------------------------
 
@@ -1532,6 +1645,29 @@ def _covers_modulus(keyexpr: Any, keys: List[Any]) -> bool:
         elif isinstance(k, dict) and "range" in k and all(isinstance(x, int) for x in k["range"]):
             values.update(range(k["range"][0], k["range"][1] + 1))
     return values >= set(range(offset, offset + mod))
+
+
+def _is_nfproto_match(e: Any) -> bool:
+    if not isinstance(e, dict) or not isinstance(e.get("match"), dict):
+        return False
+    left = e["match"].get("left")
+    return isinstance(left, dict) and isinstance(left.get("meta"), dict) and left["meta"].get("key") == "nfproto"
+
+
+_L4_OF_FAMILY = {"ipv4": ("ipv6-icmp", 58, "icmpv6"), "ipv6": ("icmp", 1)}
+
+
+def _l4proto_of_other_family(m: Any, family: str) -> bool:
+    """``meta l4proto icmp`` (seen from IPv6) / ``ipv6-icmp`` (from IPv4): nft hides a preceding
+    ``meta nfproto`` of the protocol's own family."""
+    if not isinstance(m, dict):
+        return False
+    left = m.get("left")
+    if not (isinstance(left, dict) and isinstance(left.get("meta"), dict) and left["meta"].get("key") == "l4proto"):
+        return False
+    right = m.get("right")
+    values = right["set"] if isinstance(right, dict) and "set" in right else [right]
+    return any(_unwrap(v) in _L4_OF_FAMILY[family] for v in values if isinstance(_unwrap(v), (str, int)))
 
 
 def _dynamic(s: Dict[str, Any]) -> bool:

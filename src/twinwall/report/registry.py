@@ -48,9 +48,27 @@ class Format:
     render: Callable[[Dict[str, Any], RenderOptions], str]
 
 
+_ALL = frozenset({AUDIT, DIFF, SCAN, FLEET})
+_HOSTS = frozenset({AUDIT, FLEET})
+
 # name -> module, in the order --help lists them. A format module not listed here is not a format.
 _MODULES: Dict[str, str] = {
     "json": "twinwall.report.formats.json_doc",
+    "sarif": "twinwall.report.formats.sarif",
+    "junit": "twinwall.report.formats.junit",
+    "prometheus": "twinwall.report.formats.prometheus",
+    "html": "twinwall.report.formats.html",
+}
+
+# What each shipped format renders, known without importing it: --format choices are built for
+# every command's parser, and importing every renderer there would cost each run. A test checks
+# this table against each module's FORMAT.documents.
+_DOCUMENTS: Dict[str, FrozenSet[str]] = {
+    "json": _ALL,
+    "sarif": _HOSTS,
+    "junit": _HOSTS,
+    "prometheus": _HOSTS,
+    "html": _HOSTS,
 }
 
 _loaded: Dict[str, Format] = {}
@@ -60,9 +78,14 @@ def register_module(name: str, module: str) -> None:
     """Add a format module (used by the format modules' own tests; the shipped formats are
     listed in ``_MODULES``)."""
     _MODULES[name] = module
+    _DOCUMENTS.pop(name, None)
 
 
 def get(name: str) -> Format:
+    if name not in _MODULES:
+        from twinwall.errors import InputError
+
+        raise InputError(f"unknown format {name!r} (known: {', '.join(_MODULES)})")
     if name not in _loaded:
         module = importlib.import_module(_MODULES[name])
         _loaded[name] = module.FORMAT
@@ -76,7 +99,13 @@ def names() -> List[str]:
 def choices(schema: str, extra: Tuple[str, ...] = ()) -> List[str]:
     """The --format choices for a command printing ``schema`` documents: ``extra`` (formats the
     command renders itself, such as the table) first, then every registered format for it."""
-    return list(extra) + [n for n in _MODULES if n not in extra and schema in get(n).documents]
+    return list(extra) + [n for n in _MODULES if n not in extra and schema in documents(n)]
+
+
+def documents(name: str) -> FrozenSet[str]:
+    """The schemas format ``name`` renders (without importing it when it is a shipped one)."""
+    known = _DOCUMENTS.get(name)
+    return known if known is not None else get(name).documents
 
 
 def render(name: str, document: Dict[str, Any], options: Optional[RenderOptions] = None) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
-from twinwall.analysis.audit import SEVERITIES, AuditReport, Finding
+from twinwall.analysis.audit import AuditReport, Finding
+from twinwall.findings import SEVERITIES
 from twinwall.analysis.verdicts import FILTERED, LOCAL_ONLY, OPEN, RESTRICTED, display_address
 from twinwall.model import FAMILY_LABEL
 
@@ -32,16 +33,7 @@ class Style:
 
 
 def _status_cell(verdict) -> str:
-    s = verdict.status
-    if s == RESTRICTED:
-        what = verdict.allowed_sources[:2] if verdict.allowed_sources != ["*"] else []
-        if verdict.allowed_interfaces and verdict.allowed_interfaces != ["*"]:
-            what = what + ["via " + ",".join(verdict.allowed_interfaces[:2])]
-        more = "" if len(verdict.allowed_sources) <= 2 else ",..."
-        s = f"restricted ({','.join(what)}{more})" if what else s
-    if verdict.uncertain:
-        s += " ?"
-    return s
+    return verdict.summary() + (" ?" if verdict.uncertain else "")
 
 
 def render_audit(report: AuditReport, color: bool = False) -> str:
@@ -57,8 +49,8 @@ def render_audit(report: AuditReport, color: bool = False) -> str:
     out.append("")
     by_row: Dict[int, List[Finding]] = {}
     for f in report.findings:
-        if f.row is not None:
-            by_row.setdefault(f.row, []).append(f)
+        for row in f.table_rows():
+            by_row.setdefault(row, []).append(f)
     rows = []
     for i, svc in enumerate(report.services):
         s = svc.socket
@@ -107,6 +99,8 @@ def render_audit(report: AuditReport, color: bool = False) -> str:
                 out.append(f"      {f.cis}")
             for e in f.evidence[:4]:
                 out.append(f"      - {e}")
+            if f.fix:
+                out.append(f"      fix: {f.fix}")
     else:
         out.append("No findings.")
     if snap.missing:

@@ -9,7 +9,8 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from twinwall.errors import InputError
-from twinwall.report.json_out import write_json
+from twinwall.report.output import add_format_arguments, emit, emit_json
+from twinwall.report.registry import SCAN
 from twinwall.report.tty import use_colour
 
 DESCRIPTION = """\
@@ -112,16 +113,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shortest adaptive wait per try (default 0.1, or --timeout if "
                         "lower)")
     parser.add_argument("--fixed-timeout", action="store_true",
-                        help="always wait --timeout, do not adapt to the round-trip time")
+                        help="always wait --timeout and keep --concurrency probes in flight: do "
+                        "not adapt to the round-trip time and the answers")
     parser.add_argument("--retries", type=_int_range(0, 10), default=1, metavar="N",
                         help="extra tries for probes nothing answered (default 1)")
-    parser.add_argument("--concurrency", type=_int_range(1, 5000), default=100, metavar="N",
-                        help="probes in flight at once (default 100)")
-    parser.add_argument("--rate", type=_rate, default=500.0, metavar="PPS",
-                        help="probes sent per second at most, 0.001 to 1000000 (default 500; "
+    parser.add_argument("--concurrency", type=_int_range(1, 5000), default=500, metavar="N",
+                        help="probes in flight at most (default 500): the pace adapts below it, "
+                        "starting at 10 and growing while answers come back, halving when "
+                        "probes go unanswered (as nmap does)")
+    parser.add_argument("--rate", type=_rate, default=20000.0, metavar="PPS",
+                        help="probes sent per second at most, 0.001 to 1000000 (default 20000; "
                         "0 = no limit)")
-    parser.add_argument("--format", choices=("table", "json"), default="table",
-                        help="output format (default table)")
+    add_format_arguments(parser, SCAN)
     parser.add_argument("--family", choices=("ipv4", "ipv6", "both"), default="both",
                         help="address families to probe (default both)")
     parser.add_argument("--all", action="store_true", dest="show_all",
@@ -230,13 +233,14 @@ def run(args: argparse.Namespace) -> int:
             elapsed,
             args.snapshot,
         )
-        write_json(doc)
+        emit_json(doc, args.output)
     else:
-        sys.stdout.write(
+        emit(
             render.render_table(
                 targets, rows, disagreements, elapsed,
-                colour=use_colour(sys.stdout), show_all=args.show_all,
-            )
+                colour=args.output is None and use_colour(sys.stdout), show_all=args.show_all,
+            ),
+            args.output,
         )
     sys.stdout.flush()
     gaps = any(r.gap for r in rows)

@@ -240,47 +240,78 @@ def join_audit(
             by_port.setdefault(key, []).append(s)
     disagreements: List[Dict[str, Any]] = []
     for row in rows:
-        for family in (IPV4, IPV6):
-            result = row.result(family)
-            if result is None:
-                continue
-            status, service = predict(
-                by_port.get((row.protocol, row.port), []), family, result.address, row.protocol, row.port, sockets_known
-            )
-            if status is None:
-                continue
-            ok = agrees(row.protocol, status, result.state)
-            note = None
-            if status == "restricted":
-                note = "restricted (depends on source)"
-            elif status == "not-bound" and service is None:
-                note = "no listening socket in the snapshot"
-            row.audit[family] = {
-                "status": status,
-                "address": service.get("address") if service else None,
-                "agrees": ok,
-                "note": note,
-            }
-            if status == "restricted" and service is not None:
-                verdict = service.get(family) or {}
-                row.audit[family]["allowed_sources"] = list(verdict.get("allowed_sources") or [])
-                row.audit[family]["allowed_interfaces"] = list(
-                    verdict.get("allowed_interfaces") or []
-                )
-            if ok is False:
-                disagreements.append(
-                    {
-                        "host": row.host,
-                        "protocol": row.protocol,
-                        "address": service.get("address") if service else None,
-                        "port": row.port,
-                        "family": family,
-                        "target": result.address,
-                        "audit": status,
-                        "scan": result.state,
-                        "reason": result.reason,
-                        "message": f"{describe(status, result.state)} over "
-                        f"{FAMILY_LABEL[family]} ({result.address})",
-                    }
-                )
+        _join_row(row, by_port, sockets_known, disagreements)
+        if row.gap and _nothing_listens_over_one_family(row):
+            # a socket bound to 0.0.0.0 or ::1 only: the families differ because of where it
+            # listens, not because one firewall lets through what the other stops
+            row.gap = row.exposed = False
+            for family in (IPV4, IPV6):
+                if row.audit.get(family, {}).get("status") in NOT_LISTENING:
+                    row.audit[family]["note"] = NOT_A_GAP_NOTE[row.audit[family]["status"]]
     return disagreements
+
+
+# audit statuses that say no socket takes this family's connections from elsewhere
+NOT_LISTENING = ("local-only", "not-bound", "disabled")
+NOT_A_GAP_NOTE = {
+    "local-only": "not a family gap: the socket listens on loopback only",
+    "not-bound": "not a family gap: no socket listens over this family",
+    "disabled": "not a family gap: IPv6 is disabled",
+}
+
+
+def _nothing_listens_over_one_family(row: Row) -> bool:
+    """The audit says that, for one family, nothing listens for remote clients on this port,
+    and the scan agrees (it did not find it open)."""
+    for family in (IPV4, IPV6):
+        audit = row.audit.get(family) or {}
+        if audit.get("status") in NOT_LISTENING and audit.get("agrees") is True:
+            return True
+    return False
+
+
+def _join_row(row: Row, by_port, sockets_known: bool, disagreements: List[Dict[str, Any]]) -> None:
+    """Annotate one row with the audit's prediction for each family; add its disagreements."""
+    for family in (IPV4, IPV6):
+        result = row.result(family)
+        if result is None:
+            continue
+        status, service = predict(
+            by_port.get((row.protocol, row.port), []), family, result.address, row.protocol, row.port, sockets_known
+        )
+        if status is None:
+            continue
+        ok = agrees(row.protocol, status, result.state)
+        note = None
+        if status == "restricted":
+            note = "restricted (depends on source)"
+        elif status == "not-bound" and service is None:
+            note = "no listening socket in the snapshot"
+        row.audit[family] = {
+            "status": status,
+            "address": service.get("address") if service else None,
+            "agrees": ok,
+            "note": note,
+        }
+        if status == "restricted" and service is not None:
+            verdict = service.get(family) or {}
+            row.audit[family]["allowed_sources"] = list(verdict.get("allowed_sources") or [])
+            row.audit[family]["allowed_interfaces"] = list(
+                verdict.get("allowed_interfaces") or []
+            )
+        if ok is False:
+            disagreements.append(
+                {
+                    "host": row.host,
+                    "protocol": row.protocol,
+                    "address": service.get("address") if service else None,
+                    "port": row.port,
+                    "family": family,
+                    "target": result.address,
+                    "audit": status,
+                    "scan": result.state,
+                    "reason": result.reason,
+                    "message": f"{describe(status, result.state)} over "
+                    f"{FAMILY_LABEL[family]} ({result.address})",
+                }
+            )

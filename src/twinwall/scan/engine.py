@@ -109,9 +109,65 @@ class ScanOptions:
     timeout: float = 1.0  # longest wait for an answer, per try
     min_timeout: float = 0.1  # the adaptive wait never goes below this
     retries: int = 1  # extra tries for unanswered probes only
-    concurrency: int = 100
-    rate: float = 500.0  # tries per second over the whole scan; 0 = unlimited
-    adaptive: bool = True
+    concurrency: int = 500  # most tries in flight (the congestion window's ceiling)
+    rate: float = 20000.0  # most tries per second over the whole scan; 0 = unlimited
+    adaptive: bool = True  # RTT-based waits and a congestion window; False: fixed waits, full window
+    initial_window: int = 10
+
+
+class Congestion:
+    """How many tries may be in flight: a window that grows while answers come back and halves
+    when tries go unanswered, as nmap paces its scans (and TCP its segments).
+
+    Slow start adds one try per answer (the window doubles each round trip) up to the
+    threshold, then one per window's worth of answers. An unanswered try halves the window and
+    sets the threshold there, unless the network has shown it delivers: a try sent *after* it
+    was answered already (a firewall dropping some ports, not a congested path), or it was
+    sent before the last halving (one burst of losses is one congestion event, as in nmap).
+    The ceiling (``--concurrency``) and the token bucket (``--rate``) stay the politeness caps."""
+
+    def __init__(self, initial: int, ceiling: int, adaptive: bool = True):
+        self.ceiling = max(1, ceiling)
+        self.window = float(min(max(1, initial), self.ceiling)) if adaptive else float(self.ceiling)
+        self.threshold = float(self.ceiling)
+        self.adaptive = adaptive
+        self.in_flight = 0
+        self.last_backoff = -1e9
+        self.last_answered_sent = -1e9  # when the newest try that got an answer was sent
+        self.backoffs = 0
+        self.peak = self.window
+        self._waiters: List[asyncio.Future] = []
+
+    async def acquire(self) -> float:
+        """Wait for room in the window; the time the try is sent (for ``release``)."""
+        while self.in_flight >= int(self.window):
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            await fut
+        self.in_flight += 1
+        return time.monotonic()
+
+    def release(self, answered: Optional[bool], sent: float) -> None:
+        """The try sent at ``sent`` ended: answered (True), unanswered (False) or silent as an
+        open UDP port may be (None: says nothing of the network)."""
+        self.in_flight -= 1
+        if self.adaptive and answered is not None:
+            if answered:
+                self.last_answered_sent = max(self.last_answered_sent, sent)
+                self.window += 1.0 if self.window < self.threshold else 1.0 / self.window
+                self.window = min(self.window, float(self.ceiling))
+                self.peak = max(self.peak, self.window)
+            elif sent > self.last_answered_sent and sent > self.last_backoff:
+                self.last_backoff = time.monotonic()
+                self.backoffs += 1
+                self.threshold = max(2.0, self.window / 2)
+                self.window = self.threshold
+        free = int(self.window) - self.in_flight
+        while free > 0 and self._waiters:
+            fut = self._waiters.pop(0)
+            if not fut.done():
+                fut.set_result(None)
+                free -= 1
 
 
 class RttEstimator:
@@ -154,15 +210,20 @@ class TokenBucket:
             return
         if self._lock is None:
             self._lock = asyncio.Lock()
+        if not self._lock.locked() and self._take():
+            return  # (nobody waits: no lock round trip, the common case below the rate)
         async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-                self.stamp = now
-                if self.tokens >= 1.0:
-                    self.tokens -= 1.0
-                    return
+            while not self._take():
                 await asyncio.sleep((1.0 - self.tokens) / self.rate)
+
+    def _take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
 
 
 def read_icmp_error(sock: socket.socket) -> Optional[Tuple[int, int, int]]:
@@ -336,6 +397,7 @@ class Scanner:
         self.options = options
         self.progress = progress
         self.bucket = TokenBucket(options.rate)
+        self.window = Congestion(options.initial_window, options.concurrency, options.adaptive)
         self.rtt: Dict[str, RttEstimator] = {}
         self.done = 0
         self.total = 0
@@ -354,8 +416,13 @@ class Scanner:
         tries = 0
         while True:
             tries += 1
-            await self.bucket.acquire()
-            state, reason, rtt = await _tcp_try(loop, fam, sa, est.timeout())
+            sent = await self.window.acquire()
+            state = None
+            try:
+                await self.bucket.acquire()
+                state, reason, rtt = await _tcp_try(loop, fam, sa, est.timeout())
+            finally:
+                self.window.release(state is not None, sent)
             if rtt is not None:
                 est.update(rtt)
             if state is not None:
@@ -378,16 +445,22 @@ class Scanner:
                 return ProbeResult(UDP, port, addr.family, addr.address, state, reason, 0)
             while True:
                 tries += 1
-                await self.bucket.acquire()
-                start = loop.time()
+                sent = await self.window.acquire()
+                state = None
                 try:
-                    sock.send(payload)
-                except (BlockingIOError, InterruptedError):
-                    pass
-                except OSError as exc:
-                    state, reason = classify_error(UDP, exc.errno or 0, read_icmp_error(sock))
-                    return ProbeResult(UDP, port, addr.family, addr.address, state, reason, tries)
-                state, reason = await _udp_wait(loop, sock, est.timeout())
+                    await self.bucket.acquire()
+                    start = loop.time()
+                    try:
+                        sock.send(payload)
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                    except OSError as exc:
+                        state, reason = classify_error(UDP, exc.errno or 0, read_icmp_error(sock))
+                        return ProbeResult(UDP, port, addr.family, addr.address, state, reason, tries)
+                    state, reason = await _udp_wait(loop, sock, est.timeout())
+                finally:
+                    # (UDP silence is the usual answer of an open port: it is not congestion)
+                    self.window.release(True if state is not None else None, sent)
                 if state is not None:
                     rtt = loop.time() - start
                     est.update(rtt)

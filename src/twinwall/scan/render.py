@@ -121,7 +121,8 @@ def render_table(
             extra = "" if a.reachable else f"  (not scanned: {a.error or 'no route'})"
             out.append(f"  {FAMILY_LABEL[a.family]} {a.address}{extra}")
         shown = mine if show_all else [r for r in mine if _interesting(r)]
-        hidden = len(mine) - len(shown)
+        # ports, not rows: a host with two address pairs has two rows per port
+        hidden = len({(r.protocol, r.port) for r in mine} - {(r.protocol, r.port) for r in shown})
         h4 = "IPv4" if multi or not addrs4 else f"IPv4 {addrs4[0].address}"
         h6 = "IPv6" if multi or not addrs6 else f"IPv6 {addrs6[0].address}"
         cells = [

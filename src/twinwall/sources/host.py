@@ -29,10 +29,10 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twinwall.errors import CollectionError, InputError
-from twinwall.model import IPV4, IPV6, HostSnapshot, InterfaceAddress, Ipv6State, RulesetText
+from twinwall.model import IPV4, IPV6, SYSCTLS, HostSnapshot, InterfaceAddress, Ipv6State, RulesetText
 from twinwall.sources.sockets import SS_NOISE, parse_ss
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "collect_sockets",
     "collect_addresses",
     "ipv6_state",
+    "read_sysctls",
     "collect_iptables_rulesets",
     "collect_nft_ruleset",
     "iptables_backend",
@@ -366,7 +367,37 @@ def ipv6_state(
 
     if disabled:
         return Ipv6State(enabled=False, evidence=evidence)
-    return Ipv6State(enabled=True if known else None, evidence=evidence)
+    # IPv6 off on some interfaces only: the kernel drops IPv6 arriving there (no firewall involved)
+    off = [n for n in ordered if n not in ("all", "default") and values.get(n) == "1"]
+    return Ipv6State(enabled=True if known else None, evidence=evidence, disabled_interfaces=off)
+
+
+# --------------------------------------------------------------------------------------------
+# forwarding and address checks (sysctls)
+
+
+def read_sysctls(proc: str = "/proc") -> Dict[str, str]:
+    """The kernel settings of model.SYSCTLS, by sysctl name, from /proc/sys (this namespace's):
+    what decides whether FORWARD rules matter (ip_forward, forwarding), whether spoofed sources
+    are dropped before the rules (rp_filter) and whether 127/8 may arrive from elsewhere
+    (route_localnet). Settings that cannot be read are left out."""
+    out: Dict[str, str] = {}
+    for name in SYSCTLS:
+        head, _, tail = name.partition(".*.")
+        if not tail:
+            paths = [(name, os.path.join(proc, "sys", *name.split(".")))]
+        else:
+            conf_dir = os.path.join(proc, "sys", *head.split("."))
+            try:
+                confs = sorted(os.listdir(conf_dir))
+            except OSError:
+                continue
+            paths = [(f"{head}.{c.replace('.', '/')}.{tail}", os.path.join(conf_dir, c, tail)) for c in confs]
+        for key, path in paths:
+            text, _ = _read_text(path)
+            if text is not None:
+                out[key] = text.strip()
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,7 +577,36 @@ def collect_nft_ruleset(snap: HostSnapshot, run: Runner = run_command) -> Option
     if not any(isinstance(o, dict) and "table" in o for o in left) and covered >= {IPV4, IPV6}:
         return None  # no native table: the iptables dumps already say everything
     text = res.stdout if keep is None else json.dumps({"nftables": keep}) + "\n"
-    return RulesetText(family="inet", format="nft-json", backend="nft", source=NFT_SOURCE, text=text)
+    out = RulesetText(family="inet", format="nft-json", backend="nft", source=NFT_SOURCE, text=text)
+    if any(isinstance(o, dict) and isinstance(o.get("rule"), dict) and o["rule"].get("family") == "inet"
+           for o in left):
+        out.netlink = _collect_nft_netlink(snap, run)
+    return out
+
+
+NETLINK_SOURCE = "nft --debug=netlink list ruleset"
+
+
+def _collect_nft_netlink(snap: HostSnapshot, run: Runner) -> Optional[str]:
+    """The netlink form of the inet tables' rules: nft 1.0.6 does not print some ``meta nfproto``
+    tests (``meta nfproto ipv6 tcp dport 3000 reject with tcp reset`` lists as ``tcp dport 3000
+    reject with tcp reset``), the netlink form does. Only the inet rule blocks are kept (not the
+    set elements, not the listing nft prints after them)."""
+    res = run(["nft", "--debug=netlink", "list", "ruleset"], timeout=RULES_TIMEOUT)
+    if not res.ok:
+        snap.missing.append(f"{NETLINK_SOURCE}: {res.reason()}: inet rules nft prints without their "
+                            "meta nfproto test are uncertain")
+        return None
+    kept: List[str] = []
+    keep = False
+    for line in res.stdout.splitlines():
+        if not line.startswith((" ", "\t")):
+            if line.startswith("table "):
+                break  # the ordinary listing follows the netlink blocks
+            keep = line.startswith("inet ") and "@" not in line
+        if keep and line.strip():
+            kept.append(line)
+    return "\n".join(kept) + ("\n" if kept else "")
 
 
 def _table_names(text: str) -> List[str]:
@@ -559,6 +619,10 @@ def _table_names(text: str) -> List[str]:
 _IPT_META = ("iifname", "oifname", "iif", "oif", "l4proto", "protocol", "nfproto", "mark", "pkttype")
 _IPT_PAYLOAD = ("ip", "ip6", "tcp", "udp", "udplite", "sctp", "dccp", "th")
 _IPT_STATEMENTS = ("counter", "accept", "drop", "return", "jump", "goto", "xt", "continue")
+# iptables-nft (1.8.x) writes `-m limit --limit R/UNIT --limit-burst B` as a native limit
+# expression, not an xt match (every ufw host has such rules), and reads it back; an inverted
+# (`over`) or byte-rate limit can only come from nft
+_IPT_LIMIT_KEYS = frozenset(("rate", "burst", "per"))
 
 
 def _iptables_value(v) -> bool:
@@ -580,6 +644,8 @@ def _iptables_expr(e) -> bool:
     key, body = next(iter(e.items()))
     if key in _IPT_STATEMENTS:
         return True
+    if key == "limit":
+        return isinstance(body, dict) and set(body) <= _IPT_LIMIT_KEYS
     if key != "match" or not isinstance(body, dict):
         return False
     left = body.get("left")
@@ -745,6 +811,7 @@ def collect_host(include_rules: bool = True) -> HostSnapshot:
     collect_sockets(snap)
     collect_addresses(snap)
     snap.ipv6 = ipv6_state(snap.addresses if snap.addresses_known else None)
+    snap.sysctls = read_sysctls()
     if include_rules:
         collect_iptables_rulesets(snap)
         nft = collect_nft_ruleset(snap)

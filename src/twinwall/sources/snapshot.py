@@ -7,6 +7,7 @@ never fails with a traceback on a hand-edited or foreign file.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
 from typing import Any, Dict, List
@@ -65,6 +66,9 @@ def read_snapshot(path: str) -> HostSnapshot:
         raise InputError(
             f"{name}: not a twinwall snapshot: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        # no snapshot nests more than four levels; a document this deep is not one
+        raise InputError(f"{name}: not a twinwall snapshot: the JSON is nested too deeply") from None
     return snapshot_from_json(doc, name)
 
 
@@ -94,12 +98,16 @@ def snapshot_from_json(doc: Any, name: str = "snapshot") -> HostSnapshot:
         c.enum(s, f"sockets[{i}].", "protocol", ("tcp", "udp"))
         c.enum(s, f"sockets[{i}].", "family", FAMILIES)
         c.port(s, f"sockets[{i}].port")
+        c.address(s, f"sockets[{i}].")
     for i, a in enumerate(addresses):
         c.enum(a, f"addresses[{i}].", "family", FAMILIES)
+        c.address(a, f"addresses[{i}].")
         if not 0 <= a["prefixlen"] <= (32 if a["family"] == "ipv4" else 128):
             c.fail(f"addresses[{i}].prefixlen", f"{a['prefixlen']} is out of range")
     for i, r in enumerate(rulesets):
         c.enum(r, f"rulesets[{i}].", "family", FAMILIES + ("inet",))
+    for key, value in doc.get("sysctls", {}).items():
+        c.check(value, f"sysctls.{key}", str)
     return HostSnapshot.from_dict(doc)
 
 
@@ -118,6 +126,7 @@ _TOP: _Spec = {
     "rulesets": ("list", False, False),
     "missing": ("list:str", False, False),
     "table_sources": ("list", False, False),
+    "sysctls": (dict, False, False),
 }
 _SOCKET: _Spec = {
     "protocol": (str, True, False),
@@ -141,6 +150,7 @@ _ADDRESS: _Spec = {
 _IPV6: _Spec = {
     "enabled": (bool, False, True),
     "evidence": ("list:str", False, False),
+    "disabled_interfaces": ("list:str", False, False),
 }
 _RULESET: _Spec = {
     "family": (str, True, False),
@@ -148,6 +158,7 @@ _RULESET: _Spec = {
     "backend": (str, False, True),
     "source": (str, False, True),
     "text": (str, True, False),
+    "netlink": (str, False, True),
 }
 _TABLE_SOURCE: _Spec = {
     "table": (str, True, False),
@@ -228,6 +239,19 @@ class _Checker:
                 f"{prefix}{key}",
                 f"{json.dumps(obj[key])} is not one of " + ", ".join(json.dumps(a) for a in allowed),
             )
+
+    def address(self, obj: Dict[str, Any], prefix: str) -> None:
+        """``address`` is a numeric address of the object's ``family``, as ``twinwall collect``
+        writes it (a socket's wildcard is ``0.0.0.0`` or ``::``)."""
+        value, family = obj["address"], obj["family"]
+        if value == "*" and "port" in obj:
+            return  # ss's spelling of a dual-stack wildcard socket, read as such by the model
+        try:
+            version = ipaddress.ip_address(value).version
+        except ValueError:
+            self.fail(f"{prefix}address", f"{json.dumps(value)} is not an IP address")
+        if version != (4 if family == "ipv4" else 6):
+            self.fail(f"{prefix}address", f"{json.dumps(value)} is not an {family} address (family is {family})")
 
     def port(self, obj: Dict[str, Any], where: str) -> None:
         value = obj["port"]
