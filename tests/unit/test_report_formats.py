@@ -275,3 +275,59 @@ def test_output_atomic_report_command_and_unchanged_stdout(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("twinwall: ") and "Traceback" not in bad.stderr
     nodir = run_cli(*base, "--format", "html", "--output", "no/such/dir/x.html", cwd=tmp_path)
     assert nodir.returncode == 2 and "cannot write" in nodir.stderr
+
+
+# ------------------------------------------------------------- a real `twinwall fleet` run
+
+def test_html_csp_hash_is_the_stylesheet_chromium_applies():
+    """The page's only style is allowed by its hash: a stale hash leaves the page unstyled in
+    every browser (the screenshot would still be a page of text)."""
+    import base64
+    import hashlib
+    import re
+
+    page = render("html", fleet_doc())
+    styles = re.findall(r"<style>(.*?)</style>", page, flags=re.S)
+    assert len(styles) == 1 and ' style="' not in page  # style attributes would need 'unsafe-hashes'
+    digest = base64.b64encode(hashlib.sha256(styles[0].encode("utf-8")).digest()).decode("ascii")
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
+    assert csp.startswith("default-src 'none'; ") and f"style-src 'sha256-{digest}'" in csp
+
+
+def test_formats_of_a_real_fleet_run(tmp_path):
+    """`twinwall fleet` on collected snapshots (one with the IPv6 twin forgotten, one unreadable)
+    -> `twinwall report` in each format: SARIF valid with one located run per host, promtool
+    accepts the metrics with a host label, JUnit one suite per host."""
+    junitparser = pytest.importorskip("junitparser")
+    from test_fleet import V4_SSH_AND_9090, V6_EMPTY, write_host
+
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    write_host(snaps / "gap.json", "gap", V4_SSH_AND_9090, V6_EMPTY)
+    write_host(snaps / "twins.json", "twins", V4_SSH_AND_9090, V4_SSH_AND_9090)
+    (snaps / "broken.json").write_text("{")
+    fleet = run_cli("fleet", "snaps", "--format", "json", "--output", "fleet.json", cwd=tmp_path)
+    assert fleet.returncode == 1, fleet.stderr
+    doc = json.loads((tmp_path / "fleet.json").read_text())
+    assert doc["schema"] == "twinwall.fleet/1" and len(doc["hosts"]) == 2 and len(doc["unreadable"]) == 1
+
+    sarif = json.loads(run_cli("report", "fleet.json", "--format", "sarif", cwd=tmp_path).stdout)
+    assert [e.message for e in sarif_validator().iter_errors(sarif)] == []
+    runs = {r["automationDetails"]["id"]: r for r in sarif["runs"]}
+    assert set(runs) == {"twinwall/gap/", "twinwall/twins/", f"twinwall/{doc['unreadable'][0]['path']}/"}
+    gap = runs["twinwall/gap/"]["results"]
+    assert len(gap) == len(doc["hosts"][0]["findings"]) and any(r["ruleId"] == "TW-FAMILY-GAP" for r in gap)
+    for r in gap:  # a fleet host's results point at the snapshot it was audited from
+        loc = r["locations"][0]["physicalLocation"]
+        assert loc["artifactLocation"]["uri"] == doc["hosts"][0]["source"] and loc["region"]["startLine"] == 1
+
+    prom = run_cli("report", "fleet.json", "--format", "prometheus", cwd=tmp_path).stdout
+    check = subprocess.run([need("promtool"), "check", "metrics"], input=prom, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert 'twinwall_service_status{host="gap",protocol="tcp",address="*",port="22",family="ipv6",status="open"} 1' in prom
+
+    junit = run_cli("report", "fleet.json", "--format", "junit", "--fail-on", "high", cwd=tmp_path).stdout
+    suites = list(junitparser.JUnitXml.fromstring(junit.split("\n", 1)[1]))
+    assert [s.name for s in suites][:2] == ["twinwall audit gap", "twinwall audit twins"] and len(suites) == 3
+    high = {(f["id"], f["family"], f["service"]) for f in doc["hosts"][0]["findings"] if f["severity"] in ("high", "critical")}
+    assert suites[0].failures == len(high) > 0 and suites[1].failures == 0
