@@ -331,3 +331,22 @@ def test_formats_of_a_real_fleet_run(tmp_path):
     assert [s.name for s in suites][:2] == ["twinwall audit gap", "twinwall audit twins"] and len(suites) == 3
     high = {(f["id"], f["family"], f["service"]) for f in doc["hosts"][0]["findings"] if f["severity"] in ("high", "critical")}
     assert suites[0].failures == len(high) > 0 and suites[1].failures == 0
+
+
+def test_prometheus_timestamp_is_when_the_facts_were_collected():
+    """A report rendered later from saved JSON says when the host was checked, not when it was
+    rendered; an audit of bare dumps (no collection time) says now."""
+    import time
+
+    from twinwall.report.formats.prometheus import render_metrics
+
+    fleet = fleet_doc()
+    fleet["hosts"][0]["host"]["collected_at"] = "2026-11-30T08:00:00Z"
+    fleet["hosts"][1]["host"]["collected_at"] = ""
+    text = render_metrics(fleet, RenderOptions(), now=1900000000.0)
+    assert 'twinwall_last_run_timestamp_seconds{host="web1"} 1796025600' in text
+    assert 'twinwall_last_run_timestamp_seconds{host="web2"} 1900000000' in text
+    before = time.time()
+    stamp = float(next(line for line in render("prometheus", audit_doc()).splitlines()
+                       if line.startswith("twinwall_last_run_timestamp_seconds")).split()[-1])
+    assert before - 1 <= stamp <= time.time() + 1
