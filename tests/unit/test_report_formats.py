@@ -350,3 +350,15 @@ def test_prometheus_timestamp_is_when_the_facts_were_collected():
     stamp = float(next(line for line in render("prometheus", audit_doc()).splitlines()
                        if line.startswith("twinwall_last_run_timestamp_seconds")).split()[-1])
     assert before - 1 <= stamp <= time.time() + 1
+
+
+def test_sarif_rules_and_results_carry_the_fix():
+    doc = audit_doc()
+    out = json.loads(render("sarif", doc))
+    rules = {r["id"]: r for r in out["runs"][0]["tool"]["driver"]["rules"]}
+    assert "twinwall fix --strategy mirror" in rules["TW-FAMILY-GAP"]["help"]["text"]
+    finding = next(f for f in doc["findings"] if f["id"] == "TW-FAMILY-GAP")
+    result = next(r for r in out["runs"][0]["results"] if r["ruleId"] == "TW-FAMILY-GAP")
+    assert finding["fix"] and f"Fix: {finding['fix']}" in result["message"]["text"]
+    assert result["properties"]["remedy"] == finding["remedy"] == "mirror"
+    assert rules["TW-FAMILY-GAP"]["shortDescription"]["text"] == finding["title"]
