@@ -135,6 +135,7 @@ def test_junit_read_back_and_gated_by_fail_on():
     gap = next(f for f in fleet_doc()["hosts"][0]["findings"] if f["id"] == "TW-FAMILY-GAP")
     assert failure.type == gap["severity"] and failure.message == f"TW-FAMILY-GAP: {gap['message']}"
     assert "--dport 22" in failure.text  # the evidence
+    assert f"fix: {gap['fix']}" in failure.text
     assert suites[0].failures == 1 and suites[0].tests == len(cases)
     never = junitparser.JUnitXml.fromstring(render("junit", audit_doc(), RenderOptions(fail_on="never")).split("\n", 1)[1])
     assert sum(s.failures for s in never) == 0
@@ -178,6 +179,11 @@ def test_html_escapes_what_comes_from_the_host():
     assert "<script" not in page and "<img" not in page
     assert "&lt;script&gt;" in page and "&lt;img src=http://198.51.100.9/x&gt;" in page
     assert "default-src 'none'" in page
+    from twinwall.report.formats.html import _e
+
+    for f in hostile_doc()["findings"]:  # each finding's own fix line, in its <details>
+        if f.get("fix"):
+            assert f'<div class="fix"><b>Fix.</b> {_e(f["fix"])}</div>' in page
 
 
 def _chromium(tmp_path, url, *extra):

@@ -172,8 +172,12 @@ def _findings(doc: Doc) -> str:
             parts += [f'<li class="rule">{_e(line)}</li>' for line in cited]
             parts.append("</ul>")
         kind = CATALOGUE.get(f.get("id", ""))
-        if kind is not None:
-            parts.append(f'<div class="fix"><b>Fix.</b> {_e(kind.help)}</div>')
+        # the finding's own one-line fix (filled with its ports and chains), then why, from the catalogue
+        fix = _e(f["fix"]) if f.get("fix") else (_e(kind.help) if kind is not None else "")
+        if fix:
+            parts.append(f'<div class="fix"><b>Fix.</b> {fix}</div>')
+        if f.get("fix") and kind is not None:
+            parts.append(f'<p class="why">{_e(kind.help)}</p>')
         parts.append("</details>")
         out.append("".join(parts))
     return "".join(out)
