@@ -181,6 +181,10 @@ def test_html_escapes_what_comes_from_the_host():
     assert "default-src 'none'" in page
     from twinwall.report.formats.html import _e
 
+    gap = next(f for f in hostile_doc()["findings"] if f["id"] == "TW-FAMILY-GAP")
+    for d in gap["decided_by"]:  # each deciding rule with the file and line it was read from
+        assert f"{_e(d.get('rule') or 'policy ' + d.get('policy', ''))} ({d['file']} line {d['line']})" in page
+    assert "Also:" in page  # the hostile evidence line no decision covers is still shown (escaped)
     for f in hostile_doc()["findings"]:  # each finding's own fix line, in its <details>
         if f.get("fix"):
             assert f'<div class="fix"><b>Fix.</b> {_e(f["fix"])}</div>' in page
