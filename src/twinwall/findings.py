@@ -189,6 +189,24 @@ CATALOGUE: Dict[str, FindingKind] = _kinds(
         fix="insert '{tool} -I {chain} 1 {lo_option} lo -j ACCEPT' before the LOG rule "
         "(twinwall fix --strategy baseline)",
     ),
+    FindingKind(
+        "TW-ICMPV6-NDP-BLOCKED", "high",
+        "IPv6 neighbour discovery is dropped: IPv6 is broken, not protected",
+        "Neighbour solicitations/advertisements (ICMPv6 135/136, hop limit 255, untracked by "
+        "conntrack) are dropped on input or output, so every IPv6 connection over that interface "
+        "times out before any service rule is met. Accept them in INPUT and OUTPUT.",
+        fix="accept NDP before the drops: {tool} -I INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl "
+        "--hl-eq 255 -j ACCEPT, the same for 136, and in OUTPUT if it drops",
+    ),
+    FindingKind(
+        "TW-ICMPV6-ESSENTIAL-BLOCKED", "medium",
+        "ICMPv6 a host must not drop (RFC 4890 4.4.1) is dropped",
+        "Packet too big, destination unreachable, time exceeded, parameter problem (RELATED to "
+        "the host's connections), router advertisements or MLD queries are dropped on input: "
+        "path MTU discovery and router discovery break.",
+        fix="accept them in INPUT: {tool} -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT for the "
+        "errors, -p ipv6-icmp --icmpv6-type router-advertisement -m hl --hl-eq 255 -j ACCEPT, and MLD queries",
+    ),
 )
 
 

@@ -141,13 +141,19 @@ class Ipv6State:
 
     enabled: Optional[bool]  # None: could not tell
     evidence: List[str] = field(default_factory=list)
+    # interfaces with net.ipv6.conf.IFACE.disable_ipv6=1 while IPv6 is on elsewhere
+    disabled_interfaces: List[str] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Ipv6State":
-        return cls(enabled=d.get("enabled"), evidence=list(d.get("evidence", [])))
+        return cls(
+            enabled=d.get("enabled"),
+            evidence=list(d.get("evidence", [])),
+            disabled_interfaces=[str(n) for n in d.get("disabled_interfaces", []) or []],
+        )
 
 
 @dataclass

@@ -23,9 +23,10 @@ Layout built by :class:`Topology` (default two clients)::
         eth-a 192.0.2.1/24  2001:db8:a::1/64   ---   eth-b 198.51.100.1/24  2001:db8:b::1/64
                          server (tw-srv-XXXX)
 
-Every client has its own veth link and subnet. Neighbour entries (ARP and NDP) are installed as
-permanent on both ends, so a ruleset that drops ICMPv6 (neighbour discovery) still lets the packets
-the test is about through: the tests measure what the INPUT path decides for TCP/UDP, not NDP.
+Every client has its own veth link and subnet. Neighbours are resolved the way real hosts
+resolve them (ARP, and for IPv6 neighbour discovery, which the firewall filters): no static
+neighbour entries, so a ruleset that drops ICMPv6 neighbour discovery breaks IPv6 here as it does
+on a real host (a static entry once hid exactly that from the tests).
 ICMP error rate limits are switched off in the server so every REJECT / port-unreachable answer
 arrives. IPv6 addresses use ``nodad`` so they are usable at once.
 
@@ -549,16 +550,9 @@ class Topology:
                 f"addr add {lk.client_v4}/{lk.v4_net.prefixlen} dev {lk.client_if}",
                 f"addr add {lk.client_v6}/{lk.v6_net.prefixlen} dev {lk.client_if} nodad",
                 f"link set {lk.client_if} up",
-                f"neigh replace {lk.server_v4} lladdr {lk.server_mac} dev {lk.client_if} nud permanent",
-                f"neigh replace {lk.server_v6} lladdr {lk.server_mac} dev {lk.client_if} nud permanent",
                 f"route add default via {lk.server_v4} dev {lk.client_if}",
                 f"route add ::/0 via {lk.server_v6} dev {lk.client_if}",
             ])
-        ip_batch(self.server, [
-            cmd for c in self.clients.values() for cmd in (
-                f"neigh replace {c.link.client_v4} lladdr {c.link.client_mac} dev {c.link.server_if} nud permanent",
-                f"neigh replace {c.link.client_v6} lladdr {c.link.client_mac} dev {c.link.server_if} nud permanent",
-            )])
 
     def close(self) -> None:
         """Stop every listener started through this topology, then delete the namespaces."""

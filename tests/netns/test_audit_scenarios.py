@@ -119,6 +119,8 @@ class Case:
     ipv6_disabled: bool = False
     # (family, severity, service) that must appear among the findings
     findings: List[Tuple[str, str, str]] = field(default_factory=list)
+    # (finding id, family) of host findings that must appear
+    host_findings: List[Tuple[str, str]] = field(default_factory=list)
     # (family, severity) of the one TW-FAMILY-GAP that must list every service the clients find
     # open over that family and filtered over the other (one cause, one finding), with no
     # TW-NO-RULE repeating it
@@ -150,8 +152,20 @@ def table(name: str, rules: str = "", **policies: str) -> str:
     return "\n".join(head + lines + ["COMMIT"]) + "\n"
 
 
+# IPv6 neighbour discovery, as a correct ruleset accepts it (RFC 4861: hop limit 255). Without
+# it no IPv6 client on the link reaches the host at all, whatever the service's rules say; the
+# cases below are about those rules, so every IPv6 ruleset with a DROP policy carries these
+# (test_ndp_netns.py is about leaving them out).
+NDP_ACCEPT = """
+    -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl --hl-eq 255 -j ACCEPT
+    -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -m hl --hl-eq 255 -j ACCEPT
+"""
+
+
 def ruleset(filter_rules: str = "", *, input: str = "DROP", raw: Optional[str] = None,
-            mangle: Optional[str] = None) -> str:
+            mangle: Optional[str] = None, ndp: bool = False) -> str:
+    if ndp:
+        filter_rules = textwrap.dedent(NDP_ACCEPT) + textwrap.dedent(filter_rules)
     out = ""
     if raw is not None:
         out += table("raw", raw)
@@ -177,7 +191,7 @@ def both(rules: str, **kw: Any) -> Dict[str, str]:
                        CN="2001:db8:c::/64")
         extra = {k: (v.format(**sub) if isinstance(v, str) and k in ("raw", "mangle") else v)
                  for k, v in kw.items()}
-        return ruleset(rules.format(**sub), **extra)
+        return ruleset(rules.format(**sub), ndp=fam == IPV6, **extra)
 
     return {"v4": fill(IPV4), "v6": fill(IPV6)}
 
@@ -209,11 +223,33 @@ CASES.append(Case(
         -A INPUT -s 127.0.0.0/8 -j DROP
         -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
     """),
+    v6=ruleset(ndp=True, filter_rules="""
+        -A INPUT -i lo -j ACCEPT
+        -A INPUT -s ::1/128 -j DROP
+        -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
+    """),
+))
+
+# The same seed as it was written: no ICMPv6 accept at all. Neighbour discovery is dropped, so an
+# IPv6 client cannot even find the server's link-layer address: tcp/22 times out over IPv6 though
+# its rule accepts it. IPv6 is broken, not protected.
+CASES.append(Case(
+    "cis_seed_without_neighbour_discovery",
+    "CIS seed without ICMPv6 accepts: neighbour discovery dropped, every IPv6 connection times out",
+    services=[
+        S("tcp", "0.0.0.0", 22, ipv4=W(OPEN, "--dport 22"), ipv6=NOT_BOUND),
+        S("tcp", "::", 22, True, ipv4=NOT_BOUND, ipv6=W(FILTERED, "policy=DROP")),
+    ],
+    v4=ruleset("""
+        -A INPUT -i lo -j ACCEPT
+        -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
+    """),
     v6=ruleset("""
         -A INPUT -i lo -j ACCEPT
         -A INPUT -s ::1/128 -j DROP
         -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
     """),
+    host_findings=[("TW-ICMPV6-NDP-BLOCKED", IPV6), ("TW-ICMPV6-ESSENTIAL-BLOCKED", IPV6)],
 ))
 
 # Seed 001 (Michael Rash): a careful IPv4 ruleset, ip6tables never configured (policy ACCEPT,
@@ -319,7 +355,7 @@ CASES.append(Case(
         -A INPUT -p udp -m udp --dport 5353 -j REJECT --reject-with icmp-port-unreachable
         -A INPUT -p tcp -m tcp --dport 3389 -j REJECT --reject-with icmp-host-prohibited
     """, input="ACCEPT"),
-    v6=ruleset("""
+    v6=ruleset(ndp=True, filter_rules="""
         -A INPUT -p tcp -m tcp --dport 22 -j DROP
         -A INPUT -p tcp -m tcp --dport 8443 -j REJECT --reject-with tcp-reset
         -A INPUT -p udp -m udp --dport 5353 -j REJECT --reject-with icmp6-port-unreachable
@@ -341,7 +377,7 @@ CASES.append(Case(
         -A INPUT -p tcp -m tcp --dport 8081 -j ACCEPT
         -A INPUT -p udp -m udp --dport 8082 -j ACCEPT
     """),
-    v6=ruleset("""
+    v6=ruleset(ndp=True, filter_rules="""
         -A INPUT -i lo -j ACCEPT
         -A INPUT -p ipv6-icmp -j ACCEPT
         -A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
@@ -905,6 +941,10 @@ def check_twinwall(topo: Topology, case: Case, report: Dict[str, Any]) -> List[s
                    for f in findings]
             problems.append(f"no {severity} finding for {service} over {family} "
                             f"(the family gap); findings: {got}")
+    for fid, family in case.host_findings:
+        if not any(f.get("id") == fid and f.get("family") == family for f in findings):
+            problems.append(f"no {fid} finding over {family}; findings: "
+                            f"{[(f.get('id'), f.get('family')) for f in findings]}")
     if case.grouped_gap is not None:
         problems += _check_grouped_gap(case, findings)
     for fid, family in case.absent:

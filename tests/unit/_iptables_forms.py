@@ -20,16 +20,12 @@ from twinwall.analysis.context import local_routes
 from twinwall.analysis.evaluator import Evaluator
 from twinwall.analysis.interfaces import InterfaceUniverse
 from twinwall.analysis.packetset import (
-    CT_ALL,
-    ICMP_ALL,
-    ID_ALL,
     NDIMS,
-    PORT_ALL,
-    PROTO_ALL,
     address_space,
     covers,
     iv_normalize,
     loopback_addresses,
+    make_box,
     prefix_interval,
 )
 from twinwall.model import InterfaceAddress
@@ -116,7 +112,11 @@ FORMS: List[Form] = [
     F(V4, "-m mark --mark 1 -j ACCEPT", "-m mark --mark 0x1 -j ACCEPT"),
     F(V4, "-m connmark ! --mark 0x2/0xff -j ACCEPT"),
     F(V4, "-m length --length 0:100 -j ACCEPT"),
+    # hop limit / TTL: decided (a packet dimension; neighbour discovery carries 255)
     F(V4, "-m ttl --ttl-gt 5 -j ACCEPT"),
+    F(V6, "-p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl --hl-eq 255 -j ACCEPT"),
+    F(V6, "-m hl ! --hl-eq 255 -j DROP"),
+    F(V6, "-m hl --hl-lt 2 -j DROP"),
     # targets
     F(V4, "-j REJECT", "-j REJECT --reject-with icmp-port-unreachable"),
     F(V4, "-p tcp -j REJECT --reject-with tcp-reset"),
@@ -209,8 +209,7 @@ def meaning(form: Form, rules: Tuple[str, ...]):
     targets = sorted({(r.action, r.target, repr(r.nat_to)) for r in compiled})
     for r in compiled:
         r.action, r.target = DROP, DROP
-    space = (address_space(family), address_space(family), PROTO_ALL, PORT_ALL, PORT_ALL, ICMP_ALL,
-             ID_ALL, ID_ALL, universe.all_mask, universe.all_mask, CT_ALL)
+    space = make_box(address_space(family), address_space(family), universe.all_mask, universe.all_mask)
     hook = BUILTIN_CHAINS[table][base][0]
     regions: Dict[tuple, list] = {}
     for o in ev.hook_path([hook], [space]):

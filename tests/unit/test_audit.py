@@ -32,7 +32,8 @@ V4 = """\
 COMMIT
 """
 
-# The CIS seed: ip6tables with policy DROP, loopback accept, spoofed ::1 drop, tcp/22 NEW accept.
+# The CIS seed: ip6tables with policy DROP, loopback accept, spoofed ::1 drop, tcp/22 NEW accept
+# (and neighbour discovery accepted, without which no IPv6 connection works: see test_ndp.py).
 V6 = """\
 *filter
 :INPUT DROP [0:0]
@@ -40,6 +41,8 @@ V6 = """\
 :OUTPUT ACCEPT [0:0]
 -A INPUT -i lo -j ACCEPT
 -A INPUT -s ::1/128 -j DROP
+-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl --hl-eq 255 -j ACCEPT
+-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -m hl --hl-eq 255 -j ACCEPT
 -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
 COMMIT
 """

@@ -371,10 +371,11 @@ def _snap_file(tmp_path, name: str, v6: str, sockets) -> str:
 
 def test_before_after(tmp_path):
     sockets = [ListeningSocket("tcp", "ipv6", "::", 80, v6only=False), ListeningSocket("tcp", "ipv6", "::", 22, v6only=False)]
-    before = _snap_file(tmp_path, "before.json", filt("-A INPUT -p tcp --dport 22 -j ACCEPT", input_policy="DROP"), sockets)
+    ndp = "-A INPUT -p ipv6-icmp -j ACCEPT\n"  # without it no IPv6 connection works at all
+    before = _snap_file(tmp_path, "before.json", filt(ndp + "-A INPUT -p tcp --dport 22 -j ACCEPT", input_policy="DROP"), sockets)
     after = _snap_file(
         tmp_path, "after.json",
-        filt("-A INPUT -p tcp --dport 22 -j ACCEPT\n-A INPUT -p tcp --dport 80 -j ACCEPT", input_policy="DROP"),
+        filt(ndp + "-A INPUT -p tcp --dport 22 -j ACCEPT\n-A INPUT -p tcp --dport 80 -j ACCEPT", input_policy="DROP"),
         sockets,
     )
     out = io.StringIO()

@@ -221,6 +221,7 @@ def random_point(result: D.DiffResult, hook: str, rnd: random.Random, interestin
         bit(),
         bit(),
         state,
+        ((64, 64),),  # hop limit: what a remote host's first packet carries
     ]
     if proto != 1:
         values[ICMP] = ((D.TWINNED[0][0],) * 2,)
@@ -353,7 +354,7 @@ def test_regions_cover_the_packet_space_once():
         point = random_point(result, hook, rnd, interesting)
         hits = [b for b, _, _ in result.comparisons[hook].regions if D.contains_point(b, point)]
         assert len(hits) == 1, (hook, point, len(hits))
-    assert len(NDIMS * [0]) == 11
+    assert len(NDIMS * [0]) == 12
 
 
 # ---------------------------------------------------------------------------------------------

@@ -284,12 +284,34 @@ def test_forward_drop_wins_over_the_dnat() -> None:
     assert v.status == "filtered" and any(d.policy == "DROP" for d in v.decided_by), v
 
 
-def test_redirect_and_dnat_to_the_host_are_not_published() -> None:
+def test_redirect_to_the_host_gets_a_row() -> None:
+    """REDIRECT --to-ports 22 exposes tcp/2222 though nothing listens there: a row of its own,
+    decided by INPUT for the port NAT made of it (there was no row: scan disagreed)."""
     v4 = plain_v4([
+        "-A PREROUTING -p tcp -m tcp --dport 2222 -j REDIRECT --to-ports 22",
         "-A PREROUTING -p tcp -m tcp --dport 8081 -j REDIRECT --to-ports 80",
-        "-A PREROUTING -p tcp -m tcp --dport 8082 -j DNAT --to-destination 198.51.100.1:80",
+        "-A PREROUTING -i eth0 -p tcp -m tcp --dport 2223 -j REDIRECT --to-ports 22",
     ], [], forward_policy="ACCEPT")
-    assert published(snapshot(v4, None)) == {}
+    rows = published(snapshot(v4, None))
+    assert sorted(rows) == [("tcp", 2222), ("tcp", 2223), ("tcp", 8081)]
+    v = rows[("tcp", 2222)].verdicts["ipv4"]
+    assert v.status == "open" and "this host :22" in v.reason, v
+    assert any("REDIRECT --to-ports 22" in r for r in rules_of(v)) and any("--dport 22 -j ACCEPT" in r for r in rules_of(v))
+    assert rows[("tcp", 2222)].verdicts["ipv6"].status == "not-bound"
+    assert rows[("tcp", 8081)].verdicts["ipv4"].status == "filtered"  # INPUT drops 80
+    v = rows[("tcp", 2223)].verdicts["ipv4"]
+    assert v.status == "restricted" and v.allowed_interfaces == ["eth0"], v
+
+
+def test_dnat_for_one_interface_is_restricted_to_it() -> None:
+    """`-i eth0 ... -j DNAT` on a host with two interfaces: was `open` (the interface it leaves
+    out was taken for the target's side, as Docker's `! -i docker0`)."""
+    v4 = plain_v4(["-A PREROUTING -i eth0 -p tcp -m tcp --dport 2222 -j DNAT --to-destination 198.51.100.7:22"],
+                  ["-A FORWARD -d 198.51.100.7/32 -p tcp -m tcp --dport 22 -j ACCEPT"])
+    snap = snapshot(v4, None)
+    snap.interfaces = ["lo", "eth0", "eth1"]
+    v = published(snap)[("tcp", 2222)].verdicts["ipv4"]
+    assert v.status == "restricted" and v.allowed_interfaces == ["eth0"], v
 
 
 def test_port_ranges() -> None:

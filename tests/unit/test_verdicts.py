@@ -29,6 +29,8 @@ ADDRESSES = [InterfaceAddress("eth0", "ipv4", HOST, 24), InterfaceAddress("eth0"
 
 
 def audit(v4_rules, v6_rules, ss=SS):
+    # (IPv6 with neighbour discovery accepted: without it no IPv6 client gets anywhere)
+    v6_rules = "-A INPUT -p ipv6-icmp -j ACCEPT\n" + v6_rules
     snap = dump_snapshot(FILTER.format(v4_rules), FILTER.format(v6_rules), ss, addresses=ADDRESSES, interfaces=IFACES)
     return audit_snapshot(snap)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.frontends import combine_frontends, frontends_of
+from twinwall.analysis.ndp import NeighbourReach, essential_icmpv6_dropped, neighbour_discovery, on_link_prefixes
 from twinwall.analysis.published import family_rows, merge_published
 from twinwall.analysis.verdicts import (
     DISABLED,
@@ -271,12 +272,16 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
     logged = _LogSeen() if logs else None
     outcomes = (
         ctx.evaluator(logged).local_input([remote_new_connections(ctx)])
-        if ctx.rules_known and ctx.remote_targets and not disabled
+        if ctx.rules_known and ctx.remote_targets and ctx.remote_ifaces and not disabled
         else []
     )
-    verdicts = _family_verdicts(ctx, sockets, disabled, outcomes)
+    # IPv6: a service is reachable only where neighbour discovery passes too (analysis.ndp)
+    ndp = neighbour_discovery(ctx, on_link_prefixes(snapshot)) if outcomes else None
+    verdicts = _family_verdicts(ctx, sockets, disabled, outcomes, ndp, snapshot.ipv6.disabled_interfaces)
     published = family_rows(contexts, family, outcomes)  # joined with the other family's later
     findings = _host_findings(ctx, snapshot, outcomes, logged) + _unread_table_findings(family, rulesets[family])
+    if outcomes:
+        findings += _icmpv6_findings(ctx, ndp)
     mine = rulesets[family]
     summary = [
         {"family": rs.family, "source": rs.source, "rules": rs.rule_count(), "tables": sorted(rs.tables)}
@@ -307,6 +312,19 @@ def _precheck(sock: ListeningSocket, family: str, disabled: bool) -> Optional[Fa
     return None
 
 
+def _interfaces_without_ipv6(ctx: FamilyContext, sock: ListeningSocket, off: Sequence[str]) -> Optional[FamilyVerdict]:
+    """IPv6 off on the interfaces a socket could hear over (disable_ipv6=1 there): the
+    interface has no IPv6, which is no firewall verdict."""
+    if ctx.family != IPV6 or not off:
+        return None
+    if sock.interface and sock.interface in off:
+        return FamilyVerdict(DISABLED, reason=f"IPv6 is disabled on {sock.interface} (net.ipv6.conf.{sock.interface}.disable_ipv6=1)")
+    if not ctx.remote_ifaces:
+        names = ", ".join(off)
+        return FamilyVerdict(DISABLED, reason=f"IPv6 is disabled on every interface a client can use ({names}: disable_ipv6=1)")
+    return None
+
+
 def remote_new_connections(ctx: FamilyContext) -> Box:
     """Every new connection from elsewhere: any protocol and port, any remote source, any
     non-loopback interface, to any of the host's addresses. Sockets read their slice of it."""
@@ -316,12 +334,20 @@ def remote_new_connections(ctx: FamilyContext) -> Box:
 
 
 def _family_verdicts(
-    ctx: FamilyContext, sockets: Sequence[ListeningSocket], disabled: bool, outcomes: Sequence[Outcome]
+    ctx: FamilyContext,
+    sockets: Sequence[ListeningSocket],
+    disabled: bool,
+    outcomes: Sequence[Outcome],
+    ndp: Optional[NeighbourReach] = None,
+    ipv6_off_interfaces: Sequence[str] = (),
 ) -> List[FamilyVerdict]:
     out: List[Optional[FamilyVerdict]] = []
     todo: List[Tuple[int, ListeningSocket, tuple]] = []
+    off = ipv6_off_interfaces
     for i, sock in enumerate(sockets):
         pre = _precheck(sock, ctx.family, disabled)
+        if pre is None:
+            pre = _interfaces_without_ipv6(ctx, sock, off)
         if pre is None and not ctx.rules_known:
             pre = FamilyVerdict(UNKNOWN, reason=f"no {FAMILY_LABEL[ctx.family]} ruleset was read")
         if pre is None:
@@ -337,7 +363,7 @@ def _family_verdicts(
         index = _PortIndex(outcomes)
         reach_memo: Dict[tuple, Reach] = {}
         for i, sock, dsts in todo:
-            out[i] = _socket_verdict(ctx, sock, dsts, index.candidates(sock.port), reach_memo)
+            out[i] = _socket_verdict(ctx, sock, dsts, index.candidates(sock.port), reach_memo, ndp)
     return out  # type: ignore[return-value]
 
 
@@ -370,7 +396,12 @@ class _PortIndex:
 
 
 def _socket_verdict(
-    ctx: FamilyContext, sock: ListeningSocket, dsts: tuple, outcomes: Sequence[Outcome], memo: Dict[tuple, Reach]
+    ctx: FamilyContext,
+    sock: ListeningSocket,
+    dsts: tuple,
+    outcomes: Sequence[Outcome],
+    memo: Dict[tuple, Reach],
+    ndp: Optional[NeighbourReach] = None,
 ) -> FamilyVerdict:
     num = PROTO_NUM[sock.protocol]
     selector = [(PROTO, ((num, num),)), (DPORT, ((sock.port, sock.port),)), (DST, dsts)]
@@ -387,6 +418,23 @@ def _socket_verdict(
         elif box_meets(o.origin, selector_t):
             denied.append(o)
     uncertain = sorted({u for _, o in accepted for u in o.uncertain} | {u for o in denied for u in o.uncertain})
+    ndp_cut = False
+    if accepted and ndp is not None and ndp.restricts:
+        kept = [(piece, o) for b, o in accepted for piece in ndp.cut(b)]
+        if len(kept) != len(accepted) or any(p != b for (p, _), (b, _) in zip(kept, accepted)):
+            ndp_cut = True
+            ndp.narrowed.append(f"{sock.protocol}/{sock.port}")
+            uncertain = sorted(set(uncertain) | set(ndp.uncertain()))
+        if not kept:
+            return FamilyVerdict(
+                FILTERED,
+                decided_by=ndp.decisions()[:MAX_NDP_CITED],
+                denied_sources=["any"],
+                uncertain=uncertain,
+                reason=f"the firewall accepts the connection, but {ndp.reason()}: no IPv6 client on the "
+                "link can reach the host",
+            )
+        accepted = kept
     if not accepted:
         return FamilyVerdict(
             FILTERED,
@@ -404,7 +452,7 @@ def _socket_verdict(
     if reach is None:
         reach = memo[key] = Reach(ctx, boxes, ref or None)
     by_policy = any(accepted_by_policy(o.decided_by) for _, o in accepted)
-    return reach.verdict(
+    verdict = reach.verdict(
         ctx.universe,
         [o for _, o in accepted],
         denied,
@@ -413,6 +461,13 @@ def _socket_verdict(
         "accepted from every remote source" + (" by the chain policy" if by_policy else ""),
         "accepted only from some sources or interfaces",
     )
+    if ndp_cut and ndp is not None:
+        verdict.decided_by += [d for d in ndp.decisions()[:MAX_NDP_CITED] if d not in verdict.decided_by]
+        verdict.reason += f"; {ndp.reason()} for the others"
+    return verdict
+
+
+MAX_NDP_CITED = 6  # rules cited for dropping neighbour discovery, per verdict
 
 
 # ---------------------------------------------------------------------------------------------
@@ -688,6 +743,40 @@ def _host_findings(
             )
         ]
     return _policy_findings(ctx, snapshot, outcomes, logged)
+
+
+def _icmpv6_findings(ctx: FamilyContext, ndp: Optional[NeighbourReach]) -> List[Finding]:
+    """IPv6 broken rather than protected: neighbour discovery dropped (analysis.ndp), and the
+    other ICMPv6 messages RFC 4890 says a host must not drop."""
+    findings: List[Finding] = []
+    if ndp is not None and ndp.restricts and (ndp.narrowed or ndp.breaks_the_link()):
+        hit = f": {', '.join(ndp.narrowed[:8])} cannot be reached over IPv6 there" if ndp.narrowed else ""
+        findings.append(
+            Finding(
+                "TW-ICMPV6-NDP-BLOCKED",
+                "high",
+                IPV6,
+                f"{ndp.reason()}: IPv6 connections over it time out (IPv6 is broken, not protected)"
+                + hit + "; accept ICMPv6 types 135 and 136 with hop limit 255 in INPUT and OUTPUT",
+                evidence=sorted(set(cite(ndp.decisions())))[:MAX_NDP_CITED],
+                fix=fix_line("TW-ICMPV6-NDP-BLOCKED", IPV6),
+            )
+        )
+    dropped = essential_icmpv6_dropped(ctx)
+    if dropped:
+        findings.append(
+            Finding(
+                "TW-ICMPV6-ESSENTIAL-BLOCKED",
+                "medium",
+                IPV6,
+                f"ICMPv6 that RFC 4890 (4.4.1) says a host must not drop is dropped on input: "
+                f"{', '.join(name for name, _ in dropped)} (path MTU discovery, error reporting or "
+                "router discovery break)",
+                evidence=sorted(set(cite([d for _, rules in dropped for d in rules])))[:MAX_NDP_CITED],
+                fix=fix_line("TW-ICMPV6-ESSENTIAL-BLOCKED", IPV6),
+            )
+        )
+    return findings
 
 
 # Comparing the families' output and forward hooks walks their whole packet space: on rulesets

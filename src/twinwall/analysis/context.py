@@ -70,6 +70,10 @@ def build_contexts(
         else:
             targets = offline_host_addresses(snapshot, family)
             local = iv_or(targets, loopback_addresses(family))
+        ifaces = remote_ifaces
+        if family == "ipv6" and snapshot.ipv6.disabled_interfaces:
+            # the kernel drops IPv6 arriving on an interface with disable_ipv6=1
+            ifaces &= ~universe.of_names(snapshot.ipv6.disabled_interfaces)
         routes = local_routes(own, family) if snapshot.addresses_known else None
         for rs in rulesets.get(family, []):
             rs.local_routes = routes
@@ -80,7 +84,7 @@ def build_contexts(
             local=local,
             remote_targets=targets,
             addresses_known=snapshot.addresses_known,
-            remote_ifaces=remote_ifaces,
+            remote_ifaces=ifaces,
             rules_known=bool(rulesets.get(family)),
         )
     return contexts

@@ -16,6 +16,7 @@ from twinwall.analysis.packetset import (
     DPORT,
     DST,
     GID,
+    HOPLIMIT,
     ICMP,
     IIF,
     MASK_DIMS,
@@ -238,7 +239,7 @@ def overlay(items: Sequence[Tuple[Box, object]]) -> List[Tuple[Box, FrozenSet]]:
 
 # outer dimensions first: a region reads "protocol, state, interfaces, roles, owner, ICMP type,
 # ports"; ports vary fastest, so they are the dimension that collects ranges.
-CANON_ORDER = (PROTO, STATE, IIF, OIF, SRC, DST, UID, GID, ICMP, SPORT, DPORT)
+CANON_ORDER = (PROTO, STATE, IIF, OIF, SRC, DST, UID, GID, HOPLIMIT, ICMP, SPORT, DPORT)
 
 
 def canonical_union(boxes: Sequence[Box]) -> List[Box]:

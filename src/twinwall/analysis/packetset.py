@@ -30,8 +30,8 @@ Interval = Tuple[int, int]
 IntervalSet = Tuple[Interval, ...]
 
 # Dimension indices. Keep interval dimensions and mask dimensions apart: MASK_DIMS lists the latter.
-SRC, DST, PROTO, SPORT, DPORT, ICMP, UID, GID, IIF, OIF, STATE = range(11)
-NDIMS = 11
+SRC, DST, PROTO, SPORT, DPORT, ICMP, UID, GID, IIF, OIF, STATE, HOPLIMIT = range(12)
+NDIMS = 12
 MASK_DIMS = frozenset((IIF, OIF, STATE))
 
 ADDR_BITS = {"ipv4": 32, "ipv6": 128}
@@ -39,6 +39,8 @@ PORT_ALL: IntervalSet = ((0, 65535),)
 PROTO_ALL: IntervalSet = ((0, 255),)
 ICMP_ALL: IntervalSet = ((0, 0xFFFF),)  # type << 8 | code
 ID_ALL: IntervalSet = ((0, 0xFFFFFFFF),)
+# IPv6 hop limit / IPv4 TTL as the packet arrives (neighbour discovery must carry 255: RFC 4861)
+HOPLIMIT_ALL: IntervalSet = ((0, 255),)
 
 # Conntrack states as bits of the STATE dimension.
 CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_INVALID, CT_UNTRACKED = 1, 2, 4, 8, 16
@@ -367,13 +369,17 @@ def make_box(
     uid: IntervalSet = ID_ALL,
     gid: IntervalSet = ID_ALL,
     state: int = CT_ALL,
+    hoplimit: IntervalSet = HOPLIMIT_ALL,
 ) -> Box:
     """A box by dimension name; every dimension not given is whole."""
-    return (src, dst, proto, sport, dport, icmp, uid, gid, iif, oif, state)
+    return (src, dst, proto, sport, dport, icmp, uid, gid, iif, oif, state, hoplimit)
 
 
 # the whole range of each interval dimension but the addresses (see domain)
-_DOMAINS = {SPORT: PORT_ALL, DPORT: PORT_ALL, PROTO: PROTO_ALL, ICMP: ICMP_ALL, UID: ID_ALL, GID: ID_ALL}
+_DOMAINS = {
+    SPORT: PORT_ALL, DPORT: PORT_ALL, PROTO: PROTO_ALL, ICMP: ICMP_ALL, UID: ID_ALL, GID: ID_ALL,
+    HOPLIMIT: HOPLIMIT_ALL,
+}
 
 
 def domain(dim: int, family: str) -> IntervalSet:

@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from twinwall.analysis.evaluator import V_ACCEPT, V_FORWARD, Outcome, accepted_by_policy
 from twinwall.analysis.frontends import frontend_of_chain
+from twinwall.ruleset import DNAT, REDIRECT
 from twinwall.analysis.packetset import (
     DPORT,
     DST,
@@ -105,45 +106,74 @@ def family_rows(contexts: Dict, family: str, outcomes: Sequence[Outcome]) -> Lis
     ctx = contexts.get(family)
     if ctx is None:
         return []
-    found: Dict[Tuple[str, int, int], _Published] = {}
-    for o in outcomes:
-        if o.verdict != V_FORWARD or o.box[DST] == o.origin[DST]:
-            continue
-        for proto, num in PROTO_NUM.items():
-            if not iv_contains(o.origin[PROTO], num):
-                continue
-            for lo, hi in o.origin[DPORT]:
-                spans = [(p, p) for p in range(lo, hi + 1)] if hi - lo < MAX_PORTS_EACH else [(lo, hi)]
-                for span in spans:
-                    s = _slice(o, num, span)
-                    if s is None:
-                        continue
-                    key = (proto, span[0], span[1])
-                    pub = found.get(key)
-                    if pub is None:
-                        pub = found[key] = _Published(family, proto, span)
-                    pub.slices.append(s)
+    found = {
+        key: _Published(family, key[0], key[1:], slices)
+        for key, slices in _port_slices(o for o in outcomes if o.verdict == V_FORWARD and o.box[DST] != o.origin[DST]).items()
+    }
     items = sorted(found.items())
     forward = _forward_walk(ctx, [pub for _, pub in items])
     reaches: Dict[tuple, Reach] = {}  # see _forward_verdict
+    rows = [
+        _row(ctx, pub, _targets_text(pub), _forward_verdict(ctx, pub, forward.get(gi, ([], [])), reaches))
+        for gi, (_, pub) in enumerate(items)
+    ]
+    return rows + _local_rows(ctx, family, outcomes)
+
+
+LOCAL_TARGET = "this host"
+
+
+def _local_rows(ctx, family: str, outcomes: Sequence[Outcome]) -> List[ServiceReport]:
+    """Ports nat PREROUTING sends to another port of the host itself (``REDIRECT --to-ports 22``,
+    a DNAT to one of its own addresses): the port is open to clients although nothing listens on
+    it, so it gets a row of its own. Its verdict is INPUT's, for the packets as NAT made them."""
+    # (not NATed, or to the same port: the socket's own row answers it)
+    found = _port_slices(o for o in outcomes if o.verdict != V_FORWARD and o.box[DPORT] != o.origin[DPORT])
     rows = []
-    other = IPV6 if family == IPV4 else IPV4
-    for gi, ((proto, lo, hi), pub) in enumerate(items):
-        verdicts = {
-            family: _forward_verdict(ctx, pub, forward.get(gi, ([], [])), reaches),
-            other: _absent_verdict(other, proto, lo, hi),
-        }
-        label = DnatLabel(_frontend_of(pub), (_targets_text(pub),), (lo, hi))
-        sock = ListeningSocket(
-            protocol=proto,
-            family=family,
-            address=_address(ctx, pub),
-            port=lo,
-            v6only=True if family == IPV6 else None,
-            process=label.text(),
-        )
-        rows.append(ServiceReport(sock, verdicts, label))
+    for (proto, lo, hi), slices in sorted(found.items()):
+        pub = _Published(family, proto, (lo, hi), slices)
+        target = f"{LOCAL_TARGET} :{ranges_text(iv_normalize(p for sl in slices for p in sl.box[DPORT]))}"
+        accepted = [sl for sl in slices if sl.outcome.verdict == V_ACCEPT]
+        denied = [sl.outcome for sl in slices if sl.outcome.verdict != V_ACCEPT]
+        uncertain = sorted({u for sl in slices for u in sl.outcome.uncertain})
+        if not accepted:
+            verdict = FamilyVerdict(
+                FILTERED,
+                decided_by=decisions(denied),
+                denied_sources=["any"],
+                uncertain=uncertain,
+                reason=f"NAT sends it to {target}, but every new connection is dropped or rejected",
+            )
+        else:
+            by_policy = any(accepted_by_policy(sl.outcome.decided_by) for sl in accepted)
+            verdict = Reach(ctx, [sl.origin for sl in accepted]).verdict(
+                ctx.universe,
+                [sl.outcome for sl in accepted],
+                denied,
+                uncertain,
+                by_policy,
+                f"NAT sends it to {target}: accepted from every remote source",
+                f"NAT sends it to {target}: accepted only from some sources or interfaces",
+            )
+        rows.append(_row(ctx, pub, target, verdict))
     return rows
+
+
+def _row(ctx, pub: _Published, target: str, verdict: FamilyVerdict) -> ServiceReport:
+    """A published service's row: its family's verdict, the other family not-bound (until
+    :func:`merge_published` joins that family's row)."""
+    family, proto, (lo, hi) = pub.family, pub.protocol, pub.ports
+    other = IPV6 if family == IPV4 else IPV4
+    label = DnatLabel(_frontend_of(pub), (target,), (lo, hi))
+    sock = ListeningSocket(
+        protocol=proto,
+        family=family,
+        address=_address(ctx, pub),
+        port=lo,
+        v6only=True if family == IPV6 else None,
+        process=label.text(),
+    )
+    return ServiceReport(sock, {family: verdict, other: _absent_verdict(other, proto, lo, hi)}, label)
 
 
 def merge_published(per_family: Sequence[Sequence[ServiceReport]]) -> List[ServiceReport]:
@@ -187,6 +217,23 @@ def _merge_key(rep: ServiceReport) -> tuple:
     if label is not None and s.address == WILDCARD[s.family]:
         return (s.protocol, s.port, label.frontend, label.ports, "*")
     return (s.protocol, s.port, label, s.family, s.address, s.process)
+
+
+def _port_slices(outcomes) -> Dict[Tuple[str, int, int], List[_Slice]]:
+    """NATed outcomes cut by (protocol, original port): one port each, or one range for a
+    rule over more than MAX_PORTS_EACH ports."""
+    found: Dict[Tuple[str, int, int], List[_Slice]] = {}
+    for o in outcomes:
+        for proto, num in PROTO_NUM.items():
+            if not iv_contains(o.origin[PROTO], num):
+                continue
+            for lo, hi in o.origin[DPORT]:
+                spans = [(p, p) for p in range(lo, hi + 1)] if hi - lo < MAX_PORTS_EACH else [(lo, hi)]
+                for span in spans:
+                    sl = _slice(o, num, span)
+                    if sl is not None:
+                        found.setdefault((proto, span[0], span[1]), []).append(sl)
+    return found
 
 
 def _slice(o: Outcome, proto_num: int, span: Tuple[int, int]) -> Optional[_Slice]:
@@ -362,10 +409,9 @@ def _forward_verdict(
     # one its target sits behind: packets from there are not sent back through it. Otherwise,
     # when the forward rules accept only some output interfaces, the one they accept is taken;
     # when they do not look at the output interface, it does not matter.
-    dnat_iif = 0
-    for s in pub.slices:
-        dnat_iif |= s.origin[IIF]
-    hint = ctx.remote_ifaces & ~dnat_iif
+    # (only a rule that names the interface it leaves out, `! -i docker0`: a DNAT for one
+    # interface, `-i eth0`, leaves out all the others and says nothing of the target's side)
+    hint = ctx.remote_ifaces & _left_out_interface(ctx, pub)
     if hint and hint & (hint - 1) == 0:
         candidates = [hint]
     elif accepted and oif_accepted != universe.all_mask:
@@ -420,6 +466,37 @@ def _forward_verdict(
         + (" by a chain policy" if by_policy else ""),
         f"published by DNAT to {targets}{via}: accepted only from some sources or interfaces",
     )
+
+
+def _left_out_interface(ctx, pub: _Published) -> int:
+    """The one interface the DNAT rules of a service exclude with ``! -i`` (0 if none or
+    several): read from the rules themselves, since in the packets' interface set a DNAT for
+    ``-i eth0`` on a host with two interfaces looks the same as one for ``! -i eth1``."""
+    left = 0
+    seen = set()
+    for s in pub.slices:
+        for d in s.outcome.decided_by:
+            if d.action not in (DNAT, REDIRECT) or d.rule_number is None or d in seen:
+                continue
+            seen.add(d)
+            rule = _rule_of(ctx, d)
+            for alt in rule.alternatives if rule is not None else ():
+                for dim, value in alt:
+                    if dim == IIF:
+                        out = ctx.universe.all_mask & ~value & ~ctx.universe.mask("lo")
+                        left |= out if out & (out - 1) == 0 else 0
+    return left if left & (left - 1) == 0 else 0
+
+
+def _rule_of(ctx, d):
+    for rs in ctx.rulesets:
+        if d.source and rs.source != d.source:
+            continue
+        chain = rs.chain(d.table, d.chain)
+        for r in chain.rules if chain is not None else ():
+            if r.number == d.rule_number:
+                return r
+    return None
 
 
 def _labels(universe, mask: int) -> str:

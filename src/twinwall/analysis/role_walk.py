@@ -34,6 +34,7 @@ from twinwall.analysis.packetset import (
     DPORT,
     DST,
     GID,
+    HOPLIMIT,
     ICMP,
     IIF,
     MASK_DIMS,
@@ -130,7 +131,7 @@ def _lift_constraint(c, roles: AddressRoles):
 
 # Constraint dimensions in the order a region is most often told apart from a rule: a rule and
 # a region that do not meet usually differ in the port first (intersection is order-free).
-_TEST_ORDER = {DPORT: 0, SPORT: 1, ICMP: 2, UID: 3, GID: 4, PROTO: 5, IIF: 6, OIF: 7, STATE: 8, DST: 9, SRC: 10}
+_TEST_ORDER = {DPORT: 0, SPORT: 1, ICMP: 2, UID: 3, GID: 4, PROTO: 5, IIF: 6, OIF: 7, STATE: 8, DST: 9, SRC: 10, HOPLIMIT: 11}
 
 
 _PERMUTATIONS: Dict[tuple, Optional[tuple]] = {}

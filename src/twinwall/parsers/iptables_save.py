@@ -22,6 +22,7 @@ from twinwall.analysis.packetset import (
     DPORT,
     DST,
     GID,
+    HOPLIMIT,
     ICMP,
     IIF,
     OIF,
@@ -142,12 +143,31 @@ NAT_DONE_TARGETS = {"SNAT", "MASQUERADE"}
 # A rule using one "may match"; the evaluator names it in the explanation.
 UNDECIDABLE_MATCHES = {
     "limit", "hashlimit", "recent", "connlimit", "mark", "connmark", "set", "statistic", "time",
-    "string", "u32", "length", "ttl", "hl", "tos", "dscp", "ecn", "physdev", "policy",
+    "string", "u32", "length", "tos", "dscp", "ecn", "physdev", "policy",
     "socket", "helper", "connbytes", "ipv6header", "ah", "esp", "mh",
     "devgroup", "cgroup", "bpf", "realm", "quota", "nfacct", "cpu", "cluster", "osf", "geoip",
     "tcpmss", "mac", "ipvs", "condition", "account", "connlabel", "ipcomp", "l2tp", "srh",
     "eui64", "quota2", "nth", "random",
 }
+
+# -m hl (IPv6 hop limit) and -m ttl (IPv4 TTL): one dimension, the value the packet arrived with
+HOPLIMIT_OPTIONS = {"--hl-eq": "eq", "--hl-lt": "lt", "--hl-gt": "gt", "--ttl-eq": "eq", "--ttl-lt": "lt", "--ttl-gt": "gt"}
+
+
+def hop_limit(opt: str, value: str) -> Tuple:
+    try:
+        n = int(value)
+    except ValueError:
+        raise RuleSyntaxError(f"{opt} wants a number, got {value!r}") from None
+    if not 0 <= n <= 255:
+        raise RuleSyntaxError(f"{opt} {value}: out of range 0-255")
+    op = HOPLIMIT_OPTIONS[opt]
+    if op == "eq":
+        return ((n, n),)
+    if op == "lt":
+        return ((0, n - 1),) if n > 0 else ()
+    return ((n + 1, 255),) if n < 255 else ()
+
 
 # IPv6 extension-header matches: a connection's plain first packet has no such header.
 EXTENSION_HEADER_MATCHES = {"rt", "frag", "hbh", "dst"}
@@ -155,7 +175,7 @@ EXTENSION_HEADER_MATCHES = {"rt", "frag", "hbh", "dst"}
 # Matches twinwall decides exactly (their options are handled in _Compiler.match_option).
 DECIDABLE_MATCHES = {
     "tcp", "udp", "udplite", "dccp", "sctp", "icmp", "icmp6", "icmpv6", "multiport", "state",
-    "conntrack", "comment", "addrtype", "iprange", "owner", "pkttype", "rpfilter",
+    "conntrack", "comment", "addrtype", "iprange", "owner", "pkttype", "rpfilter", "hl", "ttl",
 }
 
 # xt_addrtype's IPv4 addresses that are BROADCAST whatever the routes say, and the types only
@@ -703,6 +723,8 @@ class _Compiler:
             add(GID, id_range(args[0], "group"), neg)
         elif opt in ("--socket-exists", "--suppl-groups"):
             unknown.append("owner " + opt)
+        elif opt in HOPLIMIT_OPTIONS:
+            add(HOPLIMIT, hop_limit(opt, args[0]), neg)
         elif opt == "--pkt-type":
             self.pkttype(args[0], neg, add)
         elif module in ("conntrack", "state"):

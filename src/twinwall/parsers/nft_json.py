@@ -49,6 +49,7 @@ from twinwall.analysis.packetset import (
     DPORT,
     DST,
     GID,
+    HOPLIMIT,
     ICMP,
     IIF,
     MASK_DIMS,
@@ -784,6 +785,8 @@ def _payload_sel(p: Dict[str, Any]) -> _Sel:
             return _Sel(DST, "addr", gate, (), text)
         if field in ("protocol", "nexthdr"):
             return _Sel(PROTO, "proto", gate, (), text)
+        if field in ("hoplimit", "ttl"):
+            return _Sel(HOPLIMIT, "hoplimit", gate, (), text)
         raise _Unknown(text)
     if proto in PORT_PROTOCOLS or proto == "th":
         implied = ((PROTO, ((PORT_PROTOCOLS[proto],) * 2,)),) if proto != "th" else ()
@@ -1193,6 +1196,9 @@ class _RuleCompiler:
         if kind == "id":
             v = self.number_of(el, _user if sel.dim == UID else _group)
             return ((v, v),)
+        if kind == "hoplimit":
+            v = self.number_of(el, lambda name: None)
+            return ((v, v),) if 0 <= v <= 255 else ()
         if kind in ("icmp4t", "icmp6t"):
             table = ICMP4_TYPES if kind == "icmp4t" else ICMP6_TYPES
             t = self.number_of(el, lambda s: table.get(s))

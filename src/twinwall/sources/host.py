@@ -367,7 +367,9 @@ def ipv6_state(
 
     if disabled:
         return Ipv6State(enabled=False, evidence=evidence)
-    return Ipv6State(enabled=True if known else None, evidence=evidence)
+    # IPv6 off on some interfaces only: the kernel drops IPv6 arriving there (no firewall involved)
+    off = [n for n in ordered if n not in ("all", "default") and values.get(n) == "1"]
+    return Ipv6State(enabled=True if known else None, evidence=evidence, disabled_interfaces=off)
 
 
 # --------------------------------------------------------------------------------------------

@@ -150,6 +150,7 @@ _ADDRESS: _Spec = {
 _IPV6: _Spec = {
     "enabled": (bool, False, True),
     "evidence": ("list:str", False, False),
+    "disabled_interfaces": ("list:str", False, False),
 }
 _RULESET: _Spec = {
     "family": (str, True, False),
