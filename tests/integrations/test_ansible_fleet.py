@@ -25,12 +25,17 @@ from harness import ListenerSpec
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK_REL = Path("ansible_collections/twinwall/fleet/playbooks/fleet.yml")
 
+# IPv6 works only where neighbour discovery passes (untracked, hop limit 255)
+NDP_ACCEPT = ("-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl --hl-eq 255 -j ACCEPT\n"
+              "-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -m hl --hl-eq 255 -j ACCEPT\n")
+
 NFT_INET = """flush ruleset
 table inet filter {
   chain input {
     type filter hook input priority 0; policy drop;
     iif "lo" accept
     ct state established,related accept
+    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept
     tcp dport 22 accept
     ip saddr 198.51.100.0/24 tcp dport 8080 accept
     ip6 saddr 2001:db8:f::/48 tcp dport 8080 accept
@@ -63,7 +68,7 @@ def test_playbook_collects_three_hosts_and_the_fleet_agrees_with_their_audits(tm
         lab.load_iptables("h1", BASE_V4.format(extra=""), EMPTY)
         lab.load_nft("h2", NFT_INET)
         lab.load_iptables("h3", BASE_V4.format(extra="-A INPUT -s 198.51.100.0/24 -p tcp -m tcp --dport 8080 -j ACCEPT\n"),
-                          BASE_V4.format(extra="-A INPUT -p tcp -m tcp --dport 8080 -j ACCEPT\n"), legacy=True)
+                          BASE_V4.format(extra=NDP_ACCEPT + "-A INPUT -p tcp -m tcp --dport 8080 -j ACCEPT\n"), legacy=True)
         for host in lab.names:
             lab.listen(host, [ListenerSpec("tcp", "::", 8080, v6only=False)])
 

@@ -38,6 +38,7 @@ import threading
 from typing import Any, Dict, List, Optional
 
 PAYLOAD_PREFIX = b"twinwall-probe "
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # <linux/in.h>; Python names only the IPv6 one
 
 
 def _die_with_parent() -> None:
@@ -66,6 +67,11 @@ def _open_listener(spec: Dict[str, Any]) -> socket.socket:
     sock.bind((address, int(spec["port"])))
     if proto == "tcp":
         sock.listen(128)
+    elif fam == socket.AF_INET6:
+        # learn each datagram's destination, to answer from it (see _echo)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
     sock.setblocking(False)
     return sock
 
@@ -111,8 +117,7 @@ def serve(name: str) -> int:
                     conn, _peer = sock.accept()
                     conn.close()
                 else:
-                    data, peer = sock.recvfrom(65535)
-                    sock.sendto(data, peer)
+                    _echo(sock)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError as exc:  # e.g. ECONNRESET on a udp socket after an ICMP error
@@ -120,6 +125,25 @@ def serve(name: str) -> int:
     for sock in sockets:
         sock.close()
     return 0
+
+
+def _echo(sock: socket.socket) -> None:
+    """Send a datagram back from the address it was sent to. A wildcard socket's plain
+    sendto() would pick the source by route (the address of the outgoing link), and the
+    client's connected socket drops a reply from any other address: a probe to a secondary
+    address, or to another link's address, would look filtered."""
+    data, anc, _flags, peer = sock.recvmsg(65535, socket.CMSG_SPACE(20))
+    reply = [(level, kind, value) for level, kind, value in anc
+             if (level, kind) in ((socket.IPPROTO_IP, IP_PKTINFO),
+                                  (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO))]
+    if reply and reply[0][1] == IP_PKTINFO and reply[0][0] == socket.IPPROTO_IP:
+        # struct in_pktinfo {ifindex; spec_dst; addr}: answer from addr, leave the interface free
+        value = reply[0][2]
+        reply = [(socket.IPPROTO_IP, IP_PKTINFO, b"\0" * 4 + value[8:12] + b"\0" * 4)]
+    elif reply:
+        # struct in6_pktinfo {addr; ifindex}: the address, any interface
+        reply = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, reply[0][2][:16] + b"\0" * 4)]
+    sock.sendmsg([data], reply, 0, peer)
 
 
 def _errno_result(err: Optional[int], what: str) -> Dict[str, str]:

@@ -39,6 +39,13 @@ tcp LISTEN 0 128 0.0.0.0:9090 0.0.0.0:*
 tcp LISTEN 0 128 [::]:9090 [::]:*
 """
 V4_SSH_AND_9090 = V4_SSH_ONLY.replace("COMMIT", "-A INPUT -p tcp -m tcp --dport 9090 -j ACCEPT\nCOMMIT")
+# the IPv4 rules' true twin: IPv6 also needs neighbour discovery (untracked, hop limit 255) to work
+V6_TWIN = V4_SSH_AND_9090.replace(
+    "-A INPUT -i lo -j ACCEPT\n",
+    "-A INPUT -i lo -j ACCEPT\n"
+    "-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl --hl-eq 255 -j ACCEPT\n"
+    "-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -m hl --hl-eq 255 -j ACCEPT\n",
+)
 
 
 def cli(*args: str):
@@ -57,7 +64,7 @@ def fleet_dir(tmp_path: Path) -> Path:
     d = tmp_path / "snapshots"
     (d / "dc2").mkdir(parents=True)
     write_host(d / "gap.json", "gap", V4_SSH_AND_9090, V6_EMPTY)
-    write_host(d / "twins.json", "twins", V4_SSH_AND_9090, V4_SSH_AND_9090)
+    write_host(d / "twins.json", "twins", V4_SSH_AND_9090, V6_TWIN)
     write_host(d / "dc2" / "nov6.json", "nov6", V4_SSH_ONLY, None)
     (d / "notes.txt").write_text("not a snapshot: no .json suffix, not read\n")
     return d
