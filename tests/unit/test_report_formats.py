@@ -88,11 +88,11 @@ def test_sarif_locations_severity_and_stable_fingerprints():
     out = json.loads(render("sarif", audit_doc(), RenderOptions()))
     gap = next(r for r in out["runs"][0]["results"] if r["ruleId"] == "TW-FAMILY-GAP")
     # offline: the rules file of the deciding family (dump_snapshot names them v4/v6) and the
-    # line of the deciding rule in it (V6 line 7: the --dport 22 accept)
+    # line of the deciding rule in it (the --dport 22 accept)
     loc = gap["locations"][0]["physicalLocation"]
-    assert loc["artifactLocation"]["uri"] in ("v4", "v6") and loc["region"]["startLine"] > 1
-    rules = {"v4": V4, "v6": V6}[loc["artifactLocation"]["uri"]]
-    assert rules.splitlines()[loc["region"]["startLine"] - 1] == loc["region"]["snippet"]["text"]
+    line = next(i for i, text in enumerate(V6.splitlines(), 1) if "--dport 22" in text)
+    assert loc["artifactLocation"]["uri"] == "v6" and loc["region"]["startLine"] == line
+    assert V6.splitlines()[line - 1] == loc["region"]["snippet"]["text"]
     severity = gap["properties"]["severity"]
     assert gap["properties"]["security-severity"] == {"high": "8.0", "medium": "5.5"}[severity]
     assert gap["level"] == {"high": "error", "medium": "warning"}[severity]
@@ -131,13 +131,20 @@ def test_junit_read_back_and_gated_by_fail_on():
     names = [c.name for c in cases]
     assert "tcp/*:22 (sshd) IPv6" in names and "tcp/*:22 (sshd) IPv4" in names
     failed = [c for c in cases if any(isinstance(r, junitparser.Failure) for r in c.result)]
+    # the failing cases: the service case of the medium gap, and a host check per other finding
+    # at medium or above (derived from the document: the catalogue grows)
+    host0 = fleet_doc()["hosts"][0]
+    at_medium = [f for f in host0["findings"] if f["severity"] in ("medium", "high", "critical")]
     assert "tcp/*:22 (sshd) IPv6" in [c.name for c in failed]
+    keys = {(f["id"], f["family"], f["service"]) for f in at_medium}
+    assert len(failed) == len(keys)
     failed = [c for c in failed if c.name == "tcp/*:22 (sshd) IPv6"]
     failure = next(r for r in failed[0].result if isinstance(r, junitparser.Failure))
     gap = next(f for f in fleet_doc()["hosts"][0]["findings"] if f["id"] == "TW-FAMILY-GAP")
     assert "TW-FAMILY-GAP: " + gap["message"] in failure.text or failure.message == f"TW-FAMILY-GAP: {gap['message']}"
     assert "--dport 22" in failure.text  # the evidence
-    assert suites[0].failures == len([c for c in cases if any(isinstance(r, junitparser.Failure) for r in c.result)]) and suites[0].tests == len(cases)
+    assert f"fix: {gap['fix']}" in failure.text
+    assert suites[0].failures == len(keys) and suites[0].tests == len(cases)
     never = junitparser.JUnitXml.fromstring(render("junit", audit_doc(), RenderOptions(fail_on="never")).split("\n", 1)[1])
     assert sum(s.failures for s in never) == 0
     low = junitparser.JUnitXml.fromstring(render("junit", audit_doc(), RenderOptions(fail_on="low")).split("\n", 1)[1])
@@ -180,6 +187,15 @@ def test_html_escapes_what_comes_from_the_host():
     assert "<script" not in page and "<img" not in page
     assert "&lt;script&gt;" in page and "&lt;img src=http://198.51.100.9/x&gt;" in page
     assert "default-src 'none'" in page
+    from twinwall.report.formats.html import _e
+
+    gap = next(f for f in hostile_doc()["findings"] if f["id"] == "TW-FAMILY-GAP")
+    for d in gap["decided_by"]:  # each deciding rule with the file and line it was read from
+        assert f"{_e(d.get('rule') or 'policy ' + d.get('policy', ''))} ({d['file']} line {d['line']})" in page
+    assert "Also:" in page  # the hostile evidence line no decision covers is still shown (escaped)
+    for f in hostile_doc()["findings"]:  # each finding's own fix line, in its <details>
+        if f.get("fix"):
+            assert f'<div class="fix"><b>Fix.</b> {_e(f["fix"])}</div>' in page
 
 
 def _chromium(tmp_path, url, *extra):
@@ -277,3 +293,92 @@ def test_output_atomic_report_command_and_unchanged_stdout(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("twinwall: ") and "Traceback" not in bad.stderr
     nodir = run_cli(*base, "--format", "html", "--output", "no/such/dir/x.html", cwd=tmp_path)
     assert nodir.returncode == 2 and "cannot write" in nodir.stderr
+
+
+# ------------------------------------------------------------- a real `twinwall fleet` run
+
+def test_html_csp_hash_is_the_stylesheet_chromium_applies():
+    """The page's only style is allowed by its hash: a stale hash leaves the page unstyled in
+    every browser (the screenshot would still be a page of text)."""
+    import base64
+    import hashlib
+    import re
+
+    page = render("html", fleet_doc())
+    styles = re.findall(r"<style>(.*?)</style>", page, flags=re.S)
+    assert len(styles) == 1 and ' style="' not in page  # style attributes would need 'unsafe-hashes'
+    digest = base64.b64encode(hashlib.sha256(styles[0].encode("utf-8")).digest()).decode("ascii")
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
+    assert csp.startswith("default-src 'none'; ") and f"style-src 'sha256-{digest}'" in csp
+
+
+def test_formats_of_a_real_fleet_run(tmp_path):
+    """`twinwall fleet` on collected snapshots (one with the IPv6 twin forgotten, one unreadable)
+    -> `twinwall report` in each format: SARIF valid with one located run per host, promtool
+    accepts the metrics with a host label, JUnit one suite per host."""
+    junitparser = pytest.importorskip("junitparser")
+    from test_fleet import V4_SSH_AND_9090, V6_EMPTY, write_host
+
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    write_host(snaps / "gap.json", "gap", V4_SSH_AND_9090, V6_EMPTY)
+    write_host(snaps / "twins.json", "twins", V4_SSH_AND_9090, V4_SSH_AND_9090)
+    (snaps / "broken.json").write_text("{")
+    fleet = run_cli("fleet", "snaps", "--format", "json", "--output", "fleet.json", cwd=tmp_path)
+    assert fleet.returncode == 1, fleet.stderr
+    doc = json.loads((tmp_path / "fleet.json").read_text())
+    assert doc["schema"] == "twinwall.fleet/1" and len(doc["hosts"]) == 2 and len(doc["unreadable"]) == 1
+
+    sarif = json.loads(run_cli("report", "fleet.json", "--format", "sarif", cwd=tmp_path).stdout)
+    assert [e.message for e in sarif_validator().iter_errors(sarif)] == []
+    runs = {r["automationDetails"]["id"]: r for r in sarif["runs"]}
+    assert set(runs) == {"twinwall/gap/", "twinwall/twins/", f"twinwall/{doc['unreadable'][0]['path']}/"}
+    gap = runs["twinwall/gap/"]["results"]
+    assert len(gap) == len(doc["hosts"][0]["findings"]) and any(r["ruleId"] == "TW-FAMILY-GAP" for r in gap)
+    for r in gap:  # a fleet host's results point at the snapshot it was audited from
+        loc = r["locations"][0]["physicalLocation"]
+        assert loc["artifactLocation"]["uri"] == doc["hosts"][0]["source"] and loc["region"]["startLine"] == 1
+
+    prom = run_cli("report", "fleet.json", "--format", "prometheus", cwd=tmp_path).stdout
+    check = subprocess.run([need("promtool"), "check", "metrics"], input=prom, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert 'twinwall_service_status{host="gap",protocol="tcp",address="*",port="22",family="ipv6",status="open"} 1' in prom
+
+    junit = run_cli("report", "fleet.json", "--format", "junit", "--fail-on", "high", cwd=tmp_path).stdout
+    suites = list(junitparser.JUnitXml.fromstring(junit.split("\n", 1)[1]))
+    assert [s.name for s in suites][:2] == ["twinwall audit gap", "twinwall audit twins"] and len(suites) == 3
+    for suite, host in zip(suites, doc["hosts"]):
+        high = {(f["id"], f["family"], f["service"]) for f in host["findings"] if f["severity"] in ("high", "critical")}
+        assert suite.failures == len(high)
+    assert suites[0].failures > 0
+
+
+def test_prometheus_timestamp_is_when_the_facts_were_collected():
+    """A report rendered later from saved JSON says when the host was checked, not when it was
+    rendered; an audit of bare dumps (no collection time) says now."""
+    import time
+
+    from twinwall.report.formats.prometheus import render_metrics
+
+    fleet = fleet_doc()
+    fleet["hosts"][0]["host"]["collected_at"] = "2026-11-30T08:00:00Z"
+    fleet["hosts"][1]["host"]["collected_at"] = ""
+    text = render_metrics(fleet, RenderOptions(), now=1900000000.0)
+    assert 'twinwall_last_run_timestamp_seconds{host="web1"} 1796025600' in text
+    assert 'twinwall_last_run_timestamp_seconds{host="web2"} 1900000000' in text
+    before = time.time()
+    stamp = float(next(line for line in render("prometheus", audit_doc()).splitlines()
+                       if line.startswith("twinwall_last_run_timestamp_seconds")).split()[-1])
+    assert before - 1 <= stamp <= time.time() + 1
+
+
+def test_sarif_rules_and_results_carry_the_fix():
+    doc = audit_doc()
+    out = json.loads(render("sarif", doc))
+    rules = {r["id"]: r for r in out["runs"][0]["tool"]["driver"]["rules"]}
+    assert "twinwall fix --strategy mirror" in rules["TW-FAMILY-GAP"]["help"]["text"]
+    finding = next(f for f in doc["findings"] if f["id"] == "TW-FAMILY-GAP")
+    result = next(r for r in out["runs"][0]["results"] if r["ruleId"] == "TW-FAMILY-GAP")
+    assert finding["fix"] and f"Fix: {finding['fix']}" in result["message"]["text"]
+    assert result["properties"]["remedy"] == finding["remedy"] == "mirror"
+    assert rules["TW-FAMILY-GAP"]["shortDescription"]["text"] == finding["title"]

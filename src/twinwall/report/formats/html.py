@@ -149,6 +149,19 @@ def _services(doc: Doc) -> str:
             "<th>finding</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
+def _cited(family: str, decision: Doc) -> str:
+    """``IPv6: filter INPUT #3: -A INPUT ... (v6.rules line 7)``."""
+    text = decision_text(dict(decision, source=None))
+    label = family_label(family)
+    if decision.get("file") and decision.get("line"):
+        where = f" ({decision['file']} line {decision['line']})"
+    elif decision.get("handle") is not None:
+        where = f" ({decision.get('file') or 'nft'} handle {decision['handle']})"
+    else:
+        where = f" ({decision['file']})" if decision.get("file") else ""
+    return (f"{label}: " if label else "") + text + where
+
+
 def _findings(doc: Doc) -> str:
     findings = sorted(doc.get("findings", []), key=lambda f: -severity_rank(f.get("severity", "")))
     if not findings:
@@ -165,15 +178,26 @@ def _findings(doc: Doc) -> str:
         if f.get("frontend"):
             parts.append(f"<p>Rules written by: {_e(f['frontend'])}</p>")
         evidence = [e for e in f.get("evidence") or [] if isinstance(e, str)]
-        decisions = [d for _, d in finding_decisions(doc, f)]
-        if evidence or decisions:
+        decisions = [(fam, d) for fam, d in finding_decisions(doc, f)]
+        if decisions:
+            # the deciding rules with where they were read (dump file and line, or nft handle),
+            # then the evidence that is not one of them (sysctls, notes)
             parts.append("<p>Decided by:</p><ul>")
-            cited = evidence or [decision_text(d) for d in decisions]
-            parts += [f'<li class="rule">{_e(line)}</li>' for line in cited]
+            parts += [f'<li class="rule">{_e(_cited(fam, d))}</li>' for fam, d in decisions]
+            parts.append("</ul>")
+            texts = [decision_text(dict(d, source=None)) for _, d in decisions]
+            evidence = [e for e in evidence if not any(t in e for t in texts)]
+        if evidence:
+            parts.append(f"<p>{'Also' if decisions else 'Decided by'}:</p><ul>")
+            parts += [f'<li class="rule">{_e(line)}</li>' for line in evidence]
             parts.append("</ul>")
         kind = CATALOGUE.get(f.get("id", ""))
-        if kind is not None:
-            parts.append(f'<div class="fix"><b>Fix.</b> {_e(kind.help)}</div>')
+        # the finding's own one-line fix (filled with its ports and chains), then why, from the catalogue
+        fix = _e(f["fix"]) if f.get("fix") else (_e(kind.help) if kind is not None else "")
+        if fix:
+            parts.append(f'<div class="fix"><b>Fix.</b> {fix}</div>')
+        if f.get("fix") and kind is not None:
+            parts.append(f'<p class="why">{_e(kind.help)}</p>')
         parts.append("</details>")
         out.append("".join(parts))
     return "".join(out)

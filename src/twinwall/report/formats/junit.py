@@ -54,7 +54,9 @@ def _finding_text(f: Doc) -> str:
         lines.append(f"  {f['cis']}")
     lines += [f"  - {e}" for e in f.get("evidence") or []]
     kind = CATALOGUE.get(f["id"])
-    if kind is not None:
+    if f.get("fix"):  # the finding's own one-line remedy, filled with its subject
+        lines.append(f"  fix: {f['fix']}")
+    elif kind is not None:
         lines.append(f"  fix: {kind.help}")
     return "\n".join(lines)
 

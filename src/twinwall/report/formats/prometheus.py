@@ -16,6 +16,7 @@ for each host that could not be read.
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Dict, List, Optional, Tuple
 
 from twinwall import __version__
@@ -28,7 +29,7 @@ _HELP = {
     "twinwall_service_status": "Status of a listening service for one IP family (1 for the status it has).",
     "twinwall_findings": "Findings of the last audit, per severity.",
     "twinwall_last_run_success": "1 when the last audit ran, 0 when the host could not be read.",
-    "twinwall_last_run_timestamp_seconds": "When the last audit's report was written (Unix time).",
+    "twinwall_last_run_timestamp_seconds": "When the audited facts were collected (Unix time; else when the report was written).",
     "twinwall_info": "twinwall's version.",
 }
 
@@ -43,6 +44,23 @@ def _series(name: str, labels: Labels, value: float) -> str:
     inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
     number = repr(float(value)) if isinstance(value, float) and not float(value).is_integer() else str(int(value))
     return f"{name}{{{inner}}} {number}" if inner else f"{name} {number}"
+
+
+def _collected(doc: Doc, now: float) -> float:
+    """When a host's facts were collected (``host.collected_at``, UTC ISO 8601 as ``collect``
+    writes it), else ``now`` (an audit of saved dumps knows no time). A report rendered later from
+    saved JSON (``twinwall report``, a fleet of snapshots a day old) must not claim the host was
+    checked just now: an alert on a stale timestamp is what catches a collector that stopped."""
+    text = str((doc.get("host") or {}).get("collected_at") or "")
+    if not text:
+        return now
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return now
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.timestamp()
 
 
 def render_metrics(document: Doc, options: RenderOptions, now: Optional[float] = None) -> str:
@@ -72,7 +90,7 @@ def render_metrics(document: Doc, options: RenderOptions, now: Optional[float] =
             metrics["twinwall_findings"].append(_series("twinwall_findings", host + (("severity", severity),), n))
         metrics["twinwall_last_run_success"].append(_series("twinwall_last_run_success", host, 1))
         metrics["twinwall_last_run_timestamp_seconds"].append(
-            _series("twinwall_last_run_timestamp_seconds", host, round(stamp, 3)))
+            _series("twinwall_last_run_timestamp_seconds", host, round(_collected(doc, stamp), 3)))
     if fleet:
         for entry in document.get("unreadable") or []:
             host = (("host", str(entry.get("path") or "?")),)

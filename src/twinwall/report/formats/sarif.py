@@ -38,6 +38,9 @@ def _uri(path: str) -> str:
 
 
 def _rule(kind: FindingKind, severity: str) -> Dict[str, Any]:
+    # the catalogue's remedy strategy: each result's message carries its own filled-in fix line
+    fix = f"\n\nFix: twinwall fix --strategy {kind.remedy}" if kind.remedy else ""
+    fix_md = f"\n\nFix: `twinwall fix --strategy {kind.remedy}`" if kind.remedy else ""
     full = kind.title + "." + (f" Severity: {kind.severity_rule}." if kind.severity_rule else "")
     props: Dict[str, Any] = {"tags": ["security", "firewall", "ipv6"], "precision": "very-high"}
     if kind.cis_topic:
@@ -49,7 +52,7 @@ def _rule(kind: FindingKind, severity: str) -> Dict[str, Any]:
         "name": "".join(w.capitalize() for w in kind.id.lower().split("-")),
         "shortDescription": {"text": kind.title},
         "fullDescription": {"text": full},
-        "help": {"text": kind.help, "markdown": f"**{kind.title}**\n\n{kind.help}"},
+        "help": {"text": kind.help + fix, "markdown": f"**{kind.title}**\n\n{kind.help}" + fix_md},
         "defaultConfiguration": {"level": LEVEL.get(kind.severity, "warning")},
         "properties": props,
     }
@@ -98,6 +101,8 @@ def _result(doc: Doc, host: str, finding: Doc, rule_index: int, occurrence: int,
     evidence = [e for e in finding.get("evidence") or [] if isinstance(e, str)]
     if evidence:
         message += "\nDecided by: " + "; ".join(evidence)
+    if finding.get("fix"):
+        message += f"\nFix: {finding['fix']}"
     severity = finding.get("severity", "medium")
     props: Dict[str, Any] = {
         "host": host,
@@ -107,6 +112,8 @@ def _result(doc: Doc, host: str, finding: Doc, rule_index: int, occurrence: int,
         "cis": finding.get("cis"),
         "frontend": finding.get("frontend"),
         "evidence": evidence,
+        "fix": finding.get("fix"),
+        "remedy": finding.get("remedy"),
     }
     if severity in SECURITY_SEVERITY:
         props["security-severity"] = SECURITY_SEVERITY[severity]
