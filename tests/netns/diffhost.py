@@ -44,6 +44,7 @@ from harness import Listener, ListenerSpec, ProbeRequest, ip_batch, netns_exec, 
 from twinwall.analysis.audit import audit_snapshot  # noqa: E402
 from twinwall.analysis.context import build_contexts, socket_destinations  # noqa: E402
 from twinwall.analysis.evaluator import V_ACCEPT  # noqa: E402
+from twinwall.analysis.ndp import neighbour_discovery, on_link_prefixes  # noqa: E402
 from twinwall.analysis.packetset import (  # noqa: E402
     CT_NEW,
     DPORT,
@@ -70,18 +71,19 @@ class ClientPlan:
     v4: Tuple[str, ...]  # the client's addresses (first: primary, on-link)
     v6: Tuple[str, ...]
     routed_v4: str  # a client prefix the server reaches through the client
-    routed_v6: str
+    routed_v6: str  # (through the client's link-local address, as a router is reached: RFC 4861)
+    link_local: str
 
 
 CLIENTS = (
     ClientPlan("c1", "eth-a", ("192.0.2.1", "192.0.2.2"), ("2001:db8:a::1", "2001:db8:a::2"),
                ("192.0.2.10", "192.0.2.11", "192.0.2.200", "203.0.113.10"),
                ("2001:db8:a::10", "2001:db8:a::11", "2001:db8:a::8000:1", "2001:db8:1a::10"),
-               "203.0.113.0/25", "2001:db8:1a::/64"),
+               "203.0.113.0/25", "2001:db8:1a::/64", "fe80::a:10"),
     ClientPlan("c2", "vb0", ("198.51.100.1",), ("2001:db8:b::1",),
                ("198.51.100.10", "198.51.100.77", "203.0.113.130"),
                ("2001:db8:b::10", "2001:db8:b::99", "2001:db8:1b::10"),
-               "203.0.113.128/25", "2001:db8:1b::/64"),
+               "203.0.113.128/25", "2001:db8:1b::/64", "fe80::b:10"),
 )
 
 # The server's listeners: twin sockets, dual-stack, v6only, specific addresses, loopback.
@@ -283,13 +285,14 @@ class DiffHost:
             for a in c.v6:
                 on_link = ipaddress.ip_address(a) in ipaddress.ip_network(f"{c.server_v6[0]}/64", strict=False)
                 ccmds.append(f"addr add {a}/{64 if on_link else 128} dev eth0 nodad")
+            ccmds.append(f"addr add {c.link_local}/64 dev eth0 nodad")
             ccmds += ["link set eth0 up",
                       f"route add default via {c.server_v4[0]} dev eth0",
                       f"route add ::/0 via {c.server_v6[0]} dev eth0"]
             ip_batch(ns, ccmds)
         ip_batch(self.server, [cmd for c in CLIENTS for cmd in (
             f"route add {c.routed_v4} via {c.v4[0]} dev {c.server_if}",
-            f"route add {c.routed_v6} via {c.v6[0]} dev {c.server_if}")])
+            f"route add {c.routed_v6} via {c.link_local} dev {c.server_if}")])
         self.listener = Listener(self.server, LISTENERS, name="tw-differential")
         self.listener.start()
 
@@ -307,8 +310,12 @@ class DiffHost:
             netns_exec(self.server, "nft", "-f", "-", input=rs.nft)
 
     def forget_connections(self) -> None:
-        """Empty conntrack: a probe sent again must be NEW again, not meet what the last one left."""
+        """Empty conntrack: a probe sent again must be NEW again, not meet what the last one left;
+        and the neighbour caches, so that every seed's probes resolve their neighbours under the
+        seed's own rules (an entry left by the last seed would let a probe past dropped NDP)."""
         netns_exec(self.server, "sh", "-c", "conntrack -F >/dev/null 2>&1; conntrack -F -f ipv6 >/dev/null 2>&1; true")
+        for ns in [self.server, *self.client_ns.values()]:
+            netns_exec(ns, "ip", "-6", "neigh", "flush", "all")
 
     def collect(self) -> HostSnapshot:
         res = netns_exec(self.server, sys.executable, "-m", "twinwall", "collect", "-o", "-",
@@ -445,9 +452,12 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
     """twinwall's answer for each probe's exact packet: (reachable, the rules that decided it),
     or (None, why) when its walk met a match it cannot decide. The packet goes through
     ``Evaluator.local_input`` (prerouting, the routing decision, input); it reaches a socket when
-    it is accepted and what NAT made of it is addressed to a listening socket of its family."""
+    it is accepted and what NAT made of it is addressed to a listening socket of its family.
+    An accepted IPv6 probe also needs neighbour discovery between its client and the server
+    interface: the audit's own NDP model (analysis.ndp) cuts it off where that is dropped."""
     rulesets = load_rulesets(snapshot)
     contexts = build_contexts(snapshot, rulesets)
+    ndp = neighbour_discovery(contexts[IPV6], on_link_prefixes(snapshot)) if IPV6 in contexts else None
     out: List[Tuple[Optional[bool], str]] = []
     sockets = list(snapshot.sockets)
     for p in probes:
@@ -475,5 +485,11 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
                 if dsts and iv_contains(o.box[DPORT], s.port) and any(
                         True for _ in iv_and(o.box[DST], dsts)) and iv_contains(o.box[PROTO], num):
                     reach = True
+        if reach and p.family == IPV6 and ndp is not None and ndp.restricts and not ndp.cut(box):
+            if ndp.uncertain():
+                out.append((None, f"uncertain (NDP): {ndp.uncertain()}"))
+                continue
+            reach = False
+            why.append(f"{ndp.reason()} by {[x.describe() for x in ndp.decisions()][-3:]}")
         out.append((reach, "; ".join(why)))
     return out
