@@ -363,7 +363,7 @@ class DiffHost:
             for i, r in zip(doubtful, again):
                 observed[i] = r
         for i, p in enumerate(probes):
-            reach, why = predicted[i]
+            reach, why, _ = predicted[i]
             if reach is None:
                 out.skipped.append(f"{p}: {why}")
                 continue
@@ -387,7 +387,10 @@ class DiffHost:
                 continue
             for family in socket_families(spec):
                 v = svc.verdicts[family]
-                mine = [(p, observed[i]) for i, p in enumerate(probes) if p.socket == spec and p.family == family]
+                # a probe NAT sent to another socket answered from that one (the reply is
+                # un-NATed): it says nothing about this socket's status
+                mine = [(p, observed[i]) for i, p in enumerate(probes)
+                        if p.socket == spec and p.family == family and not predicted[i][2]]
                 if v.uncertain:
                     out.skipped.append(f"{spec} {family}: uncertain {v.uncertain}")
                     continue
@@ -448,9 +451,10 @@ def _in_ranges(text: str, port: int) -> bool:
     return False
 
 
-def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optional[bool], str]]:
-    """twinwall's answer for each probe's exact packet: (reachable, the rules that decided it),
-    or (None, why) when its walk met a match it cannot decide. The packet goes through
+def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optional[bool], str, bool]]:
+    """twinwall's answer for each probe's exact packet: (reachable, the rules that decided it,
+    whether NAT delivered it to another destination than it was sent to), or (None, why, False)
+    when its walk met a match it cannot decide. The packet goes through
     ``Evaluator.local_input`` (prerouting, the routing decision, input); it reaches a socket when
     it is accepted and what NAT made of it is addressed to a listening socket of its family.
     An accepted IPv6 probe also needs neighbour discovery between its client and the server
@@ -458,7 +462,7 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
     rulesets = load_rulesets(snapshot)
     contexts = build_contexts(snapshot, rulesets)
     ndp = neighbour_discovery(contexts[IPV6], on_link_prefixes(snapshot)) if IPV6 in contexts else None
-    out: List[Tuple[Optional[bool], str]] = []
+    out: List[Tuple[Optional[bool], str, bool]] = []
     sockets = list(snapshot.sockets)
     for p in probes:
         ctx = contexts[p.family]
@@ -470,9 +474,10 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
         outcomes = ctx.evaluator().local_input([box])
         uncertain = sorted({u for o in outcomes for u in o.uncertain})
         if uncertain:
-            out.append((None, f"uncertain: {uncertain}"))
+            out.append((None, f"uncertain: {uncertain}", False))
             continue
         reach = False
+        moved = False  # accepted, but NAT made it another destination (address or port)
         why = []
         for o in outcomes:
             why.append(f"{o.verdict} by {[x.describe() for x in o.decided_by][-3:]}")
@@ -485,11 +490,12 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
                 if dsts and iv_contains(o.box[DPORT], s.port) and any(
                         True for _ in iv_and(o.box[DST], dsts)) and iv_contains(o.box[PROTO], num):
                     reach = True
+                    moved = moved or not iv_contains(o.box[DPORT], p.port) or not iv_contains(o.box[DST], d[0])
         if reach and p.family == IPV6 and ndp is not None and ndp.restricts and not ndp.cut(box):
             if ndp.uncertain():
-                out.append((None, f"uncertain (NDP): {ndp.uncertain()}"))
+                out.append((None, f"uncertain (NDP): {ndp.uncertain()}", False))
                 continue
             reach = False
             why.append(f"{ndp.reason()} by {[x.describe() for x in ndp.decisions()][-3:]}")
-        out.append((reach, "; ".join(why)))
+        out.append((reach, "; ".join(why), moved))
     return out
