@@ -652,13 +652,21 @@ def _iptables_expr(e) -> bool:
     if not isinstance(left, dict) or len(left) != 1:
         return False
     kind, sel = next(iter(left.items()))
+    right = body.get("right")
+    if kind == "&" and isinstance(sel, list) and len(sel) == 2:
+        # `--tcp-flags MASK COMP` / `--syn`: iptables-nft writes a masked tcp flags payload
+        # (`tcp flags & (fin|syn|rst|ack) != syn`), with flag names as mask and value
+        inner, mask = sel
+        flags = (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)))
+        return (isinstance(inner, dict) and inner.get("payload", {}).get("protocol") == "tcp"
+                and inner["payload"].get("field") == "flags" and flags(mask) and flags(right))
     if kind == "meta":
         ok = isinstance(sel, dict) and sel.get("key") in _IPT_META
     elif kind == "payload":
         ok = isinstance(sel, dict) and sel.get("protocol") in _IPT_PAYLOAD
     else:
         ok = False
-    return ok and _iptables_value(body.get("right"))
+    return ok and _iptables_value(right)
 
 
 def nft_authority(snap: HostSnapshot, items: List) -> Optional[List]:
