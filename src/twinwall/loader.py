@@ -9,7 +9,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from twinwall.errors import InputError
 from twinwall.model import FAMILIES, FAMILY_LABEL, IPV4, HostSnapshot, RulesetText
-from twinwall.ruleset import Ruleset
+from twinwall.netfilter.ruleset import Ruleset
 
 
 def ruleset_label(text: RulesetText) -> str:

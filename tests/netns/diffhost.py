@@ -45,7 +45,7 @@ from twinwall.analysis.audit import audit_snapshot  # noqa: E402
 from twinwall.analysis.context import build_contexts, socket_destinations  # noqa: E402
 from twinwall.analysis.evaluator import V_ACCEPT  # noqa: E402
 from twinwall.analysis.ndp import neighbour_discovery, on_link_prefixes  # noqa: E402
-from twinwall.analysis.packetset import (  # noqa: E402
+from twinwall.netfilter.packetset import (  # noqa: E402
     CT_NEW,
     DPORT,
     DST,

@@ -18,8 +18,8 @@ from typing import Dict, List, NamedTuple, Tuple
 
 from twinwall.analysis.context import local_routes
 from twinwall.analysis.evaluator import Evaluator
-from twinwall.analysis.interfaces import InterfaceUniverse
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.interfaces import InterfaceUniverse
+from twinwall.netfilter.packetset import (
     NDIMS,
     address_space,
     covers,
@@ -30,7 +30,7 @@ from twinwall.analysis.packetset import (
 )
 from twinwall.model import InterfaceAddress
 from twinwall.parsers.iptables_save import BUILTIN_CHAINS, parse_iptables_save
-from twinwall.ruleset import DROP
+from twinwall.netfilter.ruleset import DROP
 
 
 class Form(NamedTuple):

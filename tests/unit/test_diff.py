@@ -462,7 +462,7 @@ def test_diff_snapshot_names_the_missing_family():
 def test_interface_masks_read_in_a_finer_universe_keep_their_names():
     """Every name is in a mask of the coarse universe exactly when its class in the finer one
     is in the translated mask (the universe of one family's rules, then of both)."""
-    from twinwall.analysis.interfaces import InterfaceUniverse
+    from twinwall.netfilter.interfaces import InterfaceUniverse
 
     coarse = InterfaceUniverse(["eth0", "lo"], ["eth+", "br-+", "veth+"])
     fine = InterfaceUniverse(["eth0", "eth", "lo", "br-1", "wg0", "veth1"], ["eth+", "eth0+", "eth1+", "br-+", "veth+", "wg+", "e+"])

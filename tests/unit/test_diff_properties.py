@@ -20,7 +20,7 @@ from twinwall.analysis import neutral_space as NS
 from twinwall.analysis.diff import compare as D
 from twinwall.analysis.diff.describe import describe_region
 from twinwall.analysis.context import build_contexts
-from twinwall.analysis.packetset import CT_NAMES, ICMP, NDIMS, prefix_interval
+from twinwall.netfilter.packetset import CT_NAMES, ICMP, NDIMS, prefix_interval
 from twinwall.loader import load_rulesets
 from twinwall.model import HostSnapshot, RulesetText
 

@@ -5,8 +5,8 @@ import random
 import pytest
 
 from twinwall.analysis.evaluator import Evaluator
-from twinwall.analysis.interfaces import InterfaceUniverse
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.interfaces import InterfaceUniverse
+from twinwall.netfilter.packetset import (
     CT_ESTABLISHED,
     CT_NEW,
     CT_UNTRACKED,
@@ -24,7 +24,7 @@ from twinwall.analysis.packetset import (
 )
 from twinwall.errors import InputError
 from twinwall.parsers.iptables_save import parse_iptables_save, tokenize
-from twinwall.ruleset import ACCEPT, CONTINUE, DROP, GOTO, JUMP, REJECT, RETURN
+from twinwall.netfilter.ruleset import ACCEPT, CONTINUE, DROP, GOTO, JUMP, REJECT, RETURN
 
 HOST = "192.0.2.1"
 

@@ -100,7 +100,7 @@ def test_rule_lines_survive_blocks_interleaving_and_counters():
     text = ("# c\n*filter\n:INPUT DROP [0:0]\n:x - [0:0]\n-A INPUT -i lo -j ACCEPT\n"
             "-A INPUT -p tcp --dport 22 -j ACCEPT\n-A x -j RETURN\n\n[3:180] -A INPUT -j x\nCOMMIT\n"
             "*filter\n-A INPUT -p udp --dport 53 -j ACCEPT\nCOMMIT\n")
-    from twinwall.analysis.interfaces import InterfaceUniverse
+    from twinwall.netfilter.interfaces import InterfaceUniverse
 
     rs = parse_iptables_save(text, "ipv4")
     rs.universe = InterfaceUniverse(["lo"])

@@ -7,8 +7,8 @@ import pytest
 
 from twinwall.analysis.context import local_routes
 from twinwall.analysis.evaluator import Evaluator
-from twinwall.analysis.interfaces import InterfaceUniverse
-from twinwall.analysis.packetset import CT_NEW, ICMP_ALL, ID_ALL, iv_contains, iv_normalize, loopback_addresses, prefix_interval
+from twinwall.netfilter.interfaces import InterfaceUniverse
+from twinwall.netfilter.packetset import CT_NEW, ICMP_ALL, ID_ALL, iv_contains, iv_normalize, loopback_addresses, prefix_interval
 from twinwall.errors import InputError
 from twinwall.model import InterfaceAddress
 from twinwall.parsers.iptables_save import parse_iptables_save

@@ -4,7 +4,7 @@ its negation does not. These canonical forms were read back from iptables-save 1
 
 import pytest
 
-from twinwall.analysis.packetset import CT_ESTABLISHED, CT_NEW
+from twinwall.netfilter.packetset import CT_ESTABLISHED, CT_NEW
 
 from test_evaluator import table, verdict
 

@@ -11,8 +11,8 @@ from typing import Dict, Optional, Tuple
 import pytest
 
 from twinwall.analysis.evaluator import Evaluator
-from twinwall.analysis.interfaces import InterfaceUniverse
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.interfaces import InterfaceUniverse
+from twinwall.netfilter.packetset import (
     CT_NEW,
     ICMP_ALL,
     ID_ALL,
@@ -23,7 +23,7 @@ from twinwall.analysis.packetset import (
 )
 from twinwall.errors import InputError
 from twinwall.parsers.nft_json import parse_nft_json, rule_text, xt_tables
-from twinwall.ruleset import ACCEPT, DNAT, DROP, GOTO, JUMP, REJECT, Ruleset
+from twinwall.netfilter.ruleset import ACCEPT, DNAT, DROP, GOTO, JUMP, REJECT, Ruleset
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nft"
 HOST = {"ipv4": "192.0.2.1", "ipv6": "2001:db8:a::1"}

@@ -3,8 +3,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twinwall.analysis.interfaces import InterfaceUniverse
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.interfaces import InterfaceUniverse
+from twinwall.netfilter.packetset import (
     box_and,
     box_meets,
     covers,

@@ -164,6 +164,30 @@ def test_wrong_field_types(tmp_path, mutate, where, words):
     assert "\n" not in msg
 
 
+@pytest.mark.parametrize("model, key", [(ListeningSocket, "sockets"), (InterfaceAddress, "addresses")])
+def test_every_model_field_is_checked(tmp_path, model, key):
+    """The validator follows the model: every field of the dataclass is type-checked (a field
+    added to ListeningSocket is checked without repeating it in sources/snapshot.py)."""
+    import dataclasses
+
+    for f in dataclasses.fields(model):
+        doc = snapshot_to_json(sample())
+        doc[key][0][f.name] = ["not", "a", "scalar"]
+        with pytest.raises(InputError, match=rf"bad snapshot field {key}\[0\]\.{f.name}: "):
+            read_snapshot(write_doc(tmp_path, doc))
+
+
+def test_snapshot_json_is_the_reports_json(tmp_path):
+    """The collector writes its JSON with the standard library: the same bytes as the report
+    writer (orjson where installed)."""
+    from twinwall.report.json_out import dumps
+
+    snap = sample()
+    snap.hostname = "h\u00f6st \u2028 \U0001f600"
+    write_snapshot(snap, str(tmp_path / "s.json"))
+    assert (tmp_path / "s.json").read_bytes() == dumps(snapshot_to_json(snap), pretty=True) + b"\n"
+
+
 def test_write_to_missing_directory(tmp_path):
     with pytest.raises(InputError, match="cannot write"):
         write_snapshot(sample(), str(tmp_path / "no" / "such" / "dir" / "host.json"))

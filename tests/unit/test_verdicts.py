@@ -14,7 +14,7 @@ import pytest
 from _snapshots import dump_snapshot
 from test_evaluator import HOST, concrete_walk, evaluator, random_ruleset
 from twinwall.analysis.audit import audit_snapshot
-from twinwall.analysis.packetset import CT_NEW, NDIMS, DPORT, DST, IIF, PROTO, SPORT, SRC, STATE
+from twinwall.netfilter.packetset import CT_NEW, NDIMS, DPORT, DST, IIF, PROTO, SPORT, SRC, STATE
 from twinwall.model import InterfaceAddress
 from twinwall.report.text import render_audit
 

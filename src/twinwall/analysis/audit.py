@@ -34,7 +34,7 @@ from twinwall.analysis.verdicts import (
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
 from twinwall.analysis.evaluator import V_ACCEPT, V_DROP, V_REJECT, Outcome, accepted_by_policy
 from twinwall.analysis.parallel import run_jobs, worth_forking
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.packetset import (
     Box,
     CT_ESTABLISHED,
     CT_NEW,
@@ -68,7 +68,7 @@ from twinwall.model import (
     merge_same_sockets,
 )
 
-from twinwall.ruleset import ACCEPT, DROP, REJECT, Decision, Rule
+from twinwall.netfilter.ruleset import ACCEPT, DROP, REJECT, Decision, Rule
 
 SCHEMA = "twinwall.audit/1"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import List, Optional, Sequence, Set
 
-from twinwall.analysis.packetset import DPORT, DST, SPORT, SRC, iv_meets, iv_normalize
+from twinwall.netfilter.packetset import DPORT, DST, SPORT, SRC, iv_meets, iv_normalize
 
 # Chains shorter than this are walked rule by rule: an index would cost more than it saves.
 MIN_RULES = 32

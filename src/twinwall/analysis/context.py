@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
 from twinwall.analysis.evaluator import Evaluator
-from twinwall.analysis.interfaces import InterfaceUniverse
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.interfaces import InterfaceUniverse
+from twinwall.netfilter.packetset import (
     iv_normalize,
     iv_or,
     iv_sub,
@@ -17,7 +17,7 @@ from twinwall.analysis.packetset import (
     prefix_interval,
 )
 from twinwall.model import FAMILIES, WILDCARD_ADDRESSES, HostSnapshot, is_loopback_address
-from twinwall.ruleset import LocalRoutes, Ruleset
+from twinwall.netfilter.ruleset import LocalRoutes, Ruleset
 
 
 @dataclass

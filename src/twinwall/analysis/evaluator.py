@@ -1,6 +1,6 @@
 """Walk sets of packets through a ruleset the way netfilter does.
 
-Input: one family's rulesets (``twinwall.ruleset``), and a list of packet boxes. Output: every
+Input: one family's rulesets (``twinwall.netfilter.ruleset``), and a list of packet boxes. Output: every
 region of those packets with the verdict it gets and the rules that decided it.
 
 Netfilter semantics modelled here:
@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.chain_index import MIN_RULES as MIN_INDEXED_RULES
 from twinwall.analysis.chain_index import ChainIndex
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.packetset import (
     CT_NEW,
     CT_UNTRACKED,
     DPORT,
@@ -40,7 +40,7 @@ from twinwall.analysis.packetset import (
     split,
 )
 from twinwall.errors import TwinwallError
-from twinwall.ruleset import (
+from twinwall.netfilter.ruleset import (
     ACCEPT,
     CONTINUE,
     DNAT,

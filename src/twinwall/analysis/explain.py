@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 
 from twinwall.analysis.context import build_contexts
 from twinwall.analysis.evaluator import V_ACCEPT
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.packetset import (
     CT_NEW,
     DPORT,
     IIF,

@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.context import FamilyContext
 from twinwall.analysis.evaluator import V_ACCEPT, Outcome
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.packetset import (
     CT_RELATED,
     CT_UNTRACKED,
     DST,
@@ -57,7 +57,7 @@ from twinwall.analysis.packetset import (
     remote_sources,
 )
 from twinwall.model import IPV6, HostSnapshot
-from twinwall.ruleset import Decision
+from twinwall.netfilter.ruleset import Decision
 
 ICMPV6 = ((58, 58),)
 NS, NA = 135, 136

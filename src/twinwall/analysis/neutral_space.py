@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Dict, FrozenSet, List, Sequence, Tuple
 
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.packetset import (
     Box,
     DPORT,
     DST,

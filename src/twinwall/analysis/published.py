@@ -33,8 +33,8 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from twinwall.analysis.evaluator import V_ACCEPT, V_FORWARD, Outcome, accepted_by_policy
 from twinwall.analysis.frontends import frontend_of_chain
-from twinwall.ruleset import DNAT, REDIRECT
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.ruleset import DNAT, REDIRECT
+from twinwall.netfilter.packetset import (
     DPORT,
     DST,
     IIF,

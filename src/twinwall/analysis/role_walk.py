@@ -28,7 +28,7 @@ from twinwall.analysis.evaluator import (
     nat_rewrite,
     narrow_origin,
 )
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.packetset import (
     CT_NEW,
     CT_UNTRACKED,
     DPORT,
@@ -52,7 +52,7 @@ from twinwall.analysis.packetset import (
     split,
 )
 from twinwall.analysis.roles import GLOBAL, HOST, LOOPBACK, AddressRoles, role_set
-from twinwall.ruleset import (
+from twinwall.netfilter.ruleset import (
     ACCEPT,
     CONTINUE,
     DNAT,

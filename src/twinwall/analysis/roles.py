@@ -16,7 +16,7 @@ from typing import (
     Tuple,
 )
 
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.packetset import (
     Box,
     PROTO_ALL,
     address_space,

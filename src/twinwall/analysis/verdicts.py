@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.context import FamilyContext
 from twinwall.analysis.evaluator import Outcome
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.packetset import (
     Box,
     IIF,
     PORT_ALL,
@@ -29,7 +29,7 @@ from twinwall.analysis.packetset import (
     to_cidrs,
 )
 from twinwall.model import IPV4, IPV6, ListeningSocket
-from twinwall.ruleset import Decision
+from twinwall.netfilter.ruleset import Decision
 
 # A service's status in one family: can a new connection from elsewhere reach it?
 OPEN = "open"

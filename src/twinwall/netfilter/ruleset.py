@@ -3,7 +3,7 @@
 One ``Ruleset`` is what one family's packets meet from one rule source (an ``iptables-save`` dump,
 the native nftables tables, ...). Its ``base_chains`` say where packets enter (hook, priority);
 tables hold chains; chains hold rules. A rule is already *compiled*: its matches are packet-set
-constraints (see ``analysis.packetset``) plus the names of matches that cannot be decided
+constraints (see ``netfilter.packetset``) plus the names of matches that cannot be decided
 statically. The evaluator knows nothing of iptables or nftables syntax; the original rule text
 is kept only to explain verdicts.
 

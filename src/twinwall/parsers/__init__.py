@@ -1,1 +1,1 @@
-"""Parsers: rule source text -> twinwall.ruleset model."""
+"""Parsers: rule source text -> twinwall.netfilter.ruleset model."""

@@ -17,7 +17,7 @@ import socket
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.packetset import (
     CT_NAMES,
     DPORT,
     DST,
@@ -48,7 +48,7 @@ from twinwall.analysis.packetset import (
 )
 from twinwall.errors import InputError
 from twinwall.parsers.protocols import IP_PROTOCOLS, PORT_PROTOCOLS
-from twinwall.ruleset import (
+from twinwall.netfilter.ruleset import (
     ACCEPT,
     CONTINUE,
     DNAT,

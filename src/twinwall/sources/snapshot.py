@@ -7,14 +7,15 @@ never fails with a traceback on a hand-edited or foreign file.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import sys
+import typing
 from typing import Any, Dict, List
 
 from twinwall.errors import InputError
-from twinwall.report.json_out import dumps, write_json
-from twinwall.model import FAMILIES, HostSnapshot
+from twinwall.model import FAMILIES, HostSnapshot, InterfaceAddress, ListeningSocket
 
 __all__ = ["SCHEMA", "snapshot_to_json", "snapshot_from_json", "write_snapshot", "read_snapshot"]
 
@@ -30,15 +31,27 @@ def snapshot_to_json(snap: HostSnapshot) -> Dict[str, Any]:
 
 def write_snapshot(snap: HostSnapshot, path: str) -> None:
     """Write the snapshot as JSON to ``path`` ("-" = stdout)."""
-    doc = snapshot_to_json(snap)
+    blob = _json_bytes(snapshot_to_json(snap)) + b"\n"
     if path == "-":
-        write_json(doc, sys.stdout, pretty=True)
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:  # a text-only stream (io.StringIO in a test)
+            sys.stdout.write(blob.decode("utf-8"))
+            return
+        sys.stdout.flush()
+        buffer.write(blob)
+        buffer.flush()
         return
     try:
         with open(path, "wb") as fh:
-            fh.write(dumps(doc, pretty=True) + b"\n")
+            fh.write(blob)
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _json_bytes(doc: Dict[str, Any]) -> bytes:
+    """Indented UTF-8 JSON. The standard library's encoder: the collector runs on audited hosts
+    and needs nothing else (the same bytes report.json_out's orjson writes)."""
+    return json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8")
 
 
 def read_snapshot(path: str) -> HostSnapshot:
@@ -113,6 +126,23 @@ def snapshot_from_json(doc: Any, name: str = "snapshot") -> HostSnapshot:
 
 # field -> (type, required, nullable); "list:str" is a list of strings, "list" a list of objects.
 _Spec = Dict[str, tuple]
+
+
+def _spec_of(cls: type) -> _Spec:
+    """The spec of a model dataclass, read from its fields: the type from the annotation,
+    required when there is no default, nullable when the annotation is Optional."""
+    hints = typing.get_type_hints(cls)
+    out: _Spec = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        nullable = type(None) in args
+        kind = next(a for a in args if a is not type(None)) if nullable else hint
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        out[f.name] = (kind, required, nullable)
+    return out
+
+
 _TOP: _Spec = {
     "hostname": (str, False, False),
     "collected_at": (str, False, False),
@@ -128,25 +158,8 @@ _TOP: _Spec = {
     "table_sources": ("list", False, False),
     "sysctls": (dict, False, False),
 }
-_SOCKET: _Spec = {
-    "protocol": (str, True, False),
-    "family": (str, True, False),
-    "address": (str, True, False),
-    "port": (int, True, False),
-    "v6only": (bool, False, True),
-    "interface": (str, False, True),
-    "process": (str, False, True),
-    "pid": (int, False, True),
-    "unit": (str, False, True),
-    "uid": (int, False, True),
-}
-_ADDRESS: _Spec = {
-    "interface": (str, True, False),
-    "family": (str, True, False),
-    "address": (str, True, False),
-    "prefixlen": (int, True, False),
-    "scope": (str, False, False),
-}
+_SOCKET: _Spec = _spec_of(ListeningSocket)
+_ADDRESS: _Spec = _spec_of(InterfaceAddress)
 _IPV6: _Spec = {
     "enabled": (bool, False, True),
     "evidence": ("list:str", False, False),

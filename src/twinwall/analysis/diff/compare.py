@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
-from twinwall.analysis.interfaces import InterfaceUniverse
+from twinwall.netfilter.interfaces import InterfaceUniverse
 from twinwall.analysis.neutral_space import (
     ICMP6_TO_4,
     PTB,
@@ -37,7 +37,7 @@ from twinwall.analysis.neutral_space import (
     overlay,
     project,
 )
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.packetset import (
     Box,
     DPORT,
     DST,
@@ -77,7 +77,7 @@ from twinwall.analysis.roles import (
 from twinwall.errors import InputError
 from twinwall.loader import load_rulesets, unread_table_note, unread_tables
 from twinwall.model import IPV4, IPV6
-from twinwall.ruleset import Decision
+from twinwall.netfilter.ruleset import Decision
 
 HOOKS = ("input", "forward", "output")
 HOOK_PATHS = {

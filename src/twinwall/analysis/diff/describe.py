@@ -20,7 +20,7 @@ from twinwall.analysis.neutral_space import (
     V6_ONLY_BASE,
     canonical_icmp,
 )
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.packetset import (
     Box,
     CT_ALL,
     CT_NAMES,
@@ -47,7 +47,7 @@ from twinwall.analysis.packetset import (
 )
 from twinwall.analysis.roles import ROLE_NAMES
 from twinwall.model import IPV4
-from twinwall.ruleset import Decision
+from twinwall.netfilter.ruleset import Decision
 
 if TYPE_CHECKING:  # annotations only: the comparison imports this module
     from twinwall.analysis.diff.compare import DiffResult, Region, SideOnly

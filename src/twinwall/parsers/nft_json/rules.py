@@ -8,7 +8,7 @@ import json
 import socket
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.packetset import (
     CT_NAMES,
     IIF,
     MASK_DIMS,
@@ -25,7 +25,7 @@ from twinwall.analysis.packetset import (
     prefix_interval,
     tcp_flag_states,
 )
-from twinwall.analysis.packetset import complement as value_complement
+from twinwall.netfilter.packetset import complement as value_complement
 from twinwall.errors import InputError
 from twinwall.parsers.nft_json.expressions import _iface_spec, _unwrap
 from twinwall.parsers.nft_json.selectors import _left_sel, _Sel
@@ -42,7 +42,7 @@ from twinwall.parsers.nft_json.vocabulary import (
     _Unknown,
 )
 from twinwall.parsers.protocols import IP_PROTOCOLS
-from twinwall.ruleset import (
+from twinwall.netfilter.ruleset import (
     ACCEPT,
     CONTINUE,
     DNAT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.packetset import (
     DPORT,
     DST,
     GID,

@@ -8,7 +8,7 @@ import json
 import socket
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.packetset import (
     address_space,
 )
 from twinwall.errors import InputError
@@ -22,7 +22,7 @@ from twinwall.parsers.nft_json.vocabulary import (
     NAMED_PRIORITIES,
     VIEW_FAMILIES,
 )
-from twinwall.ruleset import (
+from twinwall.netfilter.ruleset import (
     DROP,
     BaseChain,
     Chain,
