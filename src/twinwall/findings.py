@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-SEVERITIES: Tuple[str, ...] = ("info", "low", "medium", "high", "critical")
+from twinwall.vocabulary import Severity
+
+SEVERITIES: Tuple[str, ...] = tuple(Severity)  # lowest first
 
 # CIS Benchmark (Debian/Ubuntu "iptables" section) controls, per family and topic.
 CIS: Dict[Tuple[str, str], str] = {

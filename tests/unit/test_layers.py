@@ -4,14 +4,14 @@ Every module's imports are read with ``ast``, those inside functions included (a
 into a function to break a circle still counts); imports under ``if TYPE_CHECKING:`` are left
 out, since they never run. The layers, lowest first:
 
-  floor      the model (model, errors, netfilter: packet sets, interfaces, the typed ruleset),
-             then what reads into it (parsers, loader, findings catalogue, twins)
+  floor      the model (model, errors, vocabulary, netfilter: packet sets, interfaces, the
+             typed ruleset), then what reads into it (parsers, loader, findings catalogue, twins)
   analysis   analysis/, and the parts built on it: scan/, apply/, fix/, policy/
   report     report/
   commands   commands/, cli, __main__, scan.cli
 
-A module may import its own layer or lower ones. netfilter/ imports nothing but the model, and
-the collector (sources/, run on audited hosts with nothing but the stdlib) imports only the
+A module may import its own layer or lower ones. netfilter/ imports only vocabulary, model and errors;
+the collector (sources/, run on audited hosts with nothing but the stdlib) only the
 stdlib, the model and errors.
 """
 
@@ -37,6 +37,7 @@ LAYERS = {
     "twinwall.loader": FLOOR,
     "twinwall.findings": FLOOR,
     "twinwall.twins": FLOOR,
+    "twinwall.vocabulary": FLOOR,
     "twinwall.sources": FLOOR,
     "twinwall.analysis": ANALYSIS,
     "twinwall.scan": ANALYSIS,
@@ -51,7 +52,7 @@ LAYERS = {
 }
 # packages held to a narrower rule than their layer: prefix -> the twinwall modules they may use
 RESTRICTED = {
-    "twinwall.netfilter": ("twinwall.netfilter", "twinwall.model", "twinwall.errors"),
+    "twinwall.netfilter": ("twinwall.netfilter", "twinwall.vocabulary", "twinwall.model", "twinwall.errors"),
     "twinwall.sources": ("twinwall.sources", "twinwall.model", "twinwall.errors"),
 }
 

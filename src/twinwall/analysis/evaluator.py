@@ -60,12 +60,13 @@ from twinwall.netfilter.ruleset import (
     Rule,
     Ruleset,
 )
+from twinwall.vocabulary import Verdict
 
-# Final verdicts of an Outcome.
-V_ACCEPT = "accept"
-V_DROP = "drop"
-V_REJECT = "reject"
-V_FORWARD = "forward"  # rewritten (DNAT) to an address that is not the host's: leaves INPUT
+# Final verdicts of an Outcome (twinwall.vocabulary.Verdict)
+V_ACCEPT = Verdict.ACCEPT
+V_DROP = Verdict.DROP
+V_REJECT = Verdict.REJECT
+V_FORWARD = Verdict.FORWARD
 
 MAX_DEPTH = 128  # netfilter allows no loops; this only guards against malformed input
 # hooks whose base chains' ACCEPT policy is the filtering decision (a prerouting chain's is not)

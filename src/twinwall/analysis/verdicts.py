@@ -30,15 +30,16 @@ from twinwall.netfilter.packetset import (
 )
 from twinwall.model import IPV4, IPV6, ListeningSocket
 from twinwall.netfilter.ruleset import Decision
+from twinwall.vocabulary import Status
 
-# A service's status in one family: can a new connection from elsewhere reach it?
-OPEN = "open"
-RESTRICTED = "restricted"
-FILTERED = "filtered"
-LOCAL_ONLY = "local-only"
-NOT_BOUND = "not-bound"
-DISABLED = "disabled"
-UNKNOWN = "unknown"  # no ruleset could be read for this family
+# A service's status in one family (twinwall.vocabulary.Status)
+OPEN = Status.OPEN
+RESTRICTED = Status.RESTRICTED
+FILTERED = Status.FILTERED
+LOCAL_ONLY = Status.LOCAL_ONLY
+NOT_BOUND = Status.NOT_BOUND
+DISABLED = Status.DISABLED
+UNKNOWN = Status.UNKNOWN
 REACH_RANK = {FILTERED: 0, RESTRICTED: 1, OPEN: 2}
 # statuses under which no remote client reaches the service, whatever the reason
 UNREACHED = (FILTERED, LOCAL_ONLY, NOT_BOUND, DISABLED)

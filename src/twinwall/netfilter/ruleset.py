@@ -16,20 +16,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-# Rule actions (what the evaluator does with the packets a rule matches).
-ACCEPT = "ACCEPT"
-DROP = "DROP"
-REJECT = "REJECT"
-RETURN = "RETURN"
-JUMP = "JUMP"
-GOTO = "GOTO"
-CONTINUE = "CONTINUE"  # LOG, NFLOG, MARK, counters...: evaluation goes on
-DNAT = "DNAT"  # nat: destination rewritten (to ``nat_to``); ends the nat chain
-REDIRECT = "REDIRECT"  # nat: to a local port; ends the nat chain
-NAT_DONE = "NAT_DONE"  # SNAT/MASQUERADE/NETMAP...: ends the nat chain, destination unchanged
-NOTRACK = "NOTRACK"  # raw: the packet becomes UNTRACKED
-QUEUE = "QUEUE"  # handed to user space: verdict unknown
-UNKNOWN = "UNKNOWN"  # a target twinwall does not model: treated as non-terminal, named
+from twinwall.vocabulary import Action
+
+# Rule actions (what the evaluator does with the packets a rule matches): twinwall.vocabulary's
+# Action, by the names the evaluator and parsers use.
+ACCEPT = Action.ACCEPT
+DROP = Action.DROP
+REJECT = Action.REJECT
+RETURN = Action.RETURN
+JUMP = Action.JUMP
+GOTO = Action.GOTO
+CONTINUE = Action.CONTINUE
+DNAT = Action.DNAT
+REDIRECT = Action.REDIRECT
+NAT_DONE = Action.NAT_DONE
+NOTRACK = Action.NOTRACK
+QUEUE = Action.QUEUE
+UNKNOWN = Action.UNKNOWN
 
 LOG_TARGETS = frozenset(("LOG", "NFLOG", "ULOG"))  # iptables targets that log and go on
 

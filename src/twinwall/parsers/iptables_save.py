@@ -49,25 +49,13 @@ from twinwall.netfilter.packetset import (
 from twinwall.errors import InputError
 from twinwall.parsers.protocols import IP_PROTOCOLS, PORT_PROTOCOLS
 from twinwall.netfilter.ruleset import (
-    ACCEPT,
-    CONTINUE,
-    DNAT,
-    DROP,
-    GOTO,
-    JUMP,
-    NAT_DONE,
-    NOTRACK,
-    QUEUE,
-    REDIRECT,
-    REJECT,
-    RETURN,
-    UNKNOWN,
     BaseChain,
     Chain,
     Rule,
     Ruleset,
     Table,
 )
+from twinwall.vocabulary import Action
 
 # Built-in chains and where they hook, with the kernel's priorities (NF_IP_PRI_*).
 BUILTIN_CHAINS: Dict[str, Dict[str, Tuple[str, int, str]]] = {
@@ -425,7 +413,7 @@ class _Compiler:
                 if m is not None:
                     # what compile_simple makes of it, without the general regex
                     src, target = m.groups()
-                    action = actions.get((table, JUMP, target)) or self._chain_jump(table, target)
+                    action = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
                     if action is not None:
                         value = addr_cache.get(src)
                         if value is None:
@@ -484,7 +472,7 @@ class _Compiler:
                 return None  # tokenize would drop it from the target's options
             if target == "DNAT" or target == "REDIRECT" or target == "CT":
                 return self._compile_simple(chain, number, line, m.groups())
-        action = self._actions.get((chain.table, JUMP, target)) or self._chain_jump(chain.table, target)
+        action = self._actions.get((chain.table, Action.JUMP, target)) or self._chain_jump(chain.table, target)
         if action is None:
             return self._compile_simple(chain, number, line, m.groups())
         alternatives = self._simple_alternatives(m.groups())
@@ -493,20 +481,20 @@ class _Compiler:
     def _chain_jump(self, table: str, target: str) -> Optional[str]:
         """JUMP when ``target`` is a chain of ``table`` (as _set_target decides, which tries the
         built-in verdicts first), remembered in _actions; None otherwise."""
-        if target in (ACCEPT, DROP, REJECT, RETURN):
+        if target in (Action.ACCEPT, Action.DROP, Action.REJECT, Action.RETURN):
             return None
         t = self.ruleset.tables.get(table)
         if t is None or target not in t.chains:
             return None
-        self._actions[(table, JUMP, target)] = JUMP
-        return JUMP
+        self._actions[(table, Action.JUMP, target)] = Action.JUMP
+        return Action.JUMP
 
     def _compile_simple(self, chain: Chain, number: int, line: str, groups) -> Rule:
         target, rest = groups[10], groups[11]
         rule = Rule(chain.table, chain.name, number, line)
         rule.alternatives = self._simple_alternatives(groups)
         rule.unknown = ()
-        self.set_target(rule, chain, JUMP, target, rest.split() if rest else [])
+        self.set_target(rule, chain, Action.JUMP, target, rest.split() if rest else [])
         return rule
 
     def _simple_alternatives(self, groups) -> Tuple:
@@ -558,7 +546,7 @@ class _Compiler:
         n = len(tokens)
         target = ""
         target_args: List[str] = []
-        kind = JUMP
+        kind = Action.JUMP
         rpfilter = False
 
         def add(dim: int, value, neg: bool) -> None:
@@ -589,7 +577,7 @@ class _Compiler:
             if tok in ("-j", "--jump", "-g", "--goto"):
                 if not args:
                     raise RuleSyntaxError("target missing")
-                kind = GOTO if tok in ("-g", "--goto") else JUMP
+                kind = Action.GOTO if tok in ("-g", "--goto") else Action.JUMP
                 target = args[0]
                 # everything after the target belongs to it
                 target_args = tokens[i:]
@@ -878,30 +866,30 @@ class _Compiler:
 
     def _set_target(self, rule: Rule, chain: Chain, kind: str, target: str, args: List[str]) -> None:
         if not target:
-            rule.action = CONTINUE
+            rule.action = Action.CONTINUE
             return
         table = self.ruleset.tables.get(chain.table)
-        if target in (ACCEPT, DROP, REJECT, RETURN):
+        if target in (Action.ACCEPT, Action.DROP, Action.REJECT, Action.RETURN):
             rule.action = target
         elif table is not None and target in table.chains:
             rule.action = kind
         elif target in CONTINUE_TARGETS:
-            rule.action = NOTRACK if target == "CT" and "--notrack" in args else CONTINUE
+            rule.action = Action.NOTRACK if target == "CT" and "--notrack" in args else Action.CONTINUE
         elif target == "NOTRACK":
-            rule.action = NOTRACK
+            rule.action = Action.NOTRACK
         elif target in NAT_DONE_TARGETS:
-            rule.action = NAT_DONE
+            rule.action = Action.NAT_DONE
         elif target == "DNAT":
-            rule.action = DNAT
+            rule.action = Action.DNAT
             rule.nat_to = self.dnat_target(_opt(args, "--to-destination"))
         elif target == "REDIRECT":
-            rule.action = REDIRECT
+            rule.action = Action.REDIRECT
             spec = _opt(args, "--to-ports")
             rule.nat_to = (None, ports(spec.replace("-", ":")) if spec else None)
         elif target in ("QUEUE", "NFQUEUE"):
-            rule.action = QUEUE
+            rule.action = Action.QUEUE
         else:
-            rule.action = UNKNOWN
+            rule.action = Action.UNKNOWN
 
     def dnat_target(self, spec: Optional[str]):
         if not spec:

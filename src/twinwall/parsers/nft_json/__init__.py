@@ -47,11 +47,11 @@ import json
 import re
 from typing import Dict, List, Optional, Tuple
 
+from twinwall.netfilter.ruleset import Ruleset
 from twinwall.parsers.nft_json.tables import _load, _split, _split_fast, xt_tables
 from twinwall.parsers.nft_json.text import rule_text
 from twinwall.parsers.nft_json.view import _View
 from twinwall.parsers.nft_json.vocabulary import NAMED_PRIORITIES, VIEW_FAMILIES
-from twinwall.netfilter.ruleset import Ruleset
 
 __all__ = ["parse_nft_json", "xt_tables", "rule_families", "netlink_nfproto", "rule_text", "NAMED_PRIORITIES"]
 

@@ -8,6 +8,7 @@ import json
 import socket
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
+from twinwall.errors import InputError
 from twinwall.netfilter.packetset import (
     CT_NAMES,
     IIF,
@@ -26,7 +27,10 @@ from twinwall.netfilter.packetset import (
     tcp_flag_states,
 )
 from twinwall.netfilter.packetset import complement as value_complement
-from twinwall.errors import InputError
+from twinwall.netfilter.ruleset import (
+    Chain,
+    Rule,
+)
 from twinwall.parsers.nft_json.expressions import _iface_spec, _unwrap
 from twinwall.parsers.nft_json.selectors import _left_sel, _Sel
 from twinwall.parsers.nft_json.tables import _TableData
@@ -42,23 +46,7 @@ from twinwall.parsers.nft_json.vocabulary import (
     _Unknown,
 )
 from twinwall.parsers.protocols import IP_PROTOCOLS
-from twinwall.netfilter.ruleset import (
-    ACCEPT,
-    CONTINUE,
-    DNAT,
-    DROP,
-    GOTO,
-    JUMP,
-    NAT_DONE,
-    NOTRACK,
-    QUEUE,
-    REDIRECT,
-    REJECT,
-    RETURN,
-    UNKNOWN,
-    Chain,
-    Rule,
-)
+from twinwall.vocabulary import Action
 
 if TYPE_CHECKING:  # annotations only: the view compiles rules with this module
     from twinwall.parsers.nft_json.view import _View
@@ -113,7 +101,7 @@ class _RuleCompiler:
             # silently vanish from the audit
             raise InputError(f'{self.where()}: "expr" is not a list: {json.dumps(exprs)[:80]}')
         text = rule_text(r)
-        action = CONTINUE
+        action = Action.CONTINUE
         target = ""
         nat_to = None
         expand: Optional[Tuple[str, Any]] = None  # ("vmap", body) / ("natmap", (kind, body))
@@ -126,14 +114,14 @@ class _RuleCompiler:
             if key == "match":
                 self.match(body)
                 continue
-            if action != CONTINUE or expand is not None:
+            if action != Action.CONTINUE or expand is not None:
                 break  # after a verdict nothing runs
             if key in ("accept", "drop", "return"):
-                action = {"accept": ACCEPT, "drop": DROP, "return": RETURN}[key]
+                action = {"accept": Action.ACCEPT, "drop": Action.DROP, "return": Action.RETURN}[key]
             elif key == "continue":
                 continue
             elif key in ("jump", "goto"):
-                action = JUMP if key == "jump" else GOTO
+                action = Action.JUMP if key == "jump" else Action.GOTO
                 target = body["target"]
             elif key == "reject":
                 action = self.reject(body)
@@ -146,9 +134,9 @@ class _RuleCompiler:
                 addr = (body or {}).get("addr")
                 if isinstance(addr, dict) and "map" in addr:
                     expand = ("natmap", body)
-                    action = DNAT
+                    action = Action.DNAT
                     continue
-                action = DNAT if key == "dnat" else REDIRECT
+                action = Action.DNAT if key == "dnat" else Action.REDIRECT
                 try:
                     nat_to = self.nat_target(body or {}, key)
                 except _Unknown as exc:
@@ -158,11 +146,11 @@ class _RuleCompiler:
                 fam = (body or {}).get("family")
                 if fam and self.t.family == "inet" and fam != self.view.nfamily:
                     continue
-                action = NAT_DONE
+                action = Action.NAT_DONE
             elif key == "queue":
-                action = QUEUE
+                action = Action.QUEUE
             elif key == "notrack":
-                action = NOTRACK
+                action = Action.NOTRACK
             elif key in _CONTINUE_STATEMENTS:
                 continue
             elif key in _MATCH_LIKE_STATEMENTS:
@@ -178,12 +166,12 @@ class _RuleCompiler:
         if self.t.family == "inet":
             text += self.hidden_nfproto(exprs, action)
         if unknown_stmt:
-            if action == CONTINUE and expand is None:
-                action, target = UNKNOWN, unknown_stmt
+            if action == Action.CONTINUE and expand is None:
+                action, target = Action.UNKNOWN, unknown_stmt
             else:
                 self.unknown.append(unknown_stmt)
         if self.never:
-            return [Rule(self.chain.table, self.chain.name, self.number, text, (), (), CONTINUE, "")]
+            return [Rule(self.chain.table, self.chain.name, self.number, text, (), (), Action.CONTINUE, "")]
         unknown = tuple(dict.fromkeys(self.unknown))
         base_alts = self.alternatives([])
         if expand is not None:
@@ -636,7 +624,7 @@ class _RuleCompiler:
                 self.gate("ipv6")
         if rtype == "tcp reset":
             self.add(PROTO, ((6, 6),))
-        return REJECT
+        return Action.REJECT
 
     def nat_target(self, body: Dict[str, Any], key: str) -> tuple:
         port = body.get("port")
@@ -700,8 +688,8 @@ class _RuleCompiler:
                         nat_to, unk = self.nat_map_value(_thaw(res), body), unknown + tag
                     except _Unknown as exc2:
                         nat_to, unk = (None, None), unknown + tag + (str(exc2),)
-                    out.append(Rule(table, cname, n, text, base_alts, unk, DNAT, "dnat", nat_to))
-            return out or [Rule(table, cname, n, text, (), (), CONTINUE, "")]
+                    out.append(Rule(table, cname, n, text, base_alts, unk, Action.DNAT, "dnat", nat_to))
+            return out or [Rule(table, cname, n, text, (), (), Action.CONTINUE, "")]
         out: List[Rule] = []
         for result, alternatives in groups:
             if not alternatives:
@@ -720,9 +708,9 @@ class _RuleCompiler:
                     unk = unknown
                 except _Unknown as exc:
                     nat_to, unk = (None, None), unknown + (str(exc),)
-                out.append(Rule(table, cname, n, text, alts, unk, DNAT, "dnat", nat_to))
+                out.append(Rule(table, cname, n, text, alts, unk, Action.DNAT, "dnat", nat_to))
         if not out:
-            out.append(Rule(table, cname, n, text, (), (), CONTINUE, ""))
+            out.append(Rule(table, cname, n, text, (), (), Action.CONTINUE, ""))
         return out
 
     def map_pairs(self, data: Any) -> List[Tuple[Any, Any]]:
@@ -825,15 +813,15 @@ def _verdict_of(v: Any) -> Tuple[str, str]:
     if isinstance(v, dict) and len(v) == 1:
         key, body = next(iter(v.items()))
         if key == "accept":
-            return (ACCEPT, "")
+            return (Action.ACCEPT, "")
         if key == "drop":
-            return (DROP, "")
+            return (Action.DROP, "")
         if key == "return":
-            return (RETURN, "")
+            return (Action.RETURN, "")
         if key == "continue":
             return ("continue", "")
         if key in ("jump", "goto"):
-            return (JUMP if key == "jump" else GOTO, body["target"])
+            return (Action.JUMP if key == "jump" else Action.GOTO, body["target"])
     if isinstance(v, str) and v in ("accept", "drop", "return", "continue"):
         return _verdict_of({v: None})
     raise InputError(f"verdict map value {_fmt(v)} is not a verdict")

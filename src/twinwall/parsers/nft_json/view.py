@@ -8,10 +8,18 @@ import json
 import socket
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from twinwall.errors import InputError
 from twinwall.netfilter.packetset import (
     address_space,
 )
-from twinwall.errors import InputError
+from twinwall.netfilter.ruleset import (
+    DROP,
+    BaseChain,
+    Chain,
+    Rule,
+    Ruleset,
+    Table,
+)
 from twinwall.parsers.nft_json.expressions import _iface_spec, _strings
 from twinwall.parsers.nft_json.rules import _RuleCompiler
 from twinwall.parsers.nft_json.tables import _TableData
@@ -21,14 +29,6 @@ from twinwall.parsers.nft_json.vocabulary import (
     INGRESS_OFFSET,
     NAMED_PRIORITIES,
     VIEW_FAMILIES,
-)
-from twinwall.netfilter.ruleset import (
-    DROP,
-    BaseChain,
-    Chain,
-    Rule,
-    Ruleset,
-    Table,
 )
 
 
