@@ -36,7 +36,7 @@ import xml.etree.ElementTree as ET
 from typing import Dict, List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_audit import twinwall_env  # noqa: E402
+from bench_audit import twinwall_env
 
 T4, T6 = "192.0.2.1", "2001:db8:5::1"
 S4, S6 = "192.0.2.2", "2001:db8:5::2"

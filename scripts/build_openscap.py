@@ -67,7 +67,7 @@ def benchmark() -> str:
     for _, text in controls:
         c = _control(text)
         out.append(_value(f"control_{c}", f"CIS control {c}", f"The control the rule {c} checks.", c))
-    for (family, topic), text in controls:
+    for (_family, topic), text in controls:
         c = _control(text)
         kinds = [k for k in CATALOGUE.values() if k.cis_topic == topic]
         severity = max((k.severity for k in kinds), key=["info", "low", "medium", "high", "critical"].index,

@@ -34,7 +34,7 @@ FORWARDING_SYSCTL = {IPV4: "net.ipv4.ip_forward", IPV6: "net.ipv6.conf.all.forwa
 def is_loopback_address(address: str) -> bool:
     """127.0.0.0/8, ::1 or an IPv4-mapped 127.x address (a zone suffix allowed)."""
     a = address.split("%")[0]
-    return a.startswith("127.") or a == "::1" or a.startswith("::ffff:127.")
+    return a == "::1" or a.startswith(("127.", "::ffff:127."))
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class ListeningSocket:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ListeningSocket":
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def identity(self) -> Tuple[str, str, str, int, Optional[str]]:
         """What makes two rows the same socket (ss may list one socket twice, once per thread

@@ -19,7 +19,7 @@ defects other branches are fixing (see ``Options``); the defaults say what is ex
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 IPV4, IPV6 = "ipv4", "ipv6"

@@ -21,7 +21,7 @@ import pytest
 from harness import IPV4, IPV6, ListenerSpec, Topology, netns_exec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
-from _iptables_forms import FORMS, difference, restore_text, saved_rules  # noqa: E402
+from _iptables_forms import FORMS, difference, restore_text, saved_rules
 
 TOOLS = {IPV4: "iptables", IPV6: "ip6tables"}
 VARIANTS = [v for v in ("nft", "legacy") if shutil.which(f"iptables-{v}-restore")]

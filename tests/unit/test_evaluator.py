@@ -216,7 +216,7 @@ def test_bad_input_is_a_one_line_error():
     rs = parse_iptables_save(table("-A INPUT -p tcp --dport 99999 -j ACCEPT"), "ipv4")
     rs.universe = InterfaceUniverse([])
     with pytest.raises(InputError, match="port out of range"):
-        rs.chain("filter", "INPUT").rules
+        _ = rs.chain("filter", "INPUT").rules
 
 
 def test_undecidable_matches_are_named():
@@ -448,7 +448,7 @@ def dispatch_ruleset(rng, n=80):
     """A kube-proxy-like dispatch chain: most rules keyed on one destination address or port,
     a few broad or unkeyed ones, jumps to small chains that return or decide."""
     lines = []
-    for i in range(n):
+    for _ in range(n):
         parts = []
         kind = rng.random()
         if kind < 0.7:

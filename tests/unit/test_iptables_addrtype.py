@@ -92,7 +92,7 @@ def test_broadcast_types():
 def test_ipv6_refuses_ipv4_only_types():
     ev, _ = ruleset("-A INPUT -m addrtype --dst-type BROADCAST -j DROP", family="ipv6")
     with pytest.raises(InputError, match="does not exist for IPv6"):
-        ev.rulesets[0].chain("filter", "INPUT").rules
+        _ = ev.rulesets[0].chain("filter", "INPUT").rules
 
 
 def test_offline_limit_iface_is_uncertain():

@@ -42,5 +42,5 @@ def test_commit_with_crlf_and_blanks_still_counts() -> None:
 def test_port_out_of_range_wording() -> None:
     # the wording the nft parser follows for the same mistake
     with pytest.raises(InputError, match=r"^rules\.v4: filter INPUT rule 2: port out of range: 70000: "):
-        parse_iptables_save(HEAD + "-A INPUT -p tcp --dport 70000 -j ACCEPT\nCOMMIT\n", "ipv4",
-                            "rules.v4").chain("filter", "INPUT").rules
+        _ = parse_iptables_save(HEAD + "-A INPUT -p tcp --dport 70000 -j ACCEPT\nCOMMIT\n", "ipv4",
+                                "rules.v4").chain("filter", "INPUT").rules

@@ -470,7 +470,7 @@ def test_nat_port_out_of_range_is_refused() -> None:
             rule("ip", "n", "pre", match(payload("tcp", "dport"), 80), {"redirect": {"port": 80000}}))
     rs = views_of(t)["ipv4"]
     with pytest.raises(InputError, match="ip n pre rule 1 .*port out of range: 80000"):
-        rs.chain("ip n", "pre").rules
+        _ = rs.chain("ip n", "pre").rules
 
 
 def test_ports_at_the_edges_of_the_range_are_fine() -> None:

@@ -84,7 +84,7 @@ def frontends_of(rulesets: Sequence) -> List[str]:
     for rs in rulesets:
         for name in getattr(rs, "frontends", None) or ():
             found.add(name)
-    if any(c.startswith("ufw-") or c.startswith("ufw6-") for c in chains):
+    if any(c.startswith(("ufw-", "ufw6-")) for c in chains):
         found.add(UFW)
     if "firewalld" in tables or chains & _FIREWALLD_CHAINS or any(_FIREWALLD_ZONE.match(c) for c in chains):
         found.add(FIREWALLD)

@@ -105,6 +105,7 @@ def _start(job: Callable[[], object]):
     status = 0
     try:
         os.close(read_fd)
+        payload: tuple
         try:
             payload = ("ok", job())
         except TwinwallError as exc:

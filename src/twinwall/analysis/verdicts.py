@@ -40,7 +40,7 @@ LOCAL_ONLY = Status.LOCAL_ONLY
 NOT_BOUND = Status.NOT_BOUND
 DISABLED = Status.DISABLED
 UNKNOWN = Status.UNKNOWN
-REACH_RANK = {FILTERED: 0, RESTRICTED: 1, OPEN: 2}
+REACH_RANK: Dict[str, int] = {FILTERED: 0, RESTRICTED: 1, OPEN: 2}
 # statuses under which no remote client reaches the service, whatever the reason
 UNREACHED = (FILTERED, LOCAL_ONLY, NOT_BOUND, DISABLED)
 

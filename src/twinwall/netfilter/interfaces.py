@@ -40,7 +40,7 @@ class InterfaceUniverse:
         if cached is not None:
             return cached
         m = 0
-        if spec.endswith("+") or spec.endswith("*"):
+        if spec.endswith(("+", "*")):
             p = spec[:-1]
             for i, name in enumerate(self.exact):
                 if name.startswith(p):

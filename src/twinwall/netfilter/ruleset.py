@@ -14,7 +14,7 @@ walked, so a 100k-rule ruleset costs only what a question actually visits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from twinwall.vocabulary import Action
 
@@ -132,6 +132,7 @@ class Chain:
     @property
     def rules(self) -> List[Rule]:
         if self._rules is None:
+            assert self._compile is not None  # set_source set both
             self._rules = self._compile(self, self._source)
             self._source = []
         return self._rules
@@ -186,7 +187,7 @@ class Ruleset:
     # interface names and "prefix+" patterns the rules mention (for the interface universe)
     interface_specs: Sequence[str] = ()
     # bound before evaluation; lazily compiled rules need it for interface masks
-    universe: object = None
+    universe: Any = None  # an InterfaceUniverse (netfilter.interfaces), bound by the analysis
     # the host's own addresses, loopback included (for addrtype LOCAL / fib daddr type local),
     # bound with the universe; None: unknown
     local_addresses: Optional[Tuple] = None

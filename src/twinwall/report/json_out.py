@@ -14,7 +14,7 @@ from typing import IO, Optional
 try:
     import orjson
 except ImportError:  # pragma: no cover - orjson is a declared dependency
-    orjson = None
+    orjson = None  # type: ignore[assignment]  # dumps() falls back to the standard library
 
 
 def dumps(data, pretty: bool = False) -> bytes:

@@ -321,7 +321,7 @@ async def _tcp_try(
             pass
         except OSError as exc:
             if exc.errno in _LOCAL_FATAL:
-                raise CollectionError(f"cannot connect ({exc.strerror}): lower --concurrency")
+                raise CollectionError(f"cannot connect ({exc.strerror}): lower --concurrency") from None
             state, reason = classify_error(TCP, exc.errno or 0, read_icmp_error(sock))
             return state, reason, None
         else:

@@ -657,7 +657,10 @@ def _iptables_expr(e) -> bool:
         # `--tcp-flags MASK COMP` / `--syn`: iptables-nft writes a masked tcp flags payload
         # (`tcp flags & (fin|syn|rst|ack) != syn`), with flag names as mask and value
         inner, mask = sel
-        flags = (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)))
+
+        def flags(v) -> bool:
+            return isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+
         return (isinstance(inner, dict) and inner.get("payload", {}).get("protocol") == "tcp"
                 and inner["payload"].get("field") == "flags" and flags(mask) and flags(right))
     if kind == "meta":

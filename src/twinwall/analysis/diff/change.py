@@ -84,7 +84,7 @@ class ChangeResult:
     def to_json(self) -> Dict:
         fams = {}
         for fam, res in self.families.items():
-            entries = {"opened": [], "closed": [], "changed": []}
+            entries: Dict[str, List[Dict]] = {"opened": [], "closed": [], "changed": []}
             for r in res.differences + res.not_comparable:
                 d = region_json(r, res, "before", "after")
                 d["change"] = self.region_change(r)

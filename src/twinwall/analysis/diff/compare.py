@@ -26,7 +26,7 @@ import gc
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from twinwall.netfilter.interfaces import InterfaceUniverse
 from twinwall.analysis.neutral_space import (
@@ -55,7 +55,7 @@ from twinwall.netfilter.packetset import (
     iv_contains,
     merge_with_payload,
 )
-from twinwall.analysis.context import build_contexts
+from twinwall.analysis.context import FamilyContext, build_contexts
 from twinwall.analysis.diff.describe import (
     describe_region,
     not_comparable_json,
@@ -134,14 +134,14 @@ def _side_key(side: Dict[str, FrozenSet]) -> FrozenSet:
     return frozenset(side.items())
 
 
-def _group_merge(entries: List[Tuple[object, Box, object]], combine=None) -> List[Tuple[Box, object]]:
+def _group_merge(entries: Sequence[Tuple[Any, Box, Any]], combine=None) -> List[Tuple[Box, Any]]:
     """Merge the boxes of entries with equal keys into the widest boxes. Without ``combine`` the
     payloads of one key are equal; with it they differ, and a merged box carries ``combine`` of
     its members' payloads."""
-    groups: Dict[object, List[Tuple[Box, object]]] = {}
+    groups: Dict[Any, List[Tuple[Box, Any]]] = {}
     for key, box, payload in entries:
         groups.setdefault(key, []).append((box, payload))
-    out: List[Tuple[Box, object]] = []
+    out: List[Tuple[Box, Any]] = []
     for group in groups.values():
         if combine is not None:
             out.extend(merge_with_payload(group, combine, rounds=6))
@@ -234,7 +234,9 @@ def evaluate_family(ctx, hooks: Sequence[str], roles_filter: Dict[str, Tuple[Fro
         dst = frozenset().union(*[roles_filter[h][1] for h in pre])
         box = start_box(ctx.family, src, dst, iface_all)
         # routing decision on the current destination; the source as it was sent
-        paths = {h: ((role_set(roles_filter[h][0]), role_set(roles_filter[h][1])), HOOK_PATHS[h][1:]) for h in pre}
+        paths: Dict[str, Tuple[Tuple[tuple, tuple], Sequence[str]]] = {
+            h: ((role_set(roles_filter[h][0]), role_set(roles_filter[h][1])), HOOK_PATHS[h][1:]) for h in pre
+        }
         raw.update(walker.run_routed(box, paths))
     if "output" in hooks:
         s_roles, d_roles = roles_filter["output"]
@@ -298,7 +300,7 @@ def evaluate_sides(contexts: Sequence, hooks: Sequence[str], roles_filter,
 class DiffResult:
     hooks: List[str]
     comparisons: Dict[str, Comparison]
-    universe: object
+    universe: InterfaceUniverse
     roles_filter: Dict[str, Tuple[FrozenSet[int], FrozenSet[int]]]
     notes: List[str] = field(default_factory=list)
     side_names: Tuple[str, str] = (IPV4, IPV6)
@@ -359,7 +361,7 @@ def _gc_paused():
             gc.enable()
 
 
-def diff_contexts(contexts: Dict[str, object], hooks: Sequence[str] = HOOKS, keep_regions: bool = False,
+def diff_contexts(contexts: Mapping[str, FamilyContext], hooks: Sequence[str] = HOOKS, keep_regions: bool = False,
                   parallel: Optional[bool] = None) -> DiffResult:
     """Compare IPv4 with IPv6 on the given hooks. ``contexts``: build_contexts() output."""
     sides = [contexts[IPV4], contexts[IPV6]]
@@ -436,6 +438,8 @@ def compare_hooks(hooks: Sequence[str], a: Dict[str, List], b: Dict[str, List], 
     if not parallel or len(hooks) < 2 or "input" not in hooks:
         return {h: compare_outcomes(h, a[h], b[h], keep_regions) for h in hooks}
     rest = [h for h in hooks if h != "input"]
+    mine: Any
+    theirs: Any
     mine, theirs = run_jobs([
         lambda: {h: compare_outcomes(h, a[h], b[h], keep_regions) for h in rest},
         lambda: compare_outcomes("input", a["input"], b["input"], keep_regions),
@@ -504,7 +508,7 @@ def example_packet(ctx, box: Box, rnd=None) -> Optional[Box]:
 # for the audit
 
 
-def egress_forward_differences(contexts: Dict[str, object]) -> List[str]:
+def egress_forward_differences(contexts: Mapping[str, FamilyContext]) -> List[str]:
     """One line per hook (forward, output) whose IPv4 and IPv6 verdicts differ somewhere, with
     the number of regions and one example; [] when they agree or a family's rules are unknown.
 

@@ -224,7 +224,7 @@ def _host_section(doc: Doc, index: int) -> str:
 def _fleet_table(hosts: List[Doc]) -> str:
     heads = "".join(f"<th>{_e(s)}</th>" for s in reversed(SEVERITIES))
     rows = []
-    for i, doc in enumerate(hosts):
+    for doc in hosts:
         counts = {s: 0 for s in SEVERITIES}
         for f in doc.get("findings", []):
             counts[f.get("severity", "info")] = counts.get(f.get("severity", "info"), 0) + 1
