@@ -1,6 +1,6 @@
 """What iptables-save prints back means to twinwall what was loaded (issue 10).
 
-1. Round trip: every hand form of tests/unit/_iptables_forms.py is loaded with iptables-restore
+1. Round trip: every hand form of tests/unit/parsers/_iptables_forms.py is loaded with iptables-restore
    / ip6tables-restore (nft, and legacy where present) into a throw-away namespace, read back
    with iptables-save, and twinwall must give the printed form the meaning of the hand form; the
    nft forms must be the ones pinned in the table (iptables 1.8.9).
@@ -20,7 +20,7 @@ import pytest
 
 from harness import IPV4, IPV6, ListenerSpec, Topology, netns_exec
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit" / "parsers"))
 from _iptables_forms import FORMS, difference, restore_text, saved_rules
 
 TOOLS = {IPV4: "iptables", IPV6: "ip6tables"}

@@ -312,7 +312,7 @@ def test_offline_legacy_beside_nft_dump_is_reported_and_cited_by_file(tmp_path):
 def test_offline_ip6tables_legacy_beside_native_nft_is_reported(tmp_path):
     from pathlib import Path
 
-    nft_json = Path(__file__).resolve().parent.parent / "fixtures" / "nft" / "inet_filter.json"
+    nft_json = Path(__file__).resolve().parents[2] / "fixtures" / "nft" / "inet_filter.json"
     (tmp_path / "legacy6").write_text(ACCEPT_ALL.replace("COMMIT", "-A INPUT -p tcp --dport 80 -j DROP\nCOMMIT"))
     (tmp_path / "ss").write_text(SS)
     proc = run_cli("audit", "--ip6tables-legacy", str(tmp_path / "legacy6"), "--nft", str(nft_json),
@@ -351,7 +351,7 @@ def test_nft_dump_alone_names_the_iptables_nft_tables_it_cannot_show(tmp_path):
     out of the nft ruleset, and the audit must say so unless iptables-save supplies them."""
     from pathlib import Path
 
-    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "nft"
+    fixtures = Path(__file__).resolve().parents[2] / "fixtures" / "nft"
     (tmp_path / "ss").write_text(SS)
     base = ["audit", "--nft", str(fixtures / "iptables_nft.json"), "--sockets", str(tmp_path / "ss"), "--format", "json"]
     alone = json.loads(run_cli(*base).stdout)
@@ -364,7 +364,7 @@ def test_nft_dump_alone_names_the_iptables_nft_tables_it_cannot_show(tmp_path):
 def test_diff_and_explain_name_the_iptables_nft_tables_an_nft_dump_cannot_show():
     from pathlib import Path
 
-    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "nft"
+    fixtures = Path(__file__).resolve().parents[2] / "fixtures" / "nft"
     nft = ["--nft", str(fixtures / "iptables_nft.json")]
     notes = json.loads(run_cli("diff", *nft, "--format", "json").stdout)["notes"]
     assert sum("table ip filter holds iptables-nft rules" in n for n in notes) == 1

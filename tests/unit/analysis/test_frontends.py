@@ -16,7 +16,7 @@ from twinwall.model import HostSnapshot, Ipv6State, RulesetText
 from twinwall.parsers.iptables_save import parse_iptables_save
 from twinwall.sources.sockets import parse_ss
 
-FIX = Path(__file__).resolve().parent.parent / "fixtures" / "frontends"
+FIX = Path(__file__).resolve().parents[2] / "fixtures" / "frontends"
 HAVE_NFT_JSON = importlib.util.find_spec("twinwall.parsers.nft_json") is not None
 
 

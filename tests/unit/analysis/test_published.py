@@ -18,7 +18,7 @@ from twinwall.analysis.published import family_rows, merge_published, published_
 from twinwall.loader import load_rulesets
 from twinwall.model import FAMILIES, HostSnapshot, InterfaceAddress
 
-FIX = Path(__file__).resolve().parent.parent / "fixtures" / "frontends"
+FIX = Path(__file__).resolve().parents[2] / "fixtures" / "frontends"
 
 SS = """\
 Netid State  Recv-Q Send-Q Local Address:Port  Peer Address:Port Process

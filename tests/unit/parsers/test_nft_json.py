@@ -25,7 +25,7 @@ from twinwall.errors import InputError
 from twinwall.parsers.nft_json import parse_nft_json, rule_text, xt_tables
 from twinwall.netfilter.ruleset import ACCEPT, DNAT, DROP, GOTO, JUMP, REJECT, Ruleset
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nft"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "nft"
 HOST = {"ipv4": "192.0.2.1", "ipv6": "2001:db8:a::1"}
 PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 

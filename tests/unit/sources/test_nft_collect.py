@@ -11,7 +11,7 @@ from twinwall.loader import load_rulesets
 from twinwall.model import HostSnapshot, RulesetText
 from twinwall.sources.host import NFT_SOURCE, CommandResult, collect_nft_ruleset
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nft"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "nft"
 
 
 def fixture(name: str) -> str:

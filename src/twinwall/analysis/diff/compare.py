@@ -16,7 +16,7 @@ The parts: ``analysis.roles`` (addresses by role), ``analysis.role_walk`` (the w
 at role level), ``analysis.neutral_space`` (the space both families share); this module compares
 the two walks (``analysis.diff.describe`` describes the regions). Regions agree with the evaluator run packet by packet:
 where a role's verdict is single, it is the evaluator's verdict for every packet of it; where it
-is mixed, every packet's verdict is one of the set (tests/unit/test_diff_properties.py checks
+is mixed, every packet's verdict is one of the set (tests/unit/analysis/test_diff_properties.py checks
 this).
 """
 
