@@ -1,0 +1,32 @@
+"""close: drop new connections to the service in the wider family (the narrower family's
+restriction is not copied: nobody gets in there)."""
+
+from __future__ import annotations
+
+from typing import List, Sequence
+
+from twinwall.analysis.audit import Finding
+from twinwall.fix.model import Change
+from twinwall.fix.strategies import FixContext, Strategy, service_rule
+from twinwall.fix.strategies.mirror import placed
+from twinwall.model import IPV4
+
+
+class Close(Strategy):
+    name = "close"
+    help = "drop the port in the wider family"
+    addresses = frozenset({"TW-FAMILY-GAP"})
+
+    def plan(self, findings: Sequence[Finding], ctx: FixContext) -> List[Change]:
+        out = []
+        for f in findings:
+            wide = f.family or IPV4
+            for row in f.table_rows():
+                svc = ctx.report.services[row]
+                change = placed(f, svc, wide, [service_rule(svc, wide, "DROP", not_iif="lo")], self.name)
+                change.note = f"{svc.label()}: closed over {wide}"
+                out.append(change)
+        return out
+
+
+STRATEGY = Close()
