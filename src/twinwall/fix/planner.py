@@ -126,7 +126,7 @@ def make_plan(snapshot: HostSnapshot, *, findings: Sequence[str] = (), strategy_
     report = audit_snapshot(snapshot)
     ctx = FixContext(snapshot, report, AddressMap.parse(maps))
     chosen, explicit = selected(report.findings, findings)
-    todo, refused = units(chosen, strategy_name, explicit or strategy_name is not None)
+    todo, refused = units(chosen, strategy_name, explicit)
     plan = Plan(snapshot, report, refused=refused)
     planned: List[Tuple[_Unit, List[Change]]] = []
     for u in todo:

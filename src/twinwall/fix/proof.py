@@ -61,7 +61,7 @@ def region_class(d: Dict) -> Set[str]:
     states = set(d.get("state") or [])
     if states and states <= {"established", "related", "untracked"}:
         out.add("established")
-    if d.get("protocol") in ("ipv6-icmp", "icmpv6"):
+    if d.get("protocol") in ("ipv6-icmp", "icmpv6") or (d.get("family") == "ipv6" and d.get("protocol") == "icmp"):
         out.add("icmpv6")
     return out
 

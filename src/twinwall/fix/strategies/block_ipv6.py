@@ -31,7 +31,7 @@ class BlockIpv6(Strategy):
                  loopback_accept(IPV6, "OUTPUT"), log_rule(IPV6, "OUTPUT")]
         ids = list(dict.fromkeys(f.id for f in findings))
         expected = (("TW-FAMILY-GAP", "ipv4"), ("TW-ICMPV6-NDP-BLOCKED", IPV6), ("TW-ICMPV6-ESSENTIAL-BLOCKED", IPV6),
-                    ("TW-ESTABLISHED-DROPPED", IPV6))
+                    ("TW-ESTABLISHED-DROPPED", IPV6), ("TW-EGRESS-FORWARD-DIFFER", None))
         return [Change(ids[0] if ids else "TW-FAMILY-GAP", IPV6, self.name, rules, place=TOP, replace_table=True,
                        policies={"INPUT": "DROP", "FORWARD": "DROP", "OUTPUT": "DROP"},
                        services=[], decided_by=[e for f in findings for e in f.evidence][:12],

@@ -7,7 +7,7 @@ from typing import List, Sequence
 
 from twinwall.analysis.audit import Finding
 from twinwall.fix.model import Change
-from twinwall.fix.strategies import FixContext, Strategy, service_rule
+from twinwall.fix.strategies import FixContext, Strategy, other, service_rule
 from twinwall.fix.strategies.mirror import placed
 from twinwall.model import IPV4
 
@@ -25,6 +25,8 @@ class Close(Strategy):
                 svc = ctx.report.services[row]
                 change = placed(f, svc, wide, [service_rule(svc, wide, "DROP", not_iif="lo")], self.name)
                 change.note = f"{svc.label()}: closed over {wide}"
+                # closing a service the narrower family restricts makes that family the wider one
+                change.expected = (("TW-FAMILY-GAP", other(wide)),)
                 out.append(change)
         return out
 

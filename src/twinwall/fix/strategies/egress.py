@@ -82,6 +82,8 @@ class Egress(Strategy):
                 raise Refused(f"{chain}: the {narrow} rules are already in {wide}")
             out.append(Change(f.id, wide, self.name, rules, place=TOP, chain=chain, policies=policies,
                               decided_by=list(f.evidence),
+                              # the twin carries the narrower family's own findings with it
+                              expected=tuple((g.id, wide) for g in ctx.report.findings if g.family == narrow),
                               note=f"{wide} {chain} gets the twin of {narrow}'s {len(narrow_table.chain(chain))} rules"))
         return out
 
