@@ -50,7 +50,7 @@ def owner_of(snapshot: HostSnapshot, report: AuditReport, family: str, chain: st
 def _kinds(snapshot: HostSnapshot, family: str) -> List[str]:
     out = []
     for t in snapshot.rulesets:
-        if t.format == "iptables-save" and t.family == family:
+        if t.format == "iptables-save" and t.family == family and "*" in t.text:
             out.append("iptables")
         elif t.format == "nft-json":
             from twinwall.parsers.nft_json import rule_families

@@ -10,6 +10,7 @@ from twinwall.analysis.audit import Finding
 from twinwall.analysis.verdicts import OPEN
 from twinwall.fix.model import BOTTOM, Change, Refused, RuleSpec
 from twinwall.fix.strategies import FixContext, Strategy, service_rule
+from twinwall.ruleset import NO_TABLE
 
 
 class AcceptNew(Strategy):
@@ -27,13 +28,15 @@ class AcceptNew(Strategy):
                 if v.status != OPEN:
                     raise Refused(f"{svc.label()} is {v.summary()} over {family}: an accept for every "
                                   "source would open it wider")
-                policy = next((d for d in v.decided_by if d.policy == "ACCEPT"), None)
-                if policy is None or policy.table != "filter":
+                policy = next((d for d in v.decided_by if d.policy == "ACCEPT" or d.table == NO_TABLE), None)
+                if policy is None or policy.table not in ("filter", NO_TABLE):
                     raise Refused(f"{svc.label()}: no filter chain policy accepts it")
-                rule = service_rule(svc, family, "ACCEPT", chain=policy.chain)
-                out.append(Change(f.id, family, self.name, [rule], place=BOTTOM, chain=policy.chain,
+                # no table at all (ip6tables never loaded): the rule starts the filter table
+                chain = policy.chain if policy.table == "filter" else "INPUT"
+                rule = service_rule(svc, family, "ACCEPT", chain=chain)
+                out.append(Change(f.id, family, self.name, [rule], place=BOTTOM, chain=chain,
                                   services=[svc.label()], decided_by=list(f.evidence),
-                                  note=f"{svc.label()}: accepted by rule instead of by the {policy.chain} policy"))
+                                  note=f"{svc.label()}: accepted by rule instead of by the {chain} policy"))
         return out
 
 
