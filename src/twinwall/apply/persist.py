@@ -44,7 +44,7 @@ def atomic_write(path: str, text: str) -> None:
 
 def _write_synced(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
-    mode = 0o600
+    mode = 0o644  # (what netfilter-persistent and iptables-services write)
     try:
         mode = os.stat(path).st_mode & 0o777
     except OSError:
