@@ -353,3 +353,21 @@ def test_apply_refuses_offline_input(tmp_path, capsys):
     ss.write_text("tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n")
     rc = main(["fix", "--iptables", str(v4), "--sockets", str(ss), "--finding", "TW-NO-RULE", "--apply"])
     assert rc in (1, 2)
+
+
+def test_ufw_and_firewalld_rules_name_their_family():
+    from twinwall.fix.owners import firewalld, ufw
+
+    r = RuleSpec("ipv6", "ufw6-user-input", "ACCEPT", protocol="tcp", dport=22, source="2001:db8:a::/64", state="NEW")
+    assert ufw.rule_args(r) == ["allow", "proto", "tcp", "from", "2001:db8:a::/64", "to", "any", "port", "22"]
+    deny = RuleSpec("ipv6", "INPUT", "DROP", protocol="udp", dport=123, not_iif="lo", state="NEW")
+    assert ufw.rule_args(deny)[:5] == ["deny", "proto", "udp", "from", "::/0"]  # ::/0: IPv6 only
+    assert ufw.ufw_spec("-A ufw6-user-input -p tcp -m tcp --dport 22 -j ACCEPT", "ipv6") == \
+        ["allow", "proto", "tcp", "from", "::/0", "to", "any", "port", "22"]
+    with pytest.raises(Refused):
+        ufw.rule_args(RuleSpec("ipv6", "INPUT", "ACCEPT", protocol="ipv6-icmp", icmp_type="packet-too-big"))
+    rich = firewalld.rich_rule(RuleSpec("ipv4", "INPUT", "ACCEPT", protocol="tcp", dport=22, source="192.0.2.0/24"))
+    assert rich == 'rule family="ipv4" source address="192.0.2.0/24" port port="22" protocol="tcp" accept'
+    with pytest.raises(Refused, match="firewall-cmd --add-rich-rule"):
+        firewalld.OWNER.render(None, [__import__("twinwall.fix.model", fromlist=["Change"]).Change(
+            "TW-FAMILY-GAP", "ipv6", "mirror", [RuleSpec("ipv6", "INPUT", "DROP", protocol="tcp", dport=22)])])

@@ -99,8 +99,9 @@ def _in_scratch(script: str, files: Dict[str, str], timeout: float = 60.0) -> st
 
 
 def restore_tool(family: str, variant: str) -> str:
-    base = "iptables" if family == "ipv4" else "ip6tables"
-    return f"{base}-{variant}-restore" if variant else f"{base}-restore"
+    from twinwall.apply.backends.iptables import tool  # (the transaction's own naming)
+
+    return tool(family, variant, "restore")
 
 
 def roundtrip_iptables(family: str, variant: str, text: str) -> str:

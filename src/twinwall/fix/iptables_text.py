@@ -12,13 +12,7 @@ from typing import Dict, List, Optional
 
 from twinwall.errors import InputError
 
-BUILTIN = {
-    "filter": ("INPUT", "FORWARD", "OUTPUT"),
-    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
-    "raw": ("PREROUTING", "OUTPUT"),
-    "security": ("INPUT", "FORWARD", "OUTPUT"),
-}
+from twinwall.apply.backends.iptables import BUILTIN_CHAINS as BUILTIN
 _COUNTERS = re.compile(r"^\[\d+:\d+\]\s+")
 
 
