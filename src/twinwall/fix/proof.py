@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from twinwall.analysis.audit import AuditReport, Finding, audit_snapshot
-from twinwall.analysis.diff import compare_snapshots, region_json
+from twinwall.analysis.diff.change import compare_snapshots
+from twinwall.analysis.diff.describe import region_json
 from twinwall.findings import SEVERITIES
 from twinwall.fix.model import Change
 from twinwall.model import HostSnapshot

@@ -24,7 +24,7 @@ from twinwall.model import IPV4, IPV6
 
 
 def wider_family(ctx: FixContext, hook: str) -> str:
-    from twinwall.analysis.diff import diff_snapshot
+    from twinwall.analysis.diff.compare import diff_snapshot
 
     # (the diff frees the texts it parses: give it a copy)
     result = diff_snapshot(copy.deepcopy(ctx.snapshot), hooks=(hook,), parallel=False)
