@@ -74,15 +74,36 @@ def narrow_verdict(report: AuditReport, row: int, narrow: str) -> FamilyVerdict:
     raise Refused(f"{svc.label()}: no {narrow} verdict to mirror")
 
 
+DOCKER_USER = "DOCKER-USER"
+
+
+def dnat_target(svc: ServiceReport, family: str):
+    """(address, port) a published service's DNAT sends ``family``'s connections to."""
+    import re
+
+    for t in svc.dnat.targets if svc.dnat else ():
+        m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)", t) if family == IPV6 else re.fullmatch(r"([0-9.]+):(\d+)", t)
+        if m:
+            return m.group(1), int(m.group(2))
+    return None
+
+
 def service_rule(svc: ServiceReport, family: str, action: str, **more) -> RuleSpec:
-    """A rule about new connections to one listening service from elsewhere."""
+    """A rule about new connections to one listening service from elsewhere; a port Docker
+    publishes is decided after its DNAT, in DOCKER-USER, by the container's address and port."""
     s = svc.socket
-    if svc.dnat is not None:
-        raise Refused(f"{svc.label()} is published through DNAT (decided in FORWARD): write the "
-                      "DOCKER-USER rule by hand")
     if s.protocol not in ("tcp", "udp"):
         raise Refused(f"{svc.label()}: protocol {s.protocol} is not planned")
     fields = dict(family=family, chain="INPUT", action=action, protocol=s.protocol, dport=s.port, state="NEW")
+    if svc.dnat is not None:
+        if (svc.dnat.frontend or "") != "docker":
+            raise Refused(f"{svc.label()} is published through DNAT by {svc.dnat.frontend or 'a rule'}: write "
+                          "its FORWARD rule by hand")
+        target = dnat_target(svc, family)
+        if target is None:
+            raise Refused(f"{svc.label()}: no {family} DNAT target to name in DOCKER-USER")
+        fields.update(chain=DOCKER_USER, destination=target[0], dport=target[1])
+        more.pop("not_iif", None)
     if s.interface:
         fields["iif"] = s.interface
     fields.update(more)

@@ -15,8 +15,8 @@ from typing import List, Optional, Sequence
 
 from twinwall.analysis.audit import Finding
 from twinwall.analysis.verdicts import FILTERED, RESTRICTED, FamilyVerdict, ServiceReport
-from twinwall.fix.model import BEFORE, BOTTOM, Change, Refused, RuleSpec
-from twinwall.fix.strategies import FixContext, Strategy, accepting_anchor, narrow_verdict, other, service_rule
+from twinwall.fix.model import BEFORE, BOTTOM, TOP, Change, Refused, RuleSpec
+from twinwall.fix.strategies import DOCKER_USER, FixContext, Strategy, accepting_anchor, narrow_verdict, other, service_rule
 from twinwall.fix.translate import AddressMap, reject_twin
 from twinwall.model import IPV4
 
@@ -35,6 +35,11 @@ def deny_action(narrow: FamilyVerdict, wide: str) -> dict:
 def twin_rules(svc: ServiceReport, wide: str, narrow: Optional[FamilyVerdict], amap: AddressMap) -> List[RuleSpec]:
     """Accept what ``narrow`` accepts (None or filtered: nothing), drop the rest."""
     rules: List[RuleSpec] = []
+    if narrow is not None and narrow.status == RESTRICTED and _all_except(narrow):
+        # "all except 198.51.100.0/24": the twin drops the exceptions, the rest stays as it is
+        for cidr in narrow.denied_sources:
+            rules.append(service_rule(svc, wide, source=amap.translate(cidr, wide), **deny_action(narrow, wide)))
+        return rules
     if narrow is not None and narrow.status == RESTRICTED:
         if not narrow.allowed:
             raise Refused(f"{svc.label()}: the {other(wide)} restriction cannot be written as combinations")
@@ -55,9 +60,21 @@ def twin_rules(svc: ServiceReport, wide: str, narrow: Optional[FamilyVerdict], a
     return rules
 
 
+def _all_except(v: FamilyVerdict) -> bool:
+    """Restricted only by a few denied sources, on every interface and source port."""
+    return (0 < len(v.denied_sources) <= 8 and bool(v.allowed)
+            and all(a.interfaces == ("*",) and a.source_ports == ("*",) for a in v.allowed)
+            and any(a.sources_text.startswith("all except") for a in v.allowed))
+
+
 def placed(finding: Finding, svc: ServiceReport, wide: str, rules: List[RuleSpec], strategy: str) -> Change:
     anchor = accepting_anchor(svc.verdicts[wide])
     change = Change(finding.id, wide, strategy, rules, services=[svc.label()], decided_by=list(finding.evidence))
+    if rules and rules[0].chain == DOCKER_USER:
+        # published through Docker: at the top of DOCKER-USER, before its RETURN
+        change.place, change.chain = TOP, DOCKER_USER
+        rules[:] = [replace(r, rank=4) for r in rules]
+        return change
     if anchor is not None and anchor.table == "filter":
         change.chain = anchor.chain
         if anchor.policy is None and anchor.rule_number:
