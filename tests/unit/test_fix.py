@@ -371,3 +371,45 @@ def test_ufw_and_firewalld_rules_name_their_family():
     with pytest.raises(Refused, match="firewall-cmd --add-rich-rule"):
         firewalld.OWNER.render(None, [__import__("twinwall.fix.model", fromlist=["Change"]).Change(
             "TW-FAMILY-GAP", "ipv6", "mirror", [RuleSpec("ipv6", "INPUT", "DROP", protocol="tcp", dport=22)])])
+
+
+NFT_RULESET = """table inet filter {
+    chain input {
+        type filter hook input priority filter; policy accept;
+        iifname "lo" accept
+        ct state established,related accept
+        meta nfproto ipv4 tcp dport 22 accept
+        meta nfproto ipv4 meta l4proto tcp drop
+    }
+}
+"""
+
+
+@needs_netns
+def test_nft_block_ipv6_is_a_twinwall_table_with_loopback_first():
+    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", "nft -f - && nft -j list ruleset"], input=NFT_RULESET,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    snap = HostSnapshot(sockets=parse_ss("tcp LISTEN 0 128 *:22 *:*\ntcp LISTEN 0 128 *:80 *:*\n"))
+    snap.rulesets.append(RulesetText("inet", "nft-json", "nft", "ruleset.json", res.stdout))
+    snap.ipv6 = Ipv6State(None, ["offline"])
+    plan = make_plan(snap, strategy_name="block-ipv6")
+    assert plan.proof is not None and plan.proof.ok, plan.refused
+    script = plan.candidate.nft
+    assert plan.candidate.backend == "nft" and "table inet twinwall" in script and "table inet filter" not in script
+    lines = [l for l in script.splitlines() if l.startswith(("insert", "add"))]
+    assert 'insert rule inet twinwall input meta nfproto ipv6 iifname "lo" accept' in lines
+    assert all(l.startswith("insert") for l in lines[:2])  # loopback accepts come before everything
+    assert lines[-1].endswith("meta nfproto ipv6 drop")
+    after_plan = audit_snapshot(candidate_after_nft(snap, script))
+    assert all(s.verdicts["ipv6"].status == "filtered" for s in after_plan.services)
+    assert all(s.verdicts["ipv4"].status != "filtered" or s.socket.port == 80 for s in after_plan.services)
+
+
+def candidate_after_nft(snap: HostSnapshot, script: str) -> HostSnapshot:
+    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", 'nft -f /dev/stdin <<EOF\n' + NFT_RULESET + script + 'EOF\nnft -j list ruleset'],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    out = HostSnapshot.from_dict(snap.to_dict())
+    out.rulesets = [RulesetText("inet", "nft-json", "nft", "fixed.json", res.stdout)]
+    return out

@@ -33,31 +33,34 @@ class NftOwner:
     name = "nft"
 
     def render(self, snapshot, changes: Sequence[Change]) -> Candidate:
-        lines: List[str] = []
-        for ch in changes:
+        from twinwall.fix.model import Refused
+
+        tops: List[tuple] = []  # (chain, rank, order, statement): the final order at the top
+        adds: List[str] = []
+        for n, ch in enumerate(changes):
             if ch.replace_table:
                 ch.note += " (in table inet twinwall: the other tables are left as they are)"
-            tops: List[str] = []
-            adds: List[str] = []
+            mine_top: List[str] = []
+            mine_add: List[str] = []
             for rule in ch.rules:
                 hook = HOOKS.get(rule.chain or ch.chain)
                 if hook is None:
-                    from twinwall.fix.model import Refused
-
                     raise Refused(f"chain {rule.chain} has no twinwall base chain")
-                stmt = rule.nft()
                 if ch.place == TOP and rule.rank < 5:
-                    tops.append(f"insert rule {TABLE} {hook} {stmt}")
+                    tops.append((hook, rule.rank, len(tops), f"insert rule {TABLE} {hook} {rule.nft()}"))
+                    mine_top.append(tops[-1][3])
                 else:
-                    adds.append(f"add rule {TABLE} {hook} {stmt}")
+                    mine_add.append(f"add rule {TABLE} {hook} {rule.nft()}")
             fam = "ipv4" if ch.family == "ipv4" else "ipv6"
             for chain, policy in ch.policies.items():
-                adds.append(f"add rule {TABLE} {HOOKS[chain]} meta nfproto {fam} {policy.lower()}")
-            cmds = list(reversed(tops)) + adds  # insert puts each at the top: last first
-            ch.owner, ch.commands = self.name, [f"nft {c}" for c in cmds]
-            ch.rules_text = "\n".join(tops + adds)
-            lines += cmds
-        script = table_script() + "".join(l + "\n" for l in lines)
+                mine_add.append(f"add rule {TABLE} {HOOKS[chain]} meta nfproto {fam} {policy.lower()}")
+            ch.owner = self.name
+            ch.commands = [f"nft {c}" for c in mine_top + mine_add]
+            ch.rules_text = "\n".join(mine_top + mine_add)
+            adds += mine_add
+        # each insert goes to the top: the rule meant to end first is inserted last
+        inserts = [t[3] for t in sorted(tops, key=lambda t: (t[1], t[2]), reverse=True)]
+        script = table_script() + "".join(l + "\n" for l in inserts + adds)
         return Candidate("nft", nft=script, summary=summary(changes))
 
 
