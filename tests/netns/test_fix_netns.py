@@ -128,14 +128,7 @@ def test_seed_000_forgotten_ip6tables_mirror_and_accept_new(topology: Topology) 
     assert rc == 0 and not again["changes"] and not again["refused"]
 
 
-RASH_V4 = rules("""
-    -A INPUT -m state --state INVALID -j LOG --log-prefix "DROP INVALID "
-    -A INPUT -m state --state INVALID -j DROP
-    -A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
-    -A INPUT -i lo -j ACCEPT
-    -A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
-    -A INPUT ! -i lo -j LOG --log-prefix "DROP "
-""")
+from test_audit_scenarios import _RASH_V4 as RASH_V4  # noqa: E402  (seed 001's IPv4 script, as the audit tests load it)
 
 
 def test_seed_001_block_ipv6(topology: Topology) -> None:

@@ -77,6 +77,14 @@ def narrow_verdict(report: AuditReport, row: int, narrow: str) -> FamilyVerdict:
 DOCKER_USER = "DOCKER-USER"
 
 
+def gap_services(findings: Sequence[Finding], ctx: FixContext):
+    """(finding, wider family, row, service) of every service the family gaps list."""
+    for f in findings:
+        wide = f.family or IPV4
+        for row in f.table_rows():
+            yield f, wide, row, ctx.report.services[row]
+
+
 def dnat_target(svc: ServiceReport, family: str):
     """(address, port) a published service's DNAT sends ``family``'s connections to."""
     import re

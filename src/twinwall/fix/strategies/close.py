@@ -7,9 +7,8 @@ from typing import List, Sequence
 
 from twinwall.analysis.audit import Finding
 from twinwall.fix.model import Change
-from twinwall.fix.strategies import FixContext, Strategy, other, service_rule
+from twinwall.fix.strategies import FixContext, Strategy, gap_services, other, service_rule
 from twinwall.fix.strategies.mirror import placed
-from twinwall.model import IPV4
 
 
 class Close(Strategy):
@@ -19,15 +18,12 @@ class Close(Strategy):
 
     def plan(self, findings: Sequence[Finding], ctx: FixContext) -> List[Change]:
         out = []
-        for f in findings:
-            wide = f.family or IPV4
-            for row in f.table_rows():
-                svc = ctx.report.services[row]
-                change = placed(f, svc, wide, [service_rule(svc, wide, "DROP", not_iif="lo")], self.name)
-                change.note = f"{svc.label()}: closed over {wide}"
-                # closing a service the narrower family restricts makes that family the wider one
-                change.expected = (("TW-FAMILY-GAP", other(wide)),)
-                out.append(change)
+        for f, wide, _, svc in gap_services(findings, ctx):
+            change = placed(f, svc, wide, [service_rule(svc, wide, "DROP", not_iif="lo")], self.name)
+            change.note = f"{svc.label()}: closed over {wide}"
+            # closing a service the narrower family restricts makes that family the wider one
+            change.expected = (("TW-FAMILY-GAP", other(wide)),)
+            out.append(change)
         return out
 
 

@@ -16,9 +16,9 @@ from typing import List, Optional, Sequence
 from twinwall.analysis.audit import Finding
 from twinwall.analysis.verdicts import FILTERED, RESTRICTED, FamilyVerdict, ServiceReport
 from twinwall.fix.model import BEFORE, BOTTOM, TOP, Change, Refused, RuleSpec
-from twinwall.fix.strategies import DOCKER_USER, FixContext, Strategy, accepting_anchor, narrow_verdict, other, service_rule
+from twinwall.fix.strategies import (DOCKER_USER, FixContext, Strategy, accepting_anchor, gap_services,
+                                     narrow_verdict, other, service_rule)
 from twinwall.fix.translate import AddressMap, reject_twin
-from twinwall.model import IPV4
 
 MAX_RULES = 32
 
@@ -92,17 +92,15 @@ class Mirror(Strategy):
 
     def plan(self, findings: Sequence[Finding], ctx: FixContext) -> List[Change]:
         out = []
-        for f in findings:
-            wide = f.family or IPV4
-            for row in f.table_rows():
-                svc = ctx.report.services[row]
-                nv = narrow_verdict(ctx.report, row, other(wide))
-                rules = twin_rules(svc, wide, None if nv.status == FILTERED else nv, ctx.amap)
-                if nv.status == FILTERED:
-                    rules = [service_rule(svc, wide, not_iif="lo", **deny_action(nv, wide))]
-                change = placed(f, svc, wide, rules, self.name)
-                change.note = f"{svc.label()}: {other(wide)} is {nv.summary()}; {wide} gets its twin"
-                out.append(change)
+        for f, wide, row, svc in gap_services(findings, ctx):
+            nv = narrow_verdict(ctx.report, row, other(wide))
+            if nv.status == FILTERED:
+                rules = [service_rule(svc, wide, not_iif="lo", **deny_action(nv, wide))]
+            else:
+                rules = twin_rules(svc, wide, nv, ctx.amap)
+            change = placed(f, svc, wide, rules, self.name)
+            change.note = f"{svc.label()}: {other(wide)} is {nv.summary()}; {wide} gets its twin"
+            out.append(change)
         return out
 
 
