@@ -335,6 +335,39 @@ def test_established_session_kept_and_lockout_refused(host, kind):
     assert host.twinwall("rollback")[0] == 0
 
 
+def test_ipv6_candidate_dropping_neighbour_discovery_is_refused(host):
+    """Established and tcp/22 accepted but ICMPv6 dropped: conntrack leaves NDP untracked, the
+    session dies when the neighbour entry goes stale. The guard asks analysis/ndp.py."""
+    hold = _echo_and_hold(host, "ipv6")
+    no_ndp = keeping("ipv6").replace("-A INPUT -p ipv6-icmp -j ACCEPT\n", "")
+    rc, tx, err = host.apply(candidate(None, no_ndp))
+    assert rc == 2 and "neighbour discovery" in err and "(ipv6;" in err, err
+    assert _ping(hold, "ok") == "ECHO ok"
+
+
+@pytest.mark.parametrize("how", ["sshd", "sudo"])
+def test_admin_found_through_the_process_tree(host, how):
+    """A session on port 2222 that nothing listens on any more: found only through the sshd
+    ancestor's socket, or through SSH_CONNECTION of the shell above a sudo that dropped it."""
+    path = host.write(candidate(keeping("ipv4"), keeping("ipv6")))  # accepts tcp/22, not 2222
+    sess = host.popen(["ip", "netns", "exec", host.ns, sys.executable, str(HELPER), "session", "2222", how,
+                       path, "--timeout", "30"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert sess.stdout.readline().strip() == "READY"
+    target = host.topo.server_address("inside", "ipv4")
+    hold = host.popen(["ip", "netns", "exec", host.topo.clients["inside"].ns, sys.executable, str(HELPER), "hold", target, "2222"],
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    assert hold.stdout.readline().startswith("CONNECTED")
+    out = []
+    while not (out and out[-1].startswith("RC ")):
+        line = sess.stdout.readline()
+        assert line, f"session ended: {out}"
+        out.append(line.strip())
+    assert out[-1] == "RC 2", out
+    found_by = "socket of sshd[" if how == "sshd" else "SSH_CONNECTION of sh["
+    assert any("would cut the admin's connection" in l and found_by in l and "2222" in l for l in out), out
+    assert _ping(hold, "still") == "ECHO still"
+
+
 def test_nft_candidate_that_cuts_the_session_is_refused(host):
     hold = _echo_and_hold(host, "ipv4")
     before = host.nft_ruleset()
