@@ -551,6 +551,16 @@ def test_docker_and_ufw_chains_unchanged_and_not_persisted(host):
     after = host.saves()["ipv4"]
     assert "-A INPUT -p tcp -m tcp --dport 443 -j ACCEPT" in after
     assert _chains_hash(after) == _chains_hash(before), "Docker's or ufw's chains were changed"
+    # a container starts while the transaction is pending: the rollback must not take it away
+    started = "-A DOCKER -d 203.0.113.3/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 81 -j ACCEPT"
+    harness.netns_exec(host.ns, "iptables", *started.split())
+    assert host.twinwall("rollback")[0] == 0
+    back = host.saves()["ipv4"]
+    assert started in back and "-A INPUT -p tcp -m tcp --dport 443 -j ACCEPT" not in back
+    assert [l for l in back if l != started] == before
+    harness.netns_exec(host.ns, "iptables", "-D", *started.split()[1:])
+    rc, tx, err = host.apply(candidate(stale, None))
+    assert rc == 0, err
     assert host.twinwall("confirm")[0] == 0
     persisted = (host.root / "etc/iptables/rules.v4").read_text()
     assert ":DOCKER " not in persisted and "-j DOCKER\n" not in persisted and "--to-destination" not in persisted
@@ -560,3 +570,27 @@ def test_docker_and_ufw_chains_unchanged_and_not_persisted(host):
     rc, tx, err = host.apply(candidate(gone, None))
     assert rc == 2 and "docker" in err and "DOCKER" in err, err
     assert _chains_hash(host.saves()["ipv4"]) == _chains_hash(before)
+
+
+# --------------------------------------------------------------------------------------------
+# a front-end's commands
+
+
+def test_commands_backend_applies_undoes_and_rolls_back(host):
+    """A front-end's own commands (ufw, firewall-cmd work the same way): real iptables commands
+    here, with their undo; a failing command undoes the ones that ran."""
+    harness.load_iptables(host.ns, BEFORE_V4, BEFORE_V6)
+    before = host.saves()
+    rule = ["INPUT", "-p", "tcp", "-m", "tcp", "--dport", "5555", "-j", "ACCEPT"]
+    cand = candidate(None, None, backend="commands")
+    cand.update(commands=[["iptables", "-I", *rule], ["ip6tables", "-I", *rule]],
+                undo_commands=[["iptables", "-D", *rule], ["ip6tables", "-D", *rule]])
+    rc, tx, err = host.apply(cand, timeout=3)
+    assert rc == 0, err
+    assert all("-A INPUT -p tcp -m tcp --dport 5555 -j ACCEPT" in host.saves()[f] for f in ("ipv4", "ipv6"))
+    restored = host.wait_until(lambda: host.saves() == before, tx["deadline"] + 10)
+    assert restored is not None and restored - tx["deadline"] <= 2.0
+    broken = dict(cand, commands=[["iptables", "-I", *rule], ["ip6tables", "-I", "NOSUCHCHAIN", "-j", "ACCEPT"]])
+    rc, tx, err = host.apply(broken)
+    assert rc == 2 and "NOSUCHCHAIN" in err and "the undo commands ran" in err, err
+    assert host.saves() == before
