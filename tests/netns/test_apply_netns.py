@@ -594,3 +594,27 @@ def test_commands_backend_applies_undoes_and_rolls_back(host):
     rc, tx, err = host.apply(broken)
     assert rc == 2 and "NOSUCHCHAIN" in err and "the undo commands ran" in err, err
     assert host.saves() == before
+
+
+def test_legacy_variant_uses_the_legacy_binaries(host):
+    def legacy():
+        return {f: rules_only(harness.netns_exec(host.ns, tool).stdout)
+                for f, tool in (("ipv4", "iptables-legacy-save"), ("ipv6", "ip6tables-legacy-save"))}
+
+    harness.netns_exec(host.ns, "iptables-legacy-restore", input=BEFORE_V4)
+    harness.netns_exec(host.ns, "ip6tables-legacy-restore", input=BEFORE_V6)
+    before, nft_before = legacy(), host.saves()
+    cand = dict(candidate(keeping("ipv4"), keeping("ipv6")), variant="legacy")
+    rc, tx, err = host.apply(cand)
+    assert rc == 0, err
+    assert any("--dport 22" in l for l in legacy()["ipv4"]) and host.saves() == nft_before
+    assert host.twinwall("rollback")[0] == 0
+    assert legacy() == before
+
+
+def test_the_systemd_timer_could_enter_this_namespace(host):
+    """A rollback run by PID 1 must act on the namespace the apply changed: the path recorded
+    for `nsenter --net=` is this namespace's /run/netns entry."""
+    res = harness.netns_exec(host.ns, sys.executable, "-c", "from twinwall.apply.watchdog import reachable_netns; "
+                             "print(reachable_netns())", env=host.env)
+    assert res.stdout.strip() == f"/run/netns/{host.ns}"
