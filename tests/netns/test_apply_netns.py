@@ -618,3 +618,19 @@ def test_the_systemd_timer_could_enter_this_namespace(host):
     res = harness.netns_exec(host.ns, sys.executable, "-c", "from twinwall.apply.watchdog import reachable_netns; "
                              "print(reachable_netns())", env=host.env)
     assert res.stdout.strip() == f"/run/netns/{host.ns}"
+
+
+def test_guard_checks_only_the_families_the_candidate_changes(host):
+    """IPv4's live rules pass the session through a match twinwall cannot decide (a rate limit):
+    an IPv6-only change does not touch it and is applied; an IPv4 candidate keeping that rule
+    cannot prove the session survives and is refused."""
+    limited = ("*filter\n" + FILTER_HEAD.format(policy="DROP") +
+               "-A INPUT -p tcp -m limit --limit 1000/sec --limit-burst 1000 -j ACCEPT\nCOMMIT\n")
+    harness.load_iptables(host.ns, limited, None)
+    hold = _echo_and_hold(host, "ipv4")
+    assert _ping(hold, "one") == "ECHO one"
+    rc, tx, err = host.apply(candidate(None, keeping("ipv6")))
+    assert rc == 0, err
+    assert host.twinwall("confirm")[0] == 0
+    rc, tx, err = host.apply(candidate(limited.replace("--limit-burst 1000", "--limit-burst 900"), None))
+    assert rc == 2 and "limit" in err and "(ipv4;" in err, (err, tx)

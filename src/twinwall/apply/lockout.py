@@ -383,7 +383,8 @@ def _route_dev(peer: str, run) -> Optional[str]:
 
 def guard(backend, saved: Dict[str, str]) -> Tuple[List[Connection], List[str]]:
     """(the admin's connections found, one sentence per connection the candidate would cut)."""
-    connections = admin_connections()
+    # (a family the candidate leaves alone keeps deciding its connections as it does now)
+    connections = [c for c in admin_connections() if c.family in backend.families()]
     if not connections:
         return [], []
     snap = after_snapshot(backend, saved)
