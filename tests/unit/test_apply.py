@@ -31,15 +31,15 @@ COMMIT
 :INPUT ACCEPT [10:600]
 :FORWARD DROP [0:0]
 :OUTPUT ACCEPT [0:0]
-:DOCKER - [0:0]
-:DOCKER-USER - [0:0]
 :ufw-user-input - [0:0]
+:DOCKER-USER - [0:0]
+:DOCKER - [0:0]
 -A INPUT -j ufw-user-input
+-A ufw-user-input -p tcp -m tcp --dport 22 -j ACCEPT
 -A FORWARD -j DOCKER-USER
+-A DOCKER-USER -j RETURN
 -A FORWARD -o docker0 -j DOCKER
 -A DOCKER -d 203.0.113.2/32 -p tcp -m tcp --dport 80 -j ACCEPT
--A DOCKER-USER -j RETURN
--A ufw-user-input -p tcp -m tcp --dport 22 -j ACCEPT
 COMMIT
 """
 
