@@ -147,6 +147,12 @@ class ApplyHost:
             if p.poll() is None:
                 p.kill()
                 p.wait(timeout=10)
+            for stream in (p.stdin, p.stdout, p.stderr):
+                if stream is not None:
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
         for path in self.state.glob("tx/*/transaction.json"):
             txid = path.parent.name
             for pid in self.watchdog_pids():
@@ -634,3 +640,15 @@ def test_guard_checks_only_the_families_the_candidate_changes(host):
     assert host.twinwall("confirm")[0] == 0
     rc, tx, err = host.apply(candidate(limited.replace("--limit-burst 1000", "--limit-burst 900"), None))
     assert rc == 2 and "limit" in err and "(ipv4;" in err, (err, tx)
+
+
+def test_nft_flush_ruleset_candidate_rolls_back_the_whole_ruleset(host):
+    harness.load_nft(host.ns, "table ip keep {\n set blocked {\n  type ipv4_addr\n  elements = { 203.0.113.9 }\n }\n"
+                     " chain input {\n  type filter hook input priority 10; policy accept;\n  ip saddr @blocked drop\n }\n}\n")
+    before = host.nft_ruleset()
+    script = "flush ruleset\ntable inet only {\n chain input {\n  type filter hook input priority 0; policy accept;\n  tcp dport 9 drop\n }\n}\n"
+    rc, tx, err = host.apply(candidate(None, None, backend="nft", nft=script), timeout=3)
+    assert rc == 0, err
+    assert not any("blocked" in l for l in host.nft_ruleset())
+    restored = host.wait_until(lambda: host.nft_ruleset() == before, tx["deadline"] + 10)
+    assert restored is not None and restored - tx["deadline"] <= 2.0, host.nft_ruleset()
