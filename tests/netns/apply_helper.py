@@ -12,6 +12,14 @@
 
     apply_helper.py echo ADDRESS PORT V6ONLY
         A real listener standing in for sshd: echoes every line of every connection.
+
+    apply_helper.py session PORT sshd|sudo APPLY-ARGS...
+        A login standing in for sshd's session process: listens on [::]:PORT (dual-stack), prints
+        ``READY``, accepts one connection, stops listening, echoes on it, then runs
+        ``apply APPLY-ARGS`` the way an admin's twinwall runs: ``sshd``: as a child of this process
+        renamed "sshd" (comm), with no SSH_CONNECTION anywhere; ``sudo``: under a shell whose
+        environment holds SSH_CONNECTION while twinwall's own does not (sudo drops it). Prints
+        apply's output, then ``RC <code>``; serves until stdin closes.
 """
 
 from __future__ import annotations
@@ -86,6 +94,46 @@ def echo_main(argv):
         threading.Thread(target=serve, args=(c,), daemon=True).start()
 
 
+def session_main(argv):
+    import ctypes
+    import os
+    import subprocess
+
+    port, how, apply_args = int(argv[0]), argv[1], argv[2:]
+    srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    srv.bind(("::", port))
+    srv.listen(1)
+    print("READY", flush=True)
+    conn, peer = srv.accept()
+    srv.close()  # (not an SSH port any more: only the process tree can tell this is a session)
+    local = conn.getsockname()
+
+    def serve():
+        while True:
+            data = conn.recv(4096)
+            if not data:
+                return
+            conn.sendall(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if k != "SSH_CONNECTION"}
+    cmd = [sys.executable, __file__, "apply", *apply_args]
+    if how == "sshd":
+        ctypes.CDLL(None).prctl(15, b"sshd", 0, 0, 0)  # PR_SET_NAME: comm "sshd"
+    else:
+        env["SSH_CONNECTION"] = f"{peer[0]} {peer[1]} {local[0]} {local[1]}"
+        # the shell keeps SSH_CONNECTION; the command under it (sudo's child) does not
+        cmd = ["sh", "-c", 'env -u SSH_CONNECTION "$@"; exit $?', "sh", *cmd]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    sys.stdout.write(res.stdout)
+    sys.stdout.write(res.stderr)
+    print(f"RC {res.returncode}", flush=True)
+    sys.stdin.read()
+    return 0
+
+
 if __name__ == "__main__":
     cmd, rest = sys.argv[1], sys.argv[2:]
-    sys.exit({"apply": apply_main, "hold": hold_main, "echo": echo_main}[cmd](rest))
+    sys.exit({"apply": apply_main, "hold": hold_main, "echo": echo_main, "session": session_main}[cmd](rest))

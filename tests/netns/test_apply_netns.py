@@ -147,6 +147,12 @@ class ApplyHost:
             if p.poll() is None:
                 p.kill()
                 p.wait(timeout=10)
+            for stream in (p.stdin, p.stdout, p.stderr):
+                if stream is not None:
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
         for path in self.state.glob("tx/*/transaction.json"):
             txid = path.parent.name
             for pid in self.watchdog_pids():
@@ -335,6 +341,39 @@ def test_established_session_kept_and_lockout_refused(host, kind):
     assert host.twinwall("rollback")[0] == 0
 
 
+def test_ipv6_candidate_dropping_neighbour_discovery_is_refused(host):
+    """Established and tcp/22 accepted but ICMPv6 dropped: conntrack leaves NDP untracked, the
+    session dies when the neighbour entry goes stale. The guard asks analysis/ndp.py."""
+    hold = _echo_and_hold(host, "ipv6")
+    no_ndp = keeping("ipv6").replace("-A INPUT -p ipv6-icmp -j ACCEPT\n", "")
+    rc, tx, err = host.apply(candidate(None, no_ndp))
+    assert rc == 2 and "neighbour discovery" in err and "(ipv6;" in err, err
+    assert _ping(hold, "ok") == "ECHO ok"
+
+
+@pytest.mark.parametrize("how", ["sshd", "sudo"])
+def test_admin_found_through_the_process_tree(host, how):
+    """A session on port 2222 that nothing listens on any more: found only through the sshd
+    ancestor's socket, or through SSH_CONNECTION of the shell above a sudo that dropped it."""
+    path = host.write(candidate(keeping("ipv4"), keeping("ipv6")))  # accepts tcp/22, not 2222
+    sess = host.popen(["ip", "netns", "exec", host.ns, sys.executable, str(HELPER), "session", "2222", how,
+                       path, "--timeout", "30"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert sess.stdout.readline().strip() == "READY"
+    target = host.topo.server_address("inside", "ipv4")
+    hold = host.popen(["ip", "netns", "exec", host.topo.clients["inside"].ns, sys.executable, str(HELPER), "hold", target, "2222"],
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    assert hold.stdout.readline().startswith("CONNECTED")
+    out = []
+    while not (out and out[-1].startswith("RC ")):
+        line = sess.stdout.readline()
+        assert line, f"session ended: {out}"
+        out.append(line.strip())
+    assert out[-1] == "RC 2", out
+    found_by = "socket of sshd[" if how == "sshd" else "SSH_CONNECTION of sh["
+    assert any("would cut the admin's connection" in l and found_by in l and "2222" in l for l in out), out
+    assert _ping(hold, "still") == "ECHO still"
+
+
 def test_nft_candidate_that_cuts_the_session_is_refused(host):
     hold = _echo_and_hold(host, "ipv4")
     before = host.nft_ruleset()
@@ -518,6 +557,16 @@ def test_docker_and_ufw_chains_unchanged_and_not_persisted(host):
     after = host.saves()["ipv4"]
     assert "-A INPUT -p tcp -m tcp --dport 443 -j ACCEPT" in after
     assert _chains_hash(after) == _chains_hash(before), "Docker's or ufw's chains were changed"
+    # a container starts while the transaction is pending: the rollback must not take it away
+    started = "-A DOCKER -d 203.0.113.3/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 81 -j ACCEPT"
+    harness.netns_exec(host.ns, "iptables", *started.split())
+    assert host.twinwall("rollback")[0] == 0
+    back = host.saves()["ipv4"]
+    assert started in back and "-A INPUT -p tcp -m tcp --dport 443 -j ACCEPT" not in back
+    assert [l for l in back if l != started] == before
+    harness.netns_exec(host.ns, "iptables", "-D", *started.split()[1:])
+    rc, tx, err = host.apply(candidate(stale, None))
+    assert rc == 0, err
     assert host.twinwall("confirm")[0] == 0
     persisted = (host.root / "etc/iptables/rules.v4").read_text()
     assert ":DOCKER " not in persisted and "-j DOCKER\n" not in persisted and "--to-destination" not in persisted
@@ -527,3 +576,79 @@ def test_docker_and_ufw_chains_unchanged_and_not_persisted(host):
     rc, tx, err = host.apply(candidate(gone, None))
     assert rc == 2 and "docker" in err and "DOCKER" in err, err
     assert _chains_hash(host.saves()["ipv4"]) == _chains_hash(before)
+
+
+# --------------------------------------------------------------------------------------------
+# a front-end's commands
+
+
+def test_commands_backend_applies_undoes_and_rolls_back(host):
+    """A front-end's own commands (ufw, firewall-cmd work the same way): real iptables commands
+    here, with their undo; a failing command undoes the ones that ran."""
+    harness.load_iptables(host.ns, BEFORE_V4, BEFORE_V6)
+    before = host.saves()
+    rule = ["INPUT", "-p", "tcp", "-m", "tcp", "--dport", "5555", "-j", "ACCEPT"]
+    cand = candidate(None, None, backend="commands")
+    cand.update(commands=[["iptables", "-I", *rule], ["ip6tables", "-I", *rule]],
+                undo_commands=[["iptables", "-D", *rule], ["ip6tables", "-D", *rule]])
+    rc, tx, err = host.apply(cand, timeout=3)
+    assert rc == 0, err
+    assert all("-A INPUT -p tcp -m tcp --dport 5555 -j ACCEPT" in host.saves()[f] for f in ("ipv4", "ipv6"))
+    restored = host.wait_until(lambda: host.saves() == before, tx["deadline"] + 10)
+    assert restored is not None and restored - tx["deadline"] <= 2.0
+    broken = dict(cand, commands=[["iptables", "-I", *rule], ["ip6tables", "-I", "NOSUCHCHAIN", "-j", "ACCEPT"]])
+    rc, tx, err = host.apply(broken)
+    assert rc == 2 and "NOSUCHCHAIN" in err and "the undo commands ran" in err, err
+    assert host.saves() == before
+
+
+def test_legacy_variant_uses_the_legacy_binaries(host):
+    def legacy():
+        return {f: rules_only(harness.netns_exec(host.ns, tool).stdout)
+                for f, tool in (("ipv4", "iptables-legacy-save"), ("ipv6", "ip6tables-legacy-save"))}
+
+    harness.netns_exec(host.ns, "iptables-legacy-restore", input=BEFORE_V4)
+    harness.netns_exec(host.ns, "ip6tables-legacy-restore", input=BEFORE_V6)
+    before, nft_before = legacy(), host.saves()
+    cand = dict(candidate(keeping("ipv4"), keeping("ipv6")), variant="legacy")
+    rc, tx, err = host.apply(cand)
+    assert rc == 0, err
+    assert any("--dport 22" in l for l in legacy()["ipv4"]) and host.saves() == nft_before
+    assert host.twinwall("rollback")[0] == 0
+    assert legacy() == before
+
+
+def test_the_systemd_timer_could_enter_this_namespace(host):
+    """A rollback run by PID 1 must act on the namespace the apply changed: the path recorded
+    for `nsenter --net=` is this namespace's /run/netns entry."""
+    res = harness.netns_exec(host.ns, sys.executable, "-c", "from twinwall.apply.watchdog import reachable_netns; "
+                             "print(reachable_netns())", env=host.env)
+    assert res.stdout.strip() == f"/run/netns/{host.ns}"
+
+
+def test_guard_checks_only_the_families_the_candidate_changes(host):
+    """IPv4's live rules pass the session through a match twinwall cannot decide (a rate limit):
+    an IPv6-only change does not touch it and is applied; an IPv4 candidate keeping that rule
+    cannot prove the session survives and is refused."""
+    limited = ("*filter\n" + FILTER_HEAD.format(policy="DROP") +
+               "-A INPUT -p tcp -m limit --limit 1000/sec --limit-burst 1000 -j ACCEPT\nCOMMIT\n")
+    harness.load_iptables(host.ns, limited, None)
+    hold = _echo_and_hold(host, "ipv4")
+    assert _ping(hold, "one") == "ECHO one"
+    rc, tx, err = host.apply(candidate(None, keeping("ipv6")))
+    assert rc == 0, err
+    assert host.twinwall("confirm")[0] == 0
+    rc, tx, err = host.apply(candidate(limited.replace("--limit-burst 1000", "--limit-burst 900"), None))
+    assert rc == 2 and "limit" in err and "(ipv4;" in err, (err, tx)
+
+
+def test_nft_flush_ruleset_candidate_rolls_back_the_whole_ruleset(host):
+    harness.load_nft(host.ns, "table ip keep {\n set blocked {\n  type ipv4_addr\n  elements = { 203.0.113.9 }\n }\n"
+                     " chain input {\n  type filter hook input priority 10; policy accept;\n  ip saddr @blocked drop\n }\n}\n")
+    before = host.nft_ruleset()
+    script = "flush ruleset\ntable inet only {\n chain input {\n  type filter hook input priority 0; policy accept;\n  tcp dport 9 drop\n }\n}\n"
+    rc, tx, err = host.apply(candidate(None, None, backend="nft", nft=script), timeout=3)
+    assert rc == 0, err
+    assert not any("blocked" in l for l in host.nft_ruleset())
+    restored = host.wait_until(lambda: host.nft_ruleset() == before, tx["deadline"] + 10)
+    assert restored is not None and restored - tx["deadline"] <= 2.0, host.nft_ruleset()

@@ -331,6 +331,11 @@ def check(snapshot, connections: List[Connection]) -> List[str]:
     rulesets = load_rulesets(snapshot)
     ifaces = {c.peer: _route_dev(c.peer, run_command) for c in connections}
     contexts = build_contexts(snapshot, rulesets, [d for d in ifaces.values() if d])
+    ndp = None
+    if any(c.family == "ipv6" for c in connections) and contexts["ipv6"].rules_known:
+        from twinwall.analysis.ndp import neighbour_discovery, on_link_prefixes
+
+        ndp = neighbour_discovery(contexts["ipv6"], on_link_prefixes(snapshot))
     problems = []
     for c in connections:
         ctx = contexts[c.family]
@@ -350,14 +355,21 @@ def check(snapshot, connections: List[Connection]) -> List[str]:
             ("its packets out", ev.hook_path(("output", "postrouting"), [make_box(local, peer, every, iface, proto=tcp, sport=port, dport=replies, state=CT_ESTABLISHED)])),
             (f"a new connection from {c.peer} to port {c.lport}", ev.local_input([make_box(peer, local, iface, every, proto=tcp, sport=CLIENT_PORTS, dport=port, state=CT_NEW)])),
         ]
+        cut = None
         for what, outcomes in walks:
             bad = [o for o in outcomes if o.verdict != V_ACCEPT]
             if bad:
                 o = bad[0]
                 maybe = f" (if {', '.join(o.uncertain)} matches)" if o.uncertain else ""
-                problems.append(f"the candidate would cut the admin's connection {c} ({c.family}; {c.how}): "
-                                f"{what}: {o.verdict} by {_decided(o)}{maybe}")
+                cut = f"{what}: {o.verdict} by {_decided(o)}{maybe}"
                 break
+        if cut is None and c.family == "ipv6" and ndp is not None and ndp.restricts:
+            # conntrack leaves neighbour discovery untracked: an "established" accept does not
+            # pass it, and the session dies once the neighbour entry goes stale
+            if not ndp.cut(make_box(peer, local, iface, every, proto=tcp, state=CT_NEW)):
+                cut = ndp.reason()
+        if cut:
+            problems.append(f"the candidate would cut the admin's connection {c} ({c.family}; {c.how}): {cut}")
     return problems
 
 
@@ -371,7 +383,8 @@ def _route_dev(peer: str, run) -> Optional[str]:
 
 def guard(backend, saved: Dict[str, str]) -> Tuple[List[Connection], List[str]]:
     """(the admin's connections found, one sentence per connection the candidate would cut)."""
-    connections = admin_connections()
+    # (a family the candidate leaves alone keeps deciding its connections as it does now)
+    connections = [c for c in admin_connections() if c.family in backend.families()]
     if not connections:
         return [], []
     snap = after_snapshot(backend, saved)

@@ -41,10 +41,13 @@ def reachable_netns() -> Optional[str]:
     for a named one, None when there is none (an anonymous namespace)."""
     try:
         mine = os.stat("/proc/self/ns/net")
+    except OSError:
+        return None
+    try:
         if os.stat("/proc/1/ns/net").st_ino == mine.st_ino:
             return ""
     except OSError:
-        return None
+        pass  # (PID 1's namespaces hidden from us: a named one may still be found below)
     try:
         names = os.listdir("/run/netns")
     except OSError:

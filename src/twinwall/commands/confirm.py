@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from twinwall.commands.transaction import add_state_dir, print_transaction
+from twinwall.commands.transaction import add_arguments as transaction_arguments
+from twinwall.commands.transaction import print_transaction
 
 DESCRIPTION = """\
 Keep the pending transaction: stop its rollback, then write the confirmed rules where the
@@ -19,9 +20,7 @@ exit codes: 0 confirmed, 2 error (no pending transaction, persisting failed)"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("id", nargs="?", metavar="ID", help="the transaction (default: the pending one)")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
-    add_state_dir(p)
+    transaction_arguments(p, with_id=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,7 +22,9 @@ def add_state_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", metavar="DIR", help="transaction state (default: $TWINWALL_STATE_DIR or /var/lib/twinwall)")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser, with_id: bool = False) -> None:
+    if with_id:  # (confirm, rollback)
+        p.add_argument("id", nargs="?", metavar="ID", help="the transaction (default: the pending one)")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     add_state_dir(p)
 

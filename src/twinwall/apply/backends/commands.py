@@ -47,8 +47,11 @@ class CommandsBackend(Backend):
             fail_hook("commands")
         errors = self._run_all(self.candidate.commands, stop_on_error=True)
         if errors:
+            # the whole undo, as the planner wrote it: an undo of a command that never ran
+            # fails harmlessly (`iptables -D`, `ufw delete` of a rule that is not there)
             undo = self._run_all(self.candidate.undo_commands, stop_on_error=False)
-            raise CommandFailed(f"{errors[0]}; undone" + (f" (undo failed: {'; '.join(undo)})" if undo else ""))
+            raise CommandFailed(f"{errors[0]}; the undo commands ran" +
+                                (f" ({len(undo)} refused, as for commands that never ran: {undo[0]})" if undo else ""))
 
     def restore(self, saved: Dict[str, str]) -> None:
         errors = self._run_all(self.candidate.undo_commands, stop_on_error=False)

@@ -101,10 +101,12 @@ def chain_lines(lines: List[str], chain: str) -> List[str]:
     return [l for l in lines if chain_of(l) == chain]
 
 
-def keep_frontend_chains(candidate: Dict[str, List[str]], live: Dict[str, List[str]], family: str) -> Dict[str, List[str]]:
+def keep_frontend_chains(candidate: Dict[str, List[str]], live: Dict[str, List[str]], family: str,
+                         add_missing: bool = False) -> Dict[str, List[str]]:
     """The candidate's tables with every front-end-owned chain the live table holds taken as it
     is loaded now (Docker may have added a container's rules since the plan was made): the
-    change must leave them exactly as they are. A candidate that would delete one is refused."""
+    change must leave them exactly as they are. A candidate that would delete one is refused;
+    with ``add_missing`` (a rollback to rules saved before Docker made the chain) it is added."""
     out: Dict[str, List[str]] = {}
     for name, lines in candidate.items():
         live_lines = live.get(name, [])
@@ -114,7 +116,10 @@ def keep_frontend_chains(candidate: Dict[str, List[str]], live: Dict[str, List[s
             continue
         declared = {chain_of(l) for l in lines if l.startswith(":")}
         missing = [c for c in owned if c not in declared]
-        if missing:
+        if missing and add_missing:
+            at = max(i for i, l in enumerate(lines) if l.startswith("*") or l.startswith(":")) + 1
+            lines = lines[:at] + [l for l in live_lines if l.startswith(":") and chain_of(l) in missing] + lines[at:]
+        elif missing:
             who = sorted({owner_of_chain(c) for c in missing})
             raise InputError(
                 f"the {family} candidate replaces table {name} without {', '.join(who)}'s chains "
@@ -244,18 +249,28 @@ class IptablesBackend(Backend):
             done.append(family)
 
     def restore_family(self, family: str, saved_text: str) -> None:
+        """The tables the candidate replaced, as saved (those it created: emptied, and removed
+        where iptables-nft can), with the front-ends' chains as they are loaded now: Docker may
+        have started a container since the apply, and a rollback must not take it away."""
         saved_tables = split_tables(saved_text)
-        restore = dict(saved_tables)
-        absent = [name for name in self.tables.get(family, {}) if name not in saved_tables]
-        for name in absent:
-            restore[name] = empty_table(name)
+        touched = list(self.tables.get(family, {}))
+        absent = [name for name in touched if name not in saved_tables]
+        restore = {name: saved_tables[name] if name in saved_tables else empty_table(name) for name in touched}
+        current = self._current(family)
+        if current is not None:
+            restore = keep_frontend_chains(restore, current, family, add_missing=True)
         if restore:
             self._restore(family, join_tables(restore))
         if absent and self._is_nft():
             # a table the candidate created did not exist before: iptables-nft can remove it
             nft_family = "ip" if family == "ipv4" else "ip6"
             for name in absent:
-                run_tool(["nft", "delete", "table", nft_family, name])
+                if not any(l.startswith(":") and owner_of_chain(chain_of(l) or "") for l in restore[name]):
+                    run_tool(["nft", "delete", "table", nft_family, name])
+
+    def _current(self, family: str) -> Optional[Dict[str, List[str]]]:
+        res = run_tool([self._tool(family, "save")])
+        return split_tables(res.stdout) if res.returncode == 0 else None
 
     def _is_nft(self) -> bool:
         if self.variant:
