@@ -539,7 +539,7 @@ COMMIT
 
 
 def _chains_hash(lines: List[str], prefixes=("DOCKER", "ufw-")) -> str:
-    picked = [l for l in lines if any(l.startswith(f":{p}") or l.startswith(f"-A {p}") for p in prefixes)]
+    picked = [l for l in lines if any(l.startswith((f":{p}", f"-A {p}")) for p in prefixes)]
     assert picked
     return hashlib.sha256("\n".join(picked).encode()).hexdigest()
 

@@ -15,7 +15,6 @@ import json
 import textwrap
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import pytest
 
 from harness import IPV4, IPV6, ListenerSpec, ProbeRequest, Topology, netns_exec, probe_many
 

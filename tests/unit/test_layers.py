@@ -32,7 +32,6 @@ LAYERS = {
     "twinwall.model": FLOOR,
     "twinwall.errors": FLOOR,
     "twinwall.netfilter": FLOOR,
-    "twinwall.ruleset": FLOOR,
     "twinwall.parsers": FLOOR,
     "twinwall.loader": FLOOR,
     "twinwall.findings": FLOOR,
@@ -185,9 +184,42 @@ def _edges() -> Dict[str, Set[str]]:
     }
 
 
+# Circles known and owned, each with the edge that closes it (left out of the check). The test
+# below fails once one is gone, so the entry is removed with the circle.
+KNOWN_CIRCLES = {
+    # watchdog.main, the detached watchdog process's entry point, calls transaction.expire; the
+    # transaction arms and disarms that watchdog. To split by apply's owner (the entry point in
+    # a module of its own: is_our_watchdog recognises running watchdogs by its import line).
+    ("twinwall.apply.watchdog", "twinwall.apply.transaction"),
+}
+
+
 def test_no_import_circle():
-    cycle = find_cycle(_edges())
+    edges = _edges()
+    for a, b in KNOWN_CIRCLES:
+        edges[a] = edges[a] - {b}
+    cycle = find_cycle(edges)
     assert cycle is None, "import circle: " + " -> ".join(cycle or [])
+
+
+def _reaches(edges: Dict[str, Set[str]], start: str, goal: str) -> bool:
+    seen, todo = set(), [start]
+    while todo:
+        n = todo.pop()
+        if n == goal:
+            return True
+        if n not in seen:
+            seen.add(n)
+            todo.extend(edges.get(n, ()))
+    return False
+
+
+def test_known_circles_still_exist():
+    edges = _edges()
+    for a, b in KNOWN_CIRCLES:
+        assert b in edges.get(a, ()) and _reaches(edges, b, a), (
+            f"{a} -> {b} no longer closes a circle: remove it from KNOWN_CIRCLES"
+        )
 
 
 def test_the_checks_can_fail():

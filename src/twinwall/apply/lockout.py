@@ -230,7 +230,6 @@ def after_snapshot(backend, saved: Dict[str, str]):
     """The live host's snapshot with the candidate's rules in place of what they replace; None
     when nothing predicts the rules (a commands candidate without predicted texts)."""
     from twinwall.apply.candidate import Candidate
-    from twinwall.model import RulesetText
     from twinwall.sources.host import collect_host
 
     snap = collect_host(include_rules=True)
@@ -321,7 +320,7 @@ def check(snapshot, connections: List[Connection]) -> List[str]:
     """One sentence per connection the ruleset of ``snapshot`` would cut (empty: all kept)."""
     from twinwall.analysis.context import build_contexts
     from twinwall.analysis.evaluator import V_ACCEPT
-    from twinwall.analysis.packetset import CT_ESTABLISHED, CT_NEW, iv_or, make_box, prefix_interval
+    from twinwall.netfilter.packetset import CT_ESTABLISHED, CT_NEW, iv_or, make_box, prefix_interval
     from twinwall.analysis.verdicts import CLIENT_PORTS
     from twinwall.loader import load_rulesets
     from twinwall.sources.host import run_command

@@ -12,10 +12,8 @@ is kept as ``FILE.bak``, and checked with ``--test`` / ``nft -c`` first.
 from __future__ import annotations
 
 import os
-from typing import Callable, List, Optional
+from typing import List, Optional
 
-from twinwall.apply.backends import first_error_line, run_tool
-from twinwall.errors import InputError
 
 BEGIN = "# BEGIN twinwall (managed block: twinwall confirm rewrites it)"
 END = "# END twinwall"
@@ -84,29 +82,6 @@ def nft_path(root: str) -> str:
     if os.path.isdir(under(root, "/etc/sysconfig")) and not os.path.exists(under(root, "/etc/nftables.conf")):
         return under(root, "/etc/sysconfig/nftables.conf")
     return under(root, "/etc/nftables.conf")
-
-
-def persist_iptables(root: str, backend, tool: Callable[[str, str], str]) -> List[str]:
-    from twinwall.apply.backends.iptables import join_tables, split_tables, strip_docker
-
-    written = []
-    for family, tables in backend.tables.items():
-        for path in iptables_paths(root, family):
-            merged = split_tables(_read(path))
-            merged.update(tables)
-            merged, stripped = strip_docker(merged)
-            text = "# written by twinwall confirm: the confirmed ruleset\n"
-            if stripped:
-                text += "# Docker's chains left out (Docker rebuilds them): " + ", ".join(stripped) + "\n"
-            text += join_tables(merged)
-            restore = tool(family, "restore")
-            res = run_tool([restore, "--test"], input=text)
-            if res.returncode != 0:
-                raise InputError(f"{path}: the ruleset to persist does not pass {restore} --test "
-                                 f"({first_error_line(res)}); nothing written")
-            atomic_write(path, text)
-            written.append(path)
-    return written
 
 
 def persist_nft(root: str, script: str) -> List[str]:

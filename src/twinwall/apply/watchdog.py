@@ -177,6 +177,6 @@ def main(argv: List[str]) -> None:
         done = transaction.expire(txid, state_dir=state_dir, who=who)
     except Exception as exc:  # the log is all there is to tell
         print(f"{time.strftime('%FT%TZ', time.gmtime())} rollback of {txid} failed: {exc}", flush=True)
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     if done is not None:
         print(f"{time.strftime('%FT%TZ', time.gmtime())} {done.message}", flush=True)

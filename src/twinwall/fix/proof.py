@@ -12,7 +12,7 @@ is touched. A plan is proved when
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set
 
 from twinwall.analysis.audit import AuditReport, Finding, audit_snapshot
 from twinwall.analysis.diff.change import compare_snapshots

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import List
 
-from twinwall.apply.candidate import Candidate, restore_tool
+from twinwall.apply.candidate import restore_tool
 from twinwall.fix.planner import Plan
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from twinwall.errors import InputError
 from twinwall.fix.model import Refused
-from twinwall.model import IPV4, IPV6
+from twinwall.model import IPV6
 from twinwall.twins import ICMP4_TO_6, ICMP4_TYPE, ICMP6_TO_4, ICMP6_TYPE, REJECT4_TO_6, REJECT6_TO_4
 
 Network = ipaddress._BaseNetwork  # (either version)

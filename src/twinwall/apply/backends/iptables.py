@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twinwall.analysis.frontends import frontend_of_chain
 from twinwall.apply.backends import Backend, first_error_line, run_tool
@@ -77,7 +77,7 @@ def normalized(lines: List[str]) -> List[str]:
 def chain_of(line: str) -> Optional[str]:
     if line.startswith(":"):
         return line[1:].split()[0]
-    if line.startswith("-A ") or line.startswith("-I "):
+    if line.startswith(("-A ", "-I ")):
         return line.split()[1]
     return None
 
@@ -90,7 +90,7 @@ def owner_of_chain(chain: str) -> Optional[str]:
     owner = frontend_of_chain(chain)
     if owner:
         return owner
-    if chain.startswith("ufw-") or chain.startswith("ufw6-"):
+    if chain.startswith(("ufw-", "ufw6-")):
         return "ufw"
     if chain.startswith("f2b-"):
         return "fail2ban"
@@ -117,7 +117,7 @@ def keep_frontend_chains(candidate: Dict[str, List[str]], live: Dict[str, List[s
         declared = {chain_of(l) for l in lines if l.startswith(":")}
         missing = [c for c in owned if c not in declared]
         if missing and add_missing:
-            at = max(i for i, l in enumerate(lines) if l.startswith("*") or l.startswith(":")) + 1
+            at = max(i for i, l in enumerate(lines) if l.startswith(("*", ":"))) + 1
             lines = lines[:at] + [l for l in live_lines if l.startswith(":") and chain_of(l) in missing] + lines[at:]
         elif missing:
             who = sorted({owner_of_chain(c) for c in missing})
@@ -289,9 +289,7 @@ class IptablesBackend(Backend):
             raise RestoreFailed("; ".join(errors))
 
     def persist(self, root: str) -> List[str]:
-        from twinwall.apply import persist
-
-        return persist.persist_iptables(root, self, self._tool)
+        return persist_iptables(root, self, self._tool)
 
 
 def canonical(backend: IptablesBackend, family: str, lines: List[str]) -> List[str]:
@@ -306,3 +304,29 @@ def canonical(backend: IptablesBackend, family: str, lines: List[str]) -> List[s
     if res.returncode != 0:
         return lines
     return split_tables(res.stdout).get(name, lines)
+
+
+def persist_iptables(root: str, backend, tool: Callable[[str, str], str]) -> List[str]:
+    """Write the backend's confirmed tables into the distribution's iptables files under root
+    (merged with what is there, Docker's chains left out), each checked with restore --test.
+    Here, not in apply.persist: it is the iptables backend's format (persist imports no backend)."""
+    from twinwall.apply import persist
+
+    written = []
+    for family, tables in backend.tables.items():
+        for path in persist.iptables_paths(root, family):
+            merged = split_tables(persist._read(path))
+            merged.update(tables)
+            merged, stripped = strip_docker(merged)
+            text = "# written by twinwall confirm: the confirmed ruleset\n"
+            if stripped:
+                text += "# Docker's chains left out (Docker rebuilds them): " + ", ".join(stripped) + "\n"
+            text += join_tables(merged)
+            restore = tool(family, "restore")
+            res = run_tool([restore, "--test"], input=text)
+            if res.returncode != 0:
+                raise InputError(f"{path}: the ruleset to persist does not pass {restore} --test "
+                                 f"({first_error_line(res)}); nothing written")
+            persist.atomic_write(path, text)
+            written.append(path)
+    return written

@@ -11,7 +11,6 @@ import importlib
 from typing import Dict, List, Sequence
 
 from twinwall.analysis.audit import AuditReport
-from twinwall.fix.model import Change
 from twinwall.model import HostSnapshot
 
 MODULES: Dict[str, str] = {

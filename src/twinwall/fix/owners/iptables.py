@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from twinwall.apply.candidate import Candidate
 from twinwall.fix.iptables_text import BUILTIN, SaveText
-from twinwall.fix.model import BEFORE, BOTTOM, TOP, Change, Refused, RuleSpec, TOOL
+from twinwall.fix.model import BEFORE, TOP, Change, Refused, RuleSpec, TOOL
 from twinwall.fix.owners import variant
 from twinwall.fix.translate import join_args
 from twinwall.model import FAMILIES, HostSnapshot
@@ -76,7 +76,7 @@ def edit_family(text: Optional[str], changes: Sequence[Change]) -> Tuple[str, Di
         new: List[_Slot] = []
         seen = set()
 
-        def add(i: int, line: str) -> None:
+        def add(i: int, line: str, seen: set = seen, new: List[_Slot] = new) -> None:
             if line not in seen:
                 seen.add(line)
                 new.append(_Slot(line, i))

@@ -12,10 +12,10 @@ before another table drops it. A chain policy the strategy sets becomes a last `
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 from twinwall.apply.candidate import Candidate
-from twinwall.fix.model import TOP, Change, RuleSpec
+from twinwall.fix.model import TOP, Change
 from twinwall.fix.owners.iptables import summary
 
 TABLE = "inet twinwall"
@@ -37,7 +37,7 @@ class NftOwner:
 
         tops: List[tuple] = []  # (chain, rank, order, statement): the final order at the top
         adds: List[str] = []
-        for n, ch in enumerate(changes):
+        for ch in changes:
             if ch.replace_table:
                 ch.note += " (in table inet twinwall: the other tables are left as they are)"
             mine_top: List[str] = []

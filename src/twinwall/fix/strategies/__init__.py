@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, List, Optional, Sequence
+from typing import Dict, FrozenSet, List, Sequence
 
 from twinwall.analysis.audit import AuditReport, Finding
 from twinwall.analysis.verdicts import REACH_RANK, FamilyVerdict, ServiceReport

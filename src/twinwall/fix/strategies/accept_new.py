@@ -8,9 +8,9 @@ from typing import List, Sequence
 
 from twinwall.analysis.audit import Finding
 from twinwall.analysis.verdicts import OPEN
-from twinwall.fix.model import BOTTOM, Change, Refused, RuleSpec
+from twinwall.fix.model import BOTTOM, Change, Refused
 from twinwall.fix.strategies import FixContext, Strategy, service_rule
-from twinwall.ruleset import NO_TABLE
+from twinwall.netfilter.ruleset import NO_TABLE
 
 
 class AcceptNew(Strategy):

@@ -11,7 +11,6 @@ without an IPv6 SSH accept), a rate-limited LOG that never sees loopback, and po
 
 from __future__ import annotations
 
-import re
 import shlex
 from typing import List, Sequence
 

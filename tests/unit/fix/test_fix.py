@@ -13,8 +13,7 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import pytest
 
