@@ -42,6 +42,7 @@ import rulegen  # noqa: E402
 from harness import Listener, ListenerSpec, ProbeRequest, ip_batch, netns_exec, probe_many, sysctl_set  # noqa: E402
 
 from twinwall.analysis.audit import audit_snapshot  # noqa: E402
+from twinwall.analysis.connection import ConnectionLegs  # noqa: E402
 from twinwall.analysis.context import build_contexts, socket_destinations  # noqa: E402
 from twinwall.analysis.evaluator import V_ACCEPT  # noqa: E402
 from twinwall.analysis.ndp import neighbour_discovery, on_link_prefixes  # noqa: E402
@@ -462,6 +463,7 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
     rulesets = load_rulesets(snapshot)
     contexts = build_contexts(snapshot, rulesets)
     ndp = neighbour_discovery(contexts[IPV6], on_link_prefixes(snapshot)) if IPV6 in contexts else None
+    legs = {fam: ConnectionLegs.of(ctx) for fam, ctx in contexts.items()}
     out: List[Tuple[Optional[bool], str, bool]] = []
     sockets = list(snapshot.sockets)
     for p in probes:
@@ -479,10 +481,19 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
         reach = False
         moved = False  # accepted, but NAT made it another destination (address or port)
         why = []
+        unsure: List[str] = []
         for o in outcomes:
             why.append(f"{o.verdict} by {[x.describe() for x in o.decided_by][-3:]}")
             if o.verdict != V_ACCEPT:
                 continue
+            if legs[p.family] is not None:
+                # the connection's further packets must pass too (analysis.connection)
+                pieces, cutters, maybe = legs[p.family].cut(o.box, o)
+                unsure += maybe
+                if not pieces:
+                    why.append(f"{legs[p.family].reason(cutters)} by "
+                               f"{[x.describe() for c in cutters for x in c.decided_by][-3:]}")
+                    continue
             for s in sockets:
                 if s.protocol != p.proto or not s.accepts_family(p.family):
                     continue
@@ -491,6 +502,9 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
                         True for _ in iv_and(o.box[DST], dsts)) and iv_contains(o.box[PROTO], num):
                     reach = True
                     moved = moved or not iv_contains(o.box[DPORT], p.port) or not iv_contains(o.box[DST], d[0])
+        if unsure:
+            out.append((None, f"uncertain (further packets): {sorted(set(unsure))}", False))
+            continue
         if reach and p.family == IPV6 and ndp is not None and ndp.restricts and not ndp.cut(box):
             if ndp.uncertain():
                 out.append((None, f"uncertain (NDP): {ndp.uncertain()}", False))

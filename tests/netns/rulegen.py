@@ -45,9 +45,8 @@ class Options:
     ndp_unguarded: bool = False  # NDP may be dropped: the per-probe prediction asks analysis/ndp.py (78/80 seeds agree with it on; seed 4: ndp.py cuts a client off when NDP to one host address is dropped, the kernel still connects)
     nat_to_self: bool = True  # REDIRECT / DNAT to a listening port of the host
     raw_ctstate: bool = True  # conntrack state matches in raw, before conntrack has run
-    # the client's later packets (ESTABLISHED) may be dropped: twinwall judges a connection by
-    # its first packet only, a TCP probe needs its ACK through too (not fixed: see the report)
-    established_unguarded: bool = False
+    # the client's later packets (ESTABLISHED) may be dropped (analysis.connection models them)
+    established_unguarded: bool = True
 
 
 @dataclass

@@ -44,6 +44,7 @@ from twinwall.analysis.packetset import (
     iv_sub,
     multicast_addresses,
     prefix_interval,
+    ct_state_match,
     tcp_flag_states,
 )
 from twinwall.errors import InputError
@@ -979,7 +980,7 @@ def ct_states(spec: str) -> int:
             continue
         else:
             raise RuleSyntaxError(f"unknown conntrack state {s!r}")
-    return mask
+    return ct_state_match(mask)
 
 
 # libxt_tcp's flag names; its ALL is these six (ECE and CWR are tolerated, iptables has no name

@@ -68,6 +68,7 @@ from twinwall.analysis.packetset import (
     iv_sub,
     multicast_addresses,
     prefix_interval,
+    ct_state_match,
     tcp_flag_states,
 )
 from twinwall.errors import InputError
@@ -1226,7 +1227,7 @@ class _RuleCompiler:
                 if bit is None:
                     raise _Unknown(f"ct state {name}")
                 mask |= bit
-            return mask
+            return ct_state_match(mask)
         if kind == "pkttype":
             return self.pkttype(el)
         if kind == "fibtype":
