@@ -108,9 +108,13 @@ class ConnectionLegs:
         ev = ctx.evaluator()
         clients = remote_sources(ctx.family)
         every = ctx.universe.all_mask
-        later = ev.local_input(
-            [make_box(clients, ctx.remote_targets, ctx.remote_ifaces, every, proto=TCP, state=CT_ESTABLISHED)],
-            later=True)
+        box = make_box(clients, ctx.remote_targets, ctx.remote_ifaces, every, proto=TCP, state=CT_ESTABLISHED)
+        # Without the nat chains first (cheap: a big host's nat table is its biggest): where that
+        # walk denies nothing, no rewrite can lead a later packet to a denial either (a rewrite
+        # to the host keeps it inside the box: REDIRECT, DNAT to one of its remote addresses)
+        later = ev.local_input([box], nat=False)
+        if any(o.verdict in _DENIED for o in later):
+            later = ev.local_input([box], later=True)
         answered = iv_sub(clients, prefix_set(NO_CLIENT_V6, IPV6)) if ctx.family == IPV6 else clients
         replies = ev.hook_path(
             OUT_PATH,
