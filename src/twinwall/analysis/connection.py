@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.context import FamilyContext
-from twinwall.analysis.evaluator import V_DROP, V_REJECT, Outcome, narrow_origin
+from twinwall.analysis.evaluator import V_DROP, V_REJECT, Outcome, after_nat, narrow_origin
 from twinwall.analysis.packetset import (
     CT_ESTABLISHED,
     DPORT,
@@ -164,7 +164,7 @@ class ConnectionLegs:
                     if not origins:
                         break
                 if rewritten:
-                    pieces = [_after_nat(outcome, box, p) for p in origins]
+                    pieces = [after_nat(outcome.origin, outcome.box, box, p) for p in origins]
                 else:
                     pieces = origins
         if pieces and (self.reply or self.uncertain_reply):
@@ -186,13 +186,6 @@ class ConnectionLegs:
                 if not pieces:
                     break
         return pieces, cutters, unsure
-
-
-def _after_nat(outcome: Outcome, box: Box, piece: Box) -> Box:
-    """A piece of the first packet's origin in the terms of ``box`` (after NAT): the dimensions
-    NAT rewrote keep ``box``'s values."""
-    origin, after = outcome.origin, outcome.box
-    return tuple(piece[d] if origin[d] == after[d] else box[d] for d in range(NDIMS))
 
 
 def _owner_note(o: Outcome) -> str:

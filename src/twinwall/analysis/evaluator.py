@@ -142,6 +142,13 @@ def narrow_origin(origin: Box, box: Box, sub: Box) -> Box:
     return tuple(out)
 
 
+def after_nat(origin: Box, after: Box, box: Box, piece: Box) -> Box:
+    """The reverse of narrow_origin: a piece of the packets as they arrived (narrowed from
+    ``origin``) in the terms of ``box``, a part of what NAT made of them (``after``): the
+    dimensions NAT rewrote keep ``box``'s values."""
+    return tuple(piece[d] if origin[d] == after[d] else box[d] for d in range(len(box)))
+
+
 def nat_rewrite(box: Box, redirect: bool, dst, port, local) -> Box:
     """A box as DNAT (to ``dst``/``port``, each None to keep it) or REDIRECT (to the address of
     the incoming interface: one of the host's, ``local``) rewrites it."""
