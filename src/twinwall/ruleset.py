@@ -192,6 +192,8 @@ class Ruleset:
     local_routes: Optional[LocalRoutes] = None
     # what the source is: "iptables" or "nftables", and front-ends recognised in it
     kind: str = "iptables"
+    # ipset's sets by name (parsers.ipset_save.IpSet), for -m set; None: not collected
+    ipsets: Optional[Dict] = None
     frontends: List[str] = field(default_factory=list)
 
     def chain(self, table: str, name: str) -> Optional[Chain]:

@@ -127,6 +127,7 @@ _TOP: _Spec = {
     "missing": ("list:str", False, False),
     "table_sources": ("list", False, False),
     "sysctls": (dict, False, False),
+    "ipsets": (str, False, False),
 }
 _SOCKET: _Spec = {
     "protocol": (str, True, False),
