@@ -166,6 +166,9 @@ class LocalRoutes:
 
     local: Dict[str, Tuple]
     broadcast: Dict[str, Tuple]
+    # per interface its primary address (the first the kernel lists), where REDIRECT sends
+    # what arrives there (nf_nat_redirect: the incoming interface's first address)
+    primary: Optional[Dict[str, Tuple]] = None
 
     def all_broadcast(self) -> Tuple:
         out: List = []

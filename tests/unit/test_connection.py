@@ -72,3 +72,13 @@ def test_later_packets_of_a_redirected_connection_are_judged_at_the_port_they_re
     assert v[("tcp", 22)].status == "open"
     v = verdicts(v4 + filter_table(new22 + "-A INPUT -p tcp --dport 2222 -m conntrack --ctstate ESTABLISHED -j ACCEPT\n"))
     assert v[("tcp", 22)].status == "filtered", v[("tcp", 22)]
+
+
+def test_untracked_later_packets_carry_ack_not_syn():
+    # differential seed 164: raw NOTRACKs everything, --syn accepts the first packet; the ACK is
+    # untracked too but is no SYN, and the DROP after it takes it
+    raw = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -j NOTRACK\nCOMMIT\n"
+    rules = ("-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n-A INPUT -p tcp --syn -j ACCEPT\n"
+             "-A INPUT ! -s 198.51.100.77/32 -j DROP\n-A INPUT -j ACCEPT\n")
+    tcp = verdicts(raw + filter_table(rules))[("tcp", 22)]
+    assert tcp.status == "restricted" and tcp.allowed_sources == ["198.51.100.77/32"], tcp

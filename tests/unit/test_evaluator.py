@@ -11,6 +11,7 @@ from twinwall.analysis.packetset import (
     CT_ESTABLISHED,
     CT_NEW,
     CT_UNTRACKED,
+    CT_UNTRACKED_LATER,
     DPORT,
     DST,
     IIF,
@@ -313,7 +314,8 @@ def test_notrack_untracks_every_packet_and_the_origin_keeps_the_state_it_was_sen
     box[STATE] = CT_NEW | CT_ESTABLISHED
     outcomes = ev.local_input([tuple(box)])
     assert [o.verdict for o in outcomes] == ["drop"]
-    assert outcomes[0].box[STATE] == CT_UNTRACKED and outcomes[0].origin[STATE] == CT_NEW | CT_ESTABLISHED
+    assert outcomes[0].box[STATE] == CT_UNTRACKED | CT_UNTRACKED_LATER
+    assert outcomes[0].origin[STATE] == CT_NEW | CT_ESTABLISHED
 
 
 def test_state_matches_before_conntrack_see_every_packet_invalid():
@@ -573,3 +575,21 @@ def test_rule_index_intersects_the_dimensions_it_keys_on():
     assert index.candidates([tuple(box)]) == [13]
     box[DPORT] = ((0, 65535),)  # every port: the addresses alone decide
     assert index.candidates([tuple(box)]) == list(range(3, 100, 10))
+
+
+def test_redirect_goes_to_the_incoming_interfaces_primary_address():
+    # nf_nat_redirect: the destination becomes the first address of the interface the packet
+    # came in on, not the host address it was sent to (differential seed 165: a REDIRECT to a
+    # socket bound to the other link's address never reached it)
+    from twinwall.ruleset import LocalRoutes
+
+    t = table("-A PREROUTING -p udp --dport 53 -j REDIRECT --to-ports 5353", name="nat") + table("", policy="ACCEPT")
+    rs = parse_iptables_save(t, "ipv4")
+    universe = InterfaceUniverse(["eth0", "eth1", "lo"])
+    a0, a1 = ip("192.0.2.1"), ip("198.51.100.1")
+    rs.local_routes = LocalRoutes({}, {}, {"eth0": ((a0, a0),), "eth1": ((a1, a1),)})
+    ev = Evaluator([rs], "ipv4", universe, ((a0, a0), (a1, a1)))
+    for iif, want in (("eth0", a0), ("eth1", a1)):
+        o = ev.local_input([packet_box(universe, dst="198.51.100.1", proto=17, dport=53, iif=iif)])
+        assert [x.verdict for x in o] == ["accept"]
+        assert o[0].box[DST] == ((want, want),) and o[0].box[DPORT] == ((5353, 5353),), iif

@@ -29,19 +29,20 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from twinwall.analysis.chain_index import MIN_RULES as MIN_INDEXED_RULES
 from twinwall.analysis.chain_index import ChainIndex
 from twinwall.analysis.packetset import (
-    CT_ALL,
     CT_ESTABLISHED,
     CT_NEW,
     CT_PRE_ALL,
     CT_UNTRACKED,
     DPORT,
     DST,
+    IIF,
     STATE,
     Box,
     box_and,
     box_sub,
     ct_post,
     ct_pre,
+    ct_untrack,
     merge_boxes,
     iv_and,
     iv_sub,
@@ -536,6 +537,9 @@ class Evaluator:
             elif action == NOTRACK:
                 # (with an undecidable match the tracked copies are already in ``rest``)
                 current = current + [u for f in matched for u in self._untrack(f)]
+            elif action == REDIRECT and rs.local_routes is not None and rs.local_routes.primary:
+                for f in matched:
+                    ended.extend((g, "nat") for g in self._redirect(f, rule, decision, rs.local_routes.primary))
             elif action in (DNAT, REDIRECT):
                 for f in matched:
                     ended.append((self._nat(f, rule, decision), "nat"))
@@ -563,8 +567,27 @@ class Evaluator:
         state = f.box[STATE]
         if not state & CT_PRE_ALL:
             return [f]
-        b = f.box[:STATE] + ((state & CT_ALL) | CT_UNTRACKED,) + f.box[STATE + 1:]
+        b = f.box[:STATE] + (ct_untrack(state),) + f.box[STATE + 1:]
         return [Flow(b, f.trail, f.uncertain, f.origin)]
+
+    def _redirect(self, f: Flow, rule: Rule, decision: Decision, primary: Dict[str, tuple]) -> List[Flow]:
+        """REDIRECT sends a packet to the primary address of the interface it came in on, not
+        to the address it was sent to (nf_nat_redirect_ipv4/ipv6): one flow per interface whose
+        primary address is known; the rest as _nat (to the host's address it was sent to)."""
+        out = []
+        left = f.box[IIF]
+        port = (rule.nat_to or (None, None))[1]
+        for name, address in primary.items():
+            m = left & self.universe.mask(name)
+            if not m:
+                continue
+            left &= ~m
+            part = _restrict(f, f.box[:IIF] + (m,) + f.box[IIF + 1:])
+            new = nat_rewrite(part.box, False, address, port, self.local)
+            out.append(Flow(new, (decision, part.trail), part.uncertain, part.origin))
+        if left:
+            out.append(self._nat(_restrict(f, f.box[:IIF] + (left,) + f.box[IIF + 1:]), rule, decision))
+        return out
 
     def _nat(self, f: Flow, rule: Rule, decision: Decision) -> Flow:
         dst, port = rule.nat_to or (None, None)

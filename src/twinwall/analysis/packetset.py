@@ -52,22 +52,41 @@ CT_ALL = 31
 # (ct_state_match), a TCP flags match where the coming state's flags pass (tcp_flag_states).
 CT_PRE_SHIFT = 5
 CT_PRE_ALL = CT_ALL << CT_PRE_SHIFT
-CT_MATCH_ALL = CT_ALL | CT_PRE_ALL  # the STATE values a rule's match is a subset of
+# A NOTRACK in raw untracks a connection's later packets too: UNTRACKED, but carrying ACK, not
+# the SYN of the UNTRACKED first packets (TCP_FLAGS_OF_STATE)
+CT_UNTRACKED_LATER = 1 << (2 * CT_PRE_SHIFT)
+CT_MATCH_ALL = CT_ALL | CT_PRE_ALL | CT_UNTRACKED_LATER  # the STATE values a rule's match is a subset of
 
 
 def ct_state_match(mask: int) -> int:
     """A conntrack state match's STATE mask: before conntrack every packet looks INVALID."""
-    return mask | CT_PRE_ALL if mask & CT_INVALID else mask
+    if mask & CT_INVALID:
+        mask |= CT_PRE_ALL
+    if mask & CT_UNTRACKED:
+        mask |= CT_UNTRACKED_LATER
+    return mask
 
 
 def ct_pre(state: int) -> int:
     """A state as the evaluator carries it before conntrack has run."""
-    return state << CT_PRE_SHIFT
+    return ((state & CT_ALL) << CT_PRE_SHIFT) | (state & CT_UNTRACKED_LATER)
 
 
 def ct_post(state: int) -> int:
     """The state conntrack gives a packet carried in the pre-conntrack form."""
-    return (state & CT_ALL) | (state >> CT_PRE_SHIFT)
+    return (state & (CT_ALL | CT_UNTRACKED_LATER)) | ((state & CT_PRE_ALL) >> CT_PRE_SHIFT)
+
+
+def ct_untrack(state: int) -> int:
+    """NOTRACK before conntrack: every packet untracked (first packets and NDP as UNTRACKED,
+    a connection's later ones as CT_UNTRACKED_LATER)."""
+    pre = state >> CT_PRE_SHIFT
+    out = state & (CT_ALL | CT_UNTRACKED_LATER)
+    if pre & (CT_NEW | CT_RELATED | CT_UNTRACKED):
+        out |= CT_UNTRACKED
+    if pre & (CT_ESTABLISHED | CT_INVALID):
+        out |= CT_UNTRACKED_LATER
+    return out
 
 
 CT_NAMES = {
@@ -90,6 +109,7 @@ TCP_FLAGS_OF_STATE = (
     (CT_UNTRACKED, TCP_SYN),
     (CT_ESTABLISHED, TCP_ACK),
     (CT_INVALID, TCP_ACK),
+    (CT_UNTRACKED_LATER, TCP_ACK),
 )
 
 
@@ -99,7 +119,7 @@ def tcp_flag_states(test: Callable[[int], bool]) -> int:
     for state, flags in TCP_FLAGS_OF_STATE:
         if test(flags):
             mask |= state
-    return mask | mask << CT_PRE_SHIFT  # (the flags are the same before conntrack)
+    return mask | (mask & CT_ALL) << CT_PRE_SHIFT  # (the flags are the same before conntrack)
 
 
 Box = Tuple  # NDIMS entries: IntervalSet or int mask
