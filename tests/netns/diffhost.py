@@ -399,11 +399,14 @@ class DiffHost:
                 # un-NATed): it says nothing about this socket's status
                 mine = [(p, observed[i]) for i, p in enumerate(probes)
                         if p.socket == spec and p.family == family and not predicted[i][2]]
+                # clients with a probe that is no evidence: whether they reach it is not known
+                unknown = {(p.client.name, p.src, p.sport) for i, p in enumerate(probes)
+                           if p.socket == spec and p.family == family and predicted[i][2]}
                 if v.uncertain:
                     out.skipped.append(f"{spec} {family}: uncertain {v.uncertain}")
                     continue
                 out.verdicts += 1
-                problem = status_contradiction(v, mine)
+                problem = status_contradiction(v, mine, unknown)
                 if problem:
                     out.disagreements.append(Disagreement(
                         out.seed, "status", f"{spec} {family}", problem,
@@ -411,18 +414,20 @@ class DiffHost:
                         f"source_ports={v.allowed_source_ports}) by {[d.describe() for d in v.decided_by][:4]}"))
 
 
-def status_contradiction(v, probes: Sequence[Tuple[Probe, str]]) -> Optional[str]:
+def status_contradiction(v, probes: Sequence[Tuple[Probe, str]], unknown=frozenset()) -> Optional[str]:
     """What the probes show that a (socket, family) status denies, or None.
 
     open: every probe from a port a client may choose (1024-65535) gets through; filtered: none
     does; restricted: what got through is inside the allowed sources, interfaces and source
-    ports (probes outside them may be turned away: a restriction need not show in them all)."""
+    ports (probes outside them may be turned away: a restriction need not show in them all).
+    ``unknown``: (client, source, source port) whose probes include one that is no evidence
+    (NAT sent it elsewhere or onto another probe's connection): not held against "open"."""
     passed = [p for p, r in probes if r == "open"]
     blocked = [p for p, r in probes if r != "open"]
     if v.status == "open":
         # (open is about who reaches the socket: a client that reaches it through one of the
         # host's addresses and not another still reaches it)
-        reached = {(p.client.name, p.src, p.sport) for p in passed}
+        reached = {(p.client.name, p.src, p.sport) for p in passed} | set(unknown)
         bad = [p for p in blocked if p.sport >= 1024 and (p.client.name, p.src, p.sport) not in reached]
         return f"open, but blocked on every address: {', '.join(map(str, bad[:3]))}" if bad else None
     if v.status == "filtered":
@@ -473,7 +478,9 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
     legs = {fam: ConnectionLegs.of(ctx) for fam, ctx in contexts.items()}
     out: List[Tuple[Optional[bool], str, bool]] = []
     sockets = list(snapshot.sockets)
+    after_nat: List[tuple] = []  # each probe's connection as NAT made it (proto, src, sport, dst, dport)
     for p in probes:
+        after_nat.append((p.proto, p.src, p.sport, int(ipaddress.ip_address(p.dst)), p.port))
         ctx = contexts[p.family]
         num = PROTO_NUM[p.proto]
         a = prefix_interval(p.src, p.family)
@@ -508,7 +515,12 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
                 if dsts and iv_contains(o.box[DPORT], s.port) and any(
                         True for _ in iv_and(o.box[DST], dsts)) and iv_contains(o.box[PROTO], num):
                     reach = True
-                    moved = moved or not iv_contains(o.box[DPORT], p.port) or not iv_contains(o.box[DST], d[0])
+                    # (delivered by NAT to the very socket it was aimed at, it still tells of it)
+                    aimed = s.port == p.socket.port and s.address == p.socket.address
+                    moved = moved or not aimed and (
+                        not iv_contains(o.box[DPORT], p.port) or not iv_contains(o.box[DST], d[0]))
+                    if o.box[DST][0][0] == o.box[DST][-1][1] and o.box[DPORT][0][0] == o.box[DPORT][-1][1]:
+                        after_nat[-1] = (p.proto, p.src, p.sport, o.box[DST][0][0], o.box[DPORT][0][0])
         if unsure:
             out.append((None, f"uncertain (further packets): {sorted(set(unsure))}", False))
             continue
@@ -529,6 +541,16 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
                 reach = False
                 why.append(f"{ndp.reason(fresh=True)} by {[x.describe() for x in ndp.decisions(fresh=True)][-3:]}")
         out.append((reach, "; ".join(why), moved))
+    # two probes NAT makes one connection (a DNAT to an address another probe was sent to):
+    # the second meets the first's conntrack entry and is dropped as a clash; neither is
+    # evidence about the ruleset
+    seen: Dict[tuple, int] = {}
+    for i, key in enumerate(after_nat):
+        if out[i][0]:  # (only an accepted packet leaves a conntrack entry)
+            seen[key] = seen.get(key, 0) + 1
+    for i, key in enumerate(after_nat):
+        if out[i][0] and seen[key] > 1:
+            out[i] = (None, "NAT maps it onto another probe's connection", True)
     return out
 
 
