@@ -309,7 +309,10 @@ class DiffHost:
     def load(self, rs: "rulegen.GeneratedRuleset") -> None:
         # a clean slate: no table of the previous seed, no connection it left in conntrack
         netns_exec(self.server, "nft", "flush", "ruleset")
+        netns_exec(self.server, "ipset", "destroy")  # (no rule holds them any more)
         self.forget_connections()
+        if rs.ipsets is not None:
+            netns_exec(self.server, "ipset", "restore", input=rs.ipsets)
         if rs.v4 is not None:
             netns_exec(self.server, "iptables-restore", input=rs.v4)
         if rs.v6 is not None:
