@@ -30,7 +30,7 @@ twinwall cannot decide is not cut (the audit reports the wider outcome) but the 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from twinwall.analysis.context import FamilyContext
 from twinwall.analysis.evaluator import V_DROP, V_REJECT, Outcome, after_nat, narrow_origin
@@ -58,6 +58,7 @@ from twinwall.analysis.packetset import (
     prefix_set,
     remote_sources,
 )
+from twinwall.analysis.verdicts import decisions
 from twinwall.model import IPV6
 from twinwall.ruleset import Decision
 
@@ -148,21 +149,7 @@ class ConnectionLegs:
                 for c, o in self.uncertain_in:
                     if box_meets(first, c):
                         unsure.extend(o.uncertain)
-                origins = [first]
-                for c, o in self.inbound:
-                    nxt = []
-                    hit = False
-                    for p in origins:
-                        if box_and(p, c) is None:
-                            nxt.append(p)
-                            continue
-                        hit = True
-                        nxt.extend(box_sub(p, c))
-                    if hit:
-                        cutters.append(o)
-                    origins = nxt
-                    if not origins:
-                        break
+                origins = _subtract([first], self.inbound, cutters)
                 if rewritten:
                     pieces = [after_nat(outcome.origin, outcome.box, box, p) for p in origins]
                 else:
@@ -171,21 +158,28 @@ class ConnectionLegs:
             for c, o in self.uncertain_reply:
                 if any(box_meets(p, c) for p in pieces):
                     unsure.extend(o.uncertain or (_owner_note(o),))
-            for c, o in self.reply:
-                nxt = []
-                hit = False
-                for p in pieces:
-                    if box_and(p, c) is None:
-                        nxt.append(p)
-                        continue
-                    hit = True
-                    nxt.extend(box_sub(p, c))
-                if hit:
-                    cutters.append(o)
-                pieces = nxt
-                if not pieces:
-                    break
+            pieces = _subtract(pieces, self.reply, cutters)
         return pieces, cutters, unsure
+
+
+def _subtract(pieces: List[Box], denials: Sequence[Tuple[tuple, Outcome]], cutters: List[Outcome]) -> List[Box]:
+    """``pieces`` less every denial's constraint; the denials that took something are added to
+    ``cutters``."""
+    for c, o in denials:
+        if not pieces:
+            break
+        nxt: List[Box] = []
+        hit = False
+        for p in pieces:
+            if box_and(p, c) is None:
+                nxt.append(p)
+                continue
+            hit = True
+            nxt.extend(box_sub(p, c))
+        if hit:
+            cutters.append(o)
+        pieces = nxt
+    return pieces
 
 
 def _owner_note(o: Outcome) -> str:
@@ -196,10 +190,4 @@ def _owner_note(o: Outcome) -> str:
 
 def legs_decisions(cutters: Sequence[Outcome], limit: int) -> List[Decision]:
     """The rules that dropped the further packets (each once, at most ``limit``)."""
-    seen: Dict[Decision, None] = {}
-    for o in cutters:
-        for d in o.decided_by:
-            seen.setdefault(d, None)
-            if len(seen) >= limit:
-                return list(seen)
-    return list(seen)
+    return decisions(cutters)[:limit]
