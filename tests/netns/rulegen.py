@@ -189,8 +189,10 @@ class _Ipsets:
             typ = r.choice(self.TYPES)
             pool = self.plan.sources[family] if typ == "hash:ip" else self.plan.sources[family] + self.plan.nets[family]
             entries = sorted(set(r.sample(pool, r.randint(0, 3))))
-            if typ == "hash:net" and r.random() < 0.3 and entries:
-                entries.append(r.choice(self.plan.sources[family]) + " nomatch")
+            spare = [a for a in self.plan.sources[family] if a not in entries]
+            if typ == "hash:net" and r.random() < 0.3 and entries and spare:
+                # (an address already in the set cannot be added again as nomatch)
+                entries.append(r.choice(spare) + " nomatch")
             self.used[name] = (family, typ, entries)
         neg = "! " if r.random() < 0.2 else ""
         return f"-m set {neg}--match-set {name} {r.choice(['src', 'src', 'dst'])}"
