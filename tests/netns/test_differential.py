@@ -16,7 +16,7 @@ import diffhost
 import rulegen
 
 # a few dozen seeds here (about a second each); TWINWALL_DIFF_SEEDS=N runs more
-SEEDS = int(os.environ.get("TWINWALL_DIFF_SEEDS", "30"))
+SEEDS = int(os.environ.get("TWINWALL_DIFF_SEEDS", "50"))
 
 
 @pytest.fixture(scope="module")
