@@ -45,6 +45,13 @@ def load_rulesets(
         if not keep_text and (text.family != "inet" or set(families) >= set(FAMILIES)):
             text.text = ""
             text.netlink = None
+    if snapshot.ipsets:
+        from twinwall.parsers.ipset_save import parse_ipset_save
+
+        sets = parse_ipset_save(snapshot.ipsets)
+        for family_rulesets in out.values():
+            for rs in family_rulesets:
+                rs.ipsets = sets  # (rules compile when first walked: after this)
     return out
 
 

@@ -212,8 +212,17 @@ class HostSnapshot:
     # kernel settings that decide what the rules mean, as read from /proc/sys, by sysctl name
     # ("net.ipv4.ip_forward": "1"; see SYSCTLS); empty: not collected (an offline input)
     sysctls: Dict[str, str] = field(default_factory=dict)
+    # `ipset save` output: the contents of the sets `-m set` matches read ("": none, or not
+    # collected: those matches stay undecidable)
+    ipsets: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
+        d = self._dict()
+        if self.ipsets:
+            d["ipsets"] = self.ipsets  # (older snapshots have no such field; keep them byte-identical)
+        return d
+
+    def _dict(self) -> Dict[str, Any]:
         return {
             "hostname": self.hostname,
             "collected_at": self.collected_at,
@@ -246,6 +255,7 @@ class HostSnapshot:
             missing=list(d.get("missing", [])),
             table_sources=[dict(t) for t in d.get("table_sources", [])],
             sysctls=dict(d.get("sysctls") or {}),
+            ipsets=d.get("ipsets") or "",
         )
 
     def forwarding(self, family: str) -> Optional[bool]:

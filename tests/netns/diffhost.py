@@ -42,14 +42,19 @@ import rulegen  # noqa: E402
 from harness import Listener, ListenerSpec, ProbeRequest, ip_batch, netns_exec, probe_many, sysctl_set  # noqa: E402
 
 from twinwall.analysis.audit import audit_snapshot  # noqa: E402
+from twinwall.analysis.connection import ConnectionLegs  # noqa: E402
 from twinwall.analysis.context import build_contexts, socket_destinations  # noqa: E402
 from twinwall.analysis.evaluator import V_ACCEPT  # noqa: E402
-from twinwall.analysis.ndp import neighbour_discovery, on_link_prefixes  # noqa: E402
+from twinwall.analysis.ndp import SOLICITED_NODE, neighbour_discovery, on_link_prefixes  # noqa: E402
 from twinwall.netfilter.packetset import (  # noqa: E402
     CT_NEW,
     DPORT,
     DST,
+    IIF,
+    OIF,
     PROTO,
+    SRC,
+    box_meets,
     iv_and,
     iv_contains,
     make_box,
@@ -279,14 +284,17 @@ class DiffHost:
         for c in CLIENTS:
             ns = self.client_ns[c.name]
             ccmds = ["link set lo up"]
+            # the routed addresses sit behind the client as behind a router: on its lo, so that
+            # it speaks NDP for them from its link-local address (the only one: no generated
+            # one), as a router does, not from the routed address itself
             for a in c.v4:
                 on_link = ipaddress.ip_address(a) in ipaddress.ip_network(f"{c.server_v4[0]}/24", strict=False)
-                ccmds.append(f"addr add {a}/{24 if on_link else 32} dev eth0")
+                ccmds.append(f"addr add {a}/24 dev eth0" if on_link else f"addr add {a}/32 dev lo")
             for a in c.v6:
                 on_link = ipaddress.ip_address(a) in ipaddress.ip_network(f"{c.server_v6[0]}/64", strict=False)
-                ccmds.append(f"addr add {a}/{64 if on_link else 128} dev eth0 nodad")
+                ccmds.append(f"addr add {a}/64 dev eth0 nodad" if on_link else f"addr add {a}/128 dev lo")
             ccmds.append(f"addr add {c.link_local}/64 dev eth0 nodad")
-            ccmds += ["link set eth0 up",
+            ccmds += ["link set eth0 addrgenmode none", "link set eth0 up",
                       f"route add default via {c.server_v4[0]} dev eth0",
                       f"route add ::/0 via {c.server_v6[0]} dev eth0"]
             ip_batch(ns, ccmds)
@@ -301,7 +309,10 @@ class DiffHost:
     def load(self, rs: "rulegen.GeneratedRuleset") -> None:
         # a clean slate: no table of the previous seed, no connection it left in conntrack
         netns_exec(self.server, "nft", "flush", "ruleset")
+        netns_exec(self.server, "ipset", "destroy")  # (no rule holds them any more)
         self.forget_connections()
+        if rs.ipsets is not None:
+            netns_exec(self.server, "ipset", "restore", input=rs.ipsets)
         if rs.v4 is not None:
             netns_exec(self.server, "iptables-restore", input=rs.v4)
         if rs.v6 is not None:
@@ -391,11 +402,14 @@ class DiffHost:
                 # un-NATed): it says nothing about this socket's status
                 mine = [(p, observed[i]) for i, p in enumerate(probes)
                         if p.socket == spec and p.family == family and not predicted[i][2]]
+                # clients with a probe that is no evidence: whether they reach it is not known
+                unknown = {(p.client.name, p.src, p.sport) for i, p in enumerate(probes)
+                           if p.socket == spec and p.family == family and predicted[i][2]}
                 if v.uncertain:
                     out.skipped.append(f"{spec} {family}: uncertain {v.uncertain}")
                     continue
                 out.verdicts += 1
-                problem = status_contradiction(v, mine)
+                problem = status_contradiction(v, mine, unknown)
                 if problem:
                     out.disagreements.append(Disagreement(
                         out.seed, "status", f"{spec} {family}", problem,
@@ -403,18 +417,20 @@ class DiffHost:
                         f"source_ports={v.allowed_source_ports}) by {[d.describe() for d in v.decided_by][:4]}"))
 
 
-def status_contradiction(v, probes: Sequence[Tuple[Probe, str]]) -> Optional[str]:
+def status_contradiction(v, probes: Sequence[Tuple[Probe, str]], unknown=frozenset()) -> Optional[str]:
     """What the probes show that a (socket, family) status denies, or None.
 
     open: every probe from a port a client may choose (1024-65535) gets through; filtered: none
     does; restricted: what got through is inside the allowed sources, interfaces and source
-    ports (probes outside them may be turned away: a restriction need not show in them all)."""
+    ports (probes outside them may be turned away: a restriction need not show in them all).
+    ``unknown``: (client, source, source port) whose probes include one that is no evidence
+    (NAT sent it elsewhere or onto another probe's connection): not held against "open"."""
     passed = [p for p, r in probes if r == "open"]
     blocked = [p for p, r in probes if r != "open"]
     if v.status == "open":
         # (open is about who reaches the socket: a client that reaches it through one of the
         # host's addresses and not another still reaches it)
-        reached = {(p.client.name, p.src, p.sport) for p in passed}
+        reached = {(p.client.name, p.src, p.sport) for p in passed} | set(unknown)
         bad = [p for p in blocked if p.sport >= 1024 and (p.client.name, p.src, p.sport) not in reached]
         return f"open, but blocked on every address: {', '.join(map(str, bad[:3]))}" if bad else None
     if v.status == "filtered":
@@ -462,9 +478,12 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
     rulesets = load_rulesets(snapshot)
     contexts = build_contexts(snapshot, rulesets)
     ndp = neighbour_discovery(contexts[IPV6], on_link_prefixes(snapshot)) if IPV6 in contexts else None
+    legs = {fam: ConnectionLegs.of(ctx) for fam, ctx in contexts.items()}
     out: List[Tuple[Optional[bool], str, bool]] = []
     sockets = list(snapshot.sockets)
+    after_nat: List[tuple] = []  # each probe's connection as NAT made it (proto, src, sport, dst, dport)
     for p in probes:
+        after_nat.append((p.proto, p.src, p.sport, int(ipaddress.ip_address(p.dst)), p.port))
         ctx = contexts[p.family]
         num = PROTO_NUM[p.proto]
         a = prefix_interval(p.src, p.family)
@@ -479,10 +498,19 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
         reach = False
         moved = False  # accepted, but NAT made it another destination (address or port)
         why = []
+        unsure: List[str] = []
         for o in outcomes:
             why.append(f"{o.verdict} by {[x.describe() for x in o.decided_by][-3:]}")
             if o.verdict != V_ACCEPT:
                 continue
+            if legs[p.family] is not None:
+                # the connection's further packets must pass too (analysis.connection)
+                pieces, cutters, maybe = legs[p.family].cut(o.box, o)
+                unsure += maybe
+                if not pieces:
+                    why.append(f"{legs[p.family].reason(cutters)} by "
+                               f"{[x.describe() for c in cutters for x in c.decided_by][-3:]}")
+                    continue
             for s in sockets:
                 if s.protocol != p.proto or not s.accepts_family(p.family):
                     continue
@@ -490,12 +518,77 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
                 if dsts and iv_contains(o.box[DPORT], s.port) and any(
                         True for _ in iv_and(o.box[DST], dsts)) and iv_contains(o.box[PROTO], num):
                     reach = True
-                    moved = moved or not iv_contains(o.box[DPORT], p.port) or not iv_contains(o.box[DST], d[0])
-        if reach and p.family == IPV6 and ndp is not None and ndp.restricts and not ndp.cut(box):
-            if ndp.uncertain():
-                out.append((None, f"uncertain (NDP): {ndp.uncertain()}", False))
+                    # (delivered by NAT to the very socket it was aimed at, it still tells of it)
+                    aimed = s.port == p.socket.port and s.address == p.socket.address
+                    moved = moved or not aimed and (
+                        not iv_contains(o.box[DPORT], p.port) or not iv_contains(o.box[DST], d[0]))
+                    if o.box[DST][0][0] == o.box[DST][-1][1] and o.box[DPORT][0][0] == o.box[DPORT][-1][1]:
+                        after_nat[-1] = (p.proto, p.src, p.sport, o.box[DST][0][0], o.box[DPORT][0][0])
+        if unsure:
+            out.append((None, f"uncertain (further packets): {sorted(set(unsure))}", False))
+            continue
+        if reach and p.family == IPV6 and ndp is not None and ndp.restricts:
+            fresh = bool(ndp.cut(box))
+            # the probes run at once: when another source of the client resolved the address
+            # first, this one's SYN goes out without an NS of its own and the server must
+            # resolve the client instead (NS out, NA in); where that differs, the kernel's
+            # answer depends on which went first, and the probe is no evidence either way
+            if any(ndp.cut(_probe_box(ctx, q)) for q in probes if q.family == IPV6 and q.client is p.client
+                   and q.dst == p.dst and q.src != p.src) and fresh != _server_resolves(ndp, snapshot, ctx, p):
+                out.append((None, "depends on the order the probes resolved their neighbours in", True))
                 continue
-            reach = False
-            why.append(f"{ndp.reason()} by {[x.describe() for x in ndp.decisions()][-3:]}")
+            if not fresh:
+                if ndp.uncertain():
+                    out.append((None, f"uncertain (NDP): {ndp.uncertain()}", False))
+                    continue
+                reach = False
+                why.append(f"{ndp.reason(fresh=True)} by {[x.describe() for x in ndp.decisions(fresh=True)][-3:]}")
         out.append((reach, "; ".join(why), moved))
+    # two probes NAT makes one connection (a DNAT to an address another probe was sent to):
+    # the second meets the first's conntrack entry and is dropped as a clash; neither is
+    # evidence about the ruleset
+    seen: Dict[tuple, int] = {}
+    for i, key in enumerate(after_nat):
+        if out[i][0]:  # (only an accepted packet leaves a conntrack entry)
+            seen[key] = seen.get(key, 0) + 1
+    for i, key in enumerate(after_nat):
+        if out[i][0] and seen[key] > 1:
+            out[i] = (None, "NAT maps it onto another probe's connection", True)
     return out
+
+
+SOLICITED_NODE_BASE = SOLICITED_NODE[0][0]
+
+
+def _probe_box(ctx, p: Probe):
+    num = PROTO_NUM[p.proto]
+    a, d = prefix_interval(p.src, p.family), prefix_interval(p.dst, p.family)
+    return make_box((a,), (d,), ctx.universe.mask(p.client.server_if), ctx.universe.all_mask,
+                    proto=((num, num),), sport=((p.sport, p.sport),), dport=((p.port, p.port),), state=CT_NEW)
+
+
+def _server_resolves(ndp, snapshot: HostSnapshot, ctx, p: Probe) -> bool:
+    """Whether the server's own resolution of the probe's next hop passes: its NS out (from the
+    probed address when it sits on that link, else from the link's link-local address; kernel
+    ndisc_solicit) and the neighbour's NA in. The next hop is the client, or for a routed
+    source the client's link-local address (its route's gateway)."""
+    on_link = ipaddress.ip_address(p.src) in ipaddress.ip_network(f"{p.client.server_v6[0]}/64", strict=False)
+    hop = p.src if on_link else p.client.link_local
+    if p.dst in p.client.server_v6:
+        own = p.dst
+    else:
+        own = next((a.address.split("%")[0] for a in snapshot.addresses
+                    if a.interface == p.client.server_if and a.family == IPV6 and a.scope == "link"), None)
+        if own is None:
+            return False
+    x = prefix_interval(own, IPV6)
+    t = prefix_interval(hop, IPV6)
+    group = SOLICITED_NODE_BASE | (t[0] & 0xFFFFFF)
+    mask = ctx.universe.mask(p.client.server_if)
+    legs = {"neighbour solicitations out": ((SRC, (x,)), (DST, ((group, group),)), (OIF, mask)),
+            "neighbour advertisements in": ((SRC, (t,)), (DST, (x,)), (IIF, mask))}
+    for m in ndp.messages:
+        c = legs.get(m.name)
+        if c is not None and any(box_meets(o.origin, c) for o in m.denied):
+            return False
+    return True

@@ -11,9 +11,10 @@ Standard library only, Python >= 3.9, no imports from twinwall or the tests.
     probe_helper.py probe                          (JSON list of probe requests on stdin)
         Runs every probe concurrently (one thread each) and prints a JSON list of results in the
         same order: {"result": "open" | "closed" | "filtered", "detail": "..."}.
-        tcp: connect() with a timeout. success -> open; ECONNREFUSED (RST or ICMP port
-             unreachable) or another ICMP error (host/admin prohibited...) -> closed;
-             timeout -> filtered.
+        tcp: connect() with a timeout, then wait for the listener's close (it accepts and
+             closes: the server had the connection, the handshake's ACK passed). both -> open;
+             ECONNREFUSED (RST or ICMP port unreachable) or another ICMP error (host/admin
+             prohibited...) -> closed; timeout (either step) -> filtered.
         udp: connected socket, send one datagram, wait for the echo. echo -> open;
              ECONNREFUSED / ICMP error -> closed; silence -> filtered.
 
@@ -184,7 +185,16 @@ def _probe_one(req: Dict[str, Any], index: int) -> Dict[str, str]:
                 return {"result": "filtered", "detail": f"tcp connect: no answer in {timeout}s"}
             except OSError as exc:
                 return _errno_result(exc.errno, "tcp connect")
-            return {"result": "open", "detail": "tcp connect: established"}
+            # connect() returns on the SYN-ACK; the server has the connection only once the
+            # handshake's ACK reached it: the listener accepts and closes, so wait for its FIN
+            try:
+                sock.recv(1)
+            except socket.timeout:
+                return {"result": "filtered",
+                        "detail": f"tcp: connected, but the server never accepted in {timeout}s (its ACK dropped?)"}
+            except OSError:
+                pass  # reset after the accept: the server had it
+            return {"result": "open", "detail": "tcp connect: established, accepted by the server"}
         payload = PAYLOAD_PREFIX + str(index).encode()
         try:
             sock.connect((address, port))

@@ -42,12 +42,12 @@ class Options:
     tcp_flags: bool = True  # --syn / --tcp-flags (were read backwards)
     addrtype_local_unicast: bool = True  # addrtype LOCAL / UNICAST
     nfproto: bool = True  # inet "meta nfproto" nft does not print (read back from --debug=netlink)
-    ndp_unguarded: bool = False  # NDP may be dropped: the per-probe prediction asks analysis/ndp.py (78/80 seeds agree with it on; seed 4: ndp.py cuts a client off when NDP to one host address is dropped, the kernel still connects)
+    ndp_unguarded: bool = True  # NDP may be dropped: the per-probe prediction asks analysis/ndp.py
     nat_to_self: bool = True  # REDIRECT / DNAT to a listening port of the host
     raw_ctstate: bool = True  # conntrack state matches in raw, before conntrack has run
-    # the client's later packets (ESTABLISHED) may be dropped: twinwall judges a connection by
-    # its first packet only, a TCP probe needs its ACK through too (not fixed: see the report)
-    established_unguarded: bool = False
+    # the client's later packets (ESTABLISHED) may be dropped (analysis.connection models them)
+    established_unguarded: bool = True
+    ipset: bool = True  # -m set --match-set against ipsets the ruleset creates (ipset restore)
 
 
 @dataclass
@@ -57,9 +57,12 @@ class GeneratedRuleset:
     v4: Optional[str] = None
     v6: Optional[str] = None
     nft: Optional[str] = None
+    ipsets: Optional[str] = None  # for ipset restore, loaded before the iptables rules
 
     def text(self) -> str:
         parts = []
+        if self.ipsets is not None:
+            parts.append("# ipset restore\n" + self.ipsets)
         if self.v4 is not None:
             parts.append("# iptables-restore\n" + self.v4)
         if self.v6 is not None:
@@ -75,8 +78,13 @@ def generate(seed: int, plan: Plan, options: Optional[Options] = None) -> Genera
     kind = rng.choices(["iptables", "nft", "mixed"], weights=[5, 4, 2])[0]
     out = GeneratedRuleset(seed, kind)
     if kind in ("iptables", "mixed"):
-        out.v4 = _Iptables(rng, plan, opts, IPV4, light=kind == "mixed").render()
-        out.v6 = _Iptables(rng, plan, opts, IPV6, light=kind == "mixed").render()
+        # (the set matches draw from their own generator: the rest of each seed's ruleset stays
+        # what it was before they existed)
+        sets = _Ipsets(random.Random(f"ipset-{seed}"), plan) if opts.ipset else None
+        out.v4 = _Iptables(rng, plan, opts, IPV4, light=kind == "mixed", sets=sets).render()
+        out.v6 = _Iptables(rng, plan, opts, IPV6, light=kind == "mixed", sets=sets).render()
+        if sets is not None and sets.used:
+            out.ipsets = sets.render()
     if kind in ("nft", "mixed"):
         out.nft = _Nft(rng, plan, opts, light=kind == "mixed").render()
     return out
@@ -162,12 +170,48 @@ STATES = ("NEW", "ESTABLISHED,RELATED", "NEW,ESTABLISHED", "INVALID", "UNTRACKED
 # iptables
 
 
+class _Ipsets:
+    """ipset sets of the plan's sources and nets, made as the rules come to use them."""
+
+    TYPES = ("hash:ip", "hash:net")
+
+    def __init__(self, rng: random.Random, plan: Plan):
+        self.rng = rng
+        self.plan = plan
+        self.used: Dict[str, Tuple[str, str, List[str]]] = {}  # name -> (family, type, entries)
+
+    def match(self, family: str) -> Optional[str]:
+        r = self.rng
+        if r.random() >= 0.08:
+            return None
+        name = f"tw{'6' if family == IPV6 else '4'}{r.randint(0, 1)}"
+        if name not in self.used:
+            typ = r.choice(self.TYPES)
+            pool = self.plan.sources[family] if typ == "hash:ip" else self.plan.sources[family] + self.plan.nets[family]
+            entries = sorted(set(r.sample(pool, r.randint(0, 3))))
+            spare = [a for a in self.plan.sources[family] if a not in entries]
+            if typ == "hash:net" and r.random() < 0.3 and entries and spare:
+                # (an address already in the set cannot be added again as nomatch)
+                entries.append(r.choice(spare) + " nomatch")
+            self.used[name] = (family, typ, entries)
+        neg = "! " if r.random() < 0.2 else ""
+        return f"-m set {neg}--match-set {name} {r.choice(['src', 'src', 'dst'])}"
+
+    def render(self) -> str:
+        lines = []
+        for name, (family, typ, entries) in sorted(self.used.items()):
+            lines.append(f"create {name} {typ} family {'inet6' if family == IPV6 else 'inet'}")
+            lines += [f"add {name} {e}" for e in entries]
+        return "\n".join(lines) + "\n"
+
+
 class _Iptables(_Picker):
-    def __init__(self, rng, plan, opts, family: str, light: bool = False):
+    def __init__(self, rng, plan, opts, family: str, light: bool = False, sets: Optional[_Ipsets] = None):
         super().__init__(rng, plan, opts)
         self.family = family
         self.light = light
         self.v6 = family == IPV6
+        self.sets = sets
 
     def render(self) -> str:
         r = self.rng
@@ -373,6 +417,10 @@ class _Iptables(_Picker):
             out.append(f"-m pkttype {neg()}--pkt-type {r.choice(['unicast', 'multicast', 'broadcast'])}")
         if r.random() < 0.1:
             out.append(f'-m comment --comment "seed rule {r.randint(0, 999)}"')
+        if self.sets is not None:
+            m = self.sets.match(fam)
+            if m:
+                out.append(m)
         return "".join(x + " " for x in out)
 
 

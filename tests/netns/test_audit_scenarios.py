@@ -222,14 +222,20 @@ CASES.append(Case(
         -A INPUT -i lo -j ACCEPT
         -A INPUT -s 127.0.0.0/8 -j DROP
         -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
+        -A INPUT -p tcp -m state --state ESTABLISHED -j ACCEPT
+        -A INPUT -p udp -m state --state ESTABLISHED -j ACCEPT
     """),
     v6=ruleset(ndp=True, filter_rules="""
         -A INPUT -i lo -j ACCEPT
         -A INPUT -s ::1/128 -j DROP
         -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
+        -A INPUT -p tcp -m state --state ESTABLISHED -j ACCEPT
+        -A INPUT -p udp -m state --state ESTABLISHED -j ACCEPT
     """),
 ))
 
+# (Both CIS seeds carry the benchmark's "-p tcp|udp --state ESTABLISHED -j ACCEPT": without them
+# no TCP handshake completes - its ACK meets the policy - whatever the NEW rule says.)
 # The same seed as it was written: no ICMPv6 accept at all. Neighbour discovery is dropped, so an
 # IPv6 client cannot even find the server's link-layer address: tcp/22 times out over IPv6 though
 # its rule accepts it. IPv6 is broken, not protected.
@@ -243,11 +249,15 @@ CASES.append(Case(
     v4=ruleset("""
         -A INPUT -i lo -j ACCEPT
         -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
+        -A INPUT -p tcp -m state --state ESTABLISHED -j ACCEPT
+        -A INPUT -p udp -m state --state ESTABLISHED -j ACCEPT
     """),
     v6=ruleset("""
         -A INPUT -i lo -j ACCEPT
         -A INPUT -s ::1/128 -j DROP
         -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
+        -A INPUT -p tcp -m state --state ESTABLISHED -j ACCEPT
+        -A INPUT -p udp -m state --state ESTABLISHED -j ACCEPT
     """),
     host_findings=[("TW-ICMPV6-NDP-BLOCKED", IPV6), ("TW-ICMPV6-ESSENTIAL-BLOCKED", IPV6)],
 ))

@@ -16,7 +16,7 @@ import diffhost
 import rulegen
 
 # a few dozen seeds here (about a second each); TWINWALL_DIFF_SEEDS=N runs more
-SEEDS = int(os.environ.get("TWINWALL_DIFF_SEEDS", "30"))
+SEEDS = int(os.environ.get("TWINWALL_DIFF_SEEDS", "50"))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,8 @@ def test_generator_is_reproducible_and_covers_the_forms():
                  "-j LOG", "CT --notrack", "-j NOTRACK", "-j DNAT", "-j REDIRECT",
                  "table inet", "table ip ", "table ip6 ", "priority filter - 5", "set src4", "@svc",
                  "vmap {", "meta l4proto", "th dport", "ip saddr", "reject with icmpx", "notrack",
-                 "dnat ip to", "redirect to", 'iifname "et*"', "ct state untracked"):
+                 "dnat ip to", "redirect to", 'iifname "et*"', "ct state untracked", "--match-set",
+                 "# ipset restore", "hash:net"):
         assert form in text, form
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from twinwall.analysis.connection import ConnectionLegs, legs_decisions
 from twinwall.analysis.frontends import combine_frontends, frontends_of
 from twinwall.analysis.ndp import NeighbourReach, essential_icmpv6_dropped, neighbour_discovery, on_link_prefixes
 from twinwall.analysis.published import family_rows, merge_published
@@ -277,7 +278,9 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
     )
     # IPv6: a service is reachable only where neighbour discovery passes too (analysis.ndp)
     ndp = neighbour_discovery(ctx, on_link_prefixes(snapshot)) if outcomes else None
-    verdicts = _family_verdicts(ctx, sockets, disabled, outcomes, ndp, snapshot.ipv6.disabled_interfaces)
+    # and only where the connection's further packets pass too (analysis.connection)
+    legs = ConnectionLegs.of(ctx) if outcomes else None
+    verdicts = _family_verdicts(ctx, sockets, disabled, outcomes, ndp, snapshot.ipv6.disabled_interfaces, legs)
     published = family_rows(contexts, family, outcomes)  # joined with the other family's later
     findings = _host_findings(ctx, snapshot, outcomes, logged) + _unread_table_findings(family, rulesets[family])
     if outcomes:
@@ -340,6 +343,7 @@ def _family_verdicts(
     outcomes: Sequence[Outcome],
     ndp: Optional[NeighbourReach] = None,
     ipv6_off_interfaces: Sequence[str] = (),
+    legs: Optional[ConnectionLegs] = None,
 ) -> List[FamilyVerdict]:
     out: List[Optional[FamilyVerdict]] = []
     todo: List[Tuple[int, ListeningSocket, tuple]] = []
@@ -363,7 +367,7 @@ def _family_verdicts(
         index = _PortIndex(outcomes)
         reach_memo: Dict[tuple, Reach] = {}
         for i, sock, dsts in todo:
-            out[i] = _socket_verdict(ctx, sock, dsts, index.candidates(sock.port), reach_memo, ndp)
+            out[i] = _socket_verdict(ctx, sock, dsts, index.candidates(sock.port), reach_memo, ndp, legs)
     return out  # type: ignore[return-value]
 
 
@@ -402,6 +406,7 @@ def _socket_verdict(
     outcomes: Sequence[Outcome],
     memo: Dict[tuple, Reach],
     ndp: Optional[NeighbourReach] = None,
+    legs: Optional[ConnectionLegs] = None,
 ) -> FamilyVerdict:
     num = PROTO_NUM[sock.protocol]
     selector = [(PROTO, ((num, num),)), (DPORT, ((sock.port, sock.port),)), (DST, dsts)]
@@ -418,9 +423,27 @@ def _socket_verdict(
         elif box_meets(o.origin, selector_t):
             denied.append(o)
     uncertain = sorted({u for _, o in accepted for u in o.uncertain} | {u for o in denied for u in o.uncertain})
+    later_cut: List[Outcome] = []
+    if accepted and legs is not None:
+        kept_legs = []
+        for b, o in accepted:
+            pieces, cutters, unsure = legs.cut(b, o)
+            kept_legs.extend((p, o) for p in pieces)
+            later_cut.extend(cutters)
+            if unsure:
+                uncertain = sorted(set(uncertain) | set(unsure))
+        if not kept_legs:
+            return FamilyVerdict(
+                FILTERED,
+                decided_by=decisions([o for _, o in accepted])[:MAX_NDP_CITED] + legs_decisions(later_cut, MAX_NDP_CITED),
+                denied_sources=["any"],
+                uncertain=uncertain,
+                reason=f"the firewall accepts the connection's first packet, but {legs.reason(later_cut)}",
+            )
+        accepted = kept_legs
     ndp_cut = False
-    if accepted and ndp is not None and ndp.restricts:
-        kept = [(piece, o) for b, o in accepted for piece in ndp.cut(b)]
+    if accepted and ndp is not None and ndp.cuts_connections:
+        kept = [(piece, o) for b, o in accepted for piece in ndp.cut_outcome(b, o)]
         if len(kept) != len(accepted) or any(p != b for (p, _), (b, _) in zip(kept, accepted)):
             ndp_cut = True
             ndp.narrowed.append(f"{sock.protocol}/{sock.port}")
@@ -428,10 +451,10 @@ def _socket_verdict(
         if not kept:
             return FamilyVerdict(
                 FILTERED,
-                decided_by=ndp.decisions()[:MAX_NDP_CITED],
+                decided_by=ndp.decisions(fresh=True)[:MAX_NDP_CITED],
                 denied_sources=["any"],
                 uncertain=uncertain,
-                reason=f"the firewall accepts the connection, but {ndp.reason()}: no IPv6 client on the "
+                reason=f"the firewall accepts the connection, but {ndp.reason(fresh=True)}: no IPv6 client on the "
                 "link can reach the host",
             )
         accepted = kept
@@ -462,8 +485,11 @@ def _socket_verdict(
         "accepted only from some sources or interfaces",
     )
     if ndp_cut and ndp is not None:
-        verdict.decided_by += [d for d in ndp.decisions()[:MAX_NDP_CITED] if d not in verdict.decided_by]
-        verdict.reason += f"; {ndp.reason()} for the others"
+        verdict.decided_by += [d for d in ndp.decisions(fresh=True)[:MAX_NDP_CITED] if d not in verdict.decided_by]
+        verdict.reason += f"; {ndp.reason(fresh=True)} for the others"
+    if later_cut and legs is not None:
+        verdict.decided_by += [d for d in legs_decisions(later_cut, MAX_NDP_CITED) if d not in verdict.decided_by]
+        verdict.reason += f"; {legs.reason(later_cut)} for the others"
     return verdict
 
 

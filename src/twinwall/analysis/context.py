@@ -96,7 +96,13 @@ def local_routes(own, family: str) -> LocalRoutes:
     a prefix shorter than /31, the subnet's broadcast address."""
     local: Dict[str, list] = {}
     broadcast: Dict[str, list] = {}
+    primary: Dict[str, tuple] = {}
     for a in own:
+        if a.scope != "host" and a.interface not in primary and a.interface != "lo":
+            try:
+                primary[a.interface] = (prefix_interval(a.address.split("%")[0], family),)
+            except ValueError:
+                pass
         addr = a.address.split("%")[0]
         try:
             net = ipaddress.ip_interface(f"{addr}/{a.prefixlen}").network
@@ -115,6 +121,7 @@ def local_routes(own, family: str) -> LocalRoutes:
     return LocalRoutes(
         {k: iv_sub(iv_normalize(v), bcast.get(k, ())) for k, v in local.items()},
         bcast,
+        primary,
     )
 
 

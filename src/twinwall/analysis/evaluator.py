@@ -11,6 +11,9 @@ Netfilter semantics modelled here:
 * User chains: jump (-j) returns to the next rule after the end of the chain or a RETURN; goto
   (-g) returns to the caller's caller. A base chain's end applies its policy.
 * LOG/NFLOG/MARK... do not end evaluation. NOTRACK in raw makes the packet UNTRACKED.
+* Conntrack runs at priority -200 on prerouting and output: chains before it (raw) see every
+  packet's ct state as INVALID (no entry yet) unless a NOTRACK made it UNTRACKED; NOTRACK after
+  it does nothing (packetset.CT_PRE_SHIFT says how the coming state is carried meanwhile).
 * nat chains see only a connection's first packet (state NEW); DNAT/REDIRECT rewrite the
   destination, and the routing decision after PREROUTING sends packets no longer addressed to
   the host to FORWARD instead of INPUT.
@@ -26,14 +29,20 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from twinwall.analysis.chain_index import MIN_RULES as MIN_INDEXED_RULES
 from twinwall.analysis.chain_index import ChainIndex
 from twinwall.netfilter.packetset import (
+    CT_ESTABLISHED,
     CT_NEW,
+    CT_PRE_ALL,
     CT_UNTRACKED,
     DPORT,
     DST,
+    IIF,
     STATE,
     Box,
     box_and,
     box_sub,
+    ct_post,
+    ct_pre,
+    ct_untrack,
     merge_boxes,
     iv_and,
     iv_sub,
@@ -67,6 +76,10 @@ V_ACCEPT = Verdict.ACCEPT
 V_DROP = Verdict.DROP
 V_REJECT = Verdict.REJECT
 V_FORWARD = Verdict.FORWARD
+
+# conntrack's priority on prerouting and output: base chains before it (raw) see no ct state
+CONNTRACK_PRIORITY = -200
+CONNTRACK_HOOKS = ("prerouting", "output")
 
 MAX_DEPTH = 128  # netfilter allows no loops; this only guards against malformed input
 # hooks whose base chains' ACCEPT policy is the filtering decision (a prerouting chain's is not)
@@ -131,6 +144,13 @@ def narrow_origin(origin: Box, box: Box, sub: Box) -> Box:
     return tuple(out)
 
 
+def after_nat(origin: Box, after: Box, box: Box, piece: Box) -> Box:
+    """The reverse of narrow_origin: a piece of the packets as they arrived (narrowed from
+    ``origin``) in the terms of ``box``, a part of what NAT made of them (``after``): the
+    dimensions NAT rewrote keep ``box``'s values."""
+    return tuple(piece[d] if origin[d] == after[d] else box[d] for d in range(len(box)))
+
+
 def nat_rewrite(box: Box, redirect: bool, dst, port, local) -> Box:
     """A box as DNAT (to ``dst``/``port``, each None to keep it) or REDIRECT (to the address of
     the incoming interface: one of the host's, ``local``) rewrites it."""
@@ -184,6 +204,37 @@ def merge_flows(flows: List[Flow]) -> List[Flow]:
 
 
 NEW_ONLY = ((STATE, CT_NEW),)
+ESTABLISHED_ONLY = ((STATE, CT_ESTABLISHED),)
+
+
+def with_state(flow: Flow, state: int) -> Flow:
+    """The flow with its STATE dimension replaced (and its origin's, where NAT left the origin
+    the same box)."""
+    box = flow.box[:STATE] + (state,) + flow.box[STATE + 1:]
+    if flow.origin is flow.box:
+        return Flow(box, flow.trail, flow.uncertain, box)
+    o = flow.origin
+    return Flow(box, flow.trail, flow.uncertain, o[:STATE] + (state if o[STATE] == flow.box[STATE] else o[STATE],) + o[STATE + 1:])
+
+
+def conntrack_runs(flows: List[Flow]) -> List[Flow]:
+    """Conntrack has run: the states carried in the pre-conntrack form become the states."""
+    out = []
+    for f in flows:
+        if f.box[STATE] & CT_PRE_ALL or f.origin[STATE] & CT_PRE_ALL:
+            box = f.box[:STATE] + (ct_post(f.box[STATE]),) + f.box[STATE + 1:]
+            if f.origin is f.box:
+                f = Flow(box, f.trail, f.uncertain, box)
+            else:
+                o = f.origin
+                f = Flow(box, f.trail, f.uncertain, o[:STATE] + (ct_post(o[STATE]),) + o[STATE + 1:])
+        out.append(f)
+    return out
+
+
+def before_conntrack(flows: List[Flow]) -> List[Flow]:
+    """Into the pre-conntrack form (see packetset.CT_PRE_SHIFT): raw chains are about to run."""
+    return [with_state(f, ct_pre(f.box[STATE])) if not f.box[STATE] & CT_PRE_ALL else f for f in flows]
 
 
 def nat_entry(flows: list, restrict) -> Tuple[list, list]:
@@ -266,14 +317,17 @@ class Evaluator:
     def stages(self, hook: str) -> List[Tuple[Ruleset, BaseChain]]:
         return hook_stages(self.rulesets, hook)
 
-    def local_input(self, boxes: Sequence[Box], nat: bool = True) -> List[Outcome]:
+    def local_input(self, boxes: Sequence[Box], nat: bool = True, later: bool = False) -> List[Outcome]:
         """Packets arriving from the network, addressed to this host: PREROUTING then INPUT.
 
         ``nat=False`` skips nat chains: for packets whose connection was NATed (or not) before
-        they arrived here, e.g. loopback traffic, which nat OUTPUT already saw."""
+        they arrived here, e.g. loopback traffic, which nat OUTPUT already saw. ``later=True``:
+        the boxes are a connection's later packets (ESTABLISHED), which nat chains do not see
+        but conntrack rewrites as the first packet was: nat chains rewrite them as they would
+        have the first packet (and drop none)."""
         flows = [Flow(b, None, (), b) for b in boxes]
         outcomes: List[Outcome] = []
-        flows = self.run_hook("prerouting", flows, outcomes, nat=nat)
+        flows = self.run_hook("prerouting", flows, outcomes, nat=nat, later=later)
         # Routing decision: only packets still addressed to the host go to INPUT.
         local_flows = []
         for f in flows:
@@ -312,17 +366,29 @@ class Evaluator:
         return outcomes
 
     def _outcome(self, flow: Flow, verdict: str) -> Outcome:
+        if flow.box[STATE] & CT_PRE_ALL or flow.origin[STATE] & CT_PRE_ALL:
+            flow = conntrack_runs([flow])[0]  # (dropped in raw: say the state it arrived in)
         return Outcome(flow.box, flow.origin, verdict, _trail_list(flow.trail), flow.uncertain)
 
-    def run_hook(self, hook: str, flows: List[Flow], outcomes: List[Outcome], nat: bool = True) -> List[Flow]:
-        """All base chains of a hook; returns the flows that every one of them let through."""
+    def run_hook(self, hook: str, flows: List[Flow], outcomes: List[Outcome], nat: bool = True,
+                 later: bool = False) -> List[Flow]:
+        """All base chains of a hook; returns the flows that every one of them let through.
+        (``later``: see local_input.)"""
+        pre = False  # flows in the pre-conntrack form (raw chains of prerouting and output)
+        tracks = hook in CONNTRACK_HOOKS
         for rs, base in self.stages(hook):
             if not flows:
                 break
+            if tracks and (base.priority < CONNTRACK_PRIORITY) != pre:
+                pre = not pre
+                flows = before_conntrack(flows) if pre else conntrack_runs(flows)
             if base.kind == "nat" and not nat:
                 continue
             chain = rs.chain(base.table, base.chain)
             if chain is None:
+                continue
+            if base.kind == "nat" and later:
+                flows = self._nat_later(rs, base, flows)
                 continue
             skipped: List[Flow] = []
             if base.kind == "nat":
@@ -352,7 +418,28 @@ class Evaluator:
                 else:
                     outcomes.append(self._outcome(f, V_DROP))
             flows = merge_flows(nxt)
+        if pre:
+            flows = conntrack_runs(flows)
         return flows
+
+    def _nat_later(self, rs: Ruleset, base: BaseChain, flows: List[Flow]) -> List[Flow]:
+        """A connection's later packets at a nat chain: conntrack rewrites them as the chain
+        rewrote the first packet (walked here as NEW), and drops none of them."""
+        entering, out = [], []
+        for f in flows:
+            m = box_and(f.box, ESTABLISHED_ONLY)
+            if m is None:
+                out.append(f)
+                continue
+            entering.append(with_state(_restrict(f, m), CT_NEW))
+            out.extend(_restrict(f, b) for b in box_sub(f.box, ESTABLISHED_ONLY))
+        if not entering:
+            return flows
+        returned, ended = self.walk(rs, base.table, base.chain, entering, 0)
+        for f in returned + [f for f, _ in ended]:
+            # the walk's decisions are not the later packets' (only a rewrite carries over)
+            out.append(with_state(Flow(f.box, None if f.origin is f.box else f.trail, f.uncertain, f.origin), CT_ESTABLISHED))
+        return merge_flows(out)
 
     # -- chains -----------------------------------------------------------------------------
 
@@ -451,6 +538,9 @@ class Evaluator:
             elif action == NOTRACK:
                 # (with an undecidable match the tracked copies are already in ``rest``)
                 current = current + [u for f in matched for u in self._untrack(f)]
+            elif action == REDIRECT and rs.local_routes is not None and rs.local_routes.primary:
+                for f in matched:
+                    ended.extend((g, "nat") for g in self._redirect(f, rule, decision, rs.local_routes.primary))
             elif action in (DNAT, REDIRECT):
                 for f in matched:
                     ended.append((self._nat(f, rule, decision), "nat"))
@@ -472,17 +562,32 @@ class Evaluator:
 
     @staticmethod
     def _untrack(f: Flow) -> List[Flow]:
-        """NOTRACK: the NEW packets become UNTRACKED, the others stay as they are. Two flows
-        when there are both, so that each origin holds only the states it was sent in."""
-        box = f.box
-        state = box[STATE]
-        if not state & CT_NEW:
+        """NOTRACK: before conntrack has run (raw), every packet becomes UNTRACKED (its origin
+        keeps the state it was sent in). After it has, the packet has its conntrack entry (or
+        is untracked already) and NOTRACK does nothing (nft_notrack_eval)."""
+        state = f.box[STATE]
+        if not state & CT_PRE_ALL:
             return [f]
+        b = f.box[:STATE] + (ct_untrack(state),) + f.box[STATE + 1:]
+        return [Flow(b, f.trail, f.uncertain, f.origin)]
+
+    def _redirect(self, f: Flow, rule: Rule, decision: Decision, primary: Dict[str, tuple]) -> List[Flow]:
+        """REDIRECT sends a packet to the primary address of the interface it came in on, not
+        to the address it was sent to (nf_nat_redirect_ipv4/ipv6): one flow per interface whose
+        primary address is known; the rest as _nat (to the host's address it was sent to)."""
         out = []
-        if state & ~CT_NEW:
-            out.append(_restrict(f, box[:STATE] + (state & ~CT_NEW,) + box[STATE + 1 :]))
-        new = _restrict(f, box[:STATE] + (CT_NEW,) + box[STATE + 1 :])
-        out.append(Flow(new.box[:STATE] + (CT_UNTRACKED,) + new.box[STATE + 1 :], new.trail, new.uncertain, new.origin))
+        left = f.box[IIF]
+        port = (rule.nat_to or (None, None))[1]
+        for name, address in primary.items():
+            m = left & self.universe.mask(name)
+            if not m:
+                continue
+            left &= ~m
+            part = _restrict(f, f.box[:IIF] + (m,) + f.box[IIF + 1:])
+            new = nat_rewrite(part.box, False, address, port, self.local)
+            out.append(Flow(new, (decision, part.trail), part.uncertain, part.origin))
+        if left:
+            out.append(self._nat(_restrict(f, f.box[:IIF] + (left,) + f.box[IIF + 1:]), rule, decision))
         return out
 
     def _nat(self, f: Flow, rule: Rule, decision: Decision) -> Flow:

@@ -3,20 +3,22 @@
 An IPv6 client on the link finds the host's link-layer address with a neighbour solicitation
 (ICMPv6 135) and the host answers with a neighbour advertisement (136); the host resolves the
 client the same way for its replies, and probes it again later (neighbour unreachability
-detection). A firewall that drops those messages on input or on output does not protect a
-service: no IPv6 connection over that interface gets as far as the service's own rules. So an
-IPv6 service is reachable from a client over an interface only where all four messages pass:
+detection). What a new connection from a client needs, with the neighbour caches cold, is the
+client's resolution of the host address it connects to:
 
-* in:  NS and NA from the client's address, arriving on the interface, to the host's addresses
-  (an NS goes to the host's solicited-node multicast group ff02::1:ffXX:XXXX);
-* out: NS and NA from the host's addresses to the client (or its solicited-node group), leaving
-  by the interface.
+* in:  the client's NS, from its own address (an on-link client) or from its router's link-local
+  address (any other client), to the solicited-node group of that host address
+  (ff02::1:ffXX:XXXX), arriving on the interface;
+* out: the host's NA, from that host address to the NS's source, leaving by the interface.
 
-Only neighbours on the link take part: a client on one of the host's own prefixes resolves the
-host itself, one farther away comes through a router the host reaches by its link-local address.
-So NDP dropped for link-local neighbours cuts the interface off for every client; dropped for an
-address of an on-link prefix, it cuts off that client; dropped for other addresses (a rule against
-bogon destinations), it cuts off nobody.
+The host learns the client's link-layer address from the NS itself, so it needs no NS of its own
+before it answers. So the cut is exact per (client, host address, interface): NDP dropped for one
+of the host's addresses leaves the others reachable, and NS/NA dropped only in the host's own
+resolutions (NS out, NA in: its neighbour unreachability probes, connections it starts) cut off
+no service, though they are reported (TW-ICMPV6-NDP-BLOCKED): IPv6 over that link is broken.
+A client on one of the host's own prefixes is its own neighbour; one farther away comes through a
+router, which speaks NDP from its link-local address: NDP dropped for link-local neighbours cuts
+every off-link client off on that interface.
 
 Kernel facts modelled (net/netfilter/nf_conntrack_proto_icmpv6.c, ``noct_valid_new``):
 neighbour discovery and MLD are never tracked, so these packets are UNTRACKED - ``ct state
@@ -27,7 +29,8 @@ packets carry 255 (``-m hl --hl-eq 255``, ``ip6 hoplimit 255`` match them).
 The questions are asked of the audit's evaluator (four small walks); a region denied by a match
 twinwall cannot decide is not counted as dropped (the audit reports the wider outcome) but its
 match is named. :func:`neighbour_discovery` answers them once per host; :meth:`NeighbourReach.cut`
-cuts a service's accepted regions down to the (client, interface) pairs whose NDP passes.
+cuts a service's accepted regions down to the (client, host address, interface) triples whose
+NDP passes.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.context import FamilyContext
-from twinwall.analysis.evaluator import V_ACCEPT, Outcome
+from twinwall.analysis.evaluator import V_ACCEPT, Outcome, after_nat, narrow_origin
 from twinwall.netfilter.packetset import (
     CT_RELATED,
     CT_UNTRACKED,
@@ -51,6 +54,7 @@ from twinwall.netfilter.packetset import (
     iv_meets,
     iv_normalize,
     iv_or,
+    iv_sub,
     make_box,
     prefix_interval,
     prefix_set,
@@ -87,22 +91,32 @@ class _Message:
 
 @dataclass
 class NeighbourReach:
-    """Where IPv6 neighbour discovery passes: (client address, interface) regions."""
+    """Where IPv6 neighbour discovery passes: (client address, host address, interface) regions."""
 
-    ok: List[Box]  # boxes whose SRC (the client) and IIF (the interface) dimensions count
+    ok: List[Box]  # boxes whose SRC (client), DST (host address) and IIF dimensions count
     blocked: List[Tuple[tuple, int]]  # (clients, interface mask) that some dropped message cuts off
     messages: List[_Message]
     universe: object
     remote_ifaces: int
     narrowed: List[str] = field(default_factory=list)  # services a verdict narrowed
+    # (clients, host addresses, interfaces) a new connection's NS in / NA out cuts off
+    cuts: List[Tuple[tuple, tuple, int]] = field(default_factory=list)
 
     @property
     def restricts(self) -> bool:
+        """Some NDP is dropped (TW-ICMPV6-NDP-BLOCKED may be due)."""
         return bool(self.blocked)
 
-    def decisions(self) -> List[Decision]:
+    @property
+    def cuts_connections(self) -> bool:
+        """Some client's new connections to some host address are cut off."""
+        return bool(self.cuts)
+
+    def decisions(self, fresh: bool = False) -> List[Decision]:
         seen: Dict[Decision, None] = {}
         for m in self.messages:
+            if fresh and m.name not in FRESH:
+                continue
             for o in m.denied:
                 for d in o.decided_by:
                     seen.setdefault(d, None)
@@ -112,17 +126,26 @@ class NeighbourReach:
         return sorted({u for m in self.messages for u in m.uncertain})
 
     def cut(self, box: Box) -> List[Box]:
-        """The part of an accepted region (a client's connection) whose NDP passes."""
+        """The part of an accepted region (a client's connection, addressed as it arrived)
+        whose NDP passes."""
         out = []
         for ok in self.ok:
-            b = box_and(box, ((SRC, ok[SRC]), (IIF, ok[IIF])))
+            b = box_and(box, ((SRC, ok[SRC]), (DST, ok[DST]), (IIF, ok[IIF])))
             if b is not None:
                 out.append(b)
         return out
 
-    def reason(self) -> str:
+    def cut_outcome(self, box: Box, outcome: Outcome) -> List[Box]:
+        """``cut`` of a part ``box`` of an accepted outcome: the client resolves the address it
+        connected to (the one before any DNAT), the pieces are given back in ``box``'s terms."""
+        if outcome.origin is outcome.box:
+            return self.cut(box)
+        first = narrow_origin(outcome.origin, outcome.box, box)
+        return [after_nat(outcome.origin, outcome.box, box, p) for p in self.cut(first)]
+
+    def reason(self, fresh: bool = False) -> str:
         """"neighbour solicitations in, neighbour advertisements out are dropped on eth0"."""
-        dropped = [m.name for m in self.messages if m.denied]
+        dropped = [m.name for m in self.messages if m.denied and (not fresh or m.name in FRESH)]
         ifaces = 0
         for _, mask in self.blocked:
             ifaces |= mask
@@ -133,6 +156,12 @@ class NeighbourReach:
         """Whether NDP with link-local neighbours (routers, every host's first resort) is
         dropped on some interface: IPv6 on that link is broken whatever the services."""
         return any(iv_meets(src, LINK_LOCAL) for src, _ in self.blocked)
+
+
+NS_IN, NA_IN, NS_OUT, NA_OUT = ("neighbour solicitations in", "neighbour advertisements in",
+                                "neighbour solicitations out", "neighbour advertisements out")
+FRESH = (NS_IN, NA_OUT)  # the legs a client's new connection needs (see the module's text)
+_SN_BASE = SOLICITED_NODE[0][0]
 
 
 def on_link_prefixes(snapshot: HostSnapshot) -> tuple:
@@ -155,12 +184,11 @@ def neighbour_discovery(ctx: FamilyContext, on_link: tuple = ()) -> Optional[Nei
     ev = ctx.evaluator()
     messages = []
     blocked: List[Tuple[tuple, int]] = []
-    for name, t, outgoing in (
-        ("neighbour solicitations in", NS, False),
-        ("neighbour advertisements in", NA, False),
-        ("neighbour solicitations out", NS, True),
-        ("neighbour advertisements out", NA, True),
-    ):
+    cuts: List[Tuple[tuple, tuple, int]] = []
+    # an off-link client's NDP is its router's, from a link-local address
+    off_link = iv_sub(iv_sub(clients, on_link), LINK_LOCAL)
+    own = iv_or(on_link, LINK_LOCAL)
+    for name, t, outgoing in ((NS_IN, NS, False), (NA_IN, NA, False), (NS_OUT, NS, True), (NA_OUT, NA, True)):
         if outgoing:
             dst = iv_or(clients, SOLICITED_NODE) if t == NS else clients
             box = make_box(host, dst, every, ctx.remote_ifaces, proto=ICMPV6, icmp=icmp_type(t, (0, 0)),
@@ -181,15 +209,44 @@ def neighbour_discovery(ctx: FamilyContext, on_link: tuple = ()) -> Optional[Nei
                 continue
             cut, mask = _clients_of(o.origin, outgoing, clients)
             # link-local neighbours lost: the router too, so every client on that interface
-            cut = clients if iv_meets(cut, LINK_LOCAL) else iv_and(cut, on_link)
-            if cut:
+            wide = clients if iv_meets(cut, LINK_LOCAL) else iv_and(cut, on_link)
+            if wide:
                 msg.denied.append(o)
-                blocked.append((cut, mask))
+                blocked.append((wide, mask))
+            if name in FRESH:
+                # who, to which host address: NS in names the client (or its router) as its
+                # source and the address in its solicited-node group; NA out the other way round
+                peers = o.origin[DST] if outgoing else o.origin[SRC]
+                who = iv_and(peers, own)
+                if iv_meets(peers, LINK_LOCAL):
+                    who = iv_or(who, off_link)
+                to = iv_and(o.origin[SRC], host) if outgoing else _solicited_targets(o.origin[DST], host)
+                if who and to:
+                    if o not in msg.denied:
+                        msg.denied.append(o)
+                    cuts.append((who, to, mask))
         messages.append(msg)
     ok = [make_box(clients, host, ctx.remote_ifaces, every)]
-    for src, mask in _grouped(blocked):
-        ok = [piece for b in ok for piece in box_sub(b, ((SRC, src), (IIF, mask)))]
-    return NeighbourReach(ok, blocked, messages, ctx.universe, ctx.remote_ifaces)
+    for src, dst, mask in _grouped(cuts):
+        ok = [piece for b in ok for piece in box_sub(b, ((SRC, src), (DST, dst), (IIF, mask)))]
+    return NeighbourReach(ok, blocked, messages, ctx.universe, ctx.remote_ifaces, cuts=cuts)
+
+
+def _solicited_targets(dst: tuple, host: tuple) -> tuple:
+    """The host addresses whose solicited-node group (the last 24 bits) lies in ``dst``."""
+    groups = iv_and(dst, SOLICITED_NODE)
+    if not groups:
+        return ()
+    out = []
+    for lo, hi in host:
+        if hi - lo > 64:
+            out.append((lo, hi))  # a range (offline stand-ins): any group may be among them
+            continue
+        for a in range(lo, hi + 1):
+            g = _SN_BASE | (a & 0xFFFFFF)
+            if iv_meets(groups, ((g, g),)):
+                out.append((a, a))
+    return iv_normalize(out)
 
 
 def _clients_of(origin: Box, outgoing: bool, clients: tuple) -> Tuple[tuple, int]:
@@ -202,14 +259,13 @@ def _clients_of(origin: Box, outgoing: bool, clients: tuple) -> Tuple[tuple, int
     return cut, origin[OIF]
 
 
-def _grouped(blocked: Sequence[Tuple[tuple, int]]) -> List[Tuple[tuple, int]]:
-    """Blocked regions with the same interfaces joined (a blocklist drops NDP from many
-    sources: one subtraction instead of thousands)."""
-    by_mask: Dict[int, List] = {}
-    for src, mask in blocked:
-        if src:
-            by_mask.setdefault(mask, []).extend(src)
-    return [(iv_normalize(v), m) for m, v in by_mask.items()]
+def _grouped(cuts: Sequence[Tuple[tuple, tuple, int]]) -> List[Tuple[tuple, tuple, int]]:
+    """Cuts to the same host addresses over the same interfaces joined (a blocklist drops NDP
+    from many sources: one subtraction instead of thousands)."""
+    by_key: Dict[Tuple[tuple, int], List] = {}
+    for src, dst, mask in cuts:
+        by_key.setdefault((dst, mask), []).extend(src)
+    return [(iv_normalize(v), dst, m) for (dst, m), v in by_key.items()]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,6 +45,50 @@ HOPLIMIT_ALL: IntervalSet = ((0, 255),)
 # Conntrack states as bits of the STATE dimension.
 CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_INVALID, CT_UNTRACKED = 1, 2, 4, 8, 16
 CT_ALL = 31
+# Before conntrack has run (prerouting and output base chains at priority < -200: raw) a packet
+# has no conntrack entry yet, and ``ct state`` / ``-m conntrack --ctstate`` see it INVALID
+# (xt_conntrack, nft_ct: no ct and not untracked). The evaluator carries such a packet's coming
+# state shifted up by CT_PRE_SHIFT; a state match's mask holds those bits where it takes INVALID
+# (ct_state_match), a TCP flags match where the coming state's flags pass (tcp_flag_states).
+CT_PRE_SHIFT = 5
+CT_PRE_ALL = CT_ALL << CT_PRE_SHIFT
+# A NOTRACK in raw untracks a connection's later packets too: UNTRACKED, but carrying ACK, not
+# the SYN of the UNTRACKED first packets (TCP_FLAGS_OF_STATE)
+CT_UNTRACKED_LATER = 1 << (2 * CT_PRE_SHIFT)
+CT_MATCH_ALL = CT_ALL | CT_PRE_ALL | CT_UNTRACKED_LATER  # the STATE values a rule's match is a subset of
+
+
+def ct_state_match(mask: int) -> int:
+    """A conntrack state match's STATE mask: before conntrack every packet looks INVALID."""
+    if mask & CT_INVALID:
+        mask |= CT_PRE_ALL
+    if mask & CT_UNTRACKED:
+        mask |= CT_UNTRACKED_LATER
+    return mask
+
+
+def ct_pre(state: int) -> int:
+    """A state as the evaluator carries it before conntrack has run."""
+    return ((state & CT_ALL) << CT_PRE_SHIFT) | (state & CT_UNTRACKED_LATER)
+
+
+def ct_post(state: int) -> int:
+    """The state conntrack gives a packet carried in the pre-conntrack form."""
+    return (state & (CT_ALL | CT_UNTRACKED_LATER)) | ((state & CT_PRE_ALL) >> CT_PRE_SHIFT)
+
+
+def ct_untrack(state: int) -> int:
+    """NOTRACK before conntrack: every packet untracked (first packets and NDP as UNTRACKED,
+    a connection's later ones as CT_UNTRACKED_LATER)."""
+    pre = state >> CT_PRE_SHIFT
+    out = state & (CT_ALL | CT_UNTRACKED_LATER)
+    if pre & (CT_NEW | CT_RELATED | CT_UNTRACKED):
+        out |= CT_UNTRACKED
+    if pre & (CT_ESTABLISHED | CT_INVALID):
+        out |= CT_UNTRACKED_LATER
+    return out
+
+
 CT_NAMES = {
     "NEW": CT_NEW,
     "ESTABLISHED": CT_ESTABLISHED,
@@ -65,6 +109,7 @@ TCP_FLAGS_OF_STATE = (
     (CT_UNTRACKED, TCP_SYN),
     (CT_ESTABLISHED, TCP_ACK),
     (CT_INVALID, TCP_ACK),
+    (CT_UNTRACKED_LATER, TCP_ACK),
 )
 
 
@@ -74,7 +119,7 @@ def tcp_flag_states(test: Callable[[int], bool]) -> int:
     for state, flags in TCP_FLAGS_OF_STATE:
         if test(flags):
             mask |= state
-    return mask
+    return mask | (mask & CT_ALL) << CT_PRE_SHIFT  # (the flags are the same before conntrack)
 
 
 Box = Tuple  # NDIMS entries: IntervalSet or int mask
@@ -391,7 +436,7 @@ def complement(dim: int, value, family: str, all_ifaces: int):
     """The values of a dimension that ``value`` leaves out (``all_ifaces``: the interface
     universe's mask, for the interface dimensions)."""
     if dim == STATE:
-        return CT_ALL & ~value
+        return CT_MATCH_ALL & ~value
     if dim in MASK_DIMS:
         return all_ifaces & ~value
     return iv_sub(domain(dim, family), value)

@@ -170,6 +170,9 @@ class LocalRoutes:
 
     local: Dict[str, Tuple]
     broadcast: Dict[str, Tuple]
+    # per interface its primary address (the first the kernel lists), where REDIRECT sends
+    # what arrives there (nf_nat_redirect: the incoming interface's first address)
+    primary: Optional[Dict[str, Tuple]] = None
 
     def all_broadcast(self) -> Tuple:
         out: List = []
@@ -196,6 +199,8 @@ class Ruleset:
     local_routes: Optional[LocalRoutes] = None
     # what the source is: "iptables" or "nftables", and front-ends recognised in it
     kind: str = "iptables"
+    # ipset's sets by name (parsers.ipset_save.IpSet), for -m set; None: not collected
+    ipsets: Optional[Dict] = None
     frontends: List[str] = field(default_factory=list)
 
     def chain(self, table: str, name: str) -> Optional[Chain]:

@@ -44,6 +44,7 @@ from twinwall.netfilter.packetset import (
     iv_sub,
     multicast_addresses,
     prefix_interval,
+    ct_state_match,
     tcp_flag_states,
 )
 from twinwall.errors import InputError
@@ -130,7 +131,7 @@ NAT_DONE_TARGETS = {"SNAT", "MASQUERADE"}
 # Matches whose outcome depends on run-time state or packet details twinwall does not model.
 # A rule using one "may match"; the evaluator names it in the explanation.
 UNDECIDABLE_MATCHES = {
-    "limit", "hashlimit", "recent", "connlimit", "mark", "connmark", "set", "statistic", "time",
+    "limit", "hashlimit", "recent", "connlimit", "mark", "connmark", "statistic", "time",
     "string", "u32", "length", "tos", "dscp", "ecn", "physdev", "policy",
     "socket", "helper", "connbytes", "ipv6header", "ah", "esp", "mh",
     "devgroup", "cgroup", "bpf", "realm", "quota", "nfacct", "cpu", "cluster", "osf", "geoip",
@@ -164,6 +165,7 @@ EXTENSION_HEADER_MATCHES = {"rt", "frag", "hbh", "dst"}
 DECIDABLE_MATCHES = {
     "tcp", "udp", "udplite", "dccp", "sctp", "icmp", "icmp6", "icmpv6", "multiport", "state",
     "conntrack", "comment", "addrtype", "iprange", "owner", "pkttype", "rpfilter", "hl", "ttl",
+    "set",  # decided where the snapshot holds the set's contents (ipset save), else undecidable
 }
 
 # xt_addrtype's IPv4 addresses that are BROADCAST whatever the routes say, and the types only
@@ -666,6 +668,23 @@ class _Compiler:
 
     # -- match options -----------------------------------------------------------------------
 
+    def set_match(self, opt, args, neg, add, unknown) -> None:
+        """``-m set --match-set NAME src|dst``: the set's addresses, read from ``ipset save``
+        (parsers.ipset_save). Unknown contents, a set of ports or pairs, several flags (a pair
+        of dimensions), counter matches: undecidable."""
+        if opt in ("--update-counters", "--update-subcounters"):
+            return  # ("! --update-counters": bookkeeping only)
+        if opt != "--match-set" or len(args) < 2:
+            unknown.append(f"set {opt}")
+            return
+        name, flags = args[0], args[1].split(",")
+        ipset = (self.ruleset.ipsets or {}).get(name)
+        if ipset is None or ipset.members is None or ipset.family != self.family or len(flags) != 1 \
+                or flags[0] not in ("src", "dst"):
+            unknown.append(f"set {name}")
+            return
+        add(SRC if flags[0] == "src" else DST, ipset.members, neg)
+
     def match_option(self, module, opt, args, neg, add, unknown, disjunctions) -> None:
         if module in ("rpfilter",) + tuple(EXTENSION_HEADER_MATCHES):
             return  # decided as a whole in compile_rule
@@ -673,6 +692,9 @@ class _Compiler:
             if module == "recent" and opt == "--set" and not neg and "recent" in unknown:
                 # "--set" only records the source: it always matches
                 unknown.remove("recent")
+            return
+        if module == "set":
+            self.set_match(opt, args, neg, add, unknown)
             return
         if opt in ("--dport", "--destination-port"):
             add(DPORT, ports(args[0]), neg)
@@ -967,7 +989,7 @@ def ct_states(spec: str) -> int:
             continue
         else:
             raise RuleSyntaxError(f"unknown conntrack state {s!r}")
-    return mask
+    return ct_state_match(mask)
 
 
 # libxt_tcp's flag names; its ALL is these six (ECE and CWR are tolerated, iptables has no name

@@ -808,6 +808,18 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def collect_ipsets(snap: HostSnapshot, run: Runner = run_command) -> None:
+    """``ipset save``: the sets ``-m set`` rules match against (nothing when ipset is not
+    installed; a failure is noted in ``missing``)."""
+    if which("ipset") is None:
+        return
+    res = run(["ipset", "save"])
+    if res.ok:
+        snap.ipsets = res.stdout
+    else:
+        snap.missing.append(f"ipset save: {res.reason()} (-m set matches stay undecidable)")
+
+
 def collect_host(include_rules: bool = True) -> HostSnapshot:
     """Everything readable about the live host (this network namespace).
 
@@ -828,6 +840,7 @@ def collect_host(include_rules: bool = True) -> HostSnapshot:
         nft = collect_nft_ruleset(snap)
         if nft is not None:
             snap.rulesets.append(nft)
+        collect_ipsets(snap)
     if (
         not snap.sockets_known
         and not snap.addresses_known

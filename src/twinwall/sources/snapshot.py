@@ -157,6 +157,7 @@ _TOP: _Spec = {
     "missing": ("list:str", False, False),
     "table_sources": ("list", False, False),
     "sysctls": (dict, False, False),
+    "ipsets": (str, False, False),
 }
 _SOCKET: _Spec = _spec_of(ListeningSocket)
 _ADDRESS: _Spec = _spec_of(InterfaceAddress)

@@ -33,7 +33,8 @@ COMMIT
 """
 
 # The CIS seed: ip6tables with policy DROP, loopback accept, spoofed ::1 drop, tcp/22 NEW accept
-# (and neighbour discovery accepted, without which no IPv6 connection works: see test_ndp.py).
+# (and neighbour discovery accepted, without which no IPv6 connection works: see test_ndp.py;
+# and the connection's later packets: see test_connection.py).
 V6 = """\
 *filter
 :INPUT DROP [0:0]
@@ -44,6 +45,7 @@ V6 = """\
 -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl --hl-eq 255 -j ACCEPT
 -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -m hl --hl-eq 255 -j ACCEPT
 -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT
+-A INPUT -p tcp -m state --state ESTABLISHED -j ACCEPT
 COMMIT
 """
 

@@ -1,5 +1,6 @@
 """The set-of-packets evaluator against netfilter semantics and against a packet-by-packet walk."""
 
+import json
 import random
 
 import pytest
@@ -10,6 +11,7 @@ from twinwall.netfilter.packetset import (
     CT_ESTABLISHED,
     CT_NEW,
     CT_UNTRACKED,
+    CT_UNTRACKED_LATER,
     DPORT,
     DST,
     IIF,
@@ -24,6 +26,7 @@ from twinwall.netfilter.packetset import (
 )
 from twinwall.errors import InputError
 from twinwall.parsers.iptables_save import parse_iptables_save, tokenize
+from twinwall.parsers.nft_json import parse_nft_json
 from twinwall.netfilter.ruleset import ACCEPT, CONTINUE, DROP, GOTO, JUMP, REJECT, RETURN
 
 HOST = "192.0.2.1"
@@ -301,18 +304,56 @@ def test_raw_table_can_drop_and_notrack_changes_state():
     assert o.verdict == "accept" and o.box[STATE] == CT_UNTRACKED
 
 
-def test_notrack_keeps_each_outcome_origin_to_the_states_it_was_sent_in():
-    # NEW packets become UNTRACKED, the ESTABLISHED ones stay as they are: an outcome's origin
-    # must say which of them it holds
+def test_notrack_untracks_every_packet_and_the_origin_keeps_the_state_it_was_sent_in():
+    # before conntrack has run, xt_CT's notrack makes every packet untracked, a packet of an
+    # established connection too (its entry is never looked up): the origin keeps what was sent
     t = table("-A PREROUTING -j CT --notrack", policy="ACCEPT", name="raw")
     t += table("-A INPUT -m state --state ESTABLISHED -j ACCEPT", policy="DROP")
     ev, u = evaluator(t)
     box = list(packet_box(u))
     box[STATE] = CT_NEW | CT_ESTABLISHED
-    outcomes = {o.verdict: o for o in ev.local_input([tuple(box)])}
-    assert set(outcomes) == {"accept", "drop"}
-    assert outcomes["accept"].box[STATE] == outcomes["accept"].origin[STATE] == CT_ESTABLISHED
-    assert outcomes["drop"].box[STATE] == CT_UNTRACKED and outcomes["drop"].origin[STATE] == CT_NEW
+    outcomes = ev.local_input([tuple(box)])
+    assert [o.verdict for o in outcomes] == ["drop"]
+    assert outcomes[0].box[STATE] == CT_UNTRACKED | CT_UNTRACKED_LATER
+    assert outcomes[0].origin[STATE] == CT_NEW | CT_ESTABLISHED
+
+
+def test_state_matches_before_conntrack_see_every_packet_invalid():
+    # raw PREROUTING runs before conntrack (priority -300 < -200): no entry yet, so --ctstate
+    # sees INVALID (xt_conntrack: no ct, not untracked); after a NOTRACK it sees UNTRACKED
+    t = table("-A PREROUTING -p tcp --dport 22 -m conntrack --ctstate INVALID -j DROP\n"
+              "-A PREROUTING -p tcp --dport 23 -m conntrack --ctstate NEW -j DROP\n"
+              "-A PREROUTING -p tcp --dport 24 -m conntrack ! --ctstate NEW -j DROP\n"
+              "-A PREROUTING -p tcp --dport 25 -j NOTRACK\n"
+              "-A PREROUTING -p tcp --dport 25 -m state --state UNTRACKED -j DROP\n"
+              "-A PREROUTING -p tcp --dport 26 --syn -j DROP", policy="ACCEPT", name="raw")
+    t += table("-A INPUT -m conntrack --ctstate NEW -j ACCEPT", policy="DROP")
+    assert verdict(t, dport=22).verdict == "drop"
+    o = verdict(t, dport=23)
+    assert o.verdict == "accept" and o.box[STATE] == CT_NEW  # conntrack ran: NEW after raw
+    assert verdict(t, dport=24).verdict == "drop"
+    assert verdict(t, dport=25).verdict == "drop"
+    assert verdict(t, dport=26).verdict == "drop"  # the TCP flags are there before conntrack
+
+
+def test_notrack_after_conntrack_does_nothing():
+    # nft's notrack in a prerouting chain at priority 0: the packet has its entry already
+    rs = parse_nft_json(json.dumps({"nftables": [
+        {"table": {"family": "ip", "name": "t"}},
+        {"chain": {"family": "ip", "table": "t", "name": "pre", "type": "filter", "hook": "prerouting",
+                   "prio": 0, "policy": "accept"}},
+        {"rule": {"family": "ip", "table": "t", "chain": "pre", "expr": [{"notrack": None}]}},
+        {"chain": {"family": "ip", "table": "t", "name": "in", "type": "filter", "hook": "input",
+                   "prio": 0, "policy": "drop"}},
+        {"rule": {"family": "ip", "table": "t", "chain": "in", "expr": [
+            {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}}, {"accept": None}]}},
+    ]}), "test")
+    v4 = [r for r in rs if r.family == "ipv4"]
+    universe = InterfaceUniverse(["eth0", "eth1", "lo"])
+    local = (prefix_interval(HOST, "ipv4"),)
+    ev = Evaluator(v4, "ipv4", universe, local)
+    o = ev.local_input([packet_box(universe)])
+    assert [x.verdict for x in o] == ["accept"] and o[0].box[STATE] == CT_NEW
 
 
 def test_dnat_to_another_host_leaves_input():
@@ -534,3 +575,21 @@ def test_rule_index_intersects_the_dimensions_it_keys_on():
     assert index.candidates([tuple(box)]) == [13]
     box[DPORT] = ((0, 65535),)  # every port: the addresses alone decide
     assert index.candidates([tuple(box)]) == list(range(3, 100, 10))
+
+
+def test_redirect_goes_to_the_incoming_interfaces_primary_address():
+    # nf_nat_redirect: the destination becomes the first address of the interface the packet
+    # came in on, not the host address it was sent to (differential seed 165: a REDIRECT to a
+    # socket bound to the other link's address never reached it)
+    from twinwall.netfilter.ruleset import LocalRoutes
+
+    t = table("-A PREROUTING -p udp --dport 53 -j REDIRECT --to-ports 5353", name="nat") + table("", policy="ACCEPT")
+    rs = parse_iptables_save(t, "ipv4")
+    universe = InterfaceUniverse(["eth0", "eth1", "lo"])
+    a0, a1 = ip("192.0.2.1"), ip("198.51.100.1")
+    rs.local_routes = LocalRoutes({}, {}, {"eth0": ((a0, a0),), "eth1": ((a1, a1),)})
+    ev = Evaluator([rs], "ipv4", universe, ((a0, a0), (a1, a1)))
+    for iif, want in (("eth0", a0), ("eth1", a1)):
+        o = ev.local_input([packet_box(universe, dst="198.51.100.1", proto=17, dport=53, iif=iif)])
+        assert [x.verdict for x in o] == ["accept"]
+        assert o[0].box[DST] == ((want, want),) and o[0].box[DPORT] == ((5353, 5353),), iif

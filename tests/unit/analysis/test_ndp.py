@@ -79,3 +79,45 @@ def test_a_source_blocklist_is_not_an_ndp_finding():
     assert ssh6(report).status in ("open", "restricted")
 
 
+
+
+# -- exact per host address and per leg (a client's new connection needs its NS in, to the
+# solicited-node group of the address it connects to, and the host's NA out; not the host's own
+# NS out / NA in)
+
+from _snapshots import dump_snapshot  # noqa: E402
+from twinwall.model import InterfaceAddress  # noqa: E402
+
+SS_TWO = """\
+Netid State  Recv-Q Send-Q Local Address:Port  Peer Address:Port Process
+tcp   LISTEN 0      128             [::]:22            [::]:*     users:(("sshd",pid=812,fd=3)) v6only:1
+tcp   LISTEN 0      128  [2001:db8:a::1]:80            [::]:*     users:(("web",pid=813,fd=3)) v6only:1
+"""
+TWO_ADDRS = [InterfaceAddress("eth0", "ipv6", "2001:db8:a::1", 64, "global"),
+             InterfaceAddress("eth0", "ipv6", "2001:db8:a::2", 64, "global"),
+             InterfaceAddress("eth0", "ipv6", "fe80::1", 64, "link")]
+
+
+def two_addresses(rules: str):
+    text = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n" + rules + "COMMIT\n"
+    report = audit_snapshot(dump_snapshot(None, text, SS_TWO, addresses=TWO_ADDRS))
+    return {s.socket.port: s.verdicts["ipv6"] for s in report.services}, ids(report)
+
+
+def test_ndp_dropped_for_one_host_address_leaves_the_others():
+    # differential seed 4: NDP to 2001:db8:a::1 dropped, clients still connect to a::2
+    got, _ = two_addresses("-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -d ff02::1:ff00:1 -j DROP\n")
+    assert got[22].status == "open", got[22]
+    assert got[80].status == "filtered" and "neighbour solicitations in" in got[80].reason, got[80]
+
+
+def test_advertisements_in_to_one_address_cut_no_new_connection():
+    # a unicast NA to a::1 (the answer to the host's own NS) is not what a client needs first
+    got, _ = two_addresses("-A INPUT -d 2001:db8:a::1/128 -p ipv6-icmp -j DROP\n")
+    assert got[22].status == "open" and got[80].status == "open", got
+
+
+def test_the_hosts_own_solicitations_dropped_is_reported_but_cuts_no_service():
+    got, found = two_addresses("-A OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j DROP\n")
+    assert got[22].status == "open" and got[80].status == "open", got
+    assert "TW-ICMPV6-NDP-BLOCKED" in found

@@ -24,6 +24,7 @@ from twinwall.netfilter.packetset import (
     iv_sub,
     multicast_addresses,
     prefix_interval,
+    ct_state_match,
     tcp_flag_states,
 )
 from twinwall.netfilter.packetset import complement as value_complement
@@ -420,7 +421,7 @@ class _RuleCompiler:
                 if bit is None:
                     raise _Unknown(f"ct state {name}")
                 mask |= bit
-            return mask
+            return ct_state_match(mask)
         if kind == "pkttype":
             return self.pkttype(el)
         if kind == "fibtype":
