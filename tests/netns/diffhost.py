@@ -491,6 +491,11 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
                         True for _ in iv_and(o.box[DST], dsts)) and iv_contains(o.box[PROTO], num):
                     reach = True
                     moved = moved or not iv_contains(o.box[DPORT], p.port) or not iv_contains(o.box[DST], d[0])
+        if reach and p.family == IPV6 and p.client.server_if in snapshot.ipv6.disabled_interfaces:
+            # net.ipv6.conf.IFACE.disable_ipv6=1: the kernel drops IPv6 arriving there, whatever
+            # the rules say (the audit reads it as the interface's state, not the firewall's)
+            out.append((False, f"IPv6 disabled on {p.client.server_if}", False))
+            continue
         if reach and p.family == IPV6 and ndp is not None and ndp.restricts and not ndp.cut(box):
             if ndp.uncertain():
                 out.append((None, f"uncertain (NDP): {ndp.uncertain()}", False))

@@ -200,7 +200,7 @@ class TrialHost(diffhost.DiffHost):
         out = TrialResult(seed, diffhost.rulegen.GeneratedRuleset(seed, case.name))
         out.probes = len(probes) + len(nat)
         self._compare_probes(out, snapshot, probes, observed)
-        self._compare_statuses(out, report, probes, observed, nat, nat_seen, case)
+        self._compare_statuses(out, report, probes, observed, nat, nat_seen, case, snapshot.ipv6.disabled_interfaces)
         return out
 
     def _compare_probes(self, out: TrialResult, snapshot, probes: List[Probe], observed: List[str]) -> None:
@@ -220,7 +220,12 @@ class TrialHost(diffhost.DiffHost):
                     out.seed, "probe", f"{p.socket} {p.family}: {p}", observed[i],
                     ("reachable" if reach else "not reachable") + f" ({why})"))
 
-    def _compare_statuses(self, out: TrialResult, report: dict, probes, observed, nat, nat_seen, case: Case) -> None:
+    def _compare_statuses(self, out: TrialResult, report: dict, probes, observed, nat, nat_seen, case: Case,
+                          v6_off: Sequence[str]) -> None:
+        """Statuses speak of the clients that can reach the host over the family at all: IPv6
+        arriving on an interface with disable_ipv6=1 is the interface's state, not the
+        firewall's (README: `disabled` only when it is off on every interface; the probes that
+        arrive there are held against the per-probe walk instead)."""
         rows = report["services"]
 
         def check(label: str, row: Optional[dict], family: str, mine) -> None:
@@ -233,7 +238,12 @@ class TrialHost(diffhost.DiffHost):
                 return
             out.verdicts += 1
             out.compared[v["status"]] = out.compared.get(v["status"], 0) + 1
-            problem = status_contradiction(SimpleNamespace(**v), mine)
+            if v["status"] == "not-bound" and _published(row):
+                # a family the NAT rules do not publish the port in: nothing may get through
+                reached = [p for p, r in mine if r == "open"]
+                problem = f"not-bound, but reached: {', '.join(map(str, reached[:3]))}" if reached else None
+            else:
+                problem = status_contradiction(SimpleNamespace(**v), mine) or _unadmitted(v, mine)
             if problem:
                 out.disagreements.append(diffhost.Disagreement(
                     out.seed, "status", f"{label} {family}", problem,
@@ -245,14 +255,44 @@ class TrialHost(diffhost.DiffHost):
                         and r["port"] == spec.port and not _published(r)), None)
             for family in socket_families(spec):
                 mine = [(p, observed[i]) for i, p in enumerate(probes)
-                        if p.socket == spec and p.family == family and not self._moved[i]]
+                        if p.socket == spec and p.family == family and not self._moved[i]
+                        and not (family == IPV6 and p.client.server_if in v6_off)]
                 check(str(spec), row, family, mine)
         for np in case.nat_ports:
             row = next((r for r in rows if r["protocol"] == np.proto and r["port"] == np.port and _published(r)), None)
             for family in np.families:
                 mine = [(p, nat_seen[i]) for i, p in enumerate(nat)
-                        if p.proto == np.proto and p.port == np.port and p.family == family]
+                        if p.proto == np.proto and p.port == np.port and p.family == family
+                        and not (family == IPV6 and p.client.server_if in v6_off)]
                 check(f"{np.proto} NAT :{np.port}", row, family, mine)
+
+
+def _unadmitted(v: dict, probes: Sequence[Tuple[Probe, str]]) -> Optional[str]:
+    """A restricted verdict's ``allowed`` combinations say exactly who gets through: a client
+    (source address and port, arriving interface) inside one must reach the socket, through at
+    least one of the host's addresses (status_contradiction checks only the other direction)."""
+    if v["status"] != "restricted":
+        return None
+    reached = {(p.client.name, p.src, p.sport) for p, r in probes if r == "open"}
+    bad = [p for p, r in probes if r != "open" and (p.client.name, p.src, p.sport) not in reached
+           and any(_in_combination(c, p) for c in v.get("allowed") or ())]
+    return f"restricted, but turned away inside the allowed: {', '.join(map(str, bad[:3]))}" if bad else None
+
+
+def _in_combination(c: dict, p: Probe) -> bool:
+    import ipaddress
+
+    src = ipaddress.ip_address(p.src)
+    if not any(src in ipaddress.ip_network(n, strict=False) for n in c["sources"] if "/" in n or ":" in n or "." in n):
+        return False
+    ifs = c["interfaces"]
+    if "*" not in ifs and not any(i == p.client.server_if or (i.endswith("+") and p.client.server_if.startswith(i[:-1]))
+                                  for i in ifs):
+        return False
+    ports = c["source_ports"]
+    if "*" in ports:
+        return True
+    return any(diffhost._in_ranges(t, p.sport) for t in ports)
 
 
 def _published(row: dict) -> bool:

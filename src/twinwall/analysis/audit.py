@@ -278,7 +278,8 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
     # IPv6: a service is reachable only where neighbour discovery passes too (analysis.ndp)
     ndp = neighbour_discovery(ctx, on_link_prefixes(snapshot)) if outcomes else None
     verdicts = _family_verdicts(ctx, sockets, disabled, outcomes, ndp, snapshot.ipv6.disabled_interfaces)
-    published = family_rows(contexts, family, outcomes)  # joined with the other family's later
+    # joined with the other family's later; a DNAT elsewhere needs the host to forward
+    published = family_rows(contexts, family, outcomes, snapshot.forwarding(family))
     findings = _host_findings(ctx, snapshot, outcomes, logged) + _unread_table_findings(family, rulesets[family])
     if outcomes:
         findings += _icmpv6_findings(ctx, ndp)
