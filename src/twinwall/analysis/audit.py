@@ -413,6 +413,8 @@ def _socket_verdict(
     denied: List[Outcome] = []
     for o in outcomes:
         if o.verdict == V_ACCEPT:
+            if o.origin is not o.box and not iv_contains(o.origin[DPORT], sock.port):
+                continue  # sent to another port, NAT brought it here: that port's own row
             b = box_and(o.box, selector_t)
             if b is not None:
                 accepted.append((b, o))

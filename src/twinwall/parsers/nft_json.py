@@ -818,6 +818,35 @@ _META = {
 }
 
 
+def _ct_status_dnat(left: Any, op: str, right: Any) -> bool:
+    """``ct status dnat`` / ``ct status != dnat`` (firewalld's ``ct status dnat accept``)."""
+    ct = left.get("ct") if isinstance(left, dict) and len(left) == 1 else None
+    return (isinstance(ct, dict) and ct.get("key") == "status" and not ct.get("dir")
+            and right == "dnat" and op in ("in", "==", "!="))
+
+
+def _rpfilter(left: Any, op: str, right: Any) -> Optional[bool]:
+    """Whether ``fib saddr [. mark] . iif oif`` compared with ``right`` holds for a remote
+    client whose source routes back through its incoming interface (None: not that form)."""
+    fib = left.get("fib") if isinstance(left, dict) and len(left) == 1 else None
+    if not isinstance(fib, dict) or fib.get("result") != "oif":
+        return None
+    flags = fib.get("flags") or []
+    flags = set(flags if isinstance(flags, list) else [flags])
+    if not {"saddr", "iif"} <= flags <= {"saddr", "iif", "mark"}:
+        return None
+    if right in (False, "0", 0):  # "missing"
+        exists = False
+    elif right is True:  # "exists"
+        exists = True
+    else:
+        return None
+    if op not in ("==", "!="):
+        return None
+    # the client's route back exists: `== exists` holds, `== missing` does not
+    return exists == (op == "==")
+
+
 def _left_sel(left: Any) -> _Sel:
     if not isinstance(left, dict) or len(left) != 1:
         raise _Unknown(f"match on {_fmt(left)}")
@@ -870,6 +899,7 @@ class _RuleCompiler:
         self.disj: List[List[Dict[int, Any]]] = []  # from concatenations: AND of ORs
         self.never = False
         self.unknown: List[str] = []
+        self.ct_dnat: Optional[bool] = None  # `ct status dnat` (True) / `!= dnat` (False)
 
     # -- constraints --------------------------------------------------------------------------
 
@@ -978,11 +1008,15 @@ class _RuleCompiler:
                 self.unknown.append(unknown_stmt)
         if self.never:
             return [Rule(self.chain.table, self.chain.name, self.number, text, (), (), CONTINUE, "")]
+        if expand is not None and self.ct_dnat is not None:
+            self.unknown.append("ct status")
         unknown = tuple(dict.fromkeys(self.unknown))
         base_alts = self.alternatives([])
         if expand is not None:
             return self.expand(expand, base_alts, unknown, text)
-        return [Rule(self.chain.table, self.chain.name, self.number, text, base_alts, unknown, action, target, nat_to)]
+        rule = Rule(self.chain.table, self.chain.name, self.number, text, base_alts, unknown, action, target, nat_to)
+        rule.ct_dnat = self.ct_dnat
+        return [rule]
 
     def hidden_nfproto(self, exprs: List[Any], action: str) -> str:
         """The ``meta nfproto`` tests nft may not print (see :func:`netlink_nfproto`): from the
@@ -1040,6 +1074,16 @@ class _RuleCompiler:
         left, right = m.get("left"), m.get("right")
         if isinstance(left, dict) and "concat" in left:
             self.concat_match(op, left["concat"], right)
+            return
+        if _ct_status_dnat(left, op, right):
+            # decided per packet by the evaluator (Rule.ct_dnat): was it NATed on the way in?
+            self.ct_dnat = op != "!="
+            return
+        rp = _rpfilter(left, op, right)
+        if rp is not None:
+            # a reverse-path test (firewalld's IPv6_rpfilter): a remote client's address routes
+            # back through the interface it came in on, as the iptables rpfilter match reads it
+            self.never = self.never or not rp
             return
         try:
             sel = _left_sel(left)
