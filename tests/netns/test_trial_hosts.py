@@ -179,6 +179,7 @@ LEGACY_NFT = """table inet extra {
         tcp dport 3000 drop
         ip6 saddr 2001:db8:b::99 drop
         ip saddr 192.0.2.0/24 udp dport 123 drop
+        ip daddr 192.0.2.2 tcp dport 80 drop
     }
 }
 """

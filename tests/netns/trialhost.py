@@ -200,7 +200,8 @@ class TrialHost(diffhost.DiffHost):
         out = TrialResult(seed, diffhost.rulegen.GeneratedRuleset(seed, case.name))
         out.probes = len(probes) + len(nat)
         self._compare_probes(out, snapshot, probes, observed)
-        self._compare_statuses(out, report, probes, observed, nat, nat_seen, case, snapshot.ipv6.disabled_interfaces)
+        own = {a.address for a in snapshot.addresses}
+        self._compare_statuses(out, report, probes, observed, nat, nat_seen, case, snapshot.ipv6.disabled_interfaces, own)
         return out
 
     def _compare_probes(self, out: TrialResult, snapshot, probes: List[Probe], observed: List[str]) -> None:
@@ -221,11 +222,13 @@ class TrialHost(diffhost.DiffHost):
                     ("reachable" if reach else "not reachable") + f" ({why})"))
 
     def _compare_statuses(self, out: TrialResult, report: dict, probes, observed, nat, nat_seen, case: Case,
-                          v6_off: Sequence[str]) -> None:
+                          v6_off: Sequence[str], own: set) -> None:
         """Statuses speak of the clients that can reach the host over the family at all: IPv6
         arriving on an interface with disable_ipv6=1 is the interface's state, not the
         firewall's (README: `disabled` only when it is off on every interface; the probes that
-        arrive there are held against the per-probe walk instead)."""
+        arrive there are held against the per-probe walk instead), at the addresses the host
+        has (disabling IPv6 on an interface takes its addresses away: probes to them are not
+        the socket's business)."""
         rows = report["services"]
 
         def check(label: str, row: Optional[dict], family: str, mine) -> None:
@@ -243,7 +246,7 @@ class TrialHost(diffhost.DiffHost):
                 reached = [p for p, r in mine if r == "open"]
                 problem = f"not-bound, but reached: {', '.join(map(str, reached[:3]))}" if reached else None
             else:
-                problem = status_contradiction(SimpleNamespace(**v), mine) or _unadmitted(v, mine)
+                problem = status_contradiction(SimpleNamespace(**v), mine) or _unadmitted(v, mine) or _not_everywhere(v, mine)
             if problem:
                 out.disagreements.append(diffhost.Disagreement(
                     out.seed, "status", f"{label} {family}", problem,
@@ -256,14 +259,14 @@ class TrialHost(diffhost.DiffHost):
             for family in socket_families(spec):
                 mine = [(p, observed[i]) for i, p in enumerate(probes)
                         if p.socket == spec and p.family == family and not self._moved[i]
-                        and not (family == IPV6 and p.client.server_if in v6_off)]
+                        and not (family == IPV6 and p.client.server_if in v6_off) and p.dst in own]
                 check(str(spec), row, family, mine)
         for np in case.nat_ports:
             row = next((r for r in rows if r["protocol"] == np.proto and r["port"] == np.port and _published(r)), None)
             for family in np.families:
                 mine = [(p, nat_seen[i]) for i, p in enumerate(nat)
                         if p.proto == np.proto and p.port == np.port and p.family == family
-                        and not (family == IPV6 and p.client.server_if in v6_off)]
+                        and not (family == IPV6 and p.client.server_if in v6_off) and p.dst in own]
                 check(f"{np.proto} NAT :{np.port}", row, family, mine)
 
 
@@ -277,6 +280,15 @@ def _unadmitted(v: dict, probes: Sequence[Tuple[Probe, str]]) -> Optional[str]:
     bad = [p for p, r in probes if r != "open" and (p.client.name, p.src, p.sport) not in reached
            and any(_in_combination(c, p) for c in v.get("allowed") or ())]
     return f"restricted, but turned away inside the allowed: {', '.join(map(str, bad[:3]))}" if bad else None
+
+
+def _not_everywhere(v: dict, probes: Sequence[Tuple[Probe, str]]) -> Optional[str]:
+    """open: every client reaches the socket at every address it listens on (a client port);
+    status_contradiction accepts a client that gets through at one address only."""
+    if v["status"] != "open":
+        return None
+    bad = [p for p, r in probes if r != "open" and p.sport >= 1024]
+    return f"open, but turned away at some addresses: {', '.join(map(str, bad[:3]))}" if bad else None
 
 
 def _in_combination(c: dict, p: Probe) -> bool:

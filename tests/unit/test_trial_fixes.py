@@ -131,3 +131,30 @@ def test_nft_netlink_option_recovers_the_hidden_nfproto(tmp_path) -> None:
     (tmp_path / "empty").write_text("")
     rc, _, err = _cli("audit", "--nft", str(nft), "--nft-netlink", str(tmp_path / "empty"))
     assert rc == 2 and "empty" in err, err
+
+
+def test_wildcard_socket_dropped_at_one_host_address_is_restricted() -> None:
+    """`-d 192.0.2.2 ... -j DROP` before the accept: a client reaches 0.0.0.0:80 at 192.0.2.1
+    but not at 192.0.2.2 - "open" said nothing of it; restricted, naming the address."""
+    from twinwall.model import InterfaceAddress
+    from twinwall.parsers.iptables_save import parse_iptables_save  # noqa: F401  (the dump is read by the audit)
+
+    v4 = ("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+          "-A INPUT -d 192.0.2.2/32 -p tcp -m tcp --dport 80 -j DROP\n"
+          "-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\nCOMMIT\n")
+    ss = ("Netid State Recv-Q Send-Q Local Address:Port Peer Address:Port\n"
+          "tcp LISTEN 0 128 0.0.0.0:80 0.0.0.0:*\ntcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n")
+    snap = HostSnapshot(hostname="w", sockets=parse_ss(ss), addresses_known=True,
+                        addresses=[InterfaceAddress("eth0", "ipv4", "192.0.2.1", 24),
+                                   InterfaceAddress("eth1", "ipv4", "192.0.2.2", 24)],
+                        interfaces=["lo", "eth0", "eth1"])
+    snap.rulesets.append(RulesetText("ipv4", "iptables-save", "nft", "v4", v4))
+    snap.ipv6 = Ipv6State(False, ["test"])
+    by = {s.socket.port: s.verdicts["ipv4"] for s in audit_snapshot(snap).services}
+    v = by[80]
+    assert v.status == "restricted", v
+    assert v.allowed_addresses == ["192.0.2.1"], v
+    assert "192.0.2.2" in v.reason and v.summary() == "restricted (only at 192.0.2.1)"
+    assert any("-d 192.0.2.2/32" in (d.rule or "") for d in v.decided_by), v.decided_by
+    assert v.to_json()["allowed_addresses"] == ["192.0.2.1"]
+    assert by[22].status == "open" and by[22].allowed_addresses == []

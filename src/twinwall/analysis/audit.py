@@ -16,6 +16,7 @@ from twinwall.analysis.frontends import combine_frontends, frontends_of
 from twinwall.analysis.ndp import NeighbourReach, essential_icmpv6_dropped, neighbour_discovery, on_link_prefixes
 from twinwall.analysis.published import family_rows, merge_published
 from twinwall.analysis.verdicts import (
+    CLIENT_PORTS,
     DISABLED,
     FILTERED,
     LOCAL_ONLY,
@@ -44,9 +45,12 @@ from twinwall.analysis.packetset import (
     NDIMS,
     PROTO,
     PROTO_ALL,
+    SPORT,
+    SRC,
     box_and,
     box_meets,
     covers,
+    format_address,
     iv_contains,
     loopback_addresses,
     make_box,
@@ -464,10 +468,46 @@ def _socket_verdict(
         "accepted from every remote source" + (" by the chain policy" if by_policy else ""),
         "accepted only from some sources or interfaces",
     )
+    if verdict.status == OPEN:
+        _open_at_some_addresses_only(ctx, verdict, boxes, dsts, reach.ref, denied)
     if ndp_cut and ndp is not None:
         verdict.decided_by += [d for d in ndp.decisions()[:MAX_NDP_CITED] if d not in verdict.decided_by]
         verdict.reason += f"; {ndp.reason()} for the others"
     return verdict
+
+
+MAX_ADDRESSES_NAMED = 64  # host addresses checked one by one for a per-address restriction
+
+
+def _open_at_some_addresses_only(ctx: FamilyContext, verdict: FamilyVerdict, boxes: List[Box], dsts: tuple,
+                                 ref: int, denied: Sequence[Outcome]) -> None:
+    """An "open" socket must take every remote source at every address it listens on: a rule
+    with ``-d`` (``ip daddr``) that drops it at one of the host's addresses makes it restricted,
+    with the addresses that take everyone (``allowed_addresses``)."""
+    target = list(boxes[0])
+    target[SRC] = remote_sources(ctx.family)
+    target[IIF] = ref
+    target[SPORT] = CLIENT_PORTS
+    target[DST] = dsts
+    dims = (SRC, IIF, SPORT, DST)
+    if covers(boxes, tuple(target), dims):
+        return
+    everyone: List[str] = []
+    others: List[str] = []
+    if sum(hi - lo + 1 for lo, hi in dsts) <= MAX_ADDRESSES_NAMED:
+        for lo, hi in dsts:
+            for a in range(lo, hi + 1):
+                target[DST] = ((a, a),)
+                (everyone if covers(boxes, tuple(target), dims) else others).append(format_address(a, ctx.family))
+    verdict.status = RESTRICTED
+    verdict.allowed_addresses = everyone
+    # the rules that accept it and those that turn it away at the other addresses
+    verdict.decided_by = list(dict.fromkeys(verdict.decided_by + decisions(denied)))
+    if everyone:
+        verdict.reason = (f"accepted from every remote source at {', '.join(everyone)}; at "
+                          f"{', '.join(others[:4]) + (',...' if len(others) > 4 else '')} only from some or none")
+    else:
+        verdict.reason = "accepted from every remote source at none of the host's addresses by itself: each address turns some away"
 
 
 MAX_NDP_CITED = 6  # rules cited for dropping neighbour discovery, per verdict
