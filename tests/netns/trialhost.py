@@ -283,12 +283,13 @@ def _unadmitted(v: dict, probes: Sequence[Tuple[Probe, str]]) -> Optional[str]:
 
 
 def _not_everywhere(v: dict, probes: Sequence[Tuple[Probe, str]]) -> Optional[str]:
-    """open: every client reaches the socket at every address it listens on (a client port);
-    status_contradiction accepts a client that gets through at one address only."""
+    """open: no address the socket listens on turns every client away (status_contradiction
+    accepts a socket that some address drops for everyone). Which client gets in at which
+    address may depend on its interface (the strong host model): not checked here."""
     if v["status"] != "open":
         return None
-    bad = [p for p, r in probes if r != "open" and p.sport >= 1024]
-    return f"open, but turned away at some addresses: {', '.join(map(str, bad[:3]))}" if bad else None
+    shut = sorted({p.dst for p, _ in probes} - {p.dst for p, r in probes if r == "open"})
+    return f"open, but every client is turned away at {', '.join(shut)}" if shut else None
 
 
 def _in_combination(c: dict, p: Probe) -> bool:

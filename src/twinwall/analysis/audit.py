@@ -469,7 +469,7 @@ def _socket_verdict(
         "accepted only from some sources or interfaces",
     )
     if verdict.status == OPEN:
-        _open_at_some_addresses_only(ctx, verdict, boxes, dsts, reach.ref, denied)
+        _open_at_some_addresses_only(ctx, verdict, boxes, dsts, denied)
     if ndp_cut and ndp is not None:
         verdict.decided_by += [d for d in ndp.decisions()[:MAX_NDP_CITED] if d not in verdict.decided_by]
         verdict.reason += f"; {ndp.reason()} for the others"
@@ -480,16 +480,17 @@ MAX_ADDRESSES_NAMED = 64  # host addresses checked one by one for a per-address 
 
 
 def _open_at_some_addresses_only(ctx: FamilyContext, verdict: FamilyVerdict, boxes: List[Box], dsts: tuple,
-                                 ref: int, denied: Sequence[Outcome]) -> None:
+                                 denied: Sequence[Outcome]) -> None:
     """An "open" socket must take every remote source at every address it listens on: a rule
     with ``-d`` (``ip daddr``) that drops it at one of the host's addresses makes it restricted,
-    with the addresses that take everyone (``allowed_addresses``)."""
+    with the addresses that take everyone (``allowed_addresses``). Over some interface: a rule
+    that takes each address only from its own interface (``addrtype --limit-iface-in``, the
+    strong host model) still lets every client in at the address of its own link."""
     target = list(boxes[0])
     target[SRC] = remote_sources(ctx.family)
-    target[IIF] = ref
     target[SPORT] = CLIENT_PORTS
     target[DST] = dsts
-    dims = (SRC, IIF, SPORT, DST)
+    dims = (SRC, SPORT, DST)
     if covers(boxes, tuple(target), dims):
         return
     everyone: List[str] = []
