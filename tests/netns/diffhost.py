@@ -527,6 +527,11 @@ def predict(snapshot: HostSnapshot, probes: Sequence[Probe]) -> List[Tuple[Optio
         if unsure:
             out.append((None, f"uncertain (further packets): {sorted(set(unsure))}", False))
             continue
+        if reach and p.family == IPV6 and p.client.server_if in snapshot.ipv6.disabled_interfaces:
+            # net.ipv6.conf.IFACE.disable_ipv6=1: the kernel drops IPv6 arriving there, whatever
+            # the rules say (the audit reads it as the interface's state, not the firewall's)
+            out.append((False, f"IPv6 disabled on {p.client.server_if}", False))
+            continue
         if reach and p.family == IPV6 and ndp is not None and ndp.restricts:
             fresh = bool(ndp.cut(box))
             # the probes run at once: when another source of the client resolved the address

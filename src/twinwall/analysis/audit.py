@@ -17,6 +17,7 @@ from twinwall.analysis.frontends import combine_frontends, frontends_of
 from twinwall.analysis.ndp import NeighbourReach, essential_icmpv6_dropped, neighbour_discovery, on_link_prefixes
 from twinwall.analysis.published import family_rows, merge_published
 from twinwall.analysis.verdicts import (
+    CLIENT_PORTS,
     DISABLED,
     FILTERED,
     LOCAL_ONLY,
@@ -45,9 +46,12 @@ from twinwall.netfilter.packetset import (
     NDIMS,
     PROTO,
     PROTO_ALL,
+    SPORT,
+    SRC,
     box_and,
     box_meets,
     covers,
+    format_address,
     iv_contains,
     loopback_addresses,
     make_box,
@@ -281,7 +285,8 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
     # and only where the connection's further packets pass too (analysis.connection)
     legs = ConnectionLegs.of(ctx) if outcomes else None
     verdicts = _family_verdicts(ctx, sockets, disabled, outcomes, ndp, snapshot.ipv6.disabled_interfaces, legs)
-    published = family_rows(contexts, family, outcomes)  # joined with the other family's later
+    # joined with the other family's later; a DNAT elsewhere needs the host to forward
+    published = family_rows(contexts, family, outcomes, snapshot.forwarding(family))
     findings = _host_findings(ctx, snapshot, outcomes, logged) + _unread_table_findings(family, rulesets[family])
     if outcomes:
         findings += _icmpv6_findings(ctx, ndp)
@@ -417,6 +422,8 @@ def _socket_verdict(
     denied: List[Outcome] = []
     for o in outcomes:
         if o.verdict == V_ACCEPT:
+            if o.origin is not o.box and not iv_contains(o.origin[DPORT], sock.port):
+                continue  # sent to another port, NAT brought it here: that port's own row
             b = box_and(o.box, selector_t)
             if b is not None:
                 accepted.append((b, o))
@@ -484,6 +491,8 @@ def _socket_verdict(
         "accepted from every remote source" + (" by the chain policy" if by_policy else ""),
         "accepted only from some sources or interfaces",
     )
+    if verdict.status == OPEN:
+        _open_at_some_addresses_only(ctx, verdict, boxes, dsts, denied)
     if ndp_cut and ndp is not None:
         verdict.decided_by += [d for d in ndp.decisions(fresh=True)[:MAX_NDP_CITED] if d not in verdict.decided_by]
         verdict.reason += f"; {ndp.reason(fresh=True)} for the others"
@@ -491,6 +500,41 @@ def _socket_verdict(
         verdict.decided_by += [d for d in legs_decisions(later_cut, MAX_NDP_CITED) if d not in verdict.decided_by]
         verdict.reason += f"; {legs.reason(later_cut)} for the others"
     return verdict
+
+
+MAX_ADDRESSES_NAMED = 64  # host addresses checked one by one for a per-address restriction
+
+
+def _open_at_some_addresses_only(ctx: FamilyContext, verdict: FamilyVerdict, boxes: List[Box], dsts: tuple,
+                                 denied: Sequence[Outcome]) -> None:
+    """An "open" socket must take every remote source at every address it listens on: a rule
+    with ``-d`` (``ip daddr``) that drops it at one of the host's addresses makes it restricted,
+    with the addresses that take everyone (``allowed_addresses``). Over some interface: a rule
+    that takes each address only from its own interface (``addrtype --limit-iface-in``, the
+    strong host model) still lets every client in at the address of its own link."""
+    target = list(boxes[0])
+    target[SRC] = remote_sources(ctx.family)
+    target[SPORT] = CLIENT_PORTS
+    target[DST] = dsts
+    dims = (SRC, SPORT, DST)
+    if covers(boxes, tuple(target), dims):
+        return
+    everyone: List[str] = []
+    others: List[str] = []
+    if sum(hi - lo + 1 for lo, hi in dsts) <= MAX_ADDRESSES_NAMED:
+        for lo, hi in dsts:
+            for a in range(lo, hi + 1):
+                target[DST] = ((a, a),)
+                (everyone if covers(boxes, tuple(target), dims) else others).append(format_address(a, ctx.family))
+    verdict.status = RESTRICTED
+    verdict.allowed_addresses = everyone
+    # the rules that accept it and those that turn it away at the other addresses
+    verdict.decided_by = list(dict.fromkeys(verdict.decided_by + decisions(denied)))
+    if everyone:
+        verdict.reason = (f"accepted from every remote source at {', '.join(everyone)}; at "
+                          f"{', '.join(others[:4]) + (',...' if len(others) > 4 else '')} only from some or none")
+    else:
+        verdict.reason = "accepted from every remote source at none of the host's addresses by itself: each address turns some away"
 
 
 MAX_NDP_CITED = 6  # rules cited for dropping neighbour discovery, per verdict

@@ -30,8 +30,10 @@ from twinwall.analysis.chain_index import MIN_RULES as MIN_INDEXED_RULES
 from twinwall.analysis.chain_index import ChainIndex
 from twinwall.netfilter.packetset import (
     CT_ESTABLISHED,
+    CT_INVALID,
     CT_NEW,
     CT_PRE_ALL,
+    CT_RELATED,
     CT_UNTRACKED,
     DPORT,
     DST,
@@ -235,6 +237,41 @@ def conntrack_runs(flows: List[Flow]) -> List[Flow]:
 def before_conntrack(flows: List[Flow]) -> List[Flow]:
     """Into the pre-conntrack form (see packetset.CT_PRE_SHIFT): raw chains are about to run."""
     return [with_state(f, ct_pre(f.box[STATE])) if not f.box[STATE] & CT_PRE_ALL else f for f in flows]
+
+
+def _ct_dnat_split(rule: Rule, matched: List[Flow], rest: List[Flow]) -> List[Flow]:
+    """nft ``ct status dnat`` (``rule.ct_dnat`` True; False: ``!= dnat``): a connection's first
+    packet carries the status when nat PREROUTING/OUTPUT rewrote its destination on this walk
+    (a DNAT or REDIRECT in its trail); untracked and invalid packets have no conntrack entry, so
+    no status; for the rest of a flow the walk cannot tell (followed both ways, named). Returns
+    the flows that match; the others join ``rest``."""
+    out: List[Flow] = []
+    tag = (f"ct status ({rule.table} {rule.chain} #{rule.number})",)
+    for f in matched:
+        state = f.box[STATE]
+        nated = _nated(f.trail)
+        for bits, dnat in ((state & CT_NEW, nated), (state & (CT_UNTRACKED | CT_INVALID), False),
+                           (state & (CT_ESTABLISHED | CT_RELATED), None)):
+            if not bits:
+                continue
+            part = f if bits == state else _restrict(f, f.box[:STATE] + (bits,) + f.box[STATE + 1 :])
+            if dnat is None:
+                part = Flow(part.box, part.trail, part.uncertain + tag, part.origin)
+                out.append(part)
+                rest.append(part)
+            elif dnat == rule.ct_dnat:
+                out.append(part)
+            else:
+                rest.append(part)
+    return out
+
+
+def _nated(trail) -> bool:
+    while trail is not None:
+        if trail[0].action in (DNAT, REDIRECT):
+            return True
+        trail = trail[1]
+    return False
 
 
 def nat_entry(flows: list, restrict) -> Tuple[list, list]:
@@ -494,6 +531,8 @@ class Evaluator:
                     matched.append(_restrict(f, b))
                 for b in r:
                     rest.append(_restrict(f, b))
+            if rule.ct_dnat is not None:
+                matched = _ct_dnat_split(rule, matched, rest)
             if not matched:
                 continue
             if inert is None and self._inert(rs, table, rule.target):

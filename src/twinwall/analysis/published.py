@@ -62,7 +62,7 @@ from twinwall.analysis.verdicts import (
     ServiceReport,
     decisions,
 )
-from twinwall.model import FAMILIES, FAMILY_LABEL, IPV4, IPV6, PROTO_NUM, ListeningSocket
+from twinwall.model import FAMILIES, FAMILY_LABEL, FORWARDING_SYSCTL, IPV4, IPV6, PROTO_NUM, ListeningSocket
 
 # Ports of one DNAT region up to this many are reported one by one; a wider range (a DNAT rule
 # without --dport) becomes one service named by its first port.
@@ -100,9 +100,15 @@ def published_services(contexts: Dict, outcomes: Dict[str, Sequence]) -> List[Se
     return merge_published([family_rows(contexts, f, outcomes.get(f, ())) for f in FAMILIES])
 
 
-def family_rows(contexts: Dict, family: str, outcomes: Sequence[Outcome]) -> List[ServiceReport]:
+def family_rows(
+    contexts: Dict, family: str, outcomes: Sequence[Outcome], forwarding: Optional[bool] = None
+) -> List[ServiceReport]:
     """One family's published services: that family's verdict from its forward path, the other
-    family's verdict "not-bound" (until :func:`merge_published` joins the other family's row)."""
+    family's verdict "not-bound" (until :func:`merge_published` joins the other family's row).
+
+    ``forwarding``: the host's forwarding sysctl for the family (None: unknown, taken as on).
+    Off, a DNAT to another host goes nowhere - the kernel drops what it would have to forward -
+    so those rows are filtered; a REDIRECT or DNAT to the host itself needs no forwarding."""
     ctx = contexts.get(family)
     if ctx is None:
         return []
@@ -111,6 +117,9 @@ def family_rows(contexts: Dict, family: str, outcomes: Sequence[Outcome]) -> Lis
         for key, slices in _port_slices(o for o in outcomes if o.verdict == V_FORWARD and o.box[DST] != o.origin[DST]).items()
     }
     items = sorted(found.items())
+    if forwarding is False:
+        rows = [_row(ctx, pub, _targets_text(pub), _not_forwarded(pub)) for _, pub in items]
+        return rows + _local_rows(ctx, family, outcomes)
     forward = _forward_walk(ctx, [pub for _, pub in items])
     reaches: Dict[tuple, Reach] = {}  # see _forward_verdict
     rows = [
@@ -118,6 +127,19 @@ def family_rows(contexts: Dict, family: str, outcomes: Sequence[Outcome]) -> Lis
         for gi, (_, pub) in enumerate(items)
     ]
     return rows + _local_rows(ctx, family, outcomes)
+
+
+def _not_forwarded(pub: _Published) -> FamilyVerdict:
+    """A DNAT to another host on a host that does not forward the family."""
+    sysctl = FORWARDING_SYSCTL[pub.family]
+    return FamilyVerdict(
+        FILTERED,
+        decided_by=decisions([s.outcome for s in pub.slices]),
+        denied_sources=["any"],
+        uncertain=sorted({u for s in pub.slices for u in s.outcome.uncertain}),
+        reason=f"DNAT sends it to {_targets_text(pub)}, but the host does not forward "
+        f"{FAMILY_LABEL[pub.family]} ({sysctl}=0): the kernel drops every such connection",
+    )
 
 
 LOCAL_TARGET = "this host"

@@ -103,6 +103,9 @@ class FamilyVerdict:
     # exactly who gets through, as combinations the three lists above cannot express (a source
     # allowed on one interface only): empty when nothing is accepted
     allowed: List[Allowed] = field(default_factory=list)
+    # a wildcard socket accepted from every remote source at some of the host's addresses only
+    # (a rule with -d drops it at the others): those addresses; empty otherwise
+    allowed_addresses: List[str] = field(default_factory=list)
 
     def to_json(self) -> Dict:
         return {
@@ -114,6 +117,7 @@ class FamilyVerdict:
             "allowed_interfaces": self.allowed_interfaces,
             "allowed_source_ports": self.allowed_source_ports,
             "allowed": [a.to_json() for a in self.allowed],
+            "allowed_addresses": self.allowed_addresses,
             "uncertain": self.uncertain,
             "by_policy": self.by_policy,
         }
@@ -124,6 +128,8 @@ class FamilyVerdict:
         3000)``, ``restricted (192.0.2.0/24 via eth0; via eth1)``."""
         if self.status != RESTRICTED:
             return self.status
+        if self.allowed_addresses:
+            return f"{RESTRICTED} (only at {_first(self.allowed_addresses, 2)})"
         if self.allowed:
             shown = "; ".join(a.text() for a in self.allowed[:2])
             more = f"; +{len(self.allowed) - 2} more" if len(self.allowed) > 2 else ""

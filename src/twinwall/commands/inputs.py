@@ -29,6 +29,14 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ip6tables-legacy", metavar="FILE", help="saved 'ip6tables-legacy-save' output")
     g.add_argument("--nft", metavar="FILE", help="saved 'nft -j list ruleset' output")
     g.add_argument(
+        "--nft-netlink",
+        metavar="FILE",
+        help="with --nft: saved 'nft --debug=netlink list ruleset' output of the same ruleset. nft "
+        "(1.0.6) prints some inet rules without their 'meta nfproto' test (meta nfproto ipv6 tcp "
+        "dport 3000 reject with tcp reset lists as tcp dport 3000 reject ...); the netlink form "
+        "keeps it, so such a rule is applied to its own family only instead of being uncertain",
+    )
+    g.add_argument(
         "--sockets", metavar="FILE", help="saved 'ss -tuln' output (-p, -e and -H variants welcome; -e shows v6only)"
     )
     g.add_argument(
@@ -63,7 +71,7 @@ def snapshot_from_args(args: argparse.Namespace) -> HostSnapshot:
     offline = [path for _, path in dump_options(args)]
     if args.snapshot:
         if any(offline):
-            raise InputError("--snapshot cannot be combined with --iptables/--ip6tables/--nft/--sockets")
+            raise InputError("--snapshot cannot be combined with --iptables/--ip6tables/--nft/--nft-netlink/--sockets")
         from twinwall.sources.snapshot import read_snapshot
 
         return read_snapshot(args.snapshot)
@@ -109,8 +117,14 @@ def offline_snapshot(args: argparse.Namespace) -> HostSnapshot:
                 )
             backend = "legacy" if "legacy" in what else _plain_dump_backend(text, bool(legacy_beside))
             snap.rulesets.append(RulesetText(family, "iptables-save", backend, path, text))
+    if args.nft_netlink and not args.nft:
+        raise InputError("--nft-netlink FILE goes with --nft FILE: the netlink dump only completes "
+                         "the 'nft -j list ruleset' output of the same ruleset")
     if args.nft:
-        snap.rulesets.append(RulesetText("inet", "nft-json", "nft", args.nft, read_text(args.nft, "nft -j")))
+        nft = RulesetText("inet", "nft-json", "nft", args.nft, read_text(args.nft, "nft -j"))
+        if args.nft_netlink:
+            nft.netlink = _netlink_dump(args.nft_netlink)
+        snap.rulesets.append(nft)
     if args.sockets:
         from twinwall.sources.sockets import parse_ss
 
@@ -142,8 +156,25 @@ def dump_options(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
         ("--iptables-legacy", args.iptables_legacy),
         ("--ip6tables-legacy", args.ip6tables_legacy),
         ("--nft", args.nft),
+        ("--nft-netlink", getattr(args, "nft_netlink", None)),
         ("--sockets", args.sockets),
     ]
+
+
+def _netlink_dump(path: str) -> str:
+    """The inet rule blocks of a saved ``nft --debug=netlink list ruleset`` output."""
+    from twinwall.sources.host import netlink_rule_blocks
+
+    text = read_text(path, "nft --debug=netlink")
+    name = "standard input" if path == "-" else path
+    blocks = netlink_rule_blocks(text)
+    if not blocks and text.strip() and not text.lstrip().startswith("table "):
+        raise InputError(f"{name} is not 'nft --debug=netlink list ruleset' output: no rule block "
+                         "('inet TABLE CHAIN' followed by '  [ ... ]' lines) in it")
+    if not text.strip():
+        raise InputError(f"{name} is empty: not 'nft --debug=netlink list ruleset' output (did the "
+                         "command fail?)")
+    return blocks
 
 
 def _plain_dump_backend(text: str, legacy_beside: bool) -> str:

@@ -57,6 +57,9 @@ class Rule:
     line: Optional[int] = None
     handle: Optional[int] = None
     logs: bool = False  # the rule logs what it matches (nft's log statement; see rule_logs)
+    # nft `ct status dnat` (True) / `ct status != dnat` (False): whether NAT rewrote the
+    # connection's destination, decided per packet by the evaluator; None: no such test
+    ct_dnat: Optional[bool] = None
 
     def rule_logs(self) -> bool:
         """Whether the packets this rule matches are logged (-j LOG/NFLOG/ULOG, nft log)."""

@@ -578,28 +578,41 @@ def collect_nft_ruleset(snap: HostSnapshot, run: Runner = run_command) -> Option
         return None  # no native table: the iptables dumps already say everything
     text = res.stdout if keep is None else json.dumps({"nftables": keep}) + "\n"
     out = RulesetText(family="inet", format="nft-json", backend="nft", source=NFT_SOURCE, text=text)
-    if any(isinstance(o, dict) and isinstance(o.get("rule"), dict) and o["rule"].get("family") == "inet"
-           for o in left):
-        out.netlink = _collect_nft_netlink(snap, run)
+    inet = list(dict.fromkeys(
+        o["rule"].get("table") for o in left
+        if isinstance(o, dict) and isinstance(o.get("rule"), dict) and o["rule"].get("family") == "inet"))
+    if inet:
+        out.netlink = _collect_nft_netlink(snap, run, [t for t in inet if isinstance(t, str)])
     return out
 
 
-NETLINK_SOURCE = "nft --debug=netlink list ruleset"
+NETLINK_SOURCE = "nft --debug=netlink list table inet"
 
 
-def _collect_nft_netlink(snap: HostSnapshot, run: Runner) -> Optional[str]:
+def _collect_nft_netlink(snap: HostSnapshot, run: Runner, tables: List[str]) -> Optional[str]:
     """The netlink form of the inet tables' rules: nft 1.0.6 does not print some ``meta nfproto``
     tests (``meta nfproto ipv6 tcp dport 3000 reject with tcp reset`` lists as ``tcp dport 3000
-    reject with tcp reset``), the netlink form does. Only the inet rule blocks are kept (not the
-    set elements, not the listing nft prints after them)."""
-    res = run(["nft", "--debug=netlink", "list", "ruleset"], timeout=RULES_TIMEOUT)
-    if not res.ok:
-        snap.missing.append(f"{NETLINK_SOURCE}: {res.reason()}: inet rules nft prints without their "
-                            "meta nfproto test are uncertain")
-        return None
+    reject with tcp reset``), the netlink form does. Listed table by table, the inet tables with
+    rules only (a host's kube-proxy or blocklist ip tables would otherwise be dumped again for
+    nothing); only the rule blocks are kept (not the set elements, not the listing nft prints
+    after them)."""
+    kept: List[str] = []
+    for table in tables:
+        res = run(["nft", "--debug=netlink", "list", "table", "inet", table], timeout=RULES_TIMEOUT)
+        if not res.ok:
+            snap.missing.append(f"{NETLINK_SOURCE} {table}: {res.reason()}: inet rules nft prints without "
+                                "their meta nfproto test are uncertain")
+            return None
+        kept.extend(netlink_rule_blocks(res.stdout).splitlines())
+    return "\n".join(kept) + ("\n" if kept else "")
+
+
+def netlink_rule_blocks(text: str) -> str:
+    """The inet rule blocks of an ``nft --debug=netlink list ...`` output (not the set
+    elements, not the ordinary listing nft prints after them)."""
     kept: List[str] = []
     keep = False
-    for line in res.stdout.splitlines():
+    for line in text.splitlines():
         if not line.startswith((" ", "\t")):
             if line.startswith("table "):
                 break  # the ordinary listing follows the netlink blocks

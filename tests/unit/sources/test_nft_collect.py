@@ -47,7 +47,8 @@ def test_authority_per_table() -> None:
     run = runner(fixture("iptables_nft.json"))
     nft = collect_nft_ruleset(snap, run)
     # the inet table's rules: their netlink form, for the meta nfproto tests nft does not print
-    assert run.calls == [["nft", "-j", "list", "ruleset"], ["nft", "--debug=netlink", "list", "ruleset"]]
+    # listed table by table: only the inet tables with rules, not the whole ruleset again
+    assert run.calls == [["nft", "-j", "list", "ruleset"], ["nft", "--debug=netlink", "list", "table", "inet", "native"]]
     assert nft is not None and (nft.family, nft.format, nft.backend, nft.source) == ("inet", "nft-json", "nft", NFT_SOURCE)
     assert sources(snap) == {
         "ip filter": "iptables-save",  # xt matches: only iptables-nft-save has their parameters
@@ -192,7 +193,7 @@ def test_netlink_dump_keeps_only_inet_rule_blocks() -> None:
 
     text = (FIXTURES / "inet_filter.netlink").read_text()
     snap = HostSnapshot()
-    kept = _collect_nft_netlink(snap, runner(text))
+    kept = _collect_nft_netlink(snap, runner(text), ["filter"])
     assert kept and not snap.missing
     assert all(line.startswith(("inet ", "  [")) for line in kept.splitlines())
     assert "@" not in "".join(line for line in kept.splitlines() if not line.startswith(" "))

@@ -33,7 +33,7 @@ from twinwall.netfilter.ruleset import (
     Rule,
 )
 from twinwall.parsers.nft_json.expressions import _iface_spec, _unwrap
-from twinwall.parsers.nft_json.selectors import _left_sel, _Sel
+from twinwall.parsers.nft_json.selectors import _ct_status_dnat, _left_sel, _rpfilter, _Sel
 from twinwall.parsers.nft_json.tables import _TableData
 from twinwall.parsers.nft_json.text import _fmt, _stmt_text, rule_text
 from twinwall.parsers.nft_json.vocabulary import (
@@ -65,6 +65,7 @@ class _RuleCompiler:
         self.disj: List[List[Dict[int, Any]]] = []  # from concatenations: AND of ORs
         self.never = False
         self.unknown: List[str] = []
+        self.ct_dnat: Optional[bool] = None  # `ct status dnat` (True) / `!= dnat` (False)
 
     # -- constraints --------------------------------------------------------------------------
 
@@ -173,11 +174,15 @@ class _RuleCompiler:
                 self.unknown.append(unknown_stmt)
         if self.never:
             return [Rule(self.chain.table, self.chain.name, self.number, text, (), (), Action.CONTINUE, "")]
+        if expand is not None and self.ct_dnat is not None:
+            self.unknown.append("ct status")
         unknown = tuple(dict.fromkeys(self.unknown))
         base_alts = self.alternatives([])
         if expand is not None:
             return self.expand(expand, base_alts, unknown, text)
-        return [Rule(self.chain.table, self.chain.name, self.number, text, base_alts, unknown, action, target, nat_to)]
+        rule = Rule(self.chain.table, self.chain.name, self.number, text, base_alts, unknown, action, target, nat_to)
+        rule.ct_dnat = self.ct_dnat
+        return [rule]
 
     def hidden_nfproto(self, exprs: List[Any], action: str) -> str:
         """The ``meta nfproto`` tests nft may not print (see :func:`netlink_nfproto`): from the
@@ -235,6 +240,16 @@ class _RuleCompiler:
         left, right = m.get("left"), m.get("right")
         if isinstance(left, dict) and "concat" in left:
             self.concat_match(op, left["concat"], right)
+            return
+        if _ct_status_dnat(left, op, right):
+            # decided per packet by the evaluator (Rule.ct_dnat): was it NATed on the way in?
+            self.ct_dnat = op != "!="
+            return
+        rp = _rpfilter(left, op, right)
+        if rp is not None:
+            # a reverse-path test (firewalld's IPv6_rpfilter): a remote client's address routes
+            # back through the interface it came in on, as the iptables rpfilter match reads it
+            self.never = self.never or not rp
             return
         try:
             sel = _left_sel(left)

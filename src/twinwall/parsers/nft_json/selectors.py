@@ -80,6 +80,35 @@ _META = {
 }
 
 
+def _ct_status_dnat(left: Any, op: str, right: Any) -> bool:
+    """``ct status dnat`` / ``ct status != dnat`` (firewalld's ``ct status dnat accept``)."""
+    ct = left.get("ct") if isinstance(left, dict) and len(left) == 1 else None
+    return (isinstance(ct, dict) and ct.get("key") == "status" and not ct.get("dir")
+            and right == "dnat" and op in ("in", "==", "!="))
+
+
+def _rpfilter(left: Any, op: str, right: Any) -> Optional[bool]:
+    """Whether ``fib saddr [. mark] . iif oif`` compared with ``right`` holds for a remote
+    client whose source routes back through its incoming interface (None: not that form)."""
+    fib = left.get("fib") if isinstance(left, dict) and len(left) == 1 else None
+    if not isinstance(fib, dict) or fib.get("result") != "oif":
+        return None
+    flags = fib.get("flags") or []
+    flags = set(flags if isinstance(flags, list) else [flags])
+    if not {"saddr", "iif"} <= flags <= {"saddr", "iif", "mark"}:
+        return None
+    if right in (False, "0", 0):  # "missing"
+        exists = False
+    elif right is True:  # "exists"
+        exists = True
+    else:
+        return None
+    if op not in ("==", "!="):
+        return None
+    # the client's route back exists: `== exists` holds, `== missing` does not
+    return exists == (op == "==")
+
+
 def _left_sel(left: Any) -> _Sel:
     if not isinstance(left, dict) or len(left) != 1:
         raise _Unknown(f"match on {_fmt(left)}")
