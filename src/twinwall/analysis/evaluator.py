@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.chain_index import MIN_RULES as MIN_INDEXED_RULES
-from twinwall.analysis.chain_index import ChainIndex
+from twinwall.analysis.chain_index import MIN_RUN, ChainIndex, find_runs
 from twinwall.analysis.packetset import (
     CT_NEW,
     CT_UNTRACKED,
@@ -258,6 +258,7 @@ class Evaluator:
         self.local = local_addresses  # interval set of the host's own addresses
         self.trace = trace
         self._inert = InertChains()
+        self._run_cache: Dict[int, tuple] = {}
         bind_rulesets(self.rulesets, universe, local_addresses)
 
     # -- hooks ------------------------------------------------------------------------------
@@ -378,9 +379,20 @@ class Evaluator:
                 picked = index.candidates([f.box for f in flows])
                 if picked is not None:
                     rules = [rules[i] for i in picked]
+        runs = self._runs(rules, rules is chain.rules) if trace is None else None
+        position = -1
+        skip_to = 0
         for rule in rules:
+            position += 1
             if not current:
                 break
+            if position < skip_to:
+                continue
+            if runs and position in runs:
+                run = runs[position]
+                current = self._walk_run(rs, rules, run, current, ended)
+                skip_to = run.end
+                continue
             alts = rule.alternatives
             if not alts:
                 continue
@@ -460,6 +472,53 @@ class Evaluator:
                 raise EvaluationError(f"unhandled action {action}")
         returned.extend(current)
         return returned, ended
+
+    _TERMINAL = frozenset((ACCEPT, DROP, REJECT))
+
+    def _runs(self, rules: List[Rule], whole_chain: bool):
+        """The runs of one-dimension terminal rules in ``rules`` (analysis.chain_index.Run):
+        found once for a chain's rules, each time for the part of a chain its index picked
+        (only when that part is long: a short one costs more to scan than to walk)."""
+        if len(rules) < MIN_RUN or (not whole_chain and len(rules) < 8 * MIN_RUN):
+            return None
+        if not whole_chain:
+            return find_runs(rules, self._TERMINAL)
+        key = id(rules)
+        hit = self._run_cache.get(key)
+        if hit is not None and hit[0] is rules:
+            return hit[1]
+        runs = find_runs(rules, self._TERMINAL)
+        self._run_cache[key] = (rules, runs)
+        return runs
+
+    def _walk_run(self, rs: Ruleset, rules: List[Rule], run, current: List[Flow], ended: list) -> List[Flow]:
+        """The flows past a run of rules, each rule's part of them ended with its action: what
+        walking the run rule by rule gives (same regions, same order), without re-cutting the
+        remaining packets once per rule."""
+        dim = run.dim
+        rest: List[Flow] = []
+        hits = []  # (flow, {position in run: part})
+        for f in current:
+            value = f.box[dim]
+            parts = run.parts(value)
+            if not parts:
+                rest.append(f)
+                continue
+            hits.append((f, parts))
+            left = iv_sub(value, run.union)
+            if left:
+                rest.append(_restrict(f, f.box[:dim] + (left,) + f.box[dim + 1:]))
+        for k in sorted({k for _, parts in hits for k in parts}):
+            rule = rules[run.start + k]
+            action = rule.action
+            decision = Decision(rule.table, rule.chain, rule.number, rule.text, None, rs.source, action, rule.line, rule.handle)
+            for f, parts in hits:
+                part = parts.get(k)
+                if part is None:
+                    continue
+                g = _restrict(f, f.box if part == f.box[dim] else f.box[:dim] + (part,) + f.box[dim + 1:])
+                ended.append((Flow(g.box, (decision, g.trail), g.uncertain, g.origin), action))
+        return rest
 
     def _trace_match(self, rule: Rule, flows: List[Flow], depth: int) -> None:
         hit = []
