@@ -59,9 +59,14 @@ def data_dir(shape: str, size: int, args) -> str:
         d = os.path.join(HERE, "out", "shape-corpus")
         os.makedirs(d, exist_ok=True)
         for src, name in zip(CORPUS_PAIR, ("iptables.rules", "ip6tables.rules")):
-            link = os.path.join(d, name)
-            if not os.path.exists(link):
-                os.symlink(os.path.abspath(os.path.join(CORPUS, src)), link)
+            copy = os.path.join(d, name)
+            if not os.path.exists(copy):
+                # the dumps' MACs are anonymised to XX:XX:..., which the restore tools refuse:
+                # the copy measured (by both sides) has a documentation MAC (RFC 7042) there
+                with open(os.path.join(CORPUS, src), encoding="utf-8", errors="replace") as fh:
+                    text = fh.read().replace("XX:XX:XX:XX:XX:XX", "00:00:5e:10:00:00")
+                with open(copy, "w", encoding="utf-8") as fh:
+                    fh.write(text)
         socks = os.path.join(d, "sockets.txt")
         if not os.path.exists(socks):
             with open(socks, "w", encoding="ascii") as fh:
@@ -82,7 +87,7 @@ def twinwall(python: str, src: str, label: str, argv: List[str], out: str, timeo
 
 
 def trees(args) -> List[tuple]:
-    out = [("", os.path.join(REPO, "src"))]
+    out = [("", os.path.abspath(args.src))]
     if args.before:
         out.append(("before ", os.path.abspath(args.before)))
     return out
@@ -167,6 +172,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--sizes", help="comma-separated rule counts for every shape (default: per shape)")
     ap.add_argument("--what", default="audit,diff", help="audit, diff or both (default)")
     ap.add_argument("--many-sockets", type=int, default=2004, help="sockets of blocklist-sockets (default 2004)")
+    ap.add_argument("--src", default=os.path.join(REPO, "src"), metavar="SRC",
+                    help="the twinwall source tree measured (default: this repository's src/)")
     ap.add_argument("--before", metavar="SRC", help="also measure this twinwall source tree (e.g. an older commit's src/)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per command (default 3)")
     ap.add_argument("--seed", type=int, default=1)

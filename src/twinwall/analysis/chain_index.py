@@ -216,6 +216,9 @@ def find_runs(rules: Sequence, terminal) -> Dict[int, Run]:
         j = i
         entries: List[tuple] = []
         while j < n:
+            if j > i and not rules[j].alternatives:
+                j += 1  # a rule that can never match (the other family's, in an inet table)
+                continue
             dv = _run_value(rules[j], terminal) if j > i else first
             if dv is None or dv[0] != dim:
                 break

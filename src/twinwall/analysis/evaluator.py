@@ -258,7 +258,7 @@ class Evaluator:
         self.local = local_addresses  # interval set of the host's own addresses
         self.trace = trace
         self._inert = InertChains()
-        self._run_cache: Dict[int, tuple] = {}
+        self._run_cache: Dict[object, tuple] = {}
         bind_rulesets(self.rulesets, universe, local_addresses)
 
     # -- hooks ------------------------------------------------------------------------------
@@ -370,6 +370,7 @@ class Evaluator:
         inert_known = self._inert.known
         rs_id = id(rs)
         rules = chain.rules
+        run_key = id(rules)
         if len(rules) >= MIN_INDEXED_RULES:
             # a long chain: only the rules these packets can meet (see analysis.chain_index)
             index = chain.index
@@ -379,7 +380,8 @@ class Evaluator:
                 picked = index.candidates([f.box for f in flows])
                 if picked is not None:
                     rules = [rules[i] for i in picked]
-        runs = self._runs(rules, rules is chain.rules) if trace is None else None
+                    run_key = (run_key, tuple(picked)) if len(picked) >= MIN_RUN else None
+        runs = self._runs(rules, run_key) if trace is None and run_key is not None else None
         position = -1
         skip_to = 0
         for rule in rules:
@@ -475,18 +477,17 @@ class Evaluator:
 
     _TERMINAL = frozenset((ACCEPT, DROP, REJECT))
 
-    def _runs(self, rules: List[Rule], whole_chain: bool):
-        """The runs of one-dimension terminal rules in ``rules`` (analysis.chain_index.Run):
-        found once for a chain's rules, each time for the part of a chain its index picked
-        (only when that part is long: a short one costs more to scan than to walk)."""
-        if len(rules) < MIN_RUN or (not whole_chain and len(rules) < 8 * MIN_RUN):
+    def _runs(self, rules: List[Rule], key):
+        """The runs of one-dimension terminal rules in ``rules`` (analysis.chain_index.Run),
+        found once per chain, or per part of a chain its index picked (``key``: the chain's
+        rules' id, with the picked positions). The memo keeps the rule lists alive."""
+        if len(rules) < MIN_RUN:
             return None
-        if not whole_chain:
-            return find_runs(rules, self._TERMINAL)
-        key = id(rules)
         hit = self._run_cache.get(key)
-        if hit is not None and hit[0] is rules:
+        if hit is not None:
             return hit[1]
+        if len(self._run_cache) >= 256:
+            self._run_cache.clear()
         runs = find_runs(rules, self._TERMINAL)
         self._run_cache[key] = (rules, runs)
         return runs

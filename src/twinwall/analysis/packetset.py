@@ -550,11 +550,13 @@ def merge_with_payload(
     combine: Optional[Callable[[object, object], object]] = None,
     rounds: int = 2,
     mask_dims: FrozenSet[int] = MASK_DIMS,
+    combine_all: Optional[Callable[[List[object]], object]] = None,
 ) -> List[Tuple[tuple, object]]:
     """Merge ``(box, payload)`` entries whose boxes are equal in every dimension but one; the
     merged box carries ``combine`` of its members' payloads (None: the first member's). Boxes
     may have any number of dimensions (``mask_dims`` says which are bit masks); ``rounds``
-    passes over all dimensions at most.
+    passes over all dimensions at most. ``combine_all`` (instead of ``combine``) takes the list
+    of a merged box's payloads at once: a union grown in place, not rebuilt per member.
 
     Dimension values can be long interval sets and tuples do not cache their hash: each value
     is hashed once, groups are keyed by the other dimensions' hashes and then checked for real
@@ -598,7 +600,9 @@ def merge_with_payload(
                 else:
                     v = iv_normalize(p for m in same for p in m[1][dim])
                 payload = same[0][2]
-                if combine is not None:
+                if combine_all is not None:
+                    payload = combine_all([m[2] for m in same])
+                elif combine is not None:
                     for m in same[1:]:
                         payload = combine(payload, m[2])
                 merged = list(first)
