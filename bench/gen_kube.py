@@ -186,7 +186,10 @@ class Table:
 
 
 class Generator:
-    def __init__(self, seed: int, chains: int, rules: int, sockets: int):
+    def __init__(self, seed: int, chains: int, rules: int, sockets: int, dispatch: str = "addr"):
+        # dispatch "addr": KUBE-SERVICES matches -d CLUSTER-IP -p P --dport N (kube-proxy's);
+        # "port": by protocol and port only, so every service chain is reachable (bench/gen_shapes.py)
+        self.dispatch = dispatch
         self.rng = random.Random(seed)
         self.target_chains = chains
         self.target_rules = rules
@@ -490,7 +493,8 @@ class Generator:
         svc = sp.chain("KUBE-SVC-")
         ext = sp.chain("KUBE-EXT-")
         nat.chain(svc)
-        nat.add("KUBE-SERVICES", f'-d {cip}{slash} -p {proto} -m comment --comment "{spn} cluster IP" -m {proto} --dport {sp.port} -j {svc}')
+        dst = f"-d {cip}{slash} " if self.dispatch == "addr" else ""
+        nat.add("KUBE-SERVICES", f'{dst}-p {proto} -m comment --comment "{spn} cluster IP" -m {proto} --dport {sp.port} -j {svc}')
         nat.add(svc, f'! -s {POD_CIDR[family]} -d {cip}{slash} -p {proto} -m comment --comment "{spn} cluster IP" -m {proto} --dport {sp.port} -j KUBE-MARK-MASQ')
         n = len(sp.endpoints)
         for i, ep in enumerate(sp.endpoints):

@@ -372,7 +372,8 @@ def _family_verdicts(
         index = _PortIndex(outcomes)
         reach_memo: Dict[tuple, Reach] = {}
         for i, sock, dsts in todo:
-            out[i] = _socket_verdict(ctx, sock, dsts, index.candidates(sock.port), reach_memo, ndp, legs)
+            out[i] = _socket_verdict(ctx, sock, dsts, index.candidates(sock.port), reach_memo, ndp, legs,
+                                     index.denied_runs(sock.port))
     return out  # type: ignore[return-value]
 
 
@@ -396,12 +397,38 @@ class _PortIndex:
             else:
                 self.wide.append((ports, o))
 
+        # consecutive wide denied regions that differ only where no socket looks (a blocklist's
+        # 100,000 sources): a socket tests each run once, not each region (rules x sockets)
+        self.runs: List[Tuple[tuple, List[Outcome]]] = []
+        narrow: List[Tuple[tuple, Outcome]] = []
+        for ports, o in self.wide:
+            if o.verdict != V_ACCEPT and self.runs and self.runs[-1][0] is not None:
+                last = self.runs[-1]
+                if all(o.origin[d] is last[0][d] for d in _SOCKET_DIMS):
+                    last[1].append(o)
+                    continue
+            if o.verdict == V_ACCEPT:
+                narrow.append((ports, o))
+                self.runs.append((None, []))
+            else:
+                self.runs.append((o.origin, [o]))
+        self.runs = [r for r in self.runs if r[0] is not None]
+        self.wide = narrow
+
     def candidates(self, port: int) -> List[Outcome]:
+        """The accepted and the port-indexed denied regions that may hold ``port``, in order."""
         found = list(self.by_port.get(port, ()))
         for ports, o in self.wide:
             if iv_contains(ports, port):
                 found.append(o)
         return found
+
+    def denied_runs(self, port: int) -> List[Tuple[tuple, List[Outcome]]]:
+        """The runs of wide denied regions that may hold ``port``: (a member's origin, members)."""
+        return [r for r in self.runs if iv_contains(r[0][DPORT], port)]
+
+
+_SOCKET_DIMS = (PROTO, DPORT, DST, IIF)  # the dimensions a socket's selector tests
 
 
 def _socket_verdict(
@@ -412,6 +439,7 @@ def _socket_verdict(
     memo: Dict[tuple, Reach],
     ndp: Optional[NeighbourReach] = None,
     legs: Optional[ConnectionLegs] = None,
+    denied_runs: Sequence[Tuple[tuple, List[Outcome]]] = (),
 ) -> FamilyVerdict:
     num = PROTO_NUM[sock.protocol]
     selector = [(PROTO, ((num, num),)), (DPORT, ((sock.port, sock.port),)), (DST, dsts)]
@@ -429,7 +457,10 @@ def _socket_verdict(
                 accepted.append((b, o))
         elif box_meets(o.origin, selector_t):
             denied.append(o)
-    uncertain = sorted({u for _, o in accepted for u in o.uncertain} | {u for o in denied for u in o.uncertain})
+    for origin, members in denied_runs:
+        if box_meets(origin, selector_t):
+            denied.extend(members)
+    uncertain = sorted({u for _, o in accepted for u in o.uncertain} | {u for o in denied if o.uncertain for u in o.uncertain})
     later_cut: List[Outcome] = []
     if accepted and legs is not None:
         kept_legs = []

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.chain_index import MIN_RULES as MIN_INDEXED_RULES
-from twinwall.analysis.chain_index import ChainIndex
+from twinwall.analysis.chain_index import MIN_RUN, ChainIndex, find_runs
 from twinwall.netfilter.packetset import (
     CT_ESTABLISHED,
     CT_INVALID,
@@ -347,6 +347,7 @@ class Evaluator:
         self.local = local_addresses  # interval set of the host's own addresses
         self.trace = trace
         self._inert = InertChains()
+        self._run_cache: Dict[object, tuple] = {}
         bind_rulesets(self.rulesets, universe, local_addresses)
 
     # -- hooks ------------------------------------------------------------------------------
@@ -494,6 +495,7 @@ class Evaluator:
         inert_known = self._inert.known
         rs_id = id(rs)
         rules = chain.rules
+        run_key = id(rules)
         if len(rules) >= MIN_INDEXED_RULES:
             # a long chain: only the rules these packets can meet (see analysis.chain_index)
             index = chain.index
@@ -503,9 +505,21 @@ class Evaluator:
                 picked = index.candidates([f.box for f in flows])
                 if picked is not None:
                     rules = [rules[i] for i in picked]
+                    run_key = (run_key, tuple(picked)) if len(picked) >= MIN_RUN else None
+        runs = self._runs(rules, run_key) if trace is None and run_key is not None else None
+        position = -1
+        skip_to = 0
         for rule in rules:
+            position += 1
             if not current:
                 break
+            if position < skip_to:
+                continue
+            if runs and position in runs:
+                run = runs[position]
+                current = self._walk_run(rs, rules, run, current, ended)
+                skip_to = run.end
+                continue
             alts = rule.alternatives
             if not alts:
                 continue
@@ -590,6 +604,52 @@ class Evaluator:
                 raise EvaluationError(f"unhandled action {action}")
         returned.extend(current)
         return returned, ended
+
+    _TERMINAL = frozenset((ACCEPT, DROP, REJECT))
+
+    def _runs(self, rules: List[Rule], key):
+        """The runs of one-dimension terminal rules in ``rules`` (analysis.chain_index.Run),
+        found once per chain, or per part of a chain its index picked (``key``: the chain's
+        rules' id, with the picked positions). The memo keeps the rule lists alive."""
+        if len(rules) < MIN_RUN:
+            return None
+        hit = self._run_cache.get(key)
+        if hit is not None:
+            return hit[1]
+        if len(self._run_cache) >= 256:
+            self._run_cache.clear()
+        runs = find_runs(rules, self._TERMINAL)
+        self._run_cache[key] = (rules, runs)
+        return runs
+
+    def _walk_run(self, rs: Ruleset, rules: List[Rule], run, current: List[Flow], ended: list) -> List[Flow]:
+        """The flows past a run of rules, each rule's part of them ended with its action: what
+        walking the run rule by rule gives (same regions, same order), without re-cutting the
+        remaining packets once per rule."""
+        dim = run.dim
+        rest: List[Flow] = []
+        hits = []  # (flow, {position in run: part})
+        for f in current:
+            value = f.box[dim]
+            parts = run.parts(value)
+            if not parts:
+                rest.append(f)
+                continue
+            hits.append((f, parts))
+            left = iv_sub(value, run.union)
+            if left:
+                rest.append(_restrict(f, f.box[:dim] + (left,) + f.box[dim + 1:]))
+        for k in sorted({k for _, parts in hits for k in parts}):
+            rule = rules[run.start + k]
+            action = rule.action
+            decision = Decision(rule.table, rule.chain, rule.number, rule.text, None, rs.source, action, rule.line, rule.handle)
+            for f, parts in hits:
+                part = parts.get(k)
+                if part is None:
+                    continue
+                g = _restrict(f, f.box if part == f.box[dim] else f.box[:dim] + (part,) + f.box[dim + 1:])
+                ended.append((Flow(g.box, (decision, g.trail), g.uncertain, g.origin), action))
+        return rest
 
     def _trace_match(self, rule: Rule, flows: List[Flow], depth: int) -> None:
         hit = []

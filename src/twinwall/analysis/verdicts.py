@@ -19,6 +19,7 @@ from twinwall.netfilter.packetset import (
     SPORT,
     SRC,
     address_space,
+    cidr_count,
     covers,
     iv_normalize,
     iv_or,
@@ -320,13 +321,14 @@ def cidrs(a: tuple, family: str) -> List[str]:
 
 @lru_cache(maxsize=4096)
 def _cidrs_cached(a: tuple, family: str) -> Tuple[str, ...]:
-    plain = to_cidrs(a, family)
-    if len(plain) > 4:
-        # "everything but 203.0.113.0/24" is shorter with the martians put back
-        folded = to_cidrs(iv_or(a, _martians(family)), family)
-        if len(folded) < len(plain):
-            plain = folded
-    return tuple(plain)
+    plain = cidr_count(a)
+    if plain > 4:
+        # "everything but 203.0.113.0/24" is shorter with the martians put back (counted
+        # before spelling: a set cut by a blocklist has hundreds of thousands of blocks)
+        folded = iv_or(a, _martians(family))
+        if cidr_count(folded) < plain:
+            return tuple(to_cidrs(folded, family))
+    return tuple(to_cidrs(a, family))
 
 
 @lru_cache(maxsize=None)
@@ -345,7 +347,8 @@ def _sources_text(src: tuple, family: str) -> str:
         except_ = cidrs(denied, family) if len(denied) <= 8 else ()
         if except_ and len(except_) <= 2:
             return "all except " + ",".join(_host(c) for c in except_)
-    return _first([_host(c) for c in allowed], 2)
+    # (only the first hosts are spelled: a set cut by a blocklist has 100,000s of blocks)
+    return _first([_host(c) for c in allowed[:3]], 2)
 
 
 def _host(cidr: str) -> str:

@@ -336,18 +336,43 @@ def address_space(family: str) -> IntervalSet:
     return ((0, (1 << ADDR_BITS[family]) - 1),)
 
 
+def cidr_count(a: IntervalSet) -> int:
+    """len(to_cidrs(a, family)), counted without spelling (or even finding) the blocks."""
+    n = 0
+    for lo, hi in a:
+        if lo == hi:
+            n += 1
+            continue
+        k = (lo ^ hi).bit_length()  # lo and hi agree above bit k - 1, where lo has 0, hi 1
+        low = (1 << k) - 1
+        if not lo & low and hi & low == low:
+            n += 1  # one aligned block
+            continue
+        mid = (hi >> (k - 1)) << (k - 1)  # the aligned point between them: blocks grow up to
+        n += (mid - lo).bit_count() + (hi + 1 - mid).bit_count()  # it, then shrink after it
+    return n
+
+
 def to_cidrs(a: IntervalSet, family: str) -> List[str]:
     """The fewest CIDR blocks that exactly cover an interval set."""
     # (integer arithmetic: ipaddress.summarize_address_range takes ~20 us a range, seconds for
     # a set cut by a 100k-entry blocklist)
-    bits = ADDR_BITS[family]
+    top = ADDR_BITS[family] + 1
     out: List[str] = []
+    append = out.append
+    if family == "ipv4":
+        ntoa = socket.inet_ntoa
+        fmt = lambda v: ntoa(v.to_bytes(4, "big"))  # noqa: E731
+    else:
+        fmt = format_address6
     for lo, hi in a:
         while lo <= hi:
             size = 1 << ((hi - lo + 1).bit_length() - 1)  # the largest block that fits...
             if lo:
-                size = min(size, lo & -lo)  # ...and starts on its own boundary
-            out.append(f"{format_address(lo, family)}/{bits - size.bit_length() + 1}")
+                low = lo & -lo
+                if low < size:
+                    size = low  # ...and starts on its own boundary
+            append(f"{fmt(lo)}/{top - size.bit_length()}")
             lo += size
     return out
 
@@ -355,7 +380,15 @@ def to_cidrs(a: IntervalSet, family: str) -> List[str]:
 def format_address(value: int, family: str) -> str:
     if family == "ipv4":
         return socket.inet_ntoa(value.to_bytes(4, "big"))
-    # (ipaddress, not inet_ntop: the C library's spelling of some IPv6 forms differs)
+    return format_address6(value)
+
+
+def format_address6(value: int) -> str:
+    if value >> 48:
+        # inet_ntop spells these as ipaddress does (lowercase, the first longest run of two or
+        # more zero groups as "::"); only the forms with 80 leading zero bits differ (the C
+        # library writes ::ffff:192.0.2.1 and ::192.0.2.1), so those go to ipaddress
+        return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
     return str(ipaddress.IPv6Address(value))
 
 
@@ -562,11 +595,13 @@ def merge_with_payload(
     combine: Optional[Callable[[object, object], object]] = None,
     rounds: int = 2,
     mask_dims: FrozenSet[int] = MASK_DIMS,
+    combine_all: Optional[Callable[[List[object]], object]] = None,
 ) -> List[Tuple[tuple, object]]:
     """Merge ``(box, payload)`` entries whose boxes are equal in every dimension but one; the
     merged box carries ``combine`` of its members' payloads (None: the first member's). Boxes
     may have any number of dimensions (``mask_dims`` says which are bit masks); ``rounds``
-    passes over all dimensions at most.
+    passes over all dimensions at most. ``combine_all`` (instead of ``combine``) takes the list
+    of a merged box's payloads at once: a union grown in place, not rebuilt per member.
 
     Dimension values can be long interval sets and tuples do not cache their hash: each value
     is hashed once, groups are keyed by the other dimensions' hashes and then checked for real
@@ -610,7 +645,9 @@ def merge_with_payload(
                 else:
                     v = iv_normalize(p for m in same for p in m[1][dim])
                 payload = same[0][2]
-                if combine is not None:
+                if combine_all is not None:
+                    payload = combine_all([m[2] for m in same])
+                elif combine is not None:
                     for m in same[1:]:
                         payload = combine(payload, m[2])
                 merged = list(first)

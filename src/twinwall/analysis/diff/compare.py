@@ -137,27 +137,30 @@ def _side_key(side: Dict[str, FrozenSet]) -> FrozenSet:
 def _group_merge(entries: Sequence[Tuple[Any, Box, Any]], combine=None) -> List[Tuple[Box, Any]]:
     """Merge the boxes of entries with equal keys into the widest boxes. Without ``combine`` the
     payloads of one key are equal; with it they differ, and a merged box carries ``combine`` of
-    its members' payloads."""
+    the list of its members' payloads."""
     groups: Dict[Any, List[Tuple[Box, Any]]] = {}
     for key, box, payload in entries:
         groups.setdefault(key, []).append((box, payload))
     out: List[Tuple[Box, Any]] = []
     for group in groups.values():
         if combine is not None:
-            out.extend(merge_with_payload(group, combine, rounds=6))
+            out.extend(merge_with_payload(group, rounds=6, combine_all=combine))
             continue
         payload = group[0][1]
         out.extend((b, payload) for b in merge_tuples(canonical_union([b for b, _ in group]), MASK_DIMS))
     return out
 
 
-def _union_sides(x: Tuple[Dict, Dict], y: Tuple[Dict, Dict]) -> Tuple[Dict, Dict]:
+def _union_sides(payloads: List[Tuple[Dict, Dict]]) -> Tuple[Dict, Dict]:
+    """Both sides' rules per verdict over merged regions, each union grown in place (uniting
+    pair by pair rebuilt everything merged so far: quadratic in the regions)."""
     out = []
-    for a, b in zip(x, y):
-        d = dict(a)
-        for v, decs in b.items():
-            d[v] = d.get(v, frozenset()) | decs
-        out.append(d)
+    for side in (0, 1):
+        acc: Dict[str, set] = {}
+        for p in payloads:
+            for v, decs in p[side].items():
+                acc.setdefault(v, set()).update(decs)
+        out.append({v: frozenset(d) for v, d in acc.items()})
     return out[0], out[1]
 
 
@@ -173,19 +176,26 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     nc_entries = []
     a_only = []
     b_only = []
+    # many regions carry the very same tags (one rule's verdict cut by others'): each set of
+    # tags is made into the two sides once
+    known: Dict[FrozenSet, tuple] = {}
     for box, tags in overlay(items):
-        sides: Tuple[Dict[str, set], Dict[str, set]] = ({}, {})
-        for side, verdict, label in tags:
-            sides[side].setdefault(verdict, set()).update(label)
-        sa = {v: frozenset(d) for v, d in sides[0].items()}
-        sb = {v: frozenset(d) for v, d in sides[1].items()}
+        got = known.get(tags)
+        if got is None:
+            sides: Tuple[Dict[str, set], Dict[str, set]] = ({}, {})
+            for side, verdict, label in tags:
+                sides[side].setdefault(verdict, set()).update(label)
+            sa = {v: frozenset(d) for v, d in sides[0].items()}
+            sb = {v: frozenset(d) for v, d in sides[1].items()}
+            got = known[tags] = (sa, sb, _side_key(sa), _side_key(sb))
+        sa, sb, ka, kb = got
         if keep_regions:
             comp.regions.append((box, sa, sb))
         if not sb:
-            a_only.append((("a", _side_key(sa)), box, sa))
+            a_only.append((("a", ka), box, sa))
             continue
         if not sa:
-            b_only.append((("b", _side_key(sb)), box, sb))
+            b_only.append((("b", kb), box, sb))
             continue
         if sa == sb or (len(sa) == 1 and sa.keys() == sb.keys()):
             continue  # the same verdict (or the very same rules, e.g. before/after)
@@ -193,7 +203,7 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
             # not comparable: regions are merged by their verdict sets, rules united
             nc_entries.append(((frozenset(sa), frozenset(sb)), box, (sa, sb)))
         else:
-            diff_entries.append(((_side_key(sa), _side_key(sb)), box, (sa, sb)))
+            diff_entries.append(((ka, kb), box, (sa, sb)))
     comp.differences = [Region(hook, bx, p[0], p[1]) for bx, p in _group_merge(diff_entries)]
     comp.not_comparable = [Region(hook, bx, p[0], p[1]) for bx, p in _group_merge(nc_entries, _union_sides)]
     comp.a_only = [SideOnly(hook, bx, p) for bx, p in _group_merge(a_only)]

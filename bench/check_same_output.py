@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Check that an optimisation changed no verdict: run `twinwall audit` and `twinwall diff` with two
+source trees (``--before SRC``, e.g. an older commit's ``src/`` from ``git archive``; and this
+repository's) on the bench pairs (bench/out/shape-*/, made by bench_shapes.py) and on every dump
+pair of the corpus (scripts/corpus_run.py's pairing), and compare the JSON documents.
+
+    git archive main src | tar -x -C /tmp/before
+    .venv/bin/python bench/check_same_output.py --before /tmp/before/src [--corpus DIR] [--bench-only]
+
+Prints one line per input and command: ``same``, or the first JSON paths that differ (and how
+many). ``--ignore-path REGEX`` leaves out paths known to differ on purpose. Exit 0 when all
+are the same, 1 otherwise, 2 on an error (a run that crashed or timed out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+from typing import Iterator, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+
+import corpus_run  # noqa: E402
+
+
+def run(python: str, src: str, argv: List[str], timeout: float) -> Tuple[int, object]:
+    env = dict(os.environ, PYTHONPATH=src, TWINWALL_JOBS="1")
+    proc = subprocess.run([python, "-m", "twinwall"] + argv, capture_output=True, env=env, timeout=timeout)
+    if proc.returncode not in (0, 1):
+        return proc.returncode, proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def differences(a, b, path: str = "") -> Iterator[str]:
+    if type(a) is not type(b):
+        yield f"{path or '/'}: {type(a).__name__} vs {type(b).__name__}"
+    elif isinstance(a, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a or k not in b:
+                yield f"{path}/{k}: only {'after' if k in b else 'before'}"
+            else:
+                yield from differences(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list):
+        if len(a) != len(b):
+            yield f"{path}: {len(a)} vs {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b)):
+            yield from differences(x, y, f"{path}/{i}")
+    elif a != b:
+        yield f"{path}: {str(a)[:80]!r} vs {str(b)[:80]!r}"
+
+
+def inputs(args) -> List[Tuple[str, dict]]:
+    out = []
+    if not args.corpus_only:
+        for d in sorted(glob.glob(os.path.join(HERE, "out", "shape-*"))):
+            if os.path.isfile(os.path.join(d, "iptables.rules")):
+                out.append((os.path.relpath(d, REPO), {"ipv4": os.path.join(d, "iptables.rules"),
+                                                        "ipv6": os.path.join(d, "ip6tables.rules"),
+                                                        "sockets": os.path.join(d, "sockets.txt")}))
+            elif os.path.isfile(os.path.join(d, "nft.json")):
+                out.append((os.path.relpath(d, REPO), {"nft": os.path.join(d, "nft.json"),
+                                                        "sockets": os.path.join(d, "sockets.txt")}))
+    if not args.bench_only and os.path.isdir(args.corpus):
+        jobs, _ = corpus_run.plan(args.corpus)
+        for j in jobs:
+            out.append((j.name, {"ipv4": j.ipv4, "ipv6": j.ipv6}))
+    return out
+
+
+def commands(files: dict) -> List[Tuple[str, List[str]]]:
+    if "nft" in files:
+        return [("audit", ["audit", "--nft", files["nft"], "--sockets", files["sockets"], "--format", "json"])]
+    pair = []
+    for fam, opt in (("ipv4", "--iptables"), ("ipv6", "--ip6tables")):
+        if files.get(fam):
+            pair += [opt, files[fam]]
+    audit = ["audit"] + pair + (["--sockets", files["sockets"]] if files.get("sockets") else []) + ["--format", "json"]
+    cmds = [("audit", audit)]
+    if files.get("ipv4") and files.get("ipv6"):
+        cmds.append(("diff", ["diff"] + pair + ["--format", "json"]))
+    return cmds
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--before", required=True, metavar="SRC", help="the source tree to compare with")
+    ap.add_argument("--after", default=os.path.join(REPO, "src"), metavar="SRC", help="default: this repository's src/")
+    ap.add_argument("--corpus", default=os.path.join(REPO, "..", "shared", "corpus", "net-network"))
+    ap.add_argument("--bench-only", action="store_true")
+    ap.add_argument("--corpus-only", action="store_true")
+    ap.add_argument("--only", help="regex: inputs whose name matches")
+    ap.add_argument("--ignore-path", action="append", default=[], help="regex of JSON paths to leave out")
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--timeout", type=float, default=900.0)
+    args = ap.parse_args(argv)
+    if not os.path.isdir(args.corpus):
+        alt = os.path.join(REPO, "..", "..", "shared", "corpus", "net-network")
+        args.corpus = alt if os.path.isdir(alt) else args.corpus
+    ignore = [re.compile(p) for p in args.ignore_path]
+    changed = errors = 0
+    for name, files in inputs(args):
+        if args.only and not re.search(args.only, name):
+            continue
+        for what, cmd in commands(files):
+            try:
+                (rc_a, a), (rc_b, b) = (run(args.python, src, cmd, args.timeout) for src in (args.before, args.after))
+            except (subprocess.TimeoutExpired, ValueError) as exc:
+                print(f"{name}: {what}: ERROR {exc}", flush=True)
+                errors += 1
+                continue
+            if rc_a not in (0, 1) or rc_b not in (0, 1):
+                same = rc_a == rc_b and a == b
+                print(f"{name}: {what}: exit {rc_a} vs {rc_b} {'(same error)' if same else f'{a} vs {b}'}", flush=True)
+                changed += not same
+                continue
+            diffs = [d for d in differences(a, b) if not any(p.search(d) for p in ignore)]
+            if rc_a != rc_b:
+                diffs.insert(0, f"exit code {rc_a} vs {rc_b}")
+            if diffs:
+                changed += 1
+                print(f"{name}: {what}: {len(diffs)} differences: " + "; ".join(diffs[:4]), flush=True)
+            else:
+                print(f"{name}: {what}: same", flush=True)
+    print(f"\n{changed} changed, {errors} errors")
+    return 2 if errors else (1 if changed else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
