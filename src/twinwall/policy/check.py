@@ -221,9 +221,10 @@ def _family_warnings(policy: Policy, lowered: Lowered, result: CheckResult) -> N
     for rule, family, why in lowered.family_only:
         other = FAMILY_LABEL["ipv6" if family == "ipv4" else "ipv4"]
         what = f"{rule.proto}" + (f"/{','.join(str(a) if a == b else f'{a}-{b}' for a, b in rule.ports)}" if rule.ports else "")
+        effect = (f"a service listening on both families is treated differently over {other}" if rule.direction == "in"
+                  else f"{'outgoing' if rule.direction == 'out' else 'forwarded'} {other} connections are not treated the same")
         result.warnings.append(
-            f"{rule.label()}: {rule.action} {what} {rule.direction} exists in {FAMILY_LABEL[family]} only ({why}): "
-            f"a service listening on both families is treated differently over {other}")
+            f"{rule.label()}: {rule.action} {what} {rule.direction} exists in {FAMILY_LABEL[family]} only ({why}): {effect}")
     for hook in HOOKS:
         v4, v6 = (policy.defaults.of(hook, f) for f in FAMILIES)
         if v4 != v6:
