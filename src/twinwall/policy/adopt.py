@@ -152,15 +152,16 @@ class Flattener:
             matched = [m for w in current for alt in rule.alternatives for m in [box_and(w, alt)] if m is not None]
             if not matched:
                 continue
+            if rule.action == CONTINUE:
+                if rule.rule_logs():
+                    self.logged.append(rule)
+                continue  # logs, counts, marks: decides nothing
             if rule.unknown:
                 self.unexpressible.append(f"{FAMILY_LABEL[self.family]} {table} {rule.chain} #{rule.number}: "
                                           f"{rule.text} ({', '.join(rule.unknown)}: a policy cannot say this)")
                 continue
             if rule.action in ACTION:
                 entries.extend(Entry(m, ACTION[rule.action], rule) for m in matched)
-            elif rule.action == CONTINUE:
-                if rule.rule_logs():
-                    self.logged.append(rule)
             elif rule.action in (JUMP, GOTO):
                 owner = frontend_of_chain(rule.target)
                 if owner:

@@ -21,7 +21,7 @@ from twinwall.analysis.evaluator import Evaluator
 from twinwall.analysis.interfaces import InterfaceUniverse
 from twinwall.analysis.packetset import loopback_addresses
 from twinwall.policy.lower import Lowered, Note, lower
-from twinwall.policy.meaning import interface_names, meaning, whole_box
+from twinwall.policy.meaning import Meaning, interface_names, whole_box
 from twinwall.policy.model import FAMILIES, FAMILY_LABEL, HOOKS, Policy
 from twinwall.ruleset import Decision, Ruleset
 
@@ -175,18 +175,22 @@ def prove(lowered: Lowered, target: str, rulesets: Dict[str, List[Ruleset]], res
     for family in FAMILIES:
         ev = Evaluator(rulesets[family], family, universe, loopback_addresses(family))
         for hook in HOOKS:
-            regions = meaning(lowered, family, hook, universe, [whole_box(family, universe)])
-            bad = 0
-            for region in regions:
-                for o in ev.hook_path((hook,), [region.box]):
-                    if o.verdict != region.verdict or o.uncertain:
-                        bad += 1
-                        if bad <= 5:
-                            result.mismatches.append(Mismatch(
-                                target, family, hook, region.fr.label if region.fr else f"the {hook} default",
-                                region.verdict, o.verdict + (" (uncertain)" if o.uncertain else ""),
-                                o.decided_by, _example(o.box, family)))
-            result.proved.append(f"{target} ({how}) {FAMILY_LABEL[family]} {hook}: {len(regions)} regions"
+            # every packet: the evaluator's regions of the compiled rules, each asked of the
+            # policy's meaning (which may cut it further)
+            policy_meaning = Meaning(lowered, family, hook, universe)
+            bad = regions = 0
+            for o in ev.hook_path((hook,), [whole_box(family, universe)]):
+                for region in policy_meaning.regions([o.origin]):
+                    regions += 1
+                    if o.verdict == region.verdict and not o.uncertain:
+                        continue
+                    bad += 1
+                    if bad <= 5:
+                        result.mismatches.append(Mismatch(
+                            target, family, hook, region.fr.label if region.fr else f"the {hook} default",
+                            region.verdict, o.verdict + (" (uncertain)" if o.uncertain else ""),
+                            o.decided_by, _example(region.box, family)))
+            result.proved.append(f"{target} ({how}) {FAMILY_LABEL[family]} {hook}: {regions} regions"
                                  + (f", {bad} wrong" if bad else " agree"))
 
 

@@ -32,6 +32,7 @@ from twinwall.analysis.packetset import (
     iv_normalize,
     iv_sub,
     make_box,
+    merge_boxes,
     prefix_set,
     split,
 )
@@ -44,6 +45,10 @@ class Entry:
     constraint: Tuple  # ((dim, value), ...)
     verdict: str  # accept | drop | reject
     fr: FamilyRule
+
+    @property
+    def alternatives(self) -> Tuple:  # (what analysis.chain_index reads of a rule)
+        return (self.constraint,)
 
 
 @dataclass
@@ -143,10 +148,43 @@ def meaning(lowered: Lowered, family: str, hook: str, universe: InterfaceUnivers
             matched, rest = split(box, (e.constraint,))
             out.extend(Region(m, e.verdict, e.fr) for m in matched)
             nxt.extend(rest)
-        todo = nxt
+        # the rules of a long file each cut the packets left over: merging the pieces that
+        # differ in one dimension only keeps them few
+        todo = merge_boxes(nxt) if len(nxt) > 32 else nxt
         if not todo:
             break
     default = lowered.default[family][hook]
     # a reject default is a final rule (the chain's policy cannot reject): what reaches here drops
     out.extend(Region(b, "accept" if default == "accept" else "drop", None) for b in todo)
     return out
+
+
+class Meaning:
+    """The policy of one family and hook, asked about some packets at a time: a long file's
+    entries are indexed (``analysis.chain_index``) so that a question meets only the entries
+    its packets can match."""
+
+    def __init__(self, lowered: Lowered, family: str, hook: str, universe: InterfaceUniverse):
+        from twinwall.analysis.chain_index import ChainIndex
+
+        self.entries = entries(lowered, family, hook, universe)
+        self.index = ChainIndex.build(self.entries)
+        default = lowered.default[family][hook]
+        self.default = "accept" if default == "accept" else "drop"
+
+    def regions(self, boxes: Sequence[Box]) -> List[Region]:
+        picked = self.index.candidates(boxes) if self.index else None
+        es = self.entries if picked is None else [self.entries[i] for i in picked]
+        todo: List[Box] = list(boxes)
+        out: List[Region] = []
+        for e in es:
+            nxt: List[Box] = []
+            for box in todo:
+                matched, rest = split(box, (e.constraint,))
+                out.extend(Region(m, e.verdict, e.fr) for m in matched)
+                nxt.extend(rest)
+            todo = nxt
+            if not todo:
+                break
+        out.extend(Region(b, self.default, None) for b in todo)
+        return out
