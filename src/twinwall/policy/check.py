@@ -233,6 +233,3 @@ def _family_warnings(policy: Policy, lowered: Lowered, result: CheckResult) -> N
         v4, v6 = (policy.defaults.of(hook, f) for f in FAMILIES)
         if v4 != v6:
             result.warnings.append(f"defaults: {hook} is {v4} over IPv4 and {v6} over IPv6")
-    for note in lowered.notes:
-        if note.kind != "left-out":
-            result.info.append(f"{FAMILY_LABEL[note.family]}: {note}")
