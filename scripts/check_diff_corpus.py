@@ -34,13 +34,8 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "src"))
 
 from twinwall.analysis.context import build_contexts  # noqa: E402
-from twinwall.analysis.diff import (  # noqa: E402
-    HOOK_PATHS,
-    Region,
-    describe_region,
-    diff_contexts,
-    example_packet,
-)
+from twinwall.analysis.diff.compare import HOOK_PATHS, Region, diff_contexts, example_packet  # noqa: E402
+from twinwall.analysis.diff.describe import describe_region  # noqa: E402
 from twinwall.loader import load_rulesets  # noqa: E402
 from twinwall.model import HostSnapshot, RulesetText  # noqa: E402
 

@@ -23,6 +23,9 @@ COMMANDS = [
     ("diff", "twinwall.commands.diff", "every traffic class IPv4 and IPv6 treat differently, in and out"),
     ("fleet", "twinwall.commands.fleet", "audit many hosts' snapshots at once: findings per host, IPv6-only exposure"),
     ("report", "twinwall.commands.report", "render a saved JSON document as sarif, junit, prometheus or html"),
+    ("confirm", "twinwall.commands.confirm", "keep the pending firewall transaction: stop its rollback, persist it"),
+    ("rollback", "twinwall.commands.rollback", "revert the pending firewall transaction now"),
+    ("transaction", "twinwall.commands.transaction", "show the pending or last firewall transaction"),
     ("policy", "twinwall.commands.policy", "one policy file for both families: compile, prove, adopt, apply"),
 ]
 

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 from _snapshots import dump_snapshot
 from twinwall import cli
 from twinwall.analysis.context import build_contexts
-from twinwall.analysis.diff import diff_contexts, egress_forward_differences
+from twinwall.analysis.diff.compare import diff_contexts, egress_forward_differences
 from twinwall.loader import load_rulesets
 from twinwall.model import HostSnapshot, InterfaceAddress, ListeningSocket, RulesetText
 from twinwall.sources.snapshot import write_snapshot
@@ -419,7 +419,7 @@ def test_parallel_workers_give_the_same_result():
 def test_each_family_parsed_in_its_own_worker_gives_the_joint_result():
     """diff_snapshot walks each family with only its own interface names; the masks read in
     the joint universe must give exactly what one joint walk gives."""
-    from twinwall.analysis.diff import diff_snapshot
+    from twinwall.analysis.diff.compare import diff_snapshot
 
     v4 = filt(
         """
@@ -450,7 +450,7 @@ def test_each_family_parsed_in_its_own_worker_gives_the_joint_result():
 def test_diff_snapshot_names_the_missing_family():
     import pytest
 
-    from twinwall.analysis.diff import diff_snapshot
+    from twinwall.analysis.diff.compare import diff_snapshot
     from twinwall.errors import InputError
 
     snap = snapshot(EMPTY_FILTER, EMPTY_FILTER)

@@ -16,7 +16,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from twinwall.analysis import diff as D
+from twinwall.analysis import neutral_space as NS
+from twinwall.analysis.diff import compare as D
+from twinwall.analysis.diff.describe import describe_region
 from twinwall.analysis.context import build_contexts
 from twinwall.analysis.packetset import CT_NAMES, ICMP, NDIMS, prefix_interval
 from twinwall.loader import load_rulesets
@@ -180,16 +182,16 @@ def concrete(ctx, point: tuple, rnd: random.Random) -> Optional[tuple]:
         c = point[ICMP][0][0]
         if ctx.family == "ipv6":
             box[2] = ((58, 58),)
-            six = [t for t, v in D.ICMP6_TO_4.items() if v == c]
-            if c >= D.V6_ONLY_BASE:
-                six = [c - D.V6_ONLY_BASE]
+            six = [t for t, v in NS.ICMP6_TO_4.items() if v == c]
+            if c >= NS.V6_ONLY_BASE:
+                six = [c - NS.V6_ONLY_BASE]
             if not six:
                 return None
             t, code = six[0], rnd.choice([0, 1, 4])
         else:
-            if c >= D.V6_ONLY_BASE:
+            if c >= NS.V6_ONLY_BASE:
                 return None
-            t, code = (3, 4) if c == D.PTB else (c, rnd.choice([0, 1, 5]) if c != 3 else rnd.choice([0, 3, 13]))
+            t, code = (3, 4) if c == NS.PTB else (c, rnd.choice([0, 1, 5]) if c != 3 else rnd.choice([0, 3, 13]))
         v = (t << 8) | code
         box[ICMP] = ((v, v),)
     return tuple(box)
@@ -203,7 +205,7 @@ def evaluator_verdicts(ctx, hook: str, packet: tuple) -> set:
 def random_point(result: D.DiffResult, hook: str, rnd: random.Random, interesting: Sequence[int]) -> tuple:
     src_roles, dst_roles = result.roles_filter[hook]
     proto = rnd.choice([6, 17, 1, 47])
-    icmp = rnd.choice([0, 3, 8, 11, 12, D.PTB, D.V6_ONLY_BASE + 135, 13])
+    icmp = rnd.choice([0, 3, 8, 11, 12, NS.PTB, NS.V6_ONLY_BASE + 135, 13])
     uni = result.universe
     bit = lambda: 1 << rnd.randrange(len(uni.labels))  # noqa: E731
     port = lambda: rnd.choice(list(interesting) + [rnd.randint(0, 65535)])  # noqa: E731
@@ -224,7 +226,7 @@ def random_point(result: D.DiffResult, hook: str, rnd: random.Random, interestin
         ((64, 64),),  # hop limit: what a remote host's first packet carries
     ]
     if proto != 1:
-        values[ICMP] = ((D.TWINNED[0][0],) * 2,)
+        values[ICMP] = ((NS.TWINNED[0][0],) * 2,)
     return tuple(values)
 
 
@@ -254,7 +256,7 @@ def test_same_policy_both_families_has_no_difference(pol):
     rs, p = pol
     ctxs = contexts(render(rs, p, "ipv4"), render(rs, p, "ipv6"))
     result = D.diff_contexts(ctxs)
-    assert result.differences == [], [D.describe_region(r.box, r.hook, result) for r in result.differences]
+    assert result.differences == [], [describe_region(r.box, r.hook, result) for r in result.differences]
     if not any(r.src in ("prefix", "wide") or r.dst in ("prefix", "wide") for r in rs):
         assert result.not_comparable == []
 

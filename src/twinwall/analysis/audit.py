@@ -800,7 +800,9 @@ def _egress_forward_findings(snapshot: HostSnapshot, results: Dict[str, FamilyAu
                 "run 'twinwall diff' for that",
             )
         ]
-    from twinwall.analysis.diff import egress_forward_differences
+    # imported here, not at the top: the diff's walker and its tables cost ~40 ms of imports an
+    # audit that skips the comparison (a large ruleset) does not need
+    from twinwall.analysis.diff.compare import egress_forward_differences
 
     rulesets = load_rulesets(snapshot)
     findings = []

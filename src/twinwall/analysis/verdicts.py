@@ -40,6 +40,18 @@ NOT_BOUND = "not-bound"
 DISABLED = "disabled"
 UNKNOWN = "unknown"  # no ruleset could be read for this family
 REACH_RANK = {FILTERED: 0, RESTRICTED: 1, OPEN: 2}
+# statuses under which no remote client reaches the service, whatever the reason
+UNREACHED = (FILTERED, LOCAL_ONLY, NOT_BOUND, DISABLED)
+
+
+def reach_rank(status: str) -> Optional[int]:
+    """How widely a status lets remote clients in (REACH_RANK, with every status no remote
+    client gets through ranked as filtered); None for a status that says nothing about reach
+    (unknown, or a service that is not there)."""
+    if status in UNREACHED:
+        return REACH_RANK[FILTERED]
+    return REACH_RANK.get(status)
+
 
 MAX_DECIDED_BY = 12
 CLIENT_PORTS = ((1024, 65535),)  # source ports any unprivileged client can choose

@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _hooks(args) -> tuple:
-    from twinwall.analysis.diff import HOOKS
+    from twinwall.analysis.diff.compare import HOOKS
 
     return HOOKS if args.hook == "all" else (args.hook,)
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.before or args.after:
         return _run_change(args)
 
-    from twinwall.analysis.diff import diff_snapshot
+    from twinwall.analysis.diff.compare import diff_snapshot
     from twinwall.report.diff_text import render_diff
 
     snapshot = snapshot_from_args(args)
@@ -75,7 +75,7 @@ def _emit(args, document, table) -> None:
 
 
 def _run_change(args: argparse.Namespace) -> int:
-    from twinwall.analysis.diff import compare_snapshots
+    from twinwall.analysis.diff.change import compare_snapshots
     from twinwall.report.diff_text import render_change
     from twinwall.sources.snapshot import read_snapshot
 

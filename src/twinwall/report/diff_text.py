@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from typing import Dict, FrozenSet, List
 
-from twinwall.analysis.diff import (
-    ChangeResult,
-    DiffResult,
-    Region,
-    describe_region,
-    only_classes,
-    verdict_of,
-)
+from twinwall.analysis.diff.change import ChangeResult
+from twinwall.analysis.diff.compare import DiffResult, Region
+from twinwall.analysis.diff.describe import describe_region, only_classes, verdict_of
 
 MAX_RULES = 3  # rules named per verdict in one line; the JSON has them all
 

@@ -14,7 +14,7 @@ so; where both families are mixed the region is listed as *not comparable*, neve
 
 The parts: ``analysis.roles`` (addresses by role), ``analysis.role_walk`` (the walk of one family
 at role level), ``analysis.neutral_space`` (the space both families share); this module compares
-the two walks and describes the regions. Regions agree with the evaluator run packet by packet:
+the two walks (``analysis.diff.describe`` describes the regions). Regions agree with the evaluator run packet by packet:
 where a role's verdict is single, it is the evaluator's verdict for every packet of it; where it
 is mixed, every packet's verdict is one of the set (tests/unit/test_diff_properties.py checks
 this).
@@ -23,59 +23,51 @@ this).
 from __future__ import annotations
 
 import gc
+import random
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
-from twinwall.analysis.evaluator import V_ACCEPT
 from twinwall.analysis.interfaces import InterfaceUniverse
 from twinwall.analysis.neutral_space import (
-    ICMP4_NAMES,
-    ICMP6_NAMES,
     ICMP6_TO_4,
-    MLD_CANONICAL,
-    NDP_CANONICAL,
     PTB,
-    TWINNED,
     V6_ONLY_BASE,
-    canonical_icmp,
     canonical_union,
     overlay,
     project,
 )
 from twinwall.analysis.packetset import (
     Box,
-    CT_ALL,
-    CT_NAMES,
     DPORT,
     DST,
     GID,
     ICMP,
-    ICMP_ALL,
-    ID_ALL,
     IIF,
     MASK_DIMS,
     NDIMS,
     OIF,
-    PORT_ALL,
     PROTO,
-    PROTO_ALL,
     SPORT,
     SRC,
     STATE,
     UID,
-    iv_and,
     iv_contains,
-    iv_size,
-    iv_sub,
     merge_with_payload,
-    ranges_text,
+)
+from twinwall.analysis.context import build_contexts
+from twinwall.analysis.diff.describe import (
+    describe_region,
+    not_comparable_json,
+    only_json,
+    region_json,
+    side_rule,
+    verdict_of,
 )
 from twinwall.analysis.parallel import FORK_MIN_RULES, run_jobs, worth_forking
 from twinwall.analysis.role_walk import Outcome, RoleWalker, merge_tuples
 from twinwall.analysis.roles import (
     HOST,
-    ROLE_NAMES,
     AddressRoles,
     hook_roles,
     host_addresses,
@@ -83,7 +75,7 @@ from twinwall.analysis.roles import (
     start_box,
 )
 from twinwall.errors import InputError
-from twinwall.loader import unread_table_note, unread_tables
+from twinwall.loader import load_rulesets, unread_table_note, unread_tables
 from twinwall.model import IPV4, IPV6
 from twinwall.ruleset import Decision
 
@@ -94,7 +86,6 @@ HOOK_PATHS = {
     "output": ("output", "postrouting"),
 }
 
-V_MIXED = "mixed"  # a role whose addresses get different verdicts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,14 +108,6 @@ class Region:
     @property
     def b_verdict(self) -> str:
         return verdict_of(self.b)
-
-
-def verdict_of(side: Dict[str, FrozenSet]) -> str:
-    if not side:
-        return "none"
-    if len(side) == 1:
-        return next(iter(side))
-    return V_MIXED
 
 
 @dataclass
@@ -400,9 +383,6 @@ def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[boo
     Each family is parsed and walked in its own process on a large host: the walks need only
     the host's addresses from the other side, not its rules. Interface masks are then read in
     the universe of both families' interface names before the comparison."""
-    from twinwall.loader import load_rulesets
-    from twinwall.analysis.context import build_contexts
-
     # an empty dump is a ruleset (no tables: nothing filters); no dump at all is not
     missing = [f for f in (IPV4, IPV6) if not snapshot.rulesets_for(f)]
     if missing:
@@ -465,172 +445,6 @@ def compare_hooks(hooks: Sequence[str], a: Dict[str, List], b: Dict[str, List], 
 
 
 # ---------------------------------------------------------------------------------------------
-# describing regions
-
-
-def _ranges(ivs: tuple) -> List[List[int]]:
-    return [[lo, hi] for lo, hi in ivs]
-
-
-def protocol_name(ivs: tuple) -> str:
-    names = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp", 33: "dccp", 136: "udplite", 47: "gre", 50: "esp", 51: "ah"}
-    if iv_sub(PROTO_ALL, ((58, 58),)) == iv_sub(ivs, ((58, 58),)):
-        return "any"
-    if len(ivs) == 1 and ivs[0][0] == ivs[0][1]:
-        n = ivs[0][0]
-        return names.get(n, str(n))
-    missing = iv_sub(iv_sub(PROTO_ALL, ((58, 58),)), ivs)
-    if len(missing) <= 3 and iv_size(missing) <= 6:
-        return "any but " + ",".join(names.get(n, str(n)) for lo, hi in missing for n in range(lo, hi + 1))
-    parts = []
-    for lo, hi in ivs:
-        parts.append(names.get(lo, str(lo)) if lo == hi else f"{lo}-{hi}")
-    return ",".join(parts)
-
-
-def icmp_names(ivs: tuple) -> List[str]:
-    """Names of canonical ICMP types; runs of unnamed types as one 'types A-B' entry."""
-    out: List[str] = []
-    run: List[int] = []
-    run_prefix = ""
-
-    def flush() -> None:
-        if run:
-            lo, hi = run[0], run[-1]
-            out.append(f"{run_prefix}type {lo}" if lo == hi else f"{run_prefix}types {lo}-{hi}")
-            run.clear()
-
-    for lo, hi in ivs:
-        for t in range(lo, hi + 1):
-            if t >= V6_ONLY_BASE:
-                prefix, num, name = "ipv6:", t - V6_ONLY_BASE, ICMP6_NAMES.get(t - V6_ONLY_BASE)
-            elif t == PTB:
-                prefix, num, name = "", t, ICMP4_NAMES[PTB]
-            else:
-                twinned = t in ICMP6_TO_4.values()
-                prefix, num, name = ("" if twinned else "ipv4:"), t, ICMP4_NAMES.get(t)
-            if name is None:
-                if run and (prefix != run_prefix or num != run[-1] + 1):
-                    flush()
-                run_prefix = prefix
-                run.append(num)
-                continue
-            flush()
-            out.append(prefix + name)
-    flush()
-    return out
-
-
-def only_classes(box: Box) -> List[Tuple[str, Box]]:
-    """An ICMP region one family has no twin for, cut into classes: 'ndp' and 'mld' (ICMPv6
-    that IPv4 does without), 'no twin' for the rest."""
-    out = []
-    ndp, mld = NDP_CANONICAL, MLD_CANONICAL
-    rest = box[ICMP]
-    for name, cls in (("ndp", ndp), ("mld", mld)):
-        part = iv_and(rest, cls)
-        if part:
-            out.append((name, box[:ICMP] + (part,) + box[ICMP + 1 :]))
-            rest = iv_sub(rest, cls)
-    if rest:
-        out.append(("no twin", box[:ICMP] + (rest,) + box[ICMP + 1 :]))
-    return out
-
-
-def state_names(mask: int) -> List[str]:
-    return [n for n, bit in CT_NAMES.items() if mask & bit]
-
-
-def _ifaces(mask: int, universe) -> List[str]:
-    if mask == universe.all_mask:
-        return ["*"]
-    return universe.label_list(mask)
-
-
-def _roles(ivs: tuple, full: FrozenSet[int]) -> List[str]:
-    ids = {r for lo, hi in ivs for r in range(lo, hi + 1)}
-    if ids >= full:
-        return ["*"]
-    return [ROLE_NAMES[r] for r in sorted(ids)]
-
-
-def region_fields(box: Box, hook: str, result: DiffResult) -> Dict:
-    src_full, dst_full = result.roles_filter[hook]
-    proto = box[PROTO]
-    d = {
-        "hook": hook,
-        "protocol": protocol_name(proto),
-        "protocols": _ranges(proto),
-        "dports": _ranges(box[DPORT]),
-        "sports": _ranges(box[SPORT]),
-        "state": state_names(box[STATE]),
-        "iif": _ifaces(box[IIF], result.universe) if hook != "output" else None,
-        "oif": _ifaces(box[OIF], result.universe) if hook != "input" else None,
-        "uid": _ranges(box[UID]) if hook == "output" else None,
-        "gid": _ranges(box[GID]) if hook == "output" else None,
-        "icmp_type": icmp_names(box[ICMP]) if iv_contains(proto, 1) else None,
-        "src": _roles(box[SRC], src_full),
-        "dst": _roles(box[DST], dst_full),
-    }
-    return d
-
-
-def _rule_text(decs: FrozenSet[Decision]) -> str:
-    if not decs:
-        return "no rule (no chain decides it)"
-    return "; ".join(sorted(d.describe() for d in decs))
-
-
-def side_rule(side: Dict[str, FrozenSet[Decision]]) -> str:
-    if len(side) == 1:
-        return _rule_text(next(iter(side.values())))
-    return "; ".join(f"{v}: {_rule_text(side[v])}" for v in sorted(side))
-
-
-def _decided_by(side: Dict[str, FrozenSet[Decision]]) -> List[Dict]:
-    out = []
-    for v in sorted(side):
-        for dec in sorted(side[v], key=lambda x: x.describe()):
-            d = dec.to_dict()
-            d["verdict"] = v
-            out.append(d)
-    return out
-
-
-def region_json(r: Region, result: DiffResult, a: str, b: str) -> Dict:
-    d = region_fields(r.box, r.hook, result)
-    d[a] = r.a_verdict
-    d[b] = r.b_verdict
-    d[f"{a}_rule"] = side_rule(r.a)
-    d[f"{b}_rule"] = side_rule(r.b)
-    d[f"{a}_verdicts"] = sorted(r.a)
-    d[f"{b}_verdicts"] = sorted(r.b)
-    d[f"{a}_decided_by"] = _decided_by(r.a)
-    d[f"{b}_decided_by"] = _decided_by(r.b)
-    return d
-
-
-def not_comparable_json(r: Region, result: DiffResult, a: str, b: str) -> Dict:
-    d = region_json(r, result, a, b)
-    d["reason"] = (
-        "the verdict depends on addresses (or on matches twinwall cannot decide) in both families: "
-        "the rules cannot be compared by role"
-    )
-    return d
-
-
-def only_json(o: SideOnly, result: DiffResult, name: str) -> List[Dict]:
-    out = []
-    for cls, box in only_classes(o.box):
-        d = region_fields(box, o.hook, result)
-        d["class"] = cls
-        d[name] = verdict_of(o.side)
-        d[f"{name}_rule"] = side_rule(o.side)
-        out.append(d)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 # example packets
 
 
@@ -638,8 +452,6 @@ def example_packet(ctx, box: Box, rnd=None) -> Optional[Box]:
     """One concrete packet of ``ctx.family`` inside a neutral region (every dimension a single
     value), for checking a region against the evaluator; None when the family has no packet
     there (an ICMP type without a twin)."""
-    import random
-
     rnd = rnd or random.Random(0)
     roles = family_roles(ctx)
 
@@ -712,169 +524,3 @@ def egress_forward_differences(contexts: Dict[str, object]) -> List[str]:
             f"({side_rule(ex.a)}), IPv6 {ex.b_verdict} ({side_rule(ex.b)})"
         )
     return out
-
-
-def describe_region(box: Box, hook: str, result: DiffResult) -> str:
-    """One line: protocol, ports, ICMP types, state, interfaces, uid/gid, roles."""
-    f = region_fields(box, hook, result)
-    parts = [f["protocol"]]
-    if box[DPORT] != PORT_ALL:
-        parts.append("dport " + ranges_text_neg(box[DPORT], PORT_ALL))
-    if box[SPORT] != PORT_ALL:
-        parts.append("sport " + ranges_text_neg(box[SPORT], PORT_ALL))
-    if f["icmp_type"] is not None and box[ICMP] != canonical_icmp(ICMP_ALL, IPV4) and box[ICMP] != TWINNED:
-        parts.append("type " + ",".join(f["icmp_type"]))
-    if box[STATE] != CT_ALL:
-        parts.append("state " + ",".join(f["state"]))
-    if f["iif"] and f["iif"] != ["*"]:
-        parts.append("in " + ",".join(f["iif"]))
-    if f["oif"] and f["oif"] != ["*"]:
-        parts.append("out " + ",".join(f["oif"]))
-    if hook == "output" and box[UID] != ID_ALL:
-        parts.append("uid " + ranges_text_neg(box[UID], ID_ALL))
-    if hook == "output" and box[GID] != ID_ALL:
-        parts.append("gid " + ranges_text_neg(box[GID], ID_ALL))
-    if f["src"] != ["*"]:
-        parts.append("from " + ",".join(f["src"]))
-    if f["dst"] != ["*"]:
-        parts.append("to " + ",".join(f["dst"]))
-    return " ".join(parts)
-
-
-def ranges_text_neg(ivs: tuple, full: tuple) -> str:
-    """'25', '1024-65535', or '!1000' when the set is everything but a few values."""
-    missing = iv_sub(full, ivs)
-    if missing and len(missing) < len(ivs) and len(missing) <= 2:
-        return "!" + ranges_text(missing)
-    return ranges_text(ivs)
-
-
-# ---------------------------------------------------------------------------------------------
-# before / after: two snapshots of one host
-
-
-@dataclass
-class ServiceChange:
-    protocol: str
-    address: str
-    port: int
-    family: str
-    before: str
-    after: str
-
-    @property
-    def change(self) -> str:
-        rank = {"filtered": 0, "local-only": 0, "not-bound": 0, "disabled": 0, "restricted": 1, "open": 2}
-        rb, ra = rank.get(self.before), rank.get(self.after)
-        if self.before == "absent":
-            return "new service"
-        if self.after == "absent":
-            return "service gone"
-        if rb is not None and ra is not None:
-            if ra > rb:
-                return "opened"
-            if ra < rb:
-                return "closed"
-        return "changed"
-
-    def to_json(self) -> Dict:
-        return {
-            "protocol": self.protocol,
-            "address": self.address,
-            "port": self.port,
-            "family": self.family,
-            "before": self.before,
-            "after": self.after,
-            "change": self.change,
-        }
-
-
-@dataclass
-class ChangeResult:
-    services: List[ServiceChange]
-    families: Dict[str, DiffResult]  # per family: before (a) vs after (b)
-    notes: List[str] = field(default_factory=list)
-
-    def region_change(self, r: Region) -> str:
-        a_acc = V_ACCEPT in r.a
-        b_acc = V_ACCEPT in r.b
-        if b_acc and not a_acc:
-            return "opened"
-        if a_acc and not b_acc:
-            return "closed"
-        return "changed"
-
-    def has_changes(self) -> bool:
-        return bool(self.services) or any(res.differences or res.not_comparable for res in self.families.values())
-
-    def to_json(self) -> Dict:
-        fams = {}
-        for fam, res in self.families.items():
-            entries = {"opened": [], "closed": [], "changed": []}
-            for r in res.differences + res.not_comparable:
-                d = region_json(r, res, "before", "after")
-                d["change"] = self.region_change(r)
-                entries[d["change"]].append(d)
-            fams[fam] = entries
-        return {
-            "services": [s.to_json() for s in self.services],
-            "families": fams,
-            "notes": self.notes,
-        }
-
-
-def _service_statuses(report) -> Dict[Tuple, str]:
-    out = {}
-    for svc in report.services:
-        s = svc.socket
-        for fam, verdict in svc.verdicts.items():
-            out[(s.protocol, s.address, s.port, s.family, fam)] = verdict.status
-    return out
-
-
-def shared_contexts(before_snap, before_rs, after_snap, after_rs) -> Tuple[Dict, Dict]:
-    """Family contexts of two snapshots over one interface universe (so interface masks of the
-    two sides mean the same)."""
-    from twinwall.analysis.context import build_contexts
-
-    def specs(snap, rulesets) -> set:
-        return set(snap.interfaces).union(*[rs.interface_specs for rss in rulesets.values() for rs in rss])
-
-    # each side's universe holds the other's names too: the same classes, the same masks
-    return (
-        build_contexts(before_snap, before_rs, specs(after_snap, after_rs)),
-        build_contexts(after_snap, after_rs, specs(before_snap, before_rs)),
-    )
-
-
-def compare_snapshots(before_snap, after_snap, hooks: Sequence[str] = HOOKS) -> ChangeResult:
-    """What a change between two snapshots of one host opened or closed, per family."""
-    from twinwall.analysis.audit import audit_snapshot
-    from twinwall.loader import load_rulesets
-
-    notes: List[str] = []
-    rep_b = audit_snapshot(before_snap, compare_egress=False)
-    rep_a = audit_snapshot(after_snap, compare_egress=False)
-    sb, sa = _service_statuses(rep_b), _service_statuses(rep_a)
-    services = []
-    for key in sorted(set(sb) | set(sa), key=lambda k: (k[0], k[2], k[1], k[3], k[4])):
-        before, after = sb.get(key, "absent"), sa.get(key, "absent")
-        if before != after:
-            proto, addr, port, sock_family, fam = key
-            services.append(ServiceChange(proto, addr, port, fam, before, after))
-    rs_b = load_rulesets(before_snap)
-    rs_a = load_rulesets(after_snap)
-    ctx_b, ctx_a = shared_contexts(before_snap, rs_b, after_snap, rs_a)
-    families = {}
-    for fam in (IPV4, IPV6):
-        if not ctx_b[fam].rules_known or not ctx_a[fam].rules_known:
-            notes.append(f"{fam}: no ruleset in {'the before' if not ctx_b[fam].rules_known else 'the after'} snapshot: rules not compared")
-            continue
-        sides = [ctx_b[fam], ctx_a[fam]]
-        roles_filter, fam_notes = common_roles(sides, hooks)
-        notes.extend(f"{fam}: {n}" for n in fam_notes)
-        with _gc_paused():
-            results = evaluate_sides(sides, hooks, roles_filter)
-            comps = {h: compare_outcomes(h, results[0][h], results[1][h]) for h in hooks}
-        families[fam] = DiffResult(list(hooks), comps, ctx_b[fam].universe, roles_filter, [], ("before", "after"))
-    return ChangeResult(services, families, list(dict.fromkeys(notes)))

@@ -1,0 +1,265 @@
+"""Describing the regions of a comparison (``analysis.diff.compare``): their JSON fields, the
+one-line text the audit and the table print, the verdict a side is named by.
+
+Functions here read a region's box and the comparison's role filter and interface universe; they
+compute nothing about the walk.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, FrozenSet, List, Tuple
+
+from twinwall.analysis.neutral_space import (
+    ICMP4_NAMES,
+    ICMP6_NAMES,
+    ICMP6_TO_4,
+    MLD_CANONICAL,
+    NDP_CANONICAL,
+    PTB,
+    TWINNED,
+    V6_ONLY_BASE,
+    canonical_icmp,
+)
+from twinwall.analysis.packetset import (
+    Box,
+    CT_ALL,
+    CT_NAMES,
+    DPORT,
+    DST,
+    GID,
+    ICMP,
+    ICMP_ALL,
+    ID_ALL,
+    IIF,
+    OIF,
+    PORT_ALL,
+    PROTO,
+    PROTO_ALL,
+    SPORT,
+    SRC,
+    STATE,
+    UID,
+    iv_and,
+    iv_contains,
+    iv_size,
+    iv_sub,
+    ranges_text,
+)
+from twinwall.analysis.roles import ROLE_NAMES
+from twinwall.model import IPV4
+from twinwall.ruleset import Decision
+
+if TYPE_CHECKING:  # annotations only: the comparison imports this module
+    from twinwall.analysis.diff.compare import DiffResult, Region, SideOnly
+
+V_MIXED = "mixed"  # a role whose addresses get different verdicts
+
+
+def verdict_of(side: Dict[str, FrozenSet]) -> str:
+    if not side:
+        return "none"
+    if len(side) == 1:
+        return next(iter(side))
+    return V_MIXED
+
+
+# ---------------------------------------------------------------------------------------------
+# describing regions
+
+
+def _ranges(ivs: tuple) -> List[List[int]]:
+    return [[lo, hi] for lo, hi in ivs]
+
+
+def protocol_name(ivs: tuple) -> str:
+    names = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp", 33: "dccp", 136: "udplite", 47: "gre", 50: "esp", 51: "ah"}
+    if iv_sub(PROTO_ALL, ((58, 58),)) == iv_sub(ivs, ((58, 58),)):
+        return "any"
+    if len(ivs) == 1 and ivs[0][0] == ivs[0][1]:
+        n = ivs[0][0]
+        return names.get(n, str(n))
+    missing = iv_sub(iv_sub(PROTO_ALL, ((58, 58),)), ivs)
+    if len(missing) <= 3 and iv_size(missing) <= 6:
+        return "any but " + ",".join(names.get(n, str(n)) for lo, hi in missing for n in range(lo, hi + 1))
+    parts = []
+    for lo, hi in ivs:
+        parts.append(names.get(lo, str(lo)) if lo == hi else f"{lo}-{hi}")
+    return ",".join(parts)
+
+
+def icmp_names(ivs: tuple) -> List[str]:
+    """Names of canonical ICMP types; runs of unnamed types as one 'types A-B' entry."""
+    out: List[str] = []
+    run: List[int] = []
+    run_prefix = ""
+
+    def flush() -> None:
+        if run:
+            lo, hi = run[0], run[-1]
+            out.append(f"{run_prefix}type {lo}" if lo == hi else f"{run_prefix}types {lo}-{hi}")
+            run.clear()
+
+    for lo, hi in ivs:
+        for t in range(lo, hi + 1):
+            if t >= V6_ONLY_BASE:
+                prefix, num, name = "ipv6:", t - V6_ONLY_BASE, ICMP6_NAMES.get(t - V6_ONLY_BASE)
+            elif t == PTB:
+                prefix, num, name = "", t, ICMP4_NAMES[PTB]
+            else:
+                twinned = t in ICMP6_TO_4.values()
+                prefix, num, name = ("" if twinned else "ipv4:"), t, ICMP4_NAMES.get(t)
+            if name is None:
+                if run and (prefix != run_prefix or num != run[-1] + 1):
+                    flush()
+                run_prefix = prefix
+                run.append(num)
+                continue
+            flush()
+            out.append(prefix + name)
+    flush()
+    return out
+
+
+def only_classes(box: Box) -> List[Tuple[str, Box]]:
+    """An ICMP region one family has no twin for, cut into classes: 'ndp' and 'mld' (ICMPv6
+    that IPv4 does without), 'no twin' for the rest."""
+    out = []
+    ndp, mld = NDP_CANONICAL, MLD_CANONICAL
+    rest = box[ICMP]
+    for name, cls in (("ndp", ndp), ("mld", mld)):
+        part = iv_and(rest, cls)
+        if part:
+            out.append((name, box[:ICMP] + (part,) + box[ICMP + 1 :]))
+            rest = iv_sub(rest, cls)
+    if rest:
+        out.append(("no twin", box[:ICMP] + (rest,) + box[ICMP + 1 :]))
+    return out
+
+
+def state_names(mask: int) -> List[str]:
+    return [n for n, bit in CT_NAMES.items() if mask & bit]
+
+
+def _ifaces(mask: int, universe) -> List[str]:
+    if mask == universe.all_mask:
+        return ["*"]
+    return universe.label_list(mask)
+
+
+def _roles(ivs: tuple, full: FrozenSet[int]) -> List[str]:
+    ids = {r for lo, hi in ivs for r in range(lo, hi + 1)}
+    if ids >= full:
+        return ["*"]
+    return [ROLE_NAMES[r] for r in sorted(ids)]
+
+
+def region_fields(box: Box, hook: str, result: DiffResult) -> Dict:
+    src_full, dst_full = result.roles_filter[hook]
+    proto = box[PROTO]
+    d = {
+        "hook": hook,
+        "protocol": protocol_name(proto),
+        "protocols": _ranges(proto),
+        "dports": _ranges(box[DPORT]),
+        "sports": _ranges(box[SPORT]),
+        "state": state_names(box[STATE]),
+        "iif": _ifaces(box[IIF], result.universe) if hook != "output" else None,
+        "oif": _ifaces(box[OIF], result.universe) if hook != "input" else None,
+        "uid": _ranges(box[UID]) if hook == "output" else None,
+        "gid": _ranges(box[GID]) if hook == "output" else None,
+        "icmp_type": icmp_names(box[ICMP]) if iv_contains(proto, 1) else None,
+        "src": _roles(box[SRC], src_full),
+        "dst": _roles(box[DST], dst_full),
+    }
+    return d
+
+
+def _rule_text(decs: FrozenSet[Decision]) -> str:
+    if not decs:
+        return "no rule (no chain decides it)"
+    return "; ".join(sorted(d.describe() for d in decs))
+
+
+def side_rule(side: Dict[str, FrozenSet[Decision]]) -> str:
+    if len(side) == 1:
+        return _rule_text(next(iter(side.values())))
+    return "; ".join(f"{v}: {_rule_text(side[v])}" for v in sorted(side))
+
+
+def _decided_by(side: Dict[str, FrozenSet[Decision]]) -> List[Dict]:
+    out = []
+    for v in sorted(side):
+        for dec in sorted(side[v], key=lambda x: x.describe()):
+            d = dec.to_dict()
+            d["verdict"] = v
+            out.append(d)
+    return out
+
+
+def region_json(r: Region, result: DiffResult, a: str, b: str) -> Dict:
+    d = region_fields(r.box, r.hook, result)
+    d[a] = r.a_verdict
+    d[b] = r.b_verdict
+    d[f"{a}_rule"] = side_rule(r.a)
+    d[f"{b}_rule"] = side_rule(r.b)
+    d[f"{a}_verdicts"] = sorted(r.a)
+    d[f"{b}_verdicts"] = sorted(r.b)
+    d[f"{a}_decided_by"] = _decided_by(r.a)
+    d[f"{b}_decided_by"] = _decided_by(r.b)
+    return d
+
+
+def not_comparable_json(r: Region, result: DiffResult, a: str, b: str) -> Dict:
+    d = region_json(r, result, a, b)
+    d["reason"] = (
+        "the verdict depends on addresses (or on matches twinwall cannot decide) in both families: "
+        "the rules cannot be compared by role"
+    )
+    return d
+
+
+def only_json(o: SideOnly, result: DiffResult, name: str) -> List[Dict]:
+    out = []
+    for cls, box in only_classes(o.box):
+        d = region_fields(box, o.hook, result)
+        d["class"] = cls
+        d[name] = verdict_of(o.side)
+        d[f"{name}_rule"] = side_rule(o.side)
+        out.append(d)
+    return out
+
+
+def describe_region(box: Box, hook: str, result: DiffResult) -> str:
+    """One line: protocol, ports, ICMP types, state, interfaces, uid/gid, roles."""
+    f = region_fields(box, hook, result)
+    parts = [f["protocol"]]
+    if box[DPORT] != PORT_ALL:
+        parts.append("dport " + ranges_text_neg(box[DPORT], PORT_ALL))
+    if box[SPORT] != PORT_ALL:
+        parts.append("sport " + ranges_text_neg(box[SPORT], PORT_ALL))
+    if f["icmp_type"] is not None and box[ICMP] != canonical_icmp(ICMP_ALL, IPV4) and box[ICMP] != TWINNED:
+        parts.append("type " + ",".join(f["icmp_type"]))
+    if box[STATE] != CT_ALL:
+        parts.append("state " + ",".join(f["state"]))
+    if f["iif"] and f["iif"] != ["*"]:
+        parts.append("in " + ",".join(f["iif"]))
+    if f["oif"] and f["oif"] != ["*"]:
+        parts.append("out " + ",".join(f["oif"]))
+    if hook == "output" and box[UID] != ID_ALL:
+        parts.append("uid " + ranges_text_neg(box[UID], ID_ALL))
+    if hook == "output" and box[GID] != ID_ALL:
+        parts.append("gid " + ranges_text_neg(box[GID], ID_ALL))
+    if f["src"] != ["*"]:
+        parts.append("from " + ",".join(f["src"]))
+    if f["dst"] != ["*"]:
+        parts.append("to " + ",".join(f["dst"]))
+    return " ".join(parts)
+
+
+def ranges_text_neg(ivs: tuple, full: tuple) -> str:
+    """'25', '1024-65535', or '!1000' when the set is everything but a few values."""
+    missing = iv_sub(full, ivs)
+    if missing and len(missing) < len(ivs) and len(missing) <= 2:
+        return "!" + ranges_text(missing)
+    return ranges_text(ivs)
+

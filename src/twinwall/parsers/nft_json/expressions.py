@@ -1,0 +1,74 @@
+"""Walking nft JSON expressions without compiling them: the interface names a rule mentions, set
+elements with options, nft's interface wildcards.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+
+def _iface_spec(name: str) -> str:
+    """nft's "eth*" wildcard as the interface universe's "eth+" pattern."""
+    if name.endswith("*") and not name.endswith("\\*"):
+        return name[:-1] + "+"
+    return name.replace("\\*", "*")
+
+
+def _mentions_iface(e: Dict[str, Any]) -> bool:
+    # cheap pre-filter before the recursive walk
+    m = e.get("match")
+    if m is not None:
+        left = m.get("left")
+        return isinstance(left, dict) and ("meta" in left or "concat" in left)
+    return "vmap" in e
+
+
+_IFACE_KEYS = {"iifname", "oifname", "iif", "oif"}
+
+
+def _is_iface_left(left: Any) -> bool:
+    return isinstance(left, dict) and "meta" in left and left["meta"].get("key") in _IFACE_KEYS
+
+
+def _iface_strings(e: Dict[str, Any], out: set) -> None:
+    m = e.get("match")
+    if m is not None:
+        left, right = m.get("left"), m.get("right")
+        if _is_iface_left(left):
+            if not (isinstance(right, str) and right.startswith("@")):
+                _strings(right, out)
+        elif isinstance(left, dict) and "concat" in left:
+            idx = [i for i, c in enumerate(left["concat"]) if _is_iface_left(c)]
+            if idx and isinstance(right, dict) and "set" in right:
+                for el in right["set"]:
+                    el = _unwrap(el)
+                    if isinstance(el, dict) and "concat" in el:
+                        for i in idx:
+                            if i < len(el["concat"]):
+                                _strings(el["concat"][i], out)
+        return
+    v = e.get("vmap")
+    if v is not None and _is_iface_left(v.get("key")):
+        data = v.get("data")
+        if isinstance(data, dict) and "set" in data:
+            for pair in data["set"]:
+                if isinstance(pair, list) and pair:
+                    _strings(pair[0], out)
+
+
+def _strings(v: Any, out: set) -> None:
+    if isinstance(v, str):
+        out.add(v)
+    elif isinstance(v, list):
+        for x in v:
+            _strings(x, out)
+    elif isinstance(v, dict):
+        for x in v.values():
+            _strings(x, out)
+
+
+def _unwrap(el: Any) -> Any:
+    """A set element with options ({"elem": {"val": X, "timeout": ...}}) -> X."""
+    while isinstance(el, dict) and "elem" in el and isinstance(el["elem"], dict):
+        el = el["elem"].get("val")
+    return el

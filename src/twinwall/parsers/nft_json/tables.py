@@ -1,0 +1,246 @@
+"""Pass 1: an ``nft -j list ruleset`` document split into tables, chains and sets in one cheap
+pass (a scan of nft's own layout, or ``json.loads`` of any other); a table's rules stay JSON
+until a family's view compiles them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from bisect import bisect_right
+from typing import Any, Dict, List, Optional, Tuple
+
+from twinwall.errors import InputError
+from twinwall.parsers.nft_json.expressions import _iface_strings, _mentions_iface
+
+
+class _TableData:
+    """One nft table as found in the dump. Rules and sets may still be undecoded: a rule is a
+    dict, or a (start, end) span of the dump's text decoded when its chain is compiled; a set
+    is a dict or a span decoded on first use."""
+
+    __slots__ = ("family", "name", "chains", "rules", "sets", "xt", "text", "ifnames")
+
+    def __init__(self, family: str, name: str, text: str = ""):
+        self.family = family
+        self.name = name
+        self.chains: Dict[str, Dict[str, Any]] = {}
+        self.rules: Dict[str, List[Any]] = {}
+        self.sets: Dict[str, Any] = {}
+        self.xt = False
+        self.text = text
+        self.ifnames: set = set()  # interface names the rules mention (filled by the splitter)
+
+    @property
+    def label(self) -> str:
+        return f"{self.family} {self.name}"
+
+    def rule_dicts(self, entries: List[Any]) -> List[Dict[str, Any]]:
+        if not entries or isinstance(entries[0], dict):
+            return entries
+        # a chain's rules are one run of the dump in nft's output: decode them in one call
+        first, last = entries[0][0], entries[-1][1]
+        if all(entries[i + 1][0] == entries[i][1] + 2 for i in range(len(entries) - 1)):
+            items = json.loads("[" + self.text[first:last] + "]")
+        else:
+            items = json.loads("[" + ", ".join(self.text[a:b] for a, b in entries) + "]")
+        return [item["rule"] for item in items]
+
+    def set_body(self, name: str) -> Optional[Dict[str, Any]]:
+        s = self.sets.get(name)
+        if isinstance(s, tuple):
+            kind, a, b = s
+            s = next(iter(json.loads(self.text[a:b]).values()))
+            s["_kind"] = kind
+            self.sets[name] = s
+        return s
+
+    def set_header(self, name: str) -> str:
+        """The start of a set's text (its type and flags come before the elements)."""
+        s = self.sets.get(name)
+        if isinstance(s, tuple):
+            head = self.text[s[1]:s[2]]
+            cut = head.find('"elem":')
+            return head if cut < 0 else head[:cut]
+        return json.dumps({k: v for k, v in s.items() if k != "elem"})
+
+
+def _load(text: str, source: str) -> List[Any]:
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{source}: not 'nft -j list ruleset' output: invalid JSON ({exc})") from None
+    if isinstance(doc, dict) and "nftables" in doc:
+        items = doc["nftables"]
+    elif isinstance(doc, list):  # the bare list some tools write
+        items = doc
+    else:
+        raise InputError(
+            f'{source}: not \'nft -j list ruleset\' output: expected an object with an "nftables" list'
+        )
+    if not isinstance(items, list):
+        raise InputError(f'{source}: "nftables" is not a list')
+    return items
+
+
+def _split(items: List[Any], source: str) -> Dict[Tuple[str, str], _TableData]:
+    """Pass 1 on a decoded document (any JSON layout)."""
+    tables: Dict[Tuple[str, str], _TableData] = {}
+    last_key: Optional[Tuple[str, str]] = None
+    last_t: Optional[_TableData] = None
+    last_chain: Optional[str] = None
+    last_rules: List[Dict[str, Any]] = []
+    for i, obj in enumerate(items):
+        if not isinstance(obj, dict):
+            raise InputError(f"{source}: nftables[{i}] is not an object")
+        r = obj.get("rule")
+        if r is not None:
+            try:
+                key = (r["family"], r["table"])
+                chain = r["chain"]
+            except (KeyError, TypeError):
+                raise InputError(f"{source}: nftables[{i}]: a rule without family, table or chain") from None
+            if key != last_key:
+                last_t = tables.get(key)
+                if last_t is None:
+                    last_t = tables[key] = _TableData(*key)
+                last_key, last_chain = key, None
+            if chain != last_chain:
+                last_rules = last_t.rules.setdefault(chain, [])
+                last_chain = chain
+            last_rules.append(r)
+            continue
+        if len(obj) != 1:
+            continue
+        kind, body = next(iter(obj.items()))
+        if kind in ("table", "chain", "set", "map"):
+            _add_item(tables, kind, body, source, i)
+        # metainfo, flowtable, counter, quota, ct helper, limit, element...: nothing to evaluate
+    for t in tables.values():
+        for rules in t.rules.values():
+            for r in rules:
+                exprs = r.get("expr")
+                if not isinstance(exprs, list):
+                    continue  # refused when the chain is compiled, with the rule named
+                for e in exprs:
+                    if isinstance(e, dict):
+                        if "xt" in e:
+                            t.xt = True
+                        elif _mentions_iface(e):
+                            _iface_strings(e, t.ifnames)
+    return tables
+
+
+def _add_item(tables, kind: str, body: Any, source: str, where: Any) -> _TableData:
+    if not isinstance(body, dict) or "family" not in body:
+        raise InputError(f"{source}: nftables[{where}]: a {kind} without a family")
+    name = body.get("name") if kind == "table" else body.get("table")
+    key = (body["family"], name)
+    t = tables.get(key)
+    if t is None:
+        t = tables[key] = _TableData(*key)
+    if kind == "chain":
+        t.chains[body.get("name")] = body
+    elif kind in ("set", "map"):
+        body = dict(body)
+        body["_kind"] = kind
+        t.sets[body.get("name")] = body
+    return t
+
+
+# Top-level items of nft's own output: '{"KIND": {"family": ...' occurs nowhere else (a string
+# cannot hold an unescaped quote), and nft prints "family" first, then for rules table and chain.
+_RULE_RE = re.compile(r'\{"rule": \{"family": "([^"\\]*)", "table": "([^"\\]*)", "chain": "([^"\\]*)", ')
+_RULE_START_RE = re.compile(r'\{"rule": \{"family": "')
+_OTHER_RE = re.compile(
+    r'\{"(table|chain|set|map|flowtable|counter|quota|limit|ct helper|ct timeout|ct expectation|secmark'
+    r'|synproxy|tunnel)": \{"family": '
+)
+_IFACE_RE = re.compile(r'\{"meta": \{"key": "(?:iifname|oifname|iif|oif)"\}\}')
+
+
+def _split_fast(text: str, source: str) -> Optional[Dict[Tuple[str, str], _TableData]]:
+    """Pass 1 straight on nft's text, decoding only tables, chains and set headers; rules and
+    sets stay spans of the text until used. None when the text is not laid out as nft prints
+    it (the caller then decodes the whole document)."""
+    head = text[:64].lstrip()
+    if not head.startswith('{"nftables": ['):
+        return None
+    end_all = text.rindex("]}")
+    rule_starts = [m.start() for m in _RULE_START_RE.finditer(text)]
+    others = [(m.start(), m.group(1)) for m in _OTHER_RE.finditer(text)]
+    starts = sorted(rule_starts + [o[0] for o in others])
+    ends = [b - 2 for b in starts[1:]] + [end_all]
+    for b in ends[:-1]:
+        if text[b:b + 2] != ", ":
+            return None
+    end_of = dict(zip(starts, ends))
+    tables: Dict[Tuple[str, str], _TableData] = {}
+    for a, kind in others:
+        b = end_of[a]
+        if kind in ("set", "map"):
+            cut = text.find(', "elem": ', a, b)
+            h = json.loads(text[a:cut] + "}}" if cut >= 0 else text[a:b])[kind]
+            t = _add_item(tables, kind, h, source, a)
+            t.sets[h.get("name")] = (kind, a, b)
+        elif kind in ("table", "chain"):
+            t = _add_item(tables, kind, json.loads(text[a:b])[kind], source, a)
+        else:
+            continue
+        t.text = text
+    # a chain's rules follow one another and share their header ('{"rule": {"family": "ip",
+    # "table": "t", "chain": "c", '): decode a header only where it changes
+    header = ""
+    last_t: Optional[_TableData] = None
+    last_rules: List[Any] = []
+    rule_table: List[_TableData] = []
+    for a in rule_starts:
+        if not header or not text.startswith(header, a):
+            m = _RULE_RE.match(text, a)
+            if m is None:
+                return None  # a name with an escaped character: not worth a fast path
+            header = m.group(0)
+            fam, table, chain = m.groups()
+            last_t = tables.get((fam, table))
+            if last_t is None:
+                last_t = tables[(fam, table)] = _TableData(fam, table, text)
+            last_rules = last_t.rules.setdefault(chain, [])
+        last_rules.append((a, end_of[a]))
+        rule_table.append(last_t)
+    # xt expressions and interface names: look only at the rules that hold them
+
+    def owner(pos: int) -> Optional[int]:
+        i = bisect_right(rule_starts, pos) - 1
+        if i < 0 or pos >= end_of[rule_starts[i]]:
+            return None
+        return i
+
+    pos = text.find('{"xt": ')
+    while pos >= 0:
+        i = owner(pos)
+        if i is not None:
+            rule_table[i].xt = True
+        pos = text.find('{"xt": ', pos + 6)
+    seen = set()
+    for m in _IFACE_RE.finditer(text):
+        i = owner(m.start())
+        if i is None or i in seen:
+            continue
+        seen.add(i)
+        a = rule_starts[i]
+        rule = json.loads(text[a:end_of[a]])["rule"]
+        t = rule_table[i]
+        for e in rule.get("expr") or ():
+            if isinstance(e, dict) and _mentions_iface(e):
+                _iface_strings(e, t.ifnames)
+    return tables
+
+
+def xt_tables(text: str, source: str = "nft -j list ruleset") -> List[str]:
+    """Tables ("ip filter", ...) holding iptables-nft xt expressions: not readable from nft -j."""
+    if '"xt"' not in text:
+        return []
+    tables = _split_fast(text, source)
+    if tables is None:
+        tables = _split(_load(text, source), source)
+    return sorted(t.label for t in tables.values() if t.xt)

@@ -1,0 +1,224 @@
+"""Pass 2: one family's view of the tables: base chains in hook and priority order, user chains
+whose rules compile on their first walk, named sets converted when a rule refers to them.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from twinwall.analysis.packetset import (
+    address_space,
+)
+from twinwall.errors import InputError
+from twinwall.parsers.nft_json.expressions import _iface_spec, _strings
+from twinwall.parsers.nft_json.rules import _RuleCompiler
+from twinwall.parsers.nft_json.tables import _TableData
+from twinwall.parsers.nft_json.vocabulary import (
+    CHAIN_KINDS,
+    FAMILY_OF_VIEW,
+    INGRESS_OFFSET,
+    NAMED_PRIORITIES,
+    VIEW_FAMILIES,
+)
+from twinwall.ruleset import (
+    DROP,
+    BaseChain,
+    Chain,
+    Rule,
+    Ruleset,
+    Table,
+)
+
+
+def _policy(body: Dict[str, Any], where: str) -> str:
+    """A base chain's policy, "accept" (nft's default) or "drop": the only two nft accepts.
+    Anything else means a damaged or hand-edited dump; reading it as accept would hide that."""
+    value = body.get("policy", "accept")
+    policy = value.lower() if isinstance(value, str) else value
+    if policy not in ("accept", "drop"):
+        raise InputError(f"{where}: unknown chain policy {value!r} (nft allows accept or drop)")
+    return policy
+
+
+def _priority(value: Any, where: str) -> int:
+    if isinstance(value, bool):
+        raise InputError(f"{where}: bad chain priority {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        for op in ("+", "-"):
+            name, sep, num = text.partition(f" {op} ")
+            if sep and name in NAMED_PRIORITIES and num.strip().isdigit():
+                n = int(num)
+                return NAMED_PRIORITIES[name] + (n if op == "+" else -n)
+        if text in NAMED_PRIORITIES:
+            return NAMED_PRIORITIES[text]
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    raise InputError(f"{where}: unknown chain priority {value!r}")
+
+
+class _View:
+    def __init__(self, ruleset: Ruleset, tables: Dict[Tuple[str, str], _TableData]):
+        self.rs = ruleset
+        self.family = ruleset.family
+        self.nfamily = FAMILY_OF_VIEW[self.family]
+        self.tables = tables
+        self.by_label: Dict[str, _TableData] = {}
+        self.addr_full = address_space(self.family)
+        self.af = socket.AF_INET if self.family == "ipv4" else socket.AF_INET6
+        self._set_cache: Dict[Tuple, Any] = {}
+        self.nfproto: Optional[Dict[Tuple[str, str, str, int], List[Tuple[str, str]]]] = None
+
+    # -- structure -----------------------------------------------------------------------------
+
+    def add_table(self, t: _TableData) -> None:
+        label = t.label
+        self.by_label[label] = t
+        table = Table(label)
+        self.rs.tables[label] = table
+        for cname, body in t.chains.items():
+            hook = body.get("hook")
+            policy = None
+            if hook:
+                policy = _policy(body, f"{self.rs.source}: chain {label} {cname}").upper()
+            chain = Chain(label, cname, policy)
+            table.chains[cname] = chain
+            rules = t.rules.get(cname)
+            if rules:
+                chain.set_source(rules, self.compile_chain)
+            if hook:
+                prio = _priority(body.get("prio", 0), f"{self.rs.source}: chain {label} {cname}")
+                if hook == "ingress":
+                    hook, prio = "prerouting", INGRESS_OFFSET + prio
+                kind = CHAIN_KINDS.get(str(body.get("type", "filter")), "filter")
+                self.rs.base_chains.append(BaseChain(hook, prio, label, cname, kind))
+        for cname in t.rules:
+            if cname not in table.chains:
+                raise InputError(f"{self.rs.source}: rules for chain {label} {cname}, which is not declared")
+
+    def add_netdev(self, t: _TableData) -> None:
+        """netdev ingress: may drop before any IP hook; not evaluated, made visible."""
+        label = t.label
+        for cname, body in t.chains.items():
+            if body.get("hook") != "ingress":
+                continue
+            n = len(t.rules.get(cname, ()))
+            policy = _policy(body, f"{self.rs.source}: chain {label} {cname}")
+            if not n and policy != "drop":
+                continue
+            dev = body.get("dev") or body.get("devices") or "?"
+            if isinstance(dev, list):
+                dev = ",".join(str(d) for d in dev)
+            what = f"netdev table {t.name} ingress chain {cname} (device {dev}, {n} rules, policy {policy}) is not evaluated"
+            table = self.rs.tables.setdefault(label, Table(label))
+            chain = Chain(label, cname, "ACCEPT")
+            chain._rules = [
+                Rule(label, cname, 1, f"(ingress chain: {n} rules, policy {policy}; not evaluated)",
+                     ((),), (what,), DROP, "")
+            ]
+            table.chains[cname] = chain
+            prio = _priority(body.get("prio", 0), f"{self.rs.source}: chain {label} {cname}")
+            self.rs.base_chains.append(BaseChain("prerouting", INGRESS_OFFSET - 1 + prio, label, cname, "filter"))
+            note = f"table {label} chain {cname}: {what}; results are uncertain"
+            notes = self.rs.notes  # type: ignore[attr-defined]
+            if note not in notes:
+                notes.append(note)
+
+    def interface_names(self, tables: Iterable[_TableData]) -> set:
+        """Every interface name or wildcard the rules and sets mention (for the universe)."""
+        names: set = set()
+        for t in tables:
+            if t.family not in VIEW_FAMILIES[self.family]:
+                continue
+            for name in t.sets:
+                head = t.set_header(name)
+                if '"ifname"' in head or '"iface_index"' in head:
+                    s = t.set_body(name) or {}
+                    elems = s.get("elem") or ()
+                    if s.get("_kind") == "map":
+                        elems = [pair[0] for pair in elems if isinstance(pair, list) and pair]
+                    _strings(elems, names)
+            names.update(t.ifnames)
+        return {_iface_spec(n) for n in names if n}
+
+    # -- compiling --------------------------------------------------------------------------------
+
+    def compile_chain(self, chain: Chain, rules: List[Dict[str, Any]]) -> List[Rule]:
+        out: List[Rule] = []
+        t = self.by_label[chain.table]
+        rules = t.rule_dicts(rules)
+        for n, r in enumerate(rules, 1):
+            compiler = _RuleCompiler(self, t, chain, n, r)
+            try:
+                compiled = compiler.compile()
+                # where the rule is (its handle) and whether it logs, for findings and fixes
+                handle = r.get("handle")
+                logs = any(isinstance(e, dict) and "log" in e for e in r.get("expr") or ())
+                for rule in compiled:
+                    rule.handle = handle if isinstance(handle, int) else None
+                    rule.logs = logs
+                out.extend(compiled)
+            except InputError:
+                raise
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                raise InputError(
+                    f"{compiler.where()}: not understood ({type(exc).__name__}: {exc}): "
+                    f"{json.dumps(r.get('expr'))[:200]}"
+                ) from None
+        return out
+
+    def hooks_reaching(self, t: _TableData, chain: str) -> set:
+        """The hooks whose base chains reach ``chain`` by jumps, gotos and verdict maps
+        (decodes the table's rules; only asked for rare matches such as meta skuid)."""
+        cache = self._set_cache.setdefault(("hooks", t.label), {})
+        if not cache:
+            edges: Dict[str, set] = {}
+            for cname, entries in t.rules.items():
+                targets: set = set()
+                for r in t.rule_dicts(entries):
+                    _jump_targets(r.get("expr"), t, targets)
+                edges[cname] = targets
+            for cname, body in t.chains.items():
+                hook = body.get("hook")
+                if not hook:
+                    continue
+                hook = "prerouting" if hook == "ingress" else hook
+                todo = [cname]
+                seen = set()
+                while todo:
+                    c = todo.pop()
+                    if c in seen:
+                        continue
+                    seen.add(c)
+                    cache.setdefault(c, set()).add(hook)
+                    todo.extend(edges.get(c, ()))
+            cache.setdefault("", set())  # mark as computed
+        return cache.get(chain, set())
+
+    def named_set(self, t: _TableData, ref: str) -> Dict[str, Any]:
+        s = t.set_body(ref[1:])
+        if s is None:
+            raise InputError(f"{self.rs.source}: table {t.label}: reference to unknown set {ref}")
+        return s
+
+
+def _jump_targets(v: Any, t: _TableData, out: set) -> None:
+    if isinstance(v, list):
+        for x in v:
+            _jump_targets(x, t, out)
+    elif isinstance(v, dict):
+        for key, body in v.items():
+            if key in ("jump", "goto") and isinstance(body, dict) and "target" in body:
+                out.add(body["target"])
+            elif key == "vmap" and isinstance(body, dict) and isinstance(body.get("data"), str):
+                ref = body["data"]
+                s = t.set_body(ref[1:]) if ref.startswith("@") else None
+                _jump_targets((s or {}).get("elem"), t, out)
+            else:
+                _jump_targets(body, t, out)
