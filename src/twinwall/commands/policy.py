@@ -87,7 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     y = sub.add_parser("apply", help="load a policy through the transaction (rollback unless confirmed)",
                        description="Compile and prove FILE, then load it through twinwall's transaction: "
                        "the lockout guard, a rollback armed before the change, atomic load; confirm with "
-                       "'twinwall fix --confirm' (or the transaction's own command) before the timeout.")
+                       "'twinwall confirm' before the timeout ('twinwall rollback' reverts at once).")
     y.add_argument("file", metavar="FILE")
     y.add_argument("--target", choices=("iptables", "nft"), default="iptables")
     y.add_argument("--confirm-timeout", type=float, default=60.0, metavar="SECONDS",
@@ -223,5 +223,6 @@ def _apply(args) -> int:
         print(f"{summary}: already loaded, nothing changed")
         return 0
     print(f"{summary}: loaded, transaction {tx.id} pending; it rolls back unless confirmed within "
-          f"{args.confirm_timeout:g} s")
+          f"{args.confirm_timeout:g} s: open a new connection to check, then run 'twinwall confirm' "
+          f"('twinwall rollback' reverts now)")
     return 0
