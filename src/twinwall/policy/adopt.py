@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.evaluator import Evaluator, bind_rulesets
-from twinwall.analysis.frontends import frontend_of_chain
 from twinwall.analysis.interfaces import OTHER, InterfaceUniverse
 from twinwall.analysis.packetset import (
     CT_ESTABLISHED,
@@ -119,6 +118,24 @@ class AdoptResult:
 # flattening
 
 
+def chain_owner(chain: str) -> Optional[str]:
+    """The front-end that writes a filter chain of this name (see analysis.frontends): its
+    rules are referenced, never copied into a policy (the front-end writes them again)."""
+    from twinwall.analysis import frontends as fe
+
+    if chain.startswith(("ufw-", "ufw6-")):
+        return fe.UFW
+    if chain in fe._FIREWALLD_CHAINS or fe._FIREWALLD_ZONE.match(chain):
+        return fe.FIREWALLD
+    if chain.startswith("DOCKER"):
+        return fe.DOCKER
+    if chain.startswith("KUBE-"):
+        return fe.KUBE_PROXY
+    if chain.startswith("f2b-"):
+        return fe.FAIL2BAN
+    return None
+
+
 def filter_view(rs: Ruleset) -> Ruleset:
     """The ruleset with only the base chains that filter INPUT, FORWARD and OUTPUT."""
     if rs.kind == "nftables":
@@ -163,7 +180,7 @@ class Flattener:
             if rule.action in ACTION:
                 entries.extend(Entry(m, ACTION[rule.action], rule) for m in matched)
             elif rule.action in (JUMP, GOTO):
-                owner = frontend_of_chain(rule.target)
+                owner = chain_owner(rule.target)
                 if owner:
                     self.referenced.append(f"{FAMILY_LABEL[self.family]} {table} {rule.chain} #{rule.number}: "
                                            f"{rule.text} -> chain {rule.target} belongs to {owner}: not copied, "
