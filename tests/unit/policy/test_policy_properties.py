@@ -44,3 +44,16 @@ def test_adopt_of_compiled_policy_is_equivalent(text):
     # and the adopted file proves as a policy of its own
     again = check_policy(parse_policy(adopted.text), ("iptables",), scratch=False)
     assert not again.mismatches
+
+
+@pytest.mark.skipif(scratch_unavailable() is not None, reason=f"{scratch_unavailable()}")
+@settings(max_examples=8, suppress_health_check=[HealthCheck.too_slow])
+@given(policies(max_rules=4))
+def test_adopt_of_nft_as_loaded_is_equivalent(text):
+    # adopt reads the parsed model, so an nftables ruleset (nft -j of the compiled inet table,
+    # loaded in a scratch namespace) round-trips like an iptables one
+    from twinwall.policy.check import loaded_rulesets
+
+    lowered = lower(parse_policy(text))
+    adopted = adopt_rulesets(loaded_rulesets("nft", compiled_texts(lowered, "nft")))
+    assert adopted.equivalent, "\n".join(adopted.differences) + "\n" + text
