@@ -22,6 +22,7 @@ COMMANDS = [
     ("scan", "twinwall.scan.cli", "probe hosts over IPv4 and IPv6 and compare with the audit"),
     ("diff", "twinwall.commands.diff", "every traffic class IPv4 and IPv6 treat differently, in and out"),
     ("fleet", "twinwall.commands.fleet", "audit many hosts' snapshots at once: findings per host, IPv6-only exposure"),
+    ("fix", "twinwall.commands.fix", "a proved remediation plan for the findings (--apply to load it safely)"),
     ("report", "twinwall.commands.report", "render a saved JSON document as sarif, junit, prometheus or html"),
     ("confirm", "twinwall.commands.confirm", "keep the pending firewall transaction: stop its rollback, persist it"),
     ("rollback", "twinwall.commands.rollback", "revert the pending firewall transaction now"),

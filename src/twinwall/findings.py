@@ -195,6 +195,7 @@ CATALOGUE: Dict[str, FindingKind] = _kinds(
         "Neighbour solicitations/advertisements (ICMPv6 135/136, hop limit 255, untracked by "
         "conntrack) are dropped on input or output, so every IPv6 connection over that interface "
         "times out before any service rule is met. Accept them in INPUT and OUTPUT.",
+        remedy="baseline",
         fix="accept NDP before the drops: {tool} -I INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl "
         "--hl-eq 255 -j ACCEPT, the same for 136, and in OUTPUT if it drops",
     ),
@@ -204,6 +205,7 @@ CATALOGUE: Dict[str, FindingKind] = _kinds(
         "Packet too big, destination unreachable, time exceeded, parameter problem (RELATED to "
         "the host's connections), router advertisements or MLD queries are dropped on input: "
         "path MTU discovery and router discovery break.",
+        remedy="baseline",
         fix="accept them in INPUT: {tool} -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT for the "
         "errors, -p ipv6-icmp --icmpv6-type router-advertisement -m hl --hl-eq 255 -j ACCEPT, and MLD queries",
     ),

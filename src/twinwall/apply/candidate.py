@@ -58,3 +58,101 @@ class Candidate:
             return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
         except TypeError as exc:
             raise InputError(f"not a twinwall candidate: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# the host as it would be: what the proof and the lockout guard evaluate
+
+CANDIDATE_SOURCE = {"ipv4": "candidate iptables-restore", "ipv6": "candidate ip6tables-restore",
+                    "nft": "candidate nft -j list ruleset"}
+
+
+def scratch_available() -> bool:
+    """Whether a throw-away network namespace can be made here (root, unshare): the candidate is
+    then loaded there and read back as the kernel prints it, never into the host itself."""
+    import os
+    import shutil
+
+    return os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
+def _in_scratch(script: str, files: Dict[str, str], timeout: float = 60.0) -> str:
+    """Run ``script`` (sh) in a new, empty network namespace (``unshare --net``), with ``files``
+    written to a temporary directory ($D); return its standard output. Nothing it loads
+    outlives it: the namespace goes with the process."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="twinwall-scratch-") as d:
+        for name, text in files.items():
+            with open(f"{d}/{name}", "w", encoding="utf-8") as fh:
+                fh.write(text)
+        try:
+            res = subprocess.run(["unshare", "--net", "--", "sh", "-c", script, "sh", d],
+                                 capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise InputError(f"cannot load the candidate in a scratch namespace: {exc}") from None
+    if res.returncode != 0:
+        err = " ".join(res.stderr.split())[:300]
+        raise InputError(f"the candidate does not load: {err}")
+    return res.stdout
+
+
+def restore_tool(family: str, variant: str) -> str:
+    from twinwall.apply.backends.iptables import tool  # (the transaction's own naming)
+
+    return tool(family, variant, "restore")
+
+
+def roundtrip_iptables(family: str, variant: str, text: str) -> str:
+    """``text`` loaded with iptables-restore in a scratch namespace and read back with
+    iptables-save: the candidate as the kernel holds it (a rule the tool rejects fails here)."""
+    tool = restore_tool(family, variant)
+    save = tool.replace("-restore", "-save")
+    return _in_scratch(f'{tool} < "$1/rules" && {save}', {"rules": text})
+
+
+def roundtrip_nft(current_json: Optional[str], script: str) -> str:
+    """The current native ruleset (``nft -j`` JSON) plus the candidate script, loaded in a
+    scratch namespace in one go, read back with ``nft -j list ruleset``."""
+    files = {"candidate.nft": script}
+    load = ""
+    if current_json and '"table"' in current_json:
+        files["current.json"] = current_json
+        load = 'nft -j -f "$1/current.json" && '
+    return _in_scratch(load + 'nft -f "$1/candidate.nft" && nft -j list ruleset', files)
+
+
+def candidate_snapshot(snapshot, candidate: "Candidate", scratch: Optional[bool] = None):
+    """A copy of ``snapshot`` whose rulesets are the ones ``candidate`` would leave loaded.
+
+    iptables texts replace the family's iptables-save dump (read back from a scratch namespace
+    when one can be made: ``scratch`` None decides by :func:`scratch_available`); an nft script
+    is loaded on top of the current native ruleset in a scratch namespace (the only way to know
+    what nft makes of it), whose ``nft -j`` replaces the snapshot's."""
+    import copy
+
+    from twinwall.model import RulesetText
+
+    snap = copy.deepcopy(snapshot)
+    use_scratch = scratch_available() if scratch is None else scratch
+    for family in ("ipv4", "ipv6"):
+        text = getattr(candidate, family)
+        if text is None:
+            continue
+        if use_scratch:
+            text = roundtrip_iptables(family, candidate.variant, text)
+        old = [r for r in snap.rulesets if r.format == "iptables-save" and r.family == family]
+        backend = old[0].backend if old else (candidate.variant or "nft")
+        snap.rulesets = [r for r in snap.rulesets if r not in old]
+        snap.rulesets.append(RulesetText(family, "iptables-save", backend, CANDIDATE_SOURCE[family], text))
+    if candidate.nft:
+        if not use_scratch:
+            raise InputError("an nft candidate can only be evaluated after loading it in a scratch network "
+                             "namespace: run as root (unshare --net)")
+        old = [r for r in snap.rulesets if r.format == "nft-json"]
+        current = old[0].text if old else None
+        text = roundtrip_nft(current, candidate.nft)
+        snap.rulesets = [r for r in snap.rulesets if r not in old]
+        snap.rulesets.append(RulesetText("inet", "nft-json", "nft", CANDIDATE_SOURCE["nft"], text))
+    return snap

@@ -1,0 +1,127 @@
+"""The proof: the candidate host audited and diffed by twinwall's own analysis, before anything
+is touched. A plan is proved when
+
+* every finding it targets is gone from the candidate's audit,
+* nothing that was closed is opened: no service's status widens, and no traffic class of any
+  hook (input, forward, output) that was dropped is accepted - except what a change opens on
+  purpose and says so (loopback, established replies, ICMPv6 that must pass),
+* it raises no new finding of medium severity or worse it does not expect (block-ipv6 expects
+  IPv4 to become the wider family).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+from twinwall.analysis.audit import AuditReport, Finding, audit_snapshot
+from twinwall.analysis.diff.change import compare_snapshots
+from twinwall.analysis.diff.describe import region_json
+from twinwall.findings import SEVERITIES
+from twinwall.fix.model import Change
+from twinwall.model import HostSnapshot
+
+
+@dataclass
+class Proof:
+    ok: bool
+    reason: str = ""
+    closed: List[Dict] = field(default_factory=list)
+    opened: List[Dict] = field(default_factory=list)
+    findings_after: List[Dict] = field(default_factory=list)
+    services: List[Dict] = field(default_factory=list)  # before/after, every service and family
+    gone: List[str] = field(default_factory=list)
+    after: Optional[AuditReport] = None
+
+    def to_json(self) -> Dict:
+        return {"ok": self.ok, "reason": self.reason, "closed": self.closed, "opened": self.opened,
+                "findings_after": self.findings_after, "targeted_gone": self.gone, "services": self.services}
+
+
+def _names(f: Finding) -> Set[str]:
+    return {s.get("service") for s in f.services if s.get("service")} or ({f.service} if f.service else set())
+
+
+def still_raised(f: Finding, after: AuditReport) -> Optional[Finding]:
+    """The candidate's finding that is ``f`` again: same kind, family and hook, and (for a
+    finding about services) one of the same services."""
+    mine = _names(f)
+    for g in after.findings:
+        if g.id != f.id or g.family != f.family or (g.hook or "") != (f.hook or ""):
+            continue
+        if not mine or mine & _names(g):
+            return g
+    return None
+
+
+def region_class(d: Dict) -> Set[str]:
+    """What an opened traffic class is, in the words changes use for what they open on purpose."""
+    out = set()
+    if (d.get("hook") == "input" and d.get("iif") == ["lo"]) or (d.get("hook") == "output" and d.get("oif") == ["lo"]):
+        out.add("loopback")
+    states = set(d.get("state") or [])
+    if states and states <= {"established", "related", "untracked"}:
+        out.add("established")
+    if d.get("protocol") in ("ipv6-icmp", "icmpv6") or (d.get("family") == "ipv6" and d.get("protocol") == "icmp"):
+        out.add("icmpv6")
+    return out
+
+
+def prove(before: HostSnapshot, before_report: AuditReport, after_snap: HostSnapshot,
+          targeted: Sequence[Finding], changes: Sequence[Change]) -> Proof:
+    after = audit_snapshot(after_snap)
+    cmp = compare_snapshots(before, after_snap)
+    proof = Proof(True, after=after)
+    proof.findings_after = [f.to_json() for f in after.findings]
+    statuses = {}
+    for svc in before_report.services:
+        s = svc.socket
+        for fam, v in svc.verdicts.items():
+            statuses[(s.protocol, s.address, s.port, fam)] = {"service": svc.label(), "family": fam,
+                                                               "before": v.summary(), "after": v.summary()}
+    for svc in after.services:
+        s = svc.socket
+        for fam, v in svc.verdicts.items():
+            row = statuses.setdefault((s.protocol, s.address, s.port, fam),
+                                      {"service": svc.label(), "family": fam, "before": "absent"})
+            row["after"] = v.summary()
+    proof.services = list(statuses.values())
+    problems: List[str] = []
+    for f in targeted:
+        g = still_raised(f, after)
+        if g is not None:
+            problems.append(f"{f.id} ({f.family or f.hook}) is still raised on the candidate: {g.message}")
+        else:
+            proof.gone.append(" ".join(x for x in (f.id, f.family, f.hook) if x))
+    for sc in cmp.services:
+        d = sc.to_json()
+        if sc.change == "closed":
+            proof.closed.append(d)
+        elif sc.change == "opened":
+            proof.opened.append(d)
+            problems.append(f"{sc.protocol}/{sc.port} over {sc.family} would be opened ({sc.before} -> {sc.after})")
+    purposes: Dict[str, Set[str]] = {}
+    for ch in changes:
+        purposes.setdefault(ch.family, set()).update(ch.may_open)
+    for fam, res in cmp.families.items():
+        for r in res.differences + res.not_comparable:
+            if cmp.region_change(r) != "opened":
+                continue
+            d = region_json(r, res, "before", "after")
+            d["family"] = fam
+            if region_class(d) & purposes.get(fam, set()):
+                continue
+            proof.opened.append(d)
+            problems.append(f"{fam} {d['hook']} {d['protocol']} traffic would be accepted that was not "
+                            f"(by {d.get('after_rule') or 'the candidate'})")
+    before_kinds = {(f.id, f.family) for f in before_report.findings}
+    expected = {e for ch in changes for e in ch.expected}
+    for g in after.findings:
+        key = (g.id, g.family)
+        if key in before_kinds or key in expected or SEVERITIES.index(g.severity) < SEVERITIES.index("medium"):
+            continue
+        problems.append(f"the candidate raises {g.severity} {g.id} ({g.family}): {g.message}")
+    if problems:
+        proof.ok = False
+        proof.reason = "; ".join(dict.fromkeys(problems))
+    return proof

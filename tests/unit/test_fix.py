@@ -1,0 +1,415 @@
+"""twinwall fix: strategies, translation and owner renderers on real iptables-save output.
+
+The rulesets are hand-written, loaded with iptables-restore / ip6tables-restore in a throw-away
+network namespace (``unshare --net``) and read back with iptables-save, so the planner sees what
+the kernel prints (``-m conntrack``, ``--icmpv6-type 135``...). The proof each plan carries is
+twinwall's own audit of the candidate; these tests also check the candidate texts themselves:
+where the rules went, what ICMP they name, that the CIS sequences come out right.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Dict, List, Optional
+
+import pytest
+
+from twinwall.analysis.audit import audit_snapshot
+from twinwall.cli import main
+from twinwall.fix.model import Refused, RuleSpec
+from twinwall.fix.planner import make_plan
+from twinwall.fix.translate import AddressMap, icmp_twin, translate_iptables_args
+from twinwall.model import HostSnapshot, Ipv6State, RulesetText
+from twinwall.sources.sockets import parse_ss
+
+needs_netns = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                                 reason="loading rules in a scratch namespace needs root and unshare")
+
+
+def readback(family: str, text: str) -> str:
+    """``text`` through the kernel: restored and saved in a new network namespace."""
+    tool = "iptables" if family == "ipv4" else "ip6tables"
+    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", f"{tool}-restore && {tool}-save"],
+                         input=text, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def table(rules: str, input_policy: str = "DROP", output: str = "", output_policy: str = "ACCEPT") -> str:
+    body = "\n".join(l.strip() for l in (rules + "\n" + output).strip().splitlines() if l.strip())
+    return (f"*filter\n:INPUT {input_policy} [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT {output_policy} [0:0]\n"
+            + (body + "\n" if body else "") + "COMMIT\n")
+
+
+V6_NDP = """
+-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl --hl-eq 255 -j ACCEPT
+-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -m hl --hl-eq 255 -j ACCEPT
+"""
+
+SS = """\
+tcp LISTEN 0 128 *:22 *:*
+tcp LISTEN 0 128 *:80 *:*
+udp UNCONN 0 0 *:123 *:*
+tcp LISTEN 0 20 [::1]:25 [::]:*
+"""
+
+
+def host(v4: Optional[str], v6: Optional[str], ss: str = SS) -> HostSnapshot:
+    snap = HostSnapshot(hostname="", sockets_known=True, sockets=parse_ss(ss))
+    for fam, text in (("ipv4", v4), ("ipv6", v6)):
+        if text is not None:
+            snap.rulesets.append(RulesetText(fam, "iptables-save", "nft", f"{fam}.rules", readback(fam, text)))
+    snap.ipv6 = Ipv6State(None, ["offline"])
+    return snap
+
+
+def ids(report, family=None) -> List[str]:
+    return [f.id for f in report.findings if family is None or f.family == family]
+
+
+def after(plan) -> HostSnapshot:
+    """The host with the candidate loaded (its texts read back as the kernel prints them)."""
+    snap = HostSnapshot.from_dict(plan.snapshot.to_dict())
+    for fam in ("ipv4", "ipv6"):
+        text = getattr(plan.candidate, fam)
+        if text is not None:
+            snap.rulesets = [r for r in snap.rulesets if r.family != fam]
+            snap.rulesets.append(RulesetText(fam, "iptables-save", "nft", f"{fam}.fixed", readback(fam, text)))
+    return snap
+
+
+def chain(text: str, name: str) -> List[str]:
+    return [l for l in text.splitlines() if l.startswith(f"-A {name} ")]
+
+
+# ---------------------------------------------------------------------------------------------
+# translation (no namespace needed)
+
+
+def test_addresses_translate_by_role_and_map():
+    m = AddressMap.parse(["192.0.2.0/24=2001:db8:1::/64"])
+    assert m.translate("0.0.0.0/0", "ipv6") == "::/0"
+    assert m.translate("127.0.0.0/8", "ipv6") == "::1/128"
+    assert m.translate("169.254.0.0/16", "ipv6") == "fe80::/10"
+    assert m.translate("224.0.0.0/4", "ipv6") == "ff00::/8"
+    assert m.translate("192.0.2.0/24", "ipv6") == "2001:db8:1::/64"
+    assert m.translate("192.0.2.5/32", "ipv6") == "2001:db8:1::5/128"
+    assert m.translate("192.0.2.128/25", "ipv6") == "2001:db8:1::80/121"
+    assert m.translate("2001:db8:1::/64", "ipv4") == "192.0.2.0/24"
+    with pytest.raises(Refused, match="198.51.100.0/24.*--map"):
+        m.translate("198.51.100.0/24", "ipv6")
+
+
+def test_bad_map_is_an_input_error():
+    from twinwall.errors import InputError
+
+    for bad in ("192.0.2.0/24", "192.0.2.0/24=198.51.100.0/24", "x=y", "192.0.2.0/16=2001:db8::/120"):
+        with pytest.raises(InputError):
+            AddressMap.parse([bad])
+
+
+def test_icmp_is_never_written_as_p_icmp_into_ip6tables():
+    args = ["-p", "icmp", "-m", "icmp", "--icmp-type", "8", "-j", "ACCEPT"]
+    out = translate_iptables_args(args, "ipv4", "ipv6", AddressMap())
+    assert out == ["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", "echo-request", "-j", "ACCEPT"]
+    assert icmp_twin("fragmentation-needed", "ipv6") == "packet-too-big"
+    with pytest.raises(Refused):
+        icmp_twin("timestamp-request", "ipv6")
+    rej = translate_iptables_args(["-p", "tcp", "-j", "REJECT", "--reject-with", "icmp-host-prohibited"],
+                                  "ipv4", "ipv6", AddressMap())
+    assert rej[-1] == "icmp6-adm-prohibited"
+    with pytest.raises(Refused):
+        translate_iptables_args(["-m", "set", "--match-set", "blocked", "src", "-j", "DROP"], "ipv4", "ipv6", AddressMap())
+    with pytest.raises(Refused, match="10.0.0.0/8"):  # the ferm failure: never drop the address
+        translate_iptables_args(["!", "-s", "10.0.0.0/8", "-p", "tcp", "--dport", "22", "-j", "DROP"],
+                                "ipv4", "ipv6", AddressMap())
+
+
+def test_rulespec_renders_icmpv6_names_each_tool_knows():
+    r = RuleSpec("ipv6", "INPUT", "ACCEPT", protocol="ipv6-icmp", icmp_type="mld-listener-query", source="fe80::/10")
+    assert "--icmpv6-type 130" in " ".join(r.iptables_args())
+    assert "icmpv6 type mld-listener-query" in r.nft()
+    ns = RuleSpec("ipv6", "INPUT", "ACCEPT", protocol="ipv6-icmp", icmp_type="neighbour-solicitation", hop_limit=255)
+    assert "icmpv6 type nd-neighbor-solicit" in ns.nft() and "ip6 hoplimit 255" in ns.nft()
+
+
+# ---------------------------------------------------------------------------------------------
+# strategies on real read-back rules
+
+V4_CAREFUL = table("""
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT
+""")
+
+
+@needs_netns
+def test_mirror_of_forgotten_ip6tables_refuses_unmapped_prefix_and_closes_the_rest():
+    snap = host(V4_CAREFUL, table("", input_policy="ACCEPT"))
+    plan = make_plan(snap, findings=["TW-FAMILY-GAP"])
+    refused = {tuple(r.services): r.reason for r in plan.refused}
+    assert any("192.0.2.0/24" in reason and "--map" in reason for reason in refused.values()), refused
+    assert plan.proof is not None and plan.proof.ok and not plan.proof.opened
+    v6 = plan.candidate.ipv6
+    assert any("--dport 123" in l and "-j DROP" in l for l in chain(v6, "INPUT"))
+    assert not any("--dport 22" in l for l in chain(v6, "INPUT"))  # never guessed, never dropped
+    rep = audit_snapshot(after(plan))
+    statuses = {(s.socket.protocol, s.socket.port): s.verdicts["ipv6"].status for s in rep.services}
+    assert statuses[("udp", 123)] == "filtered" and statuses[("tcp", 80)] == "open"
+
+
+@needs_netns
+def test_mirror_with_map_restricts_ipv6_to_the_twin_prefix():
+    snap = host(V4_CAREFUL, table("", input_policy="ACCEPT"))
+    plan = make_plan(snap, findings=["TW-FAMILY-GAP"], maps=["192.0.2.0/24=2001:db8:1::/64"])
+    assert not plan.refused, plan.refused
+    v6 = chain(plan.candidate.ipv6, "INPUT")
+    accept = next(i for i, l in enumerate(v6) if "-s 2001:db8:1::/64" in l and "--dport 22" in l)
+    drop = next(i for i, l in enumerate(v6) if "--dport 22" in l and "-j DROP" in l)
+    assert accept < drop
+    rep = audit_snapshot(after(plan))
+    ssh = next(s for s in rep.services if s.socket.port == 22)
+    assert ssh.verdicts["ipv6"].status == "restricted"
+    assert ssh.verdicts["ipv6"].allowed_sources == ["2001:db8:1::/64"]
+    assert "TW-FAMILY-GAP" not in ids(rep)
+
+
+@needs_netns
+def test_mirror_goes_before_the_accept_never_after_a_drop():
+    # IPv6 accepts tcp/80 by a rule, then drops everything: the twin must precede the accept
+    # (appended after the DROP, as ComplianceAsCode does, it would never be reached)
+    v4 = table("-A INPUT -i lo -j ACCEPT\n-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 80 -j ACCEPT")
+    v6 = table(V6_NDP + "-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT\n-A INPUT -j DROP",
+               input_policy="ACCEPT")
+    plan = make_plan(host(v4, v6, "tcp LISTEN 0 128 *:80 *:*\n"), findings=["TW-FAMILY-GAP"],
+                     maps=["192.0.2.0/24=2001:db8:1::/64"])
+    assert plan.proof.ok, plan.refused
+    rules = chain(plan.candidate.ipv6, "INPUT")
+    old_accept = rules.index("-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT")
+    new = [i for i, l in enumerate(rules) if "2001:db8:1::/64" in l or ("--dport 80" in l and "DROP" in l)]
+    assert new and max(new) < old_accept < rules.index("-A INPUT -j DROP")
+
+
+@needs_netns
+def test_close_drops_the_port_in_the_wider_family_only():
+    snap = host(V4_CAREFUL, table("", input_policy="ACCEPT"))
+    plan = make_plan(snap, findings=["TW-FAMILY-GAP"], strategy_name="close")
+    assert plan.proof.ok and plan.candidate.ipv4 is None
+    rep = audit_snapshot(after(plan))
+    for s in rep.services:
+        if s.socket.port in (22, 123):
+            assert s.verdicts["ipv6"].status == "filtered"
+
+
+@needs_netns
+def test_accept_new_writes_the_cis_rule_and_keeps_the_service_open():
+    # seed 000: ip6tables with policy ACCEPT, sshd open over both: an explicit NEW accept
+    v4 = table("-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-A INPUT -p udp -m udp --dport 123 -j ACCEPT")
+    v6 = table(V6_NDP, input_policy="ACCEPT")
+    snap = host(v4, v6)
+    assert "TW-NO-RULE" in ids(audit_snapshot(snap), "ipv6")
+    plan = make_plan(snap, findings=["TW-NO-RULE"])
+    assert plan.proof.ok and not plan.proof.closed and not plan.proof.opened
+    assert "-A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT" in chain(plan.candidate.ipv6, "INPUT")
+    assert "TW-NO-RULE" not in ids(audit_snapshot(after(plan)))
+
+
+@needs_netns
+def test_baseline_default_deny_keeps_ipv6_ssh_and_writes_icmpv6_before_conntrack():
+    # ansible-lockdown's sequence set IPv6 policy DROP with no IPv6 SSH accept and '-p icmp':
+    # baseline must keep tcp/22 reachable over IPv6 and never write -p icmp into ip6tables
+    v4 = table("-A INPUT -i lo -j ACCEPT\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+               "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT")
+    v6 = table("-A INPUT -m conntrack --ctstate INVALID -j DROP", input_policy="ACCEPT")
+    snap = host(v4, v6, "tcp LISTEN 0 128 *:22 *:*\n")
+    plan = make_plan(snap, strategy_name="baseline", findings=["TW-NO-DEFAULT-DENY:input"])
+    assert plan.proof.ok, plan.refused
+    v6c = plan.candidate.ipv6
+    assert ":INPUT DROP" in v6c and "-p icmp " not in v6c
+    rules = chain(v6c, "INPUT")
+    first_ct = next(i for i, l in enumerate(rules) if "conntrack" in l or "state" in l)
+    ndp = [i for i, l in enumerate(rules) if "--icmpv6-type neighbour-solicitation" in l or "--icmpv6-type 135" in l]
+    ptb = [i for i, l in enumerate(rules) if "packet-too-big" in l or "--icmpv6-type 2 " in l]
+    assert ndp and ptb and max(ndp + ptb) < first_ct
+    assert any("--dport 22" in l and "ACCEPT" in l for l in rules)
+    rep = audit_snapshot(after(plan))
+    ssh = next(s for s in rep.services if s.socket.port == 22)
+    assert ssh.verdicts["ipv6"].status == "open"
+    assert "TW-NO-DEFAULT-DENY" not in [f.id for f in rep.findings if f.family == "ipv6" and f.hook == "input"]
+    assert "TW-ICMPV6-NDP-BLOCKED" not in ids(rep)
+
+
+@needs_netns
+def test_drop_logging_goes_before_the_drop_rule_and_never_sees_loopback():
+    v4 = table("-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-A INPUT -j DROP", input_policy="ACCEPT")
+    snap = host(v4, None, "tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n")
+    plan = make_plan(snap, findings=["TW-DROP-NOT-LOGGED"])
+    assert plan.proof.ok, plan.refused
+    rules = chain(plan.candidate.ipv4, "INPUT")
+    log = next(i for i, l in enumerate(rules) if "-j LOG" in l)
+    assert "! -i lo" in rules[log] and log < rules.index("-A INPUT -j DROP")
+    assert "TW-DROP-NOT-LOGGED" not in ids(audit_snapshot(after(plan)))
+
+
+@needs_netns
+def test_block_ipv6_is_seed_001():
+    snap = host(V4_CAREFUL, table("", input_policy="ACCEPT"))
+    plan = make_plan(snap, strategy_name="block-ipv6")
+    assert plan.proof.ok, plan.refused
+    v6 = plan.candidate.ipv6
+    for c in ("INPUT", "FORWARD", "OUTPUT"):
+        assert f":{c} DROP" in v6
+    rules = chain(v6, "INPUT")
+    assert rules[0] == "-A INPUT -i lo -j ACCEPT" and "! -i lo" in rules[1] and "LOG" in rules[1]
+    assert "-A OUTPUT -o lo -j ACCEPT" in v6
+    rep = audit_snapshot(after(plan))
+    assert all(s.verdicts["ipv6"].status in ("filtered", "not-bound", "local-only") for s in rep.services)
+    assert plan.candidate.ipv4 is None  # IPv4 untouched
+
+
+@needs_netns
+def test_egress_twins_the_output_block_of_seed_002():
+    out4 = ("-A OUTPUT -p tcp -m tcp --dport 25 -m owner --uid-owner 12345 -j ACCEPT\n"
+            "-A OUTPUT -p tcp -m tcp --dport 25 -j REJECT --reject-with icmp-port-unreachable\n"
+            "-A OUTPUT -p icmp -m icmp --icmp-type 8 -j ACCEPT")
+    v4 = table("", input_policy="ACCEPT", output=out4)
+    v6 = table(V6_NDP, input_policy="ACCEPT")
+    snap = host(v4, v6, "tcp LISTEN 0 128 *:22 *:*\n")
+    assert "TW-EGRESS-FORWARD-DIFFER" in ids(audit_snapshot(snap))
+    plan = make_plan(snap, findings=["TW-EGRESS-FORWARD-DIFFER"])
+    assert plan.proof.ok, plan.refused
+    rules = chain(plan.candidate.ipv6, "OUTPUT")
+    assert any("--uid-owner 12345" in l for l in rules)
+    assert any("--dport 25" in l and "icmp6-port-unreachable" in l for l in rules)
+    assert not any("-p icmp " in l for l in rules)
+    assert "TW-EGRESS-FORWARD-DIFFER" not in ids(audit_snapshot(after(plan)))
+
+
+@needs_netns
+def test_a_plan_that_would_open_something_is_refused():
+    # accept-new on a service IPv4 restricts: an accept for every source would open it
+    v4 = table("-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -j ACCEPT", input_policy="ACCEPT")
+    plan = make_plan(host(v4, None, "tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n"), strategy_name="mirror")
+    assert not plan.changes
+    plan2 = make_plan(host(table("", input_policy="ACCEPT"), None, "tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n"),
+                      findings=["TW-NO-RULE"])
+    assert plan2.proof is None or plan2.proof.ok  # the explicit rule opens nothing
+
+
+@needs_netns
+def test_planning_on_the_fixed_host_finds_nothing_to_fix():
+    snap = host(V4_CAREFUL, table("", input_policy="ACCEPT"))
+    opts = dict(findings=["TW-FAMILY-GAP"], maps=["192.0.2.0/24=2001:db8:1::/64"])
+    plan = make_plan(snap, **opts)
+    assert plan.changes
+    again = make_plan(after(plan), **opts)
+    assert not again.changes and not again.refused
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+
+
+@needs_netns
+def test_cli_formats_and_exit_codes(tmp_path, capsys):
+    v4, v6, ss = tmp_path / "v4", tmp_path / "v6", tmp_path / "ss"
+    v4.write_text(readback("ipv4", V4_CAREFUL))
+    v6.write_text(readback("ipv6", table("", input_policy="ACCEPT")))
+    ss.write_text(SS)
+    base = ["fix", "--iptables", str(v4), "--ip6tables", str(v6), "--sockets", str(ss), "--finding", "TW-FAMILY-GAP"]
+    assert main(base + ["--format", "json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == "twinwall.fix/1"
+    assert set(doc) >= {"changes", "proof", "refused"}
+    assert set(doc["proof"]) >= {"closed", "opened", "findings_after"}
+    c = doc["changes"][0]
+    assert set(c) >= {"finding", "family", "strategy", "owner", "commands", "rules"}
+    assert c["owner"] == "iptables" and c["commands"][0].startswith("ip6tables -I INPUT")
+    assert main(base + ["--format", "script"]) == 1
+    script = capsys.readouterr().out
+    assert "set -eu" in script and "ip6tables-nft-restore --test <<" in script
+    assert main(base + ["--map", "not-a-map"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("twinwall: --map") and len(err.strip().splitlines()) == 1
+    fixed = tmp_path / "v6.fixed"
+    main(base + ["--map", "192.0.2.0/24=2001:db8:1::/64", "--format", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    fixed.write_text(readback("ipv6", doc["candidate"]["ipv6"]))
+    again = ["fix", "--iptables", str(v4), "--ip6tables", str(fixed), "--sockets", str(ss),
+             "--finding", "TW-FAMILY-GAP", "--map", "192.0.2.0/24=2001:db8:1::/64"]
+    assert main(again) == 0
+    assert "nothing to fix" in capsys.readouterr().out
+
+
+def test_apply_refuses_offline_input(tmp_path, capsys):
+    v4 = tmp_path / "v4"
+    v4.write_text("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n")
+    ss = tmp_path / "ss"
+    ss.write_text("tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n")
+    rc = main(["fix", "--iptables", str(v4), "--sockets", str(ss), "--finding", "TW-NO-RULE", "--apply"])
+    assert rc in (1, 2)
+
+
+def test_ufw_and_firewalld_rules_name_their_family():
+    from twinwall.fix.owners import firewalld, ufw
+
+    r = RuleSpec("ipv6", "ufw6-user-input", "ACCEPT", protocol="tcp", dport=22, source="2001:db8:a::/64", state="NEW")
+    assert ufw.rule_args(r) == ["allow", "proto", "tcp", "from", "2001:db8:a::/64", "to", "any", "port", "22"]
+    deny = RuleSpec("ipv6", "INPUT", "DROP", protocol="udp", dport=123, not_iif="lo", state="NEW")
+    assert ufw.rule_args(deny)[:5] == ["deny", "proto", "udp", "from", "::/0"]  # ::/0: IPv6 only
+    assert ufw.ufw_spec("-A ufw6-user-input -p tcp -m tcp --dport 22 -j ACCEPT", "ipv6") == \
+        ["allow", "proto", "tcp", "from", "::/0", "to", "any", "port", "22"]
+    with pytest.raises(Refused):
+        ufw.rule_args(RuleSpec("ipv6", "INPUT", "ACCEPT", protocol="ipv6-icmp", icmp_type="packet-too-big"))
+    rich = firewalld.rich_rule(RuleSpec("ipv4", "INPUT", "ACCEPT", protocol="tcp", dport=22, source="192.0.2.0/24"))
+    assert rich == 'rule family="ipv4" source address="192.0.2.0/24" port port="22" protocol="tcp" accept'
+    with pytest.raises(Refused, match="firewall-cmd --add-rich-rule"):
+        firewalld.OWNER.render(None, [__import__("twinwall.fix.model", fromlist=["Change"]).Change(
+            "TW-FAMILY-GAP", "ipv6", "mirror", [RuleSpec("ipv6", "INPUT", "DROP", protocol="tcp", dport=22)])])
+
+
+NFT_RULESET = """table inet filter {
+    chain input {
+        type filter hook input priority filter; policy accept;
+        iifname "lo" accept
+        ct state established,related accept
+        meta nfproto ipv4 tcp dport 22 accept
+        meta nfproto ipv4 meta l4proto tcp drop
+    }
+}
+"""
+
+
+@needs_netns
+def test_nft_block_ipv6_is_a_twinwall_table_with_loopback_first():
+    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", "nft -f - && nft -j list ruleset"], input=NFT_RULESET,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    snap = HostSnapshot(sockets=parse_ss("tcp LISTEN 0 128 *:22 *:*\ntcp LISTEN 0 128 *:80 *:*\n"))
+    snap.rulesets.append(RulesetText("inet", "nft-json", "nft", "ruleset.json", res.stdout))
+    snap.ipv6 = Ipv6State(None, ["offline"])
+    plan = make_plan(snap, strategy_name="block-ipv6")
+    assert plan.proof is not None and plan.proof.ok, plan.refused
+    script = plan.candidate.nft
+    assert plan.candidate.backend == "nft" and "table inet twinwall" in script and "table inet filter" not in script
+    lines = [l for l in script.splitlines() if l.startswith(("insert", "add"))]
+    assert 'insert rule inet twinwall input meta nfproto ipv6 iifname "lo" accept' in lines
+    assert all(l.startswith("insert") for l in lines[:2])  # loopback accepts come before everything
+    assert lines[-1].endswith("meta nfproto ipv6 drop")
+    after_plan = audit_snapshot(candidate_after_nft(snap, script))
+    assert all(s.verdicts["ipv6"].status == "filtered" for s in after_plan.services)
+    assert all(s.verdicts["ipv4"].status != "filtered" or s.socket.port == 80 for s in after_plan.services)
+
+
+def candidate_after_nft(snap: HostSnapshot, script: str) -> HostSnapshot:
+    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", 'nft -f /dev/stdin <<EOF\n' + NFT_RULESET + script + 'EOF\nnft -j list ruleset'],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    out = HostSnapshot.from_dict(snap.to_dict())
+    out.rulesets = [RulesetText("inet", "nft-json", "nft", "fixed.json", res.stdout)]
+    return out
