@@ -27,6 +27,7 @@ COMMANDS = [
     ("confirm", "twinwall.commands.confirm", "keep the pending firewall transaction: stop its rollback, persist it"),
     ("rollback", "twinwall.commands.rollback", "revert the pending firewall transaction now"),
     ("transaction", "twinwall.commands.transaction", "show the pending or last firewall transaction"),
+    ("policy", "twinwall.commands.policy", "one policy file for both families: compile, prove, adopt, apply"),
 ]
 
 EPILOG = """\

@@ -1,0 +1,235 @@
+"""The proof: a policy's compiled rules, parsed back by twinwall's own parsers and walked by its
+evaluator, decide every packet the way the policy says.
+
+For each target (iptables, nft), family and hook, the policy's meaning (``policy.meaning``)
+cuts the whole packet space into regions, each decided by one rule of the file, a baseline
+entry or the hook's default; the evaluator (``analysis.evaluator``) walks each region through
+the parsed compiled rules, and every packet of it must get that verdict. The compiled texts are
+parsed as written and, as root, as the tools print them back after loading them into a scratch
+network namespace (iptables-restore then iptables-save; nft -f then nft -j list ruleset).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from twinwall.analysis.evaluator import Evaluator
+from twinwall.analysis.interfaces import InterfaceUniverse
+from twinwall.analysis.packetset import loopback_addresses
+from twinwall.policy.lower import Lowered, Note, lower
+from twinwall.policy.meaning import Meaning, interface_names, whole_box
+from twinwall.policy.model import FAMILIES, FAMILY_LABEL, HOOKS, Policy
+from twinwall.ruleset import Decision, Ruleset
+
+TARGETS = ("iptables", "nft")
+STAND_IN_UID = 4_000_000_000  # for user names this machine does not know (check only)
+
+
+@dataclass
+class Mismatch:
+    target: str
+    family: str
+    hook: str
+    decided_by: str  # the policy rule / baseline entry / default that should decide
+    intended: str
+    actual: str
+    compiled: List[Decision]
+    example: str
+
+    def __str__(self) -> str:
+        rules = "; ".join(d.describe() for d in self.compiled) or "(no rule)"
+        return (f"{self.target} {FAMILY_LABEL[self.family]} {self.hook}: {self.decided_by} says {self.intended}, "
+                f"the compiled rules {self.actual} ({self.example}): {rules}")
+
+
+@dataclass
+class CheckResult:
+    lowered: Lowered
+    proved: List[str] = field(default_factory=list)  # "iptables IPv4 input: 41 regions" ...
+    mismatches: List[Mismatch] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+    info: List[str] = field(default_factory=list)
+
+    @property
+    def notes(self) -> List[Note]:
+        return self.lowered.notes
+
+    def exit_code(self) -> int:
+        if self.mismatches:
+            return 2
+        return 1 if self.warnings else 0
+
+
+def uid_numbers(policy: Policy, info: List[str]) -> Dict[str, str]:
+    """User names as numbers for the proof: this machine's, or a stand-in no account has."""
+    import pwd
+
+    out: Dict[str, str] = {}
+    for rule in policy.rules:
+        if rule.uid and not rule.uid[0].isdigit() and rule.uid not in out:
+            try:
+                out[rule.uid] = str(pwd.getpwnam(rule.uid).pw_uid)
+            except KeyError:
+                out[rule.uid] = str(STAND_IN_UID + len(out))
+                info.append(f"{rule.label()}: user {rule.uid!r} does not exist here: the proof uses uid "
+                            f"{out[rule.uid]} for it (the host that loads the rules resolves the name)")
+    return out
+
+
+def compiled_texts(lowered: Lowered, target: str, source: str = ""):
+    if target == "iptables":
+        from twinwall.policy.generators.iptables import generate
+
+        return generate(lowered, source)
+    from twinwall.policy.generators.nft import generate as generate_nft
+
+    return generate_nft(lowered, source)
+
+
+def parse_texts(target: str, texts) -> Dict[str, List[Ruleset]]:
+    """The compiled texts read by twinwall's parsers, as written."""
+    if target == "iptables":
+        from twinwall.parsers.iptables_save import parse_iptables_save
+
+        return {f: [parse_iptables_save(texts[f], f, f"compiled rules.{'v4' if f == 'ipv4' else 'v6'}")] for f in FAMILIES}
+    return {}
+
+
+class ScratchNamespace:
+    """A network namespace of its own, for loading compiled rules and reading them back."""
+
+    def __init__(self):
+        self.name = f"tw-policy-{secrets.token_hex(4)}"
+
+    def __enter__(self) -> "ScratchNamespace":
+        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True, timeout=30)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
+
+    def run(self, argv: Sequence[str], input: Optional[str] = None, timeout: float = 60):
+        return subprocess.run(["ip", "netns", "exec", self.name, *argv], input=input, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def runner(self):
+        from twinwall.sources.host import run_command
+
+        return lambda argv, timeout=60: run_command(["ip", "netns", "exec", self.name, *argv], timeout=timeout)
+
+
+def scratch_unavailable() -> Optional[str]:
+    if os.geteuid() != 0:
+        return "not root: loading the compiled rules into a scratch network namespace needs root"
+    from twinwall.sources.host import which
+
+    for tool in ("ip", "iptables-restore", "nft"):
+        if which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+def loaded_rulesets(target: str, texts) -> Dict[str, List[Ruleset]]:
+    """The compiled rules as the kernel tools print them back from a scratch namespace."""
+    from twinwall.errors import InputError
+
+    with ScratchNamespace() as ns:
+        if target == "iptables":
+            from twinwall.parsers.iptables_save import parse_iptables_save
+
+            out = {}
+            for f in FAMILIES:
+                tool = "iptables" if f == "ipv4" else "ip6tables"
+                res = ns.run([f"{tool}-restore"], input=texts[f])
+                if res.returncode != 0:
+                    raise InputError(f"{tool}-restore refused the compiled rules: {res.stderr.strip()}")
+                saved = ns.run([f"{tool}-save"])
+                out[f] = [parse_iptables_save(saved.stdout, f, f"{tool}-save of the compiled rules")]
+            return out
+        res = ns.run(["nft", "-f", "-"], input=texts)
+        if res.returncode != 0:
+            raise InputError(f"nft -f refused the compiled rules: {res.stderr.strip()}")
+        from twinwall.loader import load_rulesets
+        from twinwall.model import HostSnapshot
+        from twinwall.sources.host import collect_nft_ruleset
+
+        snap = HostSnapshot(hostname="scratch")
+        text = collect_nft_ruleset(snap, ns.runner())
+        if text is None:
+            raise InputError(f"the compiled nft rules could not be read back: {'; '.join(snap.missing)}")
+        snap.rulesets.append(text)
+        return load_rulesets(snap)
+
+
+def prove(lowered: Lowered, target: str, rulesets: Dict[str, List[Ruleset]], result: CheckResult, how: str) -> None:
+    specs = set(interface_names(lowered))
+    for rss in rulesets.values():
+        for rs in rss:
+            specs.update(rs.interface_specs)
+    universe = InterfaceUniverse(specs)
+    for family in FAMILIES:
+        ev = Evaluator(rulesets[family], family, universe, loopback_addresses(family))
+        for hook in HOOKS:
+            # every packet: the evaluator's regions of the compiled rules, each asked of the
+            # policy's meaning (which may cut it further)
+            policy_meaning = Meaning(lowered, family, hook, universe)
+            bad = regions = 0
+            for o in ev.hook_path((hook,), [whole_box(family, universe)]):
+                for region in policy_meaning.regions([o.origin]):
+                    regions += 1
+                    if o.verdict == region.verdict and not o.uncertain:
+                        continue
+                    bad += 1
+                    if bad <= 5:
+                        result.mismatches.append(Mismatch(
+                            target, family, hook, region.fr.label if region.fr else f"the {hook} default",
+                            region.verdict, o.verdict + (" (uncertain)" if o.uncertain else ""),
+                            o.decided_by, _example(region.box, family)))
+            result.proved.append(f"{target} ({how}) {FAMILY_LABEL[family]} {hook}: {regions} regions"
+                                 + (f", {bad} wrong" if bad else " agree"))
+
+
+def _example(box, family: str) -> str:
+    from twinwall.analysis.packetset import DPORT, DST, PROTO, SRC, format_address
+
+    return (f"e.g. proto {box[PROTO][0][0]} {format_address(box[SRC][0][0], family)} -> "
+            f"{format_address(box[DST][0][0], family)} port {box[DPORT][0][0]}")
+
+
+def check_policy(policy: Policy, targets: Sequence[str] = TARGETS, scratch: Optional[bool] = None) -> CheckResult:
+    info: List[str] = []
+    lowered = lower(policy, uid_numbers(policy, info))
+    result = CheckResult(lowered, info=info)
+    reason = scratch_unavailable()
+    if scratch is None:
+        scratch = reason is None
+    for target in targets:
+        texts = compiled_texts(lowered, target, policy.path)
+        if target == "iptables":
+            prove(lowered, target, parse_texts(target, texts), result, "as written")
+        if scratch:
+            prove(lowered, target, loaded_rulesets(target, texts), result, "loaded in a scratch namespace")
+        else:
+            result.skipped.append(f"{target}: not proved as loaded ({reason or 'scratch namespace off'})"
+                                  + ("; nft rules are proved only as nft prints them back" if target == "nft" else ""))
+    _family_warnings(policy, lowered, result)
+    return result
+
+
+def _family_warnings(policy: Policy, lowered: Lowered, result: CheckResult) -> None:
+    for rule, family, why in lowered.family_only:
+        other = FAMILY_LABEL["ipv6" if family == "ipv4" else "ipv4"]
+        what = f"{rule.proto}" + (f"/{','.join(str(a) if a == b else f'{a}-{b}' for a, b in rule.ports)}" if rule.ports else "")
+        effect = (f"a service listening on both families is treated differently over {other}" if rule.direction == "in"
+                  else f"{'outgoing' if rule.direction == 'out' else 'forwarded'} {other} connections are not treated the same")
+        result.warnings.append(
+            f"{rule.label()}: {rule.action} {what} {rule.direction} exists in {FAMILY_LABEL[family]} only ({why}): {effect}")
+    for hook in HOOKS:
+        v4, v6 = (policy.defaults.of(hook, f) for f in FAMILIES)
+        if v4 != v6:
+            result.warnings.append(f"defaults: {hook} is {v4} over IPv4 and {v6} over IPv6")
