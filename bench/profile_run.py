@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
 os.environ["TWINWALL_JOBS"] = "1"
-from twinwall.cli import main  # noqa: E402
+from twinwall.cli import main
 
 out, argv = sys.argv[1], sys.argv[2:]
 prof = cProfile.Profile()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import pytest
 
@@ -116,8 +116,9 @@ def _docker_rules(family: str) -> str:
         text = (FIXTURES / "docker28-portmap.v6.rules").read_text()
         ctr, net = f"{DOCKER_V6}/128", DOCKER_V6_NET
         dnat = f"[{DOCKER_V6}]"
-        text = _add_rules(text, "raw", [f"-A PREROUTING -d {ctr} ! -i docker0 -p tcp -m tcp --dport 80 -j DROP"]) \
-            if "*raw" in text else f"*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -d {ctr} ! -i docker0 -p tcp -m tcp --dport 80 -j DROP\nCOMMIT\n" + text
+        raw_drop = f"-A PREROUTING -d {ctr} ! -i docker0 -p tcp -m tcp --dport 80 -j DROP"
+        text = _add_rules(text, "raw", [raw_drop]) if "*raw" in text \
+            else f"*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n{raw_drop}\nCOMMIT\n" + text
         text = _add_rules(text, "filter", [
             f"-A DOCKER -d {ctr} ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT",
             "-A DOCKER ! -i docker0 -o docker0 -j DROP",

@@ -1,7 +1,7 @@
 """The rules a host has -> a policy file whose compiled rules decide every new connection in
 filter INPUT, FORWARD and OUTPUT the same way, per family, proved with the evaluator.
 
-Rules are read from the parsed model (``twinwall.ruleset``), not from their text, so iptables
+Rules are read from the parsed model (``twinwall.netfilter.ruleset``), not from their text, so iptables
 and nftables rulesets are adopted alike: each base chain is flattened in evaluation order (user
 chains inlined under the conditions of the jump; a RETURN's packets leave the rest of the chain
 out), and every packet box that decides something becomes a ``[[rule]]``. Chains that a
@@ -20,11 +20,11 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from twinwall.analysis.evaluator import Evaluator, bind_rulesets
-from twinwall.analysis.interfaces import OTHER, InterfaceUniverse
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.interfaces import OTHER, InterfaceUniverse
+from twinwall.netfilter.packetset import (
     CT_ESTABLISHED,
     CT_INVALID,
     CT_NEW,
@@ -49,7 +49,6 @@ from twinwall.analysis.packetset import (
     address_space,
     box_and,
     box_sub,
-    format_address,
     iv_sub,
     loopback_addresses,
     merge_boxes,
@@ -58,8 +57,8 @@ from twinwall.analysis.packetset import (
 from twinwall.errors import InputError
 from twinwall.policy.meaning import whole_box
 from twinwall.policy.model import FAMILIES, FAMILY_LABEL, HOOKS, IPV4, IPV6, OTHER_PROTOCOLS
-from twinwall.ruleset import ACCEPT, CONTINUE, DROP, GOTO, JUMP, REJECT, RETURN, Rule, Ruleset
-from twinwall.twins import ICMP4_TO_6, ICMP4_TYPE, ICMP6_TO_4, ICMP6_TYPE
+from twinwall.netfilter.ruleset import ACCEPT, CONTINUE, DROP, GOTO, JUMP, REJECT, RETURN, Rule, Ruleset
+from twinwall.twins import ICMP4_TYPE, ICMP6_TYPE
 
 ACTION = {ACCEPT: "accept", DROP: "drop", REJECT: "reject"}
 DIRECTION = {"input": "in", "forward": "forward", "output": "out"}

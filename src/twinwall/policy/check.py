@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from twinwall.analysis.evaluator import Evaluator
-from twinwall.analysis.interfaces import InterfaceUniverse
-from twinwall.analysis.packetset import loopback_addresses
+from twinwall.netfilter.interfaces import InterfaceUniverse
+from twinwall.netfilter.packetset import loopback_addresses
 from twinwall.policy.lower import Lowered, Note, lower
 from twinwall.policy.meaning import Meaning, interface_names, whole_box
 from twinwall.policy.model import FAMILIES, FAMILY_LABEL, HOOKS, Policy
-from twinwall.ruleset import Decision, Ruleset
+from twinwall.netfilter.ruleset import Decision, Ruleset
 
 TARGETS = ("iptables", "nft")
 STAND_IN_UID = 4_000_000_000  # for user names this machine does not know (check only)
@@ -195,7 +195,7 @@ def prove(lowered: Lowered, target: str, rulesets: Dict[str, List[Ruleset]], res
 
 
 def _example(box, family: str) -> str:
-    from twinwall.analysis.packetset import DPORT, DST, PROTO, SRC, format_address
+    from twinwall.netfilter.packetset import DPORT, DST, PROTO, SRC, format_address
 
     return (f"e.g. proto {box[PROTO][0][0]} {format_address(box[SRC][0][0], family)} -> "
             f"{format_address(box[DST][0][0], family)} port {box[DPORT][0][0]}")

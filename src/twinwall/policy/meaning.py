@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from twinwall.analysis.interfaces import InterfaceUniverse
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.interfaces import InterfaceUniverse
+from twinwall.netfilter.packetset import (
     CT_ALL,
     CT_NAMES,
     DPORT,
@@ -28,7 +28,6 @@ from twinwall.analysis.packetset import (
     UID,
     Box,
     address_space,
-    iv_and,
     iv_normalize,
     iv_sub,
     make_box,
@@ -114,9 +113,8 @@ def constraint(fr: FamilyRule, family: str, universe: InterfaceUniverse) -> Opti
         for s in fr.states:
             mask |= CT_NAMES[s]
         c[STATE] = mask
-    for dim, value in c.items():
-        if not value:
-            return None
+    if not all(c.values()):
+        return None
     return tuple(sorted(c.items()))
 
 

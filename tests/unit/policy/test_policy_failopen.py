@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from twinwall.analysis.evaluator import Evaluator
-from twinwall.analysis.interfaces import InterfaceUniverse
-from twinwall.analysis.packetset import (
+from twinwall.netfilter.interfaces import InterfaceUniverse
+from twinwall.netfilter.packetset import (
     CT_NEW,
     CT_UNTRACKED,
     address_space,
@@ -16,7 +16,7 @@ from twinwall.analysis.packetset import (
     make_box,
     prefix_interval,
 )
-from twinwall.policy.check import check_policy, compiled_texts, parse_texts
+from twinwall.policy.check import check_policy, compiled_texts
 from twinwall.policy.lower import lower
 from twinwall.policy.model import parse_policy
 

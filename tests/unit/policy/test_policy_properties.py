@@ -5,7 +5,6 @@ namespace); and adopt(compile(p)) decides every new connection as p does."""
 
 from __future__ import annotations
 
-import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings

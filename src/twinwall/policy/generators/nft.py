@@ -9,7 +9,7 @@ inet family's reject that answers each family in its own ICMP).
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from twinwall.policy.lower import FamilyRule, Lowered
 from twinwall.policy.model import FAMILIES, HOOKS, IPV4, ports_text
