@@ -117,6 +117,19 @@ def frontend_of_chain(chain: str) -> Optional[str]:
     return None
 
 
+def writer_of_chain(chain: str) -> Optional[str]:
+    """The front-end that writes a chain of this name, by the names and prefixes it gives its
+    chains: ufw, firewalld (iptables backend), Docker (DOCKER-USER included: Docker creates it,
+    the admin fills it), kube-proxy, fail2ban. None: nobody's but the admin's."""
+    if chain.startswith(("ufw-", "ufw6-")):
+        return UFW
+    if chain in _FIREWALLD_CHAINS or _FIREWALLD_ZONE.match(chain):
+        return FIREWALLD
+    if chain.startswith("f2b-"):
+        return FAIL2BAN
+    return frontend_of_chain(chain)
+
+
 def detect_frontends(rulesets: Dict[str, Sequence]) -> Dict[str, List[str]]:
     """Per family, the names of the front-ends recognised in its rulesets.
 

@@ -118,21 +118,11 @@ class AdoptResult:
 
 
 def chain_owner(chain: str) -> Optional[str]:
-    """The front-end that writes a filter chain of this name (see analysis.frontends): its
-    rules are referenced, never copied into a policy (the front-end writes them again)."""
-    from twinwall.analysis import frontends as fe
+    """The front-end that writes a filter chain of this name: its rules are referenced, never
+    copied into a policy (the front-end writes them again)."""
+    from twinwall.analysis.frontends import writer_of_chain
 
-    if chain.startswith(("ufw-", "ufw6-")):
-        return fe.UFW
-    if chain in fe._FIREWALLD_CHAINS or fe._FIREWALLD_ZONE.match(chain):
-        return fe.FIREWALLD
-    if chain.startswith("DOCKER"):
-        return fe.DOCKER
-    if chain.startswith("KUBE-"):
-        return fe.KUBE_PROXY
-    if chain.startswith("f2b-"):
-        return fe.FAIL2BAN
-    return None
+    return writer_of_chain(chain)
 
 
 def filter_view(rs: Ruleset) -> Ruleset:

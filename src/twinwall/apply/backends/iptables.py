@@ -11,7 +11,7 @@ import re
 import shutil
 from typing import Callable, Dict, List, Optional, Tuple
 
-from twinwall.analysis.frontends import frontend_of_chain
+from twinwall.analysis.frontends import FIREWALLD, writer_of_chain
 from twinwall.apply.backends import Backend, first_error_line, run_tool
 from twinwall.errors import InputError, TwinwallError
 
@@ -84,17 +84,12 @@ def chain_of(line: str) -> Optional[str]:
 
 def owner_of_chain(chain: str) -> Optional[str]:
     """The front-end that owns a chain (and rewrites it at will): Docker's chains but DOCKER-USER
-    (the admin's), kube-proxy's, ufw's, fail2ban's."""
-    if chain == "DOCKER-USER":
+    (the admin's), kube-proxy's, ufw's, fail2ban's. (firewalld's iptables chains are not kept
+    from the live rules: firewalld reloads them from its own configuration.)"""
+    owner = writer_of_chain(chain)
+    if chain == "DOCKER-USER" or owner == FIREWALLD:
         return None
-    owner = frontend_of_chain(chain)
-    if owner:
-        return owner
-    if chain.startswith(("ufw-", "ufw6-")):
-        return "ufw"
-    if chain.startswith("f2b-"):
-        return "fail2ban"
-    return None
+    return owner
 
 
 def chain_lines(lines: List[str], chain: str) -> List[str]:
