@@ -186,12 +186,7 @@ def _edges() -> Dict[str, Set[str]]:
 
 # Circles known and owned, each with the edge that closes it (left out of the check). The test
 # below fails once one is gone, so the entry is removed with the circle.
-KNOWN_CIRCLES = {
-    # watchdog.main, the detached watchdog process's entry point, calls transaction.expire; the
-    # transaction arms and disarms that watchdog. To split by apply's owner (the entry point in
-    # a module of its own: is_our_watchdog recognises running watchdogs by its import line).
-    ("twinwall.apply.watchdog", "twinwall.apply.transaction"),
-}
+KNOWN_CIRCLES: Set[Tuple[str, str]] = set()
 
 
 def test_no_import_circle():

@@ -140,7 +140,7 @@ def ancestors(pid: Optional[int] = None) -> List[int]:
 
 
 def _socket_inodes(pid: int) -> Set[int]:
-    inodes = set()
+    inodes: Set[int] = set()
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:

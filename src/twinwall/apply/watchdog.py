@@ -25,6 +25,7 @@ import time
 from typing import List, Optional
 
 import twinwall
+from twinwall.apply import state
 
 POLL = 0.2  # seconds between looks at the state file (the rollback fires within this of the deadline)
 
@@ -119,9 +120,7 @@ def spawn(state_dir: str, txid: str, log_path: str) -> int:
     with os.fdopen(read_end, "rb") as f:
         pid = f.read().decode()
     if not pid.isdigit():
-        from twinwall.apply.transaction import TransactionError
-
-        raise TransactionError("the rollback watchdog could not be started")
+        raise state.TransactionError("the rollback watchdog could not be started")
     return int(pid)
 
 
@@ -160,13 +159,11 @@ def alive(rollback_by: str, txid: str) -> bool:
 
 def main(argv: List[str]) -> None:
     """The watchdog (or, with ``--now``, the systemd service): roll back at the deadline."""
-    from twinwall.apply import transaction
-
     state_dir, txid = argv[0], argv[1]
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     while True:
-        tx = transaction.load_transaction(state_dir, txid)
-        if tx is None or tx.state != transaction.PENDING:
+        tx = state.load_transaction(state_dir, txid)
+        if tx is None or tx.state != state.PENDING:
             return
         left = (tx.deadline or 0) - time.time()
         if left <= 0 or "--now" in argv:
@@ -174,7 +171,7 @@ def main(argv: List[str]) -> None:
         time.sleep(min(POLL, left))
     who = "systemd timer" if "--now" in argv else f"watchdog[{os.getpid()}]"
     try:
-        done = transaction.expire(txid, state_dir=state_dir, who=who)
+        done = state.expire(txid, state_dir=state_dir, who=who)
     except Exception as exc:  # the log is all there is to tell
         print(f"{time.strftime('%FT%TZ', time.gmtime())} rollback of {txid} failed: {exc}", flush=True)
         raise SystemExit(1) from None

@@ -115,7 +115,7 @@ def keep_frontend_chains(candidate: Dict[str, List[str]], live: Dict[str, List[s
             at = max(i for i, l in enumerate(lines) if l.startswith(("*", ":"))) + 1
             lines = lines[:at] + [l for l in live_lines if l.startswith(":") and chain_of(l) in missing] + lines[at:]
         elif missing:
-            who = sorted({owner_of_chain(c) for c in missing})
+            who = sorted({owner_of_chain(c) or "" for c in missing})
             raise InputError(
                 f"the {family} candidate replaces table {name} without {', '.join(who)}'s chains "
                 f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}: loading it would delete them; "
@@ -137,7 +137,7 @@ def strip_docker(tables: Dict[str, List[str]]) -> Tuple[Dict[str, List[str]], Li
     stripped: List[str] = []
     out: Dict[str, List[str]] = {}
     for name, lines in tables.items():
-        drop = {chain_of(l) for l in lines if l.startswith(":") and owner_of_chain(chain_of(l) or "") == "docker"}
+        drop = {c for c in (chain_of(l) for l in lines if l.startswith(":")) if c and owner_of_chain(c) == "docker"}
         if not drop:
             out[name] = lines
             continue
