@@ -367,9 +367,20 @@ def test_ufw_and_firewalld_rules_name_their_family():
         ufw.rule_args(RuleSpec("ipv6", "INPUT", "ACCEPT", protocol="ipv6-icmp", icmp_type="packet-too-big"))
     rich = firewalld.rich_rule(RuleSpec("ipv4", "INPUT", "ACCEPT", protocol="tcp", dport=22, source="192.0.2.0/24"))
     assert rich == 'rule family="ipv4" source address="192.0.2.0/24" port port="22" protocol="tcp" accept'
-    with pytest.raises(Refused, match="firewall-cmd --add-rich-rule"):
-        firewalld.OWNER.render(None, [__import__("twinwall.fix.model", fromlist=["Change"]).Change(
-            "TW-FAMILY-GAP", "ipv6", "mirror", [RuleSpec("ipv6", "INPUT", "DROP", protocol="tcp", dport=22)])])
+    from twinwall.fix.model import Change
+
+    mirror = Change("TW-FAMILY-GAP", "ipv6", "mirror", [
+        RuleSpec("ipv6", "INPUT", "ACCEPT", protocol="tcp", dport=22, source="2001:db8:a::/64"),
+        RuleSpec("ipv6", "INPUT", "DROP", protocol="tcp", dport=22, not_iif="lo")])
+    do, undo = firewalld.commands_for([mirror])
+    # in order by priority (firewalld accepts lo before any zone: "not lo" needs no match)
+    assert do == [["firewall-cmd", '--add-rich-rule=rule priority=-100 family="ipv6" source address="2001:db8:a::/64" '
+                   'port port="22" protocol="tcp" accept'],
+                  ["firewall-cmd", '--add-rich-rule=rule priority=-99 family="ipv6" port port="22" protocol="tcp" drop']]
+    assert [u[1].split("=", 1)[1] for u in undo] == [d[1].split("=", 1)[1] for d in reversed(do)]
+    assert all(u[1].startswith("--remove-rich-rule=") for u in undo)
+    with pytest.raises(Refused):  # a zone, not a rich rule, names the interface
+        firewalld.rich_rule(RuleSpec("ipv6", "INPUT", "ACCEPT", protocol="tcp", dport=22, iif="eth0"))
 
 
 NFT_RULESET = """table inet filter {

@@ -1,0 +1,260 @@
+"""`twinwall fix --apply` end to end for the owners that are not plain iptables: native nft
+(table inet twinwall), ufw and firewalld.
+
+Each: a namespace host with the owner's real tool, a finding, the plan applied as one guarded
+transaction (an established session from the inside client standing in for the admin's SSH
+session keeps passing data), real clients from both client namespaces agreeing with the audit
+of the applied rules, then a rollback that restores the ruleset exactly - at least once by the
+watchdog after ``kill -9`` of the twinwall that applied - and a confirm that persists under a
+throw-away root only then. ufw and firewalld run in a mount namespace of the test's own (their
+/etc copies bind-mounted there; firewalld on a private D-Bus), so the machine's files, daemons
+and buses are never used; the machine's own files are hashed before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import pytest
+
+import harness
+from harness import IPV4, IPV6, ListenerSpec, Topology
+from test_fix_apply_netns import HELPER, Host, ping
+from test_fix_netns import agree, finding_ids
+
+CI = os.environ.get("CI") == "true"
+
+
+def _require(reason: Optional[str]) -> None:
+    if reason:
+        if CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _digest(paths: Sequence[str]) -> Dict[str, str]:
+    out = {}
+    for top in paths:
+        for root, _, files in os.walk(top):
+            for name in sorted(files):
+                p = os.path.join(root, name)
+                if os.path.isfile(p):
+                    out[p] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
+
+
+class PrivateHost(Host):
+    """A Host whose twinwall runs in a mount namespace of the test's own (a holder process in
+    the server's network namespace keeps it; ``nsenter`` enters both), with ``binds`` (copy ->
+    path) mounted over the machine's paths and /run a tmpfs there."""
+
+    def __init__(self, topo: Topology, tmp: Path, binds: Dict[str, str]):
+        super().__init__(topo, tmp)
+        script = "set -e; " + "".join(f'mount --bind "{src}" "{dst}"; ' for src, dst in binds.items())
+        script += "mount -t tmpfs tw-run /run; echo READY; exec sleep 86400"
+        self.holder = self._popen(["ip", "netns", "exec", topo.server, "unshare", "--mount", "--propagation", "private",
+                                   "--", "sh", "-c", script], stdout=subprocess.PIPE, text=True)
+        assert self.holder.stdout is not None and self.holder.stdout.readline().strip() == "READY"
+        self.enter = ["nsenter", f"--target={self.holder.pid}", "--mount", "--net", "--"]
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        res = subprocess.run(self.enter + list(argv), capture_output=True, text=True, env=self.env, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)}: rc {res.returncode}: {res.stderr}")
+        return res
+
+    def twinwall(self, *args: str):
+        res = self.run(sys.executable, "-m", "twinwall", *args, check=False)
+        return res.returncode, res.stdout, res.stderr
+
+    def start(self, *argv: str, **kw) -> subprocess.Popen:
+        return self._popen(self.enter + list(argv), **kw)
+
+
+def ruleset(host: Host) -> str:
+    return harness.netns_exec(host.topo.server, "nft", "list", "ruleset").stdout
+
+
+def chains(text: str) -> Dict[str, str]:
+    """``table T chain C`` -> its text (sha256), from an ``nft list ruleset``."""
+    out: Dict[str, str] = {}
+    table = ""
+    for block in re.split(r"\n(?=\s*(?:table|chain|set|map) )", text):
+        head = block.strip().split("{")[0].strip()
+        if head.startswith("table "):
+            table = head
+            block = block.split("{", 1)[1]
+            head = block.strip().split("{")[0].strip()
+        if head.startswith(("chain ", "set ", "map ")):
+            out[f"{table} {head}"] = hashlib.sha256(block.strip().encode()).hexdigest()
+    return out
+
+
+def fix_json(host: Host, *args: str) -> Dict:
+    rc, out, err = host.twinwall("fix", "--format", "json", *args)
+    assert rc in (0, 1), err
+    return json.loads(out)
+
+
+def apply_and_kill_9(host: Host, plan: Dict, timeout: float, apply_argv: Sequence[str]) -> Dict:
+    """The plan's candidate applied by a twinwall that is then killed with -9 (helper apply
+    waits for a confirm as twinwall does); returns the transaction."""
+    path = host.tmp / "candidate.json"
+    path.write_text(json.dumps(plan["candidate"]))
+    p = host._popen([*apply_argv, sys.executable, str(HELPER), "apply", str(path), "--timeout", str(timeout), "--wait"],
+                    stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    assert line.startswith("TX "), line
+    tx = json.loads(line[3:])
+    assert tx["state"] == "pending" and tx["rollback_by"].startswith("watchdog:"), tx
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=10)
+    return tx
+
+
+def wait_rolled_back(host: Host, tx: Dict, restored) -> float:
+    end = tx["deadline"] + 10
+    while time.time() < end:
+        if restored():
+            return time.time() - tx["deadline"]
+        time.sleep(0.1)
+    raise AssertionError("no rollback 10 s after the deadline")
+
+
+def status_json(host: Host) -> Dict:
+    rc, out, err = host.twinwall("transaction", "--format", "json")
+    assert rc in (0, 1), err
+    return json.loads(out)["transaction"]
+
+
+# ---------------------------------------------------------------------------------------------
+# firewalld
+
+FIREWALLD = "/usr/sbin/firewalld"
+BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="root"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"""
+
+
+def _firewalld_missing() -> Optional[str]:
+    for path in (FIREWALLD, "/etc/firewalld"):
+        if not os.path.exists(path):
+            return f"firewalld is not installed ({path} missing: apt-get install firewalld)"
+    for tool in ("firewall-cmd", "dbus-daemon", "nsenter", "unshare"):
+        if shutil.which(tool) is None:
+            return f"{tool} is needed for a private firewalld"
+    return None
+
+
+class FirewalldHost(PrivateHost):
+    """Debian's firewalld in the server's namespace, in the test's mount namespace: a copy of
+    /etc/firewalld mounted over it, its own dbus-daemon (socket under the test's directory)."""
+
+    def __init__(self, topo: Topology, tmp: Path):
+        self.conf = tmp / "etc-firewalld"
+        shutil.copytree("/etc/firewalld", self.conf, symlinks=True)
+        super().__init__(topo, tmp, {str(self.conf): "/etc/firewalld"})
+        bus = tmp / "bus"
+        (tmp / "bus.conf").write_text(BUS_CONF.format(socket=bus))
+        self.env["DBUS_SYSTEM_BUS_ADDRESS"] = f"unix:path={bus}"
+        self.start("dbus-daemon", "--nofork", f"--config-file={tmp / 'bus.conf'}", stderr=subprocess.DEVNULL)
+        self._until(bus.exists, "the private dbus-daemon did not start")
+        self.start("/usr/bin/python3", FIREWALLD, "--nofork", "--nopid", "--log-target", "file", "--log-file",
+                   str(tmp / "firewalld.log"), stderr=subprocess.DEVNULL)
+        self._until(lambda: self.run("firewall-cmd", "--state", check=False).returncode == 0,
+                    "firewalld did not come up (see firewalld.log)")
+
+    def _until(self, ready, what: str, limit: float = 60) -> None:
+        end = time.time() + limit
+        while not ready():
+            assert time.time() < end, what
+            time.sleep(0.1)
+
+    def cmd(self, *args: str) -> str:
+        return self.run("firewall-cmd", *args).stdout
+
+
+@pytest.fixture
+def firewalld_host(topology: Topology, tmp_path: Path):
+    _require(_firewalld_missing())
+    h = FirewalldHost(topology, tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()  # firewalld, its bus and the holder: by their own handles
+
+
+def test_firewalld_gap_mirrored_applied_rolled_back_and_confirmed(firewalld_host: FirewalldHost) -> None:
+    host, topo = firewalld_host, firewalld_host.topo
+    machine = _digest(["/etc/firewalld"])
+    # the zone's permanent configuration: 8080 for IPv4 only from 192.0.2.0/24, for IPv6 from all
+    host.cmd("--permanent", "--add-rich-rule=rule family=ipv4 source address=192.0.2.0/24 port port=8080 protocol=tcp accept")
+    host.cmd("--permanent", "--add-rich-rule=rule family=ipv6 port port=8080 protocol=tcp accept")
+    host.cmd("--reload")
+    topo.start_listeners([ListenerSpec("tcp", "::", 8080, v6only=False)])
+    hold = host.session(IPV6)  # the admin's session to [::]:22 (ssh is in the public zone)
+    before_rules = ruleset(host)
+    audit = json.loads(host.twinwall("audit", "--format", "json")[1])
+    assert ("TW-FAMILY-GAP", IPV6) in finding_ids(audit)
+    agree(topo, audit, [("tcp", 8080)])
+    args = ("--finding", "TW-FAMILY-GAP:ipv6", "--map", "192.0.2.0/24=2001:db8:a::/64")
+    plan = fix_json(host, *args)
+    assert not plan["refused"], plan["refused"]
+    assert {c["owner"] for c in plan["changes"]} == {"firewalld"}
+    cmds = plan["candidate"]["commands"]
+    assert cmds and all(c[0] == "firewall-cmd" and 'family="ipv6"' in c[1] for c in cmds), cmds
+    assert ruleset(host) == before_rules, "twinwall fix without --apply changed firewalld"
+
+    # applied by a twinwall killed with -9: the watchdog rolls back, exactly
+    tx = apply_and_kill_9(host, plan, 8, host.enter)
+    applied = ruleset(host)
+    assert applied != before_rules
+    changed = {k for k in set(chains(applied)) | set(chains(before_rules))
+               if chains(applied).get(k) != chains(before_rules).get(k)}
+    assert changed == {"table inet firewalld chain filter_IN_public_pre"}, changed
+    assert ping(hold, "applied") == "ECHO applied"
+    after = json.loads(host.twinwall("audit", "--format", "json")[1])
+    st = agree(topo, after, [("tcp", 8080)])
+    assert st[("tcp", 8080, IPV6)] == "restricted" and st[("tcp", 8080, IPV4)] == "restricted"
+    delay = wait_rolled_back(host, tx, lambda: ruleset(host) == before_rules)
+    print(f"firewalld rollback by the watchdog: {delay:+.2f} s after the deadline")
+    assert delay <= 2.0 and status_json(host)["state"] == "rolled-back"
+
+    # applied and confirmed: made permanent (the test's copy of /etc/firewalld) only then
+    rc, out, err = host.twinwall("fix", *args, "--apply", "--confirm-timeout", "120")
+    assert rc == 1, err
+    assert "2001:db8:a::/64" not in (host.conf / "zones/public.xml").read_text()
+    assert ping(hold, "pending") == "ECHO pending"
+    rc, out, err = host.twinwall("confirm")
+    assert rc == 0, err
+    assert "2001:db8:a::/64" in (host.conf / "zones/public.xml").read_text()
+    host.cmd("--reload")  # what a reboot loads
+    after = json.loads(host.twinwall("audit", "--format", "json")[1])
+    st = agree(topo, after, [("tcp", 8080)])
+    assert st[("tcp", 8080, IPV6)] == "restricted"
+    assert ("TW-FAMILY-GAP", IPV6) not in finding_ids(after)
+    assert ping(hold, "confirmed") == "ECHO confirmed"
+    assert fix_json(host, *args)["changes"] == []
+    assert _digest(["/etc/firewalld"]) == machine, "the machine's own /etc/firewalld changed"
