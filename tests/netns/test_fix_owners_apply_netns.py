@@ -258,3 +258,143 @@ def test_firewalld_gap_mirrored_applied_rolled_back_and_confirmed(firewalld_host
     assert ping(hold, "confirmed") == "ECHO confirmed"
     assert fix_json(host, *args)["changes"] == []
     assert _digest(["/etc/firewalld"]) == machine, "the machine's own /etc/firewalld changed"
+
+
+# ---------------------------------------------------------------------------------------------
+# native nft: table inet twinwall, one nft -f for both families
+
+NFT_RULES = """table inet filter {
+    chain input {
+        type filter hook input priority filter; policy drop;
+        iifname "lo" accept
+        ct state established,related accept
+        meta l4proto { icmp, ipv6-icmp } accept
+        tcp dport 22 accept
+        ip saddr 192.0.2.0/24 tcp dport 8080 accept
+        meta nfproto ipv6 tcp dport 8080 accept
+    }
+}
+"""
+
+
+@pytest.fixture
+def host(topology: Topology, tmp_path: Path):
+    h = Host(topology, tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def test_nft_gap_mirrored_in_table_twinwall(host: Host) -> None:
+    topo = host.topo
+    topo.load_nft(NFT_RULES)
+    topo.start_listeners([ListenerSpec("tcp", "::", 8080, v6only=False)])
+    hold = host.session(IPV6)
+    before = ruleset(host)
+    audit = json.loads(host.twinwall("audit", "--format", "json")[1])
+    assert ("TW-FAMILY-GAP", IPV6) in finding_ids(audit)
+    args = ("--finding", "TW-FAMILY-GAP:ipv6", "--map", "192.0.2.0/24=2001:db8:a::/64")
+    plan = fix_json(host, *args)
+    assert not plan["refused"], plan["refused"]
+    assert {c["owner"] for c in plan["changes"]} == {"nft"} and plan["candidate"]["backend"] == "nft"
+    assert plan["candidate"]["nft"].startswith("table inet twinwall {")
+
+    # applied by a twinwall killed with -9: the watchdog's rollback gives back nft list ruleset exactly
+    tx = apply_and_kill_9(host, plan, 6, ["ip", "netns", "exec", topo.server])
+    applied = ruleset(host)
+    assert "table inet twinwall" in applied
+    assert chains(applied).items() >= chains(before).items(), "table inet filter changed"
+    assert ping(hold, "applied") == "ECHO applied"
+    after = json.loads(host.twinwall("audit", "--format", "json")[1])
+    st = agree(topo, after, [("tcp", 8080)])
+    assert st[("tcp", 8080, IPV6)] == "restricted" and st[("tcp", 8080, IPV4)] == "restricted"
+    delay = wait_rolled_back(host, tx, lambda: ruleset(host) == before)
+    print(f"nft rollback by the watchdog after kill -9: {delay:+.2f} s after the deadline")
+    assert delay <= 2.0 and status_json(host)["state"] == "rolled-back"
+    conf = host.tmp / "root/etc/nftables.conf"
+    assert not conf.exists(), "persisted before a confirm"
+
+    # applied and confirmed: nftables.conf (under the throw-away root) only now
+    rc, out, err = host.twinwall("fix", *args, "--apply", "--confirm-timeout", "120")
+    assert rc == 1, err
+    assert not conf.exists()
+    assert host.twinwall("confirm")[0] == 0
+    text = conf.read_text()
+    assert "table inet twinwall" in text and "2001:db8:a::/64" in text
+    harness.netns_exec(topo.server, "nft", "-c", "-f", str(conf))
+    after = json.loads(host.twinwall("audit", "--format", "json")[1])
+    agree(topo, after, [("tcp", 8080)])
+    assert ("TW-FAMILY-GAP", IPV6) not in finding_ids(after)
+    assert ping(hold, "confirmed") == "ECHO confirmed"
+    assert fix_json(host, *args)["changes"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# ufw: ufw commands, its files in the test's mount namespace
+
+
+def test_ufw_gap_applied_rolled_back_exactly_and_confirmed(topology: Topology, tmp_path: Path) -> None:
+    from test_ufw_netns import MACHINE_FILES, PrivateUfw, _skip_reason
+    from test_ufw_netns import _digest as ufw_digest
+
+    _require(_skip_reason())
+    machine = ufw_digest(MACHINE_FILES)
+    with PrivateUfw(topology.server, ipv6=True) as copies:
+        assert copies.tmp is not None
+        host = PrivateHost(topology, tmp_path, {str(copies.tmp / "etc-ufw"): "/etc/ufw",
+                                                 str(copies.tmp / "default-ufw"): "/etc/default/ufw",
+                                                 str(copies.tmp / "lib-ufw"): "/lib/ufw"})
+        try:
+            _ufw_story(host, copies.tmp / "etc-ufw")
+        finally:
+            host.close()
+    assert ufw_digest(MACHINE_FILES) == machine, "the machine's own ufw files changed"
+
+
+def _ufw_story(host: PrivateHost, etc: Path) -> None:
+    topo = host.topo
+    for cmd in (("--force", "enable"), ("allow", "22/tcp"),
+                ("allow", "from", "192.0.2.0/24", "to", "any", "port", "8080", "proto", "tcp"),
+                ("allow", "proto", "tcp", "from", "::/0", "to", "any", "port", "8080"),
+                ("allow", "443/tcp"),  # (after 8080: its IPv6 rule must be put back in the middle)
+                ("reload",)):  # (what a boot loads: the rules files whole, user-limit chains too)
+        host.run("ufw", *cmd)
+    topo.start_listeners([ListenerSpec("tcp", "::", 8080, v6only=False)])
+    hold = host.session(IPV6)
+    before = host.saves()
+    files = {n: (etc / n).read_text() for n in ("user.rules", "user6.rules")}
+    audit = json.loads(host.twinwall("audit", "--format", "json")[1])
+    assert ("TW-FAMILY-GAP", IPV6) in finding_ids(audit)
+    args = ("--finding", "TW-FAMILY-GAP:ipv6", "--map", "192.0.2.0/24=2001:db8:a::/64")
+    plan = fix_json(host, *args)
+    assert not plan["refused"], plan["refused"]
+    cand = plan["candidate"]
+    assert cand["commands"] and all(c[0] == "ufw" for c in cand["commands"])
+    assert any(c[1] == "insert" for c in cand["undo_commands"]), cand["undo_commands"]
+
+    rc, out, err = host.twinwall("fix", *args, "--apply", "--confirm-timeout", "6")
+    assert rc == 1, err
+    tx = status_json(host)
+    applied = host.saves()
+    assert ping(hold, "applied") == "ECHO applied"
+    for fam in (IPV4, IPV6):  # ufw's own chains but the user-input one: as they were
+        user = "ufw-user-input" if fam == IPV4 else "ufw6-user-input"
+        keep = [l for l in before[fam] if user not in l]
+        assert [l for l in applied[fam] if user not in l] == keep, fam
+    after = json.loads(host.twinwall("audit", "--format", "json")[1])
+    st = agree(topo, after, [("tcp", 8080)])
+    assert st[("tcp", 8080, IPV6)] == "restricted" and st[("tcp", 8080, IPV4)] == "restricted"
+    delay = wait_rolled_back(host, tx, lambda: host.saves() == before)
+    print(f"ufw rollback by the watchdog: {delay:+.2f} s after the deadline")
+    assert delay <= 2.0 and status_json(host)["state"] == "rolled-back"
+    assert {n: (etc / n).read_text() for n in files} == files, "ufw's rules files are not as they were"
+
+    rc, out, err = host.twinwall("fix", *args, "--apply", "--confirm-timeout", "120")
+    assert rc == 1, err
+    assert host.twinwall("confirm")[0] == 0
+    assert "2001:db8:a::/64" in (etc / "user6.rules").read_text()
+    after = json.loads(host.twinwall("audit", "--format", "json")[1])
+    agree(topo, after, [("tcp", 8080)])
+    assert ("TW-FAMILY-GAP", IPV6) not in finding_ids(after)
+    assert ping(hold, "confirmed") == "ECHO confirmed"

@@ -20,7 +20,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from twinwall.apply.candidate import Candidate
 from twinwall.fix.model import ANY, BEFORE, TOP, Change, Refused, RuleSpec
@@ -141,6 +141,80 @@ def replaced_rule(snapshot, ch: Change) -> List[str]:
     return spec
 
 
+USER_RULES = {"ipv4": "/etc/ufw/user.rules", "ipv6": "/etc/ufw/user6.rules"}
+
+
+def user_rules(family: str, path: Optional[str] = None) -> Optional[List[List[str]]]:
+    """ufw's rules of a family in its order (``ufw status numbered``), each as the ``-A`` lines
+    it wrote under its ``### tuple ###`` line in user.rules / user6.rules; None when unreadable."""
+    try:
+        text = open(path or USER_RULES[family], encoding="utf-8").read()
+    except OSError:
+        return None
+    out: List[List[str]] = []
+    for line in text.splitlines():
+        if line.startswith("### tuple ###"):
+            out.append([])
+        elif line.startswith("-A ") and out:
+            out[-1].append(line)
+    return out
+
+
+def rule_holding(rules: List[List[str]], chain: str, n: int) -> Optional[int]:
+    """The index of the ufw rule that wrote the ``n``-th (1-based) rule of ``chain``."""
+    seen = 0
+    for i, lines in enumerate(rules):
+        for line in lines:
+            if line.split()[1] == chain:
+                seen += 1
+                if seen == n:
+                    return i
+    return None
+
+
+class _Order:
+    """ufw's rules per family as the commands leave them, so that a rule deleted to make room is
+    put back at its own number (``ufw insert N``, numbered as ``ufw status numbered``: the IPv4
+    rules first) and the undo gives back exactly the rules there were."""
+
+    def __init__(self) -> None:
+        self.rules: Dict[str, Optional[List[object]]] = {}
+        self.new = 0
+
+    def family(self, family: str) -> List[object]:
+        if family not in self.rules:
+            found = user_rules(family)
+            self.rules[family] = None if found is None else list(range(len(found)))
+        got = self.rules[family]
+        if got is None:
+            raise Refused(f"ufw: cannot read {USER_RULES[family]} to put a replaced rule back where it was")
+        return got
+
+    def take(self, family: str, chain: str, anchor: int, spec: List[str]) -> List[str]:
+        """Delete the rule that wrote ``chain``'s rule ``anchor``; returns the command that puts it back."""
+        found = user_rules(family) or []
+        index = rule_holding(found, chain, anchor)
+        order = self.family(family)
+        if index is None or index not in order:
+            raise Refused(f"ufw: no rule of {USER_RULES[family]} wrote {chain} rule {anchor}")
+        pos = order.index(index)
+        order.remove(index)
+        if pos >= len(order):
+            return ["ufw", *spec]
+        first = len(self.family("ipv4")) if family == "ipv6" else 0
+        return ["ufw", "insert", str(first + pos + 1), *spec]
+
+    def added(self, family: str, cmd: List[str]) -> None:
+        if family not in self.rules or self.rules[family] is None:
+            return
+        order = self.family(family)
+        self.new += 1
+        if cmd[1] == "prepend":
+            order.insert(0, f"new {self.new}")
+        elif cmd[1] in ACTIONS.values():
+            order.append(f"new {self.new}")
+
+
 class UfwOwner:
     name = "ufw"
 
@@ -149,14 +223,19 @@ class UfwOwner:
             raise Refused("ufw has IPV6=no in /etc/default/ufw: it writes no IPv6 rule (and drops IPv6 itself)")
         do: List[List[str]] = []
         undo: List[List[str]] = []
+        order = _Order()
         for ch in changes:
             if ch.replace_table:
                 raise Refused("ufw: block IPv6 with IPV6=no in /etc/default/ufw and 'ufw reload'")
             cd, cu = commands_for(ch)
             old = replaced_rule(snapshot, ch)
             if old:
+                assert ch.anchor is not None
+                cu = cu + [order.take(ch.family, ch.chain, ch.anchor, old)]
                 cd = [["ufw", "delete", *old]] + cd
-                cu = cu + [["ufw", "prepend", *old]]
+            for c in cd:
+                if c[1] != "delete":
+                    order.added(ch.family, c)
             ch.owner = self.name
             ch.commands = [" ".join(shlex.quote(a) for a in c) for c in cd]
             ch.rules_text = "\n".join(" ".join(c[1:]) for c in cd)
