@@ -398,3 +398,158 @@ def _ufw_story(host: PrivateHost, etc: Path) -> None:
     agree(topo, after, [("tcp", 8080)])
     assert ("TW-FAMILY-GAP", IPV6) not in finding_ids(after)
     assert ping(hold, "confirmed") == "ECHO confirmed"
+
+
+# ---------------------------------------------------------------------------------------------
+# the systemd timer: a real systemd as PID 1 of a PID namespace of the test's own
+
+SYSTEMD = "/lib/systemd/systemd"
+
+# $1: the test's directory, $2: the named network namespace twinwall will change (bound into the
+# container's /run/netns). The container's root is an overlay over / whose upper layer is a
+# tmpfs of this mount namespace (nothing the container writes reaches the machine's files);
+# /dev holds a few bound nodes, /sys and /proc/sys are read-only, and every unit some target
+# wants is masked: PID 1 starts nothing but itself (no udev, tmpfiles, modules, sysctl).
+_CONTAINER = r'''
+set -e
+T=$1
+mount -t tmpfs tw-sd "$T/ovl"
+mkdir -p "$T/ovl/upper" "$T/ovl/work" "$T/ovl/merged"
+M=$T/ovl/merged
+mount -t overlay overlay -o "lowerdir=/,upperdir=$T/ovl/upper,workdir=$T/ovl/work" "$M"
+mount -t proc proc "$M/proc"
+mount --bind "$M/proc/sys" "$M/proc/sys"; mount -o remount,bind,ro "$M/proc/sys"
+mount -t tmpfs -o mode=755 tw-dev "$M/dev"
+for n in null zero full random urandom tty; do touch "$M/dev/$n"; mount --bind "/dev/$n" "$M/dev/$n"; done
+mount -t sysfs -o ro sysfs "$M/sys"
+mount -t cgroup2 cgroup2 "$M/sys/fs/cgroup"
+mount -t tmpfs tw-run "$M/run"
+mount -t tmpfs tw-tmp "$M/tmp"
+mkdir -p "$M/run/netns"; touch "$M/run/netns/$2"; mount --bind "/run/netns/$2" "$M/run/netns/$2"
+for w in "$M"/lib/systemd/system/*.wants/* "$M"/etc/systemd/system/*.wants/*; do
+  [ -e "$w" ] || [ -L "$w" ] || continue
+  ln -sf /dev/null "$M/etc/systemd/system/${w##*/}"
+done
+rm -rf "$M"/etc/systemd/system/*.wants
+printf '[Unit]\nDescription=twinwall test: PID 1 alone\nDefaultDependencies=no\n' > "$M/etc/systemd/system/tw-idle.target"
+echo READY
+exec chroot "$M" /usr/bin/env container=twinwall-test /lib/systemd/systemd --system --unit=tw-idle.target --log-target=null
+'''
+
+
+def _cgroup2_root() -> Optional[str]:
+    for line in open("/proc/self/mountinfo", encoding="utf-8"):
+        left, _, right = line.partition(" - ")
+        if right.split()[0] == "cgroup2":
+            return left.split()[4]
+    return None
+
+
+def _systemd_missing() -> Optional[str]:
+    if not os.path.exists(SYSTEMD):
+        return f"{SYSTEMD} is not installed"
+    for tool in ("systemd-run", "systemctl", "nsenter", "unshare", "chroot"):
+        if shutil.which(tool) is None:
+            return f"{tool} is needed for the systemd container"
+    if "overlay" not in open("/proc/filesystems", encoding="utf-8").read():
+        return "overlayfs is needed for the systemd container's throw-away root"
+    if _cgroup2_root() is None:
+        return "a cgroup2 hierarchy is needed for systemd as PID 1 of a container"
+    return None
+
+
+class SystemdContainer:
+    """systemd as PID 1 of a new PID, mount, cgroup and UTS namespace, in network namespace
+    ``pid1_ns``, in a cgroup of the test's own; ``run`` enters all of its namespaces."""
+
+    def __init__(self, tmp: Path, pid1_ns: str, bound_ns: str):
+        (tmp / "ovl").mkdir()
+        self.cgroup = Path(_cgroup2_root() or "") / f"tw-sd-{pid1_ns}"
+        self.cgroup.mkdir()
+        self.proc = subprocess.Popen(
+            ["sh", "-c", 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"', "sh", str(self.cgroup),
+             "ip", "netns", "exec", pid1_ns, "unshare", "--pid", "--fork", "--mount", "--cgroup", "--uts",
+             "--propagation", "private", "--", "sh", "-c", _CONTAINER, "sh", str(tmp), bound_ns],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.pid1: Optional[int] = None
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        assert line == "READY", f"the container did not start: {line} {self.proc.stderr.read() if self.proc.poll() is not None else ''}"
+        end = time.time() + 30
+        while self.pid1 is None and time.time() < end:
+            self.pid1 = next((int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == self.proc.pid), None)
+            time.sleep(0.05)
+        assert self.pid1 is not None
+        while self.run("systemctl", "is-system-running", check=False).stdout.strip() not in ("running", "degraded"):
+            assert time.time() < end, "systemd did not come up as PID 1 of the container"
+            time.sleep(0.1)
+
+    def run(self, *argv: str, check: bool = True, env: Optional[Dict[str, str]] = None,
+            input: Optional[str] = None) -> subprocess.CompletedProcess:
+        res = subprocess.run(["nsenter", f"--target={self.pid1}", "--all", "--root", "--wd", "--", *argv],
+                             capture_output=True, text=True, timeout=120, env=env, input=input)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)}: rc {res.returncode}: {res.stderr}")
+        return res
+
+    def close(self) -> None:
+        if self.pid1 is not None:
+            os.kill(self.pid1, signal.SIGKILL)  # the PID namespace (and all in it) ends with its init
+        self.proc.wait(timeout=30)
+        for d in sorted((p for p in self.cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            d.rmdir()
+        self.cgroup.rmdir()
+
+
+def _ppid(pid: int) -> Optional[int]:
+    try:
+        return int(open(f"/proc/{pid}/stat", encoding="utf-8").read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+TIMER_BEFORE = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+COMMIT
+"""
+
+
+def test_systemd_timer_rolls_back_in_the_named_netns_the_apply_changed(topology: Topology, tmp_path: Path) -> None:
+    _require(_systemd_missing())
+    host = Host(topology, tmp_path)
+    harness.load_iptables(topology.server, TIMER_BEFORE)
+    before = host.saves()
+    pid1_ns = f"tw-sd-{os.urandom(3).hex()}"
+    harness._run(["ip", "netns", "add", pid1_ns])
+    container = None
+    try:
+        container = SystemdContainer(tmp_path, pid1_ns, topology.server)
+        assert container.run("cat", "/proc/1/comm").stdout.strip() == "systemd"
+        cand = {"backend": "iptables", "ipv4": TIMER_BEFORE.replace("-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n",
+                                                                     "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n"
+                                                                     "-A INPUT -p tcp -m tcp --dport 8080 -j DROP\n"),
+                "summary": "systemd timer trial"}
+        container.run("sh", "-c", "cat > /tmp/candidate.json", input=json.dumps(cand))
+        env = dict(harness._twinwall_env(), TWINWALL_STATE_DIR="/var/lib/twinwall-test")
+        env.pop("TWINWALL_ROLLBACK", None)
+        # twinwall in the test's named namespace, PID 1 in another: the timer's service must enter it
+        res = container.run("ip", "netns", "exec", topology.server, sys.executable, str(HELPER), "apply",
+                            "/tmp/candidate.json", "--timeout", "4", env=env)
+        tx = json.loads(next(l for l in res.stdout.splitlines() if l.startswith("TX "))[3:])
+        assert tx["rollback_by"].startswith("systemd:twinwall-rollback-"), tx
+        assert host.saves() != before
+        timers = container.run("systemctl", "list-timers", "--all", "--no-legend").stdout
+        assert tx["rollback_by"].split(":", 1)[1] + ".timer" in timers
+        delay = wait_rolled_back(host, tx, lambda: host.saves() == before)
+        print(f"rollback by the systemd timer: {delay:+.2f} s after the deadline")
+        assert delay <= 2.0
+        state = json.loads(container.run("cat", f"/var/lib/twinwall-test/tx/{tx['id']}/transaction.json").stdout)
+        assert state["state"] == "rolled-back" and "systemd timer" in state["message"], state
+    finally:
+        if container is not None:
+            container.close()
+        subprocess.run(["ip", "netns", "del", pid1_ns], capture_output=True, timeout=30)
+        host.close()
