@@ -29,10 +29,14 @@ import pytest
 
 import harness
 from harness import IPV4, IPV6, ListenerSpec, Topology
+import test_fix_apply_netns
 from test_fix_apply_netns import HELPER, Host, ping
 from test_fix_netns import agree, finding_ids
 
+from twinwall.fix.owners.firewalld import BUS_CONF
+
 CI = os.environ.get("CI") == "true"
+host = test_fix_apply_netns.host  # the fixture: a Host on a fresh topology
 
 
 def _require(reason: Optional[str]) -> None:
@@ -142,20 +146,6 @@ def status_json(host: Host) -> Dict:
 # firewalld
 
 FIREWALLD = "/usr/sbin/firewalld"
-BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="root"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-"""
 
 
 def _firewalld_missing() -> Optional[str]:
@@ -275,15 +265,6 @@ NFT_RULES = """table inet filter {
     }
 }
 """
-
-
-@pytest.fixture
-def host(topology: Topology, tmp_path: Path):
-    h = Host(topology, tmp_path)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def test_nft_gap_mirrored_in_table_twinwall(host: Host) -> None:

@@ -40,6 +40,7 @@ import harness  # noqa: E402
 from diffhost import CLIENTS, IPV4, IPV6, Probe, SeedResult, socket_families, status_contradiction  # noqa: E402
 from harness import Listener, ListenerSpec, ip_batch, netns_exec  # noqa: E402
 
+from twinwall.fix.owners.firewalld import BUS_CONF  # noqa: E402
 from twinwall.sources.snapshot import snapshot_from_json  # noqa: E402
 
 NAT_TIMEOUT = 2.0  # probes through DNAT to a container meet ARP/NDP on one more link
@@ -337,20 +338,8 @@ def _nat_probes(case: Case, seed: int) -> List[Probe]:
     return out
 
 
-_BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="root"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-"""
+# firewalld's private system bus: the configuration twinwall's own scratch firewalld uses
+_BUS_CONF = BUS_CONF
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -99,7 +99,8 @@ def backend_of(config: str = CONFIG) -> str:
 # ---------------------------------------------------------------------------------------------
 # the scratch firewalld
 
-_BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+# a system bus of its own: the scratch firewalld and firewall-cmd talk on it, root only
+BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>system</type>
@@ -156,7 +157,7 @@ def predict(commands: Sequence[Sequence[str]], config: str = CONFIG) -> Tuple[st
     with tempfile.TemporaryDirectory(prefix="twinwall-firewalld-") as d:
         shutil.copytree(config, f"{d}/etc", symlinks=True)
         with open(f"{d}/bus.conf", "w", encoding="utf-8") as fh:
-            fh.write(_BUS_CONF.format(socket=f"{d}/bus"))
+            fh.write(BUS_CONF.format(socket=f"{d}/bus"))
         with open(f"{d}/commands.sh", "w", encoding="utf-8") as fh:
             fh.write("".join(shlex.join(c) + "\n" for c in commands))
         env = dict(os.environ, FIREWALLD=str(fwd), START_TIMEOUT=str(START_TIMEOUT))
