@@ -214,7 +214,7 @@ def test_firewalld_gap_mirrored_applied_rolled_back_and_confirmed(firewalld_host
     assert not plan["refused"], plan["refused"]
     assert {c["owner"] for c in plan["changes"]} == {"firewalld"}
     cmds = plan["candidate"]["commands"]
-    assert cmds and all(c[0] == "firewall-cmd" and 'family="ipv6"' in c[1] for c in cmds), cmds
+    assert len(cmds) == 1 and cmds[0][0] == "firewall-cmd" and all('family="ipv6"' in a for a in cmds[0][1:]), cmds
     assert ruleset(host) == before_rules, "twinwall fix without --apply changed firewalld"
 
     # applied by a twinwall killed with -9: the watchdog rolls back, exactly
@@ -247,6 +247,10 @@ def test_firewalld_gap_mirrored_applied_rolled_back_and_confirmed(firewalld_host
     assert ("TW-FAMILY-GAP", IPV6) not in finding_ids(after)
     assert ping(hold, "confirmed") == "ECHO confirmed"
     assert fix_json(host, *args)["changes"] == []
+    # a runtime-only change: what the permanent configuration loads is not what is live
+    host.cmd("--remove-rich-rule=rule family=ipv4 source address=192.0.2.0/24 port port=8080 protocol=tcp accept")
+    plan = fix_json(host, "--finding", "TW-FAMILY-GAP", "--map", "192.0.2.0/24=2001:db8:a::/64")
+    assert not plan["changes"] and any("permanent configuration" in r["reason"] for r in plan["refused"]), plan
     assert _digest(["/etc/firewalld"]) == machine, "the machine's own /etc/firewalld changed"
 
 

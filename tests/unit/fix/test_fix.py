@@ -375,10 +375,10 @@ def test_ufw_and_firewalld_rules_name_their_family():
     do, undo = firewalld.commands_for([mirror])
     # in order by priority (firewalld accepts lo before any zone: "not lo" needs no match)
     assert do == [["firewall-cmd", '--add-rich-rule=rule priority=-100 family="ipv6" source address="2001:db8:a::/64" '
-                   'port port="22" protocol="tcp" accept'],
-                  ["firewall-cmd", '--add-rich-rule=rule priority=-99 family="ipv6" port port="22" protocol="tcp" drop']]
-    assert [u[1].split("=", 1)[1] for u in undo] == [d[1].split("=", 1)[1] for d in reversed(do)]
-    assert all(u[1].startswith("--remove-rich-rule=") for u in undo)
+                   'port port="22" protocol="tcp" accept',
+                   '--add-rich-rule=rule priority=-99 family="ipv6" port port="22" protocol="tcp" drop']]
+    assert undo == [["firewall-cmd"] + [a.replace("--add-", "--remove-") for a in reversed(do[0][1:])]]
+    assert len(mirror.commands) == 2 and mirror.rules_text.count("\n") == 1
     with pytest.raises(Refused):  # a zone, not a rich rule, names the interface
         firewalld.rich_rule(RuleSpec("ipv6", "INPUT", "ACCEPT", protocol="tcp", dport=22, iif="eth0"))
 
@@ -423,3 +423,25 @@ def candidate_after_nft(snap: HostSnapshot, script: str) -> HostSnapshot:
     out = HostSnapshot.from_dict(snap.to_dict())
     out.rulesets = [RulesetText("inet", "nft-json", "nft", "fixed.json", res.stdout)]
     return out
+
+
+def test_ufw_undo_puts_a_replaced_rule_back_at_its_number(tmp_path, monkeypatch):
+    from twinwall.fix.owners import ufw
+
+    def tuples(chain, ports):
+        return "*filter\n" + "".join(f"### tuple ### allow tcp {p} any any in\n-A {chain} -p tcp --dport {p} -j ACCEPT\n\n"
+                                     for p in ports) + "### END RULES ###\n-A ufw6-after-logging-input -j LOG\nCOMMIT\n"
+
+    (tmp_path / "user.rules").write_text(tuples("ufw-user-input", (22, 8080, 443)))
+    (tmp_path / "user6.rules").write_text(tuples("ufw6-user-input", (22, 8080, 443)))
+    monkeypatch.setattr(ufw, "USER_RULES", {"ipv4": str(tmp_path / "user.rules"), "ipv6": str(tmp_path / "user6.rules")})
+    spec = ["allow", "proto", "tcp", "from", "::/0", "to", "any", "port", "8080"]
+    order = ufw._Order()
+    # IPv6 rule 2 of 3: after the 3 IPv4 rules (ufw status numbered), at 3 + 2
+    assert order.take("ipv6", "ufw6-user-input", 2, spec) == ["ufw", "insert", "5", *spec]
+    order.added("ipv6", ["ufw", "prepend", "deny", "proto", "tcp", "from", "::/0", "to", "any", "port", "8080"])
+    # the last rule: appended again (an insert past the end is refused by ufw)
+    assert order.take("ipv6", "ufw6-user-input", 3, spec) == ["ufw", *spec]
+    assert order.take("ipv4", "ufw-user-input", 1, spec) == ["ufw", "insert", "1", *spec]
+    with pytest.raises(Refused):
+        order.take("ipv4", "ufw-user-input", 9, spec)

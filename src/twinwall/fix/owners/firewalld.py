@@ -65,10 +65,10 @@ def rich_rule(rule: RuleSpec, priority: Optional[int] = None) -> str:
 
 
 def commands_for(changes: Sequence[Change]) -> Tuple[List[List[str]], List[List[str]]]:
-    """The firewall-cmd argument lists of every change (priorities counted across all of them,
-    in order), and their undo (reversed)."""
-    do: List[List[str]] = []
-    undo: List[List[str]] = []
+    """One firewall-cmd adding every change's rich rules (priorities counted across all of them,
+    in order), and one removing them: one process each way, so that the rollback at the
+    deadline is as quick as a restore. Each change lists its own rules as commands."""
+    texts: List[str] = []
     prio = FIRST_PRIORITY
     for ch in changes:
         if ch.replace_table or ch.policies:
@@ -76,15 +76,16 @@ def commands_for(changes: Sequence[Change]) -> Tuple[List[List[str]], List[List[
                           "families: plan it by hand")
         mine = []
         for rule in ch.rules:
-            text = rich_rule(rule, prio)
+            mine.append(rich_rule(rule, prio))
             prio += 1
-            mine.append(["firewall-cmd", f"--add-rich-rule={text}"])
-            undo.insert(0, ["firewall-cmd", f"--remove-rich-rule={text}"])
         ch.owner = "firewalld"
-        ch.commands = [shlex.join(c) for c in mine]
-        ch.rules_text = "\n".join(c[1].split("=", 1)[1] for c in mine)
-        do += mine
-    return do, undo
+        ch.commands = [shlex.join(["firewall-cmd", f"--add-rich-rule={t}"]) for t in mine]
+        ch.rules_text = "\n".join(mine)
+        texts += mine
+    if not texts:
+        return [], []
+    return ([["firewall-cmd", *(f"--add-rich-rule={t}" for t in texts)]],
+            [["firewall-cmd", *(f"--remove-rich-rule={t}" for t in reversed(texts))]])
 
 
 def backend_of(config: str = CONFIG) -> str:
