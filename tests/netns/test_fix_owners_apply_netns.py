@@ -391,7 +391,7 @@ def _ufw_story(host: PrivateHost, etc: Path) -> None:
 SYSTEMD = "/lib/systemd/systemd"
 
 # $1: the test's directory, $2: the named network namespace twinwall will change (bound into the
-# container's /run/netns). The container's root is an overlay over / whose upper layer is a
+# container's /run/netns), then the directories twinwall runs from (bound read-only). The container's root is an overlay over / whose upper layer is a
 # tmpfs of this mount namespace (nothing the container writes reaches the machine's files);
 # /dev holds a few bound nodes, /sys and /proc/sys are read-only, and every unit some target
 # wants is masked: PID 1 starts nothing but itself (no udev, tmpfiles, modules, sysctl).
@@ -411,6 +411,10 @@ mount -t cgroup2 cgroup2 "$M/sys/fs/cgroup"
 mount -t tmpfs tw-run "$M/run"
 mount -t tmpfs tw-tmp "$M/tmp"
 mkdir -p "$M/run/netns"; touch "$M/run/netns/$2"; mount --bind "/run/netns/$2" "$M/run/netns/$2"
+shift 2
+for p in "$@"; do  # twinwall's checkout and its Python, wherever they are (read-only)
+  mkdir -p "$M$p"; mount --rbind "$p" "$M$p"; mount -o remount,bind,ro "$M$p"
+done
 for w in "$M"/lib/systemd/system/*.wants/* "$M"/etc/systemd/system/*.wants/*; do
   [ -e "$w" ] || [ -L "$w" ] || continue
   ln -sf /dev/null "$M/etc/systemd/system/${w##*/}"
@@ -454,7 +458,8 @@ class SystemdContainer:
         self.proc = subprocess.Popen(
             ["sh", "-c", 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"', "sh", str(self.cgroup),
              "ip", "netns", "exec", pid1_ns, "unshare", "--pid", "--fork", "--mount", "--cgroup", "--uts",
-             "--propagation", "private", "--", "sh", "-c", _CONTAINER, "sh", str(tmp), bound_ns],
+             "--propagation", "private", "--", "sh", "-c", _CONTAINER, "sh", str(tmp), bound_ns,
+             *sorted({str(Path(__file__).resolve().parents[2]), os.path.realpath(sys.prefix)})],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.pid1: Optional[int] = None
         assert self.proc.stdout is not None
