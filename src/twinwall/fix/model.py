@@ -193,6 +193,8 @@ class Change:
     services: List[str] = field(default_factory=list)
     decided_by: List[str] = field(default_factory=list)
     note: str = ""
+    # where the change went when the rule it should precede was not located (said in the note)
+    fallback: str = ""
     # findings this change is expected to raise, by (id, family): block-ipv6 makes IPv4 the
     # wider family on purpose
     expected: Tuple[Tuple[str, str], ...] = ()
@@ -202,6 +204,12 @@ class Change:
     owner: str = ""
     commands: List[str] = field(default_factory=list)
     rules_text: str = ""
+    # rules of this change the owner left out, with why (another rule of the plan before each
+    # already decides all it matches)
+    left_out: List[str] = field(default_factory=list)
+
+    def full_note(self) -> str:
+        return "; ".join([self.note] * bool(self.note) + [f"left out {r}" for r in self.left_out])
 
     def key(self) -> Tuple[str, str, Tuple[str, ...]]:
         return (self.finding, self.family, tuple(self.services))
@@ -216,7 +224,8 @@ class Change:
             "rules": self.rules_text,
             "services": list(self.services),
             "decided_by": list(self.decided_by),
-            "note": self.note,
+            "note": self.full_note(),
+            "left_out": list(self.left_out),
         }
 
 

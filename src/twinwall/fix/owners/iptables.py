@@ -16,6 +16,7 @@ from twinwall.apply.candidate import Candidate
 from twinwall.fix.iptables_text import BUILTIN, SaveText
 from twinwall.fix.model import BEFORE, TOP, Change, Refused, RuleSpec, TOOL
 from twinwall.fix.owners import variant
+from twinwall.fix.shadow import dead_rules
 from twinwall.fix.translate import join_args
 from twinwall.model import FAMILIES, HostSnapshot
 
@@ -89,11 +90,25 @@ def edit_family(text: Optional[str], changes: Sequence[Change]) -> Tuple[str, Di
             new.append(slot)
         for _, i, line in sorted(bottoms.get(chain, []), key=lambda t: t[0]):
             add(i, line)
+        new = _live(new, changes)
         table.rules[chain] = [s.line for s in new]
         for pos, s in enumerate(new, 1):
             if s.change is not None:
                 commands[s.change].append((pos, s.line))  # type: ignore[arg-type]
     return st.render(), commands  # type: ignore[return-value]
+
+
+def _live(slots: List[_Slot], changes: Sequence[Change]) -> List[_Slot]:
+    """The chain without the plan's dead rules (an earlier rule decides all they match): left
+    out, and the change that asked for one says so."""
+    dead = dead_rules([s.line for s in slots], [s.change is not None for s in slots])
+    out = []
+    for s, by in zip(slots, dead):
+        if by is None or s.change is None:
+            out.append(s)
+            continue
+        changes[s.change].left_out.append(f"{s.line} (dead: {slots[by].line} before it decides all it matches)")
+    return out
 
 
 class IptablesOwner:
@@ -105,6 +120,8 @@ class IptablesOwner:
             mine = [c for c in changes if c.family == family]
             if not mine:
                 continue
+            for c in mine:
+                c.left_out = []
             text, placed = edit_family(family_text(snapshot, family), mine)
             texts[family] = text
             tool = TOOL[family]

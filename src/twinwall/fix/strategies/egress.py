@@ -10,7 +10,6 @@ each family is wider somewhere, there is no one direction to twin: refused.
 
 from __future__ import annotations
 
-import copy
 from typing import List, Sequence
 
 from twinwall.analysis.audit import Finding
@@ -26,8 +25,7 @@ from twinwall.model import IPV4, IPV6
 def wider_family(ctx: FixContext, hook: str) -> str:
     from twinwall.analysis.diff.compare import diff_snapshot
 
-    # (the diff frees the texts it parses: give it a copy)
-    result = diff_snapshot(copy.deepcopy(ctx.snapshot), hooks=(hook,), parallel=False)
+    result = diff_snapshot(ctx.snapshot, hooks=(hook,), parallel=False)
     wider = set()
     for r in result.comparisons[hook].differences:
         a, b = V_ACCEPT in r.a, V_ACCEPT in r.b
