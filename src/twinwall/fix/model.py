@@ -136,7 +136,7 @@ class RuleSpec:
                 parts.append(f"th dport {self.dport}")
         elif self.protocol in ("icmp", "ipv6-icmp"):
             proto = "icmp" if self.family == IPV4 else "icmpv6"
-            name = NFT_ICMPV6.get(self.icmp_type, self.icmp_type) if self.family == IPV6 else self.icmp_type
+            name = NFT_ICMPV6.get(self.icmp_type, self.icmp_type) if (self.family == IPV6 and self.icmp_type) else self.icmp_type
             parts.append(f"{proto} type {name}" if name else f"meta l4proto {proto}")
         if self.hop_limit is not None:
             parts.append(f"ip6 hoplimit {self.hop_limit}")
@@ -197,7 +197,7 @@ class Change:
     fallback: str = ""
     # findings this change is expected to raise, by (id, family): block-ipv6 makes IPv4 the
     # wider family on purpose
-    expected: Tuple[Tuple[str, str], ...] = ()
+    expected: Tuple[Tuple[str, Optional[str]], ...] = ()
     # rule classes it may open on purpose: "loopback", "established", "icmpv6"
     may_open: Tuple[str, ...] = ()
     # filled by the owner

@@ -112,7 +112,7 @@ def _unique(changes: Sequence[Change]) -> List[Change]:
 
 
 def _services(f: Finding) -> List[str]:
-    return [s.get("service") for s in f.services if s.get("service")]
+    return [str(s["service"]) for s in f.services if s.get("service")]
 
 
 class _Trial:

@@ -40,12 +40,14 @@ class Proof:
 
 
 def _names(f: Finding) -> Set[str]:
-    return {s.get("service") for s in f.services if s.get("service")} or ({f.service} if f.service else set())
+    named = {str(s["service"]) for s in f.services if s.get("service")}
+    return named or ({f.service} if f.service else set())
 
 
 def finding_keys(f: Finding) -> Set[Tuple[str, Optional[str], str, Optional[str]]]:
     """What a finding is about, one key per subject: (kind, family, hook, service)."""
-    return {(f.id, f.family, f.hook or "", name) for name in (_names(f) or {None})}
+    names: Set[Optional[str]] = set(_names(f)) or {None}
+    return {(f.id, f.family, f.hook or "", name) for name in names}
 
 
 def still_raised(f: Finding, after: AuditReport) -> Optional[Finding]:

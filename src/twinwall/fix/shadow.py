@@ -90,7 +90,7 @@ def _contains(outer: Optional[str], inner: Optional[str]) -> bool:
         return True
     a = ipaddress.ip_network(outer, strict=False)
     b = _net(inner, a.version)
-    return a.version == b.version and b.subnet_of(a)  # type: ignore[arg-type]
+    return a.version == b.version and b.subnet_of(a)
 
 
 def _excluded_is_elsewhere(excluded: str, own: Optional[str], own_not: Optional[str]) -> bool:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-from typing import List, Sequence, Tuple
+from typing import List, Sequence, Tuple, Union
 
 from twinwall.errors import InputError
 from twinwall.fix.model import Refused
 from twinwall.model import IPV6
 from twinwall.twins import ICMP4_TO_6, ICMP4_TYPE, ICMP6_TO_4, ICMP6_TYPE, REJECT4_TO_6, REJECT6_TO_4
 
-Network = ipaddress._BaseNetwork  # (either version)
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 # (IPv4 role, IPv6 role): the same job in each family
 ROLES: Tuple[Tuple[str, str, str], ...] = (
@@ -69,17 +69,17 @@ class AddressMap:
             if str(net) == src:
                 return dst
         for p4, p6 in self.pairs:
-            src, dst = (p4, p6) if net.version == 4 else (p6, p4)
-            if net == src:
-                return str(dst)
-            if net.subnet_of(src):  # type: ignore[arg-type]
+            src_net, dst_net = (p4, p6) if net.version == 4 else (p6, p4)
+            if net == src_net:
+                return str(dst_net)
+            if net.subnet_of(src_net):  # type: ignore[arg-type]
                 # the host part carried over: 192.0.2.5 in 192.0.2.0/24=2001:db8:1::/64 is 2001:db8:1::5
-                offset = int(net.network_address) - int(src.network_address)
+                offset = int(net.network_address) - int(src_net.network_address)
                 host_bits = net.max_prefixlen - net.prefixlen
-                if host_bits > dst.max_prefixlen - dst.prefixlen:
+                if host_bits > dst_net.max_prefixlen - dst_net.prefixlen:
                     break
-                base = int(dst.network_address) + offset
-                return str(ipaddress.ip_network((base, dst.max_prefixlen - host_bits)))
+                base = int(dst_net.network_address) + offset
+                return str(ipaddress.ip_network((base, dst_net.max_prefixlen - host_bits)))
         fam = "IPv6" if want == 6 else "IPv4"
         raise Refused(f"no {fam} twin known for {net}: name one with --map "
                       + (f"{net}=2001:db8:.../64" if net.version == 4 else f"192.0.2.0/24={net}"))

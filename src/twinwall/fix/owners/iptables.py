@@ -10,7 +10,7 @@ given back unchanged, so one ``iptables-restore`` per family replaces the rulese
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from twinwall.apply.candidate import Candidate
 from twinwall.fix.iptables_text import BUILTIN, SaveText
@@ -44,11 +44,11 @@ class _Slot:
         self.line, self.change = line, change
 
 
-def edit_family(text: Optional[str], changes: Sequence[Change]) -> Tuple[str, Dict[int, List[str]]]:
+def edit_family(text: Optional[str], changes: Sequence[Change]) -> Tuple[str, Dict[int, List[Tuple[int, str]]]]:
     """The family's new restore text, and per change (by index) the commands that make it."""
     st = SaveText.parse(text or "")
     table = st.table("filter")
-    commands: Dict[int, List[str]] = {i: [] for i in range(len(changes))}
+    commands: Dict[int, List[Tuple[int, str]]] = {i: [] for i in range(len(changes))}
     if any(c.replace_table for c in changes):
         table.policies = {c: "ACCEPT" for c in BUILTIN["filter"]}
         table.rules = {c: [] for c in BUILTIN["filter"]}
@@ -75,7 +75,7 @@ def edit_family(text: Optional[str], changes: Sequence[Change]) -> Tuple[str, Di
             table.policies[chain] = policy
     for chain, slots in chains.items():
         new: List[_Slot] = []
-        seen = set()
+        seen: Set[str] = set()
 
         def add(i: int, line: str, seen: set = seen, new: List[_Slot] = new) -> None:
             if line not in seen:
@@ -94,8 +94,8 @@ def edit_family(text: Optional[str], changes: Sequence[Change]) -> Tuple[str, Di
         table.rules[chain] = [s.line for s in new]
         for pos, s in enumerate(new, 1):
             if s.change is not None:
-                commands[s.change].append((pos, s.line))  # type: ignore[arg-type]
-    return st.render(), commands  # type: ignore[return-value]
+                commands[s.change].append((pos, s.line))
+    return st.render(), commands
 
 
 def _live(slots: List[_Slot], changes: Sequence[Change]) -> List[_Slot]:

@@ -50,7 +50,8 @@ class Strategy:
 
 
 def strategy(name: str) -> Strategy:
-    return importlib.import_module(MODULES[name]).STRATEGY  # type: ignore[no-any-return]
+    st: Strategy = importlib.import_module(MODULES[name]).STRATEGY
+    return st
 
 
 def other(family: str) -> str:

@@ -56,8 +56,9 @@ def icmpv6_output() -> List[RuleSpec]:
 
 
 def log_rule(family: str, chain: str) -> RuleSpec:
-    lo = {"not_oif": "lo"} if chain == "OUTPUT" else {"not_iif": "lo"}
-    return RuleSpec(family, chain, "LOG", log_prefix=LOG_PREFIX[family], rank=8, **lo)
+    if chain == "OUTPUT":
+        return RuleSpec(family, chain, "LOG", log_prefix=LOG_PREFIX[family], rank=8, not_oif="lo")
+    return RuleSpec(family, chain, "LOG", log_prefix=LOG_PREFIX[family], rank=8, not_iif="lo")
 
 
 def default_deny(f: Finding, ctx: FixContext) -> List[Change]:
@@ -113,11 +114,12 @@ def drop_logging(f: Finding, ctx: FixContext) -> List[Change]:
     """A LOG rule just before each unlogged drop: the drop rule's own matches (never loopback),
     or at the end of the chain for a DROP policy."""
     out = []
+    family = f.family or IPV4
     for _, d in f.decided_by:
         if d.table != "filter":
             continue
         if d.policy is not None:
-            out.append(Change(f.id, f.family, "baseline", [log_rule(f.family, d.chain)], place=BOTTOM, chain=d.chain,
+            out.append(Change(f.id, family, "baseline", [log_rule(family, d.chain)], place=BOTTOM, chain=d.chain,
                               decided_by=list(f.evidence), note=f"log what the {d.chain} policy drops, never loopback"))
         elif d.rule:
             out.append(_log_before(f, d))
@@ -127,7 +129,7 @@ def drop_logging(f: Finding, ctx: FixContext) -> List[Change]:
 
 
 def _log_before(f: Finding, d) -> Change:
-    family = f.family
+    family = f.family or IPV4
     toks = shlex.split(d.rule)
     if len(toks) < 4 or toks[0] != "-A" or "-j" not in toks:
         raise Refused(f"cannot read the drop rule {d.rule!r}")
