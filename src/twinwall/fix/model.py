@@ -59,6 +59,9 @@ class RuleSpec:
     reject_with: Optional[str] = None
     log_prefix: Optional[str] = None
     raw: Tuple[str, ...] = ()
+    # nft matches and verdict already written for the family (the egress twin of a native nft
+    # rule), used as they are after ``meta nfproto``
+    nft_text: str = ""
     # order among the rules several changes put at the top of one chain: loopback accept (0),
     # spoofed loopback drop (1), ICMPv6 that conntrack leaves untracked (2), established (3)
     rank: int = 5
@@ -67,6 +70,8 @@ class RuleSpec:
         """The rule's matches and target as iptables-save prints them (without ``-A CHAIN``)."""
         if self.raw:
             return list(self.raw)
+        if self.nft_text:
+            raise Refused(f"a translated nft rule ({self.nft_text}) has no iptables form")
         a: List[str] = []
         if self.source:
             a += ["-s", _cidr(self.source)]
@@ -116,6 +121,8 @@ class RuleSpec:
             raise Refused("an nft table of twinwall's own cannot hold a translated iptables rule")
         fam = "ip" if self.family == IPV4 else "ip6"
         parts = [f"meta nfproto {'ipv4' if self.family == IPV4 else 'ipv6'}"]
+        if self.nft_text:
+            return " ".join(parts + [self.nft_text])
         if self.iif:
             parts.append(f'iifname "{self.iif}"')
         if self.not_iif:

@@ -104,12 +104,16 @@ def family_log_prefix(ctx: FixContext, family: str) -> str:
 
 def logged(rules: Sequence[RuleSpec], ctx: FixContext) -> List[RuleSpec]:
     """Each DROP/REJECT preceded by a rate-limited LOG of the same packets, the way the family
-    logs its drops (log before drop, never loopback): a fix leaves no TW-DROP-NOT-LOGGED."""
+    logs its drops (log before drop, never loopback): a fix leaves no TW-DROP-NOT-LOGGED. A
+    front-end (ufw, firewalld, Docker) logs what it drops itself: its rules stay as they are."""
     from dataclasses import replace
+
+    from twinwall.fix.owners import owner_of
 
     out: List[RuleSpec] = []
     for r in rules:
-        if r.action in ("DROP", "REJECT") and not r.raw:
+        if r.action in ("DROP", "REJECT") and not r.raw and owner_of(ctx.snapshot, ctx.report, r.family,
+                                                                      r.chain) in ("iptables", "nft"):
             lo = {} if (r.iif or r.chain == DOCKER_USER) else {"not_iif": "lo"}
             out.append(replace(r, action="LOG", reject_with=None,
                                log_prefix=family_log_prefix(ctx, r.family), **lo))  # type: ignore[arg-type]
