@@ -247,3 +247,34 @@ def test_nft_native_host_gets_a_twinwall_table(topology: Topology) -> None:
     assert "TW-FAMILY-GAP" not in [f["id"] for f in after["findings"]]
     rc, again = fix(topology, *args)
     assert rc == 0 and not again["changes"]
+
+
+NFT_EGRESS = """
+table inet filter {
+    chain output {
+        type filter hook output priority filter; policy accept;
+        meta nfproto ipv4 tcp dport 25 meta skuid 12345 accept
+        meta nfproto ipv4 tcp dport 25 reject with icmp type port-unreachable
+    }
+}
+"""
+
+
+def test_seed_002_egress_on_a_native_nft_host(topology: Topology) -> None:
+    topology.load_nft(NFT_EGRESS)
+    out_ns = topology.client(OUTSIDE).ns
+    topology.start_listeners([ListenerSpec("tcp", "::", 25, v6only=False)], ns=out_ns, name="tw-mx")
+    mx = {fam: topology.client_address(OUTSIDE, fam) for fam in FAMILIES}
+
+    def mail_out() -> Dict[str, bool]:
+        res = probe_many([ProbeRequest(topology.server, mx[f], 25, "tcp", 1.5) for f in FAMILIES])
+        return {f: r.reachable for f, r in zip(FAMILIES, res)}
+
+    assert mail_out() == {IPV4: False, IPV6: True}
+    before_filter = netns_exec(topology.server, "nft", "list", "table", "inet", "filter").stdout
+    rc, doc = fix(topology, "--finding", "TW-EGRESS-FORWARD-DIFFER")
+    assert rc == 1 and doc["changes"] and doc["changes"][0]["owner"] == "nft", doc["refused"]
+    load_candidate(topology, doc)
+    assert netns_exec(topology.server, "nft", "list", "table", "inet", "filter").stdout == before_filter
+    assert mail_out() == {IPV4: False, IPV6: False}
+    assert "TW-EGRESS-FORWARD-DIFFER" not in [f["id"] for f in topology.audit_json()["findings"]]

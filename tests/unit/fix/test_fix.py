@@ -531,3 +531,81 @@ def test_diff_snapshot_leaves_the_snapshot_it_is_given_alone():
     for parallel in (False, True):
         diff_snapshot(snap, parallel=parallel)
         assert [r.text for r in snap.rulesets] == texts
+
+
+NFT_EGRESS = """
+table inet filter {
+    chain output {
+        type filter hook output priority filter; policy accept;
+        meta nfproto ipv4 tcp dport 25 meta skuid 12345 accept
+        meta nfproto ipv4 tcp dport 25 reject with icmp type port-unreachable
+    }
+}
+"""
+
+
+def nft_host(ruleset: str) -> HostSnapshot:
+    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", "nft -f - && nft -j list ruleset"], input=ruleset,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    snap = HostSnapshot(sockets=parse_ss("tcp LISTEN 0 128 *:22 *:*\n"))
+    snap.rulesets.append(RulesetText("inet", "nft-json", "nft", "ruleset.json", res.stdout))
+    snap.ipv6 = Ipv6State(None, ["offline"])
+    return snap
+
+
+@needs_netns
+def test_egress_twins_native_nft_output_rules_into_the_twinwall_table():
+    # seed 002 on a native nft host: the tcp/25 block (mail user excepted) is IPv4's only
+    snap = nft_host(NFT_EGRESS)
+    assert "TW-EGRESS-FORWARD-DIFFER" in ids(audit_snapshot(snap))
+    plan = make_plan(snap, findings=["TW-EGRESS-FORWARD-DIFFER"])
+    assert plan.proof is not None and plan.proof.ok, (plan.refused, plan.proof and plan.proof.reason)
+    script = plan.candidate.nft
+    assert "table inet filter" not in script and "chain output" in script
+    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", 'nft -f /dev/stdin <<EOF\n' + NFT_EGRESS + script
+                          + 'EOF\nnft list chain inet twinwall output'], capture_output=True, text=True, timeout=60)
+    lines = [l.strip() for l in res.stdout.splitlines()]
+    # as loaded: the mail user's accept first, then the reject, both for IPv6 only
+    uid = next(i for i, l in enumerate(lines) if "skuid 12345 accept" in l and "nfproto ipv6" in l)
+    rej = next(i for i, l in enumerate(lines) if "dport 25 reject with icmpv6" in l)  # (the reject pins IPv6)
+    assert uid < rej and not any("nfproto ipv4" in l for l in lines), res.stdout
+    fixed = audit_snapshot(candidate_after_nft_text(snap, NFT_EGRESS, script))
+    assert "TW-EGRESS-FORWARD-DIFFER" not in ids(fixed)
+
+
+def candidate_after_nft_text(snap: HostSnapshot, ruleset: str, script: str) -> HostSnapshot:
+    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", 'nft -f /dev/stdin <<EOF\n' + ruleset + script
+                          + 'EOF\nnft -j list ruleset'], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    out = HostSnapshot.from_dict(snap.to_dict())
+    out.rulesets = [RulesetText("inet", "nft-json", "nft", "fixed.json", res.stdout)]
+    return out
+
+
+def test_nft_rules_translate_for_the_other_family():
+    from twinwall.fix.translate import translate_nft_rule
+
+    m = AddressMap.parse(["192.0.2.0/24=2001:db8:1::/64"])
+    assert (translate_nft_rule("meta nfproto ipv4 ip daddr 192.0.2.0/24 tcp dport 587 drop # handle 4", "ipv4", "ipv6", m)
+            == "ip6 daddr 2001:db8:1::/64 tcp dport 587 drop")
+    assert (translate_nft_rule("tcp dport 25 reject with icmp port-unreachable", "ipv4", "ipv6", m)
+            == "tcp dport 25 reject with icmpv6 type port-unreachable")
+    assert translate_nft_rule("icmp type echo-request accept", "ipv4", "ipv6", m) == "icmpv6 type echo-request accept"
+    for bad in ("ip saddr @blocked drop", "tcp dport 25 jump mail", "ip saddr 198.51.100.0/24 drop"):
+        with pytest.raises(Refused):
+            translate_nft_rule(bad, "ipv4", "ipv6", m)
+
+
+@needs_netns
+def test_egress_on_a_ufw_host_is_refused_with_the_reason():
+    # ufw writes OUTPUT rules for both families from one command: egress names ufw and says why
+    def ufw_table(chain: str, rules: str) -> str:
+        return (f"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:{chain} - [0:0]\n"
+                f"-A OUTPUT -j {chain}\n{rules}COMMIT\n")
+
+    v4 = ufw_table("ufw-user-output", "-A ufw-user-output -p tcp -m tcp --dport 25 -j REJECT\n")
+    snap = host(v4, ufw_table("ufw6-user-output", ""), "tcp LISTEN 0 128 *:22 *:*\n")
+    plan = make_plan(snap, findings=["TW-EGRESS-FORWARD-DIFFER"])
+    assert not plan.changes
+    assert any("ufw" in r.reason and "by hand" in r.reason for r in plan.refused), plan.refused

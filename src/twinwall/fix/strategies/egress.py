@@ -10,7 +10,7 @@ each family is wider somewhere, there is no one direction to twin: refused.
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from twinwall.analysis.audit import Finding
 from twinwall.analysis.evaluator import V_ACCEPT
@@ -89,10 +89,14 @@ class Egress(Strategy):
                 raise Refused(f"{chain}: the {narrow} rules are already in {wide}")
             out.append(Change(f.id, wide, self.name, rules, place=TOP, chain=chain, policies=policies,
                               decided_by=list(f.evidence),
-                              # the twin carries the narrower family's own findings with it
-                              expected=tuple((g.id, wide) for g in ctx.report.findings if g.family == narrow),
+                              expected=carried(ctx, narrow, wide),
                               note=f"{wide} {chain} gets the twin of {narrow}'s {len(narrow_table.chain(chain))} rules"))
         return out
+
+
+def carried(ctx: FixContext, narrow: str, wide: str) -> Tuple[Tuple[str, Optional[str]], ...]:
+    """The narrower family's own findings: the twin carries them into the wider family."""
+    return tuple((g.id, wide) for g in ctx.report.findings if g.family == narrow)
 
 
 def nft_twin(f: Finding, ctx: FixContext, hook: str, wide: str) -> Change:
@@ -129,7 +133,7 @@ def nft_twin(f: Finding, ctx: FixContext, hook: str, wide: str) -> Change:
     if not rules and not policies:
         raise Refused(f"{chain}: the {narrow} nft rules are already in {wide}")
     return Change(f.id, wide, "egress", rules, place=TOP, chain=chain, policies=policies,
-                  decided_by=list(f.evidence), note=f"{wide} {hook} gets the twin of {narrow}'s nft rules of "
+                  decided_by=list(f.evidence), expected=carried(ctx, narrow, wide), note=f"{wide} {hook} gets the twin of {narrow}'s nft rules of "
                   f"{base.table} {base.chain}, in twinwall's own table")
 
 
