@@ -7,6 +7,9 @@ discovery with hop limit 255, packet too big and the other errors, MLD queries f
 untracked - then established/related. At the bottom: an explicit accept for every service only
 the ACCEPT policy let in (so default deny does not cut it: the CIS sequence that set policy DROP
 without an IPv6 SSH accept), a rate-limited LOG that never sees loopback, and policy DROP.
+Default deny of OUTPUT or FORWARD is done to both families (ICMPv6 neighbour discovery out
+accepted first for IPv6), so the families stay twins: one family's OUTPUT denied alone would be
+a new TW-EGRESS-FORWARD-DIFFER, which the proof refuses.
 """
 
 from __future__ import annotations

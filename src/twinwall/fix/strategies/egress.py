@@ -6,6 +6,10 @@ of that chain that the wider one lacks are translated (addresses by role or ``--
 twins, ``ttl`` as ``hl``) and put at the top of the wider family's chain, in their order; its
 policy is copied when it is DROP (for IPv6 with neighbour discovery out accepted first). When
 each family is wider somewhere, there is no one direction to twin: refused.
+
+On a native nft host the narrower family's rules of the hook's base chain are translated the
+same way (translate_nft_rule) into twinwall's own ``table inet twinwall``; ufw and firewalld
+write their output rules for both families from one command, and are refused with that reason.
 """
 
 from __future__ import annotations
