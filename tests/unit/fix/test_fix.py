@@ -386,12 +386,7 @@ NFT_RULESET = """table inet filter {
 
 @needs_netns
 def test_nft_block_ipv6_is_a_twinwall_table_with_loopback_first():
-    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", "nft -f - && nft -j list ruleset"], input=NFT_RULESET,
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
-    snap = HostSnapshot(sockets=parse_ss("tcp LISTEN 0 128 *:22 *:*\ntcp LISTEN 0 128 *:80 *:*\n"))
-    snap.rulesets.append(RulesetText("inet", "nft-json", "nft", "ruleset.json", res.stdout))
-    snap.ipv6 = Ipv6State(None, ["offline"])
+    snap = nft_host(NFT_RULESET, "tcp LISTEN 0 128 *:22 *:*\ntcp LISTEN 0 128 *:80 *:*\n")
     plan = make_plan(snap, strategy_name="block-ipv6")
     assert plan.proof is not None and plan.proof.ok, plan.refused
     script = plan.candidate.nft
@@ -406,12 +401,7 @@ def test_nft_block_ipv6_is_a_twinwall_table_with_loopback_first():
 
 
 def candidate_after_nft(snap: HostSnapshot, script: str) -> HostSnapshot:
-    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", 'nft -f /dev/stdin <<EOF\n' + NFT_RULESET + script + 'EOF\nnft -j list ruleset'],
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
-    out = HostSnapshot.from_dict(snap.to_dict())
-    out.rulesets = [RulesetText("inet", "nft-json", "nft", "fixed.json", res.stdout)]
-    return out
+    return candidate_after_nft_text(snap, NFT_RULESET, script)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,11 +534,12 @@ table inet filter {
 """
 
 
-def nft_host(ruleset: str) -> HostSnapshot:
+def nft_host(ruleset: str, ss: str = "tcp LISTEN 0 128 *:22 *:*\n") -> HostSnapshot:
+    """A host whose rules are ``ruleset`` as ``nft -j`` prints it back from a scratch namespace."""
     res = subprocess.run(["unshare", "--net", "--", "sh", "-c", "nft -f - && nft -j list ruleset"], input=ruleset,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    snap = HostSnapshot(sockets=parse_ss("tcp LISTEN 0 128 *:22 *:*\n"))
+    snap = HostSnapshot(sockets=parse_ss(ss))
     snap.rulesets.append(RulesetText("inet", "nft-json", "nft", "ruleset.json", res.stdout))
     snap.ipv6 = Ipv6State(None, ["offline"])
     return snap
