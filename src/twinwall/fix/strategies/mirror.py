@@ -23,6 +23,7 @@ from twinwall.fix.shadow import TERMINAL, Match, parse
 from twinwall.fix.strategies import (DOCKER_USER, FixContext, Strategy, accepting_anchor, gap_services,
                                      iptables_filter, logged, narrow_verdict, other, service_rule)
 from twinwall.fix.translate import AddressMap, reject_twin
+from twinwall.netfilter.ruleset import NO_TABLE
 
 MAX_RULES = 32
 
@@ -94,6 +95,8 @@ def placed(finding: Finding, svc: ServiceReport, wide: str, rules: List[RuleSpec
         rules[:] = [replace(r, chain=anchor.chain) for r in rules]
         return change
     change.chain = rules[0].chain if rules else "INPUT"
+    if anchor is not None and anchor.table == NO_TABLE:
+        return change  # no rules at all in the family: the chain's end is its start
     found = first_deciding(ctx, wide, change.chain, svc)
     if found is not None:
         change.place, change.anchor = BEFORE, found[0]
@@ -118,8 +121,8 @@ def first_deciding(ctx: FixContext, family: str, chain: str, svc: ServiceReport)
 
 
 def _may_decide(m: Match, protocol: str, port: int) -> bool:
-    if m.target not in TERMINAL and m.target in ("LOG", "NFLOG", "RETURN", "MARK", "CONNMARK"):
-        return False
+    if m.target not in TERMINAL and m.target in ("LOG", "NFLOG", "MARK", "CONNMARK"):
+        return False  # (it lets the packet go on)
     if m.iif == "lo" or (m.states is not None and "NEW" not in m.states) or m.icmp is not None:
         return False
     if m.protocol is not None and m.protocol != protocol:
