@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 
 from harness import IPV4, IPV6, ListenerSpec, ProbeRequest, Topology, netns_exec, probe_many
@@ -153,12 +153,9 @@ def test_seed_001_block_ipv6(topology: Topology) -> None:
     assert not again["changes"], again["changes"]
 
 
-def test_seed_002_egress_tcp25_twinned_into_ipv6(topology: Topology) -> None:
-    # Rackspace: outbound tcp/25 blocked for everyone but the mail user - in IPv4 only
-    topology.load_iptables(rules("""
-        -A OUTPUT -p tcp -m tcp --dport 25 -m owner --uid-owner 12345 -j ACCEPT
-        -A OUTPUT -p tcp -m tcp --dport 25 -j REJECT --reject-with icmp-port-unreachable
-    """, input_policy="ACCEPT"))
+def mail_server(topology: Topology) -> Callable[[], Dict[str, bool]]:
+    """A real mail server on the outside client; the function says over which family the
+    server's mail gets out to it."""
     out_ns = topology.client(OUTSIDE).ns
     topology.start_listeners([ListenerSpec("tcp", "::", 25, v6only=False)], ns=out_ns, name="tw-mx")
     mx = {fam: topology.client_address(OUTSIDE, fam) for fam in FAMILIES}
@@ -167,6 +164,16 @@ def test_seed_002_egress_tcp25_twinned_into_ipv6(topology: Topology) -> None:
         res = probe_many([ProbeRequest(topology.server, mx[f], 25, "tcp", 1.5) for f in FAMILIES])
         return {f: r.reachable for f, r in zip(FAMILIES, res)}
 
+    return mail_out
+
+
+def test_seed_002_egress_tcp25_twinned_into_ipv6(topology: Topology) -> None:
+    # Rackspace: outbound tcp/25 blocked for everyone but the mail user - in IPv4 only
+    topology.load_iptables(rules("""
+        -A OUTPUT -p tcp -m tcp --dport 25 -m owner --uid-owner 12345 -j ACCEPT
+        -A OUTPUT -p tcp -m tcp --dport 25 -j REJECT --reject-with icmp-port-unreachable
+    """, input_policy="ACCEPT"))
+    mail_out = mail_server(topology)
     assert mail_out() == {IPV4: False, IPV6: True}  # the story: IPv6 was in charge
     before = topology.audit_json()
     assert "TW-EGRESS-FORWARD-DIFFER" in [f["id"] for f in before["findings"]]
@@ -247,3 +254,27 @@ def test_nft_native_host_gets_a_twinwall_table(topology: Topology) -> None:
     assert "TW-FAMILY-GAP" not in [f["id"] for f in after["findings"]]
     rc, again = fix(topology, *args)
     assert rc == 0 and not again["changes"]
+
+
+NFT_EGRESS = """
+table inet filter {
+    chain output {
+        type filter hook output priority filter; policy accept;
+        meta nfproto ipv4 tcp dport 25 meta skuid 12345 accept
+        meta nfproto ipv4 tcp dport 25 reject with icmp type port-unreachable
+    }
+}
+"""
+
+
+def test_seed_002_egress_on_a_native_nft_host(topology: Topology) -> None:
+    topology.load_nft(NFT_EGRESS)
+    mail_out = mail_server(topology)
+    assert mail_out() == {IPV4: False, IPV6: True}
+    before_filter = netns_exec(topology.server, "nft", "list", "table", "inet", "filter").stdout
+    rc, doc = fix(topology, "--finding", "TW-EGRESS-FORWARD-DIFFER")
+    assert rc == 1 and doc["changes"] and doc["changes"][0]["owner"] == "nft", doc["refused"]
+    load_candidate(topology, doc)
+    assert netns_exec(topology.server, "nft", "list", "table", "inet", "filter").stdout == before_filter
+    assert mail_out() == {IPV4: False, IPV6: False}
+    assert "TW-EGRESS-FORWARD-DIFFER" not in [f["id"] for f in topology.audit_json()["findings"]]

@@ -59,6 +59,9 @@ class RuleSpec:
     reject_with: Optional[str] = None
     log_prefix: Optional[str] = None
     raw: Tuple[str, ...] = ()
+    # nft matches and verdict already written for the family (the egress twin of a native nft
+    # rule), used as they are after ``meta nfproto``
+    nft_text: str = ""
     # order among the rules several changes put at the top of one chain: loopback accept (0),
     # spoofed loopback drop (1), ICMPv6 that conntrack leaves untracked (2), established (3)
     rank: int = 5
@@ -67,6 +70,8 @@ class RuleSpec:
         """The rule's matches and target as iptables-save prints them (without ``-A CHAIN``)."""
         if self.raw:
             return list(self.raw)
+        if self.nft_text:
+            raise Refused(f"a translated nft rule ({self.nft_text}) has no iptables form")
         a: List[str] = []
         if self.source:
             a += ["-s", _cidr(self.source)]
@@ -116,6 +121,8 @@ class RuleSpec:
             raise Refused("an nft table of twinwall's own cannot hold a translated iptables rule")
         fam = "ip" if self.family == IPV4 else "ip6"
         parts = [f"meta nfproto {'ipv4' if self.family == IPV4 else 'ipv6'}"]
+        if self.nft_text:
+            return " ".join(parts + [self.nft_text])
         if self.iif:
             parts.append(f'iifname "{self.iif}"')
         if self.not_iif:
@@ -136,7 +143,7 @@ class RuleSpec:
                 parts.append(f"th dport {self.dport}")
         elif self.protocol in ("icmp", "ipv6-icmp"):
             proto = "icmp" if self.family == IPV4 else "icmpv6"
-            name = NFT_ICMPV6.get(self.icmp_type, self.icmp_type) if self.family == IPV6 else self.icmp_type
+            name = NFT_ICMPV6.get(self.icmp_type, self.icmp_type) if (self.family == IPV6 and self.icmp_type) else self.icmp_type
             parts.append(f"{proto} type {name}" if name else f"meta l4proto {proto}")
         if self.hop_limit is not None:
             parts.append(f"ip6 hoplimit {self.hop_limit}")
@@ -193,15 +200,23 @@ class Change:
     services: List[str] = field(default_factory=list)
     decided_by: List[str] = field(default_factory=list)
     note: str = ""
+    # where the change went when the rule it should precede was not located (said in the note)
+    fallback: str = ""
     # findings this change is expected to raise, by (id, family): block-ipv6 makes IPv4 the
     # wider family on purpose
-    expected: Tuple[Tuple[str, str], ...] = ()
+    expected: Tuple[Tuple[str, Optional[str]], ...] = ()
     # rule classes it may open on purpose: "loopback", "established", "icmpv6"
     may_open: Tuple[str, ...] = ()
     # filled by the owner
     owner: str = ""
     commands: List[str] = field(default_factory=list)
     rules_text: str = ""
+    # rules of this change the owner left out, with why (another rule of the plan before each
+    # already decides all it matches)
+    left_out: List[str] = field(default_factory=list)
+
+    def full_note(self) -> str:
+        return "; ".join([self.note] * bool(self.note) + [f"left out {r}" for r in self.left_out])
 
     def key(self) -> Tuple[str, str, Tuple[str, ...]]:
         return (self.finding, self.family, tuple(self.services))
@@ -216,7 +231,8 @@ class Change:
             "rules": self.rules_text,
             "services": list(self.services),
             "decided_by": list(self.decided_by),
-            "note": self.note,
+            "note": self.full_note(),
+            "left_out": list(self.left_out),
         }
 
 

@@ -97,8 +97,22 @@ def units(findings: Sequence[Finding], forced: Optional[str], explicit: bool) ->
     return out, refused
 
 
+def _unique(changes: Sequence[Change]) -> List[Change]:
+    """The changes, each only once: baseline twins one family's OUTPUT default deny into the
+    other, which may have its own finding asking for the same change."""
+    out: List[Change] = []
+    seen = set()
+    for c in changes:
+        sig = (c.strategy, c.family, c.chain, c.place, c.anchor, c.replace_table, tuple(c.rules),
+               tuple(sorted(c.policies.items())))
+        if sig not in seen:
+            seen.add(sig)
+            out.append(c)
+    return out
+
+
 def _services(f: Finding) -> List[str]:
-    return [s.get("service") for s in f.services if s.get("service")]
+    return [str(s["service"]) for s in f.services if s.get("service")]
 
 
 class _Trial:
@@ -138,7 +152,7 @@ def make_plan(snapshot: HostSnapshot, *, findings: Sequence[str] = (), strategy_
     if not planned:
         return plan
     trial = _Trial(snapshot, report, scratch)
-    every = [c for _, cs in planned for c in cs]
+    every = _unique([c for _, cs in planned for c in cs])
     targets = [f for u, _ in planned for f in u.findings]
     try:
         cand, proof = trial.run(every, targets)
@@ -152,12 +166,12 @@ def make_plan(snapshot: HostSnapshot, *, findings: Sequence[str] = (), strategy_
     best: Optional[Tuple[Candidate, Proof]] = None
     for u, cs in planned:
         try:
-            cand, proof = trial.run(kept + cs, kept_targets + u.findings)
+            cand, proof = trial.run(_unique(kept + cs), kept_targets + u.findings)
         except Refused as exc:
             plan.refused += [Refusal(f.id, f.family, str(exc), _services(f), f.hook) for f in u.findings]
             continue
         if proof.ok:
-            kept, kept_targets, best = kept + cs, kept_targets + u.findings, (cand, proof)
+            kept, kept_targets, best = _unique(kept + cs), kept_targets + u.findings, (cand, proof)
         else:
             plan.refused += [Refusal(f.id, f.family, f"proof failed: {proof.reason}", _services(f), f.hook) for f in u.findings]
     if best is not None:

@@ -5,14 +5,15 @@ is touched. A plan is proved when
 * nothing that was closed is opened: no service's status widens, and no traffic class of any
   hook (input, forward, output) that was dropped is accepted - except what a change opens on
   purpose and says so (loopback, established replies, ICMPv6 that must pass),
-* it raises no new finding of medium severity or worse it does not expect (block-ipv6 expects
-  IPv4 to become the wider family).
+* its full audit (services, host-level checks and the comparison of the families' output and
+  forward hooks) raises no new finding of medium severity or worse it does not expect
+  (block-ipv6 expects IPv4 to become the wider family).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from twinwall.analysis.audit import AuditReport, Finding, audit_snapshot
 from twinwall.analysis.diff.change import compare_snapshots
@@ -39,7 +40,14 @@ class Proof:
 
 
 def _names(f: Finding) -> Set[str]:
-    return {s.get("service") for s in f.services if s.get("service")} or ({f.service} if f.service else set())
+    named = {str(s["service"]) for s in f.services if s.get("service")}
+    return named or ({f.service} if f.service else set())
+
+
+def finding_keys(f: Finding) -> Set[Tuple[str, Optional[str], str, Optional[str]]]:
+    """What a finding is about, one key per subject: (kind, family, hook, service)."""
+    names: Set[Optional[str]] = set(_names(f)) or {None}
+    return {(f.id, f.family, f.hook or "", name) for name in names}
 
 
 def still_raised(f: Finding, after: AuditReport) -> Optional[Finding]:
@@ -114,13 +122,18 @@ def prove(before: HostSnapshot, before_report: AuditReport, after_snap: HostSnap
             proof.opened.append(d)
             problems.append(f"{fam} {d['hook']} {d['protocol']} traffic would be accepted that was not "
                             f"(by {d.get('after_rule') or 'the candidate'})")
-    before_kinds = {(f.id, f.family) for f in before_report.findings}
+    # every finding of the candidate's full audit (the egress/forward comparison of the families
+    # included) against the current ones, by kind, family, hook and service: a plan may not add
+    # one of medium severity or worse it does not expect
+    before_keys = {k for f in before_report.findings for k in finding_keys(f)}
     expected = {e for ch in changes for e in ch.expected}
     for g in after.findings:
-        key = (g.id, g.family)
-        if key in before_kinds or key in expected or SEVERITIES.index(g.severity) < SEVERITIES.index("medium"):
+        if SEVERITIES.index(g.severity) < SEVERITIES.index("medium") or (g.id, g.family) in expected:
             continue
-        problems.append(f"the candidate raises {g.severity} {g.id} ({g.family}): {g.message}")
+        if finding_keys(g) <= before_keys:
+            continue
+        where = " ".join(x for x in (g.family, g.hook) if x)
+        problems.append(f"the candidate raises a new {g.severity} {g.id} ({where}): {g.message}")
     if problems:
         proof.ok = False
         proof.reason = "; ".join(dict.fromkeys(problems))

@@ -18,8 +18,8 @@ def render_table(plan: Plan) -> str:
         svc = f"  {', '.join(c.services)}" if c.services else ""
         out.append("")
         out.append(f"{n}. {c.strategy} for {c.finding} ({c.family} {c.chain}, owner {c.owner}){svc}")
-        if c.note:
-            out.append(f"   {c.note}")
+        if c.full_note():
+            out.append(f"   {c.full_note()}")
         for e in c.decided_by[:6]:
             out.append(f"   - {e}")
         for cmd in c.commands:

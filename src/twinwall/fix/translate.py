@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-from typing import List, Sequence, Tuple
+from typing import List, Sequence, Tuple, Union
 
 from twinwall.errors import InputError
 from twinwall.fix.model import Refused
 from twinwall.model import IPV6
 from twinwall.twins import ICMP4_TO_6, ICMP4_TYPE, ICMP6_TO_4, ICMP6_TYPE, REJECT4_TO_6, REJECT6_TO_4
 
-Network = ipaddress._BaseNetwork  # (either version)
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 # (IPv4 role, IPv6 role): the same job in each family
 ROLES: Tuple[Tuple[str, str, str], ...] = (
@@ -69,17 +69,17 @@ class AddressMap:
             if str(net) == src:
                 return dst
         for p4, p6 in self.pairs:
-            src, dst = (p4, p6) if net.version == 4 else (p6, p4)
-            if net == src:
-                return str(dst)
-            if net.subnet_of(src):  # type: ignore[arg-type]
+            src_net, dst_net = (p4, p6) if net.version == 4 else (p6, p4)
+            if net == src_net:
+                return str(dst_net)
+            if net.subnet_of(src_net):  # type: ignore[arg-type]
                 # the host part carried over: 192.0.2.5 in 192.0.2.0/24=2001:db8:1::/64 is 2001:db8:1::5
-                offset = int(net.network_address) - int(src.network_address)
+                offset = int(net.network_address) - int(src_net.network_address)
                 host_bits = net.max_prefixlen - net.prefixlen
-                if host_bits > dst.max_prefixlen - dst.prefixlen:
+                if host_bits > dst_net.max_prefixlen - dst_net.prefixlen:
                     break
-                base = int(dst.network_address) + offset
-                return str(ipaddress.ip_network((base, dst.max_prefixlen - host_bits)))
+                base = int(dst_net.network_address) + offset
+                return str(ipaddress.ip_network((base, dst_net.max_prefixlen - host_bits)))
         fam = "IPv6" if want == 6 else "IPv4"
         raise Refused(f"no {fam} twin known for {net}: name one with --map "
                       + (f"{net}=2001:db8:.../64" if net.version == 4 else f"192.0.2.0/24={net}"))
@@ -173,3 +173,61 @@ def split_rule(line: str) -> Tuple[str, List[str]]:
 def join_args(args: Sequence[str]) -> str:
     """Arguments as one iptables-save line (double quotes, as iptables-save writes them)."""
     return " ".join(f'"{a}"' if (" " in a or not a) and not a.startswith('"') else a for a in args)
+
+
+# nft's reject codes of one family -> the other's (``reject with icmp X`` / ``icmpv6 X``)
+NFT_REJECT4_TO_6 = {"port-unreachable": "port-unreachable", "net-unreachable": "no-route",
+                    "host-unreachable": "addr-unreachable", "prot-unreachable": "port-unreachable",
+                    "net-prohibited": "admin-prohibited", "host-prohibited": "admin-prohibited",
+                    "admin-prohibited": "admin-prohibited"}
+NFT_REJECT6_TO_4 = {"port-unreachable": "port-unreachable", "no-route": "net-unreachable",
+                    "addr-unreachable": "host-unreachable", "admin-prohibited": "admin-prohibited"}
+# words of an nft rule that name one family's addresses, sets or chains: not translated here
+_NFT_REFUSED = ("{", "@", "jump", "goto", "map", "vmap", "dnat", "snat", "masquerade", "redirect", "fib",
+                "ip6 nexthdr", "ip protocol", "ip6 hoplimit", "ip ttl")
+
+
+def translate_nft_rule(text: str, from_family: str, to_family: str, amap: AddressMap) -> str:
+    """A native nft rule's matches and verdict (as nft prints it, ``# handle`` aside) written for
+    the other family, without its ``meta nfproto``: addresses by role or map, ICMP via twins, the
+    reject code twinned. Refused for what names one family's sets, chains or header fields."""
+    body = text.split(" # handle ")[0].strip()
+    for word in _NFT_REFUSED:
+        if f" {word} " in f" {body} " or (word in "{@" and word in body):
+            raise Refused(f"nft rule '{body}': {word!r} is not twinned automatically: write the {to_family} rule by hand")
+    toks = body.split()
+    mine, theirs = ("ip", "ip6") if to_family == IPV6 else ("ip6", "ip")
+    icmp_from, icmp_to = ("icmp", "icmpv6") if to_family == IPV6 else ("icmpv6", "icmp")
+    out: List[str] = []
+    i = 0
+    while i < len(toks):
+        tok, nxt = toks[i], (toks[i + 1] if i + 1 < len(toks) else None)
+        after = toks[i + 2] if i + 2 < len(toks) else None
+        if tok == "meta" and nxt == "nfproto":
+            i += 3  # the family pin: the owner writes the new one
+            continue
+        if tok == mine and nxt in ("saddr", "daddr") and after is not None:
+            out += [theirs, nxt, amap.translate(after, to_family)]
+            i += 3
+            continue
+        if tok == mine or tok == theirs:
+            raise Refused(f"nft rule '{body}': {tok} {nxt} is not twinned automatically")
+        if tok == icmp_from and nxt == "type" and after is not None:
+            out += [icmp_to, "type", icmp_twin(after, to_family)]
+            i += 3
+            continue
+        if tok == "l4proto" and nxt == icmp_from:
+            out += ["l4proto", icmp_to]
+            i += 2
+            continue
+        if tok == "with" and nxt == icmp_from and after is not None:
+            code = toks[i + 3] if after == "type" and i + 3 < len(toks) else after
+            table = NFT_REJECT4_TO_6 if to_family == IPV6 else NFT_REJECT6_TO_4
+            if code not in table:
+                raise Refused(f"nft rule '{body}': reject code {code} has no twin")
+            out += ["with", icmp_to, "type", table[code]]
+            i += 4 if after == "type" else 3
+            continue
+        out.append(tok)
+        i += 1
+    return " ".join(out)

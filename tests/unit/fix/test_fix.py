@@ -397,12 +397,7 @@ NFT_RULESET = """table inet filter {
 
 @needs_netns
 def test_nft_block_ipv6_is_a_twinwall_table_with_loopback_first():
-    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", "nft -f - && nft -j list ruleset"], input=NFT_RULESET,
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
-    snap = HostSnapshot(sockets=parse_ss("tcp LISTEN 0 128 *:22 *:*\ntcp LISTEN 0 128 *:80 *:*\n"))
-    snap.rulesets.append(RulesetText("inet", "nft-json", "nft", "ruleset.json", res.stdout))
-    snap.ipv6 = Ipv6State(None, ["offline"])
+    snap = nft_host(NFT_RULESET, "tcp LISTEN 0 128 *:22 *:*\ntcp LISTEN 0 128 *:80 *:*\n")
     plan = make_plan(snap, strategy_name="block-ipv6")
     assert plan.proof is not None and plan.proof.ok, plan.refused
     script = plan.candidate.nft
@@ -417,8 +412,173 @@ def test_nft_block_ipv6_is_a_twinwall_table_with_loopback_first():
 
 
 def candidate_after_nft(snap: HostSnapshot, script: str) -> HostSnapshot:
-    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", 'nft -f /dev/stdin <<EOF\n' + NFT_RULESET + script + 'EOF\nnft -j list ruleset'],
+    return candidate_after_nft_text(snap, NFT_RULESET, script)
+
+
+# ---------------------------------------------------------------------------------------------
+# seed 000 as a new user ran it: the proof sees every finding, baseline twins both families, no
+# dead rules, mirror's drops logged
+
+NEW_USER_V4 = table("""
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+-A INPUT -p icmp -j ACCEPT
+""")
+NEW_USER_SS = "tcp LISTEN 0 128 *:22 *:*\ntcp LISTEN 0 128 *:8080 *:*\n"
+
+
+def serious(findings) -> set:
+    from twinwall.fix.proof import finding_keys
+
+    return {k for f in findings if f.severity in ("medium", "high", "critical") for k in finding_keys(f)}
+
+
+@needs_netns
+def test_new_user_default_plan_twins_both_families_and_raises_no_new_finding():
+    snap = host(NEW_USER_V4, "", NEW_USER_SS)
+    plan = make_plan(snap)
+    assert plan.proof is not None and plan.proof.ok, plan.proof.reason if plan.proof else plan.refused
+    v4, v6 = plan.candidate.ipv4, plan.candidate.ipv6
+    # whatever baseline does to one family's OUTPUT, the other gets too (its own ICMPv6 for IPv6)
+    assert ":OUTPUT DROP" in v4 and ":OUTPUT DROP" in v6
+    assert "-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT" in chain(v6, "OUTPUT")
+    assert any("neighbour-solicitation" in l and "--hl-eq 255" in l for l in chain(v6, "OUTPUT"))
+    rules6 = chain(v6, "INPUT")
+    drop = next(i for i, l in enumerate(rules6) if "--dport 8080" in l and l.endswith("-j DROP"))
+    # mirror's drop is logged first, never loopback; baseline's accept of 8080 after it is left out
+    assert "-j LOG" in rules6[drop - 1] and "--dport 8080" in rules6[drop - 1] and "! -i lo" in rules6[drop - 1]
+    assert not any("--dport 8080" in l and "ACCEPT" in l for l in rules6)
+    assert any("--dport 8080" in r for c in plan.changes for r in c.left_out)
+    rep = audit_snapshot(after(plan))
+    assert not serious(rep.findings) - serious(plan.report.findings), [f.to_json() for f in rep.findings]
+    assert "TW-DROP-NOT-LOGGED" not in ids(rep, "ipv6")
+    assert not [f for f in rep.findings if f.id == "TW-EGRESS-FORWARD-DIFFER" and f.hook == "output"]
+
+
+@needs_netns
+def test_the_proof_refuses_a_plan_that_makes_the_families_differ_on_output():
+    # one family's OUTPUT default deny alone (what baseline did before it twinned): the
+    # candidate's egress comparison raises a new medium finding, and the proof says so
+    from twinwall.apply.candidate import candidate_snapshot
+    from twinwall.fix.owners import owner
+    from twinwall.fix.proof import prove
+    from twinwall.fix.strategies import FixContext
+    from twinwall.fix.strategies.baseline import _deny_change
+
+    snap = host(NEW_USER_V4, "", NEW_USER_SS)
+    report = audit_snapshot(snap)
+    f = next(f for f in report.findings if f.id == "TW-NO-DEFAULT-DENY" and f.hook == "output")
+    changes = [_deny_change(f, "ipv4", "OUTPUT", FixContext(snap, report))]
+    cand = owner("iptables").render(snap, changes)
+    proof = prove(snap, report, candidate_snapshot(snap, cand, True), [f], changes)
+    assert not proof.ok and "TW-EGRESS-FORWARD-DIFFER (output)" in proof.reason, proof.reason
+
+
+def test_dead_rules_of_a_plan_are_found_and_live_ones_kept():
+    from twinwall.fix.shadow import dead_rules
+
+    lines = ["-A INPUT -i lo -j ACCEPT",
+             "-A INPUT ! -i lo -p tcp -m tcp --dport 8080 -m conntrack --ctstate NEW -j DROP",
+             "-A INPUT -p tcp -m tcp --dport 8080 -m conntrack --ctstate NEW -j ACCEPT",  # dead: lo above
+             "-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -j ACCEPT",
+             "-A INPUT -s 192.0.2.5/32 -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j DROP",  # dead
+             "-A INPUT -p tcp -m multiport --dports 22,80 -j DROP",  # unread match: never called dead
+             "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT",  # live: other sources
+             "-A INPUT -m limit --limit 5/min -j ACCEPT",  # a limited rule decides nothing for others
+             "-A INPUT -p udp -m udp --dport 53 -j ACCEPT"]
+    assert dead_rules(lines, [True] * len(lines)) == [None, None, 1, None, 3, None, None, None, None]
+    # without the loopback accept, the 8080 accept still takes loopback: live
+    assert dead_rules(lines[1:3], [True, True]) == [None, None]
+    # rules already there are never touched
+    assert dead_rules(lines[:3], [False] * 3) == [None] * 3
+
+
+@needs_netns
+def test_mirror_falls_back_before_the_first_rule_that_decides_the_service():
+    from dataclasses import replace
+
+    from twinwall.fix.strategies import FixContext
+    from twinwall.fix.strategies.mirror import placed
+
+    v6 = table("-A INPUT -i lo -j ACCEPT\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+               "-A INPUT -p udp -m udp --dport 53 -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 1:1024 -j LOG\n"
+               "-A INPUT -p tcp -m multiport --dports 80,8080 -j ACCEPT\n-A INPUT -j DROP", input_policy="ACCEPT")
+    snap = host(NEW_USER_V4, v6, NEW_USER_SS)
+    report = audit_snapshot(snap)
+    ctx = FixContext(snap, report)
+    gap = next(f for f in report.findings if f.id == "TW-FAMILY-GAP")
+    svc = next(s for s in report.services if s.socket.port == 8080)
+    # the decision that let IPv6 in, not located (a table or chain the fixer cannot edit)
+    lost = replace(svc, verdicts={**svc.verdicts, "ipv6": replace(svc.verdicts["ipv6"], decided_by=[])})
+    from twinwall.fix.strategies import service_rule
+
+    change = placed(gap, lost, "ipv6", [service_rule(lost, "ipv6", "DROP", not_iif="lo")], "mirror", ctx)
+    # before the multiport rule (rule 5: it may take tcp/8080), not after the final DROP
+    assert (change.place, change.anchor) == ("before", 5), (change.place, change.anchor, change.fallback)
+    assert "not located" in change.fallback
+    no_rules = host(NEW_USER_V4, table("", input_policy="ACCEPT"), NEW_USER_SS)
+    change = placed(gap, lost, "ipv6", [service_rule(lost, "ipv6", "DROP", not_iif="lo")], "mirror",
+                    FixContext(no_rules, audit_snapshot(no_rules)))
+    assert change.place == "bottom" and "end of INPUT" in change.fallback
+
+
+@needs_netns
+def test_diff_snapshot_leaves_the_snapshot_it_is_given_alone():
+    from twinwall.analysis.diff.compare import diff_snapshot
+
+    snap = host(NEW_USER_V4, table(""))
+    texts = [r.text for r in snap.rulesets]
+    for parallel in (False, True):
+        diff_snapshot(snap, parallel=parallel)
+        assert [r.text for r in snap.rulesets] == texts
+
+
+NFT_EGRESS = """
+table inet filter {
+    chain output {
+        type filter hook output priority filter; policy accept;
+        meta nfproto ipv4 tcp dport 25 meta skuid 12345 accept
+        meta nfproto ipv4 tcp dport 25 reject with icmp type port-unreachable
+    }
+}
+"""
+
+
+def nft_host(ruleset: str, ss: str = "tcp LISTEN 0 128 *:22 *:*\n") -> HostSnapshot:
+    """A host whose rules are ``ruleset`` as ``nft -j`` prints it back from a scratch namespace."""
+    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", "nft -f - && nft -j list ruleset"], input=ruleset,
                          capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    snap = HostSnapshot(sockets=parse_ss(ss))
+    snap.rulesets.append(RulesetText("inet", "nft-json", "nft", "ruleset.json", res.stdout))
+    snap.ipv6 = Ipv6State(None, ["offline"])
+    return snap
+
+
+@needs_netns
+def test_egress_twins_native_nft_output_rules_into_the_twinwall_table():
+    # seed 002 on a native nft host: the tcp/25 block (mail user excepted) is IPv4's only
+    snap = nft_host(NFT_EGRESS)
+    assert "TW-EGRESS-FORWARD-DIFFER" in ids(audit_snapshot(snap))
+    plan = make_plan(snap, findings=["TW-EGRESS-FORWARD-DIFFER"])
+    assert plan.proof is not None and plan.proof.ok, (plan.refused, plan.proof and plan.proof.reason)
+    script = plan.candidate.nft
+    assert "table inet filter" not in script and "chain output" in script
+    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", 'nft -f /dev/stdin <<EOF\n' + NFT_EGRESS + script
+                          + 'EOF\nnft list chain inet twinwall output'], capture_output=True, text=True, timeout=60)
+    lines = [l.strip() for l in res.stdout.splitlines()]
+    # as loaded: the mail user's accept first, then the reject, both for IPv6 only
+    uid = next(i for i, l in enumerate(lines) if "skuid 12345 accept" in l and "nfproto ipv6" in l)
+    rej = next(i for i, l in enumerate(lines) if "dport 25 reject with icmpv6" in l)  # (the reject pins IPv6)
+    assert uid < rej and not any("nfproto ipv4" in l for l in lines), res.stdout
+    fixed = audit_snapshot(candidate_after_nft_text(snap, NFT_EGRESS, script))
+    assert "TW-EGRESS-FORWARD-DIFFER" not in ids(fixed)
+
+
+def candidate_after_nft_text(snap: HostSnapshot, ruleset: str, script: str) -> HostSnapshot:
+    res = subprocess.run(["unshare", "--net", "--", "sh", "-c", 'nft -f /dev/stdin <<EOF\n' + ruleset + script
+                          + 'EOF\nnft -j list ruleset'], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     out = HostSnapshot.from_dict(snap.to_dict())
     out.rulesets = [RulesetText("inet", "nft-json", "nft", "fixed.json", res.stdout)]
@@ -445,3 +605,31 @@ def test_ufw_undo_puts_a_replaced_rule_back_at_its_number(tmp_path, monkeypatch)
     assert order.take("ipv4", "ufw-user-input", 1, spec) == ["ufw", "insert", "1", *spec]
     with pytest.raises(Refused):
         order.take("ipv4", "ufw-user-input", 9, spec)
+
+
+def test_nft_rules_translate_for_the_other_family():
+    from twinwall.fix.translate import translate_nft_rule
+
+    m = AddressMap.parse(["192.0.2.0/24=2001:db8:1::/64"])
+    assert (translate_nft_rule("meta nfproto ipv4 ip daddr 192.0.2.0/24 tcp dport 587 drop # handle 4", "ipv4", "ipv6", m)
+            == "ip6 daddr 2001:db8:1::/64 tcp dport 587 drop")
+    assert (translate_nft_rule("tcp dport 25 reject with icmp port-unreachable", "ipv4", "ipv6", m)
+            == "tcp dport 25 reject with icmpv6 type port-unreachable")
+    assert translate_nft_rule("icmp type echo-request accept", "ipv4", "ipv6", m) == "icmpv6 type echo-request accept"
+    for bad in ("ip saddr @blocked drop", "tcp dport 25 jump mail", "ip saddr 198.51.100.0/24 drop"):
+        with pytest.raises(Refused):
+            translate_nft_rule(bad, "ipv4", "ipv6", m)
+
+
+@needs_netns
+def test_egress_on_a_ufw_host_is_refused_with_the_reason():
+    # ufw writes OUTPUT rules for both families from one command: egress names ufw and says why
+    def ufw_table(chain: str, rules: str) -> str:
+        return (f"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:{chain} - [0:0]\n"
+                f"-A OUTPUT -j {chain}\n{rules}COMMIT\n")
+
+    v4 = ufw_table("ufw-user-output", "-A ufw-user-output -p tcp -m tcp --dport 25 -j REJECT\n")
+    snap = host(v4, ufw_table("ufw6-user-output", ""), "tcp LISTEN 0 128 *:22 *:*\n")
+    plan = make_plan(snap, findings=["TW-EGRESS-FORWARD-DIFFER"])
+    assert not plan.changes
+    assert any("ufw" in r.reason and "by hand" in r.reason for r in plan.refused), plan.refused

@@ -25,7 +25,7 @@ from __future__ import annotations
 import gc
 import random
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from twinwall.netfilter.interfaces import InterfaceUniverse
@@ -404,7 +404,9 @@ def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[boo
     bare = build_contexts(snapshot, {})  # addresses and interfaces: all the roles need
 
     def walk(family: str):
-        rulesets = load_rulesets(snapshot, keep_text=False, families=(family,))
+        # the parse frees the texts of what it reads: of copies, so the caller's snapshot keeps them
+        own = replace(snapshot, rulesets=[replace(r) for r in snapshot.rulesets])
+        rulesets = load_rulesets(own, keep_text=False, families=(family,))
         ctx = build_contexts(snapshot, rulesets)[family]
         if not ctx.rules_known:
             raise _missing_rules([family])

@@ -7,7 +7,7 @@ family's iptables-save text with the rules inserted, which the proof and the loc
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple, cast
+from typing import Dict, List, Sequence
 
 from twinwall.apply.candidate import Candidate
 from twinwall.fix.model import TOOL, Change, Refused
@@ -31,9 +31,7 @@ class DockerOwner:
             text = family_text(snapshot, family)
             if text is None or ":DOCKER-USER" not in text:
                 raise Refused(f"{family}: no DOCKER-USER chain (ip6tables has it only on newer Docker)")
-            texts[family], edited = edit_family(text, mine)
-            # (edit_family's values are (position, line) pairs, whatever its annotation says)
-            placed = cast(Dict[int, List[Tuple[int, str]]], edited)
+            texts[family], placed = edit_family(text, mine)
             tool = TOOL[family]
             for i, ch in enumerate(mine):
                 cmds = []

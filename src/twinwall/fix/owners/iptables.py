@@ -10,12 +10,13 @@ given back unchanged, so one ``iptables-restore`` per family replaces the rulese
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from twinwall.apply.candidate import Candidate
 from twinwall.fix.iptables_text import BUILTIN, SaveText
 from twinwall.fix.model import BEFORE, TOP, Change, Refused, RuleSpec, TOOL
 from twinwall.fix.owners import variant
+from twinwall.fix.shadow import dead_rules
 from twinwall.fix.translate import join_args
 from twinwall.model import FAMILIES, HostSnapshot
 
@@ -43,11 +44,11 @@ class _Slot:
         self.line, self.change = line, change
 
 
-def edit_family(text: Optional[str], changes: Sequence[Change]) -> Tuple[str, Dict[int, List[str]]]:
+def edit_family(text: Optional[str], changes: Sequence[Change]) -> Tuple[str, Dict[int, List[Tuple[int, str]]]]:
     """The family's new restore text, and per change (by index) the commands that make it."""
     st = SaveText.parse(text or "")
     table = st.table("filter")
-    commands: Dict[int, List[str]] = {i: [] for i in range(len(changes))}
+    commands: Dict[int, List[Tuple[int, str]]] = {i: [] for i in range(len(changes))}
     if any(c.replace_table for c in changes):
         table.policies = {c: "ACCEPT" for c in BUILTIN["filter"]}
         table.rules = {c: [] for c in BUILTIN["filter"]}
@@ -74,7 +75,7 @@ def edit_family(text: Optional[str], changes: Sequence[Change]) -> Tuple[str, Di
             table.policies[chain] = policy
     for chain, slots in chains.items():
         new: List[_Slot] = []
-        seen = set()
+        seen: Set[str] = set()
 
         def add(i: int, line: str, seen: set = seen, new: List[_Slot] = new) -> None:
             if line not in seen:
@@ -89,11 +90,25 @@ def edit_family(text: Optional[str], changes: Sequence[Change]) -> Tuple[str, Di
             new.append(slot)
         for _, i, line in sorted(bottoms.get(chain, []), key=lambda t: t[0]):
             add(i, line)
+        new = _live(new, changes)
         table.rules[chain] = [s.line for s in new]
         for pos, s in enumerate(new, 1):
             if s.change is not None:
-                commands[s.change].append((pos, s.line))  # type: ignore[arg-type]
-    return st.render(), commands  # type: ignore[return-value]
+                commands[s.change].append((pos, s.line))
+    return st.render(), commands
+
+
+def _live(slots: List[_Slot], changes: Sequence[Change]) -> List[_Slot]:
+    """The chain without the plan's dead rules (an earlier rule decides all they match): left
+    out, and the change that asked for one says so."""
+    dead = dead_rules([s.line for s in slots], [s.change is not None for s in slots])
+    out = []
+    for s, by in zip(slots, dead):
+        if by is None or s.change is None:
+            out.append(s)
+            continue
+        changes[s.change].left_out.append(f"{s.line} (dead: {slots[by].line} before it decides all it matches)")
+    return out
 
 
 class IptablesOwner:
@@ -105,6 +120,8 @@ class IptablesOwner:
             mine = [c for c in changes if c.family == family]
             if not mine:
                 continue
+            for c in mine:
+                c.left_out = []
             text, placed = edit_family(family_text(snapshot, family), mine)
             texts[family] = text
             tool = TOOL[family]

@@ -50,7 +50,8 @@ class Strategy:
 
 
 def strategy(name: str) -> Strategy:
-    return importlib.import_module(MODULES[name]).STRATEGY  # type: ignore[no-any-return]
+    st: Strategy = importlib.import_module(MODULES[name]).STRATEGY
+    return st
 
 
 def other(family: str) -> str:
@@ -75,6 +76,49 @@ def narrow_verdict(report: AuditReport, row: int, narrow: str) -> FamilyVerdict:
 
 
 DOCKER_USER = "DOCKER-USER"
+LOG_PREFIX = {IPV4: "twinwall drop: ", IPV6: "twinwall6 drop: "}
+
+
+def iptables_filter(ctx: FixContext, family: str):
+    """The family's filter table as its iptables-save dump printed it (None: no such dump)."""
+    from twinwall.fix.iptables_text import SaveText
+
+    for t in ctx.snapshot.rulesets:
+        if t.family == family and t.format == "iptables-save" and t.text:
+            return SaveText.parse(t.text).table("filter")
+    return None
+
+
+def family_log_prefix(ctx: FixContext, family: str) -> str:
+    """The prefix the family's own LOG rules use (twinwall's when it has none)."""
+    import re
+
+    table = iptables_filter(ctx, family)
+    for lines in (table.rules.values() if table is not None else ()):
+        for line in lines:
+            m = re.search(r'-j LOG .*--log-prefix (?:"([^"]*)"|(\S+))', line)
+            if m:
+                return m.group(1) if m.group(1) is not None else m.group(2)
+    return LOG_PREFIX[family]
+
+
+def logged(rules: Sequence[RuleSpec], ctx: FixContext) -> List[RuleSpec]:
+    """Each DROP/REJECT preceded by a rate-limited LOG of the same packets, the way the family
+    logs its drops (log before drop, never loopback): a fix leaves no TW-DROP-NOT-LOGGED. A
+    front-end (ufw, firewalld, Docker) logs what it drops itself: its rules stay as they are."""
+    from dataclasses import replace
+
+    from twinwall.fix.owners import owner_of
+
+    out: List[RuleSpec] = []
+    for r in rules:
+        if r.action in ("DROP", "REJECT") and not r.raw and owner_of(ctx.snapshot, ctx.report, r.family,
+                                                                      r.chain) in ("iptables", "nft"):
+            lo = {} if (r.iif or r.chain == DOCKER_USER) else {"not_iif": "lo"}
+            out.append(replace(r, action="LOG", reject_with=None,
+                               log_prefix=family_log_prefix(ctx, r.family), **lo))  # type: ignore[arg-type]
+        out.append(r)
+    return out
 
 
 def gap_services(findings: Sequence[Finding], ctx: FixContext):

@@ -22,6 +22,8 @@ class AcceptNew(Strategy):
         out = []
         for f in findings:
             family = f.family
+            if family is None:
+                raise Refused("the finding names no family")
             for row in f.table_rows():
                 svc = ctx.report.services[row]
                 v = svc.verdicts[family]

@@ -7,6 +7,9 @@ discovery with hop limit 255, packet too big and the other errors, MLD queries f
 untracked - then established/related. At the bottom: an explicit accept for every service only
 the ACCEPT policy let in (so default deny does not cut it: the CIS sequence that set policy DROP
 without an IPv6 SSH accept), a rate-limited LOG that never sees loopback, and policy DROP.
+Default deny of OUTPUT or FORWARD is done to both families (ICMPv6 neighbour discovery out
+accepted first for IPv6), so the families stay twins: one family's OUTPUT denied alone would be
+a new TW-EGRESS-FORWARD-DIFFER, which the proof refuses.
 """
 
 from __future__ import annotations
@@ -17,10 +20,9 @@ from typing import List, Sequence
 from twinwall.analysis.audit import Finding
 from twinwall.analysis.verdicts import OPEN
 from twinwall.fix.model import BEFORE, BOTTOM, LOOPBACK, TOP, Change, Refused, RuleSpec
-from twinwall.fix.strategies import FixContext, Strategy, service_rule
-from twinwall.model import IPV6
+from twinwall.fix.strategies import LOG_PREFIX, FixContext, Strategy, iptables_filter, other, service_rule
+from twinwall.model import IPV4, IPV6
 
-LOG_PREFIX = {"ipv4": "twinwall drop: ", "ipv6": "twinwall6 drop: "}
 
 
 def loopback_accept(family: str, chain: str) -> RuleSpec:
@@ -57,13 +59,33 @@ def icmpv6_output() -> List[RuleSpec]:
 
 
 def log_rule(family: str, chain: str) -> RuleSpec:
-    lo = {"not_oif": "lo"} if chain == "OUTPUT" else {"not_iif": "lo"}
-    return RuleSpec(family, chain, "LOG", log_prefix=LOG_PREFIX[family], rank=8, **lo)
+    if chain == "OUTPUT":
+        return RuleSpec(family, chain, "LOG", log_prefix=LOG_PREFIX[family], rank=8, not_oif="lo")
+    return RuleSpec(family, chain, "LOG", log_prefix=LOG_PREFIX[family], rank=8, not_iif="lo")
 
 
-def default_deny(f: Finding, ctx: FixContext) -> Change:
-    family = f.family
+def default_deny(f: Finding, ctx: FixContext) -> List[Change]:
+    """Policy DROP for the finding's chain, with what must keep passing accepted first; for
+    OUTPUT and FORWARD the other family's chain gets the same (its own ICMPv6 for IPv6) unless
+    it already denies by default, so the families stay twins."""
+    family = f.family or IPV4
     chain = (f.hook or "input").upper()
+    out = [_deny_change(f, family, chain, ctx)]
+    twin = other(family)
+    if chain != "INPUT" and not _denies_by_default(ctx, twin, chain):
+        change = _deny_change(f, twin, chain, ctx)
+        change.note += f" (the twin of {family}'s: the families stay twins)"
+        out.append(change)
+    return out
+
+
+def _denies_by_default(ctx: FixContext, family: str, chain: str) -> bool:
+    """The family's filter ``chain`` has policy DROP already (in its iptables-save dump)."""
+    table = iptables_filter(ctx, family)
+    return table is not None and table.policies.get(chain) == "DROP"
+
+
+def _deny_change(f: Finding, family: str, chain: str, ctx: FixContext) -> Change:
     top: List[RuleSpec] = [loopback_accept(family, chain)] if chain != "FORWARD" else []
     if family == IPV6 and chain in ("INPUT", "OUTPUT"):
         top += icmpv6_input() if chain == "INPUT" else icmpv6_output()
@@ -87,22 +109,20 @@ def default_deny(f: Finding, ctx: FixContext) -> Change:
     note = f"{family} {chain} policy DROP"
     if kept:
         note += f"; explicit accepts keep {', '.join(kept)} reachable"
-    # one family's OUTPUT/FORWARD gets default deny before the other's: a difference on purpose
-    expected = (("TW-EGRESS-FORWARD-DIFFER", None),) if chain != "INPUT" else ()
     return Change(f.id, family, "baseline", top + bottom, place=TOP, chain=chain, policies={chain: "DROP"},
-                  decided_by=list(f.evidence), note=note, may_open=("loopback", "established", "icmpv6"),
-                  expected=expected)
+                  decided_by=list(f.evidence), note=note, may_open=("loopback", "established", "icmpv6"))
 
 
 def drop_logging(f: Finding, ctx: FixContext) -> List[Change]:
     """A LOG rule just before each unlogged drop: the drop rule's own matches (never loopback),
     or at the end of the chain for a DROP policy."""
     out = []
+    family = f.family or IPV4
     for _, d in f.decided_by:
         if d.table != "filter":
             continue
         if d.policy is not None:
-            out.append(Change(f.id, f.family, "baseline", [log_rule(f.family, d.chain)], place=BOTTOM, chain=d.chain,
+            out.append(Change(f.id, family, "baseline", [log_rule(family, d.chain)], place=BOTTOM, chain=d.chain,
                               decided_by=list(f.evidence), note=f"log what the {d.chain} policy drops, never loopback"))
         elif d.rule:
             out.append(_log_before(f, d))
@@ -112,7 +132,7 @@ def drop_logging(f: Finding, ctx: FixContext) -> List[Change]:
 
 
 def _log_before(f: Finding, d) -> Change:
-    family = f.family
+    family = f.family or IPV4
     toks = shlex.split(d.rule)
     if len(toks) < 4 or toks[0] != "-A" or "-j" not in toks:
         raise Refused(f"cannot read the drop rule {d.rule!r}")
@@ -142,7 +162,7 @@ class Baseline(Strategy):
             chain = (f.hook or "input").upper()
             ev = list(f.evidence)
             if f.id == "TW-NO-DEFAULT-DENY":
-                out.append(default_deny(f, ctx))
+                out += default_deny(f, ctx)
             elif f.id in ("TW-LOOPBACK-NOT-ACCEPTED", "TW-LOOPBACK-LOGGED"):
                 out.append(Change(f.id, family, self.name, [loopback_accept(family, chain)], place=TOP, chain=chain,
                                   decided_by=ev, note=f"accept loopback first in {chain}", may_open=("loopback",)))

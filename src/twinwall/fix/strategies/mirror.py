@@ -4,21 +4,26 @@ The narrower family's verdict says exactly who gets in (its ``allowed`` combinat
 interfaces and source ports); the wider family gets an accept for each, addresses translated by
 role or ``--map``, then a drop (or the twin of the narrower family's reject) for every other new
 connection to the service. They go just before the rule that let the wider family in (or at the
-end of the chain whose ACCEPT policy did), so that no rule of the wider family is bypassed.
+end of the chain whose ACCEPT policy did), so that no rule of the wider family is bypassed; when
+that decision is not in a filter chain, before the first rule of the chain that could decide the
+service's new connections (or at its end, before the policy). Each drop is logged first, the
+way the family logs its drops (never loopback).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from twinwall.analysis.audit import Finding
 from twinwall.analysis.verdicts import FILTERED, RESTRICTED, FamilyVerdict, ServiceReport
 from twinwall.fix.model import BEFORE, BOTTOM, TOP, Change, Refused, RuleSpec
+from twinwall.fix.shadow import TERMINAL, Match, parse
 from twinwall.fix.strategies import (DOCKER_USER, FixContext, Strategy, accepting_anchor, gap_services,
-                                     narrow_verdict, other, service_rule)
+                                     iptables_filter, logged, narrow_verdict, other, service_rule)
 from twinwall.fix.translate import AddressMap, reject_twin
+from twinwall.netfilter.ruleset import NO_TABLE
 
 MAX_RULES = 32
 
@@ -67,7 +72,13 @@ def _all_except(v: FamilyVerdict) -> bool:
             and any(a.sources_text.startswith("all except") for a in v.allowed))
 
 
-def placed(finding: Finding, svc: ServiceReport, wide: str, rules: List[RuleSpec], strategy: str) -> Change:
+def placed(finding: Finding, svc: ServiceReport, wide: str, rules: List[RuleSpec], strategy: str,
+           ctx: FixContext) -> Change:
+    """The change holding ``rules``: just before the rule that let the wider family in, at the end
+    of the chain whose policy did, or (that decision not located in a filter chain) before the
+    first rule of the wider family that could decide the service's new connections; the drops
+    logged the way the family logs them."""
+    rules[:] = logged(rules, ctx)
     anchor = accepting_anchor(svc.verdicts[wide])
     change = Change(finding.id, wide, strategy, rules, services=[svc.label()], decided_by=list(finding.evidence))
     if rules and rules[0].chain == DOCKER_USER:
@@ -82,7 +93,45 @@ def placed(finding: Finding, svc: ServiceReport, wide: str, rules: List[RuleSpec
         else:
             change.place = BOTTOM
         rules[:] = [replace(r, chain=anchor.chain) for r in rules]
+        return change
+    change.chain = rules[0].chain if rules else "INPUT"
+    if anchor is not None and anchor.table == NO_TABLE:
+        return change  # no rules at all in the family: the chain's end is its start
+    found = first_deciding(ctx, wide, change.chain, svc)
+    if found is not None:
+        change.place, change.anchor = BEFORE, found[0]
+        change.fallback = f"the rule that let {wide} in was not located: placed before {found[1]}"
+    else:
+        change.place = BOTTOM
+        change.fallback = f"the rule that let {wide} in was not located: placed at the end of {change.chain}"
     return change
+
+
+def first_deciding(ctx: FixContext, family: str, chain: str, svc: ServiceReport) -> Optional[Tuple[int, str]]:
+    """(number, line) of the first rule of the family's filter ``chain`` that could decide a new
+    connection to ``svc`` from elsewhere (a rule it cannot read counts); None: no rule does."""
+    table = iptables_filter(ctx, family)
+    s = svc.socket
+    for n, line in enumerate(table.rules.get(chain, []) if table is not None else [], 1):
+        m = parse(line)
+        if m is not None and not _may_decide(m, s.protocol, s.port):
+            continue
+        return n, line
+    return None
+
+
+def _may_decide(m: Match, protocol: str, port: int) -> bool:
+    if m.target not in TERMINAL and m.target in ("LOG", "NFLOG", "MARK", "CONNMARK"):
+        return False  # (it lets the packet go on)
+    if m.iif == "lo" or (m.states is not None and "NEW" not in m.states) or m.icmp is not None:
+        return False
+    if m.protocol is not None and m.protocol != protocol:
+        return False
+    if m.dport is not None:
+        low, _, high = m.dport.partition(":")
+        if not (int(low or 0) <= port <= int(high or low or 65535)):
+            return False
+    return True
 
 
 class Mirror(Strategy):
@@ -98,8 +147,9 @@ class Mirror(Strategy):
                 rules = [service_rule(svc, wide, not_iif="lo", **deny_action(nv, wide))]
             else:
                 rules = twin_rules(svc, wide, nv, ctx.amap)
-            change = placed(f, svc, wide, rules, self.name)
-            change.note = f"{svc.label()}: {other(wide)} is {nv.summary()}; {wide} gets its twin"
+            change = placed(f, svc, wide, rules, self.name, ctx)
+            change.note = "; ".join([f"{svc.label()}: {other(wide)} is {nv.summary()}; {wide} gets its twin"]
+                                    + [change.fallback] * bool(change.fallback))
             out.append(change)
         return out
 
