@@ -9,7 +9,7 @@ union of their labels; ``canonical_union`` gives the fewest, widest boxes of a u
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Dict, FrozenSet, List, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Sequence, Tuple, Union, cast
 
 from twinwall.netfilter.packetset import (
     Box,
@@ -262,16 +262,17 @@ def canonical_union(boxes: Sequence[Box]) -> List[Box]:
         dim = CANON_ORDER[level]
         values = [boxes[i][dim] for i in idx]
         parts = _split_masks(values) if dim in MASK_DIMS else _split_intervals(values)
-        groups: Dict[FrozenSet[tuple], object] = {}
+        # a mask (MASK_DIMS) or an interval set, the same kind for every value of one dimension
+        groups: Dict[FrozenSet[tuple], Union[int, tuple]] = {}
         for value, members in parts:
             sub = rec(tuple(sorted(idx[m] for m in members)), level + 1)
             old = groups.get(sub)
             if old is None:
                 groups[sub] = value
             elif dim in MASK_DIMS:
-                groups[sub] = old | value
+                groups[sub] = cast(int, old) | cast(int, value)
             else:
-                groups[sub] = iv_or(old, value)
+                groups[sub] = iv_or(cast(tuple, old), cast(tuple, value))
         got = frozenset((value,) + rest for sub, value in groups.items() for rest in sub)
         memo[key] = got
         return got

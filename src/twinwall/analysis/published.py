@@ -218,6 +218,8 @@ def merge_published(per_family: Sequence[Sequence[ServiceReport]]) -> List[Servi
             verdicts = dict(have.verdicts)
             verdicts[family] = rep.verdicts[family]
             first, second = (have.dnat, rep.dnat) if have.socket.family == IPV4 else (rep.dnat, have.dnat)
+            # only DNAT rows have a key both families share (_merge_key's "*" key)
+            assert first is not None and second is not None
             # the key holds frontend and ports equal; the targets read IPv4 first
             label = DnatLabel(first.frontend, first.targets + second.targets, first.ports)
             sock = ListeningSocket(
@@ -475,6 +477,7 @@ def _forward_verdict(
             "on the forward path" + (f" (out of {_labels(universe, hint)})" if hint else ""),
         )
     rank, bit, chosen, reach = best
+    assert reach is not None  # only rank 0 (nothing accepted) has none, answered above
     by_policy = any(o.by_policy for o in chosen)
     via = "" if bit == universe.all_mask else f" (forwarded out of {_labels(universe, bit)})"
     denied = [] if reach.covered else [o for o in results if o.verdict != V_ACCEPT and o.box[OIF] & bit]
