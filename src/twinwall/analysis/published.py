@@ -43,6 +43,7 @@ from twinwall.netfilter.packetset import (
     PROTO,
     SPORT,
     SRC,
+    IntervalSet,
     box_and,
     format_address,
     iv_contains,
@@ -382,7 +383,7 @@ class _OutcomeIndex:
                     self.wide_dst.add(i)
         self.addrs = sorted(self.by_addr)
 
-    def _ports(self, ports: tuple) -> Set[int]:
+    def _ports(self, ports: IntervalSet) -> Set[int]:
         if sum(hi - lo + 1 for lo, hi in ports) > self.SMALL_PORTS:
             return set(range(len(self.outcomes)))
         found = set(self.wide_port)
@@ -391,7 +392,7 @@ class _OutcomeIndex:
                 found |= self.by_port.get(p, set())
         return found
 
-    def _dsts(self, dsts: tuple) -> Set[int]:
+    def _dsts(self, dsts: IntervalSet) -> Set[int]:
         found = set(self.wide_dst)
         for qlo, qhi in dsts:
             if qhi - qlo >= 1 << 16:

@@ -152,7 +152,7 @@ UNDECIDABLE_MATCHES = {
 HOPLIMIT_OPTIONS = {"--hl-eq": "eq", "--hl-lt": "lt", "--hl-gt": "gt", "--ttl-eq": "eq", "--ttl-lt": "lt", "--ttl-gt": "gt"}
 
 
-def hop_limit(opt: str, value: str) -> Tuple:
+def hop_limit(opt: str, value: str) -> IntervalSet:
     try:
         n = int(value)
     except ValueError:
@@ -405,7 +405,7 @@ class _Compiler:
         self.ruleset = ruleset
         self.family = ruleset.family
         self.addr_full = address_space(self.family)
-        self._addr_cache: Dict[str, Tuple] = {}
+        self._addr_cache: Dict[str, IntervalSet] = {}
         # (table, JUMP|GOTO, target) -> action, for the targets whose action needs nothing
         # else (see set_target); compiling starts after parsing, when every chain is known
         self._actions: Dict[Tuple[str, str, str], str] = {}
@@ -444,7 +444,7 @@ class _Compiler:
 
     # -- values ------------------------------------------------------------------------------
 
-    def addresses(self, spec: str) -> Tuple:
+    def addresses(self, spec: str) -> IntervalSet:
         cached = self._addr_cache.get(spec)
         if cached is None:
             if "," in spec:
@@ -464,7 +464,7 @@ class _Compiler:
                 spec = ".".join(parts + ["0"] * (4 - len(parts))) + sep + length
         return prefix_interval(spec, self.family)
 
-    def address_range(self, spec: str) -> Tuple:
+    def address_range(self, spec: str) -> IntervalSet:
         lo, _, hi = spec.partition("-")
         a = prefix_interval(lo, self.family)[0]
         b = prefix_interval(hi or lo, self.family)[0]
@@ -803,7 +803,7 @@ class _Compiler:
         iface_dim = IIF if limit_in else OIF
         disjunctions.append([{**dict(key), iface_dim: m} for key, m in by_value.items()])
 
-    def address_types(self, spec: str, dev: Optional[str]) -> Optional[Tuple]:
+    def address_types(self, spec: str, dev: Optional[str]) -> Optional[IntervalSet]:
         """The addresses of the given xt_addrtype types (``dev``: read on that interface's local
         routes, "" for an interface with none; None: on the whole local table). None when they
         depend on routes twinwall does not read."""
@@ -822,7 +822,7 @@ class _Compiler:
             # inet_dev_addr_type: 0.0.0.0/8 and 255.255.255.255 are BROADCAST, 224/4 MULTICAST
             # whatever the routes; then the local table (local and subnet broadcast routes);
             # every other address, or one whose local route is on another interface, UNICAST
-            value: Tuple = ()
+            value: IntervalSet = ()
             for t in types:
                 if t == "BROADCAST":
                     part = iv_or(_IPV4_BROADCAST, iv_sub(bcast, mcast))
@@ -958,12 +958,12 @@ def _opt(args: List[str], name: str) -> Optional[str]:
 
 
 @lru_cache(maxsize=4096)
-def _port(spec: str) -> Tuple:
+def _port(spec: str) -> IntervalSet:
     """``ports`` of a plain port number, remembered (a big ruleset names the same few)."""
     return ports(spec)
 
 
-def ports(spec: str) -> Tuple:
+def ports(spec: str) -> IntervalSet:
     lo, sep, hi = spec.partition(":")
     a = _port_number(lo) if lo else 0
     b = (_port_number(hi) if hi else 65535) if sep else a
@@ -985,7 +985,7 @@ def _port_number(spec: str) -> int:
         raise RuleSyntaxError(f"unknown port or service {spec!r}") from None
 
 
-def port_list(spec: str) -> Tuple:
+def port_list(spec: str) -> IntervalSet:
     out: List[Interval] = []
     for part in spec.split(","):
         out.extend(ports(part))
@@ -1032,7 +1032,7 @@ def tcp_flags(spec: str) -> int:
     return mask
 
 
-def icmp_type(spec: str, v6: bool) -> Tuple:
+def icmp_type(spec: str, v6: bool) -> IntervalSet:
     names = ICMPV6_TYPES if v6 else ICMP_TYPES
     if spec in names:
         t = names[spec]
@@ -1049,7 +1049,7 @@ def icmp_type(spec: str, v6: bool) -> Tuple:
     return (((t[0] << 8) | t[1], (t[0] << 8) | t[1]),)
 
 
-def id_range(spec: str, kind: str) -> Tuple:
+def id_range(spec: str, kind: str) -> IntervalSet:
     lo, _, hi = spec.partition("-")
 
     def one(v: str) -> int:
