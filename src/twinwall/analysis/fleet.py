@@ -59,7 +59,7 @@ def snapshot_files(paths: Sequence[str]) -> Tuple[List[str], List[Dict[str, str]
 
     for path in paths:
         if os.path.isdir(path):
-            found = []
+            found: List[str] = []
             for root, dirs, names in os.walk(path):
                 dirs.sort()
                 found.extend(os.path.join(root, n) for n in names if n.endswith(SNAPSHOT_SUFFIX))
@@ -139,7 +139,7 @@ def summarize(hosts: Sequence[Dict[str, Any]], unreadable: Sequence[Dict[str, st
     by_severity = {s: 0 for s in SEVERITIES}
     per_host = []
     ids: Dict[str, int] = {}
-    ipv6_only = []
+    ipv6_only: List[Dict[str, Any]] = []
     for doc in hosts:
         counts: Dict[str, int] = {}
         sev = {s: 0 for s in SEVERITIES}

@@ -61,6 +61,7 @@ from twinwall.netfilter.packetset import (
     remote_sources,
 )
 from twinwall.model import IPV6, HostSnapshot
+from twinwall.netfilter.interfaces import InterfaceUniverse
 from twinwall.netfilter.ruleset import Decision
 
 ICMPV6 = ((58, 58),)
@@ -96,7 +97,7 @@ class NeighbourReach:
     ok: List[Box]  # boxes whose SRC (client), DST (host address) and IIF dimensions count
     blocked: List[Tuple[tuple, int]]  # (clients, interface mask) that some dropped message cuts off
     messages: List[_Message]
-    universe: object
+    universe: InterfaceUniverse
     remote_ifaces: int
     narrowed: List[str] = field(default_factory=list)  # services a verdict narrowed
     # (clients, host addresses, interfaces) a new connection's NS in / NA out cuts off

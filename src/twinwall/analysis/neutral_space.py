@@ -9,10 +9,11 @@ union of their labels; ``canonical_union`` gives the fewest, widest boxes of a u
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Dict, FrozenSet, List, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Sequence, Tuple, Union, cast
 
 from twinwall.netfilter.packetset import (
     Box,
+    IntervalSet,
     DPORT,
     DST,
     GID,
@@ -63,7 +64,7 @@ MLD_CANONICAL = iv_normalize((V6_ONLY_BASE + t, V6_ONLY_BASE + t) for t in MLD_T
 
 
 @lru_cache(maxsize=8192)
-def canonical_icmp(ivs: tuple, family: str) -> tuple:
+def canonical_icmp(ivs: IntervalSet, family: str) -> IntervalSet:
     """The canonical ICMP types an ICMP/ICMPv6 (type << 8 | code) set touches. Codes are
     family-specific: a set holding only some codes of a type touches the type (a verdict that
     depends on the code shows as mixed)."""
@@ -112,7 +113,7 @@ def project(box: Box, family: str) -> List[Box]:
 PARTITION_ORDER = (STATE, PROTO, IIF, OIF, SRC, DST, UID, GID, ICMP, SPORT, DPORT)
 
 
-def _split_intervals(values: List[tuple]) -> List[Tuple[tuple, List[int]]]:
+def _split_intervals(values: List[IntervalSet]) -> List[Tuple[IntervalSet, List[int]]]:
     """Cut the union of interval sets where the set of values covering it changes: [(the
     points covered by exactly these values, their indices)]."""
     first = values[0]
@@ -120,7 +121,7 @@ def _split_intervals(values: List[tuple]) -> List[Tuple[tuple, List[int]]]:
     if values.count(first) == n:
         return [(first, list(range(n)))]
     # equal values share one entry (many regions have the same port set)
-    distinct: Dict[tuple, List[int]] = {}
+    distinct: Dict[IntervalSet, List[int]] = {}
     for i, v in enumerate(values):
         distinct.setdefault(v, []).append(i)
     dvalues = list(distinct)
@@ -262,16 +263,17 @@ def canonical_union(boxes: Sequence[Box]) -> List[Box]:
         dim = CANON_ORDER[level]
         values = [boxes[i][dim] for i in idx]
         parts = _split_masks(values) if dim in MASK_DIMS else _split_intervals(values)
-        groups: Dict[FrozenSet[tuple], object] = {}
+        # a mask (MASK_DIMS) or an interval set, the same kind for every value of one dimension
+        groups: Dict[FrozenSet[tuple], Union[int, IntervalSet]] = {}
         for value, members in parts:
             sub = rec(tuple(sorted(idx[m] for m in members)), level + 1)
             old = groups.get(sub)
             if old is None:
                 groups[sub] = value
             elif dim in MASK_DIMS:
-                groups[sub] = old | value
+                groups[sub] = cast(int, old) | cast(int, value)
             else:
-                groups[sub] = iv_or(old, value)
+                groups[sub] = iv_or(cast(IntervalSet, old), cast(IntervalSet, value))
         got = frozenset((value,) + rest for sub, value in groups.items() for rest in sub)
         memo[key] = got
         return got

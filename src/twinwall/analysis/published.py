@@ -43,6 +43,7 @@ from twinwall.netfilter.packetset import (
     PROTO,
     SPORT,
     SRC,
+    IntervalSet,
     box_and,
     format_address,
     iv_contains,
@@ -218,6 +219,8 @@ def merge_published(per_family: Sequence[Sequence[ServiceReport]]) -> List[Servi
             verdicts = dict(have.verdicts)
             verdicts[family] = rep.verdicts[family]
             first, second = (have.dnat, rep.dnat) if have.socket.family == IPV4 else (rep.dnat, have.dnat)
+            # only DNAT rows have a key both families share (_merge_key's "*" key)
+            assert first is not None and second is not None
             # the key holds frontend and ports equal; the targets read IPv4 first
             label = DnatLabel(first.frontend, first.targets + second.targets, first.ports)
             sock = ListeningSocket(
@@ -380,7 +383,7 @@ class _OutcomeIndex:
                     self.wide_dst.add(i)
         self.addrs = sorted(self.by_addr)
 
-    def _ports(self, ports: tuple) -> Set[int]:
+    def _ports(self, ports: IntervalSet) -> Set[int]:
         if sum(hi - lo + 1 for lo, hi in ports) > self.SMALL_PORTS:
             return set(range(len(self.outcomes)))
         found = set(self.wide_port)
@@ -389,7 +392,7 @@ class _OutcomeIndex:
                 found |= self.by_port.get(p, set())
         return found
 
-    def _dsts(self, dsts: tuple) -> Set[int]:
+    def _dsts(self, dsts: IntervalSet) -> Set[int]:
         found = set(self.wide_dst)
         for qlo, qhi in dsts:
             if qhi - qlo >= 1 << 16:
@@ -475,6 +478,7 @@ def _forward_verdict(
             "on the forward path" + (f" (out of {_labels(universe, hint)})" if hint else ""),
         )
     rank, bit, chosen, reach = best
+    assert reach is not None  # only rank 0 (nothing accepted) has none, answered above
     by_policy = any(o.by_policy for o in chosen)
     via = "" if bit == universe.all_mask else f" (forwarded out of {_labels(universe, bit)})"
     denied = [] if reach.covered else [o for o in results if o.verdict != V_ACCEPT and o.box[OIF] & bit]

@@ -13,6 +13,7 @@ from typing import (
     Dict,
     FrozenSet,
     Iterable,
+    List,
     Tuple,
 )
 
@@ -104,16 +105,17 @@ class AddressRoles:
             hit = (_ROLE_IV[must], _ROLE_IV[may])
             self._cache[value] = hit
         elif hit is None:
-            must, may = [], []
+            must_roles: List[int] = []
+            may_roles: List[int] = []
             for role, s in self.sets.items():
                 if not s:
                     continue
                 inter = iv_and(s, value)
                 if inter:
-                    may.append(role)
+                    may_roles.append(role)
                     if inter == s:
-                        must.append(role)
-            hit = (role_set(must), role_set(may))
+                        must_roles.append(role)
+            hit = (role_set(must_roles), role_set(may_roles))
             self._cache[value] = hit
         return hit
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple
 
 from twinwall.analysis.context import FamilyContext
-from twinwall.analysis.evaluator import Outcome
 from twinwall.netfilter.packetset import (
     Box,
     IIF,
@@ -396,7 +395,14 @@ def _inside(a: tuple, b: tuple) -> bool:
     return not (a[IIF] & ~b[IIF]) and not iv_sub(a[SRC], b[SRC]) and not iv_sub(a[SPORT], b[SPORT])
 
 
-def decisions(outcomes: Sequence[Outcome]) -> List[Decision]:
+class _Decided(Protocol):
+    """What :func:`decisions` reads of an outcome (an Outcome, or a part of one)."""
+
+    @property
+    def decided_by(self) -> List[Decision]: ...
+
+
+def decisions(outcomes: Sequence[_Decided]) -> List[Decision]:
     seen: Dict[Decision, None] = {}
     for o in outcomes:
         for d in o.decided_by:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from types import SimpleNamespace
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from twinwall.report.output import add_format_arguments, emit, emit_json
 from twinwall.report.registry import FLEET, RenderOptions, render
@@ -70,7 +69,7 @@ def audit_one(path: str):
     except TwinwallError as exc:
         return HostResult(path, error=str(exc))
     # the audit itself ends with exit 2 on such a snapshot: no verdict there can be trusted
-    unreadable = unreadable_rulesets(snapshot, SimpleNamespace(snapshot=path), "audit")
+    unreadable = unreadable_rulesets(snapshot, argparse.Namespace(snapshot=path), "audit")
     if unreadable:
         return HostResult(path, error=unreadable)
     try:
@@ -120,6 +119,7 @@ def render_table(doc: Dict[str, Any]) -> str:
 
     summary = doc["summary"]
     out = [f"twinwall fleet: {summary['hosts']} hosts audited, {summary['unreadable']} could not be read", ""]
+    rows: List[Tuple[Any, ...]]
     if summary["per_host"]:
         rows = []
         for h in summary["per_host"]:

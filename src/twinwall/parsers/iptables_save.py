@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import socket
 from functools import lru_cache
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union, cast
 
 from twinwall.netfilter.packetset import (
     CT_NAMES,
@@ -35,6 +35,8 @@ from twinwall.netfilter.packetset import (
     TCP_RST,
     TCP_SYN,
     UID,
+    Interval,
+    IntervalSet,
     address_space,
     complement as value_complement,
     conjoin,
@@ -57,6 +59,13 @@ from twinwall.netfilter.ruleset import (
     Table,
 )
 from twinwall.vocabulary import Action
+
+# the value of one dimension of a constraint: an interface/state bit mask or an interval set
+DimValue = Union[int, IntervalSet]
+# an ICMP type, or (type, code); None: any
+IcmpCode = Optional[Tuple[int, ...]]
+# one "-m addrtype" option: its argument (None when missing) and whether it was negated
+AddrtypeOption = Tuple[Optional[str], bool]
 
 # Built-in chains and where they hook, with the kernel's priorities (NF_IP_PRI_*).
 BUILTIN_CHAINS: Dict[str, Dict[str, Tuple[str, int, str]]] = {
@@ -89,7 +98,7 @@ BUILTIN_CHAINS: Dict[str, Dict[str, Tuple[str, int, str]]] = {
 # "-p all" (or 0) is every protocol
 PROTOCOLS = {"all": None, "0": None, **IP_PROTOCOLS}
 
-ICMP_TYPES = {
+ICMP_TYPES: Dict[str, IcmpCode] = {
     "any": None, "echo-reply": (0,), "pong": (0,), "destination-unreachable": (3,),
     "network-unreachable": (3, 0), "host-unreachable": (3, 1), "protocol-unreachable": (3, 2),
     "port-unreachable": (3, 3), "fragmentation-needed": (3, 4), "source-route-failed": (3, 5),
@@ -105,7 +114,7 @@ ICMP_TYPES = {
     "ip-header-bad": (12, 0), "required-option-missing": (12, 1), "timestamp-request": (13,),
     "timestamp-reply": (14,), "address-mask-request": (17,), "address-mask-reply": (18,),
 }
-ICMPV6_TYPES = {
+ICMPV6_TYPES: Dict[str, IcmpCode] = {
     "any": None, "destination-unreachable": (1,), "no-route": (1, 0),
     "communication-prohibited": (1, 1), "beyond-scope": (1, 2), "address-unreachable": (1, 3),
     "port-unreachable": (1, 4), "failed-policy": (1, 5), "reject-route": (1, 6),
@@ -143,7 +152,7 @@ UNDECIDABLE_MATCHES = {
 HOPLIMIT_OPTIONS = {"--hl-eq": "eq", "--hl-lt": "lt", "--hl-gt": "gt", "--ttl-eq": "eq", "--ttl-lt": "lt", "--ttl-gt": "gt"}
 
 
-def hop_limit(opt: str, value: str) -> Tuple:
+def hop_limit(opt: str, value: str) -> IntervalSet:
     try:
         n = int(value)
     except ValueError:
@@ -396,7 +405,7 @@ class _Compiler:
         self.ruleset = ruleset
         self.family = ruleset.family
         self.addr_full = address_space(self.family)
-        self._addr_cache: Dict[str, Tuple] = {}
+        self._addr_cache: Dict[str, IntervalSet] = {}
         # (table, JUMP|GOTO, target) -> action, for the targets whose action needs nothing
         # else (see set_target); compiling starts after parsing, when every chain is known
         self._actions: Dict[Tuple[str, str, str], str] = {}
@@ -435,7 +444,7 @@ class _Compiler:
 
     # -- values ------------------------------------------------------------------------------
 
-    def addresses(self, spec: str) -> Tuple:
+    def addresses(self, spec: str) -> IntervalSet:
         cached = self._addr_cache.get(spec)
         if cached is None:
             if "," in spec:
@@ -455,7 +464,7 @@ class _Compiler:
                 spec = ".".join(parts + ["0"] * (4 - len(parts))) + sep + length
         return prefix_interval(spec, self.family)
 
-    def address_range(self, spec: str) -> Tuple:
+    def address_range(self, spec: str) -> IntervalSet:
         lo, _, hi = spec.partition("-")
         a = prefix_interval(lo, self.family)[0]
         b = prefix_interval(hi or lo, self.family)[0]
@@ -509,6 +518,7 @@ class _Compiler:
         for dim, spec, neg in ((SRC, src, neg_s), (DST, dst, neg_d), (IIF, iif, neg_i), (OIF, oif, neg_o)):
             if spec is None:
                 continue
+            value: DimValue
             if dim == SRC or dim == DST:
                 value = addr_cache.get(spec) or self.addresses(spec)
             else:
@@ -534,11 +544,11 @@ class _Compiler:
     def compile_general(self, chain: Chain, number: int, line: str) -> Rule:
         tokens = tokenize(line)
         rule = Rule(chain.table, chain.name, number, line)
-        conj: Dict[int, object] = {}
+        conj: Dict[int, DimValue] = {}
         # constraints some of which must hold, one list per match (multiport --ports,
         # addrtype per interface)
         disjunctions: List[List[Dict[int, object]]] = []
-        addrtypes: List[Dict[str, object]] = []  # one per "-m addrtype": its options
+        addrtypes: List[Dict[str, AddrtypeOption]] = []  # one per "-m addrtype": its options
         unknown: List[str] = []
         never = False
         negate = False
@@ -558,10 +568,10 @@ class _Compiler:
             old = conj.get(dim)
             if old is None:
                 conj[dim] = value
-            elif isinstance(value, int):
-                conj[dim] = old & value
+            elif isinstance(value, int):  # a mask dimension: the old value is a mask too
+                conj[dim] = cast(int, old) & value
             else:
-                conj[dim] = iv_and(old, value)
+                conj[dim] = iv_and(cast(IntervalSet, old), value)
             if not conj[dim]:
                 never = True
 
@@ -743,18 +753,20 @@ class _Compiler:
         else:
             unknown.append(f"{module or 'match'} {opt}")
 
-    def addrtype(self, options: Dict[str, object], add, unknown, disjunctions) -> None:
+    def addrtype(self, options: Dict[str, AddrtypeOption], add, unknown, disjunctions) -> None:
         """One ``-m addrtype`` match (xt_addrtype revision 1): --src-type / --dst-type, each
         negatable, both read on the interface --limit-iface-in / --limit-iface-out names."""
         tests = [(dim, options[opt]) for dim, opt in ((SRC, "--src-type"), (DST, "--dst-type")) if opt in options]
         limit_in, limit_out = "--limit-iface-in" in options, "--limit-iface-out" in options
         if limit_in and limit_out:
             raise RuleSyntaxError("addrtype cannot limit to both the incoming and the outgoing interface")
-        for _, (spec, _) in tests:
+        given: List[Tuple[int, Tuple[str, bool]]] = []  # the tests, each with its type given
+        for dim, (spec, neg) in tests:
             if not spec:
                 raise RuleSyntaxError("addrtype: address type missing")
+            given.append((dim, (spec, neg)))
         if not (limit_in or limit_out):
-            for dim, (spec, neg) in tests:
+            for dim, (spec, neg) in given:
                 value = self.address_types(spec, None)
                 if value is None:
                     unknown.append(f"addrtype {'--src-type' if dim == SRC else '--dst-type'} {spec}")
@@ -781,7 +793,7 @@ class _Compiler:
         by_value: Dict[tuple, int] = {}
         for m, name in classes:
             key = []
-            for dim, (spec, neg) in tests:
+            for dim, (spec, neg) in given:
                 value = self.address_types(spec, name)
                 if value is None:
                     unknown.append(f"addrtype {limit} {spec}")
@@ -791,7 +803,7 @@ class _Compiler:
         iface_dim = IIF if limit_in else OIF
         disjunctions.append([{**dict(key), iface_dim: m} for key, m in by_value.items()])
 
-    def address_types(self, spec: str, dev: Optional[str]) -> Optional[Tuple]:
+    def address_types(self, spec: str, dev: Optional[str]) -> Optional[IntervalSet]:
         """The addresses of the given xt_addrtype types (``dev``: read on that interface's local
         routes, "" for an interface with none; None: on the whole local table). None when they
         depend on routes twinwall does not read."""
@@ -802,6 +814,7 @@ class _Compiler:
             local = self.ruleset.local_addresses
             bcast = routes.all_broadcast() if routes is not None else ()
         else:
+            assert routes is not None  # an interface is only given when the routes are known
             local = routes.local.get(dev, ())
             bcast = routes.broadcast.get(dev, ())
         types = spec.upper().split(",")
@@ -809,7 +822,7 @@ class _Compiler:
             # inet_dev_addr_type: 0.0.0.0/8 and 255.255.255.255 are BROADCAST, 224/4 MULTICAST
             # whatever the routes; then the local table (local and subnet broadcast routes);
             # every other address, or one whose local route is on another interface, UNICAST
-            value: Tuple = ()
+            value: IntervalSet = ()
             for t in types:
                 if t == "BROADCAST":
                     part = iv_or(_IPV4_BROADCAST, iv_sub(bcast, mcast))
@@ -923,7 +936,7 @@ class _Compiler:
             port = rest[1:] if rest.startswith(":") else None
         elif self.family == "ipv4" and ":" in spec:
             addr, port = spec.split(":", 1)
-        if "/" in (port or ""):
+        if port and "/" in port:
             port = port.split("/")[0]
         dst = None
         if addr:
@@ -945,12 +958,12 @@ def _opt(args: List[str], name: str) -> Optional[str]:
 
 
 @lru_cache(maxsize=4096)
-def _port(spec: str) -> Tuple:
+def _port(spec: str) -> IntervalSet:
     """``ports`` of a plain port number, remembered (a big ruleset names the same few)."""
     return ports(spec)
 
 
-def ports(spec: str) -> Tuple:
+def ports(spec: str) -> IntervalSet:
     lo, sep, hi = spec.partition(":")
     a = _port_number(lo) if lo else 0
     b = (_port_number(hi) if hi else 65535) if sep else a
@@ -972,8 +985,8 @@ def _port_number(spec: str) -> int:
         raise RuleSyntaxError(f"unknown port or service {spec!r}") from None
 
 
-def port_list(spec: str) -> Tuple:
-    out = []
+def port_list(spec: str) -> IntervalSet:
+    out: List[Interval] = []
     for part in spec.split(","):
         out.extend(ports(part))
     return iv_normalize(out)
@@ -1019,7 +1032,7 @@ def tcp_flags(spec: str) -> int:
     return mask
 
 
-def icmp_type(spec: str, v6: bool) -> Tuple:
+def icmp_type(spec: str, v6: bool) -> IntervalSet:
     names = ICMPV6_TYPES if v6 else ICMP_TYPES
     if spec in names:
         t = names[spec]
@@ -1036,7 +1049,7 @@ def icmp_type(spec: str, v6: bool) -> Tuple:
     return (((t[0] << 8) | t[1], (t[0] << 8) | t[1]),)
 
 
-def id_range(spec: str, kind: str) -> Tuple:
+def id_range(spec: str, kind: str) -> IntervalSet:
     lo, _, hi = spec.partition("-")
 
     def one(v: str) -> int:

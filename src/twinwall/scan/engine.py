@@ -437,6 +437,7 @@ class Scanner:
         payload = udp_payload(port)
         sock = _new_socket(fam, socket.SOCK_DGRAM)
         tries = 0
+        state: Optional[str]
         try:
             try:
                 sock.connect(sa)

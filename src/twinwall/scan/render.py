@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from twinwall.model import IPV4, IPV6
 from twinwall.scan.compare import FAMILY_LABEL, Row
@@ -72,8 +72,9 @@ def _interesting(row: Row) -> bool:
     return any(r is not None and r.state == OPEN for r in (row.ipv4, row.ipv6))
 
 
-def _note(row: Row) -> List[str]:
-    notes = []
+def _note(row: Row) -> List[Tuple[str, str]]:
+    """(paint key, text) of each note on a row."""
+    notes: List[Tuple[str, str]] = []
     if row.gap:
         s4 = row.ipv4.state if row.ipv4 else "-"
         s6 = row.ipv6.state if row.ipv6 else "-"

@@ -127,10 +127,10 @@ def system_resolver(name: str) -> List[Tuple[int, str]]:
         raise InputError(f"cannot resolve {name}: {exc.strerror or exc}") from None
     except UnicodeError as exc:
         raise InputError(f"cannot resolve {name}: {exc}") from None
-    out = []
+    out: List[Tuple[int, str]] = []
     for fam, _type, _proto, _canon, sockaddr in infos:
         if fam in (socket.AF_INET, socket.AF_INET6):
-            addr = sockaddr[0]
+            addr = str(sockaddr[0])  # an address string for AF_INET/AF_INET6 (typeshed allows int)
             if fam == socket.AF_INET6 and len(sockaddr) >= 4 and sockaddr[3]:
                 if "%" not in addr:
                     addr = f"{addr}%{sockaddr[3]}"

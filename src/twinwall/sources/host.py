@@ -189,7 +189,8 @@ def collect_sockets(snap: HostSnapshot, run: Runner = run_command) -> None:
 # addresses
 
 
-_FAMILIES = {"inet": IPV4, "inet6": IPV6}
+# keyed by whatever the JSON's "family" holds (a string, or nothing when the key is missing)
+_FAMILIES: Dict[object, str] = {"inet": IPV4, "inet6": IPV6}
 
 
 def _scope(value: object) -> str:
@@ -789,8 +790,8 @@ def nft_authority(snap: HostSnapshot, items: List) -> Optional[List]:
     for obj in items:
         body = next(iter(obj.values()), None) if isinstance(obj, dict) and len(obj) == 1 else None
         if isinstance(body, dict) and "family" in body:
-            name = body.get("name") if "table" in obj else body.get("table")
-            if (str(body.get("family")), str(name)) in excluded:
+            table_name = body.get("name") if "table" in obj else body.get("table")
+            if (str(body.get("family")), str(table_name)) in excluded:
                 continue
         keep.append(obj)
     return keep

@@ -92,8 +92,8 @@ def _cases(doc: Doc) -> List[_Case]:
         if not targets:
             key = (f["id"], fam)
             if key not in host_cases:
-                kind = CATALOGUE.get(f["id"])
-                title = kind.title if kind else f["id"]
+                known = CATALOGUE.get(f["id"])
+                title = known.title if known else f["id"]
                 host_cases[key] = _Case(f"{host}.checks", f"{f['id']}{' ' + family_label(fam) if fam else ''}: {title}")
                 cases.append(host_cases[key])
             targets = [host_cases[key]]

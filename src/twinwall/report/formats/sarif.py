@@ -97,7 +97,8 @@ def _result(doc: Doc, host: str, finding: Doc, rule_index: int, occurrence: int,
     if rule_text:
         region["snippet"] = {"text": rule_text}
     fam = family_label(finding.get("family"))
-    message = (f"{fam}: " if fam else "") + finding.get("message", finding.get("id", ""))
+    fallback: str = finding.get("id", "")
+    message = (f"{fam}: " if fam else "") + finding.get("message", fallback)
     evidence = [e for e in finding.get("evidence") or [] if isinstance(e, str)]
     if evidence:
         message += "\nDecided by: " + "; ".join(evidence)
