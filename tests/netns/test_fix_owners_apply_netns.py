@@ -486,9 +486,17 @@ class SystemdContainer:
         if self.pid1 is not None:
             os.kill(self.pid1, signal.SIGKILL)  # the PID namespace (and all in it) ends with its init
         self.proc.wait(timeout=30)
-        for d in sorted((p for p in self.cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            d.rmdir()
-        self.cgroup.rmdir()
+        # a cgroup stays busy until the kernel has reaped its last task: retry for a few seconds
+        end = time.time() + 10
+        while self.cgroup.exists():
+            try:
+                for d in sorted((p for p in self.cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                    d.rmdir()
+                self.cgroup.rmdir()
+            except OSError:
+                if time.time() > end:
+                    raise
+                time.sleep(0.1)
 
 
 def _ppid(pid: int) -> Optional[int]:
