@@ -633,3 +633,24 @@ def test_egress_on_a_ufw_host_is_refused_with_the_reason():
     plan = make_plan(snap, findings=["TW-EGRESS-FORWARD-DIFFER"])
     assert not plan.changes
     assert any("ufw" in r.reason and "by hand" in r.reason for r in plan.refused), plan.refused
+
+
+def test_nft_owner_writes_every_policy_drop_after_every_changes_rules():
+    """Two changes on one hook: the first sets the IPv6 output policy, the second adds a rule
+    there. In table inet twinwall the drop must come last, or the second change's rule is dead."""
+    import subprocess
+
+    from twinwall.fix.model import Change, RuleSpec
+    from twinwall.fix.owners.nft import OWNER as NFT
+
+    first = Change(finding="TW-NO-DEFAULT-DENY", family="ipv6", strategy="baseline", chain="OUTPUT",
+                   policies={"OUTPUT": "DROP"})
+    second = Change(finding="TW-EGRESS-FORWARD-DIFFER", family="ipv6", strategy="egress", chain="OUTPUT",
+                    rules=[RuleSpec(family="ipv6", chain="OUTPUT", action="ACCEPT", protocol="tcp", dport=25)])
+    cand = NFT.render({}, [first, second])
+    lines = [line for line in cand.nft.splitlines() if line.startswith("add rule inet twinwall output")]
+    assert lines[-1].endswith("meta nfproto ipv6 drop"), lines
+    assert any("dport 25" in line for line in lines[:-1]), lines
+    # the script is what nft itself accepts (checked without touching any ruleset)
+    res = subprocess.run(["unshare", "--net", "nft", "-c", "-f", "-"], input=cand.nft, text=True, capture_output=True)
+    assert res.returncode == 0, res.stderr

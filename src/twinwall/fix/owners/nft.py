@@ -37,11 +37,13 @@ class NftOwner:
 
         tops: List[tuple] = []  # (chain, rank, order, statement): the final order at the top
         adds: List[str] = []
+        policies: List[str] = []  # every change's policy drop goes after every change's rules
         for ch in changes:
             if ch.replace_table:
                 ch.note += " (in table inet twinwall: the other tables are left as they are)"
             mine_top: List[str] = []
             mine_add: List[str] = []
+            mine_policy: List[str] = []
             for rule in ch.rules:
                 hook = HOOKS.get(rule.chain or ch.chain)
                 if hook is None:
@@ -53,14 +55,15 @@ class NftOwner:
                     mine_add.append(f"add rule {TABLE} {hook} {rule.nft()}")
             fam = "ipv4" if ch.family == "ipv4" else "ipv6"
             for chain, policy in ch.policies.items():
-                mine_add.append(f"add rule {TABLE} {HOOKS[chain]} meta nfproto {fam} {policy.lower()}")
+                mine_policy.append(f"add rule {TABLE} {HOOKS[chain]} meta nfproto {fam} {policy.lower()}")
             ch.owner = self.name
-            ch.commands = [f"nft {c}" for c in mine_top + mine_add]
-            ch.rules_text = "\n".join(mine_top + mine_add)
+            ch.commands = [f"nft {c}" for c in mine_top + mine_add + mine_policy]
+            ch.rules_text = "\n".join(mine_top + mine_add + mine_policy)
             adds += mine_add
+            policies += mine_policy
         # each insert goes to the top: the rule meant to end first is inserted last
         inserts = [t[3] for t in sorted(tops, key=lambda t: (t[1], t[2]), reverse=True)]
-        script = table_script() + "".join(l + "\n" for l in inserts + adds)
+        script = table_script() + "".join(l + "\n" for l in inserts + adds + policies)
         return Candidate("nft", nft=script, summary=summary(changes))
 
 
