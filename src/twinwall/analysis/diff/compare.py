@@ -330,13 +330,15 @@ class DiffResult:
                 return sa, sb
         return {}, {}
 
-    def to_json(self) -> Dict:
+    def to_json(self, verbose: bool = False) -> Dict:
+        """The diff document; a run of consecutive rules is cited as one entry unless ``verbose``."""
         a, b = self.side_names
+        v = verbose
         return {
-            "differences": [region_json(r, self, a, b) for r in self.differences],
-            "not_comparable": [not_comparable_json(r, self, a, b) for r in self.not_comparable],
-            f"{b}_only": [d for h in self.hooks for o in self.comparisons[h].b_only for d in only_json(o, self, b)],
-            f"{a}_only": [d for h in self.hooks for o in self.comparisons[h].a_only for d in only_json(o, self, a)],
+            "differences": [region_json(r, self, a, b, v) for r in self.differences],
+            "not_comparable": [not_comparable_json(r, self, a, b, v) for r in self.not_comparable],
+            f"{b}_only": [d for h in self.hooks for o in self.comparisons[h].b_only for d in only_json(o, self, b, v)],
+            f"{a}_only": [d for h in self.hooks for o in self.comparisons[h].a_only for d in only_json(o, self, a, v)],
             "notes": self.notes,
         }
 
