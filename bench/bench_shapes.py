@@ -11,7 +11,8 @@ Shapes (bench/gen_shapes.py): kube (dispatch -d ADDR -p tcp --dport P), kube-por
 port only), blocklist (N x -s ADDR/32 -j DROP then a few accepts, 10 sockets), blocklist-sockets
 (the same with --many-sockets listening sockets), chains (many small chains), nft-rules (one
 inet table, N separate rules), nft-sets (the same addresses as two named sets), corpus (the
-chair's real router pair from ../shared/corpus, size ignored).
+chair's real router pair from ../shared/corpus, size ignored), bench (bench_audit.py's and
+bench_diff.py's default pair, 10,000 chains, 2,000 sockets; size ignored).
 
 Reference: iptables-restore --test + ip6tables-restore --test of the same two files (sum of the
 times, larger of the peaks), or for the nft shapes `nft -j list ruleset` of the ruleset loaded
@@ -37,12 +38,13 @@ sys.path.insert(0, HERE)
 
 import _measure as M  # noqa: E402
 import bench_audit as BA  # noqa: E402
+import gen_kube  # noqa: E402
 import gen_shapes  # noqa: E402
 
-SHAPES = ("kube", "kube-port", "blocklist", "blocklist-sockets", "chains", "nft-rules", "nft-sets", "corpus")
+SHAPES = ("kube", "kube-port", "blocklist", "blocklist-sockets", "chains", "nft-rules", "nft-sets", "corpus", "bench")
 DEFAULT_SIZES = {"kube": [10000, 30000], "kube-port": [10000, 30000], "blocklist": [10000, 30000],
                  "blocklist-sockets": [10000], "chains": [10000, 30000], "nft-rules": [20000, 60000],
-                 "nft-sets": [20000, 200000], "corpus": [0]}
+                 "nft-sets": [20000, 200000], "corpus": [0], "bench": [120000]}
 # the shared corpus sits next to the main checkout (../shared), a worktree one level further down
 CORPUS = next((p for p in (os.path.join(REPO, up, "shared", "corpus", "net-network",
                                         "configs_chair_for_Network_Architectures_and_Services")
@@ -71,6 +73,11 @@ def data_dir(shape: str, size: int, args) -> str:
         if not os.path.exists(socks):
             with open(socks, "w", encoding="ascii") as fh:
                 fh.write(gen_shapes.sockets_text(gen_shapes.host_sockets(10, args.seed)))
+        return d
+    if shape == "bench":  # bench_audit.py's and bench_diff.py's default pair (10,000 chains)
+        d = os.path.join(HERE, "out", f"kube-s{args.seed}-c10000-r{size}-k2000")
+        if args.regen or not os.path.isfile(os.path.join(d, "sockets.txt")):
+            gen_kube.generate(d, 10000, size, 2000, args.seed)
         return d
     gen = "blocklist" if shape == "blocklist-sockets" else shape
     sockets = args.many_sockets if shape == "blocklist-sockets" else (2000 if shape.startswith("kube") else 10)
@@ -191,7 +198,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = []
     try:
         for shape in shapes:
-            sizes = [int(x) for x in args.sizes.split(",")] if args.sizes and shape != "corpus" else DEFAULT_SIZES[shape]
+            sizes = ([int(x) for x in args.sizes.split(",")] if args.sizes and shape not in ("corpus", "bench")
+                     else DEFAULT_SIZES[shape])
             for size in sizes:
                 log(f"== {shape} {size}")
                 rows.append(measure_shape(shape, size, args, log))

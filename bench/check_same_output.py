@@ -74,7 +74,7 @@ def inputs(args) -> List[Tuple[str, dict]]:
     return out
 
 
-def commands(files: dict) -> List[Tuple[str, List[str]]]:
+def commands(files: dict, diff_args: Tuple[str, ...] = ()) -> List[Tuple[str, List[str]]]:
     if "nft" in files:
         return [("audit", ["audit", "--nft", files["nft"], "--sockets", files["sockets"], "--format", "json"])]
     pair = []
@@ -84,7 +84,7 @@ def commands(files: dict) -> List[Tuple[str, List[str]]]:
     audit = ["audit"] + pair + (["--sockets", files["sockets"]] if files.get("sockets") else []) + ["--format", "json"]
     cmds = [("audit", audit)]
     if files.get("ipv4") and files.get("ipv6"):
-        cmds.append(("diff", ["diff"] + pair + ["--format", "json"]))
+        cmds.append(("diff", ["diff"] + pair + ["--format", "json"] + list(diff_args)))
     return cmds
 
 
@@ -98,6 +98,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--corpus-only", action="store_true")
     ap.add_argument("--only", help="regex: inputs whose name matches")
     ap.add_argument("--ignore-path", action="append", default=[], help="regex of JSON paths to leave out")
+    ap.add_argument("--verbose-diff", action="store_true",
+                    help="run the after tree's diff with --verbose (every rule cited, as before the "
+                         "compact citations): it must equal the before tree's document")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--timeout", type=float, default=900.0)
     args = ap.parse_args(argv)
@@ -109,9 +112,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, files in inputs(args):
         if args.only and not re.search(args.only, name):
             continue
-        for what, cmd in commands(files):
+        extra = ("--verbose",) if args.verbose_diff else ()
+        for (what, cmd), (_, cmd_after) in zip(commands(files), commands(files, extra)):
             try:
-                (rc_a, a), (rc_b, b) = (run(args.python, src, cmd, args.timeout) for src in (args.before, args.after))
+                rc_a, a = run(args.python, args.before, cmd, args.timeout)
+                rc_b, b = run(args.python, args.after, cmd_after, args.timeout)
             except (subprocess.TimeoutExpired, ValueError) as exc:
                 print(f"{name}: {what}: ERROR {exc}", flush=True)
                 errors += 1

@@ -121,7 +121,10 @@ class ConnectionLegs:
             OUT_PATH,
             [make_box(ctx.local, answered, every, ctx.remote_ifaces, state=CT_ESTABLISHED, hoplimit=REPLY_HOPLIMIT)],
             nat=False)
-        inbound, unsure_in, reply, unsure_reply = [], [], [], []
+        inbound: List[Tuple[tuple, Outcome]] = []
+        unsure_in: List[Tuple[tuple, Outcome]] = []
+        reply: List[Tuple[tuple, Outcome]] = []
+        unsure_reply: List[Tuple[tuple, Outcome]] = []
         for o in later:
             if o.verdict in _DENIED:
                 c = tuple((d, o.origin[d]) for d in _ORIGIN_DIMS)

@@ -69,10 +69,16 @@ class Allowed:
     source_ports: Tuple[str, ...]
     # the sources as a table cell says them: "all", "all except 2001:db8::1", "192.0.2.0/24,..."
     sources_text: str = ""
+    # when set, ``sources`` is the whole address space and the clients are those not in these
+    # (see :func:`source_cidrs`: "everyone but a blocklist" is shorter said that way)
+    sources_except: Tuple[str, ...] = ()
 
     def to_json(self) -> Dict:
-        return {"sources": list(self.sources), "interfaces": list(self.interfaces),
-                "source_ports": list(self.source_ports)}
+        d = {"sources": list(self.sources), "interfaces": list(self.interfaces),
+             "source_ports": list(self.source_ports)}
+        if self.sources_except:
+            d["sources_except"] = list(self.sources_except)
+        return d
 
     def text(self) -> str:
         """``"192.0.2.0/24 via eth0"``, ``"all except 2001:db8::1"``, ``"source port 3000"``."""
@@ -106,6 +112,9 @@ class FamilyVerdict:
     # a wildcard socket accepted from every remote source at some of the host's addresses only
     # (a rule with -d drops it at the others): those addresses; empty otherwise
     allowed_addresses: List[str] = field(default_factory=list)
+    # when set, ``allowed_sources`` is the whole address space and the allowed sources are those
+    # not in these CIDRs (a blocklist: see :func:`source_cidrs`); empty otherwise
+    allowed_sources_except: List[str] = field(default_factory=list)
 
     def to_json(self) -> Dict:
         return {
@@ -120,7 +129,7 @@ class FamilyVerdict:
             "allowed_addresses": self.allowed_addresses,
             "uncertain": self.uncertain,
             "by_policy": self.by_policy,
-        }
+        } | ({"allowed_sources_except": self.allowed_sources_except} if self.allowed_sources_except else {})
 
     def summary(self) -> str:
         """The status with who gets through when it is restricted, as the table and the
@@ -135,7 +144,7 @@ class FamilyVerdict:
             more = f"; +{len(self.allowed) - 2} more" if len(self.allowed) > 2 else ""
             return f"{RESTRICTED} ({shown}{more})"
         # a verdict built without combinations (a published service's interface-only answer)
-        what = self.allowed_sources[:2] if self.allowed_sources != ["*"] else []
+        what = self.allowed_sources[:2] if self.allowed_sources != ["*"] and not self.allowed_sources_except else []
         if self.allowed_interfaces and self.allowed_interfaces != ["*"]:
             what = what + ["via " + ",".join(self.allowed_interfaces[:2])]
         more = "" if len(self.allowed_sources) <= 2 else ",..."
@@ -239,7 +248,7 @@ class Reach:
             ifaces |= b[IIF]
         self.ifaces = ifaces
         self.family = ctx.family
-        self._sources: Optional[Tuple[List[str], List[str]]] = None
+        self._sources: Optional[Tuple[List[str], List[str], List[str]]] = None
         self._allowed: Optional[List[Allowed]] = None
 
     def combinations(self, universe) -> List[Allowed]:
@@ -251,22 +260,25 @@ class Reach:
         if self._allowed is None:
             regions = _regions(self.boxes, self.ref, self.family)
             ref, family = self.ref, self.family
-            self._allowed = [
-                Allowed(
-                    tuple(cidrs(r[SRC], family)),
+            self._allowed = []
+            for r in regions:
+                sources, except_ = source_cidrs(r[SRC], family)
+                self._allowed.append(Allowed(
+                    sources,
                     ("*",) if r[IIF] == ref else tuple(universe.label_list(r[IIF])),
                     ("*",) if r[SPORT] == PORT_ALL else tuple(ranges_text((p,)) for p in r[SPORT]),
                     _sources_text(r[SRC], family),
-                )
-                for r in regions
-            ]
+                    except_,
+                ))
         return self._allowed
 
-    def sources(self) -> Tuple[List[str], List[str]]:
-        """(allowed, denied) source CIDRs, computed once per shared reach."""
+    def sources(self) -> Tuple[List[str], List[str], List[str]]:
+        """(allowed, denied, allowed except) source CIDRs (see :func:`source_cidrs`), computed
+        once per shared reach."""
         if self._sources is None:
             denied = iv_sub(remote_sources(self.family), self.src)
-            self._sources = (cidrs(self.src, self.family), cidrs(denied, self.family) if denied else [])
+            allowed, except_ = source_cidrs(self.src, self.family)
+            self._sources = (list(allowed), cidrs(denied, self.family) if denied else [], list(except_))
         return self._sources
 
     @staticmethod
@@ -296,13 +308,14 @@ class Reach:
                 reason=open_reason,
                 allowed=self.combinations(universe),
             )
-        allowed_sources, denied_sources = self.sources()
+        allowed_sources, denied_sources, allowed_except = self.sources()
         ifaces, ref = self.ifaces, self.ref
         return FamilyVerdict(
             RESTRICTED,
             decided_by=decisions(list(accepted) + list(denied)),
             allowed_sources=list(allowed_sources),
             denied_sources=list(denied_sources),
+            allowed_sources_except=list(allowed_except),
             allowed_interfaces=["*"] if ifaces & ref == ref else universe.label_list(ifaces & ref),
             allowed_source_ports=[] if not iv_sub(CLIENT_PORTS, self.sports) else [ranges_text(self.sports)],
             uncertain=uncertain,
@@ -330,6 +343,30 @@ def _cidrs_cached(a: tuple, family: str) -> Tuple[str, ...]:
     return tuple(to_cidrs(a, family))
 
 
+# "Everyone but a blocklist" is hundreds of thousands of CIDRs (~30 per blocked IPv4 address,
+# ~128 per IPv6 one): from this many on, a source set whose complement is shorter is said as the
+# whole address space except the complement (below it, a few blocked addresses, as before).
+COMPACT_SOURCES = 1024
+
+
+def source_cidrs(a: tuple, family: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """(sources, except): ``cidrs(a)`` and (), or, when ``a`` needs more than COMPACT_SOURCES
+    blocks and the rest of the address space fewer, (the whole space, the CIDRs of that rest:
+    exact but for martian sources, which no packet carries)."""
+    return _source_cidrs_cached(a, family)
+
+
+@lru_cache(maxsize=4096)
+def _source_cidrs_cached(a: tuple, family: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    plain = cidr_count(a)
+    if plain > COMPACT_SOURCES:
+        rest = iv_sub(remote_sources(family), a)
+        if cidr_count(rest) < plain:
+            whole = address_space(family)
+            return tuple(to_cidrs(whole, family)), _cidrs_cached(rest, family)
+    return _cidrs_cached(a, family), ()
+
+
 @lru_cache(maxsize=None)
 def _martians(family: str) -> tuple:
     return iv_sub(address_space(family), remote_sources(family))
@@ -341,13 +378,24 @@ def _sources_text(src: tuple, family: str) -> str:
     denied = iv_sub(remote_sources(family), src)
     if not denied:
         return "all"
-    allowed = cidrs(src, family)
-    if len(allowed) > 2:
+    first = _first_cidrs(src, family, 3)  # (only these are spelled: a set cut by a blocklist
+    if len(first) > 2:                      # has 100,000s of blocks)
         except_ = cidrs(denied, family) if len(denied) <= 8 else ()
         if except_ and len(except_) <= 2:
             return "all except " + ",".join(_host(c) for c in except_)
-    # (only the first hosts are spelled: a set cut by a blocklist has 100,000s of blocks)
-    return _first([_host(c) for c in allowed[:3]], 2)
+    return _first([_host(c) for c in first], 2)
+
+
+@lru_cache(maxsize=4096)
+def _first_cidrs(a: tuple, family: str, n: int) -> Tuple[str, ...]:
+    """``cidrs(a, family)[:n]``, without spelling the rest."""
+    chosen = a
+    plain = cidr_count(a)
+    if plain > 4:
+        folded = iv_or(a, _martians(family))
+        if cidr_count(folded) < plain:
+            chosen = folded
+    return tuple(to_cidrs(chosen[:n], family)[:n])
 
 
 def _host(cidr: str) -> str:

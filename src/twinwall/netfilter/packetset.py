@@ -22,7 +22,7 @@ import ipaddress
 import socket
 from bisect import bisect_left, bisect_right
 from functools import lru_cache
-from typing import Callable, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 _INF = 1 << 130  # above every address, port and id
 
@@ -123,7 +123,7 @@ def tcp_flag_states(test: Callable[[int], bool]) -> int:
 
 
 Box = Tuple  # NDIMS entries: IntervalSet or int mask
-Constraint = Tuple[Tuple[int, object], ...]
+Constraint = Tuple[Tuple[int, Any], ...]  # (dimension, IntervalSet or int mask) pairs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,18 +282,20 @@ def iv_normalize(pairs: Iterable[Interval]) -> IntervalSet:
     """Sort and merge overlapping or adjacent intervals."""
     out: List[Interval] = []
     append = out.append
-    clo = chi = None  # the interval being grown
+    clo = chi = 0  # the interval being grown, once ``grown``
+    grown = False
     for lo, hi in sorted(pairs):
         if lo > hi:
             continue
-        if chi is not None and lo <= chi + 1:
+        if grown and lo <= chi + 1:
             if hi > chi:
                 chi = hi
         else:
-            if chi is not None:
+            if grown:
                 append((clo, chi))
             clo, chi = lo, hi
-    if chi is not None:
+            grown = True
+    if grown:
         append((clo, chi))
     return tuple(out)
 
@@ -638,6 +640,7 @@ def merge_with_payload(
                     out.append(same[0])
                     continue
                 changed = True
+                v: Any
                 if dim in mask_dims:
                     v = 0
                     for m in same:

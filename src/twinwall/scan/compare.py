@@ -296,6 +296,8 @@ def _join_row(row: Row, by_port, sockets_known: bool, disagreements: List[Dict[s
         if status == "restricted" and service is not None:
             verdict = service.get(family) or {}
             row.audit[family]["allowed_sources"] = list(verdict.get("allowed_sources") or [])
+            if verdict.get("allowed_sources_except"):  # (the whole space but these)
+                row.audit[family]["allowed_sources_except"] = list(verdict["allowed_sources_except"])
             row.audit[family]["allowed_interfaces"] = list(
                 verdict.get("allowed_interfaces") or []
             )

@@ -500,3 +500,24 @@ def test_forward_verdict_cites_the_forward_rule_not_a_later_chains_accept_policy
     cited = json.dumps(region)
     assert "fwd" in cited and "tcp dport 80 accept" in cited
     assert "post" not in cited
+
+
+def test_a_run_of_rules_of_one_chain_is_cited_once_and_verbose_lists_them(tmp_path):
+    # five source drops (the fourth a LOG between them, which decides nothing): one region,
+    # IPv4 mixed by source, cited as one run of four rules; --verbose cites each
+    drops = [f"-A OUTPUT -d 192.0.2.{i} -j DROP" for i in (1, 2, 3)] + [
+        "-A OUTPUT -d 192.0.2.9 -j LOG", "-A OUTPUT -d 192.0.2.4 -j DROP"]
+    v4 = filt("\n".join(drops))
+    doc = diff(v4, EMPTY_FILTER, hooks=("output",))
+    (d,) = doc["differences"]
+    drop = [c for c in d["ipv4_decided_by"] if c["verdict"] == "drop"]
+    assert len(drop) == 1, d["ipv4_decided_by"]
+    run = drop[0]
+    assert (run["chain"], run["rule_number"], run["last_rule_number"], run["count"]) == ("OUTPUT", 1, 5, 4)
+    assert run["rule"] == drops[0] and run["last_rule"] == drops[4]
+    assert "filter OUTPUT #1-#5 (4 rules)" in d["ipv4_rule"]
+    rc, out = run_cli(["--hook", "output", "--format", "json", "--verbose"], tmp_path, v4, EMPTY_FILTER)
+    (full,) = json.loads(out)["differences"]
+    numbers = sorted(c["rule_number"] for c in full["ipv4_decided_by"] if c["verdict"] == "drop")
+    assert rc == 1 and numbers == [1, 2, 3, 5]
+    assert all("count" not in c for c in full["ipv4_decided_by"])

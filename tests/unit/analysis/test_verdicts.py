@@ -168,3 +168,19 @@ def test_allowed_combinations_are_exactly_the_accepted_packets(seed):
         want = (concrete_walk(rs, "INPUT", pkt) or policy) == "accept"
         got = any(_in(c, src, iif, sport) for c in combos[(proto, port)])
         assert got == want, (text, proto, port, src, iif, sport, combos[(proto, port)])
+
+
+def test_everyone_but_a_blocklist_is_the_whole_space_except_it():
+    # 12 scattered IPv6 addresses dropped: ~1,100 CIDRs of "everyone else", 12 the short way
+    blocked = [f"2001:db8:{i:x}00::{i + 1}" for i in range(12)]
+    drops = "\n".join(f"-A INPUT -s {a}/128 -j DROP" for a in blocked)
+    report = audit("-A INPUT -p tcp --dport 22 -j ACCEPT", drops + "\n-A INPUT -p tcp --dport 22 -j ACCEPT")
+    v6 = service(report).verdicts["ipv6"]
+    doc = v6.to_json()
+    assert v6.status == "restricted" and doc["allowed_sources"] == ["::/0"]
+    assert doc["allowed_sources_except"] == [f"{ipaddress.ip_address(a)}/128" for a in blocked] == doc["denied_sources"]
+    (combo,) = doc["allowed"]
+    assert combo["sources"] == ["::/0"] and combo["sources_except"] == doc["allowed_sources_except"]
+    assert "allowed_sources_except" not in service(report).verdicts["ipv4"].to_json()
+    from twinwall.report.formats.html import _verdict_cell
+    assert "all except 2001:db8::1/128, 2001:db8:100::2/128 and 10 more" in _verdict_cell(doc)

@@ -165,8 +165,9 @@ def _union_sides(payloads: List[Tuple[Dict, Dict]]) -> Tuple[Dict, Dict]:
 
 
 def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequence[Tuple[Box, str, FrozenSet]],
-                     keep_regions: bool = False) -> Comparison:
-    """a, b: projected outcomes (box, verdict, label) of the two sides."""
+                     keep_regions: bool = False, differences_only: bool = False) -> Comparison:
+    """a, b: projected outcomes (box, verdict, label) of the two sides. ``differences_only``
+    leaves the not comparable and one-side-only regions out (the audit's egress finding)."""
     # (evaluate_family has merged the boxes of one (verdict, rules) already)
     items: List[Tuple[Box, object]] = [
         (box, (side, verdict, label)) for side, outs in ((0, a), (1, b)) for box, verdict, label in outs
@@ -191,6 +192,8 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
         sa, sb, ka, kb = got
         if keep_regions:
             comp.regions.append((box, sa, sb))
+        if differences_only and (not sa or not sb or len(sa) > 1 and len(sb) > 1):
+            continue
         if not sb:
             a_only.append((("a", ka), box, sa))
             continue
@@ -330,13 +333,15 @@ class DiffResult:
                 return sa, sb
         return {}, {}
 
-    def to_json(self) -> Dict:
+    def to_json(self, verbose: bool = False) -> Dict:
+        """The diff document; a run of consecutive rules is cited as one entry unless ``verbose``."""
         a, b = self.side_names
+        v = verbose
         return {
-            "differences": [region_json(r, self, a, b) for r in self.differences],
-            "not_comparable": [not_comparable_json(r, self, a, b) for r in self.not_comparable],
-            f"{b}_only": [d for h in self.hooks for o in self.comparisons[h].b_only for d in only_json(o, self, b)],
-            f"{a}_only": [d for h in self.hooks for o in self.comparisons[h].a_only for d in only_json(o, self, a)],
+            "differences": [region_json(r, self, a, b, v) for r in self.differences],
+            "not_comparable": [not_comparable_json(r, self, a, b, v) for r in self.not_comparable],
+            f"{b}_only": [d for h in self.hooks for o in self.comparisons[h].b_only for d in only_json(o, self, b, v)],
+            f"{a}_only": [d for h in self.hooks for o in self.comparisons[h].a_only for d in only_json(o, self, a, v)],
             "notes": self.notes,
         }
 
@@ -372,8 +377,9 @@ def _gc_paused():
 
 
 def diff_contexts(contexts: Mapping[str, FamilyContext], hooks: Sequence[str] = HOOKS, keep_regions: bool = False,
-                  parallel: Optional[bool] = None) -> DiffResult:
-    """Compare IPv4 with IPv6 on the given hooks. ``contexts``: build_contexts() output."""
+                  parallel: Optional[bool] = None, differences_only: bool = False) -> DiffResult:
+    """Compare IPv4 with IPv6 on the given hooks. ``contexts``: build_contexts() output.
+    ``differences_only``: see :func:`compare_outcomes`."""
     sides = [contexts[IPV4], contexts[IPV6]]
     if parallel is None:
         parallel = rule_count(sides) >= FORK_MIN_RULES
@@ -381,7 +387,7 @@ def diff_contexts(contexts: Mapping[str, FamilyContext], hooks: Sequence[str] = 
         roles_filter, notes = common_roles(sides, hooks)
         notes += [note for c in sides for note in _unread_notes(c.family, c.rulesets)]
         results = evaluate_sides(sides, hooks, roles_filter, parallel)
-        comps = compare_hooks(hooks, results[0], results[1], keep_regions, parallel)
+        comps = compare_hooks(hooks, results[0], results[1], keep_regions, parallel, differences_only)
     return DiffResult(list(hooks), comps, sides[0].universe, roles_filter, notes)
 
 
@@ -444,19 +450,20 @@ def _in_universe(outcomes: Dict[str, List], own: InterfaceUniverse, universe: In
 
 
 def compare_hooks(hooks: Sequence[str], a: Dict[str, List], b: Dict[str, List], keep_regions: bool = False,
-                  parallel: bool = False) -> Dict[str, Comparison]:
-    """compare_outcomes for every hook; with ``parallel``, input is compared in a worker while
-    this process compares the other hooks."""
-    if not parallel or len(hooks) < 2 or "input" not in hooks:
-        return {h: compare_outcomes(h, a[h], b[h], keep_regions) for h in hooks}
-    rest = [h for h in hooks if h != "input"]
+                  parallel: bool = False, differences_only: bool = False) -> Dict[str, Comparison]:
+    """compare_outcomes for every hook; with ``parallel``, the first of input or forward is
+    compared in a worker while this process compares the other hooks."""
+    def compare(h: str) -> Comparison:
+        return compare_outcomes(h, a[h], b[h], keep_regions, differences_only)
+
+    alone = next((h for h in ("input", "forward") if h in hooks), None)
+    if not parallel or len(hooks) < 2 or alone is None:
+        return {h: compare(h) for h in hooks}
+    rest = [h for h in hooks if h != alone]
     mine: Any
     theirs: Any
-    mine, theirs = run_jobs([
-        lambda: {h: compare_outcomes(h, a[h], b[h], keep_regions) for h in rest},
-        lambda: compare_outcomes("input", a["input"], b["input"], keep_regions),
-    ])
-    mine["input"] = theirs
+    mine, theirs = run_jobs([lambda: {h: compare(h) for h in rest}, lambda: compare(alone)])
+    mine[alone] = theirs
     return {h: mine[h] for h in hooks}
 
 
@@ -520,6 +527,9 @@ def example_packet(ctx, box: Box, rnd=None) -> Optional[Box]:
 # for the audit
 
 
+EGRESS_FORK_MIN_RULES = 2_000
+
+
 def egress_forward_differences(contexts: Mapping[str, FamilyContext]) -> List[str]:
     """One line per hook (forward, output) whose IPv4 and IPv6 verdicts differ somewhere, with
     the number of regions and one example; [] when they agree or a family's rules are unknown.
@@ -527,7 +537,10 @@ def egress_forward_differences(contexts: Mapping[str, FamilyContext]) -> List[st
     For the audit's finding that points at ``twinwall diff``."""
     if not all(getattr(contexts.get(f), "rules_known", False) for f in (IPV4, IPV6)):
         return []
-    result = diff_contexts(contexts, hooks=("forward", "output"))
+    # a process per family and per hook from a few thousand rules on: on a small host this
+    # comparison is most of the audit's time
+    parallel = rule_count([contexts[IPV4], contexts[IPV6]]) >= EGRESS_FORK_MIN_RULES
+    result = diff_contexts(contexts, hooks=("forward", "output"), parallel=parallel, differences_only=True)
     out = []
     for hook in result.hooks:
         diffs = result.comparisons[hook].differences

@@ -49,6 +49,8 @@ def twin_rules(svc: ServiceReport, wide: str, narrow: Optional[FamilyVerdict], a
         if not narrow.allowed:
             raise Refused(f"{svc.label()}: the {other(wide)} restriction cannot be written as combinations")
         for combo in narrow.allowed:
+            if combo.sources_except:  # everyone but more than a few: as many rules as CIDRs
+                raise Refused(f"{svc.label()}: the {other(wide)} restriction takes more than {MAX_RULES} rules to twin")
             sources = [None] if combo.sources_text == "all" else [amap.translate(c, wide) for c in combo.sources]
             ifaces = [None] if combo.interfaces == ("*",) else list(combo.interfaces)
             ports = [None] if combo.source_ports == ("*",) else [p.replace("-", ":") for p in combo.source_ports]

@@ -62,7 +62,7 @@ class _TableData:
             head = self.text[s[1]:s[2]]
             cut = head.find('"elem":')
             return head if cut < 0 else head[:cut]
-        return json.dumps({k: v for k, v in s.items() if k != "elem"})
+        return json.dumps({k: v for k, v in (s or {}).items() if k != "elem"})
 
 
 def _load(text: str, source: str) -> List[Any]:
@@ -87,7 +87,7 @@ def _split(items: List[Any], source: str) -> Dict[Tuple[str, str], _TableData]:
     """Pass 1 on a decoded document (any JSON layout)."""
     tables: Dict[Tuple[str, str], _TableData] = {}
     last_key: Optional[Tuple[str, str]] = None
-    last_t: Optional[_TableData] = None
+    last_t = _TableData("", "")  # (a placeholder: the first rule's key differs from None)
     last_chain: Optional[str] = None
     last_rules: List[Dict[str, Any]] = []
     for i, obj in enumerate(items):
@@ -101,9 +101,10 @@ def _split(items: List[Any], source: str) -> Dict[Tuple[str, str], _TableData]:
             except (KeyError, TypeError):
                 raise InputError(f"{source}: nftables[{i}]: a rule without family, table or chain") from None
             if key != last_key:
-                last_t = tables.get(key)
-                if last_t is None:
-                    last_t = tables[key] = _TableData(*key)
+                found = tables.get(key)
+                if found is None:
+                    found = tables[key] = _TableData(*key)
+                last_t = found
                 last_key, last_chain = key, None
             if chain != last_chain:
                 last_rules = last_t.rules.setdefault(chain, [])
@@ -134,11 +135,11 @@ def _split(items: List[Any], source: str) -> Dict[Tuple[str, str], _TableData]:
 def _add_item(tables, kind: str, body: Any, source: str, where: Any) -> _TableData:
     if not isinstance(body, dict) or "family" not in body:
         raise InputError(f"{source}: nftables[{where}]: a {kind} without a family")
-    name = body.get("name") if kind == "table" else body.get("table")
+    name: Any = body.get("name") if kind == "table" else body.get("table")
     key = (body["family"], name)
     t = tables.get(key)
     if t is None:
-        t = tables[key] = _TableData(*key)
+        t = tables[key] = _TableData(body["family"], name)
     if kind == "chain":
         t.chains[body.get("name")] = body
     elif kind in ("set", "map"):
@@ -191,7 +192,7 @@ def _split_fast(text: str, source: str) -> Optional[Dict[Tuple[str, str], _Table
     # a chain's rules follow one another and share their header ('{"rule": {"family": "ip",
     # "table": "t", "chain": "c", '): decode a header only where it changes
     header = ""
-    last_t: Optional[_TableData] = None
+    last_t = _TableData("", "")  # (a placeholder: the first rule has no header yet)
     last_rules: List[Any] = []
     rule_table: List[_TableData] = []
     for a in rule_starts:
@@ -201,9 +202,10 @@ def _split_fast(text: str, source: str) -> Optional[Dict[Tuple[str, str], _Table
                 return None  # a name with an escaped character: not worth a fast path
             header = m.group(0)
             fam, table, chain = m.groups()
-            last_t = tables.get((fam, table))
-            if last_t is None:
-                last_t = tables[(fam, table)] = _TableData(fam, table, text)
+            found = tables.get((fam, table))
+            if found is None:
+                found = tables[(fam, table)] = _TableData(fam, table, text)
+            last_t = found
             last_rules = last_t.rules.setdefault(chain, [])
         last_rules.append((a, end_of[a]))
         rule_table.append(last_t)

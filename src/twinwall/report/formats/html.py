@@ -112,6 +112,9 @@ def _verdict_cell(verdict: Doc) -> str:
     status = verdict.get("status", "unknown")
     text = status
     allowed = [s for s in verdict.get("allowed_sources") or [] if s != "*"]
+    except_ = verdict.get("allowed_sources_except") or []
+    if except_:  # everyone but these (a blocklist): allowed_sources is the whole address space
+        allowed = [f"all except {', '.join(except_[:2])}" + (f" and {len(except_) - 2} more" if len(except_) > 2 else "")]
     if status == "restricted" and allowed:
         text += " (" + ", ".join(allowed[:3]) + (", ..." if len(allowed) > 3 else "") + ")"
     ifaces = [i for i in verdict.get("allowed_interfaces") or [] if i != "*"]
