@@ -10,7 +10,8 @@ verdicts and from a few more walks (loopback, spoofed loopback, default deny).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from functools import partial
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.connection import ConnectionLegs, legs_decisions
 from twinwall.analysis.frontends import combine_frontends, frontends_of
@@ -231,7 +232,7 @@ def audit_snapshot(
     sockets = _dedupe(snapshot.sockets)
     early = _legacy_and_nft_findings(snapshot)  # reads the texts before parsing frees them
     parallel = worth_forking(snapshot) if jobs is None else jobs > 1
-    halves = run_jobs([lambda fam=fam: audit_family(snapshot, fam, sockets, keep_text) for fam in FAMILIES], parallel)
+    halves = run_jobs([partial(audit_family, snapshot, fam, sockets, keep_text) for fam in FAMILIES], parallel)
     results = dict(zip(FAMILIES, halves))
     services = [
         ServiceReport(sock, {f: results[f].verdicts[i] for f in FAMILIES}) for i, sock in enumerate(sockets)
@@ -245,10 +246,10 @@ def audit_snapshot(
     frontends = combine_frontends(
         {f: results[f].frontends for f in FAMILIES}, {f: bool(results[f].summary) for f in FAMILIES}
     )
-    for f in findings:
-        if f.family and frontends.get(f.family) and not f.frontend:
-            f.frontend = ", ".join(frontends[f.family])
-    findings.sort(key=lambda f: (-SEVERITIES.index(f.severity), f.id, f.service or "", f.family or ""))
+    for fnd in findings:
+        if fnd.family and frontends.get(fnd.family) and not fnd.frontend:
+            fnd.frontend = ", ".join(frontends[fnd.family])
+    findings.sort(key=lambda fnd: (-SEVERITIES.index(fnd.severity), fnd.id, fnd.service or "", fnd.family or ""))
     summary = [row for f in FAMILIES for row in results[f].summary]
     return AuditReport(snapshot, services, findings, summary, frontends)
 
@@ -399,20 +400,20 @@ class _PortIndex:
 
         # consecutive wide denied regions that differ only where no socket looks (a blocklist's
         # 100,000 sources): a socket tests each run once, not each region (rules x sockets)
-        self.runs: List[Tuple[tuple, List[Outcome]]] = []
+        runs: List[Tuple[Optional[tuple], List[Outcome]]] = []  # None: an accepted region ends a run
         narrow: List[Tuple[tuple, Outcome]] = []
         for ports, o in self.wide:
-            if o.verdict != V_ACCEPT and self.runs and self.runs[-1][0] is not None:
-                last = self.runs[-1]
-                if all(o.origin[d] is last[0][d] for d in _SOCKET_DIMS):
-                    last[1].append(o)
+            last_origin = runs[-1][0] if runs else None
+            if o.verdict != V_ACCEPT and last_origin is not None:
+                if all(o.origin[d] is last_origin[d] for d in _SOCKET_DIMS):
+                    runs[-1][1].append(o)
                     continue
             if o.verdict == V_ACCEPT:
                 narrow.append((ports, o))
-                self.runs.append((None, []))
+                runs.append((None, []))
             else:
-                self.runs.append((o.origin, [o]))
-        self.runs = [r for r in self.runs if r[0] is not None]
+                runs.append((o.origin, [o]))
+        self.runs: List[Tuple[tuple, List[Outcome]]] = [(origin, members) for origin, members in runs if origin is not None]
         self.wide = narrow
 
     def candidates(self, port: int) -> List[Outcome]:
@@ -442,7 +443,7 @@ def _socket_verdict(
     denied_runs: Sequence[Tuple[tuple, List[Outcome]]] = (),
 ) -> FamilyVerdict:
     num = PROTO_NUM[sock.protocol]
-    selector = [(PROTO, ((num, num),)), (DPORT, ((sock.port, sock.port),)), (DST, dsts)]
+    selector: List[Tuple[int, Any]] = [(PROTO, ((num, num),)), (DPORT, ((sock.port, sock.port),)), (DST, dsts)]
     if sock.interface:
         selector.append((IIF, ctx.universe.mask(sock.interface)))
     selector_t = tuple(selector)
@@ -463,7 +464,7 @@ def _socket_verdict(
     uncertain = sorted({u for _, o in accepted for u in o.uncertain} | {u for o in denied if o.uncertain for u in o.uncertain})
     later_cut: List[Outcome] = []
     if accepted and legs is not None:
-        kept_legs = []
+        kept_legs: List[Tuple[Box, Outcome]] = []
         for b, o in accepted:
             pieces, cutters, unsure = legs.cut(b, o)
             kept_legs.extend((p, o) for p in pieces)
@@ -1072,25 +1073,25 @@ def _policy_findings(
     lo_out = ctx.evaluator(lo_logged).hook_path(
         ("output",), [make_box(loop, loop, ctx.universe.all_mask, lo_mask, state=CT_NEW)], nat=False
     )
-    for chain, outcomes, where in (("INPUT", lo_in, "on"), ("OUTPUT", lo_out, "out of")):
+    for lo_chain, outcomes, where in (("INPUT", lo_in, "on"), ("OUTPUT", lo_out, "out of")):
         dropped = list(dict.fromkeys(d for o in outcomes if o.verdict != V_ACCEPT for d in o.decided_by))
         if dropped:
             findings.append(
                 finding(
                     "TW-LOOPBACK-NOT-ACCEPTED", family,
-                    f"some new connections {where} the loopback interface are dropped ({chain})",
+                    f"some new connections {where} the loopback interface are dropped ({lo_chain})",
                     decided=[(family, d) for d in dropped[:MAX_CITED]], evidence=sorted(set(cite(dropped)))[:5],
-                    hook=chain.lower(), subject={"chain": chain},
+                    hook=lo_chain.lower(), subject={"chain": lo_chain},
                 )
             )
     if lo_logged.rules:
         rules = lo_logged.decisions(ctx)
-        chain = rules[0].chain if rules[0].chain in ("INPUT", "OUTPUT") else "INPUT"
+        lo_chain = rules[0].chain if rules[0].chain in ("INPUT", "OUTPUT") else "INPUT"
         findings.append(
             finding(
                 "TW-LOOPBACK-LOGGED", family,
                 "loopback traffic is logged: local chatter floods the log and hides traffic from the network",
-                decided=[(family, d) for d in rules[:MAX_CITED]], hook=chain.lower(), subject={"chain": chain},
+                decided=[(family, d) for d in rules[:MAX_CITED]], hook=lo_chain.lower(), subject={"chain": lo_chain},
             )
         )
     # (tcp stands for every protocol here: anti-spoofing rules do not name one)

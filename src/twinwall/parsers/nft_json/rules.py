@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, cast
 
 from twinwall.errors import InputError
 from twinwall.netfilter.packetset import (
@@ -191,7 +191,7 @@ class _RuleCompiler:
         family), the rule is uncertain: it may or may not apply to this family."""
         tests = None
         if self.view.nfproto is not None:
-            tests = self.view.nfproto.get((self.t.family, self.t.name, self.chain.name, self.rule.get("handle")))
+            tests = self.view.nfproto.get((self.t.family, self.t.name, self.chain.name, cast(int, self.rule.get("handle"))))
         if tests is not None:
             for op, fam in tests:
                 if (fam == self.family) == (op == "neq"):
@@ -286,9 +286,10 @@ class _RuleCompiler:
             return
         if value is None:  # "may match": named already
             return
+        dim = cast(int, sel.dim)  # a selector that reaches here names a dimension
         if op == "!=":
-            value = self.complement(sel.dim, value)
-        self.add(sel.dim, value)
+            value = self.complement(dim, value)
+        self.add(dim, value)
 
     def values(self, sel: _Sel, right: Any, op: str) -> Any:
         """The value set a right-hand side stands for, in the selector's dimension."""
@@ -299,7 +300,7 @@ class _RuleCompiler:
             if len(v) != 1 or v[0][0] != v[0][1]:
                 raise _Unknown(f"{sel.text} {op} {_fmt(right)}")
             x = v[0][0]
-            top = self.domain_top(sel.dim)
+            top = self.domain_top(cast(int, sel.dim))
             lo, hi = {"<": (0, x - 1), "<=": (0, x), ">": (x + 1, top), ">=": (x, top)}[op]
             return ((lo, hi),) if lo <= hi else ()
         if op not in ("==", "!=", "in"):
@@ -550,15 +551,15 @@ class _RuleCompiler:
             return
         try:
             if isinstance(right, str) and right.startswith("@"):
-                s = self.view.named_set(self.t, right)
-                if _dynamic(s):
+                nset = self.view.named_set(self.t, right)
+                if _dynamic(nset):
                     self.unknown.append(f"set {right} changes at run time")
                     return
                 key = (self.t.label, right, tuple((x.kind, x.dim) for x in sels))
                 cache = self.view._set_cache
                 if key not in cache:
-                    elems = s.get("elem") or []
-                    if s.get("_kind") == "map":
+                    elems = nset.get("elem") or []
+                    if nset.get("_kind") == "map":
                         elems = [pair[0] for pair in elems]
                     cache[key] = self.concat_alternatives(sels, elems)
                 alts = cache[key]
@@ -587,12 +588,13 @@ class _RuleCompiler:
             if s.kind.startswith("tcpflags"):
                 raise _Unknown("tcp flags in a concatenation")
             value = self.one(s, v)
-            if s.dim in out:
-                old = out[s.dim]
-                value = (old & value) if s.dim in MASK_DIMS else iv_and(old, value)
+            dim = cast(int, s.dim)
+            if dim in out:
+                old = out[dim]
+                value = (old & value) if dim in MASK_DIMS else iv_and(old, value)
             if not value:
                 return None
-            out[s.dim] = value
+            out[dim] = value
         return out
 
     def concat_alternatives(self, sels: List[_Sel], elems: Sequence[Any]) -> List[Dict[int, Any]]:
@@ -630,7 +632,7 @@ class _RuleCompiler:
 
     # -- statements ---------------------------------------------------------------------------
 
-    def reject(self, body: Any) -> str:
+    def reject(self, body: Any) -> Action:
         rtype = (body or {}).get("type") if isinstance(body, dict) else None
         if self.t.family in ("inet", "bridge", "netdev"):
             # nft adds a hidden "meta nfproto ipv4/ipv6" dependency for family-specific codes
@@ -692,7 +694,7 @@ class _RuleCompiler:
             # "numgen random mod 3 vmap { 0 : ..., 1 : ..., 2 : ... }" always picks one: the
             # packets no earlier result took certainly take the last one (no false fall-through)
             complete = _covers_modulus(keyexpr, [k for k, _ in pairs])
-            out = []
+            out: List[Rule] = []
             for i, res in enumerate(results):
                 tag = () if complete and i == len(results) - 1 else (why,)
                 if kind == "vmap":
@@ -706,7 +708,7 @@ class _RuleCompiler:
                         nat_to, unk = (None, None), unknown + tag + (str(exc2),)
                     out.append(Rule(table, cname, n, text, base_alts, unk, Action.DNAT, "dnat", nat_to))
             return out or [Rule(table, cname, n, text, (), (), Action.CONTINUE, "")]
-        out: List[Rule] = []
+        out = []
         for result, alternatives in groups:
             if not alternatives:
                 continue
@@ -776,10 +778,9 @@ class _RuleCompiler:
                 raise _Unknown("a map on tcp flags")
             else:
                 value = self.union(sel, elems)
-                alts = [{sel.dim: value}] if value else []
+                alts = [{cast(int, sel.dim): value}] if value else []
             if implied:
-                alts = [_with(a, implied) for a in alts]
-                alts = [a for a in alts if a is not None]
+                alts = [w for w in (_with(a, implied) for a in alts) if w is not None]
             out.append((res if kind == "vmap" else _thaw(res), alts))
         return out
 
