@@ -45,7 +45,8 @@ class _DimIndex:
         # does not widen every lookup
         widths = sorted(v[-1][1] - v[0][0] for _, v in spans)
         cut = widths[int(len(widths) * 0.9)] if widths else 0
-        entries, self.wide = [], []
+        entries: List[tuple] = []
+        self.wide: List[tuple] = []
         for i, values in spans:
             if values[-1][1] - values[0][0] > cut:
                 self.wide.append((values, i))
