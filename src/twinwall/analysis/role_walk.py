@@ -12,7 +12,7 @@ evaluator follows a match it cannot decide.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from twinwall.analysis.netfilter_walk import (
     V_ACCEPT,
@@ -22,9 +22,9 @@ from twinwall.analysis.netfilter_walk import (
     nat_rewrite,
     remap_repeats,
 )
+from twinwall.analysis.chain_index import ChainIndex
 from twinwall.netfilter.packetset import (
-    CT_NEW,
-    CT_UNTRACKED,
+    CT_PRE_ALL,
     DPORT,
     DST,
     GID,
@@ -42,6 +42,9 @@ from twinwall.netfilter.packetset import (
     Box,
     box_and,
     box_sub,
+    ct_post,
+    ct_pre,
+    ct_untrack,
     merge_boxes,
     split,
 )
@@ -278,6 +281,15 @@ def _new_flows(flows: List[_Flow], present: List[_Flow]) -> List[_Flow]:
     return out
 
 
+def _with_state(f: _Flow, change: Callable[[int], int]) -> _Flow:
+    """The flow with ``change`` applied to its STATE dimension (and its origin's)."""
+    box = f.box[:STATE] + (change(f.box[STATE]),) + f.box[STATE + 1:]
+    o = f.origin
+    if o is None:
+        return _Flow(box, None, f.label)
+    return _Flow(box, o[:STATE] + (change(o[STATE]),) + o[STATE + 1:], f.label)
+
+
 @dataclass
 class Outcome:
     """Packets as they were sent (role level), their verdict and the rules that decided it."""
@@ -292,7 +304,6 @@ class RoleWalker(NetfilterWalk):
 
     MERGE_AT = 24  # merge the flows of a chain walk once there are more than this
     DEDUPE_ENDED = True  # (the jump memo hands the same ended flows to every path)
-    PRE_CONNTRACK = False
 
     def __init__(self, rulesets: Sequence[Ruleset], roles: AddressRoles, universe: Any, local_addresses: Any):
         super().__init__(rulesets, universe, local_addresses)
@@ -303,6 +314,7 @@ class RoleWalker(NetfilterWalk):
         # for hundreds of prefixes, all one role-level rule)
         self._repeats: Dict[int, Dict[int, int]] = {}
         self._lift_cache: Dict[tuple, Tuple[tuple, tuple]] = {}
+        self._index: Dict[int, Any] = {}  # id(chain) -> ChainIndex over its lifted rules, or False
         self._keep: List = []  # keeps lifted chains alive so their ids stay unique
         # (chain, flow) -> what a jump with that flow returns and what ends in the chain. A
         # region that several rules may send into the same chain (kube-proxy's
@@ -380,7 +392,11 @@ class RoleWalker(NetfilterWalk):
         return _Flow(flow.box, flow.origin, frozenset((decision,)))
 
     def outcome(self, flow: _Flow, verdict: str, decision: Decision) -> Outcome:
-        return Outcome(flow.origin or flow.box, verdict, frozenset((decision,)))
+        origin = flow.origin or flow.box
+        if origin[STATE] & CT_PRE_ALL:
+            # (dropped in raw: the state it arrived in)
+            origin = origin[:STATE] + (ct_post(origin[STATE]),) + origin[STATE + 1:]
+        return Outcome(origin, verdict, frozenset((decision,)))
 
     def lifted(self, rs: Ruleset, chain: Chain) -> List[_XRule]:
         key = id(chain)
@@ -485,17 +501,26 @@ class RoleWalker(NetfilterWalk):
         return current
 
     def untrack(self, f: _Flow) -> List[_Flow]:
-        """NOTRACK: the NEW packets become UNTRACKED (their origin keeps saying NEW)."""
+        """NOTRACK: before conntrack has run (raw), every packet becomes untracked (its origin
+        keeps the state it was sent in); after it, NOTRACK does nothing (as the evaluator's)."""
         state = f.box[STATE]
-        if not state & CT_NEW:
+        if not state & CT_PRE_ALL:
             return [f]
-        out = []
-        if state & ~CT_NEW:
-            out.append(_restrict(f, f.box[:STATE] + (state & ~CT_NEW,) + f.box[STATE + 1 :]))
-        new = _restrict(f, f.box[:STATE] + (CT_NEW,) + f.box[STATE + 1 :])
-        origin = new.origin or new.box
-        out.append(_Flow(new.box[:STATE] + (CT_UNTRACKED,) + new.box[STATE + 1 :], origin, f.label))
-        return out
+        b = f.box[:STATE] + (ct_untrack(state),) + f.box[STATE + 1:]
+        return [_Flow(b, f.origin or f.box, f.label)]
+
+    def before_conntrack(self, flows: List[_Flow]) -> List[_Flow]:
+        return [_with_state(f, ct_pre) if not f.box[STATE] & CT_PRE_ALL else f for f in flows]
+
+    def conntrack_runs(self, flows: List[_Flow]) -> List[_Flow]:
+        return [_with_state(f, ct_post) if f.box[STATE] & CT_PRE_ALL or (f.origin is not None and f.origin[STATE] & CT_PRE_ALL)
+                else f for f in flows]
+
+    def index_of(self, chain: Chain, rules: List[Any]) -> Any:
+        index = self._index.get(id(chain))
+        if index is None:
+            index = self._index[id(chain)] = ChainIndex.build(rules) or False
+        return index
 
     def nat(self, rs: Ruleset, flow: _Flow, rule: Any, decision: Decision) -> List[_Flow]:
         new = nat_rewrite(flow.box, rule.action == REDIRECT, rule.nat_dst, rule.nat_port, self.local_roles)

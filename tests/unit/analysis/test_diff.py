@@ -264,8 +264,27 @@ def test_notrack_keeps_the_state_packets_were_sent_in():
     assert len(doc["differences"]) == 1
     d = doc["differences"][0]
     assert d["protocol"] == "udp" and d["dports"] == [[53, 53]]
-    assert d["state"] == ["NEW"]  # sent as NEW, untracked by raw: accepted over IPv4 only
+    # sent as NEW (or as what conntrack would call INVALID), untracked by raw: accepted over
+    # IPv4 only (a packet NOTRACK untracked gets no INVALID state either; the ESTABLISHED ones
+    # are untracked too, and accepted by both)
+    assert d["state"] == ["NEW", "INVALID"]
     assert d["ipv4"] == "accept" and d["ipv6"] == "drop"
+
+
+def test_raw_chains_see_every_packet_invalid():
+    # before conntrack (raw) every packet's state is INVALID: this rule drops all udp/53
+    v4 = (
+        "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+        "-A PREROUTING -p udp --dport 53 -m state --state INVALID -j DROP\nCOMMIT\n"
+        + filt("-A INPUT -p udp --dport 53 -j ACCEPT", input_policy="DROP")
+    )
+    v6 = filt("-A INPUT -p udp --dport 53 -j ACCEPT", input_policy="DROP")
+    doc = diff(v4, v6, hooks=("input",))
+    (d,) = doc["differences"]
+    assert d["protocol"] == "udp" and d["dports"] == [[53, 53]]
+    assert d["state"] == ["NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED"]  # (not only INVALID)
+    assert d["ipv4"] == "drop" and d["ipv6"] == "accept"
+    assert d["ipv4_rule"].startswith("raw PREROUTING #1")
 
 
 def test_forward_and_interfaces():
