@@ -188,6 +188,8 @@ class NetfilterWalk:
     MERGE_AT: Optional[int] = None
     # the same flow may be ended twice (a memo hands it to several paths): end it once
     DEDUPE_ENDED = False
+    # flows coming back from a jump skip the rules of a long chain they cannot meet (see walk)
+    PARK = True
 
     trace: Optional[Callable[[str, int, Any, List[Any]], None]] = None
 
@@ -375,6 +377,7 @@ class NetfilterWalk:
         rules = self.rules_of(rs, chain)
         key = id(rules)
         picked = None
+        index = None
         if len(rules) >= MIN_INDEXED_RULES:
             # a long chain: only the rules these packets can meet (see analysis.chain_index)
             index = self.index_of(chain, rules)
@@ -389,11 +392,24 @@ class NetfilterWalk:
         # right after it sends the very same copies into the same chain, with the same result
         settled = None
         i, n = 0, len(rules)
+        # flows that came back from a jump and meet none of the next rules (as the chain's index
+        # tells): {position: flows} of where they rejoin the walk. Many small chains (one per
+        # port, each returning what it did not accept) would otherwise pile their returns up in
+        # ``current``, every later rule testing, and every rejoin merging, all of them: quadratic.
+        park = index if index and self.PARK else None
+        parked: Dict[int, List[Flow]] = {}
+        wake = n + 1  # the first position in ``parked``
         while i < n:
+            if i >= wake:
+                current = self._unpark(parked, i, current)
+                wake = min(parked) if parked else n + 1
             position = i
             rule = rules[i]
             i += 1
             if not current:
+                if wake < n:
+                    i = wake
+                    continue
                 break
             if runs and position in runs:
                 run = runs[position]
@@ -445,6 +461,16 @@ class NetfilterWalk:
                 returned.extend(matched)
             elif action == JUMP or action == GOTO:
                 back = self.jump(rs, table, rule, decision, matched, depth, ended, seen)
+                if park is not None and back and action == JUMP and not may_only:
+                    after = picked[position] if picked is not None else position
+                    skip_to = park.next_meeting([f.box for f in back], after)
+                    if picked is not None:
+                        skip_to = bisect_left(picked, skip_to)
+                    if skip_to > i:
+                        parked.setdefault(skip_to, []).extend(back)
+                        if skip_to < wake:
+                            wake = skip_to
+                        continue
                 if action == JUMP:
                     joined = self.rejoin(current, back)
                     if may_only and joined is current:
@@ -466,8 +492,16 @@ class NetfilterWalk:
                 raise EvaluationError(f"unhandled action {action}")
             if merge_at is not None and len(current) > merge_at:
                 current = self.merge(current)
+        if parked:
+            current = self._unpark(parked, n, current)
         returned.extend(current)
         return returned, ended
+
+    def _unpark(self, parked: Dict[int, List[Flow]], position: int, current: List[Flow]) -> List[Flow]:
+        """``current`` with the parked flows due at ``position`` (or before it) back in."""
+        for due in sorted(p for p in parked if p <= position):
+            current = self.rejoin(current, parked.pop(due))
+        return current
 
     def walk_run(self, rs: Ruleset, rules: List[Any], run: Any, current: List[Flow], ended: List[Ended]) -> List[Flow]:
         """The flows past a run of rules (runs_of), each rule's part of them ended."""

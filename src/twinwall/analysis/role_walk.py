@@ -304,6 +304,8 @@ class RoleWalker(NetfilterWalk):
 
     MERGE_AT = 24  # merge the flows of a chain walk once there are more than this
     DEDUPE_ENDED = True  # (the jump memo hands the same ended flows to every path)
+    # (its jump memo and merging after every rule keep the many-small-chains shape linear)
+    PARK = False
 
     def __init__(self, rulesets: Sequence[Ruleset], roles: AddressRoles, universe: Any, local_addresses: Any):
         super().__init__(rulesets, universe, local_addresses)
