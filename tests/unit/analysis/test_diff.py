@@ -519,3 +519,27 @@ def test_forward_verdict_cites_the_forward_rule_not_a_later_chains_accept_policy
     cited = json.dumps(region)
     assert "fwd" in cited and "tcp dport 80 accept" in cited
     assert "post" not in cited
+
+
+def test_the_chain_index_changes_no_difference(monkeypatch):
+    from twinwall.analysis.chain_index import ChainIndex
+    from twinwall.analysis.role_walk import RoleWalker
+
+    picked = []
+
+    def spying_candidates(self, boxes, _orig=ChainIndex.candidates):
+        got = _orig(self, boxes)
+        picked.append(got)
+        return got
+
+    monkeypatch.setattr(ChainIndex, "candidates", spying_candidates)
+    web = "\n".join(f"-A WEB -p tcp --dport {8000 + i} -j {'ACCEPT' if i % 3 else 'DROP'}" for i in range(60))
+    web += "\n-A WEB -p tcp --dport 8005 -s 192.0.2.0/25 -j ACCEPT\n-A WEB -j RETURN"
+    v4 = filt("-A INPUT -p tcp --dport 8000:8009 -j WEB\n-A INPUT -p tcp --dport 8050:8070 -j WEB", input_policy="DROP")
+    v4 = v4.replace("COMMIT", ":WEB - [0:0]\n" + web + "\nCOMMIT", 1)
+    v6 = filt("-A INPUT -p tcp --dport 8000:8070 -j ACCEPT", input_policy="DROP")
+    with_index = diff(v4, v6)
+    assert any(p is not None and len(p) < 20 for p in picked)  # the index picked a few rules
+    monkeypatch.setattr(RoleWalker, "index_of", lambda self, chain, rules: False)
+    assert diff(v4, v6) == with_index
+    assert with_index["differences"]
