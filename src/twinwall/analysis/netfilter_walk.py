@@ -388,6 +388,7 @@ class NetfilterWalk:
         runs = self.runs_of(rules, key, picked) if trace is None else None
         repeats = self.repeats_of(rs, chain, picked)
         merge_at = self.MERGE_AT
+        match, decide = self.match, self.decision  # (looked up once: the loop below is hot)
         # the flows a "may" jump with nothing coming back left untouched: an identical rule
         # right after it sends the very same copies into the same chain, with the same result
         settled = None
@@ -413,13 +414,17 @@ class NetfilterWalk:
                 break
             if runs and position in runs:
                 run = runs[position]
+                if wake < run.end:
+                    # flows due inside the run walk all of it (its first rules miss them)
+                    current = self._unpark(parked, run.end - 1, current)
+                    wake = min(parked) if parked else n + 1
                 current = self.walk_run(rs, rules, run, current, ended)
                 i = run.end
                 continue
             if settled is not None:
                 if current is settled and repeats:
                     end = repeats.get(position)
-                    if end:
+                    if end and end <= wake:
                         i = end  # the rest of the run would send the same copies again
                         continue
                 settled = None
@@ -436,7 +441,7 @@ class NetfilterWalk:
                 if trace:
                     self._trace_match(rule, current, depth)
                 continue
-            matched, rest = self.match(rule, current)
+            matched, rest = match(rule, current)
             if not matched:
                 continue
             if inert is None and self._inert(rs, table, rule.target):
@@ -452,7 +457,7 @@ class NetfilterWalk:
                 trace("match", depth, rule, matched)
             may_only = rest is current
             current = rest
-            decision = self.decision(rs, rule)
+            decision = decide(rs, rule)
             if action in _ENDING:
                 kind = "nat" if action == NAT_DONE else action
                 ended_by = self.ended_by

@@ -609,6 +609,9 @@ def small_chains_ruleset(rng, n=40):
         lines.append(f"-A INPUT -p tcp --dport {20 + k} -j {name}")
         if rng.random() < 0.1:
             lines.append("-A INPUT -p udp -j LOG")  # unkeyed on the port: no skipping past it
+        if k == n // 2 and rng.random() < 0.5:
+            # a run of one-dimension rules (walked at once) among the jumps
+            lines += [f"-A INPUT -s 198.51.100.{a}/32 -j DROP" for a in rng.sample(range(256), 12)]
     lines += ["-A INPUT -s 198.51.100.0/26 -j ACCEPT", "-A INPUT -p tcp --dport 25 -j REJECT"]
     return table("\n".join(lines), policy=rng.choice(["ACCEPT", "DROP"]), chains=chains)
 
