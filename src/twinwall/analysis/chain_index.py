@@ -31,12 +31,14 @@ MIN_SHARE = 0.5
 MIN_DISTINCT = 4
 # when the entering packets may meet more than this share of the rules, walk them all
 MAX_PICKED_SHARE = 0.75
+# next_meeting gives up (skips nothing) past this many interval tests
+NEXT_LIMIT = 64
 
 
 class _DimIndex:
     """The rules' values on one dimension, sorted for stabbing queries."""
 
-    __slots__ = ("dim", "always", "los", "his", "rule_of", "reach", "wide")
+    __slots__ = ("dim", "always", "los", "his", "rule_of", "reach", "wide", "wide_by_rule", "wide_rules")
 
     def __init__(self, dim: int, always: List[int], spans: List[tuple]):
         self.dim = dim
@@ -45,7 +47,8 @@ class _DimIndex:
         # does not widen every lookup
         widths = sorted(v[-1][1] - v[0][0] for _, v in spans)
         cut = widths[int(len(widths) * 0.9)] if widths else 0
-        entries, self.wide = [], []
+        entries: List[tuple] = []
+        self.wide: List[tuple] = []
         for i, values in spans:
             if values[-1][1] - values[0][0] > cut:
                 self.wide.append((values, i))
@@ -58,6 +61,9 @@ class _DimIndex:
         # the widest narrow interval: a query [lo, hi] can only meet intervals starting in
         # [lo - reach, hi]
         self.reach = max((e[1] - e[0] for e in entries), default=0)
+        # (for next_meeting: the wide values in chain order)
+        self.wide_by_rule = sorted(self.wide, key=lambda w: w[1])
+        self.wide_rules = [w[1] for w in self.wide_by_rule]
 
     def candidates(self, boxes: Sequence[tuple], limit: float) -> Optional[Set[int]]:
         """The rules whose values on this dimension meet some box; None: more than ``limit``."""
@@ -84,6 +90,44 @@ class _DimIndex:
                 if i not in picked and any(iv_meets(ivs, v) for v in values):
                     picked.add(i)
         return None if len(picked) > limit else picked
+
+
+    def next_meeting(self, boxes: Sequence[tuple], after: int, size: int) -> int:
+        """A position past ``after`` before which no rule after ``after`` meets any of
+        ``boxes`` on this dimension (``size``: none does); ``after + 1`` when telling would
+        take more than NEXT_LIMIT tests."""
+        dim, always = self.dim, self.always
+        k = bisect_right(always, after)
+        nxt = always[k] if k < len(always) else size
+        los, his, rule_of, reach = self.los, self.his, self.rule_of, self.reach
+        queries = set()
+        for b in boxes:
+            queries.update(b[dim])
+        budget = NEXT_LIMIT
+        for qlo, qhi in queries:
+            k = bisect_left(los, qlo - reach)
+            end = bisect_right(los, qhi)
+            budget -= end - k
+            if budget < 0:
+                return after + 1
+            while k < end:
+                i = rule_of[k]
+                if after < i < nxt and his[k] >= qlo:
+                    nxt = i
+                k += 1
+        wide = self.wide_by_rule
+        if wide:
+            values = [b[dim] for b in boxes]
+            k = bisect_right(self.wide_rules, after)
+            while k < len(wide):
+                ivs, i = wide[k]
+                if i >= nxt:
+                    break
+                budget -= 1
+                if budget < 0 or any(iv_meets(ivs, v) for v in values):
+                    return i  # (the first one not known to miss them)
+                k += 1
+        return nxt
 
 
 class ChainIndex:
@@ -128,6 +172,21 @@ class ChainIndex:
             if not found:
                 break
         return None if found is None else sorted(found)
+
+    def next_meeting(self, boxes: Sequence[tuple], after: int) -> int:
+        """A position past ``after`` such that no rule between the two (``after`` < position <
+        it) can meet any of ``boxes``: the rules a walk of these packets may skip, from a rule
+        at ``after`` on (``size``: all the rest). Exact for the same reason ``candidates`` is;
+        a lower bound (the rule there may not meet them either)."""
+        best = after + 1
+        size = self.size
+        for index in self.dims:
+            nxt = index.next_meeting(boxes, after, size)
+            if nxt > best:
+                best = nxt
+                if best >= size:
+                    break
+        return best
 
 
 def _values(rule, dim: int):

@@ -1,36 +1,30 @@
 """One family's rulesets walked with addresses at role level (see ``analysis.roles``).
 
-The walk is a role-level re-run of the evaluator's netfilter semantics
-(``analysis.evaluator``): same hook order, user chains, RETURN, goto, policies, nat chains that
-see only NEW packets, NOTRACK, DNAT/REDIRECT. It keeps only what a comparison needs (the packets
-as they were sent, the verdict and the rule that decided it), which lets it merge regions the
-evaluator must keep apart and walk 100k-rule rulesets over the whole packet space. A rule whose
-prefix covers part of a role *may* match: packets of that role are followed both ways, as the
+The diff's algebra on the netfilter walk (``analysis.netfilter_walk``, which the audit's
+exact walk, ``analysis.evaluator``, shares): a flow is a region of packets whose addresses are
+roles, with the packets as they were sent and the rule (or policy) that let it through the last
+base chain. It keeps only what a comparison needs, which lets it merge regions the evaluator
+must keep apart and walk 100k-rule rulesets over the whole packet space. A rule whose prefix
+covers part of a role *may* match: packets of that role are followed both ways, as the
 evaluator follows a match it cannot decide.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
-from twinwall.analysis.evaluator import (
-    MAX_DEPTH,
+from twinwall.analysis.netfilter_walk import (
     V_ACCEPT,
-    V_DROP,
-    V_REJECT,
-    EvaluationError,
-    InertChains,
-    bind_rulesets,
-    cites_accept_policy,
-    hook_stages,
-    nat_entry,
-    nat_rewrite,
+    Ended,
+    NetfilterWalk,
     narrow_origin,
+    nat_rewrite,
+    remap_repeats,
 )
+from twinwall.analysis.chain_index import ChainIndex
 from twinwall.netfilter.packetset import (
-    CT_NEW,
-    CT_UNTRACKED,
+    CT_PRE_ALL,
     DPORT,
     DST,
     GID,
@@ -48,25 +42,24 @@ from twinwall.netfilter.packetset import (
     Box,
     box_and,
     box_sub,
+    ct_post,
+    ct_pre,
+    ct_untrack,
     merge_boxes,
     split,
 )
 from twinwall.analysis.roles import GLOBAL, HOST, LOOPBACK, AddressRoles, role_set
 from twinwall.netfilter.ruleset import (
-    ACCEPT,
     CONTINUE,
     DNAT,
-    DROP,
     GOTO,
     JUMP,
-    NAT_DONE,
-    NOTRACK,
-    QUEUE,
     REDIRECT,
-    REJECT,
-    RETURN,
     UNKNOWN,
+    BaseChain,
+    Chain,
     Decision,
+    Rule,
     Ruleset,
 )
 
@@ -76,24 +69,25 @@ class _XRule:
     for certain, ``may`` constraints only for some addresses of a role (or the rule has a match
     twinwall cannot decide)."""
 
-    __slots__ = ("must", "may", "action", "target", "nat_dst", "nat_port", "rule", "source", "_decision", "inert",
-                 "repeat")
+    __slots__ = ("must", "may", "alternatives", "action", "target", "nat_dst", "nat_port", "rule", "source",
+                 "_decision")
 
-    def __init__(self, must, may, rule, source, nat_dst=None, nat_port=None):
+    # what the walk asks of a rule (netfilter_walk.NetfilterWalk): undecidable matches are
+    # already in ``may``
+    unknown = ()
+
+    def __init__(self, must: tuple, may: tuple, rule: Rule, source: str, nat_dst: Any = None, nat_port: Any = None):
         self.must = must
         self.may = may
-        self.action = rule.action
+        self.alternatives = must + may if may else must  # every way a packet may match
+        # a target twinwall does not model changes nothing the comparison sees
+        self.action = CONTINUE if rule.action == UNKNOWN else rule.action
         self.target = rule.target
         self.nat_dst = nat_dst
         self.nat_port = nat_port
         self.rule = rule
         self.source = source
-        self._decision = None
-        self.inert = None  # JUMP only: whether the target chain can change nothing (lazy)
-        # a "may" jump identical to the rule before it (kube-proxy's loadBalancerSourceRanges:
-        # "-s PREFIX -j KUBE-EXT-X" for hundreds of prefixes, all one role-level rule): the
-        # index of the first rule after the run of such repeats it belongs to, else 0
-        self.repeat = 0
+        self._decision: Optional[Decision] = None
 
     @property
     def decision(self) -> Decision:
@@ -141,8 +135,9 @@ def _ordered(c: tuple) -> tuple:
     if len(c) < 2:
         return c
     dims = tuple([p[0] for p in c])
-    perm = _PERMUTATIONS.get(dims, 0)
-    if perm == 0:
+    if dims in _PERMUTATIONS:
+        perm = _PERMUTATIONS[dims]
+    else:
         order = tuple(sorted(range(len(c)), key=lambda i: _TEST_ORDER[dims[i]]))
         perm = _PERMUTATIONS[dims] = None if order == tuple(range(len(c))) else order
     if perm is None:
@@ -286,6 +281,15 @@ def _new_flows(flows: List[_Flow], present: List[_Flow]) -> List[_Flow]:
     return out
 
 
+def _with_state(f: _Flow, change: Callable[[int], int]) -> _Flow:
+    """The flow with ``change`` applied to its STATE dimension (and its origin's)."""
+    box = f.box[:STATE] + (change(f.box[STATE]),) + f.box[STATE + 1:]
+    o = f.origin
+    if o is None:
+        return _Flow(box, None, f.label)
+    return _Flow(box, o[:STATE] + (change(o[STATE]),) + o[STATE + 1:], f.label)
+
+
 @dataclass
 class Outcome:
     """Packets as they were sent (role level), their verdict and the rules that decided it."""
@@ -295,32 +299,36 @@ class Outcome:
     label: FrozenSet[Decision]
 
 
-class RoleWalker:
+class RoleWalker(NetfilterWalk):
     """Walks one family's rulesets with addresses at role level."""
 
     MERGE_AT = 24  # merge the flows of a chain walk once there are more than this
+    DEDUPE_ENDED = True  # (the jump memo hands the same ended flows to every path)
+    # (its jump memo and merging after every rule keep the many-small-chains shape linear)
+    PARK = False
 
-    def __init__(self, rulesets: Sequence[Ruleset], roles: AddressRoles, universe, local_addresses):
-        self.rulesets = list(rulesets)
+    def __init__(self, rulesets: Sequence[Ruleset], roles: AddressRoles, universe: Any, local_addresses: Any):
+        super().__init__(rulesets, universe, local_addresses)
         self.roles = roles
-        self.universe = universe
-        bind_rulesets(self.rulesets, universe, local_addresses)
         self._lifted: Dict[int, List[_XRule]] = {}
+        # {id(chain): {position: the position after the run}} of the "may" jumps identical to
+        # the rule before them (kube-proxy's loadBalancerSourceRanges: "-s PREFIX -j KUBE-EXT-X"
+        # for hundreds of prefixes, all one role-level rule)
+        self._repeats: Dict[int, Dict[int, int]] = {}
         self._lift_cache: Dict[tuple, Tuple[tuple, tuple]] = {}
-        self._inert = InertChains()
+        self._index: Dict[int, Any] = {}  # id(chain) -> ChainIndex over its lifted rules, or False
         self._keep: List = []  # keeps lifted chains alive so their ids stay unique
         # (chain, flow) -> what a jump with that flow returns and what ends in the chain. A
         # region that several rules may send into the same chain (kube-proxy's
         # loadBalancerSourceRanges: hundreds of "-s PREFIX -j KUBE-EXT-X"), or that several
         # hooks send there (KUBE-SERVICES from PREROUTING and OUTPUT), is walked through it once.
-        self._memo: Dict[tuple, Tuple[List[_Flow], List[tuple]]] = {}
+        self._memo: Dict[tuple, Tuple[List[_Flow], List[Ended]]] = {}
         if roles.host_known:
             self.local_roles = role_set([HOST, LOOPBACK])
         else:
             self.local_roles = role_set([HOST, LOOPBACK, GLOBAL])
 
-    def stages(self, hook: str):
-        return hook_stages(self.rulesets, hook)
+    # -- entry points ----------------------------------------------------------------------
 
     def run(self, hooks: Sequence[str], boxes: Sequence[Box]) -> List[Outcome]:
         flows = [_Flow(b, None, _NO_LABEL) for b in boxes]
@@ -331,7 +339,7 @@ class RoleWalker:
             outcomes.append(Outcome(f.origin or f.box, V_ACCEPT, f.label))
         return outcomes
 
-    def run_routed(self, box: Box, paths: Dict[str, Tuple[Tuple[tuple, tuple], Sequence[str]]]) -> Dict[str, List[Outcome]]:
+    def run_routed(self, box: Box, paths: Dict[str, Tuple[Tuple[Any, Any], Sequence[str]]]) -> Dict[str, List[Outcome]]:
         """PREROUTING once, then for each ``{name: ((source roles, destination roles), hooks)}``
         the part of the packets with those roles (the source as sent, the destination as it is
         after PREROUTING: the routing decision) on through those hooks. What PREROUTING itself
@@ -341,7 +349,8 @@ class RoleWalker:
         out: Dict[str, List[Outcome]] = {}
         for name, ((s_roles, d_roles), hooks) in paths.items():
             selector = ((SRC, s_roles), (DST, d_roles))
-            mine = out[name] = []
+            mine: List[Outcome] = []
+            out[name] = mine
             for o in pre_out:
                 b = box_and(o.origin, selector)
                 if b is not None:
@@ -357,214 +366,166 @@ class RoleWalker:
             mine.extend(Outcome(f.origin or f.box, V_ACCEPT, f.label) for f in routed)
         return out
 
-    def run_hook(self, hook: str, flows: List[_Flow], outcomes: List[Outcome]) -> List[_Flow]:
-        for rs, base in self.stages(hook):
-            if not flows:
-                break
-            chain = rs.chain(base.table, base.chain)
-            if chain is None:
-                continue
-            skipped: List[_Flow] = []
-            if base.kind == "nat":
-                flows, skipped = nat_entry(flows, _restrict)
-            returned, ended = self.walk(rs, base.table, base.chain, flows, 0)
-            if len(ended) > 1:
-                # a chain reached along several paths ends the same flows once per path
-                ended = list({(id(e[0]), e[1], id(e[2])): e for e in ended}.values())
-            nxt = skipped
-            policy = chain.policy or "ACCEPT"
-            decision = Decision(base.table, base.chain, None, None, policy, rs.source, policy)
-            cite = cites_accept_policy(rs, base, hook)
-            for f in returned:
-                if policy == "DROP":
-                    outcomes.append(Outcome(f.origin or f.box, V_DROP, frozenset((decision,))))
-                elif cite:
-                    nxt.append(_Flow(f.box, f.origin, frozenset((decision,))))
-                else:
-                    nxt.append(f)
-            for f, action, dec in ended:
-                if action == ACCEPT:
-                    nxt.append(_Flow(f.box, f.origin, frozenset((dec,))))
-                elif action in ("nat", QUEUE):
-                    nxt.append(f)
-                elif action == REJECT:
-                    outcomes.append(Outcome(f.origin or f.box, V_REJECT, frozenset((dec,))))
-                else:
-                    outcomes.append(Outcome(f.origin or f.box, V_DROP, frozenset((dec,))))
-            flows = merge_flows(nxt)
-        return flows
+    # -- the algebra -----------------------------------------------------------------------
 
-    def lifted(self, rs: Ruleset, chain) -> List[_XRule]:
+    @staticmethod
+    def restrict(flow: Any, box: Box) -> Any:
+        return _restrict(flow, box)
+
+    def merge(self, flows: List[_Flow]) -> List[_Flow]:
+        return merge_flows(flows)
+
+    def rules_of(self, rs: Ruleset, chain: Chain) -> List[Any]:
+        return self.lifted(rs, chain)
+
+    def repeats_of(self, rs: Ruleset, chain: Chain, picked: Optional[List[int]]) -> Optional[Dict[int, int]]:
+        full = self._repeats.get(id(chain))
+        if not full or picked is None:
+            return full
+        return remap_repeats(full, picked)
+
+    def decision(self, rs: Ruleset, rule: Any) -> Decision:
+        return rule.decision
+
+    def policy_decision(self, rs: Ruleset, base: BaseChain, chain: Chain, policy: str) -> Decision:
+        return Decision(base.table, base.chain, None, None, policy, rs.source, policy)
+
+    def accepted(self, flow: _Flow, decision: Decision) -> _Flow:
+        return _Flow(flow.box, flow.origin, frozenset((decision,)))
+
+    def outcome(self, flow: _Flow, verdict: str, decision: Decision) -> Outcome:
+        origin = flow.origin or flow.box
+        if origin[STATE] & CT_PRE_ALL:
+            # (dropped in raw: the state it arrived in)
+            origin = origin[:STATE] + (ct_post(origin[STATE]),) + origin[STATE + 1:]
+        return Outcome(origin, verdict, frozenset((decision,)))
+
+    def lifted(self, rs: Ruleset, chain: Chain) -> List[_XRule]:
         key = id(chain)
         got = self._lifted.get(key)
         if got is None:
             source, roles, cache = rs.source, self.roles, self._lift_cache
             got = [_lift_rule(r, source, roles, cache) for r in chain.rules]
-            for prev, xr in zip(got, got[1:]):
-                if (
-                    xr.action in (JUMP, GOTO)
-                    and not xr.must
-                    and xr.action == prev.action
-                    and xr.target == prev.target
-                    and not prev.must
-                    and xr.may == prev.may
-                ):
-                    xr.repeat = -1
+            repeat = [False] + [
+                xr.action in (JUMP, GOTO)
+                and not xr.must
+                and xr.action == prev.action
+                and xr.target == prev.target
+                and not prev.must
+                and xr.may == prev.may
+                for prev, xr in zip(got, got[1:])
+            ]
+            repeats: Dict[int, int] = {}
             end = len(got)
             for i in range(len(got) - 1, -1, -1):
-                if got[i].repeat:
-                    got[i].repeat = end
+                if repeat[i]:
+                    repeats[i] = end
                 else:
                     end = i
+            if repeats:
+                self._repeats[key] = repeats
             self._lifted[key] = got
             self._keep.append(chain)
         return got
 
-    def walk(self, rs: Ruleset, table: str, chain_name: str, flows: List[_Flow], depth: int):
-        if depth > MAX_DEPTH:
-            raise EvaluationError(f"chain nesting deeper than {MAX_DEPTH} at {table} {chain_name}: a loop?")
-        chain = rs.chain(table, chain_name)
-        if chain is None:
-            raise EvaluationError(f"{rs.source}: jump to missing chain {table} {chain_name}")
-        returned: List[_Flow] = []
-        ended: List[tuple] = []
-        here: set = set()  # memo keys whose ended flows this walk has passed on
-        current = flows
-        # the flows a "may" jump with nothing coming back left untouched: an identical rule
-        # right after it sends the very same copies into the same chain, with the same result
-        settled = None
-        rules = self.lifted(rs, chain)
-        i, n = 0, len(rules)
-        while i < n:
-            xr = rules[i]
-            i += 1
-            if not current:
-                break
-            if xr.repeat and current is settled:
-                i = xr.repeat  # the rest of the run would send the same copies again
-                continue
-            settled = None
-            action = xr.action
-            if action == CONTINUE or action == UNKNOWN:
-                continue  # LOG, MARK, unmodelled targets: evaluation goes on unchanged
-            must, may = xr.must, xr.may
-            if not must and not may:
-                continue
-            entering: List[_Flow] = []
-            if not must:
-                # only "may" matches: copies enter, every flow also goes on unchanged
-                rest = current
-                if len(may) == 1:
-                    c = may[0]
-                    for f in current:
-                        x = box_and(f.box, c)
-                        if x is not None:
-                            entering.append(_restrict(f, x))
-                else:
-                    for f in current:
-                        mm, _ = split(f.box, may)
-                        for x in mm:
-                            entering.append(_restrict(f, x))
-            else:
-                rest = []
-                single = must[0] if len(must) == 1 else None
-                for f in current:
-                    if single is not None:
-                        b = f.box
-                        x = box_and(b, single)
-                        if x is None:
-                            rest.append(f)
-                            if may:
-                                for y in split(b, may)[0]:
-                                    entering.append(_restrict(f, y))
-                            continue
+    def match(self, rule: Any, flows: List[_Flow]) -> Tuple[List[_Flow], List[_Flow]]:
+        must, may = rule.must, rule.may
+        entering: List[_Flow] = []
+        if not must:
+            # only "may" matches: copies enter, every flow also goes on unchanged
+            if len(may) == 1:
+                c = may[0]
+                for f in flows:
+                    x = box_and(f.box, c)
+                    if x is not None:
                         entering.append(_restrict(f, x))
-                        r = box_sub(b, single) if x is not b else ()
-                    else:
-                        m, r = split(f.box, must)
-                        if not m:
-                            rest.append(f)
-                            if may:
-                                for y in split(f.box, may)[0]:
-                                    entering.append(_restrict(f, y))
-                            continue
-                        for b in m:
-                            entering.append(_restrict(f, b))
-                    for b in r:
-                        rf = _restrict(f, b)
-                        rest.append(rf)
-                        if may:
-                            mm, _ = split(b, may)
-                            for x in mm:
-                                entering.append(_restrict(rf, x))
-            if not entering:
-                continue
-            if action == JUMP:
-                if xr.inert is None:
-                    xr.inert = self._inert(rs, table, xr.target)
-                if xr.inert:
-                    # e.g. KUBE-MARK-MASQ: only marks and returns; splitting here would only
-                    # fragment the flows
+            else:
+                for f in flows:
+                    mm, _ = split(f.box, may)
+                    for x in mm:
+                        entering.append(_restrict(f, x))
+            return entering, flows
+        rest: List[_Flow] = []
+        single = must[0] if len(must) == 1 else None
+        for f in flows:
+            if single is not None:
+                b = f.box
+                x = box_and(b, single)
+                if x is None:
+                    rest.append(f)
+                    if may:
+                        for y in split(b, may)[0]:
+                            entering.append(_restrict(f, y))
                     continue
-            current = rest
-            dec = xr.decision
-            if action in (ACCEPT, DROP, REJECT, QUEUE, NAT_DONE):
-                kind = "nat" if action == NAT_DONE else action
-                ended.extend((f, kind, dec) for f in entering)
-            elif action == RETURN:
-                returned.extend(entering)
-            elif action in (JUMP, GOTO):
-                back: List[_Flow] = []
-                memo = self._memo
-                for f in entering:
-                    key = (id(rs), table, xr.target, f.box, f.origin, f.label)
-                    hit = memo.get(key)
-                    if hit is None:
-                        hit = memo[key] = self.walk(rs, table, xr.target, [f], depth + 1)
-                        ended.extend(hit[1])
-                    elif key not in here:
-                        # what ends in the chain ends here too (once per walk of this chain)
-                        ended.extend(hit[1])
-                    here.add(key)
-                    back.extend(hit[0])
-                if action == JUMP:
-                    if back:
-                        new = _new_flows(back, current)
-                        if new:
-                            current = current + new
-                    if not must:
-                        settled = current if not back or not new else None
-                else:
-                    returned.extend(back)
-                    if not must and not back:
-                        settled = current
-            elif action == NOTRACK:
-                current = current + [u for f in entering for u in self._untrack(f)]
-            elif action in (DNAT, REDIRECT):
-                ended.extend((self._nat(f, xr), "nat", dec) for f in entering)
-            else:  # pragma: no cover - every action is handled above
-                raise EvaluationError(f"unhandled action {action}")
-            if len(current) > self.MERGE_AT:
-                current = merge_flows(current)
-        returned.extend(current)
-        return returned, ended
+                entering.append(_restrict(f, x))
+                r = box_sub(b, single) if x is not b else ()
+            else:
+                m, r = split(f.box, must)
+                if not m:
+                    rest.append(f)
+                    if may:
+                        for y in split(f.box, may)[0]:
+                            entering.append(_restrict(f, y))
+                    continue
+                for b in m:
+                    entering.append(_restrict(f, b))
+            for b in r:
+                rf = _restrict(f, b)
+                rest.append(rf)
+                if may:
+                    mm, _ = split(b, may)
+                    for x in mm:
+                        entering.append(_restrict(rf, x))
+        return entering, rest
 
-    @staticmethod
-    def _untrack(f: _Flow) -> List[_Flow]:
-        """NOTRACK: the NEW packets become UNTRACKED (their origin keeps saying NEW)."""
+    def jump(self, rs: Ruleset, table: str, rule: Any, decision: Decision, entering: List[_Flow], depth: int,
+             ended: List[Ended], seen: Set[tuple]) -> List[_Flow]:
+        back: List[_Flow] = []
+        memo = self._memo
+        for f in entering:
+            key = (id(rs), table, rule.target, f.box, f.origin, f.label)
+            hit = memo.get(key)
+            if hit is None:
+                hit = memo[key] = self.walk(rs, table, rule.target, [f], depth + 1)
+                ended.extend(hit[1])
+            elif key not in seen:
+                # what ends in the chain ends here too (once per walk of this chain)
+                ended.extend(hit[1])
+            seen.add(key)
+            back.extend(hit[0])
+        return back
+
+    def rejoin(self, current: List[_Flow], back: List[_Flow]) -> List[_Flow]:
+        if back:
+            new = _new_flows(back, current)
+            if new:
+                return current + new
+        return current
+
+    def untrack(self, f: _Flow) -> List[_Flow]:
+        """NOTRACK: before conntrack has run (raw), every packet becomes untracked (its origin
+        keeps the state it was sent in); after it, NOTRACK does nothing (as the evaluator's)."""
         state = f.box[STATE]
-        if not state & CT_NEW:
+        if not state & CT_PRE_ALL:
             return [f]
-        out = []
-        if state & ~CT_NEW:
-            out.append(_restrict(f, f.box[:STATE] + (state & ~CT_NEW,) + f.box[STATE + 1 :]))
-        new = _restrict(f, f.box[:STATE] + (CT_NEW,) + f.box[STATE + 1 :])
-        origin = new.origin or new.box
-        out.append(_Flow(new.box[:STATE] + (CT_UNTRACKED,) + new.box[STATE + 1 :], origin, f.label))
-        return out
+        b = f.box[:STATE] + (ct_untrack(state),) + f.box[STATE + 1:]
+        return [_Flow(b, f.origin or f.box, f.label)]
 
-    def _nat(self, f: _Flow, xr: _XRule) -> _Flow:
-        new = nat_rewrite(f.box, xr.action == REDIRECT, xr.nat_dst, xr.nat_port, self.local_roles)
-        if new == f.box:
-            return f
-        return _Flow(new, f.origin or f.box, f.label)
+    def before_conntrack(self, flows: List[_Flow]) -> List[_Flow]:
+        return [_with_state(f, ct_pre) if not f.box[STATE] & CT_PRE_ALL else f for f in flows]
+
+    def conntrack_runs(self, flows: List[_Flow]) -> List[_Flow]:
+        return [_with_state(f, ct_post) if f.box[STATE] & CT_PRE_ALL or (f.origin is not None and f.origin[STATE] & CT_PRE_ALL)
+                else f for f in flows]
+
+    def index_of(self, chain: Chain, rules: List[Any]) -> Any:
+        index = self._index.get(id(chain))
+        if index is None:
+            index = self._index[id(chain)] = ChainIndex.build(rules) or False
+        return index
+
+    def nat(self, rs: Ruleset, flow: _Flow, rule: Any, decision: Decision) -> List[_Flow]:
+        new = nat_rewrite(flow.box, rule.action == REDIRECT, rule.nat_dst, rule.nat_port, self.local_roles)
+        if new == flow.box:
+            return [flow]
+        return [_Flow(new, flow.origin or flow.box, flow.label)]

@@ -114,7 +114,7 @@ class Chain:
         self._compile: Optional[Callable[["Chain", List], List[Rule]]] = None
         # the evaluator's index of a long chain's rules (analysis.chain_index), built on its
         # first walk; False when the chain is not worth one
-        self.index = None
+        self.index: Any = None
         self.line: Optional[int] = None  # the chain's declaration line in an iptables-save dump
 
     def set_source(self, source: List, compile_fn: Callable[["Chain", List], List[Rule]], count: Optional[int] = None) -> None:

@@ -264,8 +264,27 @@ def test_notrack_keeps_the_state_packets_were_sent_in():
     assert len(doc["differences"]) == 1
     d = doc["differences"][0]
     assert d["protocol"] == "udp" and d["dports"] == [[53, 53]]
-    assert d["state"] == ["NEW"]  # sent as NEW, untracked by raw: accepted over IPv4 only
+    # sent as NEW (or as what conntrack would call INVALID), untracked by raw: accepted over
+    # IPv4 only (a packet NOTRACK untracked gets no INVALID state either; the ESTABLISHED ones
+    # are untracked too, and accepted by both)
+    assert d["state"] == ["NEW", "INVALID"]
     assert d["ipv4"] == "accept" and d["ipv6"] == "drop"
+
+
+def test_raw_chains_see_every_packet_invalid():
+    # before conntrack (raw) every packet's state is INVALID: this rule drops all udp/53
+    v4 = (
+        "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+        "-A PREROUTING -p udp --dport 53 -m state --state INVALID -j DROP\nCOMMIT\n"
+        + filt("-A INPUT -p udp --dport 53 -j ACCEPT", input_policy="DROP")
+    )
+    v6 = filt("-A INPUT -p udp --dport 53 -j ACCEPT", input_policy="DROP")
+    doc = diff(v4, v6, hooks=("input",))
+    (d,) = doc["differences"]
+    assert d["protocol"] == "udp" and d["dports"] == [[53, 53]]
+    assert d["state"] == ["NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED"]  # (not only INVALID)
+    assert d["ipv4"] == "drop" and d["ipv6"] == "accept"
+    assert d["ipv4_rule"].startswith("raw PREROUTING #1")
 
 
 def test_forward_and_interfaces():
@@ -521,3 +540,27 @@ def test_a_run_of_rules_of_one_chain_is_cited_once_and_verbose_lists_them(tmp_pa
     numbers = sorted(c["rule_number"] for c in full["ipv4_decided_by"] if c["verdict"] == "drop")
     assert rc == 1 and numbers == [1, 2, 3, 5]
     assert all("count" not in c for c in full["ipv4_decided_by"])
+
+
+def test_the_chain_index_changes_no_difference(monkeypatch):
+    from twinwall.analysis.chain_index import ChainIndex
+    from twinwall.analysis.role_walk import RoleWalker
+
+    picked = []
+
+    def spying_candidates(self, boxes, _orig=ChainIndex.candidates):
+        got = _orig(self, boxes)
+        picked.append(got)
+        return got
+
+    monkeypatch.setattr(ChainIndex, "candidates", spying_candidates)
+    web = "\n".join(f"-A WEB -p tcp --dport {8000 + i} -j {'ACCEPT' if i % 3 else 'DROP'}" for i in range(60))
+    web += "\n-A WEB -p tcp --dport 8005 -s 192.0.2.0/25 -j ACCEPT\n-A WEB -j RETURN"
+    v4 = filt("-A INPUT -p tcp --dport 8000:8009 -j WEB\n-A INPUT -p tcp --dport 8050:8070 -j WEB", input_policy="DROP")
+    v4 = v4.replace("COMMIT", ":WEB - [0:0]\n" + web + "\nCOMMIT", 1)
+    v6 = filt("-A INPUT -p tcp --dport 8000:8070 -j ACCEPT", input_policy="DROP")
+    with_index = diff(v4, v6)
+    assert any(p is not None and len(p) < 20 for p in picked)  # the index picked a few rules
+    monkeypatch.setattr(RoleWalker, "index_of", lambda self, chain, rules: False)
+    assert diff(v4, v6) == with_index
+    assert with_index["differences"]

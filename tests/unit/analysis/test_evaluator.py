@@ -593,3 +593,70 @@ def test_redirect_goes_to_the_incoming_interfaces_primary_address():
         o = ev.local_input([packet_box(universe, dst="198.51.100.1", proto=17, dport=53, iif=iif)])
         assert [x.verdict for x in o] == ["accept"]
         assert o[0].box[DST] == ((want, want),) and o[0].box[DPORT] == ((5353, 5353),), iif
+
+
+def small_chains_ruleset(rng, n=40):
+    """Many small chains (bench shape "chains" in miniature): INPUT jumps per port to a chain of
+    a few source accepts that returns the rest, with unkeyed rules among and after them."""
+    lines, chains = [], []
+    for k in range(n):
+        name = f"svc{k}"
+        chains.append(name)
+        for _ in range(rng.randint(1, 3)):
+            lines.append(f"-A {name} -s 198.51.100.{rng.randint(0, 255)}/{rng.choice([32, 30, 28])} -j {rng.choice(['ACCEPT', 'DROP'])}")
+        if rng.random() < 0.3:
+            lines.append(f"-A {name} -p tcp --sport {rng.randint(1000, 1010)} -j RETURN")
+        lines.append(f"-A INPUT -p tcp --dport {20 + k} -j {name}")
+        if rng.random() < 0.1:
+            lines.append("-A INPUT -p udp -j LOG")  # unkeyed on the port: no skipping past it
+        if k == n // 2 and rng.random() < 0.5:
+            # a run of one-dimension rules (walked at once) among the jumps
+            lines += [f"-A INPUT -s 198.51.100.{a}/32 -j DROP" for a in rng.sample(range(256), 12)]
+    lines += ["-A INPUT -s 198.51.100.0/26 -j ACCEPT", "-A INPUT -p tcp --dport 25 -j REJECT"]
+    return table("\n".join(lines), policy=rng.choice(["ACCEPT", "DROP"]), chains=chains)
+
+
+def test_flows_back_from_small_chains_skip_the_rules_they_cannot_meet(monkeypatch):
+    import twinwall.analysis.chain_index as chain_index
+    from twinwall.analysis.netfilter_walk import NetfilterWalk
+
+    skips = []
+
+    def spying_next(self, boxes, after, _orig=chain_index.ChainIndex.next_meeting):
+        got = _orig(self, boxes, after)
+        skips.append(got - after - 1)
+        return got
+
+    monkeypatch.setattr(chain_index.ChainIndex, "next_meeting", spying_next)
+    for seed in range(12):
+        rng = random.Random(seed)
+        text = small_chains_ruleset(rng)
+        results = []
+        for park in (True, False):
+            monkeypatch.setattr(NetfilterWalk, "PARK", park)
+            ev, u = evaluator(text)
+            q = list(packet_box(u))
+            q[SRC] = ((ip("198.51.100.0"), ip("198.51.100.255")),)
+            q[PROTO] = ((6, 6), (17, 17))
+            q[SPORT] = ((990, 1020),)
+            q[DPORT] = ((0, 65535),)
+            q[STATE] = CT_NEW | CT_ESTABLISHED
+            results.append(_outcome_key(ev.local_input([tuple(q)])))
+        assert results[0] == results[1], (seed, text)
+    assert max(skips) > 10  # flows were parked past many rules
+
+
+def test_next_meeting_is_the_next_rule_the_packets_may_meet():
+    from twinwall.analysis.chain_index import ChainIndex
+
+    body = "\n".join(f"-A INPUT -p tcp --dport {8000 + i} -j ACCEPT" for i in range(50))
+    body += "\n-A INPUT -p udp -j DROP\n" + "\n".join(f"-A INPUT -p tcp --dport {9000 + i} -j ACCEPT" for i in range(10))
+    ev, u = evaluator(table(body))
+    index = ChainIndex.build(ev.rulesets[0].chain("filter", "INPUT").rules)
+    box = list(packet_box(u))
+    box[DPORT] = ((8003, 8003),)
+    assert index.next_meeting([tuple(box)], 3) == 50  # the unkeyed udp rule
+    box[DPORT] = ((8003, 8003), (9005, 9005))
+    assert index.next_meeting([tuple(box)], 0) == 3
+    assert index.next_meeting([tuple(box)], 50) == 56
+    assert index.next_meeting([tuple(box)], 56) == 61  # none left: the size of the chain
