@@ -8,6 +8,7 @@ a rule on it is left out of the other family, and the caller must say so.
 
 from __future__ import annotations
 
+import re
 from typing import Dict, Optional
 
 # ICMP (IPv4) type name -> ICMPv6 type name with the same job (RFC 4443 / RFC 4890)
@@ -73,6 +74,52 @@ REJECT6_TO_4: Dict[str, str] = {
     "icmp6-reject-route": "icmp-admin-prohibited",
     "tcp-reset": "tcp-reset",
 }
+
+# iptables --reject-with value <-> nft's "reject with ..." (firewalld's rich-rule reject types
+# are the iptables names)
+NFT_REJECT: Dict[str, str] = {
+    "icmp-port-unreachable": "icmp type port-unreachable",
+    "icmp-net-unreachable": "icmp type net-unreachable",
+    "icmp-host-unreachable": "icmp type host-unreachable",
+    "icmp-proto-unreachable": "icmp type prot-unreachable",
+    "icmp-net-prohibited": "icmp type net-prohibited",
+    "icmp-host-prohibited": "icmp type host-prohibited",
+    "icmp-admin-prohibited": "icmp type admin-prohibited",
+    "icmp6-port-unreachable": "icmpv6 type port-unreachable",
+    "icmp6-no-route": "icmpv6 type no-route",
+    "icmp6-addr-unreachable": "icmpv6 type addr-unreachable",
+    "icmp6-adm-prohibited": "icmpv6 type admin-prohibited",
+    "icmp6-policy-fail": "icmpv6 type policy-fail",
+    "icmp6-reject-route": "icmpv6 type reject-route",
+    "tcp-reset": "tcp reset",
+}
+# nft's family-neutral icmpx codes, per family
+NFT_ICMPX: Dict[str, Dict[str, str]] = {
+    "port-unreachable": {"ipv4": "icmp-port-unreachable", "ipv6": "icmp6-port-unreachable"},
+    "admin-prohibited": {"ipv4": "icmp-admin-prohibited", "ipv6": "icmp6-adm-prohibited"},
+    "no-route": {"ipv4": "icmp-net-unreachable", "ipv6": "icmp6-no-route"},
+    "host-unreachable": {"ipv4": "icmp-host-unreachable", "ipv6": "icmp6-addr-unreachable"},
+}
+
+
+def reject_with_of(rule_text: str, family: str) -> Optional[str]:
+    """The iptables --reject-with value a REJECT rule's text names (iptables-save's
+    ``--reject-with X`` or nft's ``reject with icmp|icmpv6 type X`` / ``icmpx X`` / ``tcp reset``),
+    in ``family``'s spelling for icmpx; None when the text names none (the default)."""
+    m = re.search(r"--reject-with (\S+)", rule_text)
+    if m:
+        return m.group(1)
+    m = re.search(r"\breject with (icmpx|icmpv6|icmp)(?: type| code)? (\S+)|\breject with (tcp reset)", rule_text)
+    if not m:
+        return None
+    if m.group(3):
+        return "tcp-reset"
+    kind, code = m.group(1), m.group(2)
+    if kind == "icmpx":
+        return NFT_ICMPX.get(code, {}).get(family)
+    want = f"{kind} type {code}"
+    return next((k for k, v in NFT_REJECT.items() if v == want), None)
+
 
 # the protocol name each family's tools use for its ICMP
 ICMP_PROTO = {"ipv4": "icmp", "ipv6": "ipv6-icmp"}

@@ -265,6 +265,7 @@ NFT_RULES = """table inet filter {
         meta l4proto { icmp, ipv6-icmp } accept
         tcp dport 22 accept
         ip saddr 192.0.2.0/24 tcp dport 8080 accept
+        meta nfproto ipv4 tcp dport 8080 reject with icmpx admin-prohibited
         meta nfproto ipv6 tcp dport 8080 accept
     }
 }
@@ -284,6 +285,9 @@ def test_nft_gap_mirrored_in_table_twinwall(host: Host) -> None:
     assert not plan["refused"], plan["refused"]
     assert {c["owner"] for c in plan["changes"]} == {"nft"} and plan["candidate"]["backend"] == "nft"
     assert plan["candidate"]["nft"].startswith("table inet twinwall {")
+    # IPv4 rejects the others as admin-prohibited: so does the twin (not the default port-unreachable)
+    assert any("dport 8080" in l and l.endswith("reject with icmpv6 type admin-prohibited")
+               for l in plan["candidate"]["nft"].splitlines()), plan["candidate"]["nft"]
 
     # applied by a twinwall killed with -9: the watchdog's rollback gives back nft list ruleset exactly
     tx = apply_and_kill_9(host, plan, 6, ["ip", "netns", "exec", topo.server])

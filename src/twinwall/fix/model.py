@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from twinwall.model import IPV4, IPV6
-from twinwall.twins import ICMP6_TYPE
+from twinwall.twins import ICMP6_TYPE, NFT_REJECT
 
 IP6TABLES_ICMPV6_NAMES = frozenset((
     "destination-unreachable", "packet-too-big", "time-exceeded", "parameter-problem", "echo-request",
@@ -155,7 +155,7 @@ class RuleSpec:
             "LOG": f'limit rate 5/minute log prefix "{self.log_prefix or "twinwall drop: "}"',
         }.get(self.action)
         if self.action == "REJECT":
-            verdict = "reject"
+            verdict = f"reject with {NFT_REJECT[self.reject_with]}" if self.reject_with in NFT_REJECT else "reject"
         parts.append(verdict or self.action.lower())
         return " ".join(parts)
 

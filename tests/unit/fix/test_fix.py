@@ -654,3 +654,30 @@ def test_nft_owner_writes_every_policy_drop_after_every_changes_rules():
     # the script is what nft itself accepts (checked without touching any ruleset)
     res = subprocess.run(["unshare", "--net", "nft", "-c", "-f", "-"], input=cand.nft, text=True, capture_output=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_a_reject_is_twinned_by_type_from_iptables_and_nft_text_for_every_owner():
+    """mirror's reject keeps the narrower family's kind of denial, whichever tool wrote it; the
+    nft owner and firewalld's rich rules write it (they used to fall back to the default type)."""
+    import subprocess
+
+    from twinwall.fix.model import RuleSpec
+    from twinwall.fix.owners.firewalld import rich_rule
+    from twinwall.fix.translate import reject_twin
+    from twinwall.twins import reject_with_of
+
+    assert reject_with_of("-A INPUT -p tcp -j REJECT --reject-with icmp-admin-prohibited", "ipv4") == "icmp-admin-prohibited"
+    assert reject_with_of("tcp dport 8080 reject with icmpx admin-prohibited", "ipv4") == "icmp-admin-prohibited"
+    assert reject_with_of("tcp dport 8080 reject with icmpx admin-prohibited", "ipv6") == "icmp6-adm-prohibited"
+    assert reject_with_of("tcp dport 8080 reject with icmp type host-prohibited", "ipv4") == "icmp-host-prohibited"
+    assert reject_with_of("tcp dport 8080 reject with icmpv6 type admin-prohibited", "ipv6") == "icmp6-adm-prohibited"
+    assert reject_with_of("tcp dport 8080 reject with tcp reset", "ipv6") == "tcp-reset"
+    assert reject_with_of("tcp dport 8080 reject", "ipv4") is None
+    wide = reject_twin(reject_with_of("reject with icmp type host-prohibited", "ipv4") or "", "ipv6")
+    rule = RuleSpec(family="ipv6", chain="INPUT", action="REJECT", protocol="tcp", dport=8080, reject_with=wide)
+    assert rule.nft().endswith("reject with icmpv6 type admin-prohibited")
+    assert rich_rule(rule, -100).endswith('reject type="icmp6-adm-prohibited"')
+    four = RuleSpec(family="ipv4", chain="INPUT", action="REJECT", protocol="tcp", dport=8080, reject_with="tcp-reset")
+    script = f"table inet t {{\n chain c {{\n  {rule.nft()}\n  {four.nft()}\n }}\n}}\n"
+    res = subprocess.run(["unshare", "--net", "nft", "-c", "-f", "-"], input=script, text=True, capture_output=True)
+    assert res.returncode == 0, res.stderr

@@ -44,7 +44,7 @@ def rich_rule(rule: RuleSpec, priority: Optional[int] = None) -> str:
     """``rule priority=-100 family="ipv6" source address="2001:db8:a::/64" port port="22"
     protocol="tcp" accept`` for one RuleSpec; Refused for what a rich rule cannot say."""
     if (rule.raw or rule.action not in ACTIONS or rule.chain != "INPUT" or rule.hop_limit is not None or rule.iif
-            or rule.oif or rule.not_oif or (rule.not_iif not in (None, "lo")) or rule.reject_with
+            or rule.oif or rule.not_oif or (rule.not_iif not in (None, "lo"))
             or rule.state not in (None, "NEW") or (rule.sport and rule.protocol not in ("tcp", "udp"))):
         raise Refused(f"firewalld rich rules cannot express {rule.iptables_line()}")
     parts = ["rule"] + ([f"priority={priority}"] if priority is not None else []) + [f'family="{rule.family}"']
@@ -61,6 +61,8 @@ def rich_rule(rule: RuleSpec, priority: Optional[int] = None) -> str:
     if rule.sport:
         parts.append(f'source-port port="{rule.sport.replace(":", "-")}" protocol="{rule.protocol}"')
     parts.append(ACTIONS[rule.action])
+    if rule.action == "REJECT" and rule.reject_with:
+        parts.append(f'type="{rule.reject_with}"')  # firewalld's reject types are iptables' names
     return " ".join(parts)
 
 

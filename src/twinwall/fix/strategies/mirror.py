@@ -23,6 +23,7 @@ from twinwall.fix.shadow import TERMINAL, Match, parse
 from twinwall.fix.strategies import (DOCKER_USER, FixContext, Strategy, accepting_anchor, gap_services,
                                      iptables_filter, logged, narrow_verdict, other, service_rule)
 from twinwall.fix.translate import AddressMap, reject_twin
+from twinwall.twins import reject_with_of
 from twinwall.netfilter.ruleset import NO_TABLE
 
 MAX_RULES = 32
@@ -32,8 +33,8 @@ def deny_action(narrow: FamilyVerdict, wide: str) -> dict:
     """DROP, or REJECT with the twin of the narrower family's --reject-with."""
     for d in narrow.decided_by:
         if d.policy is None and d.action == "REJECT" and d.rule:
-            m = re.search(r"--reject-with (\S+)", d.rule)
-            return {"action": "REJECT", "reject_with": reject_twin(m.group(1), wide) if m else None}
+            value = reject_with_of(d.rule, other(wide))  # iptables-save's or nft's spelling
+            return {"action": "REJECT", "reject_with": reject_twin(value, wide) if value else None}
     return {"action": "DROP"}
 
 
