@@ -60,7 +60,7 @@ from twinwall.policy.model import FAMILIES, FAMILY_LABEL, HOOKS, IPV4, IPV6, OTH
 from twinwall.netfilter.ruleset import ACCEPT, CONTINUE, DROP, GOTO, JUMP, REJECT, RETURN, Rule, Ruleset
 from twinwall.twins import ICMP4_TYPE, ICMP6_TYPE
 
-ACTION = {ACCEPT: "accept", DROP: "drop", REJECT: "reject"}
+ACTION: Dict[str, str] = {ACCEPT: "accept", DROP: "drop", REJECT: "reject"}
 DIRECTION = {"input": "in", "forward": "forward", "output": "out"}
 PROTO_NAMES = {6: "tcp", 17: "udp", **{v: k for k, v in OTHER_PROTOCOLS.items()}}
 PORT_PROTOS = (6, 17, 132, 33, 136)
@@ -410,8 +410,8 @@ def render(defaults: Dict[str, object], merged, header: List[str], trailer: List
     if w.groups:
         out.append("")
         out.append("[groups]")
-        for cidrs, name in w.groups.items():
-            out.append(f"{name} = {_toml(list(cidrs))}")
+        for members, name in w.groups.items():
+            out.append(f"{name} = {_toml(list(members))}")
     return "\n".join(out + blocks + ([""] + trailer if trailer else [])) + "\n"
 
 
@@ -500,7 +500,7 @@ def _describe(box: Box, family: str) -> str:
 
 
 def adopt_rulesets(rulesets: Dict[str, List[Ruleset]], twin: bool = False, sources: str = "") -> AdoptResult:
-    specs = set()
+    specs: set = set()
     for rss in rulesets.values():
         for rs in rss:
             specs.update(rs.interface_specs)
@@ -533,7 +533,9 @@ def adopt_rulesets(rulesets: Dict[str, List[Ruleset]], twin: bool = False, sourc
                                      f"({', '.join(b.table + ' ' + b.chain for _, b in stages)}): only the first is adopted")
             rs, base = sorted(stages, key=lambda s: s[1].priority)[0]
             entries, _ = fl.chain(rs, base.table, base.chain, [whole_box(family, universe, CT_NEW)])
-            policies[family][hook] = "accept" if (rs.chain(base.table, base.chain).policy or "ACCEPT") == "ACCEPT" else "drop"
+            base_chain = rs.chain(base.table, base.chain)
+            assert base_chain is not None  # (stages lists only the base chains a table holds)
+            policies[family][hook] = "accept" if (base_chain.policy or "ACCEPT") == "ACCEPT" else "drop"
             for e in entries:
                 origin = f"{FAMILY_LABEL[family]} {e.rule.table} {e.rule.chain} #{e.rule.number}: {e.rule.text}"
                 try:

@@ -71,7 +71,7 @@ def uid_interval(uid: str) -> Tuple:
 
 
 def interface_names(lowered: Lowered) -> List[str]:
-    names = set()
+    names: set = set()
     for fam in lowered.rules.values():
         for rules in fam.values():
             for fr in rules:
