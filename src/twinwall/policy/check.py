@@ -312,7 +312,7 @@ def _in_parts(rs: Ruleset) -> Ruleset:
         if any(r.action in (RETURN, GOTO) for r in rules):
             continue
         chains = dict(table.chains)
-        jumps = []
+        jumps: List[Rule] = []
         for k in range(0, len(rules), PART_RULES):
             name = f"{cname} (rules {k + 1}-{min(k + PART_RULES, len(rules))}, walked as one part)"
             part = Chain(tname, name)
