@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
-from twinwall.analysis.evaluator import Evaluator, bind_rulesets
+from twinwall.analysis.evaluator import CONNTRACK_PRIORITY, Evaluator, bind_rulesets
 from twinwall.netfilter.interfaces import OTHER, InterfaceUniverse
 from twinwall.netfilter.packetset import (
     CT_ESTABLISHED,
@@ -57,7 +57,7 @@ from twinwall.netfilter.packetset import (
 from twinwall.errors import InputError
 from twinwall.policy.meaning import whole_box
 from twinwall.policy.model import FAMILIES, FAMILY_LABEL, HOOKS, IPV4, IPV6, OTHER_PROTOCOLS
-from twinwall.netfilter.ruleset import ACCEPT, CONTINUE, DROP, GOTO, JUMP, REJECT, RETURN, Rule, Ruleset
+from twinwall.netfilter.ruleset import ACCEPT, CONTINUE, DROP, GOTO, JUMP, REJECT, RETURN, BaseChain, Rule, Ruleset
 from twinwall.twins import ICMP4_TYPE, ICMP6_TYPE
 
 ACTION: Dict[str, str] = {ACCEPT: "accept", DROP: "drop", REJECT: "reject"}
@@ -126,12 +126,68 @@ def chain_owner(chain: str) -> Optional[str]:
 
 
 def filter_view(rs: Ruleset) -> Ruleset:
-    """The ruleset with only the base chains that filter INPUT, FORWARD and OUTPUT."""
-    if rs.kind == "nftables":
-        keep = [b for b in rs.base_chains if b.kind == "filter" and b.hook in HOOKS]
-    else:
-        keep = [b for b in rs.base_chains if b.table == "filter" and b.hook in HOOKS]
-    return replace(rs, base_chains=keep)
+    """The ruleset with only the base chains that filter INPUT, FORWARD and OUTPUT once
+    conntrack has run: every nft filter chain on those hooks, iptables' filter, mangle (INPUT,
+    FORWARD) and security tables. (Chains before conntrack, raw's, and mangle OUTPUT, which
+    reroutes, are what ``unadoptable_stages`` refuses.)"""
+    return replace(rs, base_chains=[b for b in rs.base_chains if _adoptable(b)])
+
+
+def _adoptable(b: BaseChain) -> bool:
+    return b.kind == "filter" and b.hook in HOOKS and b.priority >= CONNTRACK_PRIORITY
+
+
+def unadoptable_stages(rs: Ruleset, hook: str) -> List[str]:
+    """The base chains on ``hook`` that may drop a packet but that a policy cannot say: they run
+    before conntrack (raw; nft priority below -200) or reroute (mangle OUTPUT)."""
+    out = []
+    for b in rs.base_chains:
+        if b.hook != hook or _adoptable(b) or b.kind == "nat":
+            continue
+        chain = rs.chain(b.table, b.chain)
+        deciding = [r for r in (chain.rules if chain else []) if r.action in (DROP, REJECT, JUMP, GOTO)]
+        if deciding or (chain is not None and (chain.policy or "ACCEPT") != "ACCEPT"):
+            what = "; ".join(f"#{r.number}: {r.text}" for r in deciding[:3]) or f"policy {chain.policy if chain else '?'}"
+            out.append(f"{FAMILY_LABEL[rs.family]} {b.table} {b.chain} (hook {hook}, priority {b.priority}) "
+                       f"may drop packets ({what}) "
+                       + ("before conntrack: a policy cannot say this" if b.priority < CONNTRACK_PRIORITY
+                          else "as a rerouting chain: a policy cannot say this"))
+    return out
+
+
+# a stack of base chains whose first-match product grows past this many entries is refused
+MAX_STACKED_ENTRIES = 20000
+
+
+def stack_chains(chains: List[Tuple[List["Entry"], str, Rule]]) -> Tuple[List["Entry"], str]:
+    """Several base chains on one hook, in priority order, as one first-match list and default:
+    a packet passes only if every chain accepts it (an accept ends one chain, and the next
+    decides). Each chain is (entries, policy, a stand-in rule citing its policy).
+
+    Why exact: a packet whose first entry in the first chain drops is dropped; one that chain
+    accepts (by an entry or its accept policy) meets the next chain's entries, which for an
+    entry's packets are listed right after it, intersected with it, and end with the next
+    chain's policy for the rest of them."""
+    entries, policy, _ = chains[0]
+    for nxt, nxt_policy, nxt_end in chains[1:]:
+        out: List[Entry] = []
+        for e in entries:
+            if e.action != "accept":
+                out.append(e)
+                continue
+            whole = tuple(enumerate(e.box))
+            for f in nxt:
+                m = box_and(f.box, whole)
+                if m is not None:
+                    out.append(Entry(m, f.action, f.rule))
+            out.append(Entry(e.box, nxt_policy, nxt_end))
+            if len(out) > MAX_STACKED_ENTRIES:
+                raise _Unsayable(f"the base chains' combinations exceed {MAX_STACKED_ENTRIES} rules")
+        if policy == "accept":
+            out.extend(nxt)
+            policy = nxt_policy
+        entries = out
+    return entries, policy
 
 
 class Flattener:
@@ -524,18 +580,26 @@ def adopt_rulesets(rulesets: Dict[str, List[Ruleset]], twin: bool = False, sourc
             continue
         fl = Flattener(family)
         for hook in HOOKS:
+            for rs in rss:
+                unexpressible.extend(unadoptable_stages(rs, hook))
             stages = [(rs, b) for rs in rss for b in filter_view(rs).base_chains if b.hook == hook]
             if not stages:
                 policies[family][hook] = "accept"
                 continue
-            if len(stages) > 1:
-                unexpressible.append(f"{FAMILY_LABEL[family]} {hook}: {len(stages)} base chains filter it "
-                                     f"({', '.join(b.table + ' ' + b.chain for _, b in stages)}): only the first is adopted")
-            rs, base = sorted(stages, key=lambda s: s[1].priority)[0]
-            entries, _ = fl.chain(rs, base.table, base.chain, [whole_box(family, universe, CT_NEW)])
-            base_chain = rs.chain(base.table, base.chain)
-            assert base_chain is not None  # (stages lists only the base chains a table holds)
-            policies[family][hook] = "accept" if (base_chain.policy or "ACCEPT") == "ACCEPT" else "drop"
+            # every base chain on the hook, in priority order: each must accept a packet
+            chains = []
+            for rs, base in sorted(stages, key=lambda s: s[1].priority):
+                chain_entries, _ = fl.chain(rs, base.table, base.chain, [whole_box(family, universe, CT_NEW)])
+                base_chain = rs.chain(base.table, base.chain)
+                assert base_chain is not None  # (stages lists only the base chains a table holds)
+                policy = "accept" if (base_chain.policy or "ACCEPT") == "ACCEPT" else "drop"
+                end = Rule(base.table, base.chain, len(base_chain.rules) + 1, f"(end of the chain: policy {policy})")
+                chains.append((chain_entries, policy, end))
+            try:
+                entries, policies[family][hook] = stack_chains(chains)
+            except _Unsayable as exc:
+                unexpressible.append(f"{FAMILY_LABEL[family]} {hook}: {len(chains)} base chains ({exc}): only the first is adopted")
+                entries, policies[family][hook] = chains[0][0], chains[0][1]
             for e in entries:
                 origin = f"{FAMILY_LABEL[family]} {e.rule.table} {e.rule.chain} #{e.rule.number}: {e.rule.text}"
                 try:
