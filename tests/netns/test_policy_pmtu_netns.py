@@ -24,9 +24,8 @@ from pathlib import Path
 import pytest
 
 from harness import HarnessError, _run, ip_batch, load_iptables, load_nft, netns_exec, sysctl_set
+from test_policy_netns import POLICY, compile_policy
 
-REPO = Path(__file__).resolve().parents[2]
-POLICY = REPO / "tests" / "fixtures" / "policy" / "seed002" / "policy.toml"
 SIZE = 200_000
 PORT = 22  # the seed 002 policy lets the office reach tcp/22
 
@@ -80,17 +79,12 @@ except OSError as exc:
 """
 
 
-def compile_policy(tmp_path: Path, target: str, text: str):
+def compile_text(tmp_path: Path, target: str, text: str):
     src = tmp_path / "policy.toml"
     src.write_text(text)
     out = tmp_path / target
-    res = subprocess.run([sys.executable, "-m", "twinwall", "policy", "compile", str(src), "--target", target,
-                          "-o", str(out)], capture_output=True, text=True, timeout=120,
-                         env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-    assert res.returncode == 0, res.stderr
-    if target == "iptables":
-        return (out / "rules.v4").read_text(), (out / "rules.v6").read_text()
-    return (out / "twinwall.nft").read_text()
+    out.mkdir()
+    return compile_policy(out, target, src)
 
 
 class PathMtuHosts:
@@ -170,7 +164,7 @@ def _load(hosts: PathMtuHosts, target: str, compiled) -> None:
 
 @pytest.mark.parametrize("target", ["iptables", "nft"])
 def test_path_mtu_through_the_policy(tmp_path, target):
-    compiled = compile_policy(tmp_path, target, POLICY.read_text())
+    compiled = compile_text(tmp_path, target, POLICY.read_text())
     with PathMtuHosts() as hosts:
         _load(hosts, target, compiled)
         hosts.start_server()
@@ -186,7 +180,7 @@ def test_path_mtu_through_the_policy(tmp_path, target):
 def test_path_mtu_control_without_essential_icmp(tmp_path, target):
     text = POLICY.read_text().replace('log_dropped = true\n', 'log_dropped = true\nessential_icmp = false\n', 1)
     assert "essential_icmp = false" in text
-    compiled = compile_policy(tmp_path, target, text)
+    compiled = compile_text(tmp_path, target, text)
     with PathMtuHosts() as hosts:
         _load(hosts, target, compiled)
         hosts.start_server()
