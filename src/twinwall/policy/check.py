@@ -198,17 +198,16 @@ def prove(lowered: Lowered, target: str, rulesets: Dict[str, List[Ruleset]], res
                 piece_ev = Evaluator([_in_parts(rs) for rs in piece_rulesets or ev.rulesets], family, universe, local)
                 outcomes = piece_ev.hook_path((hook,), [piece])
                 regions += len(outcomes)
-                by_decision: Dict[tuple, List] = {}
+                by_verdict: Dict[str, List] = {}
                 for o in outcomes:
                     if o.uncertain:
                         bad += 1
                         if bad <= 5:
                             result.mismatches.append(_mismatch(target, family, hook, piece_meaning, o))
                         continue
-                    by_decision.setdefault((o.verdict, o.decided_by[-1] if o.decided_by else None), []).append(o)
-                # the packets one compiled rule (or chain policy) decides asked of the policy's
-                # meaning at once: they lie within that rule's match, which few entries meet
-                for (verdict, _), outs in by_decision.items():
+                    by_verdict.setdefault(o.verdict, []).append(o)
+                # each verdict's packets (of this piece) asked of the policy's meaning at once
+                for verdict, outs in by_verdict.items():
                     for region in piece_meaning.disagreeing([o.origin for o in outs], verdict):
                         bad += 1
                         if bad <= 5:
