@@ -10,6 +10,12 @@ front-end writes them again. What no policy rule can say (rate limits, marks, ip
 matches...) is listed in the file, never left out in silence; the proof then lists the packets
 it changes.
 
+A hook with several base chains (nft tables at other priorities; iptables mangle and security
+beside filter) passes a packet only if each accepts it: their flattened lists are stacked into
+one first-match list (``stack_chains``). Chains that may drop before conntrack runs (raw, nft
+priority below -200) or that reroute (mangle OUTPUT) cannot be said in a policy: listed, not
+adopted.
+
 The proof compares, per family and hook, the original ruleset's filter base chains with the
 adopted file compiled for iptables and parsed back: the evaluator walks every NEW packet
 through the original; each region must get the same verdict from the compiled rules.
