@@ -151,13 +151,33 @@ def unadoptable_stages(rs: Ruleset, hook: str) -> List[str]:
         if b.hook != hook or _adoptable(b) or b.kind == "nat":
             continue
         chain = rs.chain(b.table, b.chain)
-        deciding = [r for r in (chain.rules if chain else []) if r.action in (DROP, REJECT, JUMP, GOTO)]
+        deciding = _dropping_rules(rs, b.table, b.chain)
         if deciding or (chain is not None and (chain.policy or "ACCEPT") != "ACCEPT"):
             what = "; ".join(f"#{r.number}: {r.text}" for r in deciding[:3]) or f"policy {chain.policy if chain else '?'}"
             out.append(f"{FAMILY_LABEL[rs.family]} {b.table} {b.chain} (hook {hook}, priority {b.priority}) "
                        f"may drop packets ({what}) "
                        + ("before conntrack: a policy cannot say this" if b.priority < CONNTRACK_PRIORITY
                           else "as a rerouting chain: a policy cannot say this"))
+    return out
+
+
+def _dropping_rules(rs: Ruleset, table: str, name: str) -> List[Rule]:
+    """The DROP and REJECT rules of a chain and of the chains it jumps to (MARK-only chains,
+    as shorewall's mangle OUTPUT jumps to, drop nothing)."""
+    out: List[Rule] = []
+    seen = set()
+    todo = [name]
+    while todo:
+        cname = todo.pop()
+        chain = rs.chain(table, cname)
+        if cname in seen or chain is None:
+            continue
+        seen.add(cname)
+        for r in chain.rules:
+            if r.action in (DROP, REJECT):
+                out.append(r)
+            elif r.action in (JUMP, GOTO):
+                todo.append(r.target)
     return out
 
 
