@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CORPUS = os.path.join(os.path.dirname(REPO), "shared", "corpus", "net-network")
@@ -40,14 +41,16 @@ def dumps(root: str):
 
 def run(argv, timeout):
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
+    start = time.monotonic()
     try:
         res = subprocess.run([sys.executable, "-m", "twinwall", *argv], capture_output=True, text=True,
                              timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        return "timeout", ""
+        return "timeout", "", timeout
+    took = time.monotonic() - start
     if "Traceback" in res.stderr:
-        return "crash", res.stderr.strip().splitlines()[-1]
-    return res.returncode, res.stderr.strip().splitlines()[0] if res.stderr.strip() else ""
+        return "crash", res.stderr.strip().splitlines()[-1], took
+    return res.returncode, res.stderr.strip().splitlines()[0] if res.stderr.strip() else "", took
 
 
 def main() -> int:
@@ -64,18 +67,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for path, option in dumps(args.corpus):
             out = os.path.join(tmp, "adopted.toml")
-            rc, msg = run(["policy", "adopt", option, path, "-o", out], args.timeout)
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                rules = sum(1 for line in fh if line.startswith("-A "))
+            rc, msg, adopt_s = run(["policy", "adopt", option, path, "-o", out], args.timeout)
             adopt = adopt_names.get(rc, str(rc))
-            check = "-"
+            check, check_s = "-", 0.0
             if rc in (0, 1):
-                crc, cmsg = run(["policy", "check", "--no-scratch", out], args.timeout)
+                crc, cmsg, check_s = run(["policy", "check", "--no-scratch", out], args.timeout)
                 check = check_names.get(crc, str(crc))
                 if crc in ("crash", 2):
                     bad += 1
                     msg = cmsg
             elif rc == "crash":
                 bad += 1
-            print(f"{os.path.relpath(path, args.corpus)}: adopt {adopt}, check {check}" + (f" ({msg})" if msg and adopt == "error" else ""))
+            print(f"{os.path.relpath(path, args.corpus)}: {rules} rules, adopt {adopt} {adopt_s:.1f} s, "
+                  f"check {check} {check_s:.1f} s" + (f" ({msg})" if msg and adopt == "error" else ""), flush=True)
             os.remove(out) if os.path.exists(out) else None
     return 1 if bad else 0
 

@@ -42,8 +42,8 @@ except OSError as exc:
 """
 
 
-def compile_policy(tmp_path: Path, target: str):
-    res = subprocess.run([sys.executable, "-m", "twinwall", "policy", "compile", str(POLICY), "--target", target,
+def compile_policy(tmp_path: Path, target: str, policy: Path = POLICY):
+    res = subprocess.run([sys.executable, "-m", "twinwall", "policy", "compile", str(policy), "--target", target,
                           "-o", str(tmp_path)], capture_output=True, text=True, timeout=120,
                          env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     assert res.returncode == 0, res.stderr

@@ -10,6 +10,12 @@ front-end writes them again. What no policy rule can say (rate limits, marks, ip
 matches...) is listed in the file, never left out in silence; the proof then lists the packets
 it changes.
 
+A hook with several base chains (nft tables at other priorities; iptables mangle and security
+beside filter) passes a packet only if each accepts it: their flattened lists are stacked into
+one first-match list (``stack_chains``). Chains that may drop before conntrack runs (raw, nft
+priority below -200) or that reroute (mangle OUTPUT) cannot be said in a policy: listed, not
+adopted.
+
 The proof compares, per family and hook, the original ruleset's filter base chains with the
 adopted file compiled for iptables and parsed back: the evaluator walks every NEW packet
 through the original; each region must get the same verdict from the compiled rules.
@@ -22,7 +28,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
-from twinwall.analysis.evaluator import Evaluator, bind_rulesets
+from twinwall.analysis.evaluator import CONNTRACK_PRIORITY, Evaluator, bind_rulesets
 from twinwall.netfilter.interfaces import OTHER, InterfaceUniverse
 from twinwall.netfilter.packetset import (
     CT_ESTABLISHED,
@@ -57,10 +63,10 @@ from twinwall.netfilter.packetset import (
 from twinwall.errors import InputError
 from twinwall.policy.meaning import whole_box
 from twinwall.policy.model import FAMILIES, FAMILY_LABEL, HOOKS, IPV4, IPV6, OTHER_PROTOCOLS
-from twinwall.netfilter.ruleset import ACCEPT, CONTINUE, DROP, GOTO, JUMP, REJECT, RETURN, Rule, Ruleset
+from twinwall.netfilter.ruleset import ACCEPT, CONTINUE, DROP, GOTO, JUMP, REJECT, RETURN, BaseChain, Rule, Ruleset
 from twinwall.twins import ICMP4_TYPE, ICMP6_TYPE
 
-ACTION = {ACCEPT: "accept", DROP: "drop", REJECT: "reject"}
+ACTION: Dict[str, str] = {ACCEPT: "accept", DROP: "drop", REJECT: "reject"}
 DIRECTION = {"input": "in", "forward": "forward", "output": "out"}
 PROTO_NAMES = {6: "tcp", 17: "udp", **{v: k for k, v in OTHER_PROTOCOLS.items()}}
 PORT_PROTOS = (6, 17, 132, 33, 136)
@@ -126,12 +132,88 @@ def chain_owner(chain: str) -> Optional[str]:
 
 
 def filter_view(rs: Ruleset) -> Ruleset:
-    """The ruleset with only the base chains that filter INPUT, FORWARD and OUTPUT."""
-    if rs.kind == "nftables":
-        keep = [b for b in rs.base_chains if b.kind == "filter" and b.hook in HOOKS]
-    else:
-        keep = [b for b in rs.base_chains if b.table == "filter" and b.hook in HOOKS]
-    return replace(rs, base_chains=keep)
+    """The ruleset with only the base chains that filter INPUT, FORWARD and OUTPUT once
+    conntrack has run: every nft filter chain on those hooks, iptables' filter, mangle (INPUT,
+    FORWARD) and security tables. (Chains before conntrack, raw's, and mangle OUTPUT, which
+    reroutes, are what ``unadoptable_stages`` refuses.)"""
+    return replace(rs, base_chains=[b for b in rs.base_chains if _adoptable(b)])
+
+
+def _adoptable(b: BaseChain) -> bool:
+    return b.kind == "filter" and b.hook in HOOKS and b.priority >= CONNTRACK_PRIORITY
+
+
+def unadoptable_stages(rs: Ruleset, hook: str) -> List[str]:
+    """The base chains on ``hook`` that may drop a packet but that a policy cannot say: they run
+    before conntrack (raw; nft priority below -200) or reroute (mangle OUTPUT)."""
+    out = []
+    for b in rs.base_chains:
+        if b.hook != hook or _adoptable(b) or b.kind == "nat":
+            continue
+        chain = rs.chain(b.table, b.chain)
+        deciding = _dropping_rules(rs, b.table, b.chain)
+        if deciding or (chain is not None and (chain.policy or "ACCEPT") != "ACCEPT"):
+            what = "; ".join(f"#{r.number}: {r.text}" for r in deciding[:3]) or f"policy {chain.policy if chain else '?'}"
+            out.append(f"{FAMILY_LABEL[rs.family]} {b.table} {b.chain} (hook {hook}, priority {b.priority}) "
+                       f"may drop packets ({what}) "
+                       + ("before conntrack: a policy cannot say this" if b.priority < CONNTRACK_PRIORITY
+                          else "as a rerouting chain: a policy cannot say this"))
+    return out
+
+
+def _dropping_rules(rs: Ruleset, table: str, name: str) -> List[Rule]:
+    """The DROP and REJECT rules of a chain and of the chains it jumps to (MARK-only chains,
+    as shorewall's mangle OUTPUT jumps to, drop nothing)."""
+    out: List[Rule] = []
+    seen = set()
+    todo = [name]
+    while todo:
+        cname = todo.pop()
+        chain = rs.chain(table, cname)
+        if cname in seen or chain is None:
+            continue
+        seen.add(cname)
+        for r in chain.rules:
+            if r.action in (DROP, REJECT):
+                out.append(r)
+            elif r.action in (JUMP, GOTO):
+                todo.append(r.target)
+    return out
+
+
+# a stack of base chains whose first-match product grows past this many entries is refused
+MAX_STACKED_ENTRIES = 20000
+
+
+def stack_chains(chains: List[Tuple[List["Entry"], str, Rule]]) -> Tuple[List["Entry"], str]:
+    """Several base chains on one hook, in priority order, as one first-match list and default:
+    a packet passes only if every chain accepts it (an accept ends one chain, and the next
+    decides). Each chain is (entries, policy, a stand-in rule citing its policy).
+
+    Why exact: a packet whose first entry in the first chain drops is dropped; one that chain
+    accepts (by an entry or its accept policy) meets the next chain's entries, which for an
+    entry's packets are listed right after it, intersected with it, and end with the next
+    chain's policy for the rest of them."""
+    entries, policy, _ = chains[0]
+    for nxt, nxt_policy, nxt_end in chains[1:]:
+        out: List[Entry] = []
+        for e in entries:
+            if e.action != "accept":
+                out.append(e)
+                continue
+            whole = tuple(enumerate(e.box))
+            for f in nxt:
+                m = box_and(f.box, whole)
+                if m is not None:
+                    out.append(Entry(m, f.action, f.rule))
+            out.append(Entry(e.box, nxt_policy, nxt_end))
+            if len(out) > MAX_STACKED_ENTRIES:
+                raise _Unsayable(f"the base chains' combinations exceed {MAX_STACKED_ENTRIES} rules")
+        if policy == "accept":
+            out.extend(nxt)
+            policy = nxt_policy
+        entries = out
+    return entries, policy
 
 
 class Flattener:
@@ -410,8 +492,8 @@ def render(defaults: Dict[str, object], merged, header: List[str], trailer: List
     if w.groups:
         out.append("")
         out.append("[groups]")
-        for cidrs, name in w.groups.items():
-            out.append(f"{name} = {_toml(list(cidrs))}")
+        for members, name in w.groups.items():
+            out.append(f"{name} = {_toml(list(members))}")
     return "\n".join(out + blocks + ([""] + trailer if trailer else [])) + "\n"
 
 
@@ -500,7 +582,7 @@ def _describe(box: Box, family: str) -> str:
 
 
 def adopt_rulesets(rulesets: Dict[str, List[Ruleset]], twin: bool = False, sources: str = "") -> AdoptResult:
-    specs = set()
+    specs: set = set()
     for rss in rulesets.values():
         for rs in rss:
             specs.update(rs.interface_specs)
@@ -524,16 +606,26 @@ def adopt_rulesets(rulesets: Dict[str, List[Ruleset]], twin: bool = False, sourc
             continue
         fl = Flattener(family)
         for hook in HOOKS:
+            for rs in rss:
+                unexpressible.extend(unadoptable_stages(rs, hook))
             stages = [(rs, b) for rs in rss for b in filter_view(rs).base_chains if b.hook == hook]
             if not stages:
                 policies[family][hook] = "accept"
                 continue
-            if len(stages) > 1:
-                unexpressible.append(f"{FAMILY_LABEL[family]} {hook}: {len(stages)} base chains filter it "
-                                     f"({', '.join(b.table + ' ' + b.chain for _, b in stages)}): only the first is adopted")
-            rs, base = sorted(stages, key=lambda s: s[1].priority)[0]
-            entries, _ = fl.chain(rs, base.table, base.chain, [whole_box(family, universe, CT_NEW)])
-            policies[family][hook] = "accept" if (rs.chain(base.table, base.chain).policy or "ACCEPT") == "ACCEPT" else "drop"
+            # every base chain on the hook, in priority order: each must accept a packet
+            chains = []
+            for rs, base in sorted(stages, key=lambda s: s[1].priority):
+                chain_entries, _ = fl.chain(rs, base.table, base.chain, [whole_box(family, universe, CT_NEW)])
+                base_chain = rs.chain(base.table, base.chain)
+                assert base_chain is not None  # (stages lists only the base chains a table holds)
+                policy = "accept" if (base_chain.policy or "ACCEPT") == "ACCEPT" else "drop"
+                end = Rule(base.table, base.chain, len(base_chain.rules) + 1, f"(end of the chain: policy {policy})")
+                chains.append((chain_entries, policy, end))
+            try:
+                entries, policies[family][hook] = stack_chains(chains)
+            except _Unsayable as exc:
+                unexpressible.append(f"{FAMILY_LABEL[family]} {hook}: {len(chains)} base chains ({exc}): only the first is adopted")
+                entries, policies[family][hook] = chains[0][0], chains[0][1]
             for e in entries:
                 origin = f"{FAMILY_LABEL[family]} {e.rule.table} {e.rule.chain} #{e.rule.number}: {e.rule.text}"
                 try:

@@ -14,16 +14,29 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence
 
 from twinwall.analysis.evaluator import Evaluator
 from twinwall.netfilter.interfaces import InterfaceUniverse
-from twinwall.netfilter.packetset import loopback_addresses
+from twinwall.netfilter.packetset import IIF, OIF, Box, box_meets, loopback_addresses
 from twinwall.policy.lower import Lowered, Note, lower
 from twinwall.policy.meaning import Meaning, interface_names, whole_box
 from twinwall.policy.model import FAMILIES, FAMILY_LABEL, HOOKS, Policy
-from twinwall.netfilter.ruleset import Decision, Ruleset
+from twinwall.netfilter.ruleset import (
+    DNAT,
+    GOTO,
+    JUMP,
+    NAT_DONE,
+    NOTRACK,
+    REDIRECT,
+    RETURN,
+    Chain,
+    Decision,
+    Rule,
+    Ruleset,
+    Table,
+)
 
 TARGETS = ("iptables", "nft")
 STAND_IN_UID = 4_000_000_000  # for user names this machine does not know (check only)
@@ -173,25 +186,154 @@ def prove(lowered: Lowered, target: str, rulesets: Dict[str, List[Ruleset]], res
             specs.update(rs.interface_specs)
     universe = InterfaceUniverse(specs)
     for family in FAMILIES:
-        ev = Evaluator(rulesets[family], family, universe, loopback_addresses(family))
+        local = loopback_addresses(family)
+        ev = Evaluator(rulesets[family], family, universe, local)  # (binds the universe: rules compile)
         for hook in HOOKS:
             # every packet: the evaluator's regions of the compiled rules, each asked of the
-            # policy's meaning (which may cut it further)
+            # policy's meaning (which may cut it further); one interface class at a time
             policy_meaning = Meaning(lowered, family, hook, universe)
             bad = regions = 0
-            for o in ev.hook_path((hook,), [whole_box(family, universe)]):
-                for region in policy_meaning.regions([o.origin]):
-                    regions += 1
-                    if o.verdict == region.verdict and not o.uncertain:
+            for piece, piece_rulesets, piece_meaning in _interface_pieces(
+                    whole_box(family, universe), hook, ev.rulesets, policy_meaning):
+                piece_ev = Evaluator([_in_parts(rs) for rs in piece_rulesets or ev.rulesets], family, universe, local)
+                outcomes = piece_ev.hook_path((hook,), [piece])
+                regions += len(outcomes)
+                by_verdict: Dict[str, List] = {}
+                for o in outcomes:
+                    if o.uncertain:
+                        bad += 1
+                        if bad <= 5:
+                            result.mismatches.append(_mismatch(target, family, hook, piece_meaning, o))
                         continue
-                    bad += 1
-                    if bad <= 5:
-                        result.mismatches.append(Mismatch(
-                            target, family, hook, region.fr.label if region.fr else f"the {hook} default",
-                            region.verdict, o.verdict + (" (uncertain)" if o.uncertain else ""),
-                            o.decided_by, _example(region.box, family)))
+                    by_verdict.setdefault(o.verdict, []).append(o)
+                # each verdict's packets (of this piece) asked of the policy's meaning at once
+                for verdict, outs in by_verdict.items():
+                    for region in piece_meaning.disagreeing([o.origin for o in outs], verdict):
+                        bad += 1
+                        if bad <= 5:
+                            o = next((o for o in outs if box_meets(o.origin, _as_constraint(region.box))), outs[0])
+                            result.mismatches.append(Mismatch(
+                                target, family, hook, region.fr.label if region.fr else f"the {hook} default",
+                                region.verdict, o.verdict, o.decided_by, _example(region.box, family)))
             result.proved.append(f"{target} ({how}) {FAMILY_LABEL[family]} {hook}: {regions} regions"
                                  + (f", {bad} wrong" if bad else " agree"))
+
+
+def _mismatch(target: str, family: str, hook: str, policy_meaning: Meaning, o) -> Mismatch:
+    """An outcome the compiled rules leave uncertain, against what the policy says of it."""
+    region = policy_meaning.regions([o.origin])[0]
+    return Mismatch(target, family, hook, region.fr.label if region.fr else f"the {hook} default",
+                    region.verdict, o.verdict + " (uncertain)", o.decided_by, _example(region.box, family))
+
+
+def _as_constraint(box: Box):
+    return tuple(enumerate(box))
+
+
+# a chain at least this long is walked one interface class at a time
+PIECEWISE_RULES = 200
+# actions that change a packet on its way (its addresses, its conntrack state): with them a rule
+# that cannot meet the entering packets might still meet what they become
+_REWRITING = frozenset((DNAT, REDIRECT, NAT_DONE, NOTRACK))
+
+
+def _interface_pieces(box: Box, hook: str, rulesets: List[Ruleset], policy_meaning: Meaning):
+    """(box, rulesets, meaning) to walk, covering ``box``: the whole of it with all the rules,
+    or, for a long ruleset, one input (forward: then output) interface class at a time with only
+    the rules and policy entries whose interfaces meet that class.
+
+    Why: a long flat chain (adopt's output of a 5000-rule FORWARD dispatching on interfaces)
+    walked with all packets at once cuts the packets no rule has matched yet into thousands of
+    pieces, each tested against every later rule. Exact: the walk never changes a packet's
+    interfaces, so a rule whose interface match misses every packet of a piece matches none of
+    them anywhere in the walk (rules that rewrite packets turn the pieces off)."""
+    rules = [r for rs in rulesets for t in rs.tables.values() for c in t.chains.values() for r in c.rules]
+    if len(rules) < PIECEWISE_RULES or any(r.action in _REWRITING for r in rules) or any(
+            b.kind != "filter" for rs in rulesets for b in rs.base_chains):
+        yield box, None, policy_meaning
+        return
+    dims = {"input": (IIF,), "output": (OIF,)}.get(hook, (IIF, OIF))
+    yield from _split_pieces(box, dims, rulesets, policy_meaning, len(rules))
+
+
+def _split_pieces(box: Box, dims, rulesets: List[Ruleset], policy_meaning: Meaning, count: int):
+    dim, later = dims[0], dims[1:]
+    mask = box[dim]
+    bit = 1
+    while bit <= mask:
+        if mask & bit:
+            piece = box[:dim] + (bit,) + box[dim + 1:]
+            sub = [_meeting(rs, piece) for rs in rulesets]
+            sub_meaning = policy_meaning.within(piece)
+            sub_count = sum(len(c) for rs in sub for t in rs.tables.values() for c in t.chains.values())
+            if later and sub_count >= PIECEWISE_RULES and sub_count > count // 4:
+                yield from _split_pieces(piece, later, sub, sub_meaning, sub_count)
+            else:
+                yield piece, sub, sub_meaning
+        bit <<= 1
+
+
+def _meeting(rs: Ruleset, box: Box) -> Ruleset:
+    """``rs`` with only the rules whose interface matches meet ``box``'s interfaces."""
+    tables = {}
+    for tname, table in rs.tables.items():
+        chains = {}
+        for cname, chain in table.chains.items():
+            kept = Chain(chain.table, chain.name, chain.policy)
+            kept.line = chain.line
+            kept.set_source([r for r in chain.rules if _may_meet(r.alternatives, box)], lambda _c, src: src)
+            chains[cname] = kept
+        tables[tname] = Table(tname, chains)
+    return replace(rs, tables=tables)
+
+
+# a base chain is walked in parts of this many rules
+PART_RULES = 24
+
+
+def _in_parts(rs: Ruleset) -> Ruleset:
+    """``rs`` with each long base chain cut into parts: the base chain jumps to each part in
+    turn, and the part holds that stretch of the rules.
+
+    Why: the evaluator merges the packets coming back from a jump, so the packets no rule has
+    matched yet are merged every PART_RULES rules instead of piling up as thousands of pieces
+    through a 5000-rule chain. Exact: an unconditional jump to a chain holding the same rules,
+    with no RETURN or GOTO among them, decides every packet as the rules did in place (a
+    chain with either is left whole)."""
+    bases = {(b.table, b.chain) for b in rs.base_chains if b.kind == "filter"}
+    tables = dict(rs.tables)
+    for tname, cname in bases:
+        table = tables.get(tname)
+        chain = table.chains.get(cname) if table else None
+        if table is None or chain is None or len(chain) < 2 * PART_RULES:
+            continue
+        rules = chain.rules
+        if any(r.action in (RETURN, GOTO) for r in rules):
+            continue
+        chains = dict(table.chains)
+        jumps: List[Rule] = []
+        for k in range(0, len(rules), PART_RULES):
+            name = f"{cname} (rules {k + 1}-{min(k + PART_RULES, len(rules))}, walked as one part)"
+            part = Chain(tname, name)
+            part.set_source(rules[k:k + PART_RULES], lambda _c, src: src)
+            chains[name] = part
+            jumps.append(Rule(tname, cname, len(jumps) + 1, f"(twinwall check: -j {name})", action=JUMP, target=name))
+        whole = Chain(tname, cname, chain.policy)
+        whole.line = chain.line
+        whole.set_source(jumps, lambda _c, src: src)
+        chains[cname] = whole
+        tables[tname] = Table(tname, chains)
+    return replace(rs, tables=tables)
+
+
+def _may_meet(alternatives, box: Box) -> bool:
+    for alt in alternatives:
+        for dim, value in alt:
+            if (dim == IIF or dim == OIF) and not box[dim] & value:
+                break
+        else:
+            return True
+    return False
 
 
 def _example(box, family: str) -> str:

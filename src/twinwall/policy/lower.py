@@ -18,7 +18,7 @@ other translators have live here, each handled once:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from twinwall.policy.model import (
     FAMILIES,
@@ -172,7 +172,7 @@ def baseline(policy: Policy, family: str, hook: str) -> List[FamilyRule]:
     d = policy.defaults
     out: List[FamilyRule] = []
     if d.loopback and hook in ("input", "output"):
-        side = {"iif": ("lo",)} if hook == "input" else {"oif": ("lo",)}
+        side: Dict[str, Any] = {"iif": ("lo",)} if hook == "input" else {"oif": ("lo",)}
         out.append(FamilyRule(hook, "accept", "baseline: loopback", **side))
     if d.spoofed_loopback and hook in ("input", "forward"):
         out.append(FamilyRule(hook, "drop", "baseline: spoofed loopback", sources=(LOOPBACK_NET[family],),
@@ -184,7 +184,7 @@ def baseline(policy: Policy, family: str, hook: str) -> List[FamilyRule]:
                 # neighbour discovery is untracked: no conntrack-state rule ever matches it
                 out.append(FamilyRule(hook, "accept", "baseline: neighbour discovery (RFC 4861, hop limit 255)",
                                       proto=proto, icmp=_icmp(NDP_TYPES, family), hop_limit=255))
-                mld = {"sources": (LINK_LOCAL_NET[IPV6],)} if hook == "input" else {}
+                mld: Dict[str, Any] = {"sources": (LINK_LOCAL_NET[IPV6],)} if hook == "input" else {}
                 out.append(FamilyRule(hook, "accept", "baseline: multicast listener discovery (RFC 4890)",
                                       proto=proto, icmp=_icmp(MLD_TYPES, family), **mld))
             out.append(FamilyRule(hook, "accept", "baseline: ICMPv6 errors, packet too big (RFC 4890)",

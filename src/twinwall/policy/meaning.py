@@ -28,6 +28,7 @@ from twinwall.netfilter.packetset import (
     UID,
     Box,
     address_space,
+    box_meets,
     iv_normalize,
     iv_sub,
     make_box,
@@ -71,7 +72,7 @@ def uid_interval(uid: str) -> Tuple:
 
 
 def interface_names(lowered: Lowered) -> List[str]:
-    names = set()
+    names: set = set()
     for fam in lowered.rules.values():
         for rules in fam.values():
             for fr in rules:
@@ -163,12 +164,25 @@ class Meaning:
     its packets can match."""
 
     def __init__(self, lowered: Lowered, family: str, hook: str, universe: InterfaceUniverse):
+        default = lowered.default[family][hook]
+        self._set(entries(lowered, family, hook, universe), "accept" if default == "accept" else "drop")
+
+    def _set(self, es: List[Entry], default: str) -> None:
         from twinwall.analysis.chain_index import ChainIndex
 
-        self.entries = entries(lowered, family, hook, universe)
+        self.entries = es
         self.index = ChainIndex.build(self.entries)
-        default = lowered.default[family][hook]
-        self.default = "accept" if default == "accept" else "drop"
+        self.default = default
+
+    def within(self, box: Box) -> "Meaning":
+        """The same policy asked only about packets of ``box``: the entries whose interface
+        matches meet it (the others can match none of its packets)."""
+        iif, oif = box[IIF], box[OIF]
+        kept = [e for e in self.entries
+                if all(value & (iif if dim == IIF else oif) for dim, value in e.constraint if dim == IIF or dim == OIF)]
+        out = Meaning.__new__(Meaning)
+        out._set(kept, self.default)
+        return out
 
     def regions(self, boxes: Sequence[Box]) -> List[Region]:
         picked = self.index.candidates(boxes) if self.index else None
@@ -185,4 +199,32 @@ class Meaning:
             if not todo:
                 break
         out.extend(Region(b, self.default, None) for b in todo)
+        return out
+
+    def disagreeing(self, boxes: Sequence[Box], verdict: str, part: int = 24) -> List[Region]:
+        """The packets of ``boxes`` the policy gives another verdict than ``verdict`` (empty:
+        it gives them all ``verdict``), first match wins as in ``regions``. The packets no entry
+        has matched yet are merged every ``part`` entries: asked of the many pieces the
+        evaluator leaves of a long chain, they would otherwise multiply with every entry."""
+        picked = self.index.candidates(boxes) if self.index else None
+        es = self.entries if picked is None else [self.entries[i] for i in picked]
+        todo: List[Box] = merge_boxes(boxes) if len(boxes) > 1 else list(boxes)
+        out: List[Region] = []
+        for n, e in enumerate(es, 1):
+            nxt: List[Box] = []
+            for box in todo:
+                if not box_meets(box, e.constraint):
+                    nxt.append(box)
+                    continue
+                matched, rest = split(box, (e.constraint,))
+                if e.verdict != verdict:
+                    out.extend(Region(m, e.verdict, e.fr) for m in matched)
+                nxt.extend(rest)
+            todo = nxt
+            if not todo:
+                break
+            if n % part == 0 and len(todo) > 1:
+                todo = merge_boxes(todo)
+        if self.default != verdict:
+            out.extend(Region(b, self.default, None) for b in todo)
         return out

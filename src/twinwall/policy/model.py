@@ -158,10 +158,10 @@ def load_policy(path: str) -> Policy:
 
 def parse_policy(text: str, path: str = "policy.toml") -> Policy:
     try:
-        import tomllib
+        import tomllib  # type: ignore[import-not-found,unused-ignore]
     except ImportError:  # Python < 3.11
         try:
-            import tomli as tomllib  # type: ignore
+            import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
         except ImportError:
             raise InputError("reading a policy file needs Python 3.11 (tomllib) or the tomli package") from None
     try:

@@ -83,3 +83,46 @@ def test_adopt_without_ruleset_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").write_text("")
     assert main(["policy", "adopt", "--iptables", str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err.startswith("twinwall: ")
+
+
+MANGLE_AND_FILTER = """*mangle
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A INPUT -s 192.0.2.66/32 -j DROP
+-A INPUT -p tcp --dport 8080 -j ACCEPT
+COMMIT
+*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+-A INPUT -p tcp --dport 22 -j ACCEPT
+COMMIT
+"""
+
+RAW_DROP = """*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -p tcp --dport 25 -j DROP
+COMMIT
+"""
+
+
+def test_adopt_stacks_mangle_and_filter_chains(tmp_path, capsys):
+    # mangle INPUT drops first; its accept of tcp/8080 only hands the packet on to filter INPUT,
+    # which drops it: adopting filter alone would let 192.0.2.66 reach tcp/22
+    rc, text, err = adopt(tmp_path, capsys, MANGLE_AND_FILTER, MANGLE_AND_FILTER.replace("192.0.2.66/32", "2001:db8::66/128"))
+    assert rc == 0, text
+    policy = parse_policy(text)
+    assert any(r.action == "drop" and r.sources.ipv4 == ("192.0.2.66/32",) for r in policy.rules), text
+    assert not any(r.action == "accept" and r.ports == ((8080, 8080),) for r in policy.rules), text
+    assert not check_policy(policy, ("iptables",), scratch=False).mismatches
+
+
+def test_adopt_refuses_a_raw_drop(tmp_path, capsys):
+    rc, text, err = adopt(tmp_path, capsys, RAW_DROP + MANGLE_AND_FILTER, MANGLE_AND_FILTER.replace("192.0.2.66/32", "2001:db8::66/128"))
+    assert "raw OUTPUT (hook output, priority -300) may drop packets" in text and "before conntrack" in text
+    assert "cannot be written in a policy" in err

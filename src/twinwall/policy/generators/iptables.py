@@ -74,8 +74,8 @@ def _port_chunks(ports: Sequence[Tuple[int, int]]) -> List[List[Tuple[int, int]]
 def _ports(proto: int, sports, dports) -> List[str]:
     """The port matches of a rule, one string per alternative (multiport chunks)."""
     name = PORT_MATCH[proto]
-    s_chunks = _port_chunks(sports) or [None]
-    d_chunks = _port_chunks(dports) or [None]
+    s_chunks: List[Optional[List[Tuple[int, int]]]] = [*_port_chunks(sports)] or [None]
+    d_chunks: List[Optional[List[Tuple[int, int]]]] = [*_port_chunks(dports)] or [None]
     out = []
     for s, d in product(s_chunks, d_chunks):
         single = (s is None or len(s) == 1) and (d is None or len(d) == 1)

@@ -9,7 +9,7 @@ inet family's reject that answers each family in its own ICMP).
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from twinwall.policy.lower import FamilyRule, Lowered
 from twinwall.policy.model import FAMILIES, HOOKS, IPV4, ports_text
@@ -37,7 +37,7 @@ def generate(lowered: Lowered, source: str = "") -> str:
         f"delete table inet {table}",
         f"table inet {table} {{",
     ]
-    subchains: List[str] = []
+    subchains: List[Tuple[str, List[str]]] = []
     for hook in HOOKS:
         policy = "accept" if all(lowered.default[f][hook] == "accept" for f in FAMILIES) else "drop"
         mixed = len({lowered.default[f][hook] for f in FAMILIES}) > 1
@@ -82,6 +82,7 @@ def _hook_rules(lowered: Lowered, hook: str, subchains: List) -> List[str]:
             out.extend(_with_family(rule_text(a, IPV4, subchains), IPV4))
             i += 1
         else:
+            assert b is not None  # (a is None or ranks after b)
             out.extend(_with_family(rule_text(b, "ipv6", subchains), "ipv6"))
             j += 1
     return out
@@ -195,7 +196,7 @@ def rule_text(fr: FamilyRule, family: str, subchains: Optional[List] = None) -> 
         # a set of interface wildcards cannot be negated in one nft rule: each returns from a
         # chain of its own, as in iptables
         name = f"tw-{fr.hook}-{fr.rule.number if fr.rule else len(subchains)}-{family}"
-        sub = []
+        sub: List[str] = []
         for key, values in (("iifname", fr.not_iif), ("oifname", fr.not_oif)):
             sub.extend(f"{key} {_iface(v)} return" for v in values)
         rest = FamilyRule(fr.hook, fr.action, fr.label, rule=fr.rule, reject_with=fr.reject_with, log=fr.log,
