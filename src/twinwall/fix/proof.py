@@ -2,6 +2,8 @@
 is touched. A plan is proved when
 
 * every finding it targets is gone from the candidate's audit,
+* no service is cut that no change means to close (mirror and close name theirs, block-ipv6
+  closes IPv6), so a default deny keeps what its clients reach,
 * nothing that was closed is opened: no service's status widens, and no traffic class of any
   hook (input, forward, output) that was dropped is accepted - except what a change opens on
   purpose and says so (loopback, established replies, ICMPv6 that must pass),
@@ -75,6 +77,23 @@ def region_class(d: Dict) -> Set[str]:
     return out
 
 
+def _meant_to_close(report: AuditReport, changes: Sequence[Change]) -> Set[Tuple]:
+    """(protocol, address, port, family) of each service a change closes on purpose (mirror and
+    close name theirs); (None, family) when a change closes the whole family (block-ipv6)."""
+    labels: Dict[str, Set[str]] = {}
+    out: Set[Tuple] = set()
+    for ch in changes:
+        if ch.strategy == "block-ipv6":
+            out.add((None, ch.family))
+        labels.setdefault(ch.family, set()).update(ch.services)
+    for svc in report.services:
+        s = svc.socket
+        for fam, names in labels.items():
+            if svc.label() in names:
+                out.add((s.protocol, s.address, s.port, fam))
+    return out
+
+
 def prove(before: HostSnapshot, before_report: AuditReport, after_snap: HostSnapshot,
           targeted: Sequence[Finding], changes: Sequence[Change]) -> Proof:
     after = audit_snapshot(after_snap)
@@ -101,10 +120,16 @@ def prove(before: HostSnapshot, before_report: AuditReport, after_snap: HostSnap
             problems.append(f"{f.id} ({f.family or f.hook}) is still raised on the candidate: {g.message}")
         else:
             proof.gone.append(" ".join(x for x in (f.id, f.family, f.hook) if x))
+    meant = _meant_to_close(before_report, changes)
     for sc in cmp.services:
         d = sc.to_json()
         if sc.change == "closed":
             proof.closed.append(d)
+            if (sc.protocol, sc.address, sc.port, sc.family) not in meant and (None, sc.family) not in meant:
+                # e.g. a default deny in a table of twinwall's own, where the admin's accepts
+                # in another table do not count: the service's clients would lose it
+                problems.append(f"{sc.protocol}/{sc.port} over {sc.family} would be cut ({sc.before} -> {sc.after}), "
+                                "and no change means to close it")
         elif sc.change == "opened":
             proof.opened.append(d)
             problems.append(f"{sc.protocol}/{sc.port} over {sc.family} would be opened ({sc.before} -> {sc.after})")

@@ -648,8 +648,9 @@ def test_nft_owner_writes_every_policy_drop_after_every_changes_rules():
     second = Change(finding="TW-EGRESS-FORWARD-DIFFER", family="ipv6", strategy="egress", chain="OUTPUT",
                     rules=[RuleSpec(family="ipv6", chain="OUTPUT", action="ACCEPT", protocol="tcp", dport=25)])
     cand = NFT.render({}, [first, second])
-    lines = [line for line in cand.nft.splitlines() if line.startswith("add rule inet twinwall output")]
-    assert lines[-1].endswith("meta nfproto ipv6 drop"), lines
+    lines = [line for line in cand.nft.splitlines()
+             if line.startswith(("add rule inet twinwall output", "insert rule inet twinwall output"))]
+    assert lines[-1].startswith("add rule") and lines[-1].endswith("meta nfproto ipv6 drop"), lines
     assert any("dport 25" in line for line in lines[:-1]), lines
     # the script is what nft itself accepts (checked without touching any ruleset)
     res = subprocess.run(["unshare", "--net", "nft", "-c", "-f", "-"], input=cand.nft, text=True, capture_output=True)
@@ -681,3 +682,58 @@ def test_a_reject_is_twinned_by_type_from_iptables_and_nft_text_for_every_owner(
     script = f"table inet t {{\n chain c {{\n  {rule.nft()}\n  {four.nft()}\n }}\n}}\n"
     res = subprocess.run(["unshare", "--net", "nft", "-c", "-f", "-"], input=script, text=True, capture_output=True)
     assert res.returncode == 0, res.stderr
+
+
+# a native nft host whose IPv4 rules are careful and IPv6 forgotten (the new-user run of the
+# fix on nft): SSH restricted to one IPv4 admin, 8080 rejected over IPv4 only
+NFT_NEW_USER = """table inet filter {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname "lo" accept
+    ct state established,related accept
+    ip saddr 192.0.2.10 tcp dport 22 accept
+    meta nfproto ipv4 tcp dport 22 drop
+    meta nfproto ipv4 tcp dport 8080 reject with icmpx admin-prohibited
+  }
+}
+"""
+
+
+@needs_netns
+def test_nft_default_deny_keeps_what_the_other_tables_accept_and_a_second_plan_lands_first():
+    """Default deny in table inet twinwall must write the accepts of every reachable service
+    itself (the admin's accepts in inet filter do not count there): before, the plan cut the
+    admin's IPv4 SSH (restricted -> filtered) and the proof let it through. A second plan's
+    mirror then goes before the first plan's drop (it used to be appended after it)."""
+    ss = "tcp LISTEN 0 128 *:22 *:*\ntcp LISTEN 0 128 *:8080 *:*\n"
+    snap = nft_host(NFT_NEW_USER, ss)
+    plan = make_plan(snap)
+    assert plan.proof is not None and plan.proof.ok, plan.refused
+    assert not [r for r in plan.refused if r.finding == "TW-NO-DEFAULT-DENY"], plan.refused
+    script = plan.candidate.nft
+    assert "meta nfproto ipv4 ip saddr 192.0.2.10/32 meta l4proto tcp th dport 22 ct state new accept" in script
+    first = audit_snapshot(candidate_after_nft_text(snap, NFT_NEW_USER, script))
+    status = {(s.socket.port, f): v.summary() for s in first.services for f, v in s.verdicts.items()}
+    assert status[(22, "ipv4")] == "restricted (192.0.2.10)" and status[(8080, "ipv6")] == "filtered", status
+    # the second round: the IPv6 twin of the SSH restriction, with a map, on the fixed host
+    fixed = nft_host(NFT_NEW_USER + script, ss)
+    second = make_plan(fixed, maps=["192.0.2.0/24=2001:db8:1::/64"])
+    assert second.proof is not None and second.proof.ok, second.refused
+    after = audit_snapshot(candidate_after_nft_text(fixed, NFT_NEW_USER + script, second.candidate.nft))
+    status = {(s.socket.port, f): v.summary() for s in after.services for f, v in s.verdicts.items()}
+    assert status[(22, "ipv6")] == "restricted (2001:db8:1::a)", status
+    assert not [f for f in after.findings if f.id == "TW-FAMILY-GAP"]
+
+
+def test_the_proof_refuses_a_plan_that_cuts_a_service_no_change_means_to_close():
+    from twinwall.fix.model import Change
+    from twinwall.fix.proof import _meant_to_close
+
+    snap = host(table("-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"), None, "tcp LISTEN 0 128 *:22 *:*\n")
+    report = audit_snapshot(snap)
+    label = report.services[0].label()
+    mirror = Change("TW-FAMILY-GAP", "ipv6", "mirror", services=[label])
+    assert ("tcp", report.services[0].socket.address, 22, "ipv6") in _meant_to_close(report, [mirror])
+    assert ("tcp", report.services[0].socket.address, 22, "ipv4") not in _meant_to_close(report, [mirror])
+    assert (None, "ipv6") in _meant_to_close(report, [Change("TW-FAMILY-GAP", "ipv6", "block-ipv6")])
+    assert _meant_to_close(report, [Change("TW-NO-DEFAULT-DENY", "ipv4", "baseline")]) == set()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import List, Sequence
 
 from twinwall.apply.candidate import Candidate
-from twinwall.fix.model import TOP, Change
+from twinwall.fix.model import BEFORE, BOTTOM, TOP, Change
 from twinwall.fix.owners.iptables import summary
 
 TABLE = "inet twinwall"
@@ -41,6 +41,12 @@ class NftOwner:
         for ch in changes:
             if ch.replace_table:
                 ch.note += " (in table inet twinwall: the other tables are left as they are)"
+            if ch.place in (BEFORE, BOTTOM):
+                # where the rule would go in the admin's chain does not apply to this table
+                if ch.fallback:
+                    ch.note = ch.note.replace("; " + ch.fallback, "")
+                ch.note += (" (in table inet twinwall: at the top of its chain, before what earlier plans put there;"
+                            " these rules match only new connections from elsewhere)")
             mine_top: List[str] = []
             mine_add: List[str] = []
             mine_policy: List[str] = []
@@ -48,8 +54,11 @@ class NftOwner:
                 hook = HOOKS.get(rule.chain or ch.chain)
                 if hook is None:
                     raise Refused(f"chain {rule.chain} has no twinwall base chain")
-                if ch.place == TOP and rule.rank < 5:
-                    tops.append((hook, rule.rank, len(tops), f"insert rule {TABLE} {hook} {rule.nft()}"))
+                if ch.place == TOP and rule.rank < 5 or ch.place in (BEFORE, BOTTOM):
+                    # a service's rules (mirror, close) go before anything this table already
+                    # holds (an earlier plan's accepts and its final drop), after the top block
+                    rank = rule.rank if ch.place == TOP else 5
+                    tops.append((hook, rank, len(tops), f"insert rule {TABLE} {hook} {rule.nft()}"))
                     mine_top.append(tops[-1][3])
                 else:
                     mine_add.append(f"add rule {TABLE} {hook} {rule.nft()}")
@@ -57,7 +66,8 @@ class NftOwner:
             for chain, policy in ch.policies.items():
                 mine_policy.append(f"add rule {TABLE} {HOOKS[chain]} meta nfproto {fam} {policy.lower()}")
             ch.owner = self.name
-            ch.commands = [f"nft {c}" for c in mine_top + mine_add + mine_policy]
+            # each insert goes to the top: listed in the order to run them, the last rule first
+            ch.commands = [f"nft {c}" for c in list(reversed(mine_top)) + mine_add + mine_policy]
             ch.rules_text = "\n".join(mine_top + mine_add + mine_policy)
             adds += mine_add
             policies += mine_policy

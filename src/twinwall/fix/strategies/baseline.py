@@ -6,7 +6,10 @@ discovery with hop limit 255, packet too big and the other errors, MLD queries f
 - written before any rule that looks at conntrack state, since the kernel leaves NDP
 untracked - then established/related. At the bottom: an explicit accept for every service only
 the ACCEPT policy let in (so default deny does not cut it: the CIS sequence that set policy DROP
-without an IPv6 SSH accept), a rate-limited LOG that never sees loopback, and policy DROP.
+without an IPv6 SSH accept), a rate-limited LOG that never sees loopback, and policy DROP. Where the rules go into a table of
+twinwall's own (native nft: every base chain on a hook must accept), the admin's accepts in
+the other tables do not count there, so every service reachable now gets its accepts written
+in twinwall's table as well: open ones one accept, restricted ones what their clients reach.
 Default deny of OUTPUT or FORWARD is done to both families (ICMPv6 neighbour discovery out
 accepted first for IPv6), so the families stay twins: one family's OUTPUT denied alone would be
 a new TW-EGRESS-FORWARD-DIFFER, which the proof refuses.
@@ -18,9 +21,10 @@ import shlex
 from typing import List, Sequence
 
 from twinwall.analysis.audit import Finding
-from twinwall.analysis.verdicts import OPEN
+from twinwall.analysis.verdicts import OPEN, RESTRICTED, FamilyVerdict, ServiceReport
 from twinwall.fix.model import BEFORE, BOTTOM, LOOPBACK, TOP, Change, Refused, RuleSpec
 from twinwall.fix.strategies import LOG_PREFIX, FixContext, Strategy, iptables_filter, other, service_rule
+from twinwall.fix.translate import AddressMap
 from twinwall.model import IPV4, IPV6
 
 
@@ -92,10 +96,17 @@ def _deny_change(f: Finding, family: str, chain: str, ctx: FixContext) -> Change
     top.append(established(family, chain))
     bottom: List[RuleSpec] = []
     kept = []
+    own_table = chain == "INPUT" and _own_table(ctx, family)
     if chain == "INPUT":
         for svc in ctx.report.services:
             v = svc.verdicts[family]
-            if v.by_policy and v.status == OPEN and svc.dnat is None and svc.socket.protocol in ("tcp", "udp"):
+            if (own_table and not v.by_policy and v.status in (OPEN, RESTRICTED) and svc.dnat is None
+                    and svc.socket.protocol in ("tcp", "udp")):
+                for rule in _keep_rules(svc, family, v):
+                    if rule not in bottom:
+                        bottom.append(rule)
+                kept.append(svc.label())
+            elif v.by_policy and v.status == OPEN and svc.dnat is None and svc.socket.protocol in ("tcp", "udp"):
                 rule = service_rule(svc, family, "ACCEPT")
                 if rule not in bottom:
                     bottom.append(rule)
@@ -111,6 +122,27 @@ def _deny_change(f: Finding, family: str, chain: str, ctx: FixContext) -> Change
         note += f"; explicit accepts keep {', '.join(kept)} reachable"
     return Change(f.id, family, "baseline", top + bottom, place=TOP, chain=chain, policies={chain: "DROP"},
                   decided_by=list(f.evidence), note=note, may_open=("loopback", "established", "icmpv6"))
+
+
+def _own_table(ctx: FixContext, family: str) -> bool:
+    """The family's changes go into a table of twinwall's own (native nft), not the chain that
+    holds the admin's accepts."""
+    from twinwall.fix.owners import owner_of
+
+    return owner_of(ctx.snapshot, ctx.report, family) == "nft"
+
+
+def _keep_rules(svc: ServiceReport, family: str, v: FamilyVerdict) -> List[RuleSpec]:
+    """Accepts that keep what the service's clients reach now, for a table of twinwall's own."""
+    if v.status == OPEN:
+        return [service_rule(svc, family, "ACCEPT")]
+    from twinwall.fix.strategies.mirror import twin_rules
+
+    rules = twin_rules(svc, family, v, AddressMap())  # the family's own restriction, untranslated
+    rules.pop()  # its last rule denies everyone else: the default deny below does that here
+    if all(r.action != "ACCEPT" for r in rules):  # "all except X": X's drops, then everyone else in
+        rules.append(service_rule(svc, family, "ACCEPT"))
+    return rules
 
 
 def drop_logging(f: Finding, ctx: FixContext) -> List[Change]:
