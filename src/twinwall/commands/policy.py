@@ -22,11 +22,18 @@ turn them off.
 
 A rule whose from/to has no member in a family is left out of that family, and said so; a
 negated match (not_from, "!group") with no member in a family is always true there: the rule
-stays, without it."""
+stays, without it.
+
+A file that says [defaults] families = ["ipv4"] (adopt writes one when it read only IPv4
+rules) governs that family alone: compile writes only rules.v4 (nft: every rule led by
+'meta nfproto ipv4', base chains accepting), check proves IPv4 only, apply leaves the host's
+IPv6 rules as they are."""
 
 EPILOG = """\
 file format (see README.md, "twinwall policy"):
   [defaults]
+  families = ["ipv4"]     # the families the file governs (default both); the other one is
+                          # not compiled, proved or applied: the host keeps its rules
   input = "drop"          # drop | reject | accept, or {ipv4 = "drop", ipv6 = "drop"}
   forward = "drop"
   output = "accept"

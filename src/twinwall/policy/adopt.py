@@ -672,9 +672,9 @@ def adopt_rulesets(rulesets: Dict[str, List[Ruleset]], twin: bool = False, sourc
               "# the original did; turn them on (loopback, essential_icmp...) once you have reviewed the file."]
     if only is not None:
         other = FAMILY_LABEL[IPV6 if only == IPV4 else IPV4]
-        header += [f"# Only {FAMILY_LABEL[only]} rules were read: {other} was not read, so this file governs",
-                   f"# {FAMILY_LABEL[only]} alone ([defaults] families) and {other} is left as the host has it (compile",
-                   f"# writes no {other} rules, check does not prove {other}, apply does not touch it)."]
+        header += [f"# Only {FAMILY_LABEL[only]} rules were read; {other} was not read, so this file governs",
+                   f"# {FAMILY_LABEL[only]} alone ([defaults] families) and {other} is left as the host has it:",
+                   f"# compile writes no {other} rules, check does not prove {other}, apply does not touch it."]
     trailer = []
     for n in notes:
         trailer.append(f"# note: {n}")
@@ -685,7 +685,8 @@ def adopt_rulesets(rulesets: Dict[str, List[Ruleset]], twin: bool = False, sourc
     body = render(defaults, merged, header, trailer, twin, only)
     differences = prove_adopted(body, rulesets, universe)
     proof = (["# proof: every new connection in filter INPUT, FORWARD and OUTPUT gets the original's verdict,",
-              "# in each family (twinwall's evaluator over the original and the compiled file)"]
+              f"# in {'each family' if only is None else FAMILY_LABEL[only]} (twinwall's evaluator over the original "
+              "and the compiled file)"]
              if not differences else
              [f"# proof: NOT equivalent, {len(differences)} differences:"] + [f"#   {d}" for d in differences])
     lines = body.split("\n")
