@@ -614,8 +614,9 @@ def adopt_rulesets(rulesets: Dict[str, List[Ruleset]], twin: bool = False, sourc
     for family in read:
         rss = rulesets.get(family) or []
         if not rss:
-            notes.append(f"no {FAMILY_LABEL[family]} ruleset was read: {FAMILY_LABEL[family]} is written as "
-                         "accepting everything, what a host with no rules does")
+            # (read, and empty: an nft ruleset with no table of this family)
+            notes.append(f"the rules read hold no {FAMILY_LABEL[family]} table: {FAMILY_LABEL[family]} is written "
+                         "as accepting everything, what the host does")
             for hook in HOOKS:
                 policies[family][hook] = "accept"
             continue

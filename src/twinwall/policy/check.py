@@ -181,12 +181,17 @@ def loaded_rulesets(target: str, texts) -> Dict[str, List[Ruleset]]:
         return load_rulesets(snap)
 
 
-def prove(lowered: Lowered, target: str, rulesets: Dict[str, List[Ruleset]], result: CheckResult, how: str) -> None:
+def _universe(lowered: Lowered, rulesets: Dict[str, List[Ruleset]]) -> InterfaceUniverse:
+    """The interfaces the file and the compiled rules name."""
     specs = set(interface_names(lowered))
     for rss in rulesets.values():
         for rs in rss:
             specs.update(rs.interface_specs)
-    universe = InterfaceUniverse(specs)
+    return InterfaceUniverse(specs)
+
+
+def prove(lowered: Lowered, target: str, rulesets: Dict[str, List[Ruleset]], result: CheckResult, how: str) -> None:
+    universe = _universe(lowered, rulesets)
     for family in lowered.families:
         local = loopback_addresses(family)
         ev = Evaluator(rulesets[family], family, universe, local)  # (binds the universe: rules compile)
@@ -225,11 +230,7 @@ def prove_untouched(lowered: Lowered, target: str, rulesets: Dict[str, List[Rule
                     how: str) -> None:
     """For a file that governs one family, compiled for nft (one inet table sees both): every
     packet of the other family must pass the table, at every hook, as if it were not there."""
-    specs = set(interface_names(lowered))
-    for rss in rulesets.values():
-        for rs in rss:
-            specs.update(rs.interface_specs)
-    universe = InterfaceUniverse(specs)
+    universe = _universe(lowered, rulesets)
     for family in lowered.policy.outside():
         ev = Evaluator(rulesets.get(family, []), family, universe, loopback_addresses(family))
         for hook in HOOKS:

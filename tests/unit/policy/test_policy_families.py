@@ -161,3 +161,23 @@ def test_adopt_of_both_families_names_no_families():
     res = adopt_rulesets({"ipv4": [parse_iptables_save(DUMP_V4, "ipv4", "v4")],
                           "ipv6": [parse_iptables_save(v6, "ipv6", "v6")]})
     assert res.equivalent and "families" not in res.text.split("[[rule]]")[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="loading into a scratch namespace needs root")
+def test_adopt_of_an_nft_ruleset_without_ip6_tables_governs_both():
+    # an nft ruleset holds every family the kernel has: no ip6 table means IPv6 has no rules
+    # (known), not that IPv6 was not read
+    from twinwall.model import HostSnapshot, RulesetText
+    from twinwall.policy.adopt import adopt_snapshot
+    from twinwall.policy.check import ScratchNamespace
+
+    with ScratchNamespace() as ns:
+        loaded = ns.run(["nft", "-f", "-"], input="table ip t {\n chain input {\n  type filter hook input priority 0; "
+                        "policy drop;\n  tcp dport 22 accept\n }\n}\n")
+        assert loaded.returncode == 0, loaded.stderr
+        listed = ns.run(["nft", "-j", "list", "ruleset"]).stdout
+    snap = HostSnapshot(hostname="t")
+    snap.rulesets.append(RulesetText("inet", "nft-json", "nft", "nft -j list ruleset", listed))
+    res = adopt_snapshot(snap)
+    assert res.equivalent and "families" not in res.text.split("[[rule]]")[0]
+    assert 'input = { ipv4 = "drop", ipv6 = "accept" }' in res.text
