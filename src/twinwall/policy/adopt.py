@@ -473,9 +473,11 @@ def render(defaults: Dict[str, object], merged, header: List[str], trailer: List
     blocks: List[str] = []
     if twin and only is not None:
         other = IPV6 if only == IPV4 else IPV4
-        blocks.append(f"\n# the proposed twins below are for {FAMILY_LABEL[other]}, which this file does not govern: "
-                      f"to use them, add \"{other}\"\n# to [defaults] families (the file then replaces the host's "
-                      f"{FAMILY_LABEL[other]} rules, which were not read) and uncomment them")
+        ol = FAMILY_LABEL[other]
+        blocks.append(f"\n# the proposed twins below are for {ol}, which this file does not govern: to use them, add \"{other}\"\n"
+                      f"# to [defaults] families. The file then replaces the host's {ol} rules (never read), and its rules,\n"
+                      f"# which carry no family key, apply to {ol} too: those without addresses are their own twins,\n"
+                      f"# those with {FAMILY_LABEL[only]} addresses only are left out of {ol}; uncomment the proposals for these.")
     for family, a, b in merged:
         lines = ["", "[[rule]]"]
         for o in a.origin + (b.origin if b else []):

@@ -148,7 +148,7 @@ def test_adopt_twin_of_one_family_proposes_commented_twins(tmp_path, capsys):
     rc, text, _ = adopt(tmp_path, capsys, "--twin")
     assert rc == 0, text
     assert "# proposed twin for IPv6" in text and '# family = "ipv6"' in text
-    assert 'add "ipv6"\n# to [defaults] families' in text
+    assert 'add "ipv6"\n# to [defaults] families' in text and "those without addresses are their own twins" in text
     parse_policy(text)  # the proposals are comments: the file still reads
 
 
