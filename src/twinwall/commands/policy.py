@@ -22,11 +22,18 @@ turn them off.
 
 A rule whose from/to has no member in a family is left out of that family, and said so; a
 negated match (not_from, "!group") with no member in a family is always true there: the rule
-stays, without it."""
+stays, without it.
+
+A file that says [defaults] families = ["ipv4"] (adopt writes one when it read only IPv4
+rules) governs that family alone: compile writes only rules.v4 (nft: every rule led by
+'meta nfproto ipv4', base chains accepting), check proves IPv4 only, apply leaves the host's
+IPv6 rules as they are."""
 
 EPILOG = """\
 file format (see README.md, "twinwall policy"):
   [defaults]
+  families = ["ipv4"]     # the families the file governs (default both); the other one is
+                          # not compiled, proved or applied: the host keeps its rules
   input = "drop"          # drop | reject | accept, or {ipv4 = "drop", ipv6 = "drop"}
   forward = "drop"
   output = "accept"
@@ -117,13 +124,14 @@ def _notes(lowered) -> None:
 
 def _compile(args) -> int:
     from twinwall.policy.check import compiled_texts
+    from twinwall.policy.generators.iptables import FILE_NAME
     from twinwall.policy.lower import lower
     from twinwall.policy.model import load_policy
 
     policy = load_policy(args.file)
     lowered = lower(policy)
     texts = compiled_texts(lowered, args.target, os.path.basename(args.file))
-    files = {"rules.v4": texts["ipv4"], "rules.v6": texts["ipv6"]} if args.target == "iptables" else {"twinwall.nft": texts}
+    files = ({FILE_NAME[f]: t for f, t in texts.items()} if args.target == "iptables" else {"twinwall.nft": texts})
     if args.output:
         from twinwall.report.output import emit
 
@@ -139,7 +147,20 @@ def _compile(args) -> int:
                 sys.stdout.write(f"### {name}\n")
             sys.stdout.write(text)
     _notes(lowered)
+    _outside(policy, args.target)
     return 0
+
+
+def _outside(policy, target: str) -> None:
+    """Say what a file that governs one family leaves alone."""
+    from twinwall.policy.generators.iptables import FILE_NAME
+    from twinwall.policy.model import FAMILY_LABEL
+
+    for family in policy.outside():
+        what = (f"{FILE_NAME[family]} is not written" if target == "iptables"
+                else "the nft table's rules are all led by 'meta nfproto' of the file's family and its chains accept")
+        print(f"twinwall: note: {FAMILY_LABEL[family]} is outside this file ([defaults] families): {what}; "
+              f"{FAMILY_LABEL[family]} is left as the host has it", file=sys.stderr)
 
 
 def _check(args) -> int:
@@ -167,12 +188,17 @@ def render_check(path: str, result) -> str:
             lines.append(f"  {rule.label()}: {'IPv4' if family == 'ipv4' else 'IPv6'} only ({why})")
     for i in result.info:
         lines.append(f"  info: {i}")
+    for o in result.outside:
+        lines.append(o)
     for w in result.warnings:
         lines.append(f"warning: {w}")
     for m in result.mismatches:
         lines.append(f"WRONG: {m}")
+    families = result.lowered.families
+    scope = ("in both families" if len(families) > 1
+             else f"in {'IPv4' if families[0] == 'ipv4' else 'IPv6'} (the file's only family)")
     verdict = ("the compiled rules decide differently from the policy" if result.mismatches else
-               "proved: every packet gets the policy's verdict in both families"
+               f"proved: every packet gets the policy's verdict {scope}"
                + (f" ({len(result.warnings)} warnings)" if result.warnings else ""))
     lines.append(verdict)
     return "\n".join(lines)
@@ -207,7 +233,8 @@ def _apply(args) -> int:
     texts = compiled_texts(lowered, args.target, os.path.basename(args.file))
     summary = f"twinwall policy apply {os.path.basename(args.file)} ({args.target})"
     if args.target == "iptables":
-        candidate = Candidate("iptables", ipv4=texts["ipv4"], ipv6=texts["ipv6"], summary=summary)
+        # a family outside the file gets no text: the transaction leaves its rules alone
+        candidate = Candidate("iptables", ipv4=texts.get("ipv4"), ipv6=texts.get("ipv6"), summary=summary)
     else:
         candidate = Candidate("nft", nft=texts, summary=summary)
     try:
@@ -220,6 +247,7 @@ def _apply(args) -> int:
     except NotImplementedError as exc:
         raise InputError(f"the transaction is not available in this build: {exc}") from None
     _notes(lowered)
+    _outside(policy, args.target)
     if not getattr(tx, "changed", True):
         print(f"{summary}: already loaded, nothing changed")
         return 0

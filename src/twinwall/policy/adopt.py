@@ -26,7 +26,7 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.evaluator import CONNTRACK_PRIORITY, Evaluator, bind_rulesets
 from twinwall.netfilter.interfaces import OTHER, InterfaceUniverse
@@ -465,9 +465,19 @@ class _Writer:
         return self.groups[key]
 
 
-def render(defaults: Dict[str, object], merged, header: List[str], trailer: List[str], twin: bool) -> str:
+def render(defaults: Dict[str, object], merged, header: List[str], trailer: List[str], twin: bool,
+           only: Optional[str] = None) -> str:
+    """``only``: the one family the file governs (its rules then carry no ``family`` key: the
+    family is the file's whole scope)."""
     w = _Writer()
     blocks: List[str] = []
+    if twin and only is not None:
+        other = IPV6 if only == IPV4 else IPV4
+        ol = FAMILY_LABEL[other]
+        blocks.append(f"\n# the proposed twins below are for {ol}, which this file does not govern: to use them, add \"{other}\"\n"
+                      f"# to [defaults] families. The file then replaces the host's {ol} rules (never read), and its rules,\n"
+                      f"# which carry no family key, apply to {ol} too: those without addresses are their own twins,\n"
+                      f"# those with {FAMILY_LABEL[only]} addresses only are left out of {ol}; uncomment the proposals for these.")
     for family, a, b in merged:
         lines = ["", "[[rule]]"]
         for o in a.origin + (b.origin if b else []):
@@ -479,12 +489,12 @@ def render(defaults: Dict[str, object], merged, header: List[str], trailer: List
             if cidrs:
                 body.append(f"{k} = {_toml(w.addresses(cidrs))}")
         body.append(f"action = {_toml(f['action'])}")
-        if family != "both":
+        if family != "both" and family != only:
             body.append(f"family = {_toml(family)}")
         lines.extend(body)
         blocks.append("\n".join(lines))
         if twin and family != "both":
-            blocks.append(_twin_block(family, a, body))
+            blocks.append(_twin_block(family, a, body + ([f"family = {_toml(family)}"] if family == only else [])))
     out = list(header)
     out.append("[defaults]")
     for k, v in defaults.items():
@@ -581,7 +591,14 @@ def _describe(box: Box, family: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def adopt_rulesets(rulesets: Dict[str, List[Ruleset]], twin: bool = False, sources: str = "") -> AdoptResult:
+def adopt_rulesets(rulesets: Dict[str, List[Ruleset]], twin: bool = False, sources: str = "",
+                   families: Optional[Sequence[str]] = None) -> AdoptResult:
+    """``families``: the families whose rules were read (None: those ``rulesets`` holds rules
+    of). A family not read is unknown, not empty: the file then governs only the families read
+    (``[defaults] families``) and says the other is left as the host has it."""
+    read = tuple(f for f in FAMILIES if (f in families if families is not None else rulesets.get(f)))
+    if not read:
+        raise InputError("no ruleset was read: nothing to adopt")
     specs: set = set()
     for rss in rulesets.values():
         for rs in rss:
@@ -596,11 +613,12 @@ def adopt_rulesets(rulesets: Dict[str, List[Ruleset]], twin: bool = False, sourc
     notes: List[str] = []
     established = invalid = False
     logged = False
-    for family in FAMILIES:
+    for family in read:
         rss = rulesets.get(family) or []
         if not rss:
-            notes.append(f"no {FAMILY_LABEL[family]} ruleset was read: {FAMILY_LABEL[family]} is written as "
-                         "accepting everything, what a host with no rules does")
+            # (read, and empty: an nft ruleset with no table of this family)
+            notes.append(f"the rules read hold no {FAMILY_LABEL[family]} table: {FAMILY_LABEL[family]} is written "
+                         "as accepting everything, what the host does")
             for hook in HOOKS:
                 policies[family][hook] = "accept"
             continue
@@ -638,7 +656,13 @@ def adopt_rulesets(rulesets: Dict[str, List[Ruleset]], twin: bool = False, sourc
         invalid |= fl.invalid_dropped
         logged |= bool(fl.logged)
     defaults: Dict[str, object] = {}
+    only = read[0] if len(read) == 1 else None
+    if only is not None:
+        defaults["families"] = [only]
     for hook in HOOKS:
+        if only is not None:
+            defaults[hook] = policies[only][hook]
+            continue
         v4, v6 = policies[IPV4][hook], policies[IPV6][hook]
         defaults[hook] = v4 if v4 == v6 else {"ipv4": v4, "ipv6": v6}
     defaults.update(log_dropped=logged, loopback=False, spoofed_loopback=False, essential_icmp=False,
@@ -649,6 +673,11 @@ def adopt_rulesets(rulesets: Dict[str, List[Ruleset]], twin: bool = False, sourc
     header = [f"# Adopted by twinwall policy adopt{' from ' + sources if sources else ''}.",
               "# The baseline switches are off so that the compiled rules decide new connections exactly as",
               "# the original did; turn them on (loopback, essential_icmp...) once you have reviewed the file."]
+    if only is not None:
+        other = FAMILY_LABEL[IPV6 if only == IPV4 else IPV4]
+        header += [f"# Only {FAMILY_LABEL[only]} rules were read; {other} was not read, so this file governs",
+                   f"# {FAMILY_LABEL[only]} alone ([defaults] families) and {other} is left as the host has it:",
+                   f"# compile writes no {other} rules, check does not prove {other}, apply does not touch it."]
     trailer = []
     for n in notes:
         trailer.append(f"# note: {n}")
@@ -656,10 +685,11 @@ def adopt_rulesets(rulesets: Dict[str, List[Ruleset]], twin: bool = False, sourc
         trailer.append(f"# referenced, not copied: {r}")
     for u in unexpressible:
         trailer.append(f"# not expressible, not adopted: {u}")
-    body = render(defaults, merged, header, trailer, twin)
+    body = render(defaults, merged, header, trailer, twin, only)
     differences = prove_adopted(body, rulesets, universe)
     proof = (["# proof: every new connection in filter INPUT, FORWARD and OUTPUT gets the original's verdict,",
-              "# in each family (twinwall's evaluator over the original and the compiled file)"]
+              f"# in {'each family' if only is None else FAMILY_LABEL[only]} (twinwall's evaluator over the original "
+              "and the compiled file)"]
              if not differences else
              [f"# proof: NOT equivalent, {len(differences)} differences:"] + [f"#   {d}" for d in differences])
     lines = body.split("\n")
@@ -678,7 +708,7 @@ def prove_adopted(text: str, original: Dict[str, List[Ruleset]], universe: Inter
     except InputError as exc:  # a defect here, not the user's: say so plainly
         raise InputError(f"the adopted policy does not read back ({exc})") from None
     texts = generate(lower(policy))
-    compiled = {f: [parse_iptables_save(texts[f], f, "adopted, compiled")] for f in FAMILIES}
+    compiled = {f: [parse_iptables_save(texts[f], f, "adopted, compiled")] for f in texts}
     return new_connection_differences(original, compiled, universe)
 
 
@@ -689,4 +719,7 @@ def adopt_snapshot(snapshot, twin: bool = False) -> AdoptResult:
     if not any(rulesets.values()):
         raise InputError("no ruleset was read: nothing to adopt (run as root, or give --iptables/--ip6tables/--nft)")
     sources = ", ".join(dict.fromkeys(r.source for r in snapshot.rulesets))
-    return adopt_rulesets(rulesets, twin, sources)
+    # a family is read when a dump of it was given; an nft ruleset holds every family the
+    # kernel has (no ip6 table there: IPv6 has no rules, which is known, not unread)
+    read = [f for f in FAMILIES if any(r.family in (f, "inet") for r in snapshot.rulesets)]
+    return adopt_rulesets(rulesets, twin, sources, read)

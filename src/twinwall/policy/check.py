@@ -22,7 +22,7 @@ from twinwall.netfilter.interfaces import InterfaceUniverse
 from twinwall.netfilter.packetset import IIF, OIF, Box, box_meets, loopback_addresses
 from twinwall.policy.lower import Lowered, Note, lower
 from twinwall.policy.meaning import Meaning, interface_names, whole_box
-from twinwall.policy.model import FAMILIES, FAMILY_LABEL, HOOKS, Policy
+from twinwall.policy.model import FAMILIES, FAMILY_LABEL, HOOKS, Policy, families_text
 from twinwall.netfilter.ruleset import (
     DNAT,
     GOTO,
@@ -67,6 +67,8 @@ class CheckResult:
     skipped: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     info: List[str] = field(default_factory=list)
+    # the families outside the file ([defaults] families): one line each, not a warning
+    outside: List[str] = field(default_factory=list)
 
     @property
     def notes(self) -> List[Note]:
@@ -109,7 +111,7 @@ def parse_texts(target: str, texts) -> Dict[str, List[Ruleset]]:
     if target == "iptables":
         from twinwall.parsers.iptables_save import parse_iptables_save
 
-        return {f: [parse_iptables_save(texts[f], f, f"compiled rules.{'v4' if f == 'ipv4' else 'v6'}")] for f in FAMILIES}
+        return {f: [parse_iptables_save(texts[f], f, f"compiled rules.{'v4' if f == 'ipv4' else 'v6'}")] for f in texts}
     return {}
 
 
@@ -156,7 +158,7 @@ def loaded_rulesets(target: str, texts) -> Dict[str, List[Ruleset]]:
             from twinwall.parsers.iptables_save import parse_iptables_save
 
             out = {}
-            for f in FAMILIES:
+            for f in texts:  # (the governed families: no file for the other)
                 tool = "iptables" if f == "ipv4" else "ip6tables"
                 res = ns.run([f"{tool}-restore"], input=texts[f])
                 if res.returncode != 0:
@@ -179,13 +181,18 @@ def loaded_rulesets(target: str, texts) -> Dict[str, List[Ruleset]]:
         return load_rulesets(snap)
 
 
-def prove(lowered: Lowered, target: str, rulesets: Dict[str, List[Ruleset]], result: CheckResult, how: str) -> None:
+def _universe(lowered: Lowered, rulesets: Dict[str, List[Ruleset]]) -> InterfaceUniverse:
+    """The interfaces the file and the compiled rules name."""
     specs = set(interface_names(lowered))
     for rss in rulesets.values():
         for rs in rss:
             specs.update(rs.interface_specs)
-    universe = InterfaceUniverse(specs)
-    for family in FAMILIES:
+    return InterfaceUniverse(specs)
+
+
+def prove(lowered: Lowered, target: str, rulesets: Dict[str, List[Ruleset]], result: CheckResult, how: str) -> None:
+    universe = _universe(lowered, rulesets)
+    for family in lowered.families:
         local = loopback_addresses(family)
         ev = Evaluator(rulesets[family], family, universe, local)  # (binds the universe: rules compile)
         for hook in HOOKS:
@@ -217,6 +224,25 @@ def prove(lowered: Lowered, target: str, rulesets: Dict[str, List[Ruleset]], res
                                 region.verdict, o.verdict, o.decided_by, _example(region.box, family)))
             result.proved.append(f"{target} ({how}) {FAMILY_LABEL[family]} {hook}: {regions} regions"
                                  + (f", {bad} wrong" if bad else " agree"))
+
+
+def prove_untouched(lowered: Lowered, target: str, rulesets: Dict[str, List[Ruleset]], result: CheckResult,
+                    how: str) -> None:
+    """For a file that governs one family, compiled for nft (one inet table sees both): every
+    packet of the other family must pass the table, at every hook, as if it were not there."""
+    universe = _universe(lowered, rulesets)
+    for family in lowered.policy.outside():
+        ev = Evaluator(rulesets.get(family, []), family, universe, loopback_addresses(family))
+        for hook in HOOKS:
+            outcomes = ev.hook_path((hook,), [whole_box(family, universe)])
+            bad = [o for o in outcomes if o.verdict != "accept" or o.uncertain]
+            for o in bad[:5]:
+                result.mismatches.append(Mismatch(
+                    target, family, hook, "the file leaves this family alone ([defaults] families)", "accept",
+                    o.verdict + (" (uncertain)" if o.uncertain else ""), o.decided_by, _example(o.origin, family)))
+            result.proved.append(f"{target} ({how}) {FAMILY_LABEL[family]} {hook}: outside the file, "
+                                 + (f"{len(bad)} regions touched by the table" if bad else
+                                    f"{len(outcomes)} regions pass the table untouched"))
 
 
 def _mismatch(target: str, family: str, hook: str, policy_meaning: Meaning, o) -> Mismatch:
@@ -355,11 +381,19 @@ def check_policy(policy: Policy, targets: Sequence[str] = TARGETS, scratch: Opti
         if target == "iptables":
             prove(lowered, target, parse_texts(target, texts), result, "as written")
         if scratch:
-            prove(lowered, target, loaded_rulesets(target, texts), result, "loaded in a scratch namespace")
+            loaded = loaded_rulesets(target, texts)
+            prove(lowered, target, loaded, result, "loaded in a scratch namespace")
+            if target == "nft" and policy.outside():
+                prove_untouched(lowered, target, loaded, result, "loaded in a scratch namespace")
         else:
             result.skipped.append(f"{target}: not proved as loaded ({reason or 'scratch namespace off'})"
                                   + ("; nft rules are proved only as nft prints them back" if target == "nft" else ""))
-    _family_warnings(policy, lowered, result)
+    for family in policy.outside():
+        result.outside.append(
+            f"{FAMILY_LABEL[family]} is outside this file ([defaults] families = {families_text(policy.families)}): "
+            f"not compiled, not proved, left as the host has it")
+    if len(policy.families) > 1:
+        _family_warnings(policy, lowered, result)
     return result
 
 

@@ -106,26 +106,30 @@ class Lowered:
     the notes."""
 
     policy: Policy
-    rules: Dict[str, Dict[str, List[FamilyRule]]]
+    rules: Dict[str, Dict[str, List[FamilyRule]]]  # the governed families only
     default: Dict[str, Dict[str, str]]
     notes: List[Note] = field(default_factory=list)
     # the rules of the file that exist in one family only, and why
     family_only: List[Tuple[Rule, str, str]] = field(default_factory=list)
 
+    @property
+    def families(self) -> Tuple[str, ...]:
+        """The families the file governs: only these are compiled, proved and applied."""
+        return self.policy.families
+
 
 def lower(policy: Policy, uid_numbers: Optional[Dict[str, str]] = None) -> Lowered:
     """``uid_numbers``: user names replaced by numbers (check, where a name may be unknown)."""
-    out = Lowered(policy, {f: {h: [] for h in HOOKS} for f in FAMILIES},
-                  {f: {h: policy.defaults.of(h, f) for h in HOOKS} for f in FAMILIES})
+    governed = policy.families
+    out = Lowered(policy, {f: {h: [] for h in HOOKS} for f in governed},
+                  {f: {h: policy.defaults.of(h, f) for h in HOOKS} for f in governed})
     d = policy.defaults
-    for family in FAMILIES:
+    for family in governed:
         for hook in HOOKS:
             out.rules[family][hook].extend(baseline(policy, family, hook))
     for rule in policy.rules:
         present = []
-        for family in FAMILIES:
-            if family not in rule.families():
-                continue
+        for family in policy.rule_families(rule):
             fr = lower_rule(rule, family, out.notes)
             if fr is None:
                 continue
@@ -140,11 +144,11 @@ def lower(policy: Policy, uid_numbers: Optional[Dict[str, str]] = None) -> Lower
                 fr.log = True
                 fr.log_prefix = f"twinwall r{rule.number} {fr.action.upper()}: "
             target.append(fr)
-        if len(present) == 1:
+        if len(present) == 1 and len(governed) > 1:
             why = (f"family = \"{rule.family}\"" if rule.family != "both"
                    else f"no {FAMILY_LABEL[[f for f in FAMILIES if f not in present][0]]} member")
             out.family_only.append((rule, present[0], why))
-    for family in FAMILIES:
+    for family in governed:
         for hook in HOOKS:
             verdict = out.default[family][hook]
             if verdict != "accept" and d.log_dropped:

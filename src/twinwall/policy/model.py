@@ -5,6 +5,8 @@ The file says what a host accepts once, for both families::
     [defaults]
     input = "drop"            # or {ipv4 = "drop", ipv6 = "accept"}
     log_dropped = true
+    # families = ["ipv4"]     # the families the file governs (default both): the other one is
+    #                         # neither compiled, proved nor applied (the host keeps its rules)
     [groups]
     office = ["192.0.2.0/24", "2001:db8:1::/64"]   # each family takes its own members
     [[rule]]
@@ -117,6 +119,8 @@ class Rule:
 class Defaults:
     # (hook, family) -> accept | drop | reject
     policy: Dict[Tuple[str, str], str] = field(default_factory=dict)
+    # the families the file governs; a family outside it is left as the host has it
+    families: Tuple[str, ...] = FAMILIES
     log_dropped: bool = False
     loopback: bool = True
     spoofed_loopback: bool = True
@@ -135,6 +139,19 @@ class Policy:
     groups: Dict[str, Members]
     rules: List[Rule]
     table: str = "twinwall"  # the nft table's name
+
+    @property
+    def families(self) -> Tuple[str, ...]:
+        """The families the file governs (``[defaults] families``; both unless it says)."""
+        return self.defaults.families
+
+    def outside(self) -> Tuple[str, ...]:
+        """The families the file leaves alone: not compiled, proved or applied."""
+        return tuple(f for f in FAMILIES if f not in self.defaults.families)
+
+    def rule_families(self, rule: Rule) -> Tuple[str, ...]:
+        """The governed families a rule exists in (``both`` means the file's families)."""
+        return tuple(f for f in rule.families() if f in self.defaults.families)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,8 +198,12 @@ def parse_policy(text: str, path: str = "policy.toml") -> Policy:
     raw_rules = data.get("rule", [])
     if not isinstance(raw_rules, list):
         raise reader.error(lines.top_key("rule"), "rule", "rules are [[rule]] tables")
-    rules = [reader.rule(i + 1, r, groups) for i, r in enumerate(raw_rules)]
+    rules = [reader.rule(i + 1, r, groups, defaults.families) for i, r in enumerate(raw_rules)]
     return Policy(path, defaults, groups, rules, table)
+
+
+def families_text(families: Sequence[str]) -> str:
+    return "[" + ", ".join(f'"{f}"' for f in families) + "]"
 
 
 class _Lines:
@@ -269,14 +290,21 @@ class _Reader:
         if not isinstance(raw, dict):
             raise self.error(head, "defaults", "[defaults] must be a table")
         d = Defaults()
+        if "families" in raw:  # first: the per-family defaults below may only name these
+            d.families = self._families(raw["families"], keys.get("families", head))
         for key, value in raw.items():
             line = keys.get(key, head)
             where = f"defaults.{key}"
+            if key == "families":
+                continue
             if key in ("input", "forward", "output"):
-                per = value if isinstance(value, dict) else {f: value for f in FAMILIES}
+                per = value if isinstance(value, dict) else {f: value for f in d.families}
                 for fam, action in per.items():
                     if fam not in FAMILIES:
                         raise self.error(line, where, f"families are ipv4 and ipv6, not {fam!r}")
+                    if fam not in d.families:
+                        raise self.error(line, where, f"{fam} is outside this file ([defaults] families = "
+                                         f"{families_text(d.families)}): add it there or leave it out here")
                     if action not in ACTIONS:
                         raise self.error(line, where, f"must be one of {', '.join(ACTIONS)}, not {action!r}")
                     d.policy[(key, fam)] = action
@@ -285,13 +313,24 @@ class _Reader:
                     raise self.error(line, where, "must be true or false")
                 setattr(d, key, value)
             else:
-                known = ", ".join(["input", "forward", "output", "log_dropped"] + list(BASELINE_SWITCHES))
+                known = ", ".join(["families", "input", "forward", "output", "log_dropped"] + list(BASELINE_SWITCHES))
                 raise self.error(line, where, f"unknown key (known: {known})")
         return d
 
+    def _families(self, value: Any, line: int) -> Tuple[str, ...]:
+        where = "defaults.families"
+        if not isinstance(value, list) or not value:
+            raise self.error(line, where, 'must be a non-empty list: ["ipv4"], ["ipv6"] or ["ipv4", "ipv6"]')
+        for fam in value:
+            if fam not in FAMILIES:
+                raise self.error(line, where, f"families are ipv4 and ipv6, not {fam!r}")
+        if len(set(value)) != len(value):
+            raise self.error(line, where, "a family is named twice")
+        return tuple(f for f in FAMILIES if f in value)
+
     # -- [[rule]] -------------------------------------------------------------------------
 
-    def rule(self, number: int, raw: Any, groups: Dict[str, Members]) -> Rule:
+    def rule(self, number: int, raw: Any, groups: Dict[str, Members], families: Sequence[str] = FAMILIES) -> Rule:
         head, keys = self.lines.block("rule", number)
 
         def err(key: str, message: str) -> InputError:
@@ -314,6 +353,9 @@ class _Reader:
         rule.family = raw.get("family", "both")
         if rule.family not in ("both",) + FAMILIES:
             raise err("family", f"must be ipv4, ipv6 or both, not {rule.family!r}")
+        if rule.family in FAMILIES and rule.family not in families:
+            raise err("family", f"{rule.family} is outside this file ([defaults] families = "
+                      f"{families_text(families)}): the rule would never be compiled")
         proto = raw.get("proto", "any")
         if isinstance(proto, int) and not isinstance(proto, bool) and 0 <= proto <= 255:
             proto = str(proto)

@@ -13,7 +13,7 @@ from itertools import product
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from twinwall.policy.lower import FamilyRule, Lowered, reject_with
-from twinwall.policy.model import FAMILIES, HOOKS, IPV4, ports_text
+from twinwall.policy.model import HOOKS, IPV4, ports_text
 
 CHAIN = {"input": "INPUT", "forward": "FORWARD", "output": "OUTPUT"}
 PROTO_NAME = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp", 33: "dccp", 136: "udplite",
@@ -29,8 +29,12 @@ MULTIPORT_MAX = 15  # entries per multiport match (a range counts twice)
 
 
 def generate(lowered: Lowered, source: str = "") -> Dict[str, str]:
-    """{"ipv4": rules.v4 text, "ipv6": rules.v6 text}."""
-    return {family: family_text(lowered, family, source) for family in FAMILIES}
+    """{"ipv4": rules.v4 text, "ipv6": rules.v6 text}, for the families the file governs only:
+    a family outside it gets no file (its filter table is left as the host has it)."""
+    return {family: family_text(lowered, family, source) for family in lowered.families}
+
+
+FILE_NAME = {"ipv4": "rules.v4", "ipv6": "rules.v6"}
 
 
 def family_text(lowered: Lowered, family: str, source: str = "") -> str:

@@ -1,5 +1,7 @@
 """The nft target: one script with one ``inet`` table for both families, loaded by ``nft -f``
-in one transaction.
+in one transaction. A file that governs one family (``[defaults] families``) gates every rule
+and its defaults by ``meta nfproto`` and leaves each base chain's policy accept: the other
+family passes the table untouched.
 
 Protocols are ``meta l4proto`` (``ip protocol`` in an inet table touches IPv4 only, ``ip6
 nexthdr`` misses extension headers). A rule that reads the same in both families is written
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple
 
 from twinwall.policy.lower import FamilyRule, Lowered
-from twinwall.policy.model import FAMILIES, HOOKS, IPV4, ports_text
+from twinwall.policy.model import FAMILIES, FAMILY_LABEL, HOOKS, IPV4, IPV6, ports_text
 
 PROTO_NAME = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp", 33: "dccp", 136: "udplite",
               47: "gre", 50: "esp", 51: "ah"}
@@ -37,14 +39,25 @@ def generate(lowered: Lowered, source: str = "") -> str:
         f"delete table inet {table}",
         f"table inet {table} {{",
     ]
+    only = lowered.families[0] if len(lowered.families) == 1 else None
+    if only is not None:
+        other = FAMILY_LABEL[IPV6 if only == IPV4 else IPV4]
+        out[2:2] = [
+            f"# this file governs {FAMILY_LABEL[only]} only ([defaults] families): every rule is led by",
+            f"# 'meta nfproto {only}' and each base chain's policy is accept (the {FAMILY_LABEL[only]} default is",
+            f"# the chain's last rule), so {other} packets pass this table untouched and meet only the",
+            f"# host's own {other} rules",
+        ]
     subchains: List[Tuple[str, List[str]]] = []
     for hook in HOOKS:
-        policy = "accept" if all(lowered.default[f][hook] == "accept" for f in FAMILIES) else "drop"
-        mixed = len({lowered.default[f][hook] for f in FAMILIES}) > 1
+        policy = "accept" if only is not None or all(lowered.default[f][hook] == "accept" for f in FAMILIES) else "drop"
+        mixed = only is None and len({lowered.default[f][hook] for f in FAMILIES}) > 1
         out.append(f"\tchain {hook} {{")
         out.append(f"\t\ttype filter hook {hook} priority filter; policy {policy};")
         body = _hook_rules(lowered, hook, subchains)
         out.extend("\t\t" + r for r in body)
+        if only is not None and lowered.default[only][hook] != "accept":
+            out.append(f"\t\tmeta nfproto {only} drop comment \"default {lowered.default[only][hook]} of {hook} ({only})\"")
         if mixed:
             # one family accepts what the other drops: the drop family's default is a rule
             for f in FAMILIES:
@@ -61,8 +74,9 @@ def generate(lowered: Lowered, source: str = "") -> str:
 
 def _hook_rules(lowered: Lowered, hook: str, subchains: List) -> List[str]:
     """The rules of both families in order, one nft rule where both read the same."""
-    v4 = lowered.rules[IPV4][hook]
-    v6 = lowered.rules["ipv6"][hook]
+    # (a family outside the file has no rules: every rule then leads with the other's nfproto)
+    v4 = lowered.rules[IPV4][hook] if IPV4 in lowered.rules else []
+    v6 = lowered.rules[IPV6][hook] if IPV6 in lowered.rules else []
     # align by origin: a policy rule (or baseline entry) present in both families sits at the
     # same place in each, so walking both lists in step keeps each family's order
     out: List[str] = []
