@@ -199,7 +199,7 @@ def render_check(path: str, result) -> str:
              else f"in {'IPv4' if families[0] == 'ipv4' else 'IPv6'} (the file's only family)")
     verdict = ("the compiled rules decide differently from the policy" if result.mismatches else
                f"proved: every packet gets the policy's verdict {scope}"
-               + (f" ({len(result.warnings)} warnings)" if result.warnings else ""))
+               + (f" ({len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''})" if result.warnings else ""))
     lines.append(verdict)
     return "\n".join(lines)
 
