@@ -371,6 +371,10 @@ def _ufw_story(host: PrivateHost, etc: Path) -> None:
         user = "ufw-user-input" if fam == IPV4 else "ufw6-user-input"
         keep = [l for l in before[fam] if user not in l]
         assert [l for l in applied[fam] if user not in l] == keep, fam
+    # ufw rewrote its files as the commands ran: a boot before the confirm must load the old
+    # rules, so the files are as they were and the new ones wait aside
+    assert {n: (etc / n).read_text() for n in files} == files, "a reboot before confirm would keep the change"
+    assert "2001:db8:a::/64" in (etc / "user6.rules.twinwall-pending").read_text()
     after = json.loads(host.twinwall("audit", "--format", "json")[1])
     st = agree(topo, after, [("tcp", 8080)])
     assert st[("tcp", 8080, IPV6)] == "restricted" and st[("tcp", 8080, IPV4)] == "restricted"
@@ -381,8 +385,10 @@ def _ufw_story(host: PrivateHost, etc: Path) -> None:
 
     rc, out, err = host.twinwall("fix", *args, "--apply", "--confirm-timeout", "120")
     assert rc == 1, err
+    assert "2001:db8:a::/64" not in (etc / "user6.rules").read_text()
     assert host.twinwall("confirm")[0] == 0
     assert "2001:db8:a::/64" in (etc / "user6.rules").read_text()
+    assert not list(etc.glob("*.twinwall-pending")), "the confirmed files were not put in place"
     after = json.loads(host.twinwall("audit", "--format", "json")[1])
     agree(topo, after, [("tcp", 8080)])
     assert ("TW-FAMILY-GAP", IPV6) not in finding_ids(after)

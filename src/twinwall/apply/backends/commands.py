@@ -3,10 +3,17 @@
 ``commands`` make the change, ``undo_commands`` revert it. A failing command undoes what ran.
 What the commands will produce is still proved and guarded through the candidate's predicted
 ``ipv4``/``ipv6``/``nft`` texts (the transaction's lockout guard reads those).
+
+ufw has no runtime-only change: each command rewrites its rules files, which a boot loads. So
+that a reboot before ``twinwall confirm`` is a rollback (as for every other backend), the files
+ufw wrote go aside (``user.rules.twinwall-pending``) and the files as they were go back at once;
+confirm puts the new ones in place, and a rollback puts them back first so that ufw's undo
+commands find the rules they delete.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Dict, List
 
 from twinwall.apply.backends import Backend, first_error_line, run_tool
@@ -15,6 +22,26 @@ from twinwall.errors import InputError, TwinwallError
 
 class CommandFailed(TwinwallError):
     pass
+
+
+UFW_FILES = ("/etc/ufw/user.rules", "/etc/ufw/user6.rules")  # what ufw's rule commands rewrite
+PENDING = ".twinwall-pending"
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def _write(path: str, text: str) -> None:
+    """Temp file, fsync, rename: ufw finds the whole old file or the whole new one."""
+    tmp = f"{path}.twinwall-tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o640)
+    os.replace(tmp, path)
 
 
 class CommandsBackend(Backend):
@@ -27,6 +54,36 @@ class CommandsBackend(Backend):
         for cmd in list(candidate.commands) + list(candidate.undo_commands):
             if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd):
                 raise InputError(f"a candidate command must be a list of strings, not {cmd!r}")
+
+    def _ufw(self) -> bool:
+        return any(os.path.basename(cmd[0]) == "ufw" for cmd in self.candidate.commands)
+
+    def save(self) -> Dict[str, str]:
+        if not self._ufw():
+            return {}
+        return {"ufw-" + os.path.basename(p): _read(p) for p in UFW_FILES if os.path.exists(p)}
+
+    def _set_aside(self, saved: Dict[str, str]) -> None:
+        """The files ufw just wrote go aside; the ones a boot should load (as before) go back."""
+        for path in UFW_FILES:
+            old = saved.get("ufw-" + os.path.basename(path))
+            if old is None or not os.path.exists(path):
+                continue
+            new = _read(path)
+            if new != old:
+                _write(path + PENDING, new)
+                _write(path, old)
+            elif os.path.exists(path + PENDING):
+                os.remove(path + PENDING)  # left by a transaction a reboot ended: not this one's
+
+    def _take_back(self) -> List[str]:
+        """The set-aside files in place: what ufw has loaded is what its files say again."""
+        done = []
+        for path in UFW_FILES:
+            if os.path.exists(path + PENDING):
+                os.replace(path + PENDING, path)
+                done.append(path)
+        return done
 
     def families(self) -> List[str]:
         fams = [f for f in ("ipv4", "ipv6") if getattr(self.candidate, f) is not None]
@@ -52,15 +109,21 @@ class CommandsBackend(Backend):
             undo = self._run_all(self.candidate.undo_commands, stop_on_error=False)
             raise CommandFailed(f"{errors[0]}; the undo commands ran" +
                                 (f" ({len(undo)} refused, as for commands that never ran: {undo[0]})" if undo else ""))
+        if self._ufw():
+            self._set_aside(saved)
 
     def restore(self, saved: Dict[str, str]) -> None:
+        if self._ufw():
+            self._take_back()  # ufw's undo deletes rules it must find in its files
         errors = self._run_all(self.candidate.undo_commands, stop_on_error=False)
         if errors:
             raise CommandFailed("; ".join(errors))
 
     def persist(self, root: str) -> List[str]:
-        # ufw writes its rules files as each command runs; firewalld's runtime changes become
+        # ufw's new rules files were set aside at load; firewalld's runtime changes become
         # permanent only now
+        if self._ufw():
+            return [p + " (ufw)" for p in self._take_back()]
         if any(cmd[0].endswith("firewall-cmd") for cmd in self.candidate.commands):
             errors = self._run_all([["firewall-cmd", "--runtime-to-permanent"]], stop_on_error=True)
             if errors:
