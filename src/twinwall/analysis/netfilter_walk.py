@@ -184,7 +184,8 @@ class NetfilterWalk:
 
     # whether the walk models conntrack on prerouting and output (raw chains see no ct state)
     PRE_CONNTRACK = True
-    # merge a chain walk's flows after every rule that matched once there are more than this
+    # merge a chain walk's flows after a rule that matched once there are more than this (and
+    # twice as many as the last merge left)
     MERGE_AT: Optional[int] = None
     # the same flow may be ended twice (a memo hands it to several paths): end it once
     DEDUPE_ENDED = False
@@ -497,6 +498,9 @@ class NetfilterWalk:
                 raise EvaluationError(f"unhandled action {action}")
             if merge_at is not None and len(current) > merge_at:
                 current = self.merge(current)
+                # the next merge once the flows have doubled: flows that do not merge would
+                # otherwise be merged again after every rule
+                merge_at = max(self.MERGE_AT or 0, 2 * len(current))
         if parked:
             current = self._unpark(parked, n, current)
         returned.extend(current)

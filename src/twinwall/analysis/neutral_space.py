@@ -205,11 +205,33 @@ def overlay(items: Sequence[Tuple[Box, object]]) -> List[Tuple[Box, FrozenSet]]:
     """Disjoint regions covering the union of the items' boxes, each with the set of tags of
     the items covering it. Regions are cut dimension by dimension where the set of covering
     items changes, so the number of regions follows the structure of the input."""
-    out: List[Tuple[Box, FrozenSet]] = []
-    if not items:
+    boxes, tags_of = group_boxes(items)
+    return [
+        (box, frozenset(t for g in groups for t in tags_of[g])) for box, groups in overlay_boxes(boxes)
+    ]
+
+
+def group_boxes(items: Sequence[Tuple[Box, object]]) -> Tuple[List[Box], List[List]]:
+    """The distinct boxes of labelled items (in the order they first come) and each one's
+    tags. (A diff's items repeat a few hundred boxes: the regions a chain of rules decides.)"""
+    index: Dict[Box, int] = {}
+    tags_of: List[List] = []
+    for box, tag in items:
+        g = index.get(box)
+        if g is None:
+            g = index[box] = len(tags_of)
+            tags_of.append([])
+        tags_of[g].append(tag)
+    return list(index), tags_of
+
+
+def overlay_boxes(boxes: Sequence[Box]) -> List[Tuple[Box, FrozenSet[int]]]:
+    """``overlay`` of distinct boxes: each region with the indices of the boxes covering it.
+    (Equal boxes are never cut apart, so overlaying each distinct box once gives the same
+    regions, in the same order, as overlaying every copy.)"""
+    out: List[Tuple[Box, FrozenSet[int]]] = []
+    if not boxes:
         return out
-    boxes = [b for b, _ in items]
-    tags = [t for _, t in items]
     last = len(PARTITION_ORDER)
 
     def rec(idx: List[int], level: int, prefix: Tuple) -> None:
@@ -218,7 +240,7 @@ def overlay(items: Sequence[Tuple[Box, object]]) -> List[Tuple[Box, FrozenSet]]:
                 b = list(boxes[idx[0]])
                 for lvl, value in enumerate(prefix):
                     b[PARTITION_ORDER[lvl]] = value
-                out.append((tuple(b), frozenset(tags[j] for j in idx)))
+                out.append((tuple(b), frozenset(idx)))
                 return
             dim = PARTITION_ORDER[level]
             values = [boxes[j][dim] for j in idx]
@@ -231,7 +253,7 @@ def overlay(items: Sequence[Tuple[Box, object]]) -> List[Tuple[Box, FrozenSet]]:
                 rec([idx[m] for m in members], level + 1, prefix + (value,))
             return
 
-    rec(list(range(len(items))), 0, ())
+    rec(list(range(len(boxes))), 0, ())
     return out
 
 
