@@ -178,6 +178,7 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     # only where a region needs them (most regions of a router are settled by their verdicts)
     verdicts_known: Dict[FrozenSet[int], Tuple[FrozenSet[str], FrozenSet[str]]] = {}
     sides_known: Dict[FrozenSet[int], tuple] = {}
+    interned: Dict[FrozenSet[Decision], FrozenSet[Decision]] = {}
 
     def sides_of(covering: FrozenSet[int]) -> tuple:
         got = sides_known.get(covering)
@@ -187,8 +188,10 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
                 for side in (0, 1):
                     for verdict, labels in box_sides[g][side].items():
                         sides[side].setdefault(verdict, set()).update(*labels)
-            sa = {v: frozenset(d) for v, d in sides[0].items()}
-            sb = {v: frozenset(d) for v, d in sides[1].items()}
+            # equal sets of rules are kept once (regions covered by different boxes are often
+            # decided by the same rules: a router's diff held 1,800 copies of such sets)
+            sa = {v: interned.setdefault(fs, fs) for v, fs in ((v, frozenset(d)) for v, d in sides[0].items())}
+            sb = {v: interned.setdefault(fs, fs) for v, fs in ((v, frozenset(d)) for v, d in sides[1].items())}
             got = sides_known[covering] = (sa, sb, _side_key(sa), _side_key(sb))
         return got
 
