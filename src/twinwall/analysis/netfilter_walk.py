@@ -227,8 +227,9 @@ class NetfilterWalk:
         """The chain's ChainIndex over ``rules`` (built once), or a false value: none."""
         return False
 
-    def runs_of(self, rules: List[Any], key: Any, picked: Optional[List[int]]) -> Optional[Dict[int, Any]]:
-        """{position: Run} of runs walked at once (analysis.chain_index.Run), or None."""
+    def runs_of(self, chain: Chain, rules: List[Any], picked: Optional[List[int]]) -> Optional[Dict[int, Any]]:
+        """{position: Run} of runs walked at once (analysis.chain_index.Run) in ``rules`` (the
+        chain's, or the part of them at the positions ``picked``), or None."""
         return None
 
     def repeats_of(self, rs: Ruleset, chain: Chain, picked: Optional[List[int]]) -> Optional[Dict[int, int]]:
@@ -376,7 +377,6 @@ class NetfilterWalk:
         inert_known = self._inert.known
         rs_id = id(rs)
         rules = self.rules_of(rs, chain)
-        key = id(rules)
         picked = None
         index = None
         if len(rules) >= MIN_INDEXED_RULES:
@@ -386,7 +386,7 @@ class NetfilterWalk:
                 picked = index.candidates([f.box for f in flows])
                 if picked is not None:
                     rules = [rules[i] for i in picked]
-        runs = self.runs_of(rules, key, picked) if trace is None else None
+        runs = self.runs_of(chain, rules, picked) if trace is None else None
         repeats = self.repeats_of(rs, chain, picked)
         merge_at = self.MERGE_AT
         match, decide = self.match, self.decision  # (looked up once: the loop below is hot)
