@@ -177,22 +177,33 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     # set of covering boxes is made into verdicts once, and into the rules per verdict once and
     # only where a region needs them (most regions of a router are settled by their verdicts)
     verdicts_known: Dict[FrozenSet[int], Tuple[FrozenSet[str], FrozenSet[str]]] = {}
+    verdict_pairs: Dict[Tuple[FrozenSet[str], FrozenSet[str]], Tuple[FrozenSet[str], FrozenSet[str]]] = {}
     sides_known: Dict[FrozenSet[int], tuple] = {}
     interned: Dict[FrozenSet[Decision], FrozenSet[Decision]] = {}
+    pairs: Dict[Tuple[FrozenSet, FrozenSet], tuple] = {}
+    same_known: Dict[FrozenSet[int], bool] = {}
+
+    def united(covering: FrozenSet[int]) -> Tuple[Dict[str, set], Dict[str, set]]:
+        sides: Tuple[Dict[str, set], Dict[str, set]] = ({}, {})
+        for g in covering:
+            for side in (0, 1):
+                for verdict, labels in box_sides[g][side].items():
+                    sides[side].setdefault(verdict, set()).update(*labels)
+        return sides
 
     def sides_of(covering: FrozenSet[int]) -> tuple:
         got = sides_known.get(covering)
         if got is None:
-            sides: Tuple[Dict[str, set], Dict[str, set]] = ({}, {})
-            for g in covering:
-                for side in (0, 1):
-                    for verdict, labels in box_sides[g][side].items():
-                        sides[side].setdefault(verdict, set()).update(*labels)
-            # equal sets of rules are kept once (regions covered by different boxes are often
-            # decided by the same rules: a router's diff held 1,800 copies of such sets)
+            sides = united(covering)
+            # equal sides are kept once (regions covered by different boxes are often decided
+            # by the same rules: a router's diff held 1,800 copies of such sets of rules)
             sa = {v: interned.setdefault(fs, fs) for v, fs in ((v, frozenset(d)) for v, d in sides[0].items())}
             sb = {v: interned.setdefault(fs, fs) for v, fs in ((v, frozenset(d)) for v, d in sides[1].items())}
-            got = sides_known[covering] = (sa, sb, _side_key(sa), _side_key(sb))
+            ka, kb = _side_key(sa), _side_key(sb)
+            got = pairs.get((ka, kb))
+            if got is None:
+                got = pairs[(ka, kb)] = (sa, sb, ka, kb)
+            sides_known[covering] = got
         return got
 
     comp = Comparison(hook)
@@ -208,7 +219,8 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
             for g in covering:
                 va_set.update(box_sides[g][0])
                 vb_set.update(box_sides[g][1])
-            vs = verdicts_known[covering] = (frozenset(va_set), frozenset(vb_set))
+            vs = (frozenset(va_set), frozenset(vb_set))
+            vs = verdicts_known[covering] = verdict_pairs.setdefault(vs, vs)
         va, vb = vs
         if keep_regions:
             got = sides_of(covering)
@@ -227,9 +239,14 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
             continue  # the same verdict
         if len(va) > 1 and len(vb) > 1:
             if va == vb:
-                sa, sb, _, _ = sides_of(covering)
-                if sa == sb:
-                    continue  # the very same rules (e.g. before/after)
+                # the very same rules (e.g. before/after)? (asked of thousands of a router's
+                # regions: only the answer is kept)
+                same = same_known.get(covering)
+                if same is None:
+                    ua, ub = united(covering)
+                    same = same_known[covering] = ua == ub
+                if same:
+                    continue
             # not comparable: regions are merged by their verdict sets, rules united
             nc_entries.append(((va, vb), box, covering))
         else:
