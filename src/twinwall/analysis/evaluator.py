@@ -409,23 +409,25 @@ class Evaluator(NetfilterWalk):
 
     _TERMINAL = frozenset((ACCEPT, DROP, REJECT))
 
-    def runs_of(self, rules: List[Any], key: Any, picked: Optional[List[int]]) -> Optional[Dict[int, Any]]:
+    def runs_of(self, chain: Chain, rules: List[Any], picked: Optional[List[int]]) -> Optional[Dict[int, Any]]:
         """The runs of one-dimension terminal rules in ``rules`` (analysis.chain_index.Run),
-        found once per chain, or per part of a chain its index picked (``key``: the chain's
-        rules' id, with the picked positions). The memo keeps the rule lists alive."""
-        if picked is not None:
-            if len(picked) < MIN_RUN:
-                return None
-            key = (key, tuple(picked))
-        if len(rules) < MIN_RUN:
+        found once per chain (kept on the chain: an audit walks a chain with several
+        evaluators), or per part of a chain its index picked (``picked``: the positions; this
+        evaluator's memo keeps the chain alive)."""
+        if len(rules) < MIN_RUN or picked is not None and len(picked) < MIN_RUN:
             return None
+        if picked is None:
+            if chain.runs is None:
+                chain.runs = find_runs(rules, self._TERMINAL)
+            return chain.runs
+        key = (id(chain), tuple(picked))
         hit = self._run_cache.get(key)
         if hit is not None:
             return hit[1]
         if len(self._run_cache) >= 256:
             self._run_cache.clear()
         runs = find_runs(rules, self._TERMINAL)
-        self._run_cache[key] = (rules, runs)
+        self._run_cache[key] = (chain, runs)
         return runs
 
     def walk_run(self, rs: Ruleset, rules: List[Any], run: Run, current: List[Flow], ended: List[Ended]) -> List[Flow]:

@@ -184,7 +184,8 @@ class NetfilterWalk:
 
     # whether the walk models conntrack on prerouting and output (raw chains see no ct state)
     PRE_CONNTRACK = True
-    # merge a chain walk's flows after every rule that matched once there are more than this
+    # merge a chain walk's flows after a rule that matched once there are more than this (and
+    # twice as many as the last merge left)
     MERGE_AT: Optional[int] = None
     # the same flow may be ended twice (a memo hands it to several paths): end it once
     DEDUPE_ENDED = False
@@ -226,8 +227,9 @@ class NetfilterWalk:
         """The chain's ChainIndex over ``rules`` (built once), or a false value: none."""
         return False
 
-    def runs_of(self, rules: List[Any], key: Any, picked: Optional[List[int]]) -> Optional[Dict[int, Any]]:
-        """{position: Run} of runs walked at once (analysis.chain_index.Run), or None."""
+    def runs_of(self, chain: Chain, rules: List[Any], picked: Optional[List[int]]) -> Optional[Dict[int, Any]]:
+        """{position: Run} of runs walked at once (analysis.chain_index.Run) in ``rules`` (the
+        chain's, or the part of them at the positions ``picked``), or None."""
         return None
 
     def repeats_of(self, rs: Ruleset, chain: Chain, picked: Optional[List[int]]) -> Optional[Dict[int, int]]:
@@ -375,7 +377,6 @@ class NetfilterWalk:
         inert_known = self._inert.known
         rs_id = id(rs)
         rules = self.rules_of(rs, chain)
-        key = id(rules)
         picked = None
         index = None
         if len(rules) >= MIN_INDEXED_RULES:
@@ -385,7 +386,7 @@ class NetfilterWalk:
                 picked = index.candidates([f.box for f in flows])
                 if picked is not None:
                     rules = [rules[i] for i in picked]
-        runs = self.runs_of(rules, key, picked) if trace is None else None
+        runs = self.runs_of(chain, rules, picked) if trace is None else None
         repeats = self.repeats_of(rs, chain, picked)
         merge_at = self.MERGE_AT
         match, decide = self.match, self.decision  # (looked up once: the loop below is hot)
@@ -497,6 +498,9 @@ class NetfilterWalk:
                 raise EvaluationError(f"unhandled action {action}")
             if merge_at is not None and len(current) > merge_at:
                 current = self.merge(current)
+                # the next merge once the flows have doubled: flows that do not merge would
+                # otherwise be merged again after every rule
+                merge_at = max(self.MERGE_AT or 0, 2 * len(current))
         if parked:
             current = self._unpark(parked, n, current)
         returned.extend(current)

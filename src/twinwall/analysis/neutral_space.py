@@ -9,7 +9,7 @@ union of their labels; ``canonical_union`` gives the fewest, widest boxes of a u
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Dict, FrozenSet, List, Sequence, Tuple, Union, cast
+from typing import Dict, FrozenSet, Iterator, List, Sequence, Tuple, Union, cast
 
 from twinwall.netfilter.packetset import (
     Box,
@@ -205,34 +205,54 @@ def overlay(items: Sequence[Tuple[Box, object]]) -> List[Tuple[Box, FrozenSet]]:
     """Disjoint regions covering the union of the items' boxes, each with the set of tags of
     the items covering it. Regions are cut dimension by dimension where the set of covering
     items changes, so the number of regions follows the structure of the input."""
-    out: List[Tuple[Box, FrozenSet]] = []
-    if not items:
-        return out
-    boxes = [b for b, _ in items]
-    tags = [t for _, t in items]
+    boxes, tags_of = group_boxes(items)
+    return [
+        (box, frozenset(t for g in groups for t in tags_of[g])) for box, groups in overlay_boxes(boxes)
+    ]
+
+
+def group_boxes(items: Sequence[Tuple[Box, object]]) -> Tuple[List[Box], List[List]]:
+    """The distinct boxes of labelled items (in the order they first come) and each one's
+    tags. (A diff's items repeat a few hundred boxes: the regions a chain of rules decides.)"""
+    index: Dict[Box, int] = {}
+    tags_of: List[List] = []
+    for box, tag in items:
+        g = index.get(box)
+        if g is None:
+            g = index[box] = len(tags_of)
+            tags_of.append([])
+        tags_of[g].append(tag)
+    return list(index), tags_of
+
+
+def overlay_boxes(boxes: Sequence[Box]) -> Iterator[Tuple[Box, FrozenSet[int]]]:
+    """``overlay`` of distinct boxes: each region with the indices of the boxes covering it, one
+    after the other (a router's comparison has 17,000 regions, most of them settled at once).
+    (Equal boxes are never cut apart, so overlaying each distinct box once gives the same
+    regions, in the same order, as overlaying every copy.)"""
+    if boxes:
+        yield from _overlay_cut(boxes, list(range(len(boxes))), 0, ())
+
+
+def _overlay_cut(boxes: Sequence[Box], idx: List[int], level: int, prefix: Tuple) -> Iterator[Tuple[Box, FrozenSet[int]]]:
     last = len(PARTITION_ORDER)
-
-    def rec(idx: List[int], level: int, prefix: Tuple) -> None:
-        while True:
-            if len(idx) == 1 or level == last:
-                b = list(boxes[idx[0]])
-                for lvl, value in enumerate(prefix):
-                    b[PARTITION_ORDER[lvl]] = value
-                out.append((tuple(b), frozenset(tags[j] for j in idx)))
-                return
-            dim = PARTITION_ORDER[level]
-            values = [boxes[j][dim] for j in idx]
-            if values.count(values[0]) == len(values):
-                prefix = prefix + (values[0],)
-                level += 1
-                continue
-            parts = _split_masks(values) if dim in MASK_DIMS else _split_intervals(values)
-            for value, members in parts:
-                rec([idx[m] for m in members], level + 1, prefix + (value,))
+    while True:
+        if len(idx) == 1 or level == last:
+            b = list(boxes[idx[0]])
+            for lvl, value in enumerate(prefix):
+                b[PARTITION_ORDER[lvl]] = value
+            yield tuple(b), frozenset(idx)
             return
-
-    rec(list(range(len(items))), 0, ())
-    return out
+        dim = PARTITION_ORDER[level]
+        values = [boxes[j][dim] for j in idx]
+        if values.count(values[0]) == len(values):
+            prefix = prefix + (values[0],)
+            level += 1
+            continue
+        parts = _split_masks(values) if dim in MASK_DIMS else _split_intervals(values)
+        for value, members in parts:
+            yield from _overlay_cut(boxes, [idx[m] for m in members], level + 1, prefix + (value,))
+        return
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,36 +272,39 @@ def canonical_union(boxes: Sequence[Box]) -> List[Box]:
     if len(boxes) < 2:
         return boxes
     memo: Dict[Tuple[int, Tuple[int, ...]], FrozenSet[tuple]] = {}
-
-    def rec(idx: Tuple[int, ...], level: int) -> FrozenSet[tuple]:
-        if level == len(CANON_ORDER):
-            return frozenset({()})
-        key = (level, idx)
-        got = memo.get(key)
-        if got is not None:
-            return got
-        dim = CANON_ORDER[level]
-        values = [boxes[i][dim] for i in idx]
-        parts = _split_masks(values) if dim in MASK_DIMS else _split_intervals(values)
-        # a mask (MASK_DIMS) or an interval set, the same kind for every value of one dimension
-        groups: Dict[FrozenSet[tuple], Union[int, IntervalSet]] = {}
-        for value, members in parts:
-            sub = rec(tuple(sorted(idx[m] for m in members)), level + 1)
-            old = groups.get(sub)
-            if old is None:
-                groups[sub] = value
-            elif dim in MASK_DIMS:
-                groups[sub] = cast(int, old) | cast(int, value)
-            else:
-                groups[sub] = iv_or(cast(IntervalSet, old), cast(IntervalSet, value))
-        got = frozenset((value,) + rest for sub, value in groups.items() for rest in sub)
-        memo[key] = got
-        return got
-
     out = []
-    for t in rec(tuple(range(len(boxes))), 0):
+    for t in _canonical_cut(boxes, memo, tuple(range(len(boxes))), 0):
         b: List = [None] * NDIMS
         for dim, value in zip(CANON_ORDER, t):
             b[dim] = value
         out.append(tuple(b))
     return out
+
+
+# (a module function, not a closure: a closure that calls itself is a cycle, which would hold
+# its memo until the diff's paused collector runs again)
+def _canonical_cut(boxes: Sequence[Box], memo: Dict[Tuple[int, Tuple[int, ...]], FrozenSet[tuple]],
+                   idx: Tuple[int, ...], level: int) -> FrozenSet[tuple]:
+    if level == len(CANON_ORDER):
+        return frozenset({()})
+    key = (level, idx)
+    got = memo.get(key)
+    if got is not None:
+        return got
+    dim = CANON_ORDER[level]
+    values = [boxes[i][dim] for i in idx]
+    parts = _split_masks(values) if dim in MASK_DIMS else _split_intervals(values)
+    # a mask (MASK_DIMS) or an interval set, the same kind for every value of one dimension
+    groups: Dict[FrozenSet[tuple], Union[int, IntervalSet]] = {}
+    for value, members in parts:
+        sub = _canonical_cut(boxes, memo, tuple(sorted(idx[m] for m in members)), level + 1)
+        old = groups.get(sub)
+        if old is None:
+            groups[sub] = value
+        elif dim in MASK_DIMS:
+            groups[sub] = cast(int, old) | cast(int, value)
+        else:
+            groups[sub] = iv_or(cast(IntervalSet, old), cast(IntervalSet, value))
+    got = frozenset((value,) + rest for sub, value in groups.items() for rest in sub)
+    memo[key] = got
+    return got

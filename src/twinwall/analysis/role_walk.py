@@ -302,7 +302,7 @@ class Outcome:
 class RoleWalker(NetfilterWalk):
     """Walks one family's rulesets with addresses at role level."""
 
-    MERGE_AT = 24  # merge the flows of a chain walk once there are more than this
+    MERGE_AT = 2  # merge the flows of a chain walk once there are more than this
     DEDUPE_ENDED = True  # (the jump memo hands the same ended flows to every path)
     # (its jump memo and merging after every rule keep the many-small-chains shape linear)
     PARK = False

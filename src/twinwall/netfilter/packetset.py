@@ -612,9 +612,15 @@ def merge_with_payload(
         return list(entries)
     ndims = len(entries[0][0])
     items = [(tuple(map(hash, b)), b, p) for b, p in entries]
+    dims: Sequence[int] = range(ndims)
+    if len({it[0] for it in items}) == len(items):
+        # distinct boxes merge only along a dimension where they differ, and merging changes
+        # no other dimension: the ones where every box has the same value are left out
+        first = items[0][1]
+        dims = [d for d in dims if any(it[1][d] != first[d] for it in items)]
     for _ in range(rounds):
         changed = False
-        for dim in range(ndims):
+        for dim in dims:
             if len(items) < 2:
                 break
             groups: dict = {}

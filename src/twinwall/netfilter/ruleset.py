@@ -102,7 +102,7 @@ class Decision(NamedTuple):
 
 
 class Chain:
-    __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile", "index", "line")
+    __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile", "index", "runs", "line")
 
     def __init__(self, table: str, name: str, policy: Optional[str] = None):
         self.table = table
@@ -115,6 +115,9 @@ class Chain:
         # the evaluator's index of a long chain's rules (analysis.chain_index), built on its
         # first walk; False when the chain is not worth one
         self.index: Any = None
+        # the exact walk's runs of one-dimension terminal rules (analysis.chain_index.find_runs),
+        # found on its first walk of the whole chain
+        self.runs: Any = None
         self.line: Optional[int] = None  # the chain's declaration line in an iptables-save dump
 
     def set_source(self, source: List, compile_fn: Callable[["Chain", List], List[Rule]], count: Optional[int] = None) -> None:

@@ -34,7 +34,8 @@ from twinwall.analysis.neutral_space import (
     PTB,
     V6_ONLY_BASE,
     canonical_union,
-    overlay,
+    group_boxes,
+    overlay_boxes,
     project,
 )
 from twinwall.netfilter.packetset import (
@@ -151,17 +152,9 @@ def _group_merge(entries: Sequence[Tuple[Any, Box, Any]], combine=None) -> List[
     return out
 
 
-def _union_sides(payloads: List[Tuple[Dict, Dict]]) -> Tuple[Dict, Dict]:
-    """Both sides' rules per verdict over merged regions, each union grown in place (uniting
-    pair by pair rebuilt everything merged so far: quadratic in the regions)."""
-    out = []
-    for side in (0, 1):
-        acc: Dict[str, set] = {}
-        for p in payloads:
-            for v, decs in p[side].items():
-                acc.setdefault(v, set()).update(decs)
-        out.append({v: frozenset(d) for v, d in acc.items()})
-    return out[0], out[1]
+def _union_coverings(coverings: List[FrozenSet[int]]) -> FrozenSet[int]:
+    """The boxes covering regions merged into one (their rules are the union of the regions')."""
+    return frozenset().union(*coverings)
 
 
 def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequence[Tuple[Box, str, FrozenSet]],
@@ -169,46 +162,100 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     """a, b: projected outcomes (box, verdict, label) of the two sides. ``differences_only``
     leaves the not comparable and one-side-only regions out (the audit's egress finding)."""
     # (evaluate_family has merged the boxes of one (verdict, rules) already)
-    items: List[Tuple[Box, object]] = [
-        (box, (side, verdict, label)) for side, outs in ((0, a), (1, b)) for box, verdict, label in outs
-    ]
+    boxes, tags_of = group_boxes(
+        [(box, (side, verdict, label)) for side, outs in ((0, a), (1, b)) for box, verdict, label in outs]
+    )
+    # each distinct box's verdicts and rules per side, once: a region is covered by a few boxes
+    # but often by hundreds of their rules (a router's per-host chains)
+    box_sides = []
+    for tags in tags_of:
+        per: Tuple[Dict[str, List], Dict[str, List]] = ({}, {})
+        for side, verdict, label in tags:
+            per[side].setdefault(verdict, []).append(label)
+        box_sides.append(per)
+    # many regions are covered by the very same boxes (one rule's verdict cut by others'): each
+    # set of covering boxes is made into verdicts once, and into the rules per verdict once and
+    # only where a region needs them (most regions of a router are settled by their verdicts)
+    verdicts_known: Dict[FrozenSet[int], Tuple[FrozenSet[str], FrozenSet[str]]] = {}
+    verdict_pairs: Dict[Tuple[FrozenSet[str], FrozenSet[str]], Tuple[FrozenSet[str], FrozenSet[str]]] = {}
+    sides_known: Dict[FrozenSet[int], tuple] = {}
+    interned: Dict[FrozenSet[Decision], FrozenSet[Decision]] = {}
+    pairs: Dict[Tuple[FrozenSet, FrozenSet], tuple] = {}
+    same_known: Dict[FrozenSet[int], bool] = {}
+
+    def united(covering: FrozenSet[int]) -> Tuple[Dict[str, set], Dict[str, set]]:
+        sides: Tuple[Dict[str, set], Dict[str, set]] = ({}, {})
+        for g in covering:
+            for side in (0, 1):
+                for verdict, labels in box_sides[g][side].items():
+                    sides[side].setdefault(verdict, set()).update(*labels)
+        return sides
+
+    def sides_of(covering: FrozenSet[int]) -> tuple:
+        got = sides_known.get(covering)
+        if got is None:
+            sides = united(covering)
+            # equal sides are kept once (regions covered by different boxes are often decided
+            # by the same rules: a router's diff held 1,800 copies of such sets of rules)
+            sa = {v: interned.setdefault(fs, fs) for v, fs in ((v, frozenset(d)) for v, d in sides[0].items())}
+            sb = {v: interned.setdefault(fs, fs) for v, fs in ((v, frozenset(d)) for v, d in sides[1].items())}
+            ka, kb = _side_key(sa), _side_key(sb)
+            got = pairs.get((ka, kb))
+            if got is None:
+                got = pairs[(ka, kb)] = (sa, sb, ka, kb)
+            sides_known[covering] = got
+        return got
+
     comp = Comparison(hook)
     diff_entries = []
     nc_entries = []
     a_only = []
     b_only = []
-    # many regions carry the very same tags (one rule's verdict cut by others'): each set of
-    # tags is made into the two sides once
-    known: Dict[FrozenSet, tuple] = {}
-    for box, tags in overlay(items):
-        got = known.get(tags)
-        if got is None:
-            sides: Tuple[Dict[str, set], Dict[str, set]] = ({}, {})
-            for side, verdict, label in tags:
-                sides[side].setdefault(verdict, set()).update(label)
-            sa = {v: frozenset(d) for v, d in sides[0].items()}
-            sb = {v: frozenset(d) for v, d in sides[1].items()}
-            got = known[tags] = (sa, sb, _side_key(sa), _side_key(sb))
-        sa, sb, ka, kb = got
+    for box, covering in overlay_boxes(boxes):
+        vs = verdicts_known.get(covering)
+        if vs is None:
+            va_set: set = set()
+            vb_set: set = set()
+            for g in covering:
+                va_set.update(box_sides[g][0])
+                vb_set.update(box_sides[g][1])
+            vs = (frozenset(va_set), frozenset(vb_set))
+            vs = verdicts_known[covering] = verdict_pairs.setdefault(vs, vs)
+        va, vb = vs
         if keep_regions:
-            comp.regions.append((box, sa, sb))
-        if differences_only and (not sa or not sb or len(sa) > 1 and len(sb) > 1):
+            got = sides_of(covering)
+            comp.regions.append((box, got[0], got[1]))
+        if differences_only and (not va or not vb or len(va) > 1 and len(vb) > 1):
             continue
-        if not sb:
+        if not vb:
+            sa, _, ka, _ = sides_of(covering)
             a_only.append((("a", ka), box, sa))
             continue
-        if not sa:
+        if not va:
+            _, sb, _, kb = sides_of(covering)
             b_only.append((("b", kb), box, sb))
             continue
-        if sa == sb or (len(sa) == 1 and sa.keys() == sb.keys()):
-            continue  # the same verdict (or the very same rules, e.g. before/after)
-        if len(sa) > 1 and len(sb) > 1:
+        if len(va) == 1 and va == vb:
+            continue  # the same verdict
+        if len(va) > 1 and len(vb) > 1:
+            if va == vb:
+                # the very same rules (e.g. before/after)? (asked of thousands of a router's
+                # regions: only the answer is kept)
+                same = same_known.get(covering)
+                if same is None:
+                    ua, ub = united(covering)
+                    same = same_known[covering] = ua == ub
+                if same:
+                    continue
             # not comparable: regions are merged by their verdict sets, rules united
-            nc_entries.append(((frozenset(sa), frozenset(sb)), box, (sa, sb)))
+            nc_entries.append(((va, vb), box, covering))
         else:
+            sa, sb, ka, kb = sides_of(covering)
             diff_entries.append(((ka, kb), box, (sa, sb)))
     comp.differences = [Region(hook, bx, p[0], p[1]) for bx, p in _group_merge(diff_entries)]
-    comp.not_comparable = [Region(hook, bx, p[0], p[1]) for bx, p in _group_merge(nc_entries, _union_sides)]
+    comp.not_comparable = [
+        Region(hook, bx, *sides_of(covering)[:2]) for bx, covering in _group_merge(nc_entries, _union_coverings)
+    ]
     comp.a_only = [SideOnly(hook, bx, p) for bx, p in _group_merge(a_only)]
     comp.b_only = [SideOnly(hook, bx, p) for bx, p in _group_merge(b_only)]
     for lst in (comp.differences, comp.not_comparable, comp.a_only, comp.b_only):

@@ -193,13 +193,16 @@ def _cited(dec: Decision) -> Dict:
 RUN_MIN = 3  # the rules of one chain cited as one run from this many on
 
 
-def _runs(decs: FrozenSet[Decision], verbose: bool) -> List[Tuple[Decision, Decision, int]]:
+# (a region's rules are spelled twice, as text and as decided_by; and regions share their sets
+# of rules: the comparison keeps equal sets once)
+@lru_cache(maxsize=1 << 12)
+def _runs(decs: FrozenSet[Decision], verbose: bool) -> Tuple[Tuple[Decision, Decision, int], ...]:
     """The decisions as (first, last, count): the ``count`` rules of one chain (and source)
     between ``first`` and ``last`` that decided (those between them that are not counted
     decided nothing there); a policy or a chain's only rules as (d, d, 1). In the order of the
     first's description."""
     if verbose or len(decs) < RUN_MIN:
-        return [(d, d, 1) for d in sorted(decs, key=_described)]
+        return tuple((d, d, 1) for d in sorted(decs, key=_described))
     by_chain: Dict[tuple, List[Decision]] = {}
     out: List[Tuple[Decision, Decision, int]] = []
     for d in decs:
@@ -214,7 +217,7 @@ def _runs(decs: FrozenSet[Decision], verbose: bool) -> List[Tuple[Decision, Deci
         members.sort(key=lambda d: d.rule_number or 0)  # (never None here)
         out.append((members[0], members[-1], len(members)))
     out.sort(key=lambda r: _described(r[0]))
-    return out
+    return tuple(out)
 
 
 def _run_text(first: Decision, last: Decision, count: int) -> str:
