@@ -4,6 +4,9 @@ looking for strings alone)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 
 from twinwall.analysis.evaluator import Evaluator
@@ -192,3 +195,27 @@ action = "drop"
         assert log and drop and log[0] < drop[0]
         default_log = [line for line in lines if "default drop" in line]
         assert default_log and all("! -i lo" in line for line in default_log)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root for a scratch namespace")
+def test_a_tcp_reset_behind_a_negated_list_loads_into_the_kernel():
+    """A reject with tcp-reset whose rule has a negated list goes into a chain of its own; the
+    kernel takes REJECT --reject-with tcp-reset only in a rule that says -p tcp itself, and
+    iptables-restore --test does not check it (found by the property test: the real load failed)."""
+    import subprocess
+
+    _, texts, _nft = compiled('''
+[groups]
+office = ["192.0.2.0/24", "2001:db8:1::/64"]
+v4only = ["198.51.100.0/25", "203.0.113.7"]
+[[rule]]
+direction = "in"
+proto = "tcp"
+from = "office"
+to = "!v4only"
+action = "reject"
+reject_with = "tcp-reset"
+''')
+    for family, tool in (("ipv4", "iptables-restore"), ("ipv6", "ip6tables-restore")):
+        res = subprocess.run(["unshare", "--net", tool], input=texts[family], text=True, capture_output=True, timeout=60)
+        assert res.returncode == 0, (family, res.stderr)

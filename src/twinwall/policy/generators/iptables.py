@@ -186,5 +186,8 @@ def rule_lines(fr: FamilyRule, family: str, chain: str, sub: Optional[str]) -> L
     if fr.log:
         out.append(line(sub, "", _log(fr)))
     if fr.action != "log":
-        out.append(line(sub, "", _target(fr, family)))
+        target = _target(fr, family)
+        # the kernel takes REJECT --reject-with tcp-reset only in a rule that says -p tcp itself
+        # (iptables-restore --test passes it; the real load fails): the jump's match is not enough
+        out.append(line(sub, "-p tcp" if target.endswith("tcp-reset") else "", target))
     return out
