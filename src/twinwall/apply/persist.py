@@ -31,8 +31,8 @@ def atomic_write(path: str, text: str) -> None:
     if os.path.exists(path):
         with open(path, "rb") as f:
             old = f.read()
-        _write_synced(path + ".bak", old)
-    _write_synced(path, text.encode())
+        write_synced(path + ".bak", old)
+    write_synced(path, text.encode())
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -40,11 +40,13 @@ def atomic_write(path: str, text: str) -> None:
         os.close(fd)
 
 
-def _write_synced(path: str, data: bytes) -> None:
+def write_synced(path: str, data: bytes, mode_of: Optional[str] = None) -> None:
+    """Temp file beside ``path``, fsync, rename: a crash leaves the old or the new, never half.
+    The file keeps its mode (or takes that of ``mode_of``, e.g. the file it will replace)."""
     tmp = f"{path}.tmp.{os.getpid()}"
     mode = 0o644  # (what netfilter-persistent and iptables-services write)
     try:
-        mode = os.stat(path).st_mode & 0o777
+        mode = os.stat(mode_of or path).st_mode & 0o777
     except OSError:
         pass
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

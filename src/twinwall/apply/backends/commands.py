@@ -17,6 +17,7 @@ import os
 from typing import Dict, List
 
 from twinwall.apply.backends import Backend, first_error_line, run_tool
+from twinwall.apply.persist import write_synced
 from twinwall.errors import InputError, TwinwallError
 
 
@@ -31,17 +32,6 @@ PENDING = ".twinwall-pending"
 def _read(path: str) -> str:
     with open(path, encoding="utf-8") as fh:
         return fh.read()
-
-
-def _write(path: str, text: str) -> None:
-    """Temp file, fsync, rename: ufw finds the whole old file or the whole new one."""
-    tmp = f"{path}.twinwall-tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o640)
-    os.replace(tmp, path)
 
 
 class CommandsBackend(Backend):
@@ -71,8 +61,9 @@ class CommandsBackend(Backend):
                 continue
             new = _read(path)
             if new != old:
-                _write(path + PENDING, new)
-                _write(path, old)
+                # (whole files: ufw finds the old or the new one, never half)
+                write_synced(path + PENDING, new.encode(), mode_of=path)
+                write_synced(path, old.encode())
             elif os.path.exists(path + PENDING):
                 os.remove(path + PENDING)  # left by a transaction a reboot ended: not this one's
 
