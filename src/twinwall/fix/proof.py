@@ -119,7 +119,10 @@ def prove(before: HostSnapshot, before_report: AuditReport, after_snap: HostSnap
         if g is not None:
             problems.append(f"{f.id} ({f.family or f.hook}) is still raised on the candidate: {g.message}")
         else:
-            proof.gone.append(" ".join(x for x in (f.id, f.family, f.hook) if x))
+            # one id raised for two services is one line per service, not the same line twice
+            what = " ".join(x for x in (f.id, f.family, f.hook, f.service) if x)
+            if what not in proof.gone:
+                proof.gone.append(what)
     meant = _meant_to_close(before_report, changes)
     for sc in cmp.services:
         d = sc.to_json()

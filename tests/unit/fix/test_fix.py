@@ -176,6 +176,9 @@ def test_mirror_with_map_restricts_ipv6_to_the_twin_prefix():
     assert ssh.verdicts["ipv6"].status == "restricted"
     assert ssh.verdicts["ipv6"].allowed_sources == ["2001:db8:1::/64"]
     assert "TW-FAMILY-GAP" not in ids(rep)
+    # the proof names each finding gone once, with the service it was about
+    assert plan.proof.gone and len(plan.proof.gone) == len(set(plan.proof.gone)), plan.proof.gone
+    assert any("tcp/22" in g for g in plan.proof.gone), plan.proof.gone
 
 
 @needs_netns
