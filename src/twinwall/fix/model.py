@@ -200,7 +200,8 @@ class Change:
     services: List[str] = field(default_factory=list)
     decided_by: List[str] = field(default_factory=list)
     note: str = ""
-    # where the change went when the rule it should precede was not located (said in the note)
+    # where the change went when the rule it should precede was not located (said after the
+    # note; an owner whose rules do not go into the admin's chain clears it)
     fallback: str = ""
     # findings this change is expected to raise, by (id, family): block-ipv6 makes IPv4 the
     # wider family on purpose
@@ -216,7 +217,8 @@ class Change:
     left_out: List[str] = field(default_factory=list)
 
     def full_note(self) -> str:
-        return "; ".join([self.note] * bool(self.note) + [f"left out {r}" for r in self.left_out])
+        return "; ".join([self.note] * bool(self.note) + [self.fallback] * bool(self.fallback)
+                         + [f"left out {r}" for r in self.left_out])
 
     def key(self) -> Tuple[str, str, Tuple[str, ...]]:
         return (self.finding, self.family, tuple(self.services))

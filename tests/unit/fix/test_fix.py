@@ -520,6 +520,13 @@ def test_mirror_falls_back_before_the_first_rule_that_decides_the_service():
     # before the multiport rule (rule 5: it may take tcp/8080), not after the final DROP
     assert (change.place, change.anchor) == ("before", 5), (change.place, change.anchor, change.fallback)
     assert "not located" in change.fallback
+    change.note = "tcp/8080: ipv4 is filtered; ipv6 gets its twin"
+    assert change.full_note().endswith("; " + change.fallback)  # the plan says where it went
+    from twinwall.fix.owners.nft import NftOwner
+
+    NftOwner().render(snap, [change])
+    # in a table of twinwall's own the admin's chain does not matter: said once, without the fallback
+    assert "not located" not in change.full_note() and "inet twinwall" in change.full_note()
     no_rules = host(NEW_USER_V4, table("", input_policy="ACCEPT"), NEW_USER_SS)
     change = placed(gap, lost, "ipv6", [service_rule(lost, "ipv6", "DROP", not_iif="lo")], "mirror",
                     FixContext(no_rules, audit_snapshot(no_rules)))

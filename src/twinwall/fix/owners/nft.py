@@ -43,8 +43,7 @@ class NftOwner:
                 ch.note += " (in table inet twinwall: the other tables are left as they are)"
             if ch.place in (BEFORE, BOTTOM):
                 # where the rule would go in the admin's chain does not apply to this table
-                if ch.fallback:
-                    ch.note = ch.note.replace("; " + ch.fallback, "")
+                ch.fallback = ""
                 ch.note += (" (in table inet twinwall: at the top of its chain, before what earlier plans put there;"
                             " these rules match only new connections from elsewhere)")
             mine_top: List[str] = []

@@ -20,7 +20,7 @@ class Close(Strategy):
         out = []
         for f, wide, _, svc in gap_services(findings, ctx):
             change = placed(f, svc, wide, [service_rule(svc, wide, "DROP", not_iif="lo")], self.name, ctx)
-            change.note = "; ".join([f"{svc.label()}: closed over {wide}"] + [change.fallback] * bool(change.fallback))
+            change.note = f"{svc.label()}: closed over {wide}"
             # closing a service the narrower family restricts makes that family the wider one
             change.expected = (("TW-FAMILY-GAP", other(wide)),)
             out.append(change)

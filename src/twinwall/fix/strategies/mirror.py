@@ -151,8 +151,7 @@ class Mirror(Strategy):
             else:
                 rules = twin_rules(svc, wide, nv, ctx.amap)
             change = placed(f, svc, wide, rules, self.name, ctx)
-            change.note = "; ".join([f"{svc.label()}: {other(wide)} is {nv.summary()}; {wide} gets its twin"]
-                                    + [change.fallback] * bool(change.fallback))
+            change.note = f"{svc.label()}: {other(wide)} is {nv.summary()}; {wide} gets its twin"
             out.append(change)
         return out
 
