@@ -72,6 +72,10 @@ class Rule:
             spelling = self.spelling = spelling()
         return spelling
 
+    @text.setter
+    def text(self, value: str) -> None:
+        self.spelling = value
+
     def __getstate__(self) -> Dict[str, Any]:
         # a pickled rule (sent back from a forked process) carries its text, not the function
         state = dict(self.__dict__)
