@@ -14,7 +14,7 @@ walked, so a 100k-rule ruleset costs only what a question actually visits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from twinwall.vocabulary import Action
 
@@ -43,7 +43,10 @@ class Rule:
     table: str
     chain: str
     number: int  # 1-based position in its chain
-    text: str  # the rule as the source printed it
+    # the rule as the source printed it (read it as ``text``), or a function of no arguments
+    # that spells it when first asked: a parser may leave rules no walk can cite (an nft inet
+    # rule that matches nothing in one family's view) unspelled
+    spelling: Union[str, Callable[[], str]]
     # Disjunction of constraints; ((),) matches every packet, () matches none.
     alternatives: Tuple = ((),)
     # Matches that cannot be decided from the ruleset alone (limit, recent, mark, set...).
@@ -60,6 +63,24 @@ class Rule:
     # nft `ct status dnat` (True) / `ct status != dnat` (False): whether NAT rewrote the
     # connection's destination, decided per packet by the evaluator; None: no such test
     ct_dnat: Optional[bool] = None
+
+    @property
+    def text(self) -> str:
+        """The rule as the source printed it."""
+        spelling = self.spelling
+        if not isinstance(spelling, str):
+            spelling = self.spelling = spelling()
+        return spelling
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self.spelling = value
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # a pickled rule (sent back from a forked process) carries its text, not the function
+        state = dict(self.__dict__)
+        state["spelling"] = self.text
+        return state
 
     def rule_logs(self) -> bool:
         """Whether the packets this rule matches are logged (-j LOG/NFLOG/ULOG, nft log)."""

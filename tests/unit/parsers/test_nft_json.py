@@ -5,6 +5,7 @@ rules (inet, reject), uncertainty, and single packets walked through the evaluat
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -150,6 +151,23 @@ def test_rule_text_is_compact_and_cites_handle() -> None:
     big = {"match": {"op": "==", "left": payload("tcp", "dport"), "right": {"set": list(range(1, 200))}}}
     text = rule_text({"expr": [big, {"accept": None}], "handle": 3})
     assert len(text) < 120 and "193 more" in text and text.endswith("accept # handle 3")
+
+
+def test_rules_of_the_other_family_are_spelled_when_asked_the_same() -> None:
+    """An inet rule that matches nothing in a view keeps its JSON's place in the dump and is
+    spelled on first use (no walk cites it), on both paths: nft's own layout and any other."""
+    text = doc(table("inet", "t"), chain("inet", "t", "in", hook="input"),
+               rule("inet", "t", "in", match(payload("ip6", "saddr"), "2001:db8::1"), {"counter": None}, {"drop": None}),
+               rule("inet", "t", "in", match(payload("ip", "saddr"), "192.0.2.1"), {"drop": None}, handle=11))
+    for source in (text, json.dumps(json.loads(text), indent=1)):
+        v4 = views(source)["ipv4"]
+        v4.universe, v4.local_addresses = bind(v4)
+        other, own = v4.chain("inet t", "in").rules
+        assert other.alternatives == () and not isinstance(other.spelling, str)
+        assert isinstance(own.spelling, str) and own.text == "ip saddr 192.0.2.1 drop # handle 11"
+        sent = pickle.loads(pickle.dumps(other))  # (a forked process sends the text)
+        assert isinstance(sent.spelling, str) and sent.text == other.text
+        assert other.text == "ip6 saddr 2001:db8::1 counter drop # handle 10" and other.spelling == other.text
 
 
 # ---------------------------------------------------------------------------------------------

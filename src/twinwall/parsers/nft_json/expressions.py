@@ -4,7 +4,7 @@ elements with options, nft's interface wildcards.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 
 def _iface_spec(name: str) -> str:
@@ -72,3 +72,16 @@ def _unwrap(el: Any) -> Any:
     while isinstance(el, dict) and "elem" in el and isinstance(el["elem"], dict):
         el = el["elem"].get("val")
     return el
+
+
+def _left_key(left: Any) -> Optional[tuple]:
+    """A hashable stand-in for a match's left-hand side of one flat object (``{"payload":
+    {"protocol": "ip", "field": "saddr"}}``, ``{"meta": {"key": "iifname"}}``): what depends on
+    the left side alone (its selector, its text) is worked out once per form, not once per rule.
+    The values' types are part of it (``1 == True``). None for other forms; a key may still be
+    unhashable (a list inside), which the caller's lookup answers with TypeError."""
+    if type(left) is dict and len(left) == 1:
+        for key, body in left.items():
+            if type(body) is dict:
+                return (key, tuple(body.items()), tuple(map(type, body.values())))
+    return None

@@ -53,11 +53,15 @@ if TYPE_CHECKING:  # annotations only: the view compiles rules with this module
     from twinwall.parsers.nft_json.view import _View
 
 
+_SIMPLE_VERDICTS = {"accept": Action.ACCEPT, "drop": Action.DROP, "return": Action.RETURN}
+
+
 class _RuleCompiler:
-    def __init__(self, view: _View, t: _TableData, chain: Chain, number: int, rule: Dict[str, Any]):
+    def __init__(self, view: _View, t: _TableData, chain: Chain, number: int, rule: Dict[str, Any], entry: Any = None):
         self.view = view
         self.t = t
         self.chain = chain
+        self.entry = entry  # the rule as the table keeps it (tables._TableData.rules), for _Spelled
         self.number = number
         self.rule = rule
         self.family = view.family
@@ -102,7 +106,6 @@ class _RuleCompiler:
             # nft itself refuses it ("must be an array"); read as no statements, the rule would
             # silently vanish from the audit
             raise InputError(f'{self.where()}: "expr" is not a list: {json.dumps(exprs)[:80]}')
-        text = rule_text(r)
         action = Action.CONTINUE
         target = ""
         nat_to = None
@@ -118,8 +121,8 @@ class _RuleCompiler:
                 continue
             if action != Action.CONTINUE or expand is not None:
                 break  # after a verdict nothing runs
-            if key in ("accept", "drop", "return"):
-                action = {"accept": Action.ACCEPT, "drop": Action.DROP, "return": Action.RETURN}[key]
+            if key in _SIMPLE_VERDICTS:
+                action = _SIMPLE_VERDICTS[key]
             elif key == "continue":
                 continue
             elif key in ("jump", "goto"):
@@ -165,18 +168,22 @@ class _RuleCompiler:
                     self.unknown.append(name)
             else:
                 unknown_stmt = f"nft expression {key!r}"
-        if self.t.family == "inet":
-            text += self.hidden_nfproto(exprs, action)
+        suffix = self.hidden_nfproto(exprs, action) if self.t.family == "inet" else ""
         if unknown_stmt:
             if action == Action.CONTINUE and expand is None:
                 action, target = Action.UNKNOWN, unknown_stmt
             else:
                 self.unknown.append(unknown_stmt)
         if self.never:
-            return [Rule(self.chain.table, self.chain.name, self.number, text, (), (), Action.CONTINUE, "")]
+            # no packet of this family meets it (an inet rule of the other family, mostly): no
+            # walk cites it, so its text is spelled only if something asks (the suffix is
+            # empty for such a rule)
+            spelling = _Spelled(self.t, self.entry) if self.entry is not None else rule_text(r)
+            return [Rule(self.chain.table, self.chain.name, self.number, spelling, (), (), Action.CONTINUE, "")]
+        text = rule_text(r) + suffix
         if expand is not None and self.ct_dnat is not None:
             self.unknown.append("ct status")
-        unknown = tuple(dict.fromkeys(self.unknown))
+        unknown = tuple(dict.fromkeys(self.unknown)) if self.unknown else ()
         base_alts = self.alternatives([])
         if expand is not None:
             return self.expand(expand, base_alts, unknown, text)
@@ -201,18 +208,30 @@ class _RuleCompiler:
                 shown = " ".join(f"meta nfproto {'!= ' if op == 'neq' else ''}{fam}" for op, fam in tests)
                 return f" ({shown}: nft --debug=netlink)"
             return ""
-        if self.never or any(_is_nfproto_match(e) for e in exprs):
+        if self.never:
             return ""
-        hidden = ""
+        # one pass: a rule with a meta nfproto match of its own says which family it is for
+        hidden: Any = None  # the last form printed without its nfproto: a text, or the match
         for e in exprs:
-            if not isinstance(e, dict) or len(e) != 1:
+            if not isinstance(e, dict):
+                continue
+            m = e.get("match")
+            if m is not None:
+                left = m.get("left") if isinstance(m, dict) else None
+                if isinstance(left, dict) and "meta" in left:
+                    if _is_nfproto_match(e):
+                        return ""
+                    if len(e) == 1 and _l4proto_of_other_family(m, self.family):
+                        hidden = m
+                continue
+            if len(e) != 1:
                 continue
             key, body = next(iter(e.items()))
             if key == "reject" and isinstance(body, dict) and body.get("type") == "tcp reset":
                 hidden = "reject with tcp reset"
-            elif key == "match" and _l4proto_of_other_family(body, self.family):
-                hidden = f"meta l4proto {_fmt(body.get('right'))}"
-        if hidden:
+        if hidden is not None:
+            if not isinstance(hidden, str):
+                hidden = f"meta l4proto {_fmt(hidden.get('right'))}"
             self.unknown.append(
                 f"meta nfproto: nft prints '{hidden}' rules without a 'meta nfproto' test they may "
                 "hold (no nft --debug=netlink dump to tell; twinwall collect records one)")
@@ -220,6 +239,8 @@ class _RuleCompiler:
 
     def alternatives(self, extra: List[List[Dict[int, Any]]]) -> Tuple:
         """conj AND each disjunction (from concatenations and map keys) -> tuple of constraints."""
+        if not self.disj and not extra:
+            return (tuple(self.conj.items()),)
         alts: List[Dict[int, Any]] = [dict(self.conj)]
         for group in self.disj + extra:
             nxt = []
@@ -238,19 +259,21 @@ class _RuleCompiler:
     def match(self, m: Dict[str, Any]) -> None:
         op = m.get("op", "==")
         left, right = m.get("left"), m.get("right")
-        if isinstance(left, dict) and "concat" in left:
-            self.concat_match(op, left["concat"], right)
-            return
-        if _ct_status_dnat(left, op, right):
-            # decided per packet by the evaluator (Rule.ct_dnat): was it NATed on the way in?
-            self.ct_dnat = op != "!="
-            return
-        rp = _rpfilter(left, op, right)
-        if rp is not None:
-            # a reverse-path test (firewalld's IPv6_rpfilter): a remote client's address routes
-            # back through the interface it came in on, as the iptables rpfilter match reads it
-            self.never = self.never or not rp
-            return
+        if isinstance(left, dict):
+            if "concat" in left:
+                self.concat_match(op, left["concat"], right)
+                return
+            if "ct" in left and _ct_status_dnat(left, op, right):
+                # decided per packet by the evaluator (Rule.ct_dnat): was it NATed on the way in?
+                self.ct_dnat = op != "!="
+                return
+            rp = _rpfilter(left, op, right) if "fib" in left else None
+            if rp is not None:
+                # a reverse-path test (firewalld's IPv6_rpfilter): a remote client's address
+                # routes back through the interface it came in on, as the iptables rpfilter
+                # match reads it
+                self.never = self.never or not rp
+                return
         try:
             sel = _left_sel(left)
         except _Unknown as exc:
@@ -801,6 +824,27 @@ class _RuleCompiler:
             addr, p = value["concat"][0], value["concat"][1]
             return (iv_normalize(self.addr_one(addr)), self.port_value(p))
         return (iv_normalize(self.addr_one(value)), ports)
+
+
+class _Spelled:
+    """The text of a rule that matches nothing in its view, spelled when first asked (from the
+    rule's JSON, decoded again from the dump's text where it is still a span of it)."""
+
+    __slots__ = ("t", "entry")
+
+    def __init__(self, t: _TableData, entry: Any):
+        self.t = t
+        self.entry = entry
+
+    def __call__(self) -> str:
+        r = self.t.rule_dict(self.entry)
+        try:
+            return rule_text(r)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise InputError(
+                f"table {self.t.label} rule (handle {r.get('handle')}): not understood "
+                f"({type(exc).__name__}: {exc}): {json.dumps(r.get('expr'))[:200]}"
+            ) from None
 
 
 class _UnknownData(InputError):

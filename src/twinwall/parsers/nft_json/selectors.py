@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 from twinwall.netfilter.packetset import (
     DPORT,
@@ -19,7 +19,7 @@ from twinwall.netfilter.packetset import (
     STATE,
     UID,
 )
-from twinwall.parsers.nft_json.expressions import _IFACE_KEYS
+from twinwall.parsers.nft_json.expressions import _IFACE_KEYS, _left_key
 from twinwall.parsers.nft_json.text import _fmt
 from twinwall.parsers.nft_json.vocabulary import _Unknown
 from twinwall.parsers.protocols import PORT_PROTOCOLS
@@ -109,7 +109,37 @@ def _rpfilter(left: Any, op: str, right: Any) -> Optional[bool]:
     return exists == (op == "==")
 
 
+# per form of a left side (expressions._left_key): its selector, or why it cannot be decided
+_SELECTORS: Dict[tuple, Union[_Sel, str]] = {}
+
+
 def _left_sel(left: Any) -> _Sel:
+    """The packet field a match's left side looks at (raises _Unknown when undecidable);
+    selectors are immutable, so one per form serves every rule that uses it."""
+    key = _left_key(left)
+    if key is not None:
+        try:
+            found = _SELECTORS[key]
+        except KeyError:
+            pass
+        except TypeError:  # a list inside: not a key
+            key = None
+        else:
+            if isinstance(found, str):
+                raise _Unknown(found)
+            return found
+    try:
+        sel = _decode_left(left)
+    except _Unknown as exc:
+        if key is not None:
+            _SELECTORS[key] = str(exc)
+        raise
+    if key is not None:
+        _SELECTORS[key] = sel
+    return sel
+
+
+def _decode_left(left: Any) -> _Sel:
     if not isinstance(left, dict) or len(left) != 1:
         raise _Unknown(f"match on {_fmt(left)}")
     key, body = next(iter(left.items()))

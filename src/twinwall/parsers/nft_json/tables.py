@@ -46,6 +46,21 @@ class _TableData:
             items = json.loads("[" + ", ".join(self.text[a:b] for a, b in entries) + "]")
         return [item["rule"] for item in items]
 
+    def may_log(self, entries: List[Any]) -> bool:
+        """Whether a rule of ``entries`` may hold a log statement: False when their text has no
+        ``"log"`` (nor a backslash, which could spell the key otherwise)."""
+        if not entries or isinstance(entries[0], dict):
+            return True
+        text, first, last = self.text, entries[0][0], entries[-1][1]
+        return text.find('"log"', first, last) >= 0 or text.find("\\", first, last) >= 0
+
+    def rule_dict(self, entry: Any) -> Dict[str, Any]:
+        """One rule of ``rules`` as a dict (a span of the text decoded again)."""
+        if isinstance(entry, dict):
+            return entry
+        a, b = entry
+        return json.loads(self.text[a:b])["rule"]
+
     def set_body(self, name: str) -> Optional[Dict[str, Any]]:
         s = self.sets.get(name)
         if isinstance(s, tuple):

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
-from twinwall.parsers.nft_json.expressions import _IFACE_KEYS, _is_iface_left
+from twinwall.parsers.nft_json.expressions import _IFACE_KEYS, _is_iface_left, _left_key
 
 _SET_SHOW = 6
+_BITWISE = ("&", "|", "^")
+# per form of a match's left side (expressions._left_key): its text, whether its strings are
+# quoted (interface names), whether it is a bitwise expression (its "==" is printed)
+_LEFT_TEXT: Dict[tuple, Tuple[str, bool, bool]] = {}
 
 
 def rule_text(r: Dict[str, Any]) -> str:
@@ -28,15 +32,28 @@ def _expr_text(e: Any) -> str:
         return _fmt(e)
     key, body = next(iter(e.items()))
     if key == "match":
-        left = _fmt(body.get("left"))
+        left, quote, bitwise = _left_text(body.get("left"))
         op = body.get("op", "==")
-        quote = _is_iface_left(body.get("left"))
         right = _fmt(body.get("right"), quote)
-        bitwise = isinstance(body.get("left"), dict) and any(k in body["left"] for k in ("&", "|", "^"))
         if op == "in" or (op == "==" and not bitwise):
             return f"{left} {right}"
         return f"{left} {op} {right}"
     return _stmt_text(key, body)
+
+
+def _left_text(left: Any) -> Tuple[str, bool, bool]:
+    key = _left_key(left)
+    if key is not None:
+        try:
+            return _LEFT_TEXT[key]
+        except KeyError:
+            pass
+        except TypeError:  # a list inside: not a key
+            key = None
+    info = (_fmt(left), _is_iface_left(left), isinstance(left, dict) and any(k in left for k in _BITWISE))
+    if key is not None:
+        _LEFT_TEXT[key] = info
+    return info
 
 
 def _stmt_text(key: str, body: Any) -> str:

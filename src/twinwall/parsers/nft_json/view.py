@@ -152,16 +152,20 @@ class _View:
     def compile_chain(self, chain: Chain, rules: List[Dict[str, Any]]) -> List[Rule]:
         out: List[Rule] = []
         t = self.by_label[chain.table]
-        rules = t.rule_dicts(rules)
+        entries = rules
+        rules = t.rule_dicts(entries)
+        may_log = t.may_log(entries)
         for n, r in enumerate(rules, 1):
-            compiler = _RuleCompiler(self, t, chain, n, r)
+            compiler = _RuleCompiler(self, t, chain, n, r, entries[n - 1])
             try:
                 compiled = compiler.compile()
                 # where the rule is (its handle) and whether it logs, for findings and fixes
                 handle = r.get("handle")
-                logs = any(isinstance(e, dict) and "log" in e for e in r.get("expr") or ())
+                if not isinstance(handle, int):
+                    handle = None
+                logs = may_log and any(isinstance(e, dict) and "log" in e for e in r.get("expr") or ())
                 for rule in compiled:
-                    rule.handle = handle if isinstance(handle, int) else None
+                    rule.handle = handle
                     rule.logs = logs
                 out.extend(compiled)
             except InputError:
