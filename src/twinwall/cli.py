@@ -46,6 +46,10 @@ def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"twinwall {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
+        if selected is not None and name != selected:
+            # once the command is known (it comes first), the others' parsers would only be
+            # built to be thrown away: a dozen parsers cost a run as much as its own options
+            continue
         if name != selected:
             sub.add_parser(name, help=help_text)
             continue

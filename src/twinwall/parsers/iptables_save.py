@@ -13,7 +13,6 @@ kept by name in ``Rule.unknown``: the evaluator then treats the rule as "may mat
 from __future__ import annotations
 
 import re
-import socket
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple, Union, cast
 
@@ -979,6 +978,8 @@ def _port_number(spec: str) -> int:
     number)."""
     if spec.isdigit():
         return int(spec)
+    import socket  # (a service name is rare: iptables-save prints numbers)
+
     try:
         return socket.getservbyname(spec)
     except OSError:
