@@ -253,18 +253,21 @@ def _restrict(f: _Flow, box: Box) -> _Flow:
 def merge_flows(flows: List[_Flow]) -> List[_Flow]:
     if len(flows) < 2:
         return flows
-    plain: Dict[FrozenSet, List[Box]] = {}
-    nat: Dict[FrozenSet, List[tuple]] = {}
+    plain: Dict[FrozenSet, List[_Flow]] = {}
+    nat: Dict[FrozenSet, List[_Flow]] = {}
     for f in flows:
-        if f.origin is None:
-            plain.setdefault(f.label, []).append(f.box)
-        else:
-            nat.setdefault(f.label, []).append(f.box + f.origin)
+        (plain if f.origin is None else nat).setdefault(f.label, []).append(f)
     out: List[_Flow] = []
-    for label, boxes in plain.items():
-        out.extend(_Flow(b, None, label) for b in merge_tuples(boxes, MASK_DIMS, rounds=2))
-    for label, pairs in nat.items():
-        for p in merge_tuples(pairs, _MASK22, rounds=2):
+    for label, members in plain.items():
+        if len(members) == 1:
+            out.append(members[0])  # (a base chain's end: thousands of labels, one flow each)
+            continue
+        out.extend(_Flow(b, None, label) for b in merge_tuples([f.box for f in members], MASK_DIMS, rounds=2))
+    for label, members in nat.items():
+        if len(members) == 1:
+            out.append(members[0])
+            continue
+        for p in merge_tuples([f.box + f.origin for f in members], _MASK22, rounds=2):
             out.append(_Flow(p[:NDIMS], p[NDIMS:], label))
     return out
 
