@@ -457,7 +457,6 @@ class NetfilterWalk:
             if trace:
                 trace("match", depth, rule, matched)
             may_only = rest is current
-            before = current
             current = rest
             decision = decide(rs, rule)
             if action in _ENDING:
@@ -468,12 +467,6 @@ class NetfilterWalk:
                 returned.extend(matched)
             elif action == JUMP or action == GOTO:
                 back = self.jump(rs, table, rule, decision, matched, depth, ended, seen)
-                if action == JUMP and not may_only and not rule.unknown and _untouched(back, matched):
-                    # the chain gave back every packet it was given, as it was (it only may
-                    # have ended some: the role walk's per-source accepts, then RETURN): they
-                    # go on as they came to this rule, not cut out and merged back in
-                    current = before
-                    continue
                 if park is not None and back and action == JUMP and not may_only:
                     after = picked[position] if picked is not None else position
                     skip_to = park.next_meeting([f.box for f in back], after)
@@ -525,11 +518,6 @@ class NetfilterWalk:
 
     def _trace_match(self, rule: Any, flows: List[Flow], depth: int) -> None:
         """Tell the trace which flows a rule that decides nothing matched."""
-
-
-def _untouched(back: List[Flow], sent: List[Flow]) -> bool:
-    """Whether a jump gave back the very flows it was sent (the same objects, in order)."""
-    return len(back) == len(sent) and all(b is f for b, f in zip(back, sent))
 
 
 def remap_repeats(full: Dict[int, int], picked: List[int]) -> Dict[int, int]:
