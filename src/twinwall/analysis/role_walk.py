@@ -254,20 +254,25 @@ def merge_flows(flows: List[_Flow]) -> List[_Flow]:
     if len(flows) < 2:
         return flows
     plain: Dict[FrozenSet, List[_Flow]] = {}
-    nat: Dict[FrozenSet, List[_Flow]] = {}
+    nat: Dict[FrozenSet, List[Tuple[_Flow, tuple]]] = {}
     for f in flows:
-        (plain if f.origin is None else nat).setdefault(f.label, []).append(f)
+        if f.origin is None:
+            plain.setdefault(f.label, []).append(f)
+        else:
+            nat.setdefault(f.label, []).append((f, f.box + f.origin))
     out: List[_Flow] = []
+    # (a label with one flow is kept as it is: a base chain's end has thousands of labels, one
+    # flow each, which merging would only copy)
     for label, members in plain.items():
-        if len(members) == 1:
-            out.append(members[0])  # (a base chain's end: thousands of labels, one flow each)
-            continue
-        out.extend(_Flow(b, None, label) for b in merge_tuples([f.box for f in members], MASK_DIMS, rounds=2))
-    for label, members in nat.items():
         if len(members) == 1:
             out.append(members[0])
             continue
-        for p in merge_tuples([f.box + f.origin for f in members], _MASK22, rounds=2):
+        out.extend(_Flow(b, None, label) for b in merge_tuples([f.box for f in members], MASK_DIMS, rounds=2))
+    for label, pairs in nat.items():
+        if len(pairs) == 1:
+            out.append(pairs[0][0])
+            continue
+        for p in merge_tuples([pair for _, pair in pairs], _MASK22, rounds=2):
             out.append(_Flow(p[:NDIMS], p[NDIMS:], label))
     return out
 
