@@ -13,7 +13,6 @@ kept by name in ``Rule.unknown``: the evaluator then treats the rule as "may mat
 from __future__ import annotations
 
 import re
-import weakref
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple, Union, cast
 
@@ -406,11 +405,7 @@ def _source_lines(pieces: List[Tuple[int, str]]) -> Tuple[List[str], List[int]]:
 
 class _Compiler:
     def __init__(self, ruleset: Ruleset):
-        # weakly: every chain not compiled yet holds this compiler (its compile function), and
-        # the ruleset holds the chains. A strong reference would make the whole parsed ruleset
-        # a reference cycle, which outlives its walk wherever the cyclic collector is paused
-        # (the IPv4 half of a diff stayed in memory while the IPv6 half was walked)
-        self.ruleset = weakref.proxy(ruleset)
+        self.ruleset = ruleset
         self.family = ruleset.family
         self.addr_full = address_space(self.family)
         self._addr_cache: Dict[str, IntervalSet] = {}
