@@ -232,8 +232,9 @@ _SIMPLE = re.compile(
     rf" -j ({_ARG})"
     r'((?: [^\s"]+)*)'
 )
-# the commonest of them by far (kube-proxy's loadBalancerSourceRanges): "-s PREFIX [comment] -j T"
-_SOURCE_JUMP = re.compile(rf'-A [^\s"]+ -s ({_ARG})(?: -m comment --comment "[^"\\]*(?:\\.[^"\\]*)*")? -j ({_ARG})')
+# the commonest of them by far (kube-proxy's loadBalancerSourceRanges, per-source accepts):
+# "[-s PREFIX] [comment] -j T", and a chain's closing "-j RETURN"
+_SOURCE_JUMP = re.compile(rf'-A [^\s"]+(?: -s ({_ARG}))?(?: -m comment --comment "[^"\\]*(?:\\.[^"\\]*)*")? -j ({_ARG})')
 _SIMPLE_PROTO = {"tcp": ((6, 6),), "udp": ((17, 17),)}
 # the constraints a simple line's "-p tcp|udp" and "--dport N" make, each built once (a chain
 # per port repeats them in thousands of rules), and the alternatives of a line without matches
@@ -434,7 +435,7 @@ class _Compiler:
                     src, target = m.groups()
                     action = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
                     if action is not None:
-                        alternatives = source_alternatives.get(src)
+                        alternatives = source_alternatives.get(src) if src is not None else _MATCH_ALL
                         if alternatives is None:
                             value = addr_cache.get(src) or self.parse_addresses(src)
                             alternatives = source_alternatives[src] = (((SRC, value),),)
