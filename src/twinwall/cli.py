@@ -5,6 +5,7 @@ user-facing errors into one line on stderr and exit code 2."""
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -46,6 +47,10 @@ def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"twinwall {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
+        if selected is not None and name != selected:
+            # once the command is known (it comes first), the others' parsers would only be
+            # built to be thrown away: a dozen parsers cost a run as much as its own options
+            continue
         if name != selected:
             sub.add_parser(name, help=help_text)
             continue
@@ -75,7 +80,15 @@ def _command_in(argv: List[str]) -> Optional[str]:
 def main(argv: Optional[List[str]] = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    parser = build_parser(_command_in(argv))
+    # building the parser imports the command's module and what it needs: thousands of
+    # functions and classes and no garbage, which the cyclic collector would scan again and again
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        parser = build_parser(_command_in(argv))
+    finally:
+        if collecting:
+            gc.enable()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

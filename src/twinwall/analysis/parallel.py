@@ -14,9 +14,6 @@ the children it started are killed (by their PIDs) first.
 from __future__ import annotations
 
 import os
-import pickle
-import signal
-import threading
 from typing import Callable, List, Optional, Sequence, TypeVar
 
 from twinwall.errors import TwinwallError
@@ -28,6 +25,8 @@ T = TypeVar("T")
 def can_fork() -> bool:
     """Whether forking is available and safe here (no other thread that a child would copy
     in the middle of its work; TWINWALL_JOBS=1 turns it off)."""
+    import threading  # (here, like pickle below: a run too small to fork never loads them)
+
     return (
         hasattr(os, "fork")
         and os.environ.get("TWINWALL_JOBS") != "1"
@@ -60,6 +59,9 @@ def run_jobs(jobs: Sequence[Callable[[], T]], parallel: bool = True) -> List[T]:
     first in forked children."""
     if not parallel or len(jobs) < 2 or not can_fork():
         return [job() for job in jobs]
+    import pickle
+    import signal
+
     children = []
     try:
         for job in jobs[1:]:
@@ -96,6 +98,8 @@ def run_jobs(jobs: Sequence[Callable[[], T]], parallel: bool = True) -> List[T]:
 
 
 def _start(job: Callable[[], object]):
+    import pickle
+
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid:

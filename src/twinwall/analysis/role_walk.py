@@ -174,14 +174,9 @@ def _lift_alts(alts: tuple, unknown: bool, roles: AddressRoles) -> Tuple[tuple, 
     return tuple(must), tuple(may)
 
 
-def _lift_single(alts: tuple, unknown: bool, roles: AddressRoles) -> Tuple[tuple, tuple]:
-    """What _lift_alts makes of one constraint of one match, directly: the bulk of a big
-    ruleset (kube-proxy's ~90,000 "-s PREFIX -j KUBE-EXT-X"), mostly of prefixes seen once, so
-    the cache below misses and this runs for nearly every one of them."""
-    dim, value = alts[0][0]
-    if dim != SRC and dim != DST:
-        return ((), alts) if unknown else (alts, ())
-    must_v, may_v = roles.classify(value)
+def _lift_single(dim: int, must_v: tuple, may_v: tuple, unknown: bool) -> Tuple[tuple, tuple]:
+    """What _lift_alts makes of one address constraint of one match whose value covers the
+    roles ``must_v`` and meets the roles ``may_v``, directly."""
     if not may_v:
         return (), ()
     if unknown or must_v != may_v:
@@ -191,17 +186,22 @@ def _lift_single(alts: tuple, unknown: bool, roles: AddressRoles) -> Tuple[tuple
 
 
 def _lift_rule(rule, source: str, roles: AddressRoles, cache: Dict) -> _XRule:
-    """``cache``: (must, may) of single-match rules by their match, shared by the rules of a walk
-    (kube-proxy's rulesets repeat a few hundred distinct matches over 100k rules)."""
+    """``cache``: (must, may) of single-address-match rules by the roles their prefix covers and
+    meets, shared by the rules of a walk: kube-proxy's ~90,000 "-s PREFIX -j KUBE-EXT-X" are
+    mostly of prefixes seen once, but of a few role pairs (one lifted match for all of them)."""
     alts = rule.alternatives
     action = rule.action
     unknown = bool(rule.unknown)
     if len(alts) == 1 and len(alts[0]) == 1 and action != DNAT and action != REDIRECT:
         # one match ("-s PREFIX", "-p tcp", "--ctstate NEW"...): the bulk of big rulesets
-        key = (alts[0][0], unknown)
+        dim, value = alts[0][0]
+        if dim != SRC and dim != DST:
+            return _XRule((), alts, rule, source) if unknown else _XRule(alts, (), rule, source)
+        must_v, may_v = roles.classify(value)
+        key = (dim, must_v, may_v, unknown)
         hit = cache.get(key)
         if hit is None:
-            hit = cache[key] = _lift_single(alts, unknown, roles)
+            hit = cache[key] = _lift_single(dim, must_v, may_v, unknown)
         return _XRule(hit[0], hit[1], rule, source)
     alts = tuple(map(_ordered, alts))
     if not unknown and action != DNAT and action != REDIRECT and not _names_addresses(alts):
@@ -253,18 +253,26 @@ def _restrict(f: _Flow, box: Box) -> _Flow:
 def merge_flows(flows: List[_Flow]) -> List[_Flow]:
     if len(flows) < 2:
         return flows
-    plain: Dict[FrozenSet, List[Box]] = {}
-    nat: Dict[FrozenSet, List[tuple]] = {}
+    plain: Dict[FrozenSet, List[_Flow]] = {}
+    nat: Dict[FrozenSet, List[Tuple[_Flow, tuple]]] = {}
     for f in flows:
         if f.origin is None:
-            plain.setdefault(f.label, []).append(f.box)
+            plain.setdefault(f.label, []).append(f)
         else:
-            nat.setdefault(f.label, []).append(f.box + f.origin)
+            nat.setdefault(f.label, []).append((f, f.box + f.origin))
     out: List[_Flow] = []
-    for label, boxes in plain.items():
-        out.extend(_Flow(b, None, label) for b in merge_tuples(boxes, MASK_DIMS, rounds=2))
+    # (a label with one flow is kept as it is: a base chain's end has thousands of labels, one
+    # flow each, which merging would only copy)
+    for label, members in plain.items():
+        if len(members) == 1:
+            out.append(members[0])
+            continue
+        out.extend(_Flow(b, None, label) for b in merge_tuples([f.box for f in members], MASK_DIMS, rounds=2))
     for label, pairs in nat.items():
-        for p in merge_tuples(pairs, _MASK22, rounds=2):
+        if len(pairs) == 1:
+            out.append(pairs[0][0])
+            continue
+        for p in merge_tuples([pair for _, pair in pairs], _MASK22, rounds=2):
             out.append(_Flow(p[:NDIMS], p[NDIMS:], label))
     return out
 

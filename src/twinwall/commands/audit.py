@@ -63,15 +63,16 @@ def _small(snapshot) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from twinwall.analysis.audit import audit_snapshot
-    from twinwall.report.text import render_audit, severity_at_least
-
     import gc
 
     # An audit builds millions of small tuples and leaves no reference cycles behind: the
     # cyclic collector would only rescan them again and again (a third of the run on a large
-    # host). Reference counting still frees everything; the process ends right after.
+    # host; a sixth of the imports below, which create thousands of functions and classes).
+    # Reference counting still frees everything; the process ends right after.
     gc.disable()
+    from twinwall.analysis.audit import audit_snapshot
+    from twinwall.report.text import render_audit, severity_at_least
+
     snapshot = snapshot_from_args(args)
     # keeping the dumps' text alive would only raise peak memory on a large host; the small
     # ones are parsed a second time to compare their output and forward hooks

@@ -57,9 +57,15 @@ def run(args: argparse.Namespace) -> int:
     if args.before or args.after:
         return _run_change(args)
 
+    import gc
+
+    # the imports create thousands of functions and classes and no garbage: the cyclic
+    # collector's passes over them would be a sixth of their cost (the diff pauses it itself)
+    gc.disable()
     from twinwall.analysis.diff.compare import diff_snapshot
     from twinwall.report.diff_text import render_diff
 
+    gc.enable()
     snapshot = snapshot_from_args(args)
     result = diff_snapshot(snapshot, _hooks(args))
     if snapshot.ipv6.enabled is False:

@@ -162,6 +162,11 @@ class Chain:
             assert self._compile is not None  # set_source set both
             self._rules = self._compile(self, self._source)
             self._source = []
+            # the compile function holds the parser, and through it the ruleset that holds this
+            # chain: dropped once used, so that a ruleset whose chains are all compiled is no
+            # reference cycle (the audit and the diff pause the cyclic collector: a cycle would
+            # keep the IPv4 half in memory while the IPv6 half is walked)
+            self._compile = None
         return self._rules
 
     def __len__(self) -> int:

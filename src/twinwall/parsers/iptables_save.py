@@ -13,7 +13,6 @@ kept by name in ``Rule.unknown``: the evaluator then treats the rule as "may mat
 from __future__ import annotations
 
 import re
-import socket
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple, Union, cast
 
@@ -233,9 +232,14 @@ _SIMPLE = re.compile(
     rf" -j ({_ARG})"
     r'((?: [^\s"]+)*)'
 )
-# the commonest of them by far (kube-proxy's loadBalancerSourceRanges): "-s PREFIX [comment] -j T"
-_SOURCE_JUMP = re.compile(rf'-A [^\s"]+ -s ({_ARG})(?: -m comment --comment "[^"\\]*(?:\\.[^"\\]*)*")? -j ({_ARG})')
+# the commonest of them by far (kube-proxy's loadBalancerSourceRanges, per-source accepts):
+# "[-s PREFIX] [comment] -j T", and a chain's closing "-j RETURN"
+_SOURCE_JUMP = re.compile(rf'-A [^\s"]+(?: -s ({_ARG}))?(?: -m comment --comment "[^"\\]*(?:\\.[^"\\]*)*")? -j ({_ARG})')
 _SIMPLE_PROTO = {"tcp": ((6, 6),), "udp": ((17, 17),)}
+# the constraints a simple line's "-p tcp|udp" and "--dport N" make, each built once (a chain
+# per port repeats them in thousands of rules), and the alternatives of a line without matches
+_SIMPLE_PROTO_CONSTRAINT = {name: (PROTO, value) for name, value in _SIMPLE_PROTO.items()}
+_MATCH_ALL = ((),)
 # a run of rules of one chain, as iptables-save prints them: "-A NAME ..." lines, each ending in
 # a newline, all naming the same chain
 _RULE_BLOCK = re.compile(r"-A (\S+) [^\n]*\n(?:-A \1 [^\n]*\n)*")
@@ -409,6 +413,10 @@ class _Compiler:
         # (table, JUMP|GOTO, target) -> action, for the targets whose action needs nothing
         # else (see set_target); compiling starts after parsing, when every chain is known
         self._actions: Dict[Tuple[str, str, str], str] = {}
+        # "-s PREFIX" -> the alternatives of a rule that matches only that: one tuple for every
+        # rule of the same source (per-source accepts repeat a few hundred); in place of the
+        # _addr_cache entry, which is left to the other paths
+        self._source_alternatives: Dict[str, Tuple] = {}
 
     def compile_chain(self, chain: Chain, pieces: List[Tuple[int, str]]) -> List[Rule]:
         lines, numbers = _source_lines(pieces)
@@ -417,6 +425,7 @@ class _Compiler:
         source_jump = _SOURCE_JUMP.fullmatch
         actions = self._actions
         addr_cache = self._addr_cache
+        source_alternatives = self._source_alternatives
         table, name = chain.table, chain.name
         for n, line in enumerate(lines, 1):
             try:
@@ -426,10 +435,11 @@ class _Compiler:
                     src, target = m.groups()
                     action = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
                     if action is not None:
-                        value = addr_cache.get(src)
-                        if value is None:
-                            value = self.addresses(src)
-                        rules.append(Rule(table, name, n, line, (((SRC, value),),), (), action, target))
+                        alternatives = source_alternatives.get(src) if src is not None else _MATCH_ALL
+                        if alternatives is None:
+                            value = addr_cache.get(src) or self.parse_addresses(src)
+                            alternatives = source_alternatives[src] = (((SRC, value),),)
+                        rules.append(Rule(table, name, n, line, alternatives, (), action, target))
                         continue
                 m = simple(line)
                 rule = self.compile_simple(chain, n, line, m) if m is not None else None
@@ -447,12 +457,14 @@ class _Compiler:
     def addresses(self, spec: str) -> IntervalSet:
         cached = self._addr_cache.get(spec)
         if cached is None:
-            if "," in spec:
-                cached = iv_normalize(self.prefix(p) for p in spec.split(","))
-            else:  # one prefix: what iv_normalize makes of its single (first, last) pair
-                cached = (tuple(self.prefix(spec)),)
-            self._addr_cache[spec] = cached
+            cached = self._addr_cache[spec] = self.parse_addresses(spec)
         return cached
+
+    def parse_addresses(self, spec: str) -> IntervalSet:
+        """``addresses`` without the memo (for a caller that remembers the result its own way)."""
+        if "," in spec:
+            return iv_normalize(self.prefix(p) for p in spec.split(","))
+        return (tuple(self.prefix(spec)),)  # one prefix: what iv_normalize makes of its single pair
 
     def prefix(self, spec: str):
         """One address or prefix; over IPv4, as iptables reads it, an address of fewer than four
@@ -528,10 +540,12 @@ class _Compiler:
             never = never or not value
             conj.append((dim, value))
         if proto is not None:
-            conj.append((PROTO, _SIMPLE_PROTO[proto]))
+            conj.append(_SIMPLE_PROTO_CONSTRAINT[proto])
         if dport is not None:
-            conj.append((DPORT, _port(dport)))
-        return () if never else (tuple(conj),)
+            conj.append(_dport_constraint(dport))
+        if never:
+            return ()
+        return (tuple(conj),) if conj else _MATCH_ALL
 
     def compile_rule(self, chain: Chain, number: int, line: str) -> Rule:
         m = _SIMPLE.fullmatch(line)
@@ -963,6 +977,12 @@ def _port(spec: str) -> IntervalSet:
     return ports(spec)
 
 
+@lru_cache(maxsize=4096)
+def _dport_constraint(spec: str) -> Tuple[int, IntervalSet]:
+    """The constraint of "--dport N" (a plain number), remembered as _port."""
+    return (DPORT, _port(spec))
+
+
 def ports(spec: str) -> IntervalSet:
     lo, sep, hi = spec.partition(":")
     a = _port_number(lo) if lo else 0
@@ -979,6 +999,8 @@ def _port_number(spec: str) -> int:
     number)."""
     if spec.isdigit():
         return int(spec)
+    import socket  # (a service name is rare: iptables-save prints numbers)
+
     try:
         return socket.getservbyname(spec)
     except OSError:

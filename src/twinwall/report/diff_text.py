@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, List
+from typing import TYPE_CHECKING, Dict, FrozenSet, List
 
-from twinwall.analysis.diff.change import ChangeResult
 from twinwall.analysis.diff.compare import DiffResult, Region
 from twinwall.analysis.diff.describe import describe_region, only_classes, verdict_of
+
+if TYPE_CHECKING:  # (a diff of one snapshot does not load the change's audit machinery)
+    from twinwall.analysis.diff.change import ChangeResult
 
 MAX_RULES = 3  # rules named per verdict in one line; the JSON has them all
 

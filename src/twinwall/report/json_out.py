@@ -7,7 +7,6 @@ than 64 bits), the standard library writes the same JSON value."""
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import IO, Optional
 
@@ -25,6 +24,8 @@ def dumps(data, pretty: bool = False) -> bytes:
             return orjson.dumps(data, option=option)
         except TypeError:  # orjson.JSONEncodeError: e.g. a 128-bit integer
             pass
+    import json  # (the fallback only: orjson writes the report when it is installed)
+
     # reports are trees built fresh for output (a shared leaf is fine, a cycle impossible): the
     # encoder's cycle check would only cost a dictionary operation per object. Without indent
     # json.dumps runs the C encoder; json.dump would not.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from typing import Optional, Sequence
 
 from twinwall.errors import InputError
@@ -23,6 +22,8 @@ def write_atomic(path: str, data: bytes) -> None:
     """Replace ``path`` with ``data``: temp file beside it, fsync, rename, fsync the directory.
     The file gets the mode a plain ``open(path, "w")`` would give it (0666 minus the umask): a
     textfile collector running as another user must be able to read it."""
+    import tempfile  # (only a report written to a file needs it: not an audit on standard output)
+
     directory = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
     try:

@@ -21,6 +21,7 @@ from twinwall.analysis.diff import compare as D
 from twinwall.analysis.diff.describe import describe_region
 from twinwall.analysis.context import build_contexts
 from twinwall.netfilter.packetset import CT_NAMES, ICMP, NDIMS, prefix_interval
+from twinwall.netfilter.ruleset import Rule
 from twinwall.loader import load_rulesets
 from twinwall.model import HostSnapshot, RulesetText
 
@@ -377,4 +378,6 @@ def test_single_match_fast_path_lifts_as_the_general_path(prefix, dim, unknown, 
     address_match = (((dim, (prefix_interval(prefix, "ipv4"),)),),)
     port_match = (((4, ((22, 22),)),),)
     for alts in (address_match, port_match):
-        assert RW._lift_single(alts, unknown, roles) == RW._lift_alts(alts, unknown, roles), (alts, unknown)
+        rule = Rule("filter", "INPUT", 1, "-A INPUT ...", alts, ("limit",) if unknown else (), "ACCEPT")
+        lifted = RW._lift_rule(rule, "rules.v4", roles, {})
+        assert (lifted.must, lifted.may) == RW._lift_alts(alts, unknown, roles), (alts, unknown)
