@@ -997,6 +997,10 @@ class _LogSeen:
     """An evaluator trace that keeps the packets logging rules see (LOG/NFLOG do not end
     evaluation, so the walk's outcomes do not name them)."""
 
+    # what only logging rules see is all it keeps: the walk may take runs of rules that do not
+    # log (analysis.chain_index.Run) at once, without telling it of each
+    logging_only = True
+
     def __init__(self):
         self.boxes: List[Box] = []
         self.rules: Dict[int, Rule] = {}

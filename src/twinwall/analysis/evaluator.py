@@ -79,6 +79,9 @@ from twinwall.netfilter.ruleset import (
     Ruleset,
 )
 
+# the share of a long chain in runs of one-dimension rules from which it is not indexed
+RUN_SHARE = 0.9
+
 Trail = Optional[Tuple[Decision, Any]]  # linked list: (Decision, parent trail) or None
 
 
@@ -96,6 +99,8 @@ class Flow:
 
 @dataclass
 class Outcome:
+    # (slots: a blocklist's walk ends in one outcome per rule, 100,000s of them)
+    __slots__ = ("box", "origin", "verdict", "decided_by", "uncertain")
     box: Box  # the packets as they reached the verdict (after NAT)
     origin: Box  # the same packets as they arrived
     verdict: str
@@ -323,7 +328,12 @@ class Evaluator(NetfilterWalk):
     def index_of(self, chain: Chain, rules: List[Any]) -> Any:
         index = chain.index
         if index is None:
-            index = chain.index = ChainIndex.build(rules) or False
+            # a chain that is mostly runs (a blocklist) is walked past them a binary search per
+            # flow already: indexing its 100,000 values again would only cost time and memory
+            runs = self.runs_of(chain, rules, None) if len(rules) >= MIN_RUN else None
+            in_runs = sum(r.end - r.start for r in runs.values()) if runs else 0
+            mostly_runs = in_runs >= len(rules) * RUN_SHARE
+            index = chain.index = (not mostly_runs and ChainIndex.build(rules)) or False
         return index
 
     def outcome(self, flow: Flow, verdict: str, decision: Decision) -> Outcome:
@@ -450,13 +460,24 @@ class Evaluator(NetfilterWalk):
         for k in sorted({k for _, parts in hits for k in parts}):
             rule = rules[run.start + k]
             action = rule.action
-            decision = self.decision(rs, rule)
+            decision = run.decisions.get(k) if run.source is rs.source else None
+            if decision is None:
+                # kept on the run: every walk of the chain cites the same rules alike
+                decision = self.decision(rs, rule)
+                if run.source is not rs.source:
+                    run.source, run.decisions = rs.source, {}
+                run.decisions[k] = decision
             for f, parts in hits:
                 part = parts.get(k)
                 if part is None:
                     continue
-                g = _restrict(f, f.box if part == f.box[dim] else f.box[:dim] + (part,) + f.box[dim + 1:])
-                ended.append((Flow(g.box, (decision, g.trail), g.uncertain, g.origin), action, decision))
+                box = f.box
+                if part == box[dim]:
+                    origin = f.origin
+                else:  # (what _restrict gives, without the intermediate flow)
+                    box = box[:dim] + (part,) + box[dim + 1:]
+                    origin = box if f.origin is f.box else narrow_origin(f.origin, f.box, box)
+                ended.append((Flow(box, (decision, f.trail), f.uncertain, origin), action, decision))
         return rest
 
     def _trace_match(self, rule: Any, flows: List[Flow], depth: int) -> None:
