@@ -17,7 +17,7 @@ none of the entering boxes meets none of the later ones either.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 from twinwall.netfilter.packetset import DPORT, DST, MASK_DIMS, SPORT, SRC, iv_meets, iv_normalize
 
@@ -242,7 +242,7 @@ class Run:
         # the walk's Decision of each rule, by position in the run, for the ruleset ``source``
         # (every walk of the chain cites its rules alike: made once, shared)
         self.source: Optional[str] = None
-        self.decisions: Dict[int, object] = {}
+        self.decisions: Dict[int, Any] = {}
 
     def parts(self, value) -> Dict[int, tuple]:
         """{position in the run: that rule's part of ``value``} for the rules that meet it."""
