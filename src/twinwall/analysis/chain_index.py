@@ -245,20 +245,24 @@ class Run:
         self.decisions: Dict[int, Any] = {}
 
     def parts(self, value) -> Dict[int, tuple]:
-        """{position in the run: that rule's part of ``value``} for the rules that meet it."""
+        """{position in the run: that rule's part of ``value``} for the rules that meet it (a
+        rule's whole value is the rule's own tuple, not a copy per walk and region)."""
         los, his, owner, values = self.los, self.his, self.owner, self.values
-        got: Dict[int, list] = {}
+        out: Dict[int, tuple] = {}
+        split: Dict[int, list] = {}  # the rules ``value`` cuts, or meets more than once
         for qlo, qhi in value:
             k = bisect_right(his, qlo - 1)  # first entry ending at or after qlo
             end = bisect_right(los, qhi)
             while k < end:
                 lo, hi = los[k], his[k]
-                got.setdefault(owner[k], []).append((lo if lo > qlo else qlo, hi if hi < qhi else qhi))
+                i = owner[k]
                 k += 1
-        out = {}
-        for i, p in got.items():
+                if lo >= qlo and hi <= qhi and values and len(values[i]) == 1:
+                    out[i] = values[i]  # (the commonest case: met once and whole)
+                    continue
+                split.setdefault(i, []).append((lo if lo > qlo else qlo, hi if hi < qhi else qhi))
+        for i, p in split.items():
             t = tuple(p)
-            # (a rule's whole value: the rule's own tuple, not a copy per walk and region)
             out[i] = values[i] if values and t == values[i] else t
         return out
 

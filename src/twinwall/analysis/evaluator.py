@@ -446,18 +446,19 @@ class Evaluator(NetfilterWalk):
         remaining packets once per rule."""
         dim = run.dim
         rest: List[Flow] = []
-        hits = []  # (flow, {position in run: part})
+        hits = []  # (flow, {position in run: part}, its box before and after ``dim``)
         for f in current:
             value = f.box[dim]
             parts = run.parts(value)
             if not parts:
                 rest.append(f)
                 continue
-            hits.append((f, parts))
+            hits.append((f, parts, f.box[:dim], f.box[dim + 1:]))
             left = iv_sub(value, run.union)
             if left:
                 rest.append(_restrict(f, f.box[:dim] + (left,) + f.box[dim + 1:]))
-        for k in sorted({k for _, parts in hits for k in parts}):
+        append = ended.append
+        for k in sorted({k for _, parts, _, _ in hits for k in parts}):
             rule = rules[run.start + k]
             action = rule.action
             decision = run.decisions.get(k) if run.source is rs.source else None
@@ -467,7 +468,7 @@ class Evaluator(NetfilterWalk):
                 if run.source is not rs.source:
                     run.source, run.decisions = rs.source, {}
                 run.decisions[k] = decision
-            for f, parts in hits:
+            for f, parts, head, tail in hits:
                 part = parts.get(k)
                 if part is None:
                     continue
@@ -475,9 +476,9 @@ class Evaluator(NetfilterWalk):
                 if part == box[dim]:
                     origin = f.origin
                 else:  # (what _restrict gives, without the intermediate flow)
-                    box = box[:dim] + (part,) + box[dim + 1:]
+                    box = head + (part,) + tail
                     origin = box if f.origin is f.box else narrow_origin(f.origin, f.box, box)
-                ended.append((Flow(box, (decision, f.trail), f.uncertain, origin), action, decision))
+                append((Flow(box, (decision, f.trail), f.uncertain, origin), action, decision))
         return rest
 
     def _trace_match(self, rule: Any, flows: List[Flow], depth: int) -> None:

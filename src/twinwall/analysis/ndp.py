@@ -211,6 +211,10 @@ def neighbour_discovery(ctx: FamilyContext, on_link: tuple = ()) -> Optional[Nei
             if o.uncertain:
                 msg.uncertain.extend(o.uncertain)  # may not match: the wider outcome stands
                 continue
+            if not outgoing and not iv_meets(o.origin[SRC], own):
+                # a source neither on-link nor link-local (a blocklist's 100,000 regions) is no
+                # neighbour: it cuts nothing below (its clients come through a router)
+                continue
             cut, mask = _clients_of(o.origin, outgoing, clients)
             # link-local neighbours lost: the router too, so every client on that interface
             wide = clients if iv_meets(cut, LINK_LOCAL) else iv_and(cut, on_link)
@@ -238,6 +242,7 @@ def neighbour_discovery(ctx: FamilyContext, on_link: tuple = ()) -> Optional[Nei
                         msg.denied.append(o)
                     cuts.append((who, to, mask))
         messages.append(msg)
+        walked = []  # (let this message's regions go before the next walk makes its own)
     ok = [make_box(clients, host, ctx.remote_ifaces, every)]
     for src, dst, mask in _grouped(cuts):
         ok = [piece for b in ok for piece in box_sub(b, ((SRC, src), (DST, dst), (IIF, mask)))]
