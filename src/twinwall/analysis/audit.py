@@ -235,10 +235,10 @@ def audit_snapshot(
     sockets = _dedupe(snapshot.sockets)
     early = _legacy_and_nft_findings(snapshot)  # reads the texts before parsing frees them
     parallel = worth_forking(snapshot) if jobs is None else jobs > 1
-    jobs = [partial(audit_family, snapshot, fam, sockets, keep_text) for fam in FAMILIES]
+    family_jobs = [partial(audit_family, snapshot, fam, sockets, keep_text) for fam in FAMILIES]
     if not parallel:
-        jobs[0] = partial(_collected, jobs[0])
-    halves = run_jobs(jobs, parallel)
+        family_jobs[0] = partial(_collected, family_jobs[0])
+    halves = run_jobs(family_jobs, parallel)
     results = dict(zip(FAMILIES, halves))
     services = [
         ServiceReport(sock, {f: results[f].verdicts[i] for f in FAMILIES}) for i, sock in enumerate(sockets)
@@ -479,12 +479,12 @@ def _socket_verdict(
                 accepted.append((b, o))
         elif box_meets(o.origin, selector_t):
             denied.append(o)
-    unsure = {u for _, o in accepted for u in o.uncertain} | {u for o in denied if o.uncertain for u in o.uncertain}
-    for origin, members, members_unsure in denied_runs:
+    undecided = {u for _, o in accepted for u in o.uncertain} | {u for o in denied if o.uncertain for u in o.uncertain}
+    for origin, members, members_undecided in denied_runs:
         if box_meets(origin, selector_t):
             denied.extend(members)
-            unsure |= members_unsure
-    uncertain = sorted(unsure)
+            undecided |= members_undecided
+    uncertain = sorted(undecided)
     later_cut: List[Outcome] = []
     if accepted and legs is not None:
         kept_legs: List[Tuple[Box, Outcome]] = []
