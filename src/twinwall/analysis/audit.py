@@ -405,9 +405,14 @@ class _PortIndex:
     def __init__(self, outcomes: Sequence[Outcome]):
         self.by_port: Dict[int, List[Outcome]] = {}
         self.wide: List[Tuple[tuple, Outcome]] = []
+        small: Dict[int, Tuple[tuple, bool]] = {}  # id(ports) -> (ports, few enough)
         for o in outcomes:
             ports = (o.box if o.verdict == V_ACCEPT else o.origin)[DPORT]
-            if sum(hi - lo + 1 for lo, hi in ports) <= self.SMALL:
+            # (a blocklist's 100,000 regions share one port set: sized once, by identity)
+            known = small.get(id(ports))
+            if known is None or known[0] is not ports:
+                known = small[id(ports)] = (ports, sum(hi - lo + 1 for lo, hi in ports) <= self.SMALL)
+            if known[1]:
                 for lo, hi in ports:
                     for p in range(lo, hi + 1):
                         self.by_port.setdefault(p, []).append(o)
@@ -418,10 +423,13 @@ class _PortIndex:
         # 100,000 sources): a socket tests each run once, not each region (rules x sockets)
         runs: List[Tuple[Optional[tuple], List[Outcome]]] = []  # None: an accepted region ends a run
         narrow: List[Tuple[tuple, Outcome]] = []
+        proto, dport, dst, iif = _SOCKET_DIMS
         for ports, o in self.wide:
             last_origin = runs[-1][0] if runs else None
             if o.verdict != V_ACCEPT and last_origin is not None:
-                if all(o.origin[d] is last_origin[d] for d in _SOCKET_DIMS):
+                origin = o.origin  # (the dimensions of _SOCKET_DIMS, spelled out: per region)
+                if (origin[proto] is last_origin[proto] and origin[dport] is last_origin[dport]
+                        and origin[dst] is last_origin[dst] and origin[iif] is last_origin[iif]):
                     runs[-1][1].append(o)
                     continue
             if o.verdict == V_ACCEPT:

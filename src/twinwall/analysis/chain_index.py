@@ -143,17 +143,34 @@ class ChainIndex:
         n = len(rules)
         if n < MIN_RULES:
             return None
-        dims = []
-        for dim in INDEXED_DIMS:
-            always: List[int] = []
-            spans = []
-            for i, r in enumerate(rules):
+        always_of: Dict[int, List[int]] = {dim: [] for dim in INDEXED_DIMS}
+        spans_of: Dict[int, List[tuple]] = {dim: [] for dim in INDEXED_DIMS}
+        for i, r in enumerate(rules):
+            alternatives = r.alternatives
+            if not alternatives:
+                continue  # (a rule that can never match is never a candidate)
+            if len(alternatives) == 1:
+                # one pass over the rule's one constraint for every dimension (_values of each)
+                got: Dict[int, tuple] = {}
+                for d, value in alternatives[0]:
+                    if d in always_of and d not in got:
+                        got[d] = value
+                for dim in INDEXED_DIMS:
+                    value = got.get(dim)
+                    if value is None:
+                        always_of[dim].append(i)
+                    elif value:
+                        spans_of[dim].append((i, value))
+                continue
+            for dim in INDEXED_DIMS:
                 values = _values(r, dim)
                 if values is None:
-                    always.append(i)
+                    always_of[dim].append(i)
                 elif values:
-                    spans.append((i, values))
-                # (a rule that can never match is never a candidate)
+                    spans_of[dim].append((i, values))
+        dims = []
+        for dim in INDEXED_DIMS:
+            always, spans = always_of[dim], spans_of[dim]
             if len(always) > n * (1 - MIN_SHARE) or len({v for _, v in spans}) < MIN_DISTINCT:
                 continue
             dims.append(_DimIndex(dim, always, spans))
