@@ -460,16 +460,16 @@ class Evaluator(NetfilterWalk):
             if left:
                 rest.append(_restrict(f, f.box[:dim] + (left,) + f.box[dim + 1:]))
         append = ended.append
+        if run.source is not rs.source:
+            run.source, run.decisions = rs.source, {}
+        decisions, start = run.decisions, run.start
         for k in sorted({k for _, parts, _, _ in hits for k in parts}):
-            rule = rules[run.start + k]
+            rule = rules[start + k]
             action = rule.action
-            decision = run.decisions.get(k) if run.source is rs.source else None
+            decision = decisions.get(k)
             if decision is None:
                 # kept on the run: every walk of the chain cites the same rules alike
-                decision = self.decision(rs, rule)
-                if run.source is not rs.source:
-                    run.source, run.decisions = rs.source, {}
-                run.decisions[k] = decision
+                decision = decisions[k] = self.decision(rs, rule)
             for f, parts, head, tail in hits:
                 part = parts.get(k)
                 if part is None:
