@@ -9,9 +9,10 @@ verdicts and from a few more walks (loopback, spoofed loopback, default deny).
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple, TypeVar
 
 from twinwall.analysis.connection import ConnectionLegs, legs_decisions
 from twinwall.analysis.frontends import combine_frontends, frontends_of
@@ -77,6 +78,8 @@ from twinwall.model import (
 from twinwall.netfilter.ruleset import ACCEPT, DROP, REJECT, Decision, Rule
 
 SCHEMA = "twinwall.audit/1"
+
+T = TypeVar("T")
 
 
 # a subject's decisions: (family, the decision), as the finding cites them
@@ -232,7 +235,10 @@ def audit_snapshot(
     sockets = _dedupe(snapshot.sockets)
     early = _legacy_and_nft_findings(snapshot)  # reads the texts before parsing frees them
     parallel = worth_forking(snapshot) if jobs is None else jobs > 1
-    halves = run_jobs([partial(audit_family, snapshot, fam, sockets, keep_text) for fam in FAMILIES], parallel)
+    family_jobs = [partial(audit_family, snapshot, fam, sockets, keep_text) for fam in FAMILIES]
+    if not parallel:
+        family_jobs[0] = partial(_collected, family_jobs[0])
+    halves = run_jobs(family_jobs, parallel)
     results = dict(zip(FAMILIES, halves))
     services = [
         ServiceReport(sock, {f: results[f].verdicts[i] for f in FAMILIES}) for i, sock in enumerate(sockets)
@@ -252,6 +258,16 @@ def audit_snapshot(
     findings.sort(key=lambda fnd: (-SEVERITIES.index(fnd.severity), fnd.id, fnd.service or "", fnd.family or ""))
     summary = [row for f in FAMILIES for row in results[f].summary]
     return AuditReport(snapshot, services, findings, summary, frontends)
+
+
+def _collected(job: Callable[[], T]) -> T:
+    """``job()``, and then, where the caller paused the cyclic collector (commands/audit.py), its
+    garbage collected: a half audited in this process leaves its parsed rulesets in reference
+    cycles, and the next half can reuse that memory instead of adding its own peak to it."""
+    out = job()
+    if not gc.isenabled():
+        gc.collect()
+    return out
 
 
 @dataclass
@@ -389,9 +405,14 @@ class _PortIndex:
     def __init__(self, outcomes: Sequence[Outcome]):
         self.by_port: Dict[int, List[Outcome]] = {}
         self.wide: List[Tuple[tuple, Outcome]] = []
+        small: Dict[int, Tuple[tuple, bool]] = {}  # id(ports) -> (ports, few enough)
         for o in outcomes:
             ports = (o.box if o.verdict == V_ACCEPT else o.origin)[DPORT]
-            if sum(hi - lo + 1 for lo, hi in ports) <= self.SMALL:
+            # (a blocklist's 100,000 regions share one port set: sized once, by identity)
+            known = small.get(id(ports))
+            if known is None or known[0] is not ports:
+                known = small[id(ports)] = (ports, sum(hi - lo + 1 for lo, hi in ports) <= self.SMALL)
+            if known[1]:
                 for lo, hi in ports:
                     for p in range(lo, hi + 1):
                         self.by_port.setdefault(p, []).append(o)
@@ -402,10 +423,13 @@ class _PortIndex:
         # 100,000 sources): a socket tests each run once, not each region (rules x sockets)
         runs: List[Tuple[Optional[tuple], List[Outcome]]] = []  # None: an accepted region ends a run
         narrow: List[Tuple[tuple, Outcome]] = []
+        proto, dport, dst, iif = _SOCKET_DIMS
         for ports, o in self.wide:
             last_origin = runs[-1][0] if runs else None
             if o.verdict != V_ACCEPT and last_origin is not None:
-                if all(o.origin[d] is last_origin[d] for d in _SOCKET_DIMS):
+                origin = o.origin  # (the dimensions of _SOCKET_DIMS, spelled out: per region)
+                if (origin[proto] is last_origin[proto] and origin[dport] is last_origin[dport]
+                        and origin[dst] is last_origin[dst] and origin[iif] is last_origin[iif]):
                     runs[-1][1].append(o)
                     continue
             if o.verdict == V_ACCEPT:
@@ -413,7 +437,11 @@ class _PortIndex:
                 runs.append((None, []))
             else:
                 runs.append((o.origin, [o]))
-        self.runs: List[Tuple[tuple, List[Outcome]]] = [(origin, members) for origin, members in runs if origin is not None]
+        # (with the undecidable matches of each run's members, gathered once: not per socket)
+        self.runs: List[Tuple[tuple, List[Outcome], FrozenSet[str]]] = [
+            (origin, members, frozenset(u for o in members for u in o.uncertain))
+            for origin, members in runs if origin is not None
+        ]
         self.wide = narrow
 
     def candidates(self, port: int) -> List[Outcome]:
@@ -424,8 +452,9 @@ class _PortIndex:
                 found.append(o)
         return found
 
-    def denied_runs(self, port: int) -> List[Tuple[tuple, List[Outcome]]]:
-        """The runs of wide denied regions that may hold ``port``: (a member's origin, members)."""
+    def denied_runs(self, port: int) -> List[Tuple[tuple, List[Outcome], FrozenSet[str]]]:
+        """The runs of wide denied regions that may hold ``port``: (a member's origin, members,
+        their undecidable matches)."""
         return [r for r in self.runs if iv_contains(r[0][DPORT], port)]
 
 
@@ -440,7 +469,7 @@ def _socket_verdict(
     memo: Dict[tuple, Reach],
     ndp: Optional[NeighbourReach] = None,
     legs: Optional[ConnectionLegs] = None,
-    denied_runs: Sequence[Tuple[tuple, List[Outcome]]] = (),
+    denied_runs: Sequence[Tuple[tuple, List[Outcome], FrozenSet[str]]] = (),
 ) -> FamilyVerdict:
     num = PROTO_NUM[sock.protocol]
     selector: List[Tuple[int, Any]] = [(PROTO, ((num, num),)), (DPORT, ((sock.port, sock.port),)), (DST, dsts)]
@@ -458,10 +487,12 @@ def _socket_verdict(
                 accepted.append((b, o))
         elif box_meets(o.origin, selector_t):
             denied.append(o)
-    for origin, members in denied_runs:
+    undecided = {u for _, o in accepted for u in o.uncertain} | {u for o in denied if o.uncertain for u in o.uncertain}
+    for origin, members, members_undecided in denied_runs:
         if box_meets(origin, selector_t):
             denied.extend(members)
-    uncertain = sorted({u for _, o in accepted for u in o.uncertain} | {u for o in denied if o.uncertain for u in o.uncertain})
+            undecided |= members_undecided
+    uncertain = sorted(undecided)
     later_cut: List[Outcome] = []
     if accepted and legs is not None:
         kept_legs: List[Tuple[Box, Outcome]] = []
@@ -996,6 +1027,10 @@ def may_log(snapshot: HostSnapshot, family: str) -> bool:
 class _LogSeen:
     """An evaluator trace that keeps the packets logging rules see (LOG/NFLOG do not end
     evaluation, so the walk's outcomes do not name them)."""
+
+    # what only logging rules see is all it keeps: the walk may take runs of rules that do not
+    # log (analysis.chain_index.Run) at once, without telling it of each
+    logging_only = True
 
     def __init__(self):
         self.boxes: List[Box] = []

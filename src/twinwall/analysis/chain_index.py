@@ -17,7 +17,7 @@ none of the entering boxes meets none of the later ones either.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 from twinwall.netfilter.packetset import DPORT, DST, MASK_DIMS, SPORT, SRC, iv_meets, iv_normalize
 
@@ -143,17 +143,34 @@ class ChainIndex:
         n = len(rules)
         if n < MIN_RULES:
             return None
-        dims = []
-        for dim in INDEXED_DIMS:
-            always: List[int] = []
-            spans = []
-            for i, r in enumerate(rules):
+        always_of: Dict[int, List[int]] = {dim: [] for dim in INDEXED_DIMS}
+        spans_of: Dict[int, List[tuple]] = {dim: [] for dim in INDEXED_DIMS}
+        for i, r in enumerate(rules):
+            alternatives = r.alternatives
+            if not alternatives:
+                continue  # (a rule that can never match is never a candidate)
+            if len(alternatives) == 1:
+                # one pass over the rule's one constraint for every dimension (_values of each)
+                got: Dict[int, tuple] = {}
+                for d, value in alternatives[0]:
+                    if d in always_of and d not in got:
+                        got[d] = value
+                for dim in INDEXED_DIMS:
+                    value = got.get(dim)
+                    if value is None:
+                        always_of[dim].append(i)
+                    elif value:
+                        spans_of[dim].append((i, value))
+                continue
+            for dim in INDEXED_DIMS:
                 values = _values(r, dim)
                 if values is None:
-                    always.append(i)
+                    always_of[dim].append(i)
                 elif values:
-                    spans.append((i, values))
-                # (a rule that can never match is never a candidate)
+                    spans_of[dim].append((i, values))
+        dims = []
+        for dim in INDEXED_DIMS:
+            always, spans = always_of[dim], spans_of[dim]
             if len(always) > n * (1 - MIN_SHARE) or len({v for _, v in spans}) < MIN_DISTINCT:
                 continue
             dims.append(_DimIndex(dim, always, spans))
@@ -228,32 +245,67 @@ class Run:
     rule's value, and what goes on past the run is the set minus their union: the same regions,
     in the same order, found with a binary search per interval instead."""
 
-    __slots__ = ("start", "end", "dim", "los", "his", "owner", "union")
+    __slots__ = ("start", "end", "dim", "los", "his", "owner", "union", "values", "source", "decisions")
 
-    def __init__(self, start: int, end: int, dim: int, entries: List[tuple]):
+    def __init__(self, start: int, end: int, dim: int, los: List[int], his: List[int], owner: List[int],
+                 values: Sequence[tuple] = ()):
+        """``los``, ``his``, ``owner``: the intervals (sorted, disjoint) and the position in the
+        run of the rule holding each; ``values``: each rule's value, by position in the run (the
+        parts that are a rule's whole value are that value)."""
         self.start, self.end, self.dim = start, end, dim  # rules[start:end]
-        self.los = [e[0] for e in entries]
-        self.his = [e[1] for e in entries]
-        self.owner = [e[2] for e in entries]  # position in the run of the rule holding it
-        self.union = iv_normalize((lo, hi) for lo, hi, _ in entries)
+        self.los, self.his, self.owner = los, his, owner
+        self.union = _union_sorted(los, his)
+        self.values = list(values)
+        # the walk's Decision of each rule, by position in the run, for the ruleset ``source``
+        # (every walk of the chain cites its rules alike: made once, shared)
+        self.source: Optional[str] = None
+        self.decisions: Dict[int, Any] = {}
 
     def parts(self, value) -> Dict[int, tuple]:
-        """{position in the run: that rule's part of ``value``} for the rules that meet it."""
-        los, his, owner = self.los, self.his, self.owner
-        got: Dict[int, list] = {}
+        """{position in the run: that rule's part of ``value``} for the rules that meet it (a
+        rule's whole value is the rule's own tuple, not a copy per walk and region)."""
+        los, his, owner, values = self.los, self.his, self.owner, self.values
+        out: Dict[int, tuple] = {}
+        split: Dict[int, list] = {}  # the rules ``value`` cuts, or meets more than once
         for qlo, qhi in value:
             k = bisect_right(his, qlo - 1)  # first entry ending at or after qlo
             end = bisect_right(los, qhi)
             while k < end:
                 lo, hi = los[k], his[k]
-                got.setdefault(owner[k], []).append((lo if lo > qlo else qlo, hi if hi < qhi else qhi))
+                i = owner[k]
                 k += 1
-        return {i: tuple(p) for i, p in got.items()}
+                if lo >= qlo and hi <= qhi and values and len(values[i]) == 1:
+                    out[i] = values[i]  # (the commonest case: met once and whole)
+                    continue
+                split.setdefault(i, []).append((lo if lo > qlo else qlo, hi if hi < qhi else qhi))
+        for i, p in split.items():
+            t = tuple(p)
+            out[i] = values[i] if values and t == values[i] else t
+        return out
+
+
+def _union_sorted(los: List[int], his: List[int]) -> tuple:
+    """iv_normalize of sorted, disjoint intervals: only adjacent ones join."""
+    out: List[tuple] = []
+    if not los:
+        return ()
+    if not any(map(int.__eq__, los[1:], map((1).__add__, his))):
+        return tuple(zip(los, his))  # (none adjacent: a blocklist's addresses)
+    clo, chi = los[0], his[0]
+    for lo, hi in zip(los, his):
+        if lo <= chi + 1:
+            if hi > chi:
+                chi = hi
+        else:
+            out.append((clo, chi))
+            clo, chi = lo, hi
+    out.append((clo, chi))
+    return tuple(out)
 
 
 def _run_value(rule, terminal) -> Optional[tuple]:
     """(dimension, value) of a rule a run may hold, or None."""
-    if rule.action not in terminal or rule.unknown or len(rule.alternatives) != 1:
+    if rule.action not in terminal or rule.unknown or rule.logs or len(rule.alternatives) != 1:
         return None
     alt = rule.alternatives[0]
     if len(alt) != 1 or alt[0][0] in MASK_DIMS or not alt[0][1]:
@@ -272,21 +324,38 @@ def find_runs(rules: Sequence, terminal) -> Dict[int, Run]:
             i += 1
             continue
         dim = first[0]
-        j = i
-        entries: List[tuple] = []
+        j = i + 1
+        los = [lo for lo, _ in first[1]]
+        his = [hi for _, hi in first[1]]
+        owner = [0] * len(los)
+        values: List[tuple] = [first[1]]
         while j < n:
-            if j > i and not rules[j].alternatives:
+            rule = rules[j]
+            alternatives = rule.alternatives
+            if not alternatives:
+                values.append(())
                 j += 1  # a rule that can never match (the other family's, in an inet table)
                 continue
-            dv = _run_value(rules[j], terminal) if j > i else first
-            if dv is None or dv[0] != dim:
+            # (_run_value, inline: this loop visits every rule of a 100,000-rule blocklist)
+            if rule.action not in terminal or rule.unknown or rule.logs or len(alternatives) != 1:
                 break
-            entries.extend((lo, hi, j - i) for lo, hi in dv[1])
+            alt = alternatives[0]
+            if len(alt) != 1 or alt[0][0] != dim or not alt[0][1]:
+                break
+            value = alt[0][1]
+            for lo, hi in value:
+                los.append(lo)
+                his.append(hi)
+                owner.append(j - i)
+            values.append(value)
             j += 1
         if j - i >= MIN_RUN:
-            entries.sort()
-            if all(entries[k][0] > entries[k - 1][1] for k in range(1, len(entries))):
-                runs[i] = Run(i, j, dim, entries)
+            # sorted by first value (equal ones overlap, refused below whatever their order)
+            order = sorted(range(len(los)), key=los.__getitem__)
+            los = [los[k] for k in order]
+            his = [his[k] for k in order]
+            if all(map(int.__gt__, los[1:], his)):
+                runs[i] = Run(i, j, dim, los, his, [owner[k] for k in order], values)
             # (overlapping values: a later rule sees only what earlier ones left, walk them one by one)
-        i = j if j > i else i + 1
+        i = j
     return runs

@@ -79,6 +79,9 @@ from twinwall.netfilter.ruleset import (
     Ruleset,
 )
 
+# the share of a long chain in runs of one-dimension rules from which it is not indexed
+RUN_SHARE = 0.9
+
 Trail = Optional[Tuple[Decision, Any]]  # linked list: (Decision, parent trail) or None
 
 
@@ -96,6 +99,8 @@ class Flow:
 
 @dataclass
 class Outcome:
+    # (slots: a blocklist's walk ends in one outcome per rule, 100,000s of them)
+    __slots__ = ("box", "origin", "verdict", "decided_by", "uncertain")
     box: Box  # the packets as they reached the verdict (after NAT)
     origin: Box  # the same packets as they arrived
     verdict: str
@@ -118,6 +123,8 @@ def accepted_by_policy(decided_by: Sequence[Decision]) -> bool:
 
 
 def _trail_list(trail) -> List[Decision]:
+    if trail is not None and trail[1] is None:
+        return [trail[0]]  # (one step, the commonest: a list of exactly one, not one grown)
     out = []
     while trail is not None:
         out.append(trail[0])
@@ -323,7 +330,12 @@ class Evaluator(NetfilterWalk):
     def index_of(self, chain: Chain, rules: List[Any]) -> Any:
         index = chain.index
         if index is None:
-            index = chain.index = ChainIndex.build(rules) or False
+            # a chain that is mostly runs (a blocklist) is walked past them a binary search per
+            # flow already: indexing its 100,000 values again would only cost time and memory
+            runs = self.runs_of(chain, rules, None) if len(rules) >= MIN_RUN else None
+            in_runs = sum(r.end - r.start for r in runs.values()) if runs else 0
+            mostly_runs = in_runs >= len(rules) * RUN_SHARE
+            index = chain.index = (not mostly_runs and ChainIndex.build(rules)) or False
         return index
 
     def outcome(self, flow: Flow, verdict: str, decision: Decision) -> Outcome:
@@ -436,27 +448,39 @@ class Evaluator(NetfilterWalk):
         remaining packets once per rule."""
         dim = run.dim
         rest: List[Flow] = []
-        hits = []  # (flow, {position in run: part})
+        hits = []  # (flow, {position in run: part}, its box before and after ``dim``)
         for f in current:
             value = f.box[dim]
             parts = run.parts(value)
             if not parts:
                 rest.append(f)
                 continue
-            hits.append((f, parts))
+            hits.append((f, parts, f.box[:dim], f.box[dim + 1:]))
             left = iv_sub(value, run.union)
             if left:
                 rest.append(_restrict(f, f.box[:dim] + (left,) + f.box[dim + 1:]))
-        for k in sorted({k for _, parts in hits for k in parts}):
-            rule = rules[run.start + k]
+        append = ended.append
+        if run.source is not rs.source:
+            run.source, run.decisions = rs.source, {}
+        decisions, start = run.decisions, run.start
+        for k in sorted({k for _, parts, _, _ in hits for k in parts}):
+            rule = rules[start + k]
             action = rule.action
-            decision = self.decision(rs, rule)
-            for f, parts in hits:
+            decision = decisions.get(k)
+            if decision is None:
+                # kept on the run: every walk of the chain cites the same rules alike
+                decision = decisions[k] = self.decision(rs, rule)
+            for f, parts, head, tail in hits:
                 part = parts.get(k)
                 if part is None:
                     continue
-                g = _restrict(f, f.box if part == f.box[dim] else f.box[:dim] + (part,) + f.box[dim + 1:])
-                ended.append((Flow(g.box, (decision, g.trail), g.uncertain, g.origin), action, decision))
+                box = f.box
+                if part == box[dim]:
+                    origin = f.origin
+                else:  # (what _restrict gives, without the intermediate flow)
+                    box = head + (part,) + tail
+                    origin = box if f.origin is f.box else narrow_origin(f.origin, f.box, box)
+                append((Flow(box, (decision, f.trail), f.uncertain, origin), action, decision))
         return rest
 
     def _trace_match(self, rule: Any, flows: List[Flow], depth: int) -> None:

@@ -201,6 +201,9 @@ def neighbour_discovery(ctx: FamilyContext, on_link: tuple = ()) -> Optional[Nei
                            state=CT_UNTRACKED, hoplimit=NDP_HOPLIMIT)
             walked = ev.hook_path(IN_PATH, [box])
         msg = _Message(name, outgoing)
+        # the regions a run of rules cuts share their other dimensions' very values: what
+        # depends on those alone is worked out once per value (by identity), not per region
+        targets: Dict[int, Tuple[tuple, tuple]] = {}
         for o in walked:
             if o.verdict == V_ACCEPT:
                 msg.uncertain.extend(o.uncertain)
@@ -208,12 +211,17 @@ def neighbour_discovery(ctx: FamilyContext, on_link: tuple = ()) -> Optional[Nei
             if o.uncertain:
                 msg.uncertain.extend(o.uncertain)  # may not match: the wider outcome stands
                 continue
+            if not outgoing and not iv_meets(o.origin[SRC], own):
+                # a source neither on-link nor link-local (a blocklist's 100,000 regions) is no
+                # neighbour: it cuts nothing below (its clients come through a router)
+                continue
             cut, mask = _clients_of(o.origin, outgoing, clients)
             # link-local neighbours lost: the router too, so every client on that interface
             wide = clients if iv_meets(cut, LINK_LOCAL) else iv_and(cut, on_link)
             if wide:
                 msg.denied.append(o)
                 blocked.append((wide, mask))
+            cited = bool(wide)
             if name in FRESH:
                 # who, to which host address: NS in names the client (or its router) as its
                 # source and the address in its solicited-node group; NA out the other way round
@@ -221,12 +229,20 @@ def neighbour_discovery(ctx: FamilyContext, on_link: tuple = ()) -> Optional[Nei
                 who = iv_and(peers, own)
                 if iv_meets(peers, LINK_LOCAL):
                     who = iv_or(who, off_link)
-                to = iv_and(o.origin[SRC], host) if outgoing else _solicited_targets(o.origin[DST], host)
+                if outgoing:
+                    to = iv_and(o.origin[SRC], host)
+                else:
+                    dst = o.origin[DST]
+                    hit = targets.get(id(dst))
+                    if hit is None or hit[0] is not dst:
+                        hit = targets[id(dst)] = (dst, _solicited_targets(dst, host))
+                    to = hit[1]
                 if who and to:
-                    if o not in msg.denied:
+                    if not cited:  # (the walk's regions are disjoint: no other one equals it)
                         msg.denied.append(o)
                     cuts.append((who, to, mask))
         messages.append(msg)
+        walked = []  # (let this message's regions go before the next walk makes its own)
     ok = [make_box(clients, host, ctx.remote_ifaces, every)]
     for src, dst, mask in _grouped(cuts):
         ok = [piece for b in ok for piece in box_sub(b, ((SRC, src), (DST, dst), (IIF, mask)))]

@@ -386,7 +386,8 @@ class NetfilterWalk:
                 picked = index.candidates([f.box for f in flows])
                 if picked is not None:
                     rules = [rules[i] for i in picked]
-        runs = self.runs_of(chain, rules, picked) if trace is None else None
+        # (a trace that only follows logging rules misses nothing in a run: none of its rules logs)
+        runs = self.runs_of(chain, rules, picked) if trace is None or getattr(trace, "logging_only", False) else None
         repeats = self.repeats_of(rs, chain, picked)
         merge_at = self.MERGE_AT
         match, decide = self.match, self.decision  # (looked up once: the loop below is hot)

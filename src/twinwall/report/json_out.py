@@ -16,10 +16,13 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency
     orjson = None  # type: ignore[assignment]  # dumps() falls back to the standard library
 
 
-def dumps(data, pretty: bool = False) -> bytes:
-    """UTF-8 JSON of ``data`` (plain dicts, lists, strings, numbers, None)."""
+def dumps(data, pretty: bool = False, newline: bool = False) -> bytes:
+    """UTF-8 JSON of ``data`` (plain dicts, lists, strings, numbers, None); ``newline``: with a
+    newline after it (written with it: a 50 MB report is not copied to append one)."""
     if orjson is not None:
         option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if pretty else 0)
+        if newline:
+            option |= orjson.OPT_APPEND_NEWLINE
         try:
             return orjson.dumps(data, option=option)
         except TypeError:  # orjson.JSONEncodeError: e.g. a 128-bit integer
@@ -33,14 +36,14 @@ def dumps(data, pretty: bool = False) -> bytes:
         text = json.dumps(data, indent=2, check_circular=False, ensure_ascii=False)
     else:
         text = json.dumps(data, separators=(",", ":"), check_circular=False, ensure_ascii=False)
-    return text.encode("utf-8")
+    return (text + "\n" if newline else text).encode("utf-8")
 
 
 def write_json(data, stream: Optional[IO[str]] = None, pretty: Optional[bool] = None) -> None:
     """Write ``data`` and a newline to a text stream (default: standard output), indented for
     a person at a terminal (``pretty`` None) or as ``pretty`` says."""
     out = sys.stdout if stream is None else stream
-    blob = dumps(data, pretty=out.isatty() if pretty is None else pretty) + b"\n"
+    blob = dumps(data, pretty=out.isatty() if pretty is None else pretty, newline=True)
     buffer = getattr(out, "buffer", None)
     if buffer is None:  # a text-only stream (io.StringIO in a test)
         out.write(blob.decode("utf-8"))

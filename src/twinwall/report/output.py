@@ -73,7 +73,7 @@ def emit_json(document, output: Optional[str]) -> None:
     if output is None or output == "-":
         write_json(document)
         return
-    write_atomic(output, dumps(document) + b"\n")
+    write_atomic(output, dumps(document, newline=True))
 
 
 def add_format_arguments(

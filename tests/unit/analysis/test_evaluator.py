@@ -660,3 +660,73 @@ def test_next_meeting_is_the_next_rule_the_packets_may_meet():
     assert index.next_meeting([tuple(box)], 0) == 3
     assert index.next_meeting([tuple(box)], 50) == 56
     assert index.next_meeting([tuple(box)], 56) == 61  # none left: the size of the chain
+
+
+def blocklist_ruleset(rng, n=60):
+    """Blocklist-like chains (bench shape "blocklist" in miniature): runs of single-source (or
+    small range, or port) terminal rules, broken by the odd rule a run cannot hold (a LOG, an
+    undecidable match, a two-dimension rule, an overlapping value)."""
+    lines = ["-A INPUT -i lo -j ACCEPT", "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
+    used = set()
+    for _ in range(n):
+        kind = rng.random()
+        action = rng.choice(["DROP", "DROP", "DROP", "REJECT", "ACCEPT"])
+        if kind < 0.8:
+            a = rng.randint(0, 250)
+            if a in used and rng.random() < 0.7:
+                continue
+            used.add(a)
+            width = rng.choice([32, 32, 32, 31, 30])
+            lines.append(f"-A INPUT -s 198.51.100.{a}/{width} -j {action}")
+        elif kind < 0.85:
+            lines.append(f"-A INPUT -p tcp --dport {rng.randint(20, 30)} -j {action}")
+        elif kind < 0.9:
+            lines.append(f"-A INPUT -s 198.51.100.{rng.randint(0, 250)}/32 -j LOG")
+        elif kind < 0.95:
+            lines.append(f"-A INPUT -s 198.51.100.{rng.randint(0, 250)}/32 -m limit --limit 5/sec -j DROP")
+        else:
+            lines.append(f"-A INPUT -s 198.51.100.{rng.randint(0, 250)}/32 -p udp -j DROP")
+    lines.append("-A INPUT -p tcp --dport 22 -j ACCEPT")
+    return table("\n".join(lines), policy=rng.choice(["ACCEPT", "DROP"]))
+
+
+def _ordered_outcomes(outcomes):
+    return [(o.box, o.origin, o.verdict, tuple(o.decided_by), o.uncertain) for o in outcomes]
+
+
+def test_runs_and_a_logging_trace_change_no_outcome_nor_its_order(monkeypatch):
+    """A run of one-dimension rules walked at once (walk_run, chain not indexed) gives the very
+    outcomes, in the very order, of the rule-by-rule walk; a trace that follows logging rules
+    only sees what it sees rule by rule."""
+    import twinwall.analysis.chain_index as chain_index
+    from twinwall.analysis.audit import _LogSeen
+
+    ran = 0
+    for seed in range(40):
+        rng = random.Random(seed)
+        text = blocklist_ruleset(rng)
+        results, seen = [], []
+        for runs in (True, False):
+            ev, u = evaluator(text)
+            if not runs:
+                monkeypatch.setattr(ev, "runs_of", lambda chain, rules, picked: None)
+                monkeypatch.setattr(chain_index.ChainIndex, "build", classmethod(lambda cls, rules: None))
+            else:
+                monkeypatch.undo()
+            q = list(packet_box(u))
+            q[SRC] = ((ip("198.51.100.0"), ip("198.51.100.255")), (ip("203.0.113.0"), ip("203.0.113.3")))
+            q[PROTO] = ((6, 6), (17, 17))
+            q[DPORT] = ((18, 32),)
+            boxes = [tuple(q), packet_box(u, src="198.51.100.9"), packet_box(u, src="127.0.0.1", iif="lo")]
+            results.append(_ordered_outcomes(ev.local_input(boxes)))
+            logged = _LogSeen()
+            ev.trace = logged
+            results.append(_ordered_outcomes(ev.local_input(boxes)))
+            seen.append((sorted(logged.boxes), sorted(r.number for r in logged.rules.values())))
+            if runs:
+                rules = ev.rulesets[0].chain("filter", "INPUT").rules
+                ran += bool(ev.runs_of(ev.rulesets[0].chain("filter", "INPUT"), rules, None))
+        monkeypatch.undo()
+        assert results[0] == results[1] == results[2] == results[3], (seed, text)
+        assert seen[0] == seen[1], (seed, text)
+    assert ran >= 20  # most rulesets hold a run

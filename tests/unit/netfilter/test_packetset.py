@@ -15,6 +15,7 @@ from twinwall.netfilter.packetset import (
     iv_or,
     iv_sub,
     merge_boxes,
+    merge_with_payload,
     prefix_interval,
     remote_sources,
     split,
@@ -118,6 +119,21 @@ def test_merge_keeps_the_union(bs):
     before = set().union(*(box_points(b) for b in bs))
     after = set().union(*(box_points(from_box(m)) for m in merge_boxes(boxes)))
     assert before == after
+
+
+@given(box2, box2, st.booleans())
+def test_merging_a_pair_is_the_general_merge(a, b, twin):
+    """Two entries take a shortcut (compared dimension by dimension): it gives what the general
+    pass gives, boxes, payloads and order."""
+    import twinwall.netfilter.packetset as ps
+
+    if twin:
+        b = (a[0], b[1], a[2])  # (one dimension apart, or equal)
+    entries = [(as_box(a), ["a"]), (as_box(b), ["b"])]
+    for kw in ({}, {"combine": lambda x, y: x + y}, {"combine_all": lambda ps_: [p for q in ps_ for p in q]}):
+        for rounds in (1, 2, 6):
+            general = ps._merge_groups(entries, kw.get("combine"), rounds, ps.MASK_DIMS, kw.get("combine_all"))
+            assert merge_with_payload(entries, rounds=rounds, **kw) == general
 
 
 def test_covers_on_two_dims():
