@@ -36,7 +36,7 @@ from twinwall.analysis.neutral_space import (
     canonical_union,
     group_boxes,
     overlay_boxes,
-    project,
+    project_outcomes,
 )
 from twinwall.netfilter.packetset import (
     Box,
@@ -176,8 +176,18 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     # many regions are covered by the very same boxes (one rule's verdict cut by others'): each
     # set of covering boxes is made into verdicts once, and into the rules per verdict once and
     # only where a region needs them (most regions of a router are settled by their verdicts)
-    verdicts_known: Dict[FrozenSet[int], Tuple[FrozenSet[str], FrozenSet[str]]] = {}
-    verdict_pairs: Dict[Tuple[FrozenSet[str], FrozenSet[str]], Tuple[FrozenSet[str], FrozenSet[str]]] = {}
+    # a region's verdicts per side: the union of its covering boxes' verdicts, as bit masks
+    # (one bit per verdict); each pair of masks made into sets of verdicts once
+    bit: Dict[str, int] = {}
+    masks = []
+    for per in box_sides:
+        m = [0, 0]
+        for side in (0, 1):
+            for verdict in per[side]:
+                m[side] |= bit.setdefault(verdict, 1 << len(bit))
+        masks.append(tuple(m))
+    names = list(bit)
+    verdict_pairs: Dict[Tuple[int, int], Tuple[FrozenSet[str], FrozenSet[str]]] = {}
     sides_known: Dict[FrozenSet[int], tuple] = {}
     interned: Dict[FrozenSet[Decision], FrozenSet[Decision]] = {}
     pairs: Dict[Tuple[FrozenSet, FrozenSet], tuple] = {}
@@ -212,15 +222,17 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     a_only = []
     b_only = []
     for box, covering in overlay_boxes(boxes):
-        vs = verdicts_known.get(covering)
+        ma = mb = 0
+        for g in covering:
+            m = masks[g]
+            ma |= m[0]
+            mb |= m[1]
+        vs = verdict_pairs.get((ma, mb))
         if vs is None:
-            va_set: set = set()
-            vb_set: set = set()
-            for g in covering:
-                va_set.update(box_sides[g][0])
-                vb_set.update(box_sides[g][1])
-            vs = (frozenset(va_set), frozenset(vb_set))
-            vs = verdicts_known[covering] = verdict_pairs.setdefault(vs, vs)
+            vs = verdict_pairs[(ma, mb)] = (
+                frozenset(v for i, v in enumerate(names) if ma >> i & 1),
+                frozenset(v for i, v in enumerate(names) if mb >> i & 1),
+            )
         va, vb = vs
         if keep_regions:
             got = sides_of(covering)
@@ -302,19 +314,8 @@ def evaluate_family(ctx, hooks: Sequence[str], roles_filter: Dict[str, Tuple[Fro
         s_roles, d_roles = roles_filter["output"]
         box = start_box(ctx.family, s_roles, d_roles, iface_all)
         raw["output"] = walker.run(HOOK_PATHS["output"], [box])
-    out: Dict[str, List[Tuple[Box, str, FrozenSet]]] = {}
-    for hook in hooks:
-        # merged per (verdict, rules) here, in the worker, so the comparison has less to do
-        groups: Dict[tuple, List[Box]] = {}
-        for o in raw[hook]:
-            boxes = groups.setdefault((o.verdict, o.label), [])
-            boxes.extend(project(o.origin, ctx.family))
-        out[hook] = [
-            (b, verdict, label)
-            for (verdict, label), boxes in groups.items()
-            for b in merge_tuples(boxes, MASK_DIMS, rounds=3)
-        ]
-    return out
+    # merged per (verdict, rules) here, in the worker, so the comparison has less to do
+    return {hook: project_outcomes([(o.origin, o.verdict, o.label) for o in raw[hook]], ctx.family) for hook in hooks}
 
 
 def common_roles(contexts: Sequence, hooks: Sequence[str]) -> Tuple[Dict[str, Tuple[FrozenSet[int], FrozenSet[int]]], List[str]]:
