@@ -220,9 +220,12 @@ class RuleSyntaxError(ValueError):
 # "-m tcp|udp [--dport N]", a target and its options. _Compiler.compile_simple builds their
 # Rule directly, with exactly what the general path (tokenize + compile_rule) makes of them;
 # anything else (other matches, unquoted or misplaced comments, odd spacing) takes that path.
-_ARG = r'[^\s"!-][^\s"]*'
+# (every word is followed by a space or the end: "(?![^ ])" says so, which stops the engine
+# from trying every shorter prefix of a word against each optional part on a line that does not
+# match, e.g. a router's "-s A -d B -p tcp -m state ...": 10 us a line, 4x less with it)
+_ARG = r'[^\s"!-][^\s"]*(?![^ ])'
 _SIMPLE = re.compile(
-    r'-A [^\s"]+'
+    r'-A [^\s"]+(?![^ ])'
     rf"(?:( !)? -s ({_ARG}))?"
     rf"(?:( !)? -d ({_ARG}))?"
     rf"(?:( !)? -i ({_ARG}))?"
@@ -234,7 +237,7 @@ _SIMPLE = re.compile(
     r'((?: [^\s"]+)*)'
 )
 # the commonest of them by far (kube-proxy's loadBalancerSourceRanges): "-s PREFIX [comment] -j T"
-_SOURCE_JUMP = re.compile(rf'-A [^\s"]+ -s ({_ARG})(?: -m comment --comment "[^"\\]*(?:\\.[^"\\]*)*")? -j ({_ARG})')
+_SOURCE_JUMP = re.compile(rf'-A [^\s"]+(?![^ ]) -s ({_ARG})(?: -m comment --comment "[^"\\]*(?:\\.[^"\\]*)*")? -j ({_ARG})')
 _SIMPLE_PROTO = {"tcp": ((6, 6),), "udp": ((17, 17),)}
 # a run of rules of one chain, as iptables-save prints them: "-A NAME ..." lines, each ending in
 # a newline, all naming the same chain
