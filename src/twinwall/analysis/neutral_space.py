@@ -149,15 +149,32 @@ def _split_intervals(values: List[IntervalSet]) -> List[Tuple[IntervalSet, List[
     distinct: Dict[IntervalSet, List[int]] = {}
     for i, v in enumerate(values):
         distinct.setdefault(v, []).append(i)
-    dvalues = list(distinct)
+    dvalues = tuple(distinct)
+    # the cut depends on the distinct values only, and a comparison asks for the same few
+    # again and again (a router's: 8,000 cuts of 100 different lists of values)
+    cut = _CUTS.get(dvalues)
+    if cut is None:
+        if len(_CUTS) >= _CUTS_LIMIT:
+            _CUTS.clear()
+        cut = _CUTS[dvalues] = _cut_distinct(dvalues)
+    return [(segs, [i for j in js for i in distinct[dvalues[j]]]) for segs, js in cut]
+
+
+_CUTS: Dict[Tuple[IntervalSet, ...], List[Tuple[IntervalSet, List[int]]]] = {}
+_CUTS_LIMIT = 4096
+
+
+def _cut_distinct(dvalues: Tuple[IntervalSet, ...]) -> List[Tuple[IntervalSet, List[int]]]:
+    """_split_intervals of distinct values: [(points, the positions in ``dvalues`` of the
+    values covering them)]."""
     union = iv_normalize([p for v in dvalues for p in v])
-    spanning = distinct.get(union, [])
+    spanning = [j for j, v in enumerate(dvalues) if v == union]
     # Sweep the boundaries. Each value has a random 64-bit id and a segment's signature is the
     # XOR of the ids covering it: O(1) per boundary however many values overlap. The covering
     # set itself is copied once per distinct signature.
     events: Dict[int, List[int]] = {}
     for j, v in enumerate(dvalues):
-        if v is union or v == union:
+        if v == union:
             continue
         for lo, hi in v:
             events.setdefault(lo, []).append(j)
@@ -187,8 +204,7 @@ def _split_intervals(values: List[IntervalSet]) -> List[Tuple[IntervalSet, List[
             continue
         g = groups.get(sig)
         if g is None:
-            members = [i for j in active for i in distinct[dvalues[j]]] + spanning
-            groups[sig] = ([(k, nxt - 1)], members)
+            groups[sig] = ([(k, nxt - 1)], list(active) + spanning)
         else:
             segs = g[0]
             if segs[-1][1] + 1 == k:
@@ -217,19 +233,33 @@ def _split_masks(values: List[int]) -> List[Tuple[int, List[int]]]:
     distinct: Dict[int, List[int]] = {}
     for i, v in enumerate(values):
         distinct.setdefault(v, []).append(i)
+    dvalues = tuple(distinct)
+    cut = _MASK_CUTS.get(dvalues)
+    if cut is None:
+        if len(_MASK_CUTS) >= _CUTS_LIMIT:
+            _MASK_CUTS.clear()
+        cut = _MASK_CUTS[dvalues] = _cut_masks(dvalues)
+    return [(mask, [i for v in key for i in distinct[v]]) for key, mask in cut]
+
+
+_MASK_CUTS: Dict[Tuple[int, ...], List[Tuple[Tuple[int, ...], int]]] = {}
+
+
+def _cut_masks(dvalues: Tuple[int, ...]) -> List[Tuple[Tuple[int, ...], int]]:
+    """_split_masks of distinct masks: [(the masks covering a part, the part)]."""
     union = 0
-    for v in distinct:
+    for v in dvalues:
         union |= v
     groups: Dict[Tuple[int, ...], int] = {}
     bit = 0
     u = union
     while u:
         if u & 1:
-            key = tuple(v for v in distinct if v >> bit & 1)
+            key = tuple(v for v in dvalues if v >> bit & 1)
             groups[key] = groups.get(key, 0) | (1 << bit)
         u >>= 1
         bit += 1
-    return [(mask, [i for v in key for i in distinct[v]]) for key, mask in groups.items()]
+    return list(groups.items())
 
 
 def overlay(items: Sequence[Tuple[Box, object]]) -> List[Tuple[Box, FrozenSet]]:
