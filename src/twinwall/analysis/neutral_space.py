@@ -122,7 +122,7 @@ def project_outcomes(outcomes: Iterable[Tuple[Box, str, FrozenSet]], family: str
             p = projected[origin] = project(origin, family)
         groups.setdefault((verdict, label), []).extend(p)
     merged: Dict[tuple, List[Box]] = {}
-    out = []
+    out: List[Tuple[Box, str, FrozenSet]] = []
     for (verdict, label), boxes in groups.items():
         key = tuple(boxes)
         m = merged.get(key)

@@ -299,6 +299,9 @@ class Outcome:
     label: FrozenSet[Decision]
 
 
+_WALKED_ONCE = object()  # RoleWalker._index: the chain was walked once, without an index
+
+
 class RoleWalker(NetfilterWalk):
     """Walks one family's rulesets with addresses at role level."""
 
@@ -519,9 +522,16 @@ class RoleWalker(NetfilterWalk):
                 else f for f in flows]
 
     def index_of(self, chain: Chain, rules: List[Any]) -> Any:
-        index = self._index.get(id(chain))
+        # built on a chain's second walk: building reads every rule, as one walk does, and at
+        # role level most long chains are walked once (a router's per-host chains, each from
+        # its interface's jump), where the index would only tell that every rule may match
+        key = id(chain)
+        index = self._index.get(key)
         if index is None:
-            index = self._index[id(chain)] = ChainIndex.build(rules) or False
+            self._index[key] = _WALKED_ONCE
+            return False
+        if index is _WALKED_ONCE:
+            index = self._index[key] = ChainIndex.build(rules) or False
         return index
 
     def nat(self, rs: Ruleset, flow: _Flow, rule: Any, decision: Decision) -> List[_Flow]:

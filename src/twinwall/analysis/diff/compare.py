@@ -196,13 +196,13 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     # a region's verdicts per side: the union of its covering boxes' verdicts, as bit masks
     # (one bit per verdict); each pair of masks made into sets of verdicts once
     bit: Dict[str, int] = {}
-    masks = []
+    masks: List[Tuple[int, int]] = []
     for per in box_sides:
         vm = [0, 0]
         for side in (0, 1):
             for verdict in per[side]:
                 vm[side] |= bit.setdefault(verdict, 1 << len(bit))
-        masks.append(tuple(vm))
+        masks.append((vm[0], vm[1]))
     names = list(bit)
     # whether the two sides cite a rule in common, and which boxes cite any rule: where the
     # sides share none, the rules of a region covered by a box that cites one are not the same
@@ -258,9 +258,9 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     for box, covering in overlay_boxes(boxes):
         ma = mb = 0
         for g in covering:
-            m = masks[g]
-            ma |= m[0]
-            mb |= m[1]
+            ga, gb = masks[g]
+            ma |= ga
+            mb |= gb
         vs = verdict_pairs.get((ma, mb))
         if vs is None:
             vs = verdict_pairs[(ma, mb)] = (
