@@ -26,7 +26,8 @@ import gc
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from functools import partial
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from twinwall.netfilter.interfaces import InterfaceUniverse
 from twinwall.analysis.neutral_space import (
@@ -385,10 +386,17 @@ def evaluate_sides(contexts: Sequence, hooks: Sequence[str], roles_filter,
                    parallel: Optional[bool] = None) -> List[Dict[str, List]]:
     if parallel is None:
         parallel = rule_count(contexts) >= FORK_MIN_RULES
-    jobs = [
-        (lambda c=c: evaluate_family(c, hooks, roles_filter)) for c in contexts
-    ]
+    jobs: List[Callable[[], Any]] = [partial(evaluate_family, c, hooks, roles_filter) for c in contexts]
+    if parallel:
+        # every walk in a child of its own: what a walk allocates (the compiled rules, its
+        # flows) stays out of this process, which the comparison forks from next (the router
+        # audit: 31 -> 22 MiB at that fork)
+        return run_jobs([_nothing] + jobs, parallel)[1:]
     return run_jobs(jobs, parallel)
+
+
+def _nothing() -> None:
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
