@@ -290,7 +290,23 @@ def overlay_boxes(boxes: Sequence[Box]) -> Iterator[Tuple[Box, FrozenSet[int]]]:
     """``overlay`` of distinct boxes: each region with the indices of the boxes covering it, one
     after the other (a router's comparison has 17,000 regions, most of them settled at once).
     (Equal boxes are never cut apart, so overlaying each distinct box once gives the same
-    regions, in the same order, as overlaying every copy.)
+    regions, in the same order, as overlaying every copy.)"""
+    for idx, cuts in overlay_cuts(boxes):
+        yield cut_box(boxes, idx, cuts), frozenset(idx)
+
+
+def cut_box(boxes: Sequence[Box], idx: List[int], cuts: tuple) -> Box:
+    """The box of a region of ``overlay_cuts``: its first covering box, cut."""
+    b = list(boxes[idx[0]])
+    for dim, value in cuts:
+        b[dim] = value
+    return tuple(b)
+
+
+def overlay_cuts(boxes: Sequence[Box]) -> Iterator[Tuple[List[int], tuple]]:
+    """``overlay_boxes`` with each region unbuilt: (the indices of the boxes covering it, the
+    ((dimension, part), ...) it was cut to; ``cut_box`` makes its box). A comparison settles
+    most regions by their covering boxes alone.
 
     Regions are cut along PARTITION_ORDER, depth first: a group of boxes is cut at the first
     dimension where they differ, each part's boxes further. A region is the box of its first
@@ -310,10 +326,7 @@ def overlay_boxes(boxes: Sequence[Box]) -> Iterator[Tuple[Box, FrozenSet[int]]]:
         idx, level, cuts = pop()
         while True:
             if len(idx) == 1 or level == last:
-                b = list(boxes[idx[0]])
-                for dim, value in cuts:
-                    b[dim] = value
-                yield tuple(b), frozenset(idx)
+                yield idx, cuts
                 break
             col = cols[level]
             values = [col[j] for j in idx]

@@ -35,8 +35,9 @@ from twinwall.analysis.neutral_space import (
     PTB,
     V6_ONLY_BASE,
     canonical_union,
+    cut_box,
     group_boxes,
-    overlay_boxes,
+    overlay_cuts,
     project_outcomes,
 )
 from twinwall.netfilter.packetset import (
@@ -256,9 +257,9 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     nc_entries = []
     a_only = []
     b_only = []
-    for box, covering in overlay_boxes(boxes):
+    for idx, cuts in overlay_cuts(boxes):
         ma = mb = 0
-        for g in covering:
+        for g in idx:
             ga, gb = masks[g]
             ma |= ga
             mb |= gb
@@ -270,10 +271,16 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
             )
         va, vb = vs
         if keep_regions:
+            covering = frozenset(idx)
             got = sides_of(covering)
-            comp.regions.append((box, got[0], got[1]))
+            comp.regions.append((cut_box(boxes, idx, cuts), got[0], got[1]))
         if differences_only and (not va or not vb or len(va) > 1 and len(vb) > 1):
             continue
+        if len(va) == 1 and va == vb:
+            continue  # the same verdict
+        # (most regions end above: their box and covering set are built from here on)
+        box = cut_box(boxes, idx, cuts)
+        covering = frozenset(idx)
         if not vb:
             sa, _, ka, _ = sides_of(covering)
             a_only.append((("a", ka), box, sa))
@@ -282,8 +289,6 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
             _, sb, _, kb = sides_of(covering)
             b_only.append((("b", kb), box, sb))
             continue
-        if len(va) == 1 and va == vb:
-            continue  # the same verdict
         if len(va) > 1 and len(vb) > 1:
             if va == vb:
                 # the very same rules (e.g. before/after)? (asked of thousands of a router's
