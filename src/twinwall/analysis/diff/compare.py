@@ -154,13 +154,6 @@ def _group_merge(entries: Sequence[Tuple[Any, Box, Any]], combine=None) -> List[
     return out
 
 
-def _or_all(masks) -> int:
-    out = 0
-    for m in masks:
-        out |= m
-    return out
-
-
 def _union_coverings(coverings: List[FrozenSet[int]]) -> FrozenSet[int]:
     """The boxes covering regions merged into one (their rules are the union of the regions')."""
     return frozenset().union(*coverings)
@@ -175,22 +168,12 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
         [(box, (side, verdict, label)) for side, outs in ((0, a), (1, b)) for box, verdict, label in outs]
     )
     # each distinct box's verdicts and rules per side, once: a region is covered by a few boxes
-    # but often by hundreds of their rules (a router's per-host chains). A set of rules is a
-    # bit mask (a bit per rule): uniting a region's rules is or-ing a few integers
-    rule_bit: Dict[Decision, int] = {}
-    rules: List[Decision] = []
+    # but often by hundreds of their rules (a router's per-host chains)
     box_sides = []
     for tags in tags_of:
-        per: Tuple[Dict[str, int], Dict[str, int]] = ({}, {})
+        per: Tuple[Dict[str, List], Dict[str, List]] = ({}, {})
         for side, verdict, label in tags:
-            m = per[side].get(verdict, 0)
-            for d in label:
-                bit_of = rule_bit.get(d)
-                if bit_of is None:
-                    bit_of = rule_bit[d] = 1 << len(rules)
-                    rules.append(d)
-                m |= bit_of
-            per[side][verdict] = m
+            per[side].setdefault(verdict, []).append(label)
         box_sides.append(per)
     # many regions are covered by the very same boxes (one rule's verdict cut by others'): each
     # set of covering boxes is made into verdicts once, and into the rules per verdict once and
@@ -208,43 +191,33 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     names = list(bit)
     # whether the two sides cite a rule in common, and which boxes cite any rule: where the
     # sides share none, the rules of a region covered by a box that cites one are not the same
-    cites = [any(per[0].values()) or any(per[1].values()) for per in box_sides]
-    shared = _or_all(m for per in box_sides for m in per[0].values()) & _or_all(m for per in box_sides for m in per[1].values())
+    cites = [any(lb for labels in per[0].values() for lb in labels) or any(lb for labels in per[1].values() for lb in labels)
+             for per in box_sides]
+    cited_a = {d for per in box_sides for labels in per[0].values() for lb in labels for d in lb}
+    shared = any(d in cited_a for per in box_sides for labels in per[1].values() for lb in labels for d in lb)
+    del cited_a
     verdict_pairs: Dict[Tuple[int, int], Tuple[FrozenSet[str], FrozenSet[str]]] = {}
     sides_known: Dict[FrozenSet[int], tuple] = {}
-    # equal sets of rules are kept once (regions covered by different boxes are often decided
-    # by the same rules: a router's diff held 1,800 copies of such sets of rules)
-    rule_sets: Dict[int, FrozenSet[Decision]] = {}
+    interned: Dict[FrozenSet[Decision], FrozenSet[Decision]] = {}
     pairs: Dict[Tuple[FrozenSet, FrozenSet], tuple] = {}
     same_known: Dict[FrozenSet[int], bool] = {}
 
-    def united(covering: FrozenSet[int]) -> Tuple[Dict[str, int], Dict[str, int]]:
-        sides: Tuple[Dict[str, int], Dict[str, int]] = ({}, {})
+    def united(covering: FrozenSet[int]) -> Tuple[Dict[str, set], Dict[str, set]]:
+        sides: Tuple[Dict[str, set], Dict[str, set]] = ({}, {})
         for g in covering:
             for side in (0, 1):
-                mine = sides[side]
-                for verdict, m in box_sides[g][side].items():
-                    mine[verdict] = mine.get(verdict, 0) | m
+                for verdict, labels in box_sides[g][side].items():
+                    sides[side].setdefault(verdict, set()).update(*labels)
         return sides
-
-    def rule_set(m: int) -> FrozenSet[Decision]:
-        got = rule_sets.get(m)
-        if got is None:
-            found = []
-            rest = m
-            while rest:
-                low = rest & -rest
-                found.append(rules[low.bit_length() - 1])
-                rest ^= low
-            got = rule_sets[m] = frozenset(found)
-        return got
 
     def sides_of(covering: FrozenSet[int]) -> tuple:
         got = sides_known.get(covering)
         if got is None:
             sides = united(covering)
-            sa = {v: rule_set(m) for v, m in sides[0].items()}
-            sb = {v: rule_set(m) for v, m in sides[1].items()}
+            # equal sides are kept once (regions covered by different boxes are often decided
+            # by the same rules: a router's diff held 1,800 copies of such sets of rules)
+            sa = {v: interned.setdefault(fs, fs) for v, fs in ((v, frozenset(d)) for v, d in sides[0].items())}
+            sb = {v: interned.setdefault(fs, fs) for v, fs in ((v, frozenset(d)) for v, d in sides[1].items())}
             ka, kb = _side_key(sa), _side_key(sb)
             got = pairs.get((ka, kb))
             if got is None:
