@@ -326,6 +326,8 @@ class RoleWalker(NetfilterWalk):
         # loadBalancerSourceRanges: hundreds of "-s PREFIX -j KUBE-EXT-X"), or that several
         # hooks send there (KUBE-SERVICES from PREROUTING and OUTPUT), is walked through it once.
         self._memo: Dict[tuple, Tuple[List[_Flow], List[Ended]]] = {}
+        # (flows, may constraints, the copies that entered) of the last "may"-only match
+        self._last_may: tuple = (None, None, None)
         if roles.host_known:
             self.local_roles = role_set([HOST, LOOPBACK])
         else:
@@ -436,6 +438,12 @@ class RoleWalker(NetfilterWalk):
         entering: List[_Flow] = []
         if not must:
             # only "may" matches: copies enter, every flow also goes on unchanged
+            # the same copies as the rule before, when it only may match the very same flows
+            # (a router's per-host chains: "-s HOST -m mac ... -j RETURN", "-s HOST -j DROP"
+            # for hundreds of hosts, each pair one "may" constraint at role level)
+            last = self._last_may
+            if last[0] is flows and last[1] == may:
+                return last[2], flows
             if len(may) == 1:
                 c = may[0]
                 for f in flows:
@@ -447,6 +455,7 @@ class RoleWalker(NetfilterWalk):
                     mm, _ = split(f.box, may)
                     for x in mm:
                         entering.append(_restrict(f, x))
+            self._last_may = (flows, may, entering)
             return entering, flows
         rest: List[_Flow] = []
         single = must[0] if len(must) == 1 else None
