@@ -9,7 +9,7 @@ union of their labels; ``canonical_union`` gives the fewest, widest boxes of a u
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Dict, FrozenSet, Iterator, List, Sequence, Tuple, Union, cast
+from typing import Dict, FrozenSet, Iterable, Iterator, List, Sequence, Tuple, Union, cast
 
 from twinwall.netfilter.packetset import (
     Box,
@@ -32,6 +32,7 @@ from twinwall.netfilter.packetset import (
     iv_normalize,
     iv_or,
     iv_sub,
+    merge_boxes,
 )
 from twinwall.model import IPV4, IPV6
 
@@ -107,6 +108,30 @@ def project(box: Box, family: str) -> List[Box]:
     return out
 
 
+def project_outcomes(outcomes: Iterable[Tuple[Box, str, FrozenSet]], family: str,
+                     rounds: int = 3) -> List[Tuple[Box, str, FrozenSet]]:
+    """One family's outcomes (origin box, verdict, rules) in the neutral space, the boxes of one
+    (verdict, rules) merged. A router's 9,700 forward outcomes have a few hundred distinct
+    boxes (a chain of per-host rules decides the same region once per rule): each distinct box
+    is projected, and each distinct list of boxes merged, once."""
+    projected: Dict[Box, List[Box]] = {}
+    groups: Dict[tuple, List[Box]] = {}
+    for origin, verdict, label in outcomes:
+        p = projected.get(origin)
+        if p is None:
+            p = projected[origin] = project(origin, family)
+        groups.setdefault((verdict, label), []).extend(p)
+    merged: Dict[tuple, List[Box]] = {}
+    out: List[Tuple[Box, str, FrozenSet]] = []
+    for (verdict, label), boxes in groups.items():
+        key = tuple(boxes)
+        m = merged.get(key)
+        if m is None:
+            m = merged[key] = merge_boxes(list(dict.fromkeys(boxes)), rounds, MASK_DIMS)
+        out.extend((b, verdict, label) for b in m)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # overlay: overlapping labelled boxes -> disjoint regions with the union of their labels
 
@@ -124,9 +149,26 @@ def _split_intervals(values: List[IntervalSet]) -> List[Tuple[IntervalSet, List[
     distinct: Dict[IntervalSet, List[int]] = {}
     for i, v in enumerate(values):
         distinct.setdefault(v, []).append(i)
-    dvalues = list(distinct)
-    union = iv_normalize(p for v in dvalues for p in v)
-    spanning = distinct.get(union, [])
+    dvalues = tuple(distinct)
+    # the cut depends on the distinct values only, and a comparison asks for the same few
+    # again and again (a router's: 8,000 cuts of 100 different lists of values)
+    cut = _CUTS.get(dvalues)
+    if cut is None:
+        if len(_CUTS) >= _CUTS_LIMIT:
+            _CUTS.clear()
+        cut = _CUTS[dvalues] = _cut_distinct(dvalues)
+    return [(segs, [i for j in js for i in distinct[dvalues[j]]]) for segs, js in cut]
+
+
+_CUTS: Dict[Tuple[IntervalSet, ...], List[Tuple[IntervalSet, List[int]]]] = {}
+_CUTS_LIMIT = 4096
+
+
+def _cut_distinct(dvalues: Tuple[IntervalSet, ...]) -> List[Tuple[IntervalSet, List[int]]]:
+    """_split_intervals of distinct values: [(points, the positions in ``dvalues`` of the
+    values covering them)]."""
+    union = iv_normalize([p for v in dvalues for p in v])
+    spanning = [j for j, v in enumerate(dvalues) if v == union]
     # Sweep the boundaries. Each value has a random 64-bit id and a segment's signature is the
     # XOR of the ids covering it: O(1) per boundary however many values overlap. The covering
     # set itself is copied once per distinct signature.
@@ -145,6 +187,8 @@ def _split_intervals(values: List[IntervalSet]) -> List[Tuple[IntervalSet, List[
     sig = 0
     active: set = set()
     inside = False
+    # signature -> [segments, members]; a group's segments come in increasing order and apart
+    # from each other, so merging each with the one before it if they touch normalises them
     groups: Dict[int, Tuple[List[Tuple[int, int]], List[int]]] = {}
     for k, nxt in zip(keys, keys[1:]):
         for j in events[k]:
@@ -160,11 +204,14 @@ def _split_intervals(values: List[IntervalSet]) -> List[Tuple[IntervalSet, List[
             continue
         g = groups.get(sig)
         if g is None:
-            members = [i for j in active for i in distinct[dvalues[j]]] + spanning
-            groups[sig] = ([(k, nxt - 1)], members)
+            groups[sig] = ([(k, nxt - 1)], list(active) + spanning)
         else:
-            g[0].append((k, nxt - 1))
-    return [(iv_normalize(segs), members) for segs, members in groups.values()]
+            segs = g[0]
+            if segs[-1][1] + 1 == k:
+                segs[-1] = (segs[-1][0], nxt - 1)
+            else:
+                segs.append((k, nxt - 1))
+    return [(tuple(segs), members) for segs, members in groups.values()]
 
 
 _ID_CACHE: List[int] = []
@@ -186,19 +233,33 @@ def _split_masks(values: List[int]) -> List[Tuple[int, List[int]]]:
     distinct: Dict[int, List[int]] = {}
     for i, v in enumerate(values):
         distinct.setdefault(v, []).append(i)
+    dvalues = tuple(distinct)
+    cut = _MASK_CUTS.get(dvalues)
+    if cut is None:
+        if len(_MASK_CUTS) >= _CUTS_LIMIT:
+            _MASK_CUTS.clear()
+        cut = _MASK_CUTS[dvalues] = _cut_masks(dvalues)
+    return [(mask, [i for v in key for i in distinct[v]]) for key, mask in cut]
+
+
+_MASK_CUTS: Dict[Tuple[int, ...], List[Tuple[Tuple[int, ...], int]]] = {}
+
+
+def _cut_masks(dvalues: Tuple[int, ...]) -> List[Tuple[Tuple[int, ...], int]]:
+    """_split_masks of distinct masks: [(the masks covering a part, the part)]."""
     union = 0
-    for v in distinct:
+    for v in dvalues:
         union |= v
     groups: Dict[Tuple[int, ...], int] = {}
     bit = 0
     u = union
     while u:
         if u & 1:
-            key = tuple(v for v in distinct if v >> bit & 1)
+            key = tuple(v for v in dvalues if v >> bit & 1)
             groups[key] = groups.get(key, 0) | (1 << bit)
         u >>= 1
         bit += 1
-    return [(mask, [i for v in key for i in distinct[v]]) for key, mask in groups.items()]
+    return list(groups.items())
 
 
 def overlay(items: Sequence[Tuple[Box, object]]) -> List[Tuple[Box, FrozenSet]]:
@@ -230,29 +291,53 @@ def overlay_boxes(boxes: Sequence[Box]) -> Iterator[Tuple[Box, FrozenSet[int]]]:
     after the other (a router's comparison has 17,000 regions, most of them settled at once).
     (Equal boxes are never cut apart, so overlaying each distinct box once gives the same
     regions, in the same order, as overlaying every copy.)"""
-    if boxes:
-        yield from _overlay_cut(boxes, list(range(len(boxes))), 0, ())
+    for idx, cuts in overlay_cuts(boxes):
+        yield cut_box(boxes, idx, cuts), frozenset(idx)
 
 
-def _overlay_cut(boxes: Sequence[Box], idx: List[int], level: int, prefix: Tuple) -> Iterator[Tuple[Box, FrozenSet[int]]]:
-    last = len(PARTITION_ORDER)
-    while True:
-        if len(idx) == 1 or level == last:
-            b = list(boxes[idx[0]])
-            for lvl, value in enumerate(prefix):
-                b[PARTITION_ORDER[lvl]] = value
-            yield tuple(b), frozenset(idx)
-            return
-        dim = PARTITION_ORDER[level]
-        values = [boxes[j][dim] for j in idx]
-        if values.count(values[0]) == len(values):
-            prefix = prefix + (values[0],)
-            level += 1
-            continue
-        parts = _split_masks(values) if dim in MASK_DIMS else _split_intervals(values)
-        for value, members in parts:
-            yield from _overlay_cut(boxes, [idx[m] for m in members], level + 1, prefix + (value,))
+def cut_box(boxes: Sequence[Box], idx: List[int], cuts: tuple) -> Box:
+    """The box of a region of ``overlay_cuts``: its first covering box, cut."""
+    b = list(boxes[idx[0]])
+    for dim, value in cuts:
+        b[dim] = value
+    return tuple(b)
+
+
+def overlay_cuts(boxes: Sequence[Box]) -> Iterator[Tuple[List[int], tuple]]:
+    """``overlay_boxes`` with each region unbuilt: (the indices of the boxes covering it, the
+    ((dimension, part), ...) it was cut to; ``cut_box`` makes its box). A comparison settles
+    most regions by their covering boxes alone.
+
+    Regions are cut along PARTITION_ORDER, depth first: a group of boxes is cut at the first
+    dimension where they differ, each part's boxes further. A region is the box of its first
+    covering box with the parts it was cut to."""
+    if not boxes:
         return
+    first = boxes[0]
+    # the dimensions where some boxes differ: the others cut nothing
+    dims = [d for d in PARTITION_ORDER if any(b[d] != first[d] for b in boxes)]
+    cols = [[b[d] for b in boxes] for d in dims]
+    last = len(dims)
+    # (box indices, position in dims, ((dimension, part), ...) of the cuts above): depth first,
+    # the parts of a cut in their order
+    stack: List[Tuple[List[int], int, tuple]] = [(list(range(len(boxes))), 0, ())]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        idx, level, cuts = pop()
+        while True:
+            if len(idx) == 1 or level == last:
+                yield idx, cuts
+                break
+            col = cols[level]
+            values = [col[j] for j in idx]
+            if values.count(values[0]) == len(values):
+                level += 1
+                continue
+            dim = dims[level]
+            parts = _split_masks(values) if dim in MASK_DIMS else _split_intervals(values)
+            level += 1
+            push([([idx[m] for m in members], level, cuts + ((dim, value),)) for value, members in reversed(parts)])
+            break
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +354,11 @@ def canonical_union(boxes: Sequence[Box]) -> List[Box]:
     depends only on the union (not on how it was cut into pieces), and regions that differ
     only in, say, the port come out as one region with several port ranges."""
     boxes = list(dict.fromkeys(boxes))
+    if len(boxes) < 2:
+        return boxes
+    # fewer pieces of the same union first (boxes equal but in one dimension, merged exactly):
+    # the cut below costs by the pieces, its result depends only on the union
+    boxes = merge_boxes(boxes, 2, MASK_DIMS)
     if len(boxes) < 2:
         return boxes
     memo: Dict[Tuple[int, Tuple[int, ...]], FrozenSet[tuple]] = {}

@@ -307,6 +307,9 @@ class Outcome:
     label: FrozenSet[Decision]
 
 
+_WALKED_ONCE = object()  # RoleWalker._index: the chain was walked once, without an index
+
+
 class RoleWalker(NetfilterWalk):
     """Walks one family's rulesets with addresses at role level."""
 
@@ -331,6 +334,8 @@ class RoleWalker(NetfilterWalk):
         # loadBalancerSourceRanges: hundreds of "-s PREFIX -j KUBE-EXT-X"), or that several
         # hooks send there (KUBE-SERVICES from PREROUTING and OUTPUT), is walked through it once.
         self._memo: Dict[tuple, Tuple[List[_Flow], List[Ended]]] = {}
+        # (flows, may constraints, the copies that entered) of the last "may"-only match
+        self._last_may: tuple = (None, None, None)
         if roles.host_known:
             self.local_roles = role_set([HOST, LOOPBACK])
         else:
@@ -441,6 +446,12 @@ class RoleWalker(NetfilterWalk):
         entering: List[_Flow] = []
         if not must:
             # only "may" matches: copies enter, every flow also goes on unchanged
+            # the same copies as the rule before, when it only may match the very same flows
+            # (a router's per-host chains: "-s HOST -m mac ... -j RETURN", "-s HOST -j DROP"
+            # for hundreds of hosts, each pair one "may" constraint at role level)
+            last = self._last_may
+            if last[0] is flows and last[1] == may:
+                return last[2], flows
             if len(may) == 1:
                 c = may[0]
                 for f in flows:
@@ -452,6 +463,7 @@ class RoleWalker(NetfilterWalk):
                     mm, _ = split(f.box, may)
                     for x in mm:
                         entering.append(_restrict(f, x))
+            self._last_may = (flows, may, entering)
             return entering, flows
         rest: List[_Flow] = []
         single = must[0] if len(must) == 1 else None
@@ -527,9 +539,16 @@ class RoleWalker(NetfilterWalk):
                 else f for f in flows]
 
     def index_of(self, chain: Chain, rules: List[Any]) -> Any:
-        index = self._index.get(id(chain))
+        # built on a chain's second walk: building reads every rule, as one walk does, and at
+        # role level most long chains are walked once (a router's per-host chains, each from
+        # its interface's jump), where the index would only tell that every rule may match
+        key = id(chain)
+        index = self._index.get(key)
         if index is None:
-            index = self._index[id(chain)] = ChainIndex.build(rules) or False
+            self._index[key] = _WALKED_ONCE
+            return False
+        if index is _WALKED_ONCE:
+            index = self._index[key] = ChainIndex.build(rules) or False
         return index
 
     def nat(self, rs: Ruleset, flow: _Flow, rule: Any, decision: Decision) -> List[_Flow]:
