@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from twinwall.report.diff_text import render_diff
 
     snapshot = snapshot_from_args(args)
-    result = diff_snapshot(snapshot, _hooks(args))
+    result = diff_snapshot(snapshot, _hooks(args), keep_text=False)
     if snapshot.ipv6.enabled is False:
         result.notes.append("IPv6 is disabled on this host: the IPv6 rules are compared but carry no traffic")
     _emit(args, lambda: result.to_json(verbose=args.verbose), lambda: render_diff(result))

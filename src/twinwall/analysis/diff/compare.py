@@ -65,7 +65,7 @@ from twinwall.analysis.diff.describe import (
     side_rule,
     verdict_of,
 )
-from twinwall.analysis.parallel import FORK_MIN_RULES, run_jobs, worth_forking
+from twinwall.analysis.parallel import FORK_MIN_RULES, can_fork, run_jobs, worth_forking
 from twinwall.analysis.role_walk import Outcome, RoleWalker, merge_tuples
 from twinwall.analysis.roles import (
     HOST,
@@ -442,23 +442,35 @@ def _unread_notes(family: str, rulesets) -> List[str]:
     return [unread_table_note(family, label) for _, label in unread_tables(family, rulesets)]
 
 
-def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[bool] = None) -> DiffResult:
+def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[bool] = None,
+                  keep_text: bool = True) -> DiffResult:
     """Compare IPv4 with IPv6 on a host snapshot (what ``twinwall diff`` runs).
 
     Each family is parsed and walked in its own process on a large host: the walks need only
     the host's addresses from the other side, not its rules. Interface masks are then read in
-    the universe of both families' interface names before the comparison."""
+    the universe of both families' interface names before the comparison. ``keep_text=False``
+    empties the snapshot's dumps as they are parsed (a caller that needs them no more: the
+    texts of a 100k-rule pair are 36 MB, held by each walk otherwise)."""
     # an empty dump is a ruleset (no tables: nothing filters); no dump at all is not
     missing = [f for f in (IPV4, IPV6) if not snapshot.rulesets_for(f)]
     if missing:
         raise _missing_rules(missing)
     if parallel is None:
         parallel = worth_forking(snapshot)
+    # (run_jobs forks the other family's walk before this process starts its own)
+    forking = parallel and can_fork()
     bare = build_contexts(snapshot, {})  # addresses and interfaces: all the roles need
 
     def walk(family: str):
-        # the parse frees the texts of what it reads: of copies, so the caller's snapshot keeps them
-        own = replace(snapshot, rulesets=[replace(r) for r in snapshot.rulesets])
+        if keep_text:
+            # the parse frees the texts of what it reads: of copies, so the caller's snapshot keeps them
+            own = replace(snapshot, rulesets=[replace(r) for r in snapshot.rulesets])
+        else:
+            own = snapshot
+            if forking:  # each walk has a process (and a snapshot) of its own: the other family's text is not read here
+                for text in own.rulesets:
+                    if text.family not in (family, "inet"):
+                        text.text = ""
         rulesets = load_rulesets(own, keep_text=False, families=(family,))
         ctx = build_contexts(snapshot, rulesets)[family]
         if not ctx.rules_known:
