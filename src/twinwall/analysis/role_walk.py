@@ -174,34 +174,43 @@ def _lift_alts(alts: tuple, unknown: bool, roles: AddressRoles) -> Tuple[tuple, 
     return tuple(must), tuple(may)
 
 
-def _lift_single(alts: tuple, unknown: bool, roles: AddressRoles) -> Tuple[tuple, tuple]:
+def _lift_single(alts: tuple, unknown: bool, roles: AddressRoles, cache: Dict) -> Tuple[tuple, tuple]:
     """What _lift_alts makes of one constraint of one match, directly: the bulk of a big
-    ruleset (kube-proxy's ~90,000 "-s PREFIX -j KUBE-EXT-X"), mostly of prefixes seen once, so
-    the cache below misses and this runs for nearly every one of them."""
-    dim, value = alts[0][0]
+    ruleset. ``cache`` (shared by the rules of a walk) keeps each result once: an address match
+    by its roles (kube-proxy's ~90,000 "-s PREFIX -j KUBE-EXT-X" name 86,000 distinct prefixes,
+    of a handful of roles: one lifted copy each, not one per prefix), any other by the match
+    itself (a few hundred distinct ones over 100k rules)."""
+    c = alts[0][0]
+    dim = c[0]
     if dim != SRC and dim != DST:
-        return ((), alts) if unknown else (alts, ())
-    must_v, may_v = roles.classify(value)
-    if not may_v:
-        return (), ()
-    if unknown or must_v != may_v:
-        must = (((dim, must_v),),) if must_v and not unknown else ()
-        return must, (((dim, may_v),),)
-    return (((dim, must_v),),), ()
+        key: tuple = (c, unknown)
+        hit = cache.get(key)
+        if hit is None:
+            hit = cache[key] = ((), alts) if unknown else (alts, ())
+        return hit
+    must_v, may_v = roles.classify(c[1])
+    key = (dim, must_v, may_v, unknown)
+    hit = cache.get(key)
+    if hit is None:
+        if not may_v:
+            hit = (), ()
+        elif unknown or must_v != may_v:
+            must = (((dim, must_v),),) if must_v and not unknown else ()
+            hit = must, (((dim, may_v),),)
+        else:
+            hit = (((dim, must_v),),), ()
+        cache[key] = hit
+    return hit
 
 
 def _lift_rule(rule, source: str, roles: AddressRoles, cache: Dict) -> _XRule:
-    """``cache``: (must, may) of single-match rules by their match, shared by the rules of a walk
-    (kube-proxy's rulesets repeat a few hundred distinct matches over 100k rules)."""
+    """``cache``: see _lift_single."""
     alts = rule.alternatives
     action = rule.action
     unknown = bool(rule.unknown)
     if len(alts) == 1 and len(alts[0]) == 1 and action != DNAT and action != REDIRECT:
         # one match ("-s PREFIX", "-p tcp", "--ctstate NEW"...): the bulk of big rulesets
-        key = (alts[0][0], unknown)
-        hit = cache.get(key)
-        if hit is None:
-            hit = cache[key] = _lift_single(alts, unknown, roles)
+        hit = _lift_single(alts, unknown, roles, cache)
         return _XRule(hit[0], hit[1], rule, source)
     alts = tuple(map(_ordered, alts))
     if not unknown and action != DNAT and action != REDIRECT and not _names_addresses(alts):

@@ -377,4 +377,4 @@ def test_single_match_fast_path_lifts_as_the_general_path(prefix, dim, unknown, 
     address_match = (((dim, (prefix_interval(prefix, "ipv4"),)),),)
     port_match = (((4, ((22, 22),)),),)
     for alts in (address_match, port_match):
-        assert RW._lift_single(alts, unknown, roles) == RW._lift_alts(alts, unknown, roles), (alts, unknown)
+        assert RW._lift_single(alts, unknown, roles, {}) == RW._lift_alts(alts, unknown, roles), (alts, unknown)
