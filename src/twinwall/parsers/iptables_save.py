@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import socket
 from functools import lru_cache
+from sys import intern
 from typing import Dict, List, Optional, Tuple, Union, cast
 
 from twinwall.netfilter.packetset import (
@@ -424,6 +425,7 @@ class _Compiler:
                 if m is not None:
                     # what compile_simple makes of it, without the general regex
                     src, target = m.groups()
+                    target = intern(target)  # (one string per chain, not per rule jumping to it)
                     action = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
                     if action is not None:
                         value = addr_cache.get(src)
