@@ -39,11 +39,14 @@ def write_json(data, stream: Optional[IO[str]] = None, pretty: Optional[bool] = 
     """Write ``data`` and a newline to a text stream (default: standard output), indented for
     a person at a terminal (``pretty`` None) or as ``pretty`` says."""
     out = sys.stdout if stream is None else stream
-    blob = dumps(data, pretty=out.isatty() if pretty is None else pretty) + b"\n"
+    # (the newline written after the document, not appended to it: that would copy it)
+    blob = dumps(data, pretty=out.isatty() if pretty is None else pretty)
     buffer = getattr(out, "buffer", None)
     if buffer is None:  # a text-only stream (io.StringIO in a test)
         out.write(blob.decode("utf-8"))
+        out.write("\n")
         return
     out.flush()
     buffer.write(blob)
+    buffer.write(b"\n")
     buffer.flush()

@@ -13,16 +13,17 @@ import argparse
 import os
 import sys
 import tempfile
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from twinwall.errors import InputError
 from twinwall.report import registry
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file beside it, fsync, rename, fsync the directory.
-    The file gets the mode a plain ``open(path, "w")`` would give it (0666 minus the umask): a
-    textfile collector running as another user must be able to read it."""
+def write_atomic(path: str, data: Union[bytes, Sequence[bytes]]) -> None:
+    """Replace ``path`` with ``data`` (bytes, or pieces of it written one after the other: a
+    large document is not copied to append a newline): temp file beside it, fsync, rename,
+    fsync the directory. The file gets the mode a plain ``open(path, "w")`` would give it (0666
+    minus the umask): a textfile collector running as another user must be able to read it."""
     directory = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
     try:
@@ -31,7 +32,8 @@ def write_atomic(path: str, data: bytes) -> None:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            for piece in (data,) if isinstance(data, bytes) else data:
+                out.write(piece)
             out.flush()
             os.fsync(out.fileno())
         umask = os.umask(0)
@@ -72,7 +74,7 @@ def emit_json(document, output: Optional[str]) -> None:
     if output is None or output == "-":
         write_json(document)
         return
-    write_atomic(output, dumps(document) + b"\n")
+    write_atomic(output, (dumps(document), b"\n"))
 
 
 def add_format_arguments(
