@@ -277,15 +277,16 @@ def family_roles(ctx) -> AddressRoles:
     return AddressRoles(ctx.family, host, known)
 
 
-def evaluate_family(ctx, hooks: Sequence[str], roles_filter: Dict[str, Tuple[FrozenSet[int], FrozenSet[int]]]
-                    ) -> Dict[str, List[Tuple[Box, str, FrozenSet]]]:
-    """Walk every hook path of one family; projected outcomes per hook.
+def evaluate_family(ctx, hooks: Sequence[str], roles_filter: Dict[str, Tuple[FrozenSet[int], FrozenSet[int]]],
+                    owns_rules: bool = False) -> Dict[str, List[Tuple[Box, str, FrozenSet]]]:
+    """Walk every hook path of one family; projected outcomes per hook. ``owns_rules``: the
+    context's rulesets were parsed for this walk alone (the walk may let go of what it read).
 
     Input and forward share one PREROUTING walk: after it, the routing decision sends packets
     still addressed to the host (their current destination role) to INPUT and the others to
     FORWARD and POSTROUTING, as the kernel does (a DNAT to another host is forwarded)."""
     roles = family_roles(ctx)
-    walker = RoleWalker(ctx.rulesets, roles, ctx.universe, ctx.local)
+    walker = RoleWalker(ctx.rulesets, roles, ctx.universe, ctx.local, owns_rules)
     iface_all = ctx.universe.all_mask
     raw: Dict[str, List[Outcome]] = {h: [] for h in hooks}
     pre = [h for h in ("input", "forward") if h in hooks]
@@ -475,7 +476,8 @@ def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[boo
         ctx = build_contexts(snapshot, rulesets)[family]
         if not ctx.rules_known:
             raise _missing_rules([family])
-        return evaluate_family(ctx, hooks, roles_filter), ctx.universe, _unread_notes(family, ctx.rulesets)
+        outcomes = evaluate_family(ctx, hooks, roles_filter, owns_rules=True)
+        return outcomes, ctx.universe, _unread_notes(family, ctx.rulesets)
 
     with _gc_paused():
         roles_filter, notes = common_roles([bare[IPV4], bare[IPV6]], hooks)
