@@ -58,6 +58,7 @@ from twinwall.netfilter.packetset import (
 )
 from twinwall.analysis.context import FamilyContext, build_contexts
 from twinwall.analysis.diff.describe import (
+    Citations,
     describe_region,
     not_comparable_json,
     only_json,
@@ -81,6 +82,9 @@ from twinwall.model import IPV4, IPV6
 from twinwall.netfilter.ruleset import Decision
 
 HOOKS = ("input", "forward", "output")
+# the document's versions (their "schema"): /2 cites each rule once, in a shared table
+DIFF_SCHEMA = "twinwall.diff/2"
+DIFF_SCHEMA_VERBOSE = "twinwall.diff/1"
 HOOK_PATHS = {
     "input": ("prerouting", "input"),
     "forward": ("prerouting", "forward", "postrouting"),
@@ -382,16 +386,23 @@ class DiffResult:
         return {}, {}
 
     def to_json(self, verbose: bool = False) -> Dict:
-        """The diff document; a run of consecutive rules is cited as one entry unless ``verbose``."""
+        """The diff document (docs/diff.md): ``twinwall.diff/2``, each rule or run of consecutive
+        rules cited once in ``citations`` and by index in the regions; ``verbose``: the
+        ``twinwall.diff/1`` form, every rule cited in full where it decided."""
         a, b = self.side_names
         v = verbose
-        return {
-            "differences": [region_json(r, self, a, b, v) for r in self.differences],
-            "not_comparable": [not_comparable_json(r, self, a, b, v) for r in self.not_comparable],
-            f"{b}_only": [d for h in self.hooks for o in self.comparisons[h].b_only for d in only_json(o, self, b, v)],
-            f"{a}_only": [d for h in self.hooks for o in self.comparisons[h].a_only for d in only_json(o, self, a, v)],
+        cited = None if verbose else Citations()
+        doc: Dict = {
+            "schema": DIFF_SCHEMA_VERBOSE if verbose else DIFF_SCHEMA,
+            "differences": [region_json(r, self, a, b, v, cited) for r in self.differences],
+            "not_comparable": [not_comparable_json(r, self, a, b, v, cited) for r in self.not_comparable],
+            f"{b}_only": [d for h in self.hooks for o in self.comparisons[h].b_only for d in only_json(o, self, b, v, cited)],
+            f"{a}_only": [d for h in self.hooks for o in self.comparisons[h].a_only for d in only_json(o, self, a, v, cited)],
             "notes": self.notes,
         }
+        if cited is not None:
+            doc["citations"] = cited.entries
+        return doc
 
 
 def contains_point(box: Box, point: Box) -> bool:
