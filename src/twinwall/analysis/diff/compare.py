@@ -215,7 +215,11 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     nc_entries = []
     a_only = []
     b_only = []
+    coverings: Dict[FrozenSet[int], FrozenSet[int]] = {}
     for box, covering in overlay_boxes(boxes):
+        # equal sets of covering boxes kept once (the router's 14,000 not comparable regions
+        # kept a copy each of the few hundred distinct ones, 20 MB, until they were merged)
+        covering = coverings.setdefault(covering, covering)
         vs = verdicts_known.get(covering)
         if vs is None:
             va_set: set = set()
