@@ -71,12 +71,15 @@ def as_inline_diff(before, after):
     """A twinwall.diff/2 document (``after``) in the form of an older one (``before``, no
     ``schema``): each region's decided_by indexes replaced by the citations they stand for,
     ``schema`` and ``citations`` left out, the ``*_decided_by`` the newer form adds to
-    ``*_only`` regions too, and each ``*_rule`` that names several rules by place (the texts are
-    in the citations) replaced by the older document's text when it names the same rules."""
+    ``*_only`` regions too, citations' sources spelled, and each ``*_rule`` that names several
+    rules by place (the texts are in the citations) replaced by the older document's text when it
+    names the same rules."""
     if not (isinstance(after, dict) and "citations" in after and isinstance(before, dict) and "schema" not in before):
         return after
-    table = after["citations"]
-    out = {k: v for k, v in after.items() if k not in ("schema", "citations")}
+    sources = after.get("sources", [])
+    table = [{k: sources[v] if k == "source" and isinstance(v, int) else v for k, v in c.items()}
+             for c in after["citations"]]
+    out = {k: v for k, v in after.items() if k not in ("schema", "citations", "sources")}
     for key, regions in out.items():
         if not isinstance(regions, list):
             continue
@@ -95,6 +98,9 @@ def as_inline_diff(before, after):
                     by: dict = {}
                     for c in cited:
                         by.setdefault(c["verdict"], []).append(_place(c))
+                    for v, names in by.items():  # (the first ten of a verdict, the others counted)
+                        if len(names) > 10:
+                            by[v] = names[:10] + [f"... {len(names) - 10} more"]
                     places = "; ".join(f"{v}: " + "; ".join(by[v]) for v in sorted(by)) if len(by) > 1 else \
                         "; ".join(next(iter(by.values()), []))
                     if r[n] == places:

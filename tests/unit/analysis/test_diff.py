@@ -596,6 +596,8 @@ def test_the_document_cites_each_rule_once_and_verbose_is_the_inline_form(tmp_pa
     # the policy's drop, cited by both source regions, is spelled once
     assert ssh["ipv4_decided_by"][1] == telnet["ipv4_decided_by"][1]
     assert table[ssh["ipv4_decided_by"][1]]["policy"] == "DROP"
+    # the rulesets' names once too, cited by index
+    assert doc["sources"] == ["v4", "v6"] and {c["source"] for c in table} == {0, 1}
     full = result.to_json(verbose=True)
     assert full["schema"] == "twinwall.diff/1" and "citations" not in full
     inlined = inline_citations(doc)
@@ -604,3 +606,15 @@ def test_the_document_cites_each_rule_once_and_verbose_is_the_inline_form(tmp_pa
         for side in ("ipv4", "ipv6"):
             assert compact[f"{side}_decided_by"] == verbose[f"{side}_decided_by"]
     assert "-s 198.51.100.0/24" in full["differences"][0]["ipv4_rule"]
+
+
+def test_a_compact_rule_text_names_ten_rules_of_a_verdict_and_counts_the_others():
+    from twinwall.analysis.diff.describe import side_rule
+    from twinwall.netfilter.ruleset import Decision
+
+    decs = frozenset(Decision("filter", f"C{i:02}", 1, f"-A C{i:02} -j ACCEPT", None, "v4", "ACCEPT") for i in range(12))
+    side = {"accept": decs, "drop": frozenset([Decision("filter", "INPUT", None, None, "DROP", "v4", "DROP")])}
+    text = side_rule(side, verbose=False, texts=False)
+    assert text == ("accept: " + "; ".join(f"filter C{i:02} #1" for i in range(10)) + "; ... 2 more; "
+                    "drop: filter INPUT policy DROP")
+    assert side_rule(side).count("-j ACCEPT") == 12  # the full form names them all

@@ -406,6 +406,7 @@ class DiffResult:
         }
         if cited is not None:
             doc["citations"] = cited.entries
+            doc["sources"] = cited.sources
         return doc
 
 

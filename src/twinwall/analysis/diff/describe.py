@@ -220,6 +220,11 @@ def _runs(decs: FrozenSet[Decision], verbose: bool) -> Tuple[Tuple[Decision, Dec
     return tuple(out)
 
 
+# rules (or runs) of one verdict a compact *_rule names by place; the others are counted (the
+# side's decided_by cites them all: a many-small-chains region named 3,300 runs, 110 KB)
+PLACES_MAX = 10
+
+
 def _position(dec: Decision) -> str:
     """Where a rule is, without its text: 'filter INPUT #3' (a policy: as described)."""
     if dec.policy is not None or dec.table == NO_TABLE:
@@ -238,15 +243,18 @@ def _rule_text(decs: FrozenSet[Decision], verbose: bool = True, texts: bool = Tr
         return "no rule (no chain decides it)"
     if verbose:
         return "; ".join(sorted(_described(d) for d in decs))
-    return "; ".join(_run_text(*r, texts) for r in _runs(decs, False))
+    runs = _runs(decs, False)
+    if texts or len(runs) <= PLACES_MAX:
+        return "; ".join(_run_text(*r, texts) for r in runs)
+    return "; ".join([_run_text(*r, False) for r in runs[:PLACES_MAX]] + [f"... {len(runs) - PLACES_MAX} more"])
 
 
 def side_rule(side: Dict[str, FrozenSet[Decision]], verbose: bool = True, texts: bool = True) -> str:
     """The rules that decided each verdict of a side, as text; without ``verbose`` the rules of
     one chain are one 'table chain #first-#last (count rules)' entry (the JSON's decided_by has
     the first and the last rule's text), and without ``texts`` (and ``verbose``) the rules of a
-    side that more than one rule decided are named by their place only, 'table chain #number' (the
-    document's citations spell them)."""
+    side that more than one rule decided are named by their place only, 'table chain #number', the
+    first ``PLACES_MAX`` of each verdict (the document's citations spell them all)."""
     if not texts and len(side) == 1 and len(next(iter(side.values()))) == 1:
         texts = True  # one rule (a rule against a policy, the usual difference): spelled out
     if len(side) == 1:
@@ -265,21 +273,33 @@ def _citation(first: Decision, last: Decision, count: int, verdict: str) -> Dict
 
 
 class Citations:
-    """The shared table of a compact diff document (``citations``): each distinct citation - a
-    rule, or a run of a chain's rules, and the verdict it decided - spelled once; a region's
-    ``*_decided_by`` lists indexes into it. (The corpus router's regions cite 224 distinct
-    ones 9,844 times: 2.2 MB of JSON spelled inline.)"""
+    """The shared tables of a compact diff document: ``citations``, each distinct citation - a
+    rule, or a run of a chain's rules, and the verdict it decided - spelled once, a region's
+    ``*_decided_by`` listing indexes into it (the corpus router's regions cite 230 distinct ones
+    9,900 times: 2.2 MB of JSON spelled inline); and ``sources``, the rulesets they come from,
+    which a citation's ``source`` is an index into (many small chains: 3,300 citations, 230 KB
+    of the same two file names)."""
 
     def __init__(self) -> None:
         self.entries: List[Dict] = []
+        self.sources: List[str] = []
         self._index: Dict[Tuple[Decision, Decision, int, str], int] = {}
+        self._source_index: Dict[str, int] = {}
 
     def ref(self, first: Decision, last: Decision, count: int, verdict: str) -> int:
         key = (first, last, count, verdict)
         i = self._index.get(key)
         if i is None:
             i = self._index[key] = len(self.entries)
-            self.entries.append(_citation(first, last, count, verdict))
+            entry = _citation(first, last, count, verdict)
+            source = entry.get("source")
+            if source is not None:
+                n = self._source_index.get(source)
+                if n is None:
+                    n = self._source_index[source] = len(self.sources)
+                    self.sources.append(source)
+                entry["source"] = n
+            self.entries.append(entry)
         return i
 
 
@@ -315,13 +335,16 @@ def region_json(r: Region, result: DiffResult, a: str, b: str, verbose: bool = F
 
 def inline_citations(document: Dict) -> Dict:
     """A compact diff document (``twinwall.diff/2``, with ``citations``) with each region's
-    decided_by indexes replaced by the entries they stand for (a copy; the ``*_rule`` texts stay
-    as they are); any other document as it is."""
-    table = document.get("citations")
-    if table is None:
+    decided_by indexes replaced by the entries they stand for, their sources spelled (a copy,
+    without ``citations`` and ``sources``; the ``*_rule`` texts stay as they are); any other
+    document as it is."""
+    cited = document.get("citations")
+    if cited is None:
         return document
-    out = {k: v for k, v in document.items() if k != "citations"}
-    for key in [k for k, v in document.items() if isinstance(v, list) and k != "citations"]:
+    sources = document.get("sources", [])
+    table = [{k: sources[v] if k == "source" and isinstance(v, int) else v for k, v in c.items()} for c in cited]
+    out = {k: v for k, v in document.items() if k not in ("citations", "sources")}
+    for key in [k for k, v in out.items() if isinstance(v, list)]:
         regions = []
         for region in document[key]:
             if isinstance(region, dict):
