@@ -10,18 +10,19 @@ is atomic), is flushed to disk, and is renamed over the target.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
-from typing import Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 from twinwall.errors import InputError
 from twinwall.report import registry
 
 
-def write_atomic(path: str, data: Union[bytes, Sequence[bytes]]) -> None:
+def write_atomic(path: str, data: Union[bytes, Iterable[bytes]]) -> None:
     """Replace ``path`` with ``data`` (bytes, or pieces of it written one after the other: a
-    large document is not copied to append a newline): temp file beside it, fsync, rename,
+    large document is never held whole as bytes): temp file beside it, fsync, rename,
     fsync the directory. The file gets the mode a plain ``open(path, "w")`` would give it (0666
     minus the umask): a textfile collector running as another user must be able to read it."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -69,12 +70,12 @@ def emit(text: str, output: Optional[str]) -> None:
 def emit_json(document, output: Optional[str]) -> None:
     """A JSON document: on standard output as ``write_json`` always wrote it (indented at a
     terminal), compact into ``output``."""
-    from twinwall.report.json_out import dumps, write_json
+    from twinwall.report.json_out import dumps_pieces, write_json
 
     if output is None or output == "-":
         write_json(document)
         return
-    write_atomic(output, (dumps(document), b"\n"))
+    write_atomic(output, itertools.chain(dumps_pieces(document), (b"\n",)))
 
 
 def add_format_arguments(
