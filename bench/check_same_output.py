@@ -56,6 +56,63 @@ def differences(a, b, path: str = "") -> Iterator[str]:
         yield f"{path}: {str(a)[:80]!r} vs {str(b)[:80]!r}"
 
 
+def _place(c: dict) -> str:
+    """How a twinwall.diff/2 ``*_rule`` names a cited rule (or run, or policy) by place."""
+    if "policy" in c:
+        return f"{c['table']} {c['chain']} policy {c['policy']}"
+    if c["table"] == "(none)":
+        return str(c.get("source", ""))
+    if "count" in c:
+        return f"{c['table']} {c['chain']} #{c['rule_number']}-#{c['last_rule_number']} ({c['count']} rules)"
+    return f"{c['table']} {c['chain']} #{c['rule_number']}"
+
+
+def as_inline_diff(before, after):
+    """A twinwall.diff/2 document (``after``) in the form of an older one (``before``, no
+    ``schema``): each region's decided_by indexes replaced by the citations they stand for,
+    ``schema`` and ``citations`` left out, the ``*_decided_by`` the newer form adds to
+    ``*_only`` regions too, citations' sources spelled, and each ``*_rule`` that names several
+    rules by place (the texts are in the citations) replaced by the older document's text when it
+    names the same rules."""
+    if not (isinstance(after, dict) and "citations" in after and isinstance(before, dict) and "schema" not in before):
+        return after
+    sources = after.get("sources", [])
+    table = [{k: sources[v] if k == "source" and isinstance(v, int) else v for k, v in c.items()}
+             for c in after["citations"]]
+    out = {k: v for k, v in after.items() if k not in ("schema", "citations", "sources")}
+    for key, regions in out.items():
+        if not isinstance(regions, list):
+            continue
+        old = before.get(key) if isinstance(before.get(key), list) else []
+        new = []
+        for i, r in enumerate(regions):
+            if not isinstance(r, dict):
+                new.append(r)
+                continue
+            r = {n: [table[j] for j in v] if n.endswith("_decided_by") else v for n, v in r.items()}
+            o = old[i] if i < len(old) and isinstance(old[i], dict) else {}
+            for n in [n for n in r if n.endswith("_rule")]:
+                side = n[: -len("_rule")]
+                cited = r.get(f"{side}_decided_by")
+                if cited is not None and n in o and r[n] != o[n]:
+                    by: dict = {}
+                    for c in cited:
+                        by.setdefault(c["verdict"], []).append(_place(c))
+                    for v, names in by.items():  # (the first ten of a verdict, the others counted)
+                        if len(names) > 10:
+                            by[v] = names[:10] + [f"... {len(names) - 10} more"]
+                    places = "; ".join(f"{v}: " + "; ".join(by[v]) for v in sorted(by)) if len(by) > 1 else \
+                        "; ".join(next(iter(by.values()), []))
+                    if r[n] == places:
+                        r[n] = o[n]
+            if key.endswith("_only"):
+                for n in [n for n in r if n.endswith("_decided_by") and n not in o]:
+                    del r[n]
+            new.append(r)
+        out[key] = new
+    return out
+
+
 def inputs(args) -> List[Tuple[str, dict]]:
     out = []
     if not args.corpus_only:
@@ -101,6 +158,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--verbose-diff", action="store_true",
                     help="run the after tree's diff with --verbose (every rule cited, as before the "
                          "compact citations): it must equal the before tree's document")
+    ap.add_argument("--raw-diff", action="store_true",
+                    help="compare a twinwall.diff/2 document with an older one as it is (by default its "
+                         "citations are inlined and its rules-by-place texts checked against the older texts)")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--timeout", type=float, default=900.0)
     args = ap.parse_args(argv)
@@ -126,6 +186,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"{name}: {what}: exit {rc_a} vs {rc_b} {'(same error)' if same else f'{a} vs {b}'}", flush=True)
                 changed += not same
                 continue
+            if what == "diff" and not args.raw_diff:
+                b = as_inline_diff(a, b)
             diffs = [d for d in differences(a, b) if not any(p.search(d) for p in ignore)]
             if rc_a != rc_b:
                 diffs.insert(0, f"exit code {rc_a} vs {rc_b}")

@@ -174,34 +174,43 @@ def _lift_alts(alts: tuple, unknown: bool, roles: AddressRoles) -> Tuple[tuple, 
     return tuple(must), tuple(may)
 
 
-def _lift_single(dim: int, must_v: tuple, may_v: tuple, unknown: bool) -> Tuple[tuple, tuple]:
-    """What _lift_alts makes of one address constraint of one match whose value covers the
-    roles ``must_v`` and meets the roles ``may_v``, directly."""
-    if not may_v:
-        return (), ()
-    if unknown or must_v != may_v:
-        must = (((dim, must_v),),) if must_v and not unknown else ()
-        return must, (((dim, may_v),),)
-    return (((dim, must_v),),), ()
+def _lift_single(alts: tuple, unknown: bool, roles: AddressRoles, cache: Dict) -> Tuple[tuple, tuple]:
+    """What _lift_alts makes of one constraint of one match, directly: the bulk of a big
+    ruleset. ``cache`` (shared by the rules of a walk) keeps each result once: an address match
+    by its roles (kube-proxy's ~90,000 "-s PREFIX -j KUBE-EXT-X" name 86,000 distinct prefixes,
+    of a handful of roles: one lifted copy each, not one per prefix), any other by the match
+    itself (a few hundred distinct ones over 100k rules)."""
+    c = alts[0][0]
+    dim = c[0]
+    if dim != SRC and dim != DST:
+        key: tuple = (c, unknown)
+        hit = cache.get(key)
+        if hit is None:
+            hit = cache[key] = ((), alts) if unknown else (alts, ())
+        return hit
+    must_v, may_v = roles.classify(c[1])
+    key = (dim, must_v, may_v, unknown)
+    hit = cache.get(key)
+    if hit is None:
+        if not may_v:
+            hit = (), ()
+        elif unknown or must_v != may_v:
+            must = (((dim, must_v),),) if must_v and not unknown else ()
+            hit = must, (((dim, may_v),),)
+        else:
+            hit = (((dim, must_v),),), ()
+        cache[key] = hit
+    return hit
 
 
 def _lift_rule(rule, source: str, roles: AddressRoles, cache: Dict) -> _XRule:
-    """``cache``: (must, may) of single-address-match rules by the roles their prefix covers and
-    meets, shared by the rules of a walk: kube-proxy's ~90,000 "-s PREFIX -j KUBE-EXT-X" are
-    mostly of prefixes seen once, but of a few role pairs (one lifted match for all of them)."""
+    """``cache``: see _lift_single."""
     alts = rule.alternatives
     action = rule.action
     unknown = bool(rule.unknown)
     if len(alts) == 1 and len(alts[0]) == 1 and action != DNAT and action != REDIRECT:
         # one match ("-s PREFIX", "-p tcp", "--ctstate NEW"...): the bulk of big rulesets
-        dim, value = alts[0][0]
-        if dim != SRC and dim != DST:
-            return _XRule((), alts, rule, source) if unknown else _XRule(alts, (), rule, source)
-        must_v, may_v = roles.classify(value)
-        key = (dim, must_v, may_v, unknown)
-        hit = cache.get(key)
-        if hit is None:
-            hit = cache[key] = _lift_single(dim, must_v, may_v, unknown)
+        hit = _lift_single(alts, unknown, roles, cache)
         return _XRule(hit[0], hit[1], rule, source)
     alts = tuple(map(_ordered, alts))
     if not unknown and action != DNAT and action != REDIRECT and not _names_addresses(alts):
@@ -240,6 +249,7 @@ class _Flow:
 
 
 _NO_LABEL: FrozenSet[Decision] = frozenset()
+_SOME = ((),)  # what a lifted rule of a walk that owns its rules keeps of its constraints
 
 
 def _restrict(f: _Flow, box: Box) -> _Flow:
@@ -318,9 +328,13 @@ class RoleWalker(NetfilterWalk):
     # (its jump memo and merging after every rule keep the many-small-chains shape linear)
     PARK = False
 
-    def __init__(self, rulesets: Sequence[Ruleset], roles: AddressRoles, universe: Any, local_addresses: Any):
+    def __init__(self, rulesets: Sequence[Ruleset], roles: AddressRoles, universe: Any, local_addresses: Any,
+                 owns_rules: bool = False):
         super().__init__(rulesets, universe, local_addresses)
         self.roles = roles
+        # the rulesets were parsed for this walk alone (diff_snapshot's): a lifted chain's rules
+        # let go of their own constraints (see lifted)
+        self.owns_rules = owns_rules
         self._lifted: Dict[int, List[_XRule]] = {}
         # {id(chain): {position: the position after the run}} of the "may" jumps identical to
         # the rule before them (kube-proxy's loadBalancerSourceRanges: "-s PREFIX -j KUBE-EXT-X"
@@ -439,6 +453,13 @@ class RoleWalker(NetfilterWalk):
                 self._repeats[key] = repeats
             self._lifted[key] = got
             self._keep.append(chain)
+            if self.owns_rules:
+                # the walk reads the lifted rules from now on; of a rule's own constraints only
+                # whether it can match at all is still asked (InertChains): 19 MB of the bench
+                # pair's IPv6 walk (kube's 98,000 "-s PREFIX" constraints)
+                for r in chain.rules:
+                    if r.alternatives:
+                        r.alternatives = _SOME
         return got
 
     def match(self, rule: Any, flows: List[_Flow]) -> Tuple[List[_Flow], List[_Flow]]:

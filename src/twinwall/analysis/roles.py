@@ -46,6 +46,7 @@ def role_set(ids: Iterable[int]) -> tuple:
 
 # role sets as interval sets of role ids, by bit mask of the roles
 _ROLE_IV = [role_set(r for r in range(6) if m >> r & 1) for m in range(64)]
+_ROLE_PAIRS: Dict[int, Tuple[tuple, tuple]] = {}  # must << 6 | may -> (_ROLE_IV[must], _ROLE_IV[may])
 
 
 class AddressRoles:
@@ -102,7 +103,12 @@ class AddressRoles:
                     if lo <= span[r][0] and span[r][1] <= hi:
                         must |= 1 << r
                 i += 1
-            hit = (_ROLE_IV[must], _ROLE_IV[may])
+            # (one pair per combination of roles, not per value: a 100k-rule ruleset names 86,000
+            # distinct prefixes, of a handful of classes)
+            key = must << 6 | may
+            hit = _ROLE_PAIRS.get(key)
+            if hit is None:
+                hit = _ROLE_PAIRS[key] = (_ROLE_IV[must], _ROLE_IV[may])
             self._cache[value] = hit
         elif hit is None:
             must_roles: List[int] = []

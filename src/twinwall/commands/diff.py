@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hook", choices=("input", "forward", "output", "all"), default="all", help="which hook to compare (default: all)")
     add_format_arguments(p, DIFF)
     p.add_argument("--verbose", action="store_true",
-                   help="JSON: cite every rule of a region, not a run of consecutive rules as one entry")
+                   help="JSON: the twinwall.diff/1 form, every rule of a region cited in full in it (not "
+                        "once in a shared table, a run of consecutive rules not as one entry)")
     g = p.add_argument_group("change between two snapshots of one host")
     g.add_argument("--before", metavar="OLD.json", help="snapshot before the change ('twinwall collect')")
     g.add_argument("--after", metavar="NEW.json", help="snapshot after the change")
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     gc.enable()
     snapshot = snapshot_from_args(args)
-    result = diff_snapshot(snapshot, _hooks(args))
+    result = diff_snapshot(snapshot, _hooks(args), keep_text=False)
     if snapshot.ipv6.enabled is False:
         result.notes.append("IPv6 is disabled on this host: the IPv6 rules are compared but carry no traffic")
     _emit(args, lambda: result.to_json(verbose=args.verbose), lambda: render_diff(result))

@@ -13,6 +13,7 @@ walked, so a 100k-rule ruleset costs only what a question actually visits.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -38,7 +39,9 @@ LOG_TARGETS = frozenset(("LOG", "NFLOG", "ULOG"))  # iptables targets that log a
 
 NO_TABLE = "(none)"  # Decision.table when no table hooks the path at all
 
-@dataclass
+# (slots: a 100k-rule ruleset holds 100k of them, 85 bytes each smaller without a dict;
+# dataclass(slots=) needs Python 3.10)
+@dataclass(**({"slots": True} if sys.version_info >= (3, 10) else {}))
 class Rule:
     table: str
     chain: str

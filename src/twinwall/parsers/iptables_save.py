@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from sys import intern
 from typing import Dict, List, Optional, Tuple, Union, cast
 
 from twinwall.netfilter.packetset import (
@@ -439,6 +440,7 @@ class _Compiler:
                 if m is not None:
                     # what compile_simple makes of it, without the general regex
                     src, target = m.groups()
+                    target = intern(target)  # (one string per chain, not per rule jumping to it)
                     action = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
                     if action is not None:
                         alternatives = source_alternatives.get(src) if src is not None else _MATCH_ALL

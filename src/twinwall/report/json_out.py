@@ -8,7 +8,7 @@ than 64 bits), the standard library writes the same JSON value."""
 from __future__ import annotations
 
 import sys
-from typing import IO, Optional
+from typing import IO, Iterator, Optional
 
 try:
     import orjson
@@ -16,13 +16,10 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency
     orjson = None  # type: ignore[assignment]  # dumps() falls back to the standard library
 
 
-def dumps(data, pretty: bool = False, newline: bool = False) -> bytes:
-    """UTF-8 JSON of ``data`` (plain dicts, lists, strings, numbers, None); ``newline``: with a
-    newline after it (written with it: a 50 MB report is not copied to append one)."""
+def dumps(data, pretty: bool = False) -> bytes:
+    """UTF-8 JSON of ``data`` (plain dicts, lists, strings, numbers, None)."""
     if orjson is not None:
         option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if pretty else 0)
-        if newline:
-            option |= orjson.OPT_APPEND_NEWLINE
         try:
             return orjson.dumps(data, option=option)
         except TypeError:  # orjson.JSONEncodeError: e.g. a 128-bit integer
@@ -36,18 +33,44 @@ def dumps(data, pretty: bool = False, newline: bool = False) -> bytes:
         text = json.dumps(data, indent=2, check_circular=False, ensure_ascii=False)
     else:
         text = json.dumps(data, separators=(",", ":"), check_circular=False, ensure_ascii=False)
-    return (text + "\n" if newline else text).encode("utf-8")
+    return text.encode("utf-8")
+
+
+def dumps_pieces(data, pretty: bool = False) -> Iterator[bytes]:
+    """``dumps(data, pretty)`` in pieces, one after the other: compact, a document's members
+    and the items of its lists one by one (an audit of a 10k-rule host is 3 MB of JSON, nearly
+    all of it its services: written whole, it is held once more as bytes). The same bytes
+    joined, except that a value orjson refuses is written by the standard library alone."""
+    if pretty or not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        yield dumps(data, pretty)
+        return
+    yield b"{"
+    for i, (key, value) in enumerate(data.items()):
+        yield (b"," if i else b"") + dumps(key) + b":"
+        if isinstance(value, list) and value:
+            yield b"["
+            for j, item in enumerate(value):
+                yield (b"," if j else b"") + dumps(item)
+            yield b"]"
+        else:
+            yield dumps(value)
+    yield b"}"
 
 
 def write_json(data, stream: Optional[IO[str]] = None, pretty: Optional[bool] = None) -> None:
     """Write ``data`` and a newline to a text stream (default: standard output), indented for
     a person at a terminal (``pretty`` None) or as ``pretty`` says."""
     out = sys.stdout if stream is None else stream
-    blob = dumps(data, pretty=out.isatty() if pretty is None else pretty, newline=True)
+    # (in pieces, and the newline after them: never a copy of the whole document)
+    pieces = dumps_pieces(data, pretty=out.isatty() if pretty is None else pretty)
     buffer = getattr(out, "buffer", None)
     if buffer is None:  # a text-only stream (io.StringIO in a test)
-        out.write(blob.decode("utf-8"))
+        for piece in pieces:
+            out.write(piece.decode("utf-8"))
+        out.write("\n")
         return
     out.flush()
-    buffer.write(blob)
+    for piece in pieces:
+        buffer.write(piece)
+    buffer.write(b"\n")
     buffer.flush()

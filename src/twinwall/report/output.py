@@ -10,18 +10,20 @@ is atomic), is flushed to disk, and is renamed over the target.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence, Union
 
 from twinwall.errors import InputError
 from twinwall.report import registry
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file beside it, fsync, rename, fsync the directory.
-    The file gets the mode a plain ``open(path, "w")`` would give it (0666 minus the umask): a
-    textfile collector running as another user must be able to read it."""
+def write_atomic(path: str, data: Union[bytes, Iterable[bytes]]) -> None:
+    """Replace ``path`` with ``data`` (bytes, or pieces of it written one after the other: a
+    large document is never held whole as bytes): temp file beside it, fsync, rename,
+    fsync the directory. The file gets the mode a plain ``open(path, "w")`` would give it (0666
+    minus the umask): a textfile collector running as another user must be able to read it."""
     import tempfile  # (only a report written to a file needs it: not an audit on standard output)
 
     directory = os.path.dirname(os.path.abspath(path))
@@ -32,7 +34,8 @@ def write_atomic(path: str, data: bytes) -> None:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            for piece in (data,) if isinstance(data, bytes) else data:
+                out.write(piece)
             out.flush()
             os.fsync(out.fileno())
         umask = os.umask(0)
@@ -68,12 +71,12 @@ def emit(text: str, output: Optional[str]) -> None:
 def emit_json(document, output: Optional[str]) -> None:
     """A JSON document: on standard output as ``write_json`` always wrote it (indented at a
     terminal), compact into ``output``."""
-    from twinwall.report.json_out import dumps, write_json
+    from twinwall.report.json_out import dumps_pieces, write_json
 
     if output is None or output == "-":
         write_json(document)
         return
-    write_atomic(output, dumps(document, newline=True))
+    write_atomic(output, itertools.chain(dumps_pieces(document), (b"\n",)))
 
 
 def add_format_arguments(

@@ -1,6 +1,6 @@
 """The output-format registry: every `--format NAME` twinwall knows, in one table.
 
-A format renders a *versioned document* (``twinwall.audit/1``, ``twinwall.diff/1``,
+A format renders a *versioned document* (``twinwall.audit/1``, ``twinwall.diff/2``,
 ``twinwall.scan/1``, ``twinwall.fleet/1``: plain JSON-shaped dicts), never analysis objects, so
 it works the same on a fresh run, on a saved JSON file (``twinwall report FILE.json --format
 NAME``) and on many hosts at once (a fleet document holds one audit document per host).
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 AUDIT = "twinwall.audit/1"
-DIFF = "twinwall.diff/1"
+DIFF = "twinwall.diff/2"  # (rules cited once, in a shared table; /1: cited in full, --verbose)
+DIFF_VERBOSE = "twinwall.diff/1"
 SCAN = "twinwall.scan/1"
 FLEET = "twinwall.fleet/1"
 
@@ -48,7 +49,7 @@ class Format:
     render: Callable[[Dict[str, Any], RenderOptions], str]
 
 
-_ALL = frozenset({AUDIT, DIFF, SCAN, FLEET})
+_ALL = frozenset({AUDIT, DIFF, DIFF_VERBOSE, SCAN, FLEET})
 _HOSTS = frozenset({AUDIT, FLEET})
 
 # name -> module, in the order --help lists them. A format module not listed here is not a format.

@@ -11,6 +11,7 @@ from _snapshots import dump_snapshot
 from twinwall import cli
 from twinwall.analysis.context import build_contexts
 from twinwall.analysis.diff.compare import diff_contexts, egress_forward_differences
+from twinwall.analysis.diff.describe import inline_citations
 from twinwall.loader import load_rulesets
 from twinwall.model import HostSnapshot, InterfaceAddress, ListeningSocket, RulesetText
 from twinwall.sources.snapshot import write_snapshot
@@ -37,9 +38,15 @@ def snapshot(v4: str, v6: str, addresses: Optional[List[InterfaceAddress]] = Non
 
 
 def diff(v4: str, v6: str, hooks=("input", "forward", "output"), addresses=None) -> Dict:
+    """The diff document, its citations inlined (each region's decided_by spelled in full)."""
     snap = snapshot(v4, v6, addresses)
     contexts = build_contexts(snap, load_rulesets(snap))
-    return diff_contexts(contexts, hooks).to_json()
+    return inline_citations(diff_contexts(contexts, hooks).to_json())
+
+
+def cited(region: Dict, side: str) -> str:
+    """The texts of the rules a side of an (inlined) region cites."""
+    return "; ".join(str(c.get("rule") or c.get("policy")) for c in region[f"{side}_decided_by"])
 
 
 def inside(ranges, value: int) -> bool:
@@ -193,7 +200,7 @@ def test_address_specific_rule_is_mixed_and_named():
     assert len(d) == 1
     assert d[0]["ipv4"] == "mixed" and d[0]["ipv6"] == "drop"
     assert d[0]["ipv4_verdicts"] == ["accept", "drop"]
-    assert "-s 198.51.100.0/24" in d[0]["ipv4_rule"]
+    assert "-s 198.51.100.0/24" in cited(d[0], "ipv4")
     assert d[0]["src"] == ["global"]
 
 
@@ -205,7 +212,7 @@ def test_prefixes_on_both_sides_are_not_comparable_never_dropped():
     nc = doc["not_comparable"]
     assert len(nc) == 1
     assert nc[0]["dports"] == [[22, 22]]
-    assert "198.51.100.0/24" in nc[0]["ipv4_rule"] and "2001:db8:b::/64" in nc[0]["ipv6_rule"]
+    assert "198.51.100.0/24" in cited(nc[0], "ipv4") and "2001:db8:b::/64" in cited(nc[0], "ipv6")
 
 
 def test_loopback_role_is_compared_exactly():
@@ -564,3 +571,50 @@ def test_the_chain_index_changes_no_difference(monkeypatch):
     monkeypatch.setattr(RoleWalker, "index_of", lambda self, chain, rules: False)
     assert diff(v4, v6) == with_index
     assert with_index["differences"]
+
+
+def test_the_document_cites_each_rule_once_and_verbose_is_the_inline_form(tmp_path):
+    # twinwall.diff/2: a shared table of citations, regions refer to it by index; a side decided
+    # by several rules names them by place in *_rule, one rule is spelled out; --verbose is the
+    # /1 form, every rule cited in full in each region
+    v4 = filt("-A INPUT -s 198.51.100.0/24 -p tcp --dport 22 -j ACCEPT\n"
+              "-A INPUT -s 198.51.100.0/24 -p tcp --dport 23 -j ACCEPT\n"
+              "-A INPUT -p tcp --dport 80 -j ACCEPT", input_policy="DROP")
+    v6 = filt("", input_policy="DROP")
+    snap = snapshot(v4, v6)
+    result = diff_contexts(build_contexts(snap, load_rulesets(snap)), ("input",))
+    doc = result.to_json()
+    assert doc["schema"] == "twinwall.diff/2"
+    table = doc["citations"]
+    refs = [i for d in doc["differences"] for side in ("ipv4", "ipv6") for i in d[f"{side}_decided_by"]]
+    assert all(isinstance(i, int) for i in refs) and sorted(set(refs)) == list(range(len(table)))
+    spelled = [json.dumps(c, sort_keys=True) for c in table]
+    assert len(spelled) == len(set(spelled))  # each once
+    ssh, telnet, web = doc["differences"]
+    assert ssh["ipv4_rule"] == "accept: filter INPUT #1; drop: filter INPUT policy DROP"
+    assert web["ipv4_rule"] == "filter INPUT #3: -A INPUT -p tcp --dport 80 -j ACCEPT"
+    # the policy's drop, cited by both source regions, is spelled once
+    assert ssh["ipv4_decided_by"][1] == telnet["ipv4_decided_by"][1]
+    assert table[ssh["ipv4_decided_by"][1]]["policy"] == "DROP"
+    # the rulesets' names once too, cited by index
+    assert doc["sources"] == ["v4", "v6"] and {c["source"] for c in table} == {0, 1}
+    full = result.to_json(verbose=True)
+    assert full["schema"] == "twinwall.diff/1" and "citations" not in full
+    inlined = inline_citations(doc)
+    assert "citations" not in inlined
+    for compact, verbose in zip(inlined["differences"], full["differences"]):
+        for side in ("ipv4", "ipv6"):
+            assert compact[f"{side}_decided_by"] == verbose[f"{side}_decided_by"]
+    assert "-s 198.51.100.0/24" in full["differences"][0]["ipv4_rule"]
+
+
+def test_a_compact_rule_text_names_ten_rules_of_a_verdict_and_counts_the_others():
+    from twinwall.analysis.diff.describe import side_rule
+    from twinwall.netfilter.ruleset import Decision
+
+    decs = frozenset(Decision("filter", f"C{i:02}", 1, f"-A C{i:02} -j ACCEPT", None, "v4", "ACCEPT") for i in range(12))
+    side = {"accept": decs, "drop": frozenset([Decision("filter", "INPUT", None, None, "DROP", "v4", "DROP")])}
+    text = side_rule(side, verbose=False, texts=False)
+    assert text == ("accept: " + "; ".join(f"filter C{i:02} #1" for i in range(10)) + "; ... 2 more; "
+                    "drop: filter INPUT policy DROP")
+    assert side_rule(side).count("-j ACCEPT") == 12  # the full form names them all

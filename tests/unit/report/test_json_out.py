@@ -64,3 +64,12 @@ def test_write_json_to_a_text_only_stream():
     out = io.StringIO()
     json_out.write_json(DOC, out)
     assert json.loads(out.getvalue()) == json.loads(json.dumps(DOC))
+
+
+def test_the_pieces_join_into_the_same_bytes():
+    doc = {"schema": "twinwall.audit/1", "services": [{"port": 22}, {"port": 80, "v6only": None}], "empty": [],
+           "host": {"name": "h"}, "address": (0x20010DB8 << 96) + 1}
+    pieces = list(json_out.dumps_pieces(doc))
+    assert len(pieces) > 3 and b"".join(pieces) == json_out.dumps(doc)
+    assert b"".join(json_out.dumps_pieces(DOC)) == json_out.dumps(DOC)  # (a non-string key: whole)
+    assert list(json_out.dumps_pieces(doc, pretty=True)) == [json_out.dumps(doc, pretty=True)]

@@ -59,6 +59,7 @@ from twinwall.netfilter.packetset import (
 )
 from twinwall.analysis.context import FamilyContext, build_contexts
 from twinwall.analysis.diff.describe import (
+    Citations,
     describe_region,
     not_comparable_json,
     only_json,
@@ -66,7 +67,7 @@ from twinwall.analysis.diff.describe import (
     side_rule,
     verdict_of,
 )
-from twinwall.analysis.parallel import FORK_MIN_RULES, run_jobs, worth_forking
+from twinwall.analysis.parallel import FORK_MIN_RULES, can_fork, run_jobs, worth_forking
 from twinwall.analysis.role_walk import Outcome, RoleWalker, merge_tuples
 from twinwall.analysis.roles import (
     HOST,
@@ -82,6 +83,9 @@ from twinwall.model import IPV4, IPV6
 from twinwall.netfilter.ruleset import Decision
 
 HOOKS = ("input", "forward", "output")
+# the document's versions (their "schema"): /2 cites each rule once, in a shared table
+DIFF_SCHEMA = "twinwall.diff/2"
+DIFF_SCHEMA_VERBOSE = "twinwall.diff/1"
 HOOK_PATHS = {
     "input": ("prerouting", "input"),
     "forward": ("prerouting", "forward", "postrouting"),
@@ -229,6 +233,9 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     nc_entries = []
     a_only = []
     b_only = []
+    # equal sets of covering boxes kept once (the router's 14,000 not comparable regions
+    # kept a copy each of the few hundred distinct ones, 20 MB, until they were merged)
+    coverings: Dict[FrozenSet[int], FrozenSet[int]] = {}
     for idx, cuts in overlay_cuts(boxes):
         ma = mb = 0
         for g in idx:
@@ -243,7 +250,7 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
             )
         va, vb = vs
         if keep_regions:
-            covering = frozenset(idx)
+            covering = coverings.setdefault(frozenset(idx), frozenset(idx))
             got = sides_of(covering)
             comp.regions.append((cut_box(boxes, idx, cuts), got[0], got[1]))
         if differences_only and (not va or not vb or len(va) > 1 and len(vb) > 1):
@@ -253,6 +260,7 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
         # (most regions end above: their box and covering set are built from here on)
         box = cut_box(boxes, idx, cuts)
         covering = frozenset(idx)
+        covering = coverings.setdefault(covering, covering)
         if not vb:
             sa, _, ka, _ = sides_of(covering)
             a_only.append((("a", ka), box, sa))
@@ -305,15 +313,16 @@ def family_roles(ctx) -> AddressRoles:
     return AddressRoles(ctx.family, host, known)
 
 
-def evaluate_family(ctx, hooks: Sequence[str], roles_filter: Dict[str, Tuple[FrozenSet[int], FrozenSet[int]]]
-                    ) -> Dict[str, List[Tuple[Box, str, FrozenSet]]]:
-    """Walk every hook path of one family; projected outcomes per hook.
+def evaluate_family(ctx, hooks: Sequence[str], roles_filter: Dict[str, Tuple[FrozenSet[int], FrozenSet[int]]],
+                    owns_rules: bool = False) -> Dict[str, List[Tuple[Box, str, FrozenSet]]]:
+    """Walk every hook path of one family; projected outcomes per hook. ``owns_rules``: the
+    context's rulesets were parsed for this walk alone (the walk may let go of what it read).
 
     Input and forward share one PREROUTING walk: after it, the routing decision sends packets
     still addressed to the host (their current destination role) to INPUT and the others to
     FORWARD and POSTROUTING, as the kernel does (a DNAT to another host is forwarded)."""
     roles = family_roles(ctx)
-    walker = RoleWalker(ctx.rulesets, roles, ctx.universe, ctx.local)
+    walker = RoleWalker(ctx.rulesets, roles, ctx.universe, ctx.local, owns_rules)
     iface_all = ctx.universe.all_mask
     raw: Dict[str, List[Outcome]] = {h: [] for h in hooks}
     pre = [h for h in ("input", "forward") if h in hooks]
@@ -405,16 +414,24 @@ class DiffResult:
         return {}, {}
 
     def to_json(self, verbose: bool = False) -> Dict:
-        """The diff document; a run of consecutive rules is cited as one entry unless ``verbose``."""
+        """The diff document (docs/diff.md): ``twinwall.diff/2``, each rule or run of consecutive
+        rules cited once in ``citations`` and by index in the regions; ``verbose``: the
+        ``twinwall.diff/1`` form, every rule cited in full where it decided."""
         a, b = self.side_names
         v = verbose
-        return {
-            "differences": [region_json(r, self, a, b, v) for r in self.differences],
-            "not_comparable": [not_comparable_json(r, self, a, b, v) for r in self.not_comparable],
-            f"{b}_only": [d for h in self.hooks for o in self.comparisons[h].b_only for d in only_json(o, self, b, v)],
-            f"{a}_only": [d for h in self.hooks for o in self.comparisons[h].a_only for d in only_json(o, self, a, v)],
+        cited = None if verbose else Citations()
+        doc: Dict = {
+            "schema": DIFF_SCHEMA_VERBOSE if verbose else DIFF_SCHEMA,
+            "differences": [region_json(r, self, a, b, v, cited) for r in self.differences],
+            "not_comparable": [not_comparable_json(r, self, a, b, v, cited) for r in self.not_comparable],
+            f"{b}_only": [d for h in self.hooks for o in self.comparisons[h].b_only for d in only_json(o, self, b, v, cited)],
+            f"{a}_only": [d for h in self.hooks for o in self.comparisons[h].a_only for d in only_json(o, self, a, v, cited)],
             "notes": self.notes,
         }
+        if cited is not None:
+            doc["citations"] = cited.entries
+            doc["sources"] = cited.sources
+        return doc
 
 
 def contains_point(box: Box, point: Box) -> bool:
@@ -470,28 +487,41 @@ def _unread_notes(family: str, rulesets) -> List[str]:
     return [unread_table_note(family, label) for _, label in unread_tables(family, rulesets)]
 
 
-def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[bool] = None) -> DiffResult:
+def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[bool] = None,
+                  keep_text: bool = True) -> DiffResult:
     """Compare IPv4 with IPv6 on a host snapshot (what ``twinwall diff`` runs).
 
     Each family is parsed and walked in its own process on a large host: the walks need only
     the host's addresses from the other side, not its rules. Interface masks are then read in
-    the universe of both families' interface names before the comparison."""
+    the universe of both families' interface names before the comparison. ``keep_text=False``
+    empties the snapshot's dumps as they are parsed (a caller that needs them no more: the
+    texts of a 100k-rule pair are 36 MB, held by each walk otherwise)."""
     # an empty dump is a ruleset (no tables: nothing filters); no dump at all is not
     missing = [f for f in (IPV4, IPV6) if not snapshot.rulesets_for(f)]
     if missing:
         raise _missing_rules(missing)
     if parallel is None:
         parallel = worth_forking(snapshot)
+    # (run_jobs forks the other family's walk before this process starts its own)
+    forking = parallel and can_fork()
     bare = build_contexts(snapshot, {})  # addresses and interfaces: all the roles need
 
     def walk(family: str):
-        # the parse frees the texts of what it reads: of copies, so the caller's snapshot keeps them
-        own = replace(snapshot, rulesets=[replace(r) for r in snapshot.rulesets])
+        if keep_text:
+            # the parse frees the texts of what it reads: of copies, so the caller's snapshot keeps them
+            own = replace(snapshot, rulesets=[replace(r) for r in snapshot.rulesets])
+        else:
+            own = snapshot
+            if forking:  # each walk has a process (and a snapshot) of its own: the other family's text is not read here
+                for text in own.rulesets:
+                    if text.family not in (family, "inet"):
+                        text.text = ""
         rulesets = load_rulesets(own, keep_text=False, families=(family,))
         ctx = build_contexts(snapshot, rulesets)[family]
         if not ctx.rules_known:
             raise _missing_rules([family])
-        return evaluate_family(ctx, hooks, roles_filter), ctx.universe, _unread_notes(family, ctx.rulesets)
+        outcomes = evaluate_family(ctx, hooks, roles_filter, owns_rules=True)
+        return outcomes, ctx.universe, _unread_notes(family, ctx.rulesets)
 
     with _gc_paused():
         roles_filter, notes = common_roles([bare[IPV4], bare[IPV6]], hooks)
