@@ -14,7 +14,7 @@ walked, so a 100k-rule ruleset costs only what a question actually visits.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from twinwall.vocabulary import Action
@@ -81,9 +81,14 @@ class Rule:
 
     def __getstate__(self) -> Dict[str, Any]:
         # a pickled rule (sent back from a forked process) carries its text, not the function
-        state = dict(self.__dict__)
+        # (fields by name: with slots there is no __dict__)
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
         state["spelling"] = self.text
         return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
 
     def rule_logs(self) -> bool:
         """Whether the packets this rule matches are logged (-j LOG/NFLOG/ULOG, nft log)."""
