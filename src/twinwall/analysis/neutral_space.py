@@ -9,7 +9,7 @@ union of their labels; ``canonical_union`` gives the fewest, widest boxes of a u
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Dict, FrozenSet, Iterable, Iterator, List, Sequence, Tuple, Union, cast
+from typing import Callable, Dict, FrozenSet, Hashable, Iterable, Iterator, List, Sequence, Tuple, TypeVar, Union, cast
 
 from twinwall.netfilter.packetset import (
     Box,
@@ -35,6 +35,9 @@ from twinwall.netfilter.packetset import (
     merge_boxes,
 )
 from twinwall.model import IPV4, IPV6
+
+V = TypeVar("V", bound=Hashable)  # a value being cut (an interval set, a bit mask)
+C = TypeVar("C")  # its cut, as the caller's cutter makes it
 
 PTB = 256  # canonical "fragmentation needed / packet too big"
 V6_ONLY_BASE = 1000  # canonical value of an ICMPv6 type IPv4 has no twin for: 1000 + type
@@ -145,19 +148,26 @@ def _split_intervals(values: List[IntervalSet]) -> List[Tuple[IntervalSet, List[
     n = len(values)
     if values.count(first) == n:
         return [(first, list(range(n)))]
-    # equal values share one entry (many regions have the same port set)
-    distinct: Dict[IntervalSet, List[int]] = {}
+    distinct, dvalues, cut = _distinct_cut(values, _CUTS, _cut_distinct)
+    return [(segs, [i for j in js for i in distinct[dvalues[j]]]) for segs, js in cut]
+
+
+def _distinct_cut(values: Sequence[V], memo: Dict[Tuple[V, ...], C], cut_distinct: Callable[[Tuple[V, ...]], C]
+                  ) -> Tuple[Dict[V, List[int]], Tuple[V, ...], C]:
+    """The positions of each distinct value (equal values share one entry: many regions have
+    the same port set), the distinct values in order, and their cut, remembered in ``memo``:
+    the cut depends on the distinct values only, and a comparison asks for the same few again
+    and again (a router's: 8,000 cuts of 100 different lists of values)."""
+    distinct: Dict[V, List[int]] = {}
     for i, v in enumerate(values):
         distinct.setdefault(v, []).append(i)
     dvalues = tuple(distinct)
-    # the cut depends on the distinct values only, and a comparison asks for the same few
-    # again and again (a router's: 8,000 cuts of 100 different lists of values)
-    cut = _CUTS.get(dvalues)
+    cut = memo.get(dvalues)
     if cut is None:
-        if len(_CUTS) >= _CUTS_LIMIT:
-            _CUTS.clear()
-        cut = _CUTS[dvalues] = _cut_distinct(dvalues)
-    return [(segs, [i for j in js for i in distinct[dvalues[j]]]) for segs, js in cut]
+        if len(memo) >= _CUTS_LIMIT:
+            memo.clear()
+        cut = memo[dvalues] = cut_distinct(dvalues)
+    return distinct, dvalues, cut
 
 
 _CUTS: Dict[Tuple[IntervalSet, ...], List[Tuple[IntervalSet, List[int]]]] = {}
@@ -230,15 +240,7 @@ def _split_masks(values: List[int]) -> List[Tuple[int, List[int]]]:
     first = values[0]
     if values.count(first) == len(values):
         return [(first, list(range(len(values))))]
-    distinct: Dict[int, List[int]] = {}
-    for i, v in enumerate(values):
-        distinct.setdefault(v, []).append(i)
-    dvalues = tuple(distinct)
-    cut = _MASK_CUTS.get(dvalues)
-    if cut is None:
-        if len(_MASK_CUTS) >= _CUTS_LIMIT:
-            _MASK_CUTS.clear()
-        cut = _MASK_CUTS[dvalues] = _cut_masks(dvalues)
+    distinct, _, cut = _distinct_cut(values, _MASK_CUTS, _cut_masks)
     return [(mask, [i for v in key for i in distinct[v]]) for key, mask in cut]
 
 
