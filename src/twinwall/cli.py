@@ -5,7 +5,6 @@ user-facing errors into one line on stderr and exit code 2."""
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import os
 import sys
@@ -13,6 +12,7 @@ from typing import List, Optional
 
 from twinwall import __version__
 from twinwall.errors import TwinwallError
+from twinwall.gc_pause import gc_paused
 
 # (command, module, one-line help). Only the chosen command's module is imported, so `twinwall
 # scan` does not pay for the evaluator and `twinwall audit` does not pay for the scanner.
@@ -82,13 +82,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv = sys.argv[1:]
     # building the parser imports the command's module and what it needs: thousands of
     # functions and classes and no garbage, which the cyclic collector would scan again and again
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         parser = build_parser(_command_in(argv))
-    finally:
-        if collecting:
-            gc.enable()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -4,7 +4,7 @@ Every module's imports are read with ``ast``, those inside functions included (a
 into a function to break a circle still counts); imports under ``if TYPE_CHECKING:`` are left
 out, since they never run. The layers, lowest first:
 
-  floor      the model (model, errors, vocabulary, netfilter: packet sets, interfaces, the
+  floor      the model (model, errors, vocabulary, gc_pause, netfilter: packet sets, interfaces, the
              typed ruleset), then what reads into it (parsers, loader, findings catalogue, twins)
   analysis   analysis/, and the parts built on it: scan/, apply/, fix/, policy/
   report     report/
@@ -37,6 +37,7 @@ LAYERS = {
     "twinwall.findings": FLOOR,
     "twinwall.twins": FLOOR,
     "twinwall.vocabulary": FLOOR,
+    "twinwall.gc_pause": FLOOR,
     "twinwall.sources": FLOOR,
     "twinwall.analysis": ANALYSIS,
     "twinwall.scan": ANALYSIS,

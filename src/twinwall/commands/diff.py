@@ -58,15 +58,14 @@ def run(args: argparse.Namespace) -> int:
     if args.before or args.after:
         return _run_change(args)
 
-    import gc
+    from twinwall.gc_pause import gc_paused
 
     # the imports create thousands of functions and classes and no garbage: the cyclic
     # collector's passes over them would be a sixth of their cost (the diff pauses it itself)
-    gc.disable()
-    from twinwall.analysis.diff.compare import diff_snapshot
-    from twinwall.report.diff_text import render_diff
+    with gc_paused():
+        from twinwall.analysis.diff.compare import diff_snapshot
+        from twinwall.report.diff_text import render_diff
 
-    gc.enable()
     snapshot = snapshot_from_args(args)
     result = diff_snapshot(snapshot, _hooks(args), keep_text=False)
     if snapshot.ipv6.enabled is False:

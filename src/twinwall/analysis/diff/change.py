@@ -17,7 +17,6 @@ from twinwall.analysis.diff.compare import (
     HOOKS,
     DiffResult,
     Region,
-    _gc_paused,
     common_roles,
     compare_outcomes,
     evaluate_sides,
@@ -25,6 +24,7 @@ from twinwall.analysis.diff.compare import (
 from twinwall.analysis.diff.describe import region_json
 from twinwall.analysis.evaluator import V_ACCEPT
 from twinwall.analysis.verdicts import reach_rank
+from twinwall.gc_pause import gc_paused
 from twinwall.loader import load_rulesets
 from twinwall.model import IPV4, IPV6
 
@@ -142,7 +142,7 @@ def compare_snapshots(before_snap, after_snap, hooks: Sequence[str] = HOOKS) -> 
         sides = [ctx_b[fam], ctx_a[fam]]
         roles_filter, fam_notes = common_roles(sides, hooks)
         notes.extend(f"{fam}: {n}" for n in fam_notes)
-        with _gc_paused():
+        with gc_paused():
             results = evaluate_sides(sides, hooks, roles_filter)
             comps = {h: compare_outcomes(h, results[0][h], results[1][h]) for h in hooks}
         families[fam] = DiffResult(list(hooks), comps, ctx_b[fam].universe, roles_filter, [], ("before", "after"))

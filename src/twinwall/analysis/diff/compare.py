@@ -22,8 +22,6 @@ this).
 
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
@@ -58,6 +56,7 @@ from twinwall.netfilter.packetset import (
     merge_with_payload,
 )
 from twinwall.analysis.context import FamilyContext, build_contexts
+from twinwall.gc_pause import gc_paused
 from twinwall.analysis.diff.describe import (
     Citations,
     describe_region,
@@ -446,24 +445,6 @@ def contains_point(box: Box, point: Box) -> bool:
     return True
 
 
-@contextmanager
-def _gc_paused():
-    """The cyclic garbage collector off for the duration (restored after). Compiling and
-    walking a 100k-rule ruleset allocates millions of long-lived tuples and almost no cycles:
-    the collector's repeated full passes over them cost a third of the run and free nothing."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            # what survived goes straight to the oldest generation (freeze, then unfreeze):
-            # otherwise the first young collections after this would still scan all of it
-            gc.freeze()
-            gc.unfreeze()
-            gc.enable()
-
-
 def diff_contexts(contexts: Mapping[str, FamilyContext], hooks: Sequence[str] = HOOKS, keep_regions: bool = False,
                   parallel: Optional[bool] = None, differences_only: bool = False) -> DiffResult:
     """Compare IPv4 with IPv6 on the given hooks. ``contexts``: build_contexts() output.
@@ -471,7 +452,7 @@ def diff_contexts(contexts: Mapping[str, FamilyContext], hooks: Sequence[str] = 
     sides = [contexts[IPV4], contexts[IPV6]]
     if parallel is None:
         parallel = rule_count(sides) >= FORK_MIN_RULES
-    with _gc_paused():
+    with gc_paused():
         roles_filter, notes = common_roles(sides, hooks)
         notes += [note for c in sides for note in _unread_notes(c.family, c.rulesets)]
         results = evaluate_sides(sides, hooks, roles_filter, parallel)
@@ -523,7 +504,7 @@ def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[boo
         outcomes = evaluate_family(ctx, hooks, roles_filter, owns_rules=True)
         return outcomes, ctx.universe, _unread_notes(family, ctx.rulesets)
 
-    with _gc_paused():
+    with gc_paused():
         roles_filter, notes = common_roles([bare[IPV4], bare[IPV6]], hooks)
         (out4, u4, unread4), (out6, u6, unread6) = run_jobs([lambda: walk(IPV4), lambda: walk(IPV6)], parallel)
         notes += unread4 + unread6
