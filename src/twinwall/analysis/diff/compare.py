@@ -235,6 +235,11 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     # equal sets of covering boxes kept once (the router's 14,000 not comparable regions
     # kept a copy each of the few hundred distinct ones, 20 MB, until they were merged)
     coverings: Dict[FrozenSet[int], FrozenSet[int]] = {}
+
+    def covering_of(idx: List[int]) -> FrozenSet[int]:
+        c = frozenset(idx)
+        return coverings.setdefault(c, c)
+
     for idx, cuts in overlay_cuts(boxes):
         ma = mb = 0
         for g in idx:
@@ -249,7 +254,7 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
             )
         va, vb = vs
         if keep_regions:
-            covering = coverings.setdefault(frozenset(idx), frozenset(idx))
+            covering = covering_of(idx)
             got = sides_of(covering)
             comp.regions.append((cut_box(boxes, idx, cuts), got[0], got[1]))
         if differences_only and (not va or not vb or len(va) > 1 and len(vb) > 1):
@@ -258,8 +263,7 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
             continue  # the same verdict
         # (most regions end above: their box and covering set are built from here on)
         box = cut_box(boxes, idx, cuts)
-        covering = frozenset(idx)
-        covering = coverings.setdefault(covering, covering)
+        covering = covering_of(idx)
         if not vb:
             sa, _, ka, _ = sides_of(covering)
             a_only.append((("a", ka), box, sa))
