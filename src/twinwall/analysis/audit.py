@@ -9,10 +9,9 @@ verdicts and from a few more walks (loopback, spoofed loopback, default deny).
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.connection import ConnectionLegs, legs_decisions
 from twinwall.analysis.frontends import combine_frontends, frontends_of
@@ -78,9 +77,6 @@ from twinwall.model import (
 from twinwall.netfilter.ruleset import ACCEPT, DROP, REJECT, Decision, Rule
 
 SCHEMA = "twinwall.audit/1"
-
-T = TypeVar("T")
-
 
 # a subject's decisions: (family, the decision), as the finding cites them
 Cited = Tuple[str, Decision]
@@ -235,10 +231,7 @@ def audit_snapshot(
     sockets = _dedupe(snapshot.sockets)
     early = _legacy_and_nft_findings(snapshot)  # reads the texts before parsing frees them
     parallel = worth_forking(snapshot) if jobs is None else jobs > 1
-    family_jobs = [partial(audit_family, snapshot, fam, sockets, keep_text) for fam in FAMILIES]
-    if not parallel:
-        family_jobs[0] = partial(_collected, family_jobs[0])
-    halves = run_jobs(family_jobs, parallel)
+    halves = run_jobs([partial(audit_family, snapshot, fam, sockets, keep_text) for fam in FAMILIES], parallel)
     results = dict(zip(FAMILIES, halves))
     services = [
         ServiceReport(sock, {f: results[f].verdicts[i] for f in FAMILIES}) for i, sock in enumerate(sockets)
@@ -258,16 +251,6 @@ def audit_snapshot(
     findings.sort(key=lambda fnd: (-SEVERITIES.index(fnd.severity), fnd.id, fnd.service or "", fnd.family or ""))
     summary = [row for f in FAMILIES for row in results[f].summary]
     return AuditReport(snapshot, services, findings, summary, frontends)
-
-
-def _collected(job: Callable[[], T]) -> T:
-    """``job()``, and then, where the caller paused the cyclic collector (commands/audit.py), its
-    garbage collected: a half audited in this process leaves its parsed rulesets in reference
-    cycles, and the next half can reuse that memory instead of adding its own peak to it."""
-    out = job()
-    if not gc.isenabled():
-        gc.collect()
-    return out
 
 
 @dataclass
