@@ -4,7 +4,9 @@ elements with options, nft's interface wildcards.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, TypeVar
+
+T = TypeVar("T")
 
 
 def _iface_spec(name: str) -> str:
@@ -79,9 +81,26 @@ def _left_key(left: Any) -> Optional[tuple]:
     {"protocol": "ip", "field": "saddr"}}``, ``{"meta": {"key": "iifname"}}``): what depends on
     the left side alone (its selector, its text) is worked out once per form, not once per rule.
     The values' types are part of it (``1 == True``). None for other forms; a key may still be
-    unhashable (a list inside), which the caller's lookup answers with TypeError."""
+    unhashable (a list inside), which by_left_form's lookup answers with TypeError."""
     if type(left) is dict and len(left) == 1:
         for key, body in left.items():
             if type(body) is dict:
                 return (key, tuple(body.items()), tuple(map(type, body.values())))
     return None
+
+
+def by_left_form(memo: Dict[tuple, T], left: Any, compute: Callable[[Any], T]) -> T:
+    """``compute(left)``, remembered in ``memo`` per form of the left side (``_left_key``), for
+    what depends on the left side alone: one per form, not one per rule."""
+    key = _left_key(left)
+    if key is not None:
+        try:
+            return memo[key]
+        except KeyError:
+            pass
+        except TypeError:  # a list inside: not a key
+            key = None
+    value = compute(left)
+    if key is not None:
+        memo[key] = value
+    return value

@@ -19,7 +19,7 @@ from twinwall.netfilter.packetset import (
     STATE,
     UID,
 )
-from twinwall.parsers.nft_json.expressions import _IFACE_KEYS, _left_key
+from twinwall.parsers.nft_json.expressions import _IFACE_KEYS, by_left_form
 from twinwall.parsers.nft_json.text import _fmt
 from twinwall.parsers.nft_json.vocabulary import _Unknown
 from twinwall.parsers.protocols import PORT_PROTOCOLS
@@ -116,27 +116,17 @@ _SELECTORS: Dict[tuple, Union[_Sel, str]] = {}
 def _left_sel(left: Any) -> _Sel:
     """The packet field a match's left side looks at (raises _Unknown when undecidable);
     selectors are immutable, so one per form serves every rule that uses it."""
-    key = _left_key(left)
-    if key is not None:
-        try:
-            found = _SELECTORS[key]
-        except KeyError:
-            pass
-        except TypeError:  # a list inside: not a key
-            key = None
-        else:
-            if isinstance(found, str):
-                raise _Unknown(found)
-            return found
+    found = by_left_form(_SELECTORS, left, _selector_or_why)
+    if isinstance(found, str):
+        raise _Unknown(found)
+    return found
+
+
+def _selector_or_why(left: Any) -> Union[_Sel, str]:
     try:
-        sel = _decode_left(left)
+        return _decode_left(left)
     except _Unknown as exc:
-        if key is not None:
-            _SELECTORS[key] = str(exc)
-        raise
-    if key is not None:
-        _SELECTORS[key] = sel
-    return sel
+        return str(exc)
 
 
 def _decode_left(left: Any) -> _Sel:

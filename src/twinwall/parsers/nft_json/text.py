@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Tuple
 
-from twinwall.parsers.nft_json.expressions import _IFACE_KEYS, _is_iface_left, _left_key
+from twinwall.parsers.nft_json.expressions import _IFACE_KEYS, _is_iface_left, by_left_form
 
 _SET_SHOW = 6
 _BITWISE = ("&", "|", "^")
@@ -42,18 +42,11 @@ def _expr_text(e: Any) -> str:
 
 
 def _left_text(left: Any) -> Tuple[str, bool, bool]:
-    key = _left_key(left)
-    if key is not None:
-        try:
-            return _LEFT_TEXT[key]
-        except KeyError:
-            pass
-        except TypeError:  # a list inside: not a key
-            key = None
-    info = (_fmt(left), _is_iface_left(left), isinstance(left, dict) and any(k in left for k in _BITWISE))
-    if key is not None:
-        _LEFT_TEXT[key] = info
-    return info
+    return by_left_form(_LEFT_TEXT, left, _left_info)
+
+
+def _left_info(left: Any) -> Tuple[str, bool, bool]:
+    return _fmt(left), _is_iface_left(left), isinstance(left, dict) and any(k in left for k in _BITWISE)
 
 
 def _stmt_text(key: str, body: Any) -> str:
