@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
+from twinwall.analysis.address_sets import AUDIT_SCHEMA, AUDIT_SCHEMA_VERBOSE, AddressSets
 from twinwall.analysis.connection import ConnectionLegs, legs_decisions
 from twinwall.analysis.frontends import combine_frontends, frontends_of
 from twinwall.analysis.ndp import NeighbourReach, essential_icmpv6_dropped, neighbour_discovery, on_link_prefixes
@@ -76,7 +77,6 @@ from twinwall.model import (
 
 from twinwall.netfilter.ruleset import ACCEPT, DROP, REJECT, Decision, Rule
 
-SCHEMA = "twinwall.audit/1"
 
 # a subject's decisions: (family, the decision), as the finding cites them
 Cited = Tuple[str, Decision]
@@ -194,11 +194,15 @@ class AuditReport:
     rulesets: List[Dict]
     frontends: Dict[str, List[str]] = field(default_factory=dict)
 
-    def to_json(self) -> Dict:
+    def to_json(self, verbose: bool = False) -> Dict:
+        """The audit document: ``twinwall.audit/2``, each distinct address list once in
+        ``address_sets`` and cited by index (``analysis.address_sets``); ``verbose``: the
+        ``twinwall.audit/1`` form, every list inline."""
         snap = self.snapshot
         files = {ruleset_label(t): t.source for t in snap.rulesets}
-        return {
-            "schema": SCHEMA,
+        sets = None if verbose else AddressSets()
+        doc = {
+            "schema": AUDIT_SCHEMA_VERBOSE if verbose else AUDIT_SCHEMA,
             "host": {
                 "hostname": snap.hostname,
                 "collected_at": snap.collected_at,
@@ -210,9 +214,12 @@ class AuditReport:
                 "frontends": self.frontends,
             },
             "ipv6": {"enabled": snap.ipv6.enabled, "evidence": snap.ipv6.evidence},
-            "services": [s.to_json() for s in self.services],
+            "services": [s.to_json(sets) for s in self.services],
             "findings": [f.to_json(files) for f in self.findings],
         }
+        if sets is not None:
+            doc["address_sets"] = sets.lists
+        return doc
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Dict, List, Optional, Protocol, Sequence, Tuple
 
+from twinwall.analysis.address_sets import ALLOWED_ADDRESS_FIELDS, VERDICT_ADDRESS_FIELDS, AddressSets
 from twinwall.analysis.context import FamilyContext
 from twinwall.netfilter.packetset import (
     Box,
@@ -73,12 +74,15 @@ class Allowed:
     # (see :func:`source_cidrs`: "everyone but a blocklist" is shorter said that way)
     sources_except: Tuple[str, ...] = ()
 
-    def to_json(self) -> Dict:
-        d = {"sources": list(self.sources), "interfaces": list(self.interfaces),
-             "source_ports": list(self.source_ports)}
+    def to_json(self, sets: Optional[AddressSets] = None) -> Dict:
+        """With ``sets`` (a compact document's table) its address lists are indexes into it."""
+        d: Dict = {"sources": self.sources, "interfaces": list(self.interfaces),
+                   "source_ports": list(self.source_ports)}
         if self.sources_except:
-            d["sources_except"] = list(self.sources_except)
-        return d
+            d["sources_except"] = self.sources_except
+        if sets is not None:  # (the tuples themselves: every verdict of the same set shares them)
+            return sets.refs(d, ALLOWED_ADDRESS_FIELDS)
+        return d | {k: list(d[k]) for k in ALLOWED_ADDRESS_FIELDS if k in d}
 
     def text(self) -> str:
         """``"192.0.2.0/24 via eth0"``, ``"all except 2001:db8::1"``, ``"source port 3000"``."""
@@ -116,8 +120,10 @@ class FamilyVerdict:
     # not in these CIDRs (a blocklist: see :func:`source_cidrs`); empty otherwise
     allowed_sources_except: List[str] = field(default_factory=list)
 
-    def to_json(self) -> Dict:
-        return {
+    def to_json(self, sets: Optional[AddressSets] = None) -> Dict:
+        """The verdict's JSON; with ``sets`` (a compact document's table, see
+        ``analysis.address_sets``) each address list is its index in that table."""
+        out = {
             "status": self.status,
             "reason": self.reason,
             "decided_by": [d.to_dict() for d in self.decided_by],
@@ -125,11 +131,12 @@ class FamilyVerdict:
             "denied_sources": self.denied_sources,
             "allowed_interfaces": self.allowed_interfaces,
             "allowed_source_ports": self.allowed_source_ports,
-            "allowed": [a.to_json() for a in self.allowed],
+            "allowed": [a.to_json(sets) for a in self.allowed],
             "allowed_addresses": self.allowed_addresses,
             "uncertain": self.uncertain,
             "by_policy": self.by_policy,
         } | ({"allowed_sources_except": self.allowed_sources_except} if self.allowed_sources_except else {})
+        return out if sets is None else sets.refs(out, VERDICT_ADDRESS_FIELDS)
 
     def summary(self) -> str:
         """The status with who gets through when it is restricted, as the table and the
@@ -187,7 +194,8 @@ class ServiceReport:
         addr = display_address(s.address, s.v6only, s.interface)
         return f"{s.protocol} {addr}:{s.port}" + (f" ({s.process})" if s.process else "")
 
-    def to_json(self) -> Dict:
+    def to_json(self, sets: Optional[AddressSets] = None) -> Dict:
+        """The service's JSON (``sets``: as :meth:`FamilyVerdict.to_json`)."""
         s = self.socket
         return {
             "protocol": s.protocol,
@@ -199,8 +207,8 @@ class ServiceReport:
             "process": s.process,
             "pid": s.pid,
             "unit": s.unit,
-            "ipv4": self.verdicts[IPV4].to_json(),
-            "ipv6": self.verdicts[IPV6].to_json(),
+            "ipv4": self.verdicts[IPV4].to_json(sets),
+            "ipv6": self.verdicts[IPV6].to_json(sets),
         }
 
 
@@ -313,9 +321,10 @@ class Reach:
         return FamilyVerdict(
             RESTRICTED,
             decided_by=decisions(list(accepted) + list(denied)),
-            allowed_sources=list(allowed_sources),
-            denied_sources=list(denied_sources),
-            allowed_sources_except=list(allowed_except),
+            # (the shared reach's own lists: a compact document finds them by the object)
+            allowed_sources=allowed_sources,
+            denied_sources=denied_sources,
+            allowed_sources_except=allowed_except,
             allowed_interfaces=["*"] if ifaces & ref == ref else universe.label_list(ifaces & ref),
             allowed_source_ports=[] if not iv_sub(CLIENT_PORTS, self.sports) else [ranges_text(self.sports)],
             uncertain=uncertain,

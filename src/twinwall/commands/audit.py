@@ -41,6 +41,9 @@ exit codes: 0 no finding at or above --fail-on, 1 findings, 2 error"""
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_input_arguments(p)
     add_format_arguments(p, AUDIT)
+    p.add_argument("--verbose", action="store_true",
+                   help="JSON: the twinwall.audit/1 form, every address list inline in the verdict "
+                        "that has it (not once in a shared table)")
     p.add_argument(
         "--fail-on",
         choices=("info", "low", "medium", "high", "critical", "never"),
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     # ones are parsed a second time to compare their output and forward hooks
     report = audit_snapshot(snapshot, keep_text=_small(snapshot))
     if args.format == "json":
-        emit_json(report.to_json(), args.output)
+        emit_json(report.to_json(verbose=args.verbose), args.output)
     elif args.format == "table":
         color = args.color == "always" or (args.color == "auto" and args.output is None and use_colour(sys.stdout))
         emit(render_audit(report, color=color), args.output)

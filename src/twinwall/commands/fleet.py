@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from typing import Any, Dict, List, Tuple
 
 from twinwall.report.output import add_format_arguments, emit, emit_json
@@ -19,7 +20,7 @@ every core. Prints, for the whole fleet:
   - the hosts that could not be read, each with the one-line reason.
 --format json writes {"schema": "twinwall.fleet/1", "hosts": [AUDIT, ...], "unreadable":
 [{"path", "error"}], "summary": {...}}, where each AUDIT is what 'twinwall audit --format json'
-prints for that host plus its "source" path. Collect snapshots with Ansible (integrations/
+prints for that host plus its "source" path (with --verbose: 'twinwall audit --verbose'). Collect snapshots with Ansible (integrations/
 ansible), or with the single-file twinwall.pyz over SSH: see docs/fleet.md."""
 
 EPILOG = """\
@@ -43,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "read (default: medium)")
     p.add_argument("--jobs", "-j", type=_positive, default=None, metavar="N",
                    help="audit N hosts at a time (default: one per core)")
+    p.add_argument("--verbose", action="store_true",
+                   help="JSON: each host's audit in the twinwall.audit/1 form (as 'twinwall audit "
+                        "--verbose' prints it)")
 
 
 def _positive(text: str) -> int:
@@ -55,8 +59,9 @@ def _positive(text: str) -> int:
     return n
 
 
-def audit_one(path: str):
-    """One host, as `twinwall audit --snapshot PATH --format json` sees it (run in a worker)."""
+def audit_one(path: str, verbose: bool = False):
+    """One host, as `twinwall audit --snapshot PATH --format json` (``verbose``: and
+    ``--verbose``) sees it (run in a worker)."""
     from twinwall.analysis.audit import audit_snapshot
     from twinwall.analysis.fleet import HostResult
     from twinwall.analysis.parallel import FORK_MIN_RULES, estimated_rules
@@ -73,7 +78,7 @@ def audit_one(path: str):
     if unreadable:
         return HostResult(path, error=unreadable)
     try:
-        doc = audit_snapshot(snapshot, keep_text=estimated_rules(snapshot) < FORK_MIN_RULES, jobs=1).to_json()
+        doc = audit_snapshot(snapshot, keep_text=estimated_rules(snapshot) < FORK_MIN_RULES, jobs=1).to_json(verbose)
     except TwinwallError as exc:
         return HostResult(path, error=f"{path}: {exc}")
     doc["source"] = path
@@ -90,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.snapshots.count("-") > 1:
         raise InputError("only one snapshot can be read from standard input ('-')")
     files, missing = snapshot_files(args.snapshots)
-    results = audit_hosts(files, audit_one, args.jobs or default_workers())
+    results = audit_hosts(files, partial(audit_one, verbose=args.verbose), args.jobs or default_workers())
     doc = fleet_document(results, missing)
     if args.format == "table":
         emit(render_table(doc), args.output)

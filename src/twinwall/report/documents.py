@@ -1,5 +1,5 @@
-"""Reading audit documents (``twinwall.audit/1``, and the fleet document holding one per host)
-for the report formats: which hosts, what a finding is about, which rules decided it.
+"""Reading audit documents (``twinwall.audit/2`` or ``/1``, and the fleet document holding one
+per host) for the report formats: which hosts, what a finding is about, which rules decided it.
 
 Formats render saved JSON as well as a fresh run, so they read the document, never analysis
 objects; this module is what they share about its shape.
@@ -9,21 +9,23 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from twinwall.analysis.address_sets import inline_address_sets
 from twinwall.analysis.verdicts import display_address
 from twinwall.findings import SEVERITIES
 from twinwall.model import FAMILIES, FAMILY_LABEL
-from twinwall.report.registry import AUDIT, FLEET
+from twinwall.report.registry import AUDIT, AUDIT_VERBOSE, FLEET
 
 Doc = Dict[str, Any]
 STATUSES = ("open", "restricted", "filtered", "local-only", "not-bound", "disabled", "unknown")
 
 
 def host_documents(document: Doc) -> List[Doc]:
-    """The audit documents a document holds: itself, or a fleet's hosts."""
+    """The audit documents a document holds (itself, or a fleet's hosts), each in the
+    ``twinwall.audit/1`` form: a verdict's address lists inline, whichever form was written."""
     if document.get("schema") == FLEET:
-        return list(document.get("hosts") or [])
-    if document.get("schema") == AUDIT:
-        return [document]
+        return [inline_address_sets(h) for h in document.get("hosts") or []]
+    if document.get("schema") in (AUDIT, AUDIT_VERBOSE):
+        return [inline_address_sets(document)]
     return []
 
 

@@ -1,6 +1,6 @@
 """The output-format registry: every `--format NAME` twinwall knows, in one table.
 
-A format renders a *versioned document* (``twinwall.audit/1``, ``twinwall.diff/2``,
+A format renders a *versioned document* (``twinwall.audit/2``, ``twinwall.diff/2``,
 ``twinwall.scan/1``, ``twinwall.fleet/1``: plain JSON-shaped dicts), never analysis objects, so
 it works the same on a fresh run, on a saved JSON file (``twinwall report FILE.json --format
 NAME``) and on many hosts at once (a fleet document holds one audit document per host).
@@ -18,7 +18,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
-AUDIT = "twinwall.audit/1"
+AUDIT = "twinwall.audit/2"  # (address lists written once, in a shared table; /1: inline, --verbose)
+AUDIT_VERBOSE = "twinwall.audit/1"
 DIFF = "twinwall.diff/2"  # (rules cited once, in a shared table; /1: cited in full, --verbose)
 DIFF_VERBOSE = "twinwall.diff/1"
 SCAN = "twinwall.scan/1"
@@ -49,8 +50,9 @@ class Format:
     render: Callable[[Dict[str, Any], RenderOptions], str]
 
 
-_ALL = frozenset({AUDIT, DIFF, DIFF_VERBOSE, SCAN, FLEET})
-_HOSTS = frozenset({AUDIT, FLEET})
+_ALL = frozenset({AUDIT, AUDIT_VERBOSE, DIFF, DIFF_VERBOSE, SCAN, FLEET})
+# what the host formats render: an audit in either form, a fleet of them
+HOSTS = frozenset({AUDIT, AUDIT_VERBOSE, FLEET})
 
 # name -> module, in the order --help lists them. A format module not listed here is not a format.
 _MODULES: Dict[str, str] = {
@@ -66,10 +68,10 @@ _MODULES: Dict[str, str] = {
 # this table against each module's FORMAT.documents.
 _DOCUMENTS: Dict[str, FrozenSet[str]] = {
     "json": _ALL,
-    "sarif": _HOSTS,
-    "junit": _HOSTS,
-    "prometheus": _HOSTS,
-    "html": _HOSTS,
+    "sarif": HOSTS,
+    "junit": HOSTS,
+    "prometheus": HOSTS,
+    "html": HOSTS,
 }
 
 _loaded: Dict[str, Format] = {}

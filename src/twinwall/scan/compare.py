@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from twinwall.analysis.address_sets import inline_address_sets
 from twinwall.model import FAMILY_LABEL, IPV4, IPV6
 from twinwall.scan.engine import (
     CLOSED,
@@ -231,7 +232,9 @@ def join_audit(
     audit_json: Dict[str, Any],
     sockets_known: bool = True,
 ) -> List[Dict[str, Any]]:
-    """Annotate rows with the audit's prediction; return the disagreements."""
+    """Annotate rows with the audit's prediction (an audit document in either form, or its
+    ``services`` alone); return the disagreements."""
+    audit_json = inline_address_sets(audit_json)
     # the services of each (protocol, port): a row looks only at its own, not at every service
     by_port: Dict[Tuple[str, int], List[Dict[str, Any]]] = {}
     for s in audit_json.get("services", []):

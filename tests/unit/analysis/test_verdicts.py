@@ -13,6 +13,7 @@ import pytest
 
 from _snapshots import dump_snapshot
 from test_evaluator import HOST, concrete_walk, evaluator, random_ruleset
+from twinwall.analysis.address_sets import inline_address_sets
 from twinwall.analysis.audit import audit_snapshot
 from twinwall.netfilter.packetset import CT_NEW, NDIMS, DPORT, DST, IIF, PROTO, SPORT, SRC, STATE
 from twinwall.model import InterfaceAddress
@@ -125,10 +126,19 @@ def test_open_and_filtered_combinations():
 def test_json_carries_allowed_through_the_cli(tmp_path):
     (tmp_path / "v4").write_text(FILTER.format("-A INPUT -i eth0 -s 192.0.2.0/24 -p tcp --dport 22 -j ACCEPT"))
     (tmp_path / "ss").write_text(SS)
-    proc = subprocess.run([sys.executable, "-m", "twinwall", "audit", "--iptables", str(tmp_path / "v4"),
-                           "--sockets", str(tmp_path / "ss"), "--format", "json"], capture_output=True, text=True)
-    v4 = json.loads(proc.stdout)["services"][0]["ipv4"]
+    docs = []
+    for extra in ([], ["--verbose"]):
+        proc = subprocess.run([sys.executable, "-m", "twinwall", "audit", "--iptables", str(tmp_path / "v4"),
+                               "--sockets", str(tmp_path / "ss"), "--format", "json"] + extra,
+                              capture_output=True, text=True)
+        docs.append(json.loads(proc.stdout))
+    compact, verbose = docs
+    v4 = verbose["services"][0]["ipv4"]
     assert v4["allowed"] == [{"sources": ["192.0.2.0/24"], "interfaces": ["eth0"], "source_ports": ["*"]}]
+    # the compact document names the same list by its index in address_sets
+    sources = compact["services"][0]["ipv4"]["allowed"][0]["sources"]
+    assert compact["address_sets"][sources] == ["192.0.2.0/24"]
+    assert inline_address_sets(compact) == verbose
 
 
 def _in(combo, src, iif, sport):
@@ -184,3 +194,27 @@ def test_everyone_but_a_blocklist_is_the_whole_space_except_it():
     assert "allowed_sources_except" not in service(report).verdicts["ipv4"].to_json()
     from twinwall.report.formats.html import _verdict_cell
     assert "all except 2001:db8::1/128, 2001:db8:100::2/128 and 10 more" in _verdict_cell(doc)
+
+
+def test_the_compact_document_writes_a_blocklist_once():
+    """twinwall.audit/2: the blocked addresses, which the verdict lists three times (denied,
+    allowed except, the combination's except), are one entry of address_sets; inlined, the
+    document is the /1 one --verbose writes."""
+    blocked = [f"2001:db8:{i:x}00::{i + 1}" for i in range(12)]
+    drops = "\n".join(f"-A INPUT -s {a}/128 -j DROP" for a in blocked)
+    report = audit("-A INPUT -p tcp --dport 22 -j ACCEPT", drops + "\n-A INPUT -p tcp --dport 22 -j ACCEPT")
+    compact, verbose = report.to_json(), report.to_json(verbose=True)
+    assert (compact["schema"], verbose["schema"]) == ("twinwall.audit/2", "twinwall.audit/1")
+    assert "address_sets" not in verbose
+    v6 = service_json(compact)["ipv6"]
+    refs = {v6["denied_sources"], v6["allowed_sources_except"], v6["allowed"][0]["sources_except"]}
+    assert len(refs) == 1 and compact["address_sets"][refs.pop()] == [f"{ipaddress.ip_address(a)}/128" for a in blocked]
+    table = compact["address_sets"]
+    assert len(table) == len({tuple(x) for x in table})  # each distinct list once
+    assert all(isinstance(v6[k], int) for k in ("allowed_sources", "denied_sources", "allowed_addresses"))
+    assert inline_address_sets(compact) == verbose
+    assert inline_address_sets(verbose) is verbose
+
+
+def service_json(doc):
+    return next(s for s in doc["services"] if s["port"] == 22)

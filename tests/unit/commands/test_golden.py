@@ -18,6 +18,7 @@ from contextlib import redirect_stdout
 import pytest
 
 from twinwall import cli
+from twinwall.analysis.address_sets import inline_address_sets
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures")
 GOLDEN = os.path.join(FIXTURES, "golden")
@@ -67,6 +68,20 @@ def test_golden(monkeypatch, host, command, fmt):
     with open(path, encoding="utf-8") as fh:
         expected = fh.read()
     assert got == expected, f"{path} differs: rerun with TWINWALL_REGENERATE_GOLDEN=1 and review the diff"
+
+
+@pytest.mark.parametrize("host", list(HOSTS))
+def test_audit_verbose_is_the_golden_inlined(monkeypatch, host):
+    """``audit --verbose`` writes the twinwall.audit/1 form: the golden (/2) document with its
+    address lists inlined, and nothing else changed."""
+    monkeypatch.chdir(FIXTURES)
+    argv = ["audit"] + HOSTS[host] + SOCKETS + ["--format", "json", "--verbose"]
+    rc, text = run(argv)
+    assert rc in (0, 1), text
+    with open(os.path.join(GOLDEN, f"{host}.audit.json"), encoding="utf-8") as fh:
+        golden = json.load(fh)
+    assert golden["schema"] == "twinwall.audit/2" and "address_sets" in golden
+    assert json.loads(text) == inline_address_sets(golden)
 
 
 def test_goldens_cover_services_and_findings():

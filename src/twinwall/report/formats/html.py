@@ -32,7 +32,7 @@ from twinwall.report.documents import (
     severity_rank,
 )
 from twinwall.analysis.verdicts import display_address
-from twinwall.report.registry import AUDIT, FLEET, Format, RenderOptions
+from twinwall.report.registry import FLEET, HOSTS, Format, RenderOptions
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em auto;max-width:72em;padding:0 1em;color:#1d2330;background:#fff}
@@ -276,4 +276,4 @@ def _render(document: Doc, options: RenderOptions) -> str:
     return render_html(document, options)
 
 
-FORMAT = Format("html", "one self-contained HTML page (no script, no external request)", frozenset({AUDIT, FLEET}), _render)
+FORMAT = Format("html", "one self-contained HTML page (no script, no external request)", HOSTS, _render)

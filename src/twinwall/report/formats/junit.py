@@ -25,7 +25,7 @@ from twinwall.report.documents import (
     host_name,
     service_key,
 )
-from twinwall.report.registry import AUDIT, FLEET, Format, RenderOptions
+from twinwall.report.registry import FLEET, HOSTS, Format, RenderOptions
 
 # findings about one service (they carry "service"); every other catalogue entry is a host check
 SERVICE_FINDINGS = frozenset({"TW-FAMILY-GAP", "TW-NO-RULE", "TW-UNCERTAIN"})
@@ -162,4 +162,4 @@ def _render(document: Dict[str, Any], options: RenderOptions) -> str:
 
 
 FORMAT = Format("junit", "JUnit XML: a testsuite per host, a testcase per service and family and per "
-                "host check, failures gated by --fail-on", frozenset({AUDIT, FLEET}), _render)
+                "host check, failures gated by --fail-on", HOSTS, _render)

@@ -23,7 +23,7 @@ from twinwall import __version__
 from twinwall.analysis.verdicts import display_address
 from twinwall.findings import SEVERITIES
 from twinwall.report.documents import Doc, host_documents, host_name, iter_verdicts
-from twinwall.report.registry import AUDIT, FLEET, Format, RenderOptions
+from twinwall.report.registry import FLEET, HOSTS, Format, RenderOptions
 
 _HELP = {
     "twinwall_service_status": "Status of a listening service for one IP family (1 for the status it has).",
@@ -112,4 +112,4 @@ def _render(document: Doc, options: RenderOptions) -> str:
     return render_metrics(document, options)
 
 
-FORMAT = Format("prometheus", "node_exporter textfile metrics", frozenset({AUDIT, FLEET}), _render)
+FORMAT = Format("prometheus", "node_exporter textfile metrics", HOSTS, _render)

@@ -21,7 +21,7 @@ from twinwall import __version__
 from twinwall.findings import CATALOGUE, FindingKind
 from twinwall.report.documents import Doc, family_label, finding_decisions, host_documents, host_name, severity_rank
 from twinwall.report.json_out import dumps
-from twinwall.report.registry import AUDIT, FLEET, Format, RenderOptions
+from twinwall.report.registry import FLEET, HOSTS, Format, RenderOptions
 
 SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 # trivy's pkg/report/sarif.go scale; GitHub reads >= 9.0 as critical, 7.0-8.9 high, 4.0-6.9
@@ -211,4 +211,4 @@ def _render(document: Doc, options: RenderOptions) -> str:
     return dumps(render_sarif(document, options), pretty=True).decode("utf-8") + "\n"
 
 
-FORMAT = Format("sarif", "SARIF 2.1.0 for code scanning (one run per host)", frozenset({AUDIT, FLEET}), _render)
+FORMAT = Format("sarif", "SARIF 2.1.0 for code scanning (one run per host)", HOSTS, _render)
