@@ -8,8 +8,10 @@ pair of the corpus (scripts/corpus_run.py's pairing), and compare the JSON docum
     .venv/bin/python bench/check_same_output.py --before /tmp/before/src [--corpus DIR] [--bench-only]
 
 Prints one line per input and command: ``same``, or the first JSON paths that differ (and how
-many). ``--ignore-path REGEX`` leaves out paths known to differ on purpose. Exit 0 when all
-are the same, 1 otherwise, 2 on an error (a run that crashed or timed out).
+many). ``--ignore-path REGEX`` leaves out paths known to differ on purpose. A twinwall.audit/2
+document is compared in the /1 form (its address lists inlined) unless ``--raw-audit``;
+``--verbose-audit`` runs the newer audit with --verbose instead. Exit 0 when all are the same, 1
+otherwise, 2 on an error (a run that crashed or timed out).
 """
 
 from __future__ import annotations
@@ -113,6 +115,31 @@ def as_inline_diff(before, after):
     return out
 
 
+def as_inline_audit(before, after):
+    """A twinwall.audit/2 document (``after``) in the form of a twinwall.audit/1 one
+    (``before``): each index that stands where the older document has a list replaced by the
+    ``address_sets`` entry it names, ``schema`` the older one's, ``address_sets`` left out. Led by
+    the older document, not by twinwall's own reader: the proof does not rest on the code it
+    checks (the unit tests hold that reader to ``audit --verbose``)."""
+    if not (isinstance(after, dict) and after.get("schema") == "twinwall.audit/2"
+            and isinstance(before, dict) and before.get("schema") == "twinwall.audit/1"):
+        return after
+    table = after.get("address_sets") or []
+
+    def inline(old, new):
+        if isinstance(new, int) and not isinstance(new, bool) and isinstance(old, list) and 0 <= new < len(table):
+            return table[new]
+        if isinstance(new, dict) and isinstance(old, dict):
+            return {k: inline(old.get(k), v) for k, v in new.items()}
+        if isinstance(new, list) and isinstance(old, list) and new and isinstance(new[0], (dict, list)):
+            return [inline(old[i] if i < len(old) else None, v) for i, v in enumerate(new)]
+        return new
+
+    out = inline(before, {k: v for k, v in after.items() if k != "address_sets"})
+    out["schema"] = before["schema"]
+    return out
+
+
 def inputs(args) -> List[Tuple[str, dict]]:
     out = []
     if not args.corpus_only:
@@ -131,14 +158,16 @@ def inputs(args) -> List[Tuple[str, dict]]:
     return out
 
 
-def commands(files: dict, diff_args: Tuple[str, ...] = ()) -> List[Tuple[str, List[str]]]:
+def commands(files: dict, diff_args: Tuple[str, ...] = (), audit_args: Tuple[str, ...] = ()) -> List[Tuple[str, List[str]]]:
     if "nft" in files:
-        return [("audit", ["audit", "--nft", files["nft"], "--sockets", files["sockets"], "--format", "json"])]
+        return [("audit", ["audit", "--nft", files["nft"], "--sockets", files["sockets"], "--format", "json"]
+                 + list(audit_args))]
     pair = []
     for fam, opt in (("ipv4", "--iptables"), ("ipv6", "--ip6tables")):
         if files.get(fam):
             pair += [opt, files[fam]]
     audit = ["audit"] + pair + (["--sockets", files["sockets"]] if files.get("sockets") else []) + ["--format", "json"]
+    audit += list(audit_args)
     cmds = [("audit", audit)]
     if files.get("ipv4") and files.get("ipv6"):
         cmds.append(("diff", ["diff"] + pair + ["--format", "json"] + list(diff_args)))
@@ -161,6 +190,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--raw-diff", action="store_true",
                     help="compare a twinwall.diff/2 document with an older one as it is (by default its "
                          "citations are inlined and its rules-by-place texts checked against the older texts)")
+    ap.add_argument("--verbose-audit", action="store_true",
+                    help="run the after tree's audit with --verbose (every address list inline, the "
+                         "twinwall.audit/1 form): it must equal the before tree's document")
+    ap.add_argument("--raw-audit", action="store_true",
+                    help="compare a twinwall.audit/2 document with an older one as it is (by default "
+                         "its address lists are inlined)")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--timeout", type=float, default=900.0)
     args = ap.parse_args(argv)
@@ -173,7 +208,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.only and not re.search(args.only, name):
             continue
         extra = ("--verbose",) if args.verbose_diff else ()
-        for (what, cmd), (_, cmd_after) in zip(commands(files), commands(files, extra)):
+        audit_extra = ("--verbose",) if args.verbose_audit else ()
+        for (what, cmd), (_, cmd_after) in zip(commands(files), commands(files, extra, audit_extra)):
             try:
                 rc_a, a = run(args.python, args.before, cmd, args.timeout)
                 rc_b, b = run(args.python, args.after, cmd_after, args.timeout)
@@ -188,6 +224,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 continue
             if what == "diff" and not args.raw_diff:
                 b = as_inline_diff(a, b)
+            if what == "audit" and not args.raw_audit:
+                b = as_inline_audit(a, b)
             diffs = [d for d in differences(a, b) if not any(p.search(d) for p in ignore)]
             if rc_a != rc_b:
                 diffs.insert(0, f"exit code {rc_a} vs {rc_b}")

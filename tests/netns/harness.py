@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from twinwall.analysis.address_sets import AUDIT_SCHEMA, inline_address_sets
+
 HERE = Path(__file__).resolve().parent
 PROBE_HELPER = HERE / "probe_helper.py"
 REPO_SRC = HERE.parent.parent / "src"
@@ -378,16 +380,21 @@ def run_twinwall(ns: str, *args: str, timeout: float = 120) -> Tuple[int, str, s
 
 
 def audit_json(ns: str, *extra: str) -> Dict[str, Any]:
-    """Parsed JSON of ``twinwall audit --format json`` run in ``ns`` (exit 0 and 1 both OK)."""
+    """Parsed JSON of ``twinwall audit --format json`` run in ``ns`` (exit 0 and 1 both OK), in
+    the ``twinwall.audit/1`` form the tests read (its address lists inline)."""
     rc, out, err = run_twinwall(ns, "audit", "--format", "json", *extra)
     if rc not in (0, 1):
         raise AssertionError(f"`twinwall audit --format json` in {ns} exited {rc} (0/1 expected)"
                              f"\nstderr:\n{err.strip()}\nstdout:\n{out[:2000]}")
     try:
-        return json.loads(out)
+        doc = json.loads(out)
     except json.JSONDecodeError as exc:
         raise AssertionError(f"`twinwall audit --format json` printed invalid JSON ({exc}):\n"
                              f"{out[:2000]}\nstderr:\n{err.strip()}") from exc
+    if doc.get("schema") != AUDIT_SCHEMA or not isinstance(doc.get("address_sets"), list):
+        raise AssertionError(f"`twinwall audit --format json` printed schema {doc.get('schema')!r} "
+                             f"(expected {AUDIT_SCHEMA!r}, with address_sets)")
+    return inline_address_sets(doc)
 
 
 # --------------------------------------------------------------------------------------------

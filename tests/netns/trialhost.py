@@ -41,6 +41,7 @@ from diffhost import CLIENTS, IPV4, IPV6, Probe, SeedResult, socket_families, st
 from harness import Listener, ListenerSpec, ip_batch, netns_exec  # noqa: E402
 
 from twinwall.fix.owners.firewalld import BUS_CONF  # noqa: E402
+from twinwall.analysis.address_sets import inline_address_sets  # noqa: E402
 from twinwall.sources.snapshot import snapshot_from_json  # noqa: E402
 
 NAT_TIMEOUT = 2.0  # probes through DNAT to a container meet ARP/NDP on one more link
@@ -175,7 +176,8 @@ class TrialHost(diffhost.DiffHost):
                          "--format", "json", env=env, timeout=120, check=False)
         if res.returncode not in (0, 1):
             raise AssertionError(f"twinwall audit exited {res.returncode}: {res.stderr.strip()}")
-        return json.loads(res.stdout), snapshot_from_json(json.loads(path.read_text()), str(path))
+        return (inline_address_sets(json.loads(res.stdout)),
+                snapshot_from_json(json.loads(path.read_text()), str(path)))
 
     def run_case(self, case: Case, seed: int = 0) -> TrialResult:
         case.setup(self)

@@ -70,19 +70,21 @@ def fleet_dir(tmp_path: Path) -> Path:
     return d
 
 
-def test_each_host_is_its_audit_document(fleet_dir: Path) -> None:
-    res = cli("fleet", str(fleet_dir), "--format", "json", "--fail-on", "never")
+@pytest.mark.parametrize("verbose", [[], ["--verbose"]], ids=["audit/2", "audit/1"])
+def test_each_host_is_its_audit_document(fleet_dir: Path, verbose) -> None:
+    res = cli("fleet", str(fleet_dir), "--format", "json", "--fail-on", "never", *verbose)
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["schema"] == "twinwall.fleet/1"
     sources = [h["source"] for h in doc["hosts"]]
     assert sources == [str(fleet_dir / "dc2" / "nov6.json"), str(fleet_dir / "gap.json"), str(fleet_dir / "twins.json")]
     for host in doc["hosts"]:
-        audit = cli("audit", "--snapshot", host["source"], "--format", "json")
+        audit = cli("audit", "--snapshot", host["source"], "--format", "json", *verbose)
         assert audit.returncode in (0, 1), audit.stderr
         expected = json.loads(audit.stdout)
         expected["source"] = host["source"]
         assert host == expected
+        assert host["schema"] == ("twinwall.audit/1" if verbose else "twinwall.audit/2")
     assert doc["unreadable"] == []
 
 

@@ -47,8 +47,22 @@ def fleet_doc():
 def test_registry_table_matches_the_modules():
     for name in registry.names():
         assert registry.get(name).documents == registry.documents(name), name
-    assert registry.choices("twinwall.audit/1", ("table",)) == ["table", "json", "sarif", "junit", "prometheus", "html"]
+    for audit in ("twinwall.audit/2", "twinwall.audit/1"):
+        assert registry.choices(audit, ("table",)) == ["table", "json", "sarif", "junit", "prometheus", "html"]
     assert registry.choices("twinwall.diff/1", ("table",)) == ["table", "json"]
+
+
+@pytest.mark.parametrize("name", ["sarif", "junit", "prometheus", "html"])
+def test_host_formats_render_both_audit_forms_alike(name):
+    """A twinwall.audit/2 document (address lists by index) and the /1 form --verbose writes
+    render the same, alone and as a fleet's hosts."""
+    report = audit_snapshot(snapshot(v6=V6.replace("-A INPUT -p tcp -m tcp --dport 22", "-A INPUT -s 2001:db8::/32 -p tcp -m tcp --dport 22")))
+    compact, verbose = report.to_json(), report.to_json(verbose=True)
+    assert compact["schema"] == "twinwall.audit/2" and verbose["schema"] == "twinwall.audit/1"
+    options = RenderOptions(location="host.json")
+    assert render(name, compact, options) == render(name, verbose, options)
+    fleet = {"schema": "twinwall.fleet/1", "unreadable": [], "summary": {}}
+    assert render(name, dict(fleet, hosts=[compact]), options) == render(name, dict(fleet, hosts=[verbose]), options)
 
 
 # ----------------------------------------------------------------------------------- SARIF
