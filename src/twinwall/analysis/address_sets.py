@@ -29,10 +29,14 @@ VERDICT_ADDRESS_FIELDS = ("allowed_sources", "denied_sources", "allowed_addresse
 ALLOWED_ADDRESS_FIELDS = ("sources", "sources_except")
 
 
+# a list longer than this is looked up by the object before its value (hashing it is the cost)
+_BY_OBJECT = 16
+
+
 class AddressSets:
     """The ``address_sets`` table of one document being written: each distinct list once, in
-    the order first cited. A list is found by the object first (the verdicts of sockets that
-    share their accepted regions hold the very same lists), then by its value."""
+    the order first cited. A long list is found by the object first (the verdicts of sockets
+    that share their accepted regions hold the very same lists), then by its value."""
 
     def __init__(self) -> None:
         self.lists: List[List[str]] = []
@@ -42,13 +46,17 @@ class AddressSets:
 
     def ref(self, addresses: Sequence[str]) -> int:
         """The index of ``addresses`` in the table (added when new)."""
-        i = self._by_id.get(id(addresses))
+        long = len(addresses) > _BY_OBJECT
+        if long:
+            i = self._by_id.get(id(addresses))
+            if i is not None:
+                return i
+        value = tuple(addresses)
+        i = self._by_value.get(value)
         if i is None:
-            value = tuple(addresses)
-            i = self._by_value.get(value)
-            if i is None:
-                i = self._by_value[value] = len(self.lists)
-                self.lists.append(addresses if isinstance(addresses, list) else list(addresses))
+            i = self._by_value[value] = len(self.lists)
+            self.lists.append(addresses if isinstance(addresses, list) else list(addresses))
+        if long:
             self._by_id[id(addresses)] = i
             self._kept.append(addresses)
         return i
