@@ -170,6 +170,39 @@ def test_rules_of_the_other_family_are_spelled_when_asked_the_same() -> None:
         assert other.text == "ip6 saddr 2001:db8::1 counter drop # handle 10" and other.spelling == other.text
 
 
+def test_rules_read_off_the_text_as_of_the_other_family_compile_as_the_compiler_would() -> None:
+    """A rule whose first statement matches the other family's header is read off nft's text
+    without being decoded (its handle from the text); one that logs, one whose header field the
+    compiler does not know, and one of this family still go through the compiler. Both layouts
+    give the same rules: nft's own (the fast path) and any other."""
+    rules = [
+        rule("inet", "t", "in", match(payload("ip6", "saddr"), "2001:db8::1"), {"drop": None}, handle=21),
+        rule("inet", "t", "in", match(payload("ip6", "daddr"), "2001:db8::2", op="!="), {"accept": None}, handle=22),
+        rule("inet", "t", "in", match(payload("ip6", "saddr"), "2001:db8::3"), {"log": {"prefix": "x"}},
+             {"drop": None}, handle=23),
+        rule("inet", "t", "in", match(payload("ip6", "flowlabel"), 5), {"drop": None}, handle=24),
+        rule("inet", "t", "in", match(payload("ip", "saddr"), "192.0.2.7"), {"drop": None}, handle=25),
+    ]
+    text = doc(table("inet", "t"), chain("inet", "t", "in", hook="input"), *rules)
+
+    def seen(source: str, family: str) -> list:
+        rs = views(source)[family]
+        rs.universe, rs.local_addresses = bind(rs)
+        spelled = [isinstance(r.spelling, str) for r in rs.chain("inet t", "in").rules]
+        return [(r.number, r.alternatives, r.unknown, r.action, r.handle, r.logs, r.text, s)
+                for r, s in zip(rs.chain("inet t", "in").rules, spelled)]
+
+    fast = seen(text, "ipv4")
+    slow = seen(json.dumps(json.loads(text), indent=1), "ipv4")
+    assert [r[:7] for r in fast] == [r[:7] for r in slow]
+    assert [r[4] for r in fast] == [21, 22, 23, 24, 25]
+    # no walk cites a rule of the other family: spelled only when asked
+    assert [r[7] for r in fast] == [False, False, False, True, True]
+    assert fast[2][5] and fast[2][1] == () and fast[3][2]  # logs; ip6 flowlabel: not understood
+    assert fast[4][3] == DROP and fast[4][1] != ()
+    assert seen(text, "ipv6")[4][1] == ()  # the IPv4 rule, from the other side
+
+
 # ---------------------------------------------------------------------------------------------
 # packets through the fixture
 

@@ -178,8 +178,7 @@ class _RuleCompiler:
             # no packet of this family meets it (an inet rule of the other family, mostly): no
             # walk cites it, so its text is spelled only if something asks (the suffix is
             # empty for such a rule)
-            spelling = _Spelled(self.t, self.entry) if self.entry is not None else rule_text(r)
-            return [Rule(self.chain.table, self.chain.name, self.number, spelling, (), (), Action.CONTINUE, "")]
+            return [unmatched_rule(self.t, self.chain, self.number, self.entry, r)]
         text = rule_text(r) + suffix
         if expand is not None and self.ct_dnat is not None:
             self.unknown.append("ct status")
@@ -824,6 +823,17 @@ class _RuleCompiler:
             addr, p = value["concat"][0], value["concat"][1]
             return (iv_normalize(self.addr_one(addr)), self.port_value(p))
         return (iv_normalize(self.addr_one(value)), ports)
+
+
+def unmatched_rule(t: _TableData, chain: Chain, number: int, entry: Any, rule: Any = None,
+                   handle: Optional[int] = None) -> Rule:
+    """A rule no packet of the view meets (an inet rule of the other family, mostly): no walk
+    cites it, so its text is spelled only if something asks (from ``entry``, the rule as the
+    table keeps it, or else the decoded ``rule``)."""
+    spelling = _Spelled(t, entry) if entry is not None else rule_text(rule)
+    unmatched = Rule(chain.table, chain.name, number, spelling, (), (), Action.CONTINUE, "")
+    unmatched.handle = handle
+    return unmatched
 
 
 class _Spelled:

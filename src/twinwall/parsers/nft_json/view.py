@@ -5,6 +5,7 @@ whose rules compile on their first walk, named sets converted when a rule refers
 from __future__ import annotations
 
 import json
+import re
 import socket
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -21,7 +22,9 @@ from twinwall.netfilter.ruleset import (
     Table,
 )
 from twinwall.parsers.nft_json.expressions import _iface_spec, _strings
-from twinwall.parsers.nft_json.rules import _RuleCompiler
+from twinwall.parsers.nft_json.rules import _RuleCompiler, unmatched_rule
+from twinwall.parsers.nft_json.selectors import _left_sel
+from twinwall.parsers.nft_json.vocabulary import _Unknown
 from twinwall.parsers.nft_json.tables import _TableData
 from twinwall.parsers.nft_json.vocabulary import (
     CHAIN_KINDS,
@@ -30,6 +33,25 @@ from twinwall.parsers.nft_json.vocabulary import (
     NAMED_PRIORITIES,
     VIEW_FAMILIES,
 )
+
+
+# the start of a rule as nft -j prints it whose first statement is a match on an IP header
+# field: ``{"rule": {"family": F, "table": T, "chain": C, "handle": N, "expr": [{"match": {"op":
+# OP, "left": {"payload": {"protocol": "ip6", "field": "saddr"}}`` (groups: handle, protocol,
+# field)
+_GATED_FIRST_MATCH = re.compile(
+    r'\{"rule": \{"family": "[^"\\]*", "table": "[^"\\]*", "chain": "[^"\\]*", "handle": (\d+), '
+    r'"expr": \[\{"match": \{"op": "[^"\\]*", "left": \{"payload": \{"protocol": "(ip6?)", "field": "([a-z]+)"\}\}'
+)
+
+
+def _gate_of(protocol: str, field: str) -> Optional[str]:
+    """The family a payload match of ``protocol`` and ``field`` is for (None: any, or not
+    understood, which the compiler then names)."""
+    try:
+        return _left_sel({"payload": {"protocol": protocol, "field": field}}).gate
+    except _Unknown:
+        return None
 
 
 def _policy(body: Dict[str, Any], where: str) -> str:
@@ -153,10 +175,20 @@ class _View:
         out: List[Rule] = []
         t = self.by_label[chain.table]
         entries = rules
-        rules = t.rule_dicts(entries)
         may_log = t.may_log(entries)
-        for n, r in enumerate(rules, 1):
-            compiler = _RuleCompiler(self, t, chain, n, r, entries[n - 1])
+        other = self._other_family_rules(t, entries, may_log)
+        if other:
+            # those rules are neither decoded nor compiled in this view
+            dicts = iter(t.rule_dicts([e for i, e in enumerate(entries) if i not in other]))
+        else:
+            dicts = iter(t.rule_dicts(entries))
+        for n, entry in enumerate(entries, 1):
+            handle = other.get(n - 1) if other else None
+            if handle is not None:
+                out.append(unmatched_rule(t, chain, n, entry, handle=handle))
+                continue
+            r = next(dicts)
+            compiler = _RuleCompiler(self, t, chain, n, r, entry)
             try:
                 compiled = compiler.compile()
                 # where the rule is (its handle) and whether it logs, for findings and fixes
@@ -176,6 +208,30 @@ class _View:
                     f"{json.dumps(r.get('expr'))[:200]}"
                 ) from None
         return out
+
+    def _other_family_rules(self, t: _TableData, entries: List[Any], may_log: bool) -> Dict[int, int]:
+        """The rules of ``entries`` (still spans of nft's text) whose first statement matches a
+        header of the other family (``ip6 saddr ...`` seen from IPv4, in an inet table): no
+        packet of this view meets them, whatever follows (the compiler gates them the same
+        way), so each is read off the text by a pattern, its position -> its handle. Rules
+        that may log are left to the compiler, which records it."""
+        if not entries or isinstance(entries[0], dict):
+            return {}
+        text, found = t.text, {}
+        match = _GATED_FIRST_MATCH.match
+        log_at = text.find if may_log else None
+        other: Dict[Tuple[str, str], bool] = {}  # (protocol, field) -> for the other family
+        for i, (a, b) in enumerate(entries):
+            m = match(text, a, b)
+            if m is None or (log_at is not None and log_at('"log"', a, b) >= 0):
+                continue
+            form = (m.group(2), m.group(3))
+            is_other = other.get(form)
+            if is_other is None:
+                is_other = other[form] = _gate_of(*form) not in (None, self.family)
+            if is_other:
+                found[i] = int(m.group(1))
+        return found
 
     def hooks_reaching(self, t: _TableData, chain: str) -> set:
         """The hooks whose base chains reach ``chain`` by jumps, gotos and verdict maps
