@@ -20,6 +20,7 @@ from twinwall.netfilter.packetset import (
     SRC,
     address_space,
     cidr_count,
+    cidr_count_over,
     covers,
     iv_normalize,
     iv_or,
@@ -367,10 +368,9 @@ def source_cidrs(a: tuple, family: str) -> Tuple[Tuple[str, ...], Tuple[str, ...
 
 @lru_cache(maxsize=4096)
 def _source_cidrs_cached(a: tuple, family: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
-    plain = cidr_count(a)
-    if plain > COMPACT_SOURCES:
+    if cidr_count_over(a, COMPACT_SOURCES):
         rest = iv_sub(remote_sources(family), a)
-        if cidr_count(rest) < plain:
+        if cidr_count_over(a, cidr_count(rest)):
             whole = address_space(family)
             return tuple(to_cidrs(whole, family)), _cidrs_cached(rest, family)
     return _cidrs_cached(a, family), ()

@@ -351,9 +351,18 @@ def _cidr_count_cached(a: IntervalSet) -> int:
     return _cidr_count(a)
 
 
-def _cidr_count(a: IntervalSet) -> int:
+def cidr_count_over(a: IntervalSet, bound: int) -> bool:
+    """Whether ``cidr_count(a) > bound``, counting no further than it needs to (a set cut by a
+    blocklist has some 30 blocks per blocked address, and the question is often "over 1,024?")."""
+    return _cidr_count(a, bound) > bound
+
+
+def _cidr_count(a: IntervalSet, bound: Optional[int] = None) -> int:
+    """The number of CIDR blocks of ``a``; with ``bound``, any number over it once past it."""
     n = 0
     for lo, hi in a:
+        if bound is not None and n > bound:
+            return n
         if lo == hi:
             n += 1
             continue

@@ -1,5 +1,7 @@
 """Interval sets and boxes against plain Python sets."""
 
+from random import Random
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,6 +13,8 @@ from twinwall.netfilter.packetset import (
     iv_and,
     iv_contains,
     iv_meets,
+    cidr_count,
+    cidr_count_over,
     iv_normalize,
     iv_or,
     iv_sub,
@@ -165,3 +169,17 @@ def test_interface_universe_wildcards():
     assert u.mask("eth0") == 1 << u.exact.index("eth0")
     assert u.mask("+") == u.all_mask
     assert u.non_loopback() & u.mask("lo") == 0
+
+
+def test_cidr_count_over_answers_as_the_full_count_would() -> None:
+    rng = Random(7)
+    for _ in range(200):
+        pieces = []
+        for _ in range(rng.randint(0, 12)):
+            lo = rng.randrange(0, 1 << 32)
+            pieces.append((lo, min(lo + rng.randrange(0, 1 << rng.randint(0, 24)), (1 << 32) - 1)))
+        a = iv_normalize(pieces)
+        n = cidr_count(a)
+        assert n == len(to_cidrs(a, "ipv4"))
+        for bound in (0, n - 1, n, n + 1, n // 2):
+            assert cidr_count_over(a, bound) == (n > bound), (a, bound)
