@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.address_sets import AUDIT_SCHEMA, AUDIT_SCHEMA_VERBOSE, AddressSets
@@ -283,7 +284,7 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
     # the rules that log are seen only by a trace of the walk: only when a dump holds one
     logged = _LogSeen() if logs else None
     outcomes = (
-        ctx.evaluator(logged).local_input([remote_new_connections(ctx)])
+        ctx.evaluator(logged, compact=True).local_input([remote_new_connections(ctx)])
         if ctx.rules_known and ctx.remote_targets and ctx.remote_ifaces and not disabled
         else []
     )
@@ -998,7 +999,7 @@ def _probe(
     box = make_box(
         src, dst if dst is not None else ctx.remote_targets, ifaces, ctx.universe.all_mask, proto=proto, state=state
     )
-    return ctx.evaluator(trace).local_input([box], nat=False)
+    return ctx.evaluator(trace, compact=True).local_input([box], nat=False)
 
 
 def may_log(snapshot: HostSnapshot, family: str) -> bool:
@@ -1155,11 +1156,13 @@ def _drop_logging_findings(ctx: FamilyContext, new: Sequence[Outcome], logged: O
     dumps hold no logging rule at all)."""
     family = ctx.family
     unlogged: Dict[Decision, None] = {}
-    for o in [o for o in new if o.verdict in (V_DROP, V_REJECT)][:LOG_CHECK_LIMIT]:
-        if logged is not None and logged.covers(o.box):
+    # (by the part each decision ended: one outcome of a compact walk is a run of rules)
+    ends = (end for o in new if o.verdict in (V_DROP, V_REJECT) for end in o.ends())
+    for box, last in islice(ends, LOG_CHECK_LIMIT):
+        if logged is not None and logged.covers(box):
             continue
-        if o.decided_by:
-            unlogged.setdefault(o.decided_by[-1], None)
+        if last is not None:
+            unlogged.setdefault(last, None)
         if len(unlogged) >= MAX_CITED:
             break
     if not unlogged:

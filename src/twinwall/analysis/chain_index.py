@@ -245,7 +245,7 @@ class Run:
     rule's value, and what goes on past the run is the set minus their union: the same regions,
     in the same order, found with a binary search per interval instead."""
 
-    __slots__ = ("start", "end", "dim", "los", "his", "owner", "union", "values", "source", "decisions")
+    __slots__ = ("start", "end", "dim", "los", "his", "owner", "union", "values", "source", "decisions", "action")
 
     def __init__(self, start: int, end: int, dim: int, los: List[int], his: List[int], owner: List[int],
                  values: Sequence[tuple] = ()):
@@ -260,6 +260,9 @@ class Run:
         # (every walk of the chain cites its rules alike: made once, shared)
         self.source: Optional[str] = None
         self.decisions: Dict[int, Any] = {}
+        # the action every rule of the run that can match has, "" if they differ (the
+        # evaluator's run_action; None: not asked yet)
+        self.action: Optional[str] = None
 
     def parts(self, value) -> Dict[int, tuple]:
         """{position in the run: that rule's part of ``value``} for the rules that meet it (a

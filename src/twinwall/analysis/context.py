@@ -35,8 +35,9 @@ class FamilyContext:
     remote_ifaces: int
     rules_known: bool  # False: no ruleset at all was collected for this family
 
-    def evaluator(self, trace=None) -> Evaluator:
-        return Evaluator(self.rulesets, self.family, self.universe, self.local, trace=trace)
+    def evaluator(self, trace=None, compact: bool = False) -> Evaluator:
+        """``compact``: see Evaluator (runs of drops end as one outcome each)."""
+        return Evaluator(self.rulesets, self.family, self.universe, self.local, trace=trace, compact=compact)
 
 
 def build_contexts(

@@ -18,8 +18,9 @@ It adds what only the exact walk can tell:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.chain_index import MIN_RUN, ChainIndex, Run, find_runs
 from twinwall.analysis.netfilter_walk import (  # noqa: F401 - re-exported: the audit's names
@@ -62,6 +63,7 @@ from twinwall.netfilter.packetset import (
     ct_untrack,
     merge_boxes,
     iv_and,
+    iv_inside,
     iv_sub,
     split,
 )
@@ -106,6 +108,91 @@ class Outcome:
     verdict: str
     decided_by: List[Decision]
     uncertain: Tuple[str, ...]
+
+    def ends(self) -> Iterator[Tuple[Box, Optional[Decision]]]:
+        """(packets, the decision that ended them) for each part one decision ended: the whole
+        outcome and its last decision (a RunOutcome: each rule's part)."""
+        yield self.box, self.decided_by[-1] if self.decided_by else None
+
+    def cited(self) -> Iterator[Decision]:
+        """``decided_by``, read in order (a RunOutcome makes its rules' decisions as they are
+        read: a verdict cites the first dozen of a blocklist's 100,000)."""
+        return iter(self.decided_by)
+
+    def split(self) -> List["Outcome"]:
+        """The outcomes a walk rule by rule gives for these packets (a RunOutcome: one per rule)."""
+        return [self]
+
+
+class RunEnd:
+    """The rules of a run that end one flow alike (every rule DROP, or every rule REJECT), in a
+    compact walk: in the flow's trail, in place of each rule's own decision."""
+
+    __slots__ = ("evaluator", "rs", "rules", "run")
+
+    def __init__(self, evaluator: "Evaluator", rs: Ruleset, rules: List[Any], run: Run):
+        self.evaluator, self.rs, self.rules, self.run = evaluator, rs, rules, run
+
+    def decisions(self) -> Iterator[Tuple[tuple, Decision]]:
+        """(the rule's value, its Decision) for each rule that can match, in the order of the
+        rules, made as they are read (kept on the run: see Evaluator.run_decision)."""
+        decide, rs, rules, run = self.evaluator.run_decision, self.rs, self.rules, self.run
+        for k, value in enumerate(run.values):
+            if value:
+                yield value, decide(rs, rules, run, k)
+
+
+class RunOutcome(Outcome):
+    """The outcome of a flow a run of rules ended alike (see RunEnd), in a compact walk: its box
+    is the union of the rules' parts (the run's union: the flow held every rule's value whole);
+    ``decided_by`` is the flow's path then every rule of the run, as the outcomes of a walk rule
+    by rule list them one after the other (cited as a set, they are the same)."""
+
+    __slots__ = ("path", "end", "_decided")
+
+    def __init__(self, box: Box, origin: Box, verdict: str, path: List[Decision], end: RunEnd, uncertain: Tuple[str, ...]):
+        self.box, self.origin, self.verdict, self.uncertain = box, origin, verdict, uncertain
+        self.path, self.end = path, end
+        self._decided: Optional[List[Decision]] = None
+
+    @property
+    def decided_by(self) -> List[Decision]:
+        if self._decided is None:
+            self._decided = self.path + [d for _, d in self.end.decisions()]
+        return self._decided
+
+    @decided_by.setter
+    def decided_by(self, value: List[Decision]) -> None:
+        self._decided = value
+
+    def cited(self) -> Iterator[Decision]:
+        if self._decided is not None:
+            return iter(self._decided)
+        return itertools.chain(self.path, (d for _, d in self.end.decisions()))
+
+    def _parts(self) -> Iterator[Tuple[Box, Box, Decision]]:
+        """(box, origin, decision) of each rule's part, in the order of the rules."""
+        box, origin, dim = self.box, self.origin, self.end.run.dim
+        head, tail = box[:dim], box[dim + 1:]
+        for value, decision in self.end.decisions():
+            part = head + (value,) + tail
+            yield part, part if origin is box else narrow_origin(origin, box, part), decision
+
+    def ends(self) -> Iterator[Tuple[Box, Optional[Decision]]]:
+        return ((part, decision) for part, _, decision in self._parts())
+
+    def split(self) -> List[Outcome]:
+        path, verdict, uncertain = self.path, self.verdict, self.uncertain
+        return [Outcome(part, origin, verdict, path + [decision], uncertain) for part, origin, decision in self._parts()]
+
+
+def run_action(rules: List[Any], run: Run) -> Optional[str]:
+    """DROP or REJECT when every rule of the run that can match has that action, else None
+    (found once per run)."""
+    if run.action is None:
+        actions = {rules[run.start + k].action for k, v in enumerate(run.values) if v}
+        run.action = actions.pop() if len(actions) == 1 and actions <= {DROP, REJECT} else ""
+    return run.action or None
 
 
 def accepted_by_policy(decided_by: Sequence[Decision]) -> bool:
@@ -247,11 +334,17 @@ class Evaluator(NetfilterWalk):
         universe: Any,
         local_addresses: Any,
         trace: Optional[Callable[[str, int, Any, List[Any]], None]] = None,
+        compact: bool = False,
     ):
+        """``compact``: a flow that every rule of a run drops (or rejects) ends as one
+        RunOutcome, not one outcome per rule. For consumers that read outcomes' regions and
+        decisions as sets (the audit's verdicts and findings), not which rule took which packet
+        of them outcome by outcome (explain, the proofs of fixes)."""
         super().__init__(rulesets, universe, local_addresses)
         self.family = family
         self.local = local_addresses  # interval set of the host's own addresses
         self.trace = trace
+        self.compact = compact
         self._run_cache: Dict[object, tuple] = {}
 
     # -- entry points ----------------------------------------------------------------------
@@ -307,7 +400,10 @@ class Evaluator(NetfilterWalk):
     def _outcome(self, flow: Flow, verdict: str) -> Outcome:
         if flow.box[STATE] & CT_PRE_ALL or flow.origin[STATE] & CT_PRE_ALL:
             flow = conntrack_runs([flow])[0]  # (dropped in raw: say the state it arrived in)
-        return Outcome(flow.box, flow.origin, verdict, _trail_list(flow.trail), flow.uncertain)
+        trail = flow.trail
+        if trail is not None and type(trail[0]) is RunEnd:
+            return RunOutcome(flow.box, flow.origin, verdict, _trail_list(trail[1]), trail[0], flow.uncertain)
+        return Outcome(flow.box, flow.origin, verdict, _trail_list(trail), flow.uncertain)
 
     # -- the algebra -----------------------------------------------------------------------
 
@@ -445,31 +541,31 @@ class Evaluator(NetfilterWalk):
     def walk_run(self, rs: Ruleset, rules: List[Any], run: Run, current: List[Flow], ended: List[Ended]) -> List[Flow]:
         """The flows past a run of rules, each rule's part of them ended with its action: what
         walking the run rule by rule gives (same regions, same order), without re-cutting the
-        remaining packets once per rule."""
+        remaining packets once per rule. A compact walk ends a flow that holds every rule's
+        value whole, in a run of drops (or of rejects), at once (see _end_whole)."""
         dim = run.dim
+        whole = self._ends_whole(rules, run)
         rest: List[Flow] = []
         hits = []  # (flow, {position in run: part}, its box before and after ``dim``)
         for f in current:
             value = f.box[dim]
-            parts = run.parts(value)
-            if not parts:
-                rest.append(f)
-                continue
-            hits.append((f, parts, f.box[:dim], f.box[dim + 1:]))
+            if whole and iv_inside(run.union, value):
+                self._end_whole(rs, rules, run, whole, f, ended)
+                parts = None
+            else:
+                parts = run.parts(value)
+                if not parts:
+                    rest.append(f)
+                    continue
+                hits.append((f, parts, f.box[:dim], f.box[dim + 1:]))
             left = iv_sub(value, run.union)
             if left:
                 rest.append(_restrict(f, f.box[:dim] + (left,) + f.box[dim + 1:]))
         append = ended.append
-        if run.source is not rs.source:
-            run.source, run.decisions = rs.source, {}
-        decisions, start = run.decisions, run.start
+        decide, start = self.run_decision, run.start
         for k in sorted({k for _, parts, _, _ in hits for k in parts}):
-            rule = rules[start + k]
-            action = rule.action
-            decision = decisions.get(k)
-            if decision is None:
-                # kept on the run: every walk of the chain cites the same rules alike
-                decision = decisions[k] = self.decision(rs, rule)
+            action = rules[start + k].action
+            decision = decide(rs, rules, run, k)
             for f, parts, head, tail in hits:
                 part = parts.get(k)
                 if part is None:
@@ -482,6 +578,35 @@ class Evaluator(NetfilterWalk):
                     origin = box if f.origin is f.box else narrow_origin(f.origin, f.box, box)
                 append((Flow(box, (decision, f.trail), f.uncertain, origin), action, decision))
         return rest
+
+    def run_decision(self, rs: Ruleset, rules: List[Any], run: Run, k: int) -> Decision:
+        """The Decision of the run's rule ``k``, kept on the run: every walk of the chain cites
+        the same rules alike."""
+        if run.source is not rs.source:
+            run.source, run.decisions = rs.source, {}
+        decision = run.decisions.get(k)
+        if decision is None:
+            decision = run.decisions[k] = self.decision(rs, rules[run.start + k])
+        return decision
+
+    def _ends_whole(self, rules: List[Any], run: Run) -> Optional[str]:
+        """The action a compact walk ends flows past the whole run with (DROP or REJECT: every
+        rule of the run has it), or None. Not in nat chains: a connection's later packets take
+        the walk's trail on there (nat_later)."""
+        if not self.compact or rules[run.start].table == "nat":
+            return None
+        return run_action(rules, run)
+
+    def _end_whole(self, rs: Ruleset, rules: List[Any], run: Run, action: str, f: Flow, ended: List[Ended]) -> None:
+        """A flow that holds the value of every rule of the run whole ends with its part of it
+        (the run's union) at once: one flow whose trail holds a RunEnd, not one per rule. The
+        walk rule by rule would end one flow per rule, each with the same fate and path; cited
+        as a set, their decisions come in the same order: every rule, as the rules go."""
+        box, dim = f.box, run.dim
+        part = box[:dim] + (run.union,) + box[dim + 1:]
+        origin = part if f.origin is box else narrow_origin(f.origin, box, part)
+        end = RunEnd(self, rs, rules, run)
+        ended.append((Flow(part, (end, f.trail), f.uncertain, origin), action, end))
 
     def _trace_match(self, rule: Any, flows: List[Flow], depth: int) -> None:
         hit: List[Flow] = []

@@ -36,7 +36,7 @@ NDP passes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.context import FamilyContext
 from twinwall.analysis.evaluator import V_ACCEPT, Outcome, after_nat, narrow_origin
@@ -182,7 +182,7 @@ def neighbour_discovery(ctx: FamilyContext, on_link: tuple = ()) -> Optional[Nei
     clients = remote_sources(IPV6)
     host = ctx.remote_targets
     every = ctx.universe.all_mask
-    ev = ctx.evaluator()
+    ev = ctx.evaluator(compact=True)
     messages = []
     blocked: List[Tuple[tuple, int]] = []
     cuts: List[Tuple[tuple, tuple, int]] = []
@@ -204,7 +204,7 @@ def neighbour_discovery(ctx: FamilyContext, on_link: tuple = ()) -> Optional[Nei
         # the regions a run of rules cuts share their other dimensions' very values: what
         # depends on those alone is worked out once per value (by identity), not per region
         targets: Dict[int, Tuple[tuple, tuple]] = {}
-        for o in walked:
+        for o in _per_rule(walked, outgoing, own):
             if o.verdict == V_ACCEPT:
                 msg.uncertain.extend(o.uncertain)
                 continue
@@ -247,6 +247,17 @@ def neighbour_discovery(ctx: FamilyContext, on_link: tuple = ()) -> Optional[Nei
     for src, dst, mask in _grouped(cuts):
         ok = [piece for b in ok for piece in box_sub(b, ((SRC, src), (DST, dst), (IIF, mask)))]
     return NeighbourReach(ok, blocked, messages, ctx.universe, ctx.remote_ifaces, cuts=cuts)
+
+
+def _per_rule(walked: List[Outcome], outgoing: bool, own: tuple) -> Iterator[Outcome]:
+    """The outcomes of a compact walk as a walk rule by rule gives them, where the loop above
+    looks at each region: a run of drops from sources that are no neighbour (a blocklist) stays
+    one outcome, skipped as a whole."""
+    for o in walked:
+        if o.verdict == V_ACCEPT or outgoing or o.uncertain or iv_meets(o.origin[SRC], own):
+            yield from o.split()
+        else:
+            yield o
 
 
 def _solicited_targets(dst: tuple, host: tuple) -> tuple:

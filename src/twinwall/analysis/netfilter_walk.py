@@ -82,7 +82,9 @@ ESTABLISHED_ONLY = ((STATE, CT_ESTABLISHED),)
 _ENDING = frozenset((ACCEPT, DROP, REJECT, QUEUE, NAT_DONE))
 
 Flow = Any  # one algebra's flow (evaluator.Flow, role_walk._Flow)
-Ended = Tuple[Any, str, Decision]  # (flow, ACCEPT/DROP/REJECT/QUEUE/"nat", the deciding rule)
+# (flow, ACCEPT/DROP/REJECT/QUEUE/"nat", the deciding rule: a Decision, or what stands for a run of
+# rules that ended the flow alike, the evaluator's RunEnd)
+Ended = Tuple[Any, str, Any]
 
 
 class EvaluationError(TwinwallError):

@@ -183,6 +183,21 @@ def iv_meets(a: IntervalSet, b: IntervalSet) -> bool:
     return False
 
 
+def iv_inside(a: IntervalSet, b: IntervalSet) -> bool:
+    """Whether every value of ``a`` is in ``b`` (not iv_sub(a, b), without building the
+    difference): a binary search of ``a`` per gap of ``b``, for a blocklist's 100,000 values
+    inside the few intervals of a flow's sources."""
+    if not a:
+        return True
+    if not b or a[0][0] < b[0][0] or a[-1][1] > b[-1][1]:
+        return False
+    for (_, hi), (lo, _) in zip(b, b[1:]):
+        i, j = _span(a, hi + 1, lo - 1)
+        if i < j:
+            return False
+    return True
+
+
 def _iv_and(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     if a is b or a == b:
         return a

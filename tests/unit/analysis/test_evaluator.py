@@ -22,6 +22,7 @@ from twinwall.netfilter.packetset import (
     SRC,
     STATE,
     iv_contains,
+    iv_normalize,
     prefix_interval,
 )
 from twinwall.errors import InputError
@@ -730,3 +731,56 @@ def test_runs_and_a_logging_trace_change_no_outcome_nor_its_order(monkeypatch):
         assert results[0] == results[1] == results[2] == results[3], (seed, text)
         assert seen[0] == seen[1], (seed, text)
     assert ran >= 20  # most rulesets hold a run
+
+
+def _uniform_blocklist(rng, action, where):
+    """A blocklist whose source rules all have one deny action, in filter INPUT, in raw
+    PREROUTING (before conntrack), or in a user chain INPUT jumps to."""
+    rules = [f"-s 198.51.100.{a}/{rng.choice([32, 32, 31])} -j {action}" for a in sorted(rng.sample(range(0, 250, 2), 30))]
+    rules.insert(rng.randrange(len(rules)), "-s 198.51.100.1/32 -p udp -j DROP")  # (breaks the run in two)
+    filter_head = ["-A INPUT -i lo -j ACCEPT", "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
+    filter_tail = ["-A INPUT -p tcp --dport 22 -j ACCEPT"]
+    if where == "raw":
+        return table("\n".join(f"-A PREROUTING {r}" for r in rules), policy="ACCEPT", name="raw") + table(
+            "\n".join(filter_head + filter_tail), policy=rng.choice(["ACCEPT", "DROP"]))
+    if where == "chain":
+        body = filter_head + ["-A INPUT -j BLOCK"] + [f"-A BLOCK {r}" for r in rules] + filter_tail
+        return table("\n".join(body), policy=rng.choice(["ACCEPT", "DROP"]), chains=("BLOCK",))
+    return table("\n".join(filter_head + [f"-A INPUT {r}" for r in rules] + filter_tail), policy=rng.choice(["ACCEPT", "DROP"]))
+
+
+def test_a_compact_walk_ends_a_run_of_drops_as_one_outcome_that_splits_into_the_rule_by_rule_ones():
+    """Evaluator(compact=True): a flow that holds every value of a run whose rules all drop (or
+    all reject) ends as one RunOutcome whose parts (split, ends), decisions and regions are
+    those of the walk rule by rule; a flow that holds only some, and runs of mixed actions, are
+    walked as before."""
+    from twinwall.analysis.evaluator import RunOutcome
+
+    compacted = 0
+    for seed in range(30):
+        rng = random.Random(seed)
+        kind = seed % 4
+        text = blocklist_ruleset(rng) if kind == 3 else _uniform_blocklist(rng, rng.choice(["DROP", "REJECT"]), ("filter", "raw", "chain")[kind])
+        walks = []
+        for compact in (False, True):
+            ev, u = evaluator(text)
+            ev.compact = compact
+            q = list(packet_box(u))
+            q[SRC] = ((ip("198.51.100.0"), ip("198.51.100.255")), (ip("203.0.113.0"), ip("203.0.113.3")))
+            q[PROTO] = ((6, 6), (17, 17))
+            q[DPORT] = ((18, 32),)
+            walks.append([ev.local_input(boxes) for boxes in ([tuple(q)], [tuple(q), packet_box(u, src="198.51.100.9")])])
+        for exact, compact_outcomes in zip(*walks):
+            runs = [o for o in compact_outcomes if isinstance(o, RunOutcome)]
+            compacted += bool(runs)
+            for o in runs:
+                parts = o.split()
+                assert len(parts) >= 8 and all(type(p) is not RunOutcome and p.verdict == o.verdict for p in parts)
+                assert list(o.ends()) == [(p.box, p.decided_by[-1]) for p in parts]
+                assert list(o.cited()) == o.path + [p.decided_by[-1] for p in parts] == o.decided_by
+                assert iv_normalize(x for p in parts for x in p.box[SRC]) == o.box[SRC]
+            split = [p for o in compact_outcomes for p in o.split()]
+            assert sorted(map(repr, _ordered_outcomes(split))) == sorted(map(repr, _ordered_outcomes(exact))), (seed, text)
+            if not runs:
+                assert _ordered_outcomes(compact_outcomes) == _ordered_outcomes(exact)
+    assert compacted >= 40  # most uniform blocklists compact, in both walks

@@ -12,6 +12,7 @@ from twinwall.netfilter.packetset import (
     covers,
     iv_and,
     iv_contains,
+    iv_inside,
     iv_meets,
     cidr_count,
     cidr_count_over,
@@ -48,6 +49,12 @@ def test_interval_algebra_matches_sets(a, b):
 def test_meets_is_a_non_empty_intersection(a, b):
     assert iv_meets(a, b) == bool(points(a) & points(b))
     assert iv_meets(b, a) == iv_meets(a, b)
+
+
+@given(intervals, intervals)
+def test_inside_is_an_empty_difference(a, b):
+    assert iv_inside(a, b) == (points(a) <= points(b))
+    assert iv_inside(a, iv_or(a, b)) and iv_inside(iv_and(a, b), b)
 
 
 @given(intervals, st.integers(0, 80))
