@@ -31,6 +31,35 @@ COMMANDS = [
     ("policy", "twinwall.commands.policy", "one policy file for both families: compile, prove, adopt, apply"),
 ]
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's raw-description formatter, as wide as argparse makes it, without importing
+    shutil to learn the width: argparse builds a formatter for every option a parser declares,
+    not only for --help, and shutil brings bz2, lzma and zlib with it (2.5 ms and 0.8 MiB of
+    every run)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: Optional[int] = None) -> None:
+        if width is None:
+            width = terminal_columns() - 2  # (as argparse subtracts)
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def terminal_columns() -> int:
+    """The columns ``shutil.get_terminal_size()`` reports: $COLUMNS, else standard output's
+    terminal, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    stdout = sys.__stdout__
+    if columns <= 0 and stdout is not None:
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns
+        except (AttributeError, ValueError, OSError):  # (no fileno, closed, not a terminal)
+            columns = 0
+    return columns or 80
+
+
 EPILOG = """\
 exit codes: 0 nothing to report, 1 findings/differences, 2 error.
 Run 'twinwall COMMAND --help' for the options of a command."""
@@ -42,7 +71,7 @@ def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
         description="Keep a Linux host's IPv4 and IPv6 firewalls twins: for every listening "
         "service, can a new connection from elsewhere reach it over IPv4? over IPv6?",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"twinwall {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -60,7 +89,7 @@ def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
             help=help_text,
             description=getattr(module, "DESCRIPTION", help_text),
             epilog=getattr(module, "EPILOG", None),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=HelpFormatter,
         )
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

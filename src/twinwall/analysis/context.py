@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
 
-from twinwall.analysis.evaluator import Evaluator
 from twinwall.netfilter.interfaces import InterfaceUniverse
 from twinwall.netfilter.packetset import (
     iv_normalize,
@@ -18,6 +17,9 @@ from twinwall.netfilter.packetset import (
 )
 from twinwall.model import FAMILIES, WILDCARD_ADDRESSES, HostSnapshot, is_loopback_address
 from twinwall.netfilter.ruleset import LocalRoutes, Ruleset
+
+if TYPE_CHECKING:
+    from twinwall.analysis.evaluator import Evaluator
 
 
 @dataclass
@@ -37,6 +39,9 @@ class FamilyContext:
 
     def evaluator(self, trace=None, compact: bool = False) -> Evaluator:
         """``compact``: see Evaluator (runs of drops end as one outcome each)."""
+        # (imported here: the diff builds contexts for its role walker and never evaluates packets)
+        from twinwall.analysis.evaluator import Evaluator
+
         return Evaluator(self.rulesets, self.family, self.universe, self.local, trace=trace, compact=compact)
 
 

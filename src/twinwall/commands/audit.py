@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         color = args.color == "always" or (args.color == "auto" and args.output is None and use_colour(sys.stdout))
         emit(render_audit(report, color=color), args.output)
     else:
-        from twinwall.report.registry import RenderOptions, render
+        from twinwall.report.formats import RenderOptions
+        from twinwall.report.registry import render
 
         options = RenderOptions(fail_on=args.fail_on, location=args.location or args.snapshot)
         emit(render(args.format, report.to_json(), options), args.output)

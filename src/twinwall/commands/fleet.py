@@ -8,7 +8,8 @@ from functools import partial
 from typing import Any, Dict, List, Tuple
 
 from twinwall.report.output import add_format_arguments, emit, emit_json
-from twinwall.report.registry import FLEET, RenderOptions, render
+from twinwall.report.formats import RenderOptions
+from twinwall.report.registry import FLEET, render
 
 DESCRIPTION = """\
 Audit many hosts at once from their 'twinwall collect' snapshots (files, or directories: every

@@ -52,7 +52,8 @@ def _read(path: str):
 
 def run(args: argparse.Namespace) -> int:
     from twinwall.report.documents import at_least, host_documents
-    from twinwall.report.registry import RenderOptions, render
+    from twinwall.report.formats import RenderOptions
+    from twinwall.report.registry import render
 
     doc = _read(args.document)
     emit(render(args.format, doc, RenderOptions(fail_on=args.fail_on, location=args.location)), args.output)

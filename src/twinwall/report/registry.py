@@ -6,8 +6,9 @@ it works the same on a fresh run, on a saved JSON file (``twinwall report FILE.j
 NAME``) and on many hosts at once (a fleet document holds one audit document per host).
 
 Each format is one module under ``twinwall.report.formats`` exposing ``FORMAT``, a
-:class:`Format`. The registry imports a format's module only when that format is chosen, so a
-command pays only for the format it prints.
+:class:`twinwall.report.formats.Format`. The registry imports a format's module only when that
+format is chosen, so a command pays only for the format it prints (and a command's parser, which
+asks for its ``--format`` choices, for no format at all).
 
 A command asks :func:`choices` for its ``--format`` choices and calls :func:`render`.
 """
@@ -15,8 +16,10 @@ A command asks :func:`choices` for its ``--format`` choices and calls :func:`ren
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Optional, Tuple
+
+if TYPE_CHECKING:
+    from twinwall.report.formats import Format, RenderOptions
 
 AUDIT = "twinwall.audit/2"  # (address lists written once, in a shared table; /1: inline, --verbose)
 AUDIT_VERBOSE = "twinwall.audit/1"
@@ -24,30 +27,6 @@ DIFF = "twinwall.diff/2"  # (rules cited once, in a shared table; /1: cited in f
 DIFF_VERBOSE = "twinwall.diff/1"
 SCAN = "twinwall.scan/1"
 FLEET = "twinwall.fleet/1"
-
-
-@dataclass(frozen=True)
-class RenderOptions:
-    """What a renderer may need beyond the document. ``fail_on``: the severity threshold
-    (JUnit failures, exit codes); ``location``: the path SARIF cites when a finding has no rules
-    file of its own (a live audit: the snapshot path); ``color``: ANSI colour in text output;
-    ``extra``: format-specific settings."""
-
-    fail_on: str = "medium"
-    location: Optional[str] = None
-    color: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Format:
-    """``render(document, options)`` returns the output as text (a trailing newline
-    included). ``documents``: the schemas it renders."""
-
-    name: str
-    help: str
-    documents: FrozenSet[str]
-    render: Callable[[Dict[str, Any], RenderOptions], str]
 
 
 _ALL = frozenset({AUDIT, AUDIT_VERBOSE, DIFF, DIFF_VERBOSE, SCAN, FLEET})
@@ -119,4 +98,8 @@ def render(name: str, document: Dict[str, Any], options: Optional[RenderOptions]
 
         raise InputError(f"format {name!r} does not render {schema!r} documents "
                          f"(it renders: {', '.join(sorted(fmt.documents))})")
-    return fmt.render(document, options or RenderOptions())
+    if options is None:
+        from twinwall.report.formats import RenderOptions
+
+        options = RenderOptions()
+    return fmt.render(document, options)

@@ -26,8 +26,10 @@ How the wildcard addresses are read (this is what decides whether a socket also 
 from __future__ import annotations
 
 import re
-import socket
 from typing import Dict, List, Optional, Tuple
+
+# (the socket module's C functions under the same names, without the enum classes its import builds)
+from _socket import AF_INET, AF_INET6, getservbyname, inet_ntop, inet_pton
 
 from twinwall.errors import InputError
 from twinwall.model import IPV4, IPV6, ListeningSocket, merge_same_sockets
@@ -211,9 +213,9 @@ def _normalize(host: str) -> Optional[Tuple[str, str]]:
         return hit
     try:
         if ":" in host:
-            value = (IPV6, socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, host)))
+            value = (IPV6, inet_ntop(AF_INET6, inet_pton(AF_INET6, host)))
         else:
-            value = (IPV4, socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, host)))
+            value = (IPV4, inet_ntop(AF_INET, inet_pton(AF_INET, host)))
     except (OSError, ValueError):
         return None
     if len(_addr_cache) < 4096:
@@ -229,7 +231,7 @@ def _port(name: str, protocol: str) -> Optional[int]:
     if name == "*":
         return 0
     try:
-        return socket.getservbyname(name, protocol)
+        return getservbyname(name, protocol)
     except OSError:
         return _FALLBACK_SERVICES.get(name)
 

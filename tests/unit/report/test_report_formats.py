@@ -15,7 +15,8 @@ from test_audit import SS, V4, V6, snapshot
 from twinwall.analysis.audit import audit_snapshot
 from twinwall.report import registry
 from twinwall.report.documents import service_key
-from twinwall.report.registry import RenderOptions, render
+from twinwall.report.formats import RenderOptions
+from twinwall.report.registry import render
 
 CI = os.environ.get("CI") == "true"
 

@@ -5,8 +5,10 @@ cannot decide (named in ``Rule.unknown``).
 from __future__ import annotations
 
 import json
-import socket
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, cast
+
+# (the socket module's C functions, without the enum classes importing socket builds)
+from _socket import getprotobyname, getservbyname, inet_pton
 
 from twinwall.errors import InputError
 from twinwall.netfilter.packetset import (
@@ -367,7 +369,7 @@ class _RuleCompiler:
 
     def addr_bulk(self, elems: Sequence[Any]) -> tuple:
         """Addresses, prefixes and ranges in bulk (sets of 100k elements)."""
-        pton = socket.inet_pton
+        pton = inet_pton
         af = self.view.af
         frombytes = int.from_bytes
         pairs: List[Tuple[int, int]] = []
@@ -970,7 +972,7 @@ def _flags_value(v: Any) -> int:
 
 def _service(name: str) -> Optional[int]:
     try:
-        return socket.getservbyname(name)
+        return getservbyname(name)
     except OSError:
         return None
 
@@ -979,7 +981,7 @@ def _protocol(name: str) -> Optional[int]:
     if name in IP_PROTOCOLS:
         return IP_PROTOCOLS[name]
     try:
-        return socket.getprotobyname(name)
+        return getprotobyname(name)
     except OSError:
         return None
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+# (the socket module's constants, without the enum classes importing socket builds)
+from _socket import AF_INET, AF_INET6
 
 from twinwall.errors import InputError
 from twinwall.netfilter.packetset import (
@@ -93,7 +95,7 @@ class _View:
         self.tables = tables
         self.by_label: Dict[str, _TableData] = {}
         self.addr_full = address_space(self.family)
-        self.af = socket.AF_INET if self.family == "ipv4" else socket.AF_INET6
+        self.af = AF_INET if self.family == "ipv4" else AF_INET6
         self._set_cache: Dict[Tuple, Any] = {}
         self.nfproto: Optional[Dict[Tuple[str, str, str, int], List[Tuple[str, str]]]] = None
 

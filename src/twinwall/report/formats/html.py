@@ -32,7 +32,8 @@ from twinwall.report.documents import (
     severity_rank,
 )
 from twinwall.analysis.verdicts import display_address
-from twinwall.report.registry import FLEET, HOSTS, Format, RenderOptions
+from twinwall.report.formats import Format, RenderOptions
+from twinwall.report.registry import FLEET, HOSTS
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em auto;max-width:72em;padding:0 1em;color:#1d2330;background:#fff}

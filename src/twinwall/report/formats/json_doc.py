@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from twinwall.report.json_out import dumps
-from twinwall.report.registry import AUDIT, AUDIT_VERBOSE, DIFF, DIFF_VERBOSE, FLEET, SCAN, Format, RenderOptions
+from twinwall.report.formats import Format, RenderOptions
+from twinwall.report.registry import AUDIT, AUDIT_VERBOSE, DIFF, DIFF_VERBOSE, FLEET, SCAN
 
 
 def _render(document, options: RenderOptions) -> str:

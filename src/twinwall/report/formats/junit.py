@@ -25,7 +25,8 @@ from twinwall.report.documents import (
     host_name,
     service_key,
 )
-from twinwall.report.registry import FLEET, HOSTS, Format, RenderOptions
+from twinwall.report.formats import Format, RenderOptions
+from twinwall.report.registry import FLEET, HOSTS
 
 # findings about one service (they carry "service"); every other catalogue entry is a host check
 SERVICE_FINDINGS = frozenset({"TW-FAMILY-GAP", "TW-NO-RULE", "TW-UNCERTAIN"})

@@ -23,7 +23,8 @@ from twinwall import __version__
 from twinwall.analysis.verdicts import display_address
 from twinwall.findings import SEVERITIES
 from twinwall.report.documents import Doc, host_documents, host_name, iter_verdicts
-from twinwall.report.registry import FLEET, HOSTS, Format, RenderOptions
+from twinwall.report.formats import Format, RenderOptions
+from twinwall.report.registry import FLEET, HOSTS
 
 _HELP = {
     "twinwall_service_status": "Status of a listening service for one IP family (1 for the status it has).",

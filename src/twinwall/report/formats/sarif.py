@@ -21,7 +21,8 @@ from twinwall import __version__
 from twinwall.findings import CATALOGUE, FindingKind
 from twinwall.report.documents import Doc, family_label, finding_decisions, host_documents, host_name, severity_rank
 from twinwall.report.json_out import dumps
-from twinwall.report.registry import FLEET, HOSTS, Format, RenderOptions
+from twinwall.report.formats import Format, RenderOptions
+from twinwall.report.registry import FLEET, HOSTS
 
 SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 # trivy's pkg/report/sarif.go scale; GitHub reads >= 9.0 as critical, 7.0-8.9 high, 4.0-6.9
