@@ -55,6 +55,8 @@ def test_meets_is_a_non_empty_intersection(a, b):
 def test_inside_is_an_empty_difference(a, b):
     assert iv_inside(a, b) == (points(a) <= points(b))
     assert iv_inside(a, iv_or(a, b)) and iv_inside(iv_and(a, b), b)
+    long = iv_normalize((x, x) for x in range(0, 81, 2))  # (the other search: b the shorter one)
+    assert iv_inside(a, long) == (points(a) <= points(long)) and iv_inside(long, a) == (points(long) <= points(a))
 
 
 @given(intervals, st.integers(0, 80))
@@ -153,6 +155,20 @@ def test_covers_on_two_dims():
     other = as_box((((6, 10),), ((0, 10),), 1))
     assert not covers([half], target, (0, 1))
     assert covers([half, other], target, (0, 1))
+
+
+small = st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)).map(lambda t: (min(t), max(t))), min_size=1, max_size=4).map(iv_normalize)
+
+
+@given(small, small, st.lists(small, min_size=1, max_size=3), st.booleans())
+def test_covers_is_the_union_holding_every_point(t0, t1, firsts, shared):
+    """covers() against the points; ``shared``: every box has the same object on dimension 1
+    (the quick refusal's case)."""
+    second = firsts[0]
+    boxes = [as_box((f, second if shared else f, 1)) for f in firsts]
+    target = as_box((t0, t1, 1))
+    held = {(x, y) for b in boxes for x in points(b[0]) for y in points(b[1])}
+    assert covers(boxes, target, (0, 1)) == all((x, y) in held for x in points(t0) for y in points(t1))
 
 
 def test_addresses_and_cidrs():
