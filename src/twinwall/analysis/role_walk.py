@@ -12,6 +12,7 @@ evaluator follows a match it cannot decide.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import is_
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from twinwall.analysis.netfilter_walk import (
@@ -350,6 +351,11 @@ class RoleWalker(NetfilterWalk):
         self._memo: Dict[tuple, Tuple[List[_Flow], List[Ended]]] = {}
         # (flows, may constraints, the copies that entered) of the last "may"-only match
         self._last_may: tuple = (None, None, None)
+        # (flows, the copies that entered, the rest) of the last match with a "must" constraint,
+        # and (the flows a jump sent back, the rest, the flows before the match) when the jump
+        # sent back exactly the copies that entered it: see rejoin
+        self._last_split: tuple = (None, None, None)
+        self._whole_back: tuple = (None, None, None)
         if roles.host_known:
             self.local_roles = role_set([HOST, LOOPBACK])
         else:
@@ -517,10 +523,12 @@ class RoleWalker(NetfilterWalk):
                     mm, _ = split(b, may)
                     for x in mm:
                         entering.append(_restrict(rf, x))
+        self._last_split = (flows, entering, rest)
         return entering, rest
 
     def jump(self, rs: Ruleset, table: str, rule: Any, decision: Decision, entering: List[_Flow], depth: int,
              ended: List[Ended], seen: Set[tuple]) -> List[_Flow]:
+        split_before = self._last_split  # (the walk below matches rules of its own)
         back: List[_Flow] = []
         memo = self._memo
         for f in entering:
@@ -534,9 +542,22 @@ class RoleWalker(NetfilterWalk):
                 ended.extend(hit[1])
             seen.add(key)
             back.extend(hit[0])
+        if entering is split_before[1] and len(back) == len(entering) and all(map(is_, back, entering)) \
+                and all(f.origin is None for f in split_before[0]):
+            self._whole_back = (back, split_before[2], split_before[0])
         return back
 
     def rejoin(self, current: List[_Flow], back: List[_Flow]) -> List[_Flow]:
+        whole = self._whole_back
+        if back is whole[0] and current is whole[1]:
+            # every copy the rule's match cut off came back untouched (a chain that only
+            # decides some of them, or a "may" part of them: a service chain of source
+            # prefixes, ending in RETURN): the flows are those before the match again, not its
+            # pieces put side by side and merged back together after every such jump. (Not
+            # where a flow was rewritten: a piece's origin is narrowed only along what NAT left
+            # alone, and what the walk then reports of the rewritten flows depends on how the
+            # others were cut, so that, as before, they go on merged.)
+            return whole[2]
         if back:
             new = _new_flows(back, current)
             if new:
