@@ -325,7 +325,6 @@ class RoleWalker(NetfilterWalk):
     """Walks one family's rulesets with addresses at role level."""
 
     MERGE_AT = 2  # merge the flows of a chain walk once there are more than this
-    DEDUPE_ENDED = True  # (the jump memo hands the same ended flows to every path)
     # (its jump memo and merging after every rule keep the many-small-chains shape linear)
     PARK = False
 
@@ -351,6 +350,11 @@ class RoleWalker(NetfilterWalk):
         self._memo: Dict[tuple, Tuple[List[_Flow], List[Ended]]] = {}
         # (flows, may constraints, the copies that entered) of the last "may"-only match
         self._last_may: tuple = (None, None, None)
+        # the jump memo hands the same ended flows to every path that reaches a chain: ended
+        # flows are deduplicated (NetfilterWalk.run_hook) once it has (see jump). Until then
+        # there is nothing to drop, and a hook that ends one flow per rule of thousands of
+        # small chains would build a dict of all of them for nothing.
+        self.DEDUPE_ENDED = False
         # (flows, the copies that entered, the rest) of the last match with a "must" constraint,
         # and (the flows a jump sent back, the rest, the flows before the match) when the jump
         # sent back exactly the copies that entered it: see rejoin
@@ -540,6 +544,8 @@ class RoleWalker(NetfilterWalk):
             elif key not in seen:
                 # what ends in the chain ends here too (once per walk of this chain)
                 ended.extend(hit[1])
+                if hit[1]:
+                    self.DEDUPE_ENDED = True
             seen.add(key)
             back.extend(hit[0])
         if entering is split_before[1] and len(back) == len(entering) and all(map(is_, back, entering)) \
