@@ -55,6 +55,7 @@ from twinwall.netfilter.ruleset import (
     GOTO,
     JUMP,
     REDIRECT,
+    RETURN,
     UNKNOWN,
     BaseChain,
     Chain,
@@ -320,6 +321,8 @@ class Outcome(NamedTuple):
 
 
 _WALKED_ONCE = object()  # RoleWalker._index: the chain was walked once, without an index
+_UNCITED_ACTIONS = frozenset((JUMP, GOTO, RETURN))
+_UNCITED = Decision("", "", None, None, None)  # (see RoleWalker.decision)
 
 
 class RoleWalker(NetfilterWalk):
@@ -423,7 +426,10 @@ class RoleWalker(NetfilterWalk):
         return remap_repeats(full, picked)
 
     def decision(self, rs: Ruleset, rule: Any) -> Decision:
-        return rule.decision
+        # the walk asks it of every rule that matched; a jump or a RETURN decides nothing the
+        # role walk cites (it has no trace): one shared stand-in, not a Decision per rule
+        # (the chains shape: a third of its 20,000 rules a family)
+        return _UNCITED if rule.action in _UNCITED_ACTIONS else rule.decision
 
     def policy_decision(self, rs: Ruleset, base: BaseChain, chain: Chain, policy: str) -> Decision:
         return Decision(base.table, base.chain, None, None, policy, rs.source, policy)
