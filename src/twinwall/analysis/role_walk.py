@@ -320,6 +320,28 @@ class Outcome(NamedTuple):
     label: FrozenSet[Decision]
 
 
+def _repeated_jumps(rules: List[_XRule]) -> Dict[int, int]:
+    """RoleWalker._repeats of one chain's lifted rules: {position: the position after the run}
+    of each "may" jump identical to the rule before it."""
+    repeat = [False] + [
+        xr.action in (JUMP, GOTO)
+        and not xr.must
+        and xr.action == prev.action
+        and xr.target == prev.target
+        and not prev.must
+        and xr.may == prev.may
+        for prev, xr in zip(rules, rules[1:])
+    ]
+    repeats: Dict[int, int] = {}
+    end = len(rules)
+    for i in range(len(rules) - 1, -1, -1):
+        if repeat[i]:
+            repeats[i] = end
+        else:
+            end = i
+    return repeats
+
+
 _WALKED_ONCE = object()  # RoleWalker._index: the chain was walked once, without an index
 _UNCITED_ACTIONS = frozenset((JUMP, GOTO, RETURN))
 _UNCITED = Decision("", "", None, None, None)  # (see RoleWalker.decision)
@@ -450,24 +472,12 @@ class RoleWalker(NetfilterWalk):
         if got is None:
             source, roles, cache = rs.source, self.roles, self._lift_cache
             got = [_lift_rule(r, source, roles, cache) for r in chain.rules]
-            repeat = [False] + [
-                xr.action in (JUMP, GOTO)
-                and not xr.must
-                and xr.action == prev.action
-                and xr.target == prev.target
-                and not prev.must
-                and xr.may == prev.may
-                for prev, xr in zip(got, got[1:])
-            ]
-            repeats: Dict[int, int] = {}
-            end = len(got)
-            for i in range(len(got) - 1, -1, -1):
-                if repeat[i]:
-                    repeats[i] = end
-                else:
-                    end = i
-            if repeats:
-                self._repeats[key] = repeats
+            # (most chains have no "may"-only jump, and so no run of them: a service chain's
+            # accepts and RETURN)
+            if any(not xr.must and (xr.action == JUMP or xr.action == GOTO) for xr in got):
+                repeats = _repeated_jumps(got)
+                if repeats:
+                    self._repeats[key] = repeats
             self._lifted[key] = got
             self._keep.append(chain)
             if self.owns_rules:
