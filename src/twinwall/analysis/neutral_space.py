@@ -127,6 +127,11 @@ def project_outcomes(outcomes: Iterable[Tuple[Box, str, FrozenSet]], family: str
     merged: Dict[tuple, List[Box]] = {}
     out: List[Tuple[Box, str, FrozenSet]] = []
     for (verdict, label), boxes in groups.items():
+        if len(boxes) == 1:
+            # nothing to merge (what merge_boxes makes of one box): most groups of a host with
+            # many small chains, one rule's verdict each, are one box
+            out.append((boxes[0], verdict, label))
+            continue
         key = tuple(boxes)
         m = merged.get(key)
         if m is None:

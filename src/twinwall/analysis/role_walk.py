@@ -11,8 +11,8 @@ evaluator follows a match it cannot decide.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from operator import is_
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from twinwall.analysis.netfilter_walk import (
     V_ACCEPT,
@@ -55,6 +55,7 @@ from twinwall.netfilter.ruleset import (
     GOTO,
     JUMP,
     REDIRECT,
+    RETURN,
     UNKNOWN,
     BaseChain,
     Chain,
@@ -308,23 +309,48 @@ def _with_state(f: _Flow, change: Callable[[int], int]) -> _Flow:
     return _Flow(box, o[:STATE] + (change(o[STATE]),) + o[STATE + 1:], f.label)
 
 
-@dataclass
-class Outcome:
-    """Packets as they were sent (role level), their verdict and the rules that decided it."""
+class Outcome(NamedTuple):
+    """Packets as they were sent (role level), their verdict and the rules that decided it.
+
+    A named tuple: the (origin, verdict, label) that the comparison projects as it is, and a
+    walk of many small chains makes one per rule (13,000 a family on the chains shape)."""
 
     origin: Box
     verdict: str
     label: FrozenSet[Decision]
 
 
+def _repeated_jumps(rules: List[_XRule]) -> Dict[int, int]:
+    """RoleWalker._repeats of one chain's lifted rules: {position: the position after the run}
+    of each "may" jump identical to the rule before it."""
+    repeat = [False] + [
+        xr.action in (JUMP, GOTO)
+        and not xr.must
+        and xr.action == prev.action
+        and xr.target == prev.target
+        and not prev.must
+        and xr.may == prev.may
+        for prev, xr in zip(rules, rules[1:])
+    ]
+    repeats: Dict[int, int] = {}
+    end = len(rules)
+    for i in range(len(rules) - 1, -1, -1):
+        if repeat[i]:
+            repeats[i] = end
+        else:
+            end = i
+    return repeats
+
+
 _WALKED_ONCE = object()  # RoleWalker._index: the chain was walked once, without an index
+_UNCITED_ACTIONS = frozenset((JUMP, GOTO, RETURN))
+_UNCITED = Decision("", "", None, None, None)  # (see RoleWalker.decision)
 
 
 class RoleWalker(NetfilterWalk):
     """Walks one family's rulesets with addresses at role level."""
 
     MERGE_AT = 2  # merge the flows of a chain walk once there are more than this
-    DEDUPE_ENDED = True  # (the jump memo hands the same ended flows to every path)
     # (its jump memo and merging after every rule keep the many-small-chains shape linear)
     PARK = False
 
@@ -350,6 +376,16 @@ class RoleWalker(NetfilterWalk):
         self._memo: Dict[tuple, Tuple[List[_Flow], List[Ended]]] = {}
         # (flows, may constraints, the copies that entered) of the last "may"-only match
         self._last_may: tuple = (None, None, None)
+        # the jump memo hands the same ended flows to every path that reaches a chain: ended
+        # flows are deduplicated (NetfilterWalk.run_hook) once it has (see jump). Until then
+        # there is nothing to drop, and a hook that ends one flow per rule of thousands of
+        # small chains would build a dict of all of them for nothing.
+        self.DEDUPE_ENDED = False
+        # (flows, the copies that entered, the rest) of the last match with a "must" constraint,
+        # and (the flows a jump sent back, the rest, the flows before the match) when the jump
+        # sent back exactly the copies that entered it: see rejoin
+        self._last_split: tuple = (None, None, None)
+        self._whole_back: tuple = (None, None, None)
         if roles.host_known:
             self.local_roles = role_set([HOST, LOOPBACK])
         else:
@@ -412,7 +448,10 @@ class RoleWalker(NetfilterWalk):
         return remap_repeats(full, picked)
 
     def decision(self, rs: Ruleset, rule: Any) -> Decision:
-        return rule.decision
+        # the walk asks it of every rule that matched; a jump or a RETURN decides nothing the
+        # role walk cites (it has no trace): one shared stand-in, not a Decision per rule
+        # (the chains shape: a third of its 20,000 rules a family)
+        return _UNCITED if rule.action in _UNCITED_ACTIONS else rule.decision
 
     def policy_decision(self, rs: Ruleset, base: BaseChain, chain: Chain, policy: str) -> Decision:
         return Decision(base.table, base.chain, None, None, policy, rs.source, policy)
@@ -433,24 +472,12 @@ class RoleWalker(NetfilterWalk):
         if got is None:
             source, roles, cache = rs.source, self.roles, self._lift_cache
             got = [_lift_rule(r, source, roles, cache) for r in chain.rules]
-            repeat = [False] + [
-                xr.action in (JUMP, GOTO)
-                and not xr.must
-                and xr.action == prev.action
-                and xr.target == prev.target
-                and not prev.must
-                and xr.may == prev.may
-                for prev, xr in zip(got, got[1:])
-            ]
-            repeats: Dict[int, int] = {}
-            end = len(got)
-            for i in range(len(got) - 1, -1, -1):
-                if repeat[i]:
-                    repeats[i] = end
-                else:
-                    end = i
-            if repeats:
-                self._repeats[key] = repeats
+            # (most chains have no "may"-only jump, and so no run of them: a service chain's
+            # accepts and RETURN)
+            if any(not xr.must and (xr.action == JUMP or xr.action == GOTO) for xr in got):
+                repeats = _repeated_jumps(got)
+                if repeats:
+                    self._repeats[key] = repeats
             self._lifted[key] = got
             self._keep.append(chain)
             if self.owns_rules:
@@ -517,10 +544,12 @@ class RoleWalker(NetfilterWalk):
                     mm, _ = split(b, may)
                     for x in mm:
                         entering.append(_restrict(rf, x))
+        self._last_split = (flows, entering, rest)
         return entering, rest
 
     def jump(self, rs: Ruleset, table: str, rule: Any, decision: Decision, entering: List[_Flow], depth: int,
              ended: List[Ended], seen: Set[tuple]) -> List[_Flow]:
+        split_before = self._last_split  # (the walk below matches rules of its own)
         back: List[_Flow] = []
         memo = self._memo
         for f in entering:
@@ -532,11 +561,26 @@ class RoleWalker(NetfilterWalk):
             elif key not in seen:
                 # what ends in the chain ends here too (once per walk of this chain)
                 ended.extend(hit[1])
+                if hit[1]:
+                    self.DEDUPE_ENDED = True
             seen.add(key)
             back.extend(hit[0])
+        if entering is split_before[1] and len(back) == len(entering) and all(map(is_, back, entering)) \
+                and all(f.origin is None for f in split_before[0]):
+            self._whole_back = (back, split_before[2], split_before[0])
         return back
 
     def rejoin(self, current: List[_Flow], back: List[_Flow]) -> List[_Flow]:
+        whole = self._whole_back
+        if back is whole[0] and current is whole[1]:
+            # every copy the rule's match cut off came back untouched (a chain that only
+            # decides some of them, or a "may" part of them: a service chain of source
+            # prefixes, ending in RETURN): the flows are those before the match again, not its
+            # pieces put side by side and merged back together after every such jump. (Not
+            # where a flow was rewritten: a piece's origin is narrowed only along what NAT left
+            # alone, and what the walk then reports of the rewritten flows depends on how the
+            # others were cut, so that, as before, they go on merged.)
+            return whole[2]
         if back:
             new = _new_flows(back, current)
             if new:

@@ -343,7 +343,7 @@ def evaluate_family(ctx, hooks: Sequence[str], roles_filter: Dict[str, Tuple[Fro
         box = start_box(ctx.family, s_roles, d_roles, iface_all)
         raw["output"] = walker.run(HOOK_PATHS["output"], [box])
     # merged per (verdict, rules) here, in the worker, so the comparison has less to do
-    return {hook: project_outcomes([(o.origin, o.verdict, o.label) for o in raw[hook]], ctx.family) for hook in hooks}
+    return {hook: project_outcomes(raw[hook], ctx.family) for hook in hooks}
 
 
 def common_roles(contexts: Sequence, hooks: Sequence[str]) -> Tuple[Dict[str, Tuple[FrozenSet[int], FrozenSet[int]]], List[str]]:
