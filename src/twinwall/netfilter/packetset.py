@@ -149,6 +149,7 @@ def _span(a: IntervalSet, lo: int, hi: int) -> Tuple[int, int]:
 # are remembered by operand identity; the memo keeps the operands alive, so an id cannot be
 # reused while its entry exists.
 _BIG = 64
+_FEW = 16  # iv_or splices this many intervals into a long set one by one
 _MEMO_LIMIT = 1024
 _memo: dict = {}
 
@@ -301,6 +302,17 @@ def iv_or(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     if not a:
         return b
     if not b:
+        return a
+    if len(b) > len(a):
+        a, b = b, a
+    if len(b) <= _FEW and len(a) > _BIG:
+        # a few intervals into a long set (the martian ranges into "all but a blocklist"):
+        # each spliced in where a binary search puts it, not the 100,000 sorted again
+        for lo, hi in b:
+            i, j = _span(a, lo - 1, hi + 1)  # (the intervals it overlaps or touches)
+            if i < j:
+                lo, hi = min(lo, a[i][0]), max(hi, a[j - 1][1])
+            a = a[:i] + ((lo, hi),) + a[j:]
         return a
     return iv_normalize(list(a) + list(b))
 

@@ -45,6 +45,12 @@ def test_interval_algebra_matches_sets(a, b):
         assert result == iv_normalize(result)  # stays sorted, disjoint, non-adjacent
 
 
+@given(intervals, st.integers(0, 3))
+def test_a_few_intervals_join_a_long_set_as_the_general_union_would(a, offset):
+    long = iv_normalize((x, x + offset) for x in range(0, 400, 5))  # (more than _BIG intervals)
+    assert iv_or(long, a) == iv_or(a, long) == iv_normalize(list(long) + list(a))
+
+
 @given(intervals, intervals)
 def test_meets_is_a_non_empty_intersection(a, b):
     assert iv_meets(a, b) == bool(points(a) & points(b))
