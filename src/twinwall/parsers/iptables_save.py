@@ -434,14 +434,18 @@ class _Compiler:
         addr_cache = self._addr_cache
         source_alternatives = self._source_alternatives
         table, name = chain.table, chain.name
+        jumps: Dict[str, Tuple[str, Optional[str]]] = {}  # target -> (its one string, its action)
         for n, line in enumerate(lines, 1):
             try:
                 m = source_jump(line)
                 if m is not None:
                     # what compile_simple makes of it, without the general regex
                     src, target = m.groups()
-                    target = intern(target)  # (one string per chain, not per rule jumping to it)
-                    action = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
+                    known = jumps.get(target)
+                    if known is None:
+                        # (one string per chain, not per rule jumping to it)
+                        known = jumps[target] = (intern(target), actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
+                    target, action = known
                     if action is not None:
                         alternatives = source_alternatives.get(src) if src is not None else _MATCH_ALL
                         if alternatives is None:
@@ -477,10 +481,10 @@ class _Compiler:
     def prefix(self, spec: str):
         """One address or prefix; over IPv4, as iptables reads it, an address of fewer than four
         parts is completed with zeros ("0/0", "10/8")."""
-        if self.family == "ipv4":
+        if self.family == "ipv4" and spec.count(".") < 3:
             addr, sep, length = spec.partition("/")
             parts = addr.split(".")
-            if len(parts) < 4 and all(p.isdigit() for p in parts):
+            if all(p.isdigit() for p in parts):
                 spec = ".".join(parts + ["0"] * (4 - len(parts))) + sep + length
         return prefix_interval(spec, self.family)
 
