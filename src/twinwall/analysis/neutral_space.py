@@ -125,19 +125,25 @@ def project_outcomes(outcomes: Iterable[Tuple[Box, str, FrozenSet]], family: str
             p = projected[origin] = project(origin, family)
         groups.setdefault((verdict, label), []).extend(p)
     merged: Dict[tuple, List[Box]] = {}
-    out: List[Tuple[Box, str, FrozenSet]] = []
+    # the rules of each (box, verdict): one box that many groups share (a blocklist's 100,000
+    # rules, one source each, all the same region once addresses are roles) is one entry whose
+    # rules are theirs together, as the comparison's overlay unites the rules of boxes that
+    # overlap (it would otherwise carry, and the worker pickle back, 100,000 copies of the box)
+    rules_of: Dict[Tuple[Box, str], List[FrozenSet]] = {}
     for (verdict, label), boxes in groups.items():
         if len(boxes) == 1:
             # nothing to merge (what merge_boxes makes of one box): most groups of a host with
             # many small chains, one rule's verdict each, are one box
-            out.append((boxes[0], verdict, label))
+            rules_of.setdefault((boxes[0], verdict), []).append(label)
             continue
         key = tuple(boxes)
         m = merged.get(key)
         if m is None:
             m = merged[key] = merge_boxes(list(dict.fromkeys(boxes)), rounds, MASK_DIMS)
-        out.extend((b, verdict, label) for b in m)
-    return out
+        for b in m:
+            rules_of.setdefault((b, verdict), []).append(label)
+    return [(b, verdict, labels[0] if len(labels) == 1 else frozenset().union(*labels))
+            for (b, verdict), labels in rules_of.items()]
 
 
 # ---------------------------------------------------------------------------------------------
