@@ -242,18 +242,17 @@ class _View:
             m = match(text, a, b)
             if m is None:
                 continue
-            form = (m.group(3), m.group(4))
-            field = fields.get(form)
+            handle, op, protocol, name, right, verdict = m.groups()
+            field = fields.get((protocol, name))
             if field is None:
-                field = fields[form] = _field_of(*form, family)
+                field = fields[(protocol, name)] = _field_of(protocol, name, family)
             other, dim = field
             if other:
                 if log_at is None or log_at('"log"', a, b) < 0:
-                    found[i] = unmatched_rule(t, chain, i + 1, (a, b), handle=int(m.group(1)))
-            elif dim is not None and own_rules and m.end() == b and m.group(6) and m.group(2) == "==":
+                    found[i] = unmatched_rule(t, chain, i + 1, (a, b), handle=int(handle))
+            elif dim is not None and own_rules and verdict and op == "==" and m.end() == b:
                 try:
-                    found[i] = address_rule(t, chain, i + 1, (a, b), int(m.group(1)), family, dim,
-                                            m.group(5), m.group(6))
+                    found[i] = address_rule(t, chain, i + 1, (a, b), int(handle), family, dim, right, verdict)
                 except _Unknown:
                     pass  # not an address: the compiler names it
         return found
