@@ -192,6 +192,8 @@ def test_rules_read_off_the_text_as_of_the_other_family_compile_as_the_compiler_
         rule("inet", "t", "in", match(payload("ip", "saddr"), "@blocked"), {"drop": None}, handle=29),
         rule("inet", "t", "in", match(payload("ip", "saddr"), "192.0.2.10"), {"counter": None},
              {"drop": None}, handle=30),
+        rule("inet", "t", "in", match(payload("ip", "saddr"), {"prefix": {"addr": "198.51.100.0", "len": 24}}),
+             {"drop": None}, handle=31),
     ]
     blocked = {"set": {"family": "inet", "table": "t", "name": "blocked", "type": "ipv4_addr",
                        "handle": 2, "elem": ["192.0.2.11"]}}
@@ -207,9 +209,9 @@ def test_rules_read_off_the_text_as_of_the_other_family_compile_as_the_compiler_
     fast = seen(text, "ipv4")
     slow = seen(json.dumps(json.loads(text), indent=1), "ipv4")
     assert [r[:7] for r in fast] == [r[:7] for r in slow]
-    assert [r[4] for r in fast] == list(range(21, 31))
+    assert [r[4] for r in fast] == list(range(21, 32))
     # a walk cites few rules: each is spelled only when asked
-    assert [r[7] for r in fast] == [False] * 10
+    assert [r[7] for r in fast] == [False] * 11
     assert fast[7][2] and not fast[5][2]  # the host name is not understood
     assert fast[2][5] and fast[2][1] == () and fast[3][2]  # logs; ip6 flowlabel: not understood
     assert fast[4][3] == DROP and fast[4][1] != ()

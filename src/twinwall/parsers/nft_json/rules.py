@@ -835,8 +835,8 @@ def address_value(el: str, family: str) -> tuple:
 
 def address_rule(t: _TableData, chain: Chain, number: int, entry: Any, handle: int, family: str,
                  dim: int, address: str, verdict: str) -> Rule:
-    """The rule ``ip saddr ADDRESS drop`` (nothing but one ``==`` match of a plain address on
-    an address field ``dim`` of the view's ``family``, then ``verdict``, accept or drop) as
+    """The rule ``ip saddr ADDRESS drop`` (nothing but one ``==`` match of an address or prefix
+    on an address field ``dim`` of the view's ``family``, then ``verdict``, accept or drop) as
     ``_RuleCompiler.compile`` makes it, without decoding it: the same constraint, no unknowns,
     no log, its text spelled only if something asks. Raises _Unknown where ``address`` is not
     one (the compiler then names it)."""

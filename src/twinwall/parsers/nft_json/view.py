@@ -40,12 +40,15 @@ from twinwall.parsers.nft_json.vocabulary import (
 # the start of a rule as nft -j prints it whose first statement is a match on an IP header
 # field: ``{"rule": {"family": F, "table": T, "chain": C, "handle": N, "expr": [{"match": {"op":
 # OP, "left": {"payload": {"protocol": "ip6", "field": "saddr"}}``, and when the rule is nothing
-# but that match of a plain string and accept or drop, the rest: ``, "right": "2001:db8::1"}},
-# {"drop": null}]}}`` (groups: handle, op, protocol, field, right, verdict)
+# but that match of a plain string or a prefix and accept or drop, the rest: ``, "right":
+# "2001:db8::1"}}, {"drop": null}]}}`` or ``, "right": {"prefix": {"addr": "2001:db8::", "len":
+# 32}}}}, {"drop": null}]}}`` (groups: handle, op, protocol, field, string, prefix address,
+# prefix length, verdict)
 _GATED_FIRST_MATCH = re.compile(
     r'\{"rule": \{"family": "[^"\\]*", "table": "[^"\\]*", "chain": "[^"\\]*", "handle": (\d+), '
     r'"expr": \[\{"match": \{"op": "([^"\\]*)", "left": \{"payload": \{"protocol": "(ip6?)", "field": "([a-z]+)"\}\}'
-    r'(?:, "right": "([^"\\@][^"\\]*)"\}\}, \{"(accept|drop)": null\}\]\}\})?'
+    r'(?:, "right": (?:"([^"\\@][^"\\]*)"|\{"prefix": \{"addr": "([^"\\]*)", "len": (\d+)\}\})\}\}, '
+    r'\{"(accept|drop)": null\}\]\}\})?'
 )
 
 
@@ -225,8 +228,8 @@ class _View:
           seen from IPv4, in an inet table): no packet of this view meets it, whatever follows
           (the compiler gates it the same way). One that may log is left to the compiler,
           which records it.
-        * a rule that is nothing but ``ip saddr ADDRESS drop`` (or accept, or daddr) of this
-          view's family: a blocklist's form, and most rules of a large ruleset
+        * a rule that is nothing but ``ip saddr ADDRESS drop`` (or a prefix, accept, daddr) of
+          this view's family: a blocklist's form, and most rules of a large ruleset
           (rules.address_rule). Where nft's hidden ``meta nfproto`` tests are known (the
           netlink dump), the compiler reads them instead."""
         if not entries or isinstance(entries[0], dict):
@@ -242,7 +245,7 @@ class _View:
             m = match(text, a, b)
             if m is None:
                 continue
-            handle, op, protocol, name, right, verdict = m.groups()
+            handle, op, protocol, name, address, prefix, length, verdict = m.groups()
             field = fields.get((protocol, name))
             if field is None:
                 field = fields[(protocol, name)] = _field_of(protocol, name, family)
@@ -252,9 +255,11 @@ class _View:
                     found[i] = unmatched_rule(t, chain, i + 1, (a, b), handle=int(handle))
             elif dim is not None and own_rules and verdict and op == "==" and m.end() == b:
                 try:
-                    found[i] = address_rule(t, chain, i + 1, (a, b), int(handle), family, dim, right, verdict)
+                    if address is None:
+                        address = f"{prefix}/{length}"  # (as the compiler reads a prefix)
+                    found[i] = address_rule(t, chain, i + 1, (a, b), int(handle), family, dim, address, verdict)
                 except _Unknown:
-                    pass  # not an address: the compiler names it
+                    pass  # not an address: the compiler names it (or refuses a bad prefix)
         return found
 
     def hooks_reaching(self, t: _TableData, chain: str) -> set:
