@@ -164,7 +164,9 @@ def test_rules_of_the_other_family_are_spelled_when_asked_the_same() -> None:
         v4.universe, v4.local_addresses = bind(v4)
         other, own = v4.chain("inet t", "in").rules
         assert other.alternatives == () and not isinstance(other.spelling, str)
-        assert isinstance(own.spelling, str) and own.text == "ip saddr 192.0.2.1 drop # handle 11"
+        # a rule of the view is spelled when first cited too
+        assert not isinstance(own.spelling, str) and own.text == "ip saddr 192.0.2.1 drop # handle 11"
+        assert own.spelling == own.text
         sent = pickle.loads(pickle.dumps(other))  # (a forked process sends the text)
         assert isinstance(sent.spelling, str) and sent.text == other.text
         assert other.text == "ip6 saddr 2001:db8::1 counter drop # handle 10" and other.spelling == other.text
@@ -182,8 +184,20 @@ def test_rules_read_off_the_text_as_of_the_other_family_compile_as_the_compiler_
              {"drop": None}, handle=23),
         rule("inet", "t", "in", match(payload("ip6", "flowlabel"), 5), {"drop": None}, handle=24),
         rule("inet", "t", "in", match(payload("ip", "saddr"), "192.0.2.7"), {"drop": None}, handle=25),
+        # of this family, nothing but an address match and a verdict: read off the text too;
+        # a negated one, a host name, a set or another statement: the compiler
+        rule("inet", "t", "in", match(payload("ip", "daddr"), "192.0.2.8"), {"accept": None}, handle=26),
+        rule("inet", "t", "in", match(payload("ip", "saddr"), "192.0.2.9", op="!="), {"drop": None}, handle=27),
+        rule("inet", "t", "in", match(payload("ip", "saddr"), "host.example"), {"drop": None}, handle=28),
+        rule("inet", "t", "in", match(payload("ip", "saddr"), "@blocked"), {"drop": None}, handle=29),
+        rule("inet", "t", "in", match(payload("ip", "saddr"), "192.0.2.10"), {"counter": None},
+             {"drop": None}, handle=30),
+        rule("inet", "t", "in", match(payload("ip", "saddr"), {"prefix": {"addr": "198.51.100.0", "len": 24}}),
+             {"drop": None}, handle=31),
     ]
-    text = doc(table("inet", "t"), chain("inet", "t", "in", hook="input"), *rules)
+    blocked = {"set": {"family": "inet", "table": "t", "name": "blocked", "type": "ipv4_addr",
+                       "handle": 2, "elem": ["192.0.2.11"]}}
+    text = doc(table("inet", "t"), chain("inet", "t", "in", hook="input"), blocked, *rules)
 
     def seen(source: str, family: str) -> list:
         rs = views(source)[family]
@@ -195,9 +209,10 @@ def test_rules_read_off_the_text_as_of_the_other_family_compile_as_the_compiler_
     fast = seen(text, "ipv4")
     slow = seen(json.dumps(json.loads(text), indent=1), "ipv4")
     assert [r[:7] for r in fast] == [r[:7] for r in slow]
-    assert [r[4] for r in fast] == [21, 22, 23, 24, 25]
-    # no walk cites a rule of the other family: spelled only when asked
-    assert [r[7] for r in fast] == [False, False, False, True, True]
+    assert [r[4] for r in fast] == list(range(21, 32))
+    # a walk cites few rules: each is spelled only when asked
+    assert [r[7] for r in fast] == [False] * 11
+    assert fast[7][2] and not fast[5][2]  # the host name is not understood
     assert fast[2][5] and fast[2][1] == () and fast[3][2]  # logs; ip6 flowlabel: not understood
     assert fast[4][3] == DROP and fast[4][1] != ()
     assert seen(text, "ipv6")[4][1] == ()  # the IPv4 rule, from the other side

@@ -10,9 +10,11 @@ The document is split into tables, chains and sets in one cheap pass; a chain's 
 compiled into packet-set constraints only when the evaluator first walks that chain (see
 ``ruleset.Chain``), and a named set's elements are converted only when a compiled rule refers to
 it. ``json.loads`` (C) is the only whole-document cost. What depends on a match's left side
-alone (its selector, its text) is worked out once per form, and a rule that matches nothing in
-a family's view (an inet rule of the other family) is spelled only if something asks for its
-text (``Rule.spelling``).
+alone (its selector, its text) is worked out once per form, and a rule is spelled only if
+something asks for its text (``Rule.spelling``: a walk cites few rules). Two forms are read off
+nft's text by one pattern, neither decoded nor compiled (``view._rules_read_off_text``): an inet
+rule whose first match is on the other family's header (it matches nothing in this view), and a
+rule that is nothing but ``ip saddr ADDRESS drop`` (a blocklist's).
 
 The parts, in the order a dump goes through them: ``tables`` (pass 1: the document split into
 tables, chains and sets), ``view`` (pass 2: one family's view of the tables, base chains in

@@ -178,10 +178,11 @@ class _RuleCompiler:
                 self.unknown.append(unknown_stmt)
         if self.never:
             # no packet of this family meets it (an inet rule of the other family, mostly): no
-            # walk cites it, so its text is spelled only if something asks (the suffix is
-            # empty for such a rule)
+            # walk cites it (the suffix is empty for such a rule)
             return [unmatched_rule(self.t, self.chain, self.number, self.entry, r)]
-        text = rule_text(r) + suffix
+        # a walk cites few of a chain's rules: each is spelled when first cited (decoded again
+        # from the dump's text where the table keeps it as a span of it), not here
+        text = _Spelled(self.t, r if self.entry is None else self.entry, suffix)
         if expand is not None and self.ct_dnat is not None:
             self.unknown.append("ct status")
         unknown = tuple(dict.fromkeys(self.unknown)) if self.unknown else ()
@@ -400,10 +401,7 @@ class _RuleCompiler:
         el = _unwrap(el)
         fam = self.family
         if isinstance(el, str):
-            try:
-                return (prefix_interval(el, fam),)
-            except ValueError:
-                raise _Unknown(f"address {el!r} (a host name?)") from None
+            return address_value(el, fam)
         if isinstance(el, dict):
             if "prefix" in el:
                 p = el["prefix"]
@@ -698,7 +696,7 @@ class _RuleCompiler:
             raise InputError(f"{self.where()}: port out of range: {v}: {rule_text(self.rule)[:120]}")
         return v
 
-    def expand(self, expand: Tuple[str, Any], base_alts: Tuple, unknown: Tuple, text: str) -> List[Rule]:
+    def expand(self, expand: Tuple[str, Any], base_alts: Tuple, unknown: Tuple, text: "_Spelled") -> List[Rule]:
         kind, body = expand
         table, cname, n = self.chain.table, self.chain.name, self.number
         if kind == "vmap":
@@ -827,31 +825,54 @@ class _RuleCompiler:
         return (iv_normalize(self.addr_one(value)), ports)
 
 
+def address_value(el: str, family: str) -> tuple:
+    """An address or prefix written as a string, as the interval set it stands for."""
+    try:
+        return (prefix_interval(el, family),)
+    except ValueError:
+        raise _Unknown(f"address {el!r} (a host name?)") from None
+
+
+def address_rule(t: _TableData, chain: Chain, number: int, entry: Any, handle: int, family: str,
+                 dim: int, address: str, verdict: str) -> Rule:
+    """The rule ``ip saddr ADDRESS drop`` (nothing but one ``==`` match of an address or prefix
+    on an address field ``dim`` of the view's ``family``, then ``verdict``, accept or drop) as
+    ``_RuleCompiler.compile`` makes it, without decoding it: the same constraint, no unknowns,
+    no log, its text spelled only if something asks. Raises _Unknown where ``address`` is not
+    one (the compiler then names it)."""
+    rule = Rule(chain.table, chain.name, number, _Spelled(t, entry), (((dim, address_value(address, family)),),),
+                (), _SIMPLE_VERDICTS[verdict], "", None)
+    rule.handle = handle
+    return rule
+
+
 def unmatched_rule(t: _TableData, chain: Chain, number: int, entry: Any, rule: Any = None,
                    handle: Optional[int] = None) -> Rule:
-    """A rule no packet of the view meets (an inet rule of the other family, mostly): no walk
-    cites it, so its text is spelled only if something asks (from ``entry``, the rule as the
-    table keeps it, or else the decoded ``rule``)."""
-    spelling = _Spelled(t, entry) if entry is not None else rule_text(rule)
+    """A rule no packet of the view meets (an inet rule of the other family, mostly), spelled
+    only if something asks (from ``entry``, the rule as the table keeps it, or else the decoded
+    ``rule``)."""
+    spelling = _Spelled(t, rule if entry is None else entry)
     unmatched = Rule(chain.table, chain.name, number, spelling, (), (), Action.CONTINUE, "")
     unmatched.handle = handle
     return unmatched
 
 
 class _Spelled:
-    """The text of a rule that matches nothing in its view, spelled when first asked (from the
-    rule's JSON, decoded again from the dump's text where it is still a span of it)."""
+    """A rule's text (``Rule.spelling``), spelled when first asked: from the rule's JSON,
+    decoded again from the dump's text where ``entry`` is still a span of it (so no decoded rule
+    stays in memory for its text's sake), then ``suffix`` (see ``hidden_nfproto``)."""
 
-    __slots__ = ("t", "entry")
+    __slots__ = ("t", "entry", "suffix")
 
-    def __init__(self, t: _TableData, entry: Any):
+    def __init__(self, t: _TableData, entry: Any, suffix: str = ""):
         self.t = t
         self.entry = entry
+        self.suffix = suffix
 
     def __call__(self) -> str:
         r = self.t.rule_dict(self.entry)
         try:
-            return rule_text(r)
+            return rule_text(r) + self.suffix
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise InputError(
                 f"table {self.t.label} rule (handle {r.get('handle')}): not understood "

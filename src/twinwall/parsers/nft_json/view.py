@@ -24,7 +24,7 @@ from twinwall.netfilter.ruleset import (
     Table,
 )
 from twinwall.parsers.nft_json.expressions import _iface_spec, _strings
-from twinwall.parsers.nft_json.rules import _RuleCompiler, unmatched_rule
+from twinwall.parsers.nft_json.rules import _RuleCompiler, address_rule, unmatched_rule
 from twinwall.parsers.nft_json.selectors import _left_sel
 from twinwall.parsers.nft_json.vocabulary import _Unknown
 from twinwall.parsers.nft_json.tables import _TableData
@@ -39,21 +39,30 @@ from twinwall.parsers.nft_json.vocabulary import (
 
 # the start of a rule as nft -j prints it whose first statement is a match on an IP header
 # field: ``{"rule": {"family": F, "table": T, "chain": C, "handle": N, "expr": [{"match": {"op":
-# OP, "left": {"payload": {"protocol": "ip6", "field": "saddr"}}`` (groups: handle, protocol,
-# field)
+# OP, "left": {"payload": {"protocol": "ip6", "field": "saddr"}}``, and when the rule is nothing
+# but that match of a plain string or a prefix and accept or drop, the rest: ``, "right":
+# "2001:db8::1"}}, {"drop": null}]}}`` or ``, "right": {"prefix": {"addr": "2001:db8::", "len":
+# 32}}}}, {"drop": null}]}}`` (groups: handle, op, protocol, field, string, prefix address,
+# prefix length, verdict)
 _GATED_FIRST_MATCH = re.compile(
     r'\{"rule": \{"family": "[^"\\]*", "table": "[^"\\]*", "chain": "[^"\\]*", "handle": (\d+), '
-    r'"expr": \[\{"match": \{"op": "[^"\\]*", "left": \{"payload": \{"protocol": "(ip6?)", "field": "([a-z]+)"\}\}'
+    r'"expr": \[\{"match": \{"op": "([^"\\]*)", "left": \{"payload": \{"protocol": "(ip6?)", "field": "([a-z]+)"\}\}'
+    r'(?:, "right": (?:"([^"\\@][^"\\]*)"|\{"prefix": \{"addr": "([^"\\]*)", "len": (\d+)\}\})\}\}, '
+    r'\{"(accept|drop)": null\}\]\}\})?'
 )
 
 
-def _gate_of(protocol: str, field: str) -> Optional[str]:
-    """The family a payload match of ``protocol`` and ``field`` is for (None: any, or not
-    understood, which the compiler then names)."""
+def _field_of(protocol: str, field: str, family: str) -> Tuple[bool, Optional[int]]:
+    """For a first match on the header field ``protocol`` ``field`` (``ip6 saddr``), seen from
+    ``family``: whether it is a field of the other family (no packet of this view meets the
+    rule), and the address dimension it is when it is one of this family's (None: another
+    field, or one the compiler then names as not understood)."""
     try:
-        return _left_sel({"payload": {"protocol": protocol, "field": field}}).gate
+        sel = _left_sel({"payload": {"protocol": protocol, "field": field}})
     except _Unknown:
-        return None
+        return False, None
+    own_address = sel.gate == family and sel.kind == "addr" and not sel.implied
+    return sel.gate not in (None, family), sel.dim if own_address else None
 
 
 def _policy(body: Dict[str, Any], where: str) -> str:
@@ -178,16 +187,16 @@ class _View:
         t = self.by_label[chain.table]
         entries = rules
         may_log = t.may_log(entries)
-        other = self._other_family_rules(t, entries, may_log)
-        if other:
-            # those rules are neither decoded nor compiled in this view
-            dicts = iter(t.rule_dicts([e for i, e in enumerate(entries) if i not in other]))
+        read = self._rules_read_off_text(t, chain, entries, may_log)
+        if read:
+            # those rules are not decoded
+            dicts = iter(t.rule_dicts([e for i, e in enumerate(entries) if i not in read]))
         else:
             dicts = iter(t.rule_dicts(entries))
         for n, entry in enumerate(entries, 1):
-            handle = other.get(n - 1) if other else None
-            if handle is not None:
-                out.append(unmatched_rule(t, chain, n, entry, handle=handle))
+            done = read.get(n - 1) if read else None
+            if done is not None:
+                out.append(done)
                 continue
             r = next(dicts)
             compiler = _RuleCompiler(self, t, chain, n, r, entry)
@@ -211,28 +220,46 @@ class _View:
                 ) from None
         return out
 
-    def _other_family_rules(self, t: _TableData, entries: List[Any], may_log: bool) -> Dict[int, int]:
-        """The rules of ``entries`` (still spans of nft's text) whose first statement matches a
-        header of the other family (``ip6 saddr ...`` seen from IPv4, in an inet table): no
-        packet of this view meets them, whatever follows (the compiler gates them the same
-        way), so each is read off the text by a pattern, its position -> its handle. Rules
-        that may log are left to the compiler, which records it."""
+    def _rules_read_off_text(self, t: _TableData, chain: Chain, entries: List[Any], may_log: bool) -> Dict[int, Rule]:
+        """The rules of ``entries`` (still spans of nft's text) read off the text by one
+        pattern, without decoding them, their position -> the rule the compiler would make:
+
+        * a rule whose first statement matches a header of the other family (``ip6 saddr ...``
+          seen from IPv4, in an inet table): no packet of this view meets it, whatever follows
+          (the compiler gates it the same way). One that may log is left to the compiler,
+          which records it.
+        * a rule that is nothing but ``ip saddr ADDRESS drop`` (or a prefix, accept, daddr) of
+          this view's family: a blocklist's form, and most rules of a large ruleset
+          (rules.address_rule). Where nft's hidden ``meta nfproto`` tests are known (the
+          netlink dump), the compiler reads them instead."""
         if not entries or isinstance(entries[0], dict):
             return {}
         text, found = t.text, {}
         match = _GATED_FIRST_MATCH.match
         log_at = text.find if may_log else None
-        other: Dict[Tuple[str, str], bool] = {}  # (protocol, field) -> for the other family
+        family = self.family
+        own_rules = self.nfproto is None
+        # (protocol, field) -> (of the other family, the address dimension of this family's)
+        fields: Dict[Tuple[str, str], Tuple[bool, Optional[int]]] = {}
         for i, (a, b) in enumerate(entries):
             m = match(text, a, b)
-            if m is None or (log_at is not None and log_at('"log"', a, b) >= 0):
+            if m is None:
                 continue
-            form = (m.group(2), m.group(3))
-            is_other = other.get(form)
-            if is_other is None:
-                is_other = other[form] = _gate_of(*form) not in (None, self.family)
-            if is_other:
-                found[i] = int(m.group(1))
+            handle, op, protocol, name, address, prefix, length, verdict = m.groups()
+            field = fields.get((protocol, name))
+            if field is None:
+                field = fields[(protocol, name)] = _field_of(protocol, name, family)
+            other, dim = field
+            if other:
+                if log_at is None or log_at('"log"', a, b) < 0:
+                    found[i] = unmatched_rule(t, chain, i + 1, (a, b), handle=int(handle))
+            elif dim is not None and own_rules and verdict and op == "==" and m.end() == b:
+                try:
+                    if address is None:
+                        address = f"{prefix}/{length}"  # (as the compiler reads a prefix)
+                    found[i] = address_rule(t, chain, i + 1, (a, b), int(handle), family, dim, address, verdict)
+                except _Unknown:
+                    pass  # not an address: the compiler names it (or refuses a bad prefix)
         return found
 
     def hooks_reaching(self, t: _TableData, chain: str) -> set:
