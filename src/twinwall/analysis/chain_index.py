@@ -316,6 +316,28 @@ def _run_value(rule, terminal) -> Optional[tuple]:
     return alt[0]
 
 
+def runs_within(full: Dict[int, Run], picked: Sequence[int]) -> Dict[int, Run]:
+    """The runs of the rules at positions ``picked`` (sorted) of a chain whose runs are ``full``
+    (find_runs of the whole chain), by position in ``picked``: each run's picked rules, where
+    MIN_RUN or more. (find_runs of the picked rules would also join runs that rules left out
+    separate: walked apart, they give the same regions.) The whole run's sorted values are
+    filtered, not sorted again: an index picks most of a 100,000-rule chain on every walk."""
+    out: Dict[int, Run] = {}
+    for run in full.values():
+        i0, i1 = bisect_left(picked, run.start), bisect_left(picked, run.end)
+        if i1 - i0 < MIN_RUN:
+            continue
+        if i1 - i0 == run.end - run.start:  # (every rule of it)
+            out[i0] = Run(i0, i1, run.dim, run.los, run.his, run.owner, run.values)
+            continue
+        # position in the run -> position in the part of it picked
+        moved = {picked[i] - run.start: i - i0 for i in range(i0, i1)}
+        kept = [(lo, hi, moved[k]) for lo, hi, k in zip(run.los, run.his, run.owner) if k in moved]
+        out[i0] = Run(i0, i1, run.dim, [lo for lo, _, _ in kept], [hi for _, hi, _ in kept], [k for _, _, k in kept],
+                      [run.values[picked[i] - run.start] for i in range(i0, i1)])
+    return out
+
+
 def find_runs(rules: Sequence, terminal) -> Dict[int, Run]:
     """{start position: Run} of the runs in ``rules`` (actions in ``terminal`` only)."""
     runs: Dict[int, Run] = {}

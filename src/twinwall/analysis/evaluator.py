@@ -22,7 +22,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from twinwall.analysis.chain_index import MIN_RUN, ChainIndex, Run, find_runs
+from twinwall.analysis.chain_index import MIN_RUN, ChainIndex, Run, find_runs, runs_within
 from twinwall.analysis.netfilter_walk import (  # noqa: F401 - re-exported: the audit's names
     CONNTRACK_HOOKS,
     CONNTRACK_PRIORITY,
@@ -534,7 +534,9 @@ class Evaluator(NetfilterWalk):
             return hit[1]
         if len(self._run_cache) >= 256:
             self._run_cache.clear()
-        runs = find_runs(rules, self._TERMINAL)
+        if chain.runs is None:
+            chain.runs = find_runs(chain.rules, self._TERMINAL)
+        runs = runs_within(chain.runs, picked)
         self._run_cache[key] = (chain, runs)
         return runs
 

@@ -784,3 +784,26 @@ def test_a_compact_walk_ends_a_run_of_drops_as_one_outcome_that_splits_into_the_
             if not runs:
                 assert _ordered_outcomes(compact_outcomes) == _ordered_outcomes(exact)
     assert compacted >= 40  # most uniform blocklists compact, in both walks
+
+
+def test_the_runs_of_rules_an_index_picked_are_the_runs_find_runs_makes_of_them():
+    """runs_within: each run of a chain, cut to the rules picked, is the run find_runs makes of
+    those rules (same values, sorted the same, same owners), at its position among them."""
+    from twinwall.analysis.chain_index import MIN_RUN, find_runs, runs_within
+
+    terminal = frozenset((ACCEPT, DROP, REJECT))
+    checked = 0
+    for seed in range(30):
+        rng = random.Random(seed)
+        ev, _ = evaluator(blocklist_ruleset(rng, n=120))
+        rules = ev.rulesets[0].chain("filter", "INPUT").rules
+        full = find_runs(rules, terminal)
+        for keep in (1.0, 0.9, 0.6):
+            picked = sorted(i for i in range(len(rules)) if rng.random() < keep)
+            mine = [rules[i] for i in picked]
+            for at, run in runs_within(full, picked).items():
+                alone = find_runs(mine[at:run.end], terminal)[0]
+                assert (run.start, run.end - run.start) == (at, alone.end)
+                assert (run.los, run.his, run.owner, run.values, run.union) == (alone.los, alone.his, alone.owner, alone.values, alone.union)
+                checked += run.end - run.start >= MIN_RUN
+    assert checked >= 30
