@@ -429,8 +429,13 @@ class Evaluator(NetfilterWalk):
             # a chain that is mostly runs (a blocklist) is walked past them a binary search per
             # flow already: indexing its 100,000 values again would only cost time and memory
             runs = self.runs_of(chain, rules, None) if len(rules) >= MIN_RUN else None
-            in_runs = sum(r.end - r.start for r in runs.values()) if runs else 0
-            mostly_runs = in_runs >= len(rules) * RUN_SHARE
+            # (nor are rules that match nothing, in a run or not: an inet chain's rules of the
+            # other family, which the walk steps over at no cost)
+            in_run = bytearray(len(rules))
+            for r in (runs or {}).values():
+                in_run[r.start:r.end] = b"\x01" * (r.end - r.start)
+            covered = sum(1 for flag, rule in zip(in_run, rules) if flag or not rule.alternatives)
+            mostly_runs = covered >= len(rules) * RUN_SHARE
             index = chain.index = (not mostly_runs and ChainIndex.build(rules)) or False
         return index
 
