@@ -393,6 +393,10 @@ def _sources_text(src: tuple, family: str) -> str:
         except_ = cidrs(denied, family) if len(denied) <= 8 else ()
         if except_ and len(except_) <= 2:
             return "all except " + ",".join(_host(c) for c in except_)
+        if cidr_count_over(src, cidr_count(denied)):
+            # everyone but a list (a blocklist): the first few left out, not the first
+            # blocks of what is left ("0.0.0.0/1,128.0.0.0/2,..." says nothing)
+            return "all except " + _first([_host(c) for c in to_cidrs(denied[:3], family)], 2)
     return _first([_host(c) for c in first], 2)
 
 

@@ -194,6 +194,8 @@ def test_everyone_but_a_blocklist_is_the_whole_space_except_it():
     assert "allowed_sources_except" not in service(report).verdicts["ipv4"].to_json()
     from twinwall.report.formats.html import _verdict_cell
     assert "all except 2001:db8::1/128, 2001:db8:100::2/128 and 10 more" in _verdict_cell(doc)
+    # the table says it alike: the first addresses left out, not the first blocks let in
+    assert v6.summary() == "restricted (all except 2001:db8::1,2001:db8:100::2,...)"
 
 
 def test_the_compact_document_writes_a_blocklist_once():
