@@ -29,6 +29,7 @@ from twinwall.netfilter.packetset import (
     merge_boxes,
     ranges_text,
     remote_sources,
+    iv_touching,
     to_cidrs,
 )
 from twinwall.model import IPV4, IPV6, ListeningSocket
@@ -344,14 +345,20 @@ def cidrs(a: tuple, family: str) -> List[str]:
 
 @lru_cache(maxsize=4096)
 def _cidrs_cached(a: tuple, family: str) -> Tuple[str, ...]:
-    plain = cidr_count(a)
-    if plain > 4:
-        # "everything but 203.0.113.0/24" is shorter with the martians put back (counted
-        # before spelling: a set cut by a blocklist has hundreds of thousands of blocks)
-        folded = iv_or(a, _martians(family))
-        if cidr_count(folded) < plain:
-            return tuple(to_cidrs(folded, family))
+    if cidr_count_over(a, 4) and _folding_shortens(a, family):
+        # "everything but 203.0.113.0/24" is shorter with the martians put back
+        return tuple(to_cidrs(iv_or(a, _martians(family)), family))
     return tuple(to_cidrs(a, family))
+
+
+def _folding_shortens(a: tuple, family: str) -> bool:
+    """Whether ``a`` with the martian ranges put back has fewer CIDR blocks than ``a``, counted
+    where they differ only: the intervals of ``a`` that overlap or touch a martian range (the
+    others are the same blocks either way). A set cut by a blocklist has hundreds of thousands
+    of blocks, counted twice per verdict before."""
+    martians = _martians(family)
+    near = iv_touching(a, martians)
+    return cidr_count(iv_or(near, martians)) < cidr_count(near)
 
 
 # "Everyone but a blocklist" is hundreds of thousands of CIDRs (~30 per blocked IPv4 address,
@@ -404,11 +411,8 @@ def _sources_text(src: tuple, family: str) -> str:
 def _first_cidrs(a: tuple, family: str, n: int) -> Tuple[str, ...]:
     """``cidrs(a, family)[:n]``, without spelling the rest."""
     chosen = a
-    plain = cidr_count(a)
-    if plain > 4:
-        folded = iv_or(a, _martians(family))
-        if cidr_count(folded) < plain:
-            chosen = folded
+    if cidr_count_over(a, 4) and _folding_shortens(a, family):
+        chosen = iv_or(a, _martians(family))
     return tuple(to_cidrs(chosen[:n], family)[:n])
 
 

@@ -187,6 +187,13 @@ def iv_meets(a: IntervalSet, b: IntervalSet) -> bool:
     return False
 
 
+def iv_touching(a: IntervalSet, b: IntervalSet) -> IntervalSet:
+    """The intervals of ``a`` that overlap or touch one of ``b`` (a few, found by a binary search
+    per interval of ``b``): all that iv_or(a, b) can change of ``a``."""
+    hit = sorted({k for lo, hi in b for k in range(*_span(a, lo - 1, hi + 1))})
+    return tuple(a[k] for k in hit)
+
+
 def iv_inside(a: IntervalSet, b: IntervalSet) -> bool:
     """Whether every value of ``a`` is in ``b`` (not iv_sub(a, b), without building the
     difference): a binary search per interval of the shorter one - of ``a`` per gap of ``b``

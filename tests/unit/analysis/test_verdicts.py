@@ -220,3 +220,24 @@ def test_the_compact_document_writes_a_blocklist_once():
 
 def service_json(doc):
     return next(s for s in doc["services"] if s["port"] == 22)
+
+
+def test_folding_the_martians_in_is_decided_as_the_whole_count_would():
+    """_folding_shortens counts only near the martian ranges: it must answer as counting the
+    whole set with and without them does."""
+    import random
+
+    from twinwall.analysis.verdicts import _folding_shortens, _martians
+    from twinwall.netfilter.packetset import cidr_count, iv_normalize, iv_or
+
+    rng = random.Random(7)
+    for family, bits in (("ipv4", 32), ("ipv6", 128)):
+        edges = [x for lo, hi in _martians(family) for x in (lo, hi)]
+        for _ in range(300):
+            pairs = []
+            for _ in range(rng.randint(1, 12)):
+                at = rng.choice(edges) + rng.randint(-3, 3) if rng.random() < 0.7 else rng.randrange(1 << bits)
+                lo = max(0, min(at, (1 << bits) - 1))
+                pairs.append((lo, min(lo + rng.choice([0, 1, 5, 255, 1 << 20]), (1 << bits) - 1)))
+            a = iv_normalize(pairs)
+            assert _folding_shortens(a, family) == (cidr_count(iv_or(a, _martians(family))) < cidr_count(a)), (family, a)

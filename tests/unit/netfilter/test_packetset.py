@@ -13,6 +13,7 @@ from twinwall.netfilter.packetset import (
     iv_and,
     iv_contains,
     iv_inside,
+    iv_touching,
     iv_meets,
     cidr_count,
     cidr_count_over,
@@ -43,6 +44,16 @@ def test_interval_algebra_matches_sets(a, b):
     assert points(iv_or(a, b)) == points(a) | points(b)
     for result in (iv_and(a, b), iv_sub(a, b), iv_or(a, b)):
         assert result == iv_normalize(result)  # stays sorted, disjoint, non-adjacent
+
+
+@given(intervals, intervals)
+def test_the_intervals_a_union_can_change_are_those_touching(a, b):
+    near = iv_touching(a, b)
+    assert set(near) <= set(a)
+    rest = tuple(x for x in a if x not in near)
+    # what is not near stays as it is in the union, apart from the rest of it
+    assert iv_or(a, b) == iv_normalize(list(rest) + list(iv_or(near, b)))
+    assert not any(points(((lo - 1, hi + 1),)) & points(b) for lo, hi in rest)
 
 
 @given(intervals, st.integers(0, 3))
