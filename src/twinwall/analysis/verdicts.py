@@ -345,10 +345,15 @@ def cidrs(a: tuple, family: str) -> List[str]:
 
 @lru_cache(maxsize=4096)
 def _cidrs_cached(a: tuple, family: str) -> Tuple[str, ...]:
+    return tuple(to_cidrs(_spelled_set(a, family), family))
+
+
+def _spelled_set(a: tuple, family: str) -> tuple:
+    """The set whose CIDRs say ``a``: ``a``, or ``a`` with the martian ranges put back where that
+    is shorter ("everything but 203.0.113.0/24"; no packet carries a martian source)."""
     if cidr_count_over(a, 4) and _folding_shortens(a, family):
-        # "everything but 203.0.113.0/24" is shorter with the martians put back
-        return tuple(to_cidrs(iv_or(a, _martians(family)), family))
-    return tuple(to_cidrs(a, family))
+        return iv_or(a, _martians(family))
+    return a
 
 
 def _folding_shortens(a: tuple, family: str) -> bool:
@@ -410,10 +415,7 @@ def _sources_text(src: tuple, family: str) -> str:
 @lru_cache(maxsize=4096)
 def _first_cidrs(a: tuple, family: str, n: int) -> Tuple[str, ...]:
     """``cidrs(a, family)[:n]``, without spelling the rest."""
-    chosen = a
-    if cidr_count_over(a, 4) and _folding_shortens(a, family):
-        chosen = iv_or(a, _martians(family))
-    return tuple(to_cidrs(chosen[:n], family)[:n])
+    return tuple(to_cidrs(_spelled_set(a, family)[:n], family)[:n])
 
 
 def _host(cidr: str) -> str:
