@@ -614,6 +614,8 @@ def box_sub(box: Box, constraint: Constraint) -> List[Box]:
 
 def split(box: Box, alternatives: Sequence[Constraint]) -> Tuple[List[Box], List[Box]]:
     """Split a box by a disjunction of constraints into (matched boxes, unmatched boxes)."""
+    if len(alternatives) == 1 and len(alternatives[0]) == 1:
+        return _split_one(box, alternatives[0][0])
     matched: List[Box] = []
     rest = [box]
     for constraint in alternatives:
@@ -633,6 +635,23 @@ def split(box: Box, alternatives: Sequence[Constraint]) -> Tuple[List[Box], List
         if not rest:
             break
     return matched, rest
+
+
+def _split_one(box: Box, match: Tuple[int, Any]) -> Tuple[List[Box], List[Box]]:
+    """split() by one constraint on one dimension ("-s PREFIX", "--dport P", a state): the
+    commonest rule of all, and the same boxes as box_and and box_sub give, with the inside
+    computed once rather than by both."""
+    dim, value = match
+    cur = box[dim]
+    mask = dim in MASK_DIMS
+    inside = cur & value if mask else iv_and(cur, value)
+    if not inside:
+        return [], [box]
+    if inside is cur:
+        return [box], []
+    outside = cur & ~value if mask else iv_sub(cur, value)
+    head, tail = box[:dim], box[dim + 1:]
+    return [head + (inside,) + tail], [head + (outside,) + tail] if outside else []
 
 
 def covers(boxes: Sequence[Box], target: Box, dims: Sequence[int]) -> bool:

@@ -9,6 +9,7 @@ from twinwall.netfilter.interfaces import InterfaceUniverse
 from twinwall.netfilter.packetset import (
     box_and,
     box_meets,
+    box_sub,
     covers,
     iv_and,
     iv_contains,
@@ -141,6 +142,16 @@ def test_split_partitions_the_box(b, alternatives):
     assert got_rest == box_points(b) - want_matched
     # the pieces are disjoint
     assert sum(len(box_points(from_box(x))) for x in matched + rest) == len(box_points(b))
+
+
+@settings(max_examples=300)
+@given(box2, st.sampled_from([0, 1, 8]).flatmap(lambda d: st.tuples(st.just(d), st.integers(0, 7) if d == 8 else intervals)))
+def test_a_one_dimension_split_is_the_general_one(b, match):
+    """One constraint on one dimension takes a shortcut: the boxes of box_and and box_sub."""
+    box = as_box(b)
+    general = box_and(box, (match,))
+    want = ([], [box]) if general is None else ([general], [] if general is box else box_sub(box, (match,)))
+    assert split(box, [(match,)]) == want
 
 
 @given(st.lists(box2, min_size=1, max_size=5))
