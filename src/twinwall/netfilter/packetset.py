@@ -372,6 +372,8 @@ def prefix_interval(network: str, family: str) -> Interval:
         n = int(plen) if plen else bits
         if raw is not None and n <= bits:
             value = int.from_bytes(raw, "big")
+            if n == bits:
+                return value, value  # (one address: one integer, not two equal ones)
             host = (1 << (bits - n)) - 1
             return value & ~host, value | host
     net = ipaddress.ip_network(network, strict=False)
