@@ -20,7 +20,7 @@ from twinwall.analysis import neutral_space as NS
 from twinwall.analysis.diff import compare as D
 from twinwall.analysis.diff.describe import describe_region
 from twinwall.analysis.context import build_contexts
-from twinwall.netfilter.packetset import CT_NAMES, ICMP, NDIMS, prefix_interval
+from twinwall.netfilter.packetset import CT_NAMES, CT_NEW, ICMP, NDIMS, PROTO, STATE, prefix_interval
 from twinwall.netfilter.ruleset import Rule
 from twinwall.loader import load_rulesets
 from twinwall.model import HostSnapshot, RulesetText
@@ -381,3 +381,126 @@ def test_single_match_fast_path_lifts_as_the_general_path(prefix, dim, unknown, 
         rule = Rule("filter", "INPUT", 1, "-A INPUT ...", alts, ("limit",) if unknown else (), "ACCEPT")
         lifted = RW._lift_rule(rule, "rules.v4", roles, {})
         assert (lifted.must, lifted.may) == RW._lift_alts(alts, unknown, roles), (alts, unknown)
+
+
+# ---------------------------------------------------------------------------------------------
+# NAT: the diff's regions for rewritten flows agree with the evaluator packet by packet. The
+# role walk narrows a rewritten flow's origin by what the rules after NAT see; a region wider or
+# narrower than the packets NAT really sent on would show here as a packet whose verdict is not
+# the region's.
+
+# a host behind this one (a DNAT target): in the global role, so a "may" address over there;
+# the rewritten ports, so that filter rules after NAT can tell rewritten packets apart
+NAT_HOST = ("198.51.100.7", "2001:db8:b::7")
+NAT_PORTS = [22, 25, 80, 443, 8080]
+
+
+@dataclass(frozen=True)
+class N:
+    """A nat PREROUTING (or OUTPUT) rule."""
+
+    chain: str
+    proto: str
+    dport: Tuple[int, int]
+    target: str  # DNAT, REDIRECT, RETURN, ACCEPT
+    to_port: Optional[int] = None
+    iif: Optional[str] = None
+
+    def text(self, family: str) -> str:
+        parts = [f"-A {self.chain}", f"-p {self.proto}", f"--dport {self.dport[0]}:{self.dport[1]}"]
+        if self.iif:
+            parts.insert(1, f"-i {self.iif}")
+        if self.target == "DNAT":
+            host = NAT_HOST[0] if family == "ipv4" else f"[{NAT_HOST[1]}]"
+            parts.append(f"-j DNAT --to-destination {host}" + (f":{self.to_port}" if self.to_port else ""))
+        elif self.target == "REDIRECT":
+            parts.append(f"-j REDIRECT --to-ports {self.to_port}")
+        else:
+            parts.append(f"-j {self.target}")
+        return " ".join(parts)
+
+
+@st.composite
+def nat_rules(draw, chain: str) -> N:
+    proto = draw(st.sampled_from(["tcp", "udp"]))
+    lo = draw(st.sampled_from(NAT_PORTS))
+    hi = draw(st.sampled_from([lo, lo, min(65535, lo + 100)]))
+    target = draw(st.sampled_from(["DNAT", "DNAT", "REDIRECT", "RETURN", "ACCEPT"]))
+    to_port = draw(st.sampled_from(NAT_PORTS)) if target == "REDIRECT" else draw(st.none() | st.sampled_from(NAT_PORTS))
+    iif = draw(st.none() | st.sampled_from(["eth0", "eth1"])) if chain == "PREROUTING" else None
+    return N(chain, proto, (lo, hi), target, to_port if target in ("DNAT", "REDIRECT") else None, iif)
+
+
+@st.composite
+def filter_after_nat(draw, chain: str, exact: bool) -> R:
+    """Filter rules that look at what NAT rewrote: the rewritten port and (not ``exact``) the
+    NAT host, a "may" address."""
+    proto = draw(st.sampled_from(["tcp", "udp"]))
+    port = draw(st.sampled_from(NAT_PORTS))
+    dst = draw(st.sampled_from([None, "prefix"])) if chain == "FORWARD" and not exact else None
+    state = draw(st.none() | st.just(("NEW",)))
+    return R(chain, proto, dport=(port, port), dst=dst, state=state, target=draw(st.sampled_from(["ACCEPT", "DROP", "REJECT"])))
+
+
+@st.composite
+def nat_policies(draw, exact: bool = False):
+    nat = draw(st.lists(nat_rules("PREROUTING"), max_size=4)) + draw(st.lists(nat_rules("OUTPUT"), max_size=2))
+    filt: List[R] = []
+    for chain in ("INPUT", "FORWARD", "OUTPUT"):
+        filt += draw(st.lists(filter_after_nat(chain, exact), max_size=3))
+    pol = {c: draw(st.sampled_from(["ACCEPT", "DROP"])) for c in ("INPUT", "FORWARD", "OUTPUT")}
+    return nat, filt, pol
+
+
+def render_nat(nat: Sequence[N], filt: Sequence[R], pol: Dict[str, str], family: str) -> str:
+    lines = ["*nat"] + [f":{c} ACCEPT [0:0]" for c in ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")]
+    lines += [r.text(family) for r in nat] + ["COMMIT"]
+    return "\n".join(lines) + "\n" + render(filt, pol, family)
+
+
+NAT_EXAMPLE = (
+    [N("PREROUTING", "tcp", (8080, 8080), "DNAT", 80), N("PREROUTING", "tcp", (22, 122), "REDIRECT", 22),
+     N("OUTPUT", "udp", (25, 25), "DNAT", None)],
+    [R("FORWARD", "tcp", dport=(80, 80), dst="prefix", target="ACCEPT"), R("INPUT", "tcp", dport=(22, 22), target="ACCEPT"),
+     R("OUTPUT", "udp", dport=(25, 25), target="REJECT")],
+    {"INPUT": "DROP", "FORWARD": "DROP", "OUTPUT": "ACCEPT"},
+)
+
+
+@SETTINGS
+@given(nat_policies(), nat_policies(), st.integers(0, 2**32))
+@example(NAT_EXAMPLE, ([], [], {"INPUT": "DROP", "FORWARD": "DROP", "OUTPUT": "ACCEPT"}), 3)
+@example(NAT_EXAMPLE, (NAT_EXAMPLE[0][:1], NAT_EXAMPLE[1], NAT_EXAMPLE[2]), 4)
+def test_nat_regions_contain_the_evaluator_verdict(pol4, pol6, seed):
+    ctxs = contexts(render_nat(*pol4, "ipv4"), render_nat(*pol6, "ipv6"))
+    result = D.diff_contexts(ctxs, keep_regions=True)
+    rnd = random.Random(seed)
+    check_against_evaluator(ctxs, result, rnd, 40, exact=False)
+    # and the packets NAT rewrote: every rule's own port, from each side's point of view
+    ports = sorted({p for n in pol4[0] + pol6[0] for p in (n.dport[0], n.dport[1], n.to_port or 0)})
+    for _ in range(20 if ports else 0):
+        hook = rnd.choice(result.hooks)
+        point = list(random_point(result, hook, rnd, ports))
+        point[PROTO] = ((rnd.choice([6, 17]),) * 2,)
+        point[ICMP] = ((NS.TWINNED[0][0],) * 2,)
+        point[STATE] = CT_NEW  # what nat sees
+        point = tuple(point)
+        sa, sb = result.lookup(hook, point)
+        for ctx, side in ((ctxs["ipv4"], sa), (ctxs["ipv6"], sb)):
+            packet = concrete(ctx, point, rnd)
+            if packet is None:
+                continue
+            got = evaluator_verdicts(ctx, hook, packet)
+            assert got <= set(side), (ctx.family, hook, packet, got, side)
+
+
+@SETTINGS
+@given(nat_policies(exact=True), nat_policies(exact=True), st.integers(0, 2**32))
+@example((NAT_EXAMPLE[0], NAT_EXAMPLE[1][1:], NAT_EXAMPLE[2]), ([], [], {"INPUT": "DROP", "FORWARD": "DROP", "OUTPUT": "ACCEPT"}), 5)
+def test_nat_regions_are_exact_where_no_rule_names_an_address(pol4, pol6, seed):
+    """The DNAT target is one address, the filter rules after NAT name none: every region of a
+    rewritten flow is single-verdict where the evaluator says so (narrow_origin keeps no wider
+    origin than the packets NAT really rewrote)."""
+    ctxs = contexts(render_nat(*pol4, "ipv4"), render_nat(*pol6, "ipv6"))
+    result = D.diff_contexts(ctxs, keep_regions=True)
+    check_against_evaluator(ctxs, result, random.Random(seed), 40, exact=True)
