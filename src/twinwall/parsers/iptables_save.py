@@ -214,6 +214,20 @@ def tokenize(line: str) -> List[str]:
     return out
 
 
+# the general path's built-in options (compile_general), each to what it is
+_OPT_TARGET, _OPT_PROTOCOL, _OPT_SRC, _OPT_DST, _OPT_IIF, _OPT_OIF, _OPT_FRAGMENT, _OPT_MATCH, _OPT_COUNTERS = range(9)
+_OPTION_CODE = {
+    "-j": _OPT_TARGET, "--jump": _OPT_TARGET, "-g": _OPT_TARGET, "--goto": _OPT_TARGET,
+    "-p": _OPT_PROTOCOL, "--protocol": _OPT_PROTOCOL,
+    "-s": _OPT_SRC, "--source": _OPT_SRC, "--src": _OPT_SRC,
+    "-d": _OPT_DST, "--destination": _OPT_DST, "--dst": _OPT_DST,
+    "-i": _OPT_IIF, "--in-interface": _OPT_IIF, "-o": _OPT_OIF, "--out-interface": _OPT_OIF,
+    "-f": _OPT_FRAGMENT, "--fragment": _OPT_FRAGMENT,
+    "-m": _OPT_MATCH, "--match": _OPT_MATCH,
+    "-c": _OPT_COUNTERS, "--set-counters": _OPT_COUNTERS,
+}
+
+
 class RuleSyntaxError(ValueError):
     pass
 
@@ -601,51 +615,31 @@ class _Compiler:
             if not conj[dim]:
                 never = True
 
+        opt_code = _OPTION_CODE.get
         while i < n:
             tok = tokens[i]
             i += 1
             if tok == "!":
                 negate = True
                 continue
-            args: List[str] = []
-            while i < n and (isinstance(tokens[i], Quoted) or not (tokens[i].startswith("-") and len(tokens[i]) > 1) and tokens[i] != "!"):
-                args.append(tokens[i])
-                i += 1
+            # the option's arguments: the tokens up to the next option or "!" (a quoted token is
+            # always an argument; an unquoted one is never empty)
+            j = i
+            while j < n:
+                t = tokens[j]
+                if t.__class__ is str and ((t[0] == "-" and len(t) > 1) or t == "!"):
+                    break
+                j += 1
+            args: List[str] = tokens[i:j]
+            i = j
             neg, negate = negate, False
-            if tok in ("-j", "--jump", "-g", "--goto"):
-                if not args:
-                    raise RuleSyntaxError("target missing")
-                kind = Action.GOTO if tok in ("-g", "--goto") else Action.JUMP
-                target = args[0]
-                # everything after the target belongs to it
-                target_args = tokens[i:]
-                break
-            if tok in ("-p", "--protocol"):
-                proto_name = args[0].lower()
-                value = self.protocol(proto_name)
-                if value is not None:
-                    add(PROTO, value, neg)
-                if proto_name in PORT_PROTOCOLS or proto_name in ("icmp", "icmpv6", "ipv6-icmp"):
-                    module = proto_name
+            code = opt_code(tok)
+            if code is None:
+                pass
+            elif code == _OPT_SRC or code == _OPT_DST:
+                add(SRC if code == _OPT_SRC else DST, self.addresses(args[0]), neg)
                 continue
-            if tok in ("-s", "--source", "--src"):
-                add(SRC, self.addresses(args[0]), neg)
-                continue
-            if tok in ("-d", "--destination", "--dst"):
-                add(DST, self.addresses(args[0]), neg)
-                continue
-            if tok in ("-i", "--in-interface"):
-                add(IIF, self.iface(args[0]), neg)
-                continue
-            if tok in ("-o", "--out-interface"):
-                add(OIF, self.iface(args[0]), neg)
-                continue
-            if tok in ("-f", "--fragment"):
-                # Only non-first fragments match -f; a connection's first packet never does.
-                if not neg:
-                    never = True
-                continue
-            if tok in ("-m", "--match"):
+            elif code == _OPT_MATCH:
                 module = args[0]
                 if module == "addrtype":
                     addrtypes.append({})
@@ -657,7 +651,31 @@ class _Compiler:
                 elif module in UNDECIDABLE_MATCHES or module not in DECIDABLE_MATCHES:
                     unknown.append(module)
                 continue
-            if tok in ("-c", "--set-counters"):
+            elif code == _OPT_TARGET:
+                if not args:
+                    raise RuleSyntaxError("target missing")
+                kind = Action.GOTO if tok in ("-g", "--goto") else Action.JUMP
+                target = args[0]
+                # everything after the target belongs to it
+                target_args = tokens[i:]
+                break
+            elif code == _OPT_PROTOCOL:
+                proto_name = args[0].lower()
+                value = self.protocol(proto_name)
+                if value is not None:
+                    add(PROTO, value, neg)
+                if proto_name in PORT_PROTOCOLS or proto_name in ("icmp", "icmpv6", "ipv6-icmp"):
+                    module = proto_name
+                continue
+            elif code == _OPT_IIF or code == _OPT_OIF:
+                add(IIF if code == _OPT_IIF else OIF, self.iface(args[0]), neg)
+                continue
+            elif code == _OPT_FRAGMENT:
+                # Only non-first fragments match -f; a connection's first packet never does.
+                if not neg:
+                    never = True
+                continue
+            else:  # _OPT_COUNTERS
                 continue
             if not tok.startswith("--"):
                 raise RuleSyntaxError(f"unexpected {tok!r}")
