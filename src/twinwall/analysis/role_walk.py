@@ -23,6 +23,7 @@ from twinwall.analysis.netfilter_walk import (
     remap_repeats,
 )
 from twinwall.analysis.chain_index import ChainIndex
+from twinwall.analysis.labels import RuleRun
 from twinwall.netfilter.packetset import (
     CT_PRE_ALL,
     DPORT,
@@ -50,11 +51,14 @@ from twinwall.netfilter.packetset import (
 )
 from twinwall.analysis.roles import GLOBAL, HOST, LOOPBACK, AddressRoles, role_set
 from twinwall.netfilter.ruleset import (
+    ACCEPT,
     CONTINUE,
     DNAT,
+    DROP,
     GOTO,
     JUMP,
     REDIRECT,
+    REJECT,
     RETURN,
     UNKNOWN,
     BaseChain,
@@ -88,10 +92,11 @@ class _XRule:
         self.nat_port = nat_port
         self.rule = rule
         self.source = source
-        self._decision: Optional[Decision] = None
+        # (a RuleRun when this rule stands for a run of rules: see _collapse_runs)
+        self._decision: Any = None
 
     @property
-    def decision(self) -> Decision:
+    def decision(self) -> Any:
         d = self._decision
         if d is None:
             r = self.rule
@@ -225,6 +230,53 @@ def _lift_rule(rule, source: str, roles: AddressRoles, cache: Dict) -> _XRule:
     return _XRule(must, may, rule, source, nat_dst, nat_port)
 
 
+# actions a run of indistinguishable rules may share: each rule ends the very same copies
+_RUN_ACTIONS = frozenset((DROP, REJECT, ACCEPT))
+
+
+def _runs_from(xr: _XRule) -> bool:
+    """Whether a lifted rule can be part of a run (_collapse_runs): it only *may* match (its
+    prefixes cover part of a role), and it ends what it matches."""
+    r = xr.rule
+    return (xr.action in _RUN_ACTIONS and not xr.must and bool(xr.may) and not r.unknown and not r.logs
+            and xr.nat_dst is None and xr.nat_port is None)
+
+
+def _collapse_runs(rules: List[_XRule], source: str) -> List[_XRule]:
+    """A chain's lifted rules with each run of consecutive rules that are indistinguishable at
+    role level - the same "may" constraints, the same terminal action (DROP, REJECT, ACCEPT),
+    consecutive numbers - as its first rule alone, deciding for the run (a RuleRun).
+
+    A "may" match leaves the flows as they were and sends copies of them into the rule: each
+    rule of such a run ends the very same copies as the first, with its own Decision. Walked
+    rule by rule a blocklist's 100,000 "-s ADDR/32 -j DROP" end 100,000 copies of each flow,
+    one Outcome each; as a run, one whose label is the RuleRun (analysis.labels). A rule that
+    must match for some packets ends them alone (the next identical rule never sees them), a
+    LOG, a jump, a NAT rule or one with a match twinwall cannot decide is not part of a run."""
+    out: List[_XRule] = []
+    n = len(rules)
+    i = 0
+    while i < n:
+        xr = rules[i]
+        j = i + 1
+        if _runs_from(xr):
+            r = xr.rule
+            may, action, table, chain = xr.may, xr.action, r.table, r.chain
+            number = r.number
+            while j < n:
+                nx = rules[j]
+                nr = nx.rule
+                if not (nx.may is may or nx.may == may) or nx.action != action or not _runs_from(nx) \
+                        or nr.number != number + (j - i) or nr.table != table or nr.chain != chain:
+                    break
+                j += 1
+            if j - i > 1:
+                xr._decision = RuleRun(table, chain, source, r.action, number, [x.rule for x in rules[i:j]])
+        out.append(xr)
+        i = j
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # merging regions
 
@@ -246,7 +298,9 @@ class _Flow:
     def __init__(self, box: Box, origin: Optional[Box], label: FrozenSet[Decision]):
         self.box = box
         self.origin = origin  # None: not rewritten (same as box)
-        self.label = label  # the ACCEPT rule/policy that let it through the last base chain
+        # the ACCEPT rule/policy that let it through the last base chain (a Decision, or the
+        # RuleRun of a run of rules: analysis.labels)
+        self.label = label
 
 
 _NO_LABEL: FrozenSet[Decision] = frozenset()
@@ -313,7 +367,8 @@ class Outcome(NamedTuple):
     """Packets as they were sent (role level), their verdict and the rules that decided it.
 
     A named tuple: the (origin, verdict, label) that the comparison projects as it is, and a
-    walk of many small chains makes one per rule (13,000 a family on the chains shape)."""
+    walk of many small chains makes one per rule (13,000 a family on the chains shape). The
+    label's items are Decisions and RuleRuns (analysis.labels)."""
 
     origin: Box
     verdict: str
@@ -353,6 +408,9 @@ class RoleWalker(NetfilterWalk):
     MERGE_AT = 2  # merge the flows of a chain walk once there are more than this
     # (its jump memo and merging after every rule keep the many-small-chains shape linear)
     PARK = False
+    # walk each run of rules indistinguishable at role level as one rule (_collapse_runs);
+    # False walks them rule by rule (the tests compare the two)
+    collapse_runs = True
 
     def __init__(self, rulesets: Sequence[Ruleset], roles: AddressRoles, universe: Any, local_addresses: Any,
                  owns_rules: bool = False):
@@ -472,6 +530,8 @@ class RoleWalker(NetfilterWalk):
         if got is None:
             source, roles, cache = rs.source, self.roles, self._lift_cache
             got = [_lift_rule(r, source, roles, cache) for r in chain.rules]
+            if self.collapse_runs and len(got) > 1:
+                got = _collapse_runs(got, source)
             # (most chains have no "may"-only jump, and so no run of them: a service chain's
             # accepts and RETURN)
             if any(not xr.must and (xr.action == JUMP or xr.action == GOTO) for xr in got):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, FrozenSet, List
+import heapq
+from itertools import islice
+from typing import TYPE_CHECKING, Dict, FrozenSet, Iterable, List
 
 from twinwall.analysis.diff.compare import DiffResult, Region
 from twinwall.analysis.diff.describe import describe_region, only_classes, verdict_of
+from twinwall.analysis.labels import RuleRun, label_size
 
 if TYPE_CHECKING:  # (a diff of one snapshot does not load the change's audit machinery)
     from twinwall.analysis.diff.change import ChangeResult
@@ -16,11 +19,23 @@ MAX_RULES = 3  # rules named per verdict in one line; the JSON has them all
 def _rules(decs: FrozenSet) -> str:
     if not decs:
         return "no rule"
-    chosen = sorted(decs, key=_order)[:MAX_RULES]
+    chosen = _first_rules(decs, MAX_RULES)
     texts = [d.describe() for d in chosen]
-    if len(decs) > MAX_RULES:
-        texts.append(f"... {len(decs) - MAX_RULES} more")
+    n = label_size(decs)
+    if n > MAX_RULES:
+        texts.append(f"... {n - MAX_RULES} more")
     return "; ".join(texts)
+
+
+def _first_rules(decs: FrozenSet, k: int) -> List:
+    """The first ``k`` rules of a label in _order, its RuleRuns (consecutive rules of one chain,
+    in order) expanded only as far as needed."""
+    runs = [d for d in decs if type(d) is RuleRun]
+    if not runs:
+        return sorted(decs, key=_order)[:k]
+    streams: List[Iterable] = [sorted((d for d in decs if type(d) is not RuleRun), key=_order)]
+    streams.extend(islice(r.decisions(), k) for r in runs)
+    return list(islice(heapq.merge(*streams, key=_order), k))
 
 
 def _order(d) -> tuple:

@@ -66,6 +66,7 @@ from twinwall.analysis.diff.describe import (
     side_rule,
     verdict_of,
 )
+from twinwall.analysis.labels import same_rules, share_rules
 from twinwall.analysis.parallel import FORK_MIN_RULES, can_fork, run_jobs, worth_forking
 from twinwall.analysis.role_walk import Outcome, RoleWalker, merge_tuples
 from twinwall.analysis.roles import (
@@ -195,8 +196,10 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     # sides share none, the rules of a region covered by a box that cites one are not the same
     cites = [any(lb for labels in per[0].values() for lb in labels) or any(lb for labels in per[1].values() for lb in labels)
              for per in box_sides]
+    # (label items: Decisions and RuleRuns, which the two walks may cut differently: see
+    # analysis.labels)
     cited_a = {d for per in box_sides for labels in per[0].values() for lb in labels for d in lb}
-    shared = any(d in cited_a for per in box_sides for labels in per[1].values() for lb in labels for d in lb)
+    shared = share_rules(cited_a, (d for per in box_sides for labels in per[1].values() for lb in labels for d in lb))
     del cited_a
     verdict_pairs: Dict[Tuple[int, int], Tuple[FrozenSet[str], FrozenSet[str]]] = {}
     sides_known: Dict[FrozenSet[int], tuple] = {}
@@ -282,7 +285,7 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
                         same = False  # (the sides cite no rule in common: IPv4 and IPv6)
                     else:
                         ua, ub = united(covering)
-                        same = ua == ub
+                        same = ua == ub or (ua.keys() == ub.keys() and all(same_rules(ua[v], ub[v]) for v in ua))
                     same_known[covering] = same
                 if same:
                     continue

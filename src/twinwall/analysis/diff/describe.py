@@ -46,6 +46,7 @@ from twinwall.netfilter.packetset import (
     iv_sub,
     ranges_text,
 )
+from twinwall.analysis.labels import RuleRun, label_decisions, label_size
 from twinwall.analysis.roles import ROLE_NAMES
 from twinwall.model import IPV4
 from twinwall.netfilter.ruleset import NO_TABLE, Decision
@@ -200,22 +201,26 @@ def _runs(decs: FrozenSet[Decision], verbose: bool) -> Tuple[Tuple[Decision, Dec
     """The decisions as (first, last, count): the ``count`` rules of one chain (and source)
     between ``first`` and ``last`` that decided (those between them that are not counted
     decided nothing there); a policy or a chain's only rules as (d, d, 1). In the order of the
-    first's description."""
-    if verbose or len(decs) < RUN_MIN:
-        return tuple((d, d, 1) for d in sorted(decs, key=_described))
-    by_chain: Dict[tuple, List[Decision]] = {}
+    first's description. (``decs``: a label's items, its RuleRuns read as the rules they stand
+    for, expanded only where single rules are cited.)"""
+    if verbose or label_size(decs) < RUN_MIN:
+        return tuple((d, d, 1) for d in sorted(label_decisions(decs), key=_described))
+    # per chain its items: rules, and RuleRuns standing for their rules
+    by_chain: Dict[tuple, List] = {}
     out: List[Tuple[Decision, Decision, int]] = []
     for d in decs:
-        if d.policy is None and d.rule_number is not None:
+        if type(d) is RuleRun or d.policy is None and d.rule_number is not None:
             by_chain.setdefault((d.source, d.table, d.chain), []).append(d)
         else:
             out.append((d, d, 1))
     for members in by_chain.values():
-        if len(members) < RUN_MIN:
-            out.extend((d, d, 1) for d in members)
+        count = label_size(members)
+        if count < RUN_MIN:
+            out.extend((d, d, 1) for d in label_decisions(members))
             continue
-        members.sort(key=lambda d: d.rule_number or 0)  # (never None here)
-        out.append((members[0], members[-1], len(members)))
+        ends = [(m.first, m.last) if type(m) is RuleRun else (m, m) for m in members]
+        ends.sort(key=lambda e: e[0].rule_number or 0)  # (never None here)
+        out.append((ends[0][0], ends[-1][1], count))
     out.sort(key=lambda r: _described(r[0]))
     return tuple(out)
 
@@ -242,7 +247,7 @@ def _rule_text(decs: FrozenSet[Decision], verbose: bool = True, texts: bool = Tr
     if not decs:
         return "no rule (no chain decides it)"
     if verbose:
-        return "; ".join(sorted(_described(d) for d in decs))
+        return "; ".join(sorted(_described(d) for d in label_decisions(decs)))
     runs = _runs(decs, False)
     if texts or len(runs) <= PLACES_MAX:
         return "; ".join(_run_text(*r, texts) for r in runs)
@@ -255,7 +260,7 @@ def side_rule(side: Dict[str, FrozenSet[Decision]], verbose: bool = True, texts:
     the first and the last rule's text), and without ``texts`` (and ``verbose``) the rules of a
     side that more than one rule decided are named by their place only, 'table chain #number', the
     first ``PLACES_MAX`` of each verdict (the document's citations spell them all)."""
-    if not texts and len(side) == 1 and len(next(iter(side.values()))) == 1:
+    if not texts and len(side) == 1 and label_size(next(iter(side.values()))) == 1:
         texts = True  # one rule (a rule against a policy, the usual difference): spelled out
     if len(side) == 1:
         return _rule_text(next(iter(side.values())), verbose, texts)
