@@ -92,7 +92,7 @@ class _XRule:
         self.nat_port = nat_port
         self.rule = rule
         self.source = source
-        # (a RuleRun when this rule stands for a run of rules: see _collapse_runs)
+        # (a RuleRun when this rule stands for a run of rules: see _lift_collapsed)
         self._decision: Any = None
 
     @property
@@ -235,46 +235,78 @@ _RUN_ACTIONS = frozenset((DROP, REJECT, ACCEPT))
 
 
 def _runs_from(xr: _XRule) -> bool:
-    """Whether a lifted rule can be part of a run (_collapse_runs): it only *may* match (its
+    """Whether a lifted rule can be part of a run (_lift_collapsed): it only *may* match (its
     prefixes cover part of a role), and it ends what it matches."""
     r = xr.rule
     return (xr.action in _RUN_ACTIONS and not xr.must and bool(xr.may) and not r.unknown and not r.logs
             and xr.nat_dst is None and xr.nat_port is None)
 
 
-def _collapse_runs(rules: List[_XRule], source: str) -> List[_XRule]:
-    """A chain's lifted rules with each run of consecutive rules that are indistinguishable at
-    role level - the same "may" constraints, the same terminal action (DROP, REJECT, ACCEPT),
-    consecutive numbers - as its first rule alone, deciding for the run (a RuleRun).
+def _lift_collapsed(rules: Sequence[Rule], source: str, roles: AddressRoles, cache: Dict) -> List[_XRule]:
+    """A chain's rules lifted (_lift_rule), each run of consecutive rules that are
+    indistinguishable at role level - the same "may" constraints, the same terminal action
+    (DROP, REJECT, ACCEPT), consecutive numbers - as its first rule alone, deciding for the run
+    (a RuleRun, analysis.labels).
 
     A "may" match leaves the flows as they were and sends copies of them into the rule: each
     rule of such a run ends the very same copies as the first, with its own Decision. Walked
     rule by rule a blocklist's 100,000 "-s ADDR/32 -j DROP" end 100,000 copies of each flow,
-    one Outcome each; as a run, one whose label is the RuleRun (analysis.labels). A rule that
-    must match for some packets ends them alone (the next identical rule never sees them), a
-    LOG, a jump, a NAT rule or one with a match twinwall cannot decide is not part of a run."""
+    one Outcome each; as a run, one whose label is the RuleRun. A rule that must match for some
+    packets ends them alone (the next identical rule never sees them); a LOG, a jump, a NAT
+    rule or one with a match twinwall cannot decide is not part of a run (_runs_from).
+
+    (A rule of one address match that continues a run is told by its roles alone, not lifted:
+    a blocklist's rules, one "-s ADDR" each.)"""
     out: List[_XRule] = []
-    n = len(rules)
-    i = 0
-    while i < n:
-        xr = rules[i]
-        j = i + 1
-        if _runs_from(xr):
-            r = xr.rule
-            may, action, table, chain = xr.may, xr.action, r.table, r.chain
-            number = r.number
-            while j < n:
-                nx = rules[j]
-                nr = nx.rule
-                if not (nx.may is may or nx.may == may) or nx.action != action or not _runs_from(nx) \
-                        or nr.number != number + (j - i) or nr.table != table or nr.chain != chain:
-                    break
-                j += 1
-            if j - i > 1:
-                xr._decision = RuleRun(table, chain, source, r.action, number, [x.rule for x in rules[i:j]])
+    classify = roles.classify
+    head: Optional[_XRule] = None  # the first rule of the run going on, if any
+    members: List[Rule] = []
+    # of the run going on: its rules' action, where the next one is, and, when its first rule
+    # is one address match, its dimension and roles (what a rule like it must classify as)
+    action = table = chain = None
+    after = 0
+    dim: Optional[int] = None
+    pair: Any = None
+    for r in rules:
+        if head is not None:
+            if r.action == action and r.number == after and not r.unknown and not r.logs \
+                    and r.table == table and r.chain == chain:
+                alts = r.alternatives
+                if dim is not None and len(alts) == 1 and len(alts[0]) == 1 and alts[0][0][0] == dim:
+                    got = classify(alts[0][0][1])
+                    if got is pair or got == pair:
+                        members.append(r)
+                        after += 1
+                        continue
+                xr = _lift_rule(r, source, roles, cache)
+                if _runs_from(xr) and (xr.may is head.may or xr.may == head.may):
+                    members.append(r)
+                    after += 1
+                    continue
+            else:
+                xr = _lift_rule(r, source, roles, cache)
+            if len(members) > 1:
+                head._decision = _rule_run(members, source)
+            head = None
+        else:
+            xr = _lift_rule(r, source, roles, cache)
         out.append(xr)
-        i = j
+        if _runs_from(xr):
+            head, members = xr, [r]
+            action, table, chain, after = r.action, r.table, r.chain, r.number + 1
+            alts = r.alternatives
+            dim = pair = None
+            if len(alts) == 1 and len(alts[0]) == 1 and alts[0][0][0] in (SRC, DST):
+                dim = alts[0][0][0]
+                pair = classify(alts[0][0][1])
+    if head is not None and len(members) > 1:
+        head._decision = _rule_run(members, source)
     return out
+
+
+def _rule_run(members: List[Rule], source: str) -> RuleRun:
+    r = members[0]
+    return RuleRun(r.table, r.chain, source, r.action, r.number, texts=tuple([m.text for m in members]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,7 +440,7 @@ class RoleWalker(NetfilterWalk):
     MERGE_AT = 2  # merge the flows of a chain walk once there are more than this
     # (its jump memo and merging after every rule keep the many-small-chains shape linear)
     PARK = False
-    # walk each run of rules indistinguishable at role level as one rule (_collapse_runs);
+    # walk each run of rules indistinguishable at role level as one rule (_lift_collapsed);
     # False walks them rule by rule (the tests compare the two)
     collapse_runs = True
 
@@ -529,9 +561,10 @@ class RoleWalker(NetfilterWalk):
         got = self._lifted.get(key)
         if got is None:
             source, roles, cache = rs.source, self.roles, self._lift_cache
-            got = [_lift_rule(r, source, roles, cache) for r in chain.rules]
-            if self.collapse_runs and len(got) > 1:
-                got = _collapse_runs(got, source)
+            if self.collapse_runs:
+                got = _lift_collapsed(chain.rules, source, roles, cache)
+            else:
+                got = [_lift_rule(r, source, roles, cache) for r in chain.rules]
             # (most chains have no "may"-only jump, and so no run of them: a service chain's
             # accepts and RETURN)
             if any(not xr.must and (xr.action == JUMP or xr.action == GOTO) for xr in got):

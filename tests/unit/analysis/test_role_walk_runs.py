@@ -1,4 +1,4 @@
-"""The role walk's runs of indistinguishable rules (role_walk._collapse_runs, analysis.labels).
+"""The role walk's runs of indistinguishable rules (role_walk._lift_collapsed, analysis.labels).
 
 A run of consecutive "may" rules with the same constraints at role level and the same terminal
 action is walked as its first rule, its label a RuleRun: expanded, the labels must be exactly
