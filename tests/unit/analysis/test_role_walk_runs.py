@@ -189,6 +189,15 @@ def test_a_rule_run_pickles_to_an_equal_run_of_the_same_decisions():
     assert (back.first.rule_number, back.last.rule_number, len(back)) == (1, 5, 5)
     assert _run(1, 5, "v6") != run and _run(2, 4) != run
     assert frozenset([run]) == frozenset([back])
+    # (sent as one string: its first and last rule read without splitting it, equal to another
+    # sent copy, and split into the same rules)
+    a, b = pickle.loads(pickle.dumps(run)), pickle.loads(pickle.dumps(run))
+    assert (a.first, a.last) == (run.first, run.last) and a._joined is not None and a == b
+    assert a == run and list(b.decisions()) == list(run.decisions())
+    other = RuleRun("filter", "INPUT", "v4", "DROP", 1, texts=run.texts()[:4] + ("-A INPUT -j DROP",))
+    assert pickle.loads(pickle.dumps(other)) != a
+    odd = RuleRun("nft", "input", "nft", "DROP", 3, texts=("a\nb", "c"))
+    assert list(pickle.loads(pickle.dumps(odd)).decisions()) == list(odd.decisions())
 
 
 def test_labels_of_two_walks_cut_into_different_runs_are_compared_rule_by_rule():
