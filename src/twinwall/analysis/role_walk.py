@@ -267,13 +267,23 @@ def _lift_collapsed(rules: Sequence[Rule], source: str, roles: AddressRoles, cac
     after = 0
     dim: Optional[int] = None
     pair: Any = None
+    piece: Optional[Tuple[int, int, int, int]] = None
     for r in rules:
         if head is not None:
             if r.action == action and r.number == after and not r.unknown and not r.logs \
                     and r.table == table and r.chain == chain:
                 alts = r.alternatives
                 if dim is not None and len(alts) == 1 and len(alts[0]) == 1 and alts[0][0][0] == dim:
-                    got = classify(alts[0][0][1])
+                    value = alts[0][0][1]
+                    if piece is not None and len(value) == 1:
+                        # inside the first rule's piece of its role, not covering the role:
+                        # classified as it is (AddressRoles.segment), without classifying
+                        lo, hi = value[0]
+                        if piece[0] <= lo and hi <= piece[1] and not (lo <= piece[2] and piece[3] <= hi):
+                            members.append(r)
+                            after += 1
+                            continue
+                    got = classify(value)
                     if got is pair or got == pair:
                         members.append(r)
                         after += 1
@@ -295,10 +305,11 @@ def _lift_collapsed(rules: Sequence[Rule], source: str, roles: AddressRoles, cac
             head, members = xr, [r]
             action, table, chain, after = r.action, r.table, r.chain, r.number + 1
             alts = r.alternatives
-            dim = pair = None
+            dim = pair = piece = None
             if len(alts) == 1 and len(alts[0]) == 1 and alts[0][0][0] in (SRC, DST):
                 dim = alts[0][0][0]
                 pair = classify(alts[0][0][1])
+                piece = roles.segment(alts[0][0][1])
     if head is not None and len(members) > 1:
         head._decision = _rule_run(members, source)
     return out

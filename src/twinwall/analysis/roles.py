@@ -14,6 +14,7 @@ from typing import (
     FrozenSet,
     Iterable,
     List,
+    Optional,
     Tuple,
 )
 
@@ -83,6 +84,23 @@ class AddressRoles:
 
     def present(self) -> FrozenSet[int]:
         return frozenset(r for r, s in self.sets.items() if s)
+
+    def segment(self, value: tuple) -> Optional[Tuple[int, int, int, int]]:
+        """(first, last) of the piece of one role that holds every address of a one-interval
+        ``value``, and (first, last) of that role's span; None when ``value`` is more than one
+        interval or meets more than one piece. Any interval inside the piece that does not
+        cover the span classifies as ``value`` does when ``value`` does not cover it."""
+        if len(value) != 1:
+            return None
+        lo, hi = value[0]
+        i = bisect_right(self._seg_lo, lo) - 1
+        if i < 0:
+            return None
+        s_lo, s_hi, role = self._segs[i]
+        if hi > s_hi:
+            return None
+        span = self._span[role]
+        return s_lo, s_hi, span[0], span[1]
 
     def classify(self, value: tuple) -> Tuple[tuple, tuple]:
         """(roles every address of which is in ``value``, roles some address of which is)."""

@@ -211,3 +211,28 @@ def test_labels_of_two_walks_cut_into_different_runs_are_compared_rule_by_rule()
     assert not share_rules({six}, [_run(7, 3)])
     assert not share_rules({six}, [_run(1, 6, "v6")])
     assert label_size([six, _run(10, 2)]) == 8
+
+
+@given(st.sampled_from(["ipv4", "ipv6"]), st.booleans(), st.integers(0, 2**128 - 1), st.integers(0, 2**128 - 1),
+       st.integers(0, 2**128 - 1), st.integers(0, 40))
+def test_an_interval_inside_a_pieces_role_classifies_as_the_piece_says(family, known, a, b, c, width):
+    # (what _lift_collapsed tells a rule continuing a run by, instead of classifying it)
+    from twinwall.analysis.roles import AddressRoles
+    from twinwall.netfilter.packetset import prefix_interval
+
+    bits = 32 if family == "ipv4" else 128
+    host = prefix_interval("192.0.2.1" if family == "ipv4" else "2001:db8::1", family)
+    roles = AddressRoles(family, (host,), known)
+    # values near the roles' edges as often as anywhere
+    edges = sorted({x for lo, hi, _ in roles._segs for x in (lo, hi)})
+    first = [a % (1 << bits), edges[a % len(edges)]][b % 2]
+    head = ((first, min(first + (c % 4), (1 << bits) - 1)),)
+    piece = roles.segment(head)
+    if piece is None:
+        return
+    lo = edges[b % len(edges)] if c % 3 == 0 else piece[0] + b % (piece[1] - piece[0] + 1)
+    value = ((lo, min(lo + (1 << width) - 1, (1 << bits) - 1)),)
+    v_lo, v_hi = value[0]
+    if piece[0] <= v_lo and v_hi <= piece[1] and not (v_lo <= piece[2] and piece[3] <= v_hi):
+        if not (head[0][0] <= piece[2] and piece[3] <= head[0][1]):
+            assert roles.classify(value) == roles.classify(head)
