@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from test_diff_properties import SETTINGS, contexts, policies, render
+from test_diff_properties import SETTINGS, contexts, nat_policies, policies, render, render_nat
 from twinwall import cli
 from twinwall.analysis.diff import compare as D
 from twinwall.analysis.labels import RuleRun, expanded_label, label_decisions, label_size, same_rules, share_rules
@@ -166,6 +166,26 @@ def _repeated(pol, k: int):
 @given(policies(exact=False), policies(exact=False), st.integers(2, 4))
 def test_random_rulesets_give_the_same_document_with_and_without_runs(pol4, pol6, k):
     v4, v6 = render(*_repeated(pol4, k), "ipv4"), render(*_repeated(pol6, k), "ipv6")
+    docs = []
+    for collapse in (False, True):
+        RoleWalker.collapse_runs = collapse
+        try:
+            result = D.diff_contexts(contexts(v4, v6))
+            docs.append((result.to_json(), result.to_json(verbose=True)))
+        finally:
+            RoleWalker.collapse_runs = True
+    assert docs[0] == docs[1]
+
+
+@SETTINGS
+@given(nat_policies(), nat_policies(), st.integers(2, 3))
+def test_random_rulesets_after_nat_give_the_same_document_with_and_without_runs(pol4, pol6, k):
+    # (filter rules after DNAT/REDIRECT, each k times: runs of rewritten flows)
+    def text(pol, family):
+        nat, filt_rules, p = pol
+        return render_nat(nat, [r for r in filt_rules for _ in range(k)], p, family)
+
+    v4, v6 = text(pol4, "ipv4"), text(pol6, "ipv6")
     docs = []
     for collapse in (False, True):
         RoleWalker.collapse_runs = collapse
