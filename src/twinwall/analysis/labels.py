@@ -164,14 +164,13 @@ def chain_key(d: Any) -> Tuple[str, str, str]:
     return (d.source, d.table, d.chain)
 
 
-def same_rules(a: Iterable[Any], b: Iterable[Any]) -> bool:
+def same_rules(a: Collection[Any], b: Collection[Any]) -> bool:
     """Whether two collections of label items (of any walks) hold the same rules."""
-    sa, sb = set(a), set(b)
-    if sa == sb:
+    if a == b:
         return True
-    if not has_runs(sa) and not has_runs(sb):
-        return False
-    return set(label_decisions(sa)) == set(label_decisions(sb))
+    if not has_runs(a) and not has_runs(b):
+        return set(a) == set(b)
+    return set(label_decisions(a)) == set(label_decisions(b))
 
 
 def share_rules(a: Set[Any], b: Iterable[Any]) -> bool:

@@ -66,7 +66,7 @@ from twinwall.analysis.diff.describe import (
     side_rule,
     verdict_of,
 )
-from twinwall.analysis.labels import same_rules, share_rules
+from twinwall.analysis.labels import has_runs, same_rules, share_rules
 from twinwall.analysis.parallel import FORK_MIN_RULES, can_fork, run_jobs, worth_forking
 from twinwall.analysis.role_walk import Outcome, RoleWalker, merge_tuples
 from twinwall.analysis.roles import (
@@ -285,7 +285,9 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
                         same = False  # (the sides cite no rule in common: IPv4 and IPv6)
                     else:
                         ua, ub = united(covering)
-                        same = ua == ub or (ua.keys() == ub.keys() and all(same_rules(ua[v], ub[v]) for v in ua))
+                        # (two walks may cut a chain's rules into different runs: then rule by rule)
+                        same = ua == ub or (ua.keys() == ub.keys() and any(has_runs(s[v]) for s in (ua, ub) for v in s)
+                                            and all(same_rules(ua[v], ub[v]) for v in ua))
                     same_known[covering] = same
                 if same:
                     continue
