@@ -22,7 +22,7 @@ import ipaddress
 from bisect import bisect_left, bisect_right
 from functools import lru_cache
 from itertools import compress
-from operator import ne
+from operator import itemgetter, ne
 from typing import Any, Callable, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 # (the C functions that the socket module re-exports under the same names: importing socket
@@ -746,9 +746,26 @@ def _merge_groups(
     rounds: int,
     mask_dims: FrozenSet[int],
     combine_all: Optional[Callable[[List[object]], object]],
+    by_varying: bool = True,
 ) -> List[Tuple[tuple, object]]:
-    """merge_with_payload's general pass (two or more entries)."""
+    """merge_with_payload's general pass (two or more entries). (``by_varying=False``: never
+    _merge_varying, for the tests that compare the two.)"""
     ndims = len(entries[0][0])
+    first = entries[0][0]
+    if by_varying and all(len(b) == ndims for b, _ in entries):
+        # the dimensions where some boxes differ, found by value (list.count: in C, equal
+        # objects by identity first); the others are the same in every box, and so in every
+        # key below: the boxes are hashed, and grouped, by the varying dimensions alone
+        varying = [d for d in range(ndims) if [b[d] for b, _ in entries].count(first[d]) != len(entries)]
+        # ([] when the boxes are all equal: then the general pass below)
+        if varying:
+            if len(varying) < ndims:
+                pick = itemgetter(*varying)
+                hashed = [tuple(map(hash, pick(b))) if len(varying) > 1 else (hash(pick(b)),) for b, _ in entries]
+            else:
+                hashed = [tuple(map(hash, b)) for b, _ in entries]
+            if len(set(hashed)) == len(entries):
+                return _merge_varying(entries, hashed, varying, combine, rounds, mask_dims, combine_all)
     items = [(tuple(map(hash, b)), b, p) for b, p in entries]
     dims: Sequence[int] = range(ndims)
     if len({it[0] for it in items}) == len(items):
@@ -801,6 +818,79 @@ def _merge_groups(
                 merged[dim] = v
                 hashes = list(same[0][0])
                 hashes[dim] = hash(v)
+                out.append((tuple(hashes), tuple(merged), payload))
+            items = out
+        if not changed:
+            break
+    return [(b, p) for _, b, p in items]
+
+
+def _merge_varying(
+    entries: Sequence[Tuple[tuple, object]],
+    hashed: List[tuple],
+    varying: List[int],
+    combine: Optional[Callable[[object, object], object]],
+    rounds: int,
+    mask_dims: FrozenSet[int],
+    combine_all: Optional[Callable[[List[object]], object]],
+) -> List[Tuple[tuple, object]]:
+    """_merge_groups of distinct boxes (``hashed``: the hashes of their ``varying``
+    dimensions, distinct), the same passes in the same order: a box's key along a dimension is
+    the hashes of the other varying ones (the dimensions every box has the same value in add
+    the same to every key, and are never merged along)."""
+    items = [(h, b, p) for h, (b, p) in zip(hashed, entries)]
+    # a box's other varying dimensions (None: it has no other), to tell a collision
+    rests = [itemgetter(*others) if others else None
+             for others in ([d for d in varying if d != dim] for dim in varying)]
+    for _ in range(rounds):
+        changed = False
+        for pos, dim in enumerate(varying):
+            if len(items) < 2:
+                break
+            rest_of = rests[pos]
+            groups: dict = {}
+            for it in items:
+                h = it[0]
+                groups.setdefault(h[:pos] + h[pos + 1 :], []).append(it)
+            if len(groups) == len(items):
+                continue
+            out = []
+            for members in groups.values():
+                if len(members) == 1:
+                    out.append(members[0])
+                    continue
+                first = members[0][1]
+                if rest_of is None:
+                    same = members
+                else:
+                    rest = rest_of(first)
+                    same = [members[0]]
+                    for m in members[1:]:
+                        if rest_of(m[1]) == rest:
+                            same.append(m)
+                        else:  # a hash collision: left as it is
+                            out.append(m)
+                    if len(same) == 1:
+                        out.append(same[0])
+                        continue
+                changed = True
+                v: Any
+                if dim in mask_dims:
+                    v = 0
+                    for m in same:
+                        v |= m[1][dim]
+                else:
+                    v = iv_normalize([p for m in same for p in m[1][dim]])
+                payload = same[0][2]
+                if combine_all is not None:
+                    payload = combine_all([m[2] for m in same])
+                elif combine is not None:
+                    for m in same[1:]:
+                        payload = combine(payload, m[2])
+                merged = list(first)
+                merged[dim] = v
+                hashes = list(same[0][0])
+                hashes[pos] = hash(v)
                 out.append((tuple(hashes), tuple(merged), payload))
             items = out
         if not changed:
