@@ -23,7 +23,8 @@ this).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import partial, reduce
+from operator import or_
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from twinwall.netfilter.interfaces import InterfaceUniverse
@@ -184,14 +185,20 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     # a region's verdicts per side: the union of its covering boxes' verdicts, as bit masks
     # (one bit per verdict); each pair of masks made into sets of verdicts once
     bit: Dict[str, int] = {}
-    masks: List[Tuple[int, int]] = []
+    pair_masks: List[Tuple[int, int]] = []
     for per in box_sides:
         vm = [0, 0]
         for side in (0, 1):
             for verdict in per[side]:
                 vm[side] |= bit.setdefault(verdict, 1 << len(bit))
-        masks.append((vm[0], vm[1]))
+        pair_masks.append((vm[0], vm[1]))
     names = list(bit)
+    # a box's two masks as one integer, side b's above side a's: a region's are the OR of its
+    # covering boxes' (reduce: in C; a router's forward regions are covered by 8 boxes each)
+    shift = len(names)
+    masks = [ma | mb << shift for ma, mb in pair_masks]
+    low = (1 << shift) - 1
+    del pair_masks
     # whether the two sides cite a rule in common, and which boxes cite any rule: where the
     # sides share none, the rules of a region covered by a box that cites one are not the same
     cites = [any(lb for labels in per[0].values() for lb in labels) or any(lb for labels in per[1].values() for lb in labels)
@@ -201,7 +208,7 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     cited_a = {d for per in box_sides for labels in per[0].values() for lb in labels for d in lb}
     shared = share_rules(cited_a, (d for per in box_sides for labels in per[1].values() for lb in labels for d in lb))
     del cited_a
-    verdict_pairs: Dict[Tuple[int, int], Tuple[FrozenSet[str], FrozenSet[str]]] = {}
+    verdict_pairs: Dict[int, Tuple[FrozenSet[str], FrozenSet[str]]] = {}
     sides_known: Dict[FrozenSet[int], tuple] = {}
     interned: Dict[FrozenSet[Decision], FrozenSet[Decision]] = {}
     pairs: Dict[Tuple[FrozenSet, FrozenSet], tuple] = {}
@@ -244,14 +251,11 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
         return coverings.setdefault(c, c)
 
     for idx, cuts in overlay_cuts(boxes):
-        ma = mb = 0
-        for g in idx:
-            ga, gb = masks[g]
-            ma |= ga
-            mb |= gb
-        vs = verdict_pairs.get((ma, mb))
+        m = reduce(or_, map(masks.__getitem__, idx), 0)
+        vs = verdict_pairs.get(m)
         if vs is None:
-            vs = verdict_pairs[(ma, mb)] = (
+            ma, mb = m & low, m >> shift
+            vs = verdict_pairs[m] = (
                 frozenset(v for i, v in enumerate(names) if ma >> i & 1),
                 frozenset(v for i, v in enumerate(names) if mb >> i & 1),
             )
