@@ -9,7 +9,7 @@ union of their labels; ``canonical_union`` gives the fewest, widest boxes of a u
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Callable, Dict, FrozenSet, Hashable, Iterable, Iterator, List, Sequence, Tuple, TypeVar, Union, cast
+from typing import Callable, Dict, FrozenSet, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union, cast
 
 from twinwall.netfilter.packetset import (
     Box,
@@ -152,25 +152,29 @@ def project_outcomes(outcomes: Iterable[Tuple[Box, str, FrozenSet]], family: str
 PARTITION_ORDER = (STATE, PROTO, IIF, OIF, SRC, DST, UID, GID, ICMP, SPORT, DPORT)
 
 
-def _split_intervals(values: List[IntervalSet]) -> List[Tuple[IntervalSet, List[int]]]:
+def _split_intervals(values: List[IntervalSet], names: Optional[Sequence[int]] = None
+                     ) -> List[Tuple[IntervalSet, List[int]]]:
     """Cut the union of interval sets where the set of values covering it changes: [(the
-    points covered by exactly these values, their indices)]."""
-    first = values[0]
-    n = len(values)
-    if values.count(first) == n:
-        return [(first, list(range(n)))]
-    distinct, dvalues, cut = _distinct_cut(values, _CUTS, _cut_distinct)
+    points covered by exactly these values, their indices)]. ``names``: the values' indices
+    are these instead (overlay_cuts: of its boxes), and the values are not all equal."""
+    if names is None:
+        first = values[0]
+        n = len(values)
+        if values.count(first) == n:
+            return [(first, list(range(n)))]
+    distinct, dvalues, cut = _distinct_cut(values, _CUTS, _cut_distinct, names)
     return [(segs, [i for j in js for i in distinct[dvalues[j]]]) for segs, js in cut]
 
 
-def _distinct_cut(values: Sequence[V], memo: Dict[Tuple[V, ...], C], cut_distinct: Callable[[Tuple[V, ...]], C]
-                  ) -> Tuple[Dict[V, List[int]], Tuple[V, ...], C]:
+def _distinct_cut(values: Sequence[V], memo: Dict[Tuple[V, ...], C], cut_distinct: Callable[[Tuple[V, ...]], C],
+                  names: Optional[Sequence[int]] = None) -> Tuple[Dict[V, List[int]], Tuple[V, ...], C]:
     """The positions of each distinct value (equal values share one entry: many regions have
     the same port set), the distinct values in order, and their cut, remembered in ``memo``:
     the cut depends on the distinct values only, and a comparison asks for the same few again
-    and again (a router's: 8,000 cuts of 100 different lists of values)."""
+    and again (a router's: 8,000 cuts of 100 different lists of values). ``names``: what each
+    position is called in the lists of positions (overlay_cuts: the boxes' indices)."""
     distinct: Dict[V, List[int]] = {}
-    for i, v in enumerate(values):
+    for i, v in zip(range(len(values)) if names is None else names, values):
         distinct.setdefault(v, []).append(i)
     dvalues = tuple(distinct)
     cut = memo.get(dvalues)
@@ -247,11 +251,13 @@ def _ids(n: int) -> List[int]:
     return _ID_CACHE
 
 
-def _split_masks(values: List[int]) -> List[Tuple[int, List[int]]]:
-    first = values[0]
-    if values.count(first) == len(values):
-        return [(first, list(range(len(values))))]
-    distinct, _, cut = _distinct_cut(values, _MASK_CUTS, _cut_masks)
+def _split_masks(values: List[int], names: Optional[Sequence[int]] = None) -> List[Tuple[int, List[int]]]:
+    """_split_intervals of bit masks."""
+    if names is None:
+        first = values[0]
+        if values.count(first) == len(values):
+            return [(first, list(range(len(values))))]
+    distinct, _, cut = _distinct_cut(values, _MASK_CUTS, _cut_masks, names)
     return [(mask, [i for v in key for i in distinct[v]]) for key, mask in cut]
 
 
@@ -347,9 +353,10 @@ def overlay_cuts(boxes: Sequence[Box]) -> Iterator[Tuple[List[int], tuple]]:
                 level += 1
                 continue
             dim = dims[level]
-            parts = _split_masks(values) if dim in MASK_DIMS else _split_intervals(values)
+            # (the parts' members named by their boxes' indices, not their positions in idx)
+            parts = _split_masks(values, idx) if dim in MASK_DIMS else _split_intervals(values, idx)
             level += 1
-            push([([idx[m] for m in members], level, cuts + ((dim, value),)) for value, members in reversed(parts)])
+            push([(members, level, cuts + ((dim, value),)) for value, members in reversed(parts)])
             break
 
 
