@@ -91,6 +91,12 @@ def protocol_name(ivs: tuple) -> str:
 
 def icmp_names(ivs: tuple) -> List[str]:
     """Names of canonical ICMP types; runs of unnamed types as one 'types A-B' entry."""
+    # (a diff's regions share a few ICMP sets: each spelled once, every region its own list)
+    return list(_icmp_names(ivs))
+
+
+@lru_cache(maxsize=1 << 10)
+def _icmp_names(ivs: tuple) -> Tuple[str, ...]:
     out: List[str] = []
     run: List[int] = []
     run_prefix = ""
@@ -119,7 +125,7 @@ def icmp_names(ivs: tuple) -> List[str]:
             flush()
             out.append(prefix + name)
     flush()
-    return out
+    return tuple(out)
 
 
 def only_classes(box: Box) -> List[Tuple[str, Box]]:
@@ -203,7 +209,7 @@ def _runs(decs: FrozenSet[Decision], verbose: bool) -> Tuple[Tuple[Decision, Dec
     decided nothing there); a policy or a chain's only rules as (d, d, 1). In the order of the
     first's description. (``decs``: a label's items, its RuleRuns read as the rules they stand
     for, expanded only where single rules are cited.)"""
-    if verbose or label_size(decs) < RUN_MIN:
+    if verbose or len(decs) < RUN_MIN and label_size(decs) < RUN_MIN:  # (a label holds len() rules or more)
         return tuple((d, d, 1) for d in sorted(label_decisions(decs), key=_described))
     # per chain its items: rules, and RuleRuns standing for their rules
     by_chain: Dict[tuple, List] = {}
@@ -218,11 +224,32 @@ def _runs(decs: FrozenSet[Decision], verbose: bool) -> Tuple[Tuple[Decision, Dec
         if count < RUN_MIN:
             out.extend((d, d, 1) for d in label_decisions(members))
             continue
-        ends = [(m.first, m.last) if type(m) is RuleRun else (m, m) for m in members]
-        ends.sort(key=lambda e: e[0].rule_number or 0)  # (never None here)
-        out.append((ends[0][0], ends[-1][1], count))
+        out.append(_span_of(members) + (count,))
     out.sort(key=lambda r: _described(r[0]))
     return tuple(out)
+
+
+def _span_of(members: List) -> Tuple[Decision, Decision]:
+    """(the first rule, the last rule) of a chain's items (Decisions, RuleRuns) by rule number:
+    the first item of the lowest number and the last of the highest, as a stable sort by it
+    puts them (one pass, not a sort of every item: the corpus router cites chains of 3,000)."""
+    first = last = None
+    lo = hi = 0
+    for m in members:
+        if type(m) is RuleRun:
+            f, la = m.first, m.last
+        else:
+            f = la = m
+        k = f.rule_number or 0  # (never None here)
+        if first is None:
+            first, last, lo, hi = f, la, k, k
+            continue
+        if k < lo:
+            first, lo = f, k
+        if k >= hi:
+            last, hi = la, k
+    assert first is not None and last is not None  # (members is never empty)
+    return first, last
 
 
 # rules (or runs) of one verdict a compact *_rule names by place; the others are counted (the
@@ -260,7 +287,7 @@ def side_rule(side: Dict[str, FrozenSet[Decision]], verbose: bool = True, texts:
     the first and the last rule's text), and without ``texts`` (and ``verbose``) the rules of a
     side that more than one rule decided are named by their place only, 'table chain #number', the
     first ``PLACES_MAX`` of each verdict (the document's citations spell them all)."""
-    if not texts and len(side) == 1 and label_size(next(iter(side.values()))) == 1:
+    if not texts and len(side) == 1 and len(next(iter(side.values()))) == 1 and label_size(next(iter(side.values()))) == 1:
         texts = True  # one rule (a rule against a policy, the usual difference): spelled out
     if len(side) == 1:
         return _rule_text(next(iter(side.values())), verbose, texts)
