@@ -189,8 +189,10 @@ class NetfilterWalk:
     # merge a chain walk's flows after a rule that matched once there are more than this (and
     # twice as many as the last merge left)
     MERGE_AT: Optional[int] = None
-    # the same flow may be ended twice (a memo hands it to several paths): end it once
-    DEDUPE_ENDED = False
+    # whether a flow may have been ended twice (a memo hands it to several paths), so that
+    # run_hook ends each once: a per-walk flag (an instance attribute), which a subclass's
+    # walk raises when it hands the same ended flows on (RoleWalker.jump)
+    dedupe_ended = False
     # flows coming back from a jump skip the rules of a long chain they cannot meet (see walk)
     PARK = True
 
@@ -328,7 +330,7 @@ class NetfilterWalk:
             if base.kind == "nat":
                 flows, skipped = nat_entry(flows, self.restrict)
             returned, ended = self.walk(rs, base.table, base.chain, flows, 0)
-            if self.DEDUPE_ENDED and len(ended) > 1:
+            if self.dedupe_ended and len(ended) > 1:
                 # a chain reached along several paths ends the same flows once per path
                 ended = list({(id(e[0]), e[1], id(e[2])): e for e in ended}.values())
             nxt = skipped

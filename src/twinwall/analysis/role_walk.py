@@ -481,12 +481,14 @@ class RoleWalker(NetfilterWalk):
         # flows are deduplicated (NetfilterWalk.run_hook) once it has (see jump). Until then
         # there is nothing to drop, and a hook that ends one flow per rule of thousands of
         # small chains would build a dict of all of them for nothing.
-        self.DEDUPE_ENDED = False
-        # (flows, the copies that entered, the rest) of the last match with a "must" constraint,
-        # and (the flows a jump sent back, the rest, the flows before the match) when the jump
-        # sent back exactly the copies that entered it: see rejoin
-        self._last_split: tuple = (None, None, None)
-        self._whole_back: tuple = (None, None, None)
+        self.dedupe_ended = False
+        # handed from match to jump: (flows, the copies that entered, the rest) of the last
+        # match with a "must" constraint; and from jump to rejoin: (the flows the jump sent back,
+        # the rest, the flows before the match) when it sent back exactly the copies that
+        # entered it (see rejoin). (The walk's match/jump/rejoin interface is the evaluator's
+        # too: these ride beside it, read only by the step right after the one that set them.)
+        self._split_for_jump: tuple = (None, None, None)
+        self._whole_for_rejoin: tuple = (None, None, None)
         if roles.host_known:
             self.local_roles = role_set([HOST, LOOPBACK])
         else:
@@ -648,12 +650,12 @@ class RoleWalker(NetfilterWalk):
                     mm, _ = split(b, may)
                     for x in mm:
                         entering.append(_restrict(rf, x))
-        self._last_split = (flows, entering, rest)
+        self._split_for_jump = (flows, entering, rest)
         return entering, rest
 
     def jump(self, rs: Ruleset, table: str, rule: Any, decision: Decision, entering: List[_Flow], depth: int,
              ended: List[Ended], seen: Set[tuple]) -> List[_Flow]:
-        split_before = self._last_split  # (the walk below matches rules of its own)
+        split_before = self._split_for_jump  # (the walk below matches rules of its own)
         back: List[_Flow] = []
         memo = self._memo
         for f in entering:
@@ -666,16 +668,16 @@ class RoleWalker(NetfilterWalk):
                 # what ends in the chain ends here too (once per walk of this chain)
                 ended.extend(hit[1])
                 if hit[1]:
-                    self.DEDUPE_ENDED = True
+                    self.dedupe_ended = True
             seen.add(key)
             back.extend(hit[0])
         if entering is split_before[1] and len(back) == len(entering) and all(map(is_, back, entering)) \
                 and all(f.origin is None for f in split_before[0]):
-            self._whole_back = (back, split_before[2], split_before[0])
+            self._whole_for_rejoin = (back, split_before[2], split_before[0])
         return back
 
     def rejoin(self, current: List[_Flow], back: List[_Flow]) -> List[_Flow]:
-        whole = self._whole_back
+        whole = self._whole_for_rejoin
         if back is whole[0] and current is whole[1]:
             # every copy the rule's match cut off came back untouched (a chain that only
             # decides some of them, or a "may" part of them: a service chain of source
