@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import partial, reduce
 from operator import or_
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from twinwall.netfilter.interfaces import InterfaceUniverse
 from twinwall.analysis.neutral_space import (
@@ -158,7 +158,7 @@ def _group_merge(entries: Sequence[Tuple[Any, Box, Any]], combine=None) -> List[
     return out
 
 
-def _union_coverings(coverings: List[FrozenSet[int]]) -> FrozenSet[int]:
+def _union_coverings(coverings: List[Collection[int]]) -> FrozenSet[int]:
     """The boxes covering regions merged into one (their rules are the union of the regions')."""
     return frozenset().union(*coverings)
 
@@ -209,12 +209,12 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     shared = share_rules(cited_a, (d for per in box_sides for labels in per[1].values() for lb in labels for d in lb))
     del cited_a
     verdict_pairs: Dict[int, Tuple[FrozenSet[str], FrozenSet[str]]] = {}
-    sides_known: Dict[FrozenSet[int], tuple] = {}
+    sides_known: Dict[Collection[int], tuple] = {}
     interned: Dict[FrozenSet[Decision], FrozenSet[Decision]] = {}
     pairs: Dict[Tuple[FrozenSet, FrozenSet], tuple] = {}
-    same_known: Dict[FrozenSet[int], bool] = {}
+    same_known: Dict[Collection[int], bool] = {}
 
-    def united(covering: FrozenSet[int]) -> Tuple[Dict[str, set], Dict[str, set]]:
+    def united(covering: Collection[int]) -> Tuple[Dict[str, set], Dict[str, set]]:
         sides: Tuple[Dict[str, set], Dict[str, set]] = ({}, {})
         for g in covering:
             for side in (0, 1):
@@ -222,7 +222,7 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
                     sides[side].setdefault(verdict, set()).update(*labels)
         return sides
 
-    def sides_of(covering: FrozenSet[int]) -> tuple:
+    def sides_of(covering: Collection[int]) -> tuple:
         got = sides_known.get(covering)
         if got is None:
             sides = united(covering)
@@ -242,12 +242,15 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     nc_entries = []
     a_only = []
     b_only = []
-    # equal sets of covering boxes kept once (the router's 14,000 not comparable regions
-    # kept a copy each of the few hundred distinct ones, 20 MB, until they were merged)
-    coverings: Dict[FrozenSet[int], FrozenSet[int]] = {}
+    # equal lists of covering boxes kept once (the router's 14,000 not comparable regions
+    # kept a copy each of the few hundred distinct ones, 20 MB, until they were merged), as
+    # tuples: the router's 10,000 distinct ones were 7 MB as frozensets of 8 indices (a
+    # region's rules are the union of its boxes' whatever their order; merged regions'
+    # coverings are united into frozensets, _union_coverings)
+    coverings: Dict[Tuple[int, ...], Tuple[int, ...]] = {}
 
-    def covering_of(idx: List[int]) -> FrozenSet[int]:
-        c = frozenset(idx)
+    def covering_of(idx: List[int]) -> Tuple[int, ...]:
+        c = tuple(idx)
         return coverings.setdefault(c, c)
 
     for idx, cuts in overlay_cuts(boxes):
