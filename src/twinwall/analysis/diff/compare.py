@@ -68,7 +68,7 @@ from twinwall.analysis.diff.describe import (
     verdict_of,
 )
 from twinwall.analysis.labels import has_runs, same_rules, share_rules
-from twinwall.analysis.parallel import FORK_MIN_RULES, can_fork, estimated_rules, run_jobs
+from twinwall.analysis.parallel import FORK_MIN_RULES, can_fork, run_jobs, worth_forking
 from twinwall.analysis.role_walk import Outcome, RoleWalker, merge_tuples
 from twinwall.analysis.roles import (
     HOST,
@@ -80,7 +80,7 @@ from twinwall.analysis.roles import (
 )
 from twinwall.errors import InputError
 from twinwall.loader import load_rulesets, unread_table_note, unread_tables
-from twinwall.model import FAMILIES, IPV4, IPV6
+from twinwall.model import IPV4, IPV6
 from twinwall.netfilter.ruleset import Decision
 
 HOOKS = ("input", "forward", "output")
@@ -480,18 +480,6 @@ def diff_contexts(contexts: Mapping[str, FamilyContext], hooks: Sequence[str] = 
     return DiffResult(list(hooks), comps, sides[0].universe, roles_filter, notes)
 
 
-# (both families together, estimated from the dumps' sizes) from which each family's walk is
-# worth a process of its own: parsing and walking a router's 5k+6k rules takes ~0.15 s a
-# family, of which the fork and the pickled outcomes cost a few hundredths (as the audit's
-# egress comparison forks from 4k rules: EGRESS_FORK_MIN_RULES)
-DIFF_FORK_MIN_RULES = 4_000
-
-
-def _walks_worth_forking(snapshot) -> bool:
-    sizes = [estimated_rules(snapshot, f) for f in FAMILIES]
-    return all(sizes) and sum(sizes) >= DIFF_FORK_MIN_RULES
-
-
 def _unread_notes(family: str, rulesets) -> List[str]:
     return [unread_table_note(family, label) for _, label in unread_tables(family, rulesets)]
 
@@ -510,7 +498,7 @@ def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[boo
     if missing:
         raise _missing_rules(missing)
     if parallel is None:
-        parallel = _walks_worth_forking(snapshot)
+        parallel = worth_forking(snapshot)
     # (run_jobs forks the other family's walk before this process starts its own)
     forking = parallel and can_fork()
     bare = build_contexts(snapshot, {})  # addresses and interfaces: all the roles need
