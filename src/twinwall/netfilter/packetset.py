@@ -756,14 +756,13 @@ def _merge_groups(
         # the dimensions where some boxes differ, found by value (list.count: in C, equal
         # objects by identity first); the others are the same in every box, and so in every
         # key below: the boxes are hashed, and grouped, by the varying dimensions alone
-        varying = [d for d in range(ndims) if [b[d] for b, _ in entries].count(first[d]) != len(entries)]
+        # (the boxes' columns, and the varying ones' hashes per box, built by zip: in C)
+        cols = list(zip(*[b for b, _ in entries]))
+        varying = [d for d in range(ndims) if cols[d].count(first[d]) != len(entries)]
         # ([] when the boxes are all equal: then the general pass below)
         if varying:
-            if len(varying) < ndims:
-                pick = itemgetter(*varying)
-                hashed = [tuple(map(hash, pick(b))) if len(varying) > 1 else (hash(pick(b)),) for b, _ in entries]
-            else:
-                hashed = [tuple(map(hash, b)) for b, _ in entries]
+            hashed = list(zip(*[map(hash, cols[d]) for d in varying]))
+            del cols
             if len(set(hashed)) == len(entries):
                 return _merge_varying(entries, hashed, varying, combine, rounds, mask_dims, combine_all)
     items = [(tuple(map(hash, b)), b, p) for b, p in entries]
