@@ -26,6 +26,7 @@ from twinwall.netfilter.packetset import (
     iv_normalize,
     iv_or,
     iv_sub,
+    iv_union,
     merge_boxes,
     ranges_text,
     remote_sources,
@@ -252,7 +253,7 @@ class Reach:
         target[SPORT] = CLIENT_PORTS
         self.covered = covers(boxes, tuple(target), (SRC, IIF, SPORT))
         srcs = list({id(b[SRC]): b[SRC] for b in boxes}.values())
-        self.src = srcs[0] if len(srcs) == 1 else iv_normalize(p for x in srcs for p in x)
+        self.src = iv_union(srcs)
         self.sports = iv_normalize(p for b in boxes for p in b[SPORT])
         ifaces = 0
         for b in boxes:
