@@ -21,8 +21,8 @@ from __future__ import annotations
 import ipaddress
 from bisect import bisect_left, bisect_right
 from functools import lru_cache
-from itertools import compress
-from operator import ne
+from itertools import compress, starmap
+from operator import eq, ne
 from typing import Any, Callable, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 # (the C functions that the socket module re-exports under the same names: importing socket
@@ -478,15 +478,44 @@ def address_space(family: str) -> IntervalSet:
     return ((0, (1 << ADDR_BITS[family]) - 1),)
 
 
+def remembered_by_identity(fn: Callable[..., Any], size: int = 4096) -> Callable[..., Any]:
+    """``fn(a, *rest)`` (``rest`` hashable) remembered: by ``a``'s value while it is short (an
+    lru_cache), by its identity once it is long. A long set's hash is every interval hashed
+    again, each time: an lru_cache of "all but a blocklist" hashed 100,000 pairs per question.
+    The same sets come back as the very same objects (the evaluator's, the interval memo's),
+    and an equal copy is only worked out again. The memo keeps what it holds alive, so an
+    identity is not reused while its entry lives."""
+    by_value = lru_cache(maxsize=size)(fn)
+    by_id: dict = {}
+
+    def remembered(a, *rest):
+        if len(a) <= _BIG:
+            return by_value(a, *rest)
+        key = (id(a),) + rest
+        hit = by_id.get(key)
+        if hit is not None and hit[0] is a:
+            return hit[1]
+        out = fn(a, *rest)
+        if len(by_id) >= 64:
+            by_id.clear()
+        by_id[key] = (a, out)
+        return out
+
+    remembered.__doc__ = fn.__doc__
+    return remembered
+
+
 def cidr_count(a: IntervalSet) -> int:
     """len(to_cidrs(a, family)), counted without spelling (or even finding) the blocks."""
     # (the audit sizes a set cut by a blocklist several ways, each asking for its count again)
     return _cidr_count_cached(a) if len(a) > _BIG else _cidr_count(a)
 
 
-@lru_cache(maxsize=16)
-def _cidr_count_cached(a: IntervalSet) -> int:
+def _cidr_count_of(a: IntervalSet) -> int:
     return _cidr_count(a)
+
+
+_cidr_count_cached = remembered_by_identity(_cidr_count_of, 16)
 
 
 def cidr_count_over(a: IntervalSet, bound: int) -> bool:
@@ -527,8 +556,16 @@ def to_cidrs(a: IntervalSet, family: str) -> List[str]:
     else:
         fmt = format_address6
     single = f"/{top - 1}"
+    if len(a) > _BIG and all(starmap(eq, a)):
+        # every interval one address (a blocklist's): spelled at once
+        if family == "ipv4":
+            return [ntoa(lo.to_bytes(4, "big")) + single for lo, _ in a]
+        # (those inet_ntop spells as ipaddress does: see format_address6)
+        singles = [inet_ntop(AF_INET6, lo.to_bytes(16, "big")) + single for lo, _ in a if lo >> 48]
+        if len(singles) == len(a):
+            return singles
     for lo, hi in a:
-        if lo == hi:  # (one address: a blocklist's, "all but" a blocklist's rest)
+        if lo == hi:  # (one address)
             append(fmt(lo) + single)
             continue
         while lo <= hi:

@@ -321,8 +321,29 @@ def test_single_addresses_are_spelled_as_the_general_path_would() -> None:
     for family, bits in (("ipv4", 32), ("ipv6", 128)):
         singles = iv_normalize((v, v) for v in (rng.randrange(0, 1 << bits) for _ in range(200)))
         mixed = iv_normalize(list(singles) + [(v, v + rng.randrange(1, 9)) for v in (rng.randrange(0, 1 << bits) for _ in range(50))])
-        for a in (singles, mixed):
+        # (IPv6 addresses with 80 leading zero bits are spelled by ipaddress: ::ffff:192.0.2.1)
+        low = iv_normalize(list(singles) + [(v, v) for v in ((5, 0xFFFFC0000201, 1 << 40) if bits == 128 else (5,))])
+        for a in (singles, mixed, low):
             want = [str(net) for lo, hi in a for net in ipaddress.summarize_address_range(
                 ipaddress.ip_address(lo) if bits == 32 else ipaddress.IPv6Address(lo),
                 ipaddress.ip_address(hi) if bits == 32 else ipaddress.IPv6Address(hi))]
             assert to_cidrs(a, family) == want
+
+
+def test_remembered_by_identity_answers_as_the_function_does() -> None:
+    calls = []
+
+    def count(a, k):
+        calls.append(a)
+        return len(a) * k
+
+    remembered = packetset.remembered_by_identity(count, 4)
+    short, long = ((1, 2),), tuple((i * 3, i * 3 + 1) for i in range(100))
+    copy = tuple(list(long))
+    assert remembered(short, 2) == remembered(((1, 2),), 2) == 2 and len(calls) == 1  # (by value)
+    assert remembered(long, 2) == remembered(long, 2) == 200 and len(calls) == 2  # (by identity)
+    assert remembered(copy, 2) == 200 and len(calls) == 3  # (an equal copy: worked out again)
+    assert remembered(long, 3) == 300
+    for i in range(70):  # (a full memo starts again)
+        assert remembered(tuple((j, j) for j in range(0, 200 + 2 * i, 2)), 1) == 100 + i
+    assert remembered(long, 2) == 200
