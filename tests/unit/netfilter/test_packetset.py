@@ -347,3 +347,16 @@ def test_remembered_by_identity_answers_as_the_function_does() -> None:
     for i in range(70):  # (a full memo starts again)
         assert remembered(tuple((j, j) for j in range(0, 200 + 2 * i, 2)), 1) == 100 + i
     assert remembered(long, 2) == 200
+
+
+def test_a_few_intervals_minus_many_is_the_general_difference() -> None:
+    # _sub_many (a set with more than 8 times the intervals of the one it is cut from)
+    rng = Random(13)
+    for _ in range(300):
+        many = _random_set(rng, rng.randint(9, 200), top=1 << 12, width=rng.choice((1, 4, 30)))
+        few = _random_set(rng, rng.randint(1, max(1, len(many) // 9)), top=1 << 12, width=rng.choice((50, 800, 4096)))
+        if len(few) * 8 >= len(many):
+            continue
+        got = iv_sub(few, many)
+        assert got == _sub_general(few, many), (few, many)
+        assert got == iv_normalize(got)
