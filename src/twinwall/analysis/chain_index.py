@@ -16,6 +16,7 @@ none of the entering boxes meets none of the later ones either.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, bisect_right
 from typing import Any, Dict, List, Optional, Sequence, Set
 
@@ -247,15 +248,17 @@ class Run:
 
     __slots__ = ("start", "end", "dim", "los", "his", "owner", "union", "values", "source", "decisions", "action")
 
-    def __init__(self, start: int, end: int, dim: int, los: List[int], his: List[int], owner: List[int],
-                 values: Sequence[tuple] = (), union: Optional[tuple] = None):
+    def __init__(self, start: int, end: int, dim: int, los: List[int], his: List[int], owner: Sequence[int],
+                 values: Sequence[tuple] = (), union: Optional[tuple] = None, pairs: Optional[List[tuple]] = None):
         """``los``, ``his``, ``owner``: the intervals (sorted, disjoint) and the position in the
-        run of the rule holding each; ``values``: each rule's value, by position in the run (the
-        parts that are a rule's whole value are that value); ``union``: theirs, when the caller
-        knows it (else made here)."""
+        run of the rule holding each (kept as an array: 100,000 positions are no 100,000 int
+        objects); ``values``: each rule's value, by position in the run (the parts that are a
+        rule's whole value are that value); ``union``: theirs, when the caller knows it (else
+        made here, of ``pairs``, the intervals as tuples, where the caller has them)."""
         self.start, self.end, self.dim = start, end, dim  # rules[start:end]
-        self.los, self.his, self.owner = los, his, owner
-        self.union = _union_sorted(los, his) if union is None else union
+        self.los, self.his = los, his
+        self.owner = owner if isinstance(owner, array) else array("l", owner)
+        self.union = _union_sorted(los, his, pairs) if union is None else union
         self.values = list(values)
         # the walk's Decision of each rule, by position in the run, for the ruleset ``source``
         # (every walk of the chain cites its rules alike: made once, shared)
@@ -288,22 +291,29 @@ class Run:
         return out
 
 
-def _union_sorted(los: List[int], his: List[int]) -> tuple:
-    """iv_normalize of sorted, disjoint intervals: only adjacent ones join."""
+def _union_sorted(los: List[int], his: List[int], pairs: Optional[List[tuple]] = None) -> tuple:
+    """iv_normalize of sorted, disjoint intervals: only adjacent ones join (``pairs``: the
+    same intervals as tuples, kept where nothing joins them)."""
     out: List[tuple] = []
     if not los:
         return ()
     if not any(map(int.__eq__, los[1:], map((1).__add__, his))):
-        return tuple(zip(los, his))  # (none adjacent)
-    clo, chi = los[0], his[0]
-    for lo, hi in zip(los, his):
+        return tuple(pairs) if pairs is not None else tuple(zip(los, his))  # (none adjacent)
+    if pairs is None:
+        pairs = list(zip(los, his))
+    append = out.append
+    first: Optional[tuple] = pairs[0]  # the interval being grown as given, while nothing grew it
+    clo, chi = pairs[0]
+    for p in pairs[1:]:
+        lo, hi = p
         if lo <= chi + 1:
             if hi > chi:
                 chi = hi
+                first = None
         else:
-            out.append((clo, chi))
-            clo, chi = lo, hi
-    out.append((clo, chi))
+            append(first if first is not None else (clo, chi))
+            first, clo, chi = p, lo, hi
+    append(first if first is not None else (clo, chi))
     return tuple(out)
 
 
@@ -334,7 +344,7 @@ def runs_within(full: Dict[int, Run], picked: Sequence[int]) -> Dict[int, Run]:
         # position in the run -> position in the part of it picked
         moved = {picked[i] - run.start: i - i0 for i in range(i0, i1)}
         kept = [(lo, hi, moved[k]) for lo, hi, k in zip(run.los, run.his, run.owner) if k in moved]
-        out[i0] = Run(i0, i1, run.dim, [lo for lo, _, _ in kept], [hi for _, hi, _ in kept], [k for _, _, k in kept],
+        out[i0] = Run(i0, i1, run.dim, [lo for lo, _, _ in kept], [hi for _, hi, _ in kept], array("l", [k for _, _, k in kept]),
                       [run.values[picked[i] - run.start] for i in range(i0, i1)])
     return out
 
@@ -396,7 +406,7 @@ def _run(start: int, end: int, dim: int, values: List[tuple]) -> Optional[Run]:
             return Run(start, end, dim, los, his, owner, values, tuple(pairs))
         if not all(map(int.__gt__, los[1:], his)):
             return None
-        return Run(start, end, dim, los, his, owner, values)
+        return Run(start, end, dim, los, his, owner, values, pairs=pairs)
     los, his, owners = [], [], []
     for k, value in enumerate(values):
         for lo, hi in value:

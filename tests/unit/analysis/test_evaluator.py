@@ -2,6 +2,7 @@
 
 import json
 import random
+from array import array
 
 import pytest
 
@@ -837,4 +838,7 @@ def test_a_run_of_one_interval_values_is_the_run_the_general_path_makes():
         assert fast.union == iv_normalize(p for v in values for p in v)
         if len(fast.union) == n:  # (none adjacent: the union is the values' own pairs)
             assert {id(p) for p in fast.union} == {id(v[0]) for v in values}
+        given = {v[0]: v[0] for v in values}
+        assert all(p is given[p] for p in fast.union if p in given)  # (what nothing joined is kept)
+        assert isinstance(fast.owner, array) and list(fast.owner) == list(general.owner)
     assert made >= 50 and refused >= 20
