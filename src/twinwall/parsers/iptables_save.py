@@ -412,6 +412,19 @@ def _source_lines(pieces: List[Tuple[int, str]]) -> Tuple[List[str], List[int]]:
     return lines, numbers
 
 
+def _positions(numbers: List[int]) -> List[int]:
+    """1, 2, ... len(numbers): the rules' positions in their chain, as the very int objects of
+    their line ``numbers`` where those are equal (the lines of one block, numbered on from its
+    first): a 100,000-rule chain holds one int per rule for both, not two."""
+    count = len(numbers)
+    first = numbers[0] if numbers else 0
+    if 1 <= first <= count and numbers[-1] - first == count - 1:
+        shared = numbers[:count - first + 1]
+        if shared == list(range(first, count + 1)):  # (numbered on, one by one)
+            return list(range(1, first)) + shared
+    return list(range(1, count + 1))
+
+
 # ---------------------------------------------------------------------------------------------
 # pass 2: compiling one chain's rules
 
@@ -443,7 +456,7 @@ class _Compiler:
         af = AF_INET if self.family == "ipv4" else AF_INET6
         one = "/32" if self.family == "ipv4" else "/128"  # (a single address's prefix length)
         cut = -len(one)
-        for n, line in enumerate(lines, 1):
+        for n, line in zip(_positions(numbers), lines):
             try:
                 parts = line.split(" ")
                 if (len(parts) == 6 and parts[2] == "-s" and parts[4] == "-j" and parts[0] == "-A"

@@ -91,3 +91,23 @@ def test_lines_out_of_the_fast_form_are_read_as_before(line: str) -> None:
     rs2.universe = InterfaceUniverse(["eth0", "lo"], rs2.interface_specs)
     general = _compiler_of(rs2).compile_general(rs2.chain("filter", "INPUT"), 1, line)
     _same_rule(rules[0], general)
+
+
+def test_rule_positions_share_the_line_numbers_ints_and_equal_enumerate() -> None:
+    from twinwall.parsers.iptables_save import _positions
+
+    rng = random.Random(2)
+    for _ in range(300):
+        count = rng.randint(0, 40)
+        first = rng.randint(-2, 60)
+        numbers = [first + k for k in range(count)]
+        if count and rng.random() < 0.3:  # (not numbered on one by one)
+            k = rng.randrange(count)
+            numbers[k] += rng.choice((-1, 1, 5))
+        got = _positions(numbers)
+        assert got == list(range(1, count + 1))
+    big = list(range(6, 100006))
+    got = _positions(big)
+    assert got == list(range(1, 100001)) and got[10] is big[5]
+    _, rules = _rules(_dump([f"-A INPUT -s 192.0.2.{k}/32 -j DROP" for k in range(200)]), "ipv4")
+    assert [r.number for r in rules] == list(range(1, 201)) and [r.line for r in rules] == list(range(4, 204))
