@@ -549,6 +549,8 @@ def cidr_count_over(a: IntervalSet, bound: int) -> bool:
 
 def _cidr_count(a: IntervalSet, bound: Optional[int] = None) -> int:
     """The number of CIDR blocks of ``a``; with ``bound``, any number over it once past it."""
+    if bound is None and len(a) > _BIG and all(starmap(eq, a)):
+        return len(a)  # (single addresses, a block each: a blocklist's)
     n = 0
     for lo, hi in a:
         if bound is not None and n > bound:

@@ -459,12 +459,13 @@ class _Compiler:
         for n, line in zip(_positions(numbers), lines):
             try:
                 parts = line.split(" ")
-                if (len(parts) == 6 and parts[2] == "-s" and parts[4] == "-j" and parts[0] == "-A"
+                if (len(parts) == 6 and parts[2] == "-s" and parts[4] == "-j" and parts[0] == "-A" and parts[1]
                         and parts[3][:1] not in _NOT_ARG_START and parts[5][:1] not in _NOT_ARG_START
-                        and '"' not in line and len(line.split()) == 6):
+                        and '"' not in line and line.isprintable()):
                     # "-A CHAIN -s ADDRESS -j TARGET" (a blocklist's 100,000 lines): what
-                    # _SOURCE_JUMP reads of it, without the regex (no other whitespace, no
-                    # quote, no empty word: exactly the lines it matches with both parts)
+                    # _SOURCE_JUMP reads of it, without the regex (no empty word, no quote, no
+                    # whitespace but the spaces: every other one is unprintable; exactly the
+                    # lines it matches with both parts)
                     src, target = parts[3], parts[5]
                     found = True
                 else:

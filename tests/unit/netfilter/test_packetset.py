@@ -328,6 +328,7 @@ def test_single_addresses_are_spelled_as_the_general_path_would() -> None:
                 ipaddress.ip_address(lo) if bits == 32 else ipaddress.IPv6Address(lo),
                 ipaddress.ip_address(hi) if bits == 32 else ipaddress.IPv6Address(hi))]
             assert to_cidrs(a, family) == want
+            assert cidr_count(a) == len(want) and packetset._cidr_count(a) == len(want)
 
 
 def test_remembered_by_identity_answers_as_the_function_does() -> None:
