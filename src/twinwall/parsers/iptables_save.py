@@ -458,7 +458,7 @@ class _Compiler:
         cut = -len(one)
         for n, line in zip(_positions(numbers), lines):
             try:
-                parts = line.split(" ")
+                parts = line.split(" ") if line.count(" ") == 5 else ()  # (most other lines: no list)
                 if (len(parts) == 6 and parts[2] == "-s" and parts[4] == "-j" and parts[0] == "-A" and parts[1]
                         and parts[3][:1] not in _NOT_ARG_START and parts[5][:1] not in _NOT_ARG_START
                         and '"' not in line and line.isprintable()):
