@@ -38,7 +38,7 @@ from twinwall.analysis.verdicts import (
 )
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
 from twinwall.analysis.evaluator import V_ACCEPT, V_DROP, V_REJECT, Outcome, accepted_by_policy
-from twinwall.analysis.parallel import run_jobs, worth_forking
+from twinwall.analysis.parallel import job_alone, run_jobs, worth_forking
 from twinwall.netfilter.packetset import (
     Box,
     CT_ESTABLISHED,
@@ -276,6 +276,12 @@ class FamilyAudit:
 
 def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[ListeningSocket], keep_text: bool = True) -> FamilyAudit:
     logs = may_log(snapshot, family)  # (before parsing frees the texts)
+    if not keep_text and job_alone():
+        # the other family's dumps are the other process's to read: this one's copy goes (a
+        # blocklist's other dump is megabytes, held for nothing through this family's walk)
+        for text in snapshot.rulesets:
+            if text.family not in (family, "inet"):
+                text.text = ""
     rulesets = load_rulesets(snapshot, keep_text=keep_text, families=(family,))
     contexts = build_contexts(snapshot, rulesets)
     ctx = contexts[family]
