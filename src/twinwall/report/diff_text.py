@@ -19,7 +19,7 @@ def _rules(decs: FrozenSet) -> str:
     blocklist's 100,000 drops) as one 'table chain #first-#last (count rules ...)' entry."""
     if not decs:
         return "no rule"
-    runs = cited_runs(decs)
+    runs = sorted(cited_runs(decs), key=lambda r: _order(r[0]))
     shown = runs[:MAX_RULES]
     texts = [_run(first, last, count) for first, last, count in shown]
     rest = label_size(decs) - sum(count for _, _, count in shown)
@@ -32,6 +32,10 @@ def _run(first, last, count: int) -> str:
     if count == 1:
         return first.describe()
     return f"{first.table} {first.chain} #{first.rule_number}-#{last.rule_number} ({count} rules: {first.rule} ... {last.rule})"
+
+
+def _order(d) -> tuple:
+    return (d.table, d.chain, d.rule_number if d.rule_number is not None else 1 << 30)
 
 
 def side_text(label: str, side: Dict[str, FrozenSet]) -> str:
