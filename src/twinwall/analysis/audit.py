@@ -1105,17 +1105,17 @@ def _policy_findings(
         # than a filter chain with policy ACCEPT and no rules, found above
         if not ctx.rules_known or any(base.kind == "filter" for _, base in hook_stages(ctx.rulesets, hook)):
             continue
-        chain = hook.upper()
-        evidence = [f"{FAMILY_LABEL[family]}: no table hooks {chain}"]
+        name = hook.upper()
+        evidence = [f"{FAMILY_LABEL[family]}: no table hooks {name}"]
         if hook == "forward":
             if forwarding is False:
                 continue
             evidence.append(_forwarding_fact(snapshot))
-        unfiltered = Decision(NO_TABLE, chain, None, None, "ACCEPT", f"no table hooks {chain}: nothing filters it", "ACCEPT")
+        unfiltered = Decision(NO_TABLE, name, None, None, "ACCEPT", f"no table hooks {name}: nothing filters it", "ACCEPT")
         findings.append(
             finding(
-                "TW-NO-DEFAULT-DENY", family, f"no table hooks {chain}: nothing filters it",
-                severity="low", decided=[(family, unfiltered)], evidence=evidence, hook=hook, subject={"chain": chain},
+                "TW-NO-DEFAULT-DENY", family, f"no table hooks {name}: nothing filters it",
+                severity="low", decided=[(family, unfiltered)], evidence=evidence, hook=hook, subject={"chain": name},
             )
         )
     # loopback: traffic on lo between loopback addresses must be accepted, in INPUT and OUTPUT,
