@@ -112,8 +112,9 @@ def offline_snapshot(args: argparse.Namespace) -> HostSnapshot:
                 # would report every port open with no word of doubt
                 name = "standard input" if path == "-" else path
                 raise InputError(
-                    f"{name} is empty: not {what} output (did '{what} > FILE' fail?); for a family "
-                    "with no rules loaded give a file holding a comment line such as '# no tables'"
+                    f"{name} is empty: not {what} output, or {what} printed nothing because no tables are "
+                    f"loaded; if none are, say so with a file holding a comment line such as '# no tables' "
+                    f"(an empty file is also what a failed '{what} > FILE' leaves)"
                 )
             backend = "legacy" if "legacy" in what else _plain_dump_backend(text, bool(legacy_beside))
             snap.rulesets.append(RulesetText(family, "iptables-save", backend, path, text))
