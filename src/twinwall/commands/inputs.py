@@ -21,7 +21,7 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
         "Any dump may be omitted; a family without a ruleset is reported as unknown.",
     )
     g.add_argument("--snapshot", metavar="FILE", help="a snapshot written by 'twinwall collect'")
-    g.add_argument("--iptables", metavar="FILE", help="saved 'iptables-save' output ('-' for stdin)")
+    g.add_argument("--iptables", metavar="FILE", help="saved 'iptables-save' output ('-': standard input, for any one dump)")
     g.add_argument("--ip6tables", metavar="FILE", help="saved 'ip6tables-save' output")
     g.add_argument(
         "--iptables-legacy", metavar="FILE", help="saved 'iptables-legacy-save' output, when legacy tables are loaded too"

@@ -367,6 +367,11 @@ def test_snapshot_collected_without_root_says_collect_again(tmp_path, command):
 
 def test_explain_refuses_port_zero():
     proc = run_cli("explain", "tcp/0")
+    assert proc.returncode == 2 and "the port must be 1-65535" in proc.stderr
+    # and a port out of range, or no port, in one line each
+    proc = run_cli("explain", "tcp/99999")
+    assert proc.returncode == 2 and proc.stderr == "twinwall: 'tcp/99999': the port must be 1-65535\n"
+    proc = run_cli("explain", "tcp")
     assert proc.returncode == 2 and "tcp/22" in proc.stderr
 
 
