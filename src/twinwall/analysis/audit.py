@@ -38,7 +38,8 @@ from twinwall.analysis.verdicts import (
 )
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
 from twinwall.analysis.evaluator import V_ACCEPT, V_DROP, V_REJECT, Outcome, accepted_by_policy
-from twinwall.analysis.parallel import run_jobs, worth_forking
+from twinwall.analysis.netfilter_walk import hook_stages
+from twinwall.analysis.parallel import job_alone, run_jobs, worth_forking
 from twinwall.netfilter.packetset import (
     Box,
     CT_ESTABLISHED,
@@ -76,7 +77,7 @@ from twinwall.model import (
     merge_same_sockets,
 )
 
-from twinwall.netfilter.ruleset import ACCEPT, DROP, REJECT, Decision, Rule
+from twinwall.netfilter.ruleset import ACCEPT, DROP, NO_TABLE, REJECT, Decision, Rule
 
 
 # a subject's decisions: (family, the decision), as the finding cites them
@@ -276,6 +277,12 @@ class FamilyAudit:
 
 def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[ListeningSocket], keep_text: bool = True) -> FamilyAudit:
     logs = may_log(snapshot, family)  # (before parsing frees the texts)
+    if not keep_text and job_alone():
+        # the other family's dumps are the other process's to read: this one's copy goes (a
+        # blocklist's other dump is megabytes, held for nothing through this family's walk)
+        for text in snapshot.rulesets:
+            if text.family not in (family, "inet"):
+                text.text = ""
     rulesets = load_rulesets(snapshot, keep_text=keep_text, families=(family,))
     contexts = build_contexts(snapshot, rulesets)
     ctx = contexts[family]
@@ -749,6 +756,9 @@ def _same(d: Decision) -> tuple:
 def _cause_text(cause: Sequence[Decision]) -> str:
     if not cause:
         return "rules"
+    if cause[0].table == NO_TABLE:
+        # (not its description, "no table hooks INPUT: nothing filters it", after the family)
+        return f"has no table on {cause[0].chain} (nothing filters it)"
     return cause[0].describe() + (f" (and {len(cause) - 1} more)" if len(cause) > 1 else "")
 
 
@@ -1090,6 +1100,24 @@ def _policy_findings(
                         subject={"chain": base.chain},
                     )
                 )
+    for hook in ("forward", "output"):
+        # nothing on the hook at all (no tables: an ip6tables nobody wrote) filters even less
+        # than a filter chain with policy ACCEPT and no rules, found above
+        if not ctx.rules_known or any(base.kind == "filter" for _, base in hook_stages(ctx.rulesets, hook)):
+            continue
+        name = hook.upper()
+        evidence = [f"{FAMILY_LABEL[family]}: no table hooks {name}"]
+        if hook == "forward":
+            if forwarding is False:
+                continue
+            evidence.append(_forwarding_fact(snapshot))
+        unfiltered = Decision(NO_TABLE, name, None, None, "ACCEPT", f"no table hooks {name}: nothing filters it", "ACCEPT")
+        findings.append(
+            finding(
+                "TW-NO-DEFAULT-DENY", family, f"no table hooks {name}: nothing filters it",
+                severity="low", decided=[(family, unfiltered)], evidence=evidence, hook=hook, subject={"chain": name},
+            )
+        )
     # loopback: traffic on lo between loopback addresses must be accepted, in INPUT and OUTPUT,
     # and no LOG rule should see it
     lo_mask = ctx.universe.mask("lo")

@@ -16,6 +16,7 @@ none of the entering boxes meets none of the later ones either.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, bisect_right
 from typing import Any, Dict, List, Optional, Sequence, Set
 
@@ -247,14 +248,17 @@ class Run:
 
     __slots__ = ("start", "end", "dim", "los", "his", "owner", "union", "values", "source", "decisions", "action")
 
-    def __init__(self, start: int, end: int, dim: int, los: List[int], his: List[int], owner: List[int],
-                 values: Sequence[tuple] = ()):
+    def __init__(self, start: int, end: int, dim: int, los: List[int], his: List[int], owner: Sequence[int],
+                 values: Sequence[tuple] = (), union: Optional[tuple] = None, pairs: Optional[List[tuple]] = None):
         """``los``, ``his``, ``owner``: the intervals (sorted, disjoint) and the position in the
-        run of the rule holding each; ``values``: each rule's value, by position in the run (the
-        parts that are a rule's whole value are that value)."""
+        run of the rule holding each (kept as an array: 100,000 positions are no 100,000 int
+        objects); ``values``: each rule's value, by position in the run (the parts that are a
+        rule's whole value are that value); ``union``: theirs, when the caller knows it (else
+        made here, of ``pairs``, the intervals as tuples, where the caller has them)."""
         self.start, self.end, self.dim = start, end, dim  # rules[start:end]
-        self.los, self.his, self.owner = los, his, owner
-        self.union = _union_sorted(los, his)
+        self.los, self.his = los, his
+        self.owner = owner if isinstance(owner, array) else array("l", owner)
+        self.union = _union_sorted(los, his, pairs) if union is None else union
         self.values = list(values)
         # the walk's Decision of each rule, by position in the run, for the ruleset ``source``
         # (every walk of the chain cites its rules alike: made once, shared)
@@ -287,22 +291,29 @@ class Run:
         return out
 
 
-def _union_sorted(los: List[int], his: List[int]) -> tuple:
-    """iv_normalize of sorted, disjoint intervals: only adjacent ones join."""
+def _union_sorted(los: List[int], his: List[int], pairs: Optional[List[tuple]] = None) -> tuple:
+    """iv_normalize of sorted, disjoint intervals: only adjacent ones join (``pairs``: the
+    same intervals as tuples, kept where nothing joins them)."""
     out: List[tuple] = []
     if not los:
         return ()
     if not any(map(int.__eq__, los[1:], map((1).__add__, his))):
-        return tuple(zip(los, his))  # (none adjacent: a blocklist's addresses)
-    clo, chi = los[0], his[0]
-    for lo, hi in zip(los, his):
+        return tuple(pairs) if pairs is not None else tuple(zip(los, his))  # (none adjacent)
+    if pairs is None:
+        pairs = list(zip(los, his))
+    append = out.append
+    first: Optional[tuple] = pairs[0]  # the interval being grown as given, while nothing grew it
+    clo, chi = pairs[0]
+    for p in pairs[1:]:
+        lo, hi = p
         if lo <= chi + 1:
             if hi > chi:
                 chi = hi
+                first = None
         else:
-            out.append((clo, chi))
-            clo, chi = lo, hi
-    out.append((clo, chi))
+            append(first if first is not None else (clo, chi))
+            first, clo, chi = p, lo, hi
+    append(first if first is not None else (clo, chi))
     return tuple(out)
 
 
@@ -328,12 +339,12 @@ def runs_within(full: Dict[int, Run], picked: Sequence[int]) -> Dict[int, Run]:
         if i1 - i0 < MIN_RUN:
             continue
         if i1 - i0 == run.end - run.start:  # (every rule of it)
-            out[i0] = Run(i0, i1, run.dim, run.los, run.his, run.owner, run.values)
+            out[i0] = Run(i0, i1, run.dim, run.los, run.his, run.owner, run.values, run.union)
             continue
         # position in the run -> position in the part of it picked
         moved = {picked[i] - run.start: i - i0 for i in range(i0, i1)}
         kept = [(lo, hi, moved[k]) for lo, hi, k in zip(run.los, run.his, run.owner) if k in moved]
-        out[i0] = Run(i0, i1, run.dim, [lo for lo, _, _ in kept], [hi for _, hi, _ in kept], [k for _, _, k in kept],
+        out[i0] = Run(i0, i1, run.dim, [lo for lo, _, _ in kept], [hi for _, hi, _ in kept], array("l", [k for _, _, k in kept]),
                       [run.values[picked[i] - run.start] for i in range(i0, i1)])
     return out
 
@@ -350,37 +361,62 @@ def find_runs(rules: Sequence, terminal) -> Dict[int, Run]:
             continue
         dim = first[0]
         j = i + 1
-        los = [lo for lo, _ in first[1]]
-        his = [hi for _, hi in first[1]]
-        owner = [0] * len(los)
         values: List[tuple] = [first[1]]
+        append = values.append
         while j < n:
             rule = rules[j]
             alternatives = rule.alternatives
             if not alternatives:
-                values.append(())
+                append(())
                 j += 1  # a rule that can never match (the other family's, in an inet table)
                 continue
             # (_run_value, inline: this loop visits every rule of a 100,000-rule blocklist)
             if rule.action not in terminal or rule.unknown or rule.logs or len(alternatives) != 1:
                 break
             alt = alternatives[0]
-            if len(alt) != 1 or alt[0][0] != dim or not alt[0][1]:
+            if len(alt) != 1:
                 break
-            value = alt[0][1]
-            for lo, hi in value:
-                los.append(lo)
-                his.append(hi)
-                owner.append(j - i)
-            values.append(value)
+            d, value = alt[0]
+            if d != dim or not value:
+                break
+            append(value)
             j += 1
         if j - i >= MIN_RUN:
-            # sorted by first value (equal ones overlap, refused below whatever their order)
-            order = sorted(range(len(los)), key=los.__getitem__)
-            los = [los[k] for k in order]
-            his = [his[k] for k in order]
-            if all(map(int.__gt__, los[1:], his)):
-                runs[i] = Run(i, j, dim, los, his, [owner[k] for k in order], values)
-            # (overlapping values: a later rule sees only what earlier ones left, walk them one by one)
+            run = _run(i, j, dim, values)
+            if run is not None:
+                runs[i] = run
         i = j
     return runs
+
+
+def _run(start: int, end: int, dim: int, values: List[tuple]) -> Optional[Run]:
+    """The Run of rules[start:end], whose values on ``dim`` are ``values``; None when two of
+    them overlap (a later rule sees only what earlier ones left: walked one by one)."""
+    if set(map(len, values)) == {1}:
+        # every rule one interval (a blocklist's addresses): sorted as the pairs they are, the
+        # union made of the very pairs (not a copy of each), a rule's position its own index
+        pairs = [v[0] for v in values]
+        firsts = [p[0] for p in pairs]
+        owner = sorted(range(len(pairs)), key=firsts.__getitem__)
+        pairs = [pairs[k] for k in owner]
+        los = [p[0] for p in pairs]
+        his = [p[1] for p in pairs]
+        if all(map(int.__gt__, los[1:], map((1).__add__, his))):
+            # none overlap and none are adjacent (the commonest): the union is the pairs
+            return Run(start, end, dim, los, his, owner, values, tuple(pairs))
+        if not all(map(int.__gt__, los[1:], his)):
+            return None
+        return Run(start, end, dim, los, his, owner, values, pairs=pairs)
+    los, his, owners = [], [], []
+    for k, value in enumerate(values):
+        for lo, hi in value:
+            los.append(lo)
+            his.append(hi)
+            owners.append(k)
+    # sorted by first value (equal ones overlap, refused below whatever their order)
+    order = sorted(range(len(los)), key=los.__getitem__)
+    los = [los[k] for k in order]
+    his = [his[k] for k in order]
+    if not all(map(int.__gt__, los[1:], his)):
+        return None
+    return Run(start, end, dim, los, his, [owners[k] for k in order], values)

@@ -431,10 +431,12 @@ class Evaluator(NetfilterWalk):
             runs = self.runs_of(chain, rules, None) if len(rules) >= MIN_RUN else None
             # (nor are rules that match nothing, in a run or not: an inet chain's rules of the
             # other family, which the walk steps over at no cost)
-            in_run = bytearray(len(rules))
-            for r in (runs or {}).values():
-                in_run[r.start:r.end] = b"\x01" * (r.end - r.start)
-            covered = sum(1 for flag, rule in zip(in_run, rules) if flag or not rule.alternatives)
+            # (find_runs's runs do not overlap: counted run by run, and the rules between)
+            covered = pos = 0
+            for r in sorted((runs or {}).values(), key=lambda r: r.start):
+                covered += sum(1 for rule in rules[pos:r.start] if not rule.alternatives) + r.end - r.start
+                pos = r.end
+            covered += sum(1 for rule in rules[pos:] if not rule.alternatives)
             mostly_runs = covered >= len(rules) * RUN_SHARE
             index = chain.index = (not mostly_runs and ChainIndex.build(rules)) or False
         return index

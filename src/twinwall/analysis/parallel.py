@@ -54,9 +54,21 @@ def worth_forking(snapshot) -> bool:
     return all(sizes) and sum(sizes) >= FORK_MIN_RULES
 
 
+# whether the job running now has a process of its own (run_jobs forked for it): what it
+# alone reads it may then let go of what the other jobs read (they hold copies)
+_forked = False
+
+
+def job_alone() -> bool:
+    """Whether the job running now runs in a process of its own, its sibling jobs in others
+    (True within run_jobs's jobs once it has forked them, in the children and in this one)."""
+    return _forked
+
+
 def run_jobs(jobs: Sequence[Callable[[], T]], parallel: bool = True) -> List[T]:
     """``[job() for job in jobs]``, with ``parallel`` (and :func:`can_fork`) the jobs after the
     first in forked children."""
+    global _forked
     if not parallel or len(jobs) < 2 or not can_fork():
         return [job() for job in jobs]
     import pickle
@@ -66,7 +78,11 @@ def run_jobs(jobs: Sequence[Callable[[], T]], parallel: bool = True) -> List[T]:
     try:
         for job in jobs[1:]:
             children.append(_start(job))
-        mine = jobs[0]()
+        _forked = True
+        try:
+            mine = jobs[0]()
+        finally:
+            _forked = False
     except BaseException:
         for pid, fd in children:
             os.close(fd)
@@ -106,6 +122,8 @@ def _start(job: Callable[[], object]):
         os.close(write_fd)
         return pid, read_fd
     # the child: compute, send, and leave without running the parent's cleanup handlers
+    global _forked
+    _forked = True
     status = 0
     try:
         os.close(read_fd)

@@ -26,8 +26,10 @@ from twinwall.netfilter.packetset import (
     iv_normalize,
     iv_or,
     iv_sub,
+    iv_union,
     merge_boxes,
     ranges_text,
+    remembered_by_identity,
     remote_sources,
     iv_touching,
     to_cidrs,
@@ -252,7 +254,7 @@ class Reach:
         target[SPORT] = CLIENT_PORTS
         self.covered = covers(boxes, tuple(target), (SRC, IIF, SPORT))
         srcs = list({id(b[SRC]): b[SRC] for b in boxes}.values())
-        self.src = srcs[0] if len(srcs) == 1 else iv_normalize(p for x in srcs for p in x)
+        self.src = iv_union(srcs)
         self.sports = iv_normalize(p for b in boxes for p in b[SPORT])
         ifaces = 0
         for b in boxes:
@@ -343,9 +345,11 @@ def cidrs(a: tuple, family: str) -> List[str]:
     return list(_cidrs_cached(a, family))
 
 
-@lru_cache(maxsize=4096)
-def _cidrs_cached(a: tuple, family: str) -> Tuple[str, ...]:
+def _cidrs_cached_of(a: tuple, family: str) -> Tuple[str, ...]:
     return tuple(to_cidrs(_spelled_set(a, family), family))
+
+
+_cidrs_cached = remembered_by_identity(_cidrs_cached_of)
 
 
 def _spelled_set(a: tuple, family: str) -> tuple:
@@ -379,8 +383,7 @@ def source_cidrs(a: tuple, family: str) -> Tuple[Tuple[str, ...], Tuple[str, ...
     return _source_cidrs_cached(a, family)
 
 
-@lru_cache(maxsize=4096)
-def _source_cidrs_cached(a: tuple, family: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+def _source_cidrs_cached_of(a: tuple, family: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
     if cidr_count_over(a, COMPACT_SOURCES):
         rest = iv_sub(remote_sources(family), a)
         if cidr_count_over(a, cidr_count(rest)):
@@ -389,13 +392,15 @@ def _source_cidrs_cached(a: tuple, family: str) -> Tuple[Tuple[str, ...], Tuple[
     return _cidrs_cached(a, family), ()
 
 
+_source_cidrs_cached = remembered_by_identity(_source_cidrs_cached_of)
+
+
 @lru_cache(maxsize=None)
 def _martians(family: str) -> tuple:
     return iv_sub(address_space(family), remote_sources(family))
 
 
-@lru_cache(maxsize=4096)
-def _sources_text(src: tuple, family: str) -> str:
+def _sources_text_of(src: tuple, family: str) -> str:
     """A source set in a few words: ``all``, ``all except 2001:db8::1``, ``192.0.2.0/24,...``."""
     denied = iv_sub(remote_sources(family), src)
     if not denied:
@@ -412,10 +417,15 @@ def _sources_text(src: tuple, family: str) -> str:
     return _first([_host(c) for c in first], 2)
 
 
-@lru_cache(maxsize=4096)
-def _first_cidrs(a: tuple, family: str, n: int) -> Tuple[str, ...]:
+_sources_text = remembered_by_identity(_sources_text_of)
+
+
+def _first_cidrs_of(a: tuple, family: str, n: int) -> Tuple[str, ...]:
     """``cidrs(a, family)[:n]``, without spelling the rest."""
     return tuple(to_cidrs(_spelled_set(a, family)[:n], family)[:n])
+
+
+_first_cidrs = remembered_by_identity(_first_cidrs_of)
 
 
 def _host(cidr: str) -> str:

@@ -31,7 +31,8 @@ _REACH = ("open", "restricted", "filtered")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("service", metavar="PROTO/PORT", help="e.g. tcp/22 or udp/53")
-    p.add_argument("--family", choices=("ipv4", "ipv6", "both"), default="both")
+    p.add_argument("--family", choices=("ipv4", "ipv6", "both"), default="both",
+                   help="the family (or families) whose walk is shown (default: both, side by side)")
     p.add_argument("--from", dest="source", metavar="ADDR", help="a source address or prefix (default: any remote source)")
     p.add_argument("--sport", metavar="PORT", type=_port, help="the client's source port (default: any)")
     p.add_argument("--iface", metavar="NAME", help="the interface the packet arrives on (default: any but lo)")
@@ -49,8 +50,10 @@ def _port(text: str) -> int:
 def parse_service(text: str):
     proto, sep, port = text.partition("/")
     proto = proto.lower()
-    if not sep or proto not in ("tcp", "udp") or not port.isdigit() or not 0 < int(port) <= 65535:
+    if not sep or proto not in ("tcp", "udp") or not port.isdigit():
         raise InputError(f"service must look like tcp/22 or udp/53, not {text!r}")
+    if not 0 < int(port) <= 65535:
+        raise InputError(f"{text!r}: the port must be 1-65535")
     return proto, int(port)
 
 

@@ -21,7 +21,7 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
         "Any dump may be omitted; a family without a ruleset is reported as unknown.",
     )
     g.add_argument("--snapshot", metavar="FILE", help="a snapshot written by 'twinwall collect'")
-    g.add_argument("--iptables", metavar="FILE", help="saved 'iptables-save' output ('-' for stdin)")
+    g.add_argument("--iptables", metavar="FILE", help="saved 'iptables-save' output ('-': standard input, for any one dump)")
     g.add_argument("--ip6tables", metavar="FILE", help="saved 'ip6tables-save' output")
     g.add_argument(
         "--iptables-legacy", metavar="FILE", help="saved 'iptables-legacy-save' output, when legacy tables are loaded too"
@@ -112,8 +112,9 @@ def offline_snapshot(args: argparse.Namespace) -> HostSnapshot:
                 # would report every port open with no word of doubt
                 name = "standard input" if path == "-" else path
                 raise InputError(
-                    f"{name} is empty: not {what} output (did '{what} > FILE' fail?); for a family "
-                    "with no rules loaded give a file holding a comment line such as '# no tables'"
+                    f"{name} is empty: not {what} output, or {what} printed nothing because no tables are "
+                    f"loaded; if none are, say so with a file holding a comment line such as '# no tables' "
+                    f"(an empty file is also what a failed '{what} > FILE' leaves)"
                 )
             backend = "legacy" if "legacy" in what else _plain_dump_backend(text, bool(legacy_beside))
             snap.rulesets.append(RulesetText(family, "iptables-save", backend, path, text))

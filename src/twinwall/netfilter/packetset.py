@@ -21,8 +21,8 @@ from __future__ import annotations
 import ipaddress
 from bisect import bisect_left, bisect_right
 from functools import lru_cache
-from itertools import compress
-from operator import itemgetter, ne
+from itertools import compress, starmap
+from operator import eq, itemgetter, ne
 from typing import Any, Callable, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 # (the C functions that the socket module re-exports under the same names: importing socket
@@ -163,7 +163,22 @@ def _remembered(op, a: IntervalSet, b: IntervalSet) -> IntervalSet:
     if len(_memo) >= _MEMO_LIMIT:
         _memo.clear()
     _memo[key] = (a, b, out)
+    if out is not a and out is not b and len(out) > _BIG:
+        # where the result came from (see _made_of), under its own identity
+        _memo[(_made_of, id(out))] = (out, op, a, b)
     return out
+
+
+def _made_of(c: IntervalSet) -> Optional[Tuple[Any, IntervalSet, IntervalSet]]:
+    """(op, a, b) when the long set ``c`` is ``op(a, b)`` (_iv_sub or _iv_and) as remembered.
+    The verdicts undo the evaluator's cuts: the sources a rule took and those it left of "all
+    but a blocklist" join back into that very set, and "every remote source minus those" is
+    the blocklist again (a - (a - b) = a & b), without a merge or a difference over the 100,000
+    intervals each."""
+    hit = _memo.get((_made_of, id(c)))
+    if hit is None or hit[0] is not c:
+        return None
+    return hit[1], hit[2], hit[3]
 
 
 def iv_and(a: IntervalSet, b: IntervalSet) -> IntervalSet:
@@ -268,6 +283,10 @@ def iv_sub(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     if not a or not b:
         return a
     if len(a) > _BIG or len(b) > _BIG:
+        if len(b) > _BIG:
+            made = _made_of(b)
+            if made is not None and made[0] is _iv_sub and made[1] is a:
+                return iv_and(a, made[2])  # a - (a - x) = a & x
         return _remembered(_iv_sub, a, b)
     return _iv_sub(a, b)
 
@@ -286,6 +305,8 @@ def _iv_sub(a: IntervalSet, b: IntervalSet) -> IntervalSet:
         if a[j - 1][1] > hi:
             mid.append((hi + 1, a[j - 1][1]))
         return a[:i] + tuple(mid) + a[j:]
+    if len(a) * 8 < len(b):
+        return _sub_many(a, b)
     out = []
     j = 0
     nb = len(b)
@@ -305,23 +326,114 @@ def _iv_sub(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     return tuple(out)
 
 
+def _sub_many(a: IntervalSet, b: IntervalSet) -> IntervalSet:
+    """_iv_sub of a few intervals minus many (every remote source but an nft set of 100,000
+    addresses): the gaps between the intervals of ``b`` that a binary search finds inside each
+    of ``a``, made in one comprehension each."""
+    out: List[Interval] = []
+    append, extend = out.append, out.extend
+    for lo, hi in a:
+        i, j = _span(b, lo, hi)
+        if i >= j:
+            append((lo, hi))
+            continue
+        first, last = b[i][0], b[j - 1][1]
+        if first > lo:
+            append((lo, first - 1))
+        # (b is sorted, disjoint and not adjacent: every gap holds a value)
+        extend([(h + 1, l - 1) for (_, h), (l, _) in zip(b[i:j - 1], b[i + 1:j])])
+        if last < hi:
+            append((last + 1, hi))
+    return tuple(out)
+
+
 def iv_or(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     if not a:
         return b
     if not b:
         return a
+    if a is b:
+        return a
     if len(b) > len(a):
         a, b = b, a
-    if len(b) <= _FEW and len(a) > _BIG:
-        # a few intervals into a long set (the martian ranges into "all but a blocklist"):
-        # each spliced in where a binary search puts it, not the 100,000 sorted again
-        for lo, hi in b:
-            i, j = _span(a, lo - 1, hi + 1)  # (the intervals it overlaps or touches)
-            if i < j:
-                lo, hi = min(lo, a[i][0]), max(hi, a[j - 1][1])
-            a = a[:i] + ((lo, hi),) + a[j:]
-        return a
+    if len(a) > _BIG:
+        whole = _rejoined(a, b)
+        if whole is not None:
+            return whole
+        if len(b) <= _FEW:
+            # a few intervals into a long set (the martian ranges into "all but a blocklist"):
+            # each spliced in where a binary search puts it, not the 100,000 sorted again
+            for lo, hi in b:
+                i, j = _span(a, lo - 1, hi + 1)  # (the intervals it overlaps or touches)
+                if i < j:
+                    lo, hi = min(lo, a[i][0]), max(hi, a[j - 1][1])
+                a = a[:i] + ((lo, hi),) + a[j:]
+            return a
+        if len(b) * 8 < len(a):
+            return _spliced_or(a, b)
     return iv_normalize(list(a) + list(b))
+
+
+def _rejoined(a: IntervalSet, b: IntervalSet) -> Optional[IntervalSet]:
+    """``x`` when ``a`` and ``b`` are ``x - y`` and ``x & y`` (in either order) as remembered;
+    None otherwise."""
+    made_a = _made_of(a)
+    if made_a is None:
+        return None
+    if len(b) > _BIG:
+        made_b = _made_of(b)
+    else:  # (a short intersection is remembered only where its operands were long)
+        hit = _memo.get((_iv_and, id(made_a[1]), id(made_a[2])))
+        made_b = (_iv_and, made_a[1], made_a[2]) if hit is not None and hit[2] is b and hit[0] is made_a[1] else None
+        if made_b is None:
+            hit = _memo.get((_iv_sub, id(made_a[1]), id(made_a[2])))
+            made_b = (_iv_sub, made_a[1], made_a[2]) if hit is not None and hit[2] is b and hit[0] is made_a[1] else None
+    if made_b is None or made_a[1] is not made_b[1] or made_a[2] is not made_b[2] or made_a[0] is made_b[0]:
+        return None
+    return made_a[1]
+
+
+def _spliced_or(a: IntervalSet, b: IntervalSet) -> IntervalSet:
+    """iv_or of a long set and a much shorter one: the long set's intervals between the places
+    the short one's go are kept as they are (slices), not sorted and rebuilt one by one."""
+    out: List[Interval] = []
+    extend, append = out.extend, out.append
+    pos = 0  # a[:pos] is in ``out`` or in the interval being grown
+    grown = False
+    clo = chi = 0
+    for lo, hi in b:
+        i, j = _span(a, lo - 1, hi + 1)  # (the intervals of ``a`` it overlaps or touches)
+        if i < j:
+            if a[i][0] < lo:
+                lo = a[i][0]
+            if a[j - 1][1] > hi:
+                hi = a[j - 1][1]
+        if grown and i < pos:  # it touches an interval the one being grown took
+            if hi > chi:
+                chi = hi
+        else:
+            if grown:
+                append((clo, chi))
+            extend(a[pos:i])
+            clo, chi, grown = lo, hi, True
+        if j > pos:
+            pos = j
+    if grown:
+        append((clo, chi))
+    extend(a[pos:])
+    return tuple(out)
+
+
+def iv_union(sets: Sequence[IntervalSet]) -> IntervalSet:
+    """The union of several interval sets: iv_or of the longest with the union of the others
+    (a long set is not sorted again with a few short ones)."""
+    if len(sets) <= 1:
+        return sets[0] if sets else ()
+    if len(sets) == 2:
+        return iv_or(sets[0], sets[1])
+    longest = max(range(len(sets)), key=lambda k: len(sets[k]))
+    rest = [p for k, x in enumerate(sets) if k != longest for p in x]
+    return iv_or(sets[longest], iv_normalize(rest))
 
 
 def iv_normalize(pairs: Iterable[Interval]) -> IntervalSet:
@@ -330,19 +442,22 @@ def iv_normalize(pairs: Iterable[Interval]) -> IntervalSet:
     append = out.append
     clo = chi = 0  # the interval being grown, once ``grown``
     grown = False
-    for lo, hi in sorted(pairs):
+    given: Any = None  # the pair it is, as given, while nothing has grown it (kept, not copied)
+    for p in sorted(pairs):
+        lo, hi = p
         if lo > hi:
             continue
         if grown and lo <= chi + 1:
             if hi > chi:
                 chi = hi
+                given = None
         else:
             if grown:
-                append((clo, chi))
-            clo, chi = lo, hi
+                append(given if given.__class__ is tuple else (clo, chi))
+            clo, chi, given = lo, hi, p
             grown = True
     if grown:
-        append((clo, chi))
+        append(given if given.__class__ is tuple else (clo, chi))
     return tuple(out)
 
 
@@ -386,15 +501,44 @@ def address_space(family: str) -> IntervalSet:
     return ((0, (1 << ADDR_BITS[family]) - 1),)
 
 
+def remembered_by_identity(fn: Callable[..., Any], size: int = 4096) -> Callable[..., Any]:
+    """``fn(a, *rest)`` (``rest`` hashable) remembered: by ``a``'s value while it is short (an
+    lru_cache), by its identity once it is long. A long set's hash is every interval hashed
+    again, each time: an lru_cache of "all but a blocklist" hashed 100,000 pairs per question.
+    The same sets come back as the very same objects (the evaluator's, the interval memo's),
+    and an equal copy is only worked out again. The memo keeps what it holds alive, so an
+    identity is not reused while its entry lives."""
+    by_value = lru_cache(maxsize=size)(fn)
+    by_id: dict = {}
+
+    def remembered(a, *rest):
+        if len(a) <= _BIG:
+            return by_value(a, *rest)
+        key = (id(a),) + rest
+        hit = by_id.get(key)
+        if hit is not None and hit[0] is a:
+            return hit[1]
+        out = fn(a, *rest)
+        if len(by_id) >= 64:
+            by_id.clear()
+        by_id[key] = (a, out)
+        return out
+
+    remembered.__doc__ = fn.__doc__
+    return remembered
+
+
 def cidr_count(a: IntervalSet) -> int:
     """len(to_cidrs(a, family)), counted without spelling (or even finding) the blocks."""
     # (the audit sizes a set cut by a blocklist several ways, each asking for its count again)
     return _cidr_count_cached(a) if len(a) > _BIG else _cidr_count(a)
 
 
-@lru_cache(maxsize=16)
-def _cidr_count_cached(a: IntervalSet) -> int:
+def _cidr_count_of(a: IntervalSet) -> int:
     return _cidr_count(a)
+
+
+_cidr_count_cached = remembered_by_identity(_cidr_count_of, 16)
 
 
 def cidr_count_over(a: IntervalSet, bound: int) -> bool:
@@ -405,6 +549,8 @@ def cidr_count_over(a: IntervalSet, bound: int) -> bool:
 
 def _cidr_count(a: IntervalSet, bound: Optional[int] = None) -> int:
     """The number of CIDR blocks of ``a``; with ``bound``, any number over it once past it."""
+    if bound is None and len(a) > _BIG and all(starmap(eq, a)):
+        return len(a)  # (single addresses, a block each: a blocklist's)
     n = 0
     for lo, hi in a:
         if bound is not None and n > bound:
@@ -434,7 +580,26 @@ def to_cidrs(a: IntervalSet, family: str) -> List[str]:
         fmt = lambda v: ntoa(v.to_bytes(4, "big"))  # noqa: E731
     else:
         fmt = format_address6
+    single = f"/{top - 1}"
+    if len(a) > _BIG and all(starmap(eq, a)):
+        # every interval one address (a blocklist's): spelled at once
+        if family == "ipv4":
+            return [ntoa(lo.to_bytes(4, "big")) + single for lo, _ in a]
+        # (those inet_ntop spells as ipaddress does: see format_address6)
+        singles = [inet_ntop(AF_INET6, lo.to_bytes(16, "big")) + single for lo, _ in a if lo >> 48]
+        if len(singles) == len(a):
+            return singles
+    v4 = family == "ipv4"
+    ntop = inet_ntop
     for lo, hi in a:
+        if lo == hi:  # (one address: spelled here, not by a call per address)
+            if v4:
+                append(inet_ntoa(lo.to_bytes(4, "big")) + single)
+            elif lo >> 48:
+                append(ntop(AF_INET6, lo.to_bytes(16, "big")) + single)
+            else:
+                append(format_address6(lo) + single)
+            continue
         while lo <= hi:
             size = 1 << ((hi - lo + 1).bit_length() - 1)  # the largest block that fits...
             if lo:
@@ -705,7 +870,7 @@ def _merge_pair(
         return [(a, pa), (b, pb)]
     dim = differ[0]
     merged = list(a)
-    merged[dim] = a[dim] | b[dim] if dim in mask_dims else iv_normalize(list(a[dim]) + list(b[dim]))
+    merged[dim] = a[dim] | b[dim] if dim in mask_dims else iv_or(a[dim], b[dim])
     if combine_all is not None:
         payload = combine_all([pa, pb])
     elif combine is not None:
@@ -806,7 +971,7 @@ def _merge_groups(
                     for m in same:
                         v |= m[1][dim]
                 else:
-                    v = iv_normalize(p for m in same for p in m[1][dim])
+                    v = iv_union([m[1][dim] for m in same])
                 payload = same[0][2]
                 if combine_all is not None:
                     payload = combine_all([m[2] for m in same])
@@ -879,7 +1044,7 @@ def _merge_varying(
                     for m in same:
                         v |= m[1][dim]
                 else:
-                    v = iv_normalize([p for m in same for p in m[1][dim]])
+                    v = iv_union([m[1][dim] for m in same])
                 payload = same[0][2]
                 if combine_all is not None:
                     payload = combine_all([m[2] for m in same])

@@ -13,6 +13,7 @@ kept by name in ``Rule.unknown``: the evaluator then treats the rule as "may mat
 from __future__ import annotations
 
 import re
+from _socket import AF_INET, AF_INET6, inet_pton
 from functools import lru_cache
 from sys import intern
 from typing import Dict, List, Optional, Tuple, Union, cast
@@ -261,6 +262,10 @@ _SIMPLE_PROTO = {"tcp": ((6, 6),), "udp": ((17, 17),)}
 # per port repeats them in thousands of rules), and the alternatives of a line without matches
 _SIMPLE_PROTO_CONSTRAINT = {name: (PROTO, value) for name, value in _SIMPLE_PROTO.items()}
 _MATCH_ALL = ((),)
+# a word _ARG refuses to start with, or the empty word
+_NOT_ARG_START = frozenset(("", "!", "-"))
+# the sources whose rules' alternatives are shared (_Compiler._source_alternatives) at most
+_SOURCES_REMEMBERED = 4096
 # a run of rules of one chain, as iptables-save prints them: "-A NAME ..." lines, each ending in
 # a newline, all naming the same chain
 _RULE_BLOCK = re.compile(r"-A (\S+) [^\n]*\n(?:-A \1 [^\n]*\n)*")
@@ -421,6 +426,19 @@ def _source_lines(pieces: List[Tuple[int, str]]) -> Tuple[List[str], List[int]]:
     return lines, numbers
 
 
+def _positions(numbers: List[int]) -> List[int]:
+    """1, 2, ... len(numbers): the rules' positions in their chain, as the very int objects of
+    their line ``numbers`` where those are equal (the lines of one block, numbered on from its
+    first): a 100,000-rule chain holds one int per rule for both, not two."""
+    count = len(numbers)
+    first = numbers[0] if numbers else 0
+    if 1 <= first <= count and numbers[-1] - first == count - 1:
+        shared = numbers[:count - first + 1]
+        if shared == list(range(first, count + 1)):  # (numbered on, one by one)
+            return list(range(1, first)) + shared
+    return list(range(1, count + 1))
+
+
 # ---------------------------------------------------------------------------------------------
 # pass 2: compiling one chain's rules
 
@@ -449,12 +467,28 @@ class _Compiler:
         source_alternatives = self._source_alternatives
         table, name = chain.table, chain.name
         jumps: Dict[str, Tuple[str, Optional[str]]] = {}  # target -> (its one string, its action)
-        for n, line in enumerate(lines, 1):
+        af = AF_INET if self.family == "ipv4" else AF_INET6
+        one = "/32" if self.family == "ipv4" else "/128"  # (a single address's prefix length)
+        cut = -len(one)
+        for n, line in zip(_positions(numbers), lines):
             try:
-                m = source_jump(line)
-                if m is not None:
+                parts = line.split(" ") if line.count(" ") == 5 else ()  # (most other lines: no list)
+                if (len(parts) == 6 and parts[2] == "-s" and parts[4] == "-j" and parts[0] == "-A" and parts[1]
+                        and parts[3][:1] not in _NOT_ARG_START and parts[5][:1] not in _NOT_ARG_START
+                        and '"' not in line and line.isprintable()):
+                    # "-A CHAIN -s ADDRESS -j TARGET" (a blocklist's 100,000 lines): what
+                    # _SOURCE_JUMP reads of it, without the regex (no empty word, no quote, no
+                    # whitespace but the spaces: every other one is unprintable; exactly the
+                    # lines it matches with both parts)
+                    src, target = parts[3], parts[5]
+                    found = True
+                else:
+                    sj = source_jump(line)
+                    found = sj is not None
+                    if sj is not None:
+                        src, target = sj.groups()
+                if found:
                     # what compile_simple makes of it, without the general regex
-                    src, target = m.groups()
                     known = jumps.get(target)
                     if known is None:
                         # (one string per chain, not per rule jumping to it)
@@ -463,7 +497,17 @@ class _Compiler:
                     if action is not None:
                         alternatives = source_alternatives.get(src) if src is not None else _MATCH_ALL
                         if alternatives is None:
-                            value = addr_cache.get(src) or self.parse_addresses(src)
+                            value: Optional[IntervalSet] = None
+                            if src.endswith(one):  # one address (what parse_addresses makes of it)
+                                try:
+                                    v = int.from_bytes(inet_pton(af, src[:cut]), "big")
+                                    value = ((v, v),)
+                                except OSError:
+                                    pass  # (not the plain form: the general path decides)
+                            if value is None:
+                                value = addr_cache.get(src) or self.parse_addresses(src)
+                            if len(source_alternatives) >= _SOURCES_REMEMBERED:
+                                source_alternatives.clear()  # (a blocklist's never repeat)
                             alternatives = source_alternatives[src] = (((SRC, value),),)
                         rules.append(Rule(table, name, n, line, alternatives, (), action, target))
                         continue

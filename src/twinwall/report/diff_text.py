@@ -2,40 +2,36 @@
 
 from __future__ import annotations
 
-import heapq
-from itertools import islice
-from typing import TYPE_CHECKING, Dict, FrozenSet, Iterable, List
+from typing import TYPE_CHECKING, Dict, FrozenSet, List
 
 from twinwall.analysis.diff.compare import DiffResult, Region
-from twinwall.analysis.diff.describe import describe_region, only_classes, verdict_of
-from twinwall.analysis.labels import RuleRun, label_size
+from twinwall.analysis.diff.describe import cited_runs, describe_region, only_classes, verdict_of
+from twinwall.analysis.labels import label_size
 
 if TYPE_CHECKING:  # (a diff of one snapshot does not load the change's audit machinery)
     from twinwall.analysis.diff.change import ChangeResult
 
-MAX_RULES = 3  # rules named per verdict in one line; the JSON has them all
+MAX_RULES = 3  # rules, or runs of rules of one chain, named per verdict in one line; the JSON has them all
 
 
 def _rules(decs: FrozenSet) -> str:
+    """The rules that decided a verdict: the first MAX_RULES, a run of rules of one chain (a
+    blocklist's 100,000 drops) as one 'table chain #first-#last (count rules ...)' entry."""
     if not decs:
         return "no rule"
-    chosen = _first_rules(decs, MAX_RULES)
-    texts = [d.describe() for d in chosen]
-    n = label_size(decs)
-    if n > MAX_RULES:
-        texts.append(f"... {n - MAX_RULES} more")
+    runs = sorted(cited_runs(decs), key=lambda r: _order(r[0]))
+    shown = runs[:MAX_RULES]
+    texts = [_run(first, last, count) for first, last, count in shown]
+    rest = label_size(decs) - sum(count for _, _, count in shown)
+    if rest > 0:
+        texts.append(f"... {rest} more")
     return "; ".join(texts)
 
 
-def _first_rules(decs: FrozenSet, k: int) -> List:
-    """The first ``k`` rules of a label in _order, its RuleRuns (consecutive rules of one chain,
-    in order) expanded only as far as needed."""
-    runs = [d for d in decs if type(d) is RuleRun]
-    if not runs:
-        return sorted(decs, key=_order)[:k]
-    streams: List[Iterable] = [sorted((d for d in decs if type(d) is not RuleRun), key=_order)]
-    streams.extend(islice(r.decisions(), k) for r in runs)
-    return list(islice(heapq.merge(*streams, key=_order), k))
+def _run(first, last, count: int) -> str:
+    if count == 1:
+        return first.describe()
+    return f"{first.table} {first.chain} #{first.rule_number}-#{last.rule_number} ({count} rules: {first.rule} ... {last.rule})"
 
 
 def _order(d) -> tuple:

@@ -107,6 +107,28 @@ def test_policy_accept_is_not_a_rule():
     assert ("TW-NO-DEFAULT-DENY", "ipv4", "low") in ids
 
 
+def test_no_tables_at_all_filter_nothing_on_forward_and_output():
+    # an ip6tables nobody wrote: no tables at all filters even less than empty chains with
+    # policy ACCEPT, and is said so per hook (a new user's forwarding router had no finding)
+    report = audit_snapshot(snapshot(v6="# no tables\n"))
+    found = {(f.family, f.hook): f for f in report.findings if f.id == "TW-NO-DEFAULT-DENY" and f.severity == "low"}
+    for hook in ("forward", "output"):
+        f = found[("ipv6", hook)]
+        assert f.message == f"no table hooks {hook.upper()}: nothing filters it"
+    assert ("ipv4", "forward") not in found  # IPv4's FORWARD policy is DROP
+    # two services open over IPv6 for the same reason, filtered over IPv4: one finding says why
+    v4_closed = V4.replace("-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -j ACCEPT\n", "")
+    gaps = [f for f in audit_snapshot(snapshot(v4=v4_closed, v6="# no tables\n")).findings if f.id == "TW-FAMILY-GAP"]
+    assert [g.message.split(": tcp")[0] for g in gaps] == [
+        "IPv6 has no table on INPUT (nothing filters it): 2 services are open over IPv6 but filtered over IPv4"
+    ]
+    # a host that does not forward IPv6: FORWARD decides nothing
+    off = snapshot(v6="# no tables\n")
+    off.sysctls = {"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": "0"}
+    hooks = {f.hook for f in audit_snapshot(off).findings if f.id == "TW-NO-DEFAULT-DENY" and f.family == "ipv6"}
+    assert "forward" not in hooks and "output" in hooks
+
+
 def test_table_shows_each_finding_on_the_row_of_its_own_socket():
     from twinwall.report.text import render_audit
 
@@ -345,6 +367,11 @@ def test_snapshot_collected_without_root_says_collect_again(tmp_path, command):
 
 def test_explain_refuses_port_zero():
     proc = run_cli("explain", "tcp/0")
+    assert proc.returncode == 2 and "the port must be 1-65535" in proc.stderr
+    # and a port out of range, or no port, in one line each
+    proc = run_cli("explain", "tcp/99999")
+    assert proc.returncode == 2 and proc.stderr == "twinwall: 'tcp/99999': the port must be 1-65535\n"
+    proc = run_cli("explain", "tcp")
     assert proc.returncode == 2 and "tcp/22" in proc.stderr
 
 

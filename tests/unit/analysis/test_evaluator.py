@@ -2,6 +2,7 @@
 
 import json
 import random
+from array import array
 
 import pytest
 
@@ -807,3 +808,37 @@ def test_the_runs_of_rules_an_index_picked_are_the_runs_find_runs_makes_of_them(
                 assert (run.los, run.his, run.owner, run.values, run.union) == (alone.los, alone.his, alone.owner, alone.values, alone.union)
                 checked += run.end - run.start >= MIN_RUN
     assert checked >= 30
+
+
+def test_a_run_of_one_interval_values_is_the_run_the_general_path_makes():
+    """chain_index._run: values of one interval each (a blocklist's) are sorted as pairs and
+    their union made of those pairs; the same run (or the same refusal) as the general path's,
+    which reads every value interval by interval."""
+    from twinwall.analysis import chain_index
+    from twinwall.netfilter.packetset import iv_normalize
+
+    made = refused = 0
+    for seed in range(300):
+        rng = random.Random(seed)
+        n = rng.randint(8, 60)
+        width = rng.choice((0, 0, 1, 3))
+        top = rng.choice((n * 2, n * 8, 1 << 32, 1 << 128))
+        values = [((lo, lo + rng.randint(0, width)),) for lo in (rng.randrange(0, top) for _ in range(n))]
+        fast = chain_index._run(0, n, SRC, values)
+        # the general path: the same values with an empty one (a rule that never matches) after
+        general = chain_index._run(0, n + 1, SRC, values + [()])
+        if general is None:
+            refused += 1
+            assert fast is None
+            continue
+        made += 1
+        assert fast is not None
+        assert (fast.los, fast.his, fast.owner, fast.values[:n], fast.union) == (
+            general.los, general.his, general.owner, general.values[:n], general.union)
+        assert fast.union == iv_normalize(p for v in values for p in v)
+        if len(fast.union) == n:  # (none adjacent: the union is the values' own pairs)
+            assert {id(p) for p in fast.union} == {id(v[0]) for v in values}
+        given = {v[0]: v[0] for v in values}
+        assert all(p is given[p] for p in fast.union if p in given)  # (what nothing joined is kept)
+        assert isinstance(fast.owner, array) and list(fast.owner) == list(general.owner)
+    assert made >= 50 and refused >= 20

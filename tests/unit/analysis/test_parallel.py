@@ -54,3 +54,33 @@ def _children() -> set:
         pytest.skip("this kernel does not list a process's children in /proc")
     with open(path) as f:
         return set(f.read().split())
+
+
+def test_a_job_knows_when_it_runs_alone():
+    from twinwall.analysis.parallel import can_fork, job_alone
+
+    assert not job_alone()
+    assert run_jobs([job_alone, job_alone], parallel=False) == [False, False]
+    if can_fork():
+        assert run_jobs([job_alone, job_alone, job_alone]) == [True, True, True]
+    assert not job_alone()  # (once the jobs are done)
+    with pytest.raises(ValueError):
+        run_jobs([lambda: int("x"), job_alone])
+    assert not job_alone()
+
+
+def test_a_forked_family_lets_the_other_familys_dump_go():
+    """audit_family in a process of its own empties the other family's dumps (the other
+    process reads them) when texts are not kept; run alone, it leaves them."""
+    from twinwall.analysis import audit, parallel
+    from twinwall.model import HostSnapshot, RulesetText
+
+    dumps = {f: "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n" for f in ("ipv4", "ipv6")}
+    for alone in (False, True):
+        snap = HostSnapshot(rulesets=[RulesetText(f, "iptables-save", "nft", f"{f}.rules", text) for f, text in dumps.items()])
+        parallel._forked = alone
+        try:
+            audit.audit_family(snap, "ipv4", [], keep_text=False)
+        finally:
+            parallel._forked = False
+        assert [r.text for r in snap.rulesets] == ["", "" if alone else dumps["ipv6"]]

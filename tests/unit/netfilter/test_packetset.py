@@ -1,10 +1,12 @@
 """Interval sets and boxes against plain Python sets."""
 
+import ipaddress
 from random import Random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from twinwall.netfilter import packetset
 from twinwall.netfilter.interfaces import InterfaceUniverse
 from twinwall.netfilter.packetset import (
     box_and,
@@ -21,6 +23,7 @@ from twinwall.netfilter.packetset import (
     iv_normalize,
     iv_or,
     iv_sub,
+    iv_union,
     merge_boxes,
     merge_with_payload,
     prefix_interval,
@@ -260,3 +263,127 @@ def test_cidr_count_over_answers_as_the_full_count_would() -> None:
         assert n == len(to_cidrs(a, "ipv4"))
         for bound in (0, n - 1, n, n + 1, n // 2):
             assert cidr_count_over(a, bound) == (n > bound), (a, bound)
+
+
+def _general_or(a, b):
+    """The union the general path makes (sorting every interval again), as reference."""
+    return iv_normalize(list(a) + list(b))
+
+
+def _random_set(rng, n, top=1 << 20, width=40):
+    pieces = []
+    for _ in range(n):
+        lo = rng.randrange(0, top)
+        pieces.append((lo, lo + rng.randrange(0, width)))
+    return iv_normalize(pieces)
+
+
+def test_a_short_set_spliced_into_a_long_one_is_the_general_union() -> None:
+    # _spliced_or (more than _FEW intervals, fewer than an eighth of the long set's)
+    rng = Random(11)
+    for _ in range(300):
+        long = _random_set(rng, rng.randint(70, 400), top=rng.choice((1 << 12, 1 << 20)))
+        short = _random_set(rng, rng.randint(17, max(17, len(long) // 9)), top=rng.choice((1 << 12, 1 << 20)),
+                            width=rng.choice((2, 40, 400)))
+        got = iv_or(long, short)
+        assert got == iv_or(short, long) == _general_or(long, short), (long, short)
+        assert got == iv_normalize(got)
+
+
+def test_normalize_keeps_the_pairs_it_does_not_change() -> None:
+    rng = Random(5)
+    for _ in range(200):
+        pieces = [tuple(sorted((rng.randrange(0, 300), rng.randrange(0, 300)))) for _ in range(rng.randint(0, 30))]
+        for form in (pieces, [[lo, hi] for lo, hi in pieces]):  # (lists are never kept)
+            out = iv_normalize(form)
+            assert points(out) == {x for lo, hi in pieces for x in range(lo, hi + 1)}
+            assert all(type(p) is tuple for p in out)
+            assert all(hi + 1 < lo for (_, hi), (lo, _) in zip(out, out[1:]))
+    single = (5, 9)
+    assert iv_normalize([single, (1, 2)])[1] is single
+
+
+def test_a_difference_and_an_intersection_rejoin_into_their_set() -> None:
+    # the remembered provenance (_made_of): a cut's two sides join back into the very set cut,
+    # and a - (a - b) is a & b; every answer the same as the general path's
+    rng = Random(3)
+    for _ in range(100):
+        packetset._memo.clear()  # (a full memo starts again: what it remembers goes)
+        top = 1 << 16
+        whole = ((0, top - 1),)
+        blocked = _random_set(rng, rng.randint(70, 300), top=top, width=rng.choice((1, 5)))
+        everyone_but = iv_sub(whole, blocked)
+        assert everyone_but == _sub_general(whole, blocked)
+        back = iv_sub(whole, everyone_but)
+        assert back == iv_normalize(blocked) == _sub_general(whole, everyone_but)
+        cut = _random_set(rng, rng.randint(1, 90), top=top, width=rng.choice((3, 3000)))
+        inside, outside = iv_and(everyone_but, cut), iv_sub(everyone_but, cut)
+        joined = iv_or(outside, inside)
+        assert joined == iv_or(inside, outside) == _general_or(inside, outside) == everyone_but
+        if inside and outside and len(everyone_but) > 64:
+            assert joined is everyone_but  # (rejoined, not merged)
+            assert iv_sub(everyone_but, outside) == inside
+        # an unrelated pair of the same sizes is not taken for a cut
+        other = iv_sub(whole, iv_or(blocked, ((0, 2),)))
+        assert iv_or(iv_sub(other, cut), inside) == _general_or(iv_sub(other, cut), inside)
+        assert iv_sub(other, iv_sub(whole, blocked)) == _sub_general(other, everyone_but)
+
+
+def _sub_general(a, b):
+    pts = points(a) - points(b)
+    return iv_normalize((x, x) for x in pts)
+
+
+def test_a_union_of_many_sets_is_the_general_union() -> None:
+    rng = Random(9)
+    for _ in range(100):
+        sets = [_random_set(rng, rng.randint(0, rng.choice((5, 200))), top=1 << 14) for _ in range(rng.randint(1, 5))]
+        assert iv_union(sets) == iv_normalize(p for s in sets for p in s)
+    assert iv_union([]) == ()
+
+
+def test_single_addresses_are_spelled_as_the_general_path_would() -> None:
+    rng = Random(4)
+    for family, bits in (("ipv4", 32), ("ipv6", 128)):
+        singles = iv_normalize((v, v) for v in (rng.randrange(0, 1 << bits) for _ in range(200)))
+        mixed = iv_normalize(list(singles) + [(v, v + rng.randrange(1, 9)) for v in (rng.randrange(0, 1 << bits) for _ in range(50))])
+        # (IPv6 addresses with 80 leading zero bits are spelled by ipaddress: ::ffff:192.0.2.1)
+        low = iv_normalize(list(singles) + [(v, v) for v in ((5, 0xFFFFC0000201, 1 << 40) if bits == 128 else (5,))])
+        for a in (singles, mixed, low):
+            want = [str(net) for lo, hi in a for net in ipaddress.summarize_address_range(
+                ipaddress.ip_address(lo) if bits == 32 else ipaddress.IPv6Address(lo),
+                ipaddress.ip_address(hi) if bits == 32 else ipaddress.IPv6Address(hi))]
+            assert to_cidrs(a, family) == want
+            assert cidr_count(a) == len(want) and packetset._cidr_count(a) == len(want)
+
+
+def test_remembered_by_identity_answers_as_the_function_does() -> None:
+    calls = []
+
+    def count(a, k):
+        calls.append(a)
+        return len(a) * k
+
+    remembered = packetset.remembered_by_identity(count, 4)
+    short, long = ((1, 2),), tuple((i * 3, i * 3 + 1) for i in range(100))
+    copy = tuple(list(long))
+    assert remembered(short, 2) == remembered(((1, 2),), 2) == 2 and len(calls) == 1  # (by value)
+    assert remembered(long, 2) == remembered(long, 2) == 200 and len(calls) == 2  # (by identity)
+    assert remembered(copy, 2) == 200 and len(calls) == 3  # (an equal copy: worked out again)
+    assert remembered(long, 3) == 300
+    for i in range(70):  # (a full memo starts again)
+        assert remembered(tuple((j, j) for j in range(0, 200 + 2 * i, 2)), 1) == 100 + i
+    assert remembered(long, 2) == 200
+
+
+def test_a_few_intervals_minus_many_is_the_general_difference() -> None:
+    # _sub_many (a set with more than 8 times the intervals of the one it is cut from)
+    rng = Random(13)
+    for _ in range(300):
+        many = _random_set(rng, rng.randint(9, 200), top=1 << 12, width=rng.choice((1, 4, 30)))
+        few = _random_set(rng, rng.randint(1, max(1, len(many) // 9)), top=1 << 12, width=rng.choice((50, 800, 4096)))
+        if len(few) * 8 >= len(many):
+            continue
+        got = iv_sub(few, many)
+        assert got == _sub_general(few, many), (few, many)
+        assert got == iv_normalize(got)

@@ -252,6 +252,12 @@ def _span_of(members: List) -> Tuple[Decision, Decision]:
     return first, last
 
 
+def cited_runs(decs: FrozenSet[Decision]) -> Tuple[Tuple[Decision, Decision, int], ...]:
+    """A label's rules as the compact citations cite them: (first, last, count) per run of
+    rules of one chain (see _runs), single rules and policies as (d, d, 1)."""
+    return _runs(decs, False)
+
+
 # rules (or runs) of one verdict a compact *_rule names by place; the others are counted (the
 # side's decided_by cites them all: a many-small-chains region named 3,300 runs, 110 KB)
 PLACES_MAX = 10
