@@ -535,7 +535,7 @@ def test_rule_index_changes_no_outcome(monkeypatch):
         picked.clear()
         for use_index in (True, False):
             monkeypatch.setattr(
-                chain_index.ChainIndex, "build", build if use_index else classmethod(lambda cls, rules: None)
+                chain_index.ChainIndex, "build", build if use_index else classmethod(lambda cls, rules, gates=(): None)
             )
             ev, u = evaluator(text, local=[f"198.51.100.{d}" for d in dsts])
             q = list(packet_box(u))
@@ -577,6 +577,70 @@ def test_rule_index_intersects_the_dimensions_it_keys_on():
     assert index.candidates([tuple(box)]) == [13]
     box[DPORT] = ((0, 65535),)  # every port: the addresses alone decide
     assert index.candidates([tuple(box)]) == list(range(3, 100, 10))
+
+
+def test_rule_index_gates_on_the_protocol_every_rule_shares():
+    # a dispatch table's "-p tcp --dport P" rules all share tcp: ICMP or UDP packets of every
+    # port meet none of them, which the port index alone cannot tell
+    from twinwall.analysis.chain_index import GATE_DIMS, ChainIndex
+
+    body = "\n".join(f"-A INPUT -p tcp --dport {8000 + i} -j ACCEPT" for i in range(100))
+    body += "\n-A INPUT -p udp --dport 53 -j ACCEPT\n-A INPUT -j DROP"
+    ev, u = evaluator(table(body))
+    rules = ev.rulesets[0].chain("filter", "INPUT").rules
+    index = ChainIndex.build(rules, GATE_DIMS)
+    box = list(packet_box(u))
+    box[DPORT] = ((0, 65535),)
+    box[PROTO] = ((1, 1),)
+    assert index.candidates([tuple(box)]) == [101]
+    box[PROTO] = ((17, 17),)
+    assert index.candidates([tuple(box)]) == [100, 101]
+    box[PROTO] = ((6, 6),)
+    assert index.candidates([tuple(box)]) is None  # (nearly) every rule
+    box[PROTO] = ((1, 1),)
+    assert ChainIndex.build(rules).candidates([tuple(box)]) is None  # no gate: every port meets
+    # the gate alone, where no dimension of INDEXED_DIMS is worth an index
+    same = "\n".join("-A INPUT -p tcp --dport 80 -j LOG" for _ in range(40)) + "\n-A INPUT -j DROP"
+    ev, u = evaluator(table(same))
+    gated = ChainIndex.build(ev.rulesets[0].chain("filter", "INPUT").rules, GATE_DIMS)
+    assert ChainIndex.build(ev.rulesets[0].chain("filter", "INPUT").rules) is None
+    assert gated.candidates([tuple(box)]) == [40]
+    assert gated.next_meeting([tuple(box)], 3) == 4  # (gates do not park: nothing skipped)
+
+
+def test_protocol_gate_changes_no_outcome(monkeypatch):
+    import twinwall.analysis.chain_index as chain_index
+
+    build = chain_index.ChainIndex.build
+    picked = []
+
+    def spying_candidates(self, boxes, _orig=chain_index.ChainIndex.candidates):
+        got = _orig(self, boxes)
+        picked.append(self.size if got is None else len(got))
+        return got
+
+    monkeypatch.setattr(chain_index.ChainIndex, "candidates", spying_candidates)
+    gated = 0
+    for seed in range(12):
+        rng = random.Random(seed)
+        text = small_chains_ruleset(rng)
+        proto = rng.choice([((1, 1),), ((17, 17),), ((1, 1), (17, 17)), ((0, 255),)])
+        results = []
+        for gate in (True, False):
+            picked.clear()
+            monkeypatch.setattr(chain_index.ChainIndex, "build", classmethod(
+                lambda cls, rules, gates=(), _g=gate: build(rules, gates if _g else ())))
+            ev, u = evaluator(text)
+            q = list(packet_box(u))
+            q[SRC] = ((ip("198.51.100.0"), ip("198.51.100.255")),)
+            q[PROTO] = proto
+            q[DPORT] = ((0, 65535),)
+            q[STATE] = CT_NEW | CT_ESTABLISHED
+            results.append(_outcome_key(ev.local_input([tuple(q)])))
+            if gate:
+                gated += bool(picked) and min(picked) < 10
+        assert results[0] == results[1], (seed, text)
+    assert gated >= 3  # and the gate let most non-tcp walks skip the tcp rules
 
 
 def test_redirect_goes_to_the_incoming_interfaces_primary_address():
@@ -712,7 +776,7 @@ def test_runs_and_a_logging_trace_change_no_outcome_nor_its_order(monkeypatch):
             ev, u = evaluator(text)
             if not runs:
                 monkeypatch.setattr(ev, "runs_of", lambda chain, rules, picked: None)
-                monkeypatch.setattr(chain_index.ChainIndex, "build", classmethod(lambda cls, rules: None))
+                monkeypatch.setattr(chain_index.ChainIndex, "build", classmethod(lambda cls, rules, gates=(): None))
             else:
                 monkeypatch.undo()
             q = list(packet_box(u))
