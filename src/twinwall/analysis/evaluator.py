@@ -252,10 +252,10 @@ def merge_flows(flows: List[Flow]) -> List[Flow]:
             continue
         groups.setdefault((f.trail, f.uncertain), []).append(f)
     for (trail, uncertain), members in groups.items():
-        boxes = [f.box for f in members]
-        if len(boxes) > 1:
-            boxes = merge_boxes(boxes)
-        keep.extend(Flow(b, trail, uncertain, b) for b in boxes)
+        if len(members) == 1:
+            keep.append(members[0])  # (alone on its path: the flow as it is, no copy of it)
+            continue
+        keep.extend(Flow(b, trail, uncertain, b) for b in merge_boxes([f.box for f in members]))
     return keep
 
 
