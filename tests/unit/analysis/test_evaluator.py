@@ -135,6 +135,30 @@ FAST_PATH_LINES = [
     "-A INPUT ! -i + -j ACCEPT",
     "-A INPUT -j NOSUCH",
     "-A INPUT -g x",
+    "-A INPUT -p tcp -m tcp --dport 22 -j x",
+    "-A INPUT -p udp -m udp --dport 53 -j ACCEPT",
+    "-A INPUT -p tcp -m udp --dport 0 -j DROP",
+    "-A INPUT -p tcp -m tcp --dport 65536 -j x",
+    "-A INPUT -p tcp -m tcp --dport 0022 -j RETURN",
+    "-A INPUT -p tcp -m tcp --dport \uff12\uff12 -j ACCEPT",
+    "-A INPUT -p tcp -m tcp --dport 22 -j -x",
+    "-A INPUT -p tcp -m tcp --dport 22 -j !x",
+    "-A INPUT -p tcp -m tcp --dport 22 -j DNAT",
+    "-A INPUT -p tcp -m tcp --dport 22 -j REDIRECT",
+    "-A INPUT -p tcp -m tcp --dport 22 -j CT",
+    "-A INPUT -p tcp -m tcp --dport 22 -j NOSUCH",
+    "-A INPUT -p icmp -m tcp --dport 22 -j ACCEPT",
+    "-A INPUT -p tcp -m tcp --sport 22 -j ACCEPT",
+    "-A INPUT -p tcp -m tcp --dport 22:80 -j ACCEPT",
+    '-A INPUT -p tcp -m tcp --dport 22 -j "x"',
+    "-A INPUT -p tcp -m tcp --dport 22 -j x\x0b",
+    "-A INPUT -p tcp -m tcp --dport 22 -j x\u00a0",
+    "-A  -p tcp -m tcp --dport 22 -j x",
+    "-A INPUT\u2003-p tcp -m tcp --dport 22 -j x",
+    "-A INPUT -p TCP -m tcp --dport 22 -j x",
+    "-A INPUT -d 192.0.2.1 -j x",
+    "-A INPUT",
+    "-A INPUT -m comment --comment z -j x",
 ]
 
 
@@ -169,9 +193,23 @@ def test_fast_path_compiles_as_the_general_path(family, monkeypatch):
     no_match = type("NoMatch", (), {"fullmatch": staticmethod(lambda line: None)})
     monkeypatch.setattr(parser, "_SIMPLE", no_match)
     monkeypatch.setattr(parser, "_SOURCE_JUMP", no_match)
+    monkeypatch.setattr(parser, "_BY_WORDS", False)
     for line, got, got_chain in zip(FAST_PATH_LINES, fast, fast_chain):
         assert got == compiled(line), line
         assert got_chain == chain_compiled(line), line
+
+
+def test_source_jump_is_tried_only_where_it_may_match():
+    # compile_chain skips _SOURCE_JUMP on a line whose word after the chain's name is none of
+    # _SOURCE_JUMP_NEXT: no such line matches it
+    import twinwall.parsers.iptables_save as parser
+
+    skipped = 0
+    for line in FAST_PATH_LINES + ["-A x -j RETURN", "-A x", "-Ax -j y", "-A x -s 10.0.0.1 -j y", "-A x -p tcp -j y"]:
+        if not line.startswith(parser._SOURCE_JUMP_NEXT, line.find(" ", 3) + 1):
+            skipped += 1
+            assert parser._SOURCE_JUMP.fullmatch(line) is None, line
+    assert skipped >= 20
 
 
 def test_chain_rules_are_the_dump_lines_in_order_however_they_are_laid_out():
