@@ -944,3 +944,20 @@ def test_a_run_of_one_interval_values_is_the_run_the_general_path_makes():
         assert all(p is given[p] for p in fast.union if p in given)  # (what nothing joined is kept)
         assert isinstance(fast.owner, array) and list(fast.owner) == list(general.owner)
     assert made >= 50 and refused >= 20
+
+
+def test_merge_flows_keeps_a_flow_alone_on_its_path_and_merges_the_others():
+    from twinwall.analysis.evaluator import Flow, merge_flows
+    from twinwall.netfilter.ruleset import Decision
+
+    u = InterfaceUniverse([])
+    a, b, c = (packet_box(u, dport=p) for p in (80, 81, 443))
+    one = Decision("filter", "INPUT", 1, "-A INPUT -j ACCEPT", None, "t", ACCEPT)
+    other = Decision("filter", "INPUT", 2, "-A INPUT -j DROP", None, "t", DROP)
+    alone = Flow(c, (other, None), (), c)
+    nated = Flow(a, (one, None), (), b)  # (NAT-rewritten: left as it is)
+    out = merge_flows([Flow(a, (one, None), (), a), alone, Flow(b, (one, None), (), b), nated])
+    assert out[0] is nated and out[2] is alone  # the very flow, not a copy of it
+    merged = out[1]
+    assert merged.box[DPORT] == ((80, 81),) and merged.origin is merged.box and merged.trail == (one, None)
+    assert len(out) == 3
