@@ -20,12 +20,16 @@ from array import array
 from bisect import bisect_left, bisect_right
 from typing import Any, Dict, List, Optional, Sequence, Set
 
-from twinwall.netfilter.packetset import DPORT, DST, MASK_DIMS, SPORT, SRC, iv_meets, iv_normalize
+from twinwall.netfilter.packetset import DPORT, DST, MASK_DIMS, PROTO, SPORT, SRC, iv_meets, iv_normalize
 
 # Chains shorter than this are walked rule by rule: an index would cost more than it saves.
 MIN_RULES = 32
 # dimensions worth indexing: the ones dispatch tables key on
 INDEXED_DIMS = (DST, SRC, DPORT, SPORT)
+# dimensions that only gate ``candidates`` (ChainIndex.build(gates=...)): a value every rule
+# shares still tells apart the packets that lack it (a dispatch table's "-p tcp --dport P"
+# rules, which ICMPv6 or UDP packets meet none of, for all their ports)
+GATE_DIMS = (PROTO,)
 # a dimension is indexed when at least this share of the rules constrain it, with at least
 # MIN_DISTINCT different values (a value every rule shares tells no rule apart)
 MIN_SHARE = 0.5
@@ -132,20 +136,25 @@ class _DimIndex:
 
 
 class ChainIndex:
-    __slots__ = ("size", "dims")
+    __slots__ = ("size", "dims", "gates")
 
-    def __init__(self, size: int, dims: List[_DimIndex]):
+    def __init__(self, size: int, dims: List[_DimIndex], gates: Sequence[_DimIndex] = ()):
         self.size = size  # rules in the chain
         self.dims = dims
+        # dimensions consulted by ``candidates`` only, after ``dims`` (see GATE_DIMS)
+        self.gates = list(gates)
 
     @classmethod
-    def build(cls, rules: Sequence) -> Optional["ChainIndex"]:
-        """An index over ``rules`` (compiled ``Rule`` objects), or None when none is worth it."""
+    def build(cls, rules: Sequence, gates: Sequence[int] = ()) -> Optional["ChainIndex"]:
+        """An index over ``rules`` (compiled ``Rule`` objects), or None when none is worth it.
+        ``gates``: dimensions (GATE_DIMS) indexed for ``candidates`` alone, whose values the
+        rules may all share (interval dimensions of every box the walk gives the index)."""
         n = len(rules)
         if n < MIN_RULES:
             return None
-        always_of: Dict[int, List[int]] = {dim: [] for dim in INDEXED_DIMS}
-        spans_of: Dict[int, List[tuple]] = {dim: [] for dim in INDEXED_DIMS}
+        every = INDEXED_DIMS + tuple(gates)
+        always_of: Dict[int, List[int]] = {dim: [] for dim in every}
+        spans_of: Dict[int, List[tuple]] = {dim: [] for dim in every}
         for i, r in enumerate(rules):
             alternatives = r.alternatives
             if not alternatives:
@@ -156,14 +165,14 @@ class ChainIndex:
                 for d, value in alternatives[0]:
                     if d in always_of and d not in got:
                         got[d] = value
-                for dim in INDEXED_DIMS:
+                for dim in every:
                     value = got.get(dim)
                     if value is None:
                         always_of[dim].append(i)
                     elif value:
                         spans_of[dim].append((i, value))
                 continue
-            for dim in INDEXED_DIMS:
+            for dim in every:
                 values = _values(r, dim)
                 if values is None:
                     always_of[dim].append(i)
@@ -175,14 +184,16 @@ class ChainIndex:
             if len(always) > n * (1 - MIN_SHARE) or len({v for _, v in spans}) < MIN_DISTINCT:
                 continue
             dims.append(_DimIndex(dim, always, spans))
-        return cls(n, dims) if dims else None
+        gated = [_DimIndex(dim, always_of[dim], spans_of[dim]) for dim in gates
+                 if len(always_of[dim]) <= n * (1 - MIN_SHARE) and spans_of[dim]]
+        return cls(n, dims, gated) if dims or gated else None
 
     def candidates(self, boxes: Sequence[tuple]) -> Optional[List[int]]:
         """Positions of the rules that may meet some of ``boxes``, in chain order; None when
         that is (nearly) every rule."""
         limit = self.size * MAX_PICKED_SHARE
         found: Optional[Set[int]] = None
-        for index in self.dims:
+        for index in (self.dims + self.gates if self.gates else self.dims):
             got = index.candidates(boxes, limit)
             if got is None:
                 continue  # this dimension tells nothing apart for these packets

@@ -22,7 +22,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from twinwall.analysis.chain_index import MIN_RUN, ChainIndex, Run, find_runs, runs_within
+from twinwall.analysis.chain_index import GATE_DIMS, MIN_RUN, ChainIndex, Run, find_runs, runs_within
 from twinwall.analysis.netfilter_walk import (  # noqa: F401 - re-exported: the audit's names
     CONNTRACK_HOOKS,
     CONNTRACK_PRIORITY,
@@ -252,10 +252,10 @@ def merge_flows(flows: List[Flow]) -> List[Flow]:
             continue
         groups.setdefault((f.trail, f.uncertain), []).append(f)
     for (trail, uncertain), members in groups.items():
-        boxes = [f.box for f in members]
-        if len(boxes) > 1:
-            boxes = merge_boxes(boxes)
-        keep.extend(Flow(b, trail, uncertain, b) for b in boxes)
+        if len(members) == 1:
+            keep.append(members[0])  # (alone on its path: the flow as it is, no copy of it)
+            continue
+        keep.extend(Flow(b, trail, uncertain, b) for b in merge_boxes([f.box for f in members]))
     return keep
 
 
@@ -438,7 +438,7 @@ class Evaluator(NetfilterWalk):
                 pos = r.end
             covered += sum(1 for rule in rules[pos:] if not rule.alternatives)
             mostly_runs = covered >= len(rules) * RUN_SHARE
-            index = chain.index = (not mostly_runs and ChainIndex.build(rules)) or False
+            index = chain.index = (not mostly_runs and ChainIndex.build(rules, GATE_DIMS)) or False
         return index
 
     def outcome(self, flow: Flow, verdict: str, decision: Decision) -> Outcome:

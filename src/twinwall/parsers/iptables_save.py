@@ -16,7 +16,7 @@ import re
 from _socket import AF_INET, AF_INET6, inet_pton
 from functools import lru_cache
 from sys import intern
-from typing import Dict, List, Optional, Tuple, Union, cast
+from typing import Dict, List, Optional, Sequence, Tuple, Union, cast
 
 from twinwall.netfilter.packetset import (
     CT_NAMES,
@@ -257,7 +257,14 @@ _SIMPLE = re.compile(
 # the commonest of them by far (kube-proxy's loadBalancerSourceRanges, per-source accepts):
 # "[-s PREFIX] [comment] -j T", and a chain's closing "-j RETURN"
 _SOURCE_JUMP = re.compile(rf'-A [^\s"]+(?![^ ])(?: -s ({_ARG}))?(?: -m comment --comment "[^"\\]*(?:\\.[^"\\]*)*")? -j ({_ARG})')
+# the words _SOURCE_JUMP allows right after the chain's name (which ends at the line's first
+# space, wherever it matches): a line without one of them is not tried
+_SOURCE_JUMP_NEXT = ("-s ", "-m ", "-j ")
 _SIMPLE_PROTO = {"tcp": ((6, 6),), "udp": ((17, 17),)}
+_TCP_UDP = frozenset(_SIMPLE_PROTO)
+# whether compile_chain reads the port dispatch's lines word by word (tests turn it off: the
+# regular expressions then decide)
+_BY_WORDS = True
 # the constraints a simple line's "-p tcp|udp" and "--dport N" make, each built once (a chain
 # per port repeats them in thousands of rules), and the alternatives of a line without matches
 _SIMPLE_PROTO_CONSTRAINT = {name: (PROTO, value) for name, value in _SIMPLE_PROTO.items()}
@@ -470,9 +477,22 @@ class _Compiler:
         af = AF_INET if self.family == "ipv4" else AF_INET6
         one = "/32" if self.family == "ipv4" else "/128"  # (a single address's prefix length)
         cut = -len(one)
+        by_words = _BY_WORDS
         for n, line in zip(_positions(numbers), lines):
             try:
-                parts = line.split(" ") if line.count(" ") == 5 else ()  # (most other lines: no list)
+                spaces = line.count(" ")
+                parts: Sequence[str] = line.split(" ") if spaces == 5 or (spaces == 9 and by_words) else ()  # (others: no list)
+                if (len(parts) == 10 and parts[2] == "-p" and parts[6] == "--dport" and parts[8] == "-j"
+                        and parts[0] == "-A" and parts[1] and parts[3] in _TCP_UDP and parts[4] == "-m"
+                        and parts[5] in _TCP_UDP and parts[7].isascii() and parts[7].isdigit()
+                        and parts[9][:1] not in _NOT_ARG_START and '"' not in line and line.isprintable()):
+                    # "-A CHAIN -p tcp -m tcp --dport N -j TARGET" (a dispatch by port, a chain per
+                    # service): _SIMPLE's groups of it, without the regex (the same words, as
+                    # for the source jumps below)
+                    rule = self.compile_groups(chain, n, line, (None, None, None, None, None, None, None, None,
+                                                                parts[3], parts[7], parts[9], ""))
+                    rules.append(rule if rule is not None else self.compile_general(chain, n, line))
+                    continue
                 if (len(parts) == 6 and parts[2] == "-s" and parts[4] == "-j" and parts[0] == "-A" and parts[1]
                         and parts[3][:1] not in _NOT_ARG_START and parts[5][:1] not in _NOT_ARG_START
                         and '"' not in line and line.isprintable()):
@@ -482,11 +502,14 @@ class _Compiler:
                     # lines it matches with both parts)
                     src, target = parts[3], parts[5]
                     found = True
-                else:
+                elif line.startswith(_SOURCE_JUMP_NEXT, line.find(" ", 3) + 1):
                     sj = source_jump(line)
                     found = sj is not None
                     if sj is not None:
                         src, target = sj.groups()
+                else:
+                    # (the word after the chain's name is none _SOURCE_JUMP allows there)
+                    found = False
                 if found:
                     # what compile_simple makes of it, without the general regex
                     known = jumps.get(target)
@@ -559,16 +582,20 @@ class _Compiler:
 
     def compile_simple(self, chain: Chain, number: int, line: str, m) -> Optional[Rule]:
         """The Rule of a line matching _SIMPLE (None: let the general path decide)."""
-        neg_s, src, neg_d, dst, neg_i, iif, neg_o, oif, proto, dport, target, rest = m.groups()
+        return self.compile_groups(chain, number, line, m.groups())
+
+    def compile_groups(self, chain: Chain, number: int, line: str, groups: tuple) -> Optional[Rule]:
+        """compile_simple of _SIMPLE's groups of the line."""
+        neg_s, src, neg_d, dst, neg_i, iif, neg_o, oif, proto, dport, target, rest = groups
         if rest:
             if "--comment" in rest:
                 return None  # tokenize would drop it from the target's options
             if target == "DNAT" or target == "REDIRECT" or target == "CT":
-                return self._compile_simple(chain, number, line, m.groups())
+                return self._compile_simple(chain, number, line, groups)
         action = self._actions.get((chain.table, Action.JUMP, target)) or self._chain_jump(chain.table, target)
         if action is None:
-            return self._compile_simple(chain, number, line, m.groups())
-        alternatives = self._simple_alternatives(m.groups())
+            return self._compile_simple(chain, number, line, groups)
+        alternatives = self._simple_alternatives(groups)
         return Rule(chain.table, chain.name, number, line, alternatives, (), action, target)
 
     def _chain_jump(self, table: str, target: str) -> Optional[str]:

@@ -135,6 +135,30 @@ FAST_PATH_LINES = [
     "-A INPUT ! -i + -j ACCEPT",
     "-A INPUT -j NOSUCH",
     "-A INPUT -g x",
+    "-A INPUT -p tcp -m tcp --dport 22 -j x",
+    "-A INPUT -p udp -m udp --dport 53 -j ACCEPT",
+    "-A INPUT -p tcp -m udp --dport 0 -j DROP",
+    "-A INPUT -p tcp -m tcp --dport 65536 -j x",
+    "-A INPUT -p tcp -m tcp --dport 0022 -j RETURN",
+    "-A INPUT -p tcp -m tcp --dport \uff12\uff12 -j ACCEPT",
+    "-A INPUT -p tcp -m tcp --dport 22 -j -x",
+    "-A INPUT -p tcp -m tcp --dport 22 -j !x",
+    "-A INPUT -p tcp -m tcp --dport 22 -j DNAT",
+    "-A INPUT -p tcp -m tcp --dport 22 -j REDIRECT",
+    "-A INPUT -p tcp -m tcp --dport 22 -j CT",
+    "-A INPUT -p tcp -m tcp --dport 22 -j NOSUCH",
+    "-A INPUT -p icmp -m tcp --dport 22 -j ACCEPT",
+    "-A INPUT -p tcp -m tcp --sport 22 -j ACCEPT",
+    "-A INPUT -p tcp -m tcp --dport 22:80 -j ACCEPT",
+    '-A INPUT -p tcp -m tcp --dport 22 -j "x"',
+    "-A INPUT -p tcp -m tcp --dport 22 -j x\x0b",
+    "-A INPUT -p tcp -m tcp --dport 22 -j x\u00a0",
+    "-A  -p tcp -m tcp --dport 22 -j x",
+    "-A INPUT\u2003-p tcp -m tcp --dport 22 -j x",
+    "-A INPUT -p TCP -m tcp --dport 22 -j x",
+    "-A INPUT -d 192.0.2.1 -j x",
+    "-A INPUT",
+    "-A INPUT -m comment --comment z -j x",
 ]
 
 
@@ -169,9 +193,23 @@ def test_fast_path_compiles_as_the_general_path(family, monkeypatch):
     no_match = type("NoMatch", (), {"fullmatch": staticmethod(lambda line: None)})
     monkeypatch.setattr(parser, "_SIMPLE", no_match)
     monkeypatch.setattr(parser, "_SOURCE_JUMP", no_match)
+    monkeypatch.setattr(parser, "_BY_WORDS", False)
     for line, got, got_chain in zip(FAST_PATH_LINES, fast, fast_chain):
         assert got == compiled(line), line
         assert got_chain == chain_compiled(line), line
+
+
+def test_source_jump_is_tried_only_where_it_may_match():
+    # compile_chain skips _SOURCE_JUMP on a line whose word after the chain's name is none of
+    # _SOURCE_JUMP_NEXT: no such line matches it
+    import twinwall.parsers.iptables_save as parser
+
+    skipped = 0
+    for line in FAST_PATH_LINES + ["-A x -j RETURN", "-A x", "-Ax -j y", "-A x -s 10.0.0.1 -j y", "-A x -p tcp -j y"]:
+        if not line.startswith(parser._SOURCE_JUMP_NEXT, line.find(" ", 3) + 1):
+            skipped += 1
+            assert parser._SOURCE_JUMP.fullmatch(line) is None, line
+    assert skipped >= 20
 
 
 def test_chain_rules_are_the_dump_lines_in_order_however_they_are_laid_out():
@@ -535,7 +573,7 @@ def test_rule_index_changes_no_outcome(monkeypatch):
         picked.clear()
         for use_index in (True, False):
             monkeypatch.setattr(
-                chain_index.ChainIndex, "build", build if use_index else classmethod(lambda cls, rules: None)
+                chain_index.ChainIndex, "build", build if use_index else classmethod(lambda cls, rules, gates=(): None)
             )
             ev, u = evaluator(text, local=[f"198.51.100.{d}" for d in dsts])
             q = list(packet_box(u))
@@ -577,6 +615,70 @@ def test_rule_index_intersects_the_dimensions_it_keys_on():
     assert index.candidates([tuple(box)]) == [13]
     box[DPORT] = ((0, 65535),)  # every port: the addresses alone decide
     assert index.candidates([tuple(box)]) == list(range(3, 100, 10))
+
+
+def test_rule_index_gates_on_the_protocol_every_rule_shares():
+    # a dispatch table's "-p tcp --dport P" rules all share tcp: ICMP or UDP packets of every
+    # port meet none of them, which the port index alone cannot tell
+    from twinwall.analysis.chain_index import GATE_DIMS, ChainIndex
+
+    body = "\n".join(f"-A INPUT -p tcp --dport {8000 + i} -j ACCEPT" for i in range(100))
+    body += "\n-A INPUT -p udp --dport 53 -j ACCEPT\n-A INPUT -j DROP"
+    ev, u = evaluator(table(body))
+    rules = ev.rulesets[0].chain("filter", "INPUT").rules
+    index = ChainIndex.build(rules, GATE_DIMS)
+    box = list(packet_box(u))
+    box[DPORT] = ((0, 65535),)
+    box[PROTO] = ((1, 1),)
+    assert index.candidates([tuple(box)]) == [101]
+    box[PROTO] = ((17, 17),)
+    assert index.candidates([tuple(box)]) == [100, 101]
+    box[PROTO] = ((6, 6),)
+    assert index.candidates([tuple(box)]) is None  # (nearly) every rule
+    box[PROTO] = ((1, 1),)
+    assert ChainIndex.build(rules).candidates([tuple(box)]) is None  # no gate: every port meets
+    # the gate alone, where no dimension of INDEXED_DIMS is worth an index
+    same = "\n".join("-A INPUT -p tcp --dport 80 -j LOG" for _ in range(40)) + "\n-A INPUT -j DROP"
+    ev, u = evaluator(table(same))
+    gated = ChainIndex.build(ev.rulesets[0].chain("filter", "INPUT").rules, GATE_DIMS)
+    assert ChainIndex.build(ev.rulesets[0].chain("filter", "INPUT").rules) is None
+    assert gated.candidates([tuple(box)]) == [40]
+    assert gated.next_meeting([tuple(box)], 3) == 4  # (gates do not park: nothing skipped)
+
+
+def test_protocol_gate_changes_no_outcome(monkeypatch):
+    import twinwall.analysis.chain_index as chain_index
+
+    build = chain_index.ChainIndex.build
+    picked = []
+
+    def spying_candidates(self, boxes, _orig=chain_index.ChainIndex.candidates):
+        got = _orig(self, boxes)
+        picked.append(self.size if got is None else len(got))
+        return got
+
+    monkeypatch.setattr(chain_index.ChainIndex, "candidates", spying_candidates)
+    gated = 0
+    for seed in range(12):
+        rng = random.Random(seed)
+        text = small_chains_ruleset(rng)
+        proto = rng.choice([((1, 1),), ((17, 17),), ((1, 1), (17, 17)), ((0, 255),)])
+        results = []
+        for gate in (True, False):
+            picked.clear()
+            monkeypatch.setattr(chain_index.ChainIndex, "build", classmethod(
+                lambda cls, rules, gates=(), _g=gate: build(rules, gates if _g else ())))
+            ev, u = evaluator(text)
+            q = list(packet_box(u))
+            q[SRC] = ((ip("198.51.100.0"), ip("198.51.100.255")),)
+            q[PROTO] = proto
+            q[DPORT] = ((0, 65535),)
+            q[STATE] = CT_NEW | CT_ESTABLISHED
+            results.append(_outcome_key(ev.local_input([tuple(q)])))
+            if gate:
+                gated += bool(picked) and min(picked) < 10
+        assert results[0] == results[1], (seed, text)
+    assert gated >= 3  # and the gate let most non-tcp walks skip the tcp rules
 
 
 def test_redirect_goes_to_the_incoming_interfaces_primary_address():
@@ -712,7 +814,7 @@ def test_runs_and_a_logging_trace_change_no_outcome_nor_its_order(monkeypatch):
             ev, u = evaluator(text)
             if not runs:
                 monkeypatch.setattr(ev, "runs_of", lambda chain, rules, picked: None)
-                monkeypatch.setattr(chain_index.ChainIndex, "build", classmethod(lambda cls, rules: None))
+                monkeypatch.setattr(chain_index.ChainIndex, "build", classmethod(lambda cls, rules, gates=(): None))
             else:
                 monkeypatch.undo()
             q = list(packet_box(u))
@@ -842,3 +944,20 @@ def test_a_run_of_one_interval_values_is_the_run_the_general_path_makes():
         assert all(p is given[p] for p in fast.union if p in given)  # (what nothing joined is kept)
         assert isinstance(fast.owner, array) and list(fast.owner) == list(general.owner)
     assert made >= 50 and refused >= 20
+
+
+def test_merge_flows_keeps_a_flow_alone_on_its_path_and_merges_the_others():
+    from twinwall.analysis.evaluator import Flow, merge_flows
+    from twinwall.netfilter.ruleset import Decision
+
+    u = InterfaceUniverse([])
+    a, b, c = (packet_box(u, dport=p) for p in (80, 81, 443))
+    one = Decision("filter", "INPUT", 1, "-A INPUT -j ACCEPT", None, "t", ACCEPT)
+    other = Decision("filter", "INPUT", 2, "-A INPUT -j DROP", None, "t", DROP)
+    alone = Flow(c, (other, None), (), c)
+    nated = Flow(a, (one, None), (), b)  # (NAT-rewritten: left as it is)
+    out = merge_flows([Flow(a, (one, None), (), a), alone, Flow(b, (one, None), (), b), nated])
+    assert out[0] is nated and out[2] is alone  # the very flow, not a copy of it
+    merged = out[1]
+    assert merged.box[DPORT] == ((80, 81),) and merged.origin is merged.box and merged.trail == (one, None)
+    assert len(out) == 3
