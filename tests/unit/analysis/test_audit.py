@@ -414,7 +414,14 @@ def test_a_cut_decided_by_says_so(tmp_path):
                                  'tcp   LISTEN 0      128  *:8080  *:*  users:(("web",pid=9,fd=3)) v6only:0\n')
     proc = run_cli("audit", "--iptables", str(tmp_path / "v4"), "--ip6tables", str(tmp_path / "v6"),
                    "--sockets", str(tmp_path / "ss"), "--format", "json")
-    service = json.loads(proc.stdout)["services"][0]
+    doc = json.loads(proc.stdout)
+    service = doc["services"][0]
     assert service["ipv4"]["status"] == "restricted" and len(service["ipv4"]["decided_by"]) == 12
     assert service["ipv4"]["decided_by_more"] is True
     assert "decided_by_more" not in service["ipv6"]  # (filtered: no NDP accepted; one rule cited)
+    # the text names the first 4 of a finding's evidence and counts the others
+    drop = next(f for f in doc["findings"] if f["id"] == "TW-DROP-NOT-LOGGED" and f["family"] == "ipv4")
+    assert len(drop["evidence"]) > 4
+    text = run_cli("audit", "--iptables", str(tmp_path / "v4"), "--ip6tables", str(tmp_path / "v6"),
+                   "--sockets", str(tmp_path / "ss")).stdout
+    assert f"      - ... {len(drop['evidence']) - 4} more (--format json)" in text
