@@ -34,6 +34,7 @@ from twinwall.analysis.verdicts import (
     ServiceReport,
     cite,
     decisions,
+    decisions_more,
     display_address,
 )
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
@@ -530,6 +531,7 @@ def _socket_verdict(
         return FamilyVerdict(
             FILTERED,
             decided_by=decisions(denied),
+            decided_by_more=decisions_more(denied),
             denied_sources=["any"],
             uncertain=uncertain,
             reason="every new connection is dropped or rejected",
@@ -591,6 +593,7 @@ def _open_at_some_addresses_only(ctx: FamilyContext, verdict: FamilyVerdict, box
     verdict.allowed_addresses = everyone
     # the rules that accept it and those that turn it away at the other addresses
     verdict.decided_by = list(dict.fromkeys(verdict.decided_by + decisions(denied)))
+    verdict.decided_by_more = verdict.decided_by_more or decisions_more(denied)
     if everyone:
         verdict.reason = (f"accepted from every remote source at {', '.join(everyone)}; at "
                           f"{', '.join(others[:4]) + (',...' if len(others) > 4 else '')} only from some or none")

@@ -20,6 +20,7 @@ from twinwall.netfilter.packetset import (
     iv_normalize,
     make_box,
     iv_sub,
+    iv_union,
     prefix_interval,
     ranges_text,
     remote_sources,
@@ -82,6 +83,7 @@ class Region:
     port: str  # the destination port it reached (after a redirect: the new one)
     decided_by: List
     uncertain: List[str]
+    src: tuple = ()  # the sources as an interval set (for the text's runs; not in the JSON)
 
     def to_json(self) -> Dict:
         return {"verdict": self.verdict, "sources": self.source_cidrs, "interfaces": self.interfaces,
@@ -123,16 +125,62 @@ class FamilyExplanation:
             else:
                 out.append(f"{pad}{s.table} {s.chain}: end of chain, policy {s.policy} ({s.sources})")
         out.append("  verdict:")
-        for r in self.regions:
+        for run in _verdict_runs(self.regions):
+            r = run[0]
             via = "" if r.interfaces == ["*"] else f" via {','.join(r.interfaces)}"
             sport = "" if r.source_ports == "*" else f" from source port {r.source_ports}"
             to = f" (redirected to port {r.port})" if r.port != str(self.port) else ""
-            out.append(f"    {r.verdict.upper():7} {r.sources}{sport}{via}{to}")
-            out += [f"             by {d.describe()}" for d in r.decided_by]
+            if len(run) == 1:
+                out.append(f"    {r.verdict.upper():7} {r.sources}{sport}{via}{to}")
+                out += [f"             by {d.describe()}" for d in r.decided_by]
+            else:
+                first, last = r.decided_by[0], run[-1].decided_by[0]
+                srcs = _run_sources_text(iv_union([g.src for g in run]), self.family, len(run))
+                out.append(f"    {r.verdict.upper():7} {srcs}{sport}{via}{to}")
+                out.append(f"             by {first.table} {first.chain} #{first.rule_number}-#{last.rule_number}"
+                           f" ({len(run)} rules: {first.rule} ... {last.rule})")
             out += [f"             ? assumes may match: {u}" for u in r.uncertain]
         out.append(f"  => {self.proto}/{self.port} is {self.status} over {label}"
                    + (" for the packets asked about" if self.status != FILTERED else ""))
         return "\n".join(out) + "\n"
+
+
+RUN_MIN = 3  # verdict groups read as one run from this many on (as the diff's rules are cited)
+
+
+def _verdict_runs(regions: List[Region]) -> List[List[Region]]:
+    """The verdict groups, those next to each other that differ only by source and were decided
+    by consecutive rules of one chain (a blocklist's drops) as one run of RUN_MIN or more."""
+    runs: List[List[Region]] = []
+    for r in regions:
+        prev = runs[-1][-1] if runs else None
+        if prev is not None and _continues(prev, r):
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    out: List[List[Region]] = []
+    for run in runs:
+        out.extend([run] if len(run) >= RUN_MIN else [[r] for r in run])
+    return out
+
+
+def _continues(prev: Region, r: Region) -> bool:
+    """Whether ``r`` is the group the rule after ``prev``'s deciding rule decided, alike but for the source."""
+    if len(prev.decided_by) != 1 or len(r.decided_by) != 1 or not prev.src or not r.src:
+        return False
+    a, b = prev.decided_by[0], r.decided_by[0]
+    if a.policy is not None or b.policy is not None or a.rule_number is None or b.rule_number is None:
+        return False
+    return ((a.source, a.table, a.chain) == (b.source, b.table, b.chain) and b.rule_number == a.rule_number + 1
+            and (prev.verdict, prev.interfaces, prev.source_ports, prev.port, prev.uncertain)
+            == (r.verdict, r.interfaces, r.source_ports, r.port, r.uncertain))
+
+
+def _run_sources_text(src, family: str, count: int) -> str:
+    """A run's sources: '198.51.100.10/32, 203.0.113.1/32, ... (21 sources)'."""
+    text = _sources_text(src, family)
+    head, _, _more = text.partition(" (+")
+    return head + (", ..." if _more else "") + f" ({count} sources)"
 
 
 def explain_port(*args, **kwargs) -> str:
@@ -198,6 +246,7 @@ def explain(
             ranges_text(o.box[DPORT]),
             list(o.decided_by),
             list(o.uncertain),
+            o.box[SRC],
         ))
     accepted = [o.box for o in outcomes if o.verdict == V_ACCEPT]
     if not accepted:

@@ -62,6 +62,7 @@ from twinwall.analysis.verdicts import (
     Reach,
     ServiceReport,
     decisions,
+    decisions_more,
 )
 from twinwall.model import FAMILIES, FAMILY_LABEL, FORWARDING_SYSCTL, IPV4, IPV6, PROTO_NUM, ListeningSocket
 
@@ -136,6 +137,7 @@ def _not_forwarded(pub: _Published) -> FamilyVerdict:
     return FamilyVerdict(
         FILTERED,
         decided_by=decisions([s.outcome for s in pub.slices]),
+        decided_by_more=decisions_more([s.outcome for s in pub.slices]),
         denied_sources=["any"],
         uncertain=sorted({u for s in pub.slices for u in s.outcome.uncertain}),
         reason=f"DNAT sends it to {_targets_text(pub)}, but the host does not forward "
@@ -163,6 +165,7 @@ def _local_rows(ctx, family: str, outcomes: Sequence[Outcome]) -> List[ServiceRe
             verdict = FamilyVerdict(
                 FILTERED,
                 decided_by=decisions(denied),
+                decided_by_more=decisions_more(denied),
                 denied_sources=["any"],
                 uncertain=uncertain,
                 reason=f"NAT sends it to {target}, but every new connection is dropped or rejected",
@@ -472,6 +475,7 @@ def _forward_verdict(
         return FamilyVerdict(
             FILTERED,
             decided_by=decisions(denied or [o for o in results if o.verdict != V_ACCEPT]),
+            decided_by_more=decisions_more(denied or [o for o in results if o.verdict != V_ACCEPT]),
             denied_sources=["any"],
             uncertain=uncertain,
             reason=f"DNAT sends it to {targets}, but every new connection is dropped or rejected "

@@ -124,6 +124,8 @@ class FamilyVerdict:
     # when set, ``allowed_sources`` is the whole address space and the allowed sources are those
     # not in these CIDRs (a blocklist: see :func:`source_cidrs`); empty otherwise
     allowed_sources_except: List[str] = field(default_factory=list)
+    # set when the outcomes cited more rules than ``decided_by`` names (it names MAX_DECIDED_BY)
+    decided_by_more: bool = False
 
     def to_json(self, sets: Optional[AddressSets] = None) -> Dict:
         """The verdict's JSON; with ``sets`` (a compact document's table, see
@@ -140,7 +142,8 @@ class FamilyVerdict:
             "allowed_addresses": self.allowed_addresses,
             "uncertain": self.uncertain,
             "by_policy": self.by_policy,
-        } | ({"allowed_sources_except": self.allowed_sources_except} if self.allowed_sources_except else {})
+        } | ({"allowed_sources_except": self.allowed_sources_except} if self.allowed_sources_except else {}) | (
+            {"decided_by_more": True} if self.decided_by_more else {})
         return out if sets is None else sets.refs(out, VERDICT_ADDRESS_FIELDS)
 
     def summary(self) -> str:
@@ -314,6 +317,7 @@ class Reach:
             return FamilyVerdict(
                 OPEN,
                 decided_by=decisions(accepted),
+                decided_by_more=decisions_more(accepted),
                 allowed_sources=["0.0.0.0/0" if self.family == IPV4 else "::/0"],
                 allowed_interfaces=["*"],
                 uncertain=uncertain,
@@ -326,6 +330,7 @@ class Reach:
         return FamilyVerdict(
             RESTRICTED,
             decided_by=decisions(list(accepted) + list(denied)),
+            decided_by_more=decisions_more(list(accepted) + list(denied)),
             # (the shared reach's own lists: a compact document finds them by the object)
             allowed_sources=allowed_sources,
             denied_sources=denied_sources,
@@ -481,12 +486,23 @@ class _Decided(Protocol):
 
 
 def decisions(outcomes: Sequence[_Decided]) -> List[Decision]:
+    """The rules (and policies) the outcomes cite, the first MAX_DECIDED_BY of them."""
+    return _cited(outcomes, MAX_DECIDED_BY)
+
+
+def decisions_more(outcomes: Sequence[_Decided]) -> bool:
+    """Whether the outcomes cite more rules than :func:`decisions` names (a FamilyVerdict's
+    ``decided_by_more``: its JSON says the list was cut)."""
+    return len(_cited(outcomes, MAX_DECIDED_BY + 1)) > MAX_DECIDED_BY
+
+
+def _cited(outcomes: Sequence[_Decided], limit: int) -> List[Decision]:
     seen: Dict[Decision, None] = {}
     for o in outcomes:
         # (an Outcome of a compact walk makes its run's decisions as they are read: a dozen
         # are cited, not the 100,000 of a blocklist)
         for d in o.cited() if isinstance(o, Outcome) else o.decided_by:
             seen.setdefault(d, None)
-            if len(seen) >= MAX_DECIDED_BY:
+            if len(seen) >= limit:
                 return list(seen)
     return list(seen)

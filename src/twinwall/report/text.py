@@ -9,6 +9,8 @@ from twinwall.findings import SEVERITIES
 from twinwall.analysis.verdicts import FILTERED, LOCAL_ONLY, OPEN, RESTRICTED, display_address
 from twinwall.model import FAMILY_LABEL
 
+MAX_EVIDENCE = 4  # evidence lines per finding in the text (the JSON has the finding's whole list)
+
 _COLORS = {
     OPEN: "\033[31m",  # red: reachable from everywhere
     RESTRICTED: "\033[33m",
@@ -98,8 +100,10 @@ def render_audit(report: AuditReport, color: bool = False) -> str:
             out.append(f"  {tag} {f.id}{' ' + fam if fam else ''}: {f.message}")
             if f.cis:
                 out.append(f"      {f.cis}")
-            for e in f.evidence[:4]:
+            for e in f.evidence[:MAX_EVIDENCE]:
                 out.append(f"      - {e}")
+            if len(f.evidence) > MAX_EVIDENCE:
+                out.append(f"      - ... {len(f.evidence) - MAX_EVIDENCE} more (--format json)")
             if f.fix:
                 out.append(f"      fix: {f.fix}")
     else:

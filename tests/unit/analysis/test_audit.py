@@ -401,3 +401,27 @@ def test_diff_and_explain_name_the_iptables_nft_tables_an_nft_dump_cannot_show()
     assert "NOTE: table ip nat holds iptables-nft rules" in explained
     both = run_cli("diff", *nft, "--iptables", str(fixtures / "iptables_nft.v4.save"), "--format", "json")
     assert not [n for n in json.loads(both.stdout)["notes"] if "iptables-nft rules" in n]
+
+
+def test_a_cut_decided_by_says_so(tmp_path):
+    # a service decided by more rules than decided_by names (MAX_DECIDED_BY): "decided_by_more"
+    # is set; a verdict whose list is whole has no such key
+    drops = "".join(f"-A INPUT -s 203.0.113.{n}/32 -j DROP\n" for n in range(1, 21))
+    head = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+    (tmp_path / "v4").write_text(head + drops + "-A INPUT -p tcp --dport 8080 -j ACCEPT\nCOMMIT\n")
+    (tmp_path / "v6").write_text(head + "-A INPUT -p tcp --dport 8080 -j ACCEPT\nCOMMIT\n")
+    (tmp_path / "ss").write_text("Netid State  Recv-Q Send-Q Local Address:Port  Peer Address:Port Process\n"
+                                 'tcp   LISTEN 0      128  *:8080  *:*  users:(("web",pid=9,fd=3)) v6only:0\n')
+    proc = run_cli("audit", "--iptables", str(tmp_path / "v4"), "--ip6tables", str(tmp_path / "v6"),
+                   "--sockets", str(tmp_path / "ss"), "--format", "json")
+    doc = json.loads(proc.stdout)
+    service = doc["services"][0]
+    assert service["ipv4"]["status"] == "restricted" and len(service["ipv4"]["decided_by"]) == 12
+    assert service["ipv4"]["decided_by_more"] is True
+    assert "decided_by_more" not in service["ipv6"]  # (filtered: no NDP accepted; one rule cited)
+    # the text names the first 4 of a finding's evidence and counts the others
+    drop = next(f for f in doc["findings"] if f["id"] == "TW-DROP-NOT-LOGGED" and f["family"] == "ipv4")
+    assert len(drop["evidence"]) > 4
+    text = run_cli("audit", "--iptables", str(tmp_path / "v4"), "--ip6tables", str(tmp_path / "v6"),
+                   "--sockets", str(tmp_path / "ss")).stdout
+    assert f"      - ... {len(drop['evidence']) - 4} more (--format json)" in text

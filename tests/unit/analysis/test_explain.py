@@ -66,3 +66,24 @@ def test_json(tmp_path):
     assert accept["decided_by"][0]["rule"] == "-A INPUT -p tcp -m multiport --ports 3000 -j ACCEPT"
     assert [s["rule_number"] for s in v4["steps"] if "rule_number" in s] == [2]
     assert v6["verdicts"][0]["source_ports"] == "*"
+
+
+def test_a_blocklists_drops_read_as_one_verdict_group(tmp_path):
+    # (the walk lists every drop the question matched; the verdict section names them as one run)
+    drops = [f"-A INPUT -s 203.0.113.{n}/32 -j DROP" for n in range(1, 5)] + ["-A INPUT -s 198.51.100.10/32 -j DROP"]
+    v4 = FILTER.format("\n".join(drops + ["-A INPUT -p tcp --dport 8080 -j ACCEPT"]))
+    proc = explain(tmp_path, "tcp/8080", "--family", "ipv4", v4=v4)
+    assert proc.returncode == 0, proc.stderr
+    walk, verdicts = proc.stdout.split("  verdict:\n")
+    assert all(d in walk for d in drops)
+    assert verdicts.splitlines()[:2] == [
+        "    DROP    198.51.100.10/32, 203.0.113.1/32, 203.0.113.2/31, 203.0.113.4/32 (5 sources)",
+        "             by filter INPUT #2-#6 (5 rules: -A INPUT -s 203.0.113.1/32 -j DROP"
+        " ... -A INPUT -s 198.51.100.10/32 -j DROP)"]
+    assert verdicts.count("DROP  ") == 1 and "#3:" not in verdicts
+    # two drops are two groups, as before; the JSON keeps one verdict per group
+    two = explain(tmp_path, "tcp/8080", "--family", "ipv4", v4=FILTER.format("\n".join(
+        drops[:2] + ["-A INPUT -p tcp --dport 8080 -j ACCEPT"]))).stdout.split("  verdict:\n")[1]
+    assert "by filter INPUT #2: -A INPUT -s 203.0.113.1/32 -j DROP" in two and "#2-#3" not in two
+    doc = json.loads(explain(tmp_path, "tcp/8080", "--family", "ipv4", "--format", "json", v4=v4).stdout)
+    assert [r["decided_by"][0]["rule_number"] for r in doc["families"]["ipv4"]["verdicts"]] == [2, 3, 4, 5, 6, 7]
