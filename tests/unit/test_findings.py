@@ -213,6 +213,14 @@ def test_drops_must_be_logged_and_loopback_never():
     assert ("TW-DROP-NOT-LOGGED", "ipv4") in ids(unlogged)
     # a LOG rule that sees only tcp: udp drops are not logged
     assert ("TW-DROP-NOT-LOGGED", "ipv4") in ids(LOGGED.replace("-m limit", "-p tcp -m limit"))
+    # more unlogged drop rules than are named: the message says so
+    many = unlogged.replace("COMMIT", "".join(f"-A INPUT -s 203.0.113.{k}/32 -j DROP\n" for k in range(1, 11)) + "COMMIT")
+    found = by_id(audit_snapshot(dump_snapshot(many, LOGGED, "")), "TW-DROP-NOT-LOGGED", "ipv4")
+    assert found and len(found[0].decided_by) == 6
+    assert found[0].message.endswith("; the first 6 such rules are named (twinwall explain shows the others)"), found[0].message
+    few = unlogged.replace("COMMIT", "-A INPUT -s 203.0.113.1/32 -j DROP\nCOMMIT")
+    found = by_id(audit_snapshot(dump_snapshot(few, LOGGED, "")), "TW-DROP-NOT-LOGGED", "ipv4")
+    assert found and "the first" not in found[0].message
     # the LOG rule before the loopback accept: loopback traffic is logged
     lo_first = LOGGED.replace("-A INPUT -i lo -j ACCEPT\n", "").replace("COMMIT", "-A INPUT -i lo -j ACCEPT\nCOMMIT")
     report = audit_snapshot(dump_snapshot(lo_first, LOGGED, ""))

@@ -1187,15 +1187,16 @@ def _drop_logging_findings(ctx: FamilyContext, new: Sequence[Outcome], logged: O
     dumps hold no logging rule at all)."""
     family = ctx.family
     unlogged: Dict[Decision, None] = {}
+    more = False  # another rule beyond the MAX_CITED named drops unlogged too
     # (by the part each decision ended: one outcome of a compact walk is a run of rules)
     ends = (end for o in new if o.verdict in (V_DROP, V_REJECT) for end in o.ends())
     for box, last in islice(ends, LOG_CHECK_LIMIT):
-        if logged is not None and logged.covers(box):
+        if last is None or last in unlogged or logged is not None and logged.covers(box):
             continue
-        if last is not None:
-            unlogged.setdefault(last, None)
         if len(unlogged) >= MAX_CITED:
+            more = True
             break
+        unlogged[last] = None
     if not unlogged:
         return []
     decided = list(unlogged)
@@ -1204,7 +1205,8 @@ def _drop_logging_findings(ctx: FamilyContext, new: Sequence[Outcome], logged: O
         finding(
             "TW-DROP-NOT-LOGGED", family,
             "new connections from elsewhere are dropped without being logged"
-            + ("" if logged is not None else " (no LOG or NFLOG rule at all)"),
+            + ("" if logged is not None else " (no LOG or NFLOG rule at all)")
+            + (f"; the first {MAX_CITED} such rules are named (twinwall explain shows the others)" if more else ""),
             decided=[(family, d) for d in decided], hook="input", subject={"chain": chain},
         )
     ]
