@@ -965,28 +965,41 @@ def _merge_groups(
                     out.append(same[0])
                     continue
                 changed = True
-                v: Any
-                if dim in mask_dims:
-                    v = 0
-                    for m in same:
-                        v |= m[1][dim]
-                else:
-                    v = iv_union([m[1][dim] for m in same])
-                payload = same[0][2]
-                if combine_all is not None:
-                    payload = combine_all([m[2] for m in same])
-                elif combine is not None:
-                    for m in same[1:]:
-                        payload = combine(payload, m[2])
-                merged = list(first)
-                merged[dim] = v
-                hashes = list(same[0][0])
-                hashes[dim] = hash(v)
-                out.append((tuple(hashes), tuple(merged), payload))
+                out.append(_merged(same, dim, dim, mask_dims, combine, combine_all))
             items = out
         if not changed:
             break
     return [(b, p) for _, b, p in items]
+
+
+def _merged(
+    same: List[tuple],
+    dim: int,
+    pos: int,
+    mask_dims: FrozenSet[int],
+    combine: Optional[Callable[[object, object], object]],
+    combine_all: Optional[Callable[[List[object]], object]],
+) -> tuple:
+    """One (hashes, box, payload) item for the items ``same`` (equal but along ``dim``), united
+    along ``dim``; ``pos``: where ``dim``'s hash is in their hash tuples."""
+    v: Any
+    if dim in mask_dims:
+        v = 0
+        for m in same:
+            v |= m[1][dim]
+    else:
+        v = iv_union([m[1][dim] for m in same])
+    payload = same[0][2]
+    if combine_all is not None:
+        payload = combine_all([m[2] for m in same])
+    elif combine is not None:
+        for m in same[1:]:
+            payload = combine(payload, m[2])
+    merged = list(same[0][1])
+    merged[dim] = v
+    hashes = list(same[0][0])
+    hashes[pos] = hash(v)
+    return (tuple(hashes), tuple(merged), payload)
 
 
 def _merge_varying(
@@ -1038,24 +1051,7 @@ def _merge_varying(
                         out.append(same[0])
                         continue
                 changed = True
-                v: Any
-                if dim in mask_dims:
-                    v = 0
-                    for m in same:
-                        v |= m[1][dim]
-                else:
-                    v = iv_union([m[1][dim] for m in same])
-                payload = same[0][2]
-                if combine_all is not None:
-                    payload = combine_all([m[2] for m in same])
-                elif combine is not None:
-                    for m in same[1:]:
-                        payload = combine(payload, m[2])
-                merged = list(first)
-                merged[dim] = v
-                hashes = list(same[0][0])
-                hashes[pos] = hash(v)
-                out.append((tuple(hashes), tuple(merged), payload))
+                out.append(_merged(same, dim, pos, mask_dims, combine, combine_all))
             items = out
         if not changed:
             break

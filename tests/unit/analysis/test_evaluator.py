@@ -552,11 +552,12 @@ def _outcome_key(outcomes):
     return sorted((o.box, o.verdict, tuple(o.decided_by), o.uncertain) for o in outcomes)
 
 
-def test_rule_index_changes_no_outcome(monkeypatch):
+def _spy_on_candidates(monkeypatch):
+    """(the index's real build, the list every candidates() call appends the number of rules it
+    picked to: the index's size where it picked none out)."""
     import twinwall.analysis.chain_index as chain_index
 
-    build = chain_index.ChainIndex.build
-    picked = []
+    picked: list = []
 
     def spying_candidates(self, boxes, _orig=chain_index.ChainIndex.candidates):
         got = _orig(self, boxes)
@@ -564,6 +565,13 @@ def test_rule_index_changes_no_outcome(monkeypatch):
         return got
 
     monkeypatch.setattr(chain_index.ChainIndex, "candidates", spying_candidates)
+    return chain_index.ChainIndex.build, picked
+
+
+def test_rule_index_changes_no_outcome(monkeypatch):
+    import twinwall.analysis.chain_index as chain_index
+
+    build, picked = _spy_on_candidates(monkeypatch)
     skipped = 0
     for seed in range(25):
         rng = random.Random(seed)
@@ -649,15 +657,7 @@ def test_rule_index_gates_on_the_protocol_every_rule_shares():
 def test_protocol_gate_changes_no_outcome(monkeypatch):
     import twinwall.analysis.chain_index as chain_index
 
-    build = chain_index.ChainIndex.build
-    picked = []
-
-    def spying_candidates(self, boxes, _orig=chain_index.ChainIndex.candidates):
-        got = _orig(self, boxes)
-        picked.append(self.size if got is None else len(got))
-        return got
-
-    monkeypatch.setattr(chain_index.ChainIndex, "candidates", spying_candidates)
+    build, picked = _spy_on_candidates(monkeypatch)
     gated = 0
     for seed in range(12):
         rng = random.Random(seed)
