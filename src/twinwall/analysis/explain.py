@@ -27,6 +27,7 @@ from twinwall.netfilter.packetset import (
     to_cidrs,
 )
 from twinwall.analysis.verdicts import CLIENT_PORTS, FILTERED, OPEN, RESTRICTED, cidrs
+from twinwall.netfilter.ruleset import describe_run
 from twinwall.errors import InputError
 from twinwall.loader import load_rulesets, unread_table_note, unread_tables
 from twinwall.model import FAMILY_LABEL, PROTO_NUM, HostSnapshot
@@ -137,8 +138,7 @@ class FamilyExplanation:
                 first, last = r.decided_by[0], run[-1].decided_by[0]
                 srcs = _run_sources_text(iv_union([g.src for g in run]), self.family, len(run))
                 out.append(f"    {r.verdict.upper():7} {srcs}{sport}{via}{to}")
-                out.append(f"             by {first.table} {first.chain} #{first.rule_number}-#{last.rule_number}"
-                           f" ({len(run)} rules: {first.rule} ... {last.rule})")
+                out.append(f"             by {describe_run(first, last, len(run))}")
             out += [f"             ? assumes may match: {u}" for u in r.uncertain]
         out.append(f"  => {self.proto}/{self.port} is {self.status} over {label}"
                    + (" for the packets asked about" if self.status != FILTERED else ""))

@@ -130,6 +130,16 @@ class Decision(NamedTuple):
         return f"{where} #{self.rule_number}: {self.rule}"
 
 
+def describe_run(first: Decision, last: Decision, count: int, texts: bool = True) -> str:
+    """``count`` rules of one chain, ``first`` to ``last``, in a few words: 'filter INPUT #5-#25
+    (21 rules: FIRST ... LAST)', or without ``texts`` '... (21 rules)'; one rule as it describes
+    itself."""
+    if count == 1:
+        return first.describe()
+    where = f"{first.table} {first.chain} #{first.rule_number}-#{last.rule_number} ({count} rules"
+    return f"{where}: {first.rule} ... {last.rule})" if texts else where + ")"
+
+
 class Chain:
     __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile", "index", "runs", "line")
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Dict, FrozenSet, List
 from twinwall.analysis.diff.compare import DiffResult, Region
 from twinwall.analysis.diff.describe import cited_runs, describe_region, only_classes, verdict_of
 from twinwall.analysis.labels import label_size
+from twinwall.netfilter.ruleset import describe_run
 
 if TYPE_CHECKING:  # (a diff of one snapshot does not load the change's audit machinery)
     from twinwall.analysis.diff.change import ChangeResult
@@ -21,17 +22,11 @@ def _rules(decs: FrozenSet) -> str:
         return "no rule"
     runs = sorted(cited_runs(decs), key=lambda r: _order(r[0]))
     shown = runs[:MAX_RULES]
-    texts = [_run(first, last, count) for first, last, count in shown]
+    texts = [describe_run(first, last, count) for first, last, count in shown]
     rest = label_size(decs) - sum(count for _, _, count in shown)
     if rest > 0:
         texts.append(f"... {rest} more")
     return "; ".join(texts)
-
-
-def _run(first, last, count: int) -> str:
-    if count == 1:
-        return first.describe()
-    return f"{first.table} {first.chain} #{first.rule_number}-#{last.rule_number} ({count} rules: {first.rule} ... {last.rule})"
 
 
 def _order(d) -> tuple:

@@ -49,7 +49,7 @@ from twinwall.netfilter.packetset import (
 from twinwall.analysis.labels import RuleRun, label_decisions, label_size
 from twinwall.analysis.roles import ROLE_NAMES
 from twinwall.model import IPV4
-from twinwall.netfilter.ruleset import NO_TABLE, Decision
+from twinwall.netfilter.ruleset import NO_TABLE, Decision, describe_run
 
 if TYPE_CHECKING:  # annotations only: the comparison imports this module
     from twinwall.analysis.diff.compare import DiffResult, Region, SideOnly
@@ -273,7 +273,7 @@ def _position(dec: Decision) -> str:
 def _run_text(first: Decision, last: Decision, count: int, texts: bool = True) -> str:
     if count == 1:
         return _described(first) if texts else _position(first)
-    return f"{first.table} {first.chain} #{first.rule_number}-#{last.rule_number} ({count} rules)"
+    return describe_run(first, last, count, texts=False)  # (a run is cited by place only)
 
 
 def _rule_text(decs: FrozenSet[Decision], verbose: bool = True, texts: bool = True) -> str:
