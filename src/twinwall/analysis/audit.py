@@ -34,7 +34,7 @@ from twinwall.analysis.verdicts import (
     ServiceReport,
     cite,
     decisions,
-    decisions_more,
+    decided_fields,
     display_address,
 )
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
@@ -530,8 +530,7 @@ def _socket_verdict(
     if not accepted:
         return FamilyVerdict(
             FILTERED,
-            decided_by=decisions(denied),
-            decided_by_more=decisions_more(denied),
+            **decided_fields(denied),
             denied_sources=["any"],
             uncertain=uncertain,
             reason="every new connection is dropped or rejected",
@@ -592,8 +591,9 @@ def _open_at_some_addresses_only(ctx: FamilyContext, verdict: FamilyVerdict, box
     verdict.status = RESTRICTED
     verdict.allowed_addresses = everyone
     # the rules that accept it and those that turn it away at the other addresses
-    verdict.decided_by = list(dict.fromkeys(verdict.decided_by + decisions(denied)))
-    verdict.decided_by_more = verdict.decided_by_more or decisions_more(denied)
+    cut = decided_fields(denied)
+    verdict.decided_by = list(dict.fromkeys(verdict.decided_by + cut["decided_by"]))
+    verdict.decided_by_more = verdict.decided_by_more or cut["decided_by_more"]
     if everyone:
         verdict.reason = (f"accepted from every remote source at {', '.join(everyone)}; at "
                           f"{', '.join(others[:4]) + (',...' if len(others) > 4 else '')} only from some or none")

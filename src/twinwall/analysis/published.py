@@ -61,8 +61,7 @@ from twinwall.analysis.verdicts import (
     FamilyVerdict,
     Reach,
     ServiceReport,
-    decisions,
-    decisions_more,
+    decided_fields,
 )
 from twinwall.model import FAMILIES, FAMILY_LABEL, FORWARDING_SYSCTL, IPV4, IPV6, PROTO_NUM, ListeningSocket
 
@@ -136,8 +135,7 @@ def _not_forwarded(pub: _Published) -> FamilyVerdict:
     sysctl = FORWARDING_SYSCTL[pub.family]
     return FamilyVerdict(
         FILTERED,
-        decided_by=decisions([s.outcome for s in pub.slices]),
-        decided_by_more=decisions_more([s.outcome for s in pub.slices]),
+        **decided_fields([s.outcome for s in pub.slices]),
         denied_sources=["any"],
         uncertain=sorted({u for s in pub.slices for u in s.outcome.uncertain}),
         reason=f"DNAT sends it to {_targets_text(pub)}, but the host does not forward "
@@ -164,8 +162,7 @@ def _local_rows(ctx, family: str, outcomes: Sequence[Outcome]) -> List[ServiceRe
         if not accepted:
             verdict = FamilyVerdict(
                 FILTERED,
-                decided_by=decisions(denied),
-                decided_by_more=decisions_more(denied),
+                **decided_fields(denied),
                 denied_sources=["any"],
                 uncertain=uncertain,
                 reason=f"NAT sends it to {target}, but every new connection is dropped or rejected",
@@ -474,8 +471,7 @@ def _forward_verdict(
         denied = [o for o in results if o.verdict != V_ACCEPT and o.box[OIF] & bits]
         return FamilyVerdict(
             FILTERED,
-            decided_by=decisions(denied or [o for o in results if o.verdict != V_ACCEPT]),
-            decided_by_more=decisions_more(denied or [o for o in results if o.verdict != V_ACCEPT]),
+            **decided_fields(denied or [o for o in results if o.verdict != V_ACCEPT]),
             denied_sources=["any"],
             uncertain=uncertain,
             reason=f"DNAT sends it to {targets}, but every new connection is dropped or rejected "

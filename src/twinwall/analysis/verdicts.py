@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from twinwall.analysis.address_sets import ALLOWED_ADDRESS_FIELDS, VERDICT_ADDRESS_FIELDS, AddressSets
 from twinwall.analysis.context import FamilyContext
@@ -316,8 +316,7 @@ class Reach:
         if self.covered:
             return FamilyVerdict(
                 OPEN,
-                decided_by=decisions(accepted),
-                decided_by_more=decisions_more(accepted),
+                **decided_fields(accepted),
                 allowed_sources=["0.0.0.0/0" if self.family == IPV4 else "::/0"],
                 allowed_interfaces=["*"],
                 uncertain=uncertain,
@@ -329,8 +328,7 @@ class Reach:
         ifaces, ref = self.ifaces, self.ref
         return FamilyVerdict(
             RESTRICTED,
-            decided_by=decisions(list(accepted) + list(denied)),
-            decided_by_more=decisions_more(list(accepted) + list(denied)),
+            **decided_fields(list(accepted) + list(denied)),
             # (the shared reach's own lists: a compact document finds them by the object)
             allowed_sources=allowed_sources,
             denied_sources=denied_sources,
@@ -490,10 +488,11 @@ def decisions(outcomes: Sequence[_Decided]) -> List[Decision]:
     return _cited(outcomes, MAX_DECIDED_BY)
 
 
-def decisions_more(outcomes: Sequence[_Decided]) -> bool:
-    """Whether the outcomes cite more rules than :func:`decisions` names (a FamilyVerdict's
-    ``decided_by_more``: its JSON says the list was cut)."""
-    return len(_cited(outcomes, MAX_DECIDED_BY + 1)) > MAX_DECIDED_BY
+def decided_fields(outcomes: Sequence[_Decided]) -> Dict[str, Any]:
+    """A FamilyVerdict's ``decided_by`` (:func:`decisions`) and ``decided_by_more`` (whether the
+    outcomes cite more rules than it names: its JSON says the list was cut), from one pass."""
+    cited = _cited(outcomes, MAX_DECIDED_BY + 1)
+    return {"decided_by": cited[:MAX_DECIDED_BY], "decided_by_more": len(cited) > MAX_DECIDED_BY}
 
 
 def _cited(outcomes: Sequence[_Decided], limit: int) -> List[Decision]:
