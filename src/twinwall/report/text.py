@@ -43,9 +43,9 @@ def render_audit(report: AuditReport, color: bool = False) -> str:
     out: List[str] = []
     snap = report.snapshot
     head = snap.hostname or "(offline input)"
-    v6 = {True: "enabled", False: "disabled", None: "unknown"}[snap.ipv6.enabled]
     # (whether the host has IPv6 on, which a saved dump does not say: not whether rules were read)
-    out.append(f"twinwall audit: {head}  (IPv6 on the host: unknown)" if v6 == "unknown" else f"twinwall audit: {head}  (IPv6 {v6})")
+    v6 = {True: "enabled", False: "disabled", None: "on the host: unknown"}[snap.ipv6.enabled]
+    out.append(f"twinwall audit: {head}  (IPv6 {v6})")
     for rs in report.rulesets:
         where = f"{rs['rules']} rules in {', '.join(rs['tables'])}" if rs["tables"] else "no tables loaded"
         out.append(f"  ruleset {rs['family']}: {rs['source']}, {where}")
