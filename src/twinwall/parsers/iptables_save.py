@@ -233,6 +233,43 @@ class RuleSyntaxError(ValueError):
     pass
 
 
+# The matches whose options are a closed set twinwall knows in full: any other option after one
+# of them is a typo iptables-restore refuses ("-m tcp --dpot 22"), not a "may match". Like
+# iptables (getopt_long), an unambiguous abbreviation is that option ("--dpo" is "--dport").
+_CLOSED_MATCH_OPTIONS: Dict[str, Tuple[str, ...]] = {
+    "tcp": ("--sport", "--source-port", "--dport", "--destination-port", "--syn", "--tcp-flags",
+            "--tcp-option"),
+    "udp": ("--sport", "--source-port", "--dport", "--destination-port"),
+    "icmp": ("--icmp-type",),
+    "icmp6": ("--icmpv6-type",),
+    "icmpv6": ("--icmpv6-type",),
+    "multiport": ("--sports", "--source-ports", "--dports", "--destination-ports", "--ports"),
+    "state": ("--state",),
+    "comment": ("--comment",),
+}
+_BUILTIN_LONG_OPTIONS = tuple(o for o in _OPTION_CODE if o.startswith("--"))
+
+
+@lru_cache(maxsize=4096)  # a ruleset repeats a few (matches, option) pairs
+def _closed_match_option(loaded: Tuple[str, ...], opt: str) -> str:
+    """The option *opt* spells when every match the rule loaded so far (*loaded*, "-p tcp"
+    loading tcp) has a closed option set: the option in full, or RuleSyntaxError when it is none
+    of theirs. Left as typed where another match may own it or an abbreviation is ambiguous."""
+    if not loaded or any(m not in _CLOSED_MATCH_OPTIONS for m in loaded):
+        return opt
+    options = tuple(dict.fromkeys(o for m in loaded for o in _CLOSED_MATCH_OPTIONS[m]))
+    if opt in options or any(o.startswith(opt) for o in _BUILTIN_LONG_OPTIONS):
+        return opt
+    spelled = [o for o in options if o.startswith(opt)]
+    if len(spelled) == 1:
+        return spelled[0]
+    if not spelled:
+        matches = " ".join(f"-m {m}" for m in dict.fromkeys(loaded))
+        raise RuleSyntaxError(f"{matches}: no option {opt} (iptables-restore refuses the rule; "
+                              f"the options: {', '.join(options)})")
+    return opt
+
+
 # The line shapes that make up nearly all of a big ruleset (kube-proxy's), in the order
 # iptables-save prints their parts: addresses, interfaces, "-p tcp|udp", one quoted comment,
 # "-m tcp|udp [--dport N]", a target and its options. _Compiler.compile_simple builds their
@@ -664,6 +701,7 @@ class _Compiler:
         never = False
         negate = False
         module = ""
+        loaded: Tuple[str, ...] = ()  # the matches loaded so far, "-p tcp" loading tcp
         proto_name = ""
         i = 2  # skip "-A CHAIN"
         n = len(tokens)
@@ -712,6 +750,7 @@ class _Compiler:
                 continue
             elif code == _OPT_MATCH:
                 module = args[0]
+                loaded += (module,)
                 if module == "addrtype":
                     addrtypes.append({})
                 if module in EXTENSION_HEADER_MATCHES:
@@ -737,6 +776,7 @@ class _Compiler:
                     add(PROTO, value, neg)
                 if proto_name in PORT_PROTOCOLS or proto_name in ("icmp", "icmpv6", "ipv6-icmp"):
                     module = proto_name
+                    loaded += ("icmp6" if proto_name == "ipv6-icmp" else proto_name,)
                 continue
             elif code == _OPT_IIF or code == _OPT_OIF:
                 add(IIF if code == _OPT_IIF else OIF, self.iface(args[0]), neg)
@@ -753,6 +793,7 @@ class _Compiler:
             if module == "addrtype" and addrtypes:
                 addrtypes[-1][tok] = (args[0] if args else None, neg)
                 continue
+            tok = _closed_match_option(loaded, tok)
             self.match_option(module, tok, args, neg, add, unknown, disjunctions)
         for options in addrtypes:
             self.addrtype(options, add, unknown, disjunctions)

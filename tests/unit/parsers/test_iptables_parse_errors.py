@@ -44,3 +44,43 @@ def test_port_out_of_range_wording() -> None:
     with pytest.raises(InputError, match=r"^rules\.v4: filter INPUT rule 2: port out of range: 70000: "):
         _ = parse_iptables_save(HEAD + "-A INPUT -p tcp --dport 70000 -j ACCEPT\nCOMMIT\n", "ipv4",
                                 "rules.v4").chain("filter", "INPUT").rules
+
+
+def _rule(line: str):
+    return parse_iptables_save(HEAD + line + "\nCOMMIT\n", "ipv4", "rules.v4").chain("filter", "INPUT").rules[1]
+
+
+@pytest.mark.parametrize("line, wording", [
+    ("-A INPUT -p tcp -m tcp --dpot 22 -j ACCEPT", "-m tcp: no option --dpot"),
+    ("-A INPUT -p udp --dports 53 -j ACCEPT", "-m udp: no option --dports"),
+    ("-A INPUT -p tcp -m multiport --dpots 80,443 -j ACCEPT", "-m tcp -m multiport: no option --dpots "),
+    ("-A INPUT -p icmp --icmpv6-type 128 -j ACCEPT", "-m icmp: no option --icmpv6-type"),
+])
+def test_an_option_no_loaded_match_has_is_refused_not_read_as_may_match(line: str, wording: str) -> None:
+    # iptables-restore refuses each of these ("unknown option"); reading one as "may match"
+    # would hide the typo behind an audit that looks plausible
+    with pytest.raises(InputError) as info:
+        _ = _rule(line)
+    assert str(info.value).startswith(f"rules.v4: filter INPUT rule 2: {wording}")
+    assert str(info.value).endswith(": " + line)
+
+
+@pytest.mark.parametrize("typed, spelled", [
+    # getopt_long, which iptables uses, takes an unambiguous abbreviation for the option
+    ("-A INPUT -p tcp --dpo 22 -j ACCEPT", "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"),
+    ("-A INPUT -p tcp -m multiport --dports 80 --sy -j ACCEPT",
+     "-A INPUT -p tcp -m multiport --dports 80 -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j ACCEPT"),
+    # an option of "-p tcp"'s implicit tcp match after another match's
+    ("-A INPUT -p tcp -m state --state NEW --dport 22 -j ACCEPT",
+     "-A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -j ACCEPT"),
+])
+def test_abbreviations_and_options_of_earlier_matches_keep_their_meaning(typed: str, spelled: str) -> None:
+    rule = _rule(typed)
+    assert not rule.unknown
+    assert [sorted(a) for a in rule.alternatives] == [sorted(a) for a in _rule(spelled).alternatives]
+
+
+def test_an_option_an_open_ended_match_may_own_stays_undecided() -> None:
+    # conntrack has options twinwall does not decide: after it the option may be its own
+    rule = _rule("-A INPUT -p tcp -m conntrack --ctstate NEW -m tcp --ctdir ORIGINAL -j ACCEPT")
+    assert rule.unknown
