@@ -215,6 +215,17 @@ def tokenize(line: str) -> List[str]:
     return out
 
 
+def _simple_matches_only(line: str) -> bool:
+    """Whether every "-m" of the line loads tcp, udp or comment, the only matches _SIMPLE and
+    _SOURCE_JUMP read (a hint: a quoted " -m " only sends the line to the general path)."""
+    i = line.find(" -m ")
+    while i >= 0:
+        if not line.startswith(("tcp ", "udp ", "comment "), i + 4):
+            return False
+        i = line.find(" -m ", i + 4)
+    return True
+
+
 # the general path's built-in options (compile_general), each to what it is
 _OPT_TARGET, _OPT_PROTOCOL, _OPT_SRC, _OPT_DST, _OPT_IIF, _OPT_OIF, _OPT_FRAGMENT, _OPT_MATCH, _OPT_COUNTERS = range(9)
 _OPTION_CODE = {
@@ -500,6 +511,10 @@ class _Compiler:
         # rule of the same source (per-source accepts repeat a few hundred); in place of the
         # _addr_cache entry, which is left to the other paths
         self._source_alternatives: Dict[str, Tuple] = {}
+        # (table, the words after "-s A -d B") -> the Rule the general path makes of those
+        # words alone: a router's per-host rules repeat a few hundred of them with other
+        # addresses (compile_addressed)
+        self._templates: Dict[Tuple[str, str], Rule] = {}
 
     def compile_chain(self, chain: Chain, pieces: List[Tuple[int, str]]) -> List[Rule]:
         lines, numbers = _source_lines(pieces)
@@ -539,6 +554,11 @@ class _Compiler:
                     # lines it matches with both parts)
                     src, target = parts[3], parts[5]
                     found = True
+                elif not _simple_matches_only(line):
+                    # (a match neither regular expression reads: a router's "-m state", "-m mac")
+                    rule = self.compile_addressed(chain, n, line)
+                    rules.append(rule if rule is not None else self.compile_general(chain, n, line))
+                    continue
                 elif line.startswith(_SOURCE_JUMP_NEXT, line.find(" ", 3) + 1):
                     sj = source_jump(line)
                     found = sj is not None
@@ -572,7 +592,7 @@ class _Compiler:
                         rules.append(Rule(table, name, n, line, alternatives, (), action, target))
                         continue
                 m = simple(line)
-                rule = self.compile_simple(chain, n, line, m) if m is not None else None
+                rule = self.compile_simple(chain, n, line, m) if m is not None else self.compile_addressed(chain, n, line)
                 rules.append(rule if rule is not None else self.compile_general(chain, n, line))
             except (RuleSyntaxError, ValueError, IndexError) as exc:
                 raise InputError(
@@ -688,6 +708,40 @@ class _Compiler:
             if rule is not None:
                 return rule
         return self.compile_general(chain, number, line)
+
+    def compile_addressed(self, chain: Chain, number: int, line: str) -> Optional[Rule]:
+        """The Rule of "-A CHAIN [-s A] [-d B] WORDS" (at least one of them, neither negated):
+        the addresses joined to what the general path makes of WORDS, compiled once per table
+        (None: let the general path decide; WORDS that constrain an address themselves)."""
+        head, _, rest = line.partition(" ")
+        _, _, rest = rest.partition(" ")  # (the chain's name)
+        if not rest.startswith(("-s ", "-d ")):
+            return None
+        src = dst = None
+        if rest.startswith("-s "):
+            _, src, rest = rest.split(" ", 2) if rest.count(" ") >= 2 else (None, None, "")
+        if rest.startswith("-d "):
+            _, dst, rest = rest.split(" ", 2) if rest.count(" ") >= 2 else (None, None, "")
+        if (head != "-A" or not rest.startswith("-") or src is None and dst is None
+                or src is not None and (src[:1] in _NOT_ARG_START or '"' in src)
+                or dst is not None and (dst[:1] in _NOT_ARG_START or '"' in dst)):
+            return None
+        # (the addresses first: the general path reads them, and finds their errors, first)
+        addresses = tuple((dim, self.addresses(spec)) for dim, spec in ((SRC, src), (DST, dst)) if spec is not None)
+        key = (chain.table, rest)
+        template = self._templates.get(key)
+        if template is None:
+            template = self.compile_general(chain, number, f"-A {chain.name} {rest}")
+            if any(dim == SRC or dim == DST for alt in template.alternatives for dim, _ in alt):
+                return None  # (the words match an address too: the general path intersects them)
+            if len(self._templates) >= _SOURCES_REMEMBERED:
+                self._templates.clear()
+            self._templates[key] = template
+        # the general path's constraints in its order: the addresses (read first), then the
+        # words' (a match's alternatives never name an address, checked above)
+        alternatives = tuple(addresses + alt for alt in template.alternatives)
+        return Rule(chain.table, chain.name, number, line, alternatives, template.unknown, template.action,
+                    template.target, template.nat_to)
 
     def compile_general(self, chain: Chain, number: int, line: str) -> Rule:
         tokens = tokenize(line)
