@@ -1002,6 +1002,11 @@ def _merged(
     return (tuple(hashes), tuple(merged), payload)
 
 
+def _no_key(hashes: tuple) -> tuple:
+    """The key along the only varying dimension: every box has the same."""
+    return ()
+
+
 def _merge_varying(
     entries: Sequence[Tuple[tuple, object]],
     hashed: List[tuple],
@@ -1019,18 +1024,27 @@ def _merge_varying(
     # a box's other varying dimensions (None: it has no other), to tell a collision
     rests = [itemgetter(*others) if others else None
              for others in ([d for d in varying if d != dim] for dim in varying)]
+    # a box's key along each varying dimension: the hashes of the other varying ones, picked
+    # by an itemgetter (in C; equal keys, equal hashes: one position's key is that hash alone)
+    key_getters = [itemgetter(*others) if others else _no_key
+                   for others in ([i for i in range(len(varying)) if i != pos] for pos in range(len(varying)))]
+    hashes_of = itemgetter(0)
     for _ in range(rounds):
         changed = False
         for pos, dim in enumerate(varying):
             if len(items) < 2:
                 break
             rest_of = rests[pos]
+            keys = list(map(key_getters[pos], map(hashes_of, items)))
+            if len(set(keys)) == len(items):
+                continue  # (nothing merges along it: found in C, without the groups)
             groups: dict = {}
-            for it in items:
-                h = it[0]
-                groups.setdefault(h[:pos] + h[pos + 1 :], []).append(it)
-            if len(groups) == len(items):
-                continue
+            for key, it in zip(keys, items):
+                members = groups.get(key)
+                if members is None:
+                    groups[key] = [it]
+                else:
+                    members.append(it)
             out = []
             for members in groups.values():
                 if len(members) == 1:
