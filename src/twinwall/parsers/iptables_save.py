@@ -717,7 +717,8 @@ class _Compiler:
         _, _, rest = rest.partition(" ")  # (the chain's name)
         if not rest.startswith(("-s ", "-d ")):
             return None
-        src = dst = None
+        src: Optional[str] = None
+        dst: Optional[str] = None
         if rest.startswith("-s "):
             _, src, rest = rest.split(" ", 2) if rest.count(" ") >= 2 else (None, None, "")
         if rest.startswith("-d "):
@@ -727,7 +728,16 @@ class _Compiler:
                 or dst is not None and (dst[:1] in _NOT_ARG_START or '"' in dst)):
             return None
         # (the addresses first: the general path reads them, and finds their errors, first)
-        addresses = tuple((dim, self.addresses(spec)) for dim, spec in ((SRC, src), (DST, dst)) if spec is not None)
+        addresses: Tuple[Tuple[int, DimValue], ...]
+        cache = self._addr_cache
+        if src is not None and dst is not None:
+            addresses = ((SRC, cache.get(src) or self.addresses(src)), (DST, cache.get(dst) or self.addresses(dst)))
+        elif src is not None:
+            addresses = ((SRC, cache.get(src) or self.addresses(src)),)
+        elif dst is not None:
+            addresses = ((DST, cache.get(dst) or self.addresses(dst)),)
+        else:
+            return None  # (never: one of them is there)
         key = (chain.table, rest)
         template = self._templates.get(key)
         if template is None:
@@ -739,7 +749,8 @@ class _Compiler:
             self._templates[key] = template
         # the general path's constraints in its order: the addresses (read first), then the
         # words' (a match's alternatives never name an address, checked above)
-        alternatives = tuple(addresses + alt for alt in template.alternatives)
+        alts = template.alternatives
+        alternatives = (addresses + alts[0],) if len(alts) == 1 else tuple(addresses + alt for alt in alts)
         return Rule(chain.table, chain.name, number, line, alternatives, template.unknown, template.action,
                     template.target, template.nat_to)
 
