@@ -308,6 +308,8 @@ _SOURCE_JUMP = re.compile(rf'-A [^\s"]+(?![^ ])(?: -s ({_ARG}))?(?: -m comment -
 # the words _SOURCE_JUMP allows right after the chain's name (which ends at the line's first
 # space, wherever it matches): a line without one of them is not tried
 _SOURCE_JUMP_NEXT = ("-s ", "-m ", "-j ")
+# the words compile_addressed reads right after the chain's name
+_ADDRESSES_FIRST = ("-s ", "-d ")
 _SIMPLE_PROTO = {"tcp": ((6, 6),), "udp": ((17, 17),)}
 _TCP_UDP = frozenset(_SIMPLE_PROTO)
 # whether compile_chain reads the port dispatch's lines word by word (tests turn it off: the
@@ -554,8 +556,11 @@ class _Compiler:
                     # lines it matches with both parts)
                     src, target = parts[3], parts[5]
                     found = True
-                elif not _simple_matches_only(line):
-                    # (a match neither regular expression reads: a router's "-m state", "-m mac")
+                elif ('"' not in line and line.startswith(_ADDRESSES_FIRST, line.find(" ", 3) + 1)
+                      and not _simple_matches_only(line)):
+                    # (addresses, then a match neither regular expression reads: a router's
+                    # per-host "-s A -d B -p tcp -m state ...", "-s A -m mac ..."; a line with a
+                    # comment, kube-proxy's, takes the regular expressions first)
                     rule = self.compile_addressed(chain, n, line)
                     rules.append(rule if rule is not None else self.compile_general(chain, n, line))
                     continue
