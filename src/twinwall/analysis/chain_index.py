@@ -21,6 +21,7 @@ from bisect import bisect_left, bisect_right
 from typing import Any, Dict, List, Optional, Sequence, Set
 
 from twinwall.netfilter.packetset import DPORT, DST, MASK_DIMS, PROTO, SPORT, SRC, iv_meets, iv_normalize
+from twinwall.netfilter.ruleset import RuleList
 
 # Chains shorter than this are walked rule by rule: an index would cost more than it saves.
 MIN_RULES = 32
@@ -361,20 +362,40 @@ def runs_within(full: Dict[int, Run], picked: Sequence[int]) -> Dict[int, Run]:
 
 
 def find_runs(rules: Sequence, terminal) -> Dict[int, Run]:
-    """{start position: Run} of the runs in ``rules`` (actions in ``terminal`` only)."""
+    """{start position: Run} of the runs in ``rules`` (actions in ``terminal`` only). A
+    RuleList's stretches are read as their values, their Rules not made: each of their rules is
+    one a run may hold (one non-empty value on one dimension, nothing else) when their action is
+    terminal, and none is otherwise."""
     runs: Dict[int, Run] = {}
     n = len(rules)
+    stretch_at = {s.start: s for s in rules.stretches} if isinstance(rules, RuleList) else {}
     i = 0
     while i < n:
-        first = _run_value(rules[i], terminal)
-        if first is None:
-            i += 1
-            continue
-        dim = first[0]
-        j = i + 1
-        values: List[tuple] = [first[1]]
+        stretch = stretch_at.get(i)
+        if stretch is not None:
+            if stretch.action not in terminal:
+                i = stretch.end
+                continue
+            dim = stretch.dim
+            j = stretch.end
+            values: List[tuple] = list(stretch.values)
+        else:
+            first = _run_value(rules[i], terminal)
+            if first is None:
+                i += 1
+                continue
+            dim = first[0]
+            j = i + 1
+            values = [first[1]]
         append = values.append
         while j < n:
+            stretch = stretch_at.get(j)
+            if stretch is not None:
+                if stretch.action not in terminal or stretch.dim != dim:
+                    break
+                values.extend(stretch.values)
+                j = stretch.end
+                continue
             rule = rules[j]
             alternatives = rule.alternatives
             if not alternatives:

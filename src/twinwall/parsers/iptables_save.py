@@ -56,6 +56,8 @@ from twinwall.netfilter.ruleset import (
     BaseChain,
     Chain,
     Rule,
+    RuleList,
+    RuleStretch,
     Ruleset,
     Table,
 )
@@ -310,6 +312,11 @@ _MATCH_ALL = ((),)
 _NOT_ARG_START = frozenset(("", "!", "-"))
 # the sources whose rules' alternatives are shared (_Compiler._source_alternatives) at most
 _SOURCES_REMEMBERED = 4096
+# a chain of this many rules keeps its stretches of source jumps ("-s ADDR -j T", consecutive,
+# one target) of STRETCH_MIN_RULES or more as RuleStretches (ruleset.RuleList): a blocklist's
+# Rules are made only where read. Shorter chains and stretches are compiled rule by rule.
+STRETCH_MIN_CHAIN = 1024
+STRETCH_MIN_RULES = 64
 # a run of rules of one chain, as iptables-save prints them: "-A NAME ..." lines, each ending in
 # a newline, all naming the same chain
 _RULE_BLOCK = re.compile(r"-A (\S+) [^\n]*\n(?:-A \1 [^\n]*\n)*")
@@ -501,9 +508,14 @@ class _Compiler:
         # _addr_cache entry, which is left to the other paths
         self._source_alternatives: Dict[str, Tuple] = {}
 
-    def compile_chain(self, chain: Chain, pieces: List[Tuple[int, str]]) -> List[Rule]:
+    def compile_chain(self, chain: Chain, pieces: List[Tuple[int, str]]) -> Sequence[Rule]:
         lines, numbers = _source_lines(pieces)
-        rules = []
+        rules: List[Optional[Rule]] = []
+        # the stretches of source jumps (a long chain's only; see STRETCH_MIN_CHAIN), their
+        # rules None in ``rules``
+        stretches: List[RuleStretch] = []
+        stretch: Optional[RuleStretch] = None
+        long_chain = len(lines) >= STRETCH_MIN_CHAIN
         simple = _SIMPLE.fullmatch
         source_jump = _SOURCE_JUMP.fullmatch
         actions = self._actions
@@ -551,13 +563,34 @@ class _Compiler:
                     # what compile_simple makes of it, without the general regex
                     known = jumps.get(target)
                     if known is None:
-                        # (one string per chain, not per rule jumping to it)
-                        known = jumps[target] = (intern(target), actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
+                        # (one string per chain, not per rule jumping to it; a target whose action
+                        # is not known yet is asked again: the general path of this rule learns a
+                        # built-in one, a chain's first "-s A -j DROP" for the 100,000 after it)
+                        known = (intern(target), actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
+                        if known[1] is not None:
+                            jumps[target] = known
                     target, action = known
+                    if action is not None and long_chain and src is not None:
+                        # a rule of a stretch: its value, no Rule nor constraint tuples
+                        value: Optional[IntervalSet] = None
+                        if src.endswith(one):
+                            try:
+                                v = int.from_bytes(inet_pton(af, src[:cut]), "big")
+                                value = ((v, v),)
+                            except OSError:
+                                pass
+                        if stretch is None or stretch.end != len(rules) or stretch.target is not target or stretch.action != action:
+                            stretch = RuleStretch(len(rules), SRC, action, target)
+                            stretches.append(stretch)
+                        stretch.values.append(value or self.addresses(src))
+                        stretch.texts.append(line)
+                        stretch.end += 1
+                        rules.append(None)
+                        continue
                     if action is not None:
                         alternatives = source_alternatives.get(src) if src is not None else _MATCH_ALL
                         if alternatives is None:
-                            value: Optional[IntervalSet] = None
+                            value = None
                             if src.endswith(one):  # one address (what parse_addresses makes of it)
                                 try:
                                     v = int.from_bytes(inet_pton(af, src[:cut]), "big")
@@ -578,9 +611,27 @@ class _Compiler:
                 raise InputError(
                     f"{self.ruleset.source}: {chain.table} {chain.name} rule {n}: {exc}: {line[:120]}"
                 ) from None
+        kept: List[RuleStretch] = []
+        for stretch in stretches:
+            start = stretch.start
+            if stretch.end - start < STRETCH_MIN_RULES:
+                # (too short to be worth it: the Rules a rule-by-rule compile makes)
+                for k, value in enumerate(stretch.values):
+                    rules[start + k] = Rule(table, name, start + k + 1, stretch.texts[k], (((SRC, value),),), (),
+                                            stretch.action, stretch.target)
+                continue
+            # (line numbers only grow: consecutive ones when the first and last are as far apart
+            # as the rules, as in one block of the dump)
+            first, last = numbers[start], numbers[stretch.end - 1]
+            count = stretch.end - start
+            stretch.lines = range(first, first + count) if last - first == count - 1 else numbers[start:stretch.end]
+            kept.append(stretch)
         for rule, lineno in zip(rules, numbers):
-            rule.line = lineno
-        return rules
+            if rule is not None:
+                rule.line = lineno
+        if kept:
+            return RuleList(table, name, rules, kept)
+        return rules  # type: ignore[return-value]  # (no stretch left: no None in it)
 
     # -- values ------------------------------------------------------------------------------
 

@@ -1,0 +1,102 @@
+"""A long chain's stretches of source jumps (ruleset.RuleList, RuleStretch) against the same
+chain compiled rule by rule: the same Rules, whatever order they are read in, the same runs
+(analysis.chain_index.find_runs) and run actions, found without making the stretches' Rules."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import fields
+
+import pytest
+
+from twinwall.analysis.chain_index import find_runs
+from twinwall.analysis.evaluator import run_action
+from twinwall.netfilter.interfaces import InterfaceUniverse
+from twinwall.netfilter.ruleset import Rule, RuleList
+from twinwall.parsers import iptables_save
+from twinwall.parsers.iptables_save import parse_iptables_save
+
+TERMINAL = frozenset(("ACCEPT", "DROP", "REJECT"))
+TARGETS = ["DROP", "DROP", "DROP", "ACCEPT", "REJECT", "BLOCK", "LOG", "RETURN"]
+OTHER_LINES = ["-p tcp -m tcp --dport 22 -j ACCEPT", "-i lo -j ACCEPT", "-m conntrack --ctstate INVALID -j DROP",
+               "-p udp -j DROP", "-j LOG", "-m comment --comment \"x\" -j DROP"]
+
+
+def _source(rng: random.Random, family: str) -> str:
+    if family == "ipv4":
+        v = rng.randrange(1 << 32)
+        address = ".".join(str(v >> s & 255) for s in (24, 16, 8, 0))
+        return rng.choice([f"{address}/32", f"{address}/32", f"{address}/32", "198.51.100.0/24", "203.0.113.9/32", address])
+    v = rng.randrange(1 << 128)
+    address = ":".join(f"{v >> s & 0xFFFF:x}" for s in range(112, -1, -16))
+    return rng.choice([f"{address}/128", f"{address}/128", "2001:db8::/32", "2001:db8::9/128", address])
+
+
+def _dump(rng: random.Random, family: str, rules: int) -> str:
+    """A filter table whose INPUT chain holds ``rules`` rules, in two blocks (a line of another
+    chain between them): stretches of source jumps, long and short, among other lines."""
+    lines = []
+    while len(lines) < rules:
+        kind = rng.random()
+        if kind < 0.2:
+            lines.append(f"-A INPUT {rng.choice(OTHER_LINES)}")
+        else:
+            target = rng.choice(TARGETS)
+            for _ in range(rng.choice((1, 3, 70, 300)) if kind < 0.9 else 1):
+                lines.append(f"-A INPUT -s {_source(rng, family)} -j {target}")
+    lines = lines[:rules]
+    cut = rng.randrange(len(lines))
+    lines[cut:cut] = ["-A BLOCK -j DROP"]
+    return ("*filter\n:INPUT DROP [0:0]\n:BLOCK - [0:0]\n" + "".join(line + "\n" for line in lines)
+            + "COMMIT\n")
+
+
+def _chain_rules(text: str, family: str):
+    rs = parse_iptables_save(text, family, "t")
+    rs.universe = InterfaceUniverse(["eth0", "lo"], rs.interface_specs)
+    return rs.chain("filter", "INPUT").rules
+
+
+def _state(rule: Rule) -> tuple:
+    return tuple(getattr(rule, f.name) if f.name != "spelling" else rule.text for f in fields(rule))
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_long_chains_stretches_read_as_the_rules_compiled_one_by_one(family: str, seed: int, monkeypatch) -> None:
+    rng = random.Random(seed)
+    text = _dump(rng, family, rng.choice((1100, 2500)))
+    stretched = _chain_rules(text, family)
+    with monkeypatch.context() as m:
+        m.setattr(iptables_save, "STRETCH_MIN_CHAIN", 1 << 30)  # (every rule compiled by itself)
+        plain = _chain_rules(text, family)
+    assert isinstance(stretched, RuleList) and stretched.stretches and isinstance(plain, list)
+    assert len(stretched) == len(plain)
+    # runs and their actions first: found without making a stretch's Rules
+    got, want = find_runs(stretched, TERMINAL), find_runs(plain, TERMINAL)
+    assert sorted(got) == sorted(want)
+    for start, run in got.items():
+        other = want[start]
+        assert (run.start, run.end, run.dim, run.los, run.his, list(run.owner), run.union, run.values) == (
+            other.start, other.end, other.dim, other.los, other.his, list(other.owner), other.union, other.values)
+        assert run_action(stretched, run) == run_action(plain, other)
+    made = sum(r is not None for r in stretched._rules)
+    assert made <= len(plain) - sum(s.end - s.start for s in stretched.stretches) + len(got)
+    # read in any order (one by one, from the end, in slices), then whole: the same Rules, each
+    # made once (the same object every time it is read)
+    seen = {}
+    for i in rng.sample(range(len(plain)), 200):
+        seen[i] = stretched[i]
+        assert _state(seen[i]) == _state(plain[i])
+    assert _state(stretched[-1]) == _state(plain[-1])
+    k = rng.randrange(len(plain))
+    assert [_state(r) for r in stretched[k:k + 50]] == [_state(r) for r in plain[k:k + 50]]
+    every = list(stretched)
+    assert [_state(r) for r in every] == [_state(r) for r in plain]
+    assert all(every[i] is r for i, r in seen.items())
+    assert all(stretched[i] is every[i] for i in range(len(every)))
+
+
+def test_a_short_chain_is_a_list_of_rules() -> None:
+    rules = _chain_rules(_dump(random.Random(9), "ipv4", 500), "ipv4")
+    assert isinstance(rules, list)
