@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 from _socket import AF_INET, AF_INET6, inet_pton
-from functools import lru_cache
+from functools import lru_cache, partial
+from itertools import islice, repeat
 from sys import intern
 from typing import Dict, List, Optional, Sequence, Tuple, Union, cast
 
@@ -490,6 +491,70 @@ def _positions(numbers: List[int]) -> List[int]:
     return list(range(1, count + 1))
 
 
+def _segments(lines: List[str], chain: str, long_chain: bool) -> List[Tuple[int, int, Optional[str]]]:
+    """``lines`` (a chain's, named ``chain``) as consecutive spans (first, last, target): the
+    spans of STRETCH_MIN_RULES or more "-A CHAIN -s ADDRESS -j TARGET" lines of one target in
+    a long chain (no quote, no word that starts with "!" or "-": the lines the rule-by-rule path
+    reads word by word), with that target; every other span with None."""
+    if not long_chain:
+        return [(0, len(lines), None)]
+    text = "\n".join(lines)
+    name = re.escape(chain)
+    # (a match holds at most 1,024 lines: the engine keeps a little state per repetition;
+    # matches that follow one another with the same target are joined below)
+    spans = re.compile(rf'^-A {name} -s [^ "!\n-][^ "\n]* -j ([^ "!\n-][^ "\n]*)(?:\n|\Z)'
+                       rf'(?:-A {name} -s [^ "!\n-][^ "\n]* -j \1(?:\n|\Z)){{0,1023}}', re.M)
+    found: List[List] = []  # [first line, last line, target] of each span
+    at = 0  # the line the text's offset ``pos`` starts
+    pos = 0
+    for m in spans.finditer(text):
+        start, end = m.span()
+        at += text.count("\n", pos, start)
+        count = text.count("\n", start, end) + (end == len(text))  # (the last line has none)
+        if found and found[-1][1] == at and found[-1][2] == m.group(1):
+            found[-1][1] += count
+        else:
+            found.append([at, at + count, m.group(1)])
+        at += count
+        pos = end
+    out: List[Tuple[int, int, Optional[str]]] = []
+    done = 0  # lines[:done] are in ``out``
+    for first, last, target in found:
+        if last - first >= STRETCH_MIN_RULES:
+            if first > done:
+                out.append((done, first, None))
+            out.append((first, last, target))
+            done = last
+    if done < len(lines) or not out:
+        out.append((done, len(lines), None))
+    return out
+
+
+_from_big_endian = partial(int.from_bytes, byteorder="big")
+# lines _single_addresses reads at a time (its lists of addresses and bytes are this long)
+_CHUNK = 4096
+
+
+def _single_addresses(lines: List[str], first: int, last: int, head: int, tail: int, af: int,
+                      one: str) -> Optional[List[IntervalSet]]:
+    """The values of the "-A CHAIN -s ADDRESS/LEN -j TARGET" lines ``lines[first:last]`` (the
+    address from ``head`` characters in to ``tail`` before the end) where each is one address
+    (``one``: "/32", "/128") that inet_pton reads and every line is printable (as the
+    rule-by-rule path asks); None otherwise."""
+    cut = len(one) + tail
+    values: List[IntervalSet] = []
+    for start in range(first, last, _CHUNK):
+        chunk = lines[start:min(start + _CHUNK, last)]
+        if not all(map(str.isprintable, chunk)) or not all(line.endswith(one, 0, len(line) - tail) for line in chunk):
+            return None
+        try:
+            packed = list(map(inet_pton, repeat(af), [line[head:-cut] for line in chunk]))
+        except OSError:
+            return None
+        values += [((v, v),) for v in map(_from_big_endian, packed)]
+    return values
+
+
 # ---------------------------------------------------------------------------------------------
 # pass 2: compiling one chain's rules
 
@@ -527,90 +592,111 @@ class _Compiler:
         one = "/32" if self.family == "ipv4" else "/128"  # (a single address's prefix length)
         cut = -len(one)
         by_words = _BY_WORDS
-        for n, line in zip(_positions(numbers), lines):
-            try:
-                spaces = line.count(" ")
-                parts: Sequence[str] = line.split(" ") if spaces == 5 or (spaces == 9 and by_words) else ()  # (others: no list)
-                if (len(parts) == 10 and parts[2] == "-p" and parts[6] == "--dport" and parts[8] == "-j"
-                        and parts[0] == "-A" and parts[1] and parts[3] in _TCP_UDP and parts[4] == "-m"
-                        and parts[5] in _TCP_UDP and parts[7].isascii() and parts[7].isdigit()
-                        and parts[9][:1] not in _NOT_ARG_START and '"' not in line and line.isprintable()):
-                    # "-A CHAIN -p tcp -m tcp --dport N -j TARGET" (a dispatch by port, a chain per
-                    # service): _SIMPLE's groups of it, without the regex (the same words, as
-                    # for the source jumps below)
-                    rule = self.compile_groups(chain, n, line, (None, None, None, None, None, None, None, None,
-                                                                parts[3], parts[7], parts[9], ""))
-                    rules.append(rule if rule is not None else self.compile_general(chain, n, line))
+        positions = _positions(numbers)
+        for first, last, bulk in _segments(lines, name, long_chain):
+            if bulk is not None:
+                # a span of "-A CHAIN -s ADDRESS -j TARGET" lines, one target (_segments): read
+                # as a whole where every address is one the rule-by-rule path reads with
+                # inet_pton (the same values), each rule then a stretch's as that path makes it
+                target = intern(bulk)
+                known = jumps.get(target)
+                action = known[1] if known is not None else (
+                    actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
+                values = _single_addresses(lines, first, last, len(name) + 7, len(target) + 4, af, one) if action else None
+                if values is not None and action is not None:
+                    if stretch is None or stretch.end != len(rules) or stretch.target is not target or stretch.action != action:
+                        stretch = RuleStretch(len(rules), SRC, action, target)
+                        stretches.append(stretch)
+                    stretch.values += values
+                    stretch.texts += islice(lines, first, last)
+                    stretch.end += last - first
+                    rules.extend(repeat(None, last - first))
                     continue
-                if (len(parts) == 6 and parts[2] == "-s" and parts[4] == "-j" and parts[0] == "-A" and parts[1]
-                        and parts[3][:1] not in _NOT_ARG_START and parts[5][:1] not in _NOT_ARG_START
-                        and '"' not in line and line.isprintable()):
-                    # "-A CHAIN -s ADDRESS -j TARGET" (a blocklist's 100,000 lines): what
-                    # _SOURCE_JUMP reads of it, without the regex (no empty word, no quote, no
-                    # whitespace but the spaces: every other one is unprintable; exactly the
-                    # lines it matches with both parts)
-                    src, target = parts[3], parts[5]
-                    found = True
-                elif line.startswith(_SOURCE_JUMP_NEXT, line.find(" ", 3) + 1):
-                    sj = source_jump(line)
-                    found = sj is not None
-                    if sj is not None:
-                        src, target = sj.groups()
-                else:
-                    # (the word after the chain's name is none _SOURCE_JUMP allows there)
-                    found = False
-                if found:
-                    # what compile_simple makes of it, without the general regex
-                    known = jumps.get(target)
-                    if known is None:
-                        # (one string per chain, not per rule jumping to it; a target whose action
-                        # is not known yet is asked again: the general path of this rule learns a
-                        # built-in one, a chain's first "-s A -j DROP" for the 100,000 after it)
-                        known = (intern(target), actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
-                        if known[1] is not None:
-                            jumps[target] = known
-                    target, action = known
-                    if action is not None and long_chain and src is not None:
-                        # a rule of a stretch: its value, no Rule nor constraint tuples
-                        value: Optional[IntervalSet] = None
-                        if src.endswith(one):
-                            try:
-                                v = int.from_bytes(inet_pton(af, src[:cut]), "big")
-                                value = ((v, v),)
-                            except OSError:
-                                pass
-                        if stretch is None or stretch.end != len(rules) or stretch.target is not target or stretch.action != action:
-                            stretch = RuleStretch(len(rules), SRC, action, target)
-                            stretches.append(stretch)
-                        stretch.values.append(value or self.addresses(src))
-                        stretch.texts.append(line)
-                        stretch.end += 1
-                        rules.append(None)
+            for n, line in (zip(positions, lines) if first == 0 and last == len(lines)
+                            else zip(positions[first:last], lines[first:last])):
+                try:
+                    spaces = line.count(" ")
+                    parts: Sequence[str] = line.split(" ") if spaces == 5 or (spaces == 9 and by_words) else ()  # (others: no list)
+                    if (len(parts) == 10 and parts[2] == "-p" and parts[6] == "--dport" and parts[8] == "-j"
+                            and parts[0] == "-A" and parts[1] and parts[3] in _TCP_UDP and parts[4] == "-m"
+                            and parts[5] in _TCP_UDP and parts[7].isascii() and parts[7].isdigit()
+                            and parts[9][:1] not in _NOT_ARG_START and '"' not in line and line.isprintable()):
+                        # "-A CHAIN -p tcp -m tcp --dport N -j TARGET" (a dispatch by port, a chain per
+                        # service): _SIMPLE's groups of it, without the regex (the same words, as
+                        # for the source jumps below)
+                        rule = self.compile_groups(chain, n, line, (None, None, None, None, None, None, None, None,
+                                                                    parts[3], parts[7], parts[9], ""))
+                        rules.append(rule if rule is not None else self.compile_general(chain, n, line))
                         continue
-                    if action is not None:
-                        alternatives = source_alternatives.get(src) if src is not None else _MATCH_ALL
-                        if alternatives is None:
-                            value = None
-                            if src.endswith(one):  # one address (what parse_addresses makes of it)
+                    if (len(parts) == 6 and parts[2] == "-s" and parts[4] == "-j" and parts[0] == "-A" and parts[1]
+                            and parts[3][:1] not in _NOT_ARG_START and parts[5][:1] not in _NOT_ARG_START
+                            and '"' not in line and line.isprintable()):
+                        # "-A CHAIN -s ADDRESS -j TARGET" (a blocklist's 100,000 lines): what
+                        # _SOURCE_JUMP reads of it, without the regex (no empty word, no quote, no
+                        # whitespace but the spaces: every other one is unprintable; exactly the
+                        # lines it matches with both parts)
+                        src, target = parts[3], parts[5]
+                        found = True
+                    elif line.startswith(_SOURCE_JUMP_NEXT, line.find(" ", 3) + 1):
+                        sj = source_jump(line)
+                        found = sj is not None
+                        if sj is not None:
+                            src, target = sj.groups()
+                    else:
+                        # (the word after the chain's name is none _SOURCE_JUMP allows there)
+                        found = False
+                    if found:
+                        # what compile_simple makes of it, without the general regex
+                        known = jumps.get(target)
+                        if known is None:
+                            # (one string per chain, not per rule jumping to it; a target whose action
+                            # is not known yet is asked again: the general path of this rule learns a
+                            # built-in one, a chain's first "-s A -j DROP" for the 100,000 after it)
+                            known = (intern(target), actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
+                            if known[1] is not None:
+                                jumps[target] = known
+                        target, action = known
+                        if action is not None and long_chain and src is not None:
+                            # a rule of a stretch: its value, no Rule nor constraint tuples
+                            value: Optional[IntervalSet] = None
+                            if src.endswith(one):
                                 try:
                                     v = int.from_bytes(inet_pton(af, src[:cut]), "big")
                                     value = ((v, v),)
                                 except OSError:
-                                    pass  # (not the plain form: the general path decides)
-                            if value is None:
-                                value = addr_cache.get(src) or self.parse_addresses(src)
-                            if len(source_alternatives) >= _SOURCES_REMEMBERED:
-                                source_alternatives.clear()  # (a blocklist's never repeat)
-                            alternatives = source_alternatives[src] = (((SRC, value),),)
-                        rules.append(Rule(table, name, n, line, alternatives, (), action, target))
-                        continue
-                m = simple(line)
-                rule = self.compile_simple(chain, n, line, m) if m is not None else None
-                rules.append(rule if rule is not None else self.compile_general(chain, n, line))
-            except (RuleSyntaxError, ValueError, IndexError) as exc:
-                raise InputError(
-                    f"{self.ruleset.source}: {chain.table} {chain.name} rule {n}: {exc}: {line[:120]}"
-                ) from None
+                                    pass
+                            if stretch is None or stretch.end != len(rules) or stretch.target is not target or stretch.action != action:
+                                stretch = RuleStretch(len(rules), SRC, action, target)
+                                stretches.append(stretch)
+                            stretch.values.append(value or self.addresses(src))
+                            stretch.texts.append(line)
+                            stretch.end += 1
+                            rules.append(None)
+                            continue
+                        if action is not None:
+                            alternatives = source_alternatives.get(src) if src is not None else _MATCH_ALL
+                            if alternatives is None:
+                                value = None
+                                if src.endswith(one):  # one address (what parse_addresses makes of it)
+                                    try:
+                                        v = int.from_bytes(inet_pton(af, src[:cut]), "big")
+                                        value = ((v, v),)
+                                    except OSError:
+                                        pass  # (not the plain form: the general path decides)
+                                if value is None:
+                                    value = addr_cache.get(src) or self.parse_addresses(src)
+                                if len(source_alternatives) >= _SOURCES_REMEMBERED:
+                                    source_alternatives.clear()  # (a blocklist's never repeat)
+                                alternatives = source_alternatives[src] = (((SRC, value),),)
+                            rules.append(Rule(table, name, n, line, alternatives, (), action, target))
+                            continue
+                    m = simple(line)
+                    rule = self.compile_simple(chain, n, line, m) if m is not None else None
+                    rules.append(rule if rule is not None else self.compile_general(chain, n, line))
+                except (RuleSyntaxError, ValueError, IndexError) as exc:
+                    raise InputError(
+                        f"{self.ruleset.source}: {chain.table} {chain.name} rule {n}: {exc}: {line[:120]}"
+                    ) from None
         kept: List[RuleStretch] = []
         for stretch in stretches:
             start = stretch.start

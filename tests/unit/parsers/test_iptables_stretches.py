@@ -11,6 +11,7 @@ import pytest
 
 from twinwall.analysis.chain_index import find_runs
 from twinwall.analysis.evaluator import run_action
+from twinwall.errors import InputError
 from twinwall.netfilter.interfaces import InterfaceUniverse
 from twinwall.netfilter.ruleset import Rule, RuleList
 from twinwall.parsers import iptables_save
@@ -22,7 +23,19 @@ OTHER_LINES = ["-p tcp -m tcp --dport 22 -j ACCEPT", "-i lo -j ACCEPT", "-m conn
                "-p udp -j DROP", "-j LOG", "-m comment --comment \"x\" -j DROP"]
 
 
-def _source(rng: random.Random, family: str) -> str:
+# single addresses a long span may hold that the rule-by-rule path reads its own way (or refuses)
+ODD_SOURCES = {"ipv4": ["300.1.1.1/32", "1.2.3.04/32", "1.2.3/32", "1.2.3.4/32\t", "1.2.3.4/32 ", "1.2.3.4\x7f/32"],
+               "ipv6": ["2001:db8::g/128", "2001:db8::1/128 ", "::ffff:1.2.3.4/128", "2001:DB8::1/128", "1.2.3.4/128"]}
+
+
+def _source(rng: random.Random, family: str, pure: bool = False, odd: float = 0.002) -> str:
+    if pure:  # (one address in the form inet_ntop spells, or a rare odd one)
+        if rng.random() < odd:
+            return rng.choice(ODD_SOURCES[family])
+        v = rng.randrange(1 << (32 if family == "ipv4" else 128))
+        if family == "ipv4":
+            return ".".join(str(v >> s & 255) for s in (24, 16, 8, 0)) + "/32"
+        return ":".join(f"{v >> s & 0xFFFF:x}" for s in range(112, -1, -16)) + "/128"
     if family == "ipv4":
         v = rng.randrange(1 << 32)
         address = ".".join(str(v >> s & 255) for s in (24, 16, 8, 0))
@@ -32,9 +45,10 @@ def _source(rng: random.Random, family: str) -> str:
     return rng.choice([f"{address}/128", f"{address}/128", "2001:db8::/32", "2001:db8::9/128", address])
 
 
-def _dump(rng: random.Random, family: str, rules: int) -> str:
+def _dump(rng: random.Random, family: str, rules: int, pure: bool = False) -> str:
     """A filter table whose INPUT chain holds ``rules`` rules, in two blocks (a line of another
-    chain between them): stretches of source jumps, long and short, among other lines."""
+    chain between them): stretches of source jumps, long and short, among other lines
+    (``pure``: of single addresses, nearly all of them)."""
     lines = []
     while len(lines) < rules:
         kind = rng.random()
@@ -42,8 +56,8 @@ def _dump(rng: random.Random, family: str, rules: int) -> str:
             lines.append(f"-A INPUT {rng.choice(OTHER_LINES)}")
         else:
             target = rng.choice(TARGETS)
-            for _ in range(rng.choice((1, 3, 70, 300)) if kind < 0.9 else 1):
-                lines.append(f"-A INPUT -s {_source(rng, family)} -j {target}")
+            for _ in range(rng.choice((1, 3, 70, 300, 1500)) if kind < 0.9 else 1):
+                lines.append(f"-A INPUT -s {_source(rng, family, pure)} -j {target}")
     lines = lines[:rules]
     cut = rng.randrange(len(lines))
     lines[cut:cut] = ["-A BLOCK -j DROP"]
@@ -62,15 +76,28 @@ def _state(rule: Rule) -> tuple:
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(8))
 def test_a_long_chains_stretches_read_as_the_rules_compiled_one_by_one(family: str, seed: int, monkeypatch) -> None:
     rng = random.Random(seed)
-    text = _dump(rng, family, rng.choice((1100, 2500)))
-    stretched = _chain_rules(text, family)
+    read_whole = []  # the spans the compiler read as a whole (_single_addresses gave values)
+    single_addresses = iptables_save._single_addresses
+    monkeypatch.setattr(iptables_save, "_single_addresses",
+                        lambda *a: read_whole.append(single_addresses(*a)) or read_whole[-1])
+    try:
+        text = _dump(rng, family, rng.choice((1100, 2500, 6000)), pure=seed % 2 == 1)
+        stretched = _chain_rules(text, family)
+    except InputError as exc:  # (an odd source the rule-by-rule path refuses as well)
+        with monkeypatch.context() as m:
+            m.setattr(iptables_save, "STRETCH_MIN_CHAIN", 1 << 30)
+            with pytest.raises(InputError) as again:
+                _chain_rules(text, family)
+        assert str(again.value) == str(exc)
+        return
     with monkeypatch.context() as m:
         m.setattr(iptables_save, "STRETCH_MIN_CHAIN", 1 << 30)  # (every rule compiled by itself)
         plain = _chain_rules(text, family)
     assert isinstance(stretched, RuleList) and stretched.stretches and isinstance(plain, list)
+    assert seed % 2 == 0 or any(v is not None for v in read_whole)
     assert len(stretched) == len(plain)
     # runs and their actions first: found without making a stretch's Rules
     got, want = find_runs(stretched, TERMINAL), find_runs(plain, TERMINAL)
@@ -100,3 +127,15 @@ def test_a_long_chains_stretches_read_as_the_rules_compiled_one_by_one(family: s
 def test_a_short_chain_is_a_list_of_rules() -> None:
     rules = _chain_rules(_dump(random.Random(9), "ipv4", 500), "ipv4")
     assert isinstance(rules, list)
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_spans_of_single_addresses_are_read_whole(family: str) -> None:
+    from twinwall.parsers.iptables_save import _segments
+
+    rng = random.Random(5)
+    lines = ([f"-A INPUT {OTHER_LINES[0]}"] + [f"-A INPUT -s {_source(rng, family, True, 0)} -j DROP" for _ in range(3000)]
+             + [f"-A INPUT -s {_source(rng, family, True, 0)} -j ACCEPT" for _ in range(2000)] + [f"-A INPUT {OTHER_LINES[1]}"])
+    assert _segments(lines, "INPUT", True) == [(0, 1, None), (1, 3001, "DROP"), (3001, 5001, "ACCEPT"), (5001, 5002, None)]
+    assert _segments(lines, "INPUT", False) == [(0, 5002, None)]
+    assert _segments(lines[1:2000], "INPUT", True) == [(0, 1999, "DROP")]
