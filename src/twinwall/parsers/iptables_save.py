@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 from _socket import AF_INET, AF_INET6, inet_pton
-from functools import lru_cache, partial
+from functools import lru_cache
 from itertools import islice, repeat
 from sys import intern
-from typing import Dict, List, Optional, Sequence, Tuple, Union, cast
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 from twinwall.netfilter.packetset import (
     CT_NAMES,
@@ -530,28 +530,30 @@ def _segments(lines: List[str], chain: str, long_chain: bool) -> List[Tuple[int,
     return out
 
 
-_from_big_endian = partial(int.from_bytes, byteorder="big")
+# (int.from_bytes as map calls it: bytes and byte order)
+_from_bytes = cast(Callable[[bytes, str], int], int.from_bytes)
 # lines _single_addresses reads at a time (its lists of addresses and bytes are this long)
 _CHUNK = 4096
 
 
-def _single_addresses(lines: List[str], first: int, last: int, head: int, tail: int, af: int,
+def _single_addresses(lines: List[str], first: int, last: int, head: int, tail: str, af: int,
                       one: str) -> Optional[List[IntervalSet]]:
     """The values of the "-A CHAIN -s ADDRESS/LEN -j TARGET" lines ``lines[first:last]`` (the
-    address from ``head`` characters in to ``tail`` before the end) where each is one address
+    address from ``head`` characters in, up to ``tail``, " -j TARGET") where each is one address
     (``one``: "/32", "/128") that inet_pton reads and every line is printable (as the
     rule-by-rule path asks); None otherwise."""
-    cut = len(one) + tail
+    cut = len(one) + len(tail)
+    ending = one + tail
     values: List[IntervalSet] = []
     for start in range(first, last, _CHUNK):
         chunk = lines[start:min(start + _CHUNK, last)]
-        if not all(map(str.isprintable, chunk)) or not all(line.endswith(one, 0, len(line) - tail) for line in chunk):
+        if not all(map(str.isprintable, chunk)) or not all(map(str.endswith, chunk, repeat(ending))):
             return None
         try:
             packed = list(map(inet_pton, repeat(af), [line[head:-cut] for line in chunk]))
         except OSError:
             return None
-        values += [((v, v),) for v in map(_from_big_endian, packed)]
+        values += [((v, v),) for v in map(_from_bytes, packed, repeat("big"))]
     return values
 
 
@@ -602,7 +604,7 @@ class _Compiler:
                 known = jumps.get(target)
                 action = known[1] if known is not None else (
                     actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
-                values = _single_addresses(lines, first, last, len(name) + 7, len(target) + 4, af, one) if action else None
+                values = _single_addresses(lines, first, last, len(name) + 7, " -j " + target, af, one) if action else None
                 if values is not None and action is not None:
                     if stretch is None or stretch.end != len(rules) or stretch.target is not target or stretch.action != action:
                         stretch = RuleStretch(len(rules), SRC, action, target)
