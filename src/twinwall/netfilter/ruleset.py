@@ -147,21 +147,42 @@ class RuleStretch:
     reads such a stretch as its values (analysis.chain_index.find_runs) and cites a few of its
     rules, so 100,000 Rule objects and their constraint tuples are never made."""
 
-    __slots__ = ("start", "end", "dim", "values", "texts", "lines", "action", "target")
+    __slots__ = ("start", "end", "dim", "values", "texts", "blocks", "head", "ending", "lines", "action", "target")
+
+    # the rules of a stretch read as a whole whose words are kept in one string (``blocks``)
+    BLOCK = 4096
 
     def __init__(self, start: int, dim: int, action: str, target: str):
         self.start = self.end = start  # positions start..end-1 of the chain (0-based)
         self.dim = dim
         self.values: List[Any] = []  # each rule's interval set on ``dim``
+        # each rule's text; or none, and each rule's text is ``head`` + its own word + ``ending``,
+        # the words of BLOCK rules at a time joined by newlines in ``blocks`` (a blocklist's
+        # addresses: ~35 bytes a rule, not a 90-byte string of the whole line)
         self.texts: List[str] = []
+        self.blocks: List[str] = []
+        self.head = self.ending = ""
         self.lines: Sequence[int] = []  # each rule's line in its dump
         self.action, self.target = action, target
+
+    def text(self, k: int) -> str:
+        """The text of the stretch's rule ``k`` (0-based)."""
+        if not self.blocks:
+            return self.texts[k]
+        return self.head + self.blocks[k // self.BLOCK].split("\n")[k % self.BLOCK] + self.ending
+
+    def every_text(self) -> List[str]:
+        """The texts of all its rules, in order."""
+        if not self.blocks:
+            return self.texts
+        head, ending = self.head, self.ending
+        return [head + word + ending for block in self.blocks for word in block.split("\n")]
 
     def rule(self, table: str, chain: str, position: int) -> Rule:
         """The Rule at ``position`` of the chain (start <= position < end): what a rule-by-rule
         compile makes of its line."""
         k = position - self.start
-        rule = Rule(table, chain, position + 1, self.texts[k], (((self.dim, self.values[k]),),), (), self.action, self.target)
+        rule = Rule(table, chain, position + 1, self.text(k), (((self.dim, self.values[k]),),), (), self.action, self.target)
         rule.line = self.lines[k]
         return rule
 
@@ -209,7 +230,7 @@ class RuleList(Sequence):
                 lines = s.lines
                 low = min(start + 1, lines[0]) if lines else start + 1
                 ints = list(range(low, max(s.end, lines[-1] if lines else 0) + 1))
-                for k, (text, value) in enumerate(zip(s.texts, s.values)):
+                for k, (text, value) in enumerate(zip(s.every_text(), s.values)):
                     if rules[start + k] is None:
                         rule = rules[start + k] = Rule(table, chain, ints[start + k + 1 - low], text, (((dim, value),),), (),
                                                        action, target)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from _socket import AF_INET, AF_INET6, inet_pton
 from functools import lru_cache
-from itertools import islice, repeat
+from itertools import repeat
 from sys import intern
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
@@ -532,29 +532,31 @@ def _segments(lines: List[str], chain: str, long_chain: bool) -> List[Tuple[int,
 
 # (int.from_bytes as map calls it: bytes and byte order)
 _from_bytes = cast(Callable[[bytes, str], int], int.from_bytes)
-# lines _single_addresses reads at a time (its lists of addresses and bytes are this long)
-_CHUNK = 4096
 
 
 def _single_addresses(lines: List[str], first: int, last: int, head: int, tail: str, af: int,
-                      one: str) -> Optional[List[IntervalSet]]:
+                      one: str) -> Optional[Tuple[List[IntervalSet], List[str]]]:
     """The values of the "-A CHAIN -s ADDRESS/LEN -j TARGET" lines ``lines[first:last]`` (the
     address from ``head`` characters in, up to ``tail``, " -j TARGET") where each is one address
     (``one``: "/32", "/128") that inet_pton reads and every line is printable (as the
-    rule-by-rule path asks); None otherwise."""
+    rule-by-rule path asks), and their addresses RuleStretch.BLOCK at a time, joined by
+    newlines (RuleStretch.blocks); None otherwise."""
     cut = len(one) + len(tail)
     ending = one + tail
     values: List[IntervalSet] = []
-    for start in range(first, last, _CHUNK):
-        chunk = lines[start:min(start + _CHUNK, last)]
+    blocks: List[str] = []
+    for start in range(first, last, RuleStretch.BLOCK):
+        chunk = lines[start:min(start + RuleStretch.BLOCK, last)]
         if not all(map(str.isprintable, chunk)) or not all(map(str.endswith, chunk, repeat(ending))):
             return None
+        addresses = [line[head:-cut] for line in chunk]
         try:
-            packed = list(map(inet_pton, repeat(af), [line[head:-cut] for line in chunk]))
+            packed = list(map(inet_pton, repeat(af), addresses))
         except OSError:
             return None
         values += [((v, v),) for v in map(_from_bytes, packed, repeat("big"))]
-    return values
+        blocks.append("\n".join(addresses))
+    return values, blocks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -604,13 +606,14 @@ class _Compiler:
                 known = jumps.get(target)
                 action = known[1] if known is not None else (
                     actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
-                values = _single_addresses(lines, first, last, len(name) + 7, " -j " + target, af, one) if action else None
-                if values is not None and action is not None:
-                    if stretch is None or stretch.end != len(rules) or stretch.target is not target or stretch.action != action:
-                        stretch = RuleStretch(len(rules), SRC, action, target)
-                        stretches.append(stretch)
-                    stretch.values += values
-                    stretch.texts += islice(lines, first, last)
+                tail = " -j " + target
+                read = _single_addresses(lines, first, last, len(name) + 7, tail, af, one) if action else None
+                if read is not None and action is not None:
+                    # (a stretch of its own, its texts the addresses between the words all share)
+                    stretch = RuleStretch(len(rules), SRC, action, target)
+                    stretches.append(stretch)
+                    stretch.values, stretch.blocks = read
+                    stretch.head, stretch.ending = f"-A {name} -s ", one + tail
                     stretch.end += last - first
                     rules.extend(repeat(None, last - first))
                     continue
@@ -667,7 +670,8 @@ class _Compiler:
                                     value = ((v, v),)
                                 except OSError:
                                     pass
-                            if stretch is None or stretch.end != len(rules) or stretch.target is not target or stretch.action != action:
+                            if (stretch is None or stretch.end != len(rules) or stretch.target is not target
+                                    or stretch.action != action or stretch.blocks):
                                 stretch = RuleStretch(len(rules), SRC, action, target)
                                 stretches.append(stretch)
                             stretch.values.append(value or self.addresses(src))
@@ -705,7 +709,7 @@ class _Compiler:
             if stretch.end - start < STRETCH_MIN_RULES:
                 # (too short to be worth it: the Rules a rule-by-rule compile makes)
                 for k, value in enumerate(stretch.values):
-                    rules[start + k] = Rule(table, name, start + k + 1, stretch.texts[k], (((SRC, value),),), (),
+                    rules[start + k] = Rule(table, name, start + k + 1, stretch.text(k), (((SRC, value),),), (),
                                             stretch.action, stretch.target)
                 continue
             # (line numbers only grow: consecutive ones when the first and last are as far apart
