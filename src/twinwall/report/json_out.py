@@ -50,11 +50,26 @@ def dumps_pieces(data, pretty: bool = False) -> Iterator[bytes]:
         if isinstance(value, list) and value:
             yield b"["
             for j, item in enumerate(value):
-                yield (b"," if j else b"") + dumps(item)
+                if j:
+                    yield b","
+                if isinstance(item, list) and len(item) > _PIECE_ITEMS:
+                    # a long list in a list (an audit's address_sets: 100,000 addresses of a
+                    # blocklist) in pieces too: written whole it was megabytes of bytes at once,
+                    # twice that while the encoder grew its buffer
+                    yield b"["
+                    for k in range(0, len(item), _PIECE_ITEMS):
+                        yield (b"," if k else b"") + dumps(item[k:k + _PIECE_ITEMS])[1:-1]
+                    yield b"]"
+                else:
+                    yield dumps(item)
             yield b"]"
         else:
             yield dumps(value)
     yield b"}"
+
+
+# the items of a list in a list dumps_pieces writes at a time
+_PIECE_ITEMS = 4096
 
 
 def write_json(data, stream: Optional[IO[str]] = None, pretty: Optional[bool] = None) -> None:

@@ -73,3 +73,13 @@ def test_the_pieces_join_into_the_same_bytes():
     assert len(pieces) > 3 and b"".join(pieces) == json_out.dumps(doc)
     assert b"".join(json_out.dumps_pieces(DOC)) == json_out.dumps(DOC)  # (a non-string key: whole)
     assert list(json_out.dumps_pieces(doc, pretty=True)) == [json_out.dumps(doc, pretty=True)]
+
+
+def test_a_long_list_in_a_list_is_written_in_pieces_of_the_same_bytes():
+    for size in (json_out._PIECE_ITEMS, json_out._PIECE_ITEMS + 1, 3 * json_out._PIECE_ITEMS, 10_000):
+        addresses = [f"192.0.2.{k % 256}/32" for k in range(size)]
+        doc = {"schema": "twinwall.audit/2", "address_sets": [["198.51.100.0/24"], addresses, [], addresses[:5]],
+               "mixed": [addresses, {"a": 1}, [1, None, "x"] * size]}
+        pieces = list(json_out.dumps_pieces(doc))
+        assert b"".join(pieces) == json_out.dumps(doc)
+        assert max(map(len, pieces)) < len(json_out.dumps(addresses)) or size <= json_out._PIECE_ITEMS
