@@ -83,3 +83,18 @@ def test_a_long_list_in_a_list_is_written_in_pieces_of_the_same_bytes():
         pieces = list(json_out.dumps_pieces(doc))
         assert b"".join(pieces) == json_out.dumps(doc)
         assert max(map(len, pieces)) < len(json_out.dumps(addresses)) or size <= json_out._PIECE_ITEMS
+
+
+def test_an_iterator_member_is_written_as_the_list_of_its_items_made_in_order():
+    filled: list = []
+
+    def services():
+        for port in (22, 80, 443):
+            filled.append(port)  # (what a later member reads: filled as the items are made)
+            yield {"port": port}
+
+    whole = {"schema": "s", "services": [{"port": p} for p in (22, 80, 443)], "empty": [], "sets": [22, 80, 443]}
+    assert b"".join(json_out.dumps_pieces({"schema": "s", "services": services(), "empty": iter(()), "sets": filled})) == json_out.dumps(whole)
+    filled.clear()
+    assert list(json_out.dumps_pieces({"schema": "s", "services": services(), "empty": iter(()), "sets": filled}, pretty=True)) == [
+        json_out.dumps(whole, pretty=True)]
