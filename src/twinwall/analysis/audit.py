@@ -287,7 +287,8 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
         for text in snapshot.rulesets:
             if text.family not in (family, "inet"):
                 text.text = ""
-    rulesets = load_rulesets(snapshot, keep_text=keep_text, families=(family,))
+    # (the walk reads a blocklist's stretch of rules as one run: see parse_iptables_save)
+    rulesets = load_rulesets(snapshot, keep_text=keep_text, families=(family,), stretches=True)
     contexts = build_contexts(snapshot, rulesets)
     ctx = contexts[family]
     disabled = family == IPV6 and snapshot.ipv6.enabled is False

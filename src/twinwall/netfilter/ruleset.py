@@ -147,7 +147,7 @@ class RuleStretch:
     reads such a stretch as its values (analysis.chain_index.find_runs) and cites a few of its
     rules, so 100,000 Rule objects and their constraint tuples are never made."""
 
-    __slots__ = ("start", "end", "dim", "values", "texts", "blocks", "head", "ending", "lines", "action", "target")
+    __slots__ = ("start", "end", "dim", "values", "texts", "blocks", "head", "ending", "lines", "action", "target", "_words")
 
     # the rules of a stretch read as a whole whose words are kept in one string (``blocks``)
     BLOCK = 4096
@@ -164,19 +164,28 @@ class RuleStretch:
         self.head = self.ending = ""
         self.lines: Sequence[int] = []  # each rule's line in its dump
         self.action, self.target = action, target
+        self._words: Tuple[int, List[str]] = (-1, [])  # the block last split, and its words
 
     def text(self, k: int) -> str:
         """The text of the stretch's rule ``k`` (0-based)."""
         if not self.blocks:
             return self.texts[k]
-        return self.head + self.blocks[k // self.BLOCK].split("\n")[k % self.BLOCK] + self.ending
+        b = k // self.BLOCK
+        if self._words[0] != b:  # (a reader of rule after rule splits each block once)
+            self._words = (b, self.blocks[b].split("\n"))
+        return self.head + self._words[1][k % self.BLOCK] + self.ending
 
-    def every_text(self) -> List[str]:
-        """The texts of all its rules, in order."""
+    def taken_texts(self) -> Iterator[str]:
+        """The texts of all its rules, in order, each block of words let go once spelled: for a
+        reader that makes every Rule and then drops the stretch (RuleList.every), whose peak
+        would otherwise hold both."""
         if not self.blocks:
-            return self.texts
-        head, ending = self.head, self.ending
-        return [head + word + ending for block in self.blocks for word in block.split("\n")]
+            yield from self.texts
+            return
+        head, ending, blocks = self.head, self.ending, self.blocks
+        for b, block in enumerate(blocks):
+            blocks[b] = ""
+            yield from [head + word + ending for word in block.split("\n")]
 
     def rule(self, table: str, chain: str, position: int) -> Rule:
         """The Rule at ``position`` of the chain (start <= position < end): what a rule-by-rule
@@ -230,7 +239,7 @@ class RuleList(Sequence):
                 lines = s.lines
                 low = min(start + 1, lines[0]) if lines else start + 1
                 ints = list(range(low, max(s.end, lines[-1] if lines else 0) + 1))
-                for k, (text, value) in enumerate(zip(s.every_text(), s.values)):
+                for k, (text, value) in enumerate(zip(s.taken_texts(), s.values)):
                     if rules[start + k] is None:
                         rule = rules[start + k] = Rule(table, chain, ints[start + k + 1 - low], text, (((dim, value),),), (),
                                                        action, target)

@@ -314,8 +314,9 @@ _NOT_ARG_START = frozenset(("", "!", "-"))
 # the sources whose rules' alternatives are shared (_Compiler._source_alternatives) at most
 _SOURCES_REMEMBERED = 4096
 # a chain of this many rules keeps its stretches of source jumps ("-s ADDR -j T", consecutive,
-# one target) of STRETCH_MIN_RULES or more as RuleStretches (ruleset.RuleList): a blocklist's
-# Rules are made only where read. Shorter chains and stretches are compiled rule by rule.
+# one target) of STRETCH_MIN_RULES or more as RuleStretches (ruleset.RuleList), where the caller
+# asks for them (parse_iptables_save): a blocklist's Rules are made only where read. Shorter
+# chains and stretches are compiled rule by rule.
 STRETCH_MIN_CHAIN = 1024
 STRETCH_MIN_RULES = 64
 # a run of rules of one chain, as iptables-save prints them: "-A NAME ..." lines, each ending in
@@ -327,17 +328,21 @@ _RULE_BLOCK = re.compile(r"-A (\S+) [^\n]*\n(?:-A \1 [^\n]*\n)*")
 # pass 1: tables and chains
 
 
-def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -> Ruleset:
+def parse_iptables_save(text: str, family: str, source: str = "iptables-save", stretches: bool = False) -> Ruleset:
     """Split a saved ruleset into tables and chains; rules compile lazily per chain.
 
     iptables-save prints each chain's rules one after another: one regular-expression match
     takes a whole run of "-A <chain> ..." lines as one block of text, which is split into lines
     only if the chain is ever compiled. Every other line (tables, chain declarations, COMMIT,
-    comments, counters, odd spacing) is read one by one."""
+    comments, counters, odd spacing) is read one by one.
+
+    ``stretches``: a long chain's stretches of source jumps are kept as RuleStretches (see
+    STRETCH_MIN_CHAIN), for a reader that reads such a chain as its runs and a few of its rules
+    (the audit's walk); a reader of every rule (the diff, explain) gains nothing by them."""
     if family not in ("ipv4", "ipv6"):
         raise ValueError(family)
     ruleset = Ruleset(family=family, source=source)
-    compiler = _Compiler(ruleset)
+    compiler = _Compiler(ruleset, stretches)
     table: Optional[Table] = None
     # chain -> pieces of its source: (first line number, a block of "-A" lines each ending in a
     # newline, or one line on its own); and chain -> how many rules they hold
@@ -491,32 +496,40 @@ def _positions(numbers: List[int]) -> List[int]:
     return list(range(1, count + 1))
 
 
-def _segments(lines: List[str], chain: str, long_chain: bool) -> List[Tuple[int, int, Optional[str]]]:
-    """``lines`` (a chain's, named ``chain``) as consecutive spans (first, last, target): the
-    spans of STRETCH_MIN_RULES or more "-A CHAIN -s ADDRESS -j TARGET" lines of one target in
-    a long chain (no quote, no word that starts with "!" or "-": the lines the rule-by-rule path
-    reads word by word), with that target; every other span with None."""
+def _segments(pieces: List[Tuple[int, str]], count: int, chain: str, long_chain: bool) -> List[Tuple[int, int, Optional[str]]]:
+    """The ``count`` lines of a chain (named ``chain``) whose source is ``pieces`` (as
+    _source_lines reads them) as consecutive spans (first, last, target): the spans of
+    STRETCH_MIN_RULES or more "-A CHAIN -s ADDRESS -j TARGET" lines of one target in a long
+    chain (no quote, no whitespace but the single spaces, no word that starts with "!" or "-":
+    lines the rule-by-rule path reads word by word, and as they are in the dump), with that
+    target; every other span with None. The blocks of the dump are searched as they are (a
+    line in one is a line of the chain, in order), not the chain's lines joined again."""
     if not long_chain:
-        return [(0, len(lines), None)]
-    text = "\n".join(lines)
+        return [(0, count, None)]
     name = re.escape(chain)
     # (a match holds at most 1,024 lines: the engine keeps a little state per repetition;
     # matches that follow one another with the same target are joined below)
-    spans = re.compile(rf'^-A {name} -s [^ "!\n-][^ "\n]* -j ([^ "!\n-][^ "\n]*)(?:\n|\Z)'
-                       rf'(?:-A {name} -s [^ "!\n-][^ "\n]* -j \1(?:\n|\Z)){{0,1023}}', re.M)
+    spans = re.compile(rf'^-A {name} -s [^\s"!-][^\s"]* -j ([^\s"!-][^\s"]*)\n'
+                       rf'(?:-A {name} -s [^\s"!-][^\s"]* -j \1\n){{0,1023}}', re.M)
     found: List[List] = []  # [first line, last line, target] of each span
-    at = 0  # the line the text's offset ``pos`` starts
-    pos = 0
-    for m in spans.finditer(text):
-        start, end = m.span()
-        at += text.count("\n", pos, start)
-        count = text.count("\n", start, end) + (end == len(text))  # (the last line has none)
-        if found and found[-1][1] == at and found[-1][2] == m.group(1):
-            found[-1][1] += count
-        else:
-            found.append([at, at + count, m.group(1)])
-        at += count
-        pos = end
+    line = 0  # the first line of the piece
+    for _, piece in pieces:
+        if "\n" not in piece:  # (a line of its own)
+            line += 1
+            continue
+        at = line  # the line the piece's offset ``pos`` starts
+        pos = 0
+        for m in spans.finditer(piece):
+            start, end = m.span()
+            at += piece.count("\n", pos, start)
+            n = piece.count("\n", start, end)
+            if found and found[-1][1] == at and found[-1][2] == m.group(1):
+                found[-1][1] += n
+            else:
+                found.append([at, at + n, m.group(1)])
+            at += n
+            pos = end
+        line += piece.count("\n")
     out: List[Tuple[int, int, Optional[str]]] = []
     done = 0  # lines[:done] are in ``out``
     for first, last, target in found:
@@ -525,8 +538,8 @@ def _segments(lines: List[str], chain: str, long_chain: bool) -> List[Tuple[int,
                 out.append((done, first, None))
             out.append((first, last, target))
             done = last
-    if done < len(lines) or not out:
-        out.append((done, len(lines), None))
+    if done < count or not out:
+        out.append((done, count, None))
     return out
 
 
@@ -564,8 +577,9 @@ def _single_addresses(lines: List[str], first: int, last: int, head: int, tail: 
 
 
 class _Compiler:
-    def __init__(self, ruleset: Ruleset):
+    def __init__(self, ruleset: Ruleset, stretches: bool = False):
         self.ruleset = ruleset
+        self.stretches = stretches  # (see parse_iptables_save)
         self.family = ruleset.family
         self.addr_full = address_space(self.family)
         self._addr_cache: Dict[str, IntervalSet] = {}
@@ -584,7 +598,7 @@ class _Compiler:
         # rules None in ``rules``
         stretches: List[RuleStretch] = []
         stretch: Optional[RuleStretch] = None
-        long_chain = len(lines) >= STRETCH_MIN_CHAIN
+        long_chain = self.stretches and len(lines) >= STRETCH_MIN_CHAIN
         simple = _SIMPLE.fullmatch
         source_jump = _SOURCE_JUMP.fullmatch
         actions = self._actions
@@ -597,7 +611,7 @@ class _Compiler:
         cut = -len(one)
         by_words = _BY_WORDS
         positions = _positions(numbers)
-        for first, last, bulk in _segments(lines, name, long_chain):
+        for first, last, bulk in _segments(pieces, len(lines), name, long_chain):
             if bulk is not None:
                 # a span of "-A CHAIN -s ADDRESS -j TARGET" lines, one target (_segments): read
                 # as a whole where every address is one the rule-by-rule path reads with

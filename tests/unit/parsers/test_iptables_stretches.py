@@ -65,8 +65,8 @@ def _dump(rng: random.Random, family: str, rules: int, pure: bool = False) -> st
             + "COMMIT\n")
 
 
-def _chain_rules(text: str, family: str):
-    rs = parse_iptables_save(text, family, "t")
+def _chain_rules(text: str, family: str, stretches: bool = True):
+    rs = parse_iptables_save(text, family, "t", stretches)
     rs.universe = InterfaceUniverse(["eth0", "lo"], rs.interface_specs)
     return rs.chain("filter", "INPUT").rules
 
@@ -124,9 +124,9 @@ def test_a_long_chains_stretches_read_as_the_rules_compiled_one_by_one(family: s
     assert all(stretched[i] is every[i] for i in range(len(every)))
 
 
-def test_a_short_chain_is_a_list_of_rules() -> None:
-    rules = _chain_rules(_dump(random.Random(9), "ipv4", 500), "ipv4")
-    assert isinstance(rules, list)
+def test_a_short_chain_is_a_list_of_rules_and_so_is_any_chain_unless_stretches_are_asked_for() -> None:
+    assert isinstance(_chain_rules(_dump(random.Random(9), "ipv4", 500), "ipv4"), list)
+    assert isinstance(_chain_rules(_dump(random.Random(9), "ipv4", 2500, pure=True), "ipv4", stretches=False), list)
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
@@ -136,6 +136,13 @@ def test_spans_of_single_addresses_are_read_whole(family: str) -> None:
     rng = random.Random(5)
     lines = ([f"-A INPUT {OTHER_LINES[0]}"] + [f"-A INPUT -s {_source(rng, family, True, 0)} -j DROP" for _ in range(3000)]
              + [f"-A INPUT -s {_source(rng, family, True, 0)} -j ACCEPT" for _ in range(2000)] + [f"-A INPUT {OTHER_LINES[1]}"])
-    assert _segments(lines, "INPUT", True) == [(0, 1, None), (1, 3001, "DROP"), (3001, 5001, "ACCEPT"), (5001, 5002, None)]
-    assert _segments(lines, "INPUT", False) == [(0, 5002, None)]
-    assert _segments(lines[1:2000], "INPUT", True) == [(0, 1999, "DROP")]
+    def block(lines):
+        return [(1, "".join(line + "\n" for line in lines))]
+
+    assert _segments(block(lines), 5002, "INPUT", True) == [(0, 1, None), (1, 3001, "DROP"), (3001, 5001, "ACCEPT"), (5001, 5002, None)]
+    assert _segments(block(lines), 5002, "INPUT", False) == [(0, 5002, None)]
+    assert _segments(block(lines[1:2000]), 1999, "INPUT", True) == [(0, 1999, "DROP")]
+    # (a line of its own among blocks; trailing whitespace: not a span's, read line by line)
+    pieces = [(1, lines[0]), (2, "".join(line + "\n" for line in lines[1:100])), (101, lines[100] + " \n"),
+              (102, "".join(line + "\n" for line in lines[101:3001]))]
+    assert _segments(pieces, 3001, "INPUT", True) == [(0, 1, None), (1, 100, "DROP"), (100, 101, None), (101, 3001, "DROP")]
