@@ -146,3 +146,17 @@ def test_spans_of_single_addresses_are_read_whole(family: str) -> None:
     pieces = [(1, lines[0]), (2, "".join(line + "\n" for line in lines[1:100])), (101, lines[100] + " \n"),
               (102, "".join(line + "\n" for line in lines[101:3001]))]
     assert _segments(pieces, 3001, "INPUT", True) == [(0, 1, None), (1, 100, "DROP"), (100, 101, None), (101, 3001, "DROP")]
+
+
+def test_a_chain_longer_than_one_block_match_keeps_every_line_and_its_number():
+    lines = [f"-A INPUT -s 198.51.{k // 250}.{k % 250}/32 -j DROP" if k % 7 else f"-A INPUT -p tcp -m tcp --dport {k % 60000 + 1} -j ACCEPT"
+             for k in range(10_000)]
+    text = "*filter\n:INPUT DROP [0:0]\n" + "".join(line + "\n" for line in lines) + "COMMIT\n"
+    for stretches in (False, True):
+        rs = parse_iptables_save(text, "ipv4", "t", stretches)
+        rs.universe = InterfaceUniverse(["lo"], rs.interface_specs)
+        chain = rs.chain("filter", "INPUT")
+        assert len(chain) == 10_000 and len(chain.source) > 1  # (in pieces)
+        rules = list(chain.rules)
+        assert [r.text for r in rules] == lines
+        assert [r.line for r in rules] == list(range(3, 10_003)) and [r.number for r in rules] == list(range(1, 10_001))
