@@ -1027,8 +1027,8 @@ def may_log(snapshot: HostSnapshot, family: str) -> bool:
         if text.format == "nft-json":
             if '"log"' in body:
                 return True
-        elif "-j LOG" in body or "-j NFLOG" in body or "-j ULOG" in body:
-            return True
+        elif "LOG" in body and ("-j LOG" in body or "-j NFLOG" in body or "-j ULOG" in body):
+            return True  # (one search of a dump without any: a blocklist's 60 MB, not three)
     return False
 
 
