@@ -18,13 +18,14 @@ def ruleset_label(text: RulesetText) -> str:
 
 
 def load_rulesets(
-    snapshot: HostSnapshot, keep_text: bool = True, families: Sequence[str] = FAMILIES
+    snapshot: HostSnapshot, keep_text: bool = True, families: Sequence[str] = FAMILIES, stretches: bool = False
 ) -> Dict[str, List[Ruleset]]:
     """Parse every dump of the snapshot. Keys: "ipv4", "ipv6".
 
     ``keep_text=False`` empties each dump's text once parsed (the model keeps what it needs):
     for a 100k-rule host that halves peak memory. ``families`` limits the work to some
-    families (the others come back empty)."""
+    families (the others come back empty). ``stretches``: an iptables-save dump's long
+    stretches of source jumps are kept as such (parse_iptables_save), for the audit's walk."""
     out: Dict[str, List[Ruleset]] = {f: [] for f in FAMILIES}
     for text in snapshot.rulesets:
         if text.family not in families and text.family != "inet":
@@ -34,7 +35,7 @@ def load_rulesets(
 
             if text.family not in FAMILIES:
                 raise InputError(f"{text.source}: an iptables-save dump must be ipv4 or ipv6, not {text.family}")
-            out[text.family].append(parse_iptables_save(text.text, text.family, ruleset_label(text)))
+            out[text.family].append(parse_iptables_save(text.text, text.family, ruleset_label(text), stretches))
         elif text.format == "nft-json":
             parser = _nft_parser()
             for rs in parser(text.text, ruleset_label(text), netlink=text.netlink):

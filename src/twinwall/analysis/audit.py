@@ -197,14 +197,17 @@ class AuditReport:
     rulesets: List[Dict]
     frontends: Dict[str, List[str]] = field(default_factory=dict)
 
-    def to_json(self, verbose: bool = False) -> Dict:
+    def to_json(self, verbose: bool = False, stream: bool = False) -> Dict:
         """The audit document: ``twinwall.audit/2``, each distinct address list once in
         ``address_sets`` and cited by index (``analysis.address_sets``); ``verbose``: the
-        ``twinwall.audit/1`` form, every list inline."""
+        ``twinwall.audit/1`` form, every list inline. ``stream``: its services an iterator
+        that converts each as it is read (the writer of the document, report.json_out, reads
+        it in order: the services, then ``address_sets``, which they fill); 2,000 services'
+        verdicts are megabytes of dicts otherwise built all at once."""
         snap = self.snapshot
         files = {ruleset_label(t): t.source for t in snap.rulesets}
         sets = None if verbose else AddressSets()
-        doc = {
+        doc: Dict[str, Any] = {
             "schema": AUDIT_SCHEMA_VERBOSE if verbose else AUDIT_SCHEMA,
             "host": {
                 "hostname": snap.hostname,
@@ -217,7 +220,7 @@ class AuditReport:
                 "frontends": self.frontends,
             },
             "ipv6": {"enabled": snap.ipv6.enabled, "evidence": snap.ipv6.evidence},
-            "services": [s.to_json(sets) for s in self.services],
+            "services": (s.to_json(sets) for s in self.services) if stream else [s.to_json(sets) for s in self.services],
             "findings": [f.to_json(files) for f in self.findings],
         }
         if sets is not None:
@@ -284,7 +287,8 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
         for text in snapshot.rulesets:
             if text.family not in (family, "inet"):
                 text.text = ""
-    rulesets = load_rulesets(snapshot, keep_text=keep_text, families=(family,))
+    # (the walk reads a blocklist's stretch of rules as one run: see parse_iptables_save)
+    rulesets = load_rulesets(snapshot, keep_text=keep_text, families=(family,), stretches=True)
     contexts = build_contexts(snapshot, rulesets)
     ctx = contexts[family]
     disabled = family == IPV6 and snapshot.ipv6.enabled is False
@@ -1023,8 +1027,8 @@ def may_log(snapshot: HostSnapshot, family: str) -> bool:
         if text.format == "nft-json":
             if '"log"' in body:
                 return True
-        elif "-j LOG" in body or "-j NFLOG" in body or "-j ULOG" in body:
-            return True
+        elif "LOG" in body and ("-j LOG" in body or "-j NFLOG" in body or "-j ULOG" in body):
+            return True  # (one search of a dump without any: a blocklist's 60 MB, not three)
     return False
 
 

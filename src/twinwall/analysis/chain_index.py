@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, bisect_right
+from itertools import compress
+from operator import itemgetter
 from typing import Any, Dict, List, Optional, Sequence, Set
 
 from twinwall.netfilter.packetset import DPORT, DST, MASK_DIMS, PROTO, SPORT, SRC, iv_meets, iv_normalize
+from twinwall.netfilter.ruleset import RuleList
 
 # Chains shorter than this are walked rule by rule: an index would cost more than it saves.
 MIN_RULES = 32
@@ -257,18 +260,19 @@ class Run:
     rule's value, and what goes on past the run is the set minus their union: the same regions,
     in the same order, found with a binary search per interval instead."""
 
-    __slots__ = ("start", "end", "dim", "los", "his", "owner", "union", "values", "source", "decisions", "action")
+    __slots__ = ("start", "end", "dim", "los", "his", "_owner", "union", "values", "source", "decisions", "action")
 
-    def __init__(self, start: int, end: int, dim: int, los: List[int], his: List[int], owner: Sequence[int],
+    def __init__(self, start: int, end: int, dim: int, los: List[int], his: List[int], owner: Optional[Sequence[int]],
                  values: Sequence[tuple] = (), union: Optional[tuple] = None, pairs: Optional[List[tuple]] = None):
         """``los``, ``his``, ``owner``: the intervals (sorted, disjoint) and the position in the
         run of the rule holding each (kept as an array: 100,000 positions are no 100,000 int
-        objects); ``values``: each rule's value, by position in the run (the parts that are a
-        rule's whole value are that value); ``union``: theirs, when the caller knows it (else
-        made here, of ``pairs``, the intervals as tuples, where the caller has them)."""
+        objects; None when every rule's value is one interval: found from ``values`` when first
+        asked, see ``owner``); ``values``: each rule's value, by position in the run (the parts
+        that are a rule's whole value are that value); ``union``: theirs, when the caller knows it
+        (else made here, of ``pairs``, the intervals as tuples, where the caller has them)."""
         self.start, self.end, self.dim = start, end, dim  # rules[start:end]
         self.los, self.his = los, his
-        self.owner = owner if isinstance(owner, array) else array("l", owner)
+        self._owner = owner if owner is None or isinstance(owner, array) else array("l", owner)
         self.union = _union_sorted(los, his, pairs) if union is None else union
         self.values = list(values)
         # the walk's Decision of each rule, by position in the run, for the ruleset ``source``
@@ -279,9 +283,22 @@ class Run:
         # evaluator's run_action; None: not asked yet)
         self.action: Optional[str] = None
 
+    @property
+    def owner(self) -> Sequence[int]:
+        """The position in the run of the rule each interval (``los``, ``his``) is of. Where the
+        run was made without it (every rule one interval), found now: each rule's position,
+        sorted by its interval's start as ``los`` is (a walk that only ends whole flows, a
+        blocklist's, never asks)."""
+        if self._owner is None:
+            firsts = [v[0][0] for v in self.values]
+            self._owner = array("l", sorted(range(len(firsts)), key=firsts.__getitem__))
+        return self._owner
+
     def parts(self, value) -> Dict[int, tuple]:
         """{position in the run: that rule's part of ``value``} for the rules that meet it (a
         rule's whole value is the rule's own tuple, not a copy per walk and region)."""
+        if not iv_meets(self.union, value):
+            return {}  # (no rule's value meets it: the positions are not even looked up)
         los, his, owner, values = self.los, self.his, self.owner, self.values
         out: Dict[int, tuple] = {}
         split: Dict[int, list] = {}  # the rules ``value`` cuts, or meets more than once
@@ -308,23 +325,25 @@ def _union_sorted(los: List[int], his: List[int], pairs: Optional[List[tuple]] =
     out: List[tuple] = []
     if not los:
         return ()
-    if not any(map(int.__eq__, los[1:], map((1).__add__, his))):
+    # (the intervals are disjoint: two join only where one starts right after the other ends)
+    joins = list(compress(range(1, len(los)), map(int.__eq__, los[1:], map((1).__add__, his))))
+    if not joins:
         return tuple(pairs) if pairs is not None else tuple(zip(los, his))  # (none adjacent)
     if pairs is None:
         pairs = list(zip(los, his))
-    append = out.append
-    first: Optional[tuple] = pairs[0]  # the interval being grown as given, while nothing grew it
-    clo, chi = pairs[0]
-    for p in pairs[1:]:
-        lo, hi = p
-        if lo <= chi + 1:
-            if hi > chi:
-                chi = hi
-                first = None
-        else:
-            append(first if first is not None else (clo, chi))
-            first, clo, chi = p, lo, hi
-    append(first if first is not None else (clo, chi))
+    # the pairs between the joins as they are (slices), each chain of joined ones as one
+    done = 0  # pairs[:done] are in ``out``
+    k = 0
+    while k < len(joins):
+        first = last = joins[k]  # pairs[first - 1] and pairs[first] join, ... up to pairs[last]
+        k += 1
+        while k < len(joins) and joins[k] == last + 1:
+            last = joins[k]
+            k += 1
+        out += pairs[done:first - 1]
+        out.append((los[first - 1], his[last]))
+        done = last + 1
+    out += pairs[done:]
     return tuple(out)
 
 
@@ -361,20 +380,40 @@ def runs_within(full: Dict[int, Run], picked: Sequence[int]) -> Dict[int, Run]:
 
 
 def find_runs(rules: Sequence, terminal) -> Dict[int, Run]:
-    """{start position: Run} of the runs in ``rules`` (actions in ``terminal`` only)."""
+    """{start position: Run} of the runs in ``rules`` (actions in ``terminal`` only). A
+    RuleList's stretches are read as their values, their Rules not made: each of their rules is
+    one a run may hold (one non-empty value on one dimension, nothing else) when their action is
+    terminal, and none is otherwise."""
     runs: Dict[int, Run] = {}
     n = len(rules)
+    stretch_at = {s.start: s for s in rules.stretches} if isinstance(rules, RuleList) else {}
     i = 0
     while i < n:
-        first = _run_value(rules[i], terminal)
-        if first is None:
-            i += 1
-            continue
-        dim = first[0]
-        j = i + 1
-        values: List[tuple] = [first[1]]
+        stretch = stretch_at.get(i)
+        if stretch is not None:
+            if stretch.action not in terminal:
+                i = stretch.end
+                continue
+            dim = stretch.dim
+            j = stretch.end
+            values: List[tuple] = list(stretch.values)
+        else:
+            first = _run_value(rules[i], terminal)
+            if first is None:
+                i += 1
+                continue
+            dim = first[0]
+            j = i + 1
+            values = [first[1]]
         append = values.append
         while j < n:
+            stretch = stretch_at.get(j)
+            if stretch is not None:
+                if stretch.action not in terminal or stretch.dim != dim:
+                    break
+                values.extend(stretch.values)
+                j = stretch.end
+                continue
             rule = rules[j]
             alternatives = rule.alternatives
             if not alternatives:
@@ -404,20 +443,19 @@ def _run(start: int, end: int, dim: int, values: List[tuple]) -> Optional[Run]:
     """The Run of rules[start:end], whose values on ``dim`` are ``values``; None when two of
     them overlap (a later rule sees only what earlier ones left: walked one by one)."""
     if set(map(len, values)) == {1}:
-        # every rule one interval (a blocklist's addresses): sorted as the pairs they are, the
-        # union made of the very pairs (not a copy of each), a rule's position its own index
-        pairs = [v[0] for v in values]
-        firsts = [p[0] for p in pairs]
-        owner = sorted(range(len(pairs)), key=firsts.__getitem__)
-        pairs = [pairs[k] for k in owner]
-        los = [p[0] for p in pairs]
-        his = [p[1] for p in pairs]
+        # every rule one interval (a blocklist's addresses): the very pairs sorted by their
+        # start (a stable sort: equal starts in rule order, as a sort of the positions by start
+        # gives them), the union made of them (not a copy of each); which rule holds which
+        # interval is found only if asked (Run.owner)
+        pairs = sorted(map(itemgetter(0), values), key=itemgetter(0))
+        los = list(map(itemgetter(0), pairs))
+        his = list(map(itemgetter(1), pairs))
         if all(map(int.__gt__, los[1:], map((1).__add__, his))):
             # none overlap and none are adjacent (the commonest): the union is the pairs
-            return Run(start, end, dim, los, his, owner, values, tuple(pairs))
+            return Run(start, end, dim, los, his, None, values, tuple(pairs))
         if not all(map(int.__gt__, los[1:], his)):
             return None
-        return Run(start, end, dim, los, his, owner, values, pairs=pairs)
+        return Run(start, end, dim, los, his, None, values, pairs=pairs)
     los, his, owners = [], [], []
     for k, value in enumerate(values):
         for lo, hi in value:

@@ -78,6 +78,7 @@ from twinwall.netfilter.ruleset import (
     Chain,
     Decision,
     Rule,
+    RuleList,
     Ruleset,
 )
 
@@ -130,7 +131,7 @@ class RunEnd:
 
     __slots__ = ("evaluator", "rs", "rules", "run")
 
-    def __init__(self, evaluator: "Evaluator", rs: Ruleset, rules: List[Any], run: Run):
+    def __init__(self, evaluator: "Evaluator", rs: Ruleset, rules: Sequence[Any], run: Run):
         self.evaluator, self.rs, self.rules, self.run = evaluator, rs, rules, run
 
     def decisions(self) -> Iterator[Tuple[tuple, Decision]]:
@@ -186,11 +187,14 @@ class RunOutcome(Outcome):
         return [Outcome(part, origin, verdict, path + [decision], uncertain) for part, origin, decision in self._parts()]
 
 
-def run_action(rules: List[Any], run: Run) -> Optional[str]:
+def run_action(rules: Sequence[Any], run: Run) -> Optional[str]:
     """DROP or REJECT when every rule of the run that can match has that action, else None
     (found once per run)."""
     if run.action is None:
-        actions = {rules[run.start + k].action for k, v in enumerate(run.values) if v}
+        if isinstance(rules, RuleList):
+            actions = rules.actions(run.start, run.end)  # (its stretches' Rules not made)
+        else:
+            actions = {rules[run.start + k].action for k, v in enumerate(run.values) if v}
         run.action = actions.pop() if len(actions) == 1 and actions <= {DROP, REJECT} else ""
     return run.action or None
 
@@ -420,10 +424,10 @@ class Evaluator(NetfilterWalk):
     def conntrack_runs(self, flows: List[Flow]) -> List[Flow]:
         return conntrack_runs(flows)
 
-    def rules_of(self, rs: Ruleset, chain: Chain) -> List[Any]:
+    def rules_of(self, rs: Ruleset, chain: Chain) -> Sequence[Any]:
         return chain.rules
 
-    def index_of(self, chain: Chain, rules: List[Any]) -> Any:
+    def index_of(self, chain: Chain, rules: Sequence[Any]) -> Any:
         index = chain.index
         if index is None:
             # a chain that is mostly runs (a blocklist) is walked past them a binary search per
@@ -524,7 +528,7 @@ class Evaluator(NetfilterWalk):
 
     _TERMINAL = frozenset((ACCEPT, DROP, REJECT))
 
-    def runs_of(self, chain: Chain, rules: List[Any], picked: Optional[List[int]]) -> Optional[Dict[int, Any]]:
+    def runs_of(self, chain: Chain, rules: Sequence[Any], picked: Optional[List[int]]) -> Optional[Dict[int, Any]]:
         """The runs of one-dimension terminal rules in ``rules`` (analysis.chain_index.Run),
         found once per chain (kept on the chain: an audit walks a chain with several
         evaluators), or per part of a chain its index picked (``picked``: the positions; this
@@ -547,7 +551,7 @@ class Evaluator(NetfilterWalk):
         self._run_cache[key] = (chain, runs)
         return runs
 
-    def walk_run(self, rs: Ruleset, rules: List[Any], run: Run, current: List[Flow], ended: List[Ended]) -> List[Flow]:
+    def walk_run(self, rs: Ruleset, rules: Sequence[Any], run: Run, current: List[Flow], ended: List[Ended]) -> List[Flow]:
         """The flows past a run of rules, each rule's part of them ended with its action: what
         walking the run rule by rule gives (same regions, same order), without re-cutting the
         remaining packets once per rule. A compact walk ends a flow that holds every rule's
@@ -588,7 +592,7 @@ class Evaluator(NetfilterWalk):
                 append((Flow(box, (decision, f.trail), f.uncertain, origin), action, decision))
         return rest
 
-    def run_decision(self, rs: Ruleset, rules: List[Any], run: Run, k: int) -> Decision:
+    def run_decision(self, rs: Ruleset, rules: Sequence[Any], run: Run, k: int) -> Decision:
         """The Decision of the run's rule ``k``, kept on the run: every walk of the chain cites
         the same rules alike."""
         if run.source is not rs.source:
@@ -598,7 +602,7 @@ class Evaluator(NetfilterWalk):
             decision = run.decisions[k] = self.decision(rs, rules[run.start + k])
         return decision
 
-    def _ends_whole(self, rules: List[Any], run: Run) -> Optional[str]:
+    def _ends_whole(self, rules: Sequence[Any], run: Run) -> Optional[str]:
         """The action a compact walk ends flows past the whole run with (DROP or REJECT: every
         rule of the run has it), or None. Not in nat chains: a connection's later packets take
         the walk's trail on there (nat_later)."""
@@ -606,7 +610,7 @@ class Evaluator(NetfilterWalk):
             return None
         return run_action(rules, run)
 
-    def _end_whole(self, rs: Ruleset, rules: List[Any], run: Run, action: str, f: Flow, ended: List[Ended]) -> None:
+    def _end_whole(self, rs: Ruleset, rules: Sequence[Any], run: Run, action: str, f: Flow, ended: List[Ended]) -> None:
         """A flow that holds the value of every rule of the run whole ends with its part of it
         (the run's union) at once: one flow whose trail holds a RunEnd, not one per rule. The
         walk rule by rule would end one flow per rule, each with the same fate and path; cited

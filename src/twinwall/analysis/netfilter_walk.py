@@ -223,15 +223,15 @@ class NetfilterWalk:
         """Conntrack has run: the states carried in the pre-conntrack form become the states."""
         return flows
 
-    def rules_of(self, rs: Ruleset, chain: Chain) -> List[Any]:
+    def rules_of(self, rs: Ruleset, chain: Chain) -> Sequence[Any]:
         """The chain's rules as this algebra matches them."""
         return list(chain.rules)
 
-    def index_of(self, chain: Chain, rules: List[Any]) -> Any:
+    def index_of(self, chain: Chain, rules: Sequence[Any]) -> Any:
         """The chain's ChainIndex over ``rules`` (built once), or a false value: none."""
         return False
 
-    def runs_of(self, chain: Chain, rules: List[Any], picked: Optional[List[int]]) -> Optional[Dict[int, Any]]:
+    def runs_of(self, chain: Chain, rules: Sequence[Any], picked: Optional[List[int]]) -> Optional[Dict[int, Any]]:
         """{position: Run} of runs walked at once (analysis.chain_index.Run) in ``rules`` (the
         chain's, or the part of them at the positions ``picked``), or None."""
         return None
@@ -517,7 +517,7 @@ class NetfilterWalk:
             current = self.rejoin(current, parked.pop(due))
         return current
 
-    def walk_run(self, rs: Ruleset, rules: List[Any], run: Any, current: List[Flow], ended: List[Ended]) -> List[Flow]:
+    def walk_run(self, rs: Ruleset, rules: Sequence[Any], run: Any, current: List[Flow], ended: List[Ended]) -> List[Flow]:
         """The flows past a run of rules (runs_of), each rule's part of them ended."""
         raise NotImplementedError
 

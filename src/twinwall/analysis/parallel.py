@@ -92,15 +92,18 @@ def run_jobs(jobs: Sequence[Callable[[], T]], parallel: bool = True) -> List[T]:
     results = [mine]
     failure = None
     for pid, fd in children:
-        with os.fdopen(fd, "rb") as inp:
-            data = inp.read()
         payload = None
-        if data and failure is None:
-            # read before waiting: the child's exit (freeing a large heap) overlaps with this
-            try:
-                payload = pickle.loads(data)
-            except BaseException as exc:
-                failure = exc
+        with os.fdopen(fd, "rb") as inp:
+            if failure is None:
+                # read as the child writes it, before waiting: the child's exit (freeing a
+                # large heap) overlaps with this. (Nothing at all: the child failed before
+                # writing, as its status says.)
+                try:
+                    payload = pickle.load(inp)
+                except EOFError:
+                    pass
+                except BaseException as exc:
+                    failure = exc
         _, status = os.waitpid(pid, 0)
         if failure is not None:
             continue
@@ -136,10 +139,11 @@ def _start(job: Callable[[], object]):
             import traceback
 
             payload = ("crash", traceback.format_exc())
-        # serialised before writing: the parent may still be busy with its own job
-        data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        # written as it is pickled (frames of 64 KiB): a blocklist's result is megabytes of
+        # pickle, which as one bytes object on top of the pickler's memo was this process's
+        # peak. (The parent reads once its own job is done: a child done first waits for it.)
         with os.fdopen(write_fd, "wb") as out:
-            out.write(data)
+            pickle.dump(payload, out, protocol=pickle.HIGHEST_PROTOCOL)
     except BaseException:
         status = 1
     finally:

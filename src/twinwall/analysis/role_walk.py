@@ -541,7 +541,7 @@ class RoleWalker(NetfilterWalk):
     def merge(self, flows: List[_Flow]) -> List[_Flow]:
         return merge_flows(flows)
 
-    def rules_of(self, rs: Ruleset, chain: Chain) -> List[Any]:
+    def rules_of(self, rs: Ruleset, chain: Chain) -> Sequence[Any]:
         return self.lifted(rs, chain)
 
     def repeats_of(self, rs: Ruleset, chain: Chain, picked: Optional[List[int]]) -> Optional[Dict[int, int]]:
@@ -709,7 +709,7 @@ class RoleWalker(NetfilterWalk):
         return [_with_state(f, ct_post) if f.box[STATE] & CT_PRE_ALL or (f.origin is not None and f.origin[STATE] & CT_PRE_ALL)
                 else f for f in flows]
 
-    def index_of(self, chain: Chain, rules: List[Any]) -> Any:
+    def index_of(self, chain: Chain, rules: Sequence[Any]) -> Any:
         # built on a chain's second walk: building reads every rule, as one walk does, and at
         # role level most long chains are walked once (a router's per-host chains, each from
         # its interface's jump), where the index would only tell that every rule may match

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     # ones are parsed a second time to compare their output and forward hooks
     report = audit_snapshot(snapshot, keep_text=_small(snapshot))
     if args.format == "json":
-        emit_json(report.to_json(verbose=args.verbose), args.output)
+        emit_json(report.to_json(verbose=args.verbose, stream=True), args.output)
     elif args.format == "table":
         color = args.color == "always" or (args.color == "auto" and args.output is None and use_colour(sys.stdout))
         emit(render_audit(report, color=color), args.output)

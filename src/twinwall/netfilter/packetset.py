@@ -552,20 +552,25 @@ def _cidr_count(a: IntervalSet, bound: Optional[int] = None) -> int:
     if bound is None and len(a) > _BIG and all(starmap(eq, a)):
         return len(a)  # (single addresses, a block each: a blocklist's)
     n = 0
-    for lo, hi in a:
+    for start in range(0, len(a), _COUNTED):
+        # (a long set _COUNTED intervals at a time: its single addresses, a block each, counted
+        # by one C-level pass, the others one by one; over ``bound``, no further chunk)
+        chunk = a[start:start + _COUNTED] if len(a) > _COUNTED else a
+        n += sum(starmap(eq, chunk))
+        for lo, hi in compress(chunk, starmap(ne, chunk)):
+            k = (lo ^ hi).bit_length()  # lo and hi agree above bit k - 1, where lo has 0, hi 1
+            low = (1 << k) - 1
+            if not lo & low and hi & low == low:
+                n += 1  # one aligned block
+                continue
+            mid = (hi >> (k - 1)) << (k - 1)  # the aligned point between them: blocks grow up to
+            n += (mid - lo).bit_count() + (hi + 1 - mid).bit_count()  # it, then shrink after it
         if bound is not None and n > bound:
             return n
-        if lo == hi:
-            n += 1
-            continue
-        k = (lo ^ hi).bit_length()  # lo and hi agree above bit k - 1, where lo has 0, hi 1
-        low = (1 << k) - 1
-        if not lo & low and hi & low == low:
-            n += 1  # one aligned block
-            continue
-        mid = (hi >> (k - 1)) << (k - 1)  # the aligned point between them: blocks grow up to
-        n += (mid - lo).bit_count() + (hi + 1 - mid).bit_count()  # it, then shrink after it
     return n
+
+
+_COUNTED = 4096  # the intervals _cidr_count counts at a time
 
 
 def to_cidrs(a: IntervalSet, family: str) -> List[str]:

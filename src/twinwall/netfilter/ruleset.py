@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from twinwall.vocabulary import Action
 
@@ -140,6 +140,140 @@ def describe_run(first: Decision, last: Decision, count: int, texts: bool = True
     return f"{where}: {first.rule} ... {last.rule})" if texts else where + ")"
 
 
+class RuleStretch:
+    """Consecutive rules of one chain that each test one value on one dimension and nothing else,
+    with one action and target: a blocklist's "-A C -s ADDR -j DROP" x 100,000. Kept as their
+    values, texts and line numbers (a RuleList makes a rule's Rule when it is read): the walk
+    reads such a stretch as its values (analysis.chain_index.find_runs) and cites a few of its
+    rules, so 100,000 Rule objects and their constraint tuples are never made."""
+
+    __slots__ = ("start", "end", "dim", "values", "texts", "blocks", "head", "ending", "lines", "action", "target", "_words")
+
+    # the rules of a stretch read as a whole whose words are kept in one string (``blocks``)
+    BLOCK = 4096
+
+    def __init__(self, start: int, dim: int, action: str, target: str):
+        self.start = self.end = start  # positions start..end-1 of the chain (0-based)
+        self.dim = dim
+        self.values: List[Any] = []  # each rule's interval set on ``dim``
+        # each rule's text; or none, and each rule's text is ``head`` + its own word + ``ending``,
+        # the words of BLOCK rules at a time joined by newlines in ``blocks`` (a blocklist's
+        # addresses: ~35 bytes a rule, not a 90-byte string of the whole line)
+        self.texts: List[str] = []
+        self.blocks: List[str] = []
+        self.head = self.ending = ""
+        self.lines: Sequence[int] = []  # each rule's line in its dump
+        self.action, self.target = action, target
+        self._words: Tuple[int, List[str]] = (-1, [])  # the block last split, and its words
+
+    def text(self, k: int) -> str:
+        """The text of the stretch's rule ``k`` (0-based)."""
+        if not self.blocks:
+            return self.texts[k]
+        b = k // self.BLOCK
+        if self._words[0] != b:  # (a reader of rule after rule splits each block once)
+            self._words = (b, self.blocks[b].split("\n"))
+        return self.head + self._words[1][k % self.BLOCK] + self.ending
+
+    def taken_texts(self) -> Iterator[str]:
+        """The texts of all its rules, in order, each block of words let go once spelled: for a
+        reader that makes every Rule and then drops the stretch (RuleList.every), whose peak
+        would otherwise hold both."""
+        if not self.blocks:
+            yield from self.texts
+            return
+        head, ending, blocks = self.head, self.ending, self.blocks
+        for b, block in enumerate(blocks):
+            blocks[b] = ""
+            yield from [head + word + ending for word in block.split("\n")]
+
+    def rule(self, table: str, chain: str, position: int) -> Rule:
+        """The Rule at ``position`` of the chain (start <= position < end): what a rule-by-rule
+        compile makes of its line."""
+        k = position - self.start
+        rule = Rule(table, chain, position + 1, self.text(k), (((self.dim, self.values[k]),),), (), self.action, self.target)
+        rule.line = self.lines[k]
+        return rule
+
+
+class RuleList(Sequence):
+    """A chain's rules, where long stretches of them are RuleStretches: each Rule is made when
+    first read (and then kept: a rule read twice is the same object), every one once the list
+    is iterated. Reads like the list of the chain's Rules."""
+
+    __slots__ = ("table", "chain", "stretches", "_rules", "_whole")
+
+    def __init__(self, table: str, chain: str, rules: List[Optional[Rule]], stretches: List[RuleStretch]):
+        """``rules``: the chain's Rules, None at the positions of the ``stretches`` (in order)."""
+        self.table, self.chain = table, chain
+        self.stretches = stretches
+        self._rules = rules
+        self._whole = False  # whether every Rule has been made
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            if not self._whole:
+                for i in range(*index.indices(len(self._rules))):
+                    if self._rules[i] is None:
+                        self._make(i)
+            return self._rules[index]
+        rule = self._rules[index]
+        if rule is None:
+            rule = self._make(index if index >= 0 else index + len(self._rules))
+        return rule
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self.every())
+
+    def every(self) -> List[Rule]:
+        """The list of every Rule (each made now that was not yet)."""
+        if not self._whole:
+            rules, table, chain = self._rules, self.table, self.chain
+            for s in self.stretches:
+                dim, action, target, start = s.dim, s.action, s.target, s.start
+                # one int object for a position and the line number equal to it, as a compile
+                # rule by rule shares them (a stretch of one block: two ints a rule otherwise)
+                lines = s.lines
+                low = min(start + 1, lines[0]) if lines else start + 1
+                ints = list(range(low, max(s.end, lines[-1] if lines else 0) + 1))
+                for k, (text, value) in enumerate(zip(s.taken_texts(), s.values)):
+                    if rules[start + k] is None:
+                        rule = rules[start + k] = Rule(table, chain, ints[start + k + 1 - low], text, (((dim, value),),), (),
+                                                       action, target)
+                        line = lines[k]
+                        rule.line = ints[line - low] if low <= line < low + len(ints) else line
+            # (the Rules are all there is to read now: the stretches' lists would only keep
+            # alive what a reader of the Rules replaces, e.g. the role walk their constraints)
+            self.stretches = []
+            self._whole = True
+        return self._rules  # type: ignore[return-value]
+
+    def actions(self, start: int, end: int) -> set:
+        """The actions of the rules at positions start..end-1 that can match (a stretch's by
+        the stretch: its rules' values are never empty)."""
+        out = set()
+        others: List[Optional[Rule]] = []  # the rules between the stretches
+        at = start
+        for s in self.stretches:
+            if s.start < end and start < s.end:
+                out.add(s.action)
+                others += self._rules[at:s.start]
+                at = s.end
+        others += self._rules[at:end]
+        out.update(r.action for r in others if r is not None and r.alternatives)
+        return out
+
+    def _make(self, position: int) -> Rule:
+        for s in self.stretches:
+            if s.start <= position < s.end:
+                rule = self._rules[position] = s.rule(self.table, self.chain, position)
+                return rule
+        raise IndexError(position)  # pragma: no cover - every None is in a stretch
+
+
 class Chain:
     __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile", "index", "runs", "line")
 
@@ -147,10 +281,10 @@ class Chain:
         self.table = table
         self.name = name
         self.policy = policy  # "ACCEPT"/"DROP" for base chains, None for user chains
-        self._rules: Optional[List[Rule]] = []
+        self._rules: Optional[Sequence[Rule]] = []
         self._source: List = []
         self._count = 0
-        self._compile: Optional[Callable[["Chain", List], List[Rule]]] = None
+        self._compile: Optional[Callable[["Chain", List], Sequence[Rule]]] = None
         # the evaluator's index of a long chain's rules (analysis.chain_index), built on its
         # first walk; False when the chain is not worth one
         self.index: Any = None
@@ -159,7 +293,7 @@ class Chain:
         self.runs: Any = None
         self.line: Optional[int] = None  # the chain's declaration line in an iptables-save dump
 
-    def set_source(self, source: List, compile_fn: Callable[["Chain", List], List[Rule]], count: Optional[int] = None) -> None:
+    def set_source(self, source: List, compile_fn: Callable[["Chain", List], Sequence[Rule]], count: Optional[int] = None) -> None:
         """Defer compiling: ``compile_fn(chain, source)`` runs on first access to ``rules``.
 
         ``source`` is whatever the parser keeps of the chain (lines, blocks of lines, JSON
@@ -175,7 +309,8 @@ class Chain:
         return self._source if self._rules is None else []
 
     @property
-    def rules(self) -> List[Rule]:
+    def rules(self) -> Sequence[Rule]:
+        """The chain's Rules: a list, or a RuleList that reads like one."""
         if self._rules is None:
             assert self._compile is not None  # set_source set both
             self._rules = self._compile(self, self._source)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import re
 from _socket import AF_INET, AF_INET6, inet_pton
 from functools import lru_cache
+from itertools import repeat
 from sys import intern
-from typing import Dict, List, Optional, Sequence, Tuple, Union, cast
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 from twinwall.netfilter.packetset import (
     CT_NAMES,
@@ -56,6 +57,8 @@ from twinwall.netfilter.ruleset import (
     BaseChain,
     Chain,
     Rule,
+    RuleList,
+    RuleStretch,
     Ruleset,
     Table,
 )
@@ -323,26 +326,38 @@ _MATCH_ALL = ((),)
 _NOT_ARG_START = frozenset(("", "!", "-"))
 # the sources whose rules' alternatives are shared (_Compiler._source_alternatives) at most
 _SOURCES_REMEMBERED = 4096
+# a chain of this many rules keeps its stretches of source jumps ("-s ADDR -j T", consecutive,
+# one target) of STRETCH_MIN_RULES or more as RuleStretches (ruleset.RuleList), where the caller
+# asks for them (parse_iptables_save): a blocklist's Rules are made only where read. Shorter
+# chains and stretches are compiled rule by rule.
+STRETCH_MIN_CHAIN = 1024
+STRETCH_MIN_RULES = 64
 # a run of rules of one chain, as iptables-save prints them: "-A NAME ..." lines, each ending in
-# a newline, all naming the same chain
-_RULE_BLOCK = re.compile(r"-A (\S+) [^\n]*\n(?:-A \1 [^\n]*\n)*")
+# a newline, all naming the same chain; at most 4,096 lines a match (the engine keeps state per
+# repetition: one match of a 100,000-rule chain held 15 MB, 180 MB at 1M, and took 3x as long),
+# a longer run is the next match's, the chain's next piece
+_RULE_BLOCK = re.compile(r"-A (\S+) [^\n]*\n(?:-A \1 [^\n]*\n){0,4095}")
 
 
 # ---------------------------------------------------------------------------------------------
 # pass 1: tables and chains
 
 
-def parse_iptables_save(text: str, family: str, source: str = "iptables-save") -> Ruleset:
+def parse_iptables_save(text: str, family: str, source: str = "iptables-save", stretches: bool = False) -> Ruleset:
     """Split a saved ruleset into tables and chains; rules compile lazily per chain.
 
     iptables-save prints each chain's rules one after another: one regular-expression match
     takes a whole run of "-A <chain> ..." lines as one block of text, which is split into lines
     only if the chain is ever compiled. Every other line (tables, chain declarations, COMMIT,
-    comments, counters, odd spacing) is read one by one."""
+    comments, counters, odd spacing) is read one by one.
+
+    ``stretches``: a long chain's stretches of source jumps are kept as RuleStretches (see
+    STRETCH_MIN_CHAIN), for a reader that reads such a chain as its runs and a few of its rules
+    (the audit's walk); a reader of every rule (the diff, explain) gains nothing by them."""
     if family not in ("ipv4", "ipv6"):
         raise ValueError(family)
     ruleset = Ruleset(family=family, source=source)
-    compiler = _Compiler(ruleset)
+    compiler = _Compiler(ruleset, stretches)
     table: Optional[Table] = None
     # chain -> pieces of its source: (first line number, a block of "-A" lines each ending in a
     # newline, or one line on its own); and chain -> how many rules they hold
@@ -496,13 +511,90 @@ def _positions(numbers: List[int]) -> List[int]:
     return list(range(1, count + 1))
 
 
+def _segments(pieces: List[Tuple[int, str]], count: int, chain: str, long_chain: bool) -> List[Tuple[int, int, Optional[str]]]:
+    """The ``count`` lines of a chain (named ``chain``) whose source is ``pieces`` (as
+    _source_lines reads them) as consecutive spans (first, last, target): the spans of
+    STRETCH_MIN_RULES or more "-A CHAIN -s ADDRESS -j TARGET" lines of one target in a long
+    chain (no quote, no whitespace but the single spaces, no word that starts with "!" or "-":
+    lines the rule-by-rule path reads word by word, and as they are in the dump), with that
+    target; every other span with None. The blocks of the dump are searched as they are (a
+    line in one is a line of the chain, in order), not the chain's lines joined again."""
+    if not long_chain:
+        return [(0, count, None)]
+    name = re.escape(chain)
+    # (a match holds at most 1,024 lines: the engine keeps a little state per repetition;
+    # matches that follow one another with the same target are joined below)
+    spans = re.compile(rf'^-A {name} -s [^\s"!-][^\s"]* -j ([^\s"!-][^\s"]*)\n'
+                       rf'(?:-A {name} -s [^\s"!-][^\s"]* -j \1\n){{0,1023}}', re.M)
+    found: List[List] = []  # [first line, last line, target] of each span
+    line = 0  # the first line of the piece
+    for _, piece in pieces:
+        if "\n" not in piece:  # (a line of its own)
+            line += 1
+            continue
+        at = line  # the line the piece's offset ``pos`` starts
+        pos = 0
+        for m in spans.finditer(piece):
+            start, end = m.span()
+            at += piece.count("\n", pos, start)
+            n = piece.count("\n", start, end)
+            if found and found[-1][1] == at and found[-1][2] == m.group(1):
+                found[-1][1] += n
+            else:
+                found.append([at, at + n, m.group(1)])
+            at += n
+            pos = end
+        line += piece.count("\n")
+    out: List[Tuple[int, int, Optional[str]]] = []
+    done = 0  # lines[:done] are in ``out``
+    for first, last, target in found:
+        if last - first >= STRETCH_MIN_RULES:
+            if first > done:
+                out.append((done, first, None))
+            out.append((first, last, target))
+            done = last
+    if done < count or not out:
+        out.append((done, count, None))
+    return out
+
+
+# (int.from_bytes as map calls it: bytes and byte order)
+_from_bytes = cast(Callable[[bytes, str], int], int.from_bytes)
+
+
+def _single_addresses(lines: List[str], first: int, last: int, head: int, tail: str, af: int,
+                      one: str) -> Optional[Tuple[List[IntervalSet], List[str]]]:
+    """The values of the "-A CHAIN -s ADDRESS/LEN -j TARGET" lines ``lines[first:last]`` (the
+    address from ``head`` characters in, up to ``tail``, " -j TARGET") where each is one address
+    (``one``: "/32", "/128") that inet_pton reads and every line is printable (as the
+    rule-by-rule path asks), and their addresses RuleStretch.BLOCK at a time, joined by
+    newlines (RuleStretch.blocks); None otherwise."""
+    cut = len(one) + len(tail)
+    ending = one + tail
+    values: List[IntervalSet] = []
+    blocks: List[str] = []
+    for start in range(first, last, RuleStretch.BLOCK):
+        chunk = lines[start:min(start + RuleStretch.BLOCK, last)]
+        if not all(map(str.isprintable, chunk)) or not all(map(str.endswith, chunk, repeat(ending))):
+            return None
+        addresses = [line[head:-cut] for line in chunk]
+        try:
+            packed = list(map(inet_pton, repeat(af), addresses))
+        except OSError:
+            return None
+        values += [((v, v),) for v in map(_from_bytes, packed, repeat("big"))]
+        blocks.append("\n".join(addresses))
+    return values, blocks
+
+
 # ---------------------------------------------------------------------------------------------
 # pass 2: compiling one chain's rules
 
 
 class _Compiler:
-    def __init__(self, ruleset: Ruleset):
+    def __init__(self, ruleset: Ruleset, stretches: bool = False):
         self.ruleset = ruleset
+        self.stretches = stretches  # (see parse_iptables_save)
         self.family = ruleset.family
         self.addr_full = address_space(self.family)
         self._addr_cache: Dict[str, IntervalSet] = {}
@@ -518,9 +610,14 @@ class _Compiler:
         # addresses (compile_addressed)
         self._templates: Dict[Tuple[str, str], Rule] = {}
 
-    def compile_chain(self, chain: Chain, pieces: List[Tuple[int, str]]) -> List[Rule]:
+    def compile_chain(self, chain: Chain, pieces: List[Tuple[int, str]]) -> Sequence[Rule]:
         lines, numbers = _source_lines(pieces)
-        rules = []
+        rules: List[Optional[Rule]] = []
+        # the stretches of source jumps (a long chain's only; see STRETCH_MIN_CHAIN), their
+        # rules None in ``rules``
+        stretches: List[RuleStretch] = []
+        stretch: Optional[RuleStretch] = None
+        long_chain = self.stretches and len(lines) >= STRETCH_MIN_CHAIN
         simple = _SIMPLE.fullmatch
         source_jump = _SOURCE_JUMP.fullmatch
         actions = self._actions
@@ -532,80 +629,142 @@ class _Compiler:
         one = "/32" if self.family == "ipv4" else "/128"  # (a single address's prefix length)
         cut = -len(one)
         by_words = _BY_WORDS
-        for n, line in zip(_positions(numbers), lines):
-            try:
-                spaces = line.count(" ")
-                parts: Sequence[str] = line.split(" ") if spaces == 5 or (spaces == 9 and by_words) else ()  # (others: no list)
-                if (len(parts) == 10 and parts[2] == "-p" and parts[6] == "--dport" and parts[8] == "-j"
-                        and parts[0] == "-A" and parts[1] and parts[3] in _TCP_UDP and parts[4] == "-m"
-                        and parts[5] in _TCP_UDP and parts[7].isascii() and parts[7].isdigit()
-                        and parts[9][:1] not in _NOT_ARG_START and '"' not in line and line.isprintable()):
-                    # "-A CHAIN -p tcp -m tcp --dport N -j TARGET" (a dispatch by port, a chain per
-                    # service): _SIMPLE's groups of it, without the regex (the same words, as
-                    # for the source jumps below)
-                    rule = self.compile_groups(chain, n, line, (None, None, None, None, None, None, None, None,
-                                                                parts[3], parts[7], parts[9], ""))
-                    rules.append(rule if rule is not None else self.compile_general(chain, n, line))
+        positions = _positions(numbers)
+        for first, last, bulk in _segments(pieces, len(lines), name, long_chain):
+            if bulk is not None:
+                # a span of "-A CHAIN -s ADDRESS -j TARGET" lines, one target (_segments): read
+                # as a whole where every address is one the rule-by-rule path reads with
+                # inet_pton (the same values), each rule then a stretch's as that path makes it
+                target = intern(bulk)
+                known = jumps.get(target)
+                action = known[1] if known is not None else (
+                    actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
+                tail = " -j " + target
+                read = _single_addresses(lines, first, last, len(name) + 7, tail, af, one) if action else None
+                if read is not None and action is not None:
+                    # (a stretch of its own, its texts the addresses between the words all share)
+                    stretch = RuleStretch(len(rules), SRC, action, target)
+                    stretches.append(stretch)
+                    stretch.values, stretch.blocks = read
+                    stretch.head, stretch.ending = f"-A {name} -s ", one + tail
+                    stretch.end += last - first
+                    rules.extend(repeat(None, last - first))
                     continue
-                if (len(parts) == 6 and parts[2] == "-s" and parts[4] == "-j" and parts[0] == "-A" and parts[1]
-                        and parts[3][:1] not in _NOT_ARG_START and parts[5][:1] not in _NOT_ARG_START
-                        and '"' not in line and line.isprintable()):
-                    # "-A CHAIN -s ADDRESS -j TARGET" (a blocklist's 100,000 lines): what
-                    # _SOURCE_JUMP reads of it, without the regex (no empty word, no quote, no
-                    # whitespace but the spaces: every other one is unprintable; exactly the
-                    # lines it matches with both parts)
-                    src, target = parts[3], parts[5]
-                    found = True
-                elif ('"' not in line and line.startswith(_ADDRESSES_FIRST, line.find(" ", 3) + 1)
-                      and not _simple_matches_only(line)):
-                    # (addresses, then a match neither regular expression reads: a router's
-                    # per-host "-s A -d B -p tcp -m state ...", "-s A -m mac ..."; a line with a
-                    # comment, kube-proxy's, takes the regular expressions first)
-                    rule = self.compile_addressed(chain, n, line)
-                    rules.append(rule if rule is not None else self.compile_general(chain, n, line))
-                    continue
-                elif line.startswith(_SOURCE_JUMP_NEXT, line.find(" ", 3) + 1):
-                    sj = source_jump(line)
-                    found = sj is not None
-                    if sj is not None:
-                        src, target = sj.groups()
-                else:
-                    # (the word after the chain's name is none _SOURCE_JUMP allows there)
-                    found = False
-                if found:
-                    # what compile_simple makes of it, without the general regex
-                    known = jumps.get(target)
-                    if known is None:
-                        # (one string per chain, not per rule jumping to it)
-                        known = jumps[target] = (intern(target), actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
-                    target, action = known
-                    if action is not None:
-                        alternatives = source_alternatives.get(src) if src is not None else _MATCH_ALL
-                        if alternatives is None:
+            for n, line in (zip(positions, lines) if first == 0 and last == len(lines)
+                            else zip(positions[first:last], lines[first:last])):
+                try:
+                    spaces = line.count(" ")
+                    parts: Sequence[str] = line.split(" ") if spaces == 5 or (spaces == 9 and by_words) else ()  # (others: no list)
+                    if (len(parts) == 10 and parts[2] == "-p" and parts[6] == "--dport" and parts[8] == "-j"
+                            and parts[0] == "-A" and parts[1] and parts[3] in _TCP_UDP and parts[4] == "-m"
+                            and parts[5] in _TCP_UDP and parts[7].isascii() and parts[7].isdigit()
+                            and parts[9][:1] not in _NOT_ARG_START and '"' not in line and line.isprintable()):
+                        # "-A CHAIN -p tcp -m tcp --dport N -j TARGET" (a dispatch by port, a chain per
+                        # service): _SIMPLE's groups of it, without the regex (the same words, as
+                        # for the source jumps below)
+                        rule = self.compile_groups(chain, n, line, (None, None, None, None, None, None, None, None,
+                                                                    parts[3], parts[7], parts[9], ""))
+                        rules.append(rule if rule is not None else self.compile_general(chain, n, line))
+                        continue
+                    if (len(parts) == 6 and parts[2] == "-s" and parts[4] == "-j" and parts[0] == "-A" and parts[1]
+                            and parts[3][:1] not in _NOT_ARG_START and parts[5][:1] not in _NOT_ARG_START
+                            and '"' not in line and line.isprintable()):
+                        # "-A CHAIN -s ADDRESS -j TARGET" (a blocklist's 100,000 lines): what
+                        # _SOURCE_JUMP reads of it, without the regex (no empty word, no quote, no
+                        # whitespace but the spaces: every other one is unprintable; exactly the
+                        # lines it matches with both parts)
+                        src, target = parts[3], parts[5]
+                        found = True
+                    elif ('"' not in line and line.startswith(_ADDRESSES_FIRST, line.find(" ", 3) + 1)
+                          and not _simple_matches_only(line)):
+                        # (addresses, then a match neither regular expression reads: a router's
+                        # per-host "-s A -d B -p tcp -m state ...", "-s A -m mac ..."; a line with a
+                        # comment, kube-proxy's, takes the regular expressions first)
+                        rule = self.compile_addressed(chain, n, line)
+                        rules.append(rule if rule is not None else self.compile_general(chain, n, line))
+                        continue
+                    elif line.startswith(_SOURCE_JUMP_NEXT, line.find(" ", 3) + 1):
+                        sj = source_jump(line)
+                        found = sj is not None
+                        if sj is not None:
+                            src, target = sj.groups()
+                    else:
+                        # (the word after the chain's name is none _SOURCE_JUMP allows there)
+                        found = False
+                    if found:
+                        # what compile_simple makes of it, without the general regex
+                        known = jumps.get(target)
+                        if known is None:
+                            # (one string per chain, not per rule jumping to it; a target whose action
+                            # is not known yet is asked again: the general path of this rule learns a
+                            # built-in one, a chain's first "-s A -j DROP" for the 100,000 after it)
+                            known = (intern(target), actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
+                            if known[1] is not None:
+                                jumps[target] = known
+                        target, action = known
+                        if action is not None and long_chain and src is not None:
+                            # a rule of a stretch: its value, no Rule nor constraint tuples
                             value: Optional[IntervalSet] = None
-                            if src.endswith(one):  # one address (what parse_addresses makes of it)
+                            if src.endswith(one):
                                 try:
                                     v = int.from_bytes(inet_pton(af, src[:cut]), "big")
                                     value = ((v, v),)
                                 except OSError:
-                                    pass  # (not the plain form: the general path decides)
-                            if value is None:
-                                value = addr_cache.get(src) or self.parse_addresses(src)
-                            if len(source_alternatives) >= _SOURCES_REMEMBERED:
-                                source_alternatives.clear()  # (a blocklist's never repeat)
-                            alternatives = source_alternatives[src] = (((SRC, value),),)
-                        rules.append(Rule(table, name, n, line, alternatives, (), action, target))
-                        continue
-                m = simple(line)
-                rule = self.compile_simple(chain, n, line, m) if m is not None else self.compile_addressed(chain, n, line)
-                rules.append(rule if rule is not None else self.compile_general(chain, n, line))
-            except (RuleSyntaxError, ValueError, IndexError) as exc:
-                raise InputError(
-                    f"{self.ruleset.source}: {chain.table} {chain.name} rule {n}: {exc}: {line[:120]}"
-                ) from None
+                                    pass
+                            if (stretch is None or stretch.end != len(rules) or stretch.target is not target
+                                    or stretch.action != action or stretch.blocks):
+                                stretch = RuleStretch(len(rules), SRC, action, target)
+                                stretches.append(stretch)
+                            stretch.values.append(value or self.addresses(src))
+                            stretch.texts.append(line)
+                            stretch.end += 1
+                            rules.append(None)
+                            continue
+                        if action is not None:
+                            alternatives = source_alternatives.get(src) if src is not None else _MATCH_ALL
+                            if alternatives is None:
+                                value = None
+                                if src.endswith(one):  # one address (what parse_addresses makes of it)
+                                    try:
+                                        v = int.from_bytes(inet_pton(af, src[:cut]), "big")
+                                        value = ((v, v),)
+                                    except OSError:
+                                        pass  # (not the plain form: the general path decides)
+                                if value is None:
+                                    value = addr_cache.get(src) or self.parse_addresses(src)
+                                if len(source_alternatives) >= _SOURCES_REMEMBERED:
+                                    source_alternatives.clear()  # (a blocklist's never repeat)
+                                alternatives = source_alternatives[src] = (((SRC, value),),)
+                            rules.append(Rule(table, name, n, line, alternatives, (), action, target))
+                            continue
+                    m = simple(line)
+                    rule = self.compile_simple(chain, n, line, m) if m is not None else self.compile_addressed(chain, n, line)
+                    rules.append(rule if rule is not None else self.compile_general(chain, n, line))
+                except (RuleSyntaxError, ValueError, IndexError) as exc:
+                    raise InputError(
+                        f"{self.ruleset.source}: {chain.table} {chain.name} rule {n}: {exc}: {line[:120]}"
+                    ) from None
+        kept: List[RuleStretch] = []
+        for stretch in stretches:
+            start = stretch.start
+            if stretch.end - start < STRETCH_MIN_RULES:
+                # (too short to be worth it: the Rules a rule-by-rule compile makes)
+                for k, value in enumerate(stretch.values):
+                    rules[start + k] = Rule(table, name, start + k + 1, stretch.text(k), (((SRC, value),),), (),
+                                            stretch.action, stretch.target)
+                continue
+            # (line numbers only grow: consecutive ones when the first and last are as far apart
+            # as the rules, as in one block of the dump)
+            first, last = numbers[start], numbers[stretch.end - 1]
+            count = stretch.end - start
+            stretch.lines = range(first, first + count) if last - first == count - 1 else numbers[start:stretch.end]
+            kept.append(stretch)
         for rule, lineno in zip(rules, numbers):
-            rule.line = lineno
-        return rules
+            if rule is not None:
+                rule.line = lineno
+        if kept:
+            return RuleList(table, name, rules, kept)
+        return rules  # type: ignore[return-value]  # (no stretch left: no None in it)
 
     # -- values ------------------------------------------------------------------------------
 

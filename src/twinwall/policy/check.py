@@ -341,7 +341,7 @@ def _in_parts(rs: Ruleset) -> Ruleset:
         for k in range(0, len(rules), PART_RULES):
             name = f"{cname} (rules {k + 1}-{min(k + PART_RULES, len(rules))}, walked as one part)"
             part = Chain(tname, name)
-            part.set_source(rules[k:k + PART_RULES], lambda _c, src: src)
+            part.set_source(list(rules[k:k + PART_RULES]), lambda _c, src: src)
             chains[name] = part
             jumps.append(Rule(tname, cname, len(jumps) + 1, f"(twinwall check: -j {name})", action=JUMP, target=name))
         whole = Chain(tname, cname, chain.policy)

@@ -40,21 +40,51 @@ def dumps_pieces(data, pretty: bool = False) -> Iterator[bytes]:
     """``dumps(data, pretty)`` in pieces, one after the other: compact, a document's members
     and the items of its lists one by one (an audit of a 10k-rule host is 3 MB of JSON, nearly
     all of it its services: written whole, it is held once more as bytes). The same bytes
-    joined, except that a value orjson refuses is written by the standard library alone."""
+    joined, except that a value orjson refuses is written by the standard library alone. A
+    member of a document may be an iterator (AuditReport.to_json(stream=True)): written as the
+    list of its items, each item made as it is written."""
     if pretty or not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-        yield dumps(data, pretty)
+        yield dumps(_listed(data), pretty)
         return
     yield b"{"
     for i, (key, value) in enumerate(data.items()):
         yield (b"," if i else b"") + dumps(key) + b":"
-        if isinstance(value, list) and value:
+        if isinstance(value, Iterator):
             yield b"["
             for j, item in enumerate(value):
                 yield (b"," if j else b"") + dumps(item)
             yield b"]"
+        elif isinstance(value, list) and value:
+            yield b"["
+            for j, item in enumerate(value):
+                if j:
+                    yield b","
+                if isinstance(item, list) and len(item) > _PIECE_ITEMS:
+                    # a long list in a list (an audit's address_sets: 100,000 addresses of a
+                    # blocklist) in pieces too: written whole it was megabytes of bytes at once,
+                    # twice that while the encoder grew its buffer
+                    yield b"["
+                    for k in range(0, len(item), _PIECE_ITEMS):
+                        yield (b"," if k else b"") + dumps(item[k:k + _PIECE_ITEMS])[1:-1]
+                    yield b"]"
+                else:
+                    yield dumps(item)
+            yield b"]"
         else:
             yield dumps(value)
     yield b"}"
+
+
+# the items of a list in a list dumps_pieces writes at a time
+_PIECE_ITEMS = 4096
+
+
+def _listed(data):
+    """A document whose iterator members (see dumps_pieces) are lists, in the order of the
+    members (each read before the next: a later member may be what an earlier one fills)."""
+    if isinstance(data, dict) and any(isinstance(v, Iterator) for v in data.values()):
+        return {k: list(v) if isinstance(v, Iterator) else v for k, v in data.items()}
+    return data
 
 
 def write_json(data, stream: Optional[IO[str]] = None, pretty: Optional[bool] = None) -> None:

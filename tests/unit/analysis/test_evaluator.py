@@ -961,3 +961,38 @@ def test_merge_flows_keeps_a_flow_alone_on_its_path_and_merges_the_others():
     merged = out[1]
     assert merged.box[DPORT] == ((80, 81),) and merged.origin is merged.box and merged.trail == (one, None)
     assert len(out) == 3
+
+
+def test_the_union_of_sorted_disjoint_intervals_joins_exactly_the_adjacent_ones():
+    """chain_index._union_sorted (a run's union): iv_normalize of the intervals, those nothing
+    joined kept as the very pairs given."""
+    from twinwall.analysis.chain_index import _union_sorted
+    from twinwall.netfilter.packetset import iv_normalize
+
+    for seed in range(300):
+        rng = random.Random(seed)
+        pairs, at = [], rng.randrange(0, 50)
+        for _ in range(rng.randint(1, 80)):
+            lo = at + rng.choice((0, 0, 1, 2, 7))  # (0: right after the last one, adjacent)
+            hi = lo + rng.choice((0, 0, 3))
+            pairs.append((lo, hi))
+            at = hi + 1
+        los, his = [p[0] for p in pairs], [p[1] for p in pairs]
+        union = _union_sorted(los, his, pairs)
+        assert union == iv_normalize(pairs) == _union_sorted(los, his)
+        given = {id(p) for p in pairs}
+        assert all(id(p) in given for p in union if p in set(pairs))
+
+
+def test_a_runs_owners_are_found_when_asked_and_parts_of_values_it_misses_are_none():
+    from twinwall.analysis import chain_index
+
+    rng = random.Random(4)
+    values = [((v, v),) for v in rng.sample(range(10, 10_000, 3), 200)]
+    run = chain_index._run(0, len(values), SRC, values)
+    assert run is not None and run._owner is None
+    assert run.parts(((0, 9),)) == {} and run.parts(((10_001, 20_000),)) == {} and run._owner is None
+    owner = list(run.owner)
+    assert [values[k][0][0] for k in owner] == run.los == sorted(v[0][0] for v in values)
+    lo = run.los[7]
+    assert run.parts(((lo, lo),)) == {owner[7]: values[owner[7]]}

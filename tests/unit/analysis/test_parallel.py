@@ -84,3 +84,12 @@ def test_a_forked_family_lets_the_other_familys_dump_go():
         finally:
             parallel._forked = False
         assert [r.text for r in snap.rulesets] == ["", "" if alone else dumps["ipv6"]]
+
+
+def test_a_result_too_big_for_the_pipe_comes_back_whole_and_one_that_cannot_be_pickled_fails():
+    # (pickled into the pipe as it is made: megabytes the parent reads once its own job is done)
+    big = [f"2001:db8::{k:x}/128" for k in range(200_000)]
+    assert run_jobs([lambda: 1, lambda: big]) == [1, big]
+    unpicklable = [f"{k}" for k in range(100_000)] + [lambda: None]  # (fails after 100,000 items)
+    with pytest.raises(RuntimeError, match="ended without a result"):  # (as when nothing was written)
+        run_jobs([lambda: 1, lambda: unpicklable])

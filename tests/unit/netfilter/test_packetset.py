@@ -387,3 +387,27 @@ def test_a_few_intervals_minus_many_is_the_general_difference() -> None:
         got = iv_sub(few, many)
         assert got == _sub_general(few, many), (few, many)
         assert got == iv_normalize(got)
+
+
+def test_cidr_counts_of_long_sets_counted_chunk_by_chunk_are_the_blocks_to_cidrs_spells():
+    """_cidr_count of sets longer than the chunk it counts at a time: exact unbounded, and over a
+    bound exactly when the exact count is (the same count where it is not)."""
+    import random
+
+    from twinwall.netfilter import packetset
+
+    rng = random.Random(12)
+    for _ in range(30):
+        family = rng.choice(("ipv4", "ipv6"))
+        bits = 32 if family == "ipv4" else 128
+        ivs = []
+        for _ in range(rng.choice((packetset._COUNTED - 1, packetset._COUNTED + 1, 3 * packetset._COUNTED))):
+            lo = rng.getrandbits(bits - 1)
+            ivs.append((lo, lo + rng.choice((0, 0, 0, 1, 2, 7, 255, 1 << 12))))
+        a = packetset.iv_normalize(ivs)
+        exact = len(packetset.to_cidrs(a, family))
+        assert packetset.cidr_count(a) == packetset._cidr_count(a) == exact
+        for bound in (0, 4, packetset._COUNTED, exact - 1, exact, exact + 1):
+            assert packetset.cidr_count_over(a, bound) == (exact > bound)
+            if exact <= bound:
+                assert packetset._cidr_count(a, bound) == exact

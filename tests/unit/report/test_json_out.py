@@ -73,3 +73,28 @@ def test_the_pieces_join_into_the_same_bytes():
     assert len(pieces) > 3 and b"".join(pieces) == json_out.dumps(doc)
     assert b"".join(json_out.dumps_pieces(DOC)) == json_out.dumps(DOC)  # (a non-string key: whole)
     assert list(json_out.dumps_pieces(doc, pretty=True)) == [json_out.dumps(doc, pretty=True)]
+
+
+def test_a_long_list_in_a_list_is_written_in_pieces_of_the_same_bytes():
+    for size in (json_out._PIECE_ITEMS, json_out._PIECE_ITEMS + 1, 3 * json_out._PIECE_ITEMS, 10_000):
+        addresses = [f"192.0.2.{k % 256}/32" for k in range(size)]
+        doc = {"schema": "twinwall.audit/2", "address_sets": [["198.51.100.0/24"], addresses, [], addresses[:5]],
+               "mixed": [addresses, {"a": 1}, [1, None, "x"] * size]}
+        pieces = list(json_out.dumps_pieces(doc))
+        assert b"".join(pieces) == json_out.dumps(doc)
+        assert max(map(len, pieces)) < len(json_out.dumps(addresses)) or size <= json_out._PIECE_ITEMS
+
+
+def test_an_iterator_member_is_written_as_the_list_of_its_items_made_in_order():
+    filled: list = []
+
+    def services():
+        for port in (22, 80, 443):
+            filled.append(port)  # (what a later member reads: filled as the items are made)
+            yield {"port": port}
+
+    whole = {"schema": "s", "services": [{"port": p} for p in (22, 80, 443)], "empty": [], "sets": [22, 80, 443]}
+    assert b"".join(json_out.dumps_pieces({"schema": "s", "services": services(), "empty": iter(()), "sets": filled})) == json_out.dumps(whole)
+    filled.clear()
+    assert list(json_out.dumps_pieces({"schema": "s", "services": services(), "empty": iter(()), "sets": filled}, pretty=True)) == [
+        json_out.dumps(whole, pretty=True)]
