@@ -387,3 +387,45 @@ def test_a_few_intervals_minus_many_is_the_general_difference() -> None:
         got = iv_sub(few, many)
         assert got == _sub_general(few, many), (few, many)
         assert got == iv_normalize(got)
+
+
+one_interval = st.tuples(st.integers(0, 80), st.integers(0, 80)).map(lambda t: ((min(t), max(t)),))
+
+
+def _split_one_general(box, match):
+    """_split_one as it was before _iv_cut: iv_and, then iv_sub where the box is cut."""
+    dim, value = match
+    cur = box[dim]
+    inside = iv_and(cur, value)
+    if not inside:
+        return [], [box]
+    if inside is cur:
+        return [box], []
+    outside = iv_sub(cur, value)
+    head, tail = box[:dim], box[dim + 1:]
+    return [head + (inside,) + tail], [head + (outside,) + tail] if outside else []
+
+
+@given(intervals, one_interval, st.booleans())
+def test_one_cut_gives_the_intersection_and_difference_objects(a, b, same):
+    # the very objects iv_and and iv_sub give (the walk tests identity: a part that is the
+    # whole set goes on as the same box)
+    if same:
+        b = a if len(a) == 1 else b
+    inside, outside = packetset._iv_cut(a, b)
+    expect_in = iv_and(a, b)
+    assert inside == expect_in and (inside is a) == (expect_in is a)
+    if inside and inside is not a:
+        assert outside == iv_sub(a, b)
+
+
+@given(intervals, one_interval, st.sampled_from((packetset.SRC, packetset.DPORT)))
+def test_split_by_one_interval_is_the_general_split(a, b, dim):
+    box = [packetset.PORT_ALL] * 5 + [0] * 7
+    box[dim] = a
+    box = tuple(box)
+    got = packetset._split_one(box, (dim, b))
+    expect = _split_one_general(box, (dim, b))
+    assert got == expect
+    # the box itself where the general split hands it on unchanged
+    assert [x is box for part in got for x in part] == [x is box for part in expect for x in part]
