@@ -84,6 +84,8 @@ from twinwall.netfilter.ruleset import (
 # the share of a long chain in runs of one-dimension rules from which it is not indexed
 RUN_SHARE = 0.9
 
+_new_tuple = tuple.__new__  # (a named tuple's __new__ is this, called with its fields)
+
 Trail = Optional[Tuple[Decision, Any]]  # linked list: (Decision, parent trail) or None
 
 
@@ -445,7 +447,13 @@ class Evaluator(NetfilterWalk):
         return self._outcome(flow, verdict)
 
     def decision(self, rs: Ruleset, rule: Any) -> Decision:
-        return Decision(rule.table, rule.chain, rule.number, rule.text, None, rs.source, rule.action, rule.line, rule.handle)
+        # (asked of every rule that matched, a few per chain of the many small ones: the tuple
+        # built as Decision's own __new__ builds it, and the text read as Rule.text reads it,
+        # without the two Python calls)
+        text = rule.spelling
+        if type(text) is not str:
+            text = rule.text
+        return _new_tuple(Decision, (rule.table, rule.chain, rule.number, text, None, rs.source, rule.action, rule.line, rule.handle))
 
     def ended_by(self, flow: Flow, decision: Decision) -> Flow:
         return Flow(flow.box, (decision, flow.trail), flow.uncertain, flow.origin)

@@ -781,8 +781,10 @@ def box_sub(box: Box, constraint: Constraint) -> List[Box]:
 
 def split(box: Box, alternatives: Sequence[Constraint]) -> Tuple[List[Box], List[Box]]:
     """Split a box by a disjunction of constraints into (matched boxes, unmatched boxes)."""
-    if len(alternatives) == 1 and len(alternatives[0]) == 1:
-        return _split_one(box, alternatives[0][0])
+    if len(alternatives) == 1:
+        if len(alternatives[0]) == 1:
+            return _split_one(box, alternatives[0][0])
+        return _split_and(box, alternatives[0])
     matched: List[Box] = []
     rest = [box]
     for constraint in alternatives:
@@ -802,6 +804,41 @@ def split(box: Box, alternatives: Sequence[Constraint]) -> Tuple[List[Box], List
         if not rest:
             break
     return matched, rest
+
+
+def _split_and(box: Box, constraint: Constraint) -> Tuple[List[Box], List[Box]]:
+    """split() by one constraint on several dimensions ("-p tcp --dport P", a dispatch table's
+    rule): box_and, then box_sub where the box is cut, with each dimension's inside and outside
+    found once (box_sub would find the insides box_and found again); the same boxes."""
+    pieces: List[Box] = []
+    cur = box
+    for dim, value in constraint:
+        v = cur[dim]
+        if dim in MASK_DIMS:
+            inside = v & value
+            if not inside:
+                return [], [box]
+            outside = v & ~value
+        elif len(value) == 1 and len(v) <= _BIG:
+            inside, outside = _iv_cut(v, value)
+            if not inside:
+                return [], [box]
+        else:
+            inside = iv_and(v, value)
+            if not inside:
+                return [], [box]
+            outside = iv_sub(v, value)
+        if outside:
+            piece = list(cur)
+            piece[dim] = outside
+            pieces.append(tuple(piece))
+        if inside is not v:
+            nxt = list(cur)
+            nxt[dim] = inside
+            cur = tuple(nxt)
+    if cur is box:
+        return [box], []
+    return [cur], pieces
 
 
 def _iv_cut(a: IntervalSet, b: IntervalSet) -> Tuple[IntervalSet, IntervalSet]:

@@ -429,3 +429,30 @@ def test_split_by_one_interval_is_the_general_split(a, b, dim):
     assert got == expect
     # the box itself where the general split hands it on unchanged
     assert [x is box for part in got for x in part] == [x is box for part in expect for x in part]
+
+
+def _split_general(box, alternatives):
+    """split() as it was for one constraint: box_and, then box_sub where the box is cut."""
+    matched, rest = [], []
+    m = box_and(box, alternatives[0])
+    if m is None:
+        return [], [box]
+    matched.append(m)
+    if m is not box:
+        rest.extend(box_sub(box, alternatives[0]))
+    return matched, rest
+
+
+@given(intervals, intervals, st.lists(st.tuples(st.sampled_from((packetset.SRC, packetset.DPORT, packetset.STATE)),
+                                               st.one_of(intervals, one_interval)), max_size=4))
+def test_split_by_one_constraint_of_several_dimensions_is_the_general_split(src, dport, constraint):
+    box = [packetset.PORT_ALL] * 12
+    box[packetset.SRC], box[packetset.DPORT], box[packetset.STATE] = src, dport, 0b10110
+    box = tuple(box)
+    # (a state constraint is a mask: a few bits of the interval drawn)
+    constraint = tuple((d, (sum(1 << (lo % 5) for lo, _ in v) if v else 0) if d == packetset.STATE else v)
+                       for d, v in constraint)
+    got = split(box, (constraint,))
+    expect = _split_general(box, (constraint,))
+    assert got == expect
+    assert [x is box for part in got for x in part] == [x is box for part in expect for x in part]
