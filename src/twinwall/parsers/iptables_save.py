@@ -500,6 +500,11 @@ class _Compiler:
         # rule of the same source (per-source accepts repeat a few hundred); in place of the
         # _addr_cache entry, which is left to the other paths
         self._source_alternatives: Dict[str, Tuple] = {}
+        # table -> {target: (its one string, its action)} of the targets a source jump's fast
+        # path has read the action of (kept across chains: many small chains all end in the
+        # same ACCEPT and RETURN); a target whose action the fast path cannot tell is asked
+        # again, as _actions learns it
+        self._source_jumps: Dict[str, Dict[str, Tuple[str, str]]] = {}
 
     def compile_chain(self, chain: Chain, pieces: List[Tuple[int, str]]) -> List[Rule]:
         lines, numbers = _source_lines(pieces)
@@ -510,7 +515,9 @@ class _Compiler:
         addr_cache = self._addr_cache
         source_alternatives = self._source_alternatives
         table, name = chain.table, chain.name
-        jumps: Dict[str, Tuple[str, Optional[str]]] = {}  # target -> (its one string, its action)
+        jumps = self._source_jumps.get(table)
+        if jumps is None:
+            jumps = self._source_jumps[table] = {}
         af = AF_INET if self.family == "ipv4" else AF_INET6
         one = "/32" if self.family == "ipv4" else "/128"  # (a single address's prefix length)
         cut = -len(one)
@@ -550,10 +557,14 @@ class _Compiler:
                 if found:
                     # what compile_simple makes of it, without the general regex
                     known = jumps.get(target)
-                    if known is None:
-                        # (one string per chain, not per rule jumping to it)
-                        known = jumps[target] = (intern(target), actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
-                    target, action = known
+                    if known is not None:
+                        target, action = known
+                    else:
+                        # (one string per target, not per rule jumping to it)
+                        target = intern(target)
+                        action = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
+                        if action is not None:
+                            jumps[target] = (target, action)
                     if action is not None:
                         alternatives = source_alternatives.get(src) if src is not None else _MATCH_ALL
                         if alternatives is None:
