@@ -69,11 +69,14 @@ from twinwall.netfilter.packetset import (
 )
 from twinwall.netfilter.ruleset import (
     ACCEPT,
+    CONTINUE,
     DNAT,
     DROP,
     NO_TABLE,
+    QUEUE,
     REDIRECT,
     REJECT,
+    RETURN,
     BaseChain,
     Chain,
     Decision,
@@ -85,6 +88,10 @@ from twinwall.netfilter.ruleset import (
 RUN_SHARE = 0.9
 
 _new_tuple = tuple.__new__  # (a named tuple's __new__ is this, called with its fields)
+
+# the actions of the rules of a plain chain (Evaluator._walk_plain): each ends what it matches
+# (as its own verdict), returns it, or only logs or counts
+_PLAIN_ACTIONS = frozenset((ACCEPT, DROP, REJECT, QUEUE, RETURN, CONTINUE))
 
 Trail = Optional[Tuple[Decision, Any]]  # linked list: (Decision, parent trail) or None
 
@@ -348,6 +355,7 @@ class Evaluator(NetfilterWalk):
         self.trace = trace
         self.compact = compact
         self._run_cache: Dict[object, tuple] = {}
+        self._plain: Dict[Chain, bool] = {}  # chain -> whether _walk_plain may walk it
 
     # -- entry points ----------------------------------------------------------------------
 
@@ -492,10 +500,57 @@ class Evaluator(NetfilterWalk):
             # NodePort on each of the host's addresses) go on as one flow: the chain
             # behind the jump then walks once, not once per piece
             entering = merge_flows(entering)
+        chain = rs.chain(table, rule.target)
+        if chain is not None and depth < MAX_DEPTH and self.trace is None and self._is_plain(chain):
+            return self._walk_plain(rs, chain.rules, decision, entering, ended)
         entering = [Flow(f.box, (decision, f.trail), f.uncertain, f.origin) for f in entering]
         sub_ret, sub_end = self.walk(rs, table, rule.target, entering, depth + 1)
         ended.extend(sub_end)
         return [Flow(f.box, f.trail[1], f.uncertain, f.origin) for f in sub_ret]
+
+    def _is_plain(self, chain: Chain) -> bool:
+        """Whether a chain is short (no run, no index: see walk) and its rules only end, return
+        or log what they match, with matches twinwall decides: a service chain of source
+        accepts and a RETURN, of which a dispatch table jumps to thousands."""
+        plain = self._plain.get(chain)
+        if plain is None:
+            rules = chain.rules
+            plain = self._plain[chain] = len(rules) < MIN_RUN and all(
+                r.action in _PLAIN_ACTIONS and not r.unknown and r.ct_dnat is None for r in rules)
+        return plain
+
+    def _walk_plain(self, rs: Ruleset, rules: List[Rule], jump: Decision, current: List[Flow],
+                    ended: List[Ended]) -> List[Flow]:
+        """What jump's walk of a plain chain (_is_plain) without a trace gives: the rules one
+        after the other, without the general walk's runs, index, parked flows, jumps and NAT
+        (the same steps: what comes back, and what it adds to ``ended``, in the same order).
+        The flows walk it with the trail they came with: only those a rule ends take the jump
+        (``jump``) into theirs, the rest come back without pushing it and popping it again."""
+        returned: List[Flow] = []
+        match, decide = self.match, self.decision
+        inside: Dict[int, tuple] = {}  # id(a trail) -> the trail in the chain: (jump, trail)
+        for rule in rules:
+            if not current:
+                break
+            action = rule.action
+            if not rule.alternatives or action == CONTINUE:
+                continue
+            matched, rest = match(rule, current)
+            if not matched:
+                continue
+            current = rest
+            decision = decide(rs, rule)
+            if action == RETURN:
+                returned.extend(matched)
+                continue
+            for f in matched:
+                trail = f.trail
+                pushed = inside.get(id(trail))
+                if pushed is None:
+                    pushed = inside[id(trail)] = (jump, trail)
+                ended.append((Flow(f.box, (decision, pushed), f.uncertain, f.origin), action, decision))
+        returned.extend(current)
+        return returned
 
     def rejoin(self, current: List[Flow], back: List[Flow]) -> List[Flow]:
         current = current + back

@@ -557,6 +557,7 @@ class _Compiler:
                 if found:
                     # what compile_simple makes of it, without the general regex
                     known = jumps.get(target)
+                    action: Optional[str]
                     if known is not None:
                         target, action = known
                     else:
