@@ -253,13 +253,23 @@ def merge_flows(flows: List[Flow]) -> List[Flow]:
     later chains must walk small. NAT-rewritten flows are left alone (their origin differs)."""
     if len(flows) < 2:
         return flows
-    groups: Dict[tuple, List[Flow]] = {}
     keep: List[Flow] = []
+    alike: List[Flow] = []  # the flows not rewritten, and their paths
+    paths: List[tuple] = []
     for f in flows:
         if f.origin is not f.box:
             keep.append(f)
             continue
-        groups.setdefault((f.trail, f.uncertain), []).append(f)
+        alike.append(f)
+        paths.append((f.trail, f.uncertain))
+    if len(set(paths)) == len(paths):
+        # every flow alone on its path (the flows many small chains accepted, a rule each):
+        # as they are, without a group for each
+        keep.extend(alike)
+        return keep
+    groups: Dict[tuple, List[Flow]] = {}
+    for f, path in zip(alike, paths):
+        groups.setdefault(path, []).append(f)
     for (trail, uncertain), members in groups.items():
         if len(members) == 1:
             keep.append(members[0])  # (alone on its path: the flow as it is, no copy of it)
@@ -355,7 +365,6 @@ class Evaluator(NetfilterWalk):
         self.trace = trace
         self.compact = compact
         self._run_cache: Dict[object, tuple] = {}
-        self._plain: Dict[Chain, bool] = {}  # chain -> whether _walk_plain may walk it
 
     # -- entry points ----------------------------------------------------------------------
 
@@ -512,11 +521,16 @@ class Evaluator(NetfilterWalk):
         """Whether a chain is short (no run, no index: see walk) and its rules only end, return
         or log what they match, with matches twinwall decides: a service chain of source
         accepts and a RETURN, of which a dispatch table jumps to thousands."""
-        plain = self._plain.get(chain)
+        plain = chain.plain
         if plain is None:
             rules = chain.rules
-            plain = self._plain[chain] = len(rules) < MIN_RUN and all(
-                r.action in _PLAIN_ACTIONS and not r.unknown and r.ct_dnat is None for r in rules)
+            plain = len(rules) < MIN_RUN
+            if plain:
+                for r in rules:
+                    if r.action not in _PLAIN_ACTIONS or r.unknown or r.ct_dnat is not None:
+                        plain = False
+                        break
+            chain.plain = plain  # (kept on the chain: every evaluator of the audit reads it alike)
         return plain
 
     def _walk_plain(self, rs: Ruleset, rules: List[Rule], jump: Decision, current: List[Flow],
