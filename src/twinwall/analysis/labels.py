@@ -117,9 +117,10 @@ class RuleRun:
         joined = self._joined
         if joined is None:
             texts = self.texts()
-            if any("\n" in t for t in texts):  # (never from a dump's lines: sent as they are)
-                return (RuleRun, (self.table, self.chain, self.source, self.action, self.first_number, texts))
             joined = "\n".join(texts)
+            if joined.count("\n") != len(texts) - 1:
+                # a text holds a newline (never a dump's line): the texts are sent as they are
+                return (RuleRun, (self.table, self.chain, self.source, self.action, self.first_number, texts))
         return (RuleRun, (self.table, self.chain, self.source, self.action, self.first_number, (), joined,
                           self.count))
 
