@@ -69,6 +69,29 @@ def test_a_job_knows_when_it_runs_alone():
     assert not job_alone()
 
 
+def test_rules_are_counted_where_their_lines_are_short():
+    """An iptables-save dump's rules are its "-A" lines (many small chains' are half the size
+    estimate's 100 bytes), never fewer than the estimate; an nft -j dump is estimated."""
+    from twinwall.analysis.parallel import BYTES_PER_RULE, FORK_MIN_RULES, counted_rules, worth_forking
+    from twinwall.model import HostSnapshot, RulesetText
+
+    def dump(n, line):
+        return "*filter\n:INPUT ACCEPT [0:0]\n" + "".join(f"{line}\n" for _ in range(n)) + "COMMIT\n"
+
+    half = FORK_MIN_RULES // 2
+    short = {f: dump(half, "-A INPUT -s 192.0.2.1/32 -j ACCEPT") for f in ("ipv4", "ipv6")}
+    snap = HostSnapshot(rulesets=[RulesetText(f, "iptables-save", "nft", f"{f}.rules", t) for f, t in short.items()])
+    assert counted_rules(snap, "ipv4") == half and worth_forking(snap)
+    few = {f: dump(half - 1, "-A INPUT -s 192.0.2.1/32 -j ACCEPT") for f in ("ipv4", "ipv6")}
+    snap = HostSnapshot(rulesets=[RulesetText(f, "iptables-save", "nft", f"{f}.rules", t) for f, t in few.items()])
+    assert not worth_forking(snap)
+    counters = dump(100, "[0:0] -A INPUT -m comment --comment " + "x" * 400 + " -j ACCEPT")  # (-c: no "-A" line)
+    snap = HostSnapshot(rulesets=[RulesetText("ipv4", "iptables-save", "nft", "4.rules", counters)])
+    assert counted_rules(snap, "ipv4") == len(counters) // BYTES_PER_RULE
+    nft = RulesetText("inet", "nft-json", "nft", "nft.json", '{"nftables": []}' + " " * 5000)
+    assert counted_rules(HostSnapshot(rulesets=[nft]), "ipv6") == len(nft.text) // BYTES_PER_RULE
+
+
 def test_only_a_worker_knows_it_is_one():
     from twinwall.analysis.parallel import can_fork, in_worker
 
