@@ -71,16 +71,6 @@ def worth_forking(snapshot) -> bool:
 _forked = False
 
 
-# whether this process is a worker run_jobs forked (it sends its job's result back and ends)
-_worker = False
-
-
-def in_worker() -> bool:
-    """Whether this process is a forked worker of run_jobs: what its job leaves behind is never
-    read again (the process ends once the result is sent)."""
-    return _worker
-
-
 def job_alone() -> bool:
     """Whether the job running now runs in a process of its own, its sibling jobs in others
     (True within run_jobs's jobs once it has forked them, in the children and in this one)."""
@@ -144,8 +134,8 @@ def _start(job: Callable[[], object]):
         os.close(write_fd)
         return pid, read_fd
     # the child: compute, send, and leave without running the parent's cleanup handlers
-    global _forked, _worker
-    _forked = _worker = True
+    global _forked
+    _forked = True
     status = 0
     try:
         os.close(read_fd)

@@ -92,16 +92,6 @@ def test_rules_are_counted_where_their_lines_are_short():
     assert counted_rules(HostSnapshot(rulesets=[nft]), "ipv6") == len(nft.text) // BYTES_PER_RULE
 
 
-def test_only_a_worker_knows_it_is_one():
-    from twinwall.analysis.parallel import can_fork, in_worker
-
-    assert not in_worker()
-    assert run_jobs([in_worker, in_worker], parallel=False) == [False, False]
-    if can_fork():
-        assert run_jobs([in_worker, in_worker, in_worker]) == [False, True, True]  # (the first: here)
-    assert not in_worker()
-
-
 def test_objects_are_kept_until_exit_only_where_the_process_ends_right_after(monkeypatch):
     """keep_until_exit keeps nothing unless free_at_exit was called (cli.entry, which leaves by
     os._exit): main() run in-process, or a library caller, frees them as usual."""

@@ -57,7 +57,7 @@ from twinwall.netfilter.packetset import (
     merge_with_payload,
 )
 from twinwall.analysis.context import FamilyContext, build_contexts
-from twinwall.gc_pause import gc_paused, keep_until_exit
+from twinwall.gc_pause import gc_paused
 from twinwall.analysis.diff.describe import (
     Citations,
     describe_region,
@@ -68,7 +68,7 @@ from twinwall.analysis.diff.describe import (
     verdict_of,
 )
 from twinwall.analysis.labels import has_runs, same_rules, share_rules
-from twinwall.analysis.parallel import FORK_MIN_RULES, can_fork, in_worker, run_jobs, worth_forking
+from twinwall.analysis.parallel import FORK_MIN_RULES, can_fork, run_jobs, worth_forking
 from twinwall.analysis.role_walk import Outcome, RoleWalker, merge_tuples
 from twinwall.analysis.roles import (
     HOST,
@@ -355,10 +355,7 @@ def evaluate_family(ctx, hooks: Sequence[str], roles_filter: Dict[str, Tuple[Fro
         box = start_box(ctx.family, s_roles, d_roles, iface_all)
         raw["output"] = walker.run(HOOK_PATHS["output"], [box])
     # merged per (verdict, rules) here, in the worker, so the comparison has less to do
-    projected = {hook: project_outcomes(raw[hook], ctx.family) for hook in hooks}
-    if in_worker():
-        keep_until_exit(walker, raw)  # (see diff_snapshot's walk)
-    return projected
+    return {hook: project_outcomes(raw[hook], ctx.family) for hook in hooks}
 
 
 def common_roles(contexts: Sequence, hooks: Sequence[str]) -> Tuple[Dict[str, Tuple[FrozenSet[int], FrozenSet[int]]], List[str]]:
@@ -521,11 +518,6 @@ def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[boo
         if not ctx.rules_known:
             raise _missing_rules([family])
         outcomes = evaluate_family(ctx, hooks, roles_filter, owns_rules=True)
-        if in_worker():
-            # (a worker ends once its outcomes are sent: its rulesets need not be freed one
-            # object at a time before they are; this process compares and writes on, with
-            # what it walked freed)
-            keep_until_exit(rulesets, ctx)
         return outcomes, ctx.universe, _unread_notes(family, ctx.rulesets)
 
     with gc_paused():
