@@ -843,9 +843,11 @@ def _split_and(box: Box, constraint: Constraint) -> Tuple[List[Box], List[Box]]:
 
 def _iv_cut(a: IntervalSet, b: IntervalSet) -> Tuple[IntervalSet, IntervalSet]:
     """(iv_and(a, b), iv_sub(a, b)) of a set of at most _BIG intervals and a single interval
-    ``b``, found with one binary search: the very objects the two give (``a`` itself where one
-    of them gives ``a``), so that the walk's identity tests read them alike. The difference is
-    () where the intersection is ``a`` or empty (the callers do not read it then)."""
+    ``b``, found with one binary search: ``a`` itself where one of them gives ``a``, so that the
+    walk's identity tests read them alike, and ``b`` itself where the intersection is all of it
+    (a service chain's "-s PREFIX" inside the sources that reach it: the accepted packets'
+    box holds the rule's own value, not a copy per flow). The difference is () where the
+    intersection is ``a`` or empty (the callers do not read it then)."""
     if a is b or a == b:
         return a, ()
     if not a:
@@ -861,7 +863,7 @@ def _iv_cut(a: IntervalSet, b: IntervalSet) -> Tuple[IntervalSet, IntervalSet]:
             mid.append((l2, lo - 1))
         if h2 > hi:
             mid.append((hi + 1, h2))
-        return ((low, high),), tuple(mid)
+        return b if low == lo and high == hi else ((low, high),), tuple(mid)
     i, j = _span(a, lo, hi)
     if i >= j:
         return (), ()
@@ -869,7 +871,9 @@ def _iv_cut(a: IntervalSet, b: IntervalSet) -> Tuple[IntervalSet, IntervalSet]:
     if first[0] >= lo and last[1] <= hi:
         if j - i == len(a):
             return a, ()
-        inside = a[i:j]
+        inside = b if j - i == 1 and first[0] == lo and first[1] == hi else a[i:j]
+    elif j - i == 1 and first[0] <= lo and hi <= first[1]:
+        inside = b  # (one interval of ``a`` holds all of ``b``)
     else:
         parts = list(a[i:j])
         if first[0] < lo:

@@ -415,6 +415,8 @@ def test_one_cut_gives_the_intersection_and_difference_objects(a, b, same):
     inside, outside = packetset._iv_cut(a, b)
     expect_in = iv_and(a, b)
     assert inside == expect_in and (inside is a) == (expect_in is a)
+    if inside == b and inside is not a:
+        assert inside is b  # (the rule's own value, not a copy of it)
     if inside and inside is not a:
         assert outside == iv_sub(a, b)
 
