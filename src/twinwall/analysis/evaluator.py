@@ -270,6 +270,7 @@ def merge_flows(flows: List[Flow]) -> List[Flow]:
     groups: Dict[tuple, List[Flow]] = {}
     for f, path in zip(alike, paths):
         groups.setdefault(path, []).append(f)
+    del alike, paths  # (not beside the merges below: 16,000 flows back from small chains)
     for (trail, uncertain), members in groups.items():
         if len(members) == 1:
             keep.append(members[0])  # (alone on its path: the flow as it is, no copy of it)
