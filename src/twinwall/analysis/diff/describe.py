@@ -300,8 +300,11 @@ def side_rule(side: Dict[str, FrozenSet[Decision]], verbose: bool = True, texts:
     return "; ".join(f"{v}: {_rule_text(side[v], verbose, texts)}" for v in sorted(side))
 
 
-def _citation(first: Decision, last: Decision, count: int, verdict: str) -> Dict:
-    d = dict(_cited(first))  # (a copy: the cached one must not change)
+def _citation(first: Decision, last: Decision, count: int, verdict: str, remembered: bool = True) -> Dict:
+    """A decided_by entry; ``remembered=False``: the first rule's fields spelled afresh, not
+    through _cited (a compact document spells each citation once: the cache would only hold a
+    second copy of each, 33,000 dicts for many small chains, beside the document)."""
+    d = dict(_cited(first)) if remembered else first.to_dict()  # (a copy: the cached one must not change)
     if count > 1:
         d["last_rule_number"] = last.rule_number
         d["last_rule"] = last.rule
@@ -329,7 +332,7 @@ class Citations:
         i = self._index.get(key)
         if i is None:
             i = self._index[key] = len(self.entries)
-            entry = _citation(first, last, count, verdict)
+            entry = _citation(first, last, count, verdict, remembered=False)
             source = entry.get("source")
             if source is not None:
                 n = self._source_index.get(source)
