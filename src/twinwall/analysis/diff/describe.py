@@ -220,6 +220,10 @@ def _runs(decs: FrozenSet[Decision], verbose: bool) -> Tuple[Tuple[Decision, Dec
         else:
             out.append((d, d, 1))
     for members in by_chain.values():
+        if len(members) == 1 and type(members[0]) is RuleRun and members[0].count >= RUN_MIN:
+            run = members[0]  # (a chain's one run: many small chains, each its run of accepts)
+            out.append((run.first, run.last, run.count))
+            continue
         count = label_size(members)
         if count < RUN_MIN:
             out.extend((d, d, 1) for d in label_decisions(members))
