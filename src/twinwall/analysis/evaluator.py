@@ -221,6 +221,8 @@ def accepted_by_policy(decided_by: Sequence[Decision]) -> bool:
 def _trail_list(trail) -> List[Decision]:
     if trail is not None and trail[1] is None:
         return [trail[0]]  # (one step, the commonest: a list of exactly one, not one grown)
+    if trail is not None and trail[1][1] is None:
+        return [trail[1][0], trail[0]]  # (two: a jump and the rule that decided in its chain)
     out = []
     while trail is not None:
         out.append(trail[0])
