@@ -16,6 +16,7 @@ may cut the same rules into different runs: compare them with ``same_rules``.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any, Collection, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
 
 from twinwall.netfilter.ruleset import Decision
@@ -160,9 +161,9 @@ def expanded_label(label: FrozenSet[Any]) -> FrozenSet[Decision]:
     return frozenset(label_decisions(label))
 
 
-def chain_key(d: Any) -> Tuple[str, str, str]:
-    """(source, table, chain) of a Decision or a RuleRun."""
-    return (d.source, d.table, d.chain)
+# (source, table, chain) of a Decision or a RuleRun (in C: share_rules asks it of every item of
+# two labels, 33,000 of many small chains)
+chain_key = attrgetter("source", "table", "chain")
 
 
 def same_rules(a: Collection[Any], b: Collection[Any]) -> bool:
