@@ -645,6 +645,12 @@ class _Compiler:
         if action is None:
             return self._compile_simple(chain, number, line, groups)
         alternatives = self._simple_alternatives(groups)
+        if action == Action.JUMP:
+            # the chain's own name, not the word cut from this line (a dispatch table's
+            # thousands of jumps, each to a chain of its own: a string each fewer)
+            jumped = self.ruleset.tables[chain.table].chains.get(target)
+            if jumped is not None:
+                target = jumped.name
         return Rule(chain.table, chain.name, number, line, alternatives, (), action, target)
 
     def _chain_jump(self, table: str, target: str) -> Optional[str]:
