@@ -69,11 +69,14 @@ from twinwall.netfilter.packetset import (
 )
 from twinwall.netfilter.ruleset import (
     ACCEPT,
+    CONTINUE,
     DNAT,
     DROP,
     NO_TABLE,
+    QUEUE,
     REDIRECT,
     REJECT,
+    RETURN,
     BaseChain,
     Chain,
     Decision,
@@ -84,6 +87,12 @@ from twinwall.netfilter.ruleset import (
 
 # the share of a long chain in runs of one-dimension rules from which it is not indexed
 RUN_SHARE = 0.9
+
+_new_tuple = tuple.__new__  # (a named tuple's __new__ is this, called with its fields)
+
+# the actions of the rules of a plain chain (Evaluator._walk_plain): each ends what it matches
+# (as its own verdict), returns it, or only logs or counts
+_PLAIN_ACTIONS = frozenset((ACCEPT, DROP, REJECT, QUEUE, RETURN, CONTINUE))
 
 Trail = Optional[Tuple[Decision, Any]]  # linked list: (Decision, parent trail) or None
 
@@ -216,6 +225,8 @@ def accepted_by_policy(decided_by: Sequence[Decision]) -> bool:
 def _trail_list(trail) -> List[Decision]:
     if trail is not None and trail[1] is None:
         return [trail[0]]  # (one step, the commonest: a list of exactly one, not one grown)
+    if trail is not None and trail[1][1] is None:
+        return [trail[1][0], trail[0]]  # (two: a jump and the rule that decided in its chain)
     out = []
     while trail is not None:
         out.append(trail[0])
@@ -248,13 +259,24 @@ def merge_flows(flows: List[Flow]) -> List[Flow]:
     later chains must walk small. NAT-rewritten flows are left alone (their origin differs)."""
     if len(flows) < 2:
         return flows
-    groups: Dict[tuple, List[Flow]] = {}
     keep: List[Flow] = []
+    alike: List[Flow] = []  # the flows not rewritten, and their paths
+    paths: List[tuple] = []
     for f in flows:
         if f.origin is not f.box:
             keep.append(f)
             continue
-        groups.setdefault((f.trail, f.uncertain), []).append(f)
+        alike.append(f)
+        paths.append((f.trail, f.uncertain))
+    if len(set(paths)) == len(paths):
+        # every flow alone on its path (the flows many small chains accepted, a rule each):
+        # as they are, without a group for each
+        keep.extend(alike)
+        return keep
+    groups: Dict[tuple, List[Flow]] = {}
+    for f, path in zip(alike, paths):
+        groups.setdefault(path, []).append(f)
+    del alike, paths  # (not beside the merges below: 16,000 flows back from small chains)
     for (trail, uncertain), members in groups.items():
         if len(members) == 1:
             keep.append(members[0])  # (alone on its path: the flow as it is, no copy of it)
@@ -449,7 +471,13 @@ class Evaluator(NetfilterWalk):
         return self._outcome(flow, verdict)
 
     def decision(self, rs: Ruleset, rule: Any) -> Decision:
-        return Decision(rule.table, rule.chain, rule.number, rule.text, None, rs.source, rule.action, rule.line, rule.handle)
+        # (asked of every rule that matched, a few per chain of the many small ones: the tuple
+        # built as Decision's own __new__ builds it, and the text read as Rule.text reads it,
+        # without the two Python calls)
+        text = rule.spelling
+        if type(text) is not str:
+            text = rule.text
+        return _new_tuple(Decision, (rule.table, rule.chain, rule.number, text, None, rs.source, rule.action, rule.line, rule.handle))
 
     def ended_by(self, flow: Flow, decision: Decision) -> Flow:
         return Flow(flow.box, (decision, flow.trail), flow.uncertain, flow.origin)
@@ -488,10 +516,62 @@ class Evaluator(NetfilterWalk):
             # NodePort on each of the host's addresses) go on as one flow: the chain
             # behind the jump then walks once, not once per piece
             entering = merge_flows(entering)
+        chain = rs.chain(table, rule.target)
+        if chain is not None and depth < MAX_DEPTH and self.trace is None and self._is_plain(chain):
+            return self._walk_plain(rs, chain.rules, decision, entering, ended)
         entering = [Flow(f.box, (decision, f.trail), f.uncertain, f.origin) for f in entering]
         sub_ret, sub_end = self.walk(rs, table, rule.target, entering, depth + 1)
         ended.extend(sub_end)
         return [Flow(f.box, f.trail[1], f.uncertain, f.origin) for f in sub_ret]
+
+    def _is_plain(self, chain: Chain) -> bool:
+        """Whether a chain is short (no run, no index: see walk) and its rules only end, return
+        or log what they match, with matches twinwall decides: a service chain of source
+        accepts and a RETURN, of which a dispatch table jumps to thousands."""
+        plain = chain.plain
+        if plain is None:
+            rules = chain.rules
+            plain = len(rules) < MIN_RUN
+            if plain:
+                for r in rules:
+                    if r.action not in _PLAIN_ACTIONS or r.unknown or r.ct_dnat is not None:
+                        plain = False
+                        break
+            chain.plain = plain  # (kept on the chain: every evaluator of the audit reads it alike)
+        return plain
+
+    def _walk_plain(self, rs: Ruleset, rules: Sequence[Rule], jump: Decision, current: List[Flow],
+                    ended: List[Ended]) -> List[Flow]:
+        """What jump's walk of a plain chain (_is_plain) without a trace gives: the rules one
+        after the other, without the general walk's runs, index, parked flows, jumps and NAT
+        (the same steps: what comes back, and what it adds to ``ended``, in the same order).
+        The flows walk it with the trail they came with: only those a rule ends take the jump
+        (``jump``) into theirs, the rest come back without pushing it and popping it again."""
+        returned: List[Flow] = []
+        match, decide = self.match, self.decision
+        inside: Dict[int, tuple] = {}  # id(a trail) -> the trail in the chain: (jump, trail)
+        for rule in rules:
+            if not current:
+                break
+            action = rule.action
+            if not rule.alternatives or action == CONTINUE:
+                continue
+            matched, rest = match(rule, current)
+            if not matched:
+                continue
+            current = rest
+            decision = decide(rs, rule)
+            if action == RETURN:
+                returned.extend(matched)
+                continue
+            for f in matched:
+                trail = f.trail
+                pushed = inside.get(id(trail))
+                if pushed is None:
+                    pushed = inside[id(trail)] = (jump, trail)
+                ended.append((Flow(f.box, (decision, pushed), f.uncertain, f.origin), action, decision))
+        returned.extend(current)
+        return returned
 
     def rejoin(self, current: List[Flow], back: List[Flow]) -> List[Flow]:
         current = current + back

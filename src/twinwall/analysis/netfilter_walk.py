@@ -157,11 +157,21 @@ class InertChains:
     KUBE-MARK-MASQ). Jumps to them are skipped: splitting regions there only fragments them."""
 
     def __init__(self) -> None:
-        self.known: Dict[tuple, bool] = {}  # (id(ruleset), table, chain) -> inert
+        # (id(ruleset), table) -> {chain: inert} (a dict per table, not a key per chain: a
+        # dispatch table's thousands of chains share it)
+        self.known: Dict[tuple, Dict[str, bool]] = {}
+
+    def of(self, rs: Ruleset, table: str) -> Dict[str, bool]:
+        """{chain: inert} of the chains of one table asked about so far."""
+        key = (id(rs), table)
+        names = self.known.get(key)
+        if names is None:
+            names = self.known[key] = {}
+        return names
 
     def __call__(self, rs: Ruleset, table: str, name: str, depth: int = 0) -> bool:
-        key = (id(rs), table, name)
-        known = self.known.get(key)
+        names = self.of(rs, table)
+        known = names.get(name)
         if known is not None:
             return known
         chain = rs.chain(table, name)
@@ -174,7 +184,7 @@ class InertChains:
                     continue
                 inert = False
                 break
-        self.known[key] = inert
+        names[name] = inert
         return inert
 
 
@@ -378,8 +388,7 @@ class NetfilterWalk:
         seen: Set[tuple] = set()
         current = flows
         trace = self.trace
-        inert_known = self._inert.known
-        rs_id = id(rs)
+        inert_known = self._inert.of(rs, table)
         rules = self.rules_of(rs, chain)
         picked = None
         index = None
@@ -441,7 +450,7 @@ class NetfilterWalk:
                 if trace:
                     self._trace_match(rule, current, depth)
                 continue  # LOG, counters...: nothing to decide
-            inert = inert_known.get((rs_id, table, rule.target)) if action == JUMP else False
+            inert = inert_known.get(rule.target) if action == JUMP else False
             if inert:
                 # a jump already found inert (below): no need to split the flows to learn it
                 if trace:

@@ -297,9 +297,8 @@ def group_boxes(items: Sequence[Tuple[Box, object]]) -> Tuple[List[Box], List[Li
     index: Dict[Box, int] = {}
     tags_of: List[List] = []
     for box, tag in items:
-        g = index.get(box)
-        if g is None:
-            g = index[box] = len(tags_of)
+        g = index.setdefault(box, len(tags_of))  # (a box hashed once, found or added)
+        if g == len(tags_of):
             tags_of.append([])
         tags_of[g].append(tag)
     return list(index), tags_of

@@ -42,7 +42,6 @@ from twinwall.netfilter.packetset import (
     UID,
     Box,
     box_and,
-    box_sub,
     ct_post,
     ct_pre,
     ct_untrack,
@@ -624,15 +623,16 @@ class RoleWalker(NetfilterWalk):
         for f in flows:
             if single is not None:
                 b = f.box
-                x = box_and(b, single)
-                if x is None:
+                # (box_and, then box_sub where it cut the box: what split gives, each
+                # dimension's inside found once)
+                m, r = split(b, must)
+                if not m:
                     rest.append(f)
                     if may:
                         for y in split(b, may)[0]:
                             entering.append(_restrict(f, y))
                     continue
-                entering.append(_restrict(f, x))
-                r = box_sub(b, single) if x is not b else ()
+                entering.append(_restrict(f, m[0]))
             else:
                 m, r = split(f.box, must)
                 if not m:

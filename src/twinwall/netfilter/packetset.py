@@ -786,8 +786,10 @@ def box_sub(box: Box, constraint: Constraint) -> List[Box]:
 
 def split(box: Box, alternatives: Sequence[Constraint]) -> Tuple[List[Box], List[Box]]:
     """Split a box by a disjunction of constraints into (matched boxes, unmatched boxes)."""
-    if len(alternatives) == 1 and len(alternatives[0]) == 1:
-        return _split_one(box, alternatives[0][0])
+    if len(alternatives) == 1:
+        if len(alternatives[0]) == 1:
+            return _split_one(box, alternatives[0][0])
+        return _split_and(box, alternatives[0])
     matched: List[Box] = []
     rest = [box]
     for constraint in alternatives:
@@ -809,6 +811,89 @@ def split(box: Box, alternatives: Sequence[Constraint]) -> Tuple[List[Box], List
     return matched, rest
 
 
+def _split_and(box: Box, constraint: Constraint) -> Tuple[List[Box], List[Box]]:
+    """split() by one constraint on several dimensions ("-p tcp --dport P", a dispatch table's
+    rule): box_and, then box_sub where the box is cut, with each dimension's inside and outside
+    found once (box_sub would find the insides box_and found again); the same boxes."""
+    pieces: List[Box] = []
+    cur = box
+    for dim, value in constraint:
+        v = cur[dim]
+        if dim in MASK_DIMS:
+            inside = v & value
+            if not inside:
+                return [], [box]
+            outside = v & ~value
+        elif len(value) == 1 and len(v) <= _BIG:
+            inside, outside = _iv_cut(v, value)
+            if not inside:
+                return [], [box]
+        else:
+            inside = iv_and(v, value)
+            if not inside:
+                return [], [box]
+            outside = iv_sub(v, value)
+        if outside:
+            piece = list(cur)
+            piece[dim] = outside
+            pieces.append(tuple(piece))
+        if inside is not v:
+            nxt = list(cur)
+            nxt[dim] = inside
+            cur = tuple(nxt)
+    if cur is box:
+        return [box], []
+    return [cur], pieces
+
+
+def _iv_cut(a: IntervalSet, b: IntervalSet) -> Tuple[IntervalSet, IntervalSet]:
+    """(iv_and(a, b), iv_sub(a, b)) of a set of at most _BIG intervals and a single interval
+    ``b``, found with one binary search: ``a`` itself where one of them gives ``a``, so that the
+    walk's identity tests read them alike, and ``b`` itself where the intersection is all of it
+    (a service chain's "-s PREFIX" inside the sources that reach it: the accepted packets'
+    box holds the rule's own value, not a copy per flow). The difference is () where the
+    intersection is ``a`` or empty (the callers do not read it then)."""
+    if a is b or a == b:
+        return a, ()
+    if not a:
+        return (), ()
+    lo, hi = b[0]
+    if len(a) == 1:
+        l2, h2 = a[0]
+        low, high = (lo if lo > l2 else l2), (hi if hi < h2 else h2)
+        if low > high:
+            return (), ()
+        mid = []
+        if l2 < lo:
+            mid.append((l2, lo - 1))
+        if h2 > hi:
+            mid.append((hi + 1, h2))
+        return b if low == lo and high == hi else ((low, high),), tuple(mid)
+    i, j = _span(a, lo, hi)
+    if i >= j:
+        return (), ()
+    first, last = a[i], a[j - 1]
+    if first[0] >= lo and last[1] <= hi:
+        if j - i == len(a):
+            return a, ()
+        inside = b if j - i == 1 and first[0] == lo and first[1] == hi else a[i:j]
+    elif j - i == 1 and first[0] <= lo and hi <= first[1]:
+        inside = b  # (one interval of ``a`` holds all of ``b``)
+    else:
+        parts = list(a[i:j])
+        if first[0] < lo:
+            parts[0] = (lo, first[1])
+        if last[1] > hi:
+            parts[-1] = (parts[-1][0], hi)
+        inside = tuple(parts)
+    mid = []
+    if first[0] < lo:
+        mid.append((first[0], lo - 1))
+    if last[1] > hi:
+        mid.append((hi + 1, last[1]))
+    return inside, a[:i] + tuple(mid) + a[j:]
+
+
 def _split_one(box: Box, match: Tuple[int, Any]) -> Tuple[List[Box], List[Box]]:
     """split() by one constraint on one dimension ("-s PREFIX", "--dport P", a state): the
     commonest rule of all, and the same boxes as box_and and box_sub give, with the inside
@@ -816,6 +901,16 @@ def _split_one(box: Box, match: Tuple[int, Any]) -> Tuple[List[Box], List[Box]]:
     dim, value = match
     cur = box[dim]
     mask = dim in MASK_DIMS
+    if not mask and len(value) == 1 and len(cur) <= _BIG:
+        # one interval cut out of a short set (a "-s PREFIX" of a service chain, a port): both
+        # parts from one binary search (_iv_cut), not one each in iv_and and iv_sub
+        inside, outside = _iv_cut(cur, value)
+        if not inside:
+            return [], [box]
+        if inside is cur:
+            return [box], []
+        head, tail = box[:dim], box[dim + 1:]
+        return [head + (inside,) + tail], [head + (outside,) + tail] if outside else []
     inside = cur & value if mask else iv_and(cur, value)
     if not inside:
         return [], [box]

@@ -275,7 +275,7 @@ class RuleList(Sequence):
 
 
 class Chain:
-    __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile", "index", "runs", "line")
+    __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile", "index", "runs", "plain", "line")
 
     def __init__(self, table: str, name: str, policy: Optional[str] = None):
         self.table = table
@@ -291,6 +291,9 @@ class Chain:
         # the exact walk's runs of one-dimension terminal rules (analysis.chain_index.find_runs),
         # found on its first walk of the whole chain
         self.runs: Any = None
+        # whether the exact walk may walk the chain as a plain one (short, rules that only end,
+        # return or log what they match: analysis.evaluator), found on its first walk
+        self.plain: Optional[bool] = None
         self.line: Optional[int] = None  # the chain's declaration line in an iptables-save dump
 
     def set_source(self, source: List, compile_fn: Callable[["Chain", List], Sequence[Rule]], count: Optional[int] = None) -> None:

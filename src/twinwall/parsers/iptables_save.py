@@ -609,6 +609,11 @@ class _Compiler:
         # words alone: a router's per-host rules repeat a few hundred of them with other
         # addresses (compile_addressed)
         self._templates: Dict[Tuple[str, str], Rule] = {}
+        # table -> {target: (its one string, its action)} of the targets a source jump's fast
+        # path has read the action of (kept across chains: many small chains all end in the
+        # same ACCEPT and RETURN); a target whose action the fast path cannot tell is asked
+        # again, as _actions learns it
+        self._source_jumps: Dict[str, Dict[str, Tuple[str, str]]] = {}
 
     def compile_chain(self, chain: Chain, pieces: List[Tuple[int, str]]) -> Sequence[Rule]:
         lines, numbers = _source_lines(pieces)
@@ -624,7 +629,9 @@ class _Compiler:
         addr_cache = self._addr_cache
         source_alternatives = self._source_alternatives
         table, name = chain.table, chain.name
-        jumps: Dict[str, Tuple[str, Optional[str]]] = {}  # target -> (its one string, its action)
+        jumps = self._source_jumps.get(table)
+        if jumps is None:
+            jumps = self._source_jumps[table] = {}
         af = AF_INET if self.family == "ipv4" else AF_INET6
         one = "/32" if self.family == "ipv4" else "/128"  # (a single address's prefix length)
         cut = -len(one)
@@ -694,14 +701,17 @@ class _Compiler:
                     if found:
                         # what compile_simple makes of it, without the general regex
                         known = jumps.get(target)
-                        if known is None:
-                            # (one string per chain, not per rule jumping to it; a target whose action
-                            # is not known yet is asked again: the general path of this rule learns a
-                            # built-in one, a chain's first "-s A -j DROP" for the 100,000 after it)
-                            known = (intern(target), actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
-                            if known[1] is not None:
-                                jumps[target] = known
-                        target, action = known
+                        if known is not None:
+                            target, action = known
+                        else:
+                            # (one string per target, not per rule jumping to it; a target whose
+                            # action is not known yet is asked again: the general path of this rule
+                            # learns a built-in one, a chain's first "-s A -j DROP" for the 100,000
+                            # after it; the ones known are kept for the table's other chains)
+                            target = intern(target)
+                            action = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
+                            if action is not None:
+                                jumps[target] = (target, action)
                         if action is not None and long_chain and src is not None:
                             # a rule of a stretch: its value, no Rule nor constraint tuples
                             value: Optional[IntervalSet] = None
@@ -817,6 +827,12 @@ class _Compiler:
         if action is None:
             return self._compile_simple(chain, number, line, groups)
         alternatives = self._simple_alternatives(groups)
+        if action == Action.JUMP:
+            # the chain's own name, not the word cut from this line (a dispatch table's
+            # thousands of jumps, each to a chain of its own: a string each fewer)
+            jumped = self.ruleset.tables[chain.table].chains.get(target)
+            if jumped is not None:
+                target = jumped.name
         return Rule(chain.table, chain.name, number, line, alternatives, (), action, target)
 
     def _chain_jump(self, table: str, target: str) -> Optional[str]:

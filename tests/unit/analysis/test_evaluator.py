@@ -996,3 +996,59 @@ def test_a_runs_owners_are_found_when_asked_and_parts_of_values_it_misses_are_no
     assert [values[k][0][0] for k in owner] == run.los == sorted(v[0][0] for v in values)
     lo = run.los[7]
     assert run.parts(((lo, lo),)) == {owner[7]: values[owner[7]]}
+
+
+def plain_chains_ruleset(rng, n=30):
+    """Small chains of every kind of rule a plain chain (Evaluator._walk_plain) holds - ends,
+    returns, logs, rules that match nothing - and some that are not plain (a jump, a match
+    twinwall cannot decide), jumped to from INPUT and from one another."""
+    lines, chains = [], []
+    for k in range(n):
+        name = f"svc{k}"
+        chains.append(name)
+        for _ in range(rng.randint(0, 6)):
+            match = rng.choice([f"-s 198.51.100.{rng.randint(0, 255)}/{rng.choice([32, 28, 24])}",
+                                f"! -s 198.51.100.{rng.randint(0, 255)}/{rng.choice([30, 26])}",
+                                f"-p tcp --sport {rng.randint(1000, 1010)}", "-p udp", "",
+                                "-m conntrack --ctstate ESTABLISHED",
+                                "-s 198.51.100.0/24 ! -s 198.51.100.0/24"])  # (the last: matches nothing)
+            target = rng.choice(["ACCEPT", "DROP", "REJECT", "RETURN", "LOG"])
+            if rng.random() < 0.08:
+                match += " -m limit --limit 5/s"  # (undecidable: the chain is not plain)
+            if k and rng.random() < 0.08:
+                target = f"svc{rng.randrange(k)}"  # (a jump: not plain)
+            lines.append(f"-A {name} {match} -j {target}".replace("  ", " "))
+        lines.append(f"-A INPUT -p {rng.choice(['tcp', 'udp'])} --dport {20 + k % 12} -j {name}")
+    return table("\n".join(lines), policy=rng.choice(["ACCEPT", "DROP"]), chains=chains)
+
+
+def test_plain_chains_walk_as_the_general_walk(monkeypatch):
+    plain_walks = []
+    real = Evaluator._walk_plain
+
+    def spying(self, *args):
+        plain_walks.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(Evaluator, "_walk_plain", spying)
+    for seed in range(30):
+        rng = random.Random(seed)
+        text = plain_chains_ruleset(rng)
+        results = []
+        for plain in (True, False):
+            if not plain:
+                monkeypatch.setattr(Evaluator, "_is_plain", lambda self, chain: False)
+            ev, u = evaluator(text)
+            q = list(packet_box(u))
+            q[SRC] = ((ip("198.51.100.0"), ip("198.51.100.255")), (ip("203.0.113.0"), ip("203.0.113.255")))
+            q[PROTO] = ((6, 6), (17, 17))
+            q[SPORT] = ((990, 1020),)
+            q[DPORT] = ((0, 65535),)
+            q[STATE] = CT_NEW | CT_ESTABLISHED
+            for compact in (False, True):
+                ev.compact = compact
+                results.append(_ordered_outcomes(ev.local_input([tuple(q)])))
+        monkeypatch.undo()
+        monkeypatch.setattr(Evaluator, "_walk_plain", spying)
+        assert results[:2] == results[2:], (seed, text)
+    assert len(plain_walks) > 100

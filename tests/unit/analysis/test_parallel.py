@@ -69,6 +69,54 @@ def test_a_job_knows_when_it_runs_alone():
     assert not job_alone()
 
 
+def test_rules_are_counted_where_their_lines_are_short():
+    """An iptables-save dump's rules are its "-A" lines (many small chains' are half the size
+    estimate's 100 bytes), never fewer than the estimate; an nft -j dump is estimated."""
+    from twinwall.analysis.parallel import BYTES_PER_RULE, FORK_MIN_RULES, counted_rules, worth_forking
+    from twinwall.model import HostSnapshot, RulesetText
+
+    def dump(n, line):
+        return "*filter\n:INPUT ACCEPT [0:0]\n" + "".join(f"{line}\n" for _ in range(n)) + "COMMIT\n"
+
+    half = FORK_MIN_RULES // 2
+    short = {f: dump(half, "-A INPUT -s 192.0.2.1/32 -j ACCEPT") for f in ("ipv4", "ipv6")}
+    snap = HostSnapshot(rulesets=[RulesetText(f, "iptables-save", "nft", f"{f}.rules", t) for f, t in short.items()])
+    assert counted_rules(snap, "ipv4") == half and worth_forking(snap)
+    few = {f: dump(half - 1, "-A INPUT -s 192.0.2.1/32 -j ACCEPT") for f in ("ipv4", "ipv6")}
+    snap = HostSnapshot(rulesets=[RulesetText(f, "iptables-save", "nft", f"{f}.rules", t) for f, t in few.items()])
+    assert not worth_forking(snap)
+    counters = dump(100, "[0:0] -A INPUT -m comment --comment " + "x" * 400 + " -j ACCEPT")  # (-c: no "-A" line)
+    snap = HostSnapshot(rulesets=[RulesetText("ipv4", "iptables-save", "nft", "4.rules", counters)])
+    assert counted_rules(snap, "ipv4") == len(counters) // BYTES_PER_RULE
+    nft = RulesetText("inet", "nft-json", "nft", "nft.json", '{"nftables": []}' + " " * 5000)
+    assert counted_rules(HostSnapshot(rulesets=[nft]), "ipv6") == len(nft.text) // BYTES_PER_RULE
+
+
+def test_objects_are_kept_until_exit_only_where_the_process_ends_right_after(monkeypatch):
+    """keep_until_exit keeps nothing unless free_at_exit was called (cli.entry, which leaves by
+    os._exit): main() run in-process, or a library caller, frees them as usual."""
+    import weakref
+
+    from twinwall import gc_pause
+
+    class Thing:
+        pass
+
+    monkeypatch.setattr(gc_pause, "_kept", [])
+    monkeypatch.setattr(gc_pause, "_keep", False)
+    thing = Thing()
+    ref = weakref.ref(thing)
+    gc_pause.keep_until_exit(thing)
+    del thing
+    assert ref() is None
+    gc_pause.free_at_exit()
+    thing = Thing()
+    ref = weakref.ref(thing)
+    gc_pause.keep_until_exit(thing)
+    del thing
+    assert ref() is not None
+
+
 def test_a_forked_family_lets_the_other_familys_dump_go():
     """audit_family in a process of its own empties the other family's dumps (the other
     process reads them) when texts are not kept; run alone, it leaves them."""

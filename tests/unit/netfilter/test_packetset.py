@@ -411,3 +411,74 @@ def test_cidr_counts_of_long_sets_counted_chunk_by_chunk_are_the_blocks_to_cidrs
             assert packetset.cidr_count_over(a, bound) == (exact > bound)
             if exact <= bound:
                 assert packetset._cidr_count(a, bound) == exact
+
+
+one_interval = st.tuples(st.integers(0, 80), st.integers(0, 80)).map(lambda t: ((min(t), max(t)),))
+
+
+def _split_one_general(box, match):
+    """_split_one as it was before _iv_cut: iv_and, then iv_sub where the box is cut."""
+    dim, value = match
+    cur = box[dim]
+    inside = iv_and(cur, value)
+    if not inside:
+        return [], [box]
+    if inside is cur:
+        return [box], []
+    outside = iv_sub(cur, value)
+    head, tail = box[:dim], box[dim + 1:]
+    return [head + (inside,) + tail], [head + (outside,) + tail] if outside else []
+
+
+@given(intervals, one_interval, st.booleans())
+def test_one_cut_gives_the_intersection_and_difference_objects(a, b, same):
+    # the very objects iv_and and iv_sub give (the walk tests identity: a part that is the
+    # whole set goes on as the same box)
+    if same:
+        b = a if len(a) == 1 else b
+    inside, outside = packetset._iv_cut(a, b)
+    expect_in = iv_and(a, b)
+    assert inside == expect_in and (inside is a) == (expect_in is a)
+    if inside == b and inside is not a:
+        assert inside is b  # (the rule's own value, not a copy of it)
+    if inside and inside is not a:
+        assert outside == iv_sub(a, b)
+
+
+@given(intervals, one_interval, st.sampled_from((packetset.SRC, packetset.DPORT)))
+def test_split_by_one_interval_is_the_general_split(a, b, dim):
+    box = [packetset.PORT_ALL] * 5 + [0] * 7
+    box[dim] = a
+    box = tuple(box)
+    got = packetset._split_one(box, (dim, b))
+    expect = _split_one_general(box, (dim, b))
+    assert got == expect
+    # the box itself where the general split hands it on unchanged
+    assert [x is box for part in got for x in part] == [x is box for part in expect for x in part]
+
+
+def _split_general(box, alternatives):
+    """split() as it was for one constraint: box_and, then box_sub where the box is cut."""
+    matched, rest = [], []
+    m = box_and(box, alternatives[0])
+    if m is None:
+        return [], [box]
+    matched.append(m)
+    if m is not box:
+        rest.extend(box_sub(box, alternatives[0]))
+    return matched, rest
+
+
+@given(intervals, intervals, st.lists(st.tuples(st.sampled_from((packetset.SRC, packetset.DPORT, packetset.STATE)),
+                                               st.one_of(intervals, one_interval)), max_size=4))
+def test_split_by_one_constraint_of_several_dimensions_is_the_general_split(src, dport, constraint):
+    box = [packetset.PORT_ALL] * 12
+    box[packetset.SRC], box[packetset.DPORT], box[packetset.STATE] = src, dport, 0b10110
+    box = tuple(box)
+    # (a state constraint is a mask: a few bits of the interval drawn)
+    constraint = tuple((d, (sum(1 << (lo % 5) for lo, _ in v) if v else 0) if d == packetset.STATE else v)
+                       for d, v in constraint)
+    got = split(box, (constraint,))
+    expect = _split_general(box, (constraint,))
+    assert got == expect
+    assert [x is box for part in got for x in part] == [x is box for part in expect for x in part]

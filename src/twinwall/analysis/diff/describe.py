@@ -220,6 +220,10 @@ def _runs(decs: FrozenSet[Decision], verbose: bool) -> Tuple[Tuple[Decision, Dec
         else:
             out.append((d, d, 1))
     for members in by_chain.values():
+        if len(members) == 1 and type(members[0]) is RuleRun and members[0].count >= RUN_MIN:
+            run = members[0]  # (a chain's one run: many small chains, each its run of accepts)
+            out.append((run.first, run.last, run.count))
+            continue
         count = label_size(members)
         if count < RUN_MIN:
             out.extend((d, d, 1) for d in label_decisions(members))
@@ -300,8 +304,11 @@ def side_rule(side: Dict[str, FrozenSet[Decision]], verbose: bool = True, texts:
     return "; ".join(f"{v}: {_rule_text(side[v], verbose, texts)}" for v in sorted(side))
 
 
-def _citation(first: Decision, last: Decision, count: int, verdict: str) -> Dict:
-    d = dict(_cited(first))  # (a copy: the cached one must not change)
+def _citation(first: Decision, last: Decision, count: int, verdict: str, remembered: bool = True) -> Dict:
+    """A decided_by entry; ``remembered=False``: the first rule's fields spelled afresh, not
+    through _cited (a compact document spells each citation once: the cache would only hold a
+    second copy of each, 33,000 dicts for many small chains, beside the document)."""
+    d = dict(_cited(first)) if remembered else first.to_dict()  # (a copy: the cached one must not change)
     if count > 1:
         d["last_rule_number"] = last.rule_number
         d["last_rule"] = last.rule
@@ -329,7 +336,7 @@ class Citations:
         i = self._index.get(key)
         if i is None:
             i = self._index[key] = len(self.entries)
-            entry = _citation(first, last, count, verdict)
+            entry = _citation(first, last, count, verdict, remembered=False)
             source = entry.get("source")
             if source is not None:
                 n = self._source_index.get(source)
