@@ -552,10 +552,17 @@ def _cidr_count(a: IntervalSet, bound: Optional[int] = None) -> int:
     if bound is None and len(a) > _BIG and all(starmap(eq, a)):
         return len(a)  # (single addresses, a block each: a blocklist's)
     n = 0
-    for start in range(0, len(a), _COUNTED):
-        # (a long set _COUNTED intervals at a time: its single addresses, a block each, counted
-        # by one C-level pass, the others one by one; over ``bound``, no further chunk)
-        chunk = a[start:start + _COUNTED] if len(a) > _COUNTED else a
+    start = 0
+    # (a long set a chunk of intervals at a time: its single addresses, a block each, counted by
+    # one C-level pass, the others one by one; over ``bound``, no further chunk. The chunks grow
+    # from 64 to _COUNTED intervals: a bound is often passed within the first few dozen - "all
+    # but a set" has some 30 blocks per gap - and a first chunk of 4,096 counted 100 times too
+    # many)
+    size = 64 if bound is not None else _COUNTED
+    while start < len(a):
+        chunk = a[start:start + size] if start or len(a) > size else a
+        start += size
+        size = min(2 * size, _COUNTED)
         n += sum(starmap(eq, chunk))
         for lo, hi in compress(chunk, starmap(ne, chunk)):
             k = (lo ^ hi).bit_length()  # lo and hi agree above bit k - 1, where lo has 0, hi 1
