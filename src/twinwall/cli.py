@@ -12,7 +12,7 @@ from typing import List, Optional
 
 from twinwall import __version__
 from twinwall.errors import TwinwallError
-from twinwall.gc_pause import free_at_exit, gc_paused
+from twinwall.gc_pause import gc_paused
 
 # (command, module, one-line help). Only the chosen command's module is imported, so `twinwall
 # scan` does not pay for the evaluator and `twinwall audit` does not pay for the scanner.
@@ -135,7 +135,6 @@ def entry() -> None:
     A large audit leaves millions of small objects behind; freeing them one by one at
     interpreter exit costs a tenth of a second or more and serves nobody, since the output is
     written and no file is left open for writing."""
-    free_at_exit()
     code = main()
     try:
         sys.stdout.flush()

@@ -92,31 +92,6 @@ def test_rules_are_counted_where_their_lines_are_short():
     assert counted_rules(HostSnapshot(rulesets=[nft]), "ipv6") == len(nft.text) // BYTES_PER_RULE
 
 
-def test_objects_are_kept_until_exit_only_where_the_process_ends_right_after(monkeypatch):
-    """keep_until_exit keeps nothing unless free_at_exit was called (cli.entry, which leaves by
-    os._exit): main() run in-process, or a library caller, frees them as usual."""
-    import weakref
-
-    from twinwall import gc_pause
-
-    class Thing:
-        pass
-
-    monkeypatch.setattr(gc_pause, "_kept", [])
-    monkeypatch.setattr(gc_pause, "_keep", False)
-    thing = Thing()
-    ref = weakref.ref(thing)
-    gc_pause.keep_until_exit(thing)
-    del thing
-    assert ref() is None
-    gc_pause.free_at_exit()
-    thing = Thing()
-    ref = weakref.ref(thing)
-    gc_pause.keep_until_exit(thing)
-    del thing
-    assert ref() is not None
-
-
 def test_a_forked_family_lets_the_other_familys_dump_go():
     """audit_family in a process of its own empties the other family's dumps (the other
     process reads them) when texts are not kept; run alone, it leaves them."""
