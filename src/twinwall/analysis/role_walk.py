@@ -619,30 +619,16 @@ class RoleWalker(NetfilterWalk):
             self._last_may = (flows, may, entering)
             return entering, flows
         rest: List[_Flow] = []
-        single = must[0] if len(must) == 1 else None
         for f in flows:
-            if single is not None:
-                b = f.box
-                # (box_and, then box_sub where it cut the box: what split gives, each
-                # dimension's inside found once)
-                m, r = split(b, must)
-                if not m:
-                    rest.append(f)
-                    if may:
-                        for y in split(b, may)[0]:
-                            entering.append(_restrict(f, y))
-                    continue
-                entering.append(_restrict(f, m[0]))
-            else:
-                m, r = split(f.box, must)
-                if not m:
-                    rest.append(f)
-                    if may:
-                        for y in split(f.box, may)[0]:
-                            entering.append(_restrict(f, y))
-                    continue
-                for b in m:
-                    entering.append(_restrict(f, b))
+            m, r = split(f.box, must)
+            if not m:
+                rest.append(f)
+                if may:
+                    for y in split(f.box, may)[0]:
+                        entering.append(_restrict(f, y))
+                continue
+            for b in m:
+                entering.append(_restrict(f, b))
             for b in r:
                 rf = _restrict(f, b)
                 rest.append(rf)
