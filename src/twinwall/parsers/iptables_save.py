@@ -558,6 +558,19 @@ def _segments(pieces: List[Tuple[int, str]], count: int, chain: str, long_chain:
     return out
 
 
+def _one_address(spec: str, af: int, one: str) -> Optional[IntervalSet]:
+    """What parse_addresses makes of ``spec`` where it is one address with its full prefix
+    length (``one``: "/32", "/128") in the plain form inet_pton reads; None otherwise (the
+    general reading decides)."""
+    if spec.endswith(one):
+        try:
+            v = int.from_bytes(inet_pton(af, spec[:-len(one)]), "big")
+        except OSError:
+            return None
+        return ((v, v),)
+    return None
+
+
 # (int.from_bytes as map calls it: bytes and byte order)
 _from_bytes = cast(Callable[[bytes, str], int], int.from_bytes)
 
@@ -634,7 +647,6 @@ class _Compiler:
             jumps = self._source_jumps[table] = {}
         af = AF_INET if self.family == "ipv4" else AF_INET6
         one = "/32" if self.family == "ipv4" else "/128"  # (a single address's prefix length)
-        cut = -len(one)
         by_words = _BY_WORDS
         positions = _positions(numbers)
         for first, last, bulk in _segments(pieces, len(lines), name, long_chain):
@@ -714,13 +726,7 @@ class _Compiler:
                                 jumps[target] = (target, action)
                         if action is not None and long_chain and src is not None:
                             # a rule of a stretch: its value, no Rule nor constraint tuples
-                            value: Optional[IntervalSet] = None
-                            if src.endswith(one):
-                                try:
-                                    v = int.from_bytes(inet_pton(af, src[:cut]), "big")
-                                    value = ((v, v),)
-                                except OSError:
-                                    pass
+                            value = _one_address(src, af, one)
                             if (stretch is None or stretch.end != len(rules) or stretch.target is not target
                                     or stretch.action != action or stretch.blocks):
                                 stretch = RuleStretch(len(rules), SRC, action, target)
@@ -733,15 +739,7 @@ class _Compiler:
                         if action is not None:
                             alternatives = source_alternatives.get(src) if src is not None else _MATCH_ALL
                             if alternatives is None:
-                                value = None
-                                if src.endswith(one):  # one address (what parse_addresses makes of it)
-                                    try:
-                                        v = int.from_bytes(inet_pton(af, src[:cut]), "big")
-                                        value = ((v, v),)
-                                    except OSError:
-                                        pass  # (not the plain form: the general path decides)
-                                if value is None:
-                                    value = addr_cache.get(src) or self.parse_addresses(src)
+                                value = _one_address(src, af, one) or addr_cache.get(src) or self.parse_addresses(src)
                                 if len(source_alternatives) >= _SOURCES_REMEMBERED:
                                     source_alternatives.clear()  # (a blocklist's never repeat)
                                 alternatives = source_alternatives[src] = (((SRC, value),),)
@@ -757,17 +755,16 @@ class _Compiler:
         kept: List[RuleStretch] = []
         for stretch in stretches:
             start = stretch.start
-            if stretch.end - start < STRETCH_MIN_RULES:
-                # (too short to be worth it: the Rules a rule-by-rule compile makes)
-                for k, value in enumerate(stretch.values):
-                    rules[start + k] = Rule(table, name, start + k + 1, stretch.text(k), (((SRC, value),),), (),
-                                            stretch.action, stretch.target)
-                continue
             # (line numbers only grow: consecutive ones when the first and last are as far apart
             # as the rules, as in one block of the dump)
             first, last = numbers[start], numbers[stretch.end - 1]
             count = stretch.end - start
             stretch.lines = range(first, first + count) if last - first == count - 1 else numbers[start:stretch.end]
+            if count < STRETCH_MIN_RULES:
+                # (too short to be worth it: the Rules a rule-by-rule compile makes)
+                for position in range(start, stretch.end):
+                    rules[position] = stretch.rule(table, name, position)
+                continue
             kept.append(stretch)
         for rule, lineno in zip(rules, numbers):
             if rule is not None:
@@ -909,13 +906,12 @@ class _Compiler:
             return None
         # (the addresses first: the general path reads them, and finds their errors, first)
         addresses: Tuple[Tuple[int, DimValue], ...]
-        cache = self._addr_cache
         if src is not None and dst is not None:
-            addresses = ((SRC, cache.get(src) or self.addresses(src)), (DST, cache.get(dst) or self.addresses(dst)))
+            addresses = ((SRC, self.addresses(src)), (DST, self.addresses(dst)))
         elif src is not None:
-            addresses = ((SRC, cache.get(src) or self.addresses(src)),)
+            addresses = ((SRC, self.addresses(src)),)
         elif dst is not None:
-            addresses = ((DST, cache.get(dst) or self.addresses(dst)),)
+            addresses = ((DST, self.addresses(dst)),)
         else:
             return None  # (never: one of them is there)
         key = (chain.table, rest)
