@@ -78,7 +78,7 @@ from twinwall.model import (
     merge_same_sockets,
 )
 
-from twinwall.netfilter.ruleset import ACCEPT, DROP, NO_TABLE, REJECT, Decision, Rule
+from twinwall.netfilter.ruleset import ACCEPT, DROP, NO_TABLE, REJECT, Decision, Rule, Ruleset
 
 
 # a subject's decisions: (family, the decision), as the finding cites them
@@ -289,7 +289,7 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
                 text.text = ""
     # (the walk reads a blocklist's stretch of rules as one run: see parse_iptables_save)
     rulesets = load_rulesets(snapshot, keep_text=keep_text, families=(family,), stretches=True)
-    contexts = build_contexts(snapshot, rulesets)
+    contexts = build_contexts(snapshot, rulesets, assume_named=True)
     ctx = contexts[family]
     disabled = family == IPV6 and snapshot.ipv6.enabled is False
     # one walk answers every socket, the published ports and the default-deny check
@@ -312,7 +312,8 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
         findings += _icmpv6_findings(ctx, ndp)
     mine = rulesets[family]
     summary = [
-        {"family": rs.family, "source": rs.source, "rules": rs.rule_count(), "tables": sorted(rs.tables)}
+        {"family": rs.family, "source": rs.source, "rules": rs.rule_count(), "tables": sorted(rs.tables),
+         **_assumed_addresses(ctx, rs)}
         for rs in mine
         # an empty source beside a non-empty one (nft with only iptables-nft tables) is noise
         if rs.tables or not any(other.tables for other in mine)
@@ -321,6 +322,23 @@ def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[Listenin
     # its exit they saved ~70 ms on many small chains' 100k audit, but stayed beside the result's
     # pickle and raised a blocklist's peak by 6-7 MiB, over the restore tools')
     return FamilyAudit(family, verdicts, published, findings, summary, frontends_of(mine))
+
+
+def _assumed_addresses(ctx: FamilyContext, rs: Ruleset) -> Dict[str, Any]:
+    """A ruleset's summary's account of the addresses taken as the host's because its input
+    rules name them (context.assumed_from_rules): none, or each with the rule that names it."""
+    mine = [d for d in ctx.assumed if d in rs.input_destinations]
+    if not mine:
+        return {}
+    out: Dict[str, Any] = {"assumed_addresses": [
+        {"address": d.address, "table": d.table, "chain": d.chain, "rule_number": d.rule_number,
+         **({"line": d.line} if d.line is not None else {}),
+         **({"handle": d.handle} if d.handle is not None else {}), "rule": d.rule}
+        for d in mine
+    ]}
+    if ctx.assumed_more:
+        out["assumed_more"] = True
+    return out
 
 
 def _dedupe(sockets: Sequence[ListeningSocket]) -> List[ListeningSocket]:

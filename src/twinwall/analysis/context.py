@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from twinwall.netfilter.interfaces import InterfaceUniverse
 from twinwall.netfilter.packetset import (
@@ -16,7 +16,7 @@ from twinwall.netfilter.packetset import (
     prefix_interval,
 )
 from twinwall.model import FAMILIES, WILDCARD_ADDRESSES, HostSnapshot, is_loopback_address
-from twinwall.netfilter.ruleset import LocalRoutes, Ruleset
+from twinwall.netfilter.ruleset import NAMED_DESTINATIONS, LocalRoutes, NamedDestination, Ruleset
 
 if TYPE_CHECKING:
     from twinwall.analysis.evaluator import Evaluator
@@ -36,6 +36,11 @@ class FamilyContext:
     # interface classes remote packets can arrive on
     remote_ifaces: int
     rules_known: bool  # False: no ruleset at all was collected for this family
+    # offline, host addresses unknown: the addresses taken as the host's because the input
+    # base chains name them as a destination (see assumed_from_rules); and whether the rules
+    # name more than were taken
+    assumed: Sequence[NamedDestination] = ()
+    assumed_more: bool = False
 
     def evaluator(self, trace=None, compact: bool = False) -> Evaluator:
         """``compact``: see Evaluator (runs of drops end as one outcome each)."""
@@ -46,11 +51,15 @@ class FamilyContext:
 
 
 def build_contexts(
-    snapshot: HostSnapshot, rulesets: Dict[str, List[Ruleset]], extra_specs: Iterable[str] = ()
+    snapshot: HostSnapshot, rulesets: Dict[str, List[Ruleset]], extra_specs: Iterable[str] = (),
+    assume_named: bool = False,
 ) -> Dict[str, FamilyContext]:
     """``extra_specs``: interface names or patterns the universe must tell apart beyond those of
     the host and its rules (an interface asked about; another snapshot's names, so that the
-    masks of both mean the same)."""
+    masks of both mean the same). ``assume_named``: offline, without the host's addresses,
+    take those the input rules name as the host's (assumed_from_rules: the audit's and
+    explain's questions about the host's services; the diff's roles read every global address
+    as possibly the host's instead)."""
     specs = set(snapshot.interfaces) | set(extra_specs)
     # a socket bound to a device (SO_BINDTODEVICE, "%eth0" in ss) is asked about that device
     specs.update(s.interface for s in snapshot.sockets if s.interface)
@@ -76,6 +85,12 @@ def build_contexts(
         else:
             targets = offline_host_addresses(snapshot, family)
             local = iv_or(targets, loopback_addresses(family))
+        assumed: List[NamedDestination] = []
+        more = False
+        if assume_named and (not snapshot.addresses_known or _stand_in_only(own, family)):
+            assumed, more = assumed_from_rules(rulesets.get(family, []), family)
+            named = iv_normalize(prefix_interval(d.address, family) for d in assumed)
+            targets, local = iv_or(targets, named), iv_or(local, named)
         ifaces = remote_ifaces
         if family == "ipv6" and snapshot.ipv6.disabled_interfaces:
             # the kernel drops IPv6 arriving on an interface with disable_ipv6=1
@@ -92,8 +107,39 @@ def build_contexts(
             addresses_known=snapshot.addresses_known,
             remote_ifaces=ifaces,
             rules_known=bool(rulesets.get(family)),
+            assumed=assumed,
+            assumed_more=more,
         )
     return contexts
+
+
+def _stand_in_only(own: list, family: str) -> bool:
+    """Whether a family's addresses are the offline assumption (commands.inputs gives it to a
+    family no --address names): the stand-in among them."""
+    return any(a.interface == "?" and a.address == OFFLINE_STAND_IN[family] for a in own)
+
+
+# How many addresses named by the input chains are taken as the host's: a hand-written host
+# firewall names the host's few addresses; past this, what the rules name is more likely a
+# service's (kube-proxy's load-balancer IPs) and each address taken costs the walk a region.
+ASSUMED_ADDRESSES = NAMED_DESTINATIONS - 1
+
+
+def assumed_from_rules(rulesets: Sequence[Ruleset], family: str) -> Tuple[List[NamedDestination], bool]:
+    """Offline, without the host's addresses: the single destination addresses the rules of
+    the input base chains name (``-A INPUT -d 192.0.2.1/32 -p tcp --dport 22 -j ACCEPT``). The
+    INPUT hook sees only packets for the host, so such an address is the host's (or the rule
+    never matches): taken as the host's, a rule written for it is read as the admin meant it,
+    not as a rule for some other host (whose verdict, "filtered", would be a false finding).
+    Returns (at most ASSUMED_ADDRESSES of them, first named first; whether there are more)."""
+    out: List[NamedDestination] = []
+    seen = set()
+    for rs in rulesets:
+        for d in rs.input_destinations:
+            if d.address not in seen:
+                seen.add(d.address)
+                out.append(d)
+    return out[:ASSUMED_ADDRESSES], len(out) > ASSUMED_ADDRESSES
 
 
 def local_routes(own, family: str) -> LocalRoutes:

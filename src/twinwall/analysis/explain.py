@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Dict, List, Optional
 
-from twinwall.analysis.context import build_contexts
+from twinwall.analysis.context import OFFLINE_STAND_IN, build_contexts
 from twinwall.analysis.evaluator import V_ACCEPT
 from twinwall.netfilter.packetset import (
     CT_NEW,
     DPORT,
     IIF,
     PORT_ALL,
+    DST,
     SPORT,
     SRC,
     covers,
@@ -85,10 +86,14 @@ class Region:
     decided_by: List
     uncertain: List[str]
     src: tuple = ()  # the sources as an interval set (for the text's runs; not in the JSON)
+    # the destinations, when only some of those asked about (the host has several addresses
+    # and a rule names one): their CIDRs; empty: every one asked about
+    destinations: List[str] = field(default_factory=list)
 
     def to_json(self) -> Dict:
         return {"verdict": self.verdict, "sources": self.source_cidrs, "interfaces": self.interfaces,
                 "source_ports": self.source_ports, "port": self.port,
+                **({"destinations": self.destinations} if self.destinations else {}),
                 "decided_by": [d.to_dict() for d in self.decided_by], "uncertain": self.uncertain}
 
 
@@ -131,6 +136,8 @@ class FamilyExplanation:
             via = "" if r.interfaces == ["*"] else f" via {','.join(r.interfaces)}"
             sport = "" if r.source_ports == "*" else f" from source port {r.source_ports}"
             to = f" (redirected to port {r.port})" if r.port != str(self.port) else ""
+            if r.destinations:
+                to = f" to {', '.join(r.destinations[:4])}" + (f" (+{len(r.destinations) - 4} more)" if len(r.destinations) > 4 else "") + to
             if len(run) == 1:
                 out.append(f"    {r.verdict.upper():7} {r.sources}{sport}{via}{to}")
                 out += [f"             by {d.describe()}" for d in r.decided_by]
@@ -172,8 +179,8 @@ def _continues(prev: Region, r: Region) -> bool:
     if a.policy is not None or b.policy is not None or a.rule_number is None or b.rule_number is None:
         return False
     return ((a.source, a.table, a.chain) == (b.source, b.table, b.chain) and b.rule_number == a.rule_number + 1
-            and (prev.verdict, prev.interfaces, prev.source_ports, prev.port, prev.uncertain)
-            == (r.verdict, r.interfaces, r.source_ports, r.port, r.uncertain))
+            and (prev.verdict, prev.interfaces, prev.source_ports, prev.port, prev.uncertain, prev.destinations)
+            == (r.verdict, r.interfaces, r.source_ports, r.port, r.uncertain, r.destinations))
 
 
 def _run_sources_text(src, family: str, count: int) -> str:
@@ -181,6 +188,14 @@ def _run_sources_text(src, family: str, count: int) -> str:
     text = _sources_text(src, family)
     head, _, _more = text.partition(" (+")
     return head + (", ..." if _more else "") + f" ({count} sources)"
+
+
+def _destinations(dst, family: str) -> List[str]:
+    """A verdict group's destinations as CIDRs, offline's stand-in for the host's unnamed
+    addresses (context.OFFLINE_STAND_IN) by what it stands for."""
+    stand_in = prefix_interval(OFFLINE_STAND_IN[family], family)
+    out = cidrs(iv_sub(dst, (stand_in,)), family)
+    return out + ["the host's other addresses"] if iv_and(dst, (stand_in,)) else out
 
 
 def explain_port(*args, **kwargs) -> str:
@@ -202,7 +217,7 @@ def explain(
     ``iface``, to ``dest``, from source port ``sport``: default any) through ``family``'s rules."""
     rulesets = load_rulesets(snapshot)
     # the interface asked about must have its own class in the universe
-    ctx = build_contexts(snapshot, rulesets, [iface] if iface else ())[family]
+    ctx = build_contexts(snapshot, rulesets, [iface] if iface else (), assume_named=True)[family]
     result = FamilyExplanation(family, NO_RULESET, proto=proto, port=port)
     if family == "ipv6" and snapshot.ipv6.enabled is False:
         result.status, result.note = DISABLED, f"disabled on this host ({'; '.join(snapshot.ipv6.evidence)})"
@@ -247,6 +262,7 @@ def explain(
             list(o.decided_by),
             list(o.uncertain),
             o.box[SRC],
+            [] if o.box[DST] == dst else _destinations(o.box[DST], family),
         ))
     accepted = [o.box for o in outcomes if o.verdict == V_ACCEPT]
     if not accepted:

@@ -45,8 +45,10 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="offline: an address of the audited host (repeat for each). Without it the host is "
-        "assumed to have only the addresses its sockets are bound to plus one unnamed address; "
-        "a family no --address names keeps that assumption",
+        "assumed to have the addresses its sockets are bound to, the single addresses its INPUT "
+        "rules name as destination ('-A INPUT -d 192.0.2.1/32 ...': INPUT sees only the host's "
+        "packets; the first 64, listed in the report) and one unnamed address; a family no "
+        "--address names keeps that assumption",
     )
     g.add_argument(
         "--ipv6-disabled", action="store_true", help="offline: treat IPv6 as disabled on the audited host"

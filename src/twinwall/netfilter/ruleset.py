@@ -369,6 +369,40 @@ class LocalRoutes:
         return tuple(sorted(out))
 
 
+class NamedDestination(NamedTuple):
+    """A rule of an input-hook base chain whose destination is one address: INPUT sees only
+    packets for the host, so the address is the host's (or the rule is dead). Offline, without
+    the host's addresses, the analysis takes such addresses as the host's (analysis.context)."""
+
+    address: str  # as the rule spells it, without a /32 or /128
+    table: str
+    chain: str
+    rule_number: int
+    line: Optional[int]  # in an iptables-save dump
+    handle: Optional[int]  # an nft rule's
+    rule: str
+
+
+# how many distinct addresses the input base chains' rules are read for (one over: "and more")
+NAMED_DESTINATIONS = 65
+
+
+def host_unicast(af: int, address: str) -> bool:
+    """Whether ``address`` (of address family ``af``) is one unicast address a host may have:
+    not multicast, loopback, the unspecified or a broadcast address (an IPv4 address ending in
+    .255: a /24's or shorter subnet's broadcast, which INPUT rules name for broadcast UDP; as
+    its own address a host seldom has one)."""
+    import ipaddress
+    from _socket import inet_pton
+
+    try:
+        inet_pton(af, address)
+        a = ipaddress.ip_address(address)
+    except (OSError, ValueError):
+        return False
+    return not (a.is_multicast or a.is_loopback or a.is_unspecified or (a.version == 4 and address.endswith(".255")))
+
+
 @dataclass
 class Ruleset:
     family: str  # "ipv4" | "ipv6"
@@ -390,6 +424,9 @@ class Ruleset:
     # ipset's sets by name (parsers.ipset_save.IpSet), for -m set; None: not collected
     ipsets: Optional[Dict] = None
     frontends: List[str] = field(default_factory=list)
+    # the single destination addresses the rules of input-hook base chains name (nat's aside),
+    # found by the parser without compiling them
+    input_destinations: List[NamedDestination] = field(default_factory=list)
 
     def chain(self, table: str, name: str) -> Optional[Chain]:
         t = self.tables.get(table)

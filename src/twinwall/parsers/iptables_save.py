@@ -56,11 +56,14 @@ from twinwall.parsers.protocols import IP_PROTOCOLS, PORT_PROTOCOLS
 from twinwall.netfilter.ruleset import (
     BaseChain,
     Chain,
+    NAMED_DESTINATIONS,
+    NamedDestination,
     Rule,
     RuleList,
     RuleStretch,
     Ruleset,
     Table,
+    host_unicast,
 )
 from twinwall.vocabulary import Action
 
@@ -452,8 +455,48 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save", s
                 if chain.policy is None:
                     chain.policy = "ACCEPT"
                 ruleset.base_chains.append(BaseChain(hook, prio, tname, cname, kind))
+                if hook == "input" and kind != "nat":
+                    _input_destinations(ruleset, chain)
     ruleset.interface_specs = sorted(set(_IFACE_SCAN.findall(text)))
     return ruleset
+
+
+_DST_OPTIONS = ("-d", "--destination", "--dst")
+_SINGLE = {"ipv4": ("32", "255.255.255.255"), "ipv6": ("128",)}
+
+
+def _input_destinations(ruleset: Ruleset, chain: Chain) -> None:
+    """Add the single addresses ``chain``'s rules name as their destination (``-d ADDR``, not
+    negated) to ``ruleset.input_destinations``, from its source: only the lines that hold such
+    an option are split (a blocklist's 100,000 "-s" lines are searched, not read)."""
+    found = ruleset.input_destinations
+    seen = {d.address for d in found}
+    af = AF_INET if ruleset.family == "ipv4" else AF_INET6
+    single = _SINGLE[ruleset.family]
+    number = 0
+    for first, piece in chain.source:
+        block = "\n" in piece
+        if " -d " not in piece and " --destination " not in piece and " --dst " not in piece:
+            number += piece.count("\n") if block else 1
+            continue
+        for k, line in enumerate(piece.split("\n") if block else [piece]):
+            if not line:
+                continue
+            number += 1
+            if " -d " not in line and " --destination " not in line and " --dst " not in line:
+                continue
+            words = line.split()
+            for i, word in enumerate(words[:-1]):
+                if word not in _DST_OPTIONS or words[i - 1] == "!" or (i + 2 < len(words) and words[i + 1] == "!"):
+                    continue
+                for spelled in words[i + 1].split(","):
+                    address, _, mask = spelled.partition("/")
+                    if (mask and mask not in single) or address in seen or not host_unicast(af, address):
+                        continue
+                    seen.add(address)
+                    found.append(NamedDestination(address, chain.table, chain.name, number, first + k, None, line.strip()))
+                    if len(seen) >= NAMED_DESTINATIONS:
+                        return
 
 
 def _new_pending(table: Table, pending: Dict[str, List[Tuple[int, str]]], counts: Dict[str, int], name: str) -> List[Tuple[int, str]]:

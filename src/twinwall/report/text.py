@@ -49,6 +49,17 @@ def render_audit(report: AuditReport, color: bool = False) -> str:
     for rs in report.rulesets:
         where = f"{rs['rules']} rules in {', '.join(rs['tables'])}" if rs["tables"] else "no tables loaded"
         out.append(f"  ruleset {rs['family']}: {rs['source']}, {where}")
+        assumed = rs.get("assumed_addresses")
+        if assumed:
+            # (offline, no --address: say which addresses the verdicts take as the host's)
+            named = ", ".join(
+                f"{a['address']} ({a['table']} {a['chain']} #{a['rule_number']}"
+                + (f", line {a['line']}" if a.get("line") else "") + ")"
+                for a in assumed
+            )
+            more = " and more" if rs.get("assumed_more") else ""
+            out.append(f"    taken as the host's addresses, as its INPUT rules name them: {named}{more}"
+                       " (give --address to name the host's own)")
     out.append("")
     by_row: Dict[int, List[Finding]] = {}
     for f in report.findings:

@@ -425,3 +425,35 @@ def test_a_cut_decided_by_says_so(tmp_path):
     text = run_cli("audit", "--iptables", str(tmp_path / "v4"), "--ip6tables", str(tmp_path / "v6"),
                    "--sockets", str(tmp_path / "ss")).stdout
     assert f"      - ... {len(drop['evidence']) - 4} more (--format json)" in text
+
+
+ROUTER_V4 = """*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -s 192.0.2.0/24 -d 192.0.2.1/32 -p tcp -m tcp --dport 22 -j ACCEPT
+-A INPUT -d 198.51.100.1/32 -p tcp -m tcp --dport 443 -j DROP
+COMMIT
+"""
+ROUTER_SS = "tcp LISTEN 0 128 *:22 *:*\ntcp LISTEN 0 128 *:443 *:*\n"
+
+
+def test_offline_the_addresses_input_names_are_the_hosts():
+    """INPUT sees only the host's packets: offline, without --address, a '-d ADDR' of its rules
+    names one of the host's addresses, and the verdicts answer for it (not "filtered" for an
+    address no rule names). Known addresses (a collected snapshot) take no such assumption."""
+    from twinwall.model import InterfaceAddress
+
+    report = audit_snapshot(dump_snapshot(ROUTER_V4, V6, ROUTER_SS))
+    got = statuses(report)
+    assert got[("tcp", "::", 22)][0] == "restricted"
+    # the DROP names the host's address, where the unnamed address falls to the policy: the
+    # verdict is that of every address (the policy drops for the others too)
+    assert got[("tcp", "::", 443)][0] == "filtered"
+    (row,) = [r for r in report.rulesets if r["family"] == "ipv4"]
+    assert [a["address"] for a in row["assumed_addresses"]] == ["192.0.2.1", "198.51.100.1"]
+    known = dump_snapshot(ROUTER_V4, V6, ROUTER_SS, addresses=[
+        InterfaceAddress("eth0", "ipv4", "203.0.113.1", 24), InterfaceAddress("eth0", "ipv6", "2001:db8::1", 64)])
+    report = audit_snapshot(known)
+    assert statuses(report)[("tcp", "::", 22)][0] == "filtered"  # this host is not 192.0.2.1
+    assert all("assumed_addresses" not in r for r in report.rulesets)

@@ -19,15 +19,19 @@ from twinwall.netfilter.ruleset import (
     DROP,
     BaseChain,
     Chain,
+    NAMED_DESTINATIONS,
+    NamedDestination,
     Rule,
     Ruleset,
     Table,
+    host_unicast,
 )
 from twinwall.parsers.nft_json.expressions import _iface_spec, _strings
 from twinwall.parsers.nft_json.rules import _RuleCompiler, address_rule, unmatched_rule
 from twinwall.parsers.nft_json.selectors import _left_sel
 from twinwall.parsers.nft_json.vocabulary import _Unknown
 from twinwall.parsers.nft_json.tables import _TableData
+from twinwall.parsers.nft_json.text import rule_text
 from twinwall.parsers.nft_json.vocabulary import (
     CHAIN_KINDS,
     FAMILY_OF_VIEW,
@@ -131,9 +135,51 @@ class _View:
                     hook, prio = "prerouting", INGRESS_OFFSET + prio
                 kind = CHAIN_KINDS.get(str(body.get("type", "filter")), "filter")
                 self.rs.base_chains.append(BaseChain(hook, prio, label, cname, kind))
+                if hook == "input" and kind != "nat" and rules:
+                    self._input_destinations(t, chain, rules)
         for cname in t.rules:
             if cname not in table.chains:
                 raise InputError(f"{self.rs.source}: rules for chain {label} {cname}, which is not declared")
+
+    def _input_destinations(self, t: _TableData, chain: Chain, entries: List[Any]) -> None:
+        """Add the single addresses the rules of ``chain`` (an input base chain) test their
+        destination against (``ip daddr ADDR``, or a set of such) to the ruleset's
+        input_destinations: only the rules whose text holds "daddr" are decoded."""
+        found = self.rs.input_destinations
+        seen = {d.address for d in found}
+        protocol = "ip" if self.family == "ipv4" else "ip6"
+        full = 32 if self.family == "ipv4" else 128
+        for n, entry in enumerate(entries, 1):
+            if not isinstance(entry, dict) and t.text.find('"daddr"', entry[0], entry[1]) < 0:
+                continue
+            r = t.rule_dict(entry)
+            exprs = r.get("expr") if isinstance(r, dict) else None
+            if not isinstance(exprs, list):
+                continue  # (refused when the chain is compiled, with the rule's place)
+            for e in exprs:
+                m = e.get("match") if isinstance(e, dict) else None
+                if not isinstance(m, dict) or m.get("op") not in ("==", "in"):
+                    continue
+                left = m.get("left")
+                p = left.get("payload") if isinstance(left, dict) else None
+                if not isinstance(p, dict) or p.get("protocol") != protocol or p.get("field") != "daddr":
+                    continue
+                right = m.get("right")
+                if isinstance(right, dict) and isinstance(right.get("set"), list):
+                    values = right["set"]
+                else:
+                    values = [right]
+                for v in values:
+                    if isinstance(v, dict) and isinstance(v.get("prefix"), dict) and v["prefix"].get("len") == full:
+                        v = v["prefix"].get("addr")
+                    if not isinstance(v, str) or v in seen or not host_unicast(self.af, v):
+                        continue
+                    seen.add(v)
+                    handle = r.get("handle")
+                    found.append(NamedDestination(v, chain.table, chain.name, n, None,
+                                                  handle if isinstance(handle, int) else None, rule_text(r)))
+                    if len(seen) >= NAMED_DESTINATIONS:
+                        return
 
     def add_netdev(self, t: _TableData) -> None:
         """netdev ingress: may drop before any IP hook; not evaluated, made visible."""
