@@ -485,9 +485,10 @@ def _input_destinations(ruleset: Ruleset, chain: Chain) -> None:
             number += 1
             if " -d " not in line and " --destination " not in line and " --dst " not in line:
                 continue
-            words = line.split()
+            words = tokenize(line)  # (a quoted comment's " -d " is no option)
             for i, word in enumerate(words[:-1]):
-                if word not in _DST_OPTIONS or words[i - 1] == "!" or (i + 2 < len(words) and words[i + 1] == "!"):
+                # (negated: "! -d ADDR", or the old "-d ! ADDR")
+                if type(word) is Quoted or word not in _DST_OPTIONS or words[i - 1] == "!" or words[i + 1] == "!":
                     continue
                 for spelled in words[i + 1].split(","):
                     address, _, mask = spelled.partition("/")

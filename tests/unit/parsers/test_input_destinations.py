@@ -29,6 +29,7 @@ COMMIT
 -A INPUT -s 198.51.100.0/24 -d 192.0.2.1/32 -p tcp -m tcp --dport 22 -j ACCEPT
 -A INPUT -d 224.0.0.251/32 -p udp -m udp --dport 5353 -j ACCEPT
 -A INPUT -p tcp -m comment --comment "x" -d 192.0.2.1/32 --dport 443 -j ACCEPT
+-A INPUT -p tcp -m comment --comment "not -d 203.0.113.8 here" -j ACCEPT
 -A INPUT --destination 192.0.2.2,192.0.2.3 -p udp -j DROP
 -A INPUT -d 255.255.255.255/32 -j DROP
 -A INPUT -s 192.0.2.0/24 -d 192.0.2.255/32 -p udp -j ACCEPT
@@ -42,12 +43,12 @@ COMMIT
 def test_iptables_input_destinations():
     rs = parse_iptables_save(V4, "ipv4", "v4.rules")
     got = [(d.address, d.table, d.chain, d.rule_number, d.line) for d in rs.input_destinations]
-    # first naming only; not the negated one, the /24, multicast, broadcasts, nat's
+    # first naming only; not the negated one, the /24, multicast, broadcasts, a comment, nat's
     # INPUT, FORWARD, OUTPUT or a user chain
     assert got == [
         ("192.0.2.1", "filter", "INPUT", 4, 16),
-        ("192.0.2.2", "filter", "INPUT", 7, 19),
-        ("192.0.2.3", "filter", "INPUT", 7, 19),
+        ("192.0.2.2", "filter", "INPUT", 8, 20),
+        ("192.0.2.3", "filter", "INPUT", 8, 20),
     ]
     assert rs.input_destinations[0].rule.startswith("-A INPUT -s 198.51.100.0/24 -d 192.0.2.1/32")
 
