@@ -36,7 +36,6 @@ from twinwall.analysis.verdicts import (
     decisions,
     decided_fields,
     display_address,
-    packed_verdicts,
 )
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
 from twinwall.analysis.evaluator import V_ACCEPT, V_DROP, V_REJECT, Outcome, accepted_by_policy
@@ -278,10 +277,6 @@ class FamilyAudit:
     findings: List[Finding]
     summary: List[Dict]
     frontends: List[str]
-
-    def __getstate__(self) -> Dict[str, Any]:
-        # (a blocklist's verdicts hold lists of 100,000 CIDRs: see packed_verdicts)
-        return {**self.__dict__, "verdicts": packed_verdicts(self.verdicts)}
 
 
 def audit_family(snapshot: HostSnapshot, family: str, sockets: Sequence[ListeningSocket], keep_text: bool = True) -> FamilyAudit:

@@ -45,11 +45,7 @@ BYTES_PER_RULE = 100
 def estimated_rules(snapshot, family: Optional[str] = None) -> int:
     """Rules in a snapshot's dumps (of one family, or all), estimated from their size."""
     texts = snapshot.rulesets if family is None else snapshot.rulesets_for(family)
-    return sum(_size_estimate(t) for t in texts)
-
-
-def _size_estimate(text) -> int:
-    return len(text.text) // BYTES_PER_RULE
+    return sum(len(t.text) for t in texts) // BYTES_PER_RULE
 
 
 def counted_rules(snapshot, family: str) -> int:
@@ -59,7 +55,7 @@ def counted_rules(snapshot, family: str) -> int:
     rules); the size estimate for the others."""
     total = 0
     for t in snapshot.rulesets_for(family):
-        estimate = _size_estimate(t)
+        estimate = len(t.text) // BYTES_PER_RULE
         total += max(estimate, t.text.count("\n-A ")) if t.format == "iptables-save" else estimate
     return total
 

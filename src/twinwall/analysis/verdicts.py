@@ -6,8 +6,7 @@ verdicts; this module imports neither, so each can use it directly.
 
 from __future__ import annotations
 
-from copy import copy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
@@ -62,89 +61,6 @@ def reach_rank(status: str) -> Optional[int]:
 
 
 MAX_DECIDED_BY = 12
-
-# A list of CIDRs this long crosses a process boundary (a family's audit in a forked process,
-# analysis.parallel) as one string of its lines: pickle writes and reads 100,000 short strings
-# one by one (~35 ms a blocklist family at 100k, ~0.4 s at 1M), a join and a split are C loops.
-PACKED_MIN = 4096
-
-
-class _Joined:
-    """A long list of strings as pickle should carry it: joined by newlines, split again when
-    loaded. One _Joined per distinct list: pickle writes it once and the loaded side shares the
-    one list it makes, as the verdicts shared their equal lists' strings."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str):
-        self.text = text
-
-    def __reduce__(self):
-        return (_split, (self.text,))
-
-
-class _JoinedTuple:
-    """The same as a tuple: made of the loaded list (its strings, not a second split's)."""
-
-    __slots__ = ("joined",)
-
-    def __init__(self, joined: _Joined):
-        self.joined = joined
-
-    def __reduce__(self):
-        return (tuple, (self.joined,))
-
-
-def _same_strings(a: Sequence[str], b: Sequence[str]) -> bool:
-    # (list == list compares item by item in C, the same strings by identity: ~1 ns an item)
-    return a is b or (a == b if type(a) is type(b) else list(a) == list(b))
-
-
-def _split(text: str) -> List[str]:
-    return text.split("\n")
-
-
-def packed_verdicts(verdicts: Sequence["FamilyVerdict"]) -> list:
-    """``verdicts`` as they should be pickled: each verdict with a list of PACKED_MIN or more
-    addresses a copy of it holding a _Joined instead (lists or tuples of the same strings, one
-    _Joined); the others as they are. The verdicts themselves are not changed."""
-    joined: Dict[Tuple, Tuple[Sequence[str], _Joined, _JoinedTuple]] = {}
-    seen: Dict[int, Any] = {}  # id of a list packed -> what it packed to (the list kept alive)
-
-    def pack(seq):
-        if len(seq) < PACKED_MIN or type(seq[0]) is not str:
-            return seq
-        done = seen.get(id(seq))
-        if done is not None:
-            return done[1]
-        key = (len(seq), seq[0], seq[-1])
-        known = joined.get(key)
-        if known is None or not _same_strings(known[0], seq):
-            text = "\n".join(seq)
-            if text.count("\n") != len(seq) - 1:  # (no CIDR holds a newline; anything else, as it is)
-                return seq
-            as_list = _Joined(text)
-            known = joined[key] = (seq, as_list, _JoinedTuple(as_list))
-        out = known[2] if type(seq) is tuple else known[1]
-        seen[id(seq)] = (seq, out)
-        return out
-
-    def packed(obj, names):
-        """``obj``'s long lists packed: {name: packed} of those that are."""
-        return {k: p for k in names for p in (pack(getattr(obj, k)),) if p is not getattr(obj, k)}
-
-    out = []
-    for v in verdicts:
-        fields = packed(v, VERDICT_ADDRESS_FIELDS)
-        allowed = []
-        for a in v.allowed:
-            inner = packed(a, ALLOWED_ADDRESS_FIELDS)
-            allowed.append(replace(a, **inner) if inner else a)
-        if fields or any(a is not b for a, b in zip(allowed, v.allowed)):
-            v = copy(v)
-            v.__dict__.update(fields, allowed=allowed)
-        out.append(v)
-    return out
 CLIENT_PORTS = ((1024, 65535),)  # source ports any unprivileged client can choose
 
 

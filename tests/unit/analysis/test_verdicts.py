@@ -241,32 +241,3 @@ def test_folding_the_martians_in_is_decided_as_the_whole_count_would():
                 pairs.append((lo, min(lo + rng.choice([0, 1, 5, 255, 1 << 20]), (1 << bits) - 1)))
             a = iv_normalize(pairs)
             assert _folding_shortens(a, family) == (cidr_count(iv_or(a, _martians(family))) < cidr_count(a)), (family, a)
-
-
-def test_a_family_audit_pickles_its_long_address_lists_joined():
-    """A forked family's audit comes back pickled (analysis.parallel): its long CIDR lists go as
-    one joined string each and come back equal, of their own types, the equal ones one list;
-    a list whose strings hold a newline goes as it is."""
-    import pickle
-
-    from twinwall.analysis.audit import FamilyAudit
-    from twinwall.analysis.verdicts import PACKED_MIN, Allowed, FamilyVerdict
-
-    cidrs = [f"2001:db8::{k:x}/128" for k in range(PACKED_MIN + 5)]
-    other = [f"192.0.2.{k % 256}/32" for k in range(PACKED_MIN)]
-    odd = ["a\nb"] * PACKED_MIN
-    v1 = FamilyVerdict("restricted", denied_sources=cidrs, allowed_sources_except=list(cidrs),
-                       allowed=[Allowed(("::/0",), ("*",), ("*",), sources_except=tuple(cidrs))])
-    v2 = FamilyVerdict("filtered", denied_sources=other, allowed_sources=odd, allowed_addresses=["192.0.2.1/32"])
-    audit = FamilyAudit("ipv6", [v1, v2], [], [], [], [])
-    data = pickle.dumps(audit, protocol=pickle.HIGHEST_PROTOCOL)
-    back = pickle.loads(data)
-    assert back == audit
-    b1, b2 = back.verdicts
-    assert type(b1.allowed[0].sources_except) is tuple and type(b1.denied_sources) is list
-    assert b1.denied_sources is b1.allowed_sources_except  # equal lists: one list
-    assert all(x is y for x, y in zip(b1.denied_sources, b1.allowed[0].sources_except))
-    assert b2.allowed_sources == odd
-    # joined: the strings of one list are not written one by one (nor twice)
-    assert len(data) < len("\n".join(cidrs)) + len("\n".join(other)) + len("".join(odd)) + 4 * PACKED_MIN
-    assert audit.verdicts[0] is v1 and v1.denied_sources is cidrs  # the audit itself unchanged
