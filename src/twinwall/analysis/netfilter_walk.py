@@ -57,6 +57,7 @@ from twinwall.netfilter.ruleset import (
     BaseChain,
     Chain,
     Decision,
+    RuleList,
     Ruleset,
 )
 from twinwall.vocabulary import Verdict
@@ -177,7 +178,9 @@ class InertChains:
         chain = rs.chain(table, name)
         inert = chain is not None and depth < MAX_DEPTH
         if inert and chain is not None:
-            for r in chain.rules:
+            rules = chain.rules
+            # (a RuleList's stretch by its first rule: its rules all have its action and target)
+            for r in rules.representatives() if isinstance(rules, RuleList) else rules:
                 if r.action in (CONTINUE, RETURN) or not r.alternatives:
                     continue
                 if r.action == JUMP and r.target is not None and self(rs, table, r.target, depth + 1):

@@ -253,3 +253,42 @@ def test_an_interval_inside_a_pieces_role_classifies_as_the_piece_says(family, k
     if piece[0] <= v_lo and v_hi <= piece[1] and not (v_lo <= piece[2] and piece[3] <= v_hi):
         if not (head[0][0] <= piece[2] and piece[3] <= head[0][1]):
             assert roles.classify(value) == roles.classify(head)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_long_chains_stretches_give_the_diff_of_its_rules_read_one_by_one(seed, monkeypatch):
+    """The diff reads a long chain's stretches (ruleset.RuleStretch) as their values and
+    texts (_lift_collapsed): the same document, compact and verbose, as the chain compiled rule
+    by rule, with no stretch's every Rule made (the point: a blocklist's 100,000 Rules)."""
+    import random
+
+    from test_iptables_stretches import _dump
+    from twinwall.model import HostSnapshot, RulesetText
+    from twinwall.netfilter.ruleset import RuleList, RuleStretch
+    from twinwall.parsers import iptables_save
+
+    rng = random.Random(seed)
+    texts = {f: _dump(rng, f, rng.choice((1100, 2600))) for f in ("ipv4", "ipv6")}
+    made = []
+    every = RuleList.every
+    monkeypatch.setattr(RuleList, "every", lambda self: made.append(len(self)) or every(self))
+    rule = RuleStretch.rule
+    # (of a stretch whose rules may make a run: those of other targets are lifted one by one)
+    monkeypatch.setattr(RuleStretch, "rule",
+                        lambda self, *a: self.action in ("DROP", "ACCEPT", "REJECT") and made.append(1) or rule(self, *a))
+    spelled = []  # the texts of a stretch's rules read off it
+    text = RuleStretch.text
+    monkeypatch.setattr(RuleStretch, "text", lambda self, k: spelled.append(k) or text(self, k))
+    docs = []
+    for stretch_min in (iptables_save.STRETCH_MIN_CHAIN, 1 << 30):
+        monkeypatch.setattr(iptables_save, "STRETCH_MIN_CHAIN", stretch_min)
+        snap = HostSnapshot(sockets_known=False, interfaces=["lo", "eth0", "eth1"])
+        snap.rulesets = [RulesetText(f, "iptables-save", "unknown", f, t) for f, t in texts.items()]
+        result = D.diff_snapshot(snap, parallel=False)
+        docs.append((result.to_json(), result.to_json(verbose=True)))
+        if stretch_min != 1 << 30:
+            # (a Rule here and there, a run's first: no every())
+            sources = sum(t.count(" -j DROP\n") + t.count(" -j ACCEPT\n") + t.count(" -j REJECT\n") for t in texts.values())
+            assert len(made) < sources / 4 and all(m == 1 for m in made)
+            assert len(spelled) > 100
+    assert docs[0] == docs[1]

@@ -513,7 +513,9 @@ def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[boo
                 for text in own.rulesets:
                     if text.family not in (family, "inet"):
                         text.text = ""
-        rulesets = load_rulesets(own, keep_text=False, families=(family,))
+        # (a blocklist's stretches of rules are lifted from their values, their Rules not made:
+        # role_walk._lift_collapsed)
+        rulesets = load_rulesets(own, keep_text=False, families=(family,), stretches=True)
         ctx = build_contexts(snapshot, rulesets)[family]
         if not ctx.rules_known:
             raise _missing_rules([family])
