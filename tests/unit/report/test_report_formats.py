@@ -400,3 +400,13 @@ def test_sarif_rules_and_results_carry_the_fix():
     assert finding["fix"] and f"Fix: {finding['fix']}" in result["message"]["text"]
     assert result["properties"]["remedy"] == finding["remedy"] == "mirror"
     assert rules["TW-FAMILY-GAP"]["shortDescription"]["text"] == finding["title"]
+
+
+def test_html_names_the_addresses_an_offline_audit_took_as_the_hosts():
+    doc = audit_doc()
+    doc["host"]["rulesets"][0]["assumed_addresses"] = [
+        {"address": "192.0.2.1", "table": "filter", "chain": "INPUT", "rule_number": 3, "line": 7,
+         "rule": '-A INPUT -d 192.0.2.1/32 -m comment --comment "<b>" -j ACCEPT'}]
+    page = render("html", doc)
+    assert "taken as the host's addresses" in page and "<code>192.0.2.1</code>" in page
+    assert "&lt;b&gt;" in page and "<b>" not in page.split("taken as the host's addresses")[1].split("</ul>")[0]

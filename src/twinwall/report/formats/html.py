@@ -207,12 +207,25 @@ def _findings(doc: Doc) -> str:
     return "".join(out)
 
 
+def _assumed(ruleset: Dict) -> str:
+    """The addresses an offline audit took as the host's because the ruleset's INPUT rules name
+    them (analysis.context.assumed_from_rules), each with its rule."""
+    assumed = ruleset.get("assumed_addresses") or []
+    if not assumed:
+        return ""
+    items = "".join(
+        f"<li><code>{_e(a.get('address'))}</code>: {_e(a.get('table'))} {_e(a.get('chain'))} "
+        f"#{_e(a.get('rule_number'))} <code>{_e(a.get('rule'))}</code></li>" for a in assumed)
+    more = " (and more)" if ruleset.get("assumed_more") else ""
+    return f"<br>taken as the host's addresses, as its INPUT rules name them{more}:<ul>{items}</ul>"
+
+
 def _host_section(doc: Doc, index: int) -> str:
     host = doc.get("host") or {}
     ipv6 = {True: "enabled", False: "disabled", None: "unknown"}.get((doc.get("ipv6") or {}).get("enabled"), "unknown")
     rulesets = "".join(
         f"<li>{_e(rs.get('family'))}: {_e(rs.get('source'))}, {_e(rs.get('rules'))} rules in "
-        f"{_e(', '.join(rs.get('tables') or []) or 'no tables')}</li>"
+        f"{_e(', '.join(rs.get('tables') or []) or 'no tables')}{_assumed(rs)}</li>"
         for rs in host.get("rulesets") or []
     )
     missing = "".join(f"<li>{_e(m)}</li>" for m in host.get("missing") or [])
