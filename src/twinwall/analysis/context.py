@@ -15,7 +15,7 @@ from twinwall.netfilter.packetset import (
     loopback_addresses,
     prefix_interval,
 )
-from twinwall.model import FAMILIES, WILDCARD_ADDRESSES, HostSnapshot, is_loopback_address
+from twinwall.model import FAMILIES, WILDCARD_ADDRESSES, HostSnapshot, InterfaceAddress, is_loopback_address
 from twinwall.netfilter.ruleset import NAMED_DESTINATIONS, LocalRoutes, NamedDestination, Ruleset
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def build_contexts(
         assumed: List[NamedDestination] = []
         more = False
         if assume_named and (not snapshot.addresses_known or _stand_in_only(own, family)):
-            assumed, more = assumed_from_rules(rulesets.get(family, []), family)
+            assumed, more = assumed_from_rules(rulesets.get(family, []))
             named = iv_normalize(prefix_interval(d.address, family) for d in assumed)
             targets, local = iv_or(targets, named), iv_or(local, named)
         ifaces = remote_ifaces
@@ -113,7 +113,7 @@ def build_contexts(
     return contexts
 
 
-def _stand_in_only(own: list, family: str) -> bool:
+def _stand_in_only(own: Sequence[InterfaceAddress], family: str) -> bool:
     """Whether a family's addresses are the offline assumption (commands.inputs gives it to a
     family no --address names): the stand-in among them."""
     return any(a.interface == "?" and a.address == OFFLINE_STAND_IN[family] for a in own)
@@ -125,7 +125,7 @@ def _stand_in_only(own: list, family: str) -> bool:
 ASSUMED_ADDRESSES = NAMED_DESTINATIONS - 1
 
 
-def assumed_from_rules(rulesets: Sequence[Ruleset], family: str) -> Tuple[List[NamedDestination], bool]:
+def assumed_from_rules(rulesets: Sequence[Ruleset]) -> Tuple[List[NamedDestination], bool]:
     """Offline, without the host's addresses: the single destination addresses the rules of
     the input base chains name (``-A INPUT -d 192.0.2.1/32 -p tcp --dport 22 -j ACCEPT``). The
     INPUT hook sees only packets for the host, so such an address is the host's (or the rule

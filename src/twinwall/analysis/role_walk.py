@@ -63,6 +63,7 @@ from twinwall.netfilter.ruleset import (
     BaseChain,
     Chain,
     Decision,
+    MATCHES_ANY,
     Rule,
     RuleList,
     Ruleset,
@@ -398,7 +399,7 @@ class _Flow:
 
 
 _NO_LABEL: FrozenSet[Decision] = frozenset()
-_SOME = ((),)  # what a lifted rule of a walk that owns its rules keeps of its constraints
+_SOME = MATCHES_ANY  # what a lifted rule of a walk that owns its rules keeps of its constraints
 
 
 def _restrict(f: _Flow, box: Box) -> _Flow:

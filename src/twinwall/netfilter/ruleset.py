@@ -266,21 +266,6 @@ class RuleList(Sequence):
             self._whole = True
         return self._rules  # type: ignore[return-value]
 
-    def texts(self, start: int, end: int) -> List[str]:
-        """The texts of the rules at positions start..end-1 (a stretch's spelled from it, their
-        Rules not made)."""
-        out: List[str] = []
-        at = start
-        for s in self.stretches:
-            if s.start < end and start < s.end:
-                out += [r.text for r in self[at:s.start]] if at < s.start else []
-                first, last = max(start, s.start), min(end, s.end)
-                out += [s.text(k) for k in range(first - s.start, last - s.start)]
-                at = last
-        if at < end:
-            out += [r.text for r in self[at:end]]
-        return out
-
     def made(self) -> List[Rule]:
         """The Rules made so far (every one, once iterated)."""
         return [r for r in self._rules if r is not None]
