@@ -68,7 +68,7 @@ from twinwall.analysis.diff.describe import (
     verdict_of,
 )
 from twinwall.analysis.labels import has_runs, same_rules, share_rules
-from twinwall.analysis.parallel import FORK_MIN_RULES, can_fork, run_jobs, worth_forking
+from twinwall.analysis.parallel import DIFF_FORK_MIN_RULES, FORK_MIN_RULES, can_fork, run_jobs, worth_forking
 from twinwall.analysis.role_walk import Outcome, RoleWalker, merge_tuples
 from twinwall.analysis.roles import (
     HOST,
@@ -498,7 +498,7 @@ def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[boo
     if missing:
         raise _missing_rules(missing)
     if parallel is None:
-        parallel = worth_forking(snapshot)
+        parallel = worth_forking(snapshot, DIFF_FORK_MIN_RULES)
     # (run_jobs forks the other family's walk before this process starts its own)
     forking = parallel and can_fork()
     bare = build_contexts(snapshot, {})  # addresses and interfaces: all the roles need
