@@ -98,3 +98,23 @@ def test_an_iterator_member_is_written_as_the_list_of_its_items_made_in_order():
     filled.clear()
     assert list(json_out.dumps_pieces({"schema": "s", "services": services(), "empty": iter(()), "sets": filled}, pretty=True)) == [
         json_out.dumps(whole, pretty=True)]
+
+
+def test_pieces_of_a_small_document_leave_orjson_unloaded(monkeypatch):
+    # (its import is most of a small report's writing: the standard library writes it)
+    monkeypatch.setattr(json_out, "orjson", json_out._UNLOADED)
+    blob = b"".join(json_out.dumps_pieces({"schema": "x", "items": [DOC["services"][0]] * 10}))
+    assert json_out.orjson is json_out._UNLOADED
+    assert _value(blob) == {"schema": "x", "items": [DOC["services"][0]] * 10}
+
+
+def test_pieces_past_the_standard_library_s_share_are_the_same_value(monkeypatch):
+    # a document of both encoders' pieces: the same value as one written whole
+    monkeypatch.setattr(json_out, "orjson", json_out._UNLOADED)
+    monkeypatch.setattr(json_out, "_STDLIB_BYTES", 200)
+    doc = {"schema": "x", "items": [{"n": i, "s": "\u2192 \"q\" \\ \n", "f": i / 7} for i in range(50)],
+           "tail": {"k": [1, 2, None, True]}}
+    blob = b"".join(json_out.dumps_pieces(doc))
+    assert json_out.orjson is not json_out._UNLOADED  # (orjson wrote the rest, where installed)
+    assert _value(blob) == json.loads(json.dumps(doc))
+    assert blob == json_out.dumps(doc)  # (and both encoders spell plain values alike)
