@@ -33,7 +33,7 @@ def _orjson():
         try:
             import orjson as module
         except ImportError:  # pragma: no cover - orjson is a declared dependency
-            module = None
+            module = None  # type: ignore[assignment]  # dumps() falls back to the standard library
         orjson = module
     return orjson
 
