@@ -327,6 +327,13 @@ _SIMPLE_PROTO_CONSTRAINT = {name: (PROTO, value) for name, value in _SIMPLE_PROT
 _MATCH_ALL = ((),)
 # a word _ARG refuses to start with, or the empty word
 _NOT_ARG_START = frozenset(("", "!", "-"))
+# a short chain of source jumps only ("-A NAME [-s ADDRESS] -j TARGET" each, one block of the
+# dump: the many small chains of a chain per service), read at once by one search of the block
+# (_Compiler._source_chain) in place of the rule-by-rule path's checks line by line: the same
+# words that path's word-by-word and _SOURCE_JUMP readings take, without a comment (a line the
+# search does not take sends the whole chain there). Tests turn it off to compare the two.
+_SOURCE_CHAIN_LINE = re.compile(r'^-A \S+(?: -s ([^\s"!-][^\s"]*))? -j ([^\s"!-][^\s"]*)$', re.M)
+_SOURCE_CHAINS = True
 # the sources whose rules' alternatives are shared (_Compiler._source_alternatives) at most
 _SOURCES_REMEMBERED = 4096
 # a chain of this many rules keeps its stretches of source jumps ("-s ADDR -j T", consecutive,
@@ -673,6 +680,10 @@ class _Compiler:
         self._source_jumps: Dict[str, Dict[str, Tuple[str, str]]] = {}
 
     def compile_chain(self, chain: Chain, pieces: List[Tuple[int, str]]) -> Sequence[Rule]:
+        if len(pieces) == 1 and _SOURCE_CHAINS:
+            quick = self._source_chain(chain, pieces[0])
+            if quick is not None:
+                return quick
         lines, numbers = _source_lines(pieces)
         rules: List[Optional[Rule]] = []
         # the stretches of source jumps (a long chain's only; see STRETCH_MIN_CHAIN), their
@@ -816,6 +827,58 @@ class _Compiler:
         if kept:
             return RuleList(table, name, rules, kept)
         return rules  # type: ignore[return-value]  # (no stretch left: no None in it)
+
+    def _source_chain(self, chain: Chain, piece: Tuple[int, str]) -> Optional[List[Rule]]:
+        """compile_chain of a chain whose source is one block of source jumps (see
+        _SOURCE_CHAIN_LINE), each line's Rule as the rule-by-rule path makes it (the same
+        alternatives, action and interned target); None where a line is no such jump, is not
+        printable, or jumps to a target whose action is not known yet (that path learns it)."""
+        first, block = piece
+        count = block.count("\n")  # (a block's lines each end in one: _RULE_BLOCK)
+        if not count or count >= STRETCH_MIN_CHAIN:
+            return None  # (a line on its own; a long chain, which may keep stretches)
+        found = _SOURCE_CHAIN_LINE.findall(block)
+        if len(found) != count or not block.replace("\n", "").isprintable():
+            return None  # (a line the search skipped, or one with an unprintable character)
+        lines = block.split("\n")
+        lines.pop()  # (the empty string after the last newline)
+        table, name = chain.table, chain.name
+        jumps = self._source_jumps.get(table)
+        if jumps is None:
+            jumps = self._source_jumps[table] = {}
+        actions = self._actions
+        source_alternatives = self._source_alternatives
+        addr_cache = self._addr_cache
+        af = AF_INET if self.family == "ipv4" else AF_INET6
+        one = "/32" if self.family == "ipv4" else "/128"
+        rules: List[Rule] = []
+        n = 0
+        try:
+            for n, (line, (src, target)) in enumerate(zip(lines, found), 1):
+                known = jumps.get(target)
+                if known is not None:
+                    target, action = known
+                else:
+                    target = intern(target)
+                    action = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
+                    if action is None:
+                        return None
+                    jumps[target] = (target, action)
+                if src:
+                    alternatives = source_alternatives.get(src)
+                    if alternatives is None:
+                        value = _one_address(src, af, one) or addr_cache.get(src) or self.parse_addresses(src)
+                        if len(source_alternatives) >= _SOURCES_REMEMBERED:
+                            source_alternatives.clear()
+                        alternatives = source_alternatives[src] = (((SRC, value),),)
+                else:
+                    alternatives = _MATCH_ALL
+                rules.append(Rule(table, name, n, line, alternatives, (), action, target, None, first + n - 1))
+        except (RuleSyntaxError, ValueError, IndexError) as exc:
+            raise InputError(
+                f"{self.ruleset.source}: {chain.table} {chain.name} rule {n}: {exc}: {lines[n - 1][:120]}"
+            ) from None
+        return rules
 
     # -- values ------------------------------------------------------------------------------
 
