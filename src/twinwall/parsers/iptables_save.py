@@ -860,9 +860,10 @@ class _Compiler:
                     target, action = known
                 else:
                     target = intern(target)
-                    action = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
-                    if action is None:
+                    learnt = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
+                    if learnt is None:
                         return None
+                    action = learnt
                     jumps[target] = (target, action)
                 if src:
                     alternatives = source_alternatives.get(src)
