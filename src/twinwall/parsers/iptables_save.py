@@ -332,7 +332,7 @@ _NOT_ARG_START = frozenset(("", "!", "-"))
 # (_Compiler._source_chain) in place of the rule-by-rule path's checks line by line: the same
 # words that path's word-by-word and _SOURCE_JUMP readings take, without a comment (a line the
 # search does not take sends the whole chain there). Tests turn it off to compare the two.
-_SOURCE_CHAIN_LINE = re.compile(r'^-A \S+(?: -s ([^\s"!-][^\s"]*))? -j ([^\s"!-][^\s"]*)$', re.M)
+_SOURCE_CHAIN_LINE = re.compile(r'^-A [^\s"]+(?: -s ([^\s"!-][^\s"]*))? -j ([^\s"!-][^\s"]*)$', re.M)
 _SOURCE_CHAINS = True
 # the sources whose rules' alternatives are shared (_Compiler._source_alternatives) at most
 _SOURCES_REMEMBERED = 4096

@@ -44,7 +44,9 @@ def _dump(rng, family, n_chains):
                 lines.append(f"-A {c} -j {rng.choice(TARGETS)}")
             else:
                 lines.append(f"-A {c} -s {rng.choice(SOURCES[family])} -j {rng.choice(TARGETS)}")
-    lines += ["-A y -j RETURN", "COMMIT", ""]
+    # (a quote in a chain's name: the rule-by-rule path reads such a line its own way)
+    lines[5:5] = [':q"q - [0:0]']
+    lines += ['-A q"q -s 192.0.2.1 -j ACCEPT', '-A q"q -j RETURN', "-A y -j RETURN", "COMMIT", ""]
     return "\n".join(lines)
 
 
