@@ -601,10 +601,10 @@ class Evaluator(NetfilterWalk):
             if not matched:
                 continue
             current = rest
-            decision = decide(rs, rule)
             if action == RETURN:
                 returned.extend(matched)
                 continue
+            decision = decide(rs, rule)  # (a RETURN's is read by nobody: what it returns goes on with its trail)
             for f in matched:
                 trail = f.trail
                 pushed = inside.get(id(trail))
