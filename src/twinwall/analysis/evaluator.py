@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from twinwall.analysis.chain_index import GATE_DIMS, MIN_RUN, ChainIndex, Run, find_runs, runs_within
 from twinwall.analysis.netfilter_walk import (  # noqa: F401 - re-exported: the audit's names
@@ -412,6 +412,7 @@ class Evaluator(NetfilterWalk):
         self.trace = trace
         self.compact = compact
         self._run_cache: Dict[object, tuple] = {}
+        self._values: Dict[tuple, tuple] = {}  # (_shared_values)
 
     # -- entry points ----------------------------------------------------------------------
 
@@ -590,6 +591,7 @@ class Evaluator(NetfilterWalk):
         returned: List[Flow] = []
         match, decide = self.match, self.decision
         inside: Dict[int, tuple] = {}  # id(a trail) -> the trail in the chain: (jump, trail)
+        cut: Optional[Set[int]] = None  # the dimensions one-interval rules cut here
         for rule in rules:
             if not current:
                 break
@@ -597,7 +599,13 @@ class Evaluator(NetfilterWalk):
             if not rule.alternatives or action == CONTINUE:
                 continue
             one = one_interval(rule)
-            matched, rest = match_one_interval(one[0], one[1], current) if one is not None else match(rule, current)
+            if one is not None:
+                matched, rest = match_one_interval(one[0], one[1], current)
+                if cut is None:
+                    cut = set()
+                cut.add(one[0])
+            else:
+                matched, rest = match(rule, current)
             if not matched:
                 continue
             current = rest
@@ -612,7 +620,37 @@ class Evaluator(NetfilterWalk):
                     pushed = inside[id(trail)] = (jump, trail)
                 ended.append((Flow(f.box, (decision, pushed), f.uncertain, f.origin), action, decision))
         returned.extend(current)
+        if cut is not None and returned:
+            returned = self._shared_values(returned, cut)
         return returned
+
+    # the interval sets _shared_values remembers at most (it starts again when full)
+    SHARED_VALUES = 4096
+
+    def _shared_values(self, flows: List[Flow], dims: Set[int]) -> List[Flow]:
+        """``flows`` with their values on ``dims`` replaced by an equal set seen before, where
+        there is one (the flows themselves, boxes rebuilt only where a value is replaced; not
+        the flows NAT rewrote, whose origin is another box). What a plain chain returns is its
+        entering flows less its rules' prefixes: many small chains' returns, 16,000 of them
+        parked until their dispatch chain ends, hold mostly the same few source sets, each
+        otherwise a copy of its own (a kilobyte of pairs), all alive until merged."""
+        values = self._values
+        if len(values) >= self.SHARED_VALUES:
+            values.clear()
+        out: List[Flow] = []
+        for f in flows:
+            box = f.box
+            if f.origin is not box:
+                out.append(f)
+                continue
+            new = box
+            for d in dims:
+                v = new[d]
+                seen = values.setdefault(v, v)
+                if seen is not v:
+                    new = new[:d] + (seen,) + new[d + 1:]
+            out.append(f if new is box else Flow(new, f.trail, f.uncertain, new))
+        return out
 
     def rejoin(self, current: List[Flow], back: List[Flow]) -> List[Flow]:
         current = current + back

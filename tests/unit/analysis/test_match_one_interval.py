@@ -62,3 +62,27 @@ def test_one_interval_refuses_other_rules():
     assert one_interval(Rule("filter", "c", 1, "-A c", (two,), (), ACCEPT, "ACCEPT")) is None
     assert one_interval(Rule("filter", "c", 1, "-A c", (((SRC, ((1, 2), (5, 6))),),), (), ACCEPT, "ACCEPT")) is None
     assert one_interval(Rule("filter", "c", 1, "-A c", (((SRC, ((1, 2),)),), ((DST, ((1, 2),)),)), (), ACCEPT, "ACCEPT")) is None
+
+
+def test_shared_values_changes_no_flow():
+    # the plain walk's returned flows with equal values made one object: the same boxes by
+    # value, the same trails, a flow whose values were all seen already or new kept as it is
+    rng = random.Random(3)
+    evaluator = Evaluator.__new__(Evaluator)
+    evaluator._values = {}
+    for _ in range(300):
+        flows = [_flow(rng) for _ in range(rng.randint(1, 5))]
+        flows += [Flow(tuple(f.box), f.trail, f.uncertain, f.origin) for f in flows[:2]]  # (equal, not the same)
+        got = evaluator._shared_values(flows, {SRC, DPORT})
+        assert [(g.box, g.origin, g.trail, g.uncertain) for g in got] == [(f.box, f.origin, f.trail, f.uncertain) for f in flows]
+        for g, f in zip(got, flows):
+            assert (g.origin is g.box) == (f.origin is f.box)
+            if f.origin is not f.box:
+                assert g is f  # (NAT rewrote it: left alone)
+            elif g is not f:
+                assert any(g.box[d] is not f.box[d] for d in (SRC, DPORT))
+        seen = {}
+        for g in got:
+            if g.origin is g.box:
+                for d in (SRC, DPORT):
+                    assert seen.setdefault(g.box[d], g.box[d]) is g.box[d]  # one object per value
