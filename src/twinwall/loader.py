@@ -5,7 +5,7 @@ This is the only place that knows which parser reads which dump format.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Sequence, Tuple, Union
 
 from twinwall.errors import InputError
 from twinwall.model import FAMILIES, FAMILY_LABEL, IPV4, HostSnapshot, RulesetText
@@ -18,14 +18,16 @@ def ruleset_label(text: RulesetText) -> str:
 
 
 def load_rulesets(
-    snapshot: HostSnapshot, keep_text: bool = True, families: Sequence[str] = FAMILIES, stretches: bool = False
+    snapshot: HostSnapshot, keep_text: bool = True, families: Sequence[str] = FAMILIES,
+    stretches: Union[bool, FrozenSet[str]] = False,
 ) -> Dict[str, List[Ruleset]]:
     """Parse every dump of the snapshot. Keys: "ipv4", "ipv6".
 
     ``keep_text=False`` empties each dump's text once parsed (the model keeps what it needs):
     for a 100k-rule host that halves peak memory. ``families`` limits the work to some
     families (the others come back empty). ``stretches``: an iptables-save dump's long
-    stretches of source jumps are kept as such (parse_iptables_save), for the audit's walk."""
+    stretches of source jumps are kept as such (parse_iptables_save), for the audit's walk; a
+    set of actions: the stretches of those only (the diff's)."""
     out: Dict[str, List[Ruleset]] = {f: [] for f in FAMILIES}
     for text in snapshot.rulesets:
         if text.family not in families and text.family != "inet":

@@ -11,8 +11,9 @@ evaluator follows a match it cannot decide.
 
 from __future__ import annotations
 
+from itertools import count, repeat
 from operator import is_
-from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from twinwall.analysis.netfilter_walk import (
     V_ACCEPT,
@@ -233,6 +234,9 @@ def _lift_rule(rule, source: str, roles: AddressRoles, cache: Dict) -> _XRule:
 
 # actions a run of indistinguishable rules may share: each rule ends the very same copies
 _RUN_ACTIONS = frozenset((DROP, REJECT, ACCEPT))
+# the stretches of rules (ruleset.RuleStretch) _lift_collapsed reads from their values: a
+# parse for the role walk keeps those only (loader.load_rulesets)
+LIFTED_STRETCHES = _RUN_ACTIONS
 
 
 def _runs_from(xr: _XRule) -> bool:
@@ -259,117 +263,101 @@ def _lift_collapsed(rules: Sequence[Rule], source: str, roles: AddressRoles, cac
     (A rule of one address match that continues a run is told by its roles alone, not lifted:
     a blocklist's rules, one "-s ADDR" each. Of a RuleList's stretches, ruleset.RuleStretch,
     such rules are read as their values and texts: their Rules are not made.)"""
-    runs = _Runs(source, roles, cache)
+    out: List[_XRule] = []
+    classify = roles.classify
+    head: Optional[_XRule] = None  # the first rule of the run going on, if any
+    texts: List[str] = []  # the texts of its rules
+    # of the run going on: its rules' action, where the next one is, and, when its first rule
+    # is one address match, its dimension and roles (what a rule like it must classify as)
+    action = table = chain = None
+    after = 0
+    dim: Optional[int] = None
+    pair: Any = None
+    piece: Optional[Tuple[int, int, int, int]] = None
+    for item in _items(rules):
+        if type(item) is tuple:  # (a stretch's rule: its number, its value, the stretch, which)
+            number, value, st, k = item
+            if head is not None and number == after and st.action == action and st.dim == dim \
+                    and _joins(value, piece, pair, classify):
+                texts.append(st.text(k))
+                after += 1
+                continue
+            r = rules[number - 1]
+        else:
+            r = item
+        if head is not None:
+            if r.action == action and r.number == after and not r.unknown and not r.logs \
+                    and r.table == table and r.chain == chain:
+                alts = r.alternatives
+                if dim is not None and len(alts) == 1 and len(alts[0]) == 1 and alts[0][0][0] == dim \
+                        and _joins(alts[0][0][1], piece, pair, classify):
+                    texts.append(r.text)
+                    after += 1
+                    continue
+                xr = _lift_rule(r, source, roles, cache)
+                if _runs_from(xr) and (xr.may is head.may or xr.may == head.may):
+                    texts.append(r.text)
+                    after += 1
+                    continue
+            else:
+                xr = _lift_rule(r, source, roles, cache)
+            if len(texts) > 1:
+                head._decision = _rule_run(head.rule, texts, source)
+            head = None
+        else:
+            xr = _lift_rule(r, source, roles, cache)
+        out.append(xr)
+        if _runs_from(xr):
+            head, texts = xr, [r.text]
+            action, table, chain, after = r.action, r.table, r.chain, r.number + 1
+            alts = r.alternatives
+            dim = pair = piece = None
+            if len(alts) == 1 and len(alts[0]) == 1 and alts[0][0][0] in (SRC, DST):
+                dim = alts[0][0][0]
+                pair = classify(alts[0][0][1])
+                piece = roles.segment(alts[0][0][1])
+    if head is not None and len(texts) > 1:
+        head._decision = _rule_run(head.rule, texts, source)
+    return out
+
+
+def _items(rules: Sequence[Rule]) -> Iterable[Any]:
+    """A chain's rules as _lift_collapsed reads them: each Rule, but a RuleList's stretch of
+    rules a run may hold (a terminal action, an address dimension) as (number, value, the
+    stretch, its index in it), its Rules not made."""
     if not isinstance(rules, RuleList) or not rules.stretches:
-        for r in rules:
-            runs.add(r)
-        return runs.done()
+        return rules
+    return _stretched_items(rules)
+
+
+def _stretched_items(rules: RuleList) -> Iterator[Any]:
     at = 0
     for st in rules.stretches:
-        for r in rules[at:st.start]:
-            runs.add(r)
+        yield from rules[at:st.start]
         if st.action in _RUN_ACTIONS and (st.dim == SRC or st.dim == DST):
-            joins, join, action, dim = runs.joins, runs.join, st.action, st.dim
-            for k, value in enumerate(st.values):
-                if joins(st.start + k + 1, action, dim, value):
-                    join(st.text(k))
-                else:
-                    runs.add(rules[st.start + k])
+            first = st.start + 1
+            yield from zip(range(first, first + len(st.values)), st.values, repeat(st), count())
         else:
-            for r in rules[st.start:st.end]:
-                runs.add(r)
+            yield from rules[st.start:st.end]
         at = st.end
-    for r in rules[at:]:
-        runs.add(r)
-    return runs.done()
+    yield from rules[at:]
 
 
-class _Runs:
-    """The state of _lift_collapsed: the lifted rules so far, and the run going on."""
+def _joins(value: tuple, piece: Optional[Tuple[int, int, int, int]], pair: Any, classify: Callable) -> bool:
+    """Whether an address match of ``value`` is indistinguishable at role level from the run's
+    first rule, whose roles are ``pair`` and piece of its role ``piece``."""
+    if piece is not None and len(value) == 1:
+        # inside the first rule's piece of its role, not covering the role: classified as it
+        # is (AddressRoles.segment), without classifying
+        lo, hi = value[0]
+        if piece[0] <= lo and hi <= piece[1] and not (lo <= piece[2] and piece[3] <= hi):
+            return True
+    got = classify(value)
+    return got is pair or got == pair
 
-    __slots__ = ("source", "roles", "classify", "cache", "out", "head", "texts", "action", "table", "chain",
-                 "after", "dim", "pair", "piece")
 
-    def __init__(self, source: str, roles: AddressRoles, cache: Dict):
-        self.source, self.roles, self.classify, self.cache = source, roles, roles.classify, cache
-        self.out: List[_XRule] = []
-        self.head: Optional[_XRule] = None  # the first rule of the run going on, if any
-        self.texts: List[str] = []  # the texts of its rules
-        # of the run going on: its rules' action, where the next one is, and, when its first
-        # rule is one address match, its dimension and roles (what a rule like it must classify as)
-        self.action: Optional[str] = None
-        self.table: Optional[str] = None
-        self.chain: Optional[str] = None
-        self.after = 0
-        self.dim: Optional[int] = None
-        self.pair: Any = None
-        self.piece: Optional[Tuple[int, int, int, int]] = None
-
-    def joins(self, number: int, action: str, dim: int, value: tuple) -> bool:
-        """Whether the rule ``number`` of the chain, with ``action`` and one match of ``value``
-        on ``dim`` and nothing else, would continue the run going on (see join)."""
-        if self.head is None or number != self.after or action != self.action or dim != self.dim:
-            return False
-        piece = self.piece
-        if piece is not None and len(value) == 1:
-            # inside the first rule's piece of its role, not covering the role: classified
-            # as it is (AddressRoles.segment), without classifying
-            lo, hi = value[0]
-            if not (piece[0] <= lo and hi <= piece[1] and not (lo <= piece[2] and piece[3] <= hi)):
-                got = self.classify(value)
-                if not (got is self.pair or got == self.pair):
-                    return False
-        else:
-            got = self.classify(value)
-            if not (got is self.pair or got == self.pair):
-                return False
-        return True
-
-    def join(self, text: str) -> None:
-        """The next rule, ``text``, continues the run going on."""
-        self.texts.append(text)
-        self.after += 1
-
-    def add(self, r: Rule) -> None:
-        head = self.head
-        if head is not None:
-            if r.action == self.action and r.number == self.after and not r.unknown and not r.logs \
-                    and r.table == self.table and r.chain == self.chain:
-                alts = r.alternatives
-                if self.dim is not None and len(alts) == 1 and len(alts[0]) == 1 and alts[0][0][0] == self.dim \
-                        and self.joins(r.number, r.action, self.dim, alts[0][0][1]):
-                    self.join(r.text)
-                    return
-                xr = _lift_rule(r, self.source, self.roles, self.cache)
-                if _runs_from(xr) and (xr.may is head.may or xr.may == head.may):
-                    self.join(r.text)
-                    return
-            else:
-                xr = _lift_rule(r, self.source, self.roles, self.cache)
-            self._close()
-        else:
-            xr = _lift_rule(r, self.source, self.roles, self.cache)
-        self.out.append(xr)
-        if _runs_from(xr):
-            self.head, self.texts = xr, [r.text]
-            self.action, self.table, self.chain, self.after = r.action, r.table, r.chain, r.number + 1
-            alts = r.alternatives
-            self.dim = self.pair = self.piece = None
-            if len(alts) == 1 and len(alts[0]) == 1 and alts[0][0][0] in (SRC, DST):
-                self.dim = alts[0][0][0]
-                self.pair = self.classify(alts[0][0][1])
-                self.piece = self.roles.segment(alts[0][0][1])
-
-    def _close(self) -> None:
-        head = self.head
-        if head is not None and len(self.texts) > 1:
-            r = head.rule
-            head._decision = RuleRun(r.table, r.chain, self.source, r.action, r.number, texts=tuple(self.texts))
-        self.head = None
-
-    def done(self) -> List[_XRule]:
-        self._close()
-        return self.out
+def _rule_run(first: Rule, texts: List[str], source: str) -> RuleRun:
+    return RuleRun(first.table, first.chain, source, first.action, first.number, texts=tuple(texts))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from _socket import AF_INET, AF_INET6, inet_pton
 from functools import lru_cache
 from itertools import repeat
 from sys import intern
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union, cast
 
 from twinwall.netfilter.packetset import (
     CT_NAMES,
@@ -353,7 +353,8 @@ _RULE_BLOCK = re.compile(r"-A (\S+) [^\n]*\n(?:-A \1 [^\n]*\n){0,4095}")
 # pass 1: tables and chains
 
 
-def parse_iptables_save(text: str, family: str, source: str = "iptables-save", stretches: bool = False) -> Ruleset:
+def parse_iptables_save(text: str, family: str, source: str = "iptables-save",
+                        stretches: Union[bool, FrozenSet[str]] = False) -> Ruleset:
     """Split a saved ruleset into tables and chains; rules compile lazily per chain.
 
     iptables-save prints each chain's rules one after another: one regular-expression match
@@ -363,7 +364,9 @@ def parse_iptables_save(text: str, family: str, source: str = "iptables-save", s
 
     ``stretches``: a long chain's stretches of source jumps are kept as RuleStretches (see
     STRETCH_MIN_CHAIN), for a reader that reads such a chain as its runs and a few of its rules
-    (the audit's walk); a reader of every rule (the diff, explain) gains nothing by them."""
+    (the audit's walk); a set of actions: only the stretches of those (the diff's role walk
+    lifts the stretches of terminal rules from their values, and reads every rule of any
+    other: a jump's stretch would be made Rules after all, on top of itself)."""
     if family not in ("ipv4", "ipv6"):
         raise ValueError(family)
     ruleset = Ruleset(family=family, source=source)
@@ -656,7 +659,7 @@ def _single_addresses(lines: List[str], first: int, last: int, head: int, tail: 
 
 
 class _Compiler:
-    def __init__(self, ruleset: Ruleset, stretches: bool = False):
+    def __init__(self, ruleset: Ruleset, stretches: Union[bool, FrozenSet[str]] = False):
         self.ruleset = ruleset
         self.stretches = stretches  # (see parse_iptables_save)
         self.family = ruleset.family
@@ -690,7 +693,9 @@ class _Compiler:
         # rules None in ``rules``
         stretches: List[RuleStretch] = []
         stretch: Optional[RuleStretch] = None
-        long_chain = self.stretches and len(lines) >= STRETCH_MIN_CHAIN
+        long_chain = bool(self.stretches) and len(lines) >= STRETCH_MIN_CHAIN
+        # the actions a stretch may have (None: any)
+        kept_actions = self.stretches if isinstance(self.stretches, frozenset) else None
         simple = _SIMPLE.fullmatch
         source_jump = _SOURCE_JUMP.fullmatch
         actions = self._actions
@@ -714,7 +719,8 @@ class _Compiler:
                 action = known[1] if known is not None else (
                     actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
                 tail = " -j " + target
-                read = _single_addresses(lines, first, last, len(name) + 7, tail, af, one) if action else None
+                read = (_single_addresses(lines, first, last, len(name) + 7, tail, af, one)
+                        if action and (kept_actions is None or action in kept_actions) else None)
                 if read is not None and action is not None:
                     # (a stretch of its own, its texts the addresses between the words all share)
                     stretch = RuleStretch(len(rules), SRC, action, target)
@@ -779,7 +785,8 @@ class _Compiler:
                             action = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
                             if action is not None:
                                 jumps[target] = (target, action)
-                        if action is not None and long_chain and src is not None:
+                        if action is not None and long_chain and src is not None \
+                                and (kept_actions is None or action in kept_actions):
                             # a rule of a stretch: its value, no Rule nor constraint tuples
                             value = _one_address(src, af, one)
                             if (stretch is None or stretch.end != len(rules) or stretch.target is not target
@@ -837,6 +844,11 @@ class _Compiler:
         count = block.count("\n")  # (a block's lines each end in one: _RULE_BLOCK)
         if not count or count >= STRETCH_MIN_CHAIN:
             return None  # (a line on its own; a long chain, which may keep stretches)
+        last = block.rfind("\n", 0, len(block) - 1) + 1
+        if _SOURCE_CHAIN_LINE.match(block) is None or _SOURCE_CHAIN_LINE.match(block, last) is None:
+            # (its first or last line is no source jump: a kube-proxy service chain's "-m
+            # comment", "-m statistic" lines are told at once, not by a search of the block)
+            return None
         found = _SOURCE_CHAIN_LINE.findall(block)
         if len(found) != count or not block.replace("\n", "").isprintable():
             return None  # (a line the search skipped, or one with an unprintable character)

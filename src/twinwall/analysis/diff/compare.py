@@ -69,7 +69,7 @@ from twinwall.analysis.diff.describe import (
 )
 from twinwall.analysis.labels import has_runs, same_rules, share_rules
 from twinwall.analysis.parallel import DIFF_FORK_MIN_RULES, FORK_MIN_RULES, can_fork, run_jobs, worth_forking
-from twinwall.analysis.role_walk import Outcome, RoleWalker, merge_tuples
+from twinwall.analysis.role_walk import LIFTED_STRETCHES, Outcome, RoleWalker, merge_tuples
 from twinwall.analysis.roles import (
     HOST,
     AddressRoles,
@@ -513,9 +513,9 @@ def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[boo
                 for text in own.rulesets:
                     if text.family not in (family, "inet"):
                         text.text = ""
-        # (a blocklist's stretches of rules are lifted from their values, their Rules not made:
-        # role_walk._lift_collapsed)
-        rulesets = load_rulesets(own, keep_text=False, families=(family,), stretches=True)
+        # (a blocklist's stretches of drops, rejects or accepts are lifted from their values,
+        # their Rules not made: role_walk._lift_collapsed)
+        rulesets = load_rulesets(own, keep_text=False, families=(family,), stretches=LIFTED_STRETCHES)
         ctx = build_contexts(snapshot, rulesets)[family]
         if not ctx.rules_known:
             raise _missing_rules([family])
