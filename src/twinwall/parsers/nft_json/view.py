@@ -145,6 +145,8 @@ class _View:
         """Add the single addresses the rules of ``chain`` (an input base chain) test their
         destination against (``ip daddr ADDR``, or a set of such) to the ruleset's
         input_destinations: only the rules whose text holds "daddr" are decoded."""
+        if not isinstance(entries[0], dict) and t.text.find('"daddr"', entries[0][0], entries[-1][1]) < 0:
+            return  # (no rule of the chain's run of the dump tests a destination address)
         found = self.rs.input_destinations
         seen = {d.address for d in found}
         protocol = "ip" if self.family == "ipv4" else "ip6"
