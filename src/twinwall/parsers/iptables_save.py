@@ -777,14 +777,7 @@ class _Compiler:
                         if known is not None:
                             target, action = known
                         else:
-                            # (one string per target, not per rule jumping to it; a target whose
-                            # action is not known yet is asked again: the general path of this rule
-                            # learns a built-in one, a chain's first "-s A -j DROP" for the 100,000
-                            # after it; the ones known are kept for the table's other chains)
-                            target = intern(target)
-                            action = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
-                            if action is not None:
-                                jumps[target] = (target, action)
+                            target, action = self._jump_target(table, jumps, target)
                         if action is not None and long_chain and src is not None \
                                 and (kept_actions is None or action in kept_actions):
                             # a rule of a stretch: its value, no Rule nor constraint tuples
@@ -835,6 +828,18 @@ class _Compiler:
             return RuleList(table, name, rules, kept)
         return rules  # type: ignore[return-value]  # (no stretch left: no None in it)
 
+    def _jump_target(self, table: str, jumps: Dict[str, Tuple[str, str]], target: str) -> Tuple[str, Optional[str]]:
+        """A source jump's target not in ``jumps`` yet: (its one string, its action or None),
+        remembered in ``jumps`` when known. (One string per target, not per rule jumping to it;
+        a target whose action is not known yet is asked again: the general path of the rule
+        learns a built-in one, a chain's first "-s A -j DROP" for the 100,000 after it; the ones
+        known are kept for the table's other chains.)"""
+        target = intern(target)
+        action = self._actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
+        if action is not None:
+            jumps[target] = (target, action)
+        return target, action
+
     def _source_chain(self, chain: Chain, piece: Tuple[int, str]) -> Optional[List[Rule]]:
         """compile_chain of a chain whose source is one block of source jumps (see
         _SOURCE_CHAIN_LINE), each line's Rule as the rule-by-rule path makes it (the same
@@ -858,7 +863,6 @@ class _Compiler:
         jumps = self._source_jumps.get(table)
         if jumps is None:
             jumps = self._source_jumps[table] = {}
-        actions = self._actions
         source_alternatives = self._source_alternatives
         addr_cache = self._addr_cache
         af = AF_INET if self.family == "ipv4" else AF_INET6
@@ -871,12 +875,10 @@ class _Compiler:
                 if known is not None:
                     target, action = known
                 else:
-                    target = intern(target)
-                    learnt = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
+                    target, learnt = self._jump_target(table, jumps, target)
                     if learnt is None:
                         return None
                     action = learnt
-                    jumps[target] = (target, action)
                 if src:
                     alternatives = source_alternatives.get(src)
                     if alternatives is None:
