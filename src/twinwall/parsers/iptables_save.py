@@ -698,8 +698,6 @@ class _Compiler:
         kept_actions = self.stretches if isinstance(self.stretches, frozenset) else None
         simple = _SIMPLE.fullmatch
         source_jump = _SOURCE_JUMP.fullmatch
-        actions = self._actions
-        addr_cache = self._addr_cache
         source_alternatives = self._source_alternatives
         table, name = chain.table, chain.name
         jumps = self._source_jumps.get(table)
@@ -714,10 +712,8 @@ class _Compiler:
                 # a span of "-A CHAIN -s ADDRESS -j TARGET" lines, one target (_segments): read
                 # as a whole where every address is one the rule-by-rule path reads with
                 # inet_pton (the same values), each rule then a stretch's as that path makes it
-                target = intern(bulk)
-                known = jumps.get(target)
-                action = known[1] if known is not None else (
-                    actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target))
+                known = jumps.get(bulk)
+                target, action = known if known is not None else self._jump_target(table, jumps, bulk)
                 tail = " -j " + target
                 read = (_single_addresses(lines, first, last, len(name) + 7, tail, af, one)
                         if action and (kept_actions is None or action in kept_actions) else None)
@@ -794,10 +790,7 @@ class _Compiler:
                         if action is not None:
                             alternatives = source_alternatives.get(src) if src is not None else _MATCH_ALL
                             if alternatives is None:
-                                value = _one_address(src, af, one) or addr_cache.get(src) or self.parse_addresses(src)
-                                if len(source_alternatives) >= _SOURCES_REMEMBERED:
-                                    source_alternatives.clear()  # (a blocklist's never repeat)
-                                alternatives = source_alternatives[src] = (((SRC, value),),)
+                                alternatives = self._new_source_alternatives(src, af, one)
                             rules.append(Rule(table, name, n, line, alternatives, (), action, target))
                             continue
                     m = simple(line)
@@ -828,6 +821,15 @@ class _Compiler:
             return RuleList(table, name, rules, kept)
         return rules  # type: ignore[return-value]  # (no stretch left: no None in it)
 
+    def _new_source_alternatives(self, src: str, af: int, one: str) -> Tuple:
+        """The alternatives of a source jump's "-s ``src``" (not in _source_alternatives yet),
+        remembered there for the rules of the same source."""
+        value = _one_address(src, af, one) or self._addr_cache.get(src) or self.parse_addresses(src)
+        if len(self._source_alternatives) >= _SOURCES_REMEMBERED:
+            self._source_alternatives.clear()  # (a blocklist's never repeat)
+        alternatives = self._source_alternatives[src] = (((SRC, value),),)
+        return alternatives
+
     def _jump_target(self, table: str, jumps: Dict[str, Tuple[str, str]], target: str) -> Tuple[str, Optional[str]]:
         """A source jump's target not in ``jumps`` yet: (its one string, its action or None),
         remembered in ``jumps`` when known. (One string per target, not per rule jumping to it;
@@ -846,14 +848,15 @@ class _Compiler:
         alternatives, action and interned target); None where a line is no such jump, is not
         printable, or jumps to a target whose action is not known yet (that path learns it)."""
         first, block = piece
+        if _SOURCE_CHAIN_LINE.match(block) is None:
+            # (its first line is no source jump: a kube-proxy service chain's "-m comment",
+            # "-m statistic" lines are told at once, not by a search of the block)
+            return None
         count = block.count("\n")  # (a block's lines each end in one: _RULE_BLOCK)
         if not count or count >= STRETCH_MIN_CHAIN:
             return None  # (a line on its own; a long chain, which may keep stretches)
-        last = block.rfind("\n", 0, len(block) - 1) + 1
-        if _SOURCE_CHAIN_LINE.match(block) is None or _SOURCE_CHAIN_LINE.match(block, last) is None:
-            # (its first or last line is no source jump: a kube-proxy service chain's "-m
-            # comment", "-m statistic" lines are told at once, not by a search of the block)
-            return None
+        if _SOURCE_CHAIN_LINE.match(block, block.rfind("\n", 0, len(block) - 1) + 1) is None:
+            return None  # (nor is its last line)
         found = _SOURCE_CHAIN_LINE.findall(block)
         if len(found) != count or not block.replace("\n", "").isprintable():
             return None  # (a line the search skipped, or one with an unprintable character)
@@ -864,7 +867,6 @@ class _Compiler:
         if jumps is None:
             jumps = self._source_jumps[table] = {}
         source_alternatives = self._source_alternatives
-        addr_cache = self._addr_cache
         af = AF_INET if self.family == "ipv4" else AF_INET6
         one = "/32" if self.family == "ipv4" else "/128"
         rules: List[Rule] = []
@@ -880,12 +882,7 @@ class _Compiler:
                         return None
                     action = learnt
                 if src:
-                    alternatives = source_alternatives.get(src)
-                    if alternatives is None:
-                        value = _one_address(src, af, one) or addr_cache.get(src) or self.parse_addresses(src)
-                        if len(source_alternatives) >= _SOURCES_REMEMBERED:
-                            source_alternatives.clear()
-                        alternatives = source_alternatives[src] = (((SRC, value),),)
+                    alternatives = source_alternatives.get(src) or self._new_source_alternatives(src, af, one)
                 else:
                     alternatives = _MATCH_ALL
                 rules.append(Rule(table, name, n, line, alternatives, (), action, target, None, first + n - 1))
