@@ -63,7 +63,7 @@ from twinwall.netfilter.packetset import (
     remote_sources,
 )
 from twinwall.findings import CATALOGUE, SEVERITIES, fix_line, kind
-from twinwall.loader import load_rulesets, ruleset_label, unread_table_note, unread_tables
+from twinwall.loader import import_parsers, load_rulesets, ruleset_label, unread_table_note, unread_tables
 from twinwall.model import (
     FAMILIES,
     FAMILY_LABEL,
@@ -244,6 +244,8 @@ def audit_snapshot(
     sockets = _dedupe(snapshot.sockets)
     early = _legacy_and_nft_findings(snapshot)  # reads the texts before parsing frees them
     parallel = worth_forking(snapshot) if jobs is None else jobs > 1
+    if parallel:
+        import_parsers(snapshot)
     halves = run_jobs([partial(audit_family, snapshot, fam, sockets, keep_text) for fam in FAMILIES], parallel)
     results = dict(zip(FAMILIES, halves))
     services = [

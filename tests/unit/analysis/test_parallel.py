@@ -92,6 +92,26 @@ def test_rules_are_counted_where_their_lines_are_short():
     assert counted_rules(HostSnapshot(rulesets=[nft]), "ipv6") == len(nft.text) // BYTES_PER_RULE
 
 
+def test_forking_is_decided_as_by_the_count_where_the_size_estimate_decides_it():
+    """worth_forking takes a large host's size estimate as its answer, without counting its
+    lines: the answer the count gives, for dumps of either size of line, around the threshold."""
+    from twinwall.analysis.parallel import FORK_MIN_RULES, counted_rules, worth_forking
+    from twinwall.model import HostSnapshot, RulesetText
+
+    def dump(n, line):
+        return "*filter\n:INPUT ACCEPT [0:0]\n" + "".join(f"{line}\n" for _ in range(n)) + "COMMIT\n"
+
+    lines = ("-A INPUT -s 192.0.2.1/32 -j ACCEPT", "-A INPUT -m comment --comment " + "x" * 200 + " -j ACCEPT")
+    for line in lines:
+        for n in (FORK_MIN_RULES // 2 - 1, FORK_MIN_RULES // 2, FORK_MIN_RULES // 4, FORK_MIN_RULES // 8):
+            for split in (False, True):  # one dump per family, or the IPv4 rules in two dumps
+                texts = [("ipv4", dump(n // 2, line)), ("ipv4", dump(n - n // 2, line))] if split else [("ipv4", dump(n, line))]
+                snap = HostSnapshot(rulesets=[RulesetText(f, "iptables-save", "nft", f"{f}-{k}.rules", t)
+                                              for k, (f, t) in enumerate(texts + [("ipv6", dump(n, line))])])
+                counted = [counted_rules(snap, f) for f in ("ipv4", "ipv6")]
+                assert worth_forking(snap) == (all(counted) and sum(counted) >= FORK_MIN_RULES), (line[:30], n, split)
+
+
 def test_a_forked_family_lets_the_other_familys_dump_go():
     """audit_family in a process of its own empties the other family's dumps (the other
     process reads them) when texts are not kept; run alone, it leaves them."""

@@ -79,7 +79,7 @@ from twinwall.analysis.roles import (
     start_box,
 )
 from twinwall.errors import InputError
-from twinwall.loader import load_rulesets, unread_table_note, unread_tables
+from twinwall.loader import import_parsers, load_rulesets, unread_table_note, unread_tables
 from twinwall.model import IPV4, IPV6
 from twinwall.netfilter.ruleset import Decision
 
@@ -501,6 +501,8 @@ def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[boo
         parallel = worth_forking(snapshot, DIFF_FORK_MIN_RULES)
     # (run_jobs forks the other family's walk before this process starts its own)
     forking = parallel and can_fork()
+    if forking:
+        import_parsers(snapshot)
     bare = build_contexts(snapshot, {})  # addresses and interfaces: all the roles need
 
     def walk(family: str):
