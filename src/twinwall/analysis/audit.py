@@ -36,6 +36,7 @@ from twinwall.analysis.verdicts import (
     decisions,
     decided_fields,
     display_address,
+    intern_verdicts,
 )
 from twinwall.analysis.context import FamilyContext, build_contexts, socket_destinations
 from twinwall.analysis.evaluator import V_ACCEPT, V_DROP, V_REJECT, Outcome, accepted_by_policy
@@ -207,6 +208,7 @@ class AuditReport:
         snap = self.snapshot
         files = {ruleset_label(t): t.source for t in snap.rulesets}
         sets = None if verbose else AddressSets()
+        written: Dict[int, Dict] = {}  # (each interned verdict's JSON: ServiceReport.to_json)
         doc: Dict[str, Any] = {
             "schema": AUDIT_SCHEMA_VERBOSE if verbose else AUDIT_SCHEMA,
             "host": {
@@ -220,7 +222,7 @@ class AuditReport:
                 "frontends": self.frontends,
             },
             "ipv6": {"enabled": snap.ipv6.enabled, "evidence": snap.ipv6.evidence},
-            "services": (s.to_json(sets) for s in self.services) if stream else [s.to_json(sets) for s in self.services],
+            "services": (s.to_json(sets, written) for s in self.services) if stream else [s.to_json(sets, written) for s in self.services],
             "findings": [f.to_json(files) for f in self.findings],
         }
         if sets is not None:
@@ -417,7 +419,7 @@ def _family_verdicts(
         for i, sock, dsts in todo:
             out[i] = _socket_verdict(ctx, sock, dsts, index.candidates(sock.port), reach_memo, ndp, legs,
                                      index.denied_runs(sock.port))
-    return out  # type: ignore[return-value]
+    return intern_verdicts(out)  # type: ignore[arg-type]
 
 
 class _PortIndex:

@@ -202,10 +202,12 @@ class ServiceReport:
         addr = display_address(s.address, s.v6only, s.interface)
         return f"{s.protocol} {addr}:{s.port}" + (f" ({s.process})" if s.process else "")
 
-    def to_json(self, sets: Optional[AddressSets] = None) -> Dict:
-        """The service's JSON (``sets``: as :meth:`FamilyVerdict.to_json`)."""
+    def to_json(self, sets: Optional[AddressSets] = None, written: Optional[Dict[int, Dict]] = None) -> Dict:
+        """The service's JSON (``sets``: as :meth:`FamilyVerdict.to_json`). ``written``: the
+        JSON of the verdicts already converted for the same document, by the verdict object
+        (interned verdicts, see :func:`intern_verdicts`, are converted once)."""
         s = self.socket
-        return {
+        out = {
             "protocol": s.protocol,
             "address": s.address,
             "port": s.port,
@@ -215,9 +217,46 @@ class ServiceReport:
             "process": s.process,
             "pid": s.pid,
             "unit": s.unit,
-            "ipv4": self.verdicts[IPV4].to_json(sets),
-            "ipv6": self.verdicts[IPV6].to_json(sets),
         }
+        for family in (IPV4, IPV6):
+            verdict = self.verdicts[family]
+            if written is None:
+                out[family] = verdict.to_json(sets)
+                continue
+            # (the same dict for every service of the verdict: the writer only reads it)
+            known = written.get(id(verdict))
+            if known is None:
+                known = written[id(verdict)] = verdict.to_json(sets)
+            out[family] = known
+        return out
+
+
+def intern_verdicts(verdicts: List[FamilyVerdict]) -> List[FamilyVerdict]:
+    """``verdicts`` with equal ones the very same object: of 2,000 sockets, those whose ports
+    meet the same rules the same way (a kube node's 2,000 sockets have ~200 distinct verdicts,
+    a blocklisted host's 5) then cross the pipe from a forked family once, and are converted to
+    JSON once (ServiceReport.to_json). Verdicts are not changed once made: sharing is safe."""
+    seen: Dict[tuple, FamilyVerdict] = {}
+    return [seen.setdefault(_verdict_key(v), v) for v in verdicts]
+
+
+def _verdict_key(v: FamilyVerdict) -> tuple:
+    """Every field of a verdict, hashable and cheap: a long list by its object (the verdicts of
+    sockets that share their accepted regions hold the very same lists; an equal copy only
+    goes unshared), so that 100,000 addresses are not hashed per socket."""
+    return (v.status, v.reason, tuple(v.decided_by), _list_key(v.allowed_sources), _list_key(v.denied_sources),
+            _list_key(v.allowed_interfaces), _list_key(v.allowed_source_ports), _list_key(v.uncertain), v.by_policy,
+            tuple([(_list_key(a.sources), _list_key(a.interfaces), _list_key(a.source_ports), a.sources_text,
+                    _list_key(a.sources_except)) for a in v.allowed]),
+            _list_key(v.allowed_addresses), _list_key(v.allowed_sources_except), v.decided_by_more)
+
+
+def _list_key(items: Sequence[str]) -> tuple:
+    # (a list of strings, or the identity of a long one: never equal to each other)
+    return tuple(items) if len(items) <= _SHORT_KEY else (id(items),)
+
+
+_SHORT_KEY = 16
 
 
 def cite(decisions: Sequence[Decision]) -> List[str]:

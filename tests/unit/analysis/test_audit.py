@@ -457,3 +457,37 @@ def test_offline_the_addresses_input_names_are_the_hosts():
     report = audit_snapshot(known)
     assert statuses(report)[("tcp", "::", 22)][0] == "filtered"  # this host is not 192.0.2.1
     assert all("assumed_addresses" not in r for r in report.rulesets)
+
+
+def test_equal_verdicts_are_one_object_and_written_as_each_alone():
+    """Sockets whose verdicts are equal share one verdict object (it crosses the pipe from a
+    forked family and is converted to JSON once); the document is what each verdict's own
+    conversion gives, and unequal verdicts stay apart."""
+    rules = ("-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 3000:3009 -j ACCEPT\n"
+             "-A INPUT -p tcp -m tcp --dport 3010:3014 -j ACCEPT\nCOMMIT")
+    v4 = V4.replace("COMMIT", rules)
+    rows = "".join(f'tcp   LISTEN 0      128          0.0.0.0:{p}       0.0.0.0:*     users:(("svc{p}",pid={p},fd=3))\n'
+                   for p in range(3000, 3030))
+    report = audit_snapshot(snapshot(v4=v4, ss=SS + rows))
+    for family in ("ipv4", "ipv6"):
+        groups: dict = {}
+        for s in report.services:
+            v = s.verdicts[family]
+            groups.setdefault(json.dumps(v.to_json(), sort_keys=True), set()).add(id(v))
+        assert all(len(ids) == 1 for ids in groups.values())  # equal: one object; unequal: apart
+    ipv4 = {s.socket.port: s.verdicts["ipv4"] for s in report.services}
+    assert ipv4[3000] is ipv4[3009] and ipv4[3010] is ipv4[3014] and ipv4[3020] is ipv4[3029]
+    assert len({id(ipv4[p]) for p in (3000, 3010, 3020)}) == 3
+    assert report.to_json(verbose=True)["services"] == [s.to_json() for s in report.services]
+    written = {s["port"]: s["ipv4"] for s in report.to_json()["services"]}
+    assert written[3020] == written[3029] and written[3020] != written[3010]
+
+
+def test_interning_keys_a_long_list_by_its_object():
+    from twinwall.analysis.verdicts import FamilyVerdict, intern_verdicts
+
+    many = [f"192.0.2.{i}/32" for i in range(100)]
+    a, b = FamilyVerdict("restricted", denied_sources=many), FamilyVerdict("restricted", denied_sources=list(many))
+    c, d = FamilyVerdict("restricted", denied_sources=many), FamilyVerdict("restricted", denied_sources=many, reason="x")
+    got = intern_verdicts([a, b, c, d])
+    assert got[0] is a and got[1] is b and got[2] is a and got[3] is d  # (an equal copy only goes unshared)
