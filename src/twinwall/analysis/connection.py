@@ -139,6 +139,17 @@ class ConnectionLegs:
             return None
         return cls(inbound, reply, unsure_in, unsure_reply)
 
+    def port_constraints(self) -> List[Optional[tuple]]:
+        """The first packet's destination ports each denial (of every kind) constrains, None
+        where it constrains none: :meth:`cut` of regions that differ in that port only, each
+        one port, meets the same denials wherever the same of these hold the port (the audit
+        shares one verdict between such sockets)."""
+        out: List[Optional[tuple]] = []
+        for denials in (self.inbound, self.uncertain_in, self.reply, self.uncertain_reply):
+            for c, _ in denials:
+                out.append(next((v for d, v in c if d == DPORT), None))
+        return out
+
     def cut(self, box: Box, outcome: Outcome) -> Tuple[List[Box], List[Outcome], List[str]]:
         """The parts of an accepted first-packet region ``box`` (part of ``outcome.box``) whose
         later packets pass; the later outcomes that cut the rest; the undecidable matches met."""
