@@ -32,6 +32,7 @@ from twinwall.analysis.verdicts import (
     FamilyVerdict,
     Reach,
     ServiceReport,
+    VerdictsWritten,
     cite,
     decisions,
     decided_fields,
@@ -208,7 +209,7 @@ class AuditReport:
         snap = self.snapshot
         files = {ruleset_label(t): t.source for t in snap.rulesets}
         sets = None if verbose else AddressSets()
-        written: Dict[int, Dict] = {}  # (each interned verdict's JSON: ServiceReport.to_json)
+        written = VerdictsWritten(self.services)  # (each shared verdict's JSON made once)
         doc: Dict[str, Any] = {
             "schema": AUDIT_SCHEMA_VERBOSE if verbose else AUDIT_SCHEMA,
             "host": {

@@ -202,12 +202,12 @@ class ServiceReport:
         addr = display_address(s.address, s.v6only, s.interface)
         return f"{s.protocol} {addr}:{s.port}" + (f" ({s.process})" if s.process else "")
 
-    def to_json(self, sets: Optional[AddressSets] = None, written: Optional[Dict[int, Dict]] = None) -> Dict:
+    def to_json(self, sets: Optional[AddressSets] = None, written: Optional["VerdictsWritten"] = None) -> Dict:
         """The service's JSON (``sets``: as :meth:`FamilyVerdict.to_json`). ``written``: the
-        JSON of the verdicts already converted for the same document, by the verdict object
-        (interned verdicts, see :func:`intern_verdicts`, are converted once)."""
+        JSON of the verdicts shared with services still to come, converted once (interned
+        verdicts, see :func:`intern_verdicts`)."""
         s = self.socket
-        out = {
+        return {
             "protocol": s.protocol,
             "address": s.address,
             "port": s.port,
@@ -217,18 +217,34 @@ class ServiceReport:
             "process": s.process,
             "pid": s.pid,
             "unit": s.unit,
+            "ipv4": self.verdicts[IPV4].to_json(sets) if written is None else written.of(self.verdicts[IPV4], sets),
+            "ipv6": self.verdicts[IPV6].to_json(sets) if written is None else written.of(self.verdicts[IPV6], sets),
         }
-        for family in (IPV4, IPV6):
-            verdict = self.verdicts[family]
-            if written is None:
-                out[family] = verdict.to_json(sets)
-                continue
+
+
+class VerdictsWritten:
+    """The JSON of a document's verdicts that several of its services share, each converted
+    once and kept only until its last service is written (a streamed document's other
+    verdicts go as their service is written, as before)."""
+
+    def __init__(self, services: Sequence["ServiceReport"]):
+        self._left: Dict[int, int] = {}  # id(verdict) -> services still to write it
+        for svc in services:
+            for v in svc.verdicts.values():
+                self._left[id(v)] = self._left.get(id(v), 0) + 1
+        self._json: Dict[int, Dict] = {}
+
+    def of(self, verdict: FamilyVerdict, sets: Optional[AddressSets]) -> Dict:
+        key = id(verdict)
+        left = self._left.get(key, 1) - 1
+        self._left[key] = left
+        known = self._json.pop(key, None) if left <= 0 else self._json.get(key)
+        if known is None:
             # (the same dict for every service of the verdict: the writer only reads it)
-            known = written.get(id(verdict))
-            if known is None:
-                known = written[id(verdict)] = verdict.to_json(sets)
-            out[family] = known
-        return out
+            known = verdict.to_json(sets)
+            if left > 0:
+                self._json[key] = known
+        return known
 
 
 def intern_verdicts(verdicts: List[FamilyVerdict]) -> List[FamilyVerdict]:
