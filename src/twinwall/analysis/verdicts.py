@@ -518,7 +518,8 @@ def _regions(boxes: Sequence[Box], ref: int, family: str) -> List[Box]:
                         regions[i] = r = wider
         regions = [a for i, a in enumerate(regions)
                    if not any(j != i and _inside(a, b) and (a != b or j < i) for j, b in enumerate(regions))]
-    regions.sort(key=lambda r: (r[IIF] != ref, r[SPORT] != PORT_ALL, -_size(r[SRC]), r[SRC]))
+    if len(regions) > 1:  # (sized only to be ordered: a blocklist's one region is 100,000 intervals)
+        regions.sort(key=lambda r: (r[IIF] != ref, r[SPORT] != PORT_ALL, -_size(r[SRC]), r[SRC]))
     return regions
 
 
