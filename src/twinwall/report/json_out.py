@@ -15,6 +15,7 @@ standard library's encoding more than orjson alone)."""
 from __future__ import annotations
 
 import sys
+from itertools import islice
 from typing import IO, Any, Iterator, Optional
 
 # the orjson module: _UNLOADED until dumps() first needs it, None where it is not installed
@@ -83,9 +84,16 @@ def dumps_pieces(data, pretty: bool = False) -> Iterator[bytes]:
     for i, (key, value) in enumerate(data.items()):
         yield (b"," if i else b"") + encode(key) + b":"
         if isinstance(value, Iterator):
+            # (encoded _BATCH items at a time, as one list less its brackets: an audit's 2,000
+            # services one call each were ~5 ms of calls and small pieces)
             yield b"["
-            for j, item in enumerate(value):
-                yield (b"," if j else b"") + encode(item)
+            first = True
+            while True:
+                batch = list(islice(value, _BATCH))
+                if not batch:
+                    break
+                yield (b"" if first else b",") + encode(batch)[1:-1]
+                first = False
             yield b"]"
         elif isinstance(value, list) and value:
             yield b"["
@@ -110,6 +118,8 @@ def dumps_pieces(data, pretty: bool = False) -> Iterator[bytes]:
 
 # the items of a list in a list dumps_pieces writes at a time
 _PIECE_ITEMS = 4096
+# the items of an iterator member (a streamed audit's services) it encodes at a time
+_BATCH = 64
 
 
 def _listed(data):

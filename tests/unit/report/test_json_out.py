@@ -118,3 +118,11 @@ def test_pieces_past_the_standard_library_s_share_are_the_same_value(monkeypatch
     assert json_out.orjson is not json_out._UNLOADED  # (orjson wrote the rest, where installed)
     assert _value(blob) == json.loads(json.dumps(doc))
     assert blob == json_out.dumps(doc)  # (and both encoders spell plain values alike)
+
+
+def test_an_iterator_member_longer_than_a_batch_is_the_same_bytes():
+    # (encoded a batch of items at a time: the joins between batches, a batch's last item)
+    for n in (json_out._BATCH - 1, json_out._BATCH, json_out._BATCH + 1, 3 * json_out._BATCH + 5):
+        items = [{"port": p, "name": f"svc{p}"} for p in range(n)]
+        got = b"".join(json_out.dumps_pieces({"services": iter(items), "after": len(items)}))
+        assert got == json_out.dumps({"services": items, "after": n}), n
