@@ -470,3 +470,111 @@ def _run(start: int, end: int, dim: int, values: List[tuple]) -> Optional[Run]:
     if not all(map(int.__gt__, los[1:], his)):
         return None
     return Run(start, end, dim, los, his, [owners[k] for k in order], values)
+
+
+# --------------------------------------------------------------------------------------------
+# dispatch runs: jumps told apart by one dimension
+
+
+class Dispatch:
+    """Consecutive jumps that are the same rule but for their value on one interval dimension,
+    on values no two of them share: a port table's ``-p tcp --dport P -j SVC-P`` x 16,000.
+    Walked rule by rule, every rule tests every flow going on (and the flows that came back from
+    the rules before it); but a flow meets only the rules whose value meets its own on ``dim``:
+    found with a binary search per interval (``meeting``), the rules that meet no flow are the
+    rules the walk rule by rule matches nothing with."""
+
+    __slots__ = ("start", "end", "dim", "common", "values", "los", "his", "owner")
+
+    def __init__(self, start: int, end: int, dim: int, common: tuple, values: List[tuple]):
+        self.start, self.end, self.dim = start, end, dim  # rules[start:end]
+        self.common = common  # the constraint every rule has besides its value on ``dim``
+        self.values = values  # each rule's value on ``dim``, by position in the run
+        ivs = sorted((lo, hi, k) for k, value in enumerate(values) for lo, hi in value)
+        self.los = [lo for lo, _, _ in ivs]
+        self.his = [hi for _, hi, _ in ivs]
+        self.owner = array("l", [k for _, _, k in ivs])  # the position in the run of each
+
+    def parts(self, value: tuple) -> Dict[int, tuple]:
+        """{position in the run: that rule's part of ``value``} for the rules that meet it (a
+        rule's whole value is the rule's own tuple, as split's cut gives it)."""
+        los, his, owner, values = self.los, self.his, self.owner, self.values
+        out: Dict[int, tuple] = {}
+        clipped: Dict[int, list] = {}  # the rules ``value`` cuts, or meets more than once
+        for qlo, qhi in value:
+            k = bisect_right(his, qlo - 1)  # first interval ending at or after qlo
+            end = bisect_right(los, qhi)
+            while k < end:
+                lo, hi = los[k], his[k]
+                i = owner[k]
+                k += 1
+                if lo >= qlo and hi <= qhi and len(values[i]) == 1:
+                    out[i] = values[i]  # (the commonest case: met once and whole)
+                    continue
+                clipped.setdefault(i, []).append((lo if lo > qlo else qlo, hi if hi < qhi else qhi))
+        for i, p in clipped.items():
+            t = tuple(p)
+            out[i] = values[i] if t == values[i] else t
+        return out
+
+
+def _dispatch_value(rule, jump: str) -> Optional[tuple]:
+    """The one constraint of a jump a dispatch run may hold (no match twinwall cannot decide,
+    nothing logged), or None."""
+    if rule.action != jump or rule.unknown or rule.logs or rule.ct_dnat is not None or len(rule.alternatives) != 1:
+        return None
+    return rule.alternatives[0]
+
+
+def find_dispatches(rules: Sequence, jump: str) -> Dict[int, Dispatch]:
+    """{start position: Dispatch} of the dispatch runs in ``rules`` (``jump``: the action of a
+    jump to a chain): MIN_RUN or more consecutive rules of that action with one constraint each,
+    the same but for one interval dimension's value, and those values disjoint. (A RuleList's
+    stretches, rules of one dimension that end what they match, hold none.)"""
+    out: Dict[int, Dispatch] = {}
+    n = len(rules)
+    inside = [(s.start, s.end) for s in rules.stretches] if isinstance(rules, RuleList) else []
+    skip = {start: end for start, end in inside}
+    i = 0
+    while i < n - MIN_RUN + 1:
+        if i in skip:
+            i = skip[i]
+            continue
+        first = _dispatch_value(rules[i], jump)
+        nxt = rules[i + 1] if i + 1 not in skip else None
+        second = _dispatch_value(nxt, jump) if nxt is not None else None
+        if first is None or second is None or len(first) != len(second):
+            i += 1
+            continue
+        # the one dimension the first two rules differ in
+        diff = [k for k, (a, b) in enumerate(zip(first, second)) if a != b]
+        if len(diff) != 1 or first[diff[0]][0] != second[diff[0]][0] or first[diff[0]][0] in MASK_DIMS:
+            i += 1
+            continue
+        at = diff[0]
+        dim = first[at][0]
+        common = first[:at] + first[at + 1:]
+        if any(d == dim for d, _ in common):
+            i += 1
+            continue
+        values = [first[at][1]]
+        j = i + 1
+        while j < n and j not in skip:
+            c = _dispatch_value(rules[j], jump)
+            if c is None or len(c) != len(first) or c[at][0] != dim or not c[at][1] or c[:at] + c[at + 1:] != common:
+                break
+            values.append(c[at][1])
+            j += 1
+        while j - i >= MIN_RUN:
+            run = Dispatch(i, j, dim, common, values)
+            los, his, owner = run.los, run.his, run.owner
+            met = [max(owner[t], owner[t + 1]) for t in range(len(los) - 1) if los[t + 1] <= his[t]]
+            if not met:  # (no two values meet)
+                out[i] = run
+                break
+            # the run ends before the first rule whose value meets an earlier one's (the rule
+            # there may start the next)
+            values = values[:min(met)]
+            j = i + len(values)
+        i = j
+    return out

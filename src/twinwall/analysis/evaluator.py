@@ -19,10 +19,11 @@ It adds what only the exact walk can tell:
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from twinwall.analysis.chain_index import GATE_DIMS, MIN_RUN, ChainIndex, Run, find_runs, runs_within
+from twinwall.analysis.chain_index import GATE_DIMS, MIN_RUN, ChainIndex, Dispatch, Run, find_dispatches, find_runs, runs_within
 from twinwall.analysis.netfilter_walk import (  # noqa: F401 - re-exported: the audit's names
     CONNTRACK_HOOKS,
     CONNTRACK_PRIORITY,
@@ -66,6 +67,8 @@ from twinwall.netfilter.packetset import (
     merge_boxes,
     iv_and,
     iv_inside,
+    iv_meets,
+    iv_normalize,
     iv_sub,
     split,
 )
@@ -74,6 +77,7 @@ from twinwall.netfilter.ruleset import (
     CONTINUE,
     DNAT,
     DROP,
+    JUMP,
     NO_TABLE,
     QUEUE,
     REDIRECT,
@@ -383,6 +387,18 @@ def _nated(trail) -> bool:
     return False
 
 
+class _Held:
+    """A flow that holds a dispatch run's common constraint whole, in Evaluator.walk_dispatch:
+    its value on the run's dimension, each rule's part of it (Dispatch.parts) and the parts
+    the rules walked so far took."""
+
+    __slots__ = ("flow", "value", "parts", "taken")
+
+    def __init__(self, flow: Flow, value: Any, parts: Dict[int, tuple]):
+        self.flow, self.value, self.parts = flow, value, parts
+        self.taken: List[tuple] = []
+
+
 class Evaluator(NetfilterWalk):
     """Evaluates one family's rulesets (the exact algebra of analysis.netfilter_walk)."""
 
@@ -405,6 +421,7 @@ class Evaluator(NetfilterWalk):
         self.trace = trace
         self.compact = compact
         self._run_cache: Dict[object, tuple] = {}
+        self._dispatch_cache: Dict[object, tuple] = {}
         self._values: Dict[tuple, tuple] = {}  # (_shared_values)
 
     # -- entry points ----------------------------------------------------------------------
@@ -702,6 +719,163 @@ class Evaluator(NetfilterWalk):
         runs = runs_within(chain.runs, picked)
         self._run_cache[key] = (chain, runs)
         return runs
+
+    def dispatches_of(self, chain: Chain, rules: Sequence[Any], picked: Optional[List[int]]) -> Optional[Dict[int, Any]]:
+        """The dispatch runs of jumps in ``rules`` (analysis.chain_index.find_dispatches), found
+        once per chain (kept on it) or per part of it its index picked (as runs_of)."""
+        if len(rules) < MIN_RUN:
+            return None
+        if picked is None:
+            if chain.dispatches is None:
+                chain.dispatches = find_dispatches(rules, JUMP)
+            return chain.dispatches
+        key = (id(chain), tuple(picked))
+        hit = self._dispatch_cache.get(key)
+        if hit is not None:
+            return hit[1]
+        if len(self._dispatch_cache) >= 256:
+            self._dispatch_cache.clear()
+        found = find_dispatches(rules, JUMP)
+        self._dispatch_cache[key] = (chain, found)
+        return found
+
+    def walk_dispatch(self, rs: Ruleset, table: str, rules: Sequence[Any], dispatch: Dispatch, current: List[Flow], depth: int,
+                      ended: List[Ended], seen: set, index: Any, picked: Optional[List[int]],
+                      parked: Dict[int, List[Flow]]) -> Tuple[List[Flow], int]:
+        """The dispatch run's jumps as walk takes them one after the other (the same matches,
+        jumps, parked flows, in the same order), each rule matched only against the flows whose
+        value on the run's dimension meets its own, found for each flow at once: the others it
+        would not match, nor the pieces the run's other rules leave of them.
+
+        A flow that holds the run's common constraint whole (and that no NAT rewrote) is cut by
+        one search (_Held): what each rule takes of it is its value there (the rules' values
+        are disjoint), what goes on is its value less theirs. One that misses the common
+        constraint goes past as it is. Any other is matched rule by rule as walk would, and its
+        pieces sorted again into the two kinds (the first rule cuts a flow of every protocol
+        into its TCP part, held whole from then on, and the rest, which misses the others)."""
+        dim, start, end = dispatch.dim, dispatch.start, dispatch.end
+        common = [(d, v, d in MASK_DIMS) for d, v in dispatch.common]
+
+        def sort(f: Flow) -> Any:
+            """A flow as a slot holds it: a _Held, the flow as it is to be matched rule by rule,
+            or None when it misses the common constraint."""
+            box = f.box
+            held = f.origin is box
+            for d, v, mask in common:
+                value = box[d]
+                if not (value & v if mask else iv_meets(value, v)):
+                    return None
+                if held and not (not value & ~v if mask else iv_inside(value, v)):
+                    held = False
+            return _Held(f, box[dim], dispatch.parts(box[dim])) if held else f
+
+        # slots[j]: what the run's rules so far left of current[j] (None: the flow, untouched), a
+        # list of _Held, flows matched rule by rule and (flow,) for the ones past the whole run
+        slots: List[Optional[list]] = [None] * len(current)
+        meets: Dict[int, List[int]] = {}  # a rule's position in the run -> the slots it meets
+        for j, f in enumerate(current):
+            got = sort(f)
+            if got is None:
+                continue
+            if type(got) is _Held:
+                slots[j] = [got]
+            for k in got.parts if type(got) is _Held else dispatch.parts(f.box[dim]):
+                met = meets.get(k)
+                if met is None:
+                    meets[k] = [j]
+                else:
+                    met.append(j)
+        inert_known = self._inert.of(rs, table)
+        for k in sorted(meets):
+            position = start + k
+            rule = rules[position]
+            inert = inert_known.get(rule.target)
+            if inert:
+                continue  # (walk splits no flow for a jump already found inert)
+            alternatives = rule.alternatives
+            matched: List[Flow] = []
+            cut = []  # (j, what is left of current[j] rule by rule)
+            takes = []  # (a _Held, the part of it this rule takes)
+            for j in meets[k]:
+                entries = slots[j]
+                if entries is None:
+                    entries = [current[j]]
+                left: Optional[list] = None  # the slot's new entries, if a flow in it was cut
+                for x, e in enumerate(entries):
+                    kind = type(e)
+                    if kind is _Held:
+                        part = e.parts.get(k)
+                        if part is not None:
+                            box = e.flow.box
+                            b = box[:dim] + (part,) + box[dim + 1:]
+                            matched.append(Flow(b, e.flow.trail, e.flow.uncertain, b))
+                            takes.append((e, part))
+                    elif kind is not tuple:
+                        m, r = split(e.box, alternatives)
+                        if m:
+                            if left is None:
+                                left = list(entries[:x])
+                            for b in m:
+                                matched.append(_restrict(e, b))
+                            for b in r:
+                                piece = _restrict(e, b)
+                                got = sort(piece)
+                                left.append((piece,) if got is None else got)
+                            continue
+                    if left is not None:
+                        left.append(e)
+                if left is not None:
+                    cut.append((j, left))
+            if not matched or inert is None and self._inert(rs, table, rule.target):
+                continue
+            for j, left in cut:
+                slots[j] = left
+            for e, part in takes:
+                e.taken.append(part)
+            back = self.jump(rs, table, rule, self.decision(rs, rule), matched, depth, ended, seen)
+            if not back:
+                continue
+            i = position + 1
+            skip_to = index.next_meeting([f.box for f in back], picked[position] if picked is not None else position)
+            if picked is not None:
+                skip_to = bisect_left(picked, skip_to)
+            if skip_to > i and skip_to >= end:
+                parked.setdefault(skip_to, []).extend(back)
+                continue
+            # (walk would take these back before the run ends: the rest of it rule by rule)
+            flows = self._left(current, slots, dim)
+            if skip_to > i:
+                parked.setdefault(skip_to, []).extend(back)
+            else:
+                flows = self.rejoin(flows, back)
+            return flows, i
+        return self._left(current, slots, dim), end
+
+    @staticmethod
+    def _left(flows: List[Flow], slots: List[Optional[list]], dim: int) -> List[Flow]:
+        """What goes on of ``flows`` in walk_dispatch: each flow (untouched), or what the rules
+        left of it, in order (of a _Held, its value less what they took: nothing when they took
+        all of it)."""
+        out: List[Flow] = []
+        for f, entries in zip(flows, slots):
+            if entries is None:
+                out.append(f)
+                continue
+            for e in entries:
+                kind = type(e)
+                if kind is tuple:
+                    out.append(e[0])
+                elif kind is not _Held:
+                    out.append(e)
+                elif not e.taken:
+                    out.append(e.flow)
+                else:
+                    left = iv_sub(e.value, iv_normalize([iv for t in e.taken for iv in t]))
+                    if left:
+                        box = e.flow.box
+                        b = box[:dim] + (left,) + box[dim + 1:]
+                        out.append(Flow(b, e.flow.trail, e.flow.uncertain, b))
+        return out
 
     def walk_run(self, rs: Ruleset, rules: Sequence[Any], run: Run, current: List[Flow], ended: List[Ended]) -> List[Flow]:
         """The flows past a run of rules, each rule's part of them ended with its action: what

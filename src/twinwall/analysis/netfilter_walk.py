@@ -249,6 +249,11 @@ class NetfilterWalk:
         chain's, or the part of them at the positions ``picked``), or None."""
         return None
 
+    def dispatches_of(self, chain: Chain, rules: Sequence[Any], picked: Optional[List[int]]) -> Optional[Dict[int, Any]]:
+        """{position: Dispatch} of dispatch runs of jumps walked at once (walk_dispatch;
+        analysis.chain_index.Dispatch) in ``rules`` (as runs_of), or None."""
+        return None
+
     def repeats_of(self, rs: Ruleset, chain: Chain, picked: Optional[List[int]]) -> Optional[Dict[int, int]]:
         """{position: the position after it} of rules that send the very same copies as the
         one before them when nothing came back from it, or None."""
@@ -405,6 +410,8 @@ class NetfilterWalk:
         # (a trace that only follows logging rules misses nothing in a run: none of its rules logs)
         runs = self.runs_of(chain, rules, picked) if trace is None or getattr(trace, "logging_only", False) else None
         repeats = self.repeats_of(rs, chain, picked)
+        # (a dispatch run parks what comes back from its jumps: only in a chain with an index)
+        dispatches = self.dispatches_of(chain, rules, picked) if trace is None and index and self.PARK else None
         merge_at = self.MERGE_AT
         match, decide = self.match, self.decision  # (looked up once: the loop below is hot)
         # the flows a "may" jump with nothing coming back left untouched: an identical rule
@@ -439,6 +446,13 @@ class NetfilterWalk:
                 current = self.walk_run(rs, rules, run, current, ended)
                 i = run.end
                 continue
+            if dispatches and position in dispatches and settled is None and merge_at is None:
+                dispatch = dispatches[position]
+                if wake >= dispatch.end:  # (no parked flow due inside it)
+                    current, i = self.walk_dispatch(rs, table, rules, dispatch, current, depth, ended, seen, index, picked,
+                                                    parked)
+                    wake = min(parked) if parked else n + 1
+                    continue
             if settled is not None:
                 if current is settled and repeats:
                     end = repeats.get(position)
@@ -528,6 +542,15 @@ class NetfilterWalk:
         for due in sorted(p for p in parked if p <= position):
             current = self.rejoin(current, parked.pop(due))
         return current
+
+    def walk_dispatch(self, rs: Ruleset, table: str, rules: Sequence[Any], dispatch: Any, current: List[Flow], depth: int,
+                      ended: List[Ended], seen: Set[tuple], index: Any, picked: Optional[List[int]],
+                      parked: Dict[int, List[Flow]]) -> Tuple[List[Flow], int]:
+        """What walk's loop gives for the rules of a dispatch run (dispatches_of) from its first
+        on, with no parked flow due before its end: (the flows going on, the position of the
+        next rule to walk: the run's end, or the rule after one whose jump sent back flows walk
+        would not park past the run, those rejoined or parked as walk does)."""
+        raise NotImplementedError
 
     def walk_run(self, rs: Ruleset, rules: Sequence[Any], run: Any, current: List[Flow], ended: List[Ended]) -> List[Flow]:
         """The flows past a run of rules (runs_of), each rule's part of them ended."""

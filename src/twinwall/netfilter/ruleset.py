@@ -305,7 +305,8 @@ class RuleList(Sequence):
 
 
 class Chain:
-    __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile", "index", "runs", "plain", "line")
+    __slots__ = ("table", "name", "policy", "_rules", "_source", "_count", "_compile", "index", "runs", "dispatches", "plain",
+                 "line")
 
     def __init__(self, table: str, name: str, policy: Optional[str] = None):
         self.table = table
@@ -321,6 +322,9 @@ class Chain:
         # the exact walk's runs of one-dimension terminal rules (analysis.chain_index.find_runs),
         # found on its first walk of the whole chain
         self.runs: Any = None
+        # the exact walk's dispatch runs of jumps told apart by one dimension
+        # (analysis.chain_index.find_dispatches), found on its first walk of the whole chain
+        self.dispatches: Any = None
         # whether the exact walk may walk the chain as a plain one (short, rules that only end,
         # return or log what they match: analysis.evaluator), found on its first walk
         self.plain: Optional[bool] = None
