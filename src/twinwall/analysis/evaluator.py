@@ -78,6 +78,7 @@ from twinwall.netfilter.ruleset import (
     DNAT,
     DROP,
     JUMP,
+    MATCHES_ANY,
     NO_TABLE,
     QUEUE,
     REDIRECT,
@@ -599,10 +600,55 @@ class Evaluator(NetfilterWalk):
         The flows walk it with the trail they came with: only those a rule ends take the jump
         (``jump``) into theirs, the rest come back without pushing it and popping it again."""
         returned: List[Flow] = []
-        match, decide = self.match, self.decision
+        decide = self.decision
         inside: Dict[int, tuple] = {}  # id(a trail) -> the trail in the chain: (jump, trail)
         cut: Optional[Set[int]] = None  # the dimensions one-interval rules cut here
-        for rule in rules:
+        start = 0
+        if len(current) == 1:
+            # one flow (what a dispatch run sends each of its chains): a rule of one interval,
+            # or one that matches every packet, leaves at most one flow going on - cut as
+            # match_one_interval cuts it, without its lists of one flow
+            f: Optional[Flow] = current[0]
+            for rule in rules:
+                action = rule.action
+                if not rule.alternatives or action == CONTINUE:
+                    start += 1
+                    continue
+                assert f is not None
+                one = one_interval(rule)
+                if one is not None:
+                    if cut is None:
+                        cut = set()
+                    cut.add(one[0])
+                    box = f.box
+                    m, r = _split_one(box, one)
+                    if not m:
+                        start += 1
+                        continue
+                    if m[0] is box:
+                        taken, f = f, None
+                    else:
+                        taken = _restrict(f, m[0])
+                        f = _restrict(f, r[0]) if r else None
+                elif rule.alternatives == MATCHES_ANY:
+                    taken, f = f, None
+                else:
+                    break  # (a rule of another kind: from it on as below)
+                start += 1
+                if action == RETURN:
+                    returned.append(taken)
+                else:
+                    trail = taken.trail
+                    pushed = inside.get(id(trail))
+                    if pushed is None:
+                        pushed = inside[id(trail)] = (jump, trail)
+                    decision = decide(rs, rule)
+                    ended.append((Flow(taken.box, (decision, pushed), taken.uncertain, taken.origin), action, decision))
+                if f is None:
+                    break
+            current = [f] if f is not None else []
+        match = self.match
+        for rule in rules[start:] if start else rules:
             if not current:
                 break
             action = rule.action
@@ -623,12 +669,12 @@ class Evaluator(NetfilterWalk):
                 returned.extend(matched)
                 continue
             decision = decide(rs, rule)  # (a RETURN's is read by nobody: what it returns goes on with its trail)
-            for f in matched:
-                trail = f.trail
+            for g in matched:
+                trail = g.trail
                 pushed = inside.get(id(trail))
                 if pushed is None:
                     pushed = inside[id(trail)] = (jump, trail)
-                ended.append((Flow(f.box, (decision, pushed), f.uncertain, f.origin), action, decision))
+                ended.append((Flow(g.box, (decision, pushed), g.uncertain, g.origin), action, decision))
         returned.extend(current)
         if cut is not None and returned:
             returned = self._shared_values(returned, cut)

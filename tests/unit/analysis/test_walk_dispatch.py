@@ -1,5 +1,6 @@
 """A dispatch run of jumps (chain_index.find_dispatches, Evaluator.walk_dispatch) gives the very
-outcomes, in the very order, of the walk rule by rule, on random rulesets: jumps that overlap
+outcomes, in the very order, of the walk rule by rule (and of the general walk of the plain
+chains it jumps to: Evaluator._walk_plain), on random rulesets: jumps that overlap
 in port (no run), ranges and multiport, negations, rules between the jumps that match some
 flows, RETURNs, GOTOs, a chain jumped to twice, chains that jump on, inert chains, NAT in
 front (rewritten flows) and flows of several protocols, sources and states."""
@@ -84,13 +85,15 @@ def dispatch_text(rng):
     return text
 
 
-def _walk(text, rng_seed, dispatch):
+def _walk(text, rng_seed, dispatch, plain=True):
     rs = parse_iptables_save(text, "ipv4")
     universe = InterfaceUniverse(["eth0", "eth1", "lo"] + list(rs.interface_specs))
     local = tuple(sorted([prefix_interval(HOST, "ipv4"), prefix_interval("127.0.0.0/8", "ipv4")]))
     ev = Evaluator([rs], "ipv4", universe, local, compact=rng_seed % 2 == 0)
     if not dispatch:
         ev.dispatches_of = lambda chain, rules, picked: None  # type: ignore[method-assign]
+    if not plain:
+        ev._is_plain = lambda chain: False  # type: ignore[method-assign]
     rng = random.Random(rng_seed)
     q = [None] * 11
     q[SRC] = ((ip("198.51.100.0"), ip("198.51.100.255")), (ip("203.0.113.0"), ip("203.0.113.255")))
@@ -143,7 +146,11 @@ def test_a_dispatch_run_walks_as_the_rules_one_by_one(seed, lower, monkeypatch):
     if lower:
         _lower_next_meeting(monkeypatch)
     text = dispatch_text(random.Random(seed))
-    assert _walk(text, seed, True) == _walk(text, seed, False), text
+    got = _walk(text, seed, True)
+    assert got == _walk(text, seed, False), text
+    # (and the plain chains behind, which mostly see one flow each from a dispatch run, as the
+    # general walk walks them)
+    assert got == _walk(text, seed, False, plain=False), text
 
 
 def test_dispatch_runs_are_walked_and_cut_short(monkeypatch):
