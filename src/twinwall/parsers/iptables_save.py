@@ -325,6 +325,9 @@ _BY_WORDS = True
 # per port repeats them in thousands of rules), and the alternatives of a line without matches
 _SIMPLE_PROTO_CONSTRAINT = {name: (PROTO, value) for name, value in _SIMPLE_PROTO.items()}
 _MATCH_ALL = ((),)
+# the constraint of "--dport N" by the number's word, for the dispatch lines compile_chain reads
+# by their words (at most one per port number a dump spells)
+_DPORT_CONSTRAINTS: Dict[str, Tuple[int, IntervalSet]] = {}
 # a word _ARG refuses to start with, or the empty word
 _NOT_ARG_START = frozenset(("", "!", "-"))
 # a short chain of source jumps only ("-A NAME [-s ADDRESS] -j TARGET" each, one block of the
@@ -708,6 +711,8 @@ class _Compiler:
         one = "/32" if self.family == "ipv4" else "/128"  # (a single address's prefix length)
         by_words = _BY_WORDS
         positions = _positions(numbers)
+        actions = self._actions
+        table_chains = self.ruleset.tables[table].chains
         for first, last, bulk in _segments(pieces, len(lines), name, long_chain):
             if bulk is not None:
                 # a span of "-A CHAIN -s ADDRESS -j TARGET" lines, one target (_segments): read
@@ -739,8 +744,27 @@ class _Compiler:
                         # "-A CHAIN -p tcp -m tcp --dport N -j TARGET" (a dispatch by port, a chain per
                         # service): _SIMPLE's groups of it, without the regex (the same words, as
                         # for the source jumps below)
+                        target, port = parts[9], parts[7]
+                        action = actions.get((table, Action.JUMP, target)) or self._chain_jump(table, target)
+                        dport = _DPORT_CONSTRAINTS.get(port)
+                        if dport is None and int(port) <= 65535:
+                            # (ports' value of a number, remembered: a chain per port names
+                            # thousands of them once each, a kube-proxy dump a few thousands of times)
+                            number = int(port)
+                            dport = _DPORT_CONSTRAINTS[port] = (DPORT, ((number, number),))
+                        if action is not None and dport is not None:
+                            # (a target whose action is known: the Rule compile_groups makes of the
+                            # groups, without their tuple and _simple_alternatives' loop over the
+                            # four address and interface dimensions the line has none of)
+                            if action == Action.JUMP:
+                                jumped = table_chains.get(target)
+                                if jumped is not None:
+                                    target = jumped.name
+                            rules.append(Rule(table, name, n, line, ((_SIMPLE_PROTO_CONSTRAINT[parts[3]], dport),), (), action,
+                                              target))
+                            continue
                         rule = self.compile_groups(chain, n, line, (None, None, None, None, None, None, None, None,
-                                                                    parts[3], parts[7], parts[9], ""))
+                                                                    parts[3], parts[7], target, ""))
                         rules.append(rule if rule is not None else self.compile_general(chain, n, line))
                         continue
                     if (len(parts) == 6 and parts[2] == "-s" and parts[4] == "-j" and parts[0] == "-A" and parts[1]
