@@ -300,24 +300,31 @@ class Run:
         rule's whole value is the rule's own tuple, not a copy per walk and region)."""
         if not iv_meets(self.union, value):
             return {}  # (no rule's value meets it: the positions are not even looked up)
-        los, his, owner, values = self.los, self.his, self.owner, self.values
-        out: Dict[int, tuple] = {}
-        split: Dict[int, list] = {}  # the rules ``value`` cuts, or meets more than once
-        for qlo, qhi in value:
-            k = bisect_right(his, qlo - 1)  # first entry ending at or after qlo
-            end = bisect_right(los, qhi)
-            while k < end:
-                lo, hi = los[k], his[k]
-                i = owner[k]
-                k += 1
-                if lo >= qlo and hi <= qhi and values and len(values[i]) == 1:
-                    out[i] = values[i]  # (the commonest case: met once and whole)
-                    continue
-                split.setdefault(i, []).append((lo if lo > qlo else qlo, hi if hi < qhi else qhi))
-        for i, p in split.items():
-            t = tuple(p)
-            out[i] = values[i] if values and t == values[i] else t
-        return out
+        return _parts(self.los, self.his, self.owner, self.values, value)
+
+
+def _parts(los: Sequence[int], his: Sequence[int], owner: Sequence[int], values: Sequence[tuple],
+           value: tuple) -> Dict[int, tuple]:
+    """Run.parts and Dispatch.parts: {position: that rule's part of ``value``} from the rules'
+    intervals sorted by start (``los``, ``his``), the position of the rule each is of
+    (``owner``) and each rule's value by position (``values``; empty: none kept)."""
+    out: Dict[int, tuple] = {}
+    split: Dict[int, list] = {}  # the rules ``value`` cuts, or meets more than once
+    for qlo, qhi in value:
+        k = bisect_right(his, qlo - 1)  # first entry ending at or after qlo
+        end = bisect_right(los, qhi)
+        while k < end:
+            lo, hi = los[k], his[k]
+            i = owner[k]
+            k += 1
+            if lo >= qlo and hi <= qhi and values and len(values[i]) == 1:
+                out[i] = values[i]  # (the commonest case: met once and whole)
+                continue
+            split.setdefault(i, []).append((lo if lo > qlo else qlo, hi if hi < qhi else qhi))
+    for i, p in split.items():
+        t = tuple(p)
+        out[i] = values[i] if values and t == values[i] else t
+    return out
 
 
 def _union_sorted(los: List[int], his: List[int], pairs: Optional[List[tuple]] = None) -> tuple:
@@ -498,24 +505,7 @@ class Dispatch:
     def parts(self, value: tuple) -> Dict[int, tuple]:
         """{position in the run: that rule's part of ``value``} for the rules that meet it (a
         rule's whole value is the rule's own tuple, as split's cut gives it)."""
-        los, his, owner, values = self.los, self.his, self.owner, self.values
-        out: Dict[int, tuple] = {}
-        clipped: Dict[int, list] = {}  # the rules ``value`` cuts, or meets more than once
-        for qlo, qhi in value:
-            k = bisect_right(his, qlo - 1)  # first interval ending at or after qlo
-            end = bisect_right(los, qhi)
-            while k < end:
-                lo, hi = los[k], his[k]
-                i = owner[k]
-                k += 1
-                if lo >= qlo and hi <= qhi and len(values[i]) == 1:
-                    out[i] = values[i]  # (the commonest case: met once and whole)
-                    continue
-                clipped.setdefault(i, []).append((lo if lo > qlo else qlo, hi if hi < qhi else qhi))
-        for i, p in clipped.items():
-            t = tuple(p)
-            out[i] = values[i] if t == values[i] else t
-        return out
+        return _parts(self.los, self.his, self.owner, self.values, value)
 
 
 def _dispatch_value(rule, jump: str) -> Optional[tuple]:
