@@ -754,17 +754,13 @@ class Evaluator(NetfilterWalk):
             if chain.runs is None:
                 chain.runs = find_runs(rules, self._TERMINAL)
             return chain.runs
-        key = (id(chain), tuple(picked))
-        hit = self._run_cache.get(key)
-        if hit is not None:
-            return hit[1]
-        if len(self._run_cache) >= 256:
-            self._run_cache.clear()
-        if chain.runs is None:
-            chain.runs = find_runs(chain.rules, self._TERMINAL)
-        runs = runs_within(chain.runs, picked)
-        self._run_cache[key] = (chain, runs)
-        return runs
+
+        def made() -> Dict[int, Any]:
+            if chain.runs is None:
+                chain.runs = find_runs(chain.rules, self._TERMINAL)
+            return runs_within(chain.runs, picked)
+
+        return _picked_memo(self._run_cache, chain, picked, made)
 
     def dispatches_of(self, chain: Chain, rules: Sequence[Any], picked: Optional[List[int]]) -> Optional[Dict[int, Any]]:
         """The dispatch runs of jumps in ``rules`` (analysis.chain_index.find_dispatches), found
@@ -775,15 +771,7 @@ class Evaluator(NetfilterWalk):
             if chain.dispatches is None:
                 chain.dispatches = find_dispatches(rules, JUMP)
             return chain.dispatches
-        key = (id(chain), tuple(picked))
-        hit = self._dispatch_cache.get(key)
-        if hit is not None:
-            return hit[1]
-        if len(self._dispatch_cache) >= 256:
-            self._dispatch_cache.clear()
-        found = find_dispatches(rules, JUMP)
-        self._dispatch_cache[key] = (chain, found)
-        return found
+        return _picked_memo(self._dispatch_cache, chain, picked, lambda: find_dispatches(rules, JUMP))
 
     def walk_dispatch(self, rs: Ruleset, table: str, rules: Sequence[Any], dispatch: Dispatch, current: List[Flow], depth: int,
                       ended: List[Ended], seen: set, index: Any, picked: Optional[List[int]],
@@ -1041,3 +1029,18 @@ class Evaluator(NetfilterWalk):
         dst, port = rule.nat_to or (None, None)
         new = nat_rewrite(f.box, rule.action == REDIRECT, dst, port, self.local)
         return Flow(new, (decision, f.trail), f.uncertain, f.origin)
+
+
+def _picked_memo(cache: Dict[object, tuple], chain: Chain, picked: List[int], made: Callable[[], Any]) -> Any:
+    """What ``made`` finds in the part of ``chain`` its index picked (``picked``: the positions),
+    remembered by chain and positions (the entry keeps the chain alive, so its id is not reused
+    while it is there); at most 256 parts."""
+    key = (id(chain), tuple(picked))
+    hit = cache.get(key)
+    if hit is not None:
+        return hit[1]
+    if len(cache) >= 256:
+        cache.clear()
+    found = made()
+    cache[key] = (chain, found)
+    return found
