@@ -1007,12 +1007,14 @@ def _egress_forward_findings(snapshot: HostSnapshot, results: Dict[str, FamilyAu
     rulesets = load_rulesets(snapshot)
     findings = []
     forwarding = {f: snapshot.forwarding(f) for f in FAMILIES}
-    for line in egress_forward_differences(build_contexts(snapshot, rulesets)):
+    # neither family forwards: FORWARD rules decide nothing, and are not compared (a router's
+    # or a Docker host's FORWARD chains are most of the comparison's time)
+    forwards = any(forwarding.values()) or None in forwarding.values()
+    for line in egress_forward_differences(build_contexts(snapshot, rulesets),
+                                           ("forward", "output") if forwards else ("output",)):
         hook = line.split(" ", 1)[0].split(",", 1)[0]
         evidence = [line]
         if hook == "forward":
-            if not any(forwarding.values()) and None not in forwarding.values():
-                continue  # neither family forwards: FORWARD rules decide nothing
             evidence.append(_forwarding_fact(snapshot))
         what = "forwarded" if hook == "forward" else "outgoing"
         findings.append(

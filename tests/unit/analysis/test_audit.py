@@ -129,6 +129,32 @@ def test_no_tables_at_all_filter_nothing_on_forward_and_output():
     assert "forward" not in hooks and "output" in hooks
 
 
+def test_egress_forward_differences_per_hook_and_forwarding():
+    # the tcp/25 story twice: IPv4 drops tcp/25 in OUTPUT and in FORWARD, IPv6 in neither
+    v4 = V4.replace("COMMIT", "-A FORWARD -p tcp -m tcp --dport 25 -j DROP\n-A FORWARD -j ACCEPT\n"
+                              "-A OUTPUT -p tcp -m tcp --dport 25 -j DROP\nCOMMIT")
+    v6 = V6.replace(":FORWARD DROP", ":FORWARD ACCEPT")
+
+    def egress(sysctls):
+        snap = snapshot(v4=v4, v6=v6)
+        snap.sysctls = sysctls
+        return {f.hook: f for f in audit_snapshot(snap).findings if f.id == "TW-EGRESS-FORWARD-DIFFER"}
+
+    # forwarding unknown (offline, no sysctls): both hooks, FORWARD's finding says it is unknown
+    unknown = egress({})
+    assert set(unknown) == {"forward", "output"}
+    assert "forwarding: unknown" in unknown["forward"].evidence[-1]
+    assert unknown["output"].evidence[0].startswith("output")
+    assert "IPv4 drop (filter OUTPUT #1" in unknown["output"].evidence[0], unknown["output"].evidence
+    # IPv6 forwards: both hooks
+    on = egress({"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": "1"})
+    assert set(on) == {"forward", "output"}
+    # neither family forwards: FORWARD decides nothing (and is not compared); OUTPUT still is
+    off = egress({"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": "0"})
+    assert set(off) == {"output"}
+    assert off["output"].evidence == unknown["output"].evidence
+
+
 def test_table_shows_each_finding_on_the_row_of_its_own_socket():
     from twinwall.report.text import render_audit
 

@@ -652,9 +652,11 @@ def example_packet(ctx, box: Box, rnd=None) -> Optional[Box]:
 EGRESS_FORK_MIN_RULES = 4_000
 
 
-def egress_forward_differences(contexts: Mapping[str, FamilyContext]) -> List[str]:
-    """One line per hook (forward, output) whose IPv4 and IPv6 verdicts differ somewhere, with
-    the number of regions and one example; [] when they agree or a family's rules are unknown.
+def egress_forward_differences(contexts: Mapping[str, FamilyContext],
+                               hooks: Sequence[str] = ("forward", "output")) -> List[str]:
+    """One line per hook (of forward, output) whose IPv4 and IPv6 verdicts differ somewhere,
+    with the number of regions and one example; [] when they agree or a family's rules are
+    unknown.
 
     For the audit's finding that points at ``twinwall diff``."""
     if not all(getattr(contexts.get(f), "rules_known", False) for f in (IPV4, IPV6)):
@@ -662,7 +664,7 @@ def egress_forward_differences(contexts: Mapping[str, FamilyContext]) -> List[st
     # a process per family and per hook from a few thousand rules on: on a small host this
     # comparison is most of the audit's time
     parallel = rule_count([contexts[IPV4], contexts[IPV6]]) >= EGRESS_FORK_MIN_RULES
-    result = diff_contexts(contexts, hooks=("forward", "output"), parallel=parallel, differences_only=True)
+    result = diff_contexts(contexts, hooks=hooks, parallel=parallel, differences_only=True)
     out = []
     for hook in result.hooks:
         diffs = result.comparisons[hook].differences
