@@ -336,6 +336,12 @@ _NOT_ARG_START = frozenset(("", "!", "-"))
 # words that path's word-by-word and _SOURCE_JUMP readings take, without a comment (a line it
 # does not take sends the whole chain there). Tests turn it off to compare the two.
 _SOURCE_CHAINS = True
+# the lines it reads, as one regular expression: a block of more than _SOURCE_CHAIN_SPLIT lines
+# whose first line it does not match is left to the rule-by-rule path at once, without a split
+# of the block (a router's chains of hundreds of other rules; the shorter blocks of many small
+# chains are split at once: the match would cost them ~20 ms of ~250 a family at 100k rules)
+_SOURCE_CHAIN_LINE = re.compile(r'-A [^\s"]+(?: -s ([^\s"!-][^\s"]*))? -j ([^\s"!-][^\s"]*)$', re.M)
+_SOURCE_CHAIN_SPLIT = 16
 # the sources whose rules' alternatives are shared (_Compiler._source_alternatives) at most
 _SOURCES_REMEMBERED = 4096
 # a chain of this many rules keeps its stretches of source jumps ("-s ADDR -j T", consecutive,
@@ -875,13 +881,13 @@ class _Compiler:
         expression it replaced, a search of the block then a loop over what it found, cost 20%
         more, ~30 ms of many small chains' 100k rules a family.)"""
         first, block = piece
-        if not block.startswith("-A ") or '"' in block:
-            # (a kube-proxy service chain's first line is "-A NAME -m comment ...": told by its
-            # quote at once)
-            return None
+        if '"' in block:
+            return None  # (a kube-proxy service chain's "-m comment" lines, told at once)
         count = block.count("\n")  # (a block's lines each end in one: _RULE_BLOCK)
         if not count or count >= STRETCH_MIN_CHAIN:
             return None  # (a line on its own; a long chain, which may keep stretches)
+        if count > _SOURCE_CHAIN_SPLIT and _SOURCE_CHAIN_LINE.match(block) is None:
+            return None  # (a longer block whose first line is no source jump: not split)
         lines = block.split("\n")
         lines.pop()  # (the empty string after the last newline)
         if not block.replace("\n", "").isprintable():

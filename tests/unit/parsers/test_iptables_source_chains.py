@@ -37,7 +37,9 @@ def _dump(rng, family, n_chains):
              ":z - [0:0]"] + [f":{c} - [0:0]" for c in chains]
     lines += [f"-A INPUT -j {c}" for c in chains]
     for c in chains:
-        for _ in range(rng.randint(1, 7)):
+        # (mostly short chains, and some longer than _SOURCE_CHAIN_SPLIT: their first line is
+        # matched before the block is split)
+        for _ in range(rng.randint(1, 7) if rng.random() < 0.75 else rng.randint(15, 24)):
             if rng.random() < 0.08:
                 lines.append(rng.choice(ODD).format(c=c))
             elif rng.random() < 0.3:
