@@ -1006,10 +1006,10 @@ def _egress_forward_findings(snapshot: HostSnapshot, results: Dict[str, FamilyAu
 
     rulesets = load_rulesets(snapshot)
     findings = []
-    forwarding = {f: snapshot.forwarding(f) for f in FAMILIES}
-    # neither family forwards: FORWARD rules decide nothing, and are not compared (a router's
-    # or a Docker host's FORWARD chains are most of the comparison's time)
-    forwards = any(forwarding.values()) or None in forwarding.values()
+    # neither family forwards (both sysctls 0; unknown counts as on): FORWARD rules decide
+    # nothing, and are not compared (a router's or a Docker host's FORWARD chains are most of
+    # the comparison's time)
+    forwards = any(snapshot.forwarding(f) is not False for f in FAMILIES)
     for line in egress_forward_differences(build_contexts(snapshot, rulesets),
                                            ("forward", "output") if forwards else ("output",)):
         hook = line.split(" ", 1)[0].split(",", 1)[0]

@@ -340,7 +340,7 @@ _SOURCE_CHAINS = True
 # whose first line it does not match is left to the rule-by-rule path at once, without a split
 # of the block (a router's chains of hundreds of other rules; the shorter blocks of many small
 # chains are split at once: the match would cost them ~20 ms of ~250 a family at 100k rules)
-_SOURCE_CHAIN_LINE = re.compile(r'-A [^\s"]+(?: -s ([^\s"!-][^\s"]*))? -j ([^\s"!-][^\s"]*)$', re.M)
+_SOURCE_CHAIN_LINE = re.compile(r'-A [^\s"]+(?: -s [^\s"!-][^\s"]*)? -j [^\s"!-][^\s"]*$', re.M)
 _SOURCE_CHAIN_SPLIT = 16
 # the sources whose rules' alternatives are shared (_Compiler._source_alternatives) at most
 _SOURCES_REMEMBERED = 4096
