@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
-from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from twinwall.analysis.address_sets import AUDIT_SCHEMA, AUDIT_SCHEMA_VERBOSE, AddressSets
 from twinwall.analysis.connection import ConnectionLegs, legs_decisions
@@ -235,7 +235,8 @@ class AuditReport:
 
 
 def audit_snapshot(
-    snapshot: HostSnapshot, keep_text: bool = True, jobs: Optional[int] = None, compare_egress: bool = True
+    snapshot: HostSnapshot, keep_text: bool = True, jobs: Optional[int] = None, compare_egress: bool = True,
+    meanwhile: Optional[Callable[[], object]] = None,
 ) -> AuditReport:
     """Audit a host.
 
@@ -243,13 +244,14 @@ def audit_snapshot(
     independent questions; on a large ruleset (``jobs`` None: decided from the input size) the
     IPv6 half runs in a forked process while this one does IPv4. ``compare_egress=False`` skips
     comparing the families' output and forward rules (a second parse and a diff walk), for callers
-    that only want the services' statuses."""
+    that only want the services' statuses. ``meanwhile``: what the caller does with the report
+    needs first (importing its writer), done while a forked half is still working (run_jobs)."""
     sockets = _dedupe(snapshot.sockets)
     early = _legacy_and_nft_findings(snapshot)  # reads the texts before parsing frees them
     parallel = worth_forking(snapshot) if jobs is None else jobs > 1
     if parallel:
         import_parsers(snapshot)
-    halves = run_jobs([partial(audit_family, snapshot, fam, sockets, keep_text) for fam in FAMILIES], parallel)
+    halves = run_jobs([partial(audit_family, snapshot, fam, sockets, keep_text) for fam in FAMILIES], parallel, meanwhile)
     results = dict(zip(FAMILIES, halves))
     services = [
         ServiceReport(sock, {f: results[f].verdicts[i] for f in FAMILIES}) for i, sock in enumerate(sockets)

@@ -89,9 +89,12 @@ def job_alone() -> bool:
     return _forked
 
 
-def run_jobs(jobs: Sequence[Callable[[], T]], parallel: bool = True) -> List[T]:
+def run_jobs(jobs: Sequence[Callable[[], T]], parallel: bool = True,
+             meanwhile: Optional[Callable[[], object]] = None) -> List[T]:
     """``[job() for job in jobs]``, with ``parallel`` (and :func:`can_fork`) the jobs after the
-    first in forked children."""
+    first in forked children. ``meanwhile``: work the caller does next anyway (importing its
+    output's writer), done here once this process's own job is over if a child's is not yet:
+    in the time it would otherwise wait (not at all when nothing is forked)."""
     global _forked
     if not parallel or len(jobs) < 2 or not can_fork():
         return [job() for job in jobs]
@@ -107,6 +110,8 @@ def run_jobs(jobs: Sequence[Callable[[], T]], parallel: bool = True) -> List[T]:
             mine = jobs[0]()
         finally:
             _forked = False
+        if meanwhile is not None and _still_working(children):
+            meanwhile()
     except BaseException:
         for pid, fd in children:
             os.close(fd)
@@ -138,6 +143,15 @@ def run_jobs(jobs: Sequence[Callable[[], T]], parallel: bool = True) -> List[T]:
     if failure is not None:
         raise failure
     return results
+
+
+def _still_working(children) -> bool:
+    """Whether some child has not begun to send its result (its pipe has nothing to read yet)."""
+    import select
+
+    fds = [fd for _, fd in children]
+    ready, _, _ = select.select(fds, [], [], 0)
+    return len(ready) < len(fds)
 
 
 def _start(job: Callable[[], object]):

@@ -79,7 +79,13 @@ def run(args: argparse.Namespace) -> int:
     snapshot = snapshot_from_args(args)
     # keeping the dumps' text alive would only raise peak memory on a large host; the small
     # ones are parsed a second time to compare their output and forward hooks
-    report = audit_snapshot(snapshot, keep_text=_small(snapshot))
+    if args.format == "json":
+        from twinwall.report.json_out import load_encoders
+
+        # (imported while a forked half is still working, not after)
+        report = audit_snapshot(snapshot, keep_text=_small(snapshot), meanwhile=load_encoders)
+    else:
+        report = audit_snapshot(snapshot, keep_text=_small(snapshot))
     if args.format == "json":
         emit_json(report.to_json(verbose=args.verbose, stream=True), args.output)
     elif args.format == "table":

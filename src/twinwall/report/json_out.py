@@ -39,6 +39,15 @@ def _orjson():
     return orjson
 
 
+def load_encoders() -> None:
+    """Import both encoders dumps_pieces may use now (orjson, the standard library's), not when
+    the document is written: for a caller with time to spare before (see
+    analysis.parallel.run_jobs's ``meanwhile``) and a large document to write."""
+    import json  # noqa: F401
+
+    _orjson()
+
+
 def dumps(data, pretty: bool = False, stdlib: bool = False) -> bytes:
     """UTF-8 JSON of ``data`` (plain dicts, lists, strings, numbers, None); ``stdlib``: by the
     standard library's encoder even where orjson is installed (the same JSON value)."""

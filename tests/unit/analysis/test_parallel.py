@@ -136,3 +136,52 @@ def test_a_result_too_big_for_the_pipe_comes_back_whole_and_one_that_cannot_be_p
     unpicklable = [f"{k}" for k in range(100_000)] + [lambda: None]  # (fails after 100,000 items)
     with pytest.raises(RuntimeError, match="ended without a result"):  # (as when nothing was written)
         run_jobs([lambda: 1, lambda: unpicklable])
+
+
+def test_meanwhile_runs_while_a_child_works_and_not_once_it_is_done():
+    """run_jobs's ``meanwhile`` runs in this process after its own job, while a forked job is
+    still at work (the child here waits for it: it would time out without it); not when the
+    children have already sent their results, nor when nothing was forked."""
+    import select
+    import time
+
+    from twinwall.analysis.parallel import can_fork
+
+    if not can_fork():
+        pytest.skip("this process cannot fork (another thread runs, or TWINWALL_JOBS=1)")
+    calls: list = []
+    release_r, release_w = os.pipe()
+    try:
+        def waiting_child():
+            ready, _, _ = select.select([release_r], [], [], 20)
+            return "released" if ready else "timed out"
+
+        def meanwhile():
+            calls.append(os.getpid())
+            os.write(release_w, b"x")
+
+        assert run_jobs([lambda: "here", waiting_child], meanwhile=meanwhile) == ["here", "released"]
+        assert calls == [os.getpid()]
+    finally:
+        os.close(release_r)
+        os.close(release_w)
+
+    calls.clear()
+    done_r, done_w = os.pipe()
+    try:
+        def quick_child():
+            os.write(done_w, b"x")
+            return "quick"
+
+        def slow_here():  # (until the child's job is over, then time for it to send its result)
+            select.select([done_r], [], [], 20)
+            time.sleep(0.5)
+            return "here"
+
+        assert run_jobs([slow_here, quick_child], meanwhile=lambda: calls.append(1)) == ["here", "quick"]
+        assert calls == []
+    finally:
+        os.close(done_r)
+        os.close(done_w)
+    assert run_jobs([lambda: 1, lambda: 2], parallel=False, meanwhile=lambda: calls.append(1)) == [1, 2]
+    assert calls == []
