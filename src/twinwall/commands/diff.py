@@ -69,7 +69,13 @@ def run(args: argparse.Namespace) -> int:
         from twinwall.report.diff_text import render_diff
 
         snapshot = snapshot_from_args(args)
-        result = diff_snapshot(snapshot, _hooks(args), keep_text=False)
+        if args.format == "table":
+            result = diff_snapshot(snapshot, _hooks(args), keep_text=False)
+        else:
+            from twinwall.report.json_out import load_encoders
+
+            # (imported while the forked family's walk is still at work, not after)
+            result = diff_snapshot(snapshot, _hooks(args), keep_text=False, meanwhile=load_encoders)
         if snapshot.ipv6.enabled is False:
             result.notes.append("IPv6 is disabled on this host: the IPv6 rules are compared but carry no traffic")
         _emit(args, lambda: result.to_json(verbose=args.verbose), lambda: render_diff(result))

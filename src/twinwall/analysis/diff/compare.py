@@ -485,14 +485,16 @@ def _unread_notes(family: str, rulesets) -> List[str]:
 
 
 def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[bool] = None,
-                  keep_text: bool = True) -> DiffResult:
+                  keep_text: bool = True, meanwhile: Optional[Callable[[], object]] = None) -> DiffResult:
     """Compare IPv4 with IPv6 on a host snapshot (what ``twinwall diff`` runs).
 
     Each family is parsed and walked in its own process on a large host: the walks need only
     the host's addresses from the other side, not its rules. Interface masks are then read in
     the universe of both families' interface names before the comparison. ``keep_text=False``
     empties the snapshot's dumps as they are parsed (a caller that needs them no more: the
-    texts of a 100k-rule pair are 36 MB, held by each walk otherwise)."""
+    texts of a 100k-rule pair are 36 MB, held by each walk otherwise). ``meanwhile``: what the
+    caller does with the result needs first (importing its writer), done while the forked
+    family's walk is still at work (run_jobs)."""
     # an empty dump is a ruleset (no tables: nothing filters); no dump at all is not
     missing = [f for f in (IPV4, IPV6) if not snapshot.rulesets_for(f)]
     if missing:
@@ -526,7 +528,7 @@ def diff_snapshot(snapshot, hooks: Sequence[str] = HOOKS, parallel: Optional[boo
 
     with gc_paused():
         roles_filter, notes = common_roles([bare[IPV4], bare[IPV6]], hooks)
-        (out4, u4, unread4), (out6, u6, unread6) = run_jobs([lambda: walk(IPV4), lambda: walk(IPV6)], parallel)
+        (out4, u4, unread4), (out6, u6, unread6) = run_jobs([lambda: walk(IPV4), lambda: walk(IPV6)], parallel, meanwhile)
         notes += unread4 + unread6
         universe = InterfaceUniverse(u4.specs() + u6.specs())
         out4 = _in_universe(out4, u4, universe)
