@@ -329,98 +329,34 @@ def overlay_cuts(boxes: Sequence[Box]) -> Iterator[Tuple[List[int], tuple]]:
     Regions are cut along PARTITION_ORDER, depth first: a group of boxes is cut at the first
     dimension where they differ, each part's boxes further. A region is the box of its first
     covering box with the parts it was cut to."""
-    for _, idx, cuts in overlay_share(boxes, 0, 1):
-        yield idx, cuts
-
-
-def overlay_share(boxes: Sequence[Box], k: int, n: int) -> Iterator[Tuple[int, List[int], tuple]]:
-    """The k-th of n shares of overlay_cuts's regions, for n processes to take one each, as
-    (group, indices, cuts): the overlay's first cuts are made into groups of boxes (the largest
-    cut again, up to _SHARE_GROUPS), and the k-th share is the regions of groups k, k + n, ...
-    (the largest groups' regions are not all in one share). All shares' regions, sorted by
-    their group (a stable sort), are overlay_cuts's, in its order."""
     if not boxes:
         return
-    cutter = _Cutter(boxes)
-    root: _Entry = (list(range(len(boxes))), 0, ())
-    yield from _cuts_from(cutter, [(0, root)] if n == 1 else _groups(cutter, root)[k::n])
-
-
-# a group of boxes to cut: (box indices, position in the cutter's dims, ((dimension, part), ...)
-# of the cuts above)
-_Entry = Tuple[List[int], int, tuple]
-
-
-def _cuts_from(cutter: "_Cutter", groups: List[Tuple[int, _Entry]]) -> Iterator[Tuple[int, List[int], tuple]]:
-    """The regions of ``groups`` ((group, entry) in order), depth first: (group, indices, cuts)."""
-    last, cut = cutter.last, cutter.cut
-    for group, entry in groups:
-        # (depth first: the parts of a cut in their order)
-        stack = [entry]
-        pop, push = stack.pop, stack.extend
-        while stack:
-            entry = pop()
-            # (a region of one box, the commonest, without the call)
-            parts = None if len(entry[0]) == 1 or entry[1] == last else cut(entry)
-            if parts is None:
-                yield group, entry[0], entry[2]
-            else:
-                push(reversed(parts))
-
-
-class _Cutter:
-    """overlay_cuts's one step: a group of boxes cut at the next dimension where they differ."""
-
-    __slots__ = ("dims", "cols", "last")
-
-    def __init__(self, boxes: Sequence[Box]):
-        first = boxes[0]
-        # the dimensions where some boxes differ: the others cut nothing
-        self.dims = [d for d in PARTITION_ORDER if any(b[d] != first[d] for b in boxes)]
-        self.cols = [[b[d] for b in boxes] for d in self.dims]
-        self.last = len(self.dims)
-
-    def cut(self, entry: _Entry) -> Optional[List[_Entry]]:
-        """The parts (entries, in their order) of the first cut of ``entry``; None when it is a
-        region (one box, or boxes that differ nowhere further)."""
-        idx, level, cuts = entry
-        cols, last = self.cols, self.last
+    first = boxes[0]
+    # the dimensions where some boxes differ: the others cut nothing
+    dims = [d for d in PARTITION_ORDER if any(b[d] != first[d] for b in boxes)]
+    cols = [[b[d] for b in boxes] for d in dims]
+    last = len(dims)
+    # (box indices, position in dims, ((dimension, part), ...) of the cuts above): depth first,
+    # the parts of a cut in their order
+    stack: List[Tuple[List[int], int, tuple]] = [(list(range(len(boxes))), 0, ())]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        idx, level, cuts = pop()
         while True:
             if len(idx) == 1 or level == last:
-                return None
+                yield idx, cuts
+                break
             col = cols[level]
             values = [col[j] for j in idx]
             if values.count(values[0]) == len(values):
                 level += 1
                 continue
-            dim = self.dims[level]
+            dim = dims[level]
             # (the parts' members named by their boxes' indices, not their positions in idx)
             parts = _split_masks(values, idx) if dim in MASK_DIMS else _split_intervals(values, idx)
             level += 1
-            return [(members, level, cuts + ((dim, value),)) for value, members in parts]
-
-
-# the groups of boxes overlay_share makes of the overlay's first cuts, at most
-_SHARE_GROUPS = 64
-
-
-def _groups(cutter: _Cutter, root: _Entry) -> List[Tuple[int, _Entry]]:
-    """The overlay's first cuts as groups, numbered in depth-first order (the regions of one
-    come before those of the next): the group of the most boxes cut again, until there are
-    _SHARE_GROUPS or none can be cut."""
-    front = [root]
-    whole: set = set()  # (ids of the groups that are regions: cut no further)
-    while len(front) < _SHARE_GROUPS:
-        open_ = [k for k, e in enumerate(front) if id(e) not in whole]
-        if not open_:
+            push([(members, level, cuts + ((dim, value),)) for value, members in reversed(parts)])
             break
-        k = max(open_, key=lambda k: len(front[k][0]))
-        parts = cutter.cut(front[k])
-        if parts is None:
-            whole.add(id(front[k]))
-        else:
-            front[k:k + 1] = parts
-    return list(enumerate(front))
 
 
 # ---------------------------------------------------------------------------------------------

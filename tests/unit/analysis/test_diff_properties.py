@@ -504,25 +504,3 @@ def test_nat_regions_are_exact_where_no_rule_names_an_address(pol4, pol6, seed):
     ctxs = contexts(render_nat(*pol4, "ipv4"), render_nat(*pol6, "ipv6"))
     result = D.diff_contexts(ctxs, keep_regions=True)
     check_against_evaluator(ctxs, result, random.Random(seed), 40, exact=True)
-
-
-@SETTINGS
-@given(policies(exact=False), policies(exact=False))
-def test_regions_read_in_two_processes_are_those_read_in_one(pol4, pol6):
-    """compare_outcomes with ``shared`` (its regions read half here, half in a forked child,
-    for however few boxes) gives what it gives without: the same lists in the same order."""
-    ctxs = contexts(render(pol4[0], pol4[1], "ipv4"), render(pol6[0], pol6[1], "ipv6"))
-    sides = [ctxs["ipv4"], ctxs["ipv6"]]
-    roles_filter, _ = D.common_roles(sides, D.HOOKS)
-    results = D.evaluate_sides(sides, D.HOOKS, roles_filter)
-    saved = D.SHARE_MIN_BOXES
-    D.SHARE_MIN_BOXES = 0
-    try:
-        for hook in D.HOOKS:
-            for keep, only in ((True, False), (False, True)):
-                one = D.compare_outcomes(hook, results[0][hook], results[1][hook], keep, only)
-                two = D.compare_outcomes(hook, results[0][hook], results[1][hook], keep, only, shared=True)
-                for name in ("regions", "differences", "not_comparable", "a_only", "b_only"):
-                    assert getattr(two, name) == getattr(one, name), (hook, name)
-    finally:
-        D.SHARE_MIN_BOXES = saved

@@ -29,25 +29,3 @@ def test_named_mask_split_is_the_positional_one(values, rnd):
     names = rnd.sample(range(100), len(values))
     want = [(v, [names[m] for m in ms]) for v, ms in NS._split_masks(values)]
     assert NS._split_masks(values, names) == want
-
-
-_mask = st.integers(1, 15)
-
-
-@given(st.lists(st.tuples(_iv, _iv, _mask), min_size=1, max_size=40), st.integers(1, 4))
-def test_the_overlays_shares_sorted_by_group_are_its_regions_in_order(parts, n):
-    """overlay_share's n shares, their regions sorted by group (stably), are overlay_cuts's
-    regions in its order; none is in two shares."""
-    from twinwall.netfilter.packetset import DPORT, IIF, SRC, make_box
-
-    boxes = []
-    for src, dport, iif in parts:
-        box = list(make_box(((0, 2**32 - 1),), ((0, 2**32 - 1),), 1, 1))
-        box[SRC], box[DPORT], box[IIF] = src, dport, iif
-        boxes.append(tuple(box))
-    whole = list(NS.overlay_cuts(boxes))
-    shares = [list(NS.overlay_share(boxes, k, n)) for k in range(n)]
-    merged = sorted((r for share in shares for r in share), key=lambda r: r[0])
-    assert [(idx, cuts) for _, idx, cuts in merged] == whole
-    groups = [{g for g, _, _ in share} for share in shares]
-    assert all(not (groups[i] & groups[j]) for i in range(n) for j in range(i + 1, n))

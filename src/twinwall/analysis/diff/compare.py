@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import partial, reduce
-from operator import itemgetter, or_
-from typing import Any, Callable, Collection, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
+from operator import or_
+from typing import Any, Callable, Collection, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from twinwall.netfilter.interfaces import InterfaceUniverse
 from twinwall.analysis.neutral_space import (
@@ -35,7 +35,7 @@ from twinwall.analysis.neutral_space import (
     canonical_union,
     cut_box,
     group_boxes,
-    overlay_share,
+    overlay_cuts,
     project_outcomes,
 )
 from twinwall.netfilter.packetset import (
@@ -163,17 +163,10 @@ def _union_coverings(coverings: List[Collection[int]]) -> FrozenSet[int]:
     return frozenset().union(*coverings)
 
 
-# projected outcomes (both sides together) from which compare_outcomes may read its regions in
-# two processes: the router pair's forward hook (338 boxes, 16,900 regions) takes ~0.15 s
-SHARE_MIN_BOXES = 256
-
-
 def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequence[Tuple[Box, str, FrozenSet]],
-                     keep_regions: bool = False, differences_only: bool = False, shared: bool = False) -> Comparison:
+                     keep_regions: bool = False, differences_only: bool = False) -> Comparison:
     """a, b: projected outcomes (box, verdict, label) of the two sides. ``differences_only``
-    leaves the not comparable and one-side-only regions out (the audit's egress finding).
-    ``shared``: the regions of many boxes (SHARE_MIN_BOXES) are read half here, half in a
-    forked child (overlay_share), where nothing else runs beside this comparison."""
+    leaves the not comparable and one-side-only regions out (the audit's egress finding)."""
     # (evaluate_family has merged the boxes of one (verdict, rules) already)
     boxes, tags_of = group_boxes(
         [(box, (side, verdict, label)) for side, outs in ((0, a), (1, b)) for box, verdict, label in outs]
@@ -213,7 +206,7 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
     # (label items: Decisions and RuleRuns, which the two walks may cut differently: see
     # analysis.labels)
     cited_a = {d for per in box_sides for labels in per[0].values() for lb in labels for d in lb}
-    cite_alike = share_rules(cited_a, (d for per in box_sides for labels in per[1].values() for lb in labels for d in lb))
+    shared = share_rules(cited_a, (d for per in box_sides for labels in per[1].values() for lb in labels for d in lb))
     del cited_a
     verdict_pairs: Dict[int, Tuple[FrozenSet[str], FrozenSet[str]]] = {}
     sides_known: Dict[Collection[int], tuple] = {}
@@ -244,6 +237,11 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
             sides_known[covering] = got
         return got
 
+    comp = Comparison(hook)
+    diff_entries = []
+    nc_entries = []
+    a_only = []
+    b_only = []
     # equal lists of covering boxes kept once (the router's 14,000 not comparable regions
     # kept a copy each of the few hundred distinct ones, 20 MB, until they were merged), as
     # tuples: the router's 10,000 distinct ones were 7 MB as frozensets of 8 indices (a
@@ -255,75 +253,56 @@ def compare_outcomes(hook: str, a: Sequence[Tuple[Box, str, FrozenSet]], b: Sequ
         c = tuple(idx)
         return coverings.setdefault(c, c)
 
-    def scan(regions: Iterator[Tuple[int, List[int], tuple]]) -> Tuple[List[tuple], ...]:
-        """What the regions say, as (group, item) in their order: the regions kept
-        (keep_regions), the differences, the not comparable, the one-side-only of each side."""
-        kept: List[tuple] = []
-        diff_entries: List[tuple] = []
-        nc_entries: List[tuple] = []
-        a_only: List[tuple] = []
-        b_only: List[tuple] = []
-        for group, idx, cuts in regions:
-            m = reduce(or_, map(masks.__getitem__, idx), 0)
-            vs = verdict_pairs.get(m)
-            if vs is None:
-                ma, mb = m & low, m >> shift
-                vs = verdict_pairs[m] = (
-                    frozenset(v for i, v in enumerate(names) if ma >> i & 1),
-                    frozenset(v for i, v in enumerate(names) if mb >> i & 1),
-                )
-            va, vb = vs
-            if keep_regions:
-                covering = covering_of(idx)
-                got = sides_of(covering)
-                kept.append((group, (cut_box(boxes, idx, cuts), got[0], got[1])))
-            if differences_only and (not va or not vb or len(va) > 1 and len(vb) > 1):
-                continue
-            if len(va) == 1 and va == vb:
-                continue  # the same verdict
-            # (most regions end above: their box and covering set are built from here on)
-            box = cut_box(boxes, idx, cuts)
+    for idx, cuts in overlay_cuts(boxes):
+        m = reduce(or_, map(masks.__getitem__, idx), 0)
+        vs = verdict_pairs.get(m)
+        if vs is None:
+            ma, mb = m & low, m >> shift
+            vs = verdict_pairs[m] = (
+                frozenset(v for i, v in enumerate(names) if ma >> i & 1),
+                frozenset(v for i, v in enumerate(names) if mb >> i & 1),
+            )
+        va, vb = vs
+        if keep_regions:
             covering = covering_of(idx)
-            if not vb:
-                sa, _, ka, _ = sides_of(covering)
-                a_only.append((group, (("a", ka), box, sa)))
-                continue
-            if not va:
-                _, sb, _, kb = sides_of(covering)
-                b_only.append((group, (("b", kb), box, sb)))
-                continue
-            if len(va) > 1 and len(vb) > 1:
-                if va == vb:
-                    # the very same rules (e.g. before/after)? (asked of thousands of a router's
-                    # regions: only the answer is kept)
-                    same = same_known.get(covering)
-                    if same is None:
-                        if not cite_alike and any(cites[g] for g in covering):
-                            same = False  # (the sides cite no rule in common: IPv4 and IPv6)
-                        else:
-                            ua, ub = united(covering)
-                            # (two walks may cut a chain's rules into different runs: then rule by rule)
-                            same = ua == ub or (ua.keys() == ub.keys() and any(has_runs(s[v]) for s in (ua, ub) for v in s)
-                                                and all(same_rules(ua[v], ub[v]) for v in ua))
-                        same_known[covering] = same
-                    if same:
-                        continue
-                # not comparable: regions are merged by their verdict sets, rules united
-                nc_entries.append((group, ((va, vb), box, covering)))
-            else:
-                sa, sb, ka, kb = sides_of(covering)
-                diff_entries.append((group, ((ka, kb), box, (sa, sb))))
-        return kept, diff_entries, nc_entries, a_only, b_only
-
-    comp = Comparison(hook)
-    if shared and len(boxes) >= SHARE_MIN_BOXES:
-        # (each half's lists, in their groups' order: the two together, sorted by group, are
-        # one scan's of every region)
-        halves = run_jobs([lambda: scan(overlay_share(boxes, 0, 2)), lambda: scan(overlay_share(boxes, 1, 2))])
-        lists = [[item for _, item in sorted(mine + theirs, key=itemgetter(0))] for mine, theirs in zip(*halves)]
-    else:
-        lists = [[item for _, item in got] for got in scan(overlay_share(boxes, 0, 1))]
-    comp.regions, diff_entries, nc_entries, a_only, b_only = lists
+            got = sides_of(covering)
+            comp.regions.append((cut_box(boxes, idx, cuts), got[0], got[1]))
+        if differences_only and (not va or not vb or len(va) > 1 and len(vb) > 1):
+            continue
+        if len(va) == 1 and va == vb:
+            continue  # the same verdict
+        # (most regions end above: their box and covering set are built from here on)
+        box = cut_box(boxes, idx, cuts)
+        covering = covering_of(idx)
+        if not vb:
+            sa, _, ka, _ = sides_of(covering)
+            a_only.append((("a", ka), box, sa))
+            continue
+        if not va:
+            _, sb, _, kb = sides_of(covering)
+            b_only.append((("b", kb), box, sb))
+            continue
+        if len(va) > 1 and len(vb) > 1:
+            if va == vb:
+                # the very same rules (e.g. before/after)? (asked of thousands of a router's
+                # regions: only the answer is kept)
+                same = same_known.get(covering)
+                if same is None:
+                    if not shared and any(cites[g] for g in covering):
+                        same = False  # (the sides cite no rule in common: IPv4 and IPv6)
+                    else:
+                        ua, ub = united(covering)
+                        # (two walks may cut a chain's rules into different runs: then rule by rule)
+                        same = ua == ub or (ua.keys() == ub.keys() and any(has_runs(s[v]) for s in (ua, ub) for v in s)
+                                            and all(same_rules(ua[v], ub[v]) for v in ua))
+                    same_known[covering] = same
+                if same:
+                    continue
+            # not comparable: regions are merged by their verdict sets, rules united
+            nc_entries.append(((va, vb), box, covering))
+        else:
+            sa, sb, ka, kb = sides_of(covering)
+            diff_entries.append(((ka, kb), box, (sa, sb)))
     comp.differences = [Region(hook, bx, p[0], p[1]) for bx, p in _group_merge(diff_entries)]
     comp.not_comparable = [
         Region(hook, bx, *sides_of(covering)[:2]) for bx, covering in _group_merge(nc_entries, _union_coverings)
@@ -497,7 +476,7 @@ def diff_contexts(contexts: Mapping[str, FamilyContext], hooks: Sequence[str] = 
         # (a router's forward comparison is 0.15 s, its output one nothing, a kube node's both
         # ~10 ms: a process for one of them would cost more than it overlaps)
         comps = compare_hooks(hooks, results[0], results[1], keep_regions, parallel and not differences_only,
-                              differences_only, shared=parallel and differences_only)
+                              differences_only)
     return DiffResult(list(hooks), comps, sides[0].universe, roles_filter, notes)
 
 
@@ -584,13 +563,11 @@ COMPARE_FORK_MIN = 2_000
 
 
 def compare_hooks(hooks: Sequence[str], a: Dict[str, List], b: Dict[str, List], keep_regions: bool = False,
-                  parallel: bool = False, differences_only: bool = False, shared: bool = False) -> Dict[str, Comparison]:
+                  parallel: bool = False, differences_only: bool = False) -> Dict[str, Comparison]:
     """compare_outcomes for every hook; with ``parallel``, the first of input or forward is
-    compared in a worker while this process compares the other hooks; with ``shared`` (not
-    parallel), each hook here, one after the other, with its regions read in two processes
-    where it has many (compare_outcomes's ``shared``)."""
+    compared in a worker while this process compares the other hooks."""
     def compare(h: str) -> Comparison:
-        return compare_outcomes(h, a[h], b[h], keep_regions, differences_only, shared and not parallel)
+        return compare_outcomes(h, a[h], b[h], keep_regions, differences_only)
 
     alone = next((h for h in ("input", "forward") if h in hooks), None)
     if not parallel or len(hooks) < 2 or alone is None:
