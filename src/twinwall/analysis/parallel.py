@@ -149,9 +149,10 @@ def _still_working(children) -> bool:
     """Whether some child has not begun to send its result (its pipe has nothing to read yet)."""
     import select
 
-    fds = [fd for _, fd in children]
-    ready, _, _ = select.select(fds, [], [], 0)
-    return len(ready) < len(fds)
+    poll = select.poll()  # (not select.select: it refuses descriptors from 1,024 on)
+    for _, fd in children:
+        poll.register(fd, select.POLLIN)
+    return len(poll.poll(0)) < len(children)
 
 
 def _start(job: Callable[[], object]):

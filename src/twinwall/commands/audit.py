@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable, Optional
 
 from twinwall.commands.inputs import add_input_arguments, snapshot_from_args, unreadable_rulesets
 from twinwall.report.output import add_format_arguments, emit, emit_json
@@ -79,13 +80,12 @@ def run(args: argparse.Namespace) -> int:
     snapshot = snapshot_from_args(args)
     # keeping the dumps' text alive would only raise peak memory on a large host; the small
     # ones are parsed a second time to compare their output and forward hooks
+    meanwhile: Optional[Callable[[], object]] = None
     if args.format == "json":
         from twinwall.report.json_out import load_encoders
 
-        # (imported while a forked half is still working, not after)
-        report = audit_snapshot(snapshot, keep_text=_small(snapshot), meanwhile=load_encoders)
-    else:
-        report = audit_snapshot(snapshot, keep_text=_small(snapshot))
+        meanwhile = load_encoders  # (imported while a forked half is still working, not after)
+    report = audit_snapshot(snapshot, keep_text=_small(snapshot), meanwhile=meanwhile)
     if args.format == "json":
         emit_json(report.to_json(verbose=args.verbose, stream=True), args.output)
     elif args.format == "table":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Callable, Optional
 
 from twinwall.commands.inputs import add_input_arguments, dump_options, snapshot_from_args
 from twinwall.errors import InputError
@@ -69,13 +70,12 @@ def run(args: argparse.Namespace) -> int:
         from twinwall.report.diff_text import render_diff
 
         snapshot = snapshot_from_args(args)
-        if args.format == "table":
-            result = diff_snapshot(snapshot, _hooks(args), keep_text=False)
-        else:
+        meanwhile: Optional[Callable[[], object]] = None
+        if args.format != "table":
             from twinwall.report.json_out import load_encoders
 
-            # (imported while the forked family's walk is still at work, not after)
-            result = diff_snapshot(snapshot, _hooks(args), keep_text=False, meanwhile=load_encoders)
+            meanwhile = load_encoders  # (imported while the forked family's walk is still at work, not after)
+        result = diff_snapshot(snapshot, _hooks(args), keep_text=False, meanwhile=meanwhile)
         if snapshot.ipv6.enabled is False:
             result.notes.append("IPv6 is disabled on this host: the IPv6 rules are compared but carry no traffic")
         _emit(args, lambda: result.to_json(verbose=args.verbose), lambda: render_diff(result))
