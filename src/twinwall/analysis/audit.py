@@ -251,7 +251,16 @@ def audit_snapshot(
     parallel = worth_forking(snapshot) if jobs is None else jobs > 1
     if parallel:
         import_parsers(snapshot)
-    halves = run_jobs([partial(audit_family, snapshot, fam, sockets, keep_text) for fam in FAMILIES], parallel, meanwhile)
+    audits = [partial(audit_family, snapshot, fam, sockets, keep_text) for fam in FAMILIES]
+    # a host too small to fork for: its egress comparison, most of its audit, is walked first
+    # and compared in a child while this process audits the families
+    egress_rules = _egress_rulesets(snapshot, keep_text) if compare_egress and not parallel else None
+    egress: Optional[List[str]] = None
+    if egress_rules is not None:
+        halves: List[FamilyAudit] = []
+        egress = _egress_lines(snapshot, egress_rules, lambda: halves.extend(run_jobs(audits, False)), meanwhile)
+    else:
+        halves = run_jobs(audits, parallel, meanwhile)
     results = dict(zip(FAMILIES, halves))
     services = [
         ServiceReport(sock, {f: results[f].verdicts[i] for f in FAMILIES}) for i, sock in enumerate(sockets)
@@ -261,7 +270,7 @@ def audit_snapshot(
     for f in FAMILIES:
         findings += results[f].findings
     if compare_egress:
-        findings += _egress_forward_findings(snapshot, results, keep_text)
+        findings += _egress_forward_findings(snapshot, results, keep_text, egress)
     frontends = combine_frontends(
         {f: results[f].frontends for f in FAMILIES}, {f: bool(results[f].summary) for f in FAMILIES}
     )
@@ -986,11 +995,13 @@ def _icmpv6_findings(ctx: FamilyContext, ndp: Optional[NeighbourReach]) -> List[
 EGRESS_COMPARE_LIMIT = 20_000
 
 
-def _egress_forward_findings(snapshot: HostSnapshot, results: Dict[str, FamilyAudit], texts_kept: bool) -> List[Finding]:
+def _egress_forward_findings(snapshot: HostSnapshot, results: Dict[str, FamilyAudit], texts_kept: bool,
+                             lines: Optional[List[str]] = None) -> List[Finding]:
     """Where OUTPUT or FORWARD treat IPv4 and IPv6 differently (an egress block on tcp/25 that
     only IPv4 has): listening sockets cannot show it, so the audit points at `twinwall diff`,
     one finding per hook. FORWARD differences count only where a family forwards.
-    The rules are parsed again for it: only possible while the snapshot's texts are kept."""
+    The rules are parsed again for it: only possible while the snapshot's texts are kept.
+    ``lines``: the comparison's, made before the families' audits were (_egress_rulesets)."""
     if snapshot.ipv6.enabled is False or not all(results[f].summary for f in FAMILIES):
         return []
     size = max(sum(row["rules"] for row in results[f].summary) for f in FAMILIES)
@@ -1002,18 +1013,10 @@ def _egress_forward_findings(snapshot: HostSnapshot, results: Dict[str, FamilyAu
                 "run 'twinwall diff' for that",
             )
         ]
-    # imported here, not at the top: the diff's walker and its tables cost ~40 ms of imports an
-    # audit that skips the comparison (a large ruleset) does not need
-    from twinwall.analysis.diff.compare import egress_forward_differences
-
-    rulesets = load_rulesets(snapshot)
+    if lines is None:
+        lines = _egress_lines(snapshot, load_rulesets(snapshot))
     findings = []
-    # neither family forwards (both sysctls 0; unknown counts as on): FORWARD rules decide
-    # nothing, and are not compared (a router's or a Docker host's FORWARD chains are most of
-    # the comparison's time)
-    forwards = any(snapshot.forwarding(f) is not False for f in FAMILIES)
-    for line in egress_forward_differences(build_contexts(snapshot, rulesets),
-                                           ("forward", "output") if forwards else ("output",)):
+    for line in lines:
         hook = line.split(" ", 1)[0].split(",", 1)[0]
         evidence = [line]
         if hook == "forward":
@@ -1028,6 +1031,34 @@ def _egress_forward_findings(snapshot: HostSnapshot, results: Dict[str, FamilyAu
             )
         )
     return findings
+
+
+def _egress_rulesets(snapshot: HostSnapshot, texts_kept: bool) -> Optional[Dict[str, List[Ruleset]]]:
+    """The rulesets _egress_forward_findings compares, read before the families are audited
+    where it will compare them; None where it will not. (It decides again from the families'
+    results, and compares them itself if this said no.)"""
+    if snapshot.ipv6.enabled is False or not texts_kept or not all(snapshot.rulesets_for(f) for f in FAMILIES):
+        return None
+    rulesets = load_rulesets(snapshot)
+    if max(sum(rs.rule_count() for rs in rulesets.get(f, ())) for f in FAMILIES) > EGRESS_COMPARE_LIMIT:
+        return None
+    return rulesets
+
+
+def _egress_lines(snapshot: HostSnapshot, rulesets: Dict[str, List[Ruleset]],
+                  alongside: Optional[Callable[[], object]] = None,
+                  meanwhile: Optional[Callable[[], object]] = None) -> List[str]:
+    """egress_forward_differences of the rulesets (``alongside``, ``meanwhile``: see there)."""
+    # imported here, not at the top: the diff's walker and its tables cost ~40 ms of imports an
+    # audit that skips the comparison (a large ruleset) does not need
+    from twinwall.analysis.diff.compare import egress_forward_differences
+
+    # neither family forwards (both sysctls 0; unknown counts as on): FORWARD rules decide
+    # nothing, and are not compared (a router's or a Docker host's FORWARD chains are most of
+    # the comparison's time)
+    forwards = any(snapshot.forwarding(f) is not False for f in FAMILIES)
+    return egress_forward_differences(build_contexts(snapshot, rulesets),
+                                      ("forward", "output") if forwards else ("output",), alongside, meanwhile)
 
 
 def _forwarding_fact(snapshot: HostSnapshot) -> str:

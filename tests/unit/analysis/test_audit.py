@@ -206,6 +206,19 @@ def test_forked_ipv6_half_gives_the_same_report():
     assert seq == par
 
 
+def test_egress_compared_in_a_child_beside_the_families_gives_the_same_report(monkeypatch):
+    # a host too small for the audit to fork, big enough for the egress comparison to: its
+    # walks forked first, then its comparison in a child while this process audits the families
+    fill = "".join(f"-A INPUT -s {{net}}{i // 256}.{i % 256} -p tcp --dport {1000 + i} -j ACCEPT\n" for i in range(2100))
+    v4 = V4.replace("COMMIT", fill.format(net="198.51.") + "-A OUTPUT -p tcp -m tcp --dport 25 -j DROP\nCOMMIT")
+    v6 = V6.replace("COMMIT", fill.replace(".", ":").format(net="2001:db8::") + "COMMIT")
+    forked = audit_snapshot(snapshot(v4=v4, v6=v6)).to_json()
+    egress = [f for f in forked["findings"] if f["id"] == "TW-EGRESS-FORWARD-DIFFER"]
+    assert [f["hook"] for f in egress] == ["output"] and "dport 25" in egress[0]["evidence"][0]
+    monkeypatch.setenv("TWINWALL_JOBS", "1")  # nothing forked: the comparison after the families
+    assert audit_snapshot(snapshot(v4=v4, v6=v6)).to_json() == forked
+
+
 def run_cli(*args, stdin=None):
     return subprocess.run([sys.executable, "-m", "twinwall", *args], capture_output=True, text=True, input=stdin)
 

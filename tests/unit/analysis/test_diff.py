@@ -342,6 +342,18 @@ def test_egress_forward_differences_summary():
     assert egress_forward_differences(build_contexts(snap, load_rulesets(snap))) == []
 
 
+def test_egress_forward_differences_do_the_callers_work_alongside_once():
+    calls = []
+    snap = snapshot(SEED_V4, EMPTY_FILTER)
+    contexts = build_contexts(snap, load_rulesets(snap))
+    assert egress_forward_differences(contexts, alongside=lambda: calls.append("work")) == egress_forward_differences(contexts)
+    assert calls == ["work"]
+    # nothing to compare: the work is done all the same
+    snap.rulesets = snap.rulesets[:1]
+    assert egress_forward_differences(build_contexts(snap, load_rulesets(snap)), alongside=lambda: calls.append("again")) == []
+    assert calls == ["work", "again"]
+
+
 # ---------------------------------------------------------------------------------------------
 # the command
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import partial, reduce
 from operator import or_
-from typing import Any, Callable, Collection, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, cast
 
 from twinwall.netfilter.interfaces import InterfaceUniverse
 from twinwall.analysis.neutral_space import (
@@ -655,18 +655,41 @@ EGRESS_FORK_MIN_RULES = 4_000
 
 
 def egress_forward_differences(contexts: Mapping[str, FamilyContext],
-                               hooks: Sequence[str] = ("forward", "output")) -> List[str]:
+                               hooks: Sequence[str] = ("forward", "output"),
+                               alongside: Optional[Callable[[], object]] = None,
+                               meanwhile: Optional[Callable[[], object]] = None) -> List[str]:
     """One line per hook (of forward, output) whose IPv4 and IPv6 verdicts differ somewhere,
     with the number of regions and one example; [] when they agree or a family's rules are
     unknown.
 
-    For the audit's finding that points at ``twinwall diff``."""
+    For the audit's finding that points at ``twinwall diff``. ``alongside``: the audit's other
+    work, done in this process while a forked child compares the walks (which take both cores
+    while they last; the comparison, one) - before the comparison when nothing is forked, and
+    in any case. ``meanwhile``: as run_jobs's."""
     if not all(getattr(contexts.get(f), "rules_known", False) for f in (IPV4, IPV6)):
+        if alongside is not None:
+            alongside()
         return []
     # a process per family and per hook from a few thousand rules on: on a small host this
     # comparison is most of the audit's time
     parallel = rule_count([contexts[IPV4], contexts[IPV6]]) >= EGRESS_FORK_MIN_RULES
-    result = diff_contexts(contexts, hooks=hooks, parallel=parallel, differences_only=True)
+    sides = [contexts[IPV4], contexts[IPV6]]
+    with gc_paused():
+        roles_filter, notes = common_roles(sides, hooks)
+        results = evaluate_sides(sides, hooks, roles_filter, parallel)
+
+        def lines() -> List[str]:
+            comps = compare_hooks(hooks, results[0], results[1], differences_only=True)
+            return _difference_lines(DiffResult(list(hooks), comps, sides[0].universe, roles_filter, notes))
+
+        if alongside is None:
+            return lines()
+        # (the lines alone come back: a few strings, not the regions)
+        return cast(List[str], run_jobs([alongside, lines], parallel, meanwhile)[1])
+
+
+def _difference_lines(result: DiffResult) -> List[str]:
+    """egress_forward_differences's lines of a comparison."""
     out = []
     for hook in result.hooks:
         diffs = result.comparisons[hook].differences
