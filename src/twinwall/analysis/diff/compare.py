@@ -462,22 +462,24 @@ def contains_point(box: Box, point: Box) -> bool:
 
 
 def diff_contexts(contexts: Mapping[str, FamilyContext], hooks: Sequence[str] = HOOKS, keep_regions: bool = False,
-                  parallel: Optional[bool] = None, differences_only: bool = False) -> DiffResult:
-    """Compare IPv4 with IPv6 on the given hooks. ``contexts``: build_contexts() output.
-    ``differences_only``: see :func:`compare_outcomes`."""
+                  parallel: Optional[bool] = None) -> DiffResult:
+    """Compare IPv4 with IPv6 on the given hooks. ``contexts``: build_contexts() output."""
     sides = [contexts[IPV4], contexts[IPV6]]
     if parallel is None:
         parallel = rule_count(sides) >= FORK_MIN_RULES
     with gc_paused():
-        roles_filter, notes = common_roles(sides, hooks)
-        notes += [note for c in sides for note in _unread_notes(c.family, c.rulesets)]
-        results = evaluate_sides(sides, hooks, roles_filter, parallel)
-        # the differences alone (the audit): the hooks are compared here, one after the other
-        # (a router's forward comparison is 0.15 s, its output one nothing, a kube node's both
-        # ~10 ms: a process for one of them would cost more than it overlaps)
-        comps = compare_hooks(hooks, results[0], results[1], keep_regions, parallel and not differences_only,
-                              differences_only)
+        roles_filter, notes, results = _walk_sides(sides, hooks, parallel)
+        comps = compare_hooks(hooks, results[0], results[1], keep_regions, parallel)
     return DiffResult(list(hooks), comps, sides[0].universe, roles_filter, notes)
+
+
+def _walk_sides(sides: Sequence[FamilyContext], hooks: Sequence[str], parallel: bool
+                ) -> Tuple[Dict[str, Tuple[FrozenSet[int], FrozenSet[int]]], List[str], List[Dict[str, List]]]:
+    """What diff_contexts compares: (the roles evaluated per hook, the notes, each side's
+    outcomes per hook: evaluate_sides)."""
+    roles_filter, notes = common_roles(sides, hooks)
+    notes += [note for c in sides for note in _unread_notes(c.family, c.rulesets)]
+    return roles_filter, notes, evaluate_sides(sides, hooks, roles_filter, parallel)
 
 
 def _unread_notes(family: str, rulesets) -> List[str]:
@@ -670,15 +672,17 @@ def egress_forward_differences(contexts: Mapping[str, FamilyContext],
         if alongside is not None:
             alongside()
         return []
-    # a process per family and per hook from a few thousand rules on: on a small host this
-    # comparison is most of the audit's time
-    parallel = rule_count([contexts[IPV4], contexts[IPV6]]) >= EGRESS_FORK_MIN_RULES
+    # a process per family's walk (and one for the comparison, with work alongside) from a few
+    # thousand rules on: on a small host this comparison is most of the audit's time
     sides = [contexts[IPV4], contexts[IPV6]]
+    parallel = rule_count(sides) >= EGRESS_FORK_MIN_RULES
     with gc_paused():
-        roles_filter, notes = common_roles(sides, hooks)
-        results = evaluate_sides(sides, hooks, roles_filter, parallel)
+        roles_filter, notes, results = _walk_sides(sides, hooks, parallel)
 
         def lines() -> List[str]:
+            # the differences alone, the hooks one after the other (a router's forward
+            # comparison is 0.15 s, its output one nothing, a kube node's both ~10 ms: a process
+            # for one of them would cost more than it overlaps)
             comps = compare_hooks(hooks, results[0], results[1], differences_only=True)
             return _difference_lines(DiffResult(list(hooks), comps, sides[0].universe, roles_filter, notes))
 
