@@ -394,7 +394,7 @@ def find_runs(rules: Sequence, terminal) -> Dict[int, Run]:
     terminal, and none is otherwise."""
     runs: Dict[int, Run] = {}
     n = len(rules)
-    stretch_at = {s.start: s for s in rules.stretches} if isinstance(rules, RuleList) else {}
+    stretch_at = {s.start: s for s in rules.stretches} if type(rules) is RuleList else {}
     i = 0
     while i < n:
         stretch = stretch_at.get(i)
@@ -523,7 +523,7 @@ def find_dispatches(rules: Sequence, jump: str) -> Dict[int, Dispatch]:
     stretches, rules of one dimension that end what they match, hold none.)"""
     out: Dict[int, Dispatch] = {}
     n = len(rules)
-    inside = [(s.start, s.end) for s in rules.stretches] if isinstance(rules, RuleList) else []
+    inside = [(s.start, s.end) for s in rules.stretches] if type(rules) is RuleList else []
     skip = {start: end for start, end in inside}
     i = 0
     while i < n - MIN_RUN + 1:

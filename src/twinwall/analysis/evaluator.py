@@ -207,7 +207,7 @@ def run_action(rules: Sequence[Any], run: Run) -> Optional[str]:
     """DROP or REJECT when every rule of the run that can match has that action, else None
     (found once per run)."""
     if run.action is None:
-        if isinstance(rules, RuleList):
+        if type(rules) is RuleList:
             actions = rules.actions(run.start, run.end)  # (its stretches' Rules not made)
         else:
             actions = {rules[run.start + k].action for k, v in enumerate(run.values) if v}

@@ -180,7 +180,7 @@ class InertChains:
         if inert and chain is not None:
             rules = chain.rules
             # (a RuleList's stretch by its first rule: its rules all have its action and target)
-            for r in rules.representatives() if isinstance(rules, RuleList) else rules:
+            for r in rules.representatives() if type(rules) is RuleList else rules:
                 if r.action in (CONTINUE, RETURN) or not r.alternatives:
                     continue
                 if r.action == JUMP and r.target is not None and self(rs, table, r.target, depth + 1):

@@ -325,7 +325,7 @@ def _items(rules: Sequence[Rule]) -> Iterable[Any]:
     """A chain's rules as _lift_collapsed reads them: each Rule, but a RuleList's stretch of
     rules a run may hold (a terminal action, an address dimension) as (number, value, the
     stretch, its index in it), its Rules not made."""
-    if not isinstance(rules, RuleList) or not rules.stretches:
+    if type(rules) is not RuleList or not rules.stretches:
         return rules
     return _stretched_items(rules)
 
@@ -631,10 +631,12 @@ class RoleWalker(NetfilterWalk):
                 # whether it can match at all is still asked (InertChains): 19 MB of the bench
                 # pair's IPv6 walk (kube's 98,000 "-s PREFIX" constraints)
                 rules = chain.rules
-                if isinstance(rules, RuleList):  # (its stretches' Rules not made: their values go)
+                made: Sequence[Rule] = rules
+                if type(rules) is RuleList:  # (its stretches' Rules not made: their values go)
                     for st in rules.stretches:
                         st.let_values_go()
-                for r in rules.made() if isinstance(rules, RuleList) else rules:
+                    made = rules.made()
+                for r in made:
                     if r.alternatives:
                         r.alternatives = _SOME
         return got

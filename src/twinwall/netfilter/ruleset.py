@@ -212,7 +212,11 @@ class RuleStretch:
 class RuleList(Sequence):
     """A chain's rules, where long stretches of them are RuleStretches: each Rule is made when
     first read (and then kept: a rule read twice is the same object), every one once the list
-    is iterated. Reads like the list of the chain's Rules."""
+    is iterated. Reads like the list of the chain's Rules.
+
+    Not subclassed: the walks ask ``type(rules) is RuleList`` of every chain they read (as a
+    Sequence, isinstance goes through ABCMeta: ~0.3 us a call, five a chain, for the 33,000
+    small chains of a 100k-rule pair)."""
 
     __slots__ = ("table", "chain", "stretches", "_rules", "_whole")
 
