@@ -634,6 +634,33 @@ def _one_address(spec: str, af: int, one: str) -> Optional[IntervalSet]:
     return None
 
 
+def _one_prefix(spec: str, af: int, one: str) -> Optional[IntervalSet]:
+    """What parse_addresses makes of ``spec`` where it is one ADDRESS/LENGTH (the form
+    iptables-save prints a source in) whose address inet_pton reads; None otherwise (the general
+    reading decides, and words what is wrong). kube-proxy's "-s PREFIX" name 70,000-80,000
+    distinct prefixes a family: ~1 us each here, ~1.7 us through parse_addresses and prefix.
+    (A single address, ``one`` its length, as _one_address reads it: in this one call, which
+    its general reading would cost more than.)"""
+    if spec.endswith(one):
+        try:
+            v = int.from_bytes(inet_pton(af, spec[:-len(one)]), "big")
+        except OSError:
+            return None
+        return ((v, v),)
+    addr, sep, length = spec.partition("/")
+    if sep and length.isdigit():
+        bits = 32 if af == AF_INET else 128
+        n = int(length)
+        if n < bits:
+            try:
+                v = int.from_bytes(inet_pton(af, addr), "big")
+            except OSError:
+                return None
+            host = (1 << (bits - n)) - 1
+            return ((v & ~host, v | host),)
+    return None
+
+
 # (int.from_bytes as map calls it: bytes and byte order)
 _from_bytes = cast(Callable[[bytes, str], int], int.from_bytes)
 
@@ -854,7 +881,7 @@ class _Compiler:
     def _new_source_alternatives(self, src: str, af: int, one: str) -> Tuple:
         """The alternatives of a source jump's "-s ``src``" (not in _source_alternatives yet),
         remembered there for the rules of the same source."""
-        value = _one_address(src, af, one) or self._addr_cache.get(src) or self.parse_addresses(src)
+        value = _one_prefix(src, af, one) or self._addr_cache.get(src) or self.parse_addresses(src)
         if len(self._source_alternatives) >= _SOURCES_REMEMBERED:
             self._source_alternatives.clear()  # (a blocklist's never repeat)
         alternatives = self._source_alternatives[src] = (((SRC, value),),)

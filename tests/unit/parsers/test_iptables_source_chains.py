@@ -10,13 +10,18 @@ import pytest
 import twinwall.parsers.iptables_save as parser
 from twinwall.errors import InputError
 from twinwall.netfilter.interfaces import InterfaceUniverse
+from twinwall.netfilter.packetset import SRC
 from twinwall.parsers.iptables_save import parse_iptables_save
 
 SOURCES = {
     "ipv4": ["192.0.2.1", "192.0.2.1/32", "198.51.100.0/24", "10.0.0.0/8,10.1.0.0/16", "10/8", "0/0",
-             "192.0.2.300", "!192.0.2.1", "-x", "192.0.2.1\x0b", "203.0.113.7/32"],
+             "192.0.2.300", "!192.0.2.1", "-x", "192.0.2.1\x0b", "203.0.113.7/32",
+             # (the prefixes _one_prefix reads itself, and the lengths it leaves to the general path)
+             "198.51.100.77/28", "203.0.113.9/024", "192.0.2.0/33", "192.0.2.0/", "192.0.2.0/\u0662\u0664",
+             "10.1/16", "192.0.2.1/0"],
     "ipv6": ["2001:db8::1", "2001:db8::1/128", "2001:db8::/56", "2001:db8::/64,2001:db8:1::/64", "::/0",
-             "2001:db8::g", "!2001:db8::1", "2001:db8::5/128"],
+             "2001:db8::g", "!2001:db8::1", "2001:db8::5/128",
+             "2001:db8:4:5::77/60", "2001:db8::/129", "::ffff:192.0.2.1/120", "2001:db8::1/0128", "2001:db8::/"],
 }
 TARGETS = ["ACCEPT", "DROP", "REJECT", "RETURN", "LOG", "y", "z", "MARK", "NOPE", '"ACCEPT"', "DNAT", "!x"]
 ODD = [
@@ -88,3 +93,33 @@ def test_source_chains_compile_as_the_rule_by_rule_path(family, monkeypatch):
         monkeypatch.setattr(parser, "_SOURCE_CHAINS", True)
         assert fast == slow, text
     assert taken >= 40  # the fast path was taken, and refused often too (odd lines, unknown targets)
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_a_source_jumps_prefix_is_what_the_general_reading_makes_of_it(family, monkeypatch):
+    # (both paths above read a "-s" through _new_source_alternatives: here its values, and its
+    # errors, against parse_addresses, which reads an address through prefix_interval alone)
+    quick = []
+    real = parser._Compiler._source_chain
+    monkeypatch.setattr(parser._Compiler, "_source_chain",
+                        lambda self, chain, piece: quick.append(chain.name) or real(self, chain, piece))
+    for src in SOURCES[family]:
+        if src.startswith(("!", "-")):
+            continue
+        text = "\n".join(["*filter", ":INPUT ACCEPT [0:0]", ":w - [0:0]", ":c - [0:0]", "-A INPUT -j w",
+                          "-A INPUT -j c", "-A w -j ACCEPT", f"-A c -s {src} -j ACCEPT", "-A c -j RETURN",
+                          "COMMIT", ""])
+        rs = parse_iptables_save(text, family)
+        assert rs.tables["filter"].chains["w"].rules  # (its rule teaches the compiler ACCEPT: c's is then read at once)
+        try:
+            expected = parser._Compiler(rs).parse_addresses(src)
+        except ValueError as exc:
+            expected = exc
+        try:
+            got = rs.tables["filter"].chains["c"].rules[0].alternatives
+        except InputError as exc:
+            assert isinstance(expected, ValueError), (src, exc)
+            assert f"rule 1: {expected}" in str(exc), (src, exc)
+            continue
+        assert got == (((SRC, expected),),), src
+    assert quick.count("c") == sum(not src.startswith(("!", "-")) for src in SOURCES[family])
