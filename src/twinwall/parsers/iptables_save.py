@@ -621,26 +621,12 @@ def _segments(pieces: List[Tuple[int, str]], count: int, chain: str, long_chain:
     return out
 
 
-def _one_address(spec: str, af: int, one: str) -> Optional[IntervalSet]:
-    """What parse_addresses makes of ``spec`` where it is one address with its full prefix
-    length (``one``: "/32", "/128") in the plain form inet_pton reads; None otherwise (the
-    general reading decides)."""
-    if spec.endswith(one):
-        try:
-            v = int.from_bytes(inet_pton(af, spec[:-len(one)]), "big")
-        except OSError:
-            return None
-        return ((v, v),)
-    return None
-
-
 def _one_prefix(spec: str, af: int, one: str) -> Optional[IntervalSet]:
-    """What parse_addresses makes of ``spec`` where it is one ADDRESS/LENGTH (the form
-    iptables-save prints a source in) whose address inet_pton reads; None otherwise (the general
-    reading decides, and words what is wrong). kube-proxy's "-s PREFIX" name 70,000-80,000
-    distinct prefixes a family: ~1 us each here, ~1.7 us through parse_addresses and prefix.
-    (A single address, ``one`` its length, as _one_address reads it: in this one call, which
-    its general reading would cost more than.)"""
+    """What parse_addresses makes of ``spec`` where it is one address with its full prefix
+    length (``one``: "/32", "/128") or one ADDRESS/LENGTH, in the plain form iptables-save
+    prints a source in and inet_pton reads; None otherwise (the general reading decides, and
+    words what is wrong). kube-proxy's "-s PREFIX" name 70,000-80,000 distinct prefixes a family:
+    ~1 us each here, ~1.7 us through parse_addresses and prefix."""
     if spec.endswith(one):
         try:
             v = int.from_bytes(inet_pton(af, spec[:-len(one)]), "big")
@@ -834,7 +820,7 @@ class _Compiler:
                         if action is not None and long_chain and src is not None \
                                 and (kept_actions is None or action in kept_actions):
                             # a rule of a stretch: its value, no Rule nor constraint tuples
-                            value = _one_address(src, af, one)
+                            value = _one_prefix(src, af, one)
                             if (stretch is None or stretch.end != len(rules) or stretch.target is not target
                                     or stretch.action != action or stretch.blocks):
                                 stretch = RuleStretch(len(rules), SRC, action, target)
