@@ -194,9 +194,9 @@ def _cut_distinct(dvalues: Tuple[IntervalSet, ...]) -> List[Tuple[IntervalSet, L
     values covering them)]."""
     union = iv_normalize([p for v in dvalues for p in v])
     spanning = [j for j, v in enumerate(dvalues) if v == union]
-    # Sweep the boundaries. Each value has a well-mixed 64-bit id (_ids) and a segment's signature is the
-    # XOR of the ids covering it: O(1) per boundary however many values overlap. The covering
-    # set itself is copied once per distinct signature.
+    # Sweep the boundaries. Each value has a well-mixed 64-bit id (_ids) and a segment's
+    # signature is the XOR of the ids covering it: O(1) per boundary however many values
+    # overlap. The covering set itself is copied once per distinct signature.
     events: Dict[int, List[int]] = {}
     for j, v in enumerate(dvalues):
         if v == union:
