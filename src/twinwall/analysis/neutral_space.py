@@ -245,8 +245,8 @@ _M64 = (1 << 64) - 1
 
 def _ids(n: int) -> List[int]:
     """At least ``n`` 64-bit ids, the k-th the splitmix64 finalizer of k + 1: well mixed, and
-    distinct (each step is a bijection of 64-bit words). (Not the random module: its import,
-    with math and hashlib's sha512, was ~2-3 ms of every diff and small audit.)"""
+    distinct (each step is a bijection of 64-bit words). (Not the random module: importing it,
+    with math and hashlib's sha512, is ~6 M instructions, ~2 ms, of every diff and small audit.)"""
     for k in range(len(_ID_CACHE), n):
         z = (k + 1) * 0x9E3779B97F4A7C15 & _M64
         z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9 & _M64
