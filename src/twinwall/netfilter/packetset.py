@@ -531,14 +531,7 @@ def remembered_by_identity(fn: Callable[..., Any], size: int = 4096) -> Callable
 def cidr_count(a: IntervalSet) -> int:
     """len(to_cidrs(a, family)), counted without spelling (or even finding) the blocks."""
     # (the audit sizes a set cut by a blocklist several ways, each asking for its count again)
-    return _cidr_count_cached(a) if len(a) > _BIG else _cidr_count(a)
-
-
-def _cidr_count_of(a: IntervalSet) -> int:
-    return _cidr_count(a)
-
-
-_cidr_count_cached = remembered_by_identity(_cidr_count_of, 16)
+    return _cidr_count_remembered(a, None) if len(a) > _BIG else _cidr_count(a)
 
 
 def cidr_count_over(a: IntervalSet, bound: int) -> bool:
@@ -547,7 +540,7 @@ def cidr_count_over(a: IntervalSet, bound: int) -> bool:
     if len(a) > _BIG:
         # (a long set is asked the same twice: whether "all but a blocklist" needs more blocks
         # than the blocklist, by its sources' list and by its text; ~15 ms each at 100k)
-        return _cidr_count_bounded(a, bound) > bound
+        return _cidr_count_remembered(a, bound) > bound
     return _cidr_count(a, bound) > bound
 
 
@@ -582,7 +575,8 @@ def _cidr_count(a: IntervalSet, bound: Optional[int] = None) -> int:
 
 
 _COUNTED = 4096  # the intervals _cidr_count counts at a time
-_cidr_count_bounded = remembered_by_identity(_cidr_count, 16)
+# a long set's count, bounded or not (bound None), by the set's identity and the bound
+_cidr_count_remembered = remembered_by_identity(_cidr_count, 16)
 
 
 def _singles_of(a: IntervalSet) -> bool:
