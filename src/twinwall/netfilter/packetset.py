@@ -474,23 +474,32 @@ def iv_size(a: IntervalSet) -> int:
 # addresses
 
 
+def plain_prefix(addr: str, length: int, bits: int) -> Optional[Interval]:
+    """(first, last) of ``addr``/``length`` where inet_pton reads ``addr`` (of ``bits`` bits: 32,
+    128) and the length is at most ``bits``; None otherwise (ipaddress, or the caller's general
+    reading, decides, and words what is wrong)."""
+    try:
+        raw = inet_pton(AF_INET if bits == 32 else AF_INET6, addr)
+    except OSError:
+        return None
+    if length > bits:
+        return None
+    value = int.from_bytes(raw, "big")
+    if length == bits:
+        return value, value  # (one address: one integer, not two equal ones)
+    host = (1 << (bits - length)) - 1
+    return value & ~host, value | host
+
+
 def prefix_interval(network: str, family: str) -> Interval:
     """'192.0.2.0/24' (or an address, or a dotted netmask) -> (first, last) as integers."""
     addr, _, plen = network.partition("/")
     if plen.isdigit() or not plen:
-        # fast path for the forms iptables-save prints; inet_pton validates the address
+        # fast path for the forms iptables-save prints
         bits = ADDR_BITS[family]
-        try:
-            raw = inet_pton(AF_INET if bits == 32 else AF_INET6, addr)
-        except OSError:
-            raw = None
-        n = int(plen) if plen else bits
-        if raw is not None and n <= bits:
-            value = int.from_bytes(raw, "big")
-            if n == bits:
-                return value, value  # (one address: one integer, not two equal ones)
-            host = (1 << (bits - n)) - 1
-            return value & ~host, value | host
+        plain = plain_prefix(addr, int(plen) if plen else bits, bits)
+        if plain is not None:
+            return plain
     net = ipaddress.ip_network(network, strict=False)
     if (net.version == 4) != (family == "ipv4"):
         raise ValueError(f"{network} is not an {family} address")

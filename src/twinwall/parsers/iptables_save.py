@@ -47,6 +47,7 @@ from twinwall.netfilter.packetset import (
     iv_or,
     iv_sub,
     multicast_addresses,
+    plain_prefix,
     prefix_interval,
     ct_state_match,
     tcp_flag_states,
@@ -635,15 +636,9 @@ def _one_prefix(spec: str, af: int, one: str) -> Optional[IntervalSet]:
         return ((v, v),)
     addr, sep, length = spec.partition("/")
     if sep and length.isdigit():
-        bits = 32 if af == AF_INET else 128
-        n = int(length)
-        if n < bits:
-            try:
-                v = int.from_bytes(inet_pton(af, addr), "big")
-            except OSError:
-                return None
-            host = (1 << (bits - n)) - 1
-            return ((v & ~host, v | host),)
+        plain = plain_prefix(addr, int(length), 32 if af == AF_INET else 128)
+        if plain is not None:
+            return (plain,)
     return None
 
 
