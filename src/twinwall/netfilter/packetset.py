@@ -476,13 +476,14 @@ def iv_size(a: IntervalSet) -> int:
 
 def plain_prefix(addr: str, length: int, bits: int) -> Optional[Interval]:
     """(first, last) of ``addr``/``length`` where inet_pton reads ``addr`` (of ``bits`` bits: 32,
-    128) and the length is at most ``bits``; None otherwise (ipaddress, or the caller's general
-    reading, decides, and words what is wrong)."""
+    128) and the length is 0 to ``bits``; None otherwise (ipaddress, or the caller's general
+    reading, decides, and words what is wrong: a negative length would otherwise widen the
+    prefix past the address space, and one past ``bits`` fail as a negative shift)."""
     try:
         raw = inet_pton(AF_INET if bits == 32 else AF_INET6, addr)
     except OSError:
         return None
-    if length > bits:
+    if not 0 <= length <= bits:
         return None
     value = int.from_bytes(raw, "big")
     if length == bits:

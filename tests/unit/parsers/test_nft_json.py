@@ -539,6 +539,33 @@ def test_nat_port_out_of_range_is_refused() -> None:
         _ = rs.chain("ip n", "pre").rules
 
 
+@pytest.mark.parametrize("length", [-1, 33, 24.5, True, "x"])
+@pytest.mark.parametrize("in_set", [True, False])  # a set's elements are read in bulk
+def test_prefix_length_out_of_range_is_refused(length, in_set) -> None:
+    # -1 once widened the prefix past the address space (the rule "accepted from every remote
+    # source"), and 33 failed as "negative shift count"
+    prefix = {"prefix": {"addr": "192.0.2.0", "len": length}}
+    right = {"set": [prefix, "198.51.100.1"]} if in_set else prefix
+    t = doc(table("ip", "t"), chain("ip", "t", "input", "input", 0, "drop"),
+            rule("ip", "t", "input", match(payload("ip", "saddr"), right), {"accept": None}))
+    with pytest.raises(InputError, match=r"^f\.json: ip t input rule 1 \(handle 10\): not understood "
+                                         r"\(ValueError: '192\.0\.2\.0/[^']*' does not appear to be an IPv4"):
+        packet(views_of(t)["ipv4"], "198.51.100.1", 22)
+
+
+@pytest.mark.parametrize("length, inside, outside", [(0, "203.0.113.9", None), (32, "192.0.2.0", "192.0.2.1"),
+                                                     (31, "192.0.2.1", "192.0.2.2")])
+def test_prefix_lengths_at_the_edges_are_fine(length, inside, outside) -> None:
+    t = doc(table("ip", "t"), chain("ip", "t", "input", "input", 0, "drop"),
+            rule("ip", "t", "input", match(payload("ip", "saddr"),
+                                           {"set": [{"prefix": {"addr": "192.0.2.0", "len": length}}, "198.51.100.1"]}),
+                 {"accept": None}))
+    rs = views_of(t)["ipv4"]
+    assert packet(rs, inside, 22)[0] == ["accept"]
+    if outside is not None:
+        assert packet(rs, outside, 22)[0] == ["drop"]
+
+
 def test_ports_at_the_edges_of_the_range_are_fine() -> None:
     t = doc(table("ip", "t"), chain("ip", "t", "input", "input", 0, "drop"),
             rule("ip", "t", "input", match(payload("tcp", "dport"), {"set": [0, 65535]}), {"accept": None}))

@@ -25,6 +25,7 @@ from twinwall.netfilter.packetset import (
     iv_normalize,
     iv_sub,
     multicast_addresses,
+    plain_prefix,
     prefix_interval,
     ct_state_match,
     tcp_flag_states,
@@ -386,13 +387,12 @@ class _RuleCompiler:
                 append((v, v))
             elif type(el) is dict and "prefix" in el:
                 p = el["prefix"]
-                try:
-                    v = frombytes(pton(af, p["addr"]), "big")
-                except (OSError, TypeError):
-                    pairs.extend(self.addr_one(el))
+                addr, length = (p.get("addr"), p.get("len")) if type(p) is dict else (None, None)
+                plain = plain_prefix(addr, length, bits) if type(addr) is str and type(length) is int else None
+                if plain is None:
+                    pairs.extend(self.addr_one(el))  # (it reads or words what plain_prefix does not)
                     continue
-                host = (1 << (bits - p["len"])) - 1
-                append((v & ~host, v | host))
+                append(plain)
             else:
                 pairs.extend(self.addr_one(el))
         return iv_normalize(pairs)
