@@ -4,12 +4,15 @@ rules (inet, reject), uncertainty, and single packets walked through the evaluat
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import pickle
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from twinwall.analysis.evaluator import Evaluator
 from twinwall.netfilter.interfaces import InterfaceUniverse
@@ -646,3 +649,60 @@ def test_hidden_nfproto_is_cited_and_read_in_either_byte_order() -> None:
     assert netlink_nfproto(big_endian)[("inet", "t", "input", 2)] == [("eq", "ipv6")]
     v = views(HIDDEN_NFPROTO_JSON, big_endian)
     assert packet(v["ipv4"], "198.51.100.1", 3000)[0] == ["accept"]
+
+
+# ---------------------------------------------------------------------------------------------
+# a set of addresses, read in bulk, against ipaddress's reading of each element
+
+_BITS = {"ipv4": 32, "ipv6": 128}
+_BASE = {"ipv4": int(ipaddress.ip_address("198.51.100.0")), "ipv6": int(ipaddress.ip_address("2001:db8::"))}
+
+
+def _address_text(family: str, v: int) -> str:
+    return str(ipaddress.IPv6Address(v) if family == "ipv6" else ipaddress.IPv4Address(v))
+
+
+@st.composite
+def _address_elements(draw, family: str):
+    """(an nft JSON element, its (first, last) as ipaddress reads it): addresses, prefixes of
+    any length (host bits set or not) and ranges either way round, near one another so that
+    they overlap and touch."""
+    bits = _BITS[family]
+    spread = draw(st.sampled_from([8, bits // 2, bits]))
+
+    def address() -> int:
+        return (_BASE[family] + draw(st.integers(0, (1 << spread) - 1))) & ((1 << bits) - 1)
+
+    def text(v: int) -> str:
+        return _address_text(family, v)
+
+    kind = draw(st.sampled_from(["address", "prefix", "range"]))
+    if kind == "address":
+        v = address()
+        return text(v), (v, v)
+    if kind == "prefix":
+        length = draw(st.integers(0, bits))
+        addr = text(address())  # (host bits set or not: the prefix is the one it is in)
+        net = ipaddress.ip_network(f"{addr}/{length}", strict=False)
+        return {"prefix": {"addr": addr, "len": length}}, (int(net.network_address), int(net.broadcast_address))
+    a, b = address(), address()
+    return {"range": [text(a), text(b)]}, (min(a, b), max(a, b))
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+@given(data=st.data())
+@settings(max_examples=40)
+def test_a_set_of_addresses_matches_what_ipaddress_reads(family, data) -> None:
+    elements = data.draw(st.lists(_address_elements(family), min_size=1, max_size=8))
+    nft = "ip" if family == "ipv4" else "ip6"  # (the table's family and the payload's protocol)
+    t = doc(table(nft, "t"), chain(nft, "t", "input", "input", 0, "drop"),
+            rule(nft, "t", "input", match(payload(nft, "saddr"), {"set": [e for e, _ in elements]}), {"accept": None}))
+    rs = views_of(t)[family]
+    top = (1 << _BITS[family]) - 1
+    probes = {v for _, (lo, hi) in elements for v in (lo - 1, lo, hi, hi + 1) if 0 <= v <= top}
+    for v in sorted(probes):
+        src = _address_text(family, v)
+        if src == HOST[family]:
+            continue
+        inside = any(lo <= v <= hi for _, (lo, hi) in elements)
+        assert packet(rs, src, 22)[0] == (["accept"] if inside else ["drop"]), (src, elements)
