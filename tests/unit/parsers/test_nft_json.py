@@ -706,3 +706,118 @@ def test_a_set_of_addresses_matches_what_ipaddress_reads(family, data) -> None:
             continue
         inside = any(lo <= v <= hi for _, (lo, hi) in elements)
         assert packet(rs, src, 22)[0] == (["accept"] if inside else ["drop"]), (src, elements)
+
+
+# ---------------------------------------------------------------------------------------------
+# nft's own layout with an item the fast reading does not search for: read as the general
+# reading of the document reads it, or refused with the table named, never a traceback
+
+def _rules_of(rulesets) -> Dict[str, list]:
+    out = {}
+    for rs in rulesets:
+        universe, local = bind(rs)
+        rs.universe, rs.local_addresses = universe, local
+        out[rs.family] = sorted((tname, cname, [(r.number, r.alternatives, r.action, r.target) for r in c.rules])
+                                for tname, t in rs.tables.items() for cname, c in t.chains.items())
+    return out
+
+
+def _with_item_after(text: str, kind: str, item: str, nth: int = 1) -> str:
+    """``text`` with ``item`` inserted after its ``nth`` item of ``kind``, as nft separates items."""
+    at = -1
+    for _ in range(nth + 1):
+        at = text.index('{"%s": {"family": ' % kind, at + 1)
+    return text[:at] + item + ", " + text[at:]
+
+
+@pytest.mark.parametrize("item", [
+    '{}',  # (an object of no item: ignored)
+    '{"meta": {"key": "nfproto"}}',  # (an item of a kind that holds nothing to evaluate)
+    '{"a": 1, "b": 2}',
+    # a rule, table and chain not laid out as nft prints them (family not first)
+    '{"rule": {"table": "filter", "family": "inet", "chain": "input", "handle": 99, "expr": [{"drop": null}]}}',
+    '{"table": {"name": "extra", "family": "ip", "handle": 9}}',
+    '{"chain": {"table": "extra", "family": "ip", "name": "c", "handle": 9}}',
+])
+@pytest.mark.parametrize("kind", ["rule", "set", "chain"])
+def test_an_item_the_fast_reading_does_not_search_for_is_read_as_the_general_reading_does(kind, item) -> None:
+    text = _with_item_after(fixture("inet_filter.json"), kind, item)
+    general = json.dumps(json.loads(text), indent=1)  # (not nft's layout: decoded whole)
+    assert _rules_of(parse_nft_json(text, "f.json")) == _rules_of(parse_nft_json(general, "f.json"))
+
+
+@pytest.mark.parametrize("item", ["[]", "1", '"rule"', "null"])
+def test_an_item_that_is_no_object_is_refused_in_nft_layout_too(item) -> None:
+    text = _with_item_after(fixture("inet_filter.json"), "rule", item)
+    with pytest.raises(InputError, match=r"^f\.json: nftables\[\d+\] is not an object"):
+        _rules_of(parse_nft_json(text, "f.json"))
+
+
+def test_a_set_not_laid_out_as_nft_prints_it_among_rules_is_refused_not_lost() -> None:
+    item = '{"set": {"name": "extra", "family": "inet", "table": "filter", "type": "ipv4_addr", "handle": 9}}'
+    text = _with_item_after(fixture("inet_filter.json"), "rule", item)
+    with pytest.raises(InputError, match=r"^f\.json: table inet filter: an item not laid out as nft prints it"):
+        _rules_of(parse_nft_json(text, "f.json"))
+
+
+@pytest.mark.parametrize("field, value", [("family", ["inet"]), ("table", {"x": 1}), ("chain", 5)])
+def test_a_rule_whose_names_are_not_strings_is_refused(field, value) -> None:
+    doc_ = json.loads(fixture("inet_filter.json"))
+    rule_ = next(i for i in doc_["nftables"] if "rule" in i)["rule"]
+    rule_[field] = value
+    with pytest.raises(InputError, match=r"^f\.json: nftables\[\d+\]: a rule whose family, table or chain is not a string"):
+        parse_nft_json(json.dumps(doc_), "f.json")
+
+
+@pytest.mark.parametrize("kind, field, value", [("table", "name", ["t"]), ("chain", "name", {}), ("set", "table", 1),
+                                                ("chain", "family", None)])
+def test_a_table_chain_or_set_whose_names_are_not_strings_is_refused(kind, field, value) -> None:
+    doc_ = json.loads(fixture("inet_filter.json"))
+    next(i for i in doc_["nftables"] if kind in i)[kind][field] = value
+    with pytest.raises(InputError, match=rf"^f\.json: nftables\[\d+\]: a {kind} whose family, table or name is not a string"):
+        parse_nft_json(json.dumps(doc_), "f.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# a damaged document (a value of the wrong type, a key gone) in nft's own layout: read, or
+# refused by an InputError that names the place; never another exception (a traceback)
+
+_DAMAGE = [None, True, 0, -1, 65536, 1.5, "", "x", "@nope", "192.0.2.1", "2001:db8::1", [], {}, [1],
+           {"set": []}, {"prefix": {"addr": "192.0.2.0", "len": 40}}, {"range": [1, "a"]},
+           {"payload": {"protocol": "tcp", "field": "dport"}}, {"meta": {"key": "iifname"}}, {"accept": None},
+           {"jump": {"target": "nope"}}, {"ct": {"key": "state"}}, ["established"]]
+
+
+def _places(x, path=()):
+    yield path
+    children = x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) else ()
+    for k, v in children:
+        yield from _places(v, path + (k,))
+
+
+@pytest.mark.parametrize("name", ["inet_filter.json", "iptables_nft.json"])
+@given(data=st.data())
+@settings(max_examples=100)
+def test_a_damaged_document_is_read_or_refused_never_a_traceback(name, data) -> None:
+    document = json.loads(fixture(name))
+    for _ in range(data.draw(st.integers(1, 3))):
+        places = [p for p in _places(document) if len(p) > 1]  # (inside the "nftables" list)
+        path = data.draw(st.sampled_from(places))
+        parent = document
+        for k in path[:-1]:
+            parent = parent[k]
+        if data.draw(st.booleans()) and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = json.loads(json.dumps(data.draw(st.sampled_from(_DAMAGE))))
+    text = json.dumps(document)  # (nft's separators: the fast reading's layout)
+    try:
+        for rs in parse_nft_json(text, "f.json"):
+            for t in rs.tables.values():
+                for c in t.chains.values():
+                    for r in c.rules:
+                        assert isinstance(r.text, str)
+            if rs.base_chains:
+                packet(rs, "198.51.100.1" if rs.family == "ipv4" else "2001:db8:b::1", 22)
+    except InputError:
+        pass

@@ -53,7 +53,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from twinwall.netfilter.ruleset import Ruleset
-from twinwall.parsers.nft_json.tables import _load, _split, _split_fast, xt_tables
+from twinwall.parsers.nft_json.tables import split_tables, xt_tables
 from twinwall.parsers.nft_json.text import rule_text
 from twinwall.parsers.nft_json.view import _View
 from twinwall.parsers.nft_json.vocabulary import NAMED_PRIORITIES, VIEW_FAMILIES
@@ -136,13 +136,7 @@ def parse_nft_json(text: str, source: str = "nft -j list ruleset",
     Each returned ruleset has two extra attributes: ``excluded_tables`` (iptables-nft tables
     left to iptables-nft-save) and ``notes`` (one sentence per table left out or ignored)."""
     nfproto = netlink_nfproto(netlink) if netlink else None
-    tables = None
-    try:
-        tables = _split_fast(text, source)
-    except (ValueError, KeyError, TypeError, IndexError, StopIteration):
-        tables = None  # not nft's own layout after all: decode the whole document instead
-    if tables is None:
-        tables = _split(_load(text, source), source)
+    tables = split_tables(text, source)
     notes: List[str] = []
     excluded: List[str] = []
     for t in tables.values():

@@ -29,7 +29,19 @@ _IFACE_KEYS = {"iifname", "oifname", "iif", "oif"}
 
 
 def _is_iface_left(left: Any) -> bool:
-    return isinstance(left, dict) and "meta" in left and left["meta"].get("key") in _IFACE_KEYS
+    meta = left.get("meta") if isinstance(left, dict) else None
+    key = meta.get("key") if isinstance(meta, dict) else None
+    return type(key) is str and key in _IFACE_KEYS
+
+
+def iface_strings_of(e: Dict[str, Any], out: set) -> None:
+    """The interface names an expression mentions (_iface_strings, where _mentions_iface), added
+    to ``out``; none of a damaged one, which its chain's compile refuses with the rule named."""
+    try:
+        if _mentions_iface(e):
+            _iface_strings(e, out)
+    except (AttributeError, TypeError, KeyError, IndexError):
+        pass
 
 
 def _iface_strings(e: Dict[str, Any], out: set) -> None:

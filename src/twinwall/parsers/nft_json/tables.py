@@ -11,7 +11,7 @@ from bisect import bisect_right
 from typing import Any, Dict, List, Optional, Tuple
 
 from twinwall.errors import InputError
-from twinwall.parsers.nft_json.expressions import _iface_strings, _mentions_iface
+from twinwall.parsers.nft_json.expressions import iface_strings_of
 
 
 class _TableData:
@@ -19,9 +19,9 @@ class _TableData:
     dict, or a (start, end) span of the dump's text decoded when its chain is compiled; a set
     is a dict or a span decoded on first use."""
 
-    __slots__ = ("family", "name", "chains", "rules", "sets", "xt", "text", "ifnames")
+    __slots__ = ("family", "name", "chains", "rules", "sets", "xt", "text", "source", "ifnames")
 
-    def __init__(self, family: str, name: str, text: str = ""):
+    def __init__(self, family: str, name: str, text: str = "", source: str = ""):
         self.family = family
         self.name = name
         self.chains: Dict[str, Dict[str, Any]] = {}
@@ -29,6 +29,7 @@ class _TableData:
         self.sets: Dict[str, Any] = {}
         self.xt = False
         self.text = text
+        self.source = source  # (the dump's name, for what is wrong in a span decoded late)
         self.ifnames: set = set()  # interface names the rules mention (filled by the splitter)
 
     @property
@@ -44,7 +45,9 @@ class _TableData:
             items = json.loads("[" + self.text[first:last] + "]")
         else:
             items = json.loads("[" + ", ".join(self.text[a:b] for a, b in entries) + "]")
-        return [item["rule"] for item in items]
+        if len(items) == len(entries):
+            return [item["rule"] for item in items]  # (each span one item: a rule, by its start)
+        return self._bodies(items, ("rule",), len(entries))
 
     def may_log(self, entries: List[Any]) -> bool:
         """Whether a rule of ``entries`` may hold a log statement: False when their text has no
@@ -59,16 +62,43 @@ class _TableData:
         if isinstance(entry, dict):
             return entry
         a, b = entry
-        return json.loads(self.text[a:b])["rule"]
+        try:
+            return json.loads(self.text[a:b])["rule"]
+        except ValueError:  # ("extra data": the span holds another item too)
+            return self._bodies(json.loads("[" + self.text[a:b] + "]"), ("rule",), 1)[0]
 
     def set_body(self, name: str) -> Optional[Dict[str, Any]]:
         s = self.sets.get(name)
         if isinstance(s, tuple):
             kind, a, b = s
-            s = next(iter(json.loads(self.text[a:b]).values()))
+            try:
+                s = next(iter(json.loads(self.text[a:b]).values()))
+            except ValueError:  # ("extra data": the span holds another item too)
+                s = self._bodies(json.loads("[" + self.text[a:b] + "]"), (kind,), 1)[0]
             s["_kind"] = kind
             self.sets[name] = s
         return s
+
+    def _bodies(self, items: List[Any], kinds: Tuple[str, ...], count: int) -> List[Dict[str, Any]]:
+        """The bodies of the ``count`` items of ``kinds`` decoded from spans of the dump that hold
+        other items too (ones _split_fast does not search for): those the general reading of the
+        document ignores are left out, and one it would read or refuse (a rule, table, chain or
+        set not laid out as nft prints one; no object) is refused here, never read as part of
+        the item before it."""
+        bodies: List[Dict[str, Any]] = []
+        for item in items:
+            if type(item) is dict and len(item) != 1:
+                continue  # (no item nft writes: _split ignores it too)
+            kind, body = next(iter(item.items())) if type(item) is dict else ("", None)
+            if kind in kinds and type(body) is dict and len(bodies) < count:
+                bodies.append(body)
+            elif type(item) is not dict or kind in _ITEM_KINDS:
+                raise InputError(f"{self.source}: table {self.label}: an item not laid out as nft prints it, "
+                                 f"among the {'/'.join(kinds)} items: {json.dumps(item)[:80]}")
+        if len(bodies) != count:
+            raise InputError(f"{self.source}: table {self.label}: {count - len(bodies)} {'/'.join(kinds)} "
+                             "item(s) not laid out as nft prints them")
+        return bodies
 
     def set_header(self, name: str) -> str:
         """The start of a set's text (its type and flags come before the elements)."""
@@ -78,6 +108,10 @@ class _TableData:
             cut = head.find('"elem":')
             return head if cut < 0 else head[:cut]
         return json.dumps({k: v for k, v in (s or {}).items() if k != "elem"})
+
+
+# the items of a dump that _split reads (any other holds nothing to evaluate)
+_ITEM_KINDS = ("rule", "table", "chain", "set", "map")
 
 
 def _load(text: str, source: str) -> List[Any]:
@@ -115,6 +149,8 @@ def _split(items: List[Any], source: str) -> Dict[Tuple[str, str], _TableData]:
                 chain = r["chain"]
             except (KeyError, TypeError):
                 raise InputError(f"{source}: nftables[{i}]: a rule without family, table or chain") from None
+            if type(key[0]) is not str or type(key[1]) is not str or type(chain) is not str:
+                raise InputError(f"{source}: nftables[{i}]: a rule whose family, table or chain is not a string")
             if key != last_key:
                 found = tables.get(key)
                 if found is None:
@@ -142,8 +178,8 @@ def _split(items: List[Any], source: str) -> Dict[Tuple[str, str], _TableData]:
                     if isinstance(e, dict):
                         if "xt" in e:
                             t.xt = True
-                        elif _mentions_iface(e):
-                            _iface_strings(e, t.ifnames)
+                        else:
+                            iface_strings_of(e, t.ifnames)
     return tables
 
 
@@ -151,6 +187,8 @@ def _add_item(tables, kind: str, body: Any, source: str, where: Any) -> _TableDa
     if not isinstance(body, dict) or "family" not in body:
         raise InputError(f"{source}: nftables[{where}]: a {kind} without a family")
     name: Any = body.get("name") if kind == "table" else body.get("table")
+    if type(body["family"]) is not str or type(name) is not str or kind != "table" and type(body.get("name")) is not str:
+        raise InputError(f"{source}: nftables[{where}]: a {kind} whose family, table or name is not a string")
     key = (body["family"], name)
     t = tables.get(key)
     if t is None:
@@ -164,14 +202,21 @@ def _add_item(tables, kind: str, body: Any, source: str, where: Any) -> _TableDa
     return t
 
 
-# Top-level items of nft's own output: '{"KIND": {"family": ...' occurs nowhere else (a string
-# cannot hold an unescaped quote), and nft prints "family" first, then for rules table and chain.
+# Top-level items of nft's own output (a string cannot hold an unescaped quote, so none of these
+# occurs inside one). nft prints "family" first, then for rules table and chain. Every
+# '{"rule": ', '{"table": ' and '{"chain": ' is an item's start (no statement or expression of a
+# rule has these names): a rule not laid out as nft prints one is found where its header is
+# read (the whole document is then decoded), a table or chain is decoded whole in any order of
+# its keys; neither is held as part of the item before it. A set's or map's name is also a
+# statement's: it is told apart by its "family" first (one laid out otherwise is held, and told
+# when its span is decoded: _TableData._bodies).
+_RULE_START_RE = re.compile(r'\{"rule": ')
 _RULE_RE = re.compile(r'\{"rule": \{"family": "([^"\\]*)", "table": "([^"\\]*)", "chain": "([^"\\]*)", ')
-_RULE_START_RE = re.compile(r'\{"rule": \{"family": "')
 _OTHER_RE = re.compile(
     r'\{"(table|chain|set|map|flowtable|counter|quota|limit|ct helper|ct timeout|ct expectation|secmark'
-    r'|synproxy|tunnel)": \{"family": '
+    r'|synproxy|tunnel)": \{'
 )
+_ANY_ORDER = ("table", "chain")  # (the kinds of _OTHER_RE read in any order of their keys)
 _IFACE_RE = re.compile(r'\{"meta": \{"key": "(?:iifname|oifname|iif|oif)"\}\}')
 
 
@@ -184,12 +229,18 @@ def _split_fast(text: str, source: str) -> Optional[Dict[Tuple[str, str], _Table
         return None
     end_all = text.rindex("]}")
     rule_starts = [m.start() for m in _RULE_START_RE.finditer(text)]
-    others = [(m.start(), m.group(1)) for m in _OTHER_RE.finditer(text)]
+    others = [(m.start(), m.group(1)) for m in _OTHER_RE.finditer(text)
+              if m.group(1) in _ANY_ORDER or text.startswith('"family": ', m.end())]
     starts = sorted(rule_starts + [o[0] for o in others])
     ends = [b - 2 for b in starts[1:]] + [end_all]
+    # each span one item: nft's items are objects of one object ('{"KIND": {...}}'), so a span
+    # that ends otherwise holds another item too (one of a kind not searched for, or no object),
+    # which the general path reads or refuses by itself
     for b in ends[:-1]:
-        if text[b:b + 2] != ", ":
+        if text[b - 2:b + 2] != "}}, ":
             return None
+    if text[end_all - 2:end_all] != "}}":
+        return None
     end_of = dict(zip(starts, ends))
     tables: Dict[Tuple[str, str], _TableData] = {}
     for a, kind in others:
@@ -203,7 +254,7 @@ def _split_fast(text: str, source: str) -> Optional[Dict[Tuple[str, str], _Table
             t = _add_item(tables, kind, json.loads(text[a:b])[kind], source, a)
         else:
             continue
-        t.text = text
+        t.text, t.source = text, source
     # a chain's rules follow one another and share their header ('{"rule": {"family": "ip",
     # "table": "t", "chain": "c", '): decode a header only where it changes
     header = ""
@@ -219,7 +270,7 @@ def _split_fast(text: str, source: str) -> Optional[Dict[Tuple[str, str], _Table
             fam, table, chain = m.groups()
             found = tables.get((fam, table))
             if found is None:
-                found = tables[(fam, table)] = _TableData(fam, table, text)
+                found = tables[(fam, table)] = _TableData(fam, table, text, source)
             last_t = found
             last_rules = last_t.rules.setdefault(chain, [])
         last_rules.append((a, end_of[a]))
@@ -248,8 +299,8 @@ def _split_fast(text: str, source: str) -> Optional[Dict[Tuple[str, str], _Table
         rule = json.loads(text[a:end_of[a]])["rule"]
         t = rule_table[i]
         for e in rule.get("expr") or ():
-            if isinstance(e, dict) and _mentions_iface(e):
-                _iface_strings(e, t.ifnames)
+            if isinstance(e, dict):
+                iface_strings_of(e, t.ifnames)
     return tables
 
 
@@ -257,7 +308,14 @@ def xt_tables(text: str, source: str = "nft -j list ruleset") -> List[str]:
     """Tables ("ip filter", ...) holding iptables-nft xt expressions: not readable from nft -j."""
     if '"xt"' not in text:
         return []
-    tables = _split_fast(text, source)
-    if tables is None:
-        tables = _split(_load(text, source), source)
-    return sorted(t.label for t in tables.values() if t.xt)
+    return sorted(t.label for t in split_tables(text, source).values() if t.xt)
+
+
+def split_tables(text: str, source: str) -> Dict[Tuple[str, str], _TableData]:
+    """Pass 1: _split_fast where the text is laid out as nft prints it, _split of the decoded
+    document otherwise (which words what is wrong with it)."""
+    try:
+        tables = _split_fast(text, source)
+    except (InputError, ValueError, KeyError, TypeError, IndexError, AttributeError, StopIteration):
+        tables = None  # not nft's own layout after all
+    return _split(_load(text, source), source) if tables is None else tables

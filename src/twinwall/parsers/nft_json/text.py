@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, Tuple
 
 from twinwall.parsers.nft_json.expressions import _IFACE_KEYS, _is_iface_left, by_left_form
@@ -17,8 +18,12 @@ _LEFT_TEXT: Dict[tuple, Tuple[str, bool, bool]] = {}
 def rule_text(r: Dict[str, Any]) -> str:
     """A compact nft-like text of a rule: ``tcp dport 22 ct state new accept # handle 7``."""
     parts = []
-    for e in r.get("expr") or ():
-        parts.append(_expr_text(e))
+    exprs = r.get("expr")
+    for e in exprs if isinstance(exprs, list) else ():
+        try:
+            parts.append(_expr_text(e))
+        except (AttributeError, TypeError, KeyError, IndexError):
+            parts.append(json.dumps(e)[:80])  # (a damaged expression, cited as it is written)
     text = " ".join(p for p in parts if p)
     if r.get("comment"):
         text += f' comment "{r["comment"]}"'
