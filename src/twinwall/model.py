@@ -182,11 +182,9 @@ class RulesetText:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "RulesetText":
-        r = cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-        # (the snapshot format allows null for both)
-        r.backend = r.backend or "unknown"
-        r.source = r.source or ""
-        return r
+        # (the snapshot format allows both to be null or left out)
+        return cls(d["family"], d["format"], d.get("backend") or "unknown", d.get("source") or "", d["text"],
+                   d.get("netlink"))
 
 
 @dataclass

@@ -325,3 +325,16 @@ def test_bad_snapshot_exits_2_with_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "twinwall", "audit", "--snapshot", str(deep)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("key", ["backend", "source"])
+@pytest.mark.parametrize("gone", ["left out", "null"])
+def test_a_rulesets_backend_and_source_may_be_null_or_left_out(tmp_path, key, gone):
+    doc = snapshot_to_json(sample())
+    if gone == "null":
+        doc["rulesets"][0][key] = None
+    else:
+        del doc["rulesets"][0][key]
+    ruleset = read_snapshot(write_doc(tmp_path, doc)).rulesets[0]
+    assert getattr(ruleset, key) == {"backend": "unknown", "source": ""}[key]
+    assert ruleset.text == sample().rulesets[0].text
