@@ -342,7 +342,7 @@ class _Reader:
             if key not in _RULE_KEYS:
                 raise err(key, f"unknown key (known: {', '.join(_RULE_KEYS)})")
         direction = raw.get("direction")
-        if direction not in HOOK_OF:
+        if not isinstance(direction, str) or direction not in HOOK_OF:
             raise err("direction", f"must be in, out or forward, not {direction!r}" if direction is not None
                       else "missing (in, out or forward)")
         action = raw.get("action")
@@ -507,7 +507,7 @@ class _Reader:
         items = value if isinstance(value, list) else [value]
         out = []
         for item in items:
-            if item not in ICMP4_TYPE and item not in ICMP6_TYPE and item != "fragmentation-needed":
+            if not isinstance(item, str) or item not in ICMP4_TYPE and item not in ICMP6_TYPE and item != "fragmentation-needed":
                 names = sorted(set(ICMP4_TYPE) | set(ICMP6_TYPE) | {"fragmentation-needed"})
                 raise err(f"unknown ICMP type {item!r} (known: {', '.join(names)})")
             out.append(item)

@@ -39,6 +39,9 @@ def test_good_file_reads():
     (('input = "drop"', 'input = "block"'), 2, "defaults.input"),
     (('office = [', 'office = ["192.0.2.300", '), 5, "groups.office"),
     (('action = "accept"', 'action = "accept"\nport = 22'), 13, "port"),
+    # values of the wrong type, not strings (were: unhashable type)
+    (('direction = "in"', 'direction = ["in"]'), 8, "direction"),
+    (('proto = "tcp"\nports = [22, "8000-8100"]', 'proto = "icmp"\nicmp_types = [{ a = 1 }]'), 10, "icmp_types"),
 ])
 def test_bad_entry_names_file_line_and_key(change, line, key):
     text = GOOD.replace(*change)
