@@ -56,7 +56,16 @@ def run(args: argparse.Namespace) -> int:
     from twinwall.report.registry import render
 
     doc = _read(args.document)
-    emit(render(args.format, doc, RenderOptions(fail_on=args.fail_on, location=args.location)), args.output)
-    findings = [f for h in host_documents(doc) for f in h.get("findings", [])]
-    failed = any(at_least(f.get("severity", ""), args.fail_on) for f in findings)
+    try:
+        rendered = render(args.format, doc, RenderOptions(fail_on=args.fail_on, location=args.location))
+        findings = [f for h in host_documents(doc) for f in h.get("findings", [])]
+        failed = any(at_least(f.get("severity", ""), args.fail_on) for f in findings)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+        # (the formats read the document as twinwall writes it: one edited by hand, or cut
+        # short, is refused where a format found it wanting, not rendered half)
+        raise InputError(
+            f"{args.document}: a {doc['schema']} document with a field missing or of the wrong kind "
+            f"({type(exc).__name__}: {exc}); render the document a twinwall command wrote, unedited"
+        ) from None
+    emit(rendered, args.output)
     return 1 if failed or doc.get("unreadable") else 0

@@ -3,6 +3,7 @@ JUnit parser, metrics checked by promtool, HTML rendered in headless Chromium.""
 
 import json
 import os
+from pathlib import Path
 import shutil
 import struct
 import subprocess
@@ -410,3 +411,29 @@ def test_html_names_the_addresses_an_offline_audit_took_as_the_hosts():
     page = render("html", doc)
     assert "taken as the host's addresses" in page and "<code>192.0.2.1</code>" in page
     assert "&lt;b&gt;" in page and "<b>" not in page.split("taken as the host's addresses")[1].split("</ul>")[0]
+
+
+# ------------------------------------------------- a saved document damaged by hand
+
+GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "golden"
+
+
+@pytest.mark.parametrize("fmt", ["sarif", "junit", "prometheus", "html"])
+@pytest.mark.parametrize("damage", [
+    lambda d: d["services"][0].pop("address"),
+    lambda d: d["services"][0]["ipv4"].update(decided_by=True),
+    lambda d: d["findings"].insert(0, "x"),
+])
+def test_a_damaged_saved_document_is_refused_in_one_line(tmp_path, capsys, fmt, damage):
+    doc = json.loads((GOLDEN / "ufw.audit.json").read_text())
+    damage(doc)
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    out = tmp_path / f"a.{fmt}"
+    from twinwall.cli import main
+
+    code = main(["report", str(tmp_path / "a.json"), "--format", fmt, "--output", str(out)])
+    err = capsys.readouterr().err
+    rendered = not err and code != 2
+    # a format that does not read the damaged field renders the rest; none fails with a traceback
+    assert rendered or (code == 2 and err.startswith(f"twinwall: {tmp_path / 'a.json'}: a twinwall.audit/2 document")
+                        and err.count("\n") == 1 and not out.exists()), err
