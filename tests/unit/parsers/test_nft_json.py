@@ -821,3 +821,22 @@ def test_a_damaged_document_is_read_or_refused_never_a_traceback(name, data) -> 
                 packet(rs, "198.51.100.1" if rs.family == "ipv4" else "2001:db8:b::1", 22)
     except TwinwallError:
         pass  # (what the command prints in one line: an InputError, a jump to a chain not there...)
+
+
+@pytest.mark.parametrize("name", ["inet_filter.json", "iptables_nft.json"])
+@pytest.mark.parametrize("close", ["", "]}", "}}]}"])
+def test_a_document_cut_short_inside_a_rule_is_refused(name, close) -> None:
+    # (cut at a place of every seventh rule: the fast reading decodes rules only when it
+    # compiles them, so a document it took for nft's layout is found to be no JSON there; one
+    # that the closing brackets make JSON again is refused by the general reading)
+    text = fixture(name)
+    starts = [i for i in range(len(text)) if text.startswith('{"rule": ', i)]
+    for start in starts[::7]:
+        for cut in (start + 40, text.index("}}", start) + 2):
+            with pytest.raises(InputError, match=r"^f\.json: (not 'nft -j list ruleset' output: invalid JSON|nftables\[)"):
+                for rs in parse_nft_json(text[:cut] + close, "f.json"):
+                    universe, local = bind(rs)
+                    rs.universe, rs.local_addresses = universe, local
+                    for t in rs.tables.values():
+                        for c in t.chains.values():
+                            _ = c.rules

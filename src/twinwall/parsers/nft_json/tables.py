@@ -42,9 +42,9 @@ class _TableData:
         # a chain's rules are one run of the dump in nft's output: decode them in one call
         first, last = entries[0][0], entries[-1][1]
         if all(entries[i + 1][0] == entries[i][1] + 2 for i in range(len(entries) - 1)):
-            items = json.loads("[" + self.text[first:last] + "]")
+            items = self._decoded("[" + self.text[first:last] + "]")
         else:
-            items = json.loads("[" + ", ".join(self.text[a:b] for a, b in entries) + "]")
+            items = self._decoded("[" + ", ".join(self.text[a:b] for a, b in entries) + "]")
         if len(items) == len(entries):
             return [item["rule"] for item in items]  # (each span one item: a rule, by its start)
         return self._bodies(items, ("rule",), len(entries))
@@ -65,7 +65,7 @@ class _TableData:
         try:
             return json.loads(self.text[a:b])["rule"]
         except ValueError:  # ("extra data": the span holds another item too)
-            return self._bodies(json.loads("[" + self.text[a:b] + "]"), ("rule",), 1)[0]
+            return self._bodies(self._decoded("[" + self.text[a:b] + "]"), ("rule",), 1)[0]
 
     def set_body(self, name: str) -> Optional[Dict[str, Any]]:
         s = self.sets.get(name)
@@ -74,10 +74,21 @@ class _TableData:
             try:
                 s = next(iter(json.loads(self.text[a:b]).values()))
             except ValueError:  # ("extra data": the span holds another item too)
-                s = self._bodies(json.loads("[" + self.text[a:b] + "]"), (kind,), 1)[0]
+                s = self._bodies(self._decoded("[" + self.text[a:b] + "]"), (kind,), 1)[0]
             s["_kind"] = kind
             self.sets[name] = s
         return s
+
+    def _decoded(self, piece: str) -> List[Any]:
+        """A span of the dump decoded when first used: the fast reading checks the layout of the
+        whole dump but decodes only its tables, chains and set headers, so a dump cut short or
+        damaged inside a rule or a set is found here, and refused as the general reading
+        refuses a document that is no JSON."""
+        try:
+            return json.loads(piece)
+        except ValueError as exc:
+            raise InputError(f"{self.source}: not 'nft -j list ruleset' output: invalid JSON in table "
+                             f"{self.label} ({exc})") from None
 
     def _bodies(self, items: List[Any], kinds: Tuple[str, ...], count: int) -> List[Dict[str, Any]]:
         """The bodies of the ``count`` items of ``kinds`` decoded from spans of the dump that hold
@@ -227,7 +238,12 @@ def _split_fast(text: str, source: str) -> Optional[Dict[Tuple[str, str], _Table
     head = text[:64].lstrip()
     if not head.startswith('{"nftables": ['):
         return None
-    end_all = text.rindex("]}")
+    end = len(text)
+    while end and text[end - 1] in " \t\r\n":
+        end -= 1
+    if not text.endswith("]}", 0, end):
+        return None  # (not the end of a document: one cut short, or followed by more)
+    end_all = end - 2
     rule_starts = [m.start() for m in _RULE_START_RE.finditer(text)]
     others = [(m.start(), m.group(1)) for m in _OTHER_RE.finditer(text)
               if m.group(1) in _ANY_ORDER or text.startswith('"family": ', m.end())]
