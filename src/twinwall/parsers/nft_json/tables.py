@@ -47,7 +47,7 @@ class _TableData:
             items = self._decoded("[" + ", ".join(self.text[a:b] for a, b in entries) + "]")
         if len(items) == len(entries):
             return [item["rule"] for item in items]  # (each span one item: a rule, by its start)
-        return self._bodies(items, ("rule",), len(entries))
+        return self._bodies(items, "rule", len(entries))
 
     def may_log(self, entries: List[Any]) -> bool:
         """Whether a rule of ``entries`` may hold a log statement: False when their text has no
@@ -62,22 +62,23 @@ class _TableData:
         if isinstance(entry, dict):
             return entry
         a, b = entry
-        try:
-            return json.loads(self.text[a:b])["rule"]
-        except ValueError:  # ("extra data": the span holds another item too)
-            return self._bodies(self._decoded("[" + self.text[a:b] + "]"), ("rule",), 1)[0]
+        return self._body(a, b, "rule")
 
     def set_body(self, name: str) -> Optional[Dict[str, Any]]:
         s = self.sets.get(name)
         if isinstance(s, tuple):
             kind, a, b = s
-            try:
-                s = next(iter(json.loads(self.text[a:b]).values()))
-            except ValueError:  # ("extra data": the span holds another item too)
-                s = self._bodies(self._decoded("[" + self.text[a:b] + "]"), (kind,), 1)[0]
+            s = self._body(a, b, kind)
             s["_kind"] = kind
             self.sets[name] = s
         return s
+
+    def _body(self, a: int, b: int, kind: str) -> Dict[str, Any]:
+        """The body of the item of ``kind`` that the span ``a:b`` of the dump starts with."""
+        try:
+            return json.loads(self.text[a:b])[kind]
+        except ValueError:  # ("extra data": the span holds another item too)
+            return self._bodies(self._decoded("[" + self.text[a:b] + "]"), kind, 1)[0]
 
     def _decoded(self, piece: str) -> List[Any]:
         """A span of the dump decoded when first used: the fast reading checks the layout of the
@@ -90,8 +91,8 @@ class _TableData:
             raise InputError(f"{self.source}: not 'nft -j list ruleset' output: invalid JSON in table "
                              f"{self.label} ({exc})") from None
 
-    def _bodies(self, items: List[Any], kinds: Tuple[str, ...], count: int) -> List[Dict[str, Any]]:
-        """The bodies of the ``count`` items of ``kinds`` decoded from spans of the dump that hold
+    def _bodies(self, items: List[Any], kind: str, count: int) -> List[Dict[str, Any]]:
+        """The bodies of the ``count`` items of ``kind`` decoded from spans of the dump that hold
         other items too (ones _split_fast does not search for): those the general reading of the
         document ignores are left out, and one it would read or refuse (a rule, table, chain or
         set not laid out as nft prints one; no object) is refused here, never read as part of
@@ -100,14 +101,14 @@ class _TableData:
         for item in items:
             if type(item) is dict and len(item) != 1:
                 continue  # (no item nft writes: _split ignores it too)
-            kind, body = next(iter(item.items())) if type(item) is dict else ("", None)
-            if kind in kinds and type(body) is dict and len(bodies) < count:
+            its_kind, body = next(iter(item.items())) if type(item) is dict else ("", None)
+            if its_kind == kind and type(body) is dict and len(bodies) < count:
                 bodies.append(body)
-            elif type(item) is not dict or kind in _ITEM_KINDS:
+            elif type(item) is not dict or its_kind in _ITEM_KINDS:
                 raise InputError(f"{self.source}: table {self.label}: an item not laid out as nft prints it, "
-                                 f"among the {'/'.join(kinds)} items: {json.dumps(item)[:80]}")
+                                 f"among the {kind} items: {json.dumps(item)[:80]}")
         if len(bodies) != count:
-            raise InputError(f"{self.source}: table {self.label}: {count - len(bodies)} {'/'.join(kinds)} "
+            raise InputError(f"{self.source}: table {self.label}: {count - len(bodies)} {kind} "
                              "item(s) not laid out as nft prints them")
         return bodies
 
